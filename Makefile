@@ -1,0 +1,44 @@
+# wanir: `make demo` sets up .venv and runs the default estimate; `make test` runs the tests.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast test-reference setup system-deps bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned to the CPU build first: a looser requirement can pull a CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test,reference]'
+	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian's graphviz (the `dot` binary) and chromium (HTML report tests); needs root.
+system-deps:
+	@if ! command -v dot >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz chromium >/dev/null; \
+	fi
+
+demo: setup
+	$(BIN)/wanir estimate
+
+test: setup system-deps
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not reference and not slow"
+
+test-reference: setup
+	$(BIN)/python -m pytest -q -m reference
+
+bench: setup
+	$(BIN)/python benchmarks/bench_estimate.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

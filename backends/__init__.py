@@ -1,0 +1,1 @@
+"""Backends: consumers of an annotated graph (roofline, parallel, graphviz, reports, plots)."""

@@ -1,0 +1,1 @@
+"""Frontends: lower a model description into the IR with the GraphBuilder."""

@@ -1,0 +1,116 @@
+"""The Wan2.1 pipeline: composes the stages of one generation into one graph.
+
+Stages (top-level scopes) and their invocations per generation:
+
+- ``text_encoder``: UMT5-XXL, 2 with classifier-free guidance (prompt, negative prompt), else 1
+- ``image_encoder``: CLIP vision tower, 1 (image-to-video only)
+- ``vae_encode``: Wan-VAE encoder, 1 (image-to-video, or ``workload.vae_encode=true``)
+- ``diffusion_core``: the DiT, steps × 2 with guidance (conditional and unconditional calls), else steps
+- ``vae_decode``: Wan-VAE decoder, 1
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wanir.builder import GraphBuilder
+from wanir.errors import ConfigError
+from wanir.graph import Graph
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A validated workload with the derived latent and token shapes (all ints)."""
+
+    height: int
+    width: int
+    frames: int
+    steps: int
+    guidance: bool
+    batch: int
+    text_len: int
+    vae_encode: bool
+    latent_channels: int
+    latent_frames: int
+    latent_height: int
+    latent_width: int
+    tokens: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def resolve_workload(cfg) -> Workload:
+    """Check ``cfg.workload`` against what the model can produce and derive latent shapes.
+    Raises ConfigError naming the key and the allowed values."""
+    w = cfg.workload
+    vae = cfg.vae
+    dit = cfg.dit
+    t_down = 2 ** sum(1 for x in vae.temperal_downsample if x)          # 4 for Wan2.1
+    s_down = 2 ** (len(vae.dim_mult) - 1)                               # 8 for Wan2.1
+    pt, ph, pw = dit.patch_size
+    frames, height, width = w.frames, w.height, w.width
+    if (frames - 1) % t_down:
+        lo = (frames - 1) // t_down * t_down + 1
+        raise ConfigError(f"workload.frames={frames}: the VAE produces 1 + {t_down}k frames; "
+                          f"allowed nearby: {lo} or {lo + t_down}")
+    latent_t = (frames - 1) // t_down + 1
+    for key, v, p in (("workload.height", height, ph), ("workload.width", width, pw)):
+        m = s_down * p
+        if v % m:
+            raise ConfigError(f"{key}={v}: must be a multiple of {m} (VAE stride {s_down} × patch {p}); "
+                              f"allowed nearby: {v // m * m or m} or {(v // m + 1) * m}")
+    if latent_t % pt:
+        raise ConfigError(f"workload.frames={frames}: {latent_t} latent frames are not divisible by the "
+                          f"temporal patch size {pt}")
+    steps = w.steps if w.steps is not None else cfg.model.default_steps
+    lh, lw = height // s_down, width // s_down
+    tokens = (latent_t // pt) * (lh // ph) * (lw // pw)
+    return Workload(height, width, frames, int(steps), bool(w.guidance), w.batch, w.text_len,
+                    bool(w.vae_encode), int(vae.z_dim), latent_t, lh, lw, tokens)
+
+
+def trained_range_warnings(cfg, wl: Workload) -> list[str]:
+    """Warnings for workloads outside what the model was trained on."""
+    out = []
+    m = cfg.model
+    maxpix = m.get("trained_max_pixels")
+    if maxpix and wl.height * wl.width > maxpix:
+        out.append(f"{m.name} was trained up to {maxpix:,} pixels per frame; "
+                   f"{wl.width}x{wl.height} ({wl.height * wl.width:,}) lies outside its training range")
+    maxf = m.get("trained_max_frames")
+    if maxf and wl.frames > maxf:
+        out.append(f"{m.name} was trained on up to {maxf} frames; {wl.frames} frames lie outside its training range")
+    return out
+
+
+def build_pipeline(cfg) -> Graph:
+    """Lower the configured pipeline into one graph (not yet annotated). ``graph.meta``
+    holds the resolved workload, the model name and warnings."""
+    from . import umt5, wan_dit, wan_vae
+
+    wl = resolve_workload(cfg)
+    prec = cfg.precision
+    cfg_mult = 2 if wl.guidance else 1
+    b = GraphBuilder(name=cfg.model.name)
+
+    with b.stage("text_encoder", invocations=cfg_mult), b.weights(prec.text_encoder):
+        umt5.build(b, cfg.text_encoder, seq_len=wl.text_len, batch=wl.batch, dtype=prec.text_encoder)
+
+    if wl.vae_encode:
+        with b.stage("vae_encode", invocations=1), b.weights(prec.vae):
+            wan_vae.build_encoder(b, cfg.vae, video_shape=(3, wl.frames, wl.height, wl.width),
+                                  batch=wl.batch, dtype=prec.vae)
+
+    with b.stage("diffusion_core", invocations=wl.steps * cfg_mult), b.weights(prec.dit_weights):
+        wan_dit.build(b, cfg.dit, latent_shape=(cfg.dit.in_channels, wl.latent_frames, wl.latent_height,
+                                                wl.latent_width),
+                      batch=wl.batch, text_len=wl.text_len, compute_dtype=prec.dit_compute)
+
+    with b.stage("vae_decode", invocations=1), b.weights(prec.vae):
+        wan_vae.build_decoder(b, cfg.vae, latent_shape=(wl.latent_channels, wl.latent_frames,
+                                                        wl.latent_height, wl.latent_width),
+                              batch=wl.batch, dtype=prec.vae)
+
+    g = b.graph
+    g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl))
+    return g

@@ -1,0 +1,249 @@
+"""GraphBuilder: the only way frontends make graphs. It reads like the PyTorch module it
+models::
+
+    b = GraphBuilder(weight_dtype="bf16")
+    with b.stage("diffusion_core", invocations=100):
+        x = b.input("x", (1, 75600, 5120), "bf16")
+        with b.repeat("blocks", 40):
+            with b.scope("attn1"):
+                q = b.linear(x, 5120, name="to_q")
+
+Every op call runs the op's shape rule, so a malformed graph cannot be built silently.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from .dtypes import get_dtype
+from .errors import GraphError, WanirError
+from .graph import Graph, Value, Weight
+from .ops import get_op
+from .ops.defs import BINARY, UNARY
+from .scope import Scope
+from .tensor import TensorType
+
+
+class GraphBuilder:
+    """Builds a Graph. ``weight_dtype`` is the storage dtype of weights created from here
+    on (change it with ``with b.weights("fp32"):``); ``default_stage`` names the stage that
+    nodes created outside any ``stage(...)`` fall into."""
+
+    def __init__(self, name: str = "graph", weight_dtype="bf16", default_stage: str = "model"):
+        self.graph = Graph(name)
+        self._scope: Scope = self.graph.root
+        self._wdtype = get_dtype(weight_dtype)
+        self._default_stage = default_stage
+        self._names: dict[int, set[str]] = {}
+
+    # ------------------------------------------------------------------ scopes
+    @contextmanager
+    def _enter(self, scope: Scope):
+        prev, self._scope = self._scope, scope
+        try:
+            yield scope
+        finally:
+            self._scope = prev
+
+    @contextmanager
+    def stage(self, name: str, invocations: int = 1):
+        """Open a top-level stage that runs ``invocations`` times per generation."""
+        if self._scope.kind != "root":
+            raise WanirError(f"stage '{name}' must be opened at top level, not inside '{self._scope.path}'")
+        with self._enter(self.graph.root.child(name, invocations, "stage")) as s:
+            yield s
+
+    @contextmanager
+    def scope(self, name: str, repeat: int = 1):
+        """Open a named scope; ``repeat`` > 1 means that many copies with distinct weights."""
+        with self._enter(self._current().child(name, repeat, "repeat" if repeat > 1 else "scope")) as s:
+            yield s
+
+    @contextmanager
+    def repeat(self, name: str, count: int):
+        """Identical structure ``count`` times with distinct weights (an nn.ModuleList), built once."""
+        with self._enter(self._current().child(name, count, "repeat")) as s:
+            yield s
+
+    @contextmanager
+    def loop(self, name: str, count: int):
+        """The same module run ``count`` times (shared weights), built once."""
+        with self._enter(self._current().child(name, count, "loop")) as s:
+            yield s
+
+    @contextmanager
+    def weights(self, dtype):
+        """Weights created inside are stored at ``dtype``."""
+        prev, self._wdtype = self._wdtype, get_dtype(dtype)
+        try:
+            yield
+        finally:
+            self._wdtype = prev
+
+    @property
+    def current_scope(self) -> Scope:
+        return self._scope
+
+    def _current(self) -> Scope:
+        if self._scope.kind == "root":
+            self._scope = self.graph.root.child(self._default_stage, 1, "stage")
+        return self._scope
+
+    # ------------------------------------------------------------------ generic op
+    def op(self, kind: str, *inputs: Value, name: str | None = None, weight_key: str | None = None,
+           **attrs):
+        """Add one node of op ``kind``. Returns its output Value (or a tuple when the op has
+        several outputs). ``weight_key`` shares this node's weights with every other node
+        built with the same key (default: scope path without loop levels + node name)."""
+        scope = self._current()
+        where = f"{scope.path}/{name or kind}"
+        opdef = get_op(kind, where)
+        for i, v in enumerate(inputs):
+            if not isinstance(v, Value):
+                raise GraphError(f"{where}: input {i} of op '{kind}' is {type(v).__name__}, not a graph value")
+        attrs = opdef.normalize_attrs(attrs, where)
+        types = tuple(v.type for v in inputs)
+        outs = opdef.infer(types, attrs, where)
+        name = self._unique(scope, name or kind)
+        params = {}
+        pshapes = opdef.param_shapes(types, attrs)
+        if pshapes:
+            base = weight_key or (f"{scope.weight_path}/{name}" if scope.weight_path else name)
+            for pname, shape in pshapes.items():
+                key = f"{base}.{pname}"
+                w = Weight(key, TensorType(shape, self._wdtype), scope.weight_count)
+                old = self.graph.weights.get(key)
+                if old is not None and old != w:
+                    raise GraphError(f"{where}: weight '{key}' is shared with another node but has type "
+                                     f"{w.type} ×{w.copies}, there {old.type} ×{old.copies}")
+                self.graph.weights[key] = w
+                params[pname] = w
+        node = self.graph.add_node(kind, name, scope, inputs, outs, attrs, params)
+        if len(outs) == 1:
+            return node.output(0)
+        return tuple(node.output(i) for i in range(len(outs)))
+
+    def _unique(self, scope: Scope, name: str) -> str:
+        used = self._names.setdefault(id(scope), set())
+        cand, i = name, 1
+        while cand in used:
+            cand = f"{name}_{i}"
+            i += 1
+        used.add(cand)
+        return cand
+
+    # ------------------------------------------------------------------ sugar
+    def input(self, name: str, shape, dtype="bf16") -> Value:
+        """A graph input (placeholder)."""
+        return self.op("input", name=name, shape=tuple(shape) if not isinstance(shape, int) else shape, dtype=dtype)
+
+    def parameter(self, name: str, shape, dtype=None) -> Value:
+        """A weight used directly as a tensor (stored at the current weight dtype)."""
+        return self.op("parameter", name=name, shape=tuple(shape), dtype=dtype or self._wdtype)
+
+    def linear(self, x, out_features: int, bias: bool = True, name: str = "linear", **kw) -> Value:
+        return self.op("linear", x, name=name, out_features=out_features, bias=bias, **kw)
+
+    def matmul(self, a, b, name: str = "matmul") -> Value:
+        return self.op("matmul", a, b, name=name)
+
+    def bmm(self, a, b, name: str = "bmm") -> Value:
+        return self.op("bmm", a, b, name=name)
+
+    def conv1d(self, x, out_channels, kernel, name="conv1d", **kw) -> Value:
+        return self.op("conv1d", x, name=name, out_channels=out_channels, kernel=kernel, **kw)
+
+    def conv2d(self, x, out_channels, kernel, name="conv2d", **kw) -> Value:
+        return self.op("conv2d", x, name=name, out_channels=out_channels, kernel=kernel, **kw)
+
+    def conv3d(self, x, out_channels, kernel, name="conv3d", **kw) -> Value:
+        return self.op("conv3d", x, name=name, out_channels=out_channels, kernel=kernel, **kw)
+
+    def sdpa(self, q, k, v, mask=None, name: str = "sdpa", **kw) -> Value:
+        ins = (q, k, v) if mask is None else (q, k, v, mask)
+        return self.op("sdpa", *ins, name=name, **kw)
+
+    def layernorm(self, x, affine=True, bias=True, name="layernorm", **kw) -> Value:
+        return self.op("layernorm", x, name=name, affine=affine, bias=bias, **kw)
+
+    def rmsnorm(self, x, affine=True, name="rmsnorm", **kw) -> Value:
+        return self.op("rmsnorm", x, name=name, affine=affine, **kw)
+
+    def groupnorm(self, x, num_groups, affine=True, name="groupnorm", **kw) -> Value:
+        return self.op("groupnorm", x, name=name, num_groups=num_groups, affine=affine, **kw)
+
+    def embedding(self, idx, num_embeddings, embedding_dim, name="embedding") -> Value:
+        return self.op("embedding", idx, name=name, num_embeddings=num_embeddings,
+                       embedding_dim=embedding_dim, dtype=self._wdtype)
+
+    def softmax(self, x, dim=-1, name="softmax") -> Value:
+        return self.op("softmax", x, name=name, dim=dim)
+
+    def rope(self, x, freqs=None, name="rope") -> Value:
+        return self.op("rope", *((x,) if freqs is None else (x, freqs)), name=name)
+
+    def upsample(self, x, scale, name=None) -> Value:
+        kind = f"upsample_nearest{x.type.rank - 2}d"
+        return self.op(kind, x, name=name or kind, scale=scale)
+
+    def pad(self, x, pad, name="pad", value=0.0) -> Value:
+        return self.op("pad", x, name=name, pad=tuple(pad), value=value)
+
+    def concat(self, xs, dim=0, name="concat") -> Value:
+        return self.op("concat", *xs, name=name, dim=dim)
+
+    def slice(self, x, dim, start=0, end=None, step=1, name="slice") -> Value:
+        return self.op("slice", x, name=name, dim=dim, start=start, end=end, step=step)
+
+    def chunk(self, x, chunks, dim=-1, name="chunk"):
+        return self.op("chunk", x, name=name, chunks=chunks, dim=dim)
+
+    def reshape(self, x, shape, name="reshape") -> Value:
+        return self.op("reshape", x, name=name, shape=tuple(shape))
+
+    def permute(self, x, dims, name="permute") -> Value:
+        return self.op("permute", x, name=name, dims=tuple(dims))
+
+    def transpose(self, x, dim0, dim1, name="transpose") -> Value:
+        return self.op("transpose", x, name=name, dim0=dim0, dim1=dim1)
+
+    def expand(self, x, shape, name="expand") -> Value:
+        return self.op("expand", x, name=name, shape=tuple(shape))
+
+    def contiguous(self, x, name="contiguous") -> Value:
+        return self.op("contiguous", x, name=name)
+
+    def cast(self, x, dtype, name="cast") -> Value:
+        return self.op("cast", x, name=name, dtype=dtype)
+
+    def scale(self, x, value, name="scale") -> Value:
+        return self.op("scale", x, name=name, value=value)
+
+    def add_scalar(self, x, value, name="add_scalar") -> Value:
+        return self.op("add_scalar", x, name=name, value=value)
+
+    def reduce(self, kind, x, dims, keepdim=False, name=None) -> Value:
+        return self.op(kind, x, name=name or kind, dims=dims, keepdim=keepdim)
+
+
+def _unary(kind):
+    def f(self, x, name=kind):
+        return self.op(kind, x, name=name)
+    f.__name__ = kind
+    f.__doc__ = f"elementwise {kind}"
+    return f
+
+
+def _binary(kind):
+    def f(self, x, y, name=kind):
+        return self.op(kind, x, y, name=name)
+    f.__name__ = kind
+    f.__doc__ = f"elementwise {kind} with broadcasting"
+    return f
+
+
+for _k in UNARY:
+    if not hasattr(GraphBuilder, _k):
+        setattr(GraphBuilder, _k, _unary(_k))
+for _k in BINARY:
+    if not hasattr(GraphBuilder, _k):
+        setattr(GraphBuilder, _k, _binary(_k))

@@ -1,0 +1,225 @@
+"""Configuration: Hydra config groups under ``wanir/configs`` composed with hydra-core's
+compose API (no ``@hydra.main``, no working-directory change, no output folders).
+
+Overrides are written as Hydra writes them: ``model=wan2.1-t2v-1.3b`` selects an option of
+a group, ``workload.height=480`` sets one value. A user's own config directory
+(``config_dir``) is searched before the built-in one, so it can add options to any group
+(``hardware/my-gpu.yaml``) or replace built-in ones.
+
+Composition of group choices is cached; value overrides are applied with OmegaConf and
+checked here, so a mistyped key names the closest valid key and a bad value names the key
+and what is allowed.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+# The groups a user selects with `group=option`.
+GROUPS = ("model", "text_encoder", "image_encoder", "dit", "vae", "workload", "precision", "memory",
+          "roofline", "hardware", "parallel")
+
+DTYPE_CHOICES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
+
+
+def _int(lo=1, hi=None):
+    def check(key, v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{key} must be an integer{_range(lo, hi)}, got {v!r}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ConfigError(f"{key} must be an integer{_range(lo, hi)}, got {v}")
+    return check
+
+
+def _range(lo, hi):
+    if lo is not None and hi is not None:
+        return f" in [{lo}, {hi}]"
+    if lo is not None:
+        return f" >= {lo}"
+    return ""
+
+
+def _bool(key, v):
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key} must be true or false, got {v!r}")
+
+
+def _choice(*choices):
+    def check(key, v):
+        if v not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {v!r}")
+    return check
+
+
+def _optional(check):
+    def f(key, v):
+        if v is not None:
+            check(key, v)
+    return f
+
+
+# Value checks for the keys the core owns; groups owned by a backend are checked there.
+SCHEMA: dict[str, Any] = {
+    "workload.height": _int(16),
+    "workload.width": _int(16),
+    "workload.frames": _int(1),
+    "workload.steps": _optional(_int(1)),
+    "workload.guidance": _bool,
+    "workload.batch": _int(1),
+    "workload.text_len": _int(1),
+    "workload.vae_encode": _bool,
+    "precision.text_encoder": _choice(*DTYPE_CHOICES),
+    "precision.dit_weights": _choice(*DTYPE_CHOICES),
+    "precision.dit_compute": _choice(*DTYPE_CHOICES),
+    "precision.vae": _choice(*DTYPE_CHOICES),
+    "memory.offload_model": _bool,
+    "memory.t5_cpu": _bool,
+}
+
+
+def _flat_keys(cfg, prefix="") -> list[str]:
+    out = []
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        out.append(key)
+        if isinstance(v, (dict, DictConfig)):
+            out.extend(_flat_keys(v, key + "."))
+    return out
+
+
+def _available_options(config_dir: str | None) -> dict[str, list[str]]:
+    roots = [CONFIG_DIR] + ([Path(config_dir)] if config_dir else [])
+    opts: dict[str, set[str]] = {g: set() for g in GROUPS}
+    for root in roots:
+        for g in GROUPS:
+            d = root / g
+            if d.is_dir():
+                opts[g].update(p.stem for p in d.glob("*.yaml"))
+    return {g: sorted(v) for g, v in opts.items()}
+
+
+def list_options(group: str, config_dir: str | None = None) -> list[str]:
+    """Names of the options of config group ``group`` (built-in and the user's)."""
+    if group not in GROUPS:
+        raise ConfigError(f"unknown config group '{group}'; groups: {', '.join(GROUPS)}")
+    return _available_options(config_dir)[group]
+
+
+def parse_overrides(overrides: Iterable[str]):
+    """Parse Hydra override strings; returns hydra Override objects. Errors name the override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    out = []
+    for o in overrides:
+        try:
+            out.extend(parser.parse_overrides([o]))
+        except HydraException as e:
+            raise ConfigError(f"cannot parse override '{o}': {str(e).splitlines()[0]}") from None
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _compose(group_overrides: tuple[str, ...], config_dir: str | None) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    extra = []
+    if config_dir:
+        extra.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base=None, config_dir=str(CONFIG_DIR), job_name="wanir"):
+            cfg = compose("config", overrides=list(group_overrides) + extra)
+    except HydraException as e:
+        raise ConfigError(_explain_hydra(e, group_overrides, config_dir)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    return cfg
+
+
+def _explain_hydra(e, group_overrides, config_dir) -> str:
+    msg = str(e).splitlines()[0]
+    opts = _available_options(config_dir)
+    for o in group_overrides:
+        g, _, v = o.partition("=")
+        g = g.lstrip("+~")
+        if g in opts and v not in opts[g] and v != "null":
+            close = difflib.get_close_matches(v, opts[g], n=3)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            return f"{g}={v}: no option '{v}' in group '{g}'{hint} (options: {', '.join(opts[g])})"
+    return msg
+
+
+def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None,
+                validate: bool = True) -> DictConfig:
+    """Compose the configuration from the built-in groups (and ``config_dir``), apply
+    ``overrides`` and check the result. Returns a plain (resolved) DictConfig."""
+    overrides = list(overrides)
+    config_dir = str(config_dir) if config_dir else None
+    if config_dir and not Path(config_dir).is_dir():
+        raise ConfigError(f"--config-dir {config_dir}: no such directory")
+    parsed = parse_overrides(overrides)
+    group_ovs, value_ovs = [], []
+    for raw, ov in zip(overrides, parsed):
+        key = ov.key_or_group
+        if ov.is_sweep_override():
+            raise ConfigError(f"'{raw}' is a sweep; use `wanir sweep` for comma lists")
+        if key in GROUPS and not ov.is_delete():
+            group_ovs.append(raw)
+        else:
+            value_ovs.append((raw, ov))
+    cfg = _compose(tuple(group_ovs), config_dir).copy()
+    valid = set(_flat_keys(cfg))
+    OmegaConf.set_struct(cfg, False)
+    for raw, ov in value_ovs:
+        key = ov.key_or_group
+        if ov.is_delete():
+            raise ConfigError(f"'{raw}': deleting keys is not supported")
+        if key not in valid and not ov.is_add():
+            raise ConfigError(_unknown_key(key, valid))
+        value = ov.value()
+        OmegaConf.update(cfg, key, value, merge=False)
+    if validate:
+        validate_config(cfg)
+    return cfg
+
+
+def _unknown_key(key: str, valid: set[str]) -> str:
+    head = key.split(".")[0]
+    if head not in {k.split(".")[0] for k in valid}:
+        cands = sorted({k.split(".")[0] for k in valid} | set(GROUPS))
+        close = difflib.get_close_matches(head, cands, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown config key '{key}'{hint} (top-level keys: {', '.join(cands)})"
+    siblings = sorted(k for k in valid if k.startswith(head + ".") and k.count(".") == key.count("."))
+    close = difflib.get_close_matches(key, siblings or sorted(valid), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    allowed = ", ".join(s.split(".")[-1] for s in siblings)
+    return f"unknown config key '{key}'{hint} (keys of '{'.'.join(key.split('.')[:-1])}': {allowed})"
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check the values of the keys in SCHEMA; raise ConfigError naming key and allowed values."""
+    for key, check in SCHEMA.items():
+        node = OmegaConf.select(cfg, key, default="__missing__")
+        if node == "__missing__":
+            continue
+        check(key, node)
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    """The config as plain Python containers."""
+    return OmegaConf.to_container(cfg, resolve=True)

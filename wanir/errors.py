@@ -1,0 +1,27 @@
+"""Error types. Every error wanir raises for bad input is a WanirError (a ValueError),
+whose message says what was wrong, where (config key, scope path or YAML path) and what
+is allowed."""
+
+
+class WanirError(ValueError):
+    """Base class of every user-facing wanir error."""
+
+
+class ShapeError(WanirError):
+    """A shape rule rejected its inputs (message names scope path, op and shapes)."""
+
+
+class GraphError(WanirError):
+    """A graph is malformed (undefined value, cycle, inconsistent types)."""
+
+
+class ConfigError(WanirError):
+    """A configuration key or value is wrong (message names the key and what is allowed)."""
+
+
+class SpecError(WanirError):
+    """A YAML graph spec is malformed (message names the YAML path)."""
+
+
+class UnknownOpError(WanirError):
+    """An op kind has no definition, or a pass has no rule for it."""

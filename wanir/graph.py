@@ -1,0 +1,174 @@
+"""The graph: nodes (op instances) over a networkx DiGraph whose edges carry values."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import networkx as nx
+
+from .errors import GraphError
+from .ops import OpDef, get_op
+from .scope import Scope
+from .tensor import TensorType
+
+
+@dataclass(frozen=True)
+class Value:
+    """An SSA value: output ``index`` of node ``producer``, of type ``type``."""
+
+    producer: int
+    index: int
+    type: TensorType
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type.shape
+
+    @property
+    def dtype(self):
+        return self.type.dtype
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A weight tensor. ``key`` identifies it in the graph (nodes that share a key share the
+    weight); ``copies`` is how many distinct tensors the key stands for (a ×40 repeat scope
+    holds 40)."""
+
+    key: str
+    type: TensorType
+    copies: int = 1
+
+    @property
+    def numel(self) -> int:
+        """Parameters behind this key (all copies), an int."""
+        return self.type.numel * self.copies
+
+
+@dataclass(eq=False)
+class Node:
+    """One op instance. ``costs`` holds the annotations passes write (ints for counts,
+    floats for times)."""
+
+    id: int
+    kind: str
+    name: str
+    scope: Scope
+    inputs: tuple[Value, ...]
+    outputs: tuple[TensorType, ...]
+    attrs: dict
+    params: dict[str, Weight] = field(default_factory=dict)
+    costs: dict = field(default_factory=dict)
+
+    @property
+    def op(self) -> OpDef:
+        return get_op(self.kind)
+
+    @property
+    def category(self) -> str:
+        return self.op.category
+
+    @property
+    def path(self) -> str:
+        """Scope path plus the node's name, e.g. ``diffusion_core/blocks/attn1/to_q``."""
+        return f"{self.scope.path}/{self.name}" if self.scope.path else self.name
+
+    @property
+    def stage(self) -> str:
+        return self.scope.stage.name
+
+    @property
+    def multiplicity(self) -> int:
+        """Executions per generation (product of all repeats along the scope, stage included)."""
+        return self.scope.multiplicity
+
+    @property
+    def count(self) -> int:
+        """Executions per invocation of the node's stage."""
+        return self.scope.count_per_invocation
+
+    def output(self, i: int = 0) -> Value:
+        return Value(self.id, i, self.outputs[i])
+
+    def __repr__(self) -> str:
+        return f"Node({self.id} {self.kind} {self.path} -> {', '.join(map(str, self.outputs))})"
+
+
+class Graph:
+    """An operator graph: ``nx`` is a networkx DiGraph keyed by node id, with the Node under
+    attribute ``node`` and, on every edge, the list of (output index, input slot) pairs it
+    carries. ``root`` is the scope tree; ``meta`` free-form facts about what was built."""
+
+    def __init__(self, name: str = "graph"):
+        self.name = name
+        self.nx = nx.DiGraph()
+        self.root = Scope("", None, 1, "root")
+        self.weights: dict[str, Weight] = {}
+        self.meta: dict = {}
+        self._next = 0
+
+    # -- construction (used by the builder)
+    def add_node(self, kind, name, scope, inputs, outputs, attrs, params) -> Node:
+        node = Node(self._next, kind, name, scope, tuple(inputs), tuple(outputs), attrs, params)
+        self._next += 1
+        self.nx.add_node(node.id, node=node)
+        for slot, v in enumerate(node.inputs):
+            if v.producer not in self.nx:
+                raise GraphError(f"{node.path}: input {slot} refers to undefined node {v.producer}")
+            data = self.nx.get_edge_data(v.producer, node.id)
+            if data is None:
+                self.nx.add_edge(v.producer, node.id, values=[(v.index, slot)])
+            else:
+                data["values"].append((v.index, slot))
+        return node
+
+    # -- queries
+    def node(self, nid: int) -> Node:
+        return self.nx.nodes[nid]["node"]
+
+    def __iter__(self) -> Iterator[Node]:
+        """Nodes in insertion order (a topological order for builder-made graphs)."""
+        for nid in self.nx.nodes:
+            yield self.nx.nodes[nid]["node"]
+
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def topo(self) -> list[Node]:
+        """Nodes in a topological order (insertion order breaks ties)."""
+        return [self.node(n) for n in nx.lexicographical_topological_sort(self.nx)]
+
+    def consumers(self, nid: int) -> list[Node]:
+        return [self.node(s) for s in self.nx.successors(nid)]
+
+    @property
+    def stages(self) -> dict[str, Scope]:
+        """Top-level stage scopes by name, in creation order."""
+        return dict(self.root.children)
+
+    def stage_nodes(self, stage: str) -> list[Node]:
+        return [n for n in self if n.scope.stage.name == stage]
+
+    def stage_weights(self, stage: str) -> dict[str, Weight]:
+        """Distinct weights (by key) used by the nodes of one stage."""
+        out: dict[str, Weight] = {}
+        for n in self:
+            if n.scope.stage.name == stage:
+                for w in n.params.values():
+                    out[w.key] = w
+        return out
+
+    def stage_params(self, stage: str) -> int:
+        """Parameters of one stage (each distinct weight once, times its copies), an int."""
+        return sum(w.numel for w in self.stage_weights(stage).values())
+
+    def stage_weight_bytes(self, stage: str) -> int:
+        """Bytes of one stage's weights at their stored dtypes, an int."""
+        return sum(w.type.dtype.nbytes(w.numel) for w in self.stage_weights(stage).values())
+
+    def find(self, pattern: str) -> list[Node]:
+        """Nodes whose path contains ``pattern``."""
+        return [n for n in self if pattern in n.path]
+
+    def __repr__(self) -> str:
+        return f"Graph({self.name}: {len(self)} nodes, stages {list(self.stages)})"

@@ -1,0 +1,48 @@
+"""TensorType: an immutable (shape, dtype) pair with concrete Python-int dimensions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+from .dtypes import DType, get_dtype
+from .errors import WanirError
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A tensor's type: ``shape`` (tuple of positive ints) and ``dtype``."""
+
+    shape: tuple[int, ...]
+    dtype: DType
+
+    def __post_init__(self):
+        shape = tuple(self.shape)
+        for d in shape:
+            if isinstance(d, bool) or not isinstance(d, int):
+                raise WanirError(f"tensor dimensions must be ints, got {shape!r}")
+            if d <= 0:
+                raise WanirError(f"tensor dimensions must be positive, got {shape!r}")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "dtype", get_dtype(self.dtype))
+
+    @property
+    def rank(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        """Number of elements (int)."""
+        return prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes at this dtype (int)."""
+        return self.dtype.nbytes(self.numel)
+
+    def with_dtype(self, dtype) -> "TensorType":
+        """The same shape at another dtype."""
+        return TensorType(self.shape, get_dtype(dtype))
+
+    def __str__(self) -> str:
+        return f"{self.dtype.name}[{','.join(map(str, self.shape))}]"
