@@ -1,0 +1,178 @@
+"""UMT5 text encoder (Wan2.1's UMT5-XXL): lowers ``transformers.UMT5EncoderModel``.
+
+The graph follows the encoder's eager forward with the SDPA attention backend, op by op,
+as transformers 5.24 runs it:
+
+- ``encoder/embed_tokens``: token embedding of the int64 ids (the table is the model's
+  ``shared`` embedding, counted once).
+- ``encoder/block`` (a repeat, one copy per layer), each with
+  ``layer.0``: RMSNorm (T5LayerNorm: no mean subtraction, no bias), ``SelfAttention``:
+  q/k/v linears without bias, the relative position bias (recomputed in *every* UMT5
+  layer: bucket arithmetic on a (seq, seq) int64 grid, a num_buckets × num_heads
+  embedding lookup, permuted and materialized as a (1, heads, seq, seq) additive mask),
+  SDPA with that mask and scale 1 (T5 does not scale by 1/sqrt(d_kv)), the output
+  linear, residual add; ``layer.1``: RMSNorm, ``DenseReluDense`` (``wi_0`` → GELU-tanh,
+  ``wi_1``, product, ``wo``), residual add.
+- ``encoder/final_layer_norm``.
+
+Stand-ins for tensor ops the IR has no kind for (they sit on the (seq, seq) bucket grid,
+carry zero tensor FLOPs and keep the real op's shapes and dtypes):
+``torch.arange`` position vectors are ``input`` nodes (``arange_context``,
+``arange_memory``); the comparisons ``rel > 0`` and ``rel < max_exact`` are ``cast``
+nodes to ``bool`` named ``gt`` and ``lt``; ``torch.min(x, full_like(x, nb - 1))`` is a
+``clamp`` named ``min``; ``torch.where(is_small, rel, large)`` is a ``minimum`` of the two
+branches named ``where`` (its bool condition is not read in the graph).
+"""
+from __future__ import annotations
+
+import math
+
+from wanir.dtypes import get_dtype
+from wanir.errors import ConfigError
+from wanir.graph import Value
+
+REQUIRED = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
+            "relative_attention_num_buckets", "relative_attention_max_distance", "feed_forward_proj")
+
+# feed_forward_proj -> (gated, activation op kind) as transformers' T5-family configs map them
+# ("gated-gelu" runs gelu_new, the tanh approximation).
+FFN_KINDS = {
+    "gated-gelu": (True, "gelu_tanh"),
+    "gated-relu": (True, "relu"),
+    "gelu": (False, "gelu"),
+    "relu": (False, "relu"),
+}
+
+
+def _get(cfg, key, default=None):
+    v = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    return v
+
+
+def _check(cfg, seq_len: int, batch: int):
+    missing = [k for k in REQUIRED if _get(cfg, k) is None]
+    if missing:
+        raise ConfigError(f"text_encoder: missing key(s) {', '.join(missing)} (a UMT5 config needs "
+                          f"{', '.join(REQUIRED)})")
+    fam = _get(cfg, "family", "umt5")
+    if fam != "umt5":
+        raise ConfigError(f"text_encoder.family={fam!r}: frontends.umt5 builds family 'umt5' only")
+    ffp = _get(cfg, "feed_forward_proj")
+    if ffp not in FFN_KINDS:
+        raise ConfigError(f"text_encoder.feed_forward_proj={ffp!r}: allowed {', '.join(FFN_KINDS)}")
+    for k in REQUIRED[:-1]:
+        v = _get(cfg, k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"text_encoder.{k} must be a positive integer, got {v!r}")
+    nb = _get(cfg, "relative_attention_num_buckets")
+    if nb < 4 or nb % 4:
+        raise ConfigError(f"text_encoder.relative_attention_num_buckets={nb}: must be a multiple of 4 "
+                          f"(bidirectional buckets split in halves, each into exact and log-spaced halves)")
+    if _get(cfg, "relative_attention_max_distance") <= nb // 4:
+        raise ConfigError("text_encoder.relative_attention_max_distance must exceed num_buckets / 4")
+    for k, v in (("seq_len", seq_len), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"text_encoder {k} must be a positive integer, got {v!r}")
+
+
+def relative_position_bias(b, seq_len: int, num_buckets: int, max_distance: int, num_heads: int) -> Value:
+    """Lower ``UMT5Attention.compute_bias`` for an encoder (bidirectional) at ``seq_len``
+    queries and keys, in the current scope. Returns the materialized additive attention
+    bias, a (1, num_heads, seq_len, seq_len) Value at the current weight dtype."""
+    S = seq_len
+    ctx = b.input("arange_context", (S, 1), "int64")           # torch.arange(S)[:, None]
+    mem = b.input("arange_memory", (1, S), "int64")            # torch.arange(S)[None, :]
+    rel = b.sub(mem, ctx, name="relative_position")          # (S, S) int64
+    half = num_buckets // 2
+    max_exact = half // 2
+    # direction: (rel > 0).to(long) * half
+    pos = b.cast(rel, "bool", name="gt")
+    pos = b.cast(pos, "int64", name="to_long")
+    direction = b.scale(pos, half, name="mul_half")
+    dist = b.abs(rel, name="abs")
+    b.cast(dist, "bool", name="lt")                            # is_small = dist < max_exact
+    # large = max_exact + long(log(dist / max_exact) / log(max_distance / max_exact) * (half - max_exact))
+    f = b.cast(dist, "fp32", name="to_float")
+    f = b.scale(f, 1.0 / max_exact, name="div_max_exact")
+    f = b.log(f, name="log")
+    f = b.scale(f, 1.0 / math.log(max_distance / max_exact), name="div_log_ratio")
+    f = b.scale(f, half - max_exact, name="mul_buckets")
+    large = b.cast(f, "int64", name="to_long_large")
+    large = b.add_scalar(large, max_exact, name="add_max_exact")
+    large = b.op("clamp", large, name="min", max=half - 1)
+    # torch.where(is_small, dist, large): the stand-in reads the two branches, not is_small
+    chosen = b.minimum(dist, large, name="where")
+    bucket = b.add(direction, chosen, name="add_buckets")   # (S, S) int64
+    bias = b.embedding(bucket, num_buckets, num_heads, name="relative_attention_bias")  # (S, S, H)
+    bias = b.permute(bias, (2, 0, 1), name="permute")
+    bias = b.reshape(bias, (1, num_heads, S, S), name="unsqueeze")
+    return b.contiguous(bias, name="position_bias_mask")      # SDPA path: position_bias.contiguous()
+
+
+def _rmsnorm(b, x, d: int, eps: float, name: str = "layer_norm") -> Value:
+    return b.rmsnorm(x, eps=eps, normalized_shape=d, name=name)
+
+
+def _block(b, h: Value, *, B, S, d, H, dk, dff, nb, maxd, eps, gated, act) -> Value:
+    """One ``UMT5Block`` of the encoder in the current scope; returns its output Value."""
+    inner = H * dk
+    with b.scope("layer.0"):
+        x = _rmsnorm(b, h, d, eps)
+        with b.scope("SelfAttention"):
+            heads = []
+            for n in ("q", "k", "v"):
+                t = b.linear(x, inner, bias=False, name=n)
+                t = b.reshape(t, (B, S, H, dk), name=f"view_{n}")
+                heads.append(b.transpose(t, 1, 2, name=f"transpose_{n}"))
+            bias = relative_position_bias(b, S, nb, maxd, H)
+            if bias.dtype != heads[0].dtype:
+                bias = b.cast(bias, heads[0].dtype, name="bias_to_compute_dtype")
+            a = b.sdpa(*heads, mask=bias, scale=1.0)             # (B, H, S, dk); T5 does not scale
+            a = b.transpose(a, 1, 2, name="transpose_out")
+            a = b.contiguous(a, name="contiguous_out")
+            a = b.reshape(a, (B, S, inner), name="reshape_out")
+            a = b.linear(a, d, bias=False, name="o")
+        h = b.add(h, a, name="residual")
+    with b.scope("layer.1"):
+        x = _rmsnorm(b, h, d, eps)
+        with b.scope("DenseReluDense"):
+            if gated:
+                g = b.linear(x, dff, bias=False, name="wi_0")
+                g = b.op(act, g, name=act)
+                u = b.linear(x, dff, bias=False, name="wi_1")
+                y = b.mul(g, u, name="gate_mul")
+            else:
+                y = b.linear(x, dff, bias=False, name="wi")
+                y = b.op(act, y, name=act)
+            y = b.linear(y, d, bias=False, name="wo")
+        h = b.add(h, y, name="residual")
+    return h
+
+
+def build(b, cfg, *, seq_len: int, batch: int, dtype, expanded: bool = False) -> Value:
+    """Lower the UMT5 encoder into the builder's current stage: ``batch`` prompts of
+    ``seq_len`` tokens, activations at ``dtype`` (weights at the builder's weight dtype).
+    The layers are one ``block`` scope repeated ``num_layers`` times, or with
+    ``expanded=True`` one ``block.{i}`` scope per layer (same totals).
+    Returns the final hidden states, a (batch, seq_len, d_model) Value."""
+    _check(cfg, seq_len, batch)
+    V, d, L = cfg.vocab_size, cfg.d_model, cfg.num_layers
+    gated, act = FFN_KINDS[cfg.feed_forward_proj]
+    kw = dict(B=batch, S=seq_len, d=d, H=cfg.num_heads, dk=cfg.d_kv, dff=cfg.d_ff,
+              nb=cfg.relative_attention_num_buckets, maxd=cfg.relative_attention_max_distance,
+              eps=float(_get(cfg, "layer_norm_epsilon", 1e-6)), gated=gated, act=act)
+
+    with b.scope("encoder"):
+        ids = b.input("input_ids", (batch, seq_len), "int64")
+        h = b.embedding(ids, V, d, name="embed_tokens")      # the tied ``shared`` table
+        if h.dtype != get_dtype(dtype):
+            h = b.cast(h, get_dtype(dtype), name="to_compute_dtype")
+        if expanded:
+            for i in range(L):
+                with b.scope(f"block.{i}"):
+                    h = _block(b, h, **kw)
+        else:
+            with b.repeat("block", L):
+                h = _block(b, h, **kw)
+        h = _rmsnorm(b, h, d, kw["eps"], name="final_layer_norm")
+    return h
