@@ -1,0 +1,336 @@
+"""The Wan2.1 diffusion transformer (diffusers ``WanTransformer3DModel``) lowered into the IR.
+
+One call of :func:`build` is one forward of the transformer (one denoising call: the
+pipeline runs it steps × 2 times with classifier-free guidance). The graph follows the
+module as it runs in eager PyTorch, op by op:
+
+- ``rope``: the rotary tables (cos and sin, ``(1, L, 1, head_dim)`` fp32) cut from the
+  ``(rope_max_seq_len, head_dim)`` buffers and concatenated per axis (t/h/w split 44/42/42
+  for head_dim 128);
+- ``patch_embedding``: Conv3d with kernel = stride = patch size, then flatten, transpose
+  and a contiguous copy to ``(B, L, D)``;
+- ``condition_embedder``: the sinusoidal timestep projection as elementwise ops (fp32),
+  ``time_embedder`` (Linear, SiLU, Linear; fp32 as diffusers keeps it), a cast to the
+  compute dtype, SiLU and ``time_proj`` to 6·D, the text MLP (Linear, GELU-tanh, Linear)
+  and, for image-to-video, the image MLP (fp32 LayerNorm, Linear, exact GELU, Linear,
+  fp32 LayerNorm) whose tokens are concatenated in front of the text tokens;
+- ``blocks`` (one copy, ``repeat`` ×num_layers): modulation from ``scale_shift_table``,
+  fp32 LayerNorms with the casts diffusers makes, self-attention (q/k/v, RMSNorm across
+  heads, rotary embedding on q and k, SDPA, out projection), gated fp32 residual,
+  cross-attention behind an affine fp32 LayerNorm (plus the image branch for I2V), a plain
+  residual, the GELU-tanh FFN and a gated fp32 residual;
+- ``norm_out`` + output modulation + ``proj_out`` + unpatchify (reshape, permute, copy).
+
+Scope names follow the diffusers module paths (``condition_embedder/time_embedder``,
+``blocks/attn1/to_q``, ``blocks/ffn/net.0/proj``), so per-module counts compare directly
+with ``FlopCounterMode``'s (``blocks.0.attn1`` ↔ ``blocks/attn1``).
+
+Activations run at ``compute_dtype`` except where diffusers computes in fp32 (the norms,
+modulation, gated residuals, rotary products and the time embedder). Every weight is
+stored at the builder's current weight dtype; diffusers keeps ``time_embedder``, the
+``scale_shift_table``\\ s and the ``norm1/norm2/norm3`` affine weights in fp32 when it loads
+a bf16 checkpoint (see docs/architecture.md).
+"""
+from __future__ import annotations
+
+import math
+
+from wanir.builder import GraphBuilder
+from wanir.dtypes import get_dtype
+from wanir.errors import ConfigError
+from wanir.graph import Value
+
+#: text tokens diffusers' attention processor assumes when it splits image from text tokens
+I2V_TEXT_CONTEXT = 512
+#: image tokens of the CLIP image encoder (ViT-H/14 at 224: 256 patches + 1 class token)
+DEFAULT_IMAGE_LEN = 257
+#: image-embedder LayerNorm epsilon (diffusers' FP32LayerNorm default)
+IMAGE_NORM_EPS = 1e-5
+TIMESTEP_MAX_PERIOD = 10000
+
+_REQUIRED = ("patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
+             "text_dim", "freq_dim", "ffn_dim", "num_layers")
+
+
+def _get(cfg, key, default=None):
+    try:
+        v = cfg.get(key, default)
+    except AttributeError:
+        v = getattr(cfg, key, default)
+    return default if v is None else v
+
+
+def _patch(cfg) -> tuple[int, int, int]:
+    p = _get(cfg, "patch_size")
+    if p is None or len(p) != 3 or any(int(x) <= 0 for x in p):
+        raise ConfigError(f"dit.patch_size={p!r}: must be three positive ints (t, h, w)")
+    return tuple(int(x) for x in p)
+
+
+def _check_cfg(cfg):
+    missing = [k for k in _REQUIRED if _get(cfg, k) is None]
+    if missing:
+        raise ConfigError(f"dit config lacks {', '.join('dit.' + k for k in missing)}; "
+                          f"needed: {', '.join(_REQUIRED)}")
+    qk = _get(cfg, "qk_norm", "rms_norm_across_heads")
+    if qk != "rms_norm_across_heads":
+        raise ConfigError(f"dit.qk_norm={qk!r}: only 'rms_norm_across_heads' is modeled "
+                          "(the only value WanTransformer3DModel implements)")
+    if (_get(cfg, "image_dim") is None) != (_get(cfg, "added_kv_proj_dim") is None):
+        raise ConfigError("dit.image_dim and dit.added_kv_proj_dim must be set together (image-to-video) "
+                          f"or both null; got {_get(cfg, 'image_dim')!r} and {_get(cfg, 'added_kv_proj_dim')!r}")
+
+
+def dit_tokens(cfg, latent_shape) -> int:
+    """Number of patch tokens L the DiT attends over for a latent ``(C, T, H, W)`` (an int):
+    ``(T // pt) · (H // ph) · (W // pw)``, floored like the strided Conv3d."""
+    pt, ph, pw = _patch(cfg)
+    _, t, h, w = (int(x) for x in latent_shape)
+    return (t // pt) * (h // ph) * (w // pw)
+
+
+def _to(b: GraphBuilder, x: Value, dtype, name="cast") -> Value:
+    """``x.to(dtype)`` / ``x.float()`` / ``type_as``: a copy only when the dtype changes."""
+    dtype = get_dtype(dtype)
+    return x if x.dtype == dtype else b.cast(x, dtype, name=name)
+
+
+def _rope_tables(b, cfg, grid, head_dim) -> tuple[Value, Value]:
+    """WanRotaryPosEmbed.forward: (cos, sin), each (1, L, 1, head_dim) fp32."""
+    ppf, pph, ppw = grid
+    max_len = int(_get(cfg, "rope_max_seq_len", 1024))
+    if max(grid) > max_len:
+        raise ConfigError(f"dit: a patch grid of {ppf}×{pph}×{ppw} exceeds rope_max_seq_len={max_len} "
+                          "positions along one axis (diffusers' rotary tables hold that many)")
+    h_dim = w_dim = 2 * (head_dim // 6)
+    t_dim = head_dim - h_dim - w_dim
+    bounds = ((0, t_dim), (t_dim, t_dim + h_dim), (t_dim + h_dim, head_dim))
+    views = ((ppf, 1, 1), (1, pph, 1), (1, 1, ppw))
+    out = []
+    with b.scope("rope"):
+        for table in ("freqs_cos", "freqs_sin"):
+            buf = b.input(table, (max_len, head_dim), "fp32")      # non-persistent buffer, built at init
+            parts = []
+            for (lo, hi), n, view in zip(bounds, grid, views):
+                x = b.slice(b.slice(buf, 1, lo, hi, name=f"{table}_split"), 0, 0, n, name=f"{table}_rows")
+                x = b.reshape(x, (*view, hi - lo), name=f"{table}_view")
+                parts.append(b.expand(x, (ppf, pph, ppw, hi - lo), name=f"{table}_expand"))
+            x = b.concat(parts, dim=-1, name=f"{table}_cat")
+            out.append(b.reshape(x, (1, ppf * pph * ppw, 1, head_dim), name=table))
+    return out[0], out[1]
+
+
+def _apply_rope(b, x, cos, sin, dtype, tag):
+    """apply_rotary_emb of WanAttnProcessor on x (B, L, heads, hd): fp32 products of the
+    even/odd halves with cos[..., 0::2] / sin[..., 1::2], written back at the input dtype.
+    The two strided ``copy_`` into one buffer are the two casts plus the interleave."""
+    bsz, L, h, hd = x.shape
+    pairs = b.reshape(x, (bsz, L, h, hd // 2, 2), name=f"{tag}_pairs")
+    x1 = b.reshape(b.slice(pairs, -1, 0, 1, name=f"{tag}_x1"), (bsz, L, h, hd // 2), name=f"{tag}_x1_view")
+    x2 = b.reshape(b.slice(pairs, -1, 1, 2, name=f"{tag}_x2"), (bsz, L, h, hd // 2), name=f"{tag}_x2_view")
+    c = b.slice(cos, -1, 0, None, 2, name=f"{tag}_cos")
+    s = b.slice(sin, -1, 1, None, 2, name=f"{tag}_sin")
+    even = b.sub(b.mul(x1, c, name=f"{tag}_x1cos"), b.mul(x2, s, name=f"{tag}_x2sin"), name=f"{tag}_even")
+    odd = b.add(b.mul(x1, s, name=f"{tag}_x1sin"), b.mul(x2, c, name=f"{tag}_x2cos"), name=f"{tag}_odd")
+    even = b.reshape(_to(b, even, dtype, name=f"{tag}_even_copy"), (bsz, L, h, hd // 2, 1), name=f"{tag}_even_view")
+    odd = b.reshape(_to(b, odd, dtype, name=f"{tag}_odd_copy"), (bsz, L, h, hd // 2, 1), name=f"{tag}_odd_view")
+    out = b.concat([even, odd], dim=-1, name=f"{tag}_interleave")
+    return b.reshape(out, (bsz, L, h, hd), name=f"{tag}_rotated")
+
+
+def _heads(b, x, heads, name):
+    """``x.unflatten(2, (heads, -1))``: (B, S, D) -> (B, S, heads, hd), a view."""
+    bsz, s, d = x.shape
+    return b.reshape(x, (bsz, s, heads, d // heads), name=name)
+
+
+def _attention(b, q, k, v, name):
+    """dispatch_attention_fn (native SDPA) on (B, S, heads, hd) operands, then flatten back to
+    (B, Lq, D): the permutes are views, the flatten of the permuted result is a copy."""
+    bsz, lq, h, hd = q.shape
+    o = b.sdpa(b.transpose(q, 1, 2, name=f"{name}_q_t"), b.transpose(k, 1, 2, name=f"{name}_k_t"),
+               b.transpose(v, 1, 2, name=f"{name}_v_t"), name=name, scale=1.0 / math.sqrt(hd))
+    o = b.contiguous(b.transpose(o, 1, 2, name=f"{name}_out_t"), name=f"{name}_flatten")
+    return b.reshape(o, (bsz, lq, h * hd), name=f"{name}_out")
+
+
+def _modulated_norm(b, x, shift, scale, eps, dtype, name):
+    """(norm(x.float()) * (1 + scale) + shift).type_as(x) with a non-affine fp32 LayerNorm."""
+    with b.scope(name):
+        n = b.layernorm(_to(b, x, "fp32", name="float"), affine=False, eps=eps, name="layer_norm")
+    n = b.mul(n, b.add_scalar(scale, 1.0, name=f"{name}_one_plus_scale"), name=f"{name}_scale")
+    n = b.add(n, shift, name=f"{name}_shift")
+    return _to(b, n, dtype, name=f"{name}_type_as")
+
+
+def _block(b, cfg, x, ctx, tproj, cos, sin, dtype, dims):
+    """One WanTransformerBlock (built inside the ``blocks`` repeat scope)."""
+    D, heads, F, eps = dims
+    i2v = _get(cfg, "added_kv_proj_dim") is not None
+    table = b.parameter("scale_shift_table", (1, 6, D))
+    mod = b.add(table, _to(b, tproj, "fp32", name="temb_float"), name="modulation")
+    shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = b.chunk(mod, 6, dim=1, name="modulation_chunk")
+
+    # 1. self-attention
+    h = _modulated_norm(b, x, shift_msa, scale_msa, eps, dtype, "norm1")
+    with b.scope("attn1"):
+        q = b.linear(h, D, name="to_q")
+        k = b.linear(h, D, name="to_k")
+        v = b.linear(h, D, name="to_v")
+        q = b.rmsnorm(q, eps=eps, name="norm_q")
+        k = b.rmsnorm(k, eps=eps, name="norm_k")
+        q, k, v = (_heads(b, t, heads, f"{n}_heads") for t, n in ((q, "q"), (k, "k"), (v, "v")))
+        q = _apply_rope(b, q, cos, sin, dtype, "rope_q")
+        k = _apply_rope(b, k, cos, sin, dtype, "rope_k")
+        a = _attention(b, q, k, v, "sdpa")
+        a = b.linear(a, D, name="to_out.0")
+    gated = b.mul(a, gate_msa, name="gate_msa")
+    x = _to(b, b.add(_to(b, x, "fp32", name="residual1_float"), gated, name="residual1"), dtype,
+            name="residual1_type_as")
+
+    # 2. cross-attention
+    with b.scope("norm2"):
+        h = _to(b, x, "fp32", name="float")
+        if _get(cfg, "cross_attn_norm", True):
+            h = b.layernorm(h, affine=True, eps=eps, name="layer_norm")
+    h = _to(b, h, dtype, name="norm2_type_as")
+    with b.scope("attn2"):
+        txt = ctx
+        if i2v:
+            s = ctx.shape[1]
+            cut = s - I2V_TEXT_CONTEXT      # diffusers hard-codes 512 text tokens here
+            img = b.slice(ctx, 1, 0, cut, name="image_context")
+            txt = b.slice(ctx, 1, cut, None, name="text_context")
+        q = b.linear(h, D, name="to_q")
+        k = b.linear(txt, D, name="to_k")
+        v = b.linear(txt, D, name="to_v")
+        q = b.rmsnorm(q, eps=eps, name="norm_q")
+        k = b.rmsnorm(k, eps=eps, name="norm_k")
+        q, k, v = (_heads(b, t, heads, f"{n}_heads") for t, n in ((q, "q"), (k, "k"), (v, "v")))
+        a_img = None
+        if i2v:
+            kd = int(_get(cfg, "added_kv_proj_dim"))
+            ki = b.linear(img, D, name="add_k_proj", in_features=kd)
+            vi = b.linear(img, D, name="add_v_proj", in_features=kd)
+            ki = b.rmsnorm(ki, eps=eps, name="norm_added_k")
+            ki, vi = _heads(b, ki, heads, "k_img_heads"), _heads(b, vi, heads, "v_img_heads")
+            a_img = _attention(b, q, ki, vi, "sdpa_img")
+        a = _attention(b, q, k, v, "sdpa")
+        if a_img is not None:
+            a = b.add(a, a_img, name="add_image_attention")
+        a = b.linear(a, D, name="to_out.0")
+    x = b.add(x, a, name="residual2")
+
+    # 3. feed-forward
+    h = _modulated_norm(b, x, c_shift, c_scale, eps, dtype, "norm3")
+    with b.scope("ffn"):
+        with b.scope("net.0"):
+            h = b.gelu_tanh(b.linear(h, F, name="proj"), name="gelu_tanh")
+        f = b.linear(h, D, name="net.2")
+    f = b.mul(_to(b, f, "fp32", name="ffn_float"), c_gate, name="c_gate_msa")
+    return _to(b, b.add(_to(b, x, "fp32", name="residual3_float"), f, name="residual3"), dtype,
+               name="residual3_type_as")
+
+
+def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, compute_dtype,
+          image_len: int | None = None) -> Value:
+    """Lower one forward of ``WanTransformer3DModel`` into ``b`` (inside the stage the caller
+    opened) and return the predicted-velocity Value ``(batch, out_channels, T', H', W')``.
+
+    ``latent_shape`` is ``(C, T, H, W)`` of the latents (C = in_channels: 16 for T2V, 36 for
+    I2V); ``text_len`` the text tokens (512 in the pipelines); ``compute_dtype`` the activation
+    dtype. When ``cfg.image_dim`` is set (image-to-video) the graph also takes
+    ``image_embeds`` of shape ``(batch, image_len, image_dim)`` (``image_len`` default 257).
+    Inputs made here: ``latents``, ``timestep`` (fp32), ``text_embeds``, [``image_embeds``]."""
+    _check_cfg(cfg)
+    dtype = get_dtype(compute_dtype)
+    pt, ph, pw = _patch(cfg)
+    heads, hd = int(_get(cfg, "num_attention_heads")), int(_get(cfg, "attention_head_dim"))
+    D, F = heads * hd, int(_get(cfg, "ffn_dim"))
+    c_in, c_out = int(_get(cfg, "in_channels")), int(_get(cfg, "out_channels"))
+    eps = float(_get(cfg, "eps", 1e-6))
+    freq_dim, text_dim = int(_get(cfg, "freq_dim")), int(_get(cfg, "text_dim"))
+    layers = int(_get(cfg, "num_layers"))
+    image_dim = _get(cfg, "image_dim")
+    if len(tuple(latent_shape)) != 4:
+        raise ConfigError(f"dit latent_shape={tuple(latent_shape)!r}: must be (C, T, H, W)")
+    C, T, H, W = (int(v) for v in latent_shape)
+    if C != c_in:
+        raise ConfigError(f"dit latent_shape has {C} channels; dit.in_channels is {c_in}")
+    grid = (T // pt, H // ph, W // pw)
+    if min(grid) < 1:
+        raise ConfigError(f"dit latent_shape {tuple(latent_shape)}: T, H, W must be at least the patch size "
+                          f"{(pt, ph, pw)}")
+    if batch < 1 or text_len < 1:
+        raise ConfigError(f"dit: batch={batch} and text_len={text_len} must be positive")
+    L = grid[0] * grid[1] * grid[2]
+    if image_dim is not None:
+        image_len = DEFAULT_IMAGE_LEN if image_len is None else int(image_len)
+        s = image_len + text_len
+        if image_len < 1 or len(range(s)[:s - I2V_TEXT_CONTEXT]) == 0:
+            raise ConfigError(f"dit: image_len={image_len} with text_len={text_len}: diffusers takes the first "
+                              f"(image_len + text_len - {I2V_TEXT_CONTEXT}) context tokens as image tokens, "
+                              "which must be at least one")
+
+    latents = b.input("latents", (batch, C, T, H, W), dtype)
+    timestep = b.input("timestep", (batch,), "fp32")
+    text = b.input("text_embeds", (batch, text_len, text_dim), dtype)
+    image = b.input("image_embeds", (batch, image_len, int(image_dim)), dtype) if image_dim is not None else None
+
+    cos, sin = _rope_tables(b, cfg, grid, hd)
+
+    with b.scope("patch_embedding"):
+        x = b.conv3d(latents, D, (pt, ph, pw), stride=(pt, ph, pw), name="conv3d")
+    x = b.transpose(b.reshape(x, (batch, D, L), name="flatten"), 1, 2, name="transpose")
+    x = b.contiguous(x, name="contiguous")
+
+    with b.scope("condition_embedder"):
+        half = freq_dim // 2
+        with b.scope("timesteps_proj"):
+            e = b.input("arange", (half,), "fp32")      # torch.arange made inside the forward
+            e = b.scale(e, -math.log(TIMESTEP_MAX_PERIOD), name="exponent")
+            e = b.scale(e, 1.0 / half, name="exponent_div")
+            e = b.exp(e, name="exp")
+            e = b.mul(b.reshape(timestep, (batch, 1), name="t_col"), b.reshape(e, (1, half), name="freq_row"),
+                      name="t_freqs")
+            e = b.scale(e, 1.0, name="scale")
+            e = b.concat([b.sin(e, name="sin"), b.cos(e, name="cos")], dim=-1, name="sin_cos")
+            e = b.concat([b.slice(e, 1, half, None, name="cos_half"), b.slice(e, 1, 0, half, name="sin_half")],
+                         dim=-1, name="flip_sin_to_cos")
+        with b.scope("time_embedder"):        # fp32 in diffusers (_keep_in_fp32_modules)
+            t = b.linear(e, D, name="linear_1")
+            t = b.silu(t, name="act")
+            t = b.linear(t, D, name="linear_2")
+        temb = _to(b, t, dtype, name="temb_type_as")
+        tproj = b.linear(b.silu(temb, name="act_fn"), 6 * D, name="time_proj")
+        with b.scope("text_embedder"):
+            c = b.linear(text, D, name="linear_1")
+            c = b.gelu_tanh(c, name="act_1")
+            c = b.linear(c, D, name="linear_2")
+        if image is not None:
+            with b.scope("image_embedder"):
+                with b.scope("norm1"):
+                    i = b.layernorm(_to(b, image, "fp32", name="float"), eps=IMAGE_NORM_EPS, name="layer_norm")
+                    i = _to(b, i, dtype, name="to_dtype")
+                with b.scope("ff"):
+                    with b.scope("net.0"):
+                        i = b.gelu(b.linear(i, int(image_dim), name="proj"), name="gelu")
+                    i = b.linear(i, D, name="net.2")
+                with b.scope("norm2"):
+                    i = b.layernorm(_to(b, i, "fp32", name="float"), eps=IMAGE_NORM_EPS, name="layer_norm")
+                    i = _to(b, i, dtype, name="to_dtype")
+    tproj = b.reshape(tproj, (batch, 6, D), name="timestep_proj_unflatten")
+    if image is not None:
+        c = b.concat([i, c], dim=1, name="context_concat")
+
+    with b.repeat("blocks", layers):
+        x = _block(b, cfg, x, c, tproj, cos, sin, dtype, (D, heads, F, eps))
+
+    table = b.parameter("scale_shift_table", (1, 2, D))
+    mod = b.add(table, b.reshape(temb, (batch, 1, D), name="temb_unsqueeze"), name="output_modulation")
+    shift, scale = b.chunk(mod, 2, dim=1, name="output_modulation_chunk")
+    x = _modulated_norm(b, x, shift, scale, eps, dtype, "norm_out")
+    x = b.linear(x, c_out * pt * ph * pw, name="proj_out")
+    x = b.reshape(x, (batch, *grid, pt, ph, pw, c_out), name="unpatchify_view")
+    x = b.contiguous(b.permute(x, (0, 7, 1, 4, 2, 5, 3, 6), name="unpatchify_permute"), name="unpatchify_flatten")
+    return b.reshape(x, (batch, c_out, grid[0] * pt, grid[1] * ph, grid[2] * pw), name="output")
