@@ -40,15 +40,19 @@ class Workload:
 
 
 def resolve_workload(cfg) -> Workload:
-    """Check ``cfg.workload`` against what the model can produce and derive latent shapes.
-    Raises ConfigError naming the key and the allowed values."""
+    """Check ``cfg.workload`` against what the model can produce and derive latent shapes;
+    unset (null) sizes and steps take the model's defaults. Raises ConfigError naming the key
+    and the allowed values."""
     w = cfg.workload
     vae = cfg.vae
     dit = cfg.dit
     t_down = 2 ** sum(1 for x in vae.temperal_downsample if x)          # 4 for Wan2.1
     s_down = 2 ** (len(vae.dim_mult) - 1)                               # 8 for Wan2.1
     pt, ph, pw = dit.patch_size
-    frames, height, width = w.frames, w.height, w.width
+    m = cfg.model
+    frames = w.frames if w.frames is not None else m.default_frames
+    height = w.height if w.height is not None else m.default_height
+    width = w.width if w.width is not None else m.default_width
     if (frames - 1) % t_down:
         lo = (frames - 1) // t_down * t_down + 1
         raise ConfigError(f"workload.frames={frames}: the VAE produces 1 + {t_down}k frames; "
@@ -65,8 +69,8 @@ def resolve_workload(cfg) -> Workload:
     steps = w.steps if w.steps is not None else cfg.model.default_steps
     lh, lw = height // s_down, width // s_down
     tokens = (latent_t // pt) * (lh // ph) * (lw // pw)
-    return Workload(height, width, frames, int(steps), bool(w.guidance), w.batch, w.text_len,
-                    bool(w.vae_encode), int(vae.z_dim), latent_t, lh, lw, tokens)
+    return Workload(int(height), int(width), int(frames), int(steps), bool(w.guidance), w.batch, w.text_len,
+                    bool(w.vae_encode) or cfg.model.get("task") == "i2v", int(vae.z_dim), latent_t, lh, lw, tokens)
 
 
 def trained_range_warnings(cfg, wl: Workload) -> list[str]:
@@ -91,20 +95,32 @@ def build_pipeline(cfg) -> Graph:
     wl = resolve_workload(cfg)
     prec = cfg.precision
     cfg_mult = 2 if wl.guidance else 1
+    i2v = cfg.model.get("task") == "i2v"
     b = GraphBuilder(name=cfg.model.name)
 
     with b.stage("text_encoder", invocations=cfg_mult), b.weights(prec.text_encoder):
         umt5.build(b, cfg.text_encoder, seq_len=wl.text_len, batch=wl.batch, dtype=prec.text_encoder)
 
-    if wl.vae_encode:
+    image_len = None
+    if i2v:
+        from . import clip
+
+        # the image is encoded once; its embedding serves both guidance branches
+        with b.stage("image_encoder", invocations=1), b.weights(prec.image_encoder):
+            img = clip.build(b, cfg.image_encoder, batch=wl.batch, dtype=prec.image_encoder)
+            image_len = img.shape[1]
+
+    if wl.vae_encode or i2v:
+        # image-to-video encodes the conditioning video: the image followed by zero frames
         with b.stage("vae_encode", invocations=1), b.weights(prec.vae):
             wan_vae.build_encoder(b, cfg.vae, video_shape=(3, wl.frames, wl.height, wl.width),
                                   batch=wl.batch, dtype=prec.vae)
 
     with b.stage("diffusion_core", invocations=wl.steps * cfg_mult), b.weights(prec.dit_weights):
+        kw = {"image_len": image_len} if image_len is not None else {}
         wan_dit.build(b, cfg.dit, latent_shape=(cfg.dit.in_channels, wl.latent_frames, wl.latent_height,
                                                 wl.latent_width),
-                      batch=wl.batch, text_len=wl.text_len, compute_dtype=prec.dit_compute)
+                      batch=wl.batch, text_len=wl.text_len, compute_dtype=prec.dit_compute, **kw)
 
     with b.stage("vae_decode", invocations=1), b.weights(prec.vae):
         wan_vae.build_decoder(b, cfg.vae, latent_shape=(wl.latent_channels, wl.latent_frames,

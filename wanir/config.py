@@ -69,15 +69,16 @@ def _optional(check):
 
 # Value checks for the keys the core owns; groups owned by a backend are checked there.
 SCHEMA: dict[str, Any] = {
-    "workload.height": _int(16),
-    "workload.width": _int(16),
-    "workload.frames": _int(1),
+    "workload.height": _optional(_int(16)),
+    "workload.width": _optional(_int(16)),
+    "workload.frames": _optional(_int(1)),
     "workload.steps": _optional(_int(1)),
     "workload.guidance": _bool,
     "workload.batch": _int(1),
     "workload.text_len": _int(1),
     "workload.vae_encode": _bool,
     "precision.text_encoder": _choice(*DTYPE_CHOICES),
+    "precision.image_encoder": _choice(*DTYPE_CHOICES),
     "precision.dit_weights": _choice(*DTYPE_CHOICES),
     "precision.dit_compute": _choice(*DTYPE_CHOICES),
     "precision.vae": _choice(*DTYPE_CHOICES),
