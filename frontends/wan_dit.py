@@ -52,12 +52,22 @@ _REQUIRED = ("patch_size", "num_attention_heads", "attention_head_dim", "in_chan
              "text_dim", "freq_dim", "ffn_dim", "num_layers")
 
 
+_KEYS = _REQUIRED + ("cross_attn_norm", "qk_norm", "eps", "image_dim", "added_kv_proj_dim", "rope_max_seq_len")
+
+
 def _get(cfg, key, default=None):
     try:
         v = cfg.get(key, default)
     except AttributeError:
         v = getattr(cfg, key, default)
     return default if v is None else v
+
+
+def _plain(cfg) -> dict:
+    """The keys the DiT reads, as a plain dict (config-node lookups are slow in the hot path)."""
+    if isinstance(cfg, dict):
+        return cfg
+    return {k: _get(cfg, k) for k in _KEYS}
 
 
 def _patch(cfg) -> tuple[int, int, int]:
@@ -242,6 +252,7 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
     dtype. When ``cfg.image_dim`` is set (image-to-video) the graph also takes
     ``image_embeds`` of shape ``(batch, image_len, image_dim)`` (``image_len`` default 257).
     Inputs made here: ``latents``, ``timestep`` (fp32), ``text_embeds``, [``image_embeds``]."""
+    cfg = _plain(cfg)
     _check_cfg(cfg)
     dtype = get_dtype(compute_dtype)
     pt, ph, pw = _patch(cfg)
