@@ -84,6 +84,9 @@ SCHEMA: dict[str, Any] = {
     "precision.vae": _choice(*DTYPE_CHOICES),
     "memory.offload_model": _bool,
     "memory.t5_cpu": _bool,
+    "roofline.mode": _choice("calibrated", "ideal"),
+    "roofline.fusion": _choice("eager", "fused"),
+    "roofline.attention_kernel": _choice("flash2", "flash3", "math"),
 }
 
 
@@ -182,6 +185,8 @@ def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | N
             group_ovs.append(raw)
         else:
             value_ovs.append((raw, ov))
+    from .hardware import compose_hook
+    group_ovs, hardware_post = compose_hook(group_ovs, config_dir)
     cfg = _compose(tuple(group_ovs), config_dir).copy()
     valid = set(_flat_keys(cfg))
     OmegaConf.set_struct(cfg, False)
@@ -193,6 +198,7 @@ def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | N
             raise ConfigError(_unknown_key(key, valid))
         value = ov.value()
         OmegaConf.update(cfg, key, value, merge=False)
+    hardware_post(cfg)
     if validate:
         validate_config(cfg)
     return cfg

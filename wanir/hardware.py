@@ -1,0 +1,452 @@
+"""Hardware specs: loading, validating and listing the accelerators the roofline backend
+times a graph on.
+
+A spec is data: one YAML file per device in the ``hardware`` config group
+(``wanir/configs/hardware/*.yaml``, or ``hardware/NAME.yaml`` in a user's ``--config-dir``),
+or a Python class registered under the ``wanir.hardware`` entry-point group whose
+``spec()`` returns the same mapping. Every number is written ``{value: X, source: KIND}``
+where KIND says where it came from (:data:`SOURCES`). The format is described in
+docs/adding-hardware.md; :class:`Hardware` is the validated, unit-normalized form
+(FLOP/s, bytes, bytes/s, seconds).
+"""
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from .errors import ConfigError
+
+#: where a value came from: a vendor datasheet, a published measurement, a measurement of
+#: wanir's own, or a modeling assumption (stated in the file's note)
+SOURCES = ("datasheet", "reported", "measured", "assumed")
+#: op classes that carry an efficiency table; ``attention`` has one table per kernel
+OP_CLASSES = ("matmul", "conv", "attention", "vector", "memory")
+ATTENTION_KERNELS = ("flash2", "flash3", "math")
+KINDS = ("gpu", "cpu")
+ENTRY_POINT_GROUP = "wanir.hardware"
+
+_TERA = 10**12
+_GIGA = 10**9
+_GIB = 2**30
+
+
+class HardwareError(ConfigError):
+    """A hardware spec is malformed; the message names the file (or entry point) and key."""
+
+
+@dataclass(frozen=True)
+class StepTable:
+    """Efficiency as a step function of an op's size: ``thresholds[i]`` is the smallest size
+    (FLOPs or bytes, per ``by``) at which ``values[i]`` applies. ``source`` says where the
+    table came from."""
+
+    by: str
+    thresholds: tuple[float, ...]
+    values: tuple[float, ...]
+    source: str
+    note: str = ""
+
+    def __call__(self, size: float) -> float:
+        """Efficiency (a fraction in (0, 1]) for an op of ``size`` FLOPs or bytes."""
+        i = bisect.bisect_right(self.thresholds, size) - 1
+        return self.values[max(i, 0)]
+
+    @property
+    def best(self) -> float:
+        """The largest efficiency in the table."""
+        return max(self.values)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One device, in SI units: ``tensor_flops`` dense peak FLOP/s per compute dtype name,
+    ``vector_flops`` FLOP/s of the non-tensor (FP32) units, ``memory_bytes`` capacity in
+    bytes, ``memory_bandwidth`` bytes/s, ``host_link_bandwidth`` and ``gpu_link_bandwidth``
+    bytes/s per direction (``gpu_link_bandwidth`` None when peers talk over the host link),
+    ``host_link_efficiency`` the achieved fraction of the host link, ``launch_overhead_s``
+    seconds per kernel, ``efficiency`` a StepTable per op class (``attention.<kernel>`` for
+    attention), ``sources`` the source kind of every value by dotted key."""
+
+    name: str
+    description: str
+    kind: str
+    tensor_flops: dict[str, float]
+    vector_flops: float
+    memory_bytes: int
+    memory_bandwidth: float
+    host_link_bandwidth: float
+    host_link_efficiency: float
+    gpu_link_bandwidth: float | None
+    launch_overhead_s: float
+    efficiency: dict[str, StepTable]
+    sources: dict[str, str] = field(default_factory=dict)
+    origin: str = ""
+
+    def peak(self, dtype: str) -> float:
+        """Dense tensor peak in FLOP/s for compute dtype ``dtype`` (``tf32`` falls back to
+        ``fp32`` on devices without TF32). Raises ConfigError naming the device and the dtypes
+        it has."""
+        v = self.tensor_flops.get(dtype)
+        if v is None and dtype == "tf32":
+            v = self.tensor_flops.get("fp32")
+        if v is None:
+            raise ConfigError(f"hardware '{self.name}' has no tensor peak for dtype {dtype!r} "
+                              f"(it has: {', '.join(self.tensor_flops)}); add tensor_tflops.{dtype} to {self.origin or 'its spec'}")
+        return v
+
+    def table(self, op_class: str, attention_kernel: str = "flash2") -> StepTable:
+        """The efficiency table of ``op_class`` (for attention, of ``attention_kernel``)."""
+        key = f"attention.{attention_kernel}" if op_class == "attention" else op_class
+        t = self.efficiency.get(key)
+        if t is None:
+            have = sorted(k.split(".", 1)[1] for k in self.efficiency if k.startswith("attention."))
+            raise ConfigError(f"roofline.attention_kernel={attention_kernel}: hardware '{self.name}' has no "
+                              f"efficiency for it (it has: {', '.join(have)})")
+        return t
+
+    def ridge_point(self, dtype: str = "bf16") -> float:
+        """FLOPs per byte at which a kernel at peak turns from memory- to compute-bound."""
+        return self.peak(dtype) / self.memory_bandwidth
+
+    def summary(self) -> dict:
+        """A flat record for listings: name, description, bf16/fp8 TFLOP/s, memory GiB,
+        bandwidth TB/s, link GB/s, origin."""
+        return {"name": self.name, "description": self.description, "kind": self.kind,
+                "bf16_tflops": _tflops(self.tensor_flops.get("bf16")),
+                "fp8_tflops": _tflops(self.tensor_flops.get("fp8_e4m3")),
+                "vector_tflops": _tflops(self.vector_flops),
+                "memory_gib": self.memory_bytes / _GIB,
+                "bandwidth_tbps": self.memory_bandwidth / _TERA,
+                "gpu_link_gbps": None if self.gpu_link_bandwidth is None else self.gpu_link_bandwidth / _GIGA,
+                "host_link_gbps": self.host_link_bandwidth / _GIGA,
+                "origin": self.origin}
+
+
+def _tflops(v):
+    return None if v is None else v / _TERA
+
+
+# ---------------------------------------------------------------------------------- parsing
+
+
+class _Reader:
+    """Reads a spec mapping, collecting the source of every value; errors name origin + key."""
+
+    def __init__(self, data: Mapping, origin: str):
+        self.data = data
+        self.origin = origin
+        self.sources: dict[str, str] = {}
+
+    def fail(self, key: str, msg: str):
+        raise HardwareError(f"{self.origin}: key '{key}': {msg}")
+
+    def node(self, key: str, required: bool = True):
+        cur: Any = self.data
+        for part in key.split("."):
+            if not isinstance(cur, Mapping) or part not in cur:
+                if not required:
+                    return None
+                self.fail(key, "missing")
+            cur = cur[part]
+        return cur
+
+    def source(self, key: str, node) -> str:
+        src = node.get("source") if isinstance(node, Mapping) else None
+        if src not in SOURCES:
+            self.fail(key + ".source", f"must be one of {', '.join(SOURCES)}, got {src!r}")
+        self.sources[key] = src
+        return src
+
+    def number(self, key: str, required: bool = True, positive: bool = True, allow_null: bool = False):
+        node = self.node(key, required)
+        if node is None:
+            return None
+        if not isinstance(node, Mapping) or "value" not in node:
+            self.fail(key, f"must be written {{value: NUMBER, source: {'|'.join(SOURCES)}}}, got {_show(node)}")
+        v = node["value"]
+        if v is None and allow_null:
+            self.source(key, node)
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            self.fail(key + ".value", f"must be a number, got {_show(v)}")
+        if positive and v <= 0:
+            self.fail(key + ".value", f"must be positive, got {v}")
+        self.source(key, node)
+        return float(v)
+
+    def fraction(self, key: str, v) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            self.fail(key, f"an efficiency must be a number in (0, 1], got {_show(v)}")
+        return float(v)
+
+    def steps(self, key: str, by: str) -> StepTable:
+        node = self.node(key)
+        if not isinstance(node, Mapping):
+            self.fail(key, "must be a mapping {source, by, steps: [[size, efficiency], ...]}")
+        src = self.source(key, node)
+        if node.get("by", by) != by:
+            self.fail(key + ".by", f"must be '{by}', got {_show(node.get('by'))}")
+        steps = node.get("steps")
+        if not isinstance(steps, (list, tuple)) or not steps:
+            self.fail(key + ".steps", "must be a non-empty list of [size, efficiency] pairs")
+        th, vals = [], []
+        for i, s in enumerate(steps):
+            if not isinstance(s, (list, tuple)) or len(s) != 2:
+                self.fail(f"{key}.steps[{i}]", f"must be a [size, efficiency] pair, got {_show(s)}")
+            size, eff = s
+            if isinstance(size, bool) or not isinstance(size, (int, float)) or size < 0:
+                self.fail(f"{key}.steps[{i}]", f"size must be a number >= 0, got {_show(size)}")
+            if th and size <= th[-1]:
+                self.fail(f"{key}.steps[{i}]", f"sizes must increase, got {size} after {th[-1]}")
+            th.append(float(size))
+            vals.append(self.fraction(f"{key}.steps[{i}]", eff))
+        if th[0] != 0:
+            self.fail(f"{key}.steps[0]", f"the first step must start at size 0, got {th[0]}")
+        return StepTable(by, tuple(th), tuple(vals), src, str(node.get("note") or ""))
+
+
+def _show(v) -> str:
+    s = repr(v)
+    return s if len(s) < 60 else s[:57] + "..."
+
+
+def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None) -> Hardware:
+    """Validate a spec mapping (the content of one hardware YAML file) and return the
+    Hardware it describes, in SI units. Raises HardwareError naming ``origin`` and the key."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+        if isinstance(data, DictConfig):
+            data = OmegaConf.to_container(data, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if not isinstance(data, Mapping):
+        raise HardwareError(f"{origin}: a hardware spec must be a mapping, got {type(data).__name__}")
+    r = _Reader(data, origin)
+    hw_name = data.get("name", name)
+    if not isinstance(hw_name, str) or not hw_name:
+        r.fail("name", f"must be a non-empty string, got {_show(hw_name)}")
+    kind = data.get("kind", "gpu")
+    if kind not in KINDS:
+        r.fail("kind", f"must be one of {', '.join(KINDS)}, got {_show(kind)}")
+    tt = r.node("tensor_tflops")
+    if not isinstance(tt, Mapping) or not tt:
+        r.fail("tensor_tflops", "must map compute dtypes (bf16, fp16, fp8_e4m3, tf32, fp32, ...) to {value, source}")
+    from .dtypes import DTYPES
+    tensor = {}
+    for dt in tt:
+        if dt not in DTYPES:
+            r.fail(f"tensor_tflops.{dt}", f"unknown dtype; allowed: {', '.join(DTYPES)}")
+        tensor[dt] = r.number(f"tensor_tflops.{dt}") * _TERA
+    vector = r.number("vector_tflops") * _TERA
+    mem = r.number("memory.capacity_gib") * _GIB
+    bw = r.number("memory.bandwidth_tbps") * _TERA
+    host_bw = r.number("host_link.bandwidth_gbps") * _GIGA
+    host_eff_node = r.node("host_link.efficiency")
+    host_eff = r.number("host_link.efficiency")
+    r.fraction("host_link.efficiency.value", host_eff_node["value"])
+    gl = r.number("gpu_link.bandwidth_gbps", required=False, allow_null=True)
+    launch = r.number("launch_overhead_us", positive=False)
+    if launch < 0:
+        r.fail("launch_overhead_us.value", f"must be >= 0, got {launch}")
+    eff_node = r.node("efficiency")
+    if not isinstance(eff_node, Mapping):
+        r.fail("efficiency", "must be a mapping of op class to step table")
+    for k in eff_node:
+        if k not in OP_CLASSES:
+            r.fail(f"efficiency.{k}", f"unknown op class; allowed: {', '.join(OP_CLASSES)}")
+    tables = {}
+    for cls in ("matmul", "conv", "vector"):
+        tables[cls] = r.steps(f"efficiency.{cls}", "flops")
+    tables["memory"] = r.steps("efficiency.memory", "bytes")
+    att = r.node("efficiency.attention")
+    if not isinstance(att, Mapping) or not att:
+        r.fail("efficiency.attention", f"must map attention kernels ({', '.join(ATTENTION_KERNELS)}) to step tables")
+    for k in att:
+        if k not in ATTENTION_KERNELS:
+            r.fail(f"efficiency.attention.{k}", f"unknown attention kernel; allowed: {', '.join(ATTENTION_KERNELS)}")
+        tables[f"attention.{k}"] = r.steps(f"efficiency.attention.{k}", "flops")
+    return Hardware(hw_name, str(data.get("description", hw_name)), kind, tensor, vector, int(mem), bw, host_bw,
+                    host_eff, None if gl is None else gl * _GIGA, launch * 1e-6, tables, dict(r.sources), origin)
+
+
+# ---------------------------------------------------------------------------------- finding
+
+
+def _builtin_dir() -> Path:
+    from .config import CONFIG_DIR
+    return CONFIG_DIR / "hardware"
+
+
+def yaml_files(config_dir: str | Path | None = None) -> dict[str, Path]:
+    """Hardware YAML files by option name: built-in ones, overridden by the user's
+    ``config_dir/hardware/*.yaml``."""
+    out = {p.stem: p for p in sorted(_builtin_dir().glob("*.yaml"))}
+    if config_dir:
+        out.update({p.stem: p for p in sorted((Path(config_dir) / "hardware").glob("*.yaml"))})
+    return out
+
+
+def _entry_points():
+    from importlib.metadata import entry_points
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+def plugin_names() -> list[str]:
+    """Names of the hardware registered under the ``wanir.hardware`` entry point group."""
+    return sorted(ep.name for ep in _entry_points())
+
+
+def plugin_spec(name: str) -> dict | None:
+    """The spec mapping of the entry-point hardware ``name`` (None if there is none). The
+    entry point names a class (or object) whose ``spec()`` returns a mapping in the YAML
+    format, or a :class:`Hardware` instance."""
+    for ep in _entry_points():
+        if ep.name == name:
+            obj = ep.load()
+            where = f"entry point '{name}' ({ep.value})"
+            if isinstance(obj, type):
+                obj = obj()
+            if isinstance(obj, Hardware):
+                return {"__hardware__": obj}
+            spec = getattr(obj, "spec", None)
+            if not callable(spec):
+                raise HardwareError(f"{where}: must be a class with a spec() method returning a hardware mapping")
+            data = spec()
+            if not isinstance(data, Mapping):
+                raise HardwareError(f"{where}: spec() must return a mapping, got {type(data).__name__}")
+            data = dict(data)
+            data.setdefault("name", name)
+            return data
+    return None
+
+
+def load(name: str, config_dir: str | Path | None = None) -> Hardware:
+    """The Hardware called ``name``: a YAML option (user's config dir first) or an entry
+    point. Raises ConfigError listing the known names."""
+    files = yaml_files(config_dir)
+    if name in files:
+        return load_file(files[name])
+    spec = plugin_spec(name)
+    if spec is not None:
+        return _from_plugin(name, spec)
+    known = sorted(set(files) | set(plugin_names()))
+    import difflib
+    close = difflib.get_close_matches(name, known, n=2)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ConfigError(f"hardware={name}: no such hardware{hint} (known: {', '.join(known)})")
+
+
+def _from_plugin(name: str, spec: Mapping) -> Hardware:
+    if "__hardware__" in spec:
+        return spec["__hardware__"]
+    return from_mapping(spec, origin=f"entry point '{name}'", name=name)
+
+
+@functools.lru_cache(maxsize=128)
+def _load_file_cached(path: str, mtime: float) -> Hardware:
+    from omegaconf import OmegaConf
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as e:  # a YAML syntax error
+        raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
+    return from_mapping(data, origin=path, name=Path(path).stem)
+
+
+def load_file(path: str | Path) -> Hardware:
+    """Load and validate one hardware YAML file; errors name the file and key."""
+    p = Path(path)
+    return _load_file_cached(str(p), p.stat().st_mtime)
+
+
+def list_hardware(config_dir: str | Path | None = None) -> list[Hardware]:
+    """Every known device: built-in YAML, the user's YAML and entry points, by name."""
+    out = {n: load_file(p) for n, p in yaml_files(config_dir).items()}
+    for n in plugin_names():
+        if n not in out:
+            out[n] = _from_plugin(n, plugin_spec(n))
+    return [out[k] for k in sorted(out)]
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+def _default_choice() -> str:
+    from omegaconf import OmegaConf
+    from .config import CONFIG_DIR
+    for item in OmegaConf.load(CONFIG_DIR / "config.yaml").get("defaults", []):
+        if isinstance(item, Mapping) and "hardware" in item:
+            return str(item["hardware"])
+    return "h100-sxm"
+
+
+def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tuple[list[str], Callable]:
+    """Prepare a config composition: a ``hardware=NAME`` override naming an entry point
+    (not a YAML option) is taken out of what Hydra composes. Returns the overrides to
+    compose and a function ``post(cfg)`` that puts the chosen hardware's spec into
+    ``cfg.hardware`` (for an entry point) and validates it, naming the file and key on error."""
+    keep, choice = [], None
+    files = yaml_files(config_dir)
+    for o in group_overrides:
+        g, _, v = o.partition("=")
+        if g.lstrip("+") == "hardware":
+            choice = v
+            if v not in files and plugin_spec(v) is not None:
+                continue
+        keep.append(o)
+    choice = choice or _default_choice()
+
+    def post(cfg):
+        from omegaconf import OmegaConf
+        if choice in files:
+            origin = str(files[choice])
+        else:
+            spec = plugin_spec(choice)
+            if spec is None:
+                return
+            origin = f"entry point '{choice}'"
+            if "__hardware__" in spec:
+                spec = {"name": choice, "__entry_point__": choice}
+            else:
+                spec = dict(spec)
+                spec["__entry_point__"] = choice
+            OmegaConf.set_struct(cfg, False)
+            cfg.hardware = OmegaConf.create(spec)
+        hw = cfg.get("hardware")
+        if hw is not None and "__entry_point__" not in hw:
+            from_mapping(hw, origin=origin, name=choice)
+        elif hw is not None and "tensor_tflops" in hw:
+            from_mapping({k: v for k, v in OmegaConf.to_container(hw).items() if k != "__entry_point__"},
+                         origin=origin, name=choice)
+
+    return keep, post
+
+
+def from_config(cfg) -> Hardware:
+    """The Hardware of a composed config (``cfg.hardware``); the built-in default when the
+    config has none."""
+    hw = cfg.get("hardware") if cfg is not None else None
+    if hw is None:
+        return load(_default_choice())
+    if isinstance(hw, str):
+        return load(hw)
+    ep = hw.get("__entry_point__")
+    if ep is not None:
+        spec = plugin_spec(ep)
+        if spec is not None and "__hardware__" in spec:
+            return spec["__hardware__"]
+    from omegaconf import OmegaConf
+    data = OmegaConf.to_container(hw, resolve=True) if not isinstance(hw, dict) else dict(hw)
+    data.pop("__entry_point__", None)
+    return from_mapping(data, origin=f"hardware '{data.get('name', '?')}'")
+
+
+def host_from_config(cfg) -> Hardware:
+    """The host CPU that runs stages moved off the GPU (``memory.host``, default ``host-cpu``)."""
+    name = "host-cpu"
+    if cfg is not None:
+        name = cfg.get("memory", {}).get("host", name) or name
+    return load(name)
