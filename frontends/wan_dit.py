@@ -243,7 +243,7 @@ def _block(b, cfg, x, ctx, tproj, cos, sin, dtype, dims):
 
 
 def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, compute_dtype,
-          image_len: int | None = None) -> Value:
+          image_len: int | None = None, collapse_blocks: bool = True) -> Value:
     """Lower one forward of ``WanTransformer3DModel`` into ``b`` (inside the stage the caller
     opened) and return the predicted-velocity Value ``(batch, out_channels, T', H', W')``.
 
@@ -251,7 +251,11 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
     I2V); ``text_len`` the text tokens (512 in the pipelines); ``compute_dtype`` the activation
     dtype. When ``cfg.image_dim`` is set (image-to-video) the graph also takes
     ``image_embeds`` of shape ``(batch, image_len, image_dim)`` (``image_len`` default 257).
-    Inputs made here: ``latents``, ``timestep`` (fp32), ``text_embeds``, [``image_embeds``]."""
+    Inputs made here: ``latents``, ``timestep`` (fp32), ``text_embeds``, [``image_embeds``].
+
+    The transformer blocks are one ``blocks`` scope repeated ×num_layers; with
+    ``collapse_blocks=False`` they are drawn out as ``blocks.0`` … ``blocks.{n-1}`` (same
+    totals, n times the nodes)."""
     cfg = _plain(cfg)
     _check_cfg(cfg)
     dtype = get_dtype(compute_dtype)
@@ -334,8 +338,13 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
     if image is not None:
         c = b.concat([i, c], dim=1, name="context_concat")
 
-    with b.repeat("blocks", layers):
-        x = _block(b, cfg, x, c, tproj, cos, sin, dtype, (D, heads, F, eps))
+    if collapse_blocks:
+        with b.repeat("blocks", layers):
+            x = _block(b, cfg, x, c, tproj, cos, sin, dtype, (D, heads, F, eps))
+    else:
+        for i in range(layers):
+            with b.scope(f"blocks.{i}"):
+                x = _block(b, cfg, x, c, tproj, cos, sin, dtype, (D, heads, F, eps))
 
     table = b.parameter("scale_shift_table", (1, 2, D))
     mod = b.add(table, b.reshape(temb, (batch, 1, D), name="temb_unsqueeze"), name="output_modulation")
