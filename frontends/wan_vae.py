@@ -1,0 +1,470 @@
+"""Wan-VAE (Wan2.1): lowers diffusers' ``AutoencoderKLWan`` as ``decode`` and
+``encode(...).latent_dist.mode()`` run it (tiling and slicing off).
+
+The VAE never sees the whole video at once. Both directions loop over chunks of frames
+and carry a *feature cache* from chunk to chunk: every causal 3x3x3 convolution keeps the
+last ``CACHE_T`` = 2 frames of its input, and the next chunk prepends them instead of
+zero padding. The graph models this loop as two loop scopes of the same weights:
+
+- ``chunk0`` (×1): the first chunk. Causal convolutions zero-pad 2 frames in front; the
+  temporal up/down-sampling convolutions (``time_conv``) are skipped, so every level runs
+  one frame.
+- ``chunks`` (×(chunks − 1)): one body standing for every later chunk, in its steady
+  state: each causal convolution concatenates its 2 cached frames in front of the chunk
+  and pads only spatially; the ``time_conv`` of ``upsample3d`` doubles the frames (decoder:
+  1 → 2 → 4 frames per chunk) and the stride-2 ``time_conv`` of ``downsample3d`` halves them
+  (encoder: 4 → 2 → 1).
+
+Decoder (``build_decoder``): ``post_quant_conv`` (1x1x1) once over the whole latent, then
+one latent frame per chunk through ``conv_in``, ``mid_block`` (residual block, single-head
+spatial attention per frame, residual block), four ``up_blocks`` (3 residual blocks each,
+then ``upsample3d``, ``upsample3d``, ``upsample2d``: time_conv at low resolution,
+nearest-exact ×2, per-frame Conv2d halving the channels), ``norm_out``, SiLU and
+``conv_out``; the chunk outputs (1, then 4 frames each) form the video, clamped to [-1, 1].
+
+Encoder (``build_encoder``): chunks of 1 then 4 frames through ``conv_in``, ``down_blocks``
+(residual blocks; ``downsample2d`` / ``downsample3d``: zero pad right and bottom, per-frame
+Conv2d stride 2, then the stride-2 ``time_conv`` over the cached last frame plus the
+chunk), ``mid_block``, ``norm_out``, SiLU, ``conv_out`` (2·z_dim channels); ``quant_conv``
+(1x1x1) once after the loop; the posterior's ``mode()`` is its mean, the first z_dim
+channels (the clamp and the two ``exp`` that build std and var run as well).
+
+Scopes mirror the diffusers module tree (``decoder/up_blocks.1/resnets.0/conv1``), so a
+node's scope path with the stage and loop levels dropped is its module path.
+
+The feature cache is listed for the memory pass in
+``graph.meta["persistent"][stage]``: the cache tensors written by the last chunk scope
+(2 frames per causal conv slot, the cached frame of each ``downsample3d``) and the
+accumulated output, each a Value that stays live for the whole invocation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wanir.dtypes import get_dtype
+from wanir.errors import ConfigError
+from wanir.graph import Value
+
+CACHE_T = 2                       # frames each causal conv keeps for the next chunk
+PERSISTENT_KEY = "persistent"     # graph.meta key of the values live for a whole invocation
+REQUIRED = ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample")
+
+
+@dataclass(frozen=True)
+class VaeArch:
+    """The Wan-VAE hyperparameters that shape the graph (diffusers' argument names)."""
+
+    base_dim: int = 96
+    decoder_base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attn_scales: tuple = ()
+    temperal_downsample: tuple = (False, True, True)
+    in_channels: int = 3
+    out_channels: int = 3
+
+    @property
+    def temporal_factor(self) -> int:
+        """Frames per latent frame after the first (4 for Wan2.1)."""
+        return 2 ** sum(1 for t in self.temperal_downsample if t)
+
+    @property
+    def spatial_factor(self) -> int:
+        """Pixels per latent pixel along height and width (8 for Wan2.1)."""
+        return 2 ** (len(self.dim_mult) - 1)
+
+
+def _get(cfg, key, default=None):
+    if cfg is None:
+        return default
+    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+
+
+def _posint(key, v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {v!r}")
+    return v
+
+
+def arch_from_cfg(cfg) -> VaeArch:
+    """Validate a ``vae`` config node and return its VaeArch (``cfg=None``: Wan2.1).
+    Raises ConfigError naming the key and what is allowed."""
+    if cfg is None:
+        return VaeArch()
+    fam = _get(cfg, "family", "wan_vae")
+    if fam != "wan_vae":
+        raise ConfigError(f"vae.family={fam!r}: frontends.wan_vae builds family 'wan_vae' only")
+    missing = [k for k in REQUIRED if _get(cfg, k) is None]
+    if missing:
+        raise ConfigError(f"vae: missing key(s) {', '.join(missing)} (a Wan-VAE config needs {', '.join(REQUIRED)})")
+    if _get(cfg, "is_residual", False):
+        raise ConfigError("vae.is_residual=true (the Wan2.2 VAE) is not modeled; allowed: false")
+    if _get(cfg, "patch_size") not in (None, 1):
+        raise ConfigError(f"vae.patch_size={_get(cfg, 'patch_size')!r} is not modeled; allowed: null")
+    base = _posint("vae.base_dim", _get(cfg, "base_dim"))
+    dim_mult = tuple(_get(cfg, "dim_mult"))
+    for m in dim_mult:
+        _posint("vae.dim_mult[...]", m)
+    if len(dim_mult) < 2:
+        raise ConfigError(f"vae.dim_mult={list(dim_mult)}: needs at least 2 levels")
+    td = tuple(_get(cfg, "temperal_downsample"))
+    if len(td) != len(dim_mult) - 1 or not all(isinstance(t, bool) for t in td):
+        raise ConfigError(f"vae.temperal_downsample={list(td)}: needs {len(dim_mult) - 1} booleans "
+                          f"(one per downsampling level of dim_mult={list(dim_mult)})")
+    if sum(td) != 2:
+        raise ConfigError(f"vae.temperal_downsample={list(td)}: the chunked loop reads 4 frames per chunk, "
+                          f"so exactly two levels must downsample in time")
+    arch = VaeArch(
+        base_dim=base,
+        decoder_base_dim=_posint("vae.decoder_base_dim", _get(cfg, "decoder_base_dim", None) or base),
+        z_dim=_posint("vae.z_dim", _get(cfg, "z_dim")),
+        dim_mult=dim_mult,
+        num_res_blocks=_posint("vae.num_res_blocks", _get(cfg, "num_res_blocks")),
+        attn_scales=tuple(float(s) for s in _get(cfg, "attn_scales")),
+        temperal_downsample=td,
+        in_channels=_posint("vae.in_channels", _get(cfg, "in_channels", 3)),
+        out_channels=_posint("vae.out_channels", _get(cfg, "out_channels", 3)),
+    )
+    return arch
+
+
+def decoded_frames(T: int, cfg=None) -> int:
+    """Video frames the decoder produces from ``T`` latent frames: 1 + 4·(T − 1) for
+    Wan2.1 (the first chunk yields 1 frame, every later one 4). Raises ConfigError for T < 1."""
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ConfigError(f"latent frames T={T!r}: must be a positive integer")
+    return 1 + arch_from_cfg(cfg).temporal_factor * (T - 1)
+
+
+def latent_frames(F: int, cfg=None) -> int:
+    """Latent frames the encoder produces from ``F`` video frames: 1 + (F − 1)/4 for Wan2.1.
+    F must be 1 + 4k (the encoder reads 1 frame, then chunks of 4; diffusers silently drops
+    a ragged tail, wanir refuses it): any other F raises ConfigError naming the nearby
+    allowed counts."""
+    t = arch_from_cfg(cfg).temporal_factor
+    if isinstance(F, bool) or not isinstance(F, int) or F < 1:
+        raise ConfigError(f"video frames F={F!r}: must be a positive integer of the form 1 + {t}k")
+    if (F - 1) % t:
+        lo = (F - 1) // t * t + 1
+        raise ConfigError(f"video frames F={F}: the Wan-VAE encodes 1 + {t}k frames (one frame, then chunks "
+                          f"of {t}); allowed nearby: {lo} or {lo + t}")
+    return 1 + (F - 1) // t
+
+
+# ----------------------------------------------------------------------------- chunk state
+
+
+class _Chunk:
+    """Build state of one chunk scope: whether it is the first chunk, the cache tensors
+    it writes (by slot = weight path of the conv owning the slot) and, for the later-chunk
+    body, the slots the first chunk wrote."""
+
+    def __init__(self, first: bool, first_slots: dict | None = None, alone: bool = False):
+        self.first = first
+        self.alone = alone          # the first chunk is the only one: skipped modules never run
+        self.first_slots = first_slots or {}
+        self.slots: dict[str, Value] = {}
+
+    def write(self, b, v: Value) -> None:
+        self.slots[b.current_scope.weight_path] = v
+
+
+def _slot_key(b) -> str:
+    return b.current_scope.weight_path
+
+
+def _unrun_conv_weights(b, ch: _Chunk, cin: int, cout: int, kernel: tuple) -> None:
+    """A time_conv that no chunk runs (a single-chunk input) still holds its weights: declare
+    them as ``parameter`` nodes under the key the conv would use, so the parameter count is
+    the module's."""
+    if ch.first and ch.alone:
+        b.parameter("conv", (cout, cin, *kernel))        # key <scope>/conv.weight, as the conv's
+        b.parameter("conv_bias", (cout,))
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def _rms(b, x, name):
+    """WanRMS_norm (channel first, gamma, no bias): F.normalize over C · sqrt(C) · gamma."""
+    return b.op("channel_rmsnorm", x, name=name, affine=True, bias=False)
+
+
+def _causal_conv(b, ch: _Chunk, x, out: int, name: str):
+    """A WanCausalConv3d(k=3, padding=1) call site with its feature-cache slot, in scope
+    ``name``: snapshot the last 2 input frames, prepend the cached frames (later chunks) or
+    2 zero frames (first chunk), pad H and W by 1, conv3d with no padding. N frames in,
+    N frames out."""
+    with b.scope(name):
+        n = x.shape[2]
+        snap = b.contiguous(b.slice(x, 2, start=-CACHE_T, name="cache_slice"), name="cache_clone")
+        if ch.first:
+            cache = snap
+            xin = b.pad(x, (1, 1, 1, 1, 2, 0), name="pad")
+        else:
+            if n < CACHE_T:
+                # one-frame chunk: keep the last cached frame in front of the new one
+                prev = ch.first_slots[_slot_key(b)]
+                cache = b.concat([b.slice(prev, 2, start=-1, name="prev_frame"), snap], dim=2, name="cache")
+            else:
+                cache = snap
+            # the IR has no loop-carried edges: the slot's value written in this body stands
+            # in for the one the previous chunk wrote (same shape, same bytes)
+            xin = b.pad(b.concat([cache, x], dim=2, name="cat_cache"), (1, 1, 1, 1, 0, 0), name="pad")
+        ch.write(b, cache)
+        return b.conv3d(xin, out, 3, name="conv")
+
+
+def _conv1x1x1(b, x, out: int, name: str):
+    """A WanCausalConv3d with kernel 1 (shortcut, quant_conv, post_quant_conv): F.pad with
+    zero padding still copies its input; no cache slot."""
+    with b.scope(name):
+        return b.conv3d(b.pad(x, (0,) * 6, name="pad"), out, 1, name="conv")
+
+
+def _resblock(b, ch: _Chunk, x, out: int, name: str):
+    """WanResidualBlock(in, out): [1x1x1 shortcut if in != out] + conv2(SiLU(norm2(
+    conv1(SiLU(norm1(x)))))); dropout 0 runs no op."""
+    with b.scope(name):
+        h = _conv1x1x1(b, x, out, "conv_shortcut") if x.shape[1] != out else x
+        y = b.silu(_rms(b, x, "norm1"), name="silu1")
+        y = _causal_conv(b, ch, y, out, "conv1")
+        y = b.silu(_rms(b, y, "norm2"), name="silu2")
+        y = _causal_conv(b, ch, y, out, "conv2")
+        return b.add(y, h, name="residual")
+
+
+def _frames_to_batch(b, x):
+    """(B, C, t, h, w) → (B·t, C, h, w) as ``permute(0,2,1,3,4).reshape`` runs it (a copy)."""
+    B, C, t, h, w = x.shape
+    y = b.contiguous(b.permute(x, (0, 2, 1, 3, 4), name="to_frames"), name="frames_copy")
+    return b.reshape(y, (B * t, C, h, w), name="frames")
+
+
+def _batch_to_frames(b, x, B: int):
+    """(B·t, C, h, w) → (B, C, t, h, w) as ``view(...).permute(0,2,1,3,4)`` runs it (views)."""
+    bt, C, h, w = x.shape
+    y = b.reshape(x, (B, bt // B, C, h, w), name="unframes")
+    return b.permute(y, (0, 2, 1, 3, 4), name="from_frames")
+
+
+def _attention(b, x, name: str):
+    """WanAttentionBlock: per frame, RMS norm, 1x1 to_qkv, single-head SDPA over the h·w
+    positions (head dim C), 1x1 proj, residual add."""
+    with b.scope(name):
+        B, C, t, h, w = x.shape
+        L = h * w
+        y = _rms(b, _frames_to_batch(b, x), "norm")
+        with b.scope("to_qkv"):
+            qkv = b.conv2d(y, 3 * C, 1, name="conv")
+        qkv = b.reshape(qkv, (B * t, 1, 3 * C, L), name="qkv_heads")
+        qkv = b.contiguous(b.permute(qkv, (0, 1, 3, 2), name="qkv_t"), name="qkv")
+        q, k, v = b.chunk(qkv, 3, dim=-1, name="split")
+        o = b.sdpa(q, k, v, name="sdpa")
+        o = b.permute(b.reshape(o, (B * t, L, C), name="squeeze"), (0, 2, 1), name="o_t")
+        o = b.reshape(b.contiguous(o, name="o_copy"), (B * t, C, h, w), name="o")
+        with b.scope("proj"):
+            o = b.conv2d(o, C, 1, name="conv")
+        return b.add(_batch_to_frames(b, o, B), x, name="residual")
+
+
+def _mid_block(b, ch: _Chunk, x):
+    """WanMidBlock(dim, num_layers=1): residual block, attention, residual block."""
+    C = x.shape[1]
+    with b.scope("mid_block"):
+        x = _resblock(b, ch, x, C, "resnets.0")
+        x = _attention(b, x, "attentions.0")
+        return _resblock(b, ch, x, C, "resnets.1")
+
+
+def _upsample(b, ch: _Chunk, x, mode: str, dtype, name: str):
+    """WanResample in ``upsample3d`` / ``upsample2d`` mode: [time_conv 3x1x1 C→2C on the
+    later chunks, frames interleaved ×2] then per frame nearest-exact ×2 and Conv2d 3x3
+    C→C/2."""
+    B, C = x.shape[:2]
+    with b.scope(name):
+        if mode == "upsample3d" and ch.first:
+            with b.scope("time_conv"):
+                _unrun_conv_weights(b, ch, C, 2 * C, (3, 1, 1))
+        elif mode == "upsample3d":
+            with b.scope("time_conv"):
+                n = x.shape[2]
+                snap = b.contiguous(b.slice(x, 2, start=-CACHE_T, name="cache_slice"), name="cache_clone")
+                # fewer than 2 frames: the slot is topped up to 2 frames (zeros in the
+                # second chunk, the previous frame later)
+                cache = snap if n >= CACHE_T else b.pad(snap, (0, 0, 0, 0, CACHE_T - n, 0), name="cache")
+                xin = b.pad(b.concat([cache, x], dim=2, name="cat_cache"), (0,) * 6, name="pad")
+                ch.write(b, cache)
+                y = b.conv3d(xin, 2 * C, (3, 1, 1), name="conv")
+            _, _, n, h, w = y.shape
+            y = b.reshape(y, (B, 2, C, n, h, w), name="split_time")
+            y = b.contiguous(b.permute(y, (0, 2, 3, 1, 4, 5), name="interleave_t"), name="interleave")
+            x = b.reshape(y, (B, C, 2 * n, h, w), name="time_x2")
+        y = _frames_to_batch(b, x)
+        with b.scope("resample.0"):
+            fp32 = get_dtype("fp32")
+            if y.dtype != fp32:
+                y = b.upsample(b.cast(y, fp32, name="to_fp32"), 2, name="upsample")
+                y = b.cast(y, x.dtype, name="to_dtype")
+            else:
+                y = b.upsample(y, 2, name="upsample")
+        with b.scope("resample.1"):
+            y = b.conv2d(y, C // 2, 3, padding=1, name="conv")
+        return _batch_to_frames(b, y, B)
+
+
+def _downsample(b, ch: _Chunk, x, mode: str, name: str):
+    """WanResample in ``downsample2d`` / ``downsample3d`` mode: per frame ZeroPad2d(0,1,0,1)
+    and Conv2d 3x3 stride 2; ``downsample3d`` then caches the last frame and, on the later
+    chunks, runs time_conv 3x1x1 stride 2 over the cached frame plus the chunk."""
+    B, C = x.shape[:2]
+    with b.scope(name):
+        y = _frames_to_batch(b, x)
+        with b.scope("resample.0"):
+            y = b.pad(y, (0, 1, 0, 1), name="zero_pad")
+        with b.scope("resample.1"):
+            y = b.conv2d(y, C, 3, stride=2, name="conv")
+        x = _batch_to_frames(b, y, B)
+        if mode == "downsample3d":
+            with b.scope("time_conv"):
+                if ch.first:
+                    ch.write(b, b.contiguous(x, name="cache_clone"))
+                    _unrun_conv_weights(b, ch, C, C, (3, 1, 1))
+                else:
+                    cache = b.contiguous(b.slice(x, 2, start=-1, name="cache_slice"), name="cache_clone")
+                    xin = b.pad(b.concat([cache, x], dim=2, name="cat_cache"), (0,) * 6, name="pad")
+                    ch.write(b, cache)
+                    x = b.conv3d(xin, C, (3, 1, 1), stride=(2, 1, 1), name="conv")
+        return x
+
+
+def _head(b, ch: _Chunk, x, out: int):
+    """norm_out, SiLU, conv_out (cached causal 3x3x3)."""
+    y = b.silu(_rms(b, x, "norm_out"), name="silu_out")
+    return _causal_conv(b, ch, y, out, "conv_out")
+
+
+def _decoder_chunk(b, arch: VaeArch, ch: _Chunk, x, dtype):
+    """WanDecoder3d on one chunk (scope ``decoder``)."""
+    base, mult = arch.decoder_base_dim, arch.dim_mult
+    dims = [base * u for u in (mult[-1],) + tuple(mult[::-1])]
+    t_up = arch.temperal_downsample[::-1]
+    with b.scope("decoder"):
+        x = _causal_conv(b, ch, x, dims[0], "conv_in")
+        x = _mid_block(b, ch, x)
+        for i, out in enumerate(dims[1:]):
+            up = i != len(mult) - 1
+            with b.scope(f"up_blocks.{i}"):
+                for r in range(arch.num_res_blocks + 1):
+                    x = _resblock(b, ch, x, out, f"resnets.{r}")
+                if up:
+                    x = _upsample(b, ch, x, "upsample3d" if t_up[i] else "upsample2d", dtype, "upsamplers.0")
+        return _head(b, ch, x, arch.out_channels)
+
+
+def _encoder_chunk(b, arch: VaeArch, ch: _Chunk, x):
+    """WanEncoder3d on one chunk (scope ``encoder``); ``down_blocks`` is the flat module
+    list diffusers builds (residual blocks, attention where ``attn_scales`` asks, resamplers)."""
+    dims = [arch.base_dim * u for u in (1,) + tuple(arch.dim_mult)]
+    with b.scope("encoder"):
+        x = _causal_conv(b, ch, x, dims[0], "conv_in")
+        idx, scale = 0, 1.0
+        for i, out in enumerate(dims[1:]):
+            for _ in range(arch.num_res_blocks):
+                x = _resblock(b, ch, x, out, f"down_blocks.{idx}")
+                idx += 1
+                if scale in arch.attn_scales:
+                    x = _attention(b, x, f"down_blocks.{idx}")
+                    idx += 1
+            if i != len(arch.dim_mult) - 1:
+                mode = "downsample3d" if arch.temperal_downsample[i] else "downsample2d"
+                x = _downsample(b, ch, x, mode, f"down_blocks.{idx}")
+                idx += 1
+                scale /= 2.0
+        x = _mid_block(b, ch, x)
+        return _head(b, ch, x, 2 * arch.z_dim)
+
+
+def _stack_chunks(b, first, later, copies: int, name: str):
+    """Concatenate the first chunk's output with ``copies`` outputs of the later-chunk body
+    along time (the body's output stands for each later chunk; views, then one concat)."""
+    B, C, n, h, w = later.shape
+    rep = b.reshape(later, (B, C, 1, n, h, w), name=f"{name}_chunk")
+    rep = b.expand(rep, (B, C, copies, n, h, w), name=f"{name}_chunks")
+    rep = b.reshape(rep, (B, C, copies * n, h, w), name=f"{name}_later")
+    return b.concat([first, rep], dim=2, name=name)
+
+
+def _persist(b, stage: str, values) -> None:
+    b.graph.meta.setdefault(PERSISTENT_KEY, {}).setdefault(stage, []).extend(values)
+
+
+def _check_shape(what, shape, n):
+    shape = tuple(shape)
+    if len(shape) != n:
+        raise ConfigError(f"vae {what}={shape}: needs {n} sizes")
+    for s in shape:
+        _posint(f"vae {what}", s)
+    return shape
+
+
+# ----------------------------------------------------------------------------- public builders
+
+
+def build_decoder(b, cfg, *, latent_shape, batch: int = 1, dtype="fp32") -> Value:
+    """Lower the Wan-VAE decode of a latent ``latent_shape`` = (z_dim, T, h, w) for ``batch``
+    videos at activation ``dtype`` into the current stage. Returns the clamped video Value,
+    shape (batch, 3, 1 + 4(T − 1), 8h, 8w)."""
+    arch = arch_from_cfg(cfg)
+    z, T, h, w = _check_shape("latent_shape", latent_shape, 4)
+    _posint("vae batch", batch)
+    if z != arch.z_dim:
+        raise ConfigError(f"vae latent_shape={tuple(latent_shape)}: {z} channels, the decoder takes z_dim={arch.z_dim}")
+    zin = b.input("z", (batch, z, T, h, w), dtype)
+    stage = b.graph.node(zin.producer).stage
+    x = _conv1x1x1(b, zin, z, "post_quant_conv")
+    with b.loop("chunk0", 1):
+        first = _Chunk(first=True, alone=T == 1)
+        out = _decoder_chunk(b, arch, first, b.slice(x, 2, 0, 1, name="latent_frame"), dtype)
+    last = first
+    if T > 1:
+        with b.loop("chunks", T - 1):
+            last = _Chunk(first=False, first_slots=first.slots)
+            later = _decoder_chunk(b, arch, last, b.slice(x, 2, 1, 2, name="latent_frame"), dtype)
+        out = _stack_chunks(b, out, later, T - 1, "video")
+    _persist(b, stage, list(last.slots.values()) + [out])
+    return b.op("clamp", out, name="clamp", min=-1.0, max=1.0)
+
+
+def build_encoder(b, cfg, *, video_shape, batch: int = 1, dtype="fp32") -> Value:
+    """Lower the Wan-VAE encode of a video ``video_shape`` = (3, F, H, W) (F = 1 + 4k) for
+    ``batch`` videos at activation ``dtype`` into the current stage. Returns the latent
+    mean Value (what ``latent_dist.mode()`` returns), shape (batch, z_dim, 1 + (F − 1)/4,
+    ⌊H/8⌋, ⌊W/8⌋)."""
+    arch = arch_from_cfg(cfg)
+    c, F, H, W = _check_shape("video_shape", video_shape, 4)
+    _posint("vae batch", batch)
+    if c != arch.in_channels:
+        raise ConfigError(f"vae video_shape={tuple(video_shape)}: {c} channels, the encoder takes {arch.in_channels}")
+    n = latent_frames(F, cfg)
+    t = arch.temporal_factor
+    xin = b.input("video", (batch, c, F, H, W), dtype)
+    stage = b.graph.node(xin.producer).stage
+    with b.loop("chunk0", 1):
+        first = _Chunk(first=True, alone=n == 1)
+        out = _encoder_chunk(b, arch, first, b.slice(xin, 2, 0, 1, name="frames"))
+    last = first
+    if n > 1:
+        with b.loop("chunks", n - 1):
+            last = _Chunk(first=False, first_slots=first.slots)
+            later = _encoder_chunk(b, arch, last, b.slice(xin, 2, 1, 1 + t, name="frames"))
+        out = _stack_chunks(b, out, later, n - 1, "latent")
+    _persist(b, stage, list(last.slots.values()) + [out])
+    enc = _conv1x1x1(b, out, 2 * arch.z_dim, "quant_conv")
+    with b.scope("latent_dist"):
+        mean, logvar = b.chunk(enc, 2, dim=1, name="mean_logvar")
+        logvar = b.op("clamp", logvar, name="clamp_logvar", min=-30.0, max=20.0)
+        b.exp(b.scale(logvar, 0.5, name="half_logvar"), name="std")
+        b.exp(logvar, name="var")
+    return mean
