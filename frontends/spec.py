@@ -177,6 +177,11 @@ def _tname(v: Any) -> str:
     return f"{type(v).__name__} {_short(v)}"
 
 
+def _line(node: Any) -> str:
+    line = getattr(node, "line", None)
+    return f" (line {line})" if line else ""
+
+
 def _hint(word: Any, choices) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
@@ -222,12 +227,11 @@ class _SpecBuilder:
         self.spec = spec
         self.b: GraphBuilder | None = None
         self.wdtype: list[str] = []
+        self.workload: dict[str, str] = {}
 
     # -- errors
     def err(self, path: str, msg: str, node: Any = None):
-        line = getattr(node, "line", None)
-        suffix = f" (line {line})" if line else ""
-        raise SpecError(f"{path or 'spec'}: {msg}{suffix}")
+        raise SpecError(f"{path or 'spec'}: {msg}{_line(node)}")
 
     def mapping(self, v: Any, path: str, keys, what: str, parent: Any = None) -> dict:
         if not isinstance(v, dict):
@@ -291,7 +295,7 @@ class _SpecBuilder:
             self.stage_body(name, 1, spec, "", top_inputs, list(top_inputs))
         g = self.b.graph
         g.meta["model"] = name
-        g.meta["workload"] = {k: f"{dt}[{','.join(map(str, sh))}]" for k, (sh, dt) in top_inputs.items()}
+        g.meta["workload"] = self.workload
         return g
 
     def inputs(self, v: Any, path: str, parent: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -340,6 +344,8 @@ class _SpecBuilder:
         with self.b.stage(name, invocations=invocations):
             for k in order:
                 shape, dt = inputs[k]
+                label = k if path == "" else f"{name}.{k}"
+                self.workload[label] = f"{dt}[{','.join(map(str, shape))}]"
                 v = self.b.input(k, shape, dt)
                 env.bind(k, v)
                 env.last = v
@@ -433,7 +439,7 @@ class _SpecBuilder:
         try:
             opdef = get_op(kind, _key(path, "op"))
         except WanirError as e:
-            raise SpecError(str(e)) from None
+            raise SpecError(f"{e}{_line(m)}") from None
         if kind == "input":
             self.err(_key(path, "op"), "declare graph inputs under 'inputs', not as ops", m)
         # inputs
@@ -508,7 +514,7 @@ class _SpecBuilder:
             hit = re.search(r"attribute '([^']+)'", msg)
             if hit and msg.startswith(apath + ": "):
                 msg = f"{_key(apath, hit.group(1))}: {msg[len(apath) + 2:]}"
-            raise SpecError(msg + (f" (line {m.line})" if getattr(m, "line", None) else "")) from None
+            raise SpecError(f"{msg}{_line(m)}") from None
         # build
         try:
             with self.weights(m, path):
