@@ -118,12 +118,15 @@ def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = 
 
 def estimate_config(cfg) -> Estimate:
     """Estimate an already composed configuration (see :func:`wanir.config.load_config`)."""
+    from wanir.frontends.checkpoint import apply_model_from
     from wanir.frontends.pipeline import build_pipeline
 
+    cfg, inferred = apply_model_from(cfg)  # model.from: components read from a checkpoint
     graph = build_pipeline(cfg)
     summaries = annotate(graph, cfg)
     est = summarize(graph, summaries, cfg)
     est.extra["config"] = to_dict(cfg)
+    est.extra["inferred"] = inferred
     return est
 
 
