@@ -77,25 +77,75 @@ class Estimate:
         }
 
 
+def _opt(cfg, key: str, default):
+    """``cfg``'s value at dotted ``key``, or ``default`` when cfg is None or lacks it."""
+    if cfg is None:
+        return default
+    from omegaconf import OmegaConf
+    v = OmegaConf.select(cfg, key, default=None) if not isinstance(cfg, dict) else \
+        _dict_select(cfg, key)
+    return default if v is None else v
+
+
+def _dict_select(d: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
 def annotate(graph: Graph, cfg=None) -> dict:
-    """Run the passes over ``graph`` (verify, flops, and those the config enables);
-    return their per-stage summaries by pass name."""
-    from wanir.passes import flops, verify
+    """Run the passes over ``graph``: verify, flops, bytes (fusion policy ``roofline.fusion``),
+    memory (residency ``memory.*``) and the roofline backend on ``cfg.hardware`` (h100-sxm
+    when the config has none). Returns their summaries by name, plus the per-stage records
+    ``bytes``, ``peak_activation_bytes`` and ``time_s`` (per invocation) and the pipeline's
+    ``peak_memory_bytes``, ``transfer_s`` and fit ``warnings``."""
+    from wanir import hardware
+    from wanir.backends import roofline
+    from wanir.passes import bytes as bytes_pass
+    from wanir.passes import flops, memory, verify
 
     verify.run(graph)
-    return {"flops": flops.run(graph)}
+    fusion = _opt(cfg, "roofline.fusion", "eager")
+    kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
+    mode = _opt(cfg, "roofline.mode", "calibrated")
+    offload = bool(_opt(cfg, "memory.offload_model", False))
+    t5_cpu = bool(_opt(cfg, "memory.t5_cpu", False))
+    hw = hardware.from_config(cfg)
+    host_stages = memory.HOST_STAGES_T5_CPU if t5_cpu else ()
+    host = hardware.load(_opt(cfg, "memory.host", "host-cpu")) if host_stages else None
+
+    out = {"flops": flops.run(graph)}
+    by = bytes_pass.run(graph, fusion=fusion, attention_kernel=kernel)
+    mem = memory.run(graph, attention_kernel=kernel, offload_model=offload, t5_cpu=t5_cpu)
+    rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
+                      offload_model=offload,
+                      weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
+    graph.meta["hardware"] = hw.name
+    out.update(bytes_pass=by, memory=mem, roofline=rf,
+               bytes={s: r["bytes"] for s, r in by.items()},
+               peak_activation_bytes={s: r["peak_activation_bytes"] for s, r in mem["stages"].items()},
+               time_s=dict(rf["time_s"]),
+               peak_memory_bytes=mem["pipeline"]["peak_memory_bytes"],
+               transfer_s=rf["transfer_s"])
+    msg = memory.fit_message(mem["pipeline"], hw.memory_bytes, hw.name, offload, t5_cpu)
+    out["warnings"] = [msg] if msg else []
+    return out
 
 
 def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = ()) -> Estimate:
-    """Assemble per-stage and total records from an annotated graph."""
+    """Assemble per-stage and total records from an annotated graph. The total time adds the
+    host↔device weight transfer (``summaries['transfer_s']``) to the stages' times."""
     stages = []
     fl = summaries["flops"]
+    mem = summaries.get("memory", {}).get("stages", {})
     for name, scope in graph.stages.items():
         per = {k: None for k in STAGE_KEYS}
         per["tensor_flops"] = fl[name]["tensor_flops"]
         per["vector_flops"] = fl[name]["vector_flops"]
         per["params"] = graph.stage_params(name)
-        per["weight_bytes"] = graph.stage_weight_bytes(name)
+        per["weight_bytes"] = mem[name]["weight_bytes"] if name in mem else graph.stage_weight_bytes(name)
         for key in ("bytes", "peak_activation_bytes", "time_s"):
             v = summaries.get(key, {}).get(name)
             per[key] = v
@@ -107,8 +157,20 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
     for k in ("bytes", "time_s"):
         vals = [s.total[k] for s in stages]
         total[k] = None if any(v is None for v in vals) else sum(vals)
+    if total["time_s"] is not None:
+        total["time_s"] += summaries.get("transfer_s", 0.0)
     total["peak_memory_bytes"] = summaries.get("peak_memory_bytes")
-    return Estimate(cfg, graph, stages, total, list(graph.meta.get("warnings", [])) + list(warnings))
+    est = Estimate(cfg, graph, stages, total,
+                   list(graph.meta.get("warnings", [])) + list(summaries.get("warnings", [])) + list(warnings))
+    rf = summaries.get("roofline")
+    if rf is not None:
+        est.extra["transfer_s"] = rf["transfer_s"]
+        est.extra["ridge_point"] = rf["ridge_point"]
+        est.extra["stages"] = {s: {"bound": rf["bound"][s], "compute_share": rf["compute_share"][s],
+                                   "device": rf["device"][s], "peak_node": mem.get(s, {}).get("peak_node"),
+                                   "on_gpu": mem.get(s, {}).get("on_gpu", True)} for s in graph.stages}
+        est.extra["memory"] = dict(summaries["memory"]["pipeline"])
+    return est
 
 
 def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Graph:

@@ -1,0 +1,245 @@
+"""memory: resident weight bytes per stage, peak live activation bytes of one invocation,
+and the pipeline's peak GPU memory under a residency policy.
+
+Liveness (one invocation of a stage, nodes in topological = insertion order):
+
+- Every non-view output owns a buffer, allocated when its node runs. A view's outputs alias
+  the buffer of its input (size 0). Weights (``parameter`` outputs) are resident, not
+  activations. A value made by another stage is live from the stage's start.
+- A buffer is freed after the last node that reads it (directly or through a view). A value
+  nobody reads (the stage's result) stays live to the end of the invocation.
+- While a node runs, its inputs and outputs are live together, plus its transient
+  workspace: under a matmul or convolution whose weights are stored at another dtype than it
+  computes in (bf16 autocast over an fp32 checkpoint), the converted copy of its weights;
+  under ``attention_kernel="math"``, the score and probability matrices (2 × B·H·Lq·Lk
+  elements). Flash kernels need no workspace worth counting.
+- **Repeated and looped scopes** (a block drawn once ×40, a VAE chunk loop): the copies run
+  one after another and each copy's intermediates die inside it, so the peak of all copies
+  is the peak of one copy's walk, with one correction for what stays live *across* copies:
+  a value made outside the scope and read inside it is read again by every copy, so it
+  stays live until the end of the scope's walk — except the carried state (copy k's output
+  is copy k+1's input), which is freed at its last use within the copy as the real input of
+  each copy is. The carried state is recognized as an input of the scope that is not read
+  after the scope and has the type of one of the scope's outputs (a value made inside it
+  and read after it); each output type is matched once.
+- **Persistent values** — ``graph.meta['persistent']``, a list of Values or (node id, output
+  index) pairs — are live from the start of the outermost repeated or looped scope around
+  their producer (from their producer, if there is none) to the end of the invocation. The
+  VAE marks its causal-convolution feature cache this way: it is live across chunks.
+
+Residency (pipeline peak): by default every GPU stage's weights are resident together, and
+the peak is their sum plus the largest stage activation peak. ``offload_model`` keeps only
+the running stage's weights on the GPU: the peak is the largest (weights + activations) of
+one stage. ``t5_cpu`` runs the text encoder on the host: it holds no GPU memory.
+"""
+from __future__ import annotations
+
+from math import prod
+
+from wanir.graph import Graph
+from wanir.passes.bytes import AUTOCAST_CATEGORIES, buffer_roots, persistent_values
+
+HOST_STAGES_T5_CPU = ("text_encoder",)
+
+
+def workspace_bytes(node, attention_kernel: str = "flash2") -> int:
+    """Transient bytes a node needs while it runs, besides its inputs and outputs (an int):
+    converted weight copies under autocast, the materialized scores of math attention."""
+    ws = 0
+    if node.params and node.category in AUTOCAST_CATEGORIES and node.inputs:
+        compute = node.inputs[0].type.dtype
+        for w in node.params.values():
+            if w.type.dtype != compute:
+                ws += compute.nbytes(w.type.numel)
+    if node.category == "attention" and attention_kernel == "math":
+        q, k = node.inputs[0].type, node.inputs[1].type
+        ws += 2 * q.dtype.nbytes(prod(q.shape[:-1]) * k.shape[-2])
+    return ws
+
+
+def _repeated(scope):
+    """Ancestors of ``scope`` below its stage that run more than once, innermost first."""
+    return [s for s in scope.ancestors() if s.kind in ("repeat", "loop") and s.repeat > 1]
+
+
+def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str = "flash2",
+                   roots=None, persistent=None) -> dict:
+    """Peak live activation bytes of one invocation of ``stage``. Returns
+    {"peak_activation_bytes": int, "peak_node": path of the node at the peak}."""
+    nodes = [n for n in graph if n.stage == stage] if nodes is None else nodes
+    if not nodes:
+        return {"peak_activation_bytes": 0, "peak_node": None}
+    roots = buffer_roots(graph) if roots is None else roots
+    persistent = persistent_values(graph) if persistent is None else persistent
+    pos = {n.id: i for i, n in enumerate(nodes)}
+    end = len(nodes) - 1
+
+    # spans of repeated scopes
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    scopes: dict[int, object] = {}
+    rep_cache: dict[int, list] = {}
+
+    def rep(scope):
+        r = rep_cache.get(id(scope))
+        if r is None:
+            r = rep_cache[id(scope)] = _repeated(scope)
+        return r
+
+    for i, n in enumerate(nodes):
+        for a in rep(n.scope):
+            k = id(a)
+            if k not in first:
+                first[k] = i
+                scopes[k] = a
+            last[k] = i
+
+    # buffers: size, allocation position, last use
+    size: dict[tuple[int, int], int] = {}
+    alloc: dict[tuple[int, int], int] = {}
+    use: dict[tuple[int, int], int] = {}
+    ext_in: dict[int, list] = {}          # scope id -> [(root, first consumer pos)] made outside it
+    rtype: dict[tuple[int, int], object] = {}
+    for i, n in enumerate(nodes):
+        if not n.op.view and n.kind != "parameter":
+            for j, t in enumerate(n.outputs):
+                r = (n.id, j)
+                size[r] = t.nbytes
+                alloc[r] = i
+                rtype[r] = t
+        if n.op.view:
+            continue
+        for v in n.inputs:
+            r = roots.get((v.producer, v.index), (v.producer, v.index))
+            if r not in size:
+                if r[0] in pos:         # a view of a weight, or a parameter: resident, not an activation
+                    continue
+                prod_node = graph.node(r[0])   # made by another stage: live from the start
+                if prod_node.kind == "parameter":
+                    continue
+                size[r] = prod_node.outputs[r[1]].nbytes
+                alloc[r] = 0
+                rtype[r] = prod_node.outputs[r[1]]
+            if use.get(r, -1) < i:
+                use[r] = i
+            for a in rep(n.scope):
+                if alloc[r] < first[id(a)] or (alloc[r] == 0 and r[0] not in pos):
+                    lst = ext_in.setdefault(id(a), [])
+                    if not lst or lst[-1] != r:
+                        lst.append(r)
+
+    # outputs of each repeated scope: made inside it, read after it
+    out_types: dict[int, list] = {}
+    for r, a_pos in alloc.items():
+        if r[0] not in pos:
+            continue
+        u = use.get(r)
+        if u is None:
+            continue
+        for a in rep(nodes[a_pos].scope):
+            if u > last[id(a)]:
+                out_types.setdefault(id(a), []).append(rtype[r])
+
+    # values read inside a repeated scope stay live to its end, except the carried state
+    plain_use = dict(use)
+    for k, ins in ext_in.items():
+        outs = list(out_types.get(k, ()))
+        seen = set()
+        for r in ins:
+            if r in seen:
+                continue
+            seen.add(r)
+            if plain_use[r] <= last[k] and rtype[r] in outs:
+                outs.remove(rtype[r])
+                continue
+            if use[r] < last[k]:
+                use[r] = last[k]
+
+    # persistent values live from the outermost repeated scope around them to the end
+    for r in persistent:
+        if r in size and r[0] in pos:
+            reps = rep(nodes[alloc[r]].scope)
+            if reps:
+                alloc[r] = first[id(reps[-1])]
+            use[r] = end
+
+    delta_alloc = [0] * (end + 1)
+    delta_free = [0] * (end + 1)
+    for r, s in size.items():
+        if s == 0:
+            continue
+        delta_alloc[alloc[r]] += s
+        delta_free[use.get(r, end)] += s
+    live = peak = 0
+    peak_i = 0
+    for i, n in enumerate(nodes):
+        live += delta_alloc[i]
+        cur = live + workspace_bytes(n, attention_kernel)
+        if cur > peak:
+            peak, peak_i = cur, i
+        live -= delta_free[i]
+    return {"peak_activation_bytes": peak, "peak_node": nodes[peak_i].path}
+
+
+def run(graph: Graph, attention_kernel: str = "flash2", offload_model: bool = False,
+        t5_cpu: bool = False) -> dict:
+    """Annotate the graph's stages; return {"stages": {stage: {"weight_bytes",
+    "peak_activation_bytes", "peak_node", "on_gpu"}}, plus the pipeline record of
+    :func:`pipeline_peak` under "pipeline"}. Bytes are ints; weight bytes are resident
+    bytes at the storage dtype (all copies of repeated weights)."""
+    by_stage: dict[str, list] = {s: [] for s in graph.stages}
+    weights: dict[str, dict[str, int]] = {s: {} for s in graph.stages}
+    for n in graph:
+        by_stage[n.stage].append(n)
+        if n.params:
+            wd = weights[n.stage]
+            for w in n.params.values():
+                if w.key not in wd:
+                    wd[w.key] = w.type.nbytes * w.copies
+    roots = buffer_roots(graph)
+    persistent = persistent_values(graph)
+    stages = {}
+    for s, nodes in by_stage.items():
+        rec = stage_liveness(graph, s, nodes, attention_kernel, roots, persistent)
+        rec["weight_bytes"] = sum(weights[s].values())
+        rec["on_gpu"] = not (t5_cpu and s in HOST_STAGES_T5_CPU)
+        stages[s] = rec
+    return {"stages": stages, "pipeline": pipeline_peak(stages, offload_model)}
+
+
+def pipeline_peak(stages: dict, offload_model: bool = False) -> dict:
+    """Peak GPU memory of one generation under the residency policy. ``stages`` maps stage
+    name to {"weight_bytes", "peak_activation_bytes", "on_gpu"}. Returns
+    {"peak_memory_bytes", "peak_stage", "weight_bytes", "activation_bytes"}: the peak, the
+    stage running at it, and the resident weights and live activations at that moment."""
+    gpu = {s: r for s, r in stages.items() if r.get("on_gpu", True)}
+    if not gpu:
+        return {"peak_memory_bytes": 0, "peak_stage": None, "weight_bytes": 0, "activation_bytes": 0}
+    if offload_model:
+        s = max(gpu, key=lambda k: gpu[k]["weight_bytes"] + gpu[k]["peak_activation_bytes"])
+        w, a = gpu[s]["weight_bytes"], gpu[s]["peak_activation_bytes"]
+    else:
+        s = max(gpu, key=lambda k: gpu[k]["peak_activation_bytes"])
+        w, a = sum(r["weight_bytes"] for r in gpu.values()), gpu[s]["peak_activation_bytes"]
+    return {"peak_memory_bytes": w + a, "peak_stage": s, "weight_bytes": w, "activation_bytes": a}
+
+
+def fit_message(pipeline: dict, capacity_bytes: int, hardware: str, offload_model: bool = False,
+                t5_cpu: bool = False) -> str | None:
+    """None if the pipeline's peak fits ``capacity_bytes``; else a message saying by how
+    much it does not fit, at which stage, and what could help."""
+    need = pipeline["peak_memory_bytes"]
+    if need <= capacity_bytes:
+        return None
+    gib = 2**30
+    hints = []
+    if not offload_model:
+        hints.append("memory.offload_model=true")
+    if not t5_cpu:
+        hints.append("memory.t5_cpu=true")
+    hint = f"; try {' or '.join(hints)}, a smaller workload or a larger GPU" if hints else \
+        "; try a smaller workload or a larger GPU"
+    return (f"does not fit: {pipeline['peak_stage']} needs {need / gib:.1f} GiB of GPU memory at its peak "
+            f"({pipeline['weight_bytes'] / gib:.1f} GiB weights + {pipeline['activation_bytes'] / gib:.1f} GiB "
+            f"activations), {hardware} has {capacity_bytes / gib:.1f} GiB: {(need - capacity_bytes) / gib:.1f} GiB "
+            f"too much{hint}")
