@@ -1,0 +1,187 @@
+"""Communication cost: an alpha-beta model per collective on the link tier it crosses.
+
+A collective over a group of ``n`` devices moves, per device, the standard volumes
+(``S`` = bytes of the full, gathered tensor; ``s`` = bytes of one device's buffer):
+
+=================  ==========================  ===================
+collective         bytes each device sends      latency steps
+=================  ==========================  ===================
+``all_gather``     (n − 1)/n · S  = (n − 1)·s   n − 1   (ring)
+``reduce_scatter`` (n − 1)/n · S                n − 1   (ring)
+``all_reduce``     2 (n − 1)/n · S              2 (n − 1) (ring: reduce-scatter + all-gather)
+``all_to_all``     (n − 1)/n · s                n − 1   (pairwise exchange)
+``send_recv``      steps · s                    steps
+=================  ==========================  ===================
+
+and takes ``latency_steps · α + volume / (bandwidth · efficiency)`` on its tier. A group
+whose devices all sit in one node uses the GPU-GPU link (NVLink, Infinity Fabric, or PCIe
+when the card has none); a group spread over nodes uses the inter-node network given in
+the parallel config (``parallel.network``). Ring collectives across nodes run at the
+network's pace (the ring's slowest hop); an all-to-all across nodes sends the share bound
+for other nodes over the network and the rest over the node's link at the same time.
+
+Bandwidths are per device and per direction, in bytes/s; latencies in seconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wanir.errors import ConfigError
+
+#: the collective op kinds (category ``communication`` in wanir/ops/defs.py)
+COLLECTIVES = ("all_gather", "reduce_scatter", "all_reduce", "all_to_all", "send_recv")
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link tier: ``bandwidth`` per device per direction (bytes/s), ``latency`` per
+    message step (s) and the fraction of ``bandwidth`` collectives reach (``efficiency``)."""
+
+    name: str
+    bandwidth: float
+    latency: float
+    efficiency: float = 1.0
+
+    def __post_init__(self):
+        if not self.bandwidth > 0:
+            raise ConfigError(f"link '{self.name}': bandwidth must be > 0 bytes/s, got {self.bandwidth!r}")
+        if self.latency < 0:
+            raise ConfigError(f"link '{self.name}': latency must be >= 0 s, got {self.latency!r}")
+        if not 0 < self.efficiency <= 1:
+            raise ConfigError(f"link '{self.name}': efficiency must be in (0, 1], got {self.efficiency!r}")
+
+    @property
+    def effective_bandwidth(self) -> float:
+        """Bytes/s a collective reaches on this link."""
+        return self.bandwidth * self.efficiency
+
+    def time(self, nbytes: float, steps: int) -> float:
+        """Seconds to move ``nbytes`` per device in ``steps`` latency-bound steps."""
+        if nbytes <= 0 and steps <= 0:
+            return 0.0
+        return steps * self.latency + nbytes / self.effective_bandwidth
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where devices sit: ``gpus_per_node`` devices share the ``intra`` link; groups spread
+    over nodes use ``inter``."""
+
+    gpus_per_node: int
+    intra: Link
+    inter: Link
+
+    def members_per_node(self, stride: int, size: int) -> int:
+        """How many of a group's ``size`` devices (ranks ``base + stride·i``) share one node."""
+        if size <= 1:
+            return 1
+        if stride >= self.gpus_per_node:
+            return 1
+        return max(1, min(size, self.gpus_per_node // stride))
+
+    def tier(self, stride: int, size: int) -> str:
+        """'intra_node' when the whole group fits in one node, else 'inter_node'."""
+        return "intra_node" if self.members_per_node(stride, size) >= size else "inter_node"
+
+
+def volume(kind: str, in_bytes: int, out_bytes: int, n: int, steps: int = 1) -> int:
+    """Bytes each device sends (and receives) in one collective of ``kind`` over ``n``
+    devices, whose per-device input is ``in_bytes`` and output ``out_bytes`` (ints; a
+    fractional byte rounds up)."""
+    if n <= 1:
+        return 0
+    if kind == "all_gather":            # input is the shard s, output the full S = n·s
+        return (n - 1) * in_bytes
+    if kind == "reduce_scatter":        # input is the full S
+        return -(-(n - 1) * in_bytes // n)
+    if kind == "all_reduce":
+        return -(-2 * (n - 1) * in_bytes // n)
+    if kind == "all_to_all":            # keeps 1/n of its buffer, sends the rest
+        return -(-(n - 1) * in_bytes // n)
+    if kind == "send_recv":
+        return steps * in_bytes
+    raise ConfigError(f"no communication volume rule for op '{kind}' (collectives: {', '.join(COLLECTIVES)})")
+
+
+def latency_steps(kind: str, n: int, steps: int = 1) -> int:
+    """Latency-bound message steps of one collective over ``n`` devices (an int)."""
+    if n <= 1:
+        return 0
+    return {"all_gather": n - 1, "reduce_scatter": n - 1, "all_reduce": 2 * (n - 1),
+            "all_to_all": n - 1, "send_recv": steps}[kind]
+
+
+def collective_time(kind: str, in_bytes: int, out_bytes: int, n: int, topo: Topology,
+                    stride: int = 1, steps: int = 1) -> tuple[float, str]:
+    """(seconds, tier) of one collective over a group of ``n`` devices spaced ``stride``
+    ranks apart, on ``topo``."""
+    if n <= 1:
+        return 0.0, "none"
+    vol = volume(kind, in_bytes, out_bytes, n, steps)
+    lat = latency_steps(kind, n, steps)
+    k = topo.members_per_node(stride, n)
+    if k >= n:
+        return topo.intra.time(vol, lat), "intra_node"
+    if kind == "all_to_all":
+        # the share for peers in other nodes crosses the network; the rest stays in the node
+        local = -(-in_bytes * (k - 1) // n)
+        remote = -(-in_bytes * (n - k) // n)
+        t = max(topo.intra.time(local, k - 1) if k > 1 else 0.0, topo.inter.time(remote, n - k))
+        return t, "inter_node"
+    return topo.inter.time(vol, lat), "inter_node"
+
+
+# ------------------------------------------------------------------ topology from specs
+
+def _get(obj, key, default=None):
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    try:
+        v = obj.get(key, default)          # DictConfig
+        return v
+    except AttributeError:
+        return getattr(obj, key, default)
+
+
+#: defaults of the inter-node network (one 400 Gb/s NIC per GPU, as in common H100 clusters)
+DEFAULT_NETWORK = {"bandwidth_GBps": 50.0, "latency_us": 10.0, "efficiency": 0.8}
+
+
+def network_link(network=None) -> Link:
+    """The inter-node Link from a ``parallel.network`` mapping (``bandwidth_GBps`` per GPU
+    per direction, ``latency_us``, ``efficiency``); missing keys take DEFAULT_NETWORK."""
+    n = {**DEFAULT_NETWORK, **{k: v for k, v in dict(network or {}).items() if v is not None}}
+    for key in ("bandwidth_GBps", "latency_us", "efficiency"):
+        v = n[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"parallel.network.{key} must be a number, got {v!r}")
+    return Link("network", float(n["bandwidth_GBps"]) * 1e9, float(n["latency_us"]) * 1e-6,
+                float(n["efficiency"]))
+
+
+def topology(hardware, network=None) -> Topology:
+    """The Topology of ``hardware`` (a wanir.hardware spec object or mapping) with the
+    inter-node ``network`` of the parallel config.
+
+    Read from the hardware spec: ``gpus_per_node`` and the GPU-GPU link (``interconnect``
+    with ``bandwidth_GBps`` per direction, ``latency_us``, ``efficiency``). A card without a
+    GPU-GPU link talks over its host link (``host_link``)."""
+    from wanir import hardware as hwlib   # noqa: F401  (the spec format lives there)
+
+    return hwlib_topology(hardware, network_link(network))
+
+
+def hwlib_topology(hw, inter: Link) -> Topology:
+    """Topology from a hardware spec's link tiers (see :func:`topology`)."""
+    gpn = int(_get(hw, "gpus_per_node", 8) or 8)
+    link = _get(hw, "interconnect") or _get(hw, "gpu_link")
+    if not link or not _get(link, "bandwidth_GBps"):
+        link = _get(hw, "host_link")
+    if not link or not _get(link, "bandwidth_GBps"):
+        raise ConfigError(f"hardware '{_get(hw, 'name', '?')}' gives no GPU-GPU or host link bandwidth; "
+                          "multi-device plans need one (interconnect.bandwidth_GBps)")
+    intra = Link(str(_get(link, "name", "gpu_link")), float(_get(link, "bandwidth_GBps")) * 1e9,
+                 float(_get(link, "latency_us", 5.0) or 0.0) * 1e-6, float(_get(link, "efficiency", 0.8) or 0.8))
+    return Topology(gpn, intra, inter)
