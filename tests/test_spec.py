@@ -611,3 +611,14 @@ def test_cli_spec_malformed_exits_2_with_one_line(tmp_path):
     assert "Traceback" not in r.stderr
     r = _cli("spec", str(tmp_path / "garbage.yaml"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_docs_complete_example_loads():
+    text = (ROOT / "docs" / "specs.md").read_text()
+    yaml_text = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    g = load_spec_text(yaml_text, "docs/specs.md")
+    verify.run(g)
+    t, _, p = totals(g)
+    # hand derivation over (1, 16, 64): 4 MLP layers (64->256->64), a 3x loop of 64->64
+    assert t == 4 * (2 * 16 * 64 * 256 * 2) + 3 * 2 * 16 * 64 * 64
+    assert p == 100 * 64 + 4 * (2 * 64 + 64 * 256 + 256 + 256 * 64) + (64 * 64 + 64) + 64
