@@ -184,6 +184,30 @@ class Inspection:
             raise ValueError(f"{self.path} holds {len(self.components)} components; use .component(name)")
         return self.components[0]
 
+    def render(self) -> str:
+        """The text ``wanir inspect`` prints: per component, the inferred hyperparameters,
+        what was assumed, and the parameter count by module with its share."""
+        out = [f"{self.path} ({self.format})"]
+        for c in self.components:
+            out.append("")
+            out.append(f"{c.component}: {c.family} ({c.naming} naming, from {c.source})")
+            for k in KEYS[c.family]:
+                if k != "family":
+                    out.append(f"  {k:<32} {_fmt(c.config[k])}")
+            out += [f"  assumed: {a}" for a in c.assumed]
+            out += [f"  note: {n}" for n in c.notes]
+            total = c.total_params
+            out.append("  parameters by module:")
+            w = max([len(m) for m in c.params] + [5])
+            for m, n in c.params.items():
+                out.append(f"    {m:<{w}} {n:>16,}  {100 * n / total if total else 0:5.1f}%")
+            out.append(f"    {'total':<{w}} {total:>16,}")
+            if c.dtypes:
+                out.append("  stored as: " + ", ".join(f"{d} {n:,}" for d, n in sorted(c.dtypes.items())))
+        if len(self.components) > 1:
+            out += ["", f"total: {self.total_params:,} params"]
+        return "\n".join(out) + "\n"
+
     def to_dict(self) -> dict:
         """Plain containers (the JSON of ``wanir inspect --format json``)."""
         return {"path": self.path, "format": self.format, "total_params": self.total_params,

@@ -4,6 +4,7 @@
     wanir config   [OVERRIDES...]
     wanir ops
     wanir spec FILE.yaml [--format ...]
+    wanir inspect PATH [--format text|json]
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def cmd_estimate(args) -> int:
     from wanir.estimate import estimate
 
     est = estimate(args.overrides, args.config_dir)
+    for line in est.extra.get("inferred", []):  # model.from: what was read from the files
+        print(line, file=sys.stderr)
     out = render(est, args.format)
     if out is not None:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
@@ -36,7 +39,12 @@ def cmd_config(args) -> int:
 
     from wanir.config import load_config
 
+    from wanir.frontends.checkpoint import apply_model_from
+
     cfg = load_config(args.overrides, args.config_dir)
+    cfg, inferred = apply_model_from(cfg)  # model.from: components read from a checkpoint
+    for line in inferred:
+        print(line, file=sys.stderr)
     sys.stdout.write(OmegaConf.to_yaml(cfg))
     return 0
 
@@ -74,6 +82,18 @@ def cmd_spec(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    from wanir.frontends.checkpoint import inspect
+
+    ins = inspect(args.path)
+    if args.format == "json":
+        import json
+        print(json.dumps(ins.to_dict(), indent=2))
+    else:
+        sys.stdout.write(ins.render())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wanir", description="FLOPs, bytes, memory and time of Wan2.1 video generation")
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--format", choices=("table", "json", "md", "csv"), default="table")
     s.set_defaults(func=cmd_spec)
+
+    i = sub.add_parser("inspect", help="infer a model's hyperparameters and parameter count by module from its "
+                                      "config.json, .safetensors header, .pth state dict or directory")
+    i.add_argument("path")
+    i.add_argument("--format", choices=("text", "json"), default="text")
+    i.set_defaults(func=cmd_inspect)
     return p
 
 
