@@ -169,7 +169,10 @@ def test_total_per_shape(name, shape):
     ("t2v-1.3b", (16, 3, 13, 11), 2, 77, 257),      # batch 2, short prompt
     ("t2v-14b", (16, 5, 9, 15), 3, 100, 257),
     ("i2v-14b", (36, 3, 11, 7), 2, 512, 100),       # fewer image tokens
-    ("i2v-14b", (36, 2, 8, 8), 1, 600, 257),        # the 512-token split moves text into the image branch
+    # the 512-token split moves text into the image branch; with added_kv_proj_dim == D an image
+    # and a text token cost the same, so FLOPs cannot see where the split falls (the split
+    # itself is checked structurally in tests/test_dit.py)
+    ("i2v-14b", (36, 2, 8, 8), 1, 600, 257),
     ("i2v-14b", (36, 2, 4, 6), 1, 200, 257),        # image + text < 512: the split index is negative
 ])
 def test_odd_shapes_batch_and_lengths(name, latent, batch, text_len, image_len):
