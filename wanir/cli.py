@@ -5,6 +5,9 @@
     wanir ops
     wanir spec FILE.yaml [--format ...]
     wanir inspect PATH [--format text|json]
+    wanir render [OVERRIDES...] [--stage NAME] [--depth N] [--color bound|time|none] -o FILE.{svg,png,pdf,dot}
+    wanir sweep  OVERRIDES-WITH-SWEEPS... -o DIR
+    wanir report [OVERRIDES...] -o report.html
 """
 from __future__ import annotations
 
@@ -94,6 +97,76 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _estimate_for(args):
+    """The Estimate a render/report command works on: a YAML spec (``--spec``) or the pipeline."""
+    if getattr(args, "spec", None):
+        from wanir.estimate import estimate_graph
+        from wanir.frontends.spec import load_spec
+
+        return estimate_graph(load_spec(args.spec))
+    from wanir.estimate import estimate
+
+    return estimate(args.overrides, args.config_dir)
+
+
+def cmd_render(args) -> int:
+    from wanir.backends.graphviz import render
+
+    est = _estimate_for(args)
+    path = render(est.graph, args.output, stage=args.stage, depth=args.depth, color=args.color)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from wanir.backends.sweep import sweep_to_dir
+
+    res, files = sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
+                              fmt=args.plot_format)
+    t = res.timing
+    print(f"{t['points']} points in {t['total_s']:.2f} s (compose {t['compose_s']:.2f} s, "
+          f"overrides {t['apply_overrides_s']:.2f} s, estimate {t['estimate_s']:.2f} s)", file=sys.stderr)
+    for f in files:
+        print(f"wrote {f}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from wanir.backends.html import write_report
+
+    est = _estimate_for(args)
+    path = write_report(est, args.output, depth=args.depth)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _add_visual_commands(sub) -> None:
+    r = sub.add_parser("render", help="draw the architecture with Graphviz (.svg, .png, .pdf or .dot)")
+    _add_common(r)
+    r.add_argument("-o", "--output", required=True, help="output file; the suffix picks the format")
+    r.add_argument("--stage", default=None, help="draw only this stage (e.g. diffusion_core)")
+    r.add_argument("--depth", type=int, default=2, help="scope levels below each stage drawn as clusters; "
+                                                        "deeper scopes are one box with summed costs (default 2)")
+    r.add_argument("--color", choices=("bound", "time", "none"), default="bound")
+    r.add_argument("--spec", default=None, help="draw the graph of a YAML spec instead of the pipeline")
+    r.set_defaults(func=cmd_render)
+
+    w = sub.add_parser("sweep", help="estimate the cross product of Hydra sweep overrides (a=1,2 b=range(...)); "
+                                     "writes DIR/results.csv and plots")
+    _add_common(w)
+    w.add_argument("-o", "--output", required=True, help="output directory")
+    w.add_argument("--plot-format", choices=("png", "svg", "pdf"), default="png")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    w.set_defaults(func=cmd_sweep)
+
+    h = sub.add_parser("report", help="write a self-contained HTML report (table, diagram, plots, notes)")
+    _add_common(h)
+    h.add_argument("-o", "--output", required=True, help="output .html file")
+    h.add_argument("--depth", type=int, default=2, help="diagram depth (default 2)")
+    h.add_argument("--spec", default=None, help="report on the graph of a YAML spec instead of the pipeline")
+    h.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wanir", description="FLOPs, bytes, memory and time of Wan2.1 video generation")
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path")
     i.add_argument("--format", choices=("text", "json"), default="text")
     i.set_defaults(func=cmd_inspect)
+
+    _add_visual_commands(sub)
     return p
 
 

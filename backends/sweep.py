@@ -1,0 +1,311 @@
+"""Parameter sweeps: Hydra's sweep syntax expanded to a cross product of estimates.
+
+    wanir sweep workload.height=480,720,1080 workload.frames=33,81 hardware=h100-sxm,a100-80gb -o out/
+
+Overrides are parsed with Hydra's override parser, so every Hydra sweep form works:
+comma lists (``a=1,2,3``), ``range(start, stop[, step])`` and ``choice(a, b)``. Overrides
+without a sweep are applied to every point.
+
+Speed: a configuration is composed by Hydra once per distinct combination of group choices
+(``model=``, ``hardware=``, ...); each point then copies that composition and sets its value
+overrides with OmegaConf. The graph is lowered and annotated once per point (the pipeline
+build and the passes dominate; ``benchmarks/bench_sweep.py`` reports where the time goes).
+
+:func:`run_sweep` returns a :class:`SweepResult` whose ``rows`` are the CSV rows (one per
+point): every override as given, then per-stage FLOPs, bytes, time and peak activation
+memory, then the pipeline totals.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from omegaconf import OmegaConf
+
+from wanir import config as _config
+from wanir.errors import ConfigError
+
+#: per-stage columns, suffixes of ``<stage>.`` (FLOPs are tensor + vector; memory is one invocation's peak)
+STAGE_COLUMNS = ("invocations", "tensor_flops", "vector_flops", "flops", "bytes", "time_s", "peak_activation_bytes")
+#: pipeline total columns, suffixes of ``total.``
+TOTAL_COLUMNS = ("tensor_flops", "vector_flops", "flops", "params", "bytes", "time_s", "peak_memory_bytes")
+#: ops kept per hardware for the roofline chart
+TOP_OPS = 25
+
+
+def format_value(v) -> str:
+    """A parsed override value written back in override syntax (``true``, ``null``, ``480``)."""
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if v is None:
+        return "null"
+    return str(v)
+
+
+@dataclass
+class Axis:
+    """One override: its key as written (``+`` prefix kept), the values it takes (parsed and
+    as strings) and whether it is swept (more than one value, or a sweep form)."""
+
+    key: str
+    values: list
+    strings: list[str]
+    swept: bool
+    is_group: bool
+
+    @property
+    def name(self) -> str:
+        """The key without a ``+``/``++`` prefix."""
+        return self.key.lstrip("+")
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep: all axes in the order given; ``points`` is the cross product, each a
+    list of ``key=value`` override strings."""
+
+    axes: list[Axis]
+
+    @property
+    def swept(self) -> list[Axis]:
+        return [a for a in self.axes if a.swept]
+
+    def __len__(self) -> int:
+        n = 1
+        for a in self.axes:
+            n *= len(a.values)
+        return n
+
+    def points(self) -> Iterable[list[tuple[Axis, object, str]]]:
+        """Each point as a list of (axis, parsed value, value string), axes in order."""
+        per_axis = [list(zip(a.values, a.strings)) for a in self.axes]
+        for combo in itertools.product(*per_axis):
+            yield [(a, v, s) for a, (v, s) in zip(self.axes, combo)]
+
+
+def parse_sweep(overrides: Iterable[str]) -> Sweep:
+    """Parse ``overrides`` (Hydra syntax, sweeps allowed) into a :class:`Sweep`. Raises
+    ConfigError naming an override that does not parse or sweeps nothing."""
+    overrides = list(overrides)
+    parsed = _config.parse_overrides(overrides)
+    axes = []
+    seen = set()
+    for raw, ov in zip(overrides, parsed):
+        if ov.is_delete():
+            raise ConfigError(f"'{raw}': deleting keys is not supported in a sweep")
+        key = ov.get_key_element()
+        if key.lstrip("+") in seen:
+            raise ConfigError(f"'{raw}': key '{key.lstrip('+')}' is given twice")
+        seen.add(key.lstrip("+"))
+        is_group = ov.key_or_group in _config.GROUPS
+        if ov.is_sweep_override():
+            vals = list(ov.sweep_iterator())
+            if not vals:
+                raise ConfigError(f"'{raw}': the sweep has no values")
+            axes.append(Axis(key, vals, [format_value(v) for v in vals], True, is_group))
+        else:
+            v = ov.value()
+            axes.append(Axis(key, [v], [format_value(v) if is_group or not isinstance(v, str) else v], False,
+                             is_group))
+    return Sweep(axes)
+
+
+class PointComposer:
+    """Composes the config of one sweep point. The group choices of a point are composed
+    with :func:`wanir.config.load_config` once per distinct tuple of choices (cached); each
+    point then copies that config, sets its value overrides with OmegaConf, and is checked
+    as ``load_config`` checks it (unknown keys, value schema, the hardware spec when a
+    ``hardware.*`` value changes).
+
+    The config of a tuple of group choices is composed once and reused: each point sets
+    *all* of its value overrides on it in place (every point of a sweep sets the same keys),
+    because copying a composed config costs more than estimating a small point. A returned
+    config is therefore valid until the next call to :meth:`compose`; pass ``copy=True`` to
+    get one of your own."""
+
+    def __init__(self, config_dir: str | os.PathLike | None = None):
+        self.config_dir = str(config_dir) if config_dir else None
+        self._base: dict[tuple, tuple] = {}
+        self.compose_s = 0.0      # seconds spent composing group choices (Hydra)
+        self.apply_s = 0.0        # seconds spent copying and setting values
+
+    def compose(self, point: list[tuple[Axis, object, str]], copy: bool = False):
+        """The composed, checked DictConfig of one point (shared, see the class doc)."""
+        t0 = time.perf_counter()
+        groups = tuple(f"{a.key}={s}" for a, _, s in point if a.is_group)
+        base = self._base.get(groups)
+        if base is None:
+            cfg0 = _config.load_config(list(groups), self.config_dir)
+            OmegaConf.set_struct(cfg0, False)
+            base = self._base[groups] = (cfg0, set(_config._flat_keys(cfg0)))
+        t1 = time.perf_counter()
+        cfg, valid = base
+        if copy:
+            cfg = cfg.copy()
+        touched_hw = False
+        for a, v, _ in point:
+            if a.is_group:
+                continue
+            if a.name not in valid and not a.key.startswith("+"):
+                raise ConfigError(_config._unknown_key(a.name, valid))
+            OmegaConf.update(cfg, a.name, v, merge=False)
+            touched_hw = touched_hw or a.name.startswith("hardware.")
+        if touched_hw:
+            from wanir.hardware import compose_hook
+
+            _, post = compose_hook(list(groups), self.config_dir)
+            post(cfg)
+        _config.validate_config(cfg)
+        self.compose_s += t1 - t0
+        self.apply_s += time.perf_counter() - t1
+        return cfg
+
+
+@dataclass
+class SweepResult:
+    """Rows (one dict per point, raw numbers), the column order, the swept axes, and for the
+    roofline chart the heaviest ops of the first point on each hardware with its roof."""
+
+    rows: list[dict]
+    columns: list[str]
+    sweep: Sweep
+    ops_by_hardware: dict = field(default_factory=dict)
+    roofs: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+
+
+def point_row(point, est) -> dict:
+    """The CSV row of one estimated point: override values, per-stage and total columns."""
+    row = {a.name: s for a, _, s in point}
+    row["model"] = est.model
+    row["hardware"] = est.hardware
+    for st in est.stages:
+        t = st.total
+        row[f"{st.name}.invocations"] = st.invocations
+        row[f"{st.name}.tensor_flops"] = t["tensor_flops"]
+        row[f"{st.name}.vector_flops"] = t["vector_flops"]
+        row[f"{st.name}.flops"] = t["tensor_flops"] + t["vector_flops"]
+        row[f"{st.name}.bytes"] = t.get("bytes")
+        row[f"{st.name}.time_s"] = t.get("time_s")
+        row[f"{st.name}.peak_activation_bytes"] = st.per_invocation.get("peak_activation_bytes")
+    tot = est.total
+    for k in TOTAL_COLUMNS:
+        row[f"total.{k}"] = (tot["tensor_flops"] + tot["vector_flops"]) if k == "flops" else tot.get(k)
+    return row
+
+
+def heaviest_ops(est, n: int = TOP_OPS) -> list[dict]:
+    """The ``n`` ops with the most time per generation (most FLOPs where there is no time):
+    dicts with path, kind, category, flops, bytes and time_s per execution and multiplicity."""
+    recs = []
+    for node in est.graph:
+        if node.category == "input":
+            continue
+        c = node.costs
+        fl = int(c.get("tensor_flops") or 0) + int(c.get("vector_flops") or 0)
+        recs.append({"path": node.path, "kind": node.kind, "category": node.category, "flops": fl,
+                     "bytes": c.get("bytes"), "time_s": c.get("time_s"), "bound": c.get("bound"),
+                     "multiplicity": node.multiplicity})
+    have_time = any(r["time_s"] is not None for r in recs)
+    key = (lambda r: (r["time_s"] or 0.0) * r["multiplicity"]) if have_time else \
+        (lambda r: r["flops"] * r["multiplicity"])
+    recs.sort(key=key, reverse=True)
+    return recs[:n]
+
+
+def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
+              estimator: Callable | None = None) -> SweepResult:
+    """Estimate every point of the sweep ``overrides``; returns a :class:`SweepResult`.
+    ``estimator`` (default :func:`wanir.estimate.estimate_config`) maps a composed config to
+    an Estimate. ``timing`` holds seconds spent composing configs, estimating, and in all."""
+    from wanir.estimate import estimate_config
+
+    from .plots import hardware_roof
+
+    estimator = estimator or estimate_config
+    sweep = parse_sweep(overrides)
+    composer = PointComposer(config_dir)
+    rows: list[dict] = []
+    ops_by_hw: dict = {}
+    roofs: dict = {}
+    t_est = 0.0
+    t_all = time.perf_counter()
+    bar = None
+    if progress:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+        bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("eta"), TimeRemainingColumn(), transient=False)
+        task = bar.add_task("sweep", total=len(sweep))
+        bar.start()
+    try:
+        for point in sweep.points():
+            cfg = composer.compose(point)
+            t0 = time.perf_counter()
+            est = estimator(cfg)
+            t_est += time.perf_counter() - t0
+            rows.append(point_row(point, est))
+            hw = est.hardware or str(OmegaConf.select(cfg, "hardware.name", default=None) or "-")
+            if hw not in ops_by_hw:
+                ops_by_hw[hw] = heaviest_ops(est)
+                roofs[hw] = hardware_roof(cfg)
+            if bar is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    columns = _columns(sweep, rows)
+    timing = {"points": len(rows), "compose_s": composer.compose_s, "apply_overrides_s": composer.apply_s,
+              "estimate_s": t_est, "total_s": time.perf_counter() - t_all}
+    return SweepResult(rows, columns, sweep, ops_by_hw, roofs, timing)
+
+
+def _columns(sweep: Sweep, rows: list[dict]) -> list[str]:
+    cols = [a.name for a in sweep.axes]
+    for extra in ("model", "hardware"):
+        if extra not in cols:
+            cols.append(extra)
+    stages: list[str] = []
+    for r in rows:
+        for k in r:
+            if "." in k and not k.startswith("total.") and k not in cols:
+                st = k.rsplit(".", 1)[0]
+                if st not in stages and k.rsplit(".", 1)[1] in STAGE_COLUMNS:
+                    stages.append(st)
+    cols += [f"{st}.{c}" for st in stages for c in STAGE_COLUMNS]
+    cols += [f"total.{c}" for c in TOTAL_COLUMNS]
+    return cols
+
+
+def write_csv(result: SweepResult, path: str | os.PathLike) -> Path:
+    """Write ``result.rows`` to ``path`` as CSV (empty cells for values not estimated).
+    Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=result.columns, extrasaction="ignore")
+        w.writeheader()
+        for r in result.rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in result.columns})
+    return path
+
+
+def sweep_to_dir(overrides: Iterable[str], out_dir: str | os.PathLike, config_dir=None,
+                 progress: bool = True, fmt: str = "png") -> tuple[SweepResult, list[Path]]:
+    """Run the sweep and write ``out_dir/results.csv`` and the plots (see
+    :func:`wanir.backends.plots.sweep_plots`). Returns the result and the files written."""
+    from .plots import sweep_plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    res = run_sweep(overrides, config_dir, progress=progress)
+    files = [write_csv(res, out / "results.csv")]
+    files += sweep_plots(res, out, fmt=fmt)
+    return res, files
