@@ -33,7 +33,8 @@ def fmt_bytes(v) -> str:
         return "-"
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(v) >= scale:
-            return f"{v / scale:.3g} {unit}"
+            x = v / scale
+            return f"{x:.0f} {unit}" if abs(x) >= 100 else f"{x:.3g} {unit}"
     return f"{v} B"
 
 
@@ -49,8 +50,12 @@ def fmt_time(v) -> str:
 
 
 def rows(est: Estimate) -> list[dict]:
-    """One flat record per stage plus a 'total' record (raw numbers)."""
+    """One flat record per stage plus a 'total' record (raw numbers): the stage totals per
+    generation, per-invocation weights and peaks, the stage's peak GPU memory alone (its
+    weights + its activation peak), its share of the total time and its bound."""
     out = []
+    info = est.extra.get("stages", {})
+    total_t = est.total.get("time_s")
     for s in est.stages:
         r = {"stage": s.name, "invocations": s.invocations}
         for k in STAGE_KEYS:
@@ -59,25 +64,107 @@ def rows(est: Estimate) -> list[dict]:
         r["weight_bytes"] = s.per_invocation["weight_bytes"]
         r["peak_activation_bytes"] = s.per_invocation["peak_activation_bytes"]
         r["flops_per_invocation"] = s.per_invocation["tensor_flops"] + s.per_invocation["vector_flops"]
+        pa = s.per_invocation["peak_activation_bytes"]
+        on_gpu = info.get(s.name, {}).get("on_gpu", True)
+        r["peak_memory_bytes"] = None if pa is None else ((s.per_invocation["weight_bytes"] + pa) if on_gpu else 0)
+        r["time_share"] = (s.total["time_s"] / total_t) if total_t and s.total["time_s"] is not None else None
+        r["bound"] = info.get(s.name, {}).get("bound")
+        r["device"] = info.get(s.name, {}).get("device")
         out.append(r)
     t = est.total
     out.append({"stage": "total", "invocations": None, **{k: t.get(k) for k in STAGE_KEYS if k in t},
                 "weight_bytes": sum(s.per_invocation["weight_bytes"] for s in est.stages),
-                "peak_activation_bytes": t.get("peak_memory_bytes"),
-                "flops_per_invocation": None})
+                "peak_activation_bytes": est.extra.get("memory", {}).get("activation_bytes"),
+                "flops_per_invocation": None, "peak_memory_bytes": t.get("peak_memory_bytes"),
+                "time_share": 1.0 if total_t else None, "bound": None, "device": est.hardware})
     return out
 
 
+def fmt_share(v) -> str:
+    """A fraction as a percentage, or '-'."""
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
 def _display_rows(est: Estimate):
-    head = ["stage", "invocations", "tensor FLOPs", "vector FLOPs", "params", "weights", "bytes", "peak act.",
-            "time"]
+    head = ["stage", "invocations", "FLOPs", "bytes", "weights", "peak memory", "time", "share", "bound"]
     body = []
     for r in rows(est):
+        flops = None if r["tensor_flops"] is None else r["tensor_flops"] + (r["vector_flops"] or 0)
         body.append([r["stage"], "" if r["invocations"] is None else str(r["invocations"]),
-                     fmt_count(r["tensor_flops"]), fmt_count(r["vector_flops"]), fmt_count(r["params"]),
-                     fmt_bytes(r["weight_bytes"]), fmt_bytes(r["bytes"]), fmt_bytes(r["peak_activation_bytes"]),
-                     fmt_time(r["time_s"])])
+                     fmt_count(flops), fmt_bytes(r["bytes"]), fmt_bytes(r["weight_bytes"]),
+                     fmt_bytes(r["peak_memory_bytes"]), fmt_time(r["time_s"]), fmt_share(r["time_share"]),
+                     r["bound"] or ""])
     return head, body
+
+
+def scope_rows(est: Estimate, depth: int = 2, by: str = "scope") -> list[dict]:
+    """Per-generation totals grouped by scope path cut at ``depth`` levels below the stage
+    (``by="scope"``), or by op kind within that scope (``by="kind"``). Each record:
+    stage, scope, kind (or None), nodes, flops, bytes, time_s, share of the total time,
+    bound (the bound of the larger part of its time). Sorted by time, largest first."""
+    if depth < 0:
+        raise ValueError(f"--depth must be >= 0, got {depth}")
+    total_t = est.total.get("time_s") or 0.0
+    groups: dict[tuple, dict] = {}
+    for n in est.graph:
+        parts = n.scope.path.split("/")
+        key_scope = "/".join(parts[:1 + depth])
+        key = (n.stage, key_scope, n.kind if by == "kind" else None)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {"stage": n.stage, "scope": key_scope, "kind": key[2], "nodes": 0, "flops": 0,
+                               "bytes": 0, "time_s": 0.0, "_compute": 0.0}
+        m = n.multiplicity
+        c = n.costs
+        g["nodes"] += 1
+        g["flops"] += (c.get("tensor_flops", 0) + c.get("vector_flops", 0)) * m
+        g["bytes"] += (c.get("bytes_read", 0) + c.get("bytes_written", 0)) * m
+        t = c.get("time_s", 0.0) * m
+        g["time_s"] += t
+        if c.get("bound") == "compute":
+            g["_compute"] += t
+    out = []
+    for g in groups.values():
+        comp = g.pop("_compute")
+        g["share"] = g["time_s"] / total_t if total_t else None
+        g["bound"] = "compute" if g["time_s"] and comp >= g["time_s"] / 2 else "memory"
+        out.append(g)
+    out.sort(key=lambda g: -g["time_s"])
+    return out
+
+
+def render_scopes(est: Estimate, fmt: str = "table", depth: int = 2, by: str = "scope", limit: int | None = 40):
+    """Render :func:`scope_rows` as 'table' (prints, returns None), 'md', 'csv' or 'json'."""
+    recs = scope_rows(est, depth, by)
+    if fmt == "json":
+        return json.dumps(recs, indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(recs[0].keys()) if recs else ["scope"])
+        w.writeheader()
+        for r in recs:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        return buf.getvalue()
+    shown = recs if limit is None else recs[:limit]
+    head = ["stage", "scope"] + (["op"] if by == "kind" else []) + ["nodes", "FLOPs", "bytes", "time", "share", "bound"]
+    body = [[r["stage"], r["scope"]] + ([r["kind"]] if by == "kind" else []) +
+            [str(r["nodes"]), fmt_count(r["flops"]), fmt_bytes(r["bytes"]), fmt_time(r["time_s"]),
+             fmt_share(r["share"]), r["bound"]] for r in shown]
+    if fmt == "md":
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(b) + " |" for b in body]
+        if len(recs) > len(shown):
+            lines.append(f"\n{len(recs) - len(shown)} more rows")
+        return "\n".join(lines) + "\n"
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"{est.model} on {est.hardware}: time by {by} (depth {depth})",
+                  caption=f"{len(recs) - len(shown)} more rows" if len(recs) > len(shown) else None)
+    for h in head:
+        table.add_column(h, justify="left" if h in ("stage", "scope", "op", "bound") else "right")
+    for b in body:
+        table.add_row(*b)
+    Console().print(table)
+    return None
 
 
 def to_json(est: Estimate) -> str:
@@ -116,6 +203,14 @@ def print_table(est: Estimate, console=None) -> None:
     wl = est.to_dict()["workload"]
     title = f"{est.model}" + (f" on {est.hardware}" if est.hardware else "")
     caption = ", ".join(f"{k}={v}" for k, v in wl.items() if k in ("width", "height", "frames", "steps", "guidance", "batch"))
+    extra = []
+    if est.extra.get("transfer_s"):
+        extra.append(f"host<->device weight transfer {fmt_time(est.extra['transfer_s'])} included in the total")
+    for w in ("stages",):
+        host = [s for s, i in est.extra.get(w, {}).items() if i.get("device") not in (None, est.hardware)]
+        if host:
+            extra.append(", ".join(f"{s} on {est.extra['stages'][s]['device']}" for s in host))
+    caption = "; ".join([c for c in [caption] + extra if c])
     table = Table(title=title, caption=caption or None)
     for h in head:
         table.add_column(h, justify="left" if h == "stage" else "right")

@@ -30,6 +30,7 @@ from __future__ import annotations
 from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.hardware import Hardware
+from wanir.ops import OPS
 
 MODES = ("calibrated", "ideal")
 _CLASS = {"matmul": "matmul", "conv": "conv", "attention": "attention"}
@@ -70,7 +71,7 @@ class _Timer:
         ideal = self.ideal
         t_tensor = 0.0
         if tf:
-            eff = 1.0 if ideal else self.tables[_CLASS.get(n.category, "matmul")](tf)
+            eff = 1.0 if ideal else self.tables[_CLASS.get(OPS[n.kind].category, "matmul")](tf)
             t_tensor = tf / (self.peak(compute_dtype(n)) * eff)
         t_vector = 0.0
         if vf:
@@ -87,7 +88,7 @@ class _Timer:
 
 def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = "flash2",
         host: Hardware | None = None, host_stages=(), offload_model: bool = False,
-        weight_bytes: dict | None = None) -> dict:
+        weight_bytes: dict | None = None, nodes: list | None = None) -> dict:
     """Annotate every node with ``compute_s``, ``memory_s``, ``time_s`` (seconds per
     execution), ``bound`` and ``intensity`` (FLOPs per byte). Returns {"time_s": {stage:
     seconds per invocation}, "compute_share": {stage: fraction of the stage's time in
@@ -108,9 +109,12 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
             stage_timer[s] = timers[hw.name]
     time = {s: 0.0 for s in graph.stages}
     comp = {s: 0.0 for s in graph.stages}
-    counts: dict[int, int] = {}
-    for n in graph:
-        st = n.scope.stage.name
+    counts: dict[int, tuple] = {}
+    for n in (graph if nodes is None else nodes):
+        k = counts.get(id(n.scope))
+        if k is None:
+            k = counts[id(n.scope)] = (n.scope.count_per_invocation, n.scope.stage.name)
+        k, st = k
         compute, memory, t = stage_timer[st].node(n)
         c = n.costs
         c["compute_s"] = compute
@@ -119,9 +123,6 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
         c["bound"] = "compute" if compute >= memory and compute > 0 else "memory"
         by = c["bytes_read"] + c["bytes_written"]
         c["intensity"] = (c["tensor_flops"] + c["vector_flops"]) / by if by else float("inf")
-        k = counts.get(id(n.scope))
-        if k is None:
-            k = counts[id(n.scope)] = n.scope.count_per_invocation
         time[st] += t * k
         if c["bound"] == "compute":
             comp[st] += t * k

@@ -34,6 +34,7 @@ from math import prod
 
 from wanir.errors import ConfigError, UnknownOpError
 from wanir.graph import Graph, Node
+from wanir.ops import OPS
 
 FUSIONS = ("eager", "fused")
 ATTENTION_KERNELS = ("flash2", "flash3", "math")
@@ -102,7 +103,7 @@ KIND_RULES: dict = {}
 
 
 def _rule(node):
-    rule = KIND_RULES.get(node.kind) or RULES.get(node.category)
+    rule = KIND_RULES.get(node.kind) or RULES.get(OPS[node.kind].category)
     if rule is None:
         raise UnknownOpError(f"{node.path}: the bytes pass has no rule for op '{node.kind}' "
                              f"(category '{node.category}')")
@@ -127,11 +128,12 @@ def persistent_values(graph: Graph) -> set[tuple[int, int]]:
 
 
 def buffer_roots(nodes) -> dict[tuple[int, int], tuple[int, int]]:
-    """Map every value (node id, output index) to the value whose buffer it uses: a view's
-    outputs alias the buffer of its first input; other values own their buffer."""
+    """Map every view output (node id, output index) to the value whose buffer it uses: a
+    view's outputs alias the buffer of its first input. Values missing from the map own
+    their buffer."""
     root: dict[tuple[int, int], tuple[int, int]] = {}
     for n in nodes:
-        if n.op.view and n.inputs:
+        if OPS[n.kind].view and n.inputs:
             v = n.inputs[0]
             r = root.get((v.producer, v.index), (v.producer, v.index))
             for i in range(len(n.outputs)):
@@ -140,19 +142,27 @@ def buffer_roots(nodes) -> dict[tuple[int, int], tuple[int, int]]:
 
 
 class _Counts:
-    """Per-scope cache of executions per invocation."""
+    """Per-scope cache of executions per invocation (``count(scope)``) and stage name
+    (``count.stage(scope)``)."""
 
     def __init__(self):
-        self._c: dict[int, int] = {}
+        self._c: dict[int, tuple[int, str]] = {}
 
-    def __call__(self, scope) -> int:
+    def _get(self, scope):
         c = self._c.get(id(scope))
         if c is None:
-            c = self._c[id(scope)] = scope.count_per_invocation
+            c = self._c[id(scope)] = (scope.count_per_invocation, scope.stage.name)
         return c
 
+    def __call__(self, scope) -> int:
+        return self._get(scope)[0]
 
-def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2") -> dict[str, dict[str, int]]:
+    def stage(self, scope) -> str:
+        return self._get(scope)[1]
+
+
+def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2",
+        nodes: list | None = None) -> dict[str, dict[str, int]]:
     """Annotate every node with ``bytes_read``, ``bytes_written``, ``weight_bytes_read`` and
     ``launches`` (per execution, ints); return per stage the per-invocation totals
     {"bytes_read", "bytes_written", "bytes"} (each node times its count per invocation)."""
@@ -160,7 +170,7 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2") -
         raise ConfigError(f"roofline.fusion={fusion!r}: allowed: {', '.join(FUSIONS)}")
     if attention_kernel not in ATTENTION_KERNELS:
         raise ConfigError(f"roofline.attention_kernel={attention_kernel!r}: allowed: {', '.join(ATTENTION_KERNELS)}")
-    nodes = list(graph)
+    nodes = list(graph) if nodes is None else nodes
     count = _Counts()
     reads: dict[int, list[int]] = {}
     writes: dict[int, list[int]] = {}
@@ -170,9 +180,9 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2") -
         ins, outs, extra, wread = _rule(n)(n, attention_kernel)
         ins = list(ins)
         outs = list(outs)
-        seen = seen_weights.setdefault(n.stage, set())
         extra_w = 0
-        if n.params and n.category != "input":
+        if n.params and OPS[n.kind].category != "input":
+            seen = seen_weights.setdefault(count.stage(n.scope), set())
             compute = n.inputs[0].type.dtype if n.inputs else None
             total = 0
             for w in n.params.values():
@@ -189,7 +199,10 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2") -
         writes[n.id] = outs
         fixed[n.id] = [wread, extra, extra_w]
 
-    launches = {n.id: (0 if n.category == "input" or n.op.view else 1) for n in nodes}
+    launches = {}
+    for n in nodes:
+        op = OPS[n.kind]
+        launches[n.id] = 0 if op.category == "input" or op.view else 1
     if fusion == "fused":
         _fuse(graph, nodes, reads, writes, launches, count)
 
@@ -204,7 +217,7 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2") -
         c["weight_bytes_read"] = wread
         c["launches"] = launches[n.id]
         k = count(n.scope)
-        acc = out[n.stage]
+        acc = out[count.stage(n.scope)]
         acc["bytes_read"] += r * k
         acc["bytes_written"] += w * k
         acc["bytes"] += (r + w) * k
@@ -217,21 +230,21 @@ def _fuse(graph, nodes, reads, writes, launches, count):
     root = buffer_roots(nodes)
     consumers: dict[tuple[int, int], set[int]] = {}
     for n in nodes:
-        if n.op.view:
+        if OPS[n.kind].view:
             continue
         for v in n.inputs:
             r = root.get((v.producer, v.index), (v.producer, v.index))
             consumers.setdefault(r, set()).add(n.id)
     keep = persistent_values(graph)
     for n in nodes:
-        if n.category not in FUSIBLE_CATEGORIES:
+        if OPS[n.kind].category not in FUSIBLE_CATEGORIES:
             continue
         for slot, v in enumerate(n.inputs):
             r = root.get((v.producer, v.index), (v.producer, v.index))
             p = by_id.get(r[0])
             if p is None or p.category == "input" or r in keep or consumers.get(r) != {n.id}:
                 continue
-            if p.stage != n.stage or count(p.scope) != count(n.scope):
+            if count.stage(p.scope) != count.stage(n.scope) or count(p.scope) != count(n.scope):
                 continue
             for s2, v2 in enumerate(n.inputs):     # every slot reading that buffer (x * x)
                 if root.get((v2.producer, v2.index), (v2.producer, v2.index)) == r:

@@ -37,7 +37,8 @@ from __future__ import annotations
 from math import prod
 
 from wanir.graph import Graph
-from wanir.passes.bytes import AUTOCAST_CATEGORIES, buffer_roots, persistent_values
+from wanir.ops import OPS
+from wanir.passes.bytes import AUTOCAST_CATEGORIES, _Counts, buffer_roots, persistent_values
 
 HOST_STAGES_T5_CPU = ("text_encoder",)
 
@@ -46,12 +47,13 @@ def workspace_bytes(node, attention_kernel: str = "flash2") -> int:
     """Transient bytes a node needs while it runs, besides its inputs and outputs (an int):
     converted weight copies under autocast, the materialized scores of math attention."""
     ws = 0
-    if node.params and node.category in AUTOCAST_CATEGORIES and node.inputs:
+    cat = OPS[node.kind].category
+    if node.params and cat in AUTOCAST_CATEGORIES and node.inputs:
         compute = node.inputs[0].type.dtype
         for w in node.params.values():
             if w.type.dtype != compute:
                 ws += compute.nbytes(w.type.numel)
-    if node.category == "attention" and attention_kernel == "math":
+    if cat == "attention" and attention_kernel == "math":
         q, k = node.inputs[0].type, node.inputs[1].type
         ws += 2 * q.dtype.nbytes(prod(q.shape[:-1]) * k.shape[-2])
     return ws
@@ -101,13 +103,14 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
     ext_in: dict[int, list] = {}          # scope id -> [(root, first consumer pos)] made outside it
     rtype: dict[tuple[int, int], object] = {}
     for i, n in enumerate(nodes):
-        if not n.op.view and n.kind != "parameter":
+        view = OPS[n.kind].view
+        if not view and n.kind != "parameter":
             for j, t in enumerate(n.outputs):
                 r = (n.id, j)
                 size[r] = t.nbytes
                 alloc[r] = i
                 rtype[r] = t
-        if n.op.view:
+        if view:
             continue
         for v in n.inputs:
             r = roots.get((v.producer, v.index), (v.producer, v.index))
@@ -182,21 +185,23 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
 
 
 def run(graph: Graph, attention_kernel: str = "flash2", offload_model: bool = False,
-        t5_cpu: bool = False) -> dict:
+        t5_cpu: bool = False, nodes: list | None = None) -> dict:
     """Annotate the graph's stages; return {"stages": {stage: {"weight_bytes",
     "peak_activation_bytes", "peak_node", "on_gpu"}}, plus the pipeline record of
     :func:`pipeline_peak` under "pipeline"}. Bytes are ints; weight bytes are resident
     bytes at the storage dtype (all copies of repeated weights)."""
     by_stage: dict[str, list] = {s: [] for s in graph.stages}
     weights: dict[str, dict[str, int]] = {s: {} for s in graph.stages}
-    for n in graph:
-        by_stage[n.stage].append(n)
+    nodes = list(graph) if nodes is None else nodes
+    count = _Counts()
+    for n in nodes:
+        by_stage[count.stage(n.scope)].append(n)
         if n.params:
             wd = weights[n.stage]
             for w in n.params.values():
                 if w.key not in wd:
                     wd[w.key] = w.type.nbytes * w.copies
-    roots = buffer_roots(graph)
+    roots = buffer_roots(nodes)
     persistent = persistent_values(graph)
     stages = {}
     for s, nodes in by_stage.items():

@@ -1,6 +1,7 @@
 """The ``wanir`` command line: a thin layer over the Python API.
 
-    wanir estimate [OVERRIDES...] [--format table|json|md|csv]
+    wanir estimate [OVERRIDES...] [--format table|json|md|csv] [--by stage|scope|kind --depth N]
+    wanir hardware [--config-dir DIR] [--format table|json|md]
     wanir config   [OVERRIDES...]
     wanir ops
     wanir spec FILE.yaml [--format ...]
@@ -29,11 +30,50 @@ def cmd_estimate(args) -> int:
     est = estimate(args.overrides, args.config_dir)
     for line in est.extra.get("inferred", []):  # model.from: what was read from the files
         print(line, file=sys.stderr)
-    out = render(est, args.format)
+    if args.by != "stage":
+        from wanir.backends.report import render_scopes
+        out = render_scopes(est, args.format, depth=args.depth, by=args.by)
+    else:
+        out = render(est, args.format)
     if out is not None:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
         for w in est.warnings:
             print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_hardware(args) -> int:
+    from wanir.hardware import list_hardware
+
+    hws = list_hardware(args.config_dir)
+    recs = [h.summary() for h in hws]
+    if args.format == "json":
+        import json
+        print(json.dumps(recs, indent=2))
+        return 0
+
+    def num(v, f="{:.4g}"):
+        return "-" if v is None else f.format(v)
+
+    head = ["name", "description", "BF16 TFLOP/s", "FP8 TFLOP/s", "vector TFLOP/s", "memory GiB", "bandwidth TB/s",
+            "GPU link GB/s", "host link GB/s"]
+    body = [[r["name"], r["description"], num(r["bf16_tflops"]), num(r["fp8_tflops"]), num(r["vector_tflops"]),
+             num(r["memory_gib"]), num(r["bandwidth_tbps"]), num(r["gpu_link_gbps"]), num(r["host_link_gbps"])]
+            for r in recs]
+    if args.format == "md":
+        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+        for b in body:
+            print("| " + " | ".join(b) + " |")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=f"{len(recs)} devices (select one with hardware=NAME)",
+              caption="dense peaks; per-value sources in each YAML file")
+    for h in head:
+        t.add_column(h, justify="left" if h in ("name", "description") else "right")
+    for b in body:
+        t.add_row(*b)
+    Console().print(t)
     return 0
 
 
@@ -122,10 +162,10 @@ def cmd_sweep(args) -> int:
     from wanir.backends.sweep import sweep_to_dir
 
     res, files = sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
-                              fmt=args.plot_format)
+                              fmt=args.plot_format, jobs=args.jobs)
     t = res.timing
-    print(f"{t['points']} points in {t['total_s']:.2f} s (compose {t['compose_s']:.2f} s, "
-          f"overrides {t['apply_overrides_s']:.2f} s, estimate {t['estimate_s']:.2f} s)", file=sys.stderr)
+    print(f"{t['points']} points in {t['total_s']:.2f} s ({t['jobs']} process(es); "
+          f"estimating {t['estimate_s']:.2f} s of it summed over processes)", file=sys.stderr)
     for f in files:
         print(f"wrote {f}", file=sys.stderr)
     return 0
@@ -157,6 +197,7 @@ def _add_visual_commands(sub) -> None:
     w.add_argument("-o", "--output", required=True, help="output directory")
     w.add_argument("--plot-format", choices=("png", "svg", "pdf"), default="png")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    w.add_argument("-j", "--jobs", type=int, default=1, help="processes to spread the points over (default 1)")
     w.set_defaults(func=cmd_sweep)
 
     h = sub.add_parser("report", help="write a self-contained HTML report (table, diagram, plots, notes)")
@@ -174,7 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("estimate", help="estimate one generation (default: Wan2.1 T2V-14B, 1280x720x81)")
     _add_common(e)
     e.add_argument("--format", choices=("table", "json", "md", "csv"), default="table")
+    e.add_argument("--by", choices=("stage", "scope", "kind"), default="stage",
+                   help="break the time down per stage (default), per scope, or per op kind within a scope")
+    e.add_argument("--depth", type=int, default=2,
+                   help="with --by scope|kind: scope levels below the stage to group by (default 2)")
     e.set_defaults(func=cmd_estimate)
+
+    hw = sub.add_parser("hardware", help="list the known devices (built-in, --config-dir and entry points)")
+    hw.add_argument("--config-dir", default=None, help="your own config directory (its hardware/*.yaml are listed)")
+    hw.add_argument("--format", choices=("table", "json", "md"), default="table")
+    hw.set_defaults(func=cmd_hardware)
 
     c = sub.add_parser("config", help="print the resolved configuration")
     _add_common(c)

@@ -117,10 +117,11 @@ def annotate(graph: Graph, cfg=None) -> dict:
     host = hardware.load(_opt(cfg, "memory.host", "host-cpu")) if host_stages else None
 
     out = {"flops": flops.run(graph)}
-    by = bytes_pass.run(graph, fusion=fusion, attention_kernel=kernel)
-    mem = memory.run(graph, attention_kernel=kernel, offload_model=offload, t5_cpu=t5_cpu)
+    nodes = list(graph)
+    by = bytes_pass.run(graph, fusion=fusion, attention_kernel=kernel, nodes=nodes)
+    mem = memory.run(graph, attention_kernel=kernel, offload_model=offload, t5_cpu=t5_cpu, nodes=nodes)
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
-                      offload_model=offload,
+                      offload_model=offload, nodes=nodes,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
     graph.meta["hardware"] = hw.name
     out.update(bytes_pass=by, memory=mem, roofline=rf,

@@ -416,18 +416,32 @@ def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tupl
             OmegaConf.set_struct(cfg, False)
             cfg.hardware = OmegaConf.create(spec)
         hw = cfg.get("hardware")
-        if hw is not None and "__entry_point__" not in hw:
-            from_mapping(hw, origin=origin, name=choice)
-        elif hw is not None and "tensor_tflops" in hw:
-            from_mapping({k: v for k, v in OmegaConf.to_container(hw).items() if k != "__entry_point__"},
-                         origin=origin, name=choice)
+        if hw is None:
+            return
+        if "__entry_point__" not in hw:
+            _remember(cfg, from_mapping(hw, origin=origin, name=choice))
+        elif "tensor_tflops" in hw:
+            _remember(cfg, from_mapping({k: v for k, v in OmegaConf.to_container(hw).items()
+                                         if k != "__entry_point__"}, origin=origin, name=choice))
 
     return keep, post
 
 
+_COMPOSED: list = []     # (config, Hardware) pairs validated when configs were composed
+
+
+def _remember(cfg, hw: Hardware) -> None:
+    _COMPOSED.append((cfg, hw))
+    del _COMPOSED[:-8]
+
+
 def from_config(cfg) -> Hardware:
-    """The Hardware of a composed config (``cfg.hardware``); the built-in default when the
-    config has none."""
+    """The Hardware of a composed config (``cfg.hardware``, as validated when
+    :func:`wanir.config.load_config` composed it); the built-in default when the config
+    has none."""
+    for c, h in reversed(_COMPOSED):
+        if c is cfg:
+            return h
     hw = cfg.get("hardware") if cfg is not None else None
     if hw is None:
         return load(_default_choice())
