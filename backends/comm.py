@@ -133,55 +133,44 @@ def collective_time(kind: str, in_bytes: int, out_bytes: int, n: int, topo: Topo
 
 # ------------------------------------------------------------------ topology from specs
 
-def _get(obj, key, default=None):
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(key, default)
-    try:
-        v = obj.get(key, default)          # DictConfig
-        return v
-    except AttributeError:
-        return getattr(obj, key, default)
-
-
 #: defaults of the inter-node network (one 400 Gb/s NIC per GPU, as in common H100 clusters)
 DEFAULT_NETWORK = {"bandwidth_GBps": 50.0, "latency_us": 10.0, "efficiency": 0.8}
+#: defaults of the GPU-GPU link's latency and achieved fraction (its bandwidth is the hardware's):
+#: NVLink all-reduce bus bandwidth reaches ~80 % of the one-direction figure (nccl-tests)
+DEFAULT_INTRA = {"latency_us": 5.0, "efficiency": 0.8}
+#: latency of peers that talk over PCIe (no GPU-GPU link)
+PCIE_LATENCY_US = 10.0
+
+
+def _numbers(prefix: str, given, defaults: dict) -> dict:
+    out = dict(defaults)
+    for k, v in dict(given or {}).items():
+        if k not in defaults and k != "bandwidth_GBps":
+            raise ConfigError(f"unknown key {prefix}.{k}; keys: {', '.join(defaults)}")
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{prefix}.{k} must be a number, got {v!r}")
+        out[k] = float(v)
+    return out
 
 
 def network_link(network=None) -> Link:
     """The inter-node Link from a ``parallel.network`` mapping (``bandwidth_GBps`` per GPU
     per direction, ``latency_us``, ``efficiency``); missing keys take DEFAULT_NETWORK."""
-    n = {**DEFAULT_NETWORK, **{k: v for k, v in dict(network or {}).items() if v is not None}}
-    for key in ("bandwidth_GBps", "latency_us", "efficiency"):
-        v = n[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"parallel.network.{key} must be a number, got {v!r}")
-    return Link("network", float(n["bandwidth_GBps"]) * 1e9, float(n["latency_us"]) * 1e-6,
-                float(n["efficiency"]))
+    n = _numbers("parallel.network", network, DEFAULT_NETWORK)
+    return Link("network", n["bandwidth_GBps"] * 1e9, n["latency_us"] * 1e-6, n["efficiency"])
 
 
-def topology(hardware, network=None) -> Topology:
-    """The Topology of ``hardware`` (a wanir.hardware spec object or mapping) with the
-    inter-node ``network`` of the parallel config.
-
-    Read from the hardware spec: ``gpus_per_node`` and the GPU-GPU link (``interconnect``
-    with ``bandwidth_GBps`` per direction, ``latency_us``, ``efficiency``). A card without a
-    GPU-GPU link talks over its host link (``host_link``)."""
-    from wanir import hardware as hwlib   # noqa: F401  (the spec format lives there)
-
-    return hwlib_topology(hardware, network_link(network))
-
-
-def hwlib_topology(hw, inter: Link) -> Topology:
-    """Topology from a hardware spec's link tiers (see :func:`topology`)."""
-    gpn = int(_get(hw, "gpus_per_node", 8) or 8)
-    link = _get(hw, "interconnect") or _get(hw, "gpu_link")
-    if not link or not _get(link, "bandwidth_GBps"):
-        link = _get(hw, "host_link")
-    if not link or not _get(link, "bandwidth_GBps"):
-        raise ConfigError(f"hardware '{_get(hw, 'name', '?')}' gives no GPU-GPU or host link bandwidth; "
-                          "multi-device plans need one (interconnect.bandwidth_GBps)")
-    intra = Link(str(_get(link, "name", "gpu_link")), float(_get(link, "bandwidth_GBps")) * 1e9,
-                 float(_get(link, "latency_us", 5.0) or 0.0) * 1e-6, float(_get(link, "efficiency", 0.8) or 0.8))
-    return Topology(gpn, intra, inter)
+def topology(hw, gpus_per_node: int = 8, network=None, intra_node=None) -> Topology:
+    """The Topology of a :class:`wanir.hardware.Hardware`: inside a node its GPU-GPU link
+    (``gpu_link_bandwidth`` per direction, with ``intra_node`` latency and efficiency,
+    DEFAULT_INTRA when not given), or its host link (PCIe, at the host link's efficiency)
+    when the card has no GPU-GPU link; across nodes the ``network`` of the parallel config."""
+    i = _numbers("parallel.intra_node", intra_node, DEFAULT_INTRA)
+    if hw.gpu_link_bandwidth:
+        intra = Link("gpu_link", hw.gpu_link_bandwidth, i["latency_us"] * 1e-6, i["efficiency"])
+    else:
+        lat = i["latency_us"] if intra_node and "latency_us" in dict(intra_node) else PCIE_LATENCY_US
+        intra = Link("pcie", hw.host_link_bandwidth, lat * 1e-6, hw.host_link_efficiency)
+    return Topology(int(gpus_per_node), intra, network_link(network))

@@ -60,6 +60,18 @@ def _choice(*choices):
     return check
 
 
+def _int_or_auto(lo=1):
+    ints = _int(lo)
+
+    def check(key, v):
+        if v != "auto":
+            try:
+                ints(key, v)
+            except ConfigError:
+                raise ConfigError(f"{key} must be an integer >= {lo} or auto, got {v!r}") from None
+    return check
+
+
 def _optional(check):
     def f(key, v):
         if v is not None:
@@ -87,6 +99,14 @@ SCHEMA: dict[str, Any] = {
     "roofline.mode": _choice("calibrated", "ideal"),
     "roofline.fusion": _choice("eager", "fused"),
     "roofline.attention_kernel": _choice("flash2", "flash3", "math"),
+    "parallel.degree": _int_or_auto(),
+    "parallel.ulysses": _int_or_auto(),
+    "parallel.ring": _int_or_auto(),
+    "parallel.cfg": _int_or_auto(),
+    "parallel.dp": _int_or_auto(),
+    "parallel.fsdp": _int_or_auto(),
+    "parallel.overlap": _bool,
+    "parallel.gpus_per_node": _int(1),
 }
 
 
