@@ -54,12 +54,12 @@ def _outs(node):
 
 def _materialize(node, kernel):
     """Read every input, write every output, read every weight."""
-    return _ins(node), _outs(node), 0, 0
+    return _ins(node), _outs(node), (0, 0), 0
 
 
 def _free(node, kernel):
     """No traffic: placeholders, weights used as tensors, views."""
-    return [0] * len(node.inputs), [0] * len(node.outputs), 0, 0
+    return [0] * len(node.inputs), [0] * len(node.outputs), (0, 0), 0
 
 
 def _attention(node, kernel):
@@ -68,15 +68,15 @@ def _attention(node, kernel):
     if kernel == "math":
         q, k = node.inputs[0].type, node.inputs[1].type
         scores = q.dtype.nbytes(prod(q.shape[:-1]) * k.shape[-2])
-        extra = (4 + (2 if len(node.inputs) == 4 else 0)) * scores
-    return _ins(node), _outs(node), extra, 0
+        extra = (2 + (1 if len(node.inputs) == 4 else 0)) * scores
+    return _ins(node), _outs(node), (extra, extra), 0
 
 
 def _embedding(node, kernel):
     """Indices read, the gathered rows of the table read (weights), output written."""
     w = node.params["weight"].type
     rows = node.inputs[0].type.numel
-    return _ins(node), _outs(node), 0, w.dtype.nbytes(rows * w.shape[-1])
+    return _ins(node), _outs(node), (0, 0), w.dtype.nbytes(rows * w.shape[-1])
 
 
 def _data_movement(node, kernel):
@@ -85,7 +85,7 @@ def _data_movement(node, kernel):
 
 
 #: category → rule(node, attention_kernel) → (read per input, written per output,
-#: extra traffic, weight bytes read or 0 for "every weight, in full")
+#: (extra bytes read, extra bytes written), weight bytes read or 0 for "every weight, in full")
 RULES = {
     "input": _free,
     "matmul": _materialize,
@@ -177,10 +177,9 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2",
     fixed: dict[int, list[int]] = {}     # node id -> [weight read, extra read, extra written]
     seen_weights: dict[str, set[str]] = {}
     for n in nodes:
-        ins, outs, extra, wread = _rule(n)(n, attention_kernel)
+        ins, outs, (extra, extra_w), wread = _rule(n)(n, attention_kernel)
         ins = list(ins)
         outs = list(outs)
-        extra_w = 0
         if n.params and OPS[n.kind].category != "input":
             seen = seen_weights.setdefault(count.stage(n.scope), set())
             compute = n.inputs[0].type.dtype if n.inputs else None
