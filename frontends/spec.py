@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from contextlib import contextmanager
 from typing import Any
 
 import yaml
@@ -36,7 +37,7 @@ from wanir.builder import GraphBuilder
 from wanir.dtypes import DTYPES, get_dtype
 from wanir.errors import SpecError, WanirError
 from wanir.graph import Graph, Value
-from wanir.ops import OPS, get_op
+from wanir.ops import get_op
 
 #: allowed keys of each kind of mapping (order is the documented order)
 TOP_KEYS = ("name", "description", "weight_dtype", "inputs", "stages", "ops", "blocks")
@@ -353,22 +354,19 @@ class _SpecBuilder:
                 self.body(body, path, env, 0)
 
     # -- bodies, blocks, ops
+    @contextmanager
     def weights(self, m: dict, path: str):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def ctx():
-            if "weight_dtype" not in m:
+        """Weights made inside are stored at ``m['weight_dtype']`` when the mapping names one."""
+        if "weight_dtype" not in m:
+            yield
+            return
+        dt = self.dtype(m["weight_dtype"], _key(path, "weight_dtype"), m)
+        self.wdtype.append(dt)
+        try:
+            with self.b.weights(dt):
                 yield
-                return
-            dt = self.dtype(m["weight_dtype"], _key(path, "weight_dtype"), m)
-            self.wdtype.append(dt)
-            try:
-                with self.b.weights(dt):
-                    yield
-            finally:
-                self.wdtype.pop()
-        return ctx()
+        finally:
+            self.wdtype.pop()
 
     def body(self, m: dict, path: str, env: _Env, depth: int) -> None:
         if "ops" in m:
