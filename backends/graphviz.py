@@ -72,16 +72,24 @@ def node_flops(n: Node) -> int:
     return int(n.costs.get("tensor_flops") or 0) + int(n.costs.get("vector_flops") or 0)
 
 
+def node_bytes(n: Node) -> int | None:
+    """Bytes one execution of ``n`` moves (``costs['bytes']``, else bytes read + written),
+    or None when the bytes pass has not run."""
+    c = n.costs
+    if c.get("bytes") is not None:
+        return int(c["bytes"])
+    if c.get("bytes_read") is not None or c.get("bytes_written") is not None:
+        return int(c.get("bytes_read") or 0) + int(c.get("bytes_written") or 0)
+    return None
+
+
 def node_bound(n: Node) -> str:
-    """``compute``, ``memory`` or ``communication``: the annotated bound of ``n``; a
-    communication op without one is ``communication``; otherwise ``unknown``."""
-    b = n.costs.get("bound")
-    if b in BOUND_COLORS:
-        return b
-    cat = n.category
-    if cat == "communication":
+    """``communication`` for a communication op, else the annotated bound of ``n``
+    (``compute`` or ``memory``), or ``unknown`` when there is none."""
+    if n.category == "communication":
         return "communication"
-    return "unknown"
+    b = n.costs.get("bound")
+    return b if b in BOUND_COLORS else "unknown"
 
 
 @dataclass
@@ -165,22 +173,22 @@ def _stage_label(graph: Graph, st: Scope) -> str:
     wl = graph.meta.get("workload") or {}
     base = f"{st.name}"
     if st.repeat == 1:
-        return base + "  × 1"
+        return base + " × 1"
     steps, guidance = wl.get("steps"), wl.get("guidance")
     if st.name == "diffusion_core" and steps and guidance and st.repeat == steps * 2:
-        return f"{base}  × {st.repeat} = {steps} steps × 2 CFG branches"
+        return f"{base} × {st.repeat} = {steps} steps × 2 CFG branches"
     if st.name == "diffusion_core" and steps and st.repeat == steps:
-        return f"{base}  × {st.repeat} steps"
+        return f"{base} × {st.repeat} steps"
     if guidance and st.repeat == 2:
-        return f"{base}  × 2 (prompt + negative prompt)"
-    return f"{base}  × {st.repeat} invocations"
+        return f"{base} × 2 (prompt + negative prompt)"
+    return f"{base} × {st.repeat} invocations"
 
 
 def _scope_label(s: Scope) -> str:
     if s.kind == "repeat":
-        return f"{s.name}  × {s.repeat}"
+        return f"{s.name} × {s.repeat}"
     if s.kind == "loop":
-        return f"{s.name}  × {s.repeat} (loop, shared weights)"
+        return f"{s.name} × {s.repeat} (loop, shared weights)"
     return s.name
 
 

@@ -109,6 +109,8 @@ def scope_breakdown(est: Estimate, depth: int = 2) -> list[dict]:
     """Per-scope totals per generation for the scopes down to ``depth`` levels below each
     stage: dicts with path, kind, repeat, ops, flops (int), bytes (int or None), time_s
     (float or None) and share (of time, or of FLOPs when there is no time)."""
+    from .graphviz import node_bytes
+
     recs: dict[str, dict] = {}
     for n in est.graph:
         if n.category == "input":
@@ -116,7 +118,7 @@ def scope_breakdown(est: Estimate, depth: int = 2) -> list[dict]:
         chain = list(reversed(list(n.scope.ancestors())))
         m = n.multiplicity
         fl = (int(n.costs.get("tensor_flops") or 0) + int(n.costs.get("vector_flops") or 0)) * m
-        by = n.costs.get("bytes")
+        by = node_bytes(n)
         t = n.costs.get("time_s")
         for s in chain[: depth + 1]:
             r = recs.get(s.path)

@@ -187,7 +187,8 @@ def roofline(ops_by_hw: dict, roofs: dict, path=None):
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     left_out = 0
     xs_all, ys_all = [], []
-    markers = {"matmul": "o", "conv": "s", "attention": "^", "communication": "x"}
+    markers = {"matmul": "o", "conv": "s", "attention": "^", "communication": "x", "norm": "v",
+               "elementwise": "D", "reduction": "P", "embedding": "*", "data_movement": "."}
     for i, (hw, ops) in enumerate(ops_by_hw.items()):
         color = f"C{i}"
         pts = {}
@@ -220,7 +221,7 @@ def roofline(ops_by_hw: dict, roofs: dict, path=None):
     ax.set_ylabel("attained [FLOP/s]")
     title = "roofline: heaviest ops"
     if left_out:
-        title += f" ({left_out} without bytes/time not shown)"
+        title += f" ({left_out} without FLOPs, bytes or time not shown)"
     if not xs_all:
         ax.text(0.5, 0.5, "no op has both bytes and time estimated", transform=ax.transAxes, ha="center")
         if not any(roofs.values()):
@@ -229,7 +230,7 @@ def roofline(ops_by_hw: dict, roofs: dict, path=None):
     ax.set_title(title, fontsize=10)
     ax.grid(which="both", alpha=0.2)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return _finish(fig, path)
 

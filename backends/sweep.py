@@ -204,6 +204,8 @@ def point_row(point, est) -> dict:
 def heaviest_ops(est, n: int = TOP_OPS) -> list[dict]:
     """The ``n`` ops with the most time per generation (most FLOPs where there is no time):
     dicts with path, kind, category, flops, bytes and time_s per execution and multiplicity."""
+    from .graphviz import node_bytes
+
     recs = []
     for node in est.graph:
         if node.category == "input":
@@ -211,7 +213,7 @@ def heaviest_ops(est, n: int = TOP_OPS) -> list[dict]:
         c = node.costs
         fl = int(c.get("tensor_flops") or 0) + int(c.get("vector_flops") or 0)
         recs.append({"path": node.path, "kind": node.kind, "category": node.category, "flops": fl,
-                     "bytes": c.get("bytes"), "time_s": c.get("time_s"), "bound": c.get("bound"),
+                     "bytes": node_bytes(node), "time_s": c.get("time_s"), "bound": c.get("bound"),
                      "multiplicity": node.multiplicity})
     have_time = any(r["time_s"] is not None for r in recs)
     key = (lambda r: (r["time_s"] or 0.0) * r["multiplicity"]) if have_time else \
@@ -220,18 +222,40 @@ def heaviest_ops(est, n: int = TOP_OPS) -> list[dict]:
     return recs[:n]
 
 
-def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
-              estimator: Callable | None = None) -> SweepResult:
-    """Estimate every point of the sweep ``overrides``; returns a :class:`SweepResult`.
-    ``estimator`` (default :func:`wanir.estimate.estimate_config`) maps a composed config to
-    an Estimate. ``timing`` holds seconds spent composing configs, estimating, and in all."""
+_WORKER: dict = {}
+
+
+def _worker_init(config_dir, estimator):
+    _WORKER["composer"] = PointComposer(config_dir)
+    _WORKER["estimator"] = estimator
+
+
+def _estimate_point(point):
+    """Estimate one point in this process; returns (row, hardware, heaviest ops, roof, seconds
+    estimating)."""
     from wanir.estimate import estimate_config
 
     from .plots import hardware_roof
 
-    estimator = estimator or estimate_config
+    composer = _WORKER.setdefault("composer", PointComposer(None))
+    estimator = _WORKER.get("estimator") or estimate_config
+    cfg = composer.compose(point)
+    t0 = time.perf_counter()
+    est = estimator(cfg)
+    dt = time.perf_counter() - t0
+    hw = est.hardware or str(OmegaConf.select(cfg, "hardware.name", default=None) or "-")
+    return point_row(point, est), hw, heaviest_ops(est), hardware_roof(cfg), dt
+
+
+def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
+              estimator: Callable | None = None, jobs: int = 1) -> SweepResult:
+    """Estimate every point of the sweep ``overrides``; returns a :class:`SweepResult` whose
+    rows are in cross-product order. ``estimator`` (default
+    :func:`wanir.estimate.estimate_config`) maps a composed config to an Estimate; ``jobs`` > 1
+    spreads the points over that many processes. ``timing`` holds seconds spent composing
+    configs and estimating (summed over processes) and wall-clock seconds in all."""
     sweep = parse_sweep(overrides)
-    composer = PointComposer(config_dir)
+    points = list(sweep.points())
     rows: list[dict] = []
     ops_by_hw: dict = {}
     roofs: dict = {}
@@ -241,29 +265,41 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     if progress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
+        from rich.console import Console
         bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TextColumn("eta"), TimeRemainingColumn(), transient=False)
-        task = bar.add_task("sweep", total=len(sweep))
+                       TextColumn("eta"), TimeRemainingColumn(), transient=False, console=Console(stderr=True))
+        task = bar.add_task("sweep", total=len(points))
         bar.start()
+    pool = None
+    composer = None
     try:
-        for point in sweep.points():
-            cfg = composer.compose(point)
-            t0 = time.perf_counter()
-            est = estimator(cfg)
-            t_est += time.perf_counter() - t0
-            rows.append(point_row(point, est))
-            hw = est.hardware or str(OmegaConf.select(cfg, "hardware.name", default=None) or "-")
+        if jobs > 1 and len(points) > 1:
+            import multiprocessing as mp
+
+            pool = mp.get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(config_dir, estimator))
+            results = pool.imap(_estimate_point, points, chunksize=max(1, min(16, len(points) // (jobs * 8))))
+        else:
+            _worker_init(config_dir, estimator)
+            composer = _WORKER["composer"]
+            results = map(_estimate_point, points)
+        for row, hw, ops, roof, dt in results:
+            rows.append(row)
+            t_est += dt
             if hw not in ops_by_hw:
-                ops_by_hw[hw] = heaviest_ops(est)
-                roofs[hw] = hardware_roof(cfg)
+                ops_by_hw[hw] = ops
+                roofs[hw] = roof
             if bar is not None:
                 bar.advance(task)
     finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
         if bar is not None:
             bar.stop()
     columns = _columns(sweep, rows)
-    timing = {"points": len(rows), "compose_s": composer.compose_s, "apply_overrides_s": composer.apply_s,
-              "estimate_s": t_est, "total_s": time.perf_counter() - t_all}
+    timing = {"points": len(rows), "jobs": jobs, "estimate_s": t_est, "total_s": time.perf_counter() - t_all}
+    if composer is not None:
+        timing.update(compose_s=composer.compose_s, apply_overrides_s=composer.apply_s)
     return SweepResult(rows, columns, sweep, ops_by_hw, roofs, timing)
 
 
@@ -298,14 +334,14 @@ def write_csv(result: SweepResult, path: str | os.PathLike) -> Path:
 
 
 def sweep_to_dir(overrides: Iterable[str], out_dir: str | os.PathLike, config_dir=None,
-                 progress: bool = True, fmt: str = "png") -> tuple[SweepResult, list[Path]]:
+                 progress: bool = True, fmt: str = "png", jobs: int = 1) -> tuple[SweepResult, list[Path]]:
     """Run the sweep and write ``out_dir/results.csv`` and the plots (see
     :func:`wanir.backends.plots.sweep_plots`). Returns the result and the files written."""
     from .plots import sweep_plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    res = run_sweep(overrides, config_dir, progress=progress)
+    res = run_sweep(overrides, config_dir, progress=progress, jobs=jobs)
     files = [write_csv(res, out / "results.csv")]
     files += sweep_plots(res, out, fmt=fmt)
     return res, files
