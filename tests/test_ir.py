@@ -97,6 +97,10 @@ def test_data_movement_shapes():
     assert [c.shape for c in b.chunk(x, 3, dim=3)] == [(2, 3, 4, 2)] * 3
     assert b.upsample(x, 2).shape == (2, 3, 8, 12)
     assert b.upsample(b.input("v", (1, 2, 3, 4, 5)), (1, 2, 2)).shape == (1, 2, 3, 8, 10)
+    with pytest.raises(ShapeError, match="step must be positive"):
+        b.slice(x, 1, step=0)
+    with pytest.raises(ShapeError, match="is empty"):
+        b.slice(x, 1, 5, 9)
     with pytest.raises(ShapeError, match="cannot reshape"):
         b.reshape(x, (5, -1))
     with pytest.raises(ShapeError, match="not a permutation"):

@@ -407,9 +407,10 @@ register(OpDef("concat", "data_movement", _concat_shape, n_inputs=(1, None), att
 def _slice_shape(ins, a):
     (x,) = ins
     d = _dim(a["dim"], x.rank)
-    start, stop, step = range(x.shape[d])[slice(a["start"], a["end"], a["step"])].start, None, a["step"]
+    if a["step"] <= 0:
+        raise ShapeMismatch(f"slice step must be positive, got {a['step']}")
     n = len(range(x.shape[d])[slice(a["start"], a["end"], a["step"])])
-    if n == 0 or step <= 0:
+    if n == 0:
         raise ShapeMismatch(f"slice [{a['start']}:{a['end']}:{a['step']}] of dim {a['dim']} (size {x.shape[d]}) is empty")
     shape = list(x.shape)
     shape[d] = n
