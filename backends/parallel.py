@@ -499,11 +499,29 @@ class _Sharder:
         for st in self.src.stages:
             if p.sp > 1 and st not in SP_STAGES and st not in SINGLE_DEVICE_STAGES:
                 self.notes.append(f"{st} is not sequence-sharded: every device of a replica runs it whole")
+        self._remap_meta()
         self.g.meta["parallel"] = {"plan": p.to_dict(), "comm": self.comm, "fsdp": self.fsdp_info,
-                                   "notes": self.notes, "fallbacks": self.fallbacks,
+                                   "notes": self.notes, "gathers": self.fallbacks,
                                    "single_device_stages": [s for s in SINGLE_DEVICE_STAGES if s in self.src.stages],
                                    "seq_len": self.seq_len}
         return self.g
+
+    def _remap_meta(self):
+        """Values recorded in ``meta['persistent']`` refer to source node ids: point them
+        at the copies."""
+        pers = self.src.meta.get("persistent")
+        if not pers:
+            return
+
+        def remap(vs):
+            out = []
+            for v in vs:
+                key = (v.producer, v.index) if hasattr(v, "producer") else (int(v[0]), int(v[1]))
+                nv = self.vals[key].value
+                out.append(nv if hasattr(v, "producer") else (nv.producer, nv.index))
+            return out
+        self.g.meta["persistent"] = ({k: remap(vs) for k, vs in pers.items()} if isinstance(pers, dict)
+                                     else remap(pers))
 
     def copy(self, node: Node):
         scope = self.scope(node.scope)
@@ -726,8 +744,8 @@ def shard_graph(graph: Graph, plan: Plan) -> Graph:
     """One device's graph under ``plan``: shapes divided where the plan shards them,
     communication nodes inserted, stage invocations divided by CFG parallelism.
     ``meta['parallel']`` describes the plan, each communication node's group and overlap,
-    FSDP's resident weights per stage, notes, and any op where a sharded value had to be
-    gathered because the op needs whole tokens (``fallbacks``). The input graph is not
+    FSDP's resident weights per stage, notes, and the ops before which sharded tokens are
+    gathered because the op needs whole tokens (``gathers``, e.g. the DiT's unpatchify). The input graph is not
     modified; an unannotated new graph is returned."""
     return _Sharder(graph, plan).run()
 
@@ -1000,11 +1018,11 @@ def _container(d):
     return dict(d)
 
 
-def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = None, plan="single",
+def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = None, plan=None,
                       cfg=None) -> MultiDeviceCost:
     """Cost one generation on ``devices`` devices of ``hardware`` (a name or a Hardware;
     default: the estimate's) under ``plan`` (a Plan, a name such as ``"fsdp+ulysses"``, or a
-    ``parallel`` mapping). ``estimate_or_graph`` is a :class:`wanir.Estimate` or an
+    ``parallel`` mapping; default: the config's ``parallel``, else single). ``estimate_or_graph`` is a :class:`wanir.Estimate` or an
     unannotated/annotated pipeline Graph (``cfg`` then gives the roofline and memory options).
     Returns a :class:`MultiDeviceCost`: per-device time, memory and communication per stage
     and in total (seconds, bytes), speedup and parallel efficiency against one device of the
@@ -1022,6 +1040,8 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
         hw = hwlib.load(hardware)
     else:
         hw = hardware
+    if plan is None:
+        plan = cfg.get("parallel") if cfg is not None and cfg.get("parallel") is not None else "single"
     p = plan_from(plan, devices)
     check_plan(p, guidance=_guidance(graph))
     single = DeviceGraph(graph, Plan(), cfg).cost(hw)
@@ -1034,3 +1054,98 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
 def _guidance(graph: Graph):
     wl = graph.meta.get("workload") or {}
     return wl.get("guidance")
+
+
+# ------------------------------------------------------------------------ reports
+
+
+def _fmt_s(v):
+    from .report import fmt_time
+    return fmt_time(v)
+
+
+def _fmt_b(v):
+    from .report import fmt_bytes
+    return fmt_bytes(v)
+
+
+def cost_rows(cost: MultiDeviceCost) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the per-device table: one row per stage plus a total row."""
+    head = ["stage", "devices", "invocations/device", "compute", "comm", "comm exposed", "comm bytes", "time",
+            "weights/device", "peak act."]
+    body = []
+    for r in cost.stages.values():
+        k = r["invocations"]
+        body.append([r["name"], str(r["devices"]), str(k), _fmt_s(r["compute_s"] * k), _fmt_s(r["comm_s"] * k),
+                     _fmt_s(r["exposed_comm_s"] * k), _fmt_b(r["comm_bytes"] * k), _fmt_s(r["time_s"]),
+                     _fmt_b(r["weight_bytes"]), _fmt_b(r["peak_activation_bytes"])])
+    body.append(["total", str(cost.plan.degree), "", _fmt_s(sum(r["compute_s"] * r["invocations"] for r in cost.stages.values())),
+                 _fmt_s(sum(r["comm_s"] * r["invocations"] for r in cost.stages.values())), _fmt_s(cost.comm_s),
+                 _fmt_b(sum(r["comm_bytes"] * r["invocations"] for r in cost.stages.values())), _fmt_s(cost.time_s),
+                 _fmt_b(sum(r["weight_bytes"] for r in cost.stages.values())), _fmt_b(cost.peak_memory_bytes)])
+    return head, body
+
+
+def summary_lines(cost: MultiDeviceCost) -> list[str]:
+    """Plain-text lines under the table: time, communication share, speedup, memory, notes."""
+    d = cost.to_dict()["total"]
+    gib = 2**30
+    lines = [f"per video: {_fmt_s(d['time_s'])} on {cost.plan.degree} × {cost.hardware.name} "
+             f"(one device: {_fmt_s(d['single_device_time_s'])}); communication exposed {_fmt_s(d['comm_s'])} "
+             f"({100 * d['comm_share']:.1f} % of the time)",
+             f"speedup {d['speedup']:.2f}× on {cost.plan.degree} devices (latency {d['latency_speedup']:.2f}×), "
+             f"parallel efficiency {100 * d['efficiency']:.0f} %, {d['videos_per_hour']:.1f} videos/hour",
+             f"peak memory per device {d['peak_memory_bytes'] / gib:.1f} GiB of {cost.hardware.memory_bytes / gib:.0f} GiB"
+             + ("" if d["fits"] else " — does not fit"),
+             f"bottleneck: {d['bottleneck']} ({100 * d['bottleneck_share']:.0f} % of the time)"]
+    lines += [f"note: {n}" for n in cost.graph.meta["parallel"]["notes"]]
+    return lines
+
+
+def render_cost(cost: MultiDeviceCost, fmt: str = "table") -> str | None:
+    """Render a MultiDeviceCost as 'json', 'md' or 'csv' (a string); 'table' prints a rich
+    table and returns None."""
+    import json
+    head, body = cost_rows(cost)
+    if fmt == "json":
+        return json.dumps(cost.to_dict(), indent=2, default=str)
+    if fmt == "csv":
+        import csv
+        import io
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["stage", "devices", "invocations", "compute_s", "comm_s", "exposed_comm_s", "comm_bytes",
+                    "time_s", "weight_bytes", "peak_activation_bytes"])
+        for r in cost.stages.values():
+            k = r["invocations"]
+            w.writerow([r["name"], r["devices"], k, r["compute_s"] * k, r["comm_s"] * k, r["exposed_comm_s"] * k,
+                        r["comm_bytes"] * k, r["time_s"], r["weight_bytes"], r["peak_activation_bytes"]])
+        return buf.getvalue()
+    if fmt == "md":
+        lines = [f"**{cost.graph.meta.get('model', cost.graph.name)}** on {cost.plan.degree} × {cost.hardware.name}, "
+                 f"plan {cost.plan.label}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return "\n".join(lines + [""] + summary_lines(cost)) + "\n"
+    if fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+        t = Table(title=f"{cost.graph.meta.get('model', cost.graph.name)} per device: {cost.plan.degree} × "
+                        f"{cost.hardware.name}, plan {cost.plan.label}")
+        for h in head:
+            t.add_column(h, justify="left" if h == "stage" else "right")
+        for i, r in enumerate(body):
+            t.add_row(*r, end_section=(i == len(body) - 2))
+        con = Console()
+        con.print(t)
+        for line in summary_lines(cost):
+            con.print(line)
+        return None
+    raise ValueError(f"unknown format {fmt!r}; allowed: table, json, md, csv")
+
+
+def is_multi_device(cfg) -> bool:
+    """Whether the config's ``parallel`` plan uses more than one device or shards weights."""
+    if cfg is None or cfg.get("parallel") is None:
+        return False
+    p = resolve_plan(cfg.parallel)
+    return p.degree > 1 or p.fsdp > 1

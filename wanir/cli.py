@@ -30,6 +30,13 @@ def cmd_estimate(args) -> int:
     est = estimate(args.overrides, args.config_dir)
     for line in est.extra.get("inferred", []):  # model.from: what was read from the files
         print(line, file=sys.stderr)
+    from wanir.backends.parallel import is_multi_device
+    if is_multi_device(est.config) and args.by == "stage":   # per-device table of the parallel plan
+        from wanir.backends.parallel import multi_device_cost, render_cost
+        out = render_cost(multi_device_cost(est), args.format)
+        if out is not None:
+            sys.stdout.write(out if out.endswith("\n") else out + "\n")
+        return 0
     if args.by != "stage":
         from wanir.backends.report import render_scopes
         out = render_scopes(est, args.format, depth=args.depth, by=args.by)
