@@ -1,0 +1,131 @@
+"""roofline backend: node times derived by hand, ideal <= calibrated, growth with workload."""
+import pytest
+import yaml
+
+from wanir import hardware
+from wanir.backends import roofline
+from wanir.builder import GraphBuilder
+from wanir.estimate import estimate, estimate_graph
+from wanir.passes import bytes as bytes_pass
+from wanir.passes import flops
+
+from test_hardware import SPEC
+
+HW = hardware.from_mapping(yaml.safe_load(SPEC), origin="test")   # 100 TFLOP/s bf16, 1 TB/s, eff 0.5, 5 us
+
+
+def _graph():
+    b = GraphBuilder()
+    with b.stage("s", invocations=3):
+        x = b.input("x", (1024, 1024), "bf16")
+        with b.repeat("blocks", 2):
+            y = b.linear(x, 1024, bias=False, name="fc")
+        b.add(y, y, name="add")
+    flops.run(b.graph)
+    bytes_pass.run(b.graph)
+    return b.graph
+
+
+def test_node_times_by_hand():
+    g = _graph()
+    r = roofline.run(g, HW)
+    fc, add = g.find("fc")[0].costs, g.find("add")[0].costs
+    f = 2 * 1024 ** 3                                   # 2MNK
+    by = 3 * 1024 * 1024 * 2                            # x, W, y in bf16
+    assert fc["compute_s"] == pytest.approx(f / (100e12 * 0.5))
+    assert fc["memory_s"] == pytest.approx(by / (1e12 * 0.5))
+    assert fc["time_s"] == pytest.approx(f / 50e12 + 5e-6)
+    assert fc["bound"] == "compute" and fc["intensity"] == pytest.approx(f / by)
+    # add: 1024^2 vector FLOPs at 10 TFLOP/s x 0.5; reads y once per slot, writes one
+    n = 1024 * 1024
+    assert add["compute_s"] == pytest.approx(n / 5e12)
+    assert add["memory_s"] == pytest.approx(3 * n * 2 / 0.5e12)
+    assert add["bound"] == "memory"
+    assert r["time_s"]["s"] == pytest.approx(2 * fc["time_s"] + add["time_s"])
+    assert r["ridge_point"] == pytest.approx(100)
+
+
+def test_ideal_is_speed_of_light():
+    g = _graph()
+    roofline.run(g, HW, mode="ideal")
+    fc = g.find("fc")[0].costs
+    assert fc["time_s"] == pytest.approx(2 * 1024 ** 3 / 100e12)
+
+
+def test_offload_adds_weight_transfer():
+    g = _graph()
+    w = {"s": 2 * 1024 * 1024 * 2}
+    r = roofline.run(g, HW, offload_model=True, weight_bytes=w)
+    assert r["transfer_s"] == pytest.approx(2 * w["s"] / (32e9 * 0.8))
+
+
+def test_flash3_needs_a_table():
+    with pytest.raises(ValueError, match="flash3"):
+        roofline.run(_graph(), hardware.load("a100-80gb"), attention_kernel="flash3")
+
+
+def test_estimate_graph_without_config_uses_defaults():
+    b = GraphBuilder()
+    with b.stage("s"):
+        b.gelu(b.input("x", (64, 64), "bf16"))
+    est = estimate_graph(b.graph)
+    assert est.hardware == "h100-sxm" and est.total["time_s"] > 0 and est.total["peak_memory_bytes"] == 2 * 64 * 64 * 2
+
+
+SMALL = ["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=17",
+         "workload.steps=2"]
+
+
+def test_ideal_never_above_calibrated_per_node_and_total():
+    cal = estimate(SMALL)
+    cal_nodes = {n.id: n.costs["time_s"] for n in cal.graph}
+    ideal = estimate(SMALL + ["roofline=ideal"])
+    assert ideal.total["time_s"] <= cal.total["time_s"]
+    for n in ideal.graph:
+        assert n.costs["time_s"] <= cal_nodes[n.id] * (1 + 1e-12)
+
+
+def test_time_and_memory_grow_with_resolution_and_frames():
+    base = estimate(SMALL)
+    taller = estimate(SMALL[:1] + ["workload.height=720", "workload.width=1280"] + SMALL[3:])
+    longer = estimate(SMALL[:3] + ["workload.frames=33", "workload.steps=2"])
+    for bigger in (taller, longer):
+        assert bigger.total["time_s"] > base.total["time_s"]
+        assert bigger.total["peak_memory_bytes"] > base.total["peak_memory_bytes"]
+        for s in ("diffusion_core", "vae_decode"):
+            assert bigger.stage(s).per_invocation["peak_activation_bytes"] > \
+                base.stage(s).per_invocation["peak_activation_bytes"]
+
+
+def test_policies_change_what_they_should():
+    base = estimate(SMALL)
+    t5 = estimate(SMALL + ["memory.t5_cpu=true"])
+    off = estimate(SMALL + ["memory.offload_model=true"])
+    fused = estimate(SMALL + ["roofline.fusion=fused"])
+    math = estimate(SMALL + ["roofline.attention_kernel=math"])
+    te_w = base.stage("text_encoder").per_invocation["weight_bytes"]
+    assert t5.total["peak_memory_bytes"] == base.total["peak_memory_bytes"] - te_w
+    assert t5.extra["stages"]["text_encoder"]["device"] == "host-cpu"
+    assert off.total["peak_memory_bytes"] < base.total["peak_memory_bytes"]
+    gpu_w = sum(s.per_invocation["weight_bytes"] for s in base.stages)
+    hw = hardware.load("h100-sxm")
+    assert off.total["time_s"] - base.total["time_s"] == pytest.approx(
+        2 * gpu_w / (hw.host_link_bandwidth * hw.host_link_efficiency))
+    assert fused.total["bytes"] < base.total["bytes"]
+    assert math.total["bytes"] > base.total["bytes"]
+    dit = "diffusion_core"
+    assert math.stage(dit).per_invocation["peak_activation_bytes"] > base.stage(dit).per_invocation["peak_activation_bytes"]
+
+
+def test_json_has_no_nulls_for_t2v():
+    d = estimate(SMALL).to_dict()
+    for s in d["stages"]:
+        assert all(v is not None for v in s["per_invocation"].values())
+        assert all(v is not None for v in s["total"].values())
+    assert all(v is not None for v in d["total"].values())
+    assert d["hardware"] == "h100-sxm"
+
+
+def test_does_not_fit_warning():
+    est = estimate(["hardware=rtx-4090"])
+    assert any("does not fit" in w and "rtx-4090" in w for w in est.warnings)
