@@ -49,6 +49,22 @@ def cmd_estimate(args) -> int:
     return 0
 
 
+def cmd_size(args) -> int:
+    from wanir.backends import sizing
+
+    if args.latency is None and args.throughput is None:
+        print("wanir: error: give a target: --latency SECONDS and/or --throughput VIDEOS_PER_HOUR", file=sys.stderr)
+        return 2
+    devices = tuple(int(x) for x in args.devices.split(",")) if args.devices else sizing.DEFAULT_DEVICES
+    hw = [h for h in args.hardware.split(",") if h] if args.hardware else None
+    res = sizing.size(args.overrides, args.config_dir, latency_s=args.latency, throughput=args.throughput,
+                      hardware=hw, devices=devices, prices=sizing.parse_prices(args.price))
+    out = sizing.render(res, args.format, top=args.top, show_all=args.all)
+    if out is not None:
+        sys.stdout.write(out + "\n")
+    return 0
+
+
 def cmd_hardware(args) -> int:
     from wanir.hardware import list_hardware
 
@@ -227,6 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--depth", type=int, default=2,
                    help="with --by scope|kind: scope levels below the stage to group by (default 2)")
     e.set_defaults(func=cmd_estimate)
+
+    z = sub.add_parser("size", help="rank hardware x device count x parallel plan by cost per video for a target")
+    _add_common(z)
+    z.add_argument("--latency", type=float, default=None, help="target seconds per video")
+    z.add_argument("--throughput", type=float, default=None, help="target videos per hour")
+    z.add_argument("--price", action="append", default=[], metavar="HW=USD",
+                   help="USD per GPU-hour of a hardware (repeatable); else the YAML's price_usd_per_gpu_hour")
+    z.add_argument("--hardware", default=None, help="comma-separated hardware names (default: every GPU)")
+    z.add_argument("--devices", default=None, help="comma-separated device counts (default: 1,2,4,8,16,32)")
+    z.add_argument("--top", type=int, default=20, help="rows to show")
+    z.add_argument("--all", action="store_true", help="also show candidates that miss the target")
+    z.add_argument("--format", choices=("table", "json"), default="table")
+    z.set_defaults(func=cmd_size)
 
     hw = sub.add_parser("hardware", help="list the known devices (built-in, --config-dir and entry points)")
     hw.add_argument("--config-dir", default=None, help="your own config directory (its hardware/*.yaml are listed)")
