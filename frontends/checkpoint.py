@@ -125,7 +125,8 @@ class Component:
         """One line: component, family, source and the inferred hyperparameters."""
         keys = [k for k in KEYS[self.family] if k != "family"]
         hp = ", ".join(f"{k}={_fmt(self.config[k])}" for k in keys)
-        return f"{self.component}: {self.family} from {self.source} ({self.naming} naming): {hp}"
+        how = "" if self.naming == "config.json" else f" ({self.naming} naming)"
+        return f"{self.component}: {self.family} from {self.source}{how}: {hp}"
 
     def lines(self) -> list:
         """The lines ``wanir estimate`` prints about this component (summary, assumptions, notes)."""
@@ -190,7 +191,8 @@ class Inspection:
         out = [f"{self.path} ({self.format})"]
         for c in self.components:
             out.append("")
-            out.append(f"{c.component}: {c.family} ({c.naming} naming, from {c.source})")
+            how = "" if c.naming == "config.json" else f"{c.naming} naming, "
+            out.append(f"{c.component}: {c.family} ({how}from {c.source})")
             for k in KEYS[c.family]:
                 if k != "family":
                     out.append(f"  {k:<32} {_fmt(c.config[k])}")
