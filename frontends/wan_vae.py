@@ -112,6 +112,9 @@ def arch_from_cfg(cfg) -> VaeArch:
     if len(td) != len(dim_mult) - 1 or not all(isinstance(t, bool) for t in td):
         raise ConfigError(f"vae.temperal_downsample={list(td)}: needs {len(dim_mult) - 1} booleans "
                           f"(one per downsampling level of dim_mult={list(dim_mult)})")
+    if list(_get(cfg, "attn_scales")):
+        raise ConfigError(f"vae.attn_scales={list(_get(cfg, 'attn_scales'))}: only [] is modeled (diffusers' "
+                          f"chunked encoder cannot call an attention block inside down_blocks)")
     if sum(td) != 2:
         raise ConfigError(f"vae.temperal_downsample={list(td)}: the chunked loop reads 4 frames per chunk, "
                           f"so exactly two levels must downsample in time")
@@ -121,7 +124,7 @@ def arch_from_cfg(cfg) -> VaeArch:
         z_dim=_posint("vae.z_dim", _get(cfg, "z_dim")),
         dim_mult=dim_mult,
         num_res_blocks=_posint("vae.num_res_blocks", _get(cfg, "num_res_blocks")),
-        attn_scales=tuple(float(s) for s in _get(cfg, "attn_scales")),
+        attn_scales=(),
         temperal_downsample=td,
         in_channels=_posint("vae.in_channels", _get(cfg, "in_channels", 3)),
         out_channels=_posint("vae.out_channels", _get(cfg, "out_channels", 3)),
@@ -302,15 +305,16 @@ def _upsample(b, ch: _Chunk, x, mode: str, dtype, name: str):
             y = b.contiguous(b.permute(y, (0, 2, 3, 1, 4, 5), name="interleave_t"), name="interleave")
             x = b.reshape(y, (B, C, 2 * n, h, w), name="time_x2")
         y = _frames_to_batch(b, x)
-        with b.scope("resample.0"):
-            fp32 = get_dtype("fp32")
-            if y.dtype != fp32:
-                y = b.upsample(b.cast(y, fp32, name="to_fp32"), 2, name="upsample")
-                y = b.cast(y, x.dtype, name="to_dtype")
-            else:
-                y = b.upsample(y, 2, name="upsample")
-        with b.scope("resample.1"):
-            y = b.conv2d(y, C // 2, 3, padding=1, name="conv")
+        with b.scope("resample"):
+            with b.scope("0"):
+                fp32 = get_dtype("fp32")
+                if y.dtype != fp32:
+                    y = b.upsample(b.cast(y, fp32, name="to_fp32"), 2, name="upsample")
+                    y = b.cast(y, x.dtype, name="to_dtype")
+                else:
+                    y = b.upsample(y, 2, name="upsample")
+            with b.scope("1"):
+                y = b.conv2d(y, C // 2, 3, padding=1, name="conv")
         return _batch_to_frames(b, y, B)
 
 
@@ -321,10 +325,11 @@ def _downsample(b, ch: _Chunk, x, mode: str, name: str):
     B, C = x.shape[:2]
     with b.scope(name):
         y = _frames_to_batch(b, x)
-        with b.scope("resample.0"):
-            y = b.pad(y, (0, 1, 0, 1), name="zero_pad")
-        with b.scope("resample.1"):
-            y = b.conv2d(y, C, 3, stride=2, name="conv")
+        with b.scope("resample"):
+            with b.scope("0"):
+                y = b.pad(y, (0, 1, 0, 1), name="zero_pad")
+            with b.scope("1"):
+                y = b.conv2d(y, C, 3, stride=2, name="conv")
         x = _batch_to_frames(b, y, B)
         if mode == "downsample3d":
             with b.scope("time_conv"):
@@ -365,23 +370,19 @@ def _decoder_chunk(b, arch: VaeArch, ch: _Chunk, x, dtype):
 
 def _encoder_chunk(b, arch: VaeArch, ch: _Chunk, x):
     """WanEncoder3d on one chunk (scope ``encoder``); ``down_blocks`` is the flat module
-    list diffusers builds (residual blocks, attention where ``attn_scales`` asks, resamplers)."""
+    list diffusers builds (residual blocks, then a resampler per level but the last)."""
     dims = [arch.base_dim * u for u in (1,) + tuple(arch.dim_mult)]
     with b.scope("encoder"):
         x = _causal_conv(b, ch, x, dims[0], "conv_in")
-        idx, scale = 0, 1.0
+        idx = 0
         for i, out in enumerate(dims[1:]):
             for _ in range(arch.num_res_blocks):
                 x = _resblock(b, ch, x, out, f"down_blocks.{idx}")
                 idx += 1
-                if scale in arch.attn_scales:
-                    x = _attention(b, x, f"down_blocks.{idx}")
-                    idx += 1
             if i != len(arch.dim_mult) - 1:
                 mode = "downsample3d" if arch.temperal_downsample[i] else "downsample2d"
                 x = _downsample(b, ch, x, mode, f"down_blocks.{idx}")
                 idx += 1
-                scale /= 2.0
         x = _mid_block(b, ch, x)
         return _head(b, ch, x, 2 * arch.z_dim)
 
