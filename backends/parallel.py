@@ -635,10 +635,10 @@ class _Sharder:
 
 
 def _token_axis(shape, L) -> int | None:
-    """The axis of ``shape`` that holds the L tokens (the first one of size L past the
-    batch axis), or None."""
-    for i, s in enumerate(shape):
-        if s == L and (i > 0 or len(shape) == 1):
+    """The axis of ``shape`` that holds the L tokens: the first one of size L past the batch
+    axis and before the last (channel) axis, or None."""
+    for i, s in enumerate(shape[1:-1], start=1):
+        if s == L:
             return i
     return None
 
