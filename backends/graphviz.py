@@ -119,7 +119,7 @@ class Unit:
 class _Layout:
     """Assigns each graph node to the unit it is drawn in."""
 
-    def __init__(self, graph: Graph, stages: list[str], depth: int):
+    def __init__(self, graph: Graph, stages: list[str], depth: int, max_ops: int | None = None):
         self.graph = graph
         self.depth = depth
         self.units: dict[str, Unit] = {}
@@ -131,6 +131,31 @@ class _Layout:
                                if n.category == "communication" and self._collapse_scope(n) is not None}
         for n in nodes:
             self._place(n)
+        if max_ops is not None:
+            self._merge_crowded(max_ops)
+
+    def _merge_crowded(self, max_ops: int) -> None:
+        """In a cluster drawing more than ``max_ops`` single ops, fold those ops into one box
+        (communication ops and inputs stay on their own)."""
+        by_parent: dict[int, list[Unit]] = {}
+        for u in self.units.values():
+            if u.kind == "op" and u.nodes[0].category != "communication":
+                by_parent.setdefault(id(u.parent), []).append(u)
+        for group in by_parent.values():
+            if len(group) <= max_ops:
+                continue
+            parent = group[0].parent
+            uid = "m" + str(abs(hash(parent.path)) % 10**12)
+            m = self.units[uid] = Unit(uid, "scope", parent.name, parent, scope=parent)
+            for u in group:
+                del self.units[u.id]
+                m.nodes += u.nodes
+                m.flops += u.flops
+                m.time_s += u.time_s
+                for k, v in u.bound_time.items():
+                    m.bound_time[k] = m.bound_time.get(k, 0.0) + v
+                for n in u.nodes:
+                    self.unit_of[n.id] = uid
 
     def _collapse_scope(self, n: Node) -> Scope | None:
         """The ancestor scope of ``n`` exactly ``depth`` levels below its stage (the stage
@@ -204,9 +229,10 @@ def _esc(s: str) -> str:
 
 
 def to_digraph(graph: Graph, stage: str | None = None, depth: int = 2, color: str = "bound",
-               title: str | None = None):
+               title: str | None = None, max_ops: int | None = 12):
     """A ``graphviz.Digraph`` of ``graph`` (all stages, or ``stage``) drawn down to ``depth``
-    scope levels below each stage; ``color`` is one of COLOR_MODES."""
+    scope levels below each stage; ``color`` is one of COLOR_MODES. A cluster that would draw
+    more than ``max_ops`` single ops draws them as one "(N other ops)" box (None: never)."""
     import graphviz
 
     if color not in COLOR_MODES:
@@ -220,7 +246,7 @@ def to_digraph(graph: Graph, stage: str | None = None, depth: int = 2, color: st
         stages = [stage]
     else:
         stages = all_stages
-    lay = _Layout(graph, stages, depth)
+    lay = _Layout(graph, stages, depth, max_ops)
     total_time = sum(u.time_s for u in lay.units.values())
     total_flops = sum(u.flops for u in lay.units.values())
     use_time = lay.have_time and total_time > 0
@@ -262,7 +288,7 @@ def to_digraph(graph: Graph, stage: str | None = None, depth: int = 2, color: st
         share = share_of(u)
         if u.kind == "scope":
             ops = len(u.nodes)
-            title_ = _esc(_scope_label(u.scope)) if u.parent is not u.scope else "(other ops)"
+            title_ = _esc(_scope_label(u.scope)) if u.parent is not u.scope else f"({len(u.nodes)} other ops)"
             kinds = {}
             for n in u.nodes:
                 kinds[n.category] = kinds.get(n.category, 0) + 1
