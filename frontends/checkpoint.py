@@ -998,4 +998,20 @@ def apply_model_from(cfg):
         cfg[comp.component] = OmegaConf.create(base)
         lines += comp.lines()
     cfg.model.name = f"from:{Path(str(src)).name}"
-    return cfg, lines
+    return cfg, lines + _consistency_notes(cfg)
+
+
+def _consistency_notes(cfg) -> list:
+    """Lines naming where the (partly inferred) components disagree with one another."""
+    out = []
+    dit, te, vae = cfg.get("dit"), cfg.get("text_encoder"), cfg.get("vae")
+    if dit is not None and te is not None and te.get("d_model") is not None and dit.get("text_dim") != te.get("d_model"):
+        out.append(f"note: dit.text_dim={dit.get('text_dim')} but text_encoder.d_model={te.get('d_model')}; "
+                   f"the DiT's text embedder expects another text encoder width")
+    if dit is not None and vae is not None and vae.get("z_dim") is not None:
+        z = int(vae.get("z_dim"))
+        want = 2 * z + 4 if dit.get("image_dim") is not None else z
+        if dit.get("in_channels") != want:
+            out.append(f"note: dit.in_channels={dit.get('in_channels')} but the VAE (z_dim={z}) gives {want} "
+                       f"input channels")
+    return out

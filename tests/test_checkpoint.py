@@ -327,6 +327,7 @@ def test_pipeline_directory_and_estimate(ckpts, tmp_path):
     vae = models["vae"]
     assert est.stage("vae_decode").per_invocation["params"] == _n(vae.decoder) + _n(vae.post_quant_conv)
     assert len(est.extra["inferred"]) >= 3
+    assert not any(line.startswith("note:") for line in est.extra["inferred"])  # components agree
 
 
 @pytest.mark.reference
@@ -341,6 +342,8 @@ def test_cli_estimate_and_inspect(ckpts, capsys):
     core = [s for s in json.loads(r.stdout)["stages"] if s["name"] == "diffusion_core"][0]
     assert core["per_invocation"]["params"] == n
     assert "attention_head_dim=128" in r.stderr and "num_layers=2" in r.stderr
+    # the tiny DiT's text_dim differs from the built-in UMT5-XXL width: said, not hidden
+    assert f"dit.text_dim={DIT_T2V['text_dim']} but text_encoder.d_model=4096" in r.stderr
     # the same in-process on the PyTorch state dict
     assert main(["estimate", "model=wan2.1-t2v-1.3b", f"model.from={d / 'dit.pth'}", "workload=480p",
                  "--format", "json"]) == 0
