@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import WanirError
@@ -289,6 +290,9 @@ def main(argv=None) -> int:
     """Entry point of the ``wanir`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not sys.stdout.isatty():
+        # piped or captured output: wide tables instead of rich's 80-column default
+        os.environ.setdefault("COLUMNS", "200")
     try:
         return args.func(args)
     except WanirError as e:

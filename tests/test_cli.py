@@ -1,0 +1,48 @@
+"""CLI smoke tests through a subprocess."""
+import json
+import subprocess
+import sys
+
+SCHEMA_STAGE = {"tensor_flops", "vector_flops", "params", "weight_bytes", "bytes", "peak_activation_bytes", "time_s"}
+SCHEMA_TOTAL = {"tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak_memory_bytes"}
+
+
+def wanir(*args):
+    return subprocess.run([sys.executable, "-m", "wanir.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_estimate_json_schema():
+    r = wanir("estimate", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert set(d) == {"model", "hardware", "workload", "stages", "total"}
+    assert set(d["total"]) == SCHEMA_TOTAL
+    for s in d["stages"]:
+        assert set(s) == {"name", "invocations", "per_invocation", "total"}
+        assert set(s["per_invocation"]) == SCHEMA_STAGE == set(s["total"])
+
+
+def test_estimate_small_model_and_formats():
+    for fmt in ("table", "md", "csv"):
+        r = wanir("estimate", "model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "--format", fmt)
+        assert r.returncode == 0, r.stderr
+        assert "diffusion_core" in r.stdout
+
+
+def test_bad_frame_count_is_one_line_error():
+    r = wanir("estimate", "workload.frames=80")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "workload.frames=80" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_typo_is_one_line_error():
+    r = wanir("estimate", "workload.heigth=480")
+    assert r.returncode == 2 and "did you mean 'workload.height'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_config_and_ops():
+    r = wanir("config", "workload.height=480")
+    assert r.returncode == 0 and "height: 480" in r.stdout
+    r = wanir("ops", "--format", "json")
+    ops = json.loads(r.stdout)
+    assert ops["conv3d"]["category"] == "conv" and ops["sdpa"]["category"] == "attention"
