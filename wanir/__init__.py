@@ -16,8 +16,20 @@ from .graph import Graph, Node, Value, Weight
 from .scope import Scope
 from .tensor import TensorType
 
+
+
+def multi_device_cost(estimate_or_graph, hardware=None, devices=None, plan=None, cfg=None):
+    """Per-device time, memory and communication of a generation on ``devices`` devices of
+    ``hardware`` under a parallel ``plan`` (name such as ``"fsdp+ulysses"``, a Plan or a
+    ``parallel`` mapping), with speedup and parallel efficiency against one device. Returns a
+    :class:`wanir.backends.parallel.MultiDeviceCost` (seconds, bytes). See docs/parallel.md."""
+    from wanir.backends.parallel import multi_device_cost as _mdc
+    return _mdc(estimate_or_graph, hardware, devices, plan, cfg)
+
+
 __version__ = "0.1.0"
 __all__ = [
+    "multi_device_cost",
     "GraphBuilder", "DType", "get_dtype", "ConfigError", "GraphError", "ShapeError", "SpecError",
     "UnknownOpError", "WanirError", "Estimate", "build", "estimate", "estimate_graph", "Graph", "Node",
     "Value", "Weight", "Scope", "TensorType",
