@@ -292,7 +292,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not sys.stdout.isatty():
         # piped or captured output: wide tables instead of rich's 80-column default
-        os.environ.setdefault("COLUMNS", "200")
+        cols = os.environ.get("COLUMNS", "")
+        if not cols.isdigit() or int(cols) < 160:
+            os.environ["COLUMNS"] = "200"
     try:
         return args.func(args)
     except WanirError as e:
