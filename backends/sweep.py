@@ -7,9 +7,11 @@ comma lists (``a=1,2,3``), ``range(start, stop[, step])`` and ``choice(a, b)``. 
 without a sweep are applied to every point.
 
 Speed: a configuration is composed by Hydra once per distinct combination of group choices
-(``model=``, ``hardware=``, ...); each point then copies that composition and sets its value
-overrides with OmegaConf. The graph is lowered and annotated once per point (the pipeline
-build and the passes dominate; ``benchmarks/bench_sweep.py`` reports where the time goes).
+(``model=``, ``hardware=``, ...); each point then sets its value overrides with OmegaConf.
+The graph is lowered and counted (flops, bytes, memory) once per distinct point *up to the
+timing keys* (``hardware``, ``roofline.mode``): points that differ only there share the
+counted graph and re-run just the roofline backend. ``benchmarks/bench_sweep.py`` reports
+where the time goes.
 
 :func:`run_sweep` returns a :class:`SweepResult` whose ``rows`` are the CSV rows (one per
 point): every override as given, then per-stage FLOPs, bytes, time and peak activation
@@ -225,23 +227,65 @@ def heaviest_ops(est, n: int = TOP_OPS) -> list[dict]:
 _WORKER: dict = {}
 
 
+class ReusingEstimator:
+    """Estimates sweep points, lowering and counting each distinct graph once: points whose
+    overrides differ only in timing keys (:data:`wanir.estimate.TIMING_KEYS`) share the
+    counted graph and re-run only the roofline backend. Keeps the ``size`` most recent graphs."""
+
+    def __init__(self, size: int = 32):
+        from collections import OrderedDict
+
+        self.size = size
+        self.cache: "OrderedDict[tuple, tuple]" = OrderedDict()
+
+    @staticmethod
+    def key(point) -> tuple:
+        """The point's overrides that change the graph or its counts."""
+        from wanir.estimate import TIMING_KEYS
+
+        return tuple((a.name, s) for a, _, s in point
+                     if not any(a.name == k or a.name.startswith(k + ".") for k in TIMING_KEYS))
+
+    def __call__(self, cfg, point):
+        """The Estimate of one composed point config."""
+        from wanir.estimate import annotate_counts, annotate_time, summarize
+        from wanir.frontends.checkpoint import apply_model_from
+        from wanir.frontends.pipeline import build_pipeline
+
+        key = self.key(point)
+        hit = self.cache.get(key)
+        if hit is None:
+            cfg_m, _ = apply_model_from(cfg)
+            graph = build_pipeline(cfg_m)
+            hit = (graph, annotate_counts(graph, cfg_m))
+            self.cache[key] = hit
+            if len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(key)
+        graph, counts = hit
+        return summarize(graph, annotate_time(graph, cfg, counts), cfg)
+
+
 def _worker_init(config_dir, estimator):
     _WORKER["composer"] = PointComposer(config_dir)
     _WORKER["estimator"] = estimator
+    _WORKER["reuse"] = ReusingEstimator()
 
 
 def _estimate_point(point):
     """Estimate one point in this process; returns (row, hardware, heaviest ops, roof, seconds
     estimating)."""
-    from wanir.estimate import estimate_config
-
     from .plots import hardware_roof
 
     composer = _WORKER.setdefault("composer", PointComposer(None))
-    estimator = _WORKER.get("estimator") or estimate_config
+    estimator = _WORKER.get("estimator")
     cfg = composer.compose(point)
     t0 = time.perf_counter()
-    est = estimator(cfg)
+    if estimator is None:
+        est = _WORKER.setdefault("reuse", ReusingEstimator())(cfg, point)
+    else:
+        est = estimator(cfg)
     dt = time.perf_counter() - t0
     hw = est.hardware or str(OmegaConf.select(cfg, "hardware.name", default=None) or "-")
     return point_row(point, est), hw, heaviest_ops(est), hardware_roof(cfg), dt
@@ -251,7 +295,8 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
               estimator: Callable | None = None, jobs: int = 1) -> SweepResult:
     """Estimate every point of the sweep ``overrides``; returns a :class:`SweepResult` whose
     rows are in cross-product order. ``estimator`` (default
-    :func:`wanir.estimate.estimate_config`) maps a composed config to an Estimate; ``jobs`` > 1
+    :class:`ReusingEstimator`, equivalent to :func:`wanir.estimate.estimate_config` per point) maps a
+    composed config to an Estimate; ``jobs`` > 1
     spreads the points over that many processes. ``timing`` holds seconds spent composing
     configs and estimating (summed over processes) and wall-clock seconds in all."""
     sweep = parse_sweep(overrides)

@@ -87,6 +87,24 @@ def trained_range_warnings(cfg, wl: Workload) -> list[str]:
     return out
 
 
+class _Attrs(dict):
+    """A component's config as a plain dict that also reads as attributes (``cfg.d_model``):
+    frontends read their hyperparameters many times, and plain dicts are much faster to read
+    than config nodes."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def _plain(node) -> _Attrs:
+    from omegaconf import DictConfig, OmegaConf
+
+    return _Attrs(OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node)
+
+
 def build_pipeline(cfg) -> Graph:
     """Lower the configured pipeline into one graph (not yet annotated). ``graph.meta``
     holds the resolved workload, the model name and warnings."""
@@ -99,7 +117,7 @@ def build_pipeline(cfg) -> Graph:
     b = GraphBuilder(name=cfg.model.name)
 
     with b.stage("text_encoder", invocations=cfg_mult), b.weights(prec.text_encoder):
-        umt5.build(b, cfg.text_encoder, seq_len=wl.text_len, batch=wl.batch, dtype=prec.text_encoder)
+        umt5.build(b, _plain(cfg.text_encoder), seq_len=wl.text_len, batch=wl.batch, dtype=prec.text_encoder)
 
     image_len = None
     if i2v:
@@ -107,23 +125,23 @@ def build_pipeline(cfg) -> Graph:
 
         # the image is encoded once; its embedding serves both guidance branches
         with b.stage("image_encoder", invocations=1), b.weights(prec.image_encoder):
-            img = clip.build(b, cfg.image_encoder, batch=wl.batch, dtype=prec.image_encoder)
+            img = clip.build(b, _plain(cfg.image_encoder), batch=wl.batch, dtype=prec.image_encoder)
             image_len = img.shape[1]
 
     if wl.vae_encode or i2v:
         # image-to-video encodes the conditioning video: the image followed by zero frames
         with b.stage("vae_encode", invocations=1), b.weights(prec.vae):
-            wan_vae.build_encoder(b, cfg.vae, video_shape=(3, wl.frames, wl.height, wl.width),
+            wan_vae.build_encoder(b, _plain(cfg.vae), video_shape=(3, wl.frames, wl.height, wl.width),
                                   batch=wl.batch, dtype=prec.vae)
 
     with b.stage("diffusion_core", invocations=wl.steps * cfg_mult), b.weights(prec.dit_weights):
         kw = {"image_len": image_len} if image_len is not None else {}
-        wan_dit.build(b, cfg.dit, latent_shape=(cfg.dit.in_channels, wl.latent_frames, wl.latent_height,
+        wan_dit.build(b, _plain(cfg.dit), latent_shape=(cfg.dit.in_channels, wl.latent_frames, wl.latent_height,
                                                 wl.latent_width),
                       batch=wl.batch, text_len=wl.text_len, compute_dtype=prec.dit_compute, **kw)
 
     with b.stage("vae_decode", invocations=1), b.weights(prec.vae):
-        wan_vae.build_decoder(b, cfg.vae, latent_shape=(wl.latent_channels, wl.latent_frames,
+        wan_vae.build_decoder(b, _plain(cfg.vae), latent_shape=(wl.latent_channels, wl.latent_frames,
                                                         wl.latent_height, wl.latent_width),
                               batch=wl.batch, dtype=prec.vae)
 

@@ -36,39 +36,28 @@ class GraphBuilder:
         self._names: dict[int, set[str]] = {}
 
     # ------------------------------------------------------------------ scopes
-    @contextmanager
-    def _enter(self, scope: Scope):
-        prev, self._scope = self._scope, scope
-        try:
-            yield scope
-        finally:
-            self._scope = prev
+    def _enter(self, scope: Scope) -> "_Entered":
+        return _Entered(self, scope)
 
-    @contextmanager
     def stage(self, name: str, invocations: int = 1):
-        """Open a top-level stage that runs ``invocations`` times per generation."""
+        """Open a top-level stage that runs ``invocations`` times per generation (a context manager)."""
         if self._scope.kind != "root":
             raise WanirError(f"stage '{name}' must be opened at top level, not inside '{self._scope.path}'")
-        with self._enter(self.graph.root.child(name, invocations, "stage")) as s:
-            yield s
+        return self._enter(self.graph.root.child(name, invocations, "stage"))
 
-    @contextmanager
     def scope(self, name: str, repeat: int = 1):
-        """Open a named scope; ``repeat`` > 1 means that many copies with distinct weights."""
-        with self._enter(self._current().child(name, repeat, "repeat" if repeat > 1 else "scope")) as s:
-            yield s
+        """Open a named scope (a context manager); ``repeat`` > 1 means that many copies with
+        distinct weights."""
+        return self._enter(self._current().child(name, repeat, "repeat" if repeat > 1 else "scope"))
 
-    @contextmanager
     def repeat(self, name: str, count: int):
-        """Identical structure ``count`` times with distinct weights (an nn.ModuleList), built once."""
-        with self._enter(self._current().child(name, count, "repeat")) as s:
-            yield s
+        """Identical structure ``count`` times with distinct weights (an nn.ModuleList), built
+        once (a context manager)."""
+        return self._enter(self._current().child(name, count, "repeat"))
 
-    @contextmanager
     def loop(self, name: str, count: int):
-        """The same module run ``count`` times (shared weights), built once."""
-        with self._enter(self._current().child(name, count, "loop")) as s:
-            yield s
+        """The same module run ``count`` times (shared weights), built once (a context manager)."""
+        return self._enter(self._current().child(name, count, "loop"))
 
     @contextmanager
     def weights(self, dtype):
@@ -223,6 +212,22 @@ class GraphBuilder:
 
     def reduce(self, kind, x, dims, keepdim=False, name=None) -> Value:
         return self.op(kind, x, name=name or kind, dims=dims, keepdim=keepdim)
+
+
+class _Entered:
+    """Context manager that makes ``scope`` the builder's current scope."""
+
+    __slots__ = ("b", "scope", "prev")
+
+    def __init__(self, b: GraphBuilder, scope: Scope):
+        self.b, self.scope, self.prev = b, scope, None
+
+    def __enter__(self) -> Scope:
+        self.prev, self.b._scope = self.b._scope, self.scope
+        return self.scope
+
+    def __exit__(self, *exc) -> None:
+        self.b._scope = self.prev
 
 
 def _unary(kind):

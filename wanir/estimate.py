@@ -95,19 +95,40 @@ def _dict_select(d: dict, key: str):
     return d
 
 
-def annotate(graph: Graph, cfg=None) -> dict:
-    """Run the passes over ``graph``: verify, flops, bytes (fusion policy ``roofline.fusion``),
-    memory (residency ``memory.*``) and the roofline backend on ``cfg.hardware`` (h100-sxm
-    when the config has none). Returns their summaries by name, plus the per-stage records
-    ``bytes``, ``peak_activation_bytes`` and ``time_s`` (per invocation) and the pipeline's
-    ``peak_memory_bytes``, ``transfer_s`` and fit ``warnings``."""
-    from wanir import hardware
-    from wanir.backends import roofline
+#: config keys that change only the timing of an annotated graph, not its counts
+TIMING_KEYS = ("hardware", "roofline.mode")
+
+
+def annotate_counts(graph: Graph, cfg=None, check: bool = True) -> dict:
+    """Run the hardware-independent passes over ``graph``: verify (unless ``check`` is
+    False), flops, bytes (fusion policy ``roofline.fusion``) and memory (residency
+    ``memory.*``). Returns their summaries by name ("flops", "bytes_pass", "memory")."""
     from wanir.passes import bytes as bytes_pass
     from wanir.passes import flops, memory, verify
 
-    verify.run(graph)
+    if check:
+        verify.run(graph)
     fusion = _opt(cfg, "roofline.fusion", "eager")
+    kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
+    offload = bool(_opt(cfg, "memory.offload_model", False))
+    t5_cpu = bool(_opt(cfg, "memory.t5_cpu", False))
+    nodes = list(graph)
+    out = {"flops": flops.run(graph)}
+    out["bytes_pass"] = bytes_pass.run(graph, fusion=fusion, attention_kernel=kernel, nodes=nodes)
+    out["memory"] = memory.run(graph, attention_kernel=kernel, offload_model=offload, t5_cpu=t5_cpu, nodes=nodes)
+    return out
+
+
+def annotate_time(graph: Graph, cfg, counts: dict) -> dict:
+    """Time a graph annotated by :func:`annotate_counts` with the roofline backend on
+    ``cfg.hardware`` (h100-sxm when the config has none). Overwrites the nodes' timing
+    annotations. Returns ``counts`` plus "roofline", the per-stage records ``bytes``,
+    ``peak_activation_bytes`` and ``time_s`` (per invocation), the pipeline's
+    ``peak_memory_bytes``, ``transfer_s`` and fit ``warnings``."""
+    from wanir import hardware
+    from wanir.backends import roofline
+    from wanir.passes import memory
+
     kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
     mode = _opt(cfg, "roofline.mode", "calibrated")
     offload = bool(_opt(cfg, "memory.offload_model", False))
@@ -115,16 +136,13 @@ def annotate(graph: Graph, cfg=None) -> dict:
     hw = hardware.from_config(cfg)
     host_stages = memory.HOST_STAGES_T5_CPU if t5_cpu else ()
     host = hardware.load(_opt(cfg, "memory.host", "host-cpu")) if host_stages else None
-
-    out = {"flops": flops.run(graph)}
-    nodes = list(graph)
-    by = bytes_pass.run(graph, fusion=fusion, attention_kernel=kernel, nodes=nodes)
-    mem = memory.run(graph, attention_kernel=kernel, offload_model=offload, t5_cpu=t5_cpu, nodes=nodes)
+    by, mem = counts["bytes_pass"], counts["memory"]
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
-                      offload_model=offload, nodes=nodes,
+                      offload_model=offload,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
     graph.meta["hardware"] = hw.name
-    out.update(bytes_pass=by, memory=mem, roofline=rf,
+    out = dict(counts)
+    out.update(roofline=rf,
                bytes={s: r["bytes"] for s, r in by.items()},
                peak_activation_bytes={s: r["peak_activation_bytes"] for s, r in mem["stages"].items()},
                time_s=dict(rf["time_s"]),
@@ -133,6 +151,12 @@ def annotate(graph: Graph, cfg=None) -> dict:
     msg = memory.fit_message(mem["pipeline"], hw.memory_bytes, hw.name, offload, t5_cpu)
     out["warnings"] = [msg] if msg else []
     return out
+
+
+def annotate(graph: Graph, cfg=None) -> dict:
+    """Run every pass over ``graph`` (:func:`annotate_counts`, then :func:`annotate_time`);
+    returns the summaries by name."""
+    return annotate_time(graph, cfg, annotate_counts(graph, cfg))
 
 
 def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = ()) -> Estimate:

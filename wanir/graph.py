@@ -97,49 +97,75 @@ class Node:
 class Graph:
     """An operator graph: ``nx`` is a networkx DiGraph keyed by node id, with the Node under
     attribute ``node`` and, on every edge, the list of (output index, input slot) pairs it
-    carries. ``root`` is the scope tree; ``meta`` free-form facts about what was built."""
+    carries. ``root`` is the scope tree; ``meta`` free-form facts about what was built.
+
+    Nodes are kept in insertion order (a topological order: a node's inputs exist before
+    it); the networkx view is made on first use and kept until the graph changes, so
+    building a graph costs no networkx bookkeeping."""
 
     def __init__(self, name: str = "graph"):
         self.name = name
-        self.nx = nx.DiGraph()
+        self._nx: nx.DiGraph | None = None
+        self._consumers: dict[int, list[int]] = {}
         self.root = Scope("", None, 1, "root")
         self.weights: dict[str, Weight] = {}
         self.meta: dict = {}
+        self._nodes: dict[int, Node] = {}       # id -> Node, in insertion order
         self._next = 0
 
     # -- construction (used by the builder)
     def add_node(self, kind, name, scope, inputs, outputs, attrs, params) -> Node:
         node = Node(self._next, kind, name, scope, tuple(inputs), tuple(outputs), attrs, params)
-        self._next += 1
-        self.nx.add_node(node.id, node=node)
+        edges: dict[int, list] = {}
         for slot, v in enumerate(node.inputs):
-            if v.producer not in self.nx:
+            if v.producer not in self._nodes:
                 raise GraphError(f"{node.path}: input {slot} refers to undefined node {v.producer}")
-            data = self.nx.get_edge_data(v.producer, node.id)
-            if data is None:
-                self.nx.add_edge(v.producer, node.id, values=[(v.index, slot)])
-            else:
-                data["values"].append((v.index, slot))
+            edges.setdefault(v.producer, []).append((v.index, slot))
+        self._next += 1
+        self._nodes[node.id] = node
+        self._consumers[node.id] = []
+        for producer in edges:
+            self._consumers[producer].append(node.id)
+        self._nx = None
         return node
+
+    @property
+    def nx(self) -> nx.DiGraph:
+        """The graph as a networkx DiGraph (node attribute ``node``, edge attribute ``values``:
+        the (output index, input slot) pairs the edge carries)."""
+        if self._nx is None:
+            g = nx.DiGraph()
+            for node in self._nodes.values():
+                g.add_node(node.id, node=node)
+            for node in self._nodes.values():
+                for slot, v in enumerate(node.inputs):
+                    data = g.get_edge_data(v.producer, node.id)
+                    if data is None:
+                        g.add_edge(v.producer, node.id, values=[(v.index, slot)])
+                    else:
+                        data["values"].append((v.index, slot))
+            self._nx = g
+        return self._nx
 
     # -- queries
     def node(self, nid: int) -> Node:
-        return self.nx.nodes[nid]["node"]
+        """The node with id ``nid``."""
+        return self._nodes[nid]
 
     def __iter__(self) -> Iterator[Node]:
         """Nodes in insertion order (a topological order for builder-made graphs)."""
-        for nid in self.nx.nodes:
-            yield self.nx.nodes[nid]["node"]
+        return iter(self._nodes.values())
 
     def __len__(self) -> int:
-        return self.nx.number_of_nodes()
+        return len(self._nodes)
 
     def topo(self) -> list[Node]:
         """Nodes in a topological order (insertion order breaks ties)."""
         return [self.node(n) for n in nx.lexicographical_topological_sort(self.nx)]
 
     def consumers(self, nid: int) -> list[Node]:
-        return [self.node(s) for s in self.nx.successors(nid)]
+        """The nodes that read an output of node ``nid`` (each once, in insertion order)."""
+        return [self._nodes[s] for s in self._consumers[nid]]
 
     @property
     def stages(self) -> dict[str, Scope]:
@@ -147,13 +173,14 @@ class Graph:
         return dict(self.root.children)
 
     def stage_nodes(self, stage: str) -> list[Node]:
+        """The nodes of one stage, in insertion order."""
         return [n for n in self if n.scope.stage.name == stage]
 
     def stage_weights(self, stage: str) -> dict[str, Weight]:
         """Distinct weights (by key) used by the nodes of one stage."""
         out: dict[str, Weight] = {}
         for n in self:
-            if n.scope.stage.name == stage:
+            if n.params and n.scope.stage.name == stage:
                 for w in n.params.values():
                     out[w.key] = w
         return out

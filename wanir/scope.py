@@ -19,9 +19,13 @@ KINDS = ("root", "stage", "scope", "repeat", "loop")
 
 class Scope:
     """One level of the scope tree. ``path`` is '/'-joined names below the root;
-    ``multiplicity`` the product of repeats from the root down to this level (int)."""
+    ``multiplicity`` the product of repeats from the root down to this level (int).
 
-    __slots__ = ("name", "parent", "repeat", "kind", "children", "path", "depth")
+    A scope never changes after it is made, so everything derived from its ancestors
+    (path, stage, multiplicities, weight path) is computed once, here."""
+
+    __slots__ = ("name", "parent", "repeat", "kind", "children", "path", "depth", "stage", "multiplicity",
+                 "count_per_invocation", "weight_count", "weight_path")
 
     def __init__(self, name: str, parent: "Scope | None", repeat: int = 1, kind: str = "scope"):
         if kind not in KINDS:
@@ -36,10 +40,27 @@ class Scope:
         self.repeat = repeat
         self.kind = kind
         self.children: dict[str, Scope] = {}
-        self.path = name if parent is None or parent.parent is None else f"{parent.path}/{name}"
         if parent is None:
-            self.path = ""
-        self.depth = 0 if parent is None else parent.depth + 1
+            #: the root: no path, no stage, every count 1
+            self.path, self.depth, self.stage = "", 0, None
+            self.multiplicity = self.count_per_invocation = self.weight_count = 1
+            self.weight_path = ""
+            return
+        self.path = f"{parent.path}/{name}" if parent.path else name
+        self.depth = parent.depth + 1
+        #: the stage this scope belongs to (None for the root)
+        self.stage = self if kind == "stage" else parent.stage
+        #: times this scope's contents run per generation (all repeats, stage included)
+        self.multiplicity = parent.multiplicity * repeat
+        #: times this scope's contents run per invocation of its stage (stage repeat excluded)
+        self.count_per_invocation = parent.count_per_invocation * (1 if kind == "stage" else repeat)
+        #: distinct copies of a weight owned here: the product of ``repeat`` levels only
+        self.weight_count = parent.weight_count * (repeat if kind == "repeat" else 1)
+        #: path used for weight keys: loop levels are left out (their iterations share weights)
+        if kind == "loop":
+            self.weight_path = parent.weight_path
+        else:
+            self.weight_path = f"{parent.weight_path}/{name}" if parent.weight_path else name
 
     def child(self, name: str, repeat: int = 1, kind: str = "scope") -> "Scope":
         """The child scope ``name``, created on first use; reopening with another repeat
@@ -60,45 +81,6 @@ class Scope:
         while s is not None and s.kind != "root":
             yield s
             s = s.parent
-
-    @property
-    def stage(self) -> "Scope | None":
-        """The stage this scope belongs to (None for the root)."""
-        st = None
-        for s in self.ancestors():
-            st = s
-        return st
-
-    @property
-    def multiplicity(self) -> int:
-        """Times this scope's contents run per generation (product of all repeats, stage included)."""
-        m = 1
-        for s in self.ancestors():
-            m *= s.repeat
-        return m
-
-    @property
-    def count_per_invocation(self) -> int:
-        """Times this scope's contents run per invocation of its stage (stage repeat excluded)."""
-        m = 1
-        for s in self.ancestors():
-            if s.kind != "stage":
-                m *= s.repeat
-        return m
-
-    @property
-    def weight_count(self) -> int:
-        """Distinct copies of a weight owned here: the product of ``repeat`` levels only."""
-        m = 1
-        for s in self.ancestors():
-            if s.kind == "repeat":
-                m *= s.repeat
-        return m
-
-    @property
-    def weight_path(self) -> str:
-        """Path used for weight keys: loop levels are left out (their iterations share weights)."""
-        return "/".join(s.name for s in reversed(list(self.ancestors())) if s.kind != "loop")
 
     def walk(self):
         """This scope and all descendants, depth first."""

@@ -16,14 +16,20 @@ class TensorType:
     dtype: DType
 
     def __post_init__(self):
-        shape = tuple(self.shape)
+        shape = self.shape
+        if type(shape) is not tuple:
+            shape = tuple(shape)
+            object.__setattr__(self, "shape", shape)
         for d in shape:
-            if isinstance(d, bool) or not isinstance(d, int):
-                raise WanirError(f"tensor dimensions must be ints, got {shape!r}")
-            if d <= 0:
-                raise WanirError(f"tensor dimensions must be positive, got {shape!r}")
-        object.__setattr__(self, "shape", shape)
-        object.__setattr__(self, "dtype", get_dtype(self.dtype))
+            if type(d) is not int or d <= 0:
+                if isinstance(d, bool) or not isinstance(d, int):
+                    raise WanirError(f"tensor dimensions must be ints, got {shape!r}")
+                if d <= 0:
+                    raise WanirError(f"tensor dimensions must be positive, got {shape!r}")
+                object.__setattr__(self, "shape", tuple(int(x) for x in shape))   # int subclasses
+                break
+        if type(self.dtype) is not DType:
+            object.__setattr__(self, "dtype", get_dtype(self.dtype))
 
     @property
     def rank(self) -> int:

@@ -140,23 +140,26 @@ def _conv_factory(nd: int):
             raise ShapeMismatch(f"conv{nd}d expects rank {nd + 2} (N, C, {'T, ' if nd == 3 else ''}H, W), got rank {x.rank}")
         c = x.shape[1]
         g = a["groups"]
-        if g <= 0 or c % g or a["out_channels"] % g:
-            raise ShapeMismatch(f"groups={g} must divide in_channels {c} and out_channels {a['out_channels']}")
+        cout = a["out_channels"]
+        if g <= 0 or c % g or cout % g:
+            raise ShapeMismatch(f"groups={g} must divide in_channels {c} and out_channels {cout}")
         if a["in_channels"] is not None and c != a["in_channels"]:
             raise ShapeMismatch(f"channels {c} != in_channels {a['in_channels']}")
         k = _tuple(a["kernel"], nd, "kernel")
         s = _tuple(a["stride"], nd, "stride")
         p = _tuple(a["padding"], nd, "padding")
         d = _tuple(a["dilation"], nd, "dilation")
-        if min(k) <= 0 or min(s) <= 0 or min(d) <= 0 or min(p) < 0:
-            raise ShapeMismatch("kernel, stride and dilation must be positive and padding non-negative")
-        sp = []
-        for L, kk, ss, pp, dd in zip(x.shape[2:], k, s, p, d):
+        sp = [x.shape[0], cout]
+        for i in range(nd):
+            kk, ss, pp, dd = k[i], s[i], p[i], d[i]
+            if kk <= 0 or ss <= 0 or dd <= 0 or pp < 0:
+                raise ShapeMismatch("kernel, stride and dilation must be positive and padding non-negative")
+            L = x.shape[2 + i]
             o = (L + 2 * pp - dd * (kk - 1) - 1) // ss + 1
             if o <= 0:
                 raise ShapeMismatch(f"input size {L} is too small for kernel {kk} (dilation {dd}, padding {pp})")
             sp.append(o)
-        return (_tt((x.shape[0], a["out_channels"], *sp), x.dtype),)
+        return (TensorType(tuple(sp), x.dtype),)
 
     def params(ins, a):
         k = _tuple(a["kernel"], nd, "kernel")
