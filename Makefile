@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 
 # torch is pinned to the CPU build first: a looser requirement can pull a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml

@@ -6,12 +6,22 @@ from dataclasses import dataclass
 from .errors import WanirError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DType:
     """A scalar type. ``bits`` is its width; ``nbytes(n)`` the bytes of n elements."""
 
     name: str
     bits: int
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        if other.__class__ is not DType:
+            return NotImplemented
+        return self.name == other.name and self.bits == other.bits
+
+    def __hash__(self):
+        return hash((self.name, self.bits))
 
     def nbytes(self, numel: int) -> int:
         """Bytes of ``numel`` elements of this type (rounded up to whole bytes), an int."""

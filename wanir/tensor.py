@@ -1,7 +1,7 @@
 """TensorType: an immutable (shape, dtype) pair with concrete Python-int dimensions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 
 from .dtypes import DType, get_dtype
@@ -14,6 +14,9 @@ class TensorType:
 
     shape: tuple[int, ...]
     dtype: DType
+    #: number of elements and size in bytes, computed once (a type never changes)
+    numel: int = field(init=False, repr=False, compare=False)
+    nbytes: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         shape = self.shape
@@ -30,21 +33,24 @@ class TensorType:
                 break
         if type(self.dtype) is not DType:
             object.__setattr__(self, "dtype", get_dtype(self.dtype))
+        n = prod(self.shape)
+        object.__setattr__(self, "numel", n)
+        object.__setattr__(self, "nbytes", self.dtype.nbytes(n))
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        if other.__class__ is not TensorType:
+            return NotImplemented
+        return self.shape == other.shape and self.dtype == other.dtype
+
+    def __hash__(self):
+        return hash((self.shape, self.dtype))
 
     @property
     def rank(self) -> int:
         """Number of dimensions."""
         return len(self.shape)
-
-    @property
-    def numel(self) -> int:
-        """Number of elements (int)."""
-        return prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Size in bytes at this dtype (int)."""
-        return self.dtype.nbytes(self.numel)
 
     def with_dtype(self, dtype) -> "TensorType":
         """The same shape at another dtype."""
