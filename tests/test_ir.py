@@ -207,3 +207,19 @@ def test_flops_pass_rejects_unknown_kind(monkeypatch):
     monkeypatch.delitem(flops.RULES, "linear")
     with pytest.raises(UnknownOpError, match="no rule for op 'linear'"):
         flops.run(b.graph)
+
+
+def test_estimate_verifies_graphs_the_builder_did_not_check():
+    import wanir
+
+    b = _b()
+    x = b.input("x", (2, 8))
+    y = b.linear(x, 4)
+    g = b.graph
+    assert g.unchecked == 0
+    prod = g.node(y.producer)
+    # a node added directly (as a graph transform would) whose recorded output is wrong
+    g.add_node("gelu", "bad", prod.scope, (y,), (TensorType((2, 5), "bf16"),), {}, {})
+    assert g.unchecked == 1
+    with pytest.raises(GraphError, match="differ from the shape rule"):
+        wanir.estimate_graph(g)

@@ -123,3 +123,12 @@ def test_random_invalid_workloads_get_clear_errors(h, w, f):
     cfg.workload.height, cfg.workload.width, cfg.workload.frames = h, w, f
     with pytest.raises(ConfigError, match=r"workload\.(height|width|frames)=\d+: "):
         estimate_config(cfg)
+
+
+@pytest.mark.parametrize("model", ["wan2.1-t2v-14b", "wan2.1-i2v-14b-480p"])
+def test_whole_pipeline_graph_verifies(model):
+    from wanir.passes import verify
+
+    g = wanir.estimate([f"model={model}", *SMALL[:3]]).graph
+    assert g.unchecked == 0                       # every node came through the builder's checks
+    assert verify.run(g) == len(g)

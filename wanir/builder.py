@@ -106,7 +106,7 @@ class GraphBuilder:
                                      f"{w.type} ×{w.copies}, there {old.type} ×{old.copies}")
                 self.graph.weights[key] = w
                 params[pname] = w
-        node = self.graph.add_node(kind, name, scope, inputs, outs, attrs, params)
+        node = self.graph.add_node(kind, name, scope, inputs, outs, attrs, params, checked=True)
         if len(outs) == 1:
             return node.output(0)
         return tuple(node.output(i) for i in range(len(outs)))

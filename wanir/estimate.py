@@ -99,14 +99,19 @@ def _dict_select(d: dict, key: str):
 TIMING_KEYS = ("hardware", "roofline.mode")
 
 
-def annotate_counts(graph: Graph, cfg=None, check: bool = True) -> dict:
-    """Run the hardware-independent passes over ``graph``: verify (unless ``check`` is
-    False), flops, bytes (fusion policy ``roofline.fusion``) and memory (residency
-    ``memory.*``). Returns their summaries by name ("flops", "bytes_pass", "memory")."""
+def annotate_counts(graph: Graph, cfg=None, check: bool | None = None) -> dict:
+    """Run the hardware-independent passes over ``graph``: verify, flops, bytes (fusion
+    policy ``roofline.fusion``) and memory (residency ``memory.*``). Returns their summaries
+    by name ("flops", "bytes_pass", "memory").
+
+    ``check``: True always verifies, False never; None (default) verifies a graph that holds
+    nodes the builder did not check (``graph.unchecked``: a transformed or hand-made graph).
+    A graph made only by the GraphBuilder is verified by construction: every node's shape
+    and weight rules ran, on inputs that already existed, when it was added."""
     from wanir.passes import bytes as bytes_pass
     from wanir.passes import flops, memory, verify
 
-    if check:
+    if check or (check is None and graph.unchecked):
         verify.run(graph)
     fusion = _opt(cfg, "roofline.fusion", "eager")
     kernel = _opt(cfg, "roofline.attention_kernel", "flash2")

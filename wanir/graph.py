@@ -111,10 +111,15 @@ class Graph:
         self.weights: dict[str, Weight] = {}
         self.meta: dict = {}
         self._nodes: dict[int, Node] = {}       # id -> Node, in insertion order
+        #: nodes added without the builder's checks (shape and weight rules run on creation);
+        #: ``passes.verify`` is needed only when this is non-zero or the graph was edited
+        self.unchecked = 0
         self._next = 0
 
     # -- construction (used by the builder)
-    def add_node(self, kind, name, scope, inputs, outputs, attrs, params) -> Node:
+    def add_node(self, kind, name, scope, inputs, outputs, attrs, params, checked: bool = False) -> Node:
+        """Add a node; ``checked`` says the caller already ran the op's shape and weight rules
+        on exactly these inputs, outputs and attributes (the builder does)."""
         node = Node(self._next, kind, name, scope, tuple(inputs), tuple(outputs), attrs, params)
         edges: dict[int, list] = {}
         for slot, v in enumerate(node.inputs):
@@ -123,6 +128,8 @@ class Graph:
             edges.setdefault(v.producer, []).append((v.index, slot))
         self._next += 1
         self._nodes[node.id] = node
+        if not checked:
+            self.unchecked += 1
         self._consumers[node.id] = []
         for producer in edges:
             self._consumers[producer].append(node.id)
