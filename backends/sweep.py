@@ -248,23 +248,24 @@ class ReusingEstimator:
 
     def __call__(self, cfg, point):
         """The Estimate of one composed point config."""
-        from wanir.estimate import annotate_counts, annotate_time, summarize
+        from wanir.estimate import annotate_counts, annotate_time, paused_gc, summarize
         from wanir.frontends.checkpoint import apply_model_from
         from wanir.frontends.pipeline import build_pipeline
 
         key = self.key(point)
-        hit = self.cache.get(key)
-        if hit is None:
-            cfg_m, _ = apply_model_from(cfg)
-            graph = build_pipeline(cfg_m)
-            hit = (graph, annotate_counts(graph, cfg_m))
-            self.cache[key] = hit
-            if len(self.cache) > self.size:
-                self.cache.popitem(last=False)
-        else:
-            self.cache.move_to_end(key)
-        graph, counts = hit
-        return summarize(graph, annotate_time(graph, cfg, counts), cfg)
+        with paused_gc():
+            hit = self.cache.get(key)
+            if hit is None:
+                cfg_m, _ = apply_model_from(cfg)
+                graph = build_pipeline(cfg_m)
+                hit = (graph, annotate_counts(graph, cfg_m))
+                self.cache[key] = hit
+                if len(self.cache) > self.size:
+                    self.cache.popitem(last=False)
+            else:
+                self.cache.move_to_end(key)
+            graph, counts = hit
+            return summarize(graph, annotate_time(graph, cfg, counts), cfg)
 
 
 def _worker_init(config_dir, estimator):

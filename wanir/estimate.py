@@ -6,11 +6,13 @@ renamed).
 """
 from __future__ import annotations
 
+import gc
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .config import load_config, to_dict
+from .config import load_config
 from .graph import Graph, Node
 
 #: keys of a stage's per-invocation record, in output order
@@ -208,16 +210,31 @@ def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = 
     return estimate(overrides, config_dir).graph
 
 
+@contextmanager
+def paused_gc():
+    """Pause Python's cyclic garbage collector while a graph is built and annotated: the
+    build allocates tens of thousands of small objects, which would trigger many collections
+    that find nothing to free (everything is freed by reference counting). Restores the
+    previous state afterwards."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def estimate_config(cfg) -> Estimate:
     """Estimate an already composed configuration (see :func:`wanir.config.load_config`)."""
     from wanir.frontends.checkpoint import apply_model_from
     from wanir.frontends.pipeline import build_pipeline
 
     cfg, inferred = apply_model_from(cfg)  # model.from: components read from a checkpoint
-    graph = build_pipeline(cfg)
-    summaries = annotate(graph, cfg)
-    est = summarize(graph, summaries, cfg)
-    est.extra["config"] = to_dict(cfg)
+    with paused_gc():
+        graph = build_pipeline(cfg)
+        summaries = annotate(graph, cfg)
+        est = summarize(graph, summaries, cfg)
     est.extra["inferred"] = inferred
     return est
 
