@@ -230,7 +230,7 @@ def roofline(ops_by_hw: dict, roofs: dict, path=None):
     ax.set_title(title, fontsize=10)
     ax.grid(which="both", alpha=0.2)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return _finish(fig, path)
 

@@ -3,7 +3,9 @@
     python benchmarks/bench_sweep.py [--jobs N] [--points 1000]
 
 The sweep is model=wan2.1-t2v-1.3b × 10 heights × 10 frame counts × 10 hardware (1,000
-points; ``--points`` takes a prefix of the heights for a shorter run). Prints the wall time,
+points; ``--points`` takes a prefix of the heights for a shorter run). ``--distinct`` sweeps
+10 heights × 10 widths × 10 frame counts on one GPU instead: 1,000 different graphs, none
+shared, the worst case for a sweep. Prints the wall time,
 the time per point, and a breakdown measured on a sample of points: config composition,
 pipeline build (frontends), and the passes (verify, flops, bytes, memory, roofline) plus the
 summary.
@@ -15,6 +17,7 @@ import time
 
 HEIGHTS = list(range(320, 1120, 80))           # 10 values, multiples of 16
 FRAMES = list(range(17, 97, 8))                # 10 values of the form 4k+1
+WIDTHS = list(range(512, 1792, 128))           # 10 values, multiples of 16
 HARDWARE = ["h100-sxm", "h100-pcie", "h200", "a100-80gb", "a100-40gb", "b200", "l40s", "mi300x", "h20",
             "rtx-4090"]
 
@@ -24,15 +27,18 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--points", type=int, default=1000)
     ap.add_argument("--sample", type=int, default=20, help="points timed stage by stage")
+    ap.add_argument("--distinct", action="store_true", help="sweep widths instead of hardware: no shared graphs")
     a = ap.parse_args()
 
     from wanir.backends.sweep import PointComposer, parse_sweep, run_sweep
     from wanir.estimate import annotate, summarize
     from wanir.frontends.pipeline import build_pipeline
 
-    n_h = max(1, min(len(HEIGHTS), a.points // (len(FRAMES) * len(HARDWARE))))
+    third = WIDTHS if a.distinct else HARDWARE
+    n_h = max(1, min(len(HEIGHTS), a.points // (len(FRAMES) * len(third))))
     ovs = ["model=wan2.1-t2v-1.3b", "workload.height=" + ",".join(map(str, HEIGHTS[:n_h])),
-           "workload.frames=" + ",".join(map(str, FRAMES)), "hardware=" + ",".join(HARDWARE)]
+           "workload.frames=" + ",".join(map(str, FRAMES)),
+           ("workload.width=" if a.distinct else "hardware=") + ",".join(map(str, third))]
     t0 = time.perf_counter()
     res = run_sweep(ovs, progress=False, jobs=a.jobs)
     wall = time.perf_counter() - t0

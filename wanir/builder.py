@@ -33,7 +33,7 @@ class GraphBuilder:
         self._scope: Scope = self.graph.root
         self._wdtype = get_dtype(weight_dtype)
         self._default_stage = default_stage
-        self._names: dict[int, set[str]] = {}
+        self._names: dict[int, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ scopes
     def _enter(self, scope: Scope) -> "_Entered":
@@ -112,12 +112,20 @@ class GraphBuilder:
         return tuple(node.output(i) for i in range(len(outs)))
 
     def _unique(self, scope: Scope, name: str) -> str:
-        used = self._names.setdefault(id(scope), set())
-        cand, i = name, 1
+        """``name``, or ``name_1``, ``name_2``, ... if the scope already has it."""
+        used = self._names.get(id(scope))
+        if used is None:
+            used = self._names[id(scope)] = {}
+        if name not in used:
+            used[name] = 1
+            return name
+        i = used[name]
+        cand = f"{name}_{i}"
         while cand in used:
-            cand = f"{name}_{i}"
             i += 1
-        used.add(cand)
+            cand = f"{name}_{i}"
+        used[name] = i + 1
+        used[cand] = 1
         return cand
 
     # ------------------------------------------------------------------ sugar

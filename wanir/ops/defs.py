@@ -16,13 +16,16 @@ from .registry import Attr, OpDef, ShapeMismatch, register
 
 def _tt(shape, dtype) -> TensorType:
     shape = tuple(shape)
-    if any(d <= 0 for d in shape):
-        raise ShapeMismatch(f"would produce a non-positive dimension {shape}")
+    for d in shape:
+        if d <= 0:
+            raise ShapeMismatch(f"would produce a non-positive dimension {shape}")
     return TensorType(shape, dtype)
 
 
 def broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     """NumPy/PyTorch broadcasting of two shapes; raises ShapeMismatch if incompatible."""
+    if a == b:
+        return a
     out = []
     for i in range(1, max(len(a), len(b)) + 1):
         x = a[-i] if i <= len(a) else 1
@@ -303,6 +306,8 @@ register(OpDef("cast", "elementwise", lambda ins, a: (ins[0].with_dtype(a["dtype
 
 def _binary_shape(ins, a):
     x, y = ins
+    if x == y:
+        return (x,)
     return (_tt(broadcast(x.shape, y.shape), promote(x.dtype, y.dtype)),)
 
 
