@@ -32,6 +32,7 @@ from pathlib import Path
 from wanir.errors import WanirError
 from wanir.graph import Graph, Node
 from wanir.scope import Scope
+from .report import fmt_count
 
 COLOR_MODES = ("bound", "time", "none")
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -44,16 +45,6 @@ BOUND_COLORS = {
     "unknown": "#e6e6e6",        # grey: no time annotation
 }
 _SKIP_KINDS = {"parameter"}      # weights used as tensors: drawn as part of their consumer
-
-
-def fmt_count(v) -> str:
-    """A count in engineering units (``1.23 T``), or ``-`` for None."""
-    if v is None:
-        return "-"
-    for unit, scale in (("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3)):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return str(v)
 
 
 def fmt_shape(shape) -> str:

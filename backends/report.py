@@ -11,11 +11,6 @@ import json
 
 from wanir.estimate import STAGE_KEYS, Estimate
 
-COLUMNS = (  # (header, stage-total key, formatter)
-    ("stage", None, None),
-    ("invocations", "invocations", str),
-)
-
 
 def fmt_count(v) -> str:
     """A count in engineering units (1.23 P), or '-' for None."""

@@ -30,6 +30,9 @@ from wanir.dtypes import get_dtype
 from wanir.errors import ConfigError
 from wanir.graph import Value
 
+from .components import cfg_get as _get
+from .components import check_component, positive_int
+
 REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size",
             "image_size", "num_channels")
 
@@ -38,22 +41,8 @@ ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "ge
                "silu": "silu"}
 
 
-def _get(cfg, key, default=None):
-    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-
-
 def _check(cfg, batch, image_size):
-    missing = [k for k in REQUIRED if _get(cfg, k) is None]
-    if missing:
-        raise ConfigError(f"image_encoder: missing key(s) {', '.join(missing)} (a CLIP vision config needs "
-                          f"{', '.join(REQUIRED)})")
-    fam = _get(cfg, "family", "clip_vision")
-    if fam != "clip_vision":
-        raise ConfigError(f"image_encoder.family={fam!r}: frontends.clip builds family 'clip_vision' only")
-    for k in REQUIRED:
-        v = _get(cfg, k)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"image_encoder.{k} must be a positive integer, got {v!r}")
+    check_component(cfg, "image_encoder", "clip_vision", "clip", REQUIRED, "CLIP vision", positive=REQUIRED)
     if cfg.hidden_size % cfg.num_attention_heads:
         raise ConfigError(f"image_encoder.hidden_size={cfg.hidden_size} is not divisible by "
                           f"num_attention_heads={cfg.num_attention_heads}")
@@ -64,8 +53,7 @@ def _check(cfg, batch, image_size):
     if act not in ACTIVATIONS:
         raise ConfigError(f"image_encoder.hidden_act={act!r}: allowed {', '.join(ACTIVATIONS)}")
     for k, v in (("batch", batch), ("image_size", image_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"image_encoder {k} must be a positive integer, got {v!r}")
+        positive_int(f"image_encoder {k}", v)
     if image_size < cfg.patch_size:
         raise ConfigError(f"image_encoder image_size={image_size} is smaller than patch_size={cfg.patch_size}")
 

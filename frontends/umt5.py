@@ -31,6 +31,9 @@ from wanir.dtypes import get_dtype
 from wanir.errors import ConfigError
 from wanir.graph import Value
 
+from .components import cfg_get as _get
+from .components import check_component, positive_int
+
 REQUIRED = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
             "relative_attention_num_buckets", "relative_attention_max_distance", "feed_forward_proj")
 
@@ -44,26 +47,11 @@ FFN_KINDS = {
 }
 
 
-def _get(cfg, key, default=None):
-    v = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return v
-
-
 def _check(cfg, seq_len: int, batch: int):
-    missing = [k for k in REQUIRED if _get(cfg, k) is None]
-    if missing:
-        raise ConfigError(f"text_encoder: missing key(s) {', '.join(missing)} (a UMT5 config needs "
-                          f"{', '.join(REQUIRED)})")
-    fam = _get(cfg, "family", "umt5")
-    if fam != "umt5":
-        raise ConfigError(f"text_encoder.family={fam!r}: frontends.umt5 builds family 'umt5' only")
+    check_component(cfg, "text_encoder", "umt5", "umt5", REQUIRED, "UMT5", positive=REQUIRED[:-1])
     ffp = _get(cfg, "feed_forward_proj")
     if ffp not in FFN_KINDS:
         raise ConfigError(f"text_encoder.feed_forward_proj={ffp!r}: allowed {', '.join(FFN_KINDS)}")
-    for k in REQUIRED[:-1]:
-        v = _get(cfg, k)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"text_encoder.{k} must be a positive integer, got {v!r}")
     nb = _get(cfg, "relative_attention_num_buckets")
     if nb < 4 or nb % 4:
         raise ConfigError(f"text_encoder.relative_attention_num_buckets={nb}: must be a multiple of 4 "
@@ -71,8 +59,7 @@ def _check(cfg, seq_len: int, batch: int):
     if _get(cfg, "relative_attention_max_distance") <= nb // 4:
         raise ConfigError("text_encoder.relative_attention_max_distance must exceed num_buckets / 4")
     for k, v in (("seq_len", seq_len), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"text_encoder {k} must be a positive integer, got {v!r}")
+        positive_int(f"text_encoder {k}", v)
 
 
 def relative_position_bias(b, seq_len: int, num_buckets: int, max_distance: int, num_heads: int) -> Value:

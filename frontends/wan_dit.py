@@ -40,6 +40,9 @@ from wanir.dtypes import get_dtype
 from wanir.errors import ConfigError
 from wanir.graph import Value
 
+from .components import cfg_get as _get
+from .components import check_component
+
 #: text tokens diffusers' attention processor assumes when it splits image from text tokens
 I2V_TEXT_CONTEXT = 512
 #: image tokens of the CLIP image encoder (ViT-H/14 at 224: 256 patches + 1 class token)
@@ -53,14 +56,6 @@ _REQUIRED = ("patch_size", "num_attention_heads", "attention_head_dim", "in_chan
 
 
 _KEYS = _REQUIRED + ("cross_attn_norm", "qk_norm", "eps", "image_dim", "added_kv_proj_dim", "rope_max_seq_len")
-
-
-def _get(cfg, key, default=None):
-    try:
-        v = cfg.get(key, default)
-    except AttributeError:
-        v = getattr(cfg, key, default)
-    return default if v is None else v
 
 
 def _plain(cfg) -> dict:
@@ -78,10 +73,7 @@ def _patch(cfg) -> tuple[int, int, int]:
 
 
 def _check_cfg(cfg):
-    missing = [k for k in _REQUIRED if _get(cfg, k) is None]
-    if missing:
-        raise ConfigError(f"dit config lacks {', '.join('dit.' + k for k in missing)}; "
-                          f"needed: {', '.join(_REQUIRED)}")
+    check_component(cfg, "dit", "wan_dit", "wan_dit", _REQUIRED, "Wan DiT")
     qk = _get(cfg, "qk_norm", "rms_norm_across_heads")
     if qk != "rms_norm_across_heads":
         raise ConfigError(f"dit.qk_norm={qk!r}: only 'rms_norm_across_heads' is modeled "

@@ -45,6 +45,10 @@ from wanir.dtypes import get_dtype
 from wanir.errors import ConfigError
 from wanir.graph import Value
 
+from .components import cfg_get as _get
+from .components import check_component
+from .components import positive_int as _posint
+
 CACHE_T = 2                       # frames each causal conv keeps for the next chunk
 PERSISTENT_KEY = "persistent"     # graph.meta key of the values live for a whole invocation
 REQUIRED = ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample")
@@ -75,29 +79,12 @@ class VaeArch:
         return 2 ** (len(self.dim_mult) - 1)
 
 
-def _get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-
-
-def _posint(key, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {v!r}")
-    return v
-
-
 def arch_from_cfg(cfg) -> VaeArch:
     """Validate a ``vae`` config node and return its VaeArch (``cfg=None``: Wan2.1).
     Raises ConfigError naming the key and what is allowed."""
     if cfg is None:
         return VaeArch()
-    fam = _get(cfg, "family", "wan_vae")
-    if fam != "wan_vae":
-        raise ConfigError(f"vae.family={fam!r}: frontends.wan_vae builds family 'wan_vae' only")
-    missing = [k for k in REQUIRED if _get(cfg, k) is None]
-    if missing:
-        raise ConfigError(f"vae: missing key(s) {', '.join(missing)} (a Wan-VAE config needs {', '.join(REQUIRED)})")
+    check_component(cfg, "vae", "wan_vae", "wan_vae", REQUIRED, "Wan-VAE")
     if _get(cfg, "is_residual", False):
         raise ConfigError("vae.is_residual=true (the Wan2.2 VAE) is not modeled; allowed: false")
     if _get(cfg, "patch_size") not in (None, 1):
