@@ -223,3 +223,11 @@ def test_estimate_verifies_graphs_the_builder_did_not_check():
     assert g.unchecked == 1
     with pytest.raises(GraphError, match="differ from the shape rule"):
         wanir.estimate_graph(g)
+
+
+def test_error_messages_are_one_line():
+    from wanir.errors import SpecError
+
+    e = SpecError("ops[0].op: unknown op 'a\nb\tc\x01'")
+    assert "\n" not in str(e) and "\t" not in str(e) and "\x01" not in str(e)
+    assert str(e) == "ops[0].op: unknown op 'a\\nb\\tc\\x01'"

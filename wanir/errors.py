@@ -3,8 +3,17 @@ whose message says what was wrong, where (config key, scope path or YAML path) a
 is allowed."""
 
 
+_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {10: "\\n", 13: "\\r", 9: "\\t", 127: "\\x7f"}
+
+
 class WanirError(ValueError):
-    """Base class of every user-facing wanir error."""
+    """Base class of every user-facing wanir error. Its message is always one line: control
+    characters a user's input brought into it (a value name with a newline, say) are escaped."""
+
+    def __init__(self, message="", *args):
+        if isinstance(message, str):
+            message = message.translate(_CONTROL)
+        super().__init__(message, *args)
 
 
 class ShapeError(WanirError):
