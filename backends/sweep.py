@@ -293,15 +293,17 @@ def _estimate_point(point):
 
 
 def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
-              estimator: Callable | None = None, jobs: int = 1) -> SweepResult:
+              estimator: Callable | None = None, jobs: int | None = None) -> SweepResult:
     """Estimate every point of the sweep ``overrides``; returns a :class:`SweepResult` whose
     rows are in cross-product order. ``estimator`` (default
     :class:`ReusingEstimator`, equivalent to :func:`wanir.estimate.estimate_config` per point) maps a
-    composed config to an Estimate; ``jobs`` > 1
-    spreads the points over that many processes. ``timing`` holds seconds spent composing
+    composed config to an Estimate; ``jobs`` > 1 spreads the points over that many processes
+    (None: one per CPU core, up to 8, when there are more than 32 points). ``timing`` holds seconds spent composing
     configs and estimating (summed over processes) and wall-clock seconds in all."""
     sweep = parse_sweep(overrides)
     points = list(sweep.points())
+    if jobs is None:
+        jobs = min(8, os.cpu_count() or 1) if len(points) > 32 else 1
     rows: list[dict] = []
     ops_by_hw: dict = {}
     roofs: dict = {}
@@ -380,7 +382,7 @@ def write_csv(result: SweepResult, path: str | os.PathLike) -> Path:
 
 
 def sweep_to_dir(overrides: Iterable[str], out_dir: str | os.PathLike, config_dir=None,
-                 progress: bool = True, fmt: str = "png", jobs: int = 1) -> tuple[SweepResult, list[Path]]:
+                 progress: bool = True, fmt: str = "png", jobs: int | None = None) -> tuple[SweepResult, list[Path]]:
     """Run the sweep and write ``out_dir/results.csv`` and the plots (see
     :func:`wanir.backends.plots.sweep_plots`). Returns the result and the files written."""
     from .plots import sweep_plots

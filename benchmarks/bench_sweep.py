@@ -24,7 +24,7 @@ HARDWARE = ["h100-sxm", "h100-pcie", "h200", "a100-80gb", "a100-40gb", "b200", "
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=None, help="processes (default: as `wanir sweep`, one per core)")
     ap.add_argument("--points", type=int, default=1000)
     ap.add_argument("--sample", type=int, default=20, help="points timed stage by stage")
     ap.add_argument("--distinct", action="store_true", help="sweep widths instead of hardware: no shared graphs")
@@ -43,7 +43,7 @@ def main() -> None:
     res = run_sweep(ovs, progress=False, jobs=a.jobs)
     wall = time.perf_counter() - t0
     n = len(res.rows)
-    print(f"sweep: {n} points in {wall:.1f} s wall ({wall / n * 1e3:.1f} ms per point, {a.jobs} process(es))")
+    print(f"sweep: {n} points in {wall:.1f} s wall ({wall / n * 1e3:.1f} ms per point, {res.timing['jobs']} process(es))")
 
     # breakdown on a sample
     comp = PointComposer()

@@ -221,7 +221,9 @@ def _add_visual_commands(sub) -> None:
     w.add_argument("-o", "--output", required=True, help="output directory")
     w.add_argument("--plot-format", choices=("png", "svg", "pdf"), default="png")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    w.add_argument("-j", "--jobs", type=int, default=1, help="processes to spread the points over (default 1)")
+    w.add_argument("-j", "--jobs", type=int, default=None,
+                   help="processes to spread the points over (default: one per CPU core, up to 8, for sweeps of "
+                        "more than 32 points; else 1)")
     w.set_defaults(func=cmd_sweep)
 
     h = sub.add_parser("report", help="write a self-contained HTML report (table, diagram, plots, notes)")
