@@ -199,5 +199,5 @@ def test_overlap_hides_ring_exchanges():
     g = dit_graph()
     on = multi_device_cost(g, "h100-sxm", 4, make_plan("ring", 4))
     off = multi_device_cost(g, "h100-sxm", 4, make_plan("ring", 4, overlap=False))
-    assert on.comm_s <= off.comm_s and off.comm_s > 0
+    assert on.comm_s < off.comm_s
     assert off.time_s - on.time_s == pytest.approx(off.comm_s - on.comm_s)

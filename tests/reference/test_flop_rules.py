@@ -62,6 +62,15 @@ def test_conv2d(cin, cout, k, s, p, d, g, bias):
     assert got == ref
 
 
+@pytest.mark.parametrize("cin,cout,k,s,p,g,bias", [(4, 8, 3, 1, 1, 1, True), (12, 6, 5, 2, 0, 3, False)])
+def test_conv1d(cin, cout, k, s, p, g, bias):
+    with torch.device("meta"):
+        m = torch.nn.Conv1d(cin, cout, k, stride=s, padding=p, groups=g, bias=bias)
+    ref = torch_flops(m, meta(2, cin, 40))
+    assert wanir_flops(lambda b: b.conv1d(b.input("x", (2, cin, 40)), cout, k, stride=s, padding=p, groups=g,
+                                          bias=bias)) == ref
+
+
 @pytest.mark.parametrize("cin,cout,k,s,p,g", [
     (16, 5120, (1, 2, 2), (1, 2, 2), 0, 1), (96, 96, 3, 1, 1, 1), (384, 384, (3, 1, 1), (2, 1, 1), 0, 1),
     (8, 16, 3, 2, (0, 1, 1), 4)])

@@ -95,7 +95,9 @@ def test_image_to_video_pipeline(real, model, height, width):
     assert tuple(image_embeds["x"].shape) == (1, 257, 1280)
     check_stages(est, expected)
     assert {s.name: s.invocations for s in est.stages} == {
-        "text_encoder": 2, "image_encoder": 1, "vae_encode": 1, "diffusion_core": 80, "vae_decode": 1}
+        "text_encoder": 2, "image_encoder": 1, "vae_encode": 1,
+        "diffusion_core": 40 * 2,          # Wan2.1 I2V's default 40 steps × 2 guidance branches
+        "vae_decode": 1}
 
 
 def test_text_to_video_14b_pipeline_at_720p(real):
