@@ -3,6 +3,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+import wanir as wanir_api
+
 SCHEMA_STAGE = {"tensor_flops", "vector_flops", "params", "weight_bytes", "bytes", "peak_activation_bytes", "time_s"}
 SCHEMA_TOTAL = {"tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak_memory_bytes"}
 
@@ -27,6 +31,21 @@ def test_estimate_small_model_and_formats():
         r = wanir("estimate", "model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "--format", fmt)
         assert r.returncode == 0, r.stderr
         assert "diffusion_core" in r.stdout
+
+
+def test_csv_numbers_equal_the_python_api():
+    import csv
+    import io
+
+    ov = ["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832"]
+    r = wanir(*(["estimate", *ov, "--format", "csv"]))
+    assert r.returncode == 0, r.stderr
+    rows = {row["stage"]: row for row in csv.DictReader(io.StringIO(r.stdout))}
+    est = wanir_api.estimate(ov)
+    for st in est.stages:
+        assert int(rows[st.name]["tensor_flops"]) == st.total["tensor_flops"]
+        assert float(rows[st.name]["time_s"]) == pytest.approx(st.total["time_s"])
+    assert int(rows["total"]["tensor_flops"]) == est.total["tensor_flops"]
 
 
 def test_bad_frame_count_is_one_line_error():

@@ -75,6 +75,17 @@ def test_4k_241_frames_counts_without_per_step_copies():
     assert len(big.graph) == len(small.graph)
     t = big.total["tensor_flops"]
     assert isinstance(t, int) and t > 10**18
+    # the DiT stage against the 14B's closed form (D = 40·128, text S = 512, patch 1×2×2, 16 channels):
+    # latents 61×270×480 -> L = 61·135·240 tokens; per call patch + time + text embedders, 40 blocks of
+    # self-attention (8·L·D² + 4·L²·D), cross-attention (4·L·D² + 4·S·D² + 4·L·S·D) and FFN (4·L·D·13824),
+    # and proj_out (2·L·D·64)
+    D, S, F, L = 5120, 512, 13824, 61 * 135 * 240
+    per_call = (2 * L * D * 16 * 4 + 2 * (256 * D + D * D) + 12 * D * D + 2 * S * (4096 * D + D * D)
+                + 40 * (8 * L * D * D + 4 * L * L * D + 4 * L * D * D + 4 * S * D * D + 4 * L * S * D + 4 * L * D * F)
+                + 2 * L * D * 64)
+    dit = big.stage("diffusion_core")
+    assert dit.per_invocation["tensor_flops"] == per_call
+    assert dit.total["tensor_flops"] == per_call * 50 * 2
 
 
 @pytest.mark.parametrize("override,key", [("workload.frames=80", "workload.frames"),
