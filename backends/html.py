@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from wanir.estimate import Estimate
+from wanir.result import Estimate
 
 from .report import fmt_bytes, fmt_count, fmt_time, rows
 

@@ -753,56 +753,43 @@ def shard_graph(graph: Graph, plan: Plan) -> Graph:
 # ------------------------------------------------------------------------ costing
 
 
-def _opt(cfg, key, default):
-    if cfg is None:
-        return default
-    try:
-        from omegaconf import OmegaConf
-        v = OmegaConf.select(cfg, key, default=default)
-    except Exception:
-        v = default
-    return default if v is None else v
-
-
 class DeviceGraph:
     """A plan's per-device graph, annotated once with the hardware-independent passes
     (verify, flops, bytes, memory) so that :meth:`cost` can time it on any hardware."""
 
     def __init__(self, graph: Graph, plan: Plan, cfg=None):
-        from wanir.passes import bytes as bytes_pass
-        from wanir.passes import flops, memory, verify
+        from wanir import options as _options
+        from wanir.passes import count
 
-        self.plan, self.cfg = plan, cfg
+        self.plan, self.options = plan, _options.of(cfg)
         self.graph = shard_graph(graph, plan)
-        self.kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
-        self.fusion = _opt(cfg, "roofline.fusion", "eager")
-        self.mode = _opt(cfg, "roofline.mode", "calibrated")
-        self.offload = bool(_opt(cfg, "memory.offload_model", False))
-        self.t5_cpu = bool(_opt(cfg, "memory.t5_cpu", False))
+        o = self.options
+        self.kernel, self.fusion, self.mode = o.roofline.attention_kernel, o.roofline.fusion, o.roofline.mode
+        self.offload, self.t5_cpu = o.memory.offload_model, o.memory.t5_cpu
         g = self.graph
-        verify.run(g)
+        counts = count.run(g, o, check=True)      # the counting path of the single-device estimate
         self.nodes = list(g)
-        self.flops = flops.run(g)
-        bytes_pass.run(g, fusion=self.fusion, attention_kernel=self.kernel, nodes=self.nodes)
-        self.memory = memory.run(g, attention_kernel=self.kernel, offload_model=self.offload, t5_cpu=self.t5_cpu,
-                                 nodes=self.nodes)
+        self.flops = counts["flops"]
+        self.memory = counts["memory"]
         self.comm = g.meta["parallel"]["comm"]
         self.count = {n.id: n.scope.count_per_invocation for n in self.nodes}
 
-    def cost(self, hw, single_time_s: float | None = None) -> "MultiDeviceCost":
+    def cost(self, hw, single_time_s: float | None = None, plan: Plan | None = None) -> "MultiDeviceCost":
         """Time this device graph on ``hw`` (a :class:`wanir.hardware.Hardware`): the roofline
         for compute nodes, the alpha-beta model (backends/comm.py) for communication nodes.
         Writes ``time_s``, ``comm_bytes``, ``comm_s``, ``exposed_s`` and ``tier`` on every
-        communication node; returns a :class:`MultiDeviceCost`."""
+        communication node; returns a :class:`MultiDeviceCost`. ``plan``: the plan to report
+        (default the graph's; one with the same shape and more data-parallel replicas or
+        another name reuses this per-device graph)."""
         from wanir import hardware as hwlib
         from wanir.passes import memory as mem_pass
 
         from . import comm as commlib
         from . import roofline
 
-        p, g = self.plan, self.graph
+        p, g = plan or self.plan, self.graph
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
-        host = hwlib.load(_opt(self.cfg, "memory.host", "host-cpu")) if host_stages else None
+        host = hwlib.load(self.options.memory.host) if host_stages else None
         wb = self.weight_bytes()
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
                           offload_model=self.offload, nodes=self.nodes, weight_bytes=wb)
@@ -851,7 +838,7 @@ class DeviceGraph:
             r["peak_activation_bytes"] = ms["peak_activation_bytes"]
             r["devices"] = 1 if s in SINGLE_DEVICE_STAGES else p.replica
         pipe = mem_pass.pipeline_peak(mem_stages, self.offload)
-        return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s)
+        return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p)
 
     def weight_bytes(self) -> dict:
         """Resident weight bytes per stage on one device (FSDP stages hold 1/fsdp), ints."""
@@ -915,10 +902,11 @@ class MultiDeviceCost:
     transfer_s: float
     memory: dict
     single_time_s: float | None = None
+    plan: Plan | None = None
 
-    @property
-    def plan(self) -> Plan:
-        return self.device_graph.plan
+    def __post_init__(self):
+        if self.plan is None:
+            self.plan = self.device_graph.plan
 
     @property
     def graph(self) -> Graph:
@@ -1028,7 +1016,7 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
     and in total (seconds, bytes), speedup and parallel efficiency against one device of the
     same hardware."""
     from wanir import hardware as hwlib
-    from wanir.estimate import Estimate
+    from wanir.result import Estimate
 
     if isinstance(estimate_or_graph, Estimate):
         graph, cfg = estimate_or_graph.graph, (cfg if cfg is not None else estimate_or_graph.config)
@@ -1041,7 +1029,8 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
     else:
         hw = hardware
     if plan is None:
-        plan = cfg.get("parallel") if cfg is not None and cfg.get("parallel") is not None else "single"
+        from wanir import options as _options
+        plan = _options.of(cfg).parallel.as_mapping()
     p = plan_from(plan, devices)
     check_plan(p, guidance=_guidance(graph))
     single = DeviceGraph(graph, Plan(), cfg).cost(hw)
@@ -1108,7 +1097,8 @@ def render_cost(cost: MultiDeviceCost, fmt: str = "table") -> str | None:
     import json
     head, body = cost_rows(cost)
     if fmt == "json":
-        return json.dumps(cost.to_dict(), indent=2, default=str)
+        from wanir import jsonout
+        return jsonout.dumps(cost.to_dict(), indent=2, default=str)
     if fmt == "csv":
         import csv
         import io

@@ -9,7 +9,8 @@ import csv
 import io
 import json
 
-from wanir.estimate import STAGE_KEYS, Estimate
+from wanir import jsonout
+from wanir.result import STAGE_KEYS, Estimate
 
 
 def fmt_count(v) -> str:
@@ -132,7 +133,7 @@ def render_scopes(est: Estimate, fmt: str = "table", depth: int = 2, by: str = "
     """Render :func:`scope_rows` as 'table' (prints, returns None), 'md', 'csv' or 'json'."""
     recs = scope_rows(est, depth, by)
     if fmt == "json":
-        return json.dumps(recs, indent=2)
+        return jsonout.dumps(recs, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(recs[0].keys()) if recs else ["scope"])
@@ -164,7 +165,7 @@ def render_scopes(est: Estimate, fmt: str = "table", depth: int = 2, by: str = "
 
 def to_json(est: Estimate) -> str:
     """The JSON document (schema in docs/cli.md)."""
-    return json.dumps(est.to_dict(), indent=2)
+    return jsonout.dumps(est.to_dict(), indent=2)
 
 
 def to_markdown(est: Estimate) -> str:

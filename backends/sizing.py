@@ -178,8 +178,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                 if hw.name not in singles:
                     single = single or DeviceGraph(graph, Plan(), cfg)
                     singles[hw.name] = single.cost(hw).time_s
-                dg.plan = plan          # same per-device graph; dp and the name only change the totals
-                c = dg.cost(hw, singles[hw.name])
+                c = dg.cost(hw, singles[hw.name], plan=plan)   # dp and the name only change the totals
                 evaluated += 1
                 if not c.fits:
                     dropped += 1

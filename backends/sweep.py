@@ -183,11 +183,29 @@ class SweepResult:
     timing: dict = field(default_factory=dict)
 
 
+#: columns of the run as configured, after the override columns: the parallel plan, its
+#: devices, per-video seconds and per-device peak memory (the plan's when multi-device,
+#: else the single-device totals), whether it fits and how many warnings it has
+RUN_COLUMNS = ("plan", "devices", "time_s", "peak_memory_bytes", "fits", "warnings")
+
+
 def point_row(point, est) -> dict:
-    """The CSV row of one estimated point: override values, per-stage and total columns."""
+    """The CSV row of one estimated point: override values, the run as configured
+    (RUN_COLUMNS; ``runtime`` when the config has one), per-stage and total columns (the
+    pipeline on one device)."""
     row = {a.name: s for a, _, s in point}
     row["model"] = est.model
     row["hardware"] = est.hardware
+    par = est.parallel
+    row["plan"] = par["plan"]["name"] if par is not None else "single"
+    row["devices"] = par["devices"] if par is not None else 1
+    row["time_s"] = est.time_s
+    row["peak_memory_bytes"] = est.peak_memory_bytes
+    row["fits"] = "" if est.fits is None else str(bool(est.fits)).lower()
+    row["warnings"] = len(est.warnings)
+    runtime = est.extra.get("runtime") or _runtime_name(est.config)
+    if runtime is not None:
+        row["runtime"] = runtime
     for st in est.stages:
         t = st.total
         row[f"{st.name}.invocations"] = st.invocations
@@ -201,6 +219,18 @@ def point_row(point, est) -> dict:
     for k in TOTAL_COLUMNS:
         row[f"total.{k}"] = (tot["tensor_flops"] + tot["vector_flops"]) if k == "flops" else tot.get(k)
     return row
+
+
+def _runtime_name(cfg):
+    """The config's runtime (``runtime.name``, or the group value), None without one."""
+    if cfg is None:
+        return None
+    rt = cfg.get("runtime") if hasattr(cfg, "get") else None
+    if rt is None:
+        return None
+    if isinstance(rt, str):
+        return rt
+    return rt.get("name") if hasattr(rt, "get") else None
 
 
 def heaviest_ops(est, n: int = TOP_OPS) -> list[dict]:
@@ -241,31 +271,42 @@ class ReusingEstimator:
     @staticmethod
     def key(point) -> tuple:
         """The point's overrides that change the graph or its counts."""
-        from wanir.estimate import TIMING_KEYS
+        from wanir.options import TIMING_KEYS
 
         return tuple((a.name, s) for a, _, s in point
                      if not any(a.name == k or a.name.startswith(k + ".") for k in TIMING_KEYS))
 
     def __call__(self, cfg, point):
-        """The Estimate of one composed point config."""
-        from wanir.estimate import annotate_counts, annotate_time, paused_gc, summarize
+        """The Estimate of one composed point config: the cached counted graph is re-timed
+        on a copy (``Graph.timing_copy``), so no Estimate already returned changes; a
+        multi-device plan is costed on the per-device graph of its shape (cached)."""
+        from wanir import hardware
+        from wanir import options as _options
+        from wanir.estimate import annotate_counts, annotate_time, finish, paused_gc, resolve_plan
         from wanir.frontends.checkpoint import apply_model_from
         from wanir.frontends.pipeline import build_pipeline
 
         key = self.key(point)
+        opts = _options.from_config(cfg)
+        plan = resolve_plan(opts)
         with paused_gc():
             hit = self.cache.get(key)
             if hit is None:
                 cfg_m, _ = apply_model_from(cfg)
                 graph = build_pipeline(cfg_m)
-                hit = (graph, annotate_counts(graph, cfg_m))
+                hit = (graph, annotate_counts(graph, opts), {})
                 self.cache[key] = hit
                 if len(self.cache) > self.size:
                     self.cache.popitem(last=False)
             else:
                 self.cache.move_to_end(key)
-            graph, counts = hit
-            return summarize(graph, annotate_time(graph, cfg, counts), cfg)
+            graph, counts, device_graphs = hit
+            g = graph.timing_copy()
+            summaries = annotate_time(g, opts, counts, hw=hardware.from_config(cfg))
+            dgs = device_graphs.setdefault((opts.roofline, opts.memory), {}) if plan is not None else None
+            # the composed config is shared between points (see PointComposer), so the
+            # Estimate keeps no reference to it: only the options parsed from it
+            return finish(g, summaries, None, opts, plan, dgs, extra={"runtime": _runtime_name(cfg)})
 
 
 def _worker_init(config_dir, estimator):
@@ -353,7 +394,8 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
 
 def _columns(sweep: Sweep, rows: list[dict]) -> list[str]:
     cols = [a.name for a in sweep.axes]
-    for extra in ("model", "hardware"):
+    run = ("model", "hardware") + RUN_COLUMNS + (("runtime",) if any("runtime" in r for r in rows) else ())
+    for extra in run:
         if extra not in cols:
             cols.append(extra)
     stages: list[str] = []

@@ -19,8 +19,11 @@ def test_estimate_json_schema():
     r = wanir("estimate", "--format", "json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert set(d) == {"model", "hardware", "workload", "stages", "total"}
+    # keys are only ever added (docs/cli.md): these must be there
+    assert {"model", "hardware", "workload", "stages", "total", "warnings", "fits", "parallel"} <= set(d)
     assert set(d["total"]) == SCHEMA_TOTAL
+    # the default (14B on one H100) fits in 80 GB with no warning; no parallel plan
+    assert d["fits"] is True and d["warnings"] == [] and d["parallel"] is None
     for s in d["stages"]:
         assert set(s) == {"name", "invocations", "per_invocation", "total"}
         assert set(s["per_invocation"]) == SCHEMA_STAGE == set(s["total"])

@@ -31,12 +31,15 @@ def cmd_estimate(args) -> int:
     est = estimate(args.overrides, args.config_dir)
     for line in est.extra.get("inferred", []):  # model.from: what was read from the files
         print(line, file=sys.stderr)
-    from wanir.backends.parallel import is_multi_device
-    if is_multi_device(est.config) and args.by == "stage":   # per-device table of the parallel plan
+    if est.parallel is not None and args.by != "stage":
+        _refuse_multi_device(f"estimate --by {args.by}", "use --by stage for the per-device table")
+    if est.parallel is not None and args.format != "json":   # per-device table of the parallel plan
         from wanir.backends.parallel import multi_device_cost, render_cost
         out = render_cost(multi_device_cost(est), args.format)
         if out is not None:
             sys.stdout.write(out if out.endswith("\n") else out + "\n")
+        for w in est.warnings:
+            print(f"warning: {w}", file=sys.stderr)
         return 0
     if args.by != "stage":
         from wanir.backends.report import render_scopes
@@ -48,6 +51,14 @@ def cmd_estimate(args) -> int:
         for w in est.warnings:
             print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def _refuse_multi_device(what: str, hint: str) -> None:
+    """Refuse a command that cannot show a multi-device plan (one line, exit 2)."""
+    from .errors import ConfigError
+
+    raise ConfigError(f"{what} works on one device's pipeline graph and cannot show the multi-device plan "
+                      f"(parallel=...); {hint}")
 
 
 def cmd_size(args) -> int:
@@ -72,8 +83,8 @@ def cmd_hardware(args) -> int:
     hws = list_hardware(args.config_dir)
     recs = [h.summary() for h in hws]
     if args.format == "json":
-        import json
-        print(json.dumps(recs, indent=2))
+        from wanir import jsonout
+        print(jsonout.dumps(recs, indent=2))
         return 0
 
     def num(v, f="{:.4g}"):
@@ -123,8 +134,8 @@ def cmd_ops(args) -> int:
     from wanir.ops import OPS
 
     if args.format == "json":
-        import json
-        print(json.dumps({k: {"category": o.category, "attrs": [a.name for a in o.attrs], "doc": o.doc}
+        from wanir import jsonout
+        print(jsonout.dumps({k: {"category": o.category, "attrs": [a.name for a in o.attrs], "doc": o.doc}
                           for k, o in sorted(OPS.items())}, indent=2))
         return 0
     t = Table(title=f"{len(OPS)} op kinds")
@@ -154,8 +165,8 @@ def cmd_inspect(args) -> int:
 
     ins = inspect(args.path)
     if args.format == "json":
-        import json
-        print(json.dumps(ins.to_dict(), indent=2))
+        from wanir import jsonout
+        print(jsonout.dumps(ins.to_dict(), indent=2))
     else:
         sys.stdout.write(ins.render())
     return 0
@@ -177,6 +188,9 @@ def cmd_render(args) -> int:
     from wanir.backends.graphviz import render
 
     est = _estimate_for(args)
+    if est.parallel is not None:
+        _refuse_multi_device("render", "draw it with parallel=single, or see the per-device figures with "
+                                       "`wanir estimate` and the plan's structure in docs/parallel.md")
     path = render(est.graph, args.output, stage=args.stage, depth=args.depth, color=args.color)
     print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -199,6 +213,9 @@ def cmd_report(args) -> int:
     from wanir.backends.html import write_report
 
     est = _estimate_for(args)
+    if est.parallel is not None:
+        _refuse_multi_device("report", "write the report with parallel=single, and get the per-device figures "
+                                       "with `wanir estimate` (--format json|md|csv)")
     path = write_report(est, args.output, depth=args.depth)
     print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+from .paths import CONFIG_DIR  # noqa: E402  (re-exported)
 
 # The groups a user selects with `group=option`.
 GROUPS = ("model", "text_encoder", "image_encoder", "dit", "vae", "workload", "precision", "memory",
@@ -153,8 +154,18 @@ def parse_overrides(overrides: Iterable[str]):
     return out
 
 
-@functools.lru_cache(maxsize=64)
+#: Hydra's compose API keeps global state (GlobalHydra); one composition at a time
+_COMPOSE_LOCK = threading.RLock()
+
+
 def _compose(group_overrides: tuple[str, ...], config_dir: str | None) -> DictConfig:
+    """A copy of the composed config of these group choices (cached; thread-safe)."""
+    with _COMPOSE_LOCK:
+        return _compose_cached(group_overrides, config_dir).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _compose_cached(group_overrides: tuple[str, ...], config_dir: str | None) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
@@ -172,6 +183,9 @@ def _compose(group_overrides: tuple[str, ...], config_dir: str | None) -> DictCo
         GlobalHydra.instance().clear()
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     return cfg
+
+
+_compose.cache_clear = _compose_cached.cache_clear
 
 
 def _explain_hydra(e, group_overrides, config_dir) -> str:
@@ -207,7 +221,7 @@ def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | N
             value_ovs.append((raw, ov))
     from .hardware import compose_hook
     group_ovs, hardware_post = compose_hook(group_ovs, config_dir)
-    cfg = _compose(tuple(group_ovs), config_dir).copy()
+    cfg = _compose(tuple(group_ovs), config_dir)
     valid = set(_flat_keys(cfg))
     OmegaConf.set_struct(cfg, False)
     for raw, ov in value_ovs:

@@ -9,143 +9,55 @@ from __future__ import annotations
 import gc
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Iterable
 
+from . import options as _options
 from .config import load_config
 from .graph import Graph, Node
+from .options import TIMING_KEYS, RunOptions
+from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult, summarize
 
-#: keys of a stage's per-invocation record, in output order
-STAGE_KEYS = ("tensor_flops", "vector_flops", "params", "weight_bytes", "bytes", "peak_activation_bytes", "time_s")
-#: keys multiplied by the invocation count in a stage's total
-ADDITIVE = ("tensor_flops", "vector_flops", "bytes", "time_s")
-TOTAL_KEYS = ("tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak_memory_bytes")
-
-
-@dataclass
-class StageResult:
-    """One stage: ``per_invocation`` and ``total`` records (STAGE_KEYS), invocations, notes."""
-
-    name: str
-    invocations: int
-    per_invocation: dict
-    total: dict
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "invocations": self.invocations,
-                "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
-
-
-@dataclass
-class Estimate:
-    """The result of one estimate: the config, the annotated graph, per-stage results, the
-    pipeline total and warnings."""
-
-    config: object
-    graph: Graph
-    stages: list[StageResult]
-    total: dict
-    warnings: list[str] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def model(self) -> str:
-        return self.graph.meta.get("model", self.graph.name)
-
-    @property
-    def hardware(self) -> str | None:
-        return self.graph.meta.get("hardware")
-
-    def stage(self, name: str) -> StageResult:
-        """The result of stage ``name``."""
-        for s in self.stages:
-            if s.name == name:
-                return s
-        raise KeyError(f"no stage '{name}'; stages: {', '.join(s.name for s in self.stages)}")
-
-    def nodes(self, stage: str | None = None) -> list[Node]:
-        """Annotated nodes (of one stage, or all)."""
-        return [n for n in self.graph if stage is None or n.stage == stage]
-
-    def to_dict(self) -> dict:
-        """The JSON document of ``wanir estimate --format json``."""
-        return {
-            "model": self.model,
-            "hardware": self.hardware,
-            "workload": dict(self.graph.meta.get("workload", {})),
-            "stages": [s.to_dict() for s in self.stages],
-            "total": dict(self.total),
-        }
-
-
-def _opt(cfg, key: str, default):
-    """``cfg``'s value at dotted ``key``, or ``default`` when cfg is None or lacks it."""
-    if cfg is None:
-        return default
-    from omegaconf import OmegaConf
-    v = OmegaConf.select(cfg, key, default=None) if not isinstance(cfg, dict) else \
-        _dict_select(cfg, key)
-    return default if v is None else v
-
-
-def _dict_select(d: dict, key: str):
-    for part in key.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
-#: config keys that change only the timing of an annotated graph, not its counts
-TIMING_KEYS = ("hardware", "roofline.mode")
+__all__ = ["ADDITIVE", "STAGE_KEYS", "TOTAL_KEYS", "TIMING_KEYS", "Estimate", "StageResult", "RunOptions",
+           "annotate", "annotate_counts", "annotate_time", "summarize", "build", "estimate", "estimate_config",
+           "estimate_graph", "paused_gc", "Graph", "Node"]
 
 
 def annotate_counts(graph: Graph, cfg=None, check: bool | None = None) -> dict:
     """Run the hardware-independent passes over ``graph``: verify, flops, bytes (fusion
-    policy ``roofline.fusion``) and memory (residency ``memory.*``). Returns their summaries
-    by name ("flops", "bytes_pass", "memory").
+    policy ``roofline.fusion``) and memory (residency ``memory.*``). ``cfg``: a RunOptions,
+    a composed config or None (defaults). Returns their summaries by name ("flops",
+    "bytes_pass", "memory").
 
     ``check``: True always verifies, False never; None (default) verifies a graph that holds
     nodes the builder did not check (``graph.unchecked``: a transformed or hand-made graph).
     A graph made only by the GraphBuilder is verified by construction: every node's shape
     and weight rules ran, on inputs that already existed, when it was added."""
-    from wanir.passes import bytes as bytes_pass
-    from wanir.passes import flops, memory, verify
+    from wanir.passes import count
 
-    if check or (check is None and graph.unchecked):
-        verify.run(graph)
-    fusion = _opt(cfg, "roofline.fusion", "eager")
-    kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
-    offload = bool(_opt(cfg, "memory.offload_model", False))
-    t5_cpu = bool(_opt(cfg, "memory.t5_cpu", False))
-    nodes = list(graph)
-    out = {"flops": flops.run(graph)}
-    out["bytes_pass"] = bytes_pass.run(graph, fusion=fusion, attention_kernel=kernel, nodes=nodes)
-    out["memory"] = memory.run(graph, attention_kernel=kernel, offload_model=offload, t5_cpu=t5_cpu, nodes=nodes)
-    return out
+    return count.run(graph, cfg, check)
 
 
-def annotate_time(graph: Graph, cfg, counts: dict) -> dict:
+def annotate_time(graph: Graph, cfg, counts: dict, hw=None) -> dict:
     """Time a graph annotated by :func:`annotate_counts` with the roofline backend on
-    ``cfg.hardware`` (h100-sxm when the config has none). Overwrites the nodes' timing
-    annotations. Returns ``counts`` plus "roofline", the per-stage records ``bytes``,
-    ``peak_activation_bytes`` and ``time_s`` (per invocation), the pipeline's
-    ``peak_memory_bytes``, ``transfer_s`` and fit ``warnings``."""
+    ``hw`` (default: the config's hardware, h100-sxm when it has none). ``cfg``: a composed
+    config or a RunOptions (then give ``hw``). Writes the nodes' timing annotations: give
+    it a graph no Estimate holds (``graph.timing_copy()`` to re-time). Returns ``counts``
+    plus "roofline", the per-stage records ``bytes``, ``peak_activation_bytes`` and
+    ``time_s`` (per invocation), the pipeline's ``peak_memory_bytes``, ``transfer_s``,
+    ``fits`` and fit ``warnings``."""
     from wanir import hardware
     from wanir.backends import roofline
     from wanir.passes import memory
 
-    kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
-    mode = _opt(cfg, "roofline.mode", "calibrated")
-    offload = bool(_opt(cfg, "memory.offload_model", False))
-    t5_cpu = bool(_opt(cfg, "memory.t5_cpu", False))
-    hw = hardware.from_config(cfg)
-    host_stages = memory.HOST_STAGES_T5_CPU if t5_cpu else ()
-    host = hardware.load(_opt(cfg, "memory.host", "host-cpu")) if host_stages else None
+    opts = _options.of(cfg)
+    ro, mo = opts.roofline, opts.memory
+    if hw is None:
+        hw = hardware.from_config(None if isinstance(cfg, RunOptions) else cfg)
+    host_stages = memory.HOST_STAGES_T5_CPU if mo.t5_cpu else ()
+    host = hardware.load(mo.host) if host_stages else None
     by, mem = counts["bytes_pass"], counts["memory"]
-    rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
-                      offload_model=offload,
+    rf = roofline.run(graph, hw, mode=ro.mode, attention_kernel=ro.attention_kernel, host=host,
+                      host_stages=host_stages, offload_model=mo.offload_model,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
     graph.meta["hardware"] = hw.name
     out = dict(counts)
@@ -155,8 +67,10 @@ def annotate_time(graph: Graph, cfg, counts: dict) -> dict:
                time_s=dict(rf["time_s"]),
                peak_memory_bytes=mem["pipeline"]["peak_memory_bytes"],
                transfer_s=rf["transfer_s"])
-    msg = memory.fit_message(mem["pipeline"], hw.memory_bytes, hw.name, offload, t5_cpu)
+    out["fits"] = mem["pipeline"]["peak_memory_bytes"] <= hw.memory_bytes
+    msg = memory.fit_message(mem["pipeline"], hw.memory_bytes, hw.name, mo.offload_model, mo.t5_cpu)
     out["warnings"] = [msg] if msg else []
+    out["hw"] = hw
     return out
 
 
@@ -166,43 +80,66 @@ def annotate(graph: Graph, cfg=None) -> dict:
     return annotate_time(graph, cfg, annotate_counts(graph, cfg))
 
 
-def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = ()) -> Estimate:
-    """Assemble per-stage and total records from an annotated graph. The total time adds the
-    host↔device weight transfer (``summaries['transfer_s']``) to the stages' times."""
-    stages = []
-    fl = summaries["flops"]
-    mem = summaries.get("memory", {}).get("stages", {})
-    for name, scope in graph.stages.items():
-        per = {k: None for k in STAGE_KEYS}
-        per["tensor_flops"] = fl[name]["tensor_flops"]
-        per["vector_flops"] = fl[name]["vector_flops"]
-        per["params"] = graph.stage_params(name)
-        per["weight_bytes"] = mem[name]["weight_bytes"] if name in mem else graph.stage_weight_bytes(name)
-        for key in ("bytes", "peak_activation_bytes", "time_s"):
-            v = summaries.get(key, {}).get(name)
-            per[key] = v
-        tot = {k: (per[k] * scope.repeat if k in ADDITIVE and per[k] is not None else per[k]) for k in STAGE_KEYS}
-        stages.append(StageResult(name, scope.repeat, per, tot))
-    total = {k: None for k in TOTAL_KEYS}
-    for k in ("tensor_flops", "vector_flops", "params"):
-        total[k] = sum(s.total[k] for s in stages)
-    for k in ("bytes", "time_s"):
-        vals = [s.total[k] for s in stages]
-        total[k] = None if any(v is None for v in vals) else sum(vals)
-    if total["time_s"] is not None:
-        total["time_s"] += summaries.get("transfer_s", 0.0)
-    total["peak_memory_bytes"] = summaries.get("peak_memory_bytes")
-    est = Estimate(cfg, graph, stages, total,
-                   list(graph.meta.get("warnings", [])) + list(summaries.get("warnings", [])) + list(warnings))
-    rf = summaries.get("roofline")
-    if rf is not None:
-        est.extra["transfer_s"] = rf["transfer_s"]
-        est.extra["ridge_point"] = rf["ridge_point"]
-        est.extra["stages"] = {s: {"bound": rf["bound"][s], "compute_share": rf["compute_share"][s],
-                                   "device": rf["device"][s], "peak_node": mem.get(s, {}).get("peak_node"),
-                                   "on_gpu": mem.get(s, {}).get("on_gpu", True)} for s in graph.stages}
-        est.extra["memory"] = dict(summaries["memory"]["pipeline"])
-    return est
+def resolve_plan(opts: RunOptions):
+    """The resolved parallel Plan of ``opts`` (PlanError naming the keys when it is invalid),
+    or None when it runs on one device without sharding."""
+    from wanir.backends.parallel import resolve_plan as _resolve
+
+    p = _resolve(opts.parallel.as_mapping())
+    return p if (p.degree > 1 or p.fsdp > 1) else None
+
+
+def parallel_record(cost) -> dict:
+    """The ``parallel`` object of the estimate JSON from a MultiDeviceCost: plan, devices,
+    hardware, per-device stages and totals, ``communication`` (seconds and bytes per video
+    per device) and notes. Plain data."""
+    d = cost.to_dict()
+    st = list(cost.stages.values())
+    d["communication"] = {
+        "exposed_s": cost.comm_s,
+        "total_s": sum(r["comm_s"] * r["invocations"] for r in st),
+        "bytes": sum(int(r["comm_bytes"]) * r["invocations"] for r in st),
+        "share": d["total"]["comm_share"],
+    }
+    return d
+
+
+def parallel_warnings(cost) -> list[str]:
+    """The per-device fit warning of a multi-device plan (empty when it fits)."""
+    if cost.fits:
+        return []
+    gib = 2**30
+    return [f"does not fit: one device of the plan {cost.plan.label} needs {cost.peak_memory_bytes / gib:.1f} GiB "
+            f"at its peak, {cost.hardware.name} has {cost.hardware.memory_bytes / gib:.1f} GiB"]
+
+
+def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, device_graphs: dict | None = None,
+           extra: dict | None = None) -> Estimate:
+    """Summarize an annotated pipeline graph into an Estimate; with a multi-device ``plan``
+    also cost the plan's per-device graph (``device_graphs`` caches them by plan shape) and
+    attach its ``parallel`` record, taking the fit warning from the per-device peak."""
+    par = None
+    warns = None
+    if plan is not None:
+        from wanir.backends.parallel import DeviceGraph, Plan, check_plan
+
+        check_plan(plan, guidance=(graph.meta.get("workload") or {}).get("guidance"))
+        key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
+        dg = None if device_graphs is None else device_graphs.get(key)
+        if dg is None:
+            shape = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
+                         plan.gpus_per_node, plan.network, plan.intra_node)
+            dg = DeviceGraph(graph, shape, opts)
+            if device_graphs is not None:
+                device_graphs[key] = dg
+        single_s = sum(summaries["time_s"][s] * sc.repeat for s, sc in graph.stages.items()) + \
+            summaries.get("transfer_s", 0.0)
+        cost = dg.cost(summaries["hw"], single_s, plan=plan)
+        par = parallel_record(cost)
+        fit = [w for w in summaries.get("warnings", ()) if w.startswith("does not fit")]
+        warns = [w for w in summaries.get("warnings", ()) if w not in fit] + parallel_warnings(cost)
+        summaries = dict(summaries, warnings=warns)
+    return summarize(graph, summaries, cfg, options=opts, extra=extra, parallel=par)
 
 
 def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Graph:
@@ -226,26 +163,39 @@ def paused_gc():
 
 
 def estimate_config(cfg) -> Estimate:
-    """Estimate an already composed configuration (see :func:`wanir.config.load_config`)."""
+    """Estimate an already composed configuration (see :func:`wanir.config.load_config`).
+    Options are parsed once (:mod:`wanir.options`); a multi-device ``parallel`` plan is
+    costed too (``Estimate.parallel``)."""
+    from wanir import hardware
     from wanir.frontends.checkpoint import apply_model_from
     from wanir.frontends.pipeline import build_pipeline
 
+    opts = _options.from_config(cfg)
+    plan = resolve_plan(opts)
     cfg, inferred = apply_model_from(cfg)  # model.from: components read from a checkpoint
     with paused_gc():
         graph = build_pipeline(cfg)
-        summaries = annotate(graph, cfg)
-        est = summarize(graph, summaries, cfg)
-    est.extra["inferred"] = inferred
-    return est
+        summaries = annotate_time(graph, opts, annotate_counts(graph, opts), hw=hardware.from_config(cfg))
+        return finish(graph, summaries, cfg, opts, plan, extra={"inferred": inferred})
 
 
 def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Estimate:
     """Estimate one generation for the configuration given by Hydra-style ``overrides``
-    (e.g. ``["model=wan2.1-t2v-1.3b", "workload.height=480"]``) and an optional user
-    config directory. Returns an :class:`Estimate`."""
+    (a list or tuple of strings, e.g. ``["model=wan2.1-t2v-1.3b", "workload.height=480"]``)
+    and an optional user config directory. Returns an :class:`Estimate`. Safe to call from
+    several threads."""
+    from .errors import ConfigError
+
+    if not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides must be a list or tuple of strings such as ['workload.height=480'], "
+                          f"got {type(overrides).__name__}")
+    bad = [o for o in overrides if not isinstance(o, str)]
+    if bad:
+        raise ConfigError(f"overrides must be strings; got {type(bad[0]).__name__} {str(bad[0])[:60]!r}")
     return estimate_config(load_config(list(overrides), config_dir))
 
 
 def estimate_graph(graph: Graph, cfg=None) -> Estimate:
     """Annotate and summarize a graph made elsewhere (e.g. from a YAML spec)."""
-    return summarize(graph, annotate(graph, cfg), cfg)
+    opts = _options.of(cfg)
+    return summarize(graph, annotate(graph, cfg), None if isinstance(cfg, RunOptions) else cfg, options=opts)

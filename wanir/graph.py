@@ -136,6 +136,19 @@ class Graph:
         self._nx = None
         return node
 
+    def timing_copy(self) -> "Graph":
+        """A copy to annotate again (e.g. re-time on other hardware) without touching this
+        graph: new Node objects with their own ``costs`` and a copy of ``meta``; scopes,
+        weights, values and attributes (never written by passes) are shared."""
+        g = Graph.__new__(Graph)
+        g.__dict__.update(self.__dict__)
+        g._nx = None
+        g.meta = dict(self.meta)
+        g._consumers = {k: list(v) for k, v in self._consumers.items()}
+        g._nodes = {i: Node(n.id, n.kind, n.name, n.scope, n.inputs, n.outputs, n.attrs, n.params, dict(n.costs))
+                    for i, n in self._nodes.items()}
+        return g
+
     @property
     def nx(self) -> nx.DiGraph:
         """The graph as a networkx DiGraph (node attribute ``node``, edge attribute ``values``:

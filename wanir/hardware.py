@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -277,7 +278,7 @@ def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None)
 
 
 def _builtin_dir() -> Path:
-    from .config import CONFIG_DIR
+    from .paths import CONFIG_DIR
     return CONFIG_DIR / "hardware"
 
 
@@ -376,7 +377,7 @@ def list_hardware(config_dir: str | Path | None = None) -> list[Hardware]:
 
 def _default_choice() -> str:
     from omegaconf import OmegaConf
-    from .config import CONFIG_DIR
+    from .paths import CONFIG_DIR
     for item in OmegaConf.load(CONFIG_DIR / "config.yaml").get("defaults", []):
         if isinstance(item, Mapping) and "hardware" in item:
             return str(item["hardware"])
@@ -427,26 +428,43 @@ def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tupl
     return keep, post
 
 
-_COMPOSED: list = []     # (config, Hardware) pairs validated when configs were composed
+_BY_CONTENT: dict = {}     # hardware mapping (as canonical JSON) -> validated Hardware
+_BY_CONTENT_LOCK = threading.Lock()
+
+
+def _content_key(hw) -> str | None:
+    """A key of a ``hardware`` config node by its content (None when it has none)."""
+    import json
+    if hw is None:
+        return None
+    if not isinstance(hw, (dict, str)):
+        from omegaconf import OmegaConf
+        hw = OmegaConf.to_container(hw, resolve=True)
+    return json.dumps(hw, sort_keys=True, default=str)
 
 
 def _remember(cfg, hw: Hardware) -> None:
-    _COMPOSED.append((cfg, hw))
-    del _COMPOSED[:-8]
+    key = _content_key(cfg.get("hardware"))
+    with _BY_CONTENT_LOCK:
+        _BY_CONTENT.setdefault(key, hw)
+        if len(_BY_CONTENT) > 64:
+            _BY_CONTENT.pop(next(iter(_BY_CONTENT)))
 
 
 def from_config(cfg) -> Hardware:
     """The Hardware of a composed config (``cfg.hardware``, as validated when
-    :func:`wanir.config.load_config` composed it); the built-in default when the config
-    has none."""
-    for c, h in reversed(_COMPOSED):
-        if c is cfg:
-            return h
+    :func:`wanir.config.load_config` composed it; cached by the spec's content); the
+    built-in default when the config has none."""
     hw = cfg.get("hardware") if cfg is not None else None
     if hw is None:
         return load(_default_choice())
     if isinstance(hw, str):
         return load(hw)
+    key = _content_key(hw)
+    with _BY_CONTENT_LOCK:
+        hit = _BY_CONTENT.get(key)
+    if hit is not None:
+        return hit
     ep = hw.get("__entry_point__")
     if ep is not None:
         spec = plugin_spec(ep)
@@ -455,7 +473,10 @@ def from_config(cfg) -> Hardware:
     from omegaconf import OmegaConf
     data = OmegaConf.to_container(hw, resolve=True) if not isinstance(hw, dict) else dict(hw)
     data.pop("__entry_point__", None)
-    return from_mapping(data, origin=f"hardware '{data.get('name', '?')}'")
+    out = from_mapping(data, origin=f"hardware '{data.get('name', '?')}'")
+    with _BY_CONTENT_LOCK:
+        _BY_CONTENT[key] = out
+    return out
 
 
 def host_from_config(cfg) -> Hardware:

@@ -1,0 +1,27 @@
+"""The one counting path: the hardware-independent passes (verify, flops, bytes, memory)
+run over a graph with the run options. The single-device estimate
+(:func:`wanir.estimate.annotate_counts`) and every multi-device plan's per-device graph
+(:class:`wanir.backends.parallel.DeviceGraph`) are counted by :func:`run`."""
+from __future__ import annotations
+
+from wanir import options as _options
+
+
+def run(graph, opts=None, check: bool | None = None) -> dict:
+    """Annotate ``graph`` with counts under ``opts`` (a RunOptions, a composed config or None
+    for the defaults): verify (True always, False never, None when ``graph.unchecked``),
+    flops, bytes (fusion ``roofline.fusion``, attention kernel) and memory (residency
+    ``memory.*``). Returns the summaries by name: "flops", "bytes_pass", "memory"."""
+    from . import bytes as bytes_pass
+    from . import flops, memory, verify
+
+    opts = _options.of(opts)
+    if check or (check is None and graph.unchecked):
+        verify.run(graph)
+    ro, mo = opts.roofline, opts.memory
+    nodes = list(graph)
+    out = {"flops": flops.run(graph)}
+    out["bytes_pass"] = bytes_pass.run(graph, fusion=ro.fusion, attention_kernel=ro.attention_kernel, nodes=nodes)
+    out["memory"] = memory.run(graph, attention_kernel=ro.attention_kernel, offload_model=mo.offload_model,
+                               t5_cpu=mo.t5_cpu, nodes=nodes)
+    return out
