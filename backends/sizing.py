@@ -44,6 +44,7 @@ class Candidate:
     comm_share: float
     speedup: float | None
     meets: bool
+    batch: int = 1
 
     @property
     def devices(self) -> int:
@@ -53,9 +54,15 @@ class Candidate:
     def fits(self) -> bool:
         return self.peak_memory_bytes <= self.capacity_bytes
 
+    @property
+    def priced(self) -> bool:
+        return self.cost_per_video is not None
+
     def to_dict(self) -> dict:
-        """Plain data for JSON output."""
+        """Plain data for JSON output. ``time_s`` is the latency of one batch of ``batch``
+        videos (every video of it is done then)."""
         return {"hardware": self.hardware, "devices": self.devices, "plan": self.plan.label,
+                "batch": self.batch, "fits": self.fits, "priced": self.priced,
                 "time_s": self.time_s, "peak_memory_bytes": self.peak_memory_bytes,
                 "capacity_bytes": self.capacity_bytes, "videos_per_hour": self.videos_per_hour,
                 "gpu_hours_per_video": self.gpu_hours_per_video, "cost_per_video_usd": self.cost_per_video,
@@ -103,8 +110,11 @@ def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
     return list(out.values())
 
 
-def parse_prices(items) -> dict[str, float]:
-    """``["h100-sxm=2.5", ...]`` → {name: USD per GPU-hour}. Raises ConfigError on a bad item."""
+def parse_prices(items, known=None) -> dict[str, float]:
+    """``["h100-sxm=2.5", ...]`` → {name: USD per GPU-hour}. Raises ConfigError on a bad
+    item, and — with ``known`` (the valid hardware names) — on a name not among them."""
+    import math
+
     prices = {}
     for it in items or ():
         name, sep, val = str(it).partition("=")
@@ -112,10 +122,34 @@ def parse_prices(items) -> dict[str, float]:
             v = float(val)
         except ValueError:
             v = -1.0
-        if not sep or not name or v < 0:
-            raise ConfigError(f"--price {it!r}: write HARDWARE=USD_PER_GPU_HOUR, e.g. h100-sxm=2.5")
+        if not sep or not name or not math.isfinite(v) or v < 0:
+            raise ConfigError(f"--price {str(it)[:80]!r}: write HARDWARE=USD_PER_GPU_HOUR (a finite number >= 0), "
+                              f"e.g. h100-sxm=2.5")
+        if known is not None and name not in known:
+            raise _unknown_price(name, known)
         prices[name] = v
     return prices
+
+
+def _unknown_price(name: str, known) -> ConfigError:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"--price {name[:60]}=...: no hardware named {name[:60]!r}{hint} "
+                       f"(hardware: {', '.join(sorted(known))})")
+
+
+def parse_devices(text: str) -> tuple[int, ...]:
+    """``"1,2,4"`` → (1, 2, 4); ConfigError naming --devices on anything else."""
+    out = []
+    for x in str(text).split(","):
+        x = x.strip()
+        if not x.isdigit() or not 1 <= int(x) <= 4096:
+            raise ConfigError(f"--devices {str(text)[:60]!r}: write comma-separated device counts in [1, 4096], "
+                              f"e.g. 1,2,4,8")
+        out.append(int(x))
+    return tuple(out)
 
 
 def _yaml_price(name: str, config_dir=None) -> float | None:
@@ -131,95 +165,156 @@ def _yaml_price(name: str, config_dir=None) -> float | None:
     return None if v is None else float(v)
 
 
-def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throughput: float | None = None,
-         hardware=None, devices=DEFAULT_DEVICES, prices: dict | None = None, fsdp_options=(False, True)) -> dict:
-    """Enumerate hardware × device count × plan for the workload of ``overrides``; return
-    {"candidates": [Candidate, ...] ranked (those meeting the target first, then by cost per
-    video), "dropped": count that do not fit in memory, "evaluated": count, "target": ...,
-    "priced": whether every ranked hardware had a price}. ``latency_s``: seconds per video;
-    ``throughput``: videos per hour; ``hardware``: names (default: every GPU in the
-    library)."""
-    from wanir import hardware as hwlib
-    from wanir.config import load_config
-    from wanir.estimate import estimate_config
+#: videos per GPU batch tried for a throughput target (memory permitting)
+BATCHES = (1, 2, 4)
 
-    if latency_s is not None and latency_s <= 0:
+
+def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throughput: float | None = None,
+         hardware=None, devices=None, prices: dict | None = None, fsdp_options=(False, True),
+         batches=None) -> dict:
+    """Enumerate hardware × device count × plan (× videos per batch, for a throughput
+    target) for the workload of ``overrides``; return {"candidates": [Candidate, ...]
+    ranked, "unfit": those that do not fit in memory, "dropped": their count, "evaluated":
+    count, "target": ..., "priced": whether every fitting candidate has a price}.
+
+    ``latency_s``: seconds per video; ``throughput``: videos per hour; ``hardware``: names
+    (default: every GPU in the library); ``devices``: device counts (default
+    DEFAULT_DEVICES); ``batches``: videos per GPU batch (``workload.batch``; default
+    BATCHES with a throughput target, else the workload's). A ``parallel=`` plan in the
+    overrides is honoured: only that plan (on its device count) is evaluated.
+
+    Ranking: candidates that meet the target first; among them priced hardware by cost
+    per video, then unpriced hardware by GPU-hours per video; then fewer devices, less time.
+    Every evaluated candidate is returned (in "candidates" or "unfit")."""
+    from wanir import hardware as hwlib
+    from wanir import options as _options
+    from wanir.config import load_config
+    from wanir.frontends.checkpoint import apply_model_from
+    from wanir.frontends.pipeline import build_pipeline
+    from wanir.passes import count
+
+    from .parallel import resolve_plan
+
+    if latency_s is not None and not latency_s > 0:
         raise ConfigError(f"--latency must be > 0 seconds, got {latency_s}")
-    if throughput is not None and throughput <= 0:
+    if throughput is not None and not throughput > 0:
         raise ConfigError(f"--throughput must be > 0 videos/hour, got {throughput}")
-    cfg = load_config(list(overrides), config_dir)
-    est = estimate_config(cfg)
-    graph = est.graph
+    overrides = list(overrides)
+    cfg = load_config(overrides, config_dir)
+    opts = _options.from_config(cfg)
+    fixed = resolve_plan(opts.parallel.as_mapping())
+    fixed = fixed if (fixed.degree > 1 or fixed.fsdp > 1) else None
+    if fixed is not None:
+        if devices is not None and fixed.degree not in devices:
+            raise ConfigError(f"the plan {fixed.label} (parallel=...) uses {fixed.degree} devices, but --devices is "
+                              f"{','.join(map(str, devices))}; drop --devices or the parallel override")
+        devices = (fixed.degree,)
+    devices = tuple(devices) if devices is not None else DEFAULT_DEVICES
     heads = int(cfg.dit.num_attention_heads)
-    guidance = bool(est.graph.meta.get("workload", {}).get("guidance", True))
+    known = [h.name for h in hwlib.list_hardware(config_dir)]
     names = list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
     hws = [hwlib.load(n, config_dir) for n in names]
     prices = dict(prices or {})
+    unknown = sorted(set(prices) - set(known))
+    if unknown:
+        raise _unknown_price(unknown[0], known)
     for h in hws:
         if h.name not in prices:
             p = _yaml_price(h.name, config_dir)
             if p is not None:
                 prices[h.name] = p
-    from omegaconf import OmegaConf
-    base = OmegaConf.to_container(cfg.parallel, resolve=True) if cfg.get("parallel") is not None else {}
-    graphs: dict[tuple, DeviceGraph] = {}
-    singles: dict[str, float] = {}
-    single = None
+    base_batch = int(cfg.workload.batch)
+    if batches is None:
+        batches = sorted({base_batch, *(b * base_batch for b in BATCHES)}) if throughput is not None else [base_batch]
+    base = opts.parallel.as_mapping()
     cands, dropped, evaluated = [], 0, 0
-    for n in devices:
-        for plan in candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base):
-            key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
-            dg = graphs.get(key)
-            if dg is None:
-                shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
-                                  plan.gpus_per_node, plan.network, plan.intra_node)
-                dg = graphs[key] = DeviceGraph(graph, shape_plan, cfg)
-            for hw in hws:
-                if hw.name not in singles:
-                    single = single or DeviceGraph(graph, Plan(), cfg)
-                    singles[hw.name] = single.cost(hw).time_s
-                c = dg.cost(hw, singles[hw.name], plan=plan)   # dp and the name only change the totals
-                evaluated += 1
-                if not c.fits:
-                    dropped += 1
-                    continue
-                b, share = c.bottleneck()
-                gh = plan.degree * c.time_s / 3600.0 / plan.dp
-                price = prices.get(hw.name)
-                vph = c.videos_per_hour
-                meets = (latency_s is None or c.time_s <= latency_s) and (throughput is None or vph >= throughput)
-                cands.append(Candidate(hw.name, plan, c.time_s, c.peak_memory_bytes, hw.memory_bytes, vph, gh,
-                                       None if price is None else gh * price, b, share,
-                                       c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets))
-    priced = all(c.cost_per_video is not None for c in cands)
-    cands.sort(key=lambda c: (not c.meets, round(c.cost_per_video if priced and c.cost_per_video is not None
-                                                 else c.gpu_hours_per_video, 9), c.devices, c.time_s))
-    return {"candidates": cands, "dropped": dropped, "evaluated": evaluated, "priced": priced,
+    graph0 = None
+    for b in batches:
+        cfg_b = cfg if b == base_batch else load_config([*overrides, f"workload.batch={b}"], config_dir)
+        cfg_b, _ = apply_model_from(cfg_b)
+        graph = build_pipeline(cfg_b)
+        count.run(graph, opts)
+        graph0 = graph0 or graph
+        guidance = bool(graph.meta.get("workload", {}).get("guidance", True))
+        graphs: dict[tuple, DeviceGraph] = {}
+        singles: dict[str, float] = {}
+        single = None
+        fits_any = False
+        for n in devices:
+            plans = [fixed] if fixed is not None else \
+                candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base)
+            for plan in plans:
+                check_plan(plan, heads=heads, guidance=guidance)
+                key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
+                dg = graphs.get(key)
+                if dg is None:
+                    shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
+                                      plan.gpus_per_node, plan.network, plan.intra_node)
+                    dg = graphs[key] = DeviceGraph(graph, shape_plan, opts)
+                for hw in hws:
+                    if hw.name not in singles:
+                        single = single or DeviceGraph(graph, Plan(), opts)
+                        singles[hw.name] = single.cost(hw).time_s
+                    c = dg.cost(hw, singles[hw.name], plan=plan)   # dp and the name only change the totals
+                    evaluated += 1
+                    bsh, share = c.bottleneck()
+                    gh = plan.degree * c.time_s / 3600.0 / plan.dp / b
+                    price = prices.get(hw.name)
+                    vph = c.videos_per_hour * b
+                    meets = c.fits and (latency_s is None or c.time_s <= latency_s) and \
+                        (throughput is None or vph >= throughput)
+                    if not c.fits:
+                        dropped += 1
+                    fits_any = fits_any or c.fits
+                    cands.append(Candidate(hw.name, plan, c.time_s, c.peak_memory_bytes, hw.memory_bytes, vph, gh,
+                                           None if price is None else gh * price, bsh, share,
+                                           c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b))
+        if not fits_any:      # a larger batch only needs more memory
+            break
+    fitting = [c for c in cands if c.fits]
+    priced = all(c.priced for c in fitting)
+    cands.sort(key=lambda c: (not c.fits, not c.meets, not c.priced,
+                              round(c.cost_per_video if c.priced else c.gpu_hours_per_video, 9), c.devices, c.time_s))
+    graph = graph0
+    return {"candidates": [c for c in cands if c.fits], "unfit": [c for c in cands if not c.fits], "dropped": dropped, "evaluated": evaluated, "priced": priced,
             "target": {"latency_s": latency_s, "videos_per_hour": throughput},
-            "model": graph.meta.get("model"), "workload": graph.meta.get("workload", {}), "prices": prices}
+            "model": graph.meta.get("model"), "workload": graph.meta.get("workload", {}), "prices": prices,
+            "batches": list(batches), "plan": None if fixed is None else fixed.label}
 
 
-def render(result: dict, fmt: str = "table", top: int = 20, show_all: bool = False) -> str | None:
-    """Render a :func:`size` result: 'json' (string) or 'table' (prints a rich table of the
-    ``top`` ranked candidates that meet the target, or of all with ``show_all``)."""
+#: rows of the table when --top is not given
+TABLE_TOP = 20
+
+
+def render(result: dict, fmt: str = "table", top: int | None = None, show_all: bool = False) -> str | None:
+    """Render a :func:`size` result: 'json' (a string: every evaluated candidate — fitting
+    ones ranked, then those that do not fit — or the first ``top`` fitting ones) or 'table'
+    (prints a rich table of the ``top`` (default TABLE_TOP) ranked candidates that meet the
+    target, or of all that fit with ``show_all``; priced hardware first, unpriced after it,
+    labelled)."""
+    from wanir import jsonout
+
     from .report import fmt_bytes, fmt_time
 
+    if top is not None and top < 1:
+        raise ConfigError(f"--top must be an integer >= 1, got {top}")
     cands = result["candidates"]
+    if fmt == "json":
+        rows = cands[:top] if top is not None else cands + result.get("unfit", [])
+        return jsonout.dumps({**{k: v for k, v in result.items() if k not in ("candidates", "unfit")},
+                              "candidates": [c.to_dict() for c in rows]}, indent=2, default=str)
+    if fmt != "table":
+        raise ValueError(f"unknown format {fmt!r}; allowed: table, json")
+    top = TABLE_TOP if top is None else top
     shown = cands if show_all else [c for c in cands if c.meets]
     if not show_all:   # the same replica layout with more data-parallel copies adds devices, not value
         seen, kept = set(), []
         for c in shown:
-            k = (c.hardware, c.plan.ulysses, c.plan.ring, c.plan.cfg, c.plan.fsdp > 1)
+            k = (c.hardware, c.plan.ulysses, c.plan.ring, c.plan.cfg, c.plan.fsdp > 1, c.batch)
             if k not in seen:
                 seen.add(k)
                 kept.append(c)
         shown = kept
-    if fmt == "json":
-        import json
-        return json.dumps({**{k: v for k, v in result.items() if k != "candidates"},
-                           "candidates": [c.to_dict() for c in shown[:top]]}, indent=2, default=str)
-    if fmt != "table":
-        raise ValueError(f"unknown format {fmt!r}; allowed: table, json")
     from rich.console import Console
     from rich.table import Table
     t = result["target"]
@@ -230,19 +325,28 @@ def render(result: dict, fmt: str = "table", top: int = 20, show_all: bool = Fal
     title = (f"{result['model']} {wl.get('width')}x{wl.get('height')}x{wl.get('frames')}, {wl.get('steps')} steps: "
              f"{target}")
     table = Table(title=title)
-    cost_head = "$/video" if result["priced"] else "GPU-h/video"
-    for h in ("#", "hardware", "GPUs", "plan", "time/video", "videos/h", cost_head, "mem/GPU", "comm", "bottleneck"):
+    batched = any(c.batch > 1 for c in shown[:top])
+    heads = ["#", "hardware", "GPUs", "plan"] + (["videos/batch"] if batched else []) + \
+        ["time/video", "videos/h", "$/video", "GPU-h/video", "mem/GPU", "comm", "bottleneck"]
+    for h in heads:
         table.add_column(h, justify="left" if h in ("hardware", "plan", "bottleneck") else "right")
     for i, c in enumerate(shown[:top], 1):
-        cost = f"{c.cost_per_video:.3f}" if result["priced"] else f"{c.gpu_hours_per_video:.3f}"
-        table.add_row(str(i), c.hardware, str(c.devices), c.plan.label, fmt_time(c.time_s), f"{c.videos_per_hour:.1f}",
-                      cost, f"{fmt_bytes(c.peak_memory_bytes)} / {c.capacity_bytes / 2**30:.0f} GiB",
-                      f"{100 * c.comm_share:.0f} %", f"{c.bottleneck} {100 * c.bottleneck_share:.0f} %")
+        cost = f"{c.cost_per_video:.3f}" if c.priced else "no price"
+        row = [str(i), c.hardware, str(c.devices), c.plan.label] + ([str(c.batch)] if batched else []) + \
+            [fmt_time(c.time_s), f"{c.videos_per_hour:.1f}", cost, f"{c.gpu_hours_per_video:.3f}",
+             f"{fmt_bytes(c.peak_memory_bytes)} / {c.capacity_bytes / 2**30:.0f} GiB",
+             f"{100 * c.comm_share:.0f} %", f"{c.bottleneck} {100 * c.bottleneck_share:.0f} %"]
+        table.add_row(*row)
     con = Console()
     con.print(table)
     meets = sum(1 for c in cands if c.meets)
     con.print(f"{result['evaluated']} configurations evaluated, {result['dropped']} dropped (do not fit in memory), "
               f"{len(cands)} fit, {meets} meet the target" + ("" if show_all else f"; showing the best {min(top, len(shown))}"))
+    if batched:
+        con.print("videos/batch: videos generated together per replica (workload.batch); time/video is the batch's "
+                  "latency")
     if not result["priced"]:
-        con.print("no price for some hardware: ranked by GPU-hours per video (give --price NAME=USD_PER_GPU_HOUR)")
+        unpriced = sorted({c.hardware for c in cands if not c.priced})
+        con.print(f"no price for {', '.join(unpriced)}: ranked after the priced hardware, by GPU-hours per video "
+                  f"(give --price NAME=USD_PER_GPU_HOUR)")
     return None

@@ -47,3 +47,68 @@ def test_size_drops_what_does_not_fit():
     # 14B DiT weights alone at bf16: 14e9 x 2 bytes = 28 GB > a 24 GiB card
     res = size(["model=wan2.1-t2v-14b", "workload=480p"], latency_s=1e9, hardware=["rtx-4090"], devices=(1,))
     assert res["evaluated"] == res["dropped"] > 0 and res["candidates"] == []
+
+
+SMALL = ["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=5", "workload.steps=2"]
+
+
+def test_unknown_price_name_is_an_error_naming_valid_ones():
+    with pytest.raises(ConfigError, match=r"no hardware named 'h100'.*did you mean.*h100-sxm"):
+        size(SMALL, latency_s=1e9, hardware=["h100-sxm"], devices=(1,), prices={"h100": 2.5})
+    with pytest.raises(ConfigError, match="h100-sxm"):
+        parse_prices(["h100=2.5"], known=["h100-sxm", "l40s"])
+    for bad in ("h100-sxm=nan", "h100-sxm=inf", "h100-sxm=-1"):
+        with pytest.raises(ConfigError, match="finite"):
+            parse_prices([bad])
+
+
+def test_partial_prices_rank_priced_first_then_the_rest():
+    res = size(SMALL, latency_s=1e9, hardware=["h100-sxm", "l40s"], devices=(1, 2), prices={"l40s": 1.0})
+    cands = res["candidates"]
+    assert not res["priced"]
+    flags = [c.priced for c in cands]
+    # every priced row comes before every unpriced one (all meet this loose target)
+    assert flags == sorted(flags, reverse=True) and True in flags and False in flags
+    priced = [c.cost_per_video for c in cands if c.priced]
+    assert priced == sorted(priced)
+    unpriced = [c.gpu_hours_per_video for c in cands if not c.priced]
+    assert unpriced == sorted(unpriced)
+    assert {c.hardware for c in cands if c.priced} == {"l40s"}
+
+
+def test_throughput_sizing_tries_batches_and_replicas():
+    res = size(SMALL, throughput=1.0, hardware=["h100-sxm"], devices=(1, 2), prices={"h100-sxm": 2.0})
+    batches = {c.batch for c in res["candidates"]}
+    assert {1, 2, 4} <= batches
+    for c in res["candidates"]:
+        # videos/hour = replicas x videos per batch x batches per hour
+        assert c.videos_per_hour == pytest.approx(c.plan.dp * c.batch * 3600 / c.time_s)
+        assert c.cost_per_video == pytest.approx(c.devices * 2.0 * c.time_s / 3600 / c.plan.dp / c.batch)
+    # a latency target alone does not batch
+    assert {c.batch for c in size(SMALL, latency_s=1e9, hardware=["h100-sxm"], devices=(1,))["candidates"]} == {1}
+
+
+def test_batches_stop_where_memory_ends():
+    # the 14B does not fit a 24 GiB card alone: no batch of it is tried further
+    res = size(["model=wan2.1-t2v-14b", "workload=480p"], throughput=1.0, hardware=["rtx-4090"], devices=(1,))
+    assert res["candidates"] == [] and {c.batch for c in res["unfit"]} == {1}
+
+
+def test_size_json_returns_every_evaluated_row_unless_top():
+    import json
+
+    from wanir.backends.sizing import render
+
+    res = size(["model=wan2.1-t2v-14b", "workload=480p"], latency_s=1.0, hardware=["h100-sxm", "rtx-4090"],
+               devices=(1, 2, 4, 8))
+    d = json.loads(render(res, "json"))
+    assert len(d["candidates"]) == res["evaluated"] > 20
+    assert sum(1 for c in d["candidates"] if not c["fits"]) == res["dropped"] > 0
+    assert len(json.loads(render(res, "json", top=3))["candidates"]) == 3
+
+
+def test_size_honours_a_parallel_plan():
+    res = size([*SMALL, "parallel=ring", "parallel.degree=2"], latency_s=1e9, hardware=["h100-sxm"])
+    assert {(c.plan.label, c.devices) for c in res["candidates"]} == {("ring2", 2)}
+    with pytest.raises(ConfigError, match="uses 2 devices"):
+        size([*SMALL, "parallel=ring", "parallel.degree=2"], latency_s=1e9, hardware=["h100-sxm"], devices=(4,))

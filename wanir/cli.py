@@ -67,7 +67,7 @@ def cmd_size(args) -> int:
     if args.latency is None and args.throughput is None:
         print("wanir: error: give a target: --latency SECONDS and/or --throughput VIDEOS_PER_HOUR", file=sys.stderr)
         return 2
-    devices = tuple(int(x) for x in args.devices.split(",")) if args.devices else sizing.DEFAULT_DEVICES
+    devices = sizing.parse_devices(args.devices) if args.devices else None
     hw = [h for h in args.hardware.split(",") if h] if args.hardware else None
     res = sizing.size(args.overrides, args.config_dir, latency_s=args.latency, throughput=args.throughput,
                       hardware=hw, devices=devices, prices=sizing.parse_prices(args.price))
@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="USD per GPU-hour of a hardware (repeatable); else the YAML's price_usd_per_gpu_hour")
     z.add_argument("--hardware", default=None, help="comma-separated hardware names (default: every GPU)")
     z.add_argument("--devices", default=None, help="comma-separated device counts (default: 1,2,4,8,16,32)")
-    z.add_argument("--top", type=int, default=20, help="rows to show")
+    z.add_argument("--top", type=int, default=None, help="rows to show (table default 20; json default: every "
+                                                             "evaluated row)")
     z.add_argument("--all", action="store_true", help="also show candidates that miss the target")
     z.add_argument("--format", choices=("table", "json"), default="table")
     z.set_defaults(func=cmd_size)

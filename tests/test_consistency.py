@@ -1,0 +1,116 @@
+"""One answer everywhere: one set of overrides, including a multi-device parallel plan,
+run through every command and the Python API gives the same numbers, and a command that
+cannot show the plan refuses it in one line with exit status 2."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+import wanir
+
+# The overrides every command gets. Each group of the run options is set away from its default.
+OVERRIDES = [
+    "model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=9", "workload.steps=3",
+    "hardware=a100-80gb", "roofline.fusion=fused", "memory.t5_cpu=true",
+    "parallel=fsdp+ring", "parallel.degree=4",
+    # TODO(runtime): add a runtime override here (e.g. "runtime=diffusers") when the runtime group lands.
+    # TODO(optimizations): add an optimization override here when graph-transform optimizations land.
+]
+
+
+def wanir_cli(*args, cwd=None):
+    r = subprocess.run([sys.executable, "-m", "wanir.cli", *args], capture_output=True, text=True, timeout=300,
+                       cwd=cwd)
+    return r
+
+
+@pytest.fixture(scope="module")
+def api():
+    return wanir.estimate(OVERRIDES)
+
+
+def test_api_honours_the_plan(api):
+    assert api.parallel is not None
+    assert api.parallel["devices"] == 4 and api.parallel["plan"]["fsdp"] == 4 and api.parallel["plan"]["ring"] == 4
+    # the plan's per-video time is what the API reports as the run's time, and differs from one device's
+    assert api.time_s == api.parallel["total"]["time_s"] != api.total["time_s"]
+    assert api.parallel["total"]["single_device_time_s"] == pytest.approx(api.total["time_s"])
+    assert api.fits is api.parallel["total"]["fits"]
+    # the same through wanir.multi_device_cost
+    assert wanir.multi_device_cost(api).time_s == pytest.approx(api.time_s)
+
+
+def test_estimate_json(api):
+    r = wanir_cli("estimate", *OVERRIDES, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["parallel"]["total"]["time_s"] == pytest.approx(api.time_s)
+    assert d["parallel"]["total"]["peak_memory_bytes"] == api.peak_memory_bytes
+    assert d["total"]["tensor_flops"] == api.total["tensor_flops"]
+    assert d["fits"] is api.fits and d["warnings"] == list(api.warnings)
+    assert d["hardware"] == "a100-80gb"
+
+
+def test_estimate_csv_per_device(api):
+    r = wanir_cli("estimate", *OVERRIDES, "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(r.stdout.splitlines()))
+    # the per-device table: its stage times plus the host transfer are the per-video time
+    per_stage = sum(float(x["time_s"]) for x in rows)
+    transfer = api.time_s - sum(s["time_s"] for s in api.parallel["stages"])
+    assert per_stage + transfer == pytest.approx(api.time_s)
+
+
+def test_sweep_rows(api, tmp_path):
+    r = wanir_cli("sweep", *[o for o in OVERRIDES if not o.startswith("hardware=")],
+                  "hardware=a100-80gb,h100-sxm", "-o", str(tmp_path / "sw"), "-q")
+    assert r.returncode == 0, r.stderr
+    rows = {x["hardware"]: x for x in csv.DictReader(open(tmp_path / "sw" / "results.csv"))}
+    row = rows["a100-80gb"]
+    assert float(row["time_s"]) == pytest.approx(api.time_s)
+    assert int(row["peak_memory_bytes"]) == api.peak_memory_bytes
+    assert (row["plan"], int(row["devices"]), row["fits"], int(row["warnings"])) == \
+        ("fsdp+ring", 4, str(api.fits).lower(), len(api.warnings))
+    assert int(row["total.tensor_flops"]) == api.total["tensor_flops"]
+    other = wanir.estimate([o for o in OVERRIDES if not o.startswith("hardware=")] + ["hardware=h100-sxm"])
+    assert float(rows["h100-sxm"]["time_s"]) == pytest.approx(other.time_s)
+
+
+def test_size_on_the_plan(api):
+    r = wanir_cli("size", *OVERRIDES, "--latency", "1e9", "--hardware", "a100-80gb", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert len(d["candidates"]) == 1
+    c = d["candidates"][0]
+    assert (c["devices"], c["time_s"], c["peak_memory_bytes"]) == (4, pytest.approx(api.time_s), api.peak_memory_bytes)
+
+
+@pytest.mark.parametrize("cmd", [["estimate", "--by", "scope"], ["estimate", "--by", "kind"],
+                                 ["report", "-o", "{tmp}/r.html"], ["render", "-o", "{tmp}/g.dot"]])
+def test_commands_that_cannot_show_the_plan_refuse(cmd, tmp_path):
+    r = wanir_cli(*[c.replace("{tmp}", str(tmp_path)) for c in cmd], *OVERRIDES)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "parallel" in r.stderr and "Traceback" not in r.stderr
+    assert not list(tmp_path.iterdir())     # nothing written
+
+
+def test_single_device_commands_agree(tmp_path):
+    # the same overrides on one device: estimate JSON, --by scope, sweep and the API agree
+    one = [o for o in OVERRIDES if not o.startswith("parallel")]
+    est = wanir.estimate(one)
+    assert est.parallel is None and est.time_s == est.total["time_s"]
+    d = json.loads(wanir_cli("estimate", *one, "--format", "json").stdout)
+    assert d["total"]["time_s"] == pytest.approx(est.time_s) and d["parallel"] is None
+    for by in ("scope", "kind"):
+        r = wanir_cli("estimate", *one, "--by", by, "--depth", "1", "--format", "json")
+        assert r.returncode == 0, r.stderr
+        recs = json.loads(r.stdout)
+        # the rows partition the graph: their FLOPs and times add up to the estimate's
+        assert sum(x["flops"] for x in recs) == est.total["tensor_flops"] + est.total["vector_flops"]
+        assert sum(x["time_s"] for x in recs) == pytest.approx(est.total["time_s"] - est.extra["transfer_s"])
+    r = wanir_cli("sweep", *one, "-o", str(tmp_path / "sw"), "-q")
+    row = next(csv.DictReader(open(tmp_path / "sw" / "results.csv")))
+    assert float(row["time_s"]) == pytest.approx(est.time_s) == pytest.approx(float(row["total.time_s"]))
+    assert (row["plan"], row["devices"]) == ("single", "1")
