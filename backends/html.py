@@ -203,7 +203,7 @@ def to_html(est: Estimate, depth: int = 2, title: str | None = None) -> str:
     """The report page of ``est`` as HTML text (self-contained; nothing is fetched)."""
     from . import graphviz as gv
     from . import plots
-    from .sweep import heaviest_ops
+    from .report import heaviest_ops
 
     title = title or f"wanir: {est.model}" + (f" on {est.hardware}" if est.hardware else "")
     t = est.total

@@ -229,3 +229,24 @@ def render(est: Estimate, fmt: str) -> str | None:
         print_table(est)
         return None
     raise ValueError(f"unknown format {fmt!r}; allowed: table, json, md, csv")
+
+
+def heaviest_ops(est, n: int = 25) -> list[dict]:
+    """The ``n`` ops with the most time per generation (most FLOPs where there is no time):
+    dicts with path, kind, category, flops, bytes and time_s per execution and multiplicity."""
+    from .graphviz import node_bytes
+
+    recs = []
+    for node in est.graph:
+        if node.category == "input":
+            continue
+        c = node.costs
+        fl = int(c.get("tensor_flops") or 0) + int(c.get("vector_flops") or 0)
+        recs.append({"path": node.path, "kind": node.kind, "category": node.category, "flops": fl,
+                     "bytes": node_bytes(node), "time_s": c.get("time_s"), "bound": c.get("bound"),
+                     "multiplicity": node.multiplicity})
+    have_time = any(r["time_s"] is not None for r in recs)
+    key = (lambda r: (r["time_s"] or 0.0) * r["multiplicity"]) if have_time else \
+        (lambda r: r["flops"] * r["multiplicity"])
+    recs.sort(key=key, reverse=True)
+    return recs[:n]

@@ -32,6 +32,8 @@ from omegaconf import OmegaConf
 from wanir import config as _config
 from wanir.errors import ConfigError
 
+from .report import heaviest_ops  # noqa: F401  (re-exported: the ops of a point for the roofline chart)
+
 #: per-stage columns, suffixes of ``<stage>.`` (FLOPs are tensor + vector; memory is one invocation's peak)
 STAGE_COLUMNS = ("invocations", "tensor_flops", "vector_flops", "flops", "bytes", "time_s", "peak_activation_bytes")
 #: pipeline total columns, suffixes of ``total.``
@@ -231,27 +233,6 @@ def _runtime_name(cfg):
     if isinstance(rt, str):
         return rt
     return rt.get("name") if hasattr(rt, "get") else None
-
-
-def heaviest_ops(est, n: int = TOP_OPS) -> list[dict]:
-    """The ``n`` ops with the most time per generation (most FLOPs where there is no time):
-    dicts with path, kind, category, flops, bytes and time_s per execution and multiplicity."""
-    from .graphviz import node_bytes
-
-    recs = []
-    for node in est.graph:
-        if node.category == "input":
-            continue
-        c = node.costs
-        fl = int(c.get("tensor_flops") or 0) + int(c.get("vector_flops") or 0)
-        recs.append({"path": node.path, "kind": node.kind, "category": node.category, "flops": fl,
-                     "bytes": node_bytes(node), "time_s": c.get("time_s"), "bound": c.get("bound"),
-                     "multiplicity": node.multiplicity})
-    have_time = any(r["time_s"] is not None for r in recs)
-    key = (lambda r: (r["time_s"] or 0.0) * r["multiplicity"]) if have_time else \
-        (lambda r: r["flops"] * r["multiplicity"])
-    recs.sort(key=key, reverse=True)
-    return recs[:n]
 
 
 _WORKER: dict = {}
