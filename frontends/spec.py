@@ -137,6 +137,8 @@ def load_spec(source) -> Graph:
             raise SpecError(f"{path}: cannot read the spec: {e.strerror or e}") from None
         except UnicodeDecodeError as e:
             raise SpecError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except ValueError as e:   # a path the OS cannot take, e.g. with a NUL character
+            raise SpecError(f"{_short(path)}: not a usable file path ({e})") from None
         data = parse_spec_text(text, path)
         graph = _SpecBuilder(data).build()
         graph.meta["spec"] = path

@@ -1,8 +1,9 @@
 """Test set-up.
 
 Under CI (``CI`` set in the environment):
-- hypothesis runs derandomized, so a submission's CI result does not depend on the random
-  examples of that run; local runs keep drawing new examples;
+- hypothesis runs derandomized and without an example database, so a CI result depends
+  neither on the random examples of that run nor on failures replayed from an earlier one;
+  local runs keep drawing new examples and keep their database outside the repository;
 - the reference packages (torch, diffusers, transformers) must be importable: the reference
   tests skip without them, and a CI run that skipped them would prove none of the exact counts.
 """
@@ -10,10 +11,16 @@ import importlib.util
 import os
 
 from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
-settings.register_profile("ci", derandomize=True, deadline=None)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+# hypothesis' storage (example database, cached constants) never lives in the repository:
+# locally it is kept in the user's cache directory; under CI there is no example database,
+# so nothing is replayed from an earlier run
+set_hypothesis_home_dir(os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                     "wanir", "hypothesis"))
+settings.register_profile("ci", derandomize=True, deadline=None, database=None)
+settings.register_profile("dev")
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_configure(config):

@@ -563,6 +563,14 @@ def test_mutated_examples_raise_spec_error_or_load(data, name):
     _load_or_spec_error(_mutate(spec, data))
 
 
+@pytest.mark.parametrize("path", ["\x00", "a\x00b.yaml", ""])
+def test_unusable_paths_are_a_one_line_spec_error(path):
+    # a generated spec once reached load_spec as the string '\x00': open() raises ValueError
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert "\n" not in str(e.value)
+
+
 @GEN
 @given(st.text(max_size=200) | st.binary(max_size=100).map(lambda b: b.decode("latin-1")))
 def test_garbage_yaml_loads_or_raises_a_one_line_spec_error(text):
