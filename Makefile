@@ -1,8 +1,10 @@
-# wanir: `make demo` sets up .venv and runs the default estimate; `make test` runs the tests.
+# wanir: `make demo` sets up .venv with the base package only and runs the default estimate;
+# `make test` adds the test and reference extras (torch, diffusers, transformers) and runs the tests.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BASE_STAMP := $(VENV)/.installed-base
 
 .PHONY: demo test test-fast test-reference setup system-deps bench clean
 
@@ -18,13 +20,18 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 setup: $(STAMP)
 
+# what `wanir estimate` needs: the package and its base dependencies (no torch)
+$(BASE_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $(BASE_STAMP)
+
 # Debian's graphviz (the `dot` binary) and chromium (HTML report tests); needs root.
 system-deps:
 	@if ! command -v dot >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz chromium >/dev/null; \
 	fi
 
-demo: setup
+demo: $(BASE_STAMP)
 	$(BIN)/wanir estimate
 
 test: setup system-deps
