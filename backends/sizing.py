@@ -191,8 +191,6 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     from wanir.config import load_config
     from wanir.frontends.checkpoint import apply_model_from
     from wanir.frontends.pipeline import build_pipeline
-    from wanir.passes import count
-
     from .parallel import resolve_plan
 
     if latency_s is not None and not latency_s > 0:
@@ -232,8 +230,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     for b in batches:
         cfg_b = cfg if b == base_batch else load_config([*overrides, f"workload.batch={b}"], config_dir)
         cfg_b, _ = apply_model_from(cfg_b)
-        graph = build_pipeline(cfg_b)
-        count.run(graph, opts)
+        graph = build_pipeline(cfg_b)      # counted per plan shape by DeviceGraph (passes/count.py)
         graph0 = graph0 or graph
         guidance = bool(graph.meta.get("workload", {}).get("guidance", True))
         graphs: dict[tuple, DeviceGraph] = {}
