@@ -178,7 +178,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     count, "target": ..., "priced": whether every fitting candidate has a price}.
 
     ``latency_s``: seconds per video; ``throughput``: videos per hour; ``hardware``: names
-    (default: every GPU in the library); ``devices``: device counts (default
+    (default: every GPU in the library, or the configured one when the overrides select or
+    change it: ``hardware=NAME``, ``hardware.KEY=VALUE``); ``devices``: device counts (default
     DEFAULT_DEVICES); ``batches``: videos per GPU batch (``workload.batch``; default
     BATCHES with a throughput target, else the workload's). A ``parallel=`` plan in the
     overrides is honoured: only that plan (on its device count) is evaluated.
@@ -210,8 +211,14 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     devices = tuple(devices) if devices is not None else DEFAULT_DEVICES
     heads = int(cfg.dit.num_attention_heads)
     known = [h.name for h in hwlib.list_hardware(config_dir)]
-    names = list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
-    hws = [hwlib.load(n, config_dir) for n in names]
+    hw_overrides = [o for o in overrides if str(o).lstrip("+").split("=")[0].split(".")[0] == "hardware"]
+    if hw_overrides and hardware:
+        raise ConfigError(f"the hardware is given twice ({hw_overrides[0][:60]} and --hardware); give one of them")
+    if hw_overrides:      # the configured device, with any hardware.* value overrides applied
+        hws = [hwlib.from_config(cfg)]
+    else:
+        names = list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
+        hws = [hwlib.load(n, config_dir) for n in names]
     prices = dict(prices or {})
     unknown = sorted(set(prices) - set(known))
     if unknown:

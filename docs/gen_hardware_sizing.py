@@ -102,7 +102,8 @@ wanir size [OVERRIDES...] --latency SECONDS | --throughput VIDEOS_PER_HOUR
 
 - Workload and model: the usual overrides (`model=wan2.1-t2v-1.3b workload=480p
   workload.frames=121 ...`). A `parallel=...` plan among them is honoured: only that plan,
-  on its device count, is evaluated.
+  on its device count, is evaluated; so is a `hardware=NAME` (or `hardware.KEY=VALUE`): only
+  that device, as configured, is sized (`--hardware` lists several instead).
 - Target: `--latency` (seconds per video) and/or `--throughput` (videos per hour).
 - Prices: `--price NAME=USD` per GPU-hour, repeatable; a hardware YAML may carry
   `price_usd_per_gpu_hour: 2.5`. A name that is not a hardware is an error naming the valid

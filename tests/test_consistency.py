@@ -79,12 +79,13 @@ def test_sweep_rows(api, tmp_path):
 
 
 def test_size_on_the_plan(api):
-    r = wanir_cli("size", *OVERRIDES, "--latency", "1e9", "--hardware", "a100-80gb", "--format", "json")
+    r = wanir_cli("size", *OVERRIDES, "--latency", "1e9", "--format", "json")   # hardware= selects the device
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert len(d["candidates"]) == 1
     c = d["candidates"][0]
-    assert (c["devices"], c["time_s"], c["peak_memory_bytes"]) == (4, pytest.approx(api.time_s), api.peak_memory_bytes)
+    assert (c["hardware"], c["devices"], c["time_s"], c["peak_memory_bytes"]) == \
+        ("a100-80gb", 4, pytest.approx(api.time_s), api.peak_memory_bytes)
 
 
 @pytest.mark.parametrize("cmd", [["estimate", "--by", "scope"], ["estimate", "--by", "kind"],

@@ -112,3 +112,12 @@ def test_size_honours_a_parallel_plan():
     assert {(c.plan.label, c.devices) for c in res["candidates"]} == {("ring2", 2)}
     with pytest.raises(ConfigError, match="uses 2 devices"):
         size([*SMALL, "parallel=ring", "parallel.degree=2"], latency_s=1e9, hardware=["h100-sxm"], devices=(4,))
+
+
+def test_size_honours_the_configured_hardware():
+    # hardware=... (and hardware.* changes) in the overrides select the one device sized
+    res = size([*SMALL, "hardware=l40s", "hardware.memory.capacity_gib.value=1"], latency_s=1e9, devices=(1,))
+    assert res["candidates"] == [] and {c.hardware for c in res["unfit"]} == {"l40s"}
+    assert all(c.capacity_bytes == 2**30 for c in res["unfit"])
+    with pytest.raises(ConfigError, match="given twice"):
+        size([*SMALL, "hardware=l40s"], latency_s=1e9, hardware=["h100-sxm"], devices=(1,))
