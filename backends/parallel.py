@@ -1018,11 +1018,17 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
     from wanir import hardware as hwlib
     from wanir.result import Estimate
 
+    from wanir.options import RunOptions
+
     if isinstance(estimate_or_graph, Estimate):
-        graph, cfg = estimate_or_graph.graph, (cfg if cfg is not None else estimate_or_graph.config)
+        graph = estimate_or_graph.graph
+        if cfg is None:   # the config it was made from, else (a sweep's) the options parsed from it
+            cfg = estimate_or_graph.config if estimate_or_graph.config is not None else estimate_or_graph.options
     else:
         graph = estimate_or_graph
-    if hardware is None:
+    if hardware is None and isinstance(cfg, RunOptions):
+        hw = hwlib.load(graph.meta["hardware"]) if graph.meta.get("hardware") else hwlib.from_config(None)
+    elif hardware is None:
         hw = hwlib.from_config(cfg)
     elif isinstance(hardware, str):
         hw = hwlib.load(hardware)

@@ -65,10 +65,9 @@ def hardware_roof(cfg) -> dict | None:
         except (TypeError, ValueError):
             return None
 
-    dtype = None
-    prec = cfg.get("precision")
-    if prec is not None:
-        dtype = prec.get("dit_compute")
+    from wanir import options as _options
+
+    dtype = _options.of(cfg).precision.dit_compute
     tt = hw.get("tensor_tflops") or {}
     peak = num(tt.get(dtype)) if dtype and dtype in tt else None
     if peak is None and "bf16" in tt:

@@ -82,3 +82,17 @@ def test_hardware_cache_is_by_content():
     assert (ha.memory_bytes, hb.memory_bytes) == (80 * 2**30, 40 * 2**30)
     # equal content gives the same object, whatever config object holds it
     assert hardware.from_config(load_config(["hardware=h100-sxm"])) is ha
+
+
+def test_multi_device_cost_of_a_sweep_estimate_uses_its_options():
+    # a sweep's Estimate keeps no config (the composed one is shared between points), only options
+    from wanir.backends.sweep import PointComposer, ReusingEstimator, parse_sweep
+
+    sw = parse_sweep([*SMALL, "hardware=a100-80gb", "parallel=ring", "parallel.degree=2"])
+    pt = next(iter(sw.points()))
+    est = ReusingEstimator()(PointComposer().compose(pt), pt)
+    assert est.config is None and est.parallel is not None
+    direct = wanir.estimate([*SMALL, "hardware=a100-80gb", "parallel=ring", "parallel.degree=2"])
+    c = wanir.multi_device_cost(est)
+    assert c.hardware.name == "a100-80gb" and c.plan.ring == 2
+    assert c.time_s == est.time_s == direct.time_s
