@@ -89,12 +89,23 @@ def test_size_on_the_plan(api):
 
 
 @pytest.mark.parametrize("cmd", [["estimate", "--by", "scope"], ["estimate", "--by", "kind"],
-                                 ["report", "-o", "{tmp}/r.html"], ["render", "-o", "{tmp}/g.dot"]])
+                                 ["report", "-o", "{tmp}/r.html"]])
 def test_commands_that_cannot_show_the_plan_refuse(cmd, tmp_path):
     r = wanir_cli(*[c.replace("{tmp}", str(tmp_path)) for c in cmd], *OVERRIDES)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "parallel" in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.iterdir())     # nothing written
+
+
+def test_render_draws_one_device_of_the_plan(api, tmp_path):
+    r = wanir_cli("render", *OVERRIDES, "--stage", "diffusion_core", "--depth", "3", "-o", str(tmp_path / "g.dot"))
+    assert r.returncode == 0, r.stderr
+    dot = (tmp_path / "g.dot").read_text()
+    # the ring plan's key/value exchange and FSDP's weight gathers are drawn
+    assert "send_recv" in dot and "all_gather" in dot
+    one = [o for o in OVERRIDES if not o.startswith("parallel")]
+    r = wanir_cli("render", *one, "--stage", "diffusion_core", "--depth", "3", "-o", str(tmp_path / "g1.dot"))
+    assert r.returncode == 0 and "send_recv" not in (tmp_path / "g1.dot").read_text()
 
 
 def test_single_device_commands_agree(tmp_path):

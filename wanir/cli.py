@@ -188,10 +188,12 @@ def cmd_render(args) -> int:
     from wanir.backends.graphviz import render
 
     est = _estimate_for(args)
-    if est.parallel is not None:
-        _refuse_multi_device("render", "draw it with parallel=single, or see the per-device figures with "
-                                       "`wanir estimate` and the plan's structure in docs/parallel.md")
-    path = render(est.graph, args.output, stage=args.stage, depth=args.depth, color=args.color)
+    graph = est.graph
+    if est.parallel is not None:   # one device's graph of the plan, communication nodes included
+        from wanir.backends.parallel import multi_device_cost
+
+        graph = multi_device_cost(est).graph
+    path = render(graph, args.output, stage=args.stage, depth=args.depth, color=args.color)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 
