@@ -103,3 +103,11 @@ def test_the_checker_sees_upward_imports(tmp_path, src, mod, dep):
     known = {mod, dep, "wanir.backends.roofline", "wanir.backends.sweep"}
     deps = [resolve(n, known) for n, _ in imports(mod, f)]
     assert dep in deps and layer(dep) > layer(mod)
+
+
+def test_config_and_hardware_do_not_import_each_other():
+    mods = dict(modules())
+    known = set(mods)
+    hw_deps = {resolve(n, known) for n, _ in imports("wanir.hardware", mods["wanir.hardware"])}
+    assert "wanir.config" not in hw_deps          # hardware takes the config directory from wanir.paths
+    assert "wanir.paths" in hw_deps
