@@ -294,6 +294,7 @@ class _Timer:
         l2 = hw.micro.l2_bytes
         self.l2 = l2
         self.l2_bw = max(hw.memory_bandwidth, hw.micro.l2_bandwidth)
+        self._with_launch: dict = {}
 
     def peak(self, n):
         key = (n.kind, compute_dtype(n, self.allow_tf32), n.category)
@@ -335,7 +336,10 @@ class _Timer:
         t = (compute if compute >= memory else memory) + launches * self.overhead
         p = prov if compute >= memory and compute > 0 else mprov
         if launches and self.overhead:
-            p = p | self.prov_launch
+            q = self._with_launch.get(p)
+            if q is None:
+                q = self._with_launch[p] = p | self.prov_launch
+            p = q
         return compute, memory, t, p
 
 
