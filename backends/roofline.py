@@ -208,20 +208,25 @@ class Model:
     # ------------------------------------------------------------------ conv
 
     def conv(self, node, dtype: str) -> tuple[float, frozenset]:
-        """Seconds of a convolution: implicit GEMM plus cuDNN's layout transposes."""
+        """Seconds of a convolution node: implicit GEMM plus cuDNN's layout transposes."""
         x = node.inputs[0].type
         out = node.outputs[0]
         w = node.params["weight"].type.shape
         groups = node.attrs.get("groups", 1) or 1
-        m = out.numel // out.shape[1]
-        n = out.shape[1] // groups
-        k = w[1] * prod(w[2:])
-        fp32_pipe = dtype == "fp32"
-        t, prov = self.gemm(groups, m, n, k, dtype, fp32_pipe=fp32_pipe,
+        return self.conv_shape(groups, out.numel // out.shape[1], out.shape[1] // groups, w[1] * prod(w[2:]),
+                               x.nbytes + out.nbytes, len(x.shape) == 5, dtype)
+
+    def conv_shape(self, groups: int, m: int, n: int, k: int, io_bytes: int, is_3d: bool,
+                   dtype: str) -> tuple[float, frozenset]:
+        """Seconds of a convolution as ``groups`` implicit GEMMs (M = N·output voxels, N =
+        C_out/groups, K = C_in/groups · kernel volume) at ``ceiling_factor`` of the GEMM
+        model, plus ``transposes`` NCDHW↔NDHWC passes over input and output (``io_bytes``)
+        for 3-D convolutions."""
+        t, prov = self.gemm(groups, m, n, k, dtype, fp32_pipe=dtype == "fp32",
                             ceiling_factor=self.conv_c["ceiling_factor"])
         tr = self.conv_c["transposes"]
-        if tr and len(x.shape) == 5:
-            tt, pm = self.memory_time(tr * 2 * (x.nbytes + out.nbytes))
+        if tr and is_3d:
+            tt, pm = self.memory_time(tr * 2 * io_bytes)
             t += tt
             prov = prov | pm | {("kernels.conv.transposes", self.conv_src["transposes"])}
         return t, prov | {("kernels.conv.ceiling_factor", self.conv_src["ceiling_factor"])}

@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     _add_visual_commands(sub)
+    from wanir.backends import calibrate
+    calibrate.add_parser(sub)
     return p
 
 

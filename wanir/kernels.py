@@ -31,16 +31,16 @@ SECTIONS = ("gemm", "conv", "memory", "issue")
 #: per constant: (lower bound, upper bound) or a tuple of allowed strings
 ATTENTION_KEYS = {
     "instruction": ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512"),
-    "mma_ceiling": (0.01, 1.0), "overlap_loss": (0.0, 1.0), "fp32_ops": (0.0, 1000.0),
+    "mma_ceiling": (1e-4, 1.0), "overlap_loss": (0.0, 1.0), "fp32_ops": (0.0, 1000.0),
     "exp_emulated": (0.0, 1.0), "poly_ops": (0.0, 100.0), "ramp_clocks": (0.0, 1e8), "block_m": (1, 4096),
     "ctas_per_sm": (1, 64), "qk_dtype": ("input", "int8", "fp8", "fp16", "bf16"),
     "pv_dtype": ("input", "int8", "fp8", "fp16", "bf16"),
 }
 SECTION_KEYS = {
-    "gemm": {"instruction": ATTENTION_KEYS["instruction"], "ceiling": (0.01, 1.0), "fp32_ceiling": (0.01, 1.0),
+    "gemm": {"instruction": ATTENTION_KEYS["instruction"], "ceiling": (1e-4, 1.0), "fp32_ceiling": (1e-4, 1.0),
              "tile_m": (1, 4096), "tile_n": (1, 4096), "k_ramp": (0.0, 1e6)},
-    "conv": {"ceiling_factor": (0.01, 1.0), "transposes": (0.0, 8.0)},
-    "memory": {"fraction": (0.01, 1.0), "l2_fraction": (0.01, 1.0)},
+    "conv": {"ceiling_factor": (1e-3, 1.0), "transposes": (0.0, 8.0)},
+    "memory": {"fraction": (1e-3, 1.0), "l2_fraction": (1e-3, 1.0)},
     "issue": {"cpu_issue_us": (0.0, 1e5)},
 }
 
