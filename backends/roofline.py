@@ -66,7 +66,7 @@ def timing_options(cfg) -> tuple[str, bool]:
     if not isinstance(allow, bool):
         raise ConfigError(f"runtime.allow_tf32={allow!r}: must be true or false")
     if not isinstance(kernel, str):
-        raise ConfigError(f"roofline.attention_kernel={kernel!r}: allowed: {', '.join(klib.ATTENTION_KERNELS)}")
+        raise ConfigError(f"roofline.attention_kernel={kernel!r}: allowed: {', '.join(klib.attention_kernels())}")
     return kernel, allow
 
 
@@ -139,6 +139,8 @@ class Model:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        if batch <= 0 or m <= 0 or n <= 0 or k <= 0:
+            return 0.0, frozenset()
         g = self.gemm_c
         if fp32_pipe or dtype == "fp32":
             r, rkey = 2 * self.m.fp32_lanes, "microarch.fp32_lanes_per_sm"
@@ -172,6 +174,8 @@ class Model:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        if bh <= 0 or lq <= 0 or lk <= 0 or d <= 0 or dv <= 0:
+            return 0.0, frozenset()
         a, m = self.att, self.m
         if self.kernel == "math":
             t1, p1 = self.gemm(bh, lq, lk, d, dtype)
