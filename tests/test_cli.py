@@ -25,7 +25,8 @@ def test_estimate_json_schema():
     # the default (14B on one H100) fits in 80 GB with no warning; no parallel plan
     assert d["fits"] is True and d["warnings"] == [] and d["parallel"] is None
     for s in d["stages"]:
-        assert set(s) == {"name", "invocations", "per_invocation", "total"}
+        assert set(s) == {"name", "invocations", "per_invocation", "total", "provenance"}
+        assert set(s["provenance"]) == {"inputs", "assumed_share"}
         assert set(s["per_invocation"]) == SCHEMA_STAGE == set(s["total"])
 
 

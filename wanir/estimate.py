@@ -56,8 +56,9 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None) -> dict:
     host_stages = memory.HOST_STAGES_T5_CPU if mo.t5_cpu else ()
     host = hardware.load(mo.host) if host_stages else None
     by, mem = counts["bytes_pass"], counts["memory"]
-    rf = roofline.run(graph, hw, mode=ro.mode, attention_kernel=ro.attention_kernel, host=host,
-                      host_stages=host_stages, offload_model=mo.offload_model,
+    kernel, allow_tf32_conv = roofline.timing_options(cfg)
+    rf = roofline.run(graph, hw, mode=ro.mode, attention_kernel=kernel, host=host,
+                      host_stages=host_stages, offload_model=mo.offload_model, allow_tf32_conv=allow_tf32_conv,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
     graph.meta["hardware"] = hw.name
     out = dict(counts)
