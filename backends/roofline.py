@@ -57,12 +57,12 @@ SOURCE_ORDER = ("measured", "reported", "datasheet", "assumed")
 
 
 def timing_options(cfg) -> tuple[str, bool]:
-    """(attention kernel, allow_tf32_conv) of a config: ``roofline.attention_kernel``
-    (default flash2) and ``runtime.allow_tf32`` (default True, PyTorch's cuDNN default).
-    The one place these keys are read."""
-    from wanir.estimate import _opt
-    kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
-    allow = _opt(cfg, "runtime.allow_tf32", True)
+    """(attention kernel, allow_tf32_conv) of a config or RunOptions: ``roofline.attention_kernel``
+    (default flash2) and ``runtime.allow_tf32`` (default True, PyTorch's cuDNN default), as
+    parsed by wanir/options.py."""
+    from wanir import options as _options
+    opts = _options.of(cfg)
+    kernel, allow = opts.roofline.attention_kernel, opts.runtime.allow_tf32
     if not isinstance(allow, bool):
         raise ConfigError(f"runtime.allow_tf32={allow!r}: must be true or false")
     if not isinstance(kernel, str):

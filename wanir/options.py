@@ -1,5 +1,5 @@
-"""Typed run options: the ``roofline``, ``memory``, ``parallel`` and ``precision`` groups
-of a composed configuration, parsed once into frozen dataclasses.
+"""Typed run options: the ``roofline``, ``memory``, ``parallel``, ``precision`` and
+``runtime`` groups of a composed configuration, parsed once into frozen dataclasses.
 
 Every default lives here, in the dataclass fields, and nowhere else: passes and backends
 take a :class:`RunOptions` (or one of its groups) instead of reading dotted keys from the
@@ -10,8 +10,8 @@ A field whose metadata says ``timing=True`` changes only the timing of a counted
 never its counts (FLOPs, bytes, memory); :data:`TIMING_KEYS` is derived from those marks,
 so a new timing option is one field with ``metadata=TIMING``.
 
-Adding a group (e.g. ``runtime``): a frozen dataclass with its defaults, one field of
-:class:`RunOptions` and one entry of :data:`GROUPS`.
+Adding a group: a frozen dataclass with its defaults, one field of :class:`RunOptions` and
+one entry of :data:`GROUPS`; adding a key: one field.
 """
 from __future__ import annotations
 
@@ -86,6 +86,14 @@ class ParallelOptions:
 
 
 @dataclass(frozen=True)
+class RuntimeOptions:
+    """``runtime.*``: how the runtime executes the graph. ``allow_tf32``: fp32 convolutions
+    run as TF32 (PyTorch's cuDNN default)."""
+
+    allow_tf32: bool = field(default=True, metadata=TIMING)
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """All run options of one estimate (hashable: usable as a cache key)."""
 
@@ -93,6 +101,7 @@ class RunOptions:
     memory: MemoryOptions = MemoryOptions()
     parallel: ParallelOptions = ParallelOptions()
     precision: PrecisionOptions = PrecisionOptions()
+    runtime: RuntimeOptions = RuntimeOptions()
 
 
 #: config group → its options class (the field of RunOptions of the same name)
@@ -101,6 +110,7 @@ GROUPS: dict[str, type] = {
     "memory": MemoryOptions,
     "parallel": ParallelOptions,
     "precision": PrecisionOptions,
+    "runtime": RuntimeOptions,
 }
 
 #: the config key of the device (a group, not a RunOptions field): timing only

@@ -34,15 +34,21 @@ class StageResult:
     per_invocation: Mapping
     total: Mapping
     notes: tuple = ()
+    provenance: Mapping | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "per_invocation", frozen(self.per_invocation))
         object.__setattr__(self, "total", frozen(self.total))
         object.__setattr__(self, "notes", tuple(self.notes))
+        if self.provenance is not None:
+            object.__setattr__(self, "provenance", frozen(copy.deepcopy(dict(self.provenance))))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "invocations": self.invocations,
-                "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
+        d = {"name": self.name, "invocations": self.invocations,
+             "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
+        if self.provenance is not None:
+            d["provenance"] = copy.deepcopy(dict(self.provenance))
+        return d
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,7 +146,8 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
             v = summaries.get(key, {}).get(name)
             per[key] = v
         tot = {k: (per[k] * scope.repeat if k in ADDITIVE and per[k] is not None else per[k]) for k in STAGE_KEYS}
-        stages.append(StageResult(name, scope.repeat, per, tot))
+        prov = summaries.get("roofline", {}).get("provenance", {}).get(name)
+        stages.append(StageResult(name, scope.repeat, per, tot, provenance=prov))
     total = {k: None for k in TOTAL_KEYS}
     for k in ("tensor_flops", "vector_flops", "params"):
         total[k] = sum(s.total[k] for s in stages)
