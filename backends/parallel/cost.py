@@ -34,15 +34,23 @@ class DeviceGraph:
         self.kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
         self.fusion = _opt(cfg, "roofline.fusion", "eager")
         self.mode = _opt(cfg, "roofline.mode", "calibrated")
-        self.offload = bool(_opt(cfg, "memory.offload_model", False))
-        self.t5_cpu = bool(_opt(cfg, "memory.t5_cpu", False))
+        from wanir.runtime import memory_options, runtime_options
+        self.mem = memory_options(cfg)
+        self.runtime = runtime_options(cfg)
+        self.offload = self.mem.offload_model
+        self.t5_cpu = self.mem.t5_cpu
         g = self.graph
         verify.run(g)
         self.nodes = list(g)
         self.flops = flops.run(g)
         bytes_pass.run(g, fusion=self.fusion, attention_kernel=self.kernel, nodes=self.nodes)
+        resident = None
+        if self.mem.offload == "block":
+            from ..host_stages import block_stream_plan
+            resident = {"diffusion_core": block_stream_plan(g, self.mem.resident_params)["gpu_weight_bytes"]}
         self.memory = memory.run(g, attention_kernel=self.kernel, offload_model=self.offload, t5_cpu=self.t5_cpu,
-                                 nodes=self.nodes)
+                                 nodes=self.nodes, reserve_bytes=self.mem.reserve_bytes,
+                                 resident_weight_bytes=resident)
         self.comm = g.meta["parallel"]["comm"]
         self.count = {n.id: n.scope.count_per_invocation for n in self.nodes}
 
@@ -59,10 +67,14 @@ class DeviceGraph:
 
         p, g = self.plan, self.graph
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
-        host = hwlib.load(_opt(self.cfg, "memory.host", "host-cpu")) if host_stages else None
+        from .. import host_stages as hostlib
+        host = hwlib.load(hostlib.host_for(self.mem, hw)) if host_stages else None
         wb = self.weight_bytes()
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
-                          offload_model=self.offload, nodes=self.nodes, weight_bytes=wb)
+                          offload_model=False, nodes=self.nodes, weight_bytes=wb)
+        mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
+        rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
+                                                    self.mode == "ideal", rf)
         topo = commlib.topology(hw, p.gpus_per_node, dict(p.network), dict(p.intra_node))
         # communication nodes on their link tier
         for nid, e in self.comm.items():
@@ -107,7 +119,7 @@ class DeviceGraph:
             r["weight_bytes"] = wb[s]
             r["peak_activation_bytes"] = ms["peak_activation_bytes"]
             r["devices"] = 1 if s in SINGLE_DEVICE_STAGES else p.replica
-        pipe = mem_pass.pipeline_peak(mem_stages, self.offload)
+        pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes)
         return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s)
 
     def weight_bytes(self) -> dict:
