@@ -36,10 +36,11 @@ MODES = ("calibrated", "ideal")
 _CLASS = {"matmul": "matmul", "conv": "conv", "attention": "attention"}
 
 
-def compute_dtype(node) -> str:
-    """Name of the dtype the node's tensor FLOPs run at (see the module docstring)."""
+def compute_dtype(node, allow_tf32: bool = True) -> str:
+    """Name of the dtype the node's tensor FLOPs run at (see the module docstring);
+    ``allow_tf32``: whether fp32 convolutions may use TF32 (the runtime's setting)."""
     dt = node.inputs[0].type.dtype.name if node.inputs else node.outputs[0].dtype.name
-    if dt == "fp32" and node.category == "conv":
+    if dt == "fp32" and node.category == "conv" and allow_tf32:
         return "tf32"
     return dt
 
@@ -47,12 +48,13 @@ def compute_dtype(node) -> str:
 class _Timer:
     """Times nodes on one device in one mode (caches the per-class tables)."""
 
-    def __init__(self, hw: Hardware, mode: str, attention_kernel: str):
+    def __init__(self, hw: Hardware, mode: str, attention_kernel: str, allow_tf32: bool = True):
         if mode not in MODES:
             raise ConfigError(f"roofline.mode={mode!r}: allowed: {', '.join(MODES)}")
         self.hw = hw
         self.ideal = mode == "ideal"
         self.kernel = attention_kernel
+        self.allow_tf32 = allow_tf32
         self.tables = {c: hw.table(c, attention_kernel) for c in ("matmul", "conv", "attention", "vector", "memory")}
         self.overhead = 0.0 if self.ideal else hw.launch_overhead_s
         self.peaks: dict[str, float] = {}
@@ -72,7 +74,7 @@ class _Timer:
         t_tensor = 0.0
         if tf:
             eff = 1.0 if ideal else self.tables[_CLASS.get(OPS[n.kind].category, "matmul")](tf)
-            t_tensor = tf / (self.peak(compute_dtype(n)) * eff)
+            t_tensor = tf / (self.peak(compute_dtype(n, self.allow_tf32)) * eff)
         t_vector = 0.0
         if vf:
             eff = 1.0 if ideal else self.tables["vector"](vf)
@@ -88,14 +90,14 @@ class _Timer:
 
 def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = "flash2",
         host: Hardware | None = None, host_stages=(), offload_model: bool = False,
-        weight_bytes: dict | None = None, nodes: list | None = None) -> dict:
+        weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32: bool = True) -> dict:
     """Annotate every node with ``compute_s``, ``memory_s``, ``time_s`` (seconds per
     execution), ``bound`` and ``intensity`` (FLOPs per byte). Returns {"time_s": {stage:
     seconds per invocation}, "compute_share": {stage: fraction of the stage's time in
     compute-bound nodes}, "bound": {stage: "compute" | "memory"}, "device": {stage: device
     name}, "transfer_s": host↔device weight traffic per generation, "ridge_point": FLOPs per
     byte at bf16}. Nodes need the flops and bytes passes' annotations."""
-    timers = {hw.name: _Timer(hw, mode, attention_kernel)}
+    timers = {hw.name: _Timer(hw, mode, attention_kernel, allow_tf32)}
     stage_timer = {}
     for s in graph.stages:
         if s in host_stages:

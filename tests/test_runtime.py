@@ -164,3 +164,75 @@ def test_unknown_variant_is_refused():
     with b.stage("diffusion_core"), pytest.raises(ConfigError, match="dit_lowering"):
         wan_dit.build(b, _dit14b(), latent_shape=(16, 1, 4, 4), batch=1, text_len=8, compute_dtype="bf16",
                       variant="fast")
+
+
+# ---------------------------------------------------------------- offload and host stages
+
+def _hw(name):
+    from wanir import hardware
+    return hardware.load(name)
+
+
+def test_official_offload_moves_t5_and_dit_not_the_vae():
+    base = wanir.estimate(SMALL + ["memory.offload_model=false"])
+    off = wanir.estimate(SMALL + ["memory.offload_model=true"])
+    w = {s.name: s.per_invocation["weight_bytes"] for s in base.stages}
+    hw = _hw("h100-sxm")
+    # T5 in and out around encoding, the DiT in at the first step and out after the last;
+    # pageable copies at half the pinned host-link rate (runtime.pageable_copy_efficiency)
+    moved = 2 * (w["text_encoder"] + w["diffusion_core"])
+    assert off.extra["transfer_s"] == pytest.approx(moved / (hw.host_link_bandwidth * hw.host_link_efficiency * 0.5))
+    assert off.total["time_s"] - base.total["time_s"] == pytest.approx(off.extra["transfer_s"])
+
+
+def test_t5_cpu_runs_on_the_host_of_the_machine_class():
+    dc = wanir.estimate(SMALL + ["memory.t5_cpu=true"])
+    assert dc.extra["stages"]["text_encoder"]["device"] == "host-cpu"
+    ws = wanir.estimate(SMALL + ["memory.t5_cpu=true", "hardware=rtx-4090"])
+    assert ws.extra["stages"]["text_encoder"]["device"] == "host-workstation"
+    pick = wanir.estimate(SMALL + ["memory.t5_cpu=true", "hardware=rtx-4090", "memory.host=host-cpu"])
+    assert pick.extra["stages"]["text_encoder"]["device"] == "host-cpu"
+    # a 16-core workstation is slower at T5 than a 112-core server
+    assert ws.stage("text_encoder").per_invocation["time_s"] > dc.stage("text_encoder").per_invocation["time_s"]
+
+
+def _block_params_13b():
+    """Parameters of one Wan2.1-1.3B block, by hand (D = 1536, F = 8960): self- and
+    cross-attention (4 linears of D² + D each, two RMSNorm weights of D), the affine
+    cross-attention norm (2D), the FFN (D·F + F + F·D + D) and the modulation table (6D)."""
+    D, F = 1536, 8960
+    attn = 4 * (D * D + D) + 2 * D
+    return 2 * attn + 2 * D + (D * F + F + F * D + D) + 6 * D
+
+
+def test_block_streaming_copies_non_resident_blocks_every_call():
+    per_block = _block_params_13b()
+    full = wanir.estimate(SMALL + ["memory.offload_model=false", "memory.reserve_gib=0"])
+    stream = wanir.estimate(SMALL + ["memory.offload_model=block", "memory.resident_params=0", "memory.reserve_gib=0"])
+    keep10 = wanir.estimate(SMALL + ["memory.offload_model=block", f"memory.resident_params={10 * per_block}",
+                                     "memory.reserve_gib=0"])
+    hw = _hw("h100-sxm")
+    rate = hw.host_link_bandwidth * hw.host_link_efficiency * 0.5
+    calls = full.stage("diffusion_core").invocations
+    # fp32 official weights: 4 bytes per parameter; 30 blocks streamed on every call, no prefetch
+    assert stream.extra["transfer_s"] == pytest.approx(calls * 30 * 4 * per_block / rate)
+    assert keep10.extra["transfer_s"] == pytest.approx(calls * 20 * 4 * per_block / rate)
+    # on the GPU: all but the streamed blocks, plus two block buffers
+    w_full = full.stage("diffusion_core").per_invocation["weight_bytes"]
+    assert stream.stage("diffusion_core").per_invocation["weight_bytes"] == w_full - 28 * 4 * per_block
+    assert stream.total["peak_memory_bytes"] < full.total["peak_memory_bytes"]
+
+
+def test_reserve_is_its_own_term_and_tight_warns():
+    a = wanir.estimate(SMALL + ["memory.reserve_gib=0", "hardware=rtx-4090"])
+    b = wanir.estimate(SMALL + ["memory.reserve_gib=2.5", "hardware=rtx-4090"])
+    assert b.extra["memory"]["reserve_bytes"] == int(2.5 * 2**30)
+    assert b.total["peak_memory_bytes"] - a.total["peak_memory_bytes"] == int(2.5 * 2**30)
+    need = a.total["peak_memory_bytes"]
+    cap = _hw("rtx-4090").memory_bytes
+    # choose a reserve that puts the peak 2 % below the capacity: fits, but tight
+    r = (0.98 * cap - need) / 2**30
+    t = wanir.estimate(SMALL + [f"memory.reserve_gib={r}", "hardware=rtx-4090"])
+    assert t.total["peak_memory_bytes"] <= cap
+    assert any(w.startswith("tight:") for w in t.warnings)
+    assert not any(w.startswith("tight:") for w in a.warnings)

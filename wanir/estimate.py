@@ -154,7 +154,7 @@ def annotate_time(graph: Graph, cfg, counts: dict) -> dict:
     host = hardware.load(hostlib.host_for(mopt, hw)) if host_stages else None
     by, mem = counts["bytes_pass"], counts["memory"]
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
-                      offload_model=False,
+                      offload_model=False, allow_tf32=runtime_options(cfg).allow_tf32,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
     rf["transfer_s"] = hostlib.transfer_seconds(graph, mem, hw, mopt, runtime_options(cfg), host_stages,
                                                 mode == "ideal", rf)

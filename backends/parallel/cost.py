@@ -71,7 +71,8 @@ class DeviceGraph:
         host = hwlib.load(hostlib.host_for(self.mem, hw)) if host_stages else None
         wb = self.weight_bytes()
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
-                          offload_model=False, nodes=self.nodes, weight_bytes=wb)
+                          offload_model=False, nodes=self.nodes, weight_bytes=wb,
+                          allow_tf32=self.runtime.allow_tf32)
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
         rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
                                                     self.mode == "ideal", rf)
