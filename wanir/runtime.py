@@ -50,6 +50,7 @@ class Runtime:
     multi_gpu: str
     precision: tuple
     dit_weights_fsdp: str
+    fsdp_shard_dtype: str | None = None
 
     def precision_default(self, key: str, fsdp: bool = False) -> str:
         """The runtime's dtype for ``precision.<key>`` (``dit_weights`` under FSDP: its FSDP value)."""
@@ -91,7 +92,7 @@ def runtime_options(cfg) -> Runtime:
         raise ConfigError(f"runtime must be a mapping (a runtime/ config), got {type(r).__name__}")
     known = {"name", "description", "dit_lowering", "allow_tf32", "attention_kernel", "attention_kernel_wan22_sm90",
              "offload_model", "pageable_copy_efficiency", "prefetch_blocks", "reserve_gib", "multi_gpu",
-             "precision", "dit_weights_fsdp"}
+             "precision", "dit_weights_fsdp", "fsdp_shard_dtype"}
     extra = sorted(set(r) - known)
     if extra:
         raise ConfigError(f"unknown key(s) runtime.{', runtime.'.join(extra)}; keys: {', '.join(sorted(known))}")
@@ -128,8 +129,10 @@ def runtime_options(cfg) -> Runtime:
         base[k] = v
     fsdp_w = r.get("dit_weights_fsdp", base["dit_weights"])
     _need(fsdp_w in DTYPES, "dit_weights_fsdp", f"one of {', '.join(DTYPES)}", fsdp_w)
+    shard = r.get("fsdp_shard_dtype")
+    _need(shard is None or shard in DTYPES, "fsdp_shard_dtype", f"null or one of {', '.join(DTYPES)}", shard)
     return Runtime(name, low, tf32, kern, k22, off, float(pce), pf, float(res), mg,
-                   tuple(sorted(base.items())), fsdp_w)
+                   tuple(sorted(base.items())), fsdp_w, shard)
 
 
 def default_attention_kernel(rt: Runtime, model_family: str | None, hw_family: str | None) -> str:

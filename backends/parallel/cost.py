@@ -29,8 +29,9 @@ class DeviceGraph:
         from wanir.passes import bytes as bytes_pass
         from wanir.passes import flops, memory, verify
 
+        from wanir.runtime import runtime_options
         self.plan, self.cfg = plan, cfg
-        self.graph = shard_graph(graph, plan)
+        self.graph = shard_graph(graph, plan, runtime_options(cfg).multi_gpu)
         self.kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
         self.fusion = _opt(cfg, "roofline.fusion", "eager")
         self.mode = _opt(cfg, "roofline.mode", "calibrated")
@@ -126,8 +127,17 @@ class DeviceGraph:
     def weight_bytes(self) -> dict:
         """Resident weight bytes per stage on one device (FSDP stages hold 1/fsdp), ints."""
         f = self.graph.meta["parallel"]["fsdp"]
-        return {s: (f[s]["resident_weight_bytes"] if s in f else r["weight_bytes"])
-                for s, r in self.memory["stages"].items()}
+        out = {s: (f[s]["resident_weight_bytes"] if s in f else r["weight_bytes"])
+               for s, r in self.memory["stages"].items()}
+        shard = self.runtime.fsdp_shard_dtype
+        if shard and "diffusion_core" in f:
+            # FSDP mixed precision: the gathers and the compute use the graph's weight dtype,
+            # the resident shards keep the stored one
+            from wanir.dtypes import get_dtype
+            ws = [w for n in self.nodes if n.stage == "diffusion_core" for w in n.params.values()]
+            if ws:
+                out["diffusion_core"] = out["diffusion_core"] * get_dtype(shard).bits // ws[0].type.dtype.bits
+        return out
 
     def _overlap(self):
         """Hide overlappable communication behind the compute it overlaps: ring exchanges

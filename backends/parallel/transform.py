@@ -81,8 +81,9 @@ class _V:
 
 
 class _Sharder:
-    def __init__(self, src: Graph, plan: Plan):
+    def __init__(self, src: Graph, plan: Plan, path: str = "plain"):
         self.src, self.plan = src, plan
+        self.official = path == "official"
         g = Graph(f"{src.name}[{plan.label}]")
         g.meta = copy.deepcopy(src.meta)
         g.weights = dict(src.weights)
@@ -228,6 +229,36 @@ class _Sharder:
         self.slice_cache[key] = r
         return r
 
+    def _all_to_all(self, x: Value, scope: Scope, name: str, scatter: int, gather: int) -> Value:
+        """A Ulysses all-to-all; on the official path (xDiT/yunchang ``SeqAllToAll4D``) with
+        the permute + contiguous copy before it and after it."""
+        if self.official:
+            x = self.emit("contiguous", [x], scope, f"{name}_permute_in", {}).output(0)
+        y = self.comm_node("all_to_all", x, scope, name, "ulysses", self.plan.ulysses,
+                           scatter_dim=scatter, gather_dim=gather)
+        if self.official:
+            y = self.emit("contiguous", [y], scope, f"{name}_permute_out", {}).output(0)
+        return y
+
+    def _ring_merge(self, o: Value, scope: Scope) -> Value:
+        """Ring attention's merge of each step's partial output into the running one, in
+        fp32 (yunchang ``update_out_and_lse``): the step's output cast to fp32, then
+        ``out - sigmoid(block_lse - lse) * (out - block_out)`` and the log-sum-exp update;
+        ``ring - 1`` merges, then the running output cast back to the compute dtype."""
+        steps = self.plan.ring - 1
+        merge = scope.child("ring_merge", steps, "loop")
+        self.names.setdefault(id(merge), set())
+        rows = (*o.shape[:-1], 1)
+        lse = self.emit("input", [], merge, "lse", {"shape": rows, "dtype": "fp32"}).output(0)
+        blk = self.emit("cast", [o], merge, "block_out_float", {"dtype": "fp32"}).output(0)
+        run_out = self.emit("input", [], merge, "out", {"shape": o.shape, "dtype": "fp32"}).output(0)
+        d = self.emit("sub", [run_out, blk], merge, "out_minus_block", {}).output(0)
+        w = self.emit("sigmoid", [lse], merge, "lse_weight", {}).output(0)
+        d = self.emit("mul", [d, w], merge, "rescale", {}).output(0)
+        new = self.emit("sub", [run_out, d], merge, "merged", {}).output(0)
+        # the log-sum-exp update (lse - logsigmoid(lse - block_lse)) works per row: negligible
+        return self.emit("cast", [new], scope, "ring_out_cast", {"dtype": o.dtype.name}).output(0)
+
     # ---------------------------------------------------------------- driving
     def run(self) -> Graph:
         p = self.plan
@@ -358,8 +389,7 @@ class _Sharder:
                 heads = q.shape[r - 3]
                 if heads % p.ulysses:
                     check_plan(p, heads=heads)
-                qs, ks, vs = (self.comm_node("all_to_all", t, scope, f"ulysses_all_to_all_{n}", "ulysses", p.ulysses,
-                                             scatter_dim=r - 3, gather_dim=seq)
+                qs, ks, vs = (self._all_to_all(t, scope, f"ulysses_all_to_all_{n}", r - 3, seq)
                               for t, n in ((qs, "q"), (ks, "k"), (vs, "v")))
             attrs = dict(node.attrs)
             if p.ring > 1:
@@ -370,12 +400,12 @@ class _Sharder:
                 o = self.emit("sdpa", [qs, kr, vr], loop, node.name, attrs, node.params)
                 for nid in (kr.producer, vr.producer):
                     self.comm[nid]["overlap"] = f"sdpa:{o.id}"
+                out = self._ring_merge(o.output(0), scope)
             else:
                 o = self.emit("sdpa", [qs, ks, vs], scope, node.name, attrs, node.params)
-            out = o.output(0)
+                out = o.output(0)
             if p.ulysses > 1:
-                out = self.comm_node("all_to_all", out, scope, "ulysses_all_to_all_out", "ulysses", p.ulysses,
-                                     scatter_dim=seq, gather_dim=r - 3)
+                out = self._all_to_all(out, scope, "ulysses_all_to_all_out", seq, r - 3)
         elif dims[1] is None and dims[2] is None:        # cross-attention: local queries, whole context
             qs = self.sharded(q, seq, scope).value
             ins = [qs, self.get(k).value, self.get(v).value]
@@ -397,11 +427,13 @@ class _Sharder:
 
 
 
-def shard_graph(graph: Graph, plan: Plan) -> Graph:
+def shard_graph(graph: Graph, plan: Plan, path: str = "plain") -> Graph:
     """One device's graph under ``plan``: shapes divided where the plan shards them,
     communication nodes inserted, stage invocations divided by CFG parallelism.
     ``meta['parallel']`` describes the plan, each communication node's group and overlap,
     FSDP's resident weights per stage, notes, and the ops before which sharded tokens are
     gathered because the op needs whole tokens (``gathers``, e.g. the DiT's unpatchify). The input graph is not
-    modified; an unannotated new graph is returned."""
-    return _Sharder(graph, plan).run()
+    modified; an unannotated new graph is returned. ``path``: the runtime's multi-GPU path
+    (``official``: permute copies around each Ulysses all-to-all, as xDiT/yunchang run it).
+    Ring attention always merges its partial outputs in fp32 (``ring_merge``)."""
+    return _Sharder(graph, plan, path).run()
