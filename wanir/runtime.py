@@ -147,32 +147,31 @@ def default_attention_kernel(rt: Runtime, model_family: str | None, hw_family: s
 def known_kernel(k: str) -> str:
     """``k`` if the cost model knows it, else its stand-in (``sdpa`` → ``flash2`` until the
     kernel model resolves SDPA per GPU family)."""
-    from wanir.passes.bytes import ATTENTION_KERNELS
+    from .hardware import ATTENTION_KERNELS
     if k in ATTENTION_KERNELS:
         return k
     return _KNOWN_KERNELS_FALLBACK.get(k, k)
 
 
-def _fsdp_degree(cfg) -> int:
+def _plan_sizes(cfg) -> tuple[int, int]:
+    """(devices, FSDP degree) of ``cfg.parallel`` as far as they can be read without the
+    parallel backend: ``degree`` (or the product of the dimensions) and ``fsdp`` (``auto``:
+    all devices). A malformed plan reads as one device; the plan's own check reports it."""
     p = _select(cfg, "parallel", None)
     if p is None:
-        return 1
-    try:
-        from wanir.backends.parallel import resolve_plan
-        return resolve_plan(p).fsdp
-    except ConfigError:
-        return 1          # the plan's own check reports it where it is used
+        return 1, 1
 
-
-def _degree(cfg) -> int:
-    p = _select(cfg, "parallel", None)
-    if p is None:
-        return 1
-    try:
-        from wanir.backends.parallel import resolve_plan
-        return resolve_plan(p).degree
-    except ConfigError:
-        return 1
+    def num(v):
+        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else None
+    g = p.get if hasattr(p, "get") else (lambda k, d=None: d)
+    dims = [num(g(d, 1)) for d in ("ulysses", "ring", "cfg", "dp")]
+    degree = num(g("degree", None))
+    if degree is None:
+        degree = math.prod(d for d in dims if d) if all(d is not None or g(k, 1) == "auto"
+                                                      for d, k in zip(dims, ("ulysses", "ring", "cfg", "dp"))) else 1
+    f = g("fsdp", 1)
+    fsdp = degree if f == "auto" else (num(f) or 1)
+    return degree, fsdp
 
 
 def apply_runtime(cfg) -> None:
@@ -184,7 +183,8 @@ def apply_runtime(cfg) -> None:
     from omegaconf import OmegaConf
 
     rt = runtime_options(cfg)
-    fsdp = _fsdp_degree(cfg) > 1
+    degree, fsdp_n = _plan_sizes(cfg)
+    fsdp = fsdp_n > 1
     for k in PRECISION_KEYS:
         if OmegaConf.select(cfg, f"precision.{k}", default="__missing__") is None:
             OmegaConf.update(cfg, f"precision.{k}", rt.precision_default(k, fsdp), merge=False)
@@ -195,7 +195,7 @@ def apply_runtime(cfg) -> None:
                          merge=False)
     if OmegaConf.select(cfg, "memory", default=None) is not None:
         if OmegaConf.select(cfg, "memory.offload_model", default="__missing__") is None:
-            on = rt.offload_default == "always" or (rt.offload_default == "single-device" and _degree(cfg) == 1)
+            on = rt.offload_default == "always" or (rt.offload_default == "single-device" and degree == 1)
             OmegaConf.update(cfg, "memory.offload_model", on, merge=False)
         if OmegaConf.select(cfg, "memory.reserve_gib", default="__missing__") is None:
             OmegaConf.update(cfg, "memory.reserve_gib", rt.reserve_gib, merge=False)
