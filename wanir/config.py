@@ -60,6 +60,11 @@ def _choice(*choices):
     return check
 
 
+def _name(key, v):
+    if not isinstance(v, str) or not 0 < len(v) <= 32:
+        raise ConfigError(f"{key} must be a name of at most 32 characters, got {v!r}")
+
+
 def _int_or_auto(lo=1):
     ints = _int(lo)
 
@@ -98,7 +103,7 @@ SCHEMA: dict[str, Any] = {
     "memory.t5_cpu": _bool,
     "roofline.mode": _choice("calibrated", "ideal"),
     "roofline.fusion": _choice("eager", "fused"),
-    "roofline.attention_kernel": _choice("flash2", "flash3", "math"),
+    "roofline.attention_kernel": _optional(_name),      # the kernel model checks (kernel, GPU family)
     "parallel.degree": _int_or_auto(),
     "parallel.ulysses": _int_or_auto(),
     "parallel.ring": _int_or_auto(),

@@ -27,11 +27,6 @@ OFFLOAD_MODES = ("none", "model", "block")
 MULTI_GPU_PATHS = ("official", "plain")
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
 PRECISION_KEYS = ("text_encoder", "image_encoder", "dit_weights", "dit_compute", "vae")
-#: attention kernels the bytes pass and the hardware efficiency tables know today. The
-#: runtime may name ``sdpa`` (what PyTorch's SDPA picks on that GPU family), which the
-#: kernel model resolves per family; until that model is present, ``sdpa`` is taken as
-#: ``flash2`` here — the ONE place this mapping is made.
-_KNOWN_KERNELS_FALLBACK = {"sdpa": "flash2"}
 
 
 @dataclass(frozen=True)
@@ -138,19 +133,8 @@ def runtime_options(cfg) -> Runtime:
 def default_attention_kernel(rt: Runtime, model_family: str | None, hw_family: str | None) -> str:
     """The attention kernel the runtime runs when ``roofline.attention_kernel`` is null:
     its ``attention_kernel``, or ``attention_kernel_wan22_sm90`` for a Wan2.2 model on an
-    sm90 (Hopper) GPU. ``sdpa`` is mapped to a kernel the cost model knows (see
-    ``_KNOWN_KERNELS_FALLBACK``)."""
-    k = rt.attention_kernel_wan22_sm90 if (model_family == "wan2.2" and hw_family == "sm90") else rt.attention_kernel
-    return known_kernel(k)
-
-
-def known_kernel(k: str) -> str:
-    """``k`` if the cost model knows it, else its stand-in (``sdpa`` → ``flash2`` until the
-    kernel model resolves SDPA per GPU family)."""
-    from .hardware import ATTENTION_KERNELS
-    if k in ATTENTION_KERNELS:
-        return k
-    return _KNOWN_KERNELS_FALLBACK.get(k, k)
+    sm90 (Hopper) GPU. ``sdpa`` is resolved per GPU family by the kernel model."""
+    return rt.attention_kernel_wan22_sm90 if (model_family == "wan2.2" and hw_family == "sm90") else rt.attention_kernel
 
 
 def _plan_sizes(cfg) -> tuple[int, int]:

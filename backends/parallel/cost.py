@@ -73,7 +73,7 @@ class DeviceGraph:
         wb = self.weight_bytes()
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
-                          allow_tf32=self.runtime.allow_tf32)
+                          allow_tf32_conv=roofline.timing_options(self.cfg)[1])
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
         rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
                                                     self.mode == "ideal", rf)
@@ -113,6 +113,7 @@ class DeviceGraph:
             r["by_class"][cls] = r["by_class"].get(cls, 0.0) + t * g.stages[n.stage].repeat
         mem_stages = {}
         for s, r in stages.items():
+            r["compute_s"] = max(r["compute_s"], rf["issue_s"][s])      # a stage is at least its CPU issue time
             r["time_per_invocation_s"] = r["compute_s"] + r["exposed_comm_s"]
             r["time_s"] = r["time_per_invocation_s"] * r["invocations"]
             ms = dict(self.memory["stages"][s])
