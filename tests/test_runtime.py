@@ -163,10 +163,11 @@ def test_runtime_defaults_and_overrides():
                                       ("runtime.reserve_gib=-1", "runtime.reserve_gib"),
                                       ("runtime.allow_tf32=3", "runtime.allow_tf32"),
                                       ("memory.reserve_gib=1e9", "memory.reserve_gib"),
-                                      ("memory.offload_model=sometimes", "memory.offload_model")])
+                                      ("memory.offload_model=sometimes", "memory.offload_model"),
+                                      ("memory.host=nope", "memory.host=nope")])
 def test_bad_runtime_values_are_one_line_errors(bad, key):
     with pytest.raises(ConfigError) as e:
-        wanir.estimate(SMALL + [bad])
+        wanir.estimate(SMALL + [bad, "memory.t5_cpu=true"])
     assert key in str(e.value) and "\n" not in str(e.value)
 
 

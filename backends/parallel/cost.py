@@ -60,7 +60,6 @@ class DeviceGraph:
         for compute nodes, the alpha-beta model (backends/comm.py) for communication nodes.
         Writes ``time_s``, ``comm_bytes``, ``comm_s``, ``exposed_s`` and ``tier`` on every
         communication node; returns a :class:`MultiDeviceCost`."""
-        from wanir import hardware as hwlib
         from wanir.passes import memory as mem_pass
 
         from .. import comm as commlib
@@ -69,7 +68,7 @@ class DeviceGraph:
         p, g = self.plan, self.graph
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
         from .. import host_stages as hostlib
-        host = hwlib.load(hostlib.host_for(self.mem, hw)) if host_stages else None
+        host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
