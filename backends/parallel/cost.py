@@ -35,8 +35,8 @@ class DeviceGraph:
         self.kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
         self.fusion = _opt(cfg, "roofline.fusion", "eager")
         self.mode = _opt(cfg, "roofline.mode", "calibrated")
-        from wanir.runtime import memory_options, runtime_options
-        self.mem = memory_options(cfg)
+        from wanir.runtime import memory_options_for_plan, runtime_options
+        self.mem = memory_options_for_plan(cfg, plan.degree)
         self.runtime = runtime_options(cfg)
         self.offload = self.mem.offload_model
         self.t5_cpu = self.mem.t5_cpu
