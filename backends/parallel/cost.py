@@ -36,7 +36,8 @@ class DeviceGraph:
         self.fusion = _opt(cfg, "roofline.fusion", "eager")
         self.mode = _opt(cfg, "roofline.mode", "calibrated")
         from wanir.runtime import memory_options_for_plan, runtime_options
-        self.mem = memory_options_for_plan(cfg, plan.degree)
+        # one generate.py process group: the devices that work on one video or share its weights
+        self.mem = memory_options_for_plan(cfg, max(plan.replica, plan.fsdp))
         self.runtime = runtime_options(cfg)
         self.offload = self.mem.offload_model
         self.t5_cpu = self.mem.t5_cpu
