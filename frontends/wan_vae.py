@@ -516,6 +516,12 @@ def build_encoder(b, cfg, *, video_shape, batch: int = 1, dtype="fp32") -> Value
     if H % p or W % p:
         raise ConfigError(f"vae video_shape={tuple(video_shape)}: height and width must be multiples of "
                           f"vae.patch_size={p}")
+    sf = arch.spatial_factor
+    if arch.is_residual and (H % sf or W % sf):
+        # AvgDown3D views each level's H and W in pairs: an odd size fails in the real module
+        raise ConfigError(f"vae video_shape={tuple(video_shape)}: the residual Wan2.2-VAE encoder needs height and "
+                          f"width multiples of {sf}; allowed nearby: {H // sf * sf or sf} or {(H // sf + 1) * sf} "
+                          f"(height), {W // sf * sf or sf} or {(W // sf + 1) * sf} (width)")
     xin = b.input("video", (batch, c, F, H, W), dtype)
     stage = b.graph.node(xin.producer).stage
     if p > 1:
