@@ -198,3 +198,21 @@ def test_shipped_wan22_configs(model, dit, vae, defaults):
     assert {k: got["model"].get(k) for k in defaults} == defaults
     assert got["model"]["family"] == "wan2.2"
     assert "image_encoder" not in got
+
+
+def test_parallel_plans_shard_both_experts():
+    """Ulysses splits the heads of every self-attention in both experts; FSDP shards both
+    experts' blocks (each device holds 1/8 of the stage's weights, up to rounding)."""
+    from wanir.backends import parallel
+
+    est = wanir.estimate(["model=wan2.2-t2v-a14b", "workload.steps=4"])
+    units = parallel.block_units(est.graph, "diffusion_core")
+    assert sorted(u.path for u in units) == ["diffusion_core/high_noise/calls/blocks",
+                                             "diffusion_core/low_noise/calls/blocks"]
+    g = parallel.shard_graph(est.graph, parallel.make_plan("ulysses", 8))
+    attn1 = [n for n in g if n.kind == "sdpa" and "/blocks/attn1/" in n.path + "/"]
+    assert sorted({n.path.split("/")[1] for n in attn1}) == ["high_noise", "low_noise"]
+    assert {n.inputs[0].shape[1] for n in attn1} == {40 // 8}
+    cost = parallel.multi_device_cost(est, plan=parallel.make_plan("fsdp", 8))
+    stage_weights = est.stage("diffusion_core").per_invocation["weight_bytes"]
+    assert cost.stages["diffusion_core"]["weight_bytes"] <= -(-stage_weights // 8) + 8
