@@ -216,3 +216,16 @@ def test_parallel_plans_shard_both_experts():
     cost = parallel.multi_device_cost(est, plan=parallel.make_plan("fsdp", 8))
     stage_weights = est.stage("diffusion_core").per_invocation["weight_bytes"]
     assert cost.stages["diffusion_core"]["weight_bytes"] <= -(-stage_weights // 8) + 8
+
+
+def test_sizing_skips_cfg_parallel_when_one_expert_runs_unguided():
+    """Guidance scale 1 on the low-noise expert: 26·2 + 14 calls, which two guidance branches
+    cannot split evenly, so no candidate plan uses CFG parallelism; with both experts guided,
+    CFG-parallel plans are among the candidates."""
+    from wanir.backends import sizing
+
+    common = ["model=wan2.2-t2v-a14b", "workload.steps=4"]
+    r = sizing.size(common + ["workload.guidance_scale_low=1"], hardware=["h200"], devices=(2,))
+    assert r["evaluated"] > 0 and all(c.plan.cfg == 1 for c in r["candidates"])
+    r = sizing.size(common, hardware=["h200"], devices=(2,))
+    assert any(c.plan.cfg == 2 for c in r["candidates"])
