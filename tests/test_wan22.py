@@ -229,3 +229,13 @@ def test_sizing_skips_cfg_parallel_when_one_expert_runs_unguided():
     assert r["evaluated"] > 0 and all(c.plan.cfg == 1 for c in r["candidates"])
     r = sizing.size(common, hardware=["h200"], devices=(2,))
     assert any(c.plan.cfg == 2 for c in r["candidates"])
+
+
+def test_diagram_shows_both_experts():
+    from wanir.backends import graphviz
+
+    est = wanir.estimate(["model=wan2.2-t2v-a14b"])
+    dot = str(graphviz.to_digraph(est.graph, stage="diffusion_core", depth=3))
+    assert "diffusion_core: 80 DiT calls (high_noise 26 steps, low_noise 14 steps) × 2 CFG branches" in dot
+    assert "label=high_noise" in dot and "label=low_noise" in dot
+    assert "calls × 26" in dot and "calls × 14" in dot
