@@ -239,3 +239,29 @@ def test_diagram_shows_both_experts():
     assert "diffusion_core: 80 DiT calls (high_noise 26 steps, low_noise 14 steps) × 2 CFG branches" in dot
     assert "label=high_noise" in dot and "label=low_noise" in dot
     assert "calls × 26" in dot and "calls × 14" in dot
+
+
+def test_time_embedding_per_token_setting():
+    """``dit.time_embedding_per_token=true`` (the official Wan2.2 computation) differs from the
+    diffusers A14B call by the time embedder and time_proj on L rows instead of 1:
+    (L − 1)·(2·256·D + 2·D² + 12·D²) tensor FLOPs per call, D = 5120, L = 21·45·80."""
+    D, L = 5120, 21 * 45 * 80
+    term = (L - 1) * (2 * 256 * D + 2 * D * D + 12 * D * D)
+    off = wanir.estimate(["model=wan2.2-t2v-a14b", "dit.time_embedding_per_token=false"])
+    on = wanir.estimate(["model=wan2.2-t2v-a14b", "dit.time_embedding_per_token=true"])
+    auto = wanir.estimate(["model=wan2.2-t2v-a14b"])
+    assert auto.total["tensor_flops"] == off.total["tensor_flops"]        # diffusers: one timestep per sample
+    d = on.stage("diffusion_core")
+    assert d.per_invocation["tensor_flops"] - off.stage("diffusion_core").per_invocation["tensor_flops"] == term
+    assert on.total["tensor_flops"] - off.total["tensor_flops"] == 80 * term
+    # auto under the official runtime embeds per token for Wan2.2, per sample for Wan2.1
+    official = wanir.estimate(["model=wan2.2-t2v-a14b", "+runtime.name=wan-official"])
+    assert official.total["tensor_flops"] == on.total["tensor_flops"]
+    w21 = ["model=wan2.1-t2v-14b", "workload.steps=2"]
+    assert wanir.estimate(w21 + ["+runtime.name=wan-official"]).total["tensor_flops"] == \
+        wanir.estimate(w21).total["tensor_flops"]
+    # TI2V-5B: auto is per token (its pipelines feed a (batch, tokens) timestep)
+    ti = ["model=wan2.2-ti2v-5b", "workload.steps=1"]
+    assert wanir.estimate(ti).total["tensor_flops"] == \
+        wanir.estimate(ti + ["dit.time_embedding_per_token=true"]).total["tensor_flops"] > \
+        wanir.estimate(ti + ["dit.time_embedding_per_token=false"]).total["tensor_flops"]
