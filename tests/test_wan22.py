@@ -265,3 +265,13 @@ def test_time_embedding_per_token_setting():
     assert wanir.estimate(ti).total["tensor_flops"] == \
         wanir.estimate(ti + ["dit.time_embedding_per_token=true"]).total["tensor_flops"] > \
         wanir.estimate(ti + ["dit.time_embedding_per_token=false"]).total["tensor_flops"]
+
+
+def test_tables_name_each_experts_steps():
+    from wanir.backends import report
+
+    est = wanir.estimate(["model=wan2.2-i2v-a14b", "workload=480p"])
+    line = "diffusion_core experts: high_noise 15 steps (30 calls), low_noise 25 steps (50 calls)"
+    assert report.expert_lines(est) == [line]
+    assert line in report.to_markdown(est)
+    assert report.expert_lines(wanir.estimate(["model=wan2.2-ti2v-5b", "workload.steps=2"])) == []
