@@ -115,8 +115,8 @@ def test_shift_and_boundary_overrides():
 
 def test_offload_holds_one_expert():
     """Both experts resident by default; with offload only the running one: the peak is the
-    largest (weights + activations) of one stage, the DiT stage counting one expert's weights.
-    The weight transfer moves both experts on and off once (4 x one expert's bytes)."""
+    largest (weights + activations) of one stage, the DiT stage counting one expert's weights
+    (plus the runtime's fixed reserve, where the runtime has one)."""
     common = ["model=wan2.2-t2v-a14b", "precision.dit_weights=bf16", "memory.t5_cpu=false"]
     on = wanir.estimate(common + ["memory.offload_model=false"])
     off = wanir.estimate(common + ["memory.offload_model=true"])
@@ -126,7 +126,7 @@ def test_offload_holds_one_expert():
     expect = max(
         (one if n == "diffusion_core" else s.per_invocation["weight_bytes"]) + s.per_invocation["peak_activation_bytes"]
         for n, s in stages.items())
-    assert mem["peak_memory_bytes"] == expect
+    assert mem["peak_memory_bytes"] == expect + mem.get("reserve_bytes", 0)
     assert on.extra["memory"]["weight_bytes"] == sum(s.per_invocation["weight_bytes"] for s in on.stages)
     assert stages["diffusion_core"].per_invocation["weight_bytes"] == 2 * one
 
