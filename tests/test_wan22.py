@@ -258,17 +258,17 @@ def test_time_embedding_per_token_setting():
     term = (L - 1) * (2 * 256 * D + 2 * D * D + 12 * D * D)
     off = wanir.estimate(["model=wan2.2-t2v-a14b", "dit.time_embedding_per_token=false"])
     on = wanir.estimate(["model=wan2.2-t2v-a14b", "dit.time_embedding_per_token=true"])
-    auto = wanir.estimate(["model=wan2.2-t2v-a14b", "+runtime.name=diffusers"])
+    auto = wanir.estimate(["model=wan2.2-t2v-a14b", "runtime=diffusers"])
     assert auto.total["tensor_flops"] == off.total["tensor_flops"]        # diffusers: one timestep per sample
     d = on.stage("diffusion_core")
     assert d.per_invocation["tensor_flops"] - off.stage("diffusion_core").per_invocation["tensor_flops"] == term
     assert on.total["tensor_flops"] - off.total["tensor_flops"] == 80 * term
     # auto under the official runtime embeds per token for Wan2.2, per sample for Wan2.1
-    official = wanir.estimate(["model=wan2.2-t2v-a14b", "+runtime.name=wan-official"])
+    official = wanir.estimate(["model=wan2.2-t2v-a14b", "runtime=wan-official"])
     assert official.total["tensor_flops"] == on.total["tensor_flops"]
     w21 = ["model=wan2.1-t2v-14b", "workload.steps=2"]
-    assert wanir.estimate(w21 + ["+runtime.name=wan-official"]).total["tensor_flops"] == \
-        wanir.estimate(w21 + ["+runtime.name=diffusers"]).total["tensor_flops"]
+    assert wanir.estimate(w21 + ["runtime=wan-official"]).total["tensor_flops"] == \
+        wanir.estimate(w21 + ["runtime=diffusers"]).total["tensor_flops"]
     # TI2V-5B: auto is per token (its pipelines feed a (batch, tokens) timestep)
     ti = ["model=wan2.2-ti2v-5b", "workload.steps=1"]
     assert wanir.estimate(ti).total["tensor_flops"] == \
@@ -284,3 +284,17 @@ def test_tables_name_each_experts_steps():
     assert report.expert_lines(est) == [line]
     assert line in report.to_markdown(est)
     assert report.expert_lines(wanir.estimate(["model=wan2.2-ti2v-5b", "workload.steps=2"])) == []
+
+
+def test_official_runtime_attention_kernel_follows_the_model_family():
+    """Under runtime=wan-official, Wan2.2 models default to FlashAttention-3 on Hopper (the
+    Wan2.2 README's timings used it) and FlashAttention-2 elsewhere; Wan2.1 models to FA2."""
+    pytest.importorskip("wanir.runtime")
+
+    def kernel(*ov):
+        return load_config(["runtime=wan-official", *ov]).roofline.attention_kernel
+
+    assert kernel("model=wan2.2-t2v-a14b", "hardware=h100-sxm") == "flash3"
+    assert kernel("model=wan2.2-ti2v-5b", "hardware=h200") == "flash3"
+    assert kernel("model=wan2.2-i2v-a14b", "hardware=a100-80gb") == "flash2"
+    assert kernel("model=wan2.1-t2v-14b", "hardware=h100-sxm") == "flash2"
