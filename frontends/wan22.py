@@ -258,3 +258,14 @@ def apply_to_stage(graph, result, additive=("tensor_flops", "vector_flops", "byt
             continue
         result.per_invocation[k] = v // calls if isinstance(v, int) and v % calls == 0 else v / calls
     result.experts = experts
+
+
+def calls_per_invocation(graph, stage: str) -> int:
+    """DiT calls one invocation of ``stage`` runs: the sum of its experts' ``calls`` loops
+    (1 for a stage without experts). A stage invocation is one guidance branch of every step
+    when both experts use guidance."""
+    experts = graph.meta.get("experts", {}).get(stage)
+    st = graph.stages.get(stage)
+    if not experts or st is None:
+        return 1
+    return sum(st.children[e["name"]].children["calls"].repeat for e in experts if e["name"] in st.children) or 1

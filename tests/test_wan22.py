@@ -298,3 +298,22 @@ def test_official_runtime_attention_kernel_follows_the_model_family():
     assert kernel("model=wan2.2-ti2v-5b", "hardware=h200") == "flash3"
     assert kernel("model=wan2.2-i2v-a14b", "hardware=a100-80gb") == "flash2"
     assert kernel("model=wan2.1-t2v-14b", "hardware=h100-sxm") == "flash2"
+
+
+def test_parallel_cost_counts_dit_calls_as_the_estimate_does():
+    """Multi-device costs report the two-expert stage per DiT call, as the single-device
+    estimate: with CFG parallelism each device runs one branch of every step, 40 calls of
+    exactly one expert call's FLOPs; with Ulysses all 80 calls."""
+    from wanir.backends import parallel
+
+    est = wanir.estimate(["model=wan2.2-t2v-a14b", "workload.steps=6"])
+    one = est.stage("diffusion_core")
+    high, low = wan22.expert_steps(6, 12.0, 0.875)
+    assert one.invocations == 2 * (high + low)
+    cfg = parallel.multi_device_cost(est, plan=parallel.make_plan("cfg", 2)).stages["diffusion_core"]
+    assert cfg["invocations"] == high + low
+    assert cfg["tensor_flops"] == one.per_invocation["tensor_flops"]
+    uly = parallel.multi_device_cost(est, plan=parallel.make_plan("ulysses", 4)).stages["diffusion_core"]
+    assert uly["invocations"] == 2 * (high + low)
+    for r in (cfg, uly):
+        assert math.isclose(r["time_s"], r["time_per_invocation_s"] * r["invocations"], rel_tol=1e-12)
