@@ -61,7 +61,9 @@ def rows(est: Estimate) -> list[dict]:
         r["flops_per_invocation"] = s.per_invocation["tensor_flops"] + s.per_invocation["vector_flops"]
         pa = s.per_invocation["peak_activation_bytes"]
         on_gpu = info.get(s.name, {}).get("on_gpu", True)
-        r["peak_memory_bytes"] = None if pa is None else ((s.per_invocation["weight_bytes"] + pa) if on_gpu else 0)
+        # a stage of two experts under offload holds one expert at a time (resident_weight_bytes)
+        held = info.get(s.name, {}).get("resident_weight_bytes", s.per_invocation["weight_bytes"])
+        r["peak_memory_bytes"] = None if pa is None else ((held + pa) if on_gpu else 0)
         r["time_share"] = (s.total["time_s"] / total_t) if total_t and s.total["time_s"] is not None else None
         r["bound"] = info.get(s.name, {}).get("bound")
         r["device"] = info.get(s.name, {}).get("device")

@@ -219,6 +219,8 @@ def run(graph: Graph, attention_kernel: str = "flash2", offload_model: bool = Fa
             # two experts (Wan2.2 A14B): offloading keeps only the running expert on the GPU
             one = sum(weights[s].values()) - sum(experts.values()) + max(experts.values())
             rec["offload_weight_bytes"] = min(rec["weight_bytes"], one)
+            if offload_model:
+                rec["resident_weight_bytes"] = rec["offload_weight_bytes"]
         stages[s] = rec
     return {"stages": stages, "pipeline": pipeline_peak(stages, offload_model, reserve_bytes)}
 

@@ -129,6 +129,14 @@ def test_offload_holds_one_expert():
     assert mem["peak_memory_bytes"] == expect + mem.get("reserve_bytes", 0)
     assert on.extra["memory"]["weight_bytes"] == sum(s.per_invocation["weight_bytes"] for s in on.stages)
     assert stages["diffusion_core"].per_invocation["weight_bytes"] == 2 * one
+    # the stage's own row: the expert it holds, plus its activations
+    from wanir.backends import report
+
+    act = stages["diffusion_core"].per_invocation["peak_activation_bytes"]
+    row = {r["stage"]: r for r in report.rows(off)}["diffusion_core"]
+    assert row["peak_memory_bytes"] == one + act
+    row = {r["stage"]: r for r in report.rows(on)}["diffusion_core"]
+    assert row["peak_memory_bytes"] == 2 * one + on.stage("diffusion_core").per_invocation["peak_activation_bytes"]
 
 
 def test_i2v_a14b_pipeline_stages():

@@ -226,7 +226,9 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
         est.extra["ridge_point"] = rf["ridge_point"]
         est.extra["stages"] = {s: {"bound": rf["bound"][s], "compute_share": rf["compute_share"][s],
                                    "device": rf["device"][s], "peak_node": mem.get(s, {}).get("peak_node"),
-                                   "on_gpu": mem.get(s, {}).get("on_gpu", True)} for s in graph.stages}
+                                   "on_gpu": mem.get(s, {}).get("on_gpu", True),
+                                   **({"resident_weight_bytes": mem[s]["resident_weight_bytes"]}
+                                      if "resident_weight_bytes" in mem.get(s, {}) else {})} for s in graph.stages}
         est.extra["memory"] = dict(summaries["memory"]["pipeline"])
     return est
 
