@@ -325,3 +325,22 @@ def test_parallel_cost_counts_dit_calls_as_the_estimate_does():
     assert uly["invocations"] == 2 * (high + low)
     for r in (cfg, uly):
         assert math.isclose(r["time_s"], r["time_per_invocation_s"] * r["invocations"], rel_tol=1e-12)
+
+
+def test_cli_prints_wan22_tables_and_one_line_errors():
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "wanir.cli", *args], capture_output=True, text=True, timeout=300)
+
+    r = cli("estimate", "model=wan2.2-ti2v-5b", "workload.mode=i2v", "workload.steps=2")
+    assert r.returncode == 0 and "vae_encode" in r.stdout and "diffusion_core" in r.stdout
+    r = cli("estimate", "model=wan2.2-t2v-a14b", "workload.steps=4", "--format", "json")
+    d = json.loads(r.stdout)
+    core = next(s for s in d["stages"] if s["name"] == "diffusion_core")
+    assert core["invocations"] == sum(e["calls"] for e in core["experts"]) == 8
+    r = cli("estimate", "model=wan2.2-ti2v-5b", "workload.width=1296")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "allowed nearby: 1280 or 1312" in r.stderr
