@@ -240,6 +240,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         graph = build_pipeline(cfg_b)      # counted per plan shape by DeviceGraph (passes/count.py)
         graph0 = graph0 or graph
         guidance = bool(graph.meta.get("workload", {}).get("guidance", True))
+        if "diffusion_core" in graph.stages and graph.stages["diffusion_core"].repeat % 2:
+            guidance = False    # e.g. a Wan2.2 expert at guidance scale 1: the branches do not split evenly
         graphs: dict[tuple, DeviceGraph] = {}
         singles: dict[str, float] = {}
         single = None
@@ -254,10 +256,10 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                 if dg is None:
                     shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
                                       plan.gpus_per_node, plan.network, plan.intra_node)
-                    dg = graphs[key] = DeviceGraph(graph, shape_plan, opts)
+                    dg = graphs[key] = DeviceGraph(graph, shape_plan, cfg_b)
                 for hw in hws:
                     if hw.name not in singles:
-                        single = single or DeviceGraph(graph, Plan(), opts)
+                        single = single or DeviceGraph(graph, Plan(), cfg_b)
                         singles[hw.name] = single.cost(hw).time_s
                     c = dg.cost(hw, singles[hw.name], plan=plan)   # dp and the name only change the totals
                     evaluated += 1
@@ -280,7 +282,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     cands.sort(key=lambda c: (not c.fits, not c.meets, not c.priced,
                               round(c.cost_per_video if c.priced else c.gpu_hours_per_video, 9), c.devices, c.time_s))
     graph = graph0
-    return {"candidates": [c for c in cands if c.fits], "unfit": [c for c in cands if not c.fits], "dropped": dropped, "evaluated": evaluated, "priced": priced,
+    return {"candidates": [c for c in cands if c.fits], "unfit": [c for c in cands if not c.fits],
+            "dropped": dropped, "evaluated": evaluated, "priced": priced,
             "target": {"latency_s": latency_s, "videos_per_hour": throughput},
             "model": graph.meta.get("model"), "workload": graph.meta.get("workload", {}), "prices": prices,
             "batches": list(batches), "plan": None if fixed is None else fixed.label}

@@ -275,7 +275,7 @@ class ReusingEstimator:
             if hit is None:
                 cfg_m, _ = apply_model_from(cfg)
                 graph = build_pipeline(cfg_m)
-                hit = (graph, annotate_counts(graph, opts), {})
+                hit = (graph, annotate_counts(graph, cfg_m, options=opts), {})
                 self.cache[key] = hit
                 if len(self.cache) > self.size:
                     self.cache.popitem(last=False)
@@ -283,11 +283,12 @@ class ReusingEstimator:
                 self.cache.move_to_end(key)
             graph, counts, device_graphs = hit
             g = graph.timing_copy()
-            summaries = annotate_time(g, opts, counts, hw=hardware.from_config(cfg))
+            summaries = annotate_time(g, cfg, counts, hw=hardware.from_config(cfg), options=opts)
             dgs = device_graphs.setdefault((opts.roofline, opts.memory), {}) if plan is not None else None
             # the composed config is shared between points (see PointComposer), so the
             # Estimate keeps no reference to it: only the options parsed from it
-            return finish(g, summaries, None, opts, plan, dgs, extra={"runtime": _runtime_name(cfg)})
+            return finish(g, summaries, cfg, opts, plan, dgs, extra={"runtime": _runtime_name(cfg)},
+                          store_config=False)
 
 
 def _worker_init(config_dir, estimator):

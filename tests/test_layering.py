@@ -2,10 +2,10 @@
 layers below it, never one above.
 
     0 IR core       wanir.{errors, dtypes, tensor, scope, graph, builder, ops, options, paths, config,
-                    hardware, kernels, result, jsonout}
+                    hardware, kernels, runtime, result, jsonout}
     1 passes        wanir.passes.*
     2 frontends     wanir.frontends.*  and  backends  wanir.backends.* (except the drivers)
-    3 API           wanir (the package), wanir.estimate, and the drivers wanir.backends.{sweep, sizing}
+    3 API           wanir (the package), wanir.estimate, and the drivers wanir.backends.{sweep, sizing, validate}
     4 CLI           wanir.cli, wanir.__main__
 
 Every import counts, at module level or inside a function. A wanir/*.py module that is in
@@ -19,9 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"wanir": "wanir", "passes": "wanir.passes", "frontends": "wanir.frontends", "backends": "wanir.backends"}
 CORE = {"wanir.errors", "wanir.dtypes", "wanir.tensor", "wanir.scope", "wanir.graph", "wanir.builder", "wanir.ops",
-        "wanir.options", "wanir.paths", "wanir.config", "wanir.hardware", "wanir.kernels", "wanir.result",
-        "wanir.jsonout"}
-DRIVERS = {"wanir.backends.sweep", "wanir.backends.sizing"}
+        "wanir.options", "wanir.paths", "wanir.config", "wanir.hardware", "wanir.kernels", "wanir.runtime",
+        "wanir.result", "wanir.jsonout"}
+DRIVERS = {"wanir.backends.sweep", "wanir.backends.sizing", "wanir.backends.validate"}
 CLI = {"wanir.cli", "wanir.__main__"}
 NAMES = {0: "IR core", 1: "passes", 2: "frontends/backends", 3: "API", 4: "CLI"}
 

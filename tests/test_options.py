@@ -11,15 +11,19 @@ SMALL = ("model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "
 
 
 def test_defaults_are_the_shipped_group_files():
-    # the dataclass defaults and the default config files say the same thing, so a config
-    # with the groups removed parses to the same options as the composed default
     cfg = load_config([])
     parsed = options.from_config(cfg)
+    d = options.RunOptions()
+    assert parsed.roofline == d.roofline and parsed.runtime == d.runtime
     # the link tables default to backends/comm.py's (empty here); the shipped file spells them out
     from wanir.backends.comm import DEFAULT_INTRA, DEFAULT_NETWORK
     assert dict(parsed.parallel.intra_node) == DEFAULT_INTRA and dict(parsed.parallel.network) == DEFAULT_NETWORK
-    parsed = dataclasses.replace(parsed, parallel=dataclasses.replace(parsed.parallel, intra_node=(), network=()))
-    assert parsed == options.RunOptions() == options.of(None)
+    assert dataclasses.replace(parsed.parallel, intra_node=(), network=()) == d.parallel
+    # keys the memory and precision files leave null are filled by the runtime when the config is
+    # composed (wanir/runtime.py); the dataclass default of such a key is that null
+    assert d.memory.offload_model is None and parsed.memory.t5_cpu == d.memory.t5_cpu
+    assert dataclasses.asdict(parsed.precision) == {k: cfg.precision[k] for k in cfg.precision}
+    assert options.of(None) == d
 
 
 def test_overrides_reach_the_options():

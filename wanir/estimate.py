@@ -15,17 +15,37 @@ from . import options as _options
 from .config import load_config
 from .graph import Graph, Node
 from .options import TIMING_KEYS, RunOptions
-from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult, summarize
+from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult
+from .result import summarize as _summarize
 
 __all__ = ["ADDITIVE", "STAGE_KEYS", "TOTAL_KEYS", "TIMING_KEYS", "Estimate", "StageResult", "RunOptions",
            "annotate", "annotate_counts", "annotate_time", "summarize", "build", "estimate", "estimate_config",
            "estimate_graph", "paused_gc", "Graph", "Node"]
 
 
-def annotate_counts(graph: Graph, cfg=None, check: bool | None = None) -> dict:
+def _opt(cfg, key: str, default):
+    """``cfg``'s value at dotted ``key``, or ``default`` when cfg is None or lacks it. For keys
+    not (yet) in wanir/options.py only."""
+    if cfg is None or isinstance(cfg, RunOptions):
+        return default
+    from omegaconf import OmegaConf
+    v = OmegaConf.select(cfg, key, default=None) if not isinstance(cfg, dict) else _dict_select(cfg, key)
+    return default if v is None else v
+
+
+def _dict_select(d: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def annotate_counts(graph: Graph, cfg=None, check: bool | None = None, options: RunOptions | None = None) -> dict:
     """Run the hardware-independent passes over ``graph``: verify, flops, bytes (fusion
-    policy ``roofline.fusion``) and memory (residency ``memory.*``). ``cfg``: a RunOptions,
-    a composed config or None (defaults). Returns their summaries by name ("flops",
+    policy ``roofline.fusion``) and memory (residency ``memory.*`` as the runtime resolves
+    it, block streaming included) — the counting path of passes/count.py. ``cfg``: a
+    composed config (or None for the defaults). Returns their summaries by name ("flops",
     "bytes_pass", "memory").
 
     ``check``: True always verifies, False never; None (default) verifies a graph that holds
@@ -33,33 +53,46 @@ def annotate_counts(graph: Graph, cfg=None, check: bool | None = None) -> dict:
     A graph made only by the GraphBuilder is verified by construction: every node's shape
     and weight rules ran, on inputs that already existed, when it was added."""
     from wanir.passes import count
+    from wanir.runtime import memory_options
 
-    return count.run(graph, cfg, check)
+    mem = memory_options(None if isinstance(cfg, RunOptions) else cfg)
+    resident = None
+    if mem.offload == "block":
+        from wanir.backends.host_stages import block_stream_plan
+        resident = {"diffusion_core": block_stream_plan(graph, mem.resident_params)["gpu_weight_bytes"]}
+    return count.run(graph, options if options is not None else cfg, check, mem=mem,
+                     resident_weight_bytes=resident)
 
 
-def annotate_time(graph: Graph, cfg, counts: dict, hw=None) -> dict:
+def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions | None = None) -> dict:
     """Time a graph annotated by :func:`annotate_counts` with the roofline backend on
-    ``hw`` (default: the config's hardware, h100-sxm when it has none). ``cfg``: a composed
-    config or a RunOptions (then give ``hw``). Writes the nodes' timing annotations: give
-    it a graph no Estimate holds (``graph.timing_copy()`` to re-time). Returns ``counts``
-    plus "roofline", the per-stage records ``bytes``, ``peak_activation_bytes`` and
-    ``time_s`` (per invocation), the pipeline's ``peak_memory_bytes``, ``transfer_s``,
-    ``fits`` and fit ``warnings``."""
+    ``hw`` (default: the config's hardware, h100-sxm when it has none). Writes the nodes'
+    timing annotations: give it a graph no Estimate holds (``graph.timing_copy()`` to
+    re-time). Returns ``counts`` plus "roofline", the per-stage records ``bytes``,
+    ``peak_activation_bytes`` and ``time_s`` (per invocation), the pipeline's
+    ``peak_memory_bytes``, ``transfer_s``, ``fits``, fit ``warnings`` and ``hw``."""
     from wanir import hardware
+    from wanir.backends import host_stages as hostlib
     from wanir.backends import roofline
     from wanir.passes import memory
+    from wanir.runtime import memory_options, runtime_options
 
-    opts = _options.of(cfg)
-    ro, mo = opts.roofline, opts.memory
+    conf = None if isinstance(cfg, RunOptions) else cfg
+    opts = options if options is not None else _options.of(cfg)
+    kernel, allow_tf32_conv = roofline.timing_options(opts)
+    mode = opts.roofline.mode
+    mopt = memory_options(conf)
+    offload, t5_cpu = mopt.offload_model, mopt.t5_cpu
     if hw is None:
-        hw = hardware.from_config(None if isinstance(cfg, RunOptions) else cfg)
-    host_stages = memory.HOST_STAGES_T5_CPU if mo.t5_cpu else ()
-    host = hardware.load(mo.host) if host_stages else None
+        hw = hardware.from_config(conf)
+    host_stages = memory.HOST_STAGES_T5_CPU if t5_cpu else ()
+    host = hostlib.load_host(mopt, hw) if host_stages else None
     by, mem = counts["bytes_pass"], counts["memory"]
-    kernel, allow_tf32_conv = roofline.timing_options(cfg)
-    rf = roofline.run(graph, hw, mode=ro.mode, attention_kernel=kernel, host=host,
-                      host_stages=host_stages, offload_model=mo.offload_model, allow_tf32_conv=allow_tf32_conv,
+    rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
+                      offload_model=False, allow_tf32_conv=allow_tf32_conv,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
+    rf["transfer_s"] = hostlib.transfer_seconds(graph, mem, hw, mopt, runtime_options(conf), host_stages,
+                                                mode == "ideal", rf)
     graph.meta["hardware"] = hw.name
     out = dict(counts)
     out.update(roofline=rf,
@@ -69,10 +102,22 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None) -> dict:
                peak_memory_bytes=mem["pipeline"]["peak_memory_bytes"],
                transfer_s=rf["transfer_s"])
     out["fits"] = mem["pipeline"]["peak_memory_bytes"] <= hw.memory_bytes
-    msg = memory.fit_message(mem["pipeline"], hw.memory_bytes, hw.name, mo.offload_model, mo.t5_cpu)
+    msg = memory.fit_message(mem["pipeline"], hw.memory_bytes, hw.name, offload, t5_cpu)
     out["warnings"] = [msg] if msg else []
+    tight = memory.tight_message(mem["pipeline"], hw.memory_bytes, hw.name)
+    if tight:
+        out["warnings"].append(tight)
     out["hw"] = hw
     return out
+
+
+def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = (), **kw) -> Estimate:
+    """Assemble the immutable Estimate of an annotated graph (:func:`wanir.result.summarize`);
+    a two-expert stage reads as the model runs (frontends/wan22.py)."""
+    if "experts" in graph.meta:
+        from wanir.frontends.wan22 import apply_to_stage
+        kw.setdefault("stage_adjust", apply_to_stage)
+    return _summarize(graph, summaries, cfg, warnings, **kw)
 
 
 def annotate(graph: Graph, cfg=None) -> dict:
@@ -115,7 +160,7 @@ def parallel_warnings(cost) -> list[str]:
 
 
 def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, device_graphs: dict | None = None,
-           extra: dict | None = None) -> Estimate:
+           extra: dict | None = None, store_config: bool = True) -> Estimate:
     """Summarize an annotated pipeline graph into an Estimate; with a multi-device ``plan``
     also cost the plan's per-device graph (``device_graphs`` caches them by plan shape) and
     attach its ``parallel`` record, taking the fit warning from the per-device peak."""
@@ -130,7 +175,7 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         if dg is None:
             shape = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
                          plan.gpus_per_node, plan.network, plan.intra_node)
-            dg = DeviceGraph(graph, shape, opts)
+            dg = DeviceGraph(graph, shape, cfg)
             if device_graphs is not None:
                 device_graphs[key] = dg
         single_s = sum(summaries["time_s"][s] * sc.repeat for s, sc in graph.stages.items()) + \
@@ -140,7 +185,7 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         fit = [w for w in summaries.get("warnings", ()) if w.startswith("does not fit")]
         warns = [w for w in summaries.get("warnings", ()) if w not in fit] + parallel_warnings(cost)
         summaries = dict(summaries, warnings=warns)
-    return summarize(graph, summaries, cfg, options=opts, extra=extra, parallel=par)
+    return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par)
 
 
 def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Graph:
@@ -176,7 +221,8 @@ def estimate_config(cfg) -> Estimate:
     cfg, inferred = apply_model_from(cfg)  # model.from: components read from a checkpoint
     with paused_gc():
         graph = build_pipeline(cfg)
-        summaries = annotate_time(graph, opts, annotate_counts(graph, opts), hw=hardware.from_config(cfg))
+        summaries = annotate_time(graph, cfg, annotate_counts(graph, cfg, options=opts), hw=hardware.from_config(cfg),
+                                  options=opts)
         return finish(graph, summaries, cfg, opts, plan, extra={"inferred": inferred})
 
 

@@ -35,9 +35,9 @@ class RooflineOptions:
 class MemoryOptions:
     """``memory.*``: residency of weights on the device and the host that runs host stages."""
 
-    offload_model: bool = False
+    offload_model: Any = None      # None: the runtime's default; true, false or "block"
     t5_cpu: bool = False
-    host: str = field(default="host-cpu", metadata=TIMING)
+    host: str = field(default="auto", metadata=TIMING)
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,11 @@ class ParallelOptions:
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """``runtime.*``: how the runtime executes the graph. ``allow_tf32``: fp32 convolutions
-    run as TF32 (PyTorch's cuDNN default)."""
+    """``runtime.*``: which runtime executes the graph (``name``: its DiT lowering and
+    defaults, wanir/runtime.py, so it changes counts) and ``allow_tf32``: fp32 convolutions
+    run as TF32 (PyTorch's cuDNN default; timing only)."""
 
+    name: str = "wan-official"
     allow_tf32: bool = field(default=True, metadata=TIMING)
 
 

@@ -35,6 +35,7 @@ class StageResult:
     total: Mapping
     notes: tuple = ()
     provenance: Mapping | None = None
+    experts: tuple | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "per_invocation", frozen(self.per_invocation))
@@ -42,12 +43,16 @@ class StageResult:
         object.__setattr__(self, "notes", tuple(self.notes))
         if self.provenance is not None:
             object.__setattr__(self, "provenance", frozen(copy.deepcopy(dict(self.provenance))))
+        if self.experts is not None:
+            object.__setattr__(self, "experts", tuple(frozen(copy.deepcopy(dict(e))) for e in self.experts))
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "invocations": self.invocations,
              "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
         if self.provenance is not None:
             d["provenance"] = copy.deepcopy(dict(self.provenance))
+        if self.experts is not None:
+            d["experts"] = [copy.deepcopy(dict(e)) for e in self.experts]
         return d
 
 
@@ -128,9 +133,13 @@ class Estimate:
 
 def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = (), *,
               options: RunOptions | None = None, extra: Mapping | None = None,
-              parallel: Mapping | None = None) -> Estimate:
+              parallel: Mapping | None = None, stage_adjust=None) -> Estimate:
     """Assemble per-stage and total records from an annotated graph. The total time adds the
-    host↔device weight transfer (``summaries['transfer_s']``) to the stages' times."""
+    host↔device weight transfer (``summaries['transfer_s']``) to the stages' times.
+    ``stage_adjust(graph, stage, ADDITIVE)``: a frontend's hook that may rewrite a stage's
+    record before it is frozen (its ``invocations``, ``per_invocation``, ``experts``)."""
+    from types import SimpleNamespace
+
     from . import options as _options
 
     stages = []
@@ -147,7 +156,11 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
             per[key] = v
         tot = {k: (per[k] * scope.repeat if k in ADDITIVE and per[k] is not None else per[k]) for k in STAGE_KEYS}
         prov = summaries.get("roofline", {}).get("provenance", {}).get(name)
-        stages.append(StageResult(name, scope.repeat, per, tot, provenance=prov))
+        rec = SimpleNamespace(name=name, invocations=scope.repeat, per_invocation=per, total=tot, experts=None)
+        if stage_adjust is not None:
+            stage_adjust(graph, rec, ADDITIVE)
+        stages.append(StageResult(name, rec.invocations, rec.per_invocation, rec.total, provenance=prov,
+                                  experts=rec.experts))
     total = {k: None for k in TOTAL_KEYS}
     for k in ("tensor_flops", "vector_flops", "params"):
         total[k] = sum(s.total[k] for s in stages)
@@ -164,7 +177,9 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
         ex["ridge_point"] = rf["ridge_point"]
         ex["stages"] = {s: {"bound": rf["bound"][s], "compute_share": rf["compute_share"][s],
                             "device": rf["device"][s], "peak_node": mem.get(s, {}).get("peak_node"),
-                            "on_gpu": mem.get(s, {}).get("on_gpu", True)} for s in graph.stages}
+                            "on_gpu": mem.get(s, {}).get("on_gpu", True),
+                            **({"resident_weight_bytes": mem[s]["resident_weight_bytes"]}
+                               if "resident_weight_bytes" in mem.get(s, {}) else {})} for s in graph.stages}
         ex["memory"] = dict(summaries["memory"]["pipeline"])
     ex.update(extra or {})
     warns = list(graph.meta.get("warnings", [])) + list(summaries.get("warnings", [])) + list(warnings)
