@@ -234,32 +234,58 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     base = opts.parallel.as_mapping()
     cands, dropped, evaluated = [], 0, 0
     graph0 = None
+    dims = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
+    user = [o for o in overrides if str(o).lstrip("+").split("=")[0] not in {f"parallel.{d}" for d in dims}]
+    built: dict = {}      # count key -> (config, pipeline graph, {plan shape: DeviceGraph})
+    by_class: dict = {}
+
+    def for_plan(plan: Plan, b: int):
+        """The config of ``plan`` at batch ``b`` (the runtime's defaults follow the plan: weight
+        precision under FSDP, offload on one device), its pipeline graph and device graphs,
+        shared by plans whose count-relevant options agree."""
+        # what the runtime's defaults read from a plan (wanir.runtime.apply_runtime): one device
+        # or several, FSDP or not; plans of one class share a composed config
+        cls = (b, plan.degree > 1, plan.fsdp > 1)
+        hit = by_class.get(cls)
+        if hit is None:
+            ov = [*user, *([f"workload.batch={b}"] if b != base_batch else []),
+                  *(f"parallel.{d}={v}" for d, v in zip(dims, (plan.degree, plan.ulysses, plan.ring, plan.cfg,
+                                                               plan.dp, plan.fsdp)))]
+            c = cfg if fixed is not None and b == base_batch and plan is fixed else load_config(ov, config_dir)
+            key = (b, _options.count_key(_options.from_config(c)))
+            hit = built.get(key)
+            if hit is None:
+                c_m, _ = apply_model_from(c)
+                hit = built[key] = (c, build_pipeline(c_m), {})
+            by_class[cls] = hit
+        return hit
+
     for b in batches:
-        cfg_b = cfg if b == base_batch else load_config([*overrides, f"workload.batch={b}"], config_dir)
-        cfg_b, _ = apply_model_from(cfg_b)
-        graph = build_pipeline(cfg_b)      # counted per plan shape by DeviceGraph (passes/count.py)
+        graph = for_plan(Plan(), b)[1]
         graph0 = graph0 or graph
         guidance = bool(graph.meta.get("workload", {}).get("guidance", True))
         if "diffusion_core" in graph.stages and graph.stages["diffusion_core"].repeat % 2:
             guidance = False    # e.g. a Wan2.2 expert at guidance scale 1: the branches do not split evenly
-        graphs: dict[tuple, DeviceGraph] = {}
         singles: dict[str, float] = {}
-        single = None
         fits_any = False
         for n in devices:
             plans = [fixed] if fixed is not None else \
                 candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base)
             for plan in plans:
                 check_plan(plan, heads=heads, guidance=guidance)
+                c_plan, g_plan, graphs = for_plan(plan, b)
                 key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
                 dg = graphs.get(key)
                 if dg is None:
                     shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
                                       plan.gpus_per_node, plan.network, plan.intra_node)
-                    dg = graphs[key] = DeviceGraph(graph, shape_plan, cfg_b)
+                    dg = graphs[key] = DeviceGraph(g_plan, shape_plan, c_plan)
                 for hw in hws:
                     if hw.name not in singles:
-                        single = single or DeviceGraph(graph, Plan(), cfg_b)
+                        c1, g1, graphs1 = for_plan(Plan(), b)
+                        single = graphs1.get("single")
+                        if single is None:
+                            single = graphs1["single"] = DeviceGraph(g1, Plan(), c1)
                         singles[hw.name] = single.cost(hw).time_s
                     c = dg.cost(hw, singles[hw.name], plan=plan)   # dp and the name only change the totals
                     evaluated += 1

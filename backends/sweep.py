@@ -250,12 +250,15 @@ class ReusingEstimator:
         self.cache: "OrderedDict[tuple, tuple]" = OrderedDict()
 
     @staticmethod
-    def key(point) -> tuple:
-        """The point's overrides that change the graph or its counts."""
-        from wanir.options import TIMING_KEYS
+    def key(point, opts=None) -> tuple:
+        """The point's overrides that change the graph or its counts, and the count-relevant
+        options as resolved (:func:`wanir.options.count_key`: a timing key such as the plan
+        or the hardware can still pick a runtime default that changes counts)."""
+        from wanir.options import TIMING_KEYS, count_key
 
-        return tuple((a.name, s) for a, _, s in point
-                     if not any(a.name == k or a.name.startswith(k + ".") for k in TIMING_KEYS))
+        own = tuple((a.name, s) for a, _, s in point
+                    if not any(a.name == k or a.name.startswith(k + ".") for k in TIMING_KEYS))
+        return own if opts is None else own + count_key(opts)
 
     def __call__(self, cfg, point):
         """The Estimate of one composed point config: the cached counted graph is re-timed
@@ -267,8 +270,8 @@ class ReusingEstimator:
         from wanir.frontends.checkpoint import apply_model_from
         from wanir.frontends.pipeline import build_pipeline
 
-        key = self.key(point)
         opts = _options.from_config(cfg)
+        key = self.key(point, opts)
         plan = resolve_plan(opts)
         with paused_gc():
             hit = self.cache.get(key)

@@ -15,7 +15,7 @@ OVERRIDES = [
     "model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=9", "workload.steps=3",
     "hardware=a100-80gb", "roofline.fusion=fused", "memory.t5_cpu=true",
     "parallel=fsdp+ring", "parallel.degree=4",
-    # TODO(runtime): add a runtime override here (e.g. "runtime=diffusers") when the runtime group lands.
+    "runtime=diffusers",
     # TODO(optimizations): add an optimization override here when graph-transform optimizations land.
 ]
 
@@ -74,6 +74,7 @@ def test_sweep_rows(api, tmp_path):
     assert (row["plan"], int(row["devices"]), row["fits"], int(row["warnings"])) == \
         ("fsdp+ring", 4, str(api.fits).lower(), len(api.warnings))
     assert int(row["total.tensor_flops"]) == api.total["tensor_flops"]
+    assert row["runtime"] == "diffusers"
     other = wanir.estimate([o for o in OVERRIDES if not o.startswith("hardware=")] + ["hardware=h100-sxm"])
     assert float(rows["h100-sxm"]["time_s"]) == pytest.approx(other.time_s)
 
@@ -126,3 +127,20 @@ def test_single_device_commands_agree(tmp_path):
     row = next(csv.DictReader(open(tmp_path / "sw" / "results.csv")))
     assert float(row["time_s"]) == pytest.approx(est.time_s) == pytest.approx(float(row["total.time_s"]))
     assert (row["plan"], row["devices"]) == ("single", "1")
+
+
+def test_every_size_row_is_what_estimate_says():
+    # size enumerates plans itself; each row must equal wanir.estimate with that plan's keys, also
+    # where the runtime's defaults follow the plan (weights in bf16 under FSDP, offload on one device)
+    from wanir.backends.sizing import size
+
+    base = [o for o in OVERRIDES if not o.startswith("parallel")]
+    res = size(base, latency_s=1e9, devices=(1, 4))
+    rows = res["candidates"] + res["unfit"]
+    assert {r.plan.fsdp > 1 for r in rows} == {True, False} and {r.devices for r in rows} == {1, 4}
+    for r in rows[:: max(1, len(rows) // 8)] + [r for r in rows if r.devices == 1]:
+        p = r.plan
+        est = wanir.estimate(base + [f"parallel.degree={p.degree}", f"parallel.ulysses={p.ulysses}",
+                                     f"parallel.ring={p.ring}", f"parallel.cfg={p.cfg}", f"parallel.dp={p.dp}",
+                                     f"parallel.fsdp={p.fsdp}"])
+        assert (r.time_s, r.peak_memory_bytes) == (pytest.approx(est.time_s), est.peak_memory_bytes), p.label

@@ -124,6 +124,16 @@ TIMING_KEYS: tuple[str, ...] = (HARDWARE_KEY,) + tuple(
     g for g, cls in GROUPS.items() if all(f.metadata.get("timing") for f in fields(cls)))  # whole groups
 
 
+def count_key(opts: RunOptions) -> tuple:
+    """The options that can change a graph's counts (every field not marked timing), as
+    resolved in a composed config: runtime defaults filled by the plan or the hardware (a
+    default precision, offload policy or attention kernel) show up here even when the
+    overrides that caused them are timing keys. Equal keys and equal non-timing overrides
+    give equal counts."""
+    return tuple((g, f.name, getattr(getattr(opts, g), f.name)) for g in GROUPS
+                 for f in fields(GROUPS[g]) if not f.metadata.get("timing"))
+
+
 def _plain(v):
     """A config value as a hashable plain value (mappings become sorted pairs)."""
     if isinstance(v, Mapping):
