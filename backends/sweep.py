@@ -155,10 +155,10 @@ class PointComposer:
         for a, v, _ in point:
             if a.is_group:
                 continue
-            if a.name not in valid and not a.key.startswith("+"):
-                raise ConfigError(_config._unknown_key(a.name, valid))
+            _config.check_key(a.name, a.key.startswith("+"), valid)
             OmegaConf.update(cfg, a.name, v, merge=False)
             touched_hw = touched_hw or a.name.startswith("hardware.")
+        _config.resolve_interpolations(cfg, [s for a, _, s in point if not a.is_group])
         if touched_hw:
             from wanir.hardware import compose_hook
 

@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wanir.errors import ConfigError
+from wanir.limits import check_component
+from wanir.safeio import short
 
 #: component (config group) of each family
 COMPONENT = {"wan_dit": "dit", "umt5": "text_encoder", "wan_vae": "vae"}
@@ -232,20 +234,23 @@ def read_safetensors_header(path) -> dict:
     """Tensor name -> :class:`Tensor` from a ``.safetensors`` file's header (8-byte
     little-endian header length, then the JSON header). No tensor data is read. Raises
     ConfigError naming the file when it is not a readable safetensors file."""
+    from wanir.safeio import check_regular_file, read_header
+
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise ConfigError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
-            n = struct.unpack("<Q", raw)[0]
-            if n < 2 or n > size - 8 or n > 512 * 2**20:
-                raise ConfigError(f"{path}: not a safetensors file (header length {n} does not fit a "
-                                  f"{size}-byte file)")
-            header = json.loads(f.read(n).decode("utf-8"))
+        size = check_regular_file(path, "safetensors file", cap=2**62)   # no FIFO, device or directory
+        raw = read_header(path, "safetensors header", 8)
+        if len(raw) < 8:
+            raise ConfigError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+        n = struct.unpack("<Q", raw)[0]
+        if n < 2 or n > size - 8:
+            raise ConfigError(f"{path}: not a safetensors file (header length {n} does not fit a "
+                              f"{size}-byte file)")
+        header = json.loads(read_header(path, "safetensors header", n, offset=8).decode("utf-8"))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a safetensors file (its header nests too deeply)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: not a safetensors file (its header is not JSON: {e})") from None
     if not isinstance(header, dict):
@@ -254,9 +259,10 @@ def read_safetensors_header(path) -> dict:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list)
-                and all(isinstance(d, int) and d >= 0 for d in entry["shape"])):
-            raise ConfigError(f"{path}: malformed safetensors header entry for tensor '{name}'")
+        if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list) and len(entry["shape"]) <= 16
+                and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 2**40 for d in entry["shape"])):
+            raise ConfigError(f"{path}: malformed safetensors header entry for tensor {short(name)} (a shape is a "
+                              f"list of at most 16 ints in [0, 2**40])")
         dt = str(entry.get("dtype", "?"))
         out[name] = Tensor(tuple(entry["shape"]), _ST_DTYPES.get(dt, dt.lower()))
     return out
@@ -274,8 +280,11 @@ def read_torch_state_dict(path) -> dict:
     except ImportError:
         raise ConfigError(f"{path}: reading PyTorch checkpoints needs torch, which is not installed "
                           f"(pip install 'wanir[reference]', or convert the file to .safetensors)") from None
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: no such file")
+    from wanir.safeio import check_torch_zip
+
+    check_torch_zip(path)   # a regular file; every zip member's uncompressed size within its cap
     try:
         obj = torch.load(str(path), map_location="meta", weights_only=True)
     except Exception as e:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
@@ -311,13 +320,18 @@ def read_tensors(path) -> dict:
     path = Path(path)
     name = path.name
     if name.endswith(".index.json"):
+        from wanir.safeio import read_text_file
+
+        text = read_text_file(path, "index.json")
         try:
-            index = json.loads(path.read_text())
+            index = json.loads(text)
             shards = sorted(set(index["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise ConfigError(f"{path}: not a sharded-checkpoint index (a JSON object with a 'weight_map')") from None
         out = {}
         for s in shards:
+            if not isinstance(s, str) or not s or s != Path(s).name or s in (".", ".."):
+                raise ConfigError(f"{path}: shard {short(s)} is not a file name in the index's folder")
             reader = read_safetensors_header if s.endswith(".safetensors") else read_torch_state_dict
             out.update(reader(path.parent / s))
         return out
@@ -330,14 +344,20 @@ def read_tensors(path) -> dict:
 
 
 def _read_json(path) -> dict:
+    from wanir.safeio import read_text_file
+
+    text = read_text_file(path, "config.json")   # a regular file under the size cap
     try:
-        data = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON: {e}") from None
+        data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON: {short(str(e), 120)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a model config (a JSON object)")
+    from wanir.limits import check_json_numbers
+
+    check_json_numbers(data, str(path))   # finite, bounded numbers before any arithmetic
     return data
 
 
@@ -418,7 +438,14 @@ def infer(tensors: dict | None, config_json: dict | None, *, source: str = "?", 
         if _family_of_config(config_json, where) != family:
             raise ConfigError(f"{where}: config.json describes a {_family_of_config(config_json, where)} "
                               f"but the weights are a {family}")
-        cfg_from_json, json_assumed = CONFIG_READERS[family](config_json, where)
+        try:
+            cfg_from_json, json_assumed = CONFIG_READERS[family](config_json, where)
+        except (TypeError, ValueError, AttributeError, KeyError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"{where}: config.json holds a value of the wrong type or shape "
+                              f"({type(e).__name__}: {short(str(e), 100)})") from None
+        check_component(COMPONENT[family], cfg_from_json, where)   # types and ranges before any arithmetic
     if tensors is None:
         expected = {k: (k, Tensor(v)) for k, v in EXPECTED[family](cfg_from_json).items()}
         counted = {orig: t for orig, (new, t) in _dedupe(expected, family).items()}
@@ -426,6 +453,7 @@ def infer(tensors: dict | None, config_json: dict | None, *, source: str = "?", 
                          _by_module(counted, family), {}, json_assumed)
     naming, norm = NORMALIZERS[family](tensors, where)
     config, assumed, notes = INFERRERS[family](norm, where, cfg_from_json)
+    check_component(COMPONENT[family], config, where)
     if cfg_from_json is not None:
         for k in KEYS[family]:
             a, b = _plain(config[k]), _plain(cfg_from_json[k])
@@ -499,7 +527,13 @@ def _get(t: dict, name: str, where: str, ndim: int | None = None) -> tuple:
 
 def _indices(t: dict, prefix: str) -> list:
     pat = re.compile(re.escape(prefix) + r"(\d+)\.")
-    return sorted({int(m.group(1)) for k in t if (m := pat.match(k))})
+    found = {m.group(1) for k in t if (m := pat.match(k))}
+    from wanir.limits import MAX_LAYERS
+
+    for d in found:   # bounded before any range() over them
+        if len(d) > 7 or int(d) >= MAX_LAYERS:
+            raise ConfigError(f"tensor index {prefix}{d[:20]}{'...' if len(d) > 20 else ''}.*: at most {MAX_LAYERS} blocks are read")
+    return sorted(int(d) for d in found)
 
 
 def _check_shapes(norm: dict, expected: dict, where: str, family: str) -> None:
@@ -677,6 +711,10 @@ def _dit_config(j: dict, where: str):
     assumed = []
     if j.get("_class_name") == "WanModel":  # the original Wan config.json
         dim, heads = j.get("dim", 5120), j.get("num_heads", 40)
+        from wanir.limits import LIMITS, check_value
+
+        check_value("dim", dim, LIMITS["dit.text_dim"], where)
+        check_value("num_heads", heads, LIMITS["dit.num_attention_heads"], where)
         if dim % heads:
             raise ConfigError(f"{where}: dim={dim} is not a multiple of num_heads={heads}")
         i2v = j.get("model_type", "t2v") in ("i2v", "flf2v")
