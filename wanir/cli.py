@@ -288,6 +288,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_args(args) -> None:
+    """Numbers given as options are bounded before any work (docs/limits.md)."""
+    import math
+
+    from .errors import ConfigError
+    from .limits import MAX_DEVICES, MAX_JOBS, check_int_arg
+    from .safeio import short
+
+    if getattr(args, "depth", None) is not None:
+        check_int_arg("--depth", args.depth, 0, 64)
+    if getattr(args, "top", None) is not None:
+        check_int_arg("--top", args.top, 1, 1_000_000)
+    if getattr(args, "jobs", None) is not None:
+        check_int_arg("-j/--jobs", args.jobs, 1, MAX_JOBS)
+    for name in ("latency", "throughput"):
+        v = getattr(args, name, None)
+        if v is not None and not (math.isfinite(v) and 0 < v <= 1e9):
+            raise ConfigError(f"--{name} must be a finite number in (0, 1e9], got {short(v)}")
+    devices = getattr(args, "devices", None)
+    if devices:
+        items = devices.split(",")
+        if len(items) > 64 or not all(x.strip().isdigit() and len(x.strip()) <= 6 and
+                                      1 <= int(x) <= MAX_DEVICES for x in items):
+            raise ConfigError(f"--devices {short(devices, 60)}: a comma-separated list of at most 64 "
+                              f"integers in [1, {MAX_DEVICES}]")
+    for it in getattr(args, "price", None) or ():
+        _, _, val = str(it).partition("=")
+        try:
+            ok = math.isfinite(float(val)) and 0 <= float(val) <= 1e6
+        except ValueError:
+            ok = True   # the sizing backend words a malformed item
+        if not ok:
+            raise ConfigError(f"--price {short(it, 60)}: USD per GPU-hour must be a finite number in [0, 1e6]")
+
+
 def main(argv=None) -> int:
     """Entry point of the ``wanir`` console script; returns the exit status."""
     parser = build_parser()
@@ -298,6 +333,7 @@ def main(argv=None) -> int:
         if not cols.isdigit() or int(cols) < 160:
             os.environ["COLUMNS"] = "200"
     try:
+        _check_args(args)
         return args.func(args)
     except WanirError as e:
         print(f"wanir: error: {e}", file=sys.stderr)

@@ -200,6 +200,28 @@ def resolve_interpolations(cfg, overrides) -> None:
             cfg[k] = resolved[k]
 
 
+#: most overrides, and longest override, accepted
+MAX_OVERRIDES, MAX_OVERRIDE_CHARS = 1000, 10_000
+
+
+def check_overrides(overrides) -> list:
+    """``overrides`` as a list of strings: a list or tuple of at most MAX_OVERRIDES strings of at
+    most MAX_OVERRIDE_CHARS characters each (a bare string is refused: it is not a list of
+    one-character overrides)."""
+    from .safeio import short
+    if isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides must be a list or tuple of strings such as ['workload.height=480'], "
+                          f"got {type(overrides).__name__} {short(overrides, 60)}")
+    if len(overrides) > MAX_OVERRIDES:
+        raise ConfigError(f"{len(overrides)} overrides; at most {MAX_OVERRIDES} are accepted")
+    for o in overrides:
+        if not isinstance(o, str):
+            raise ConfigError(f"overrides must be strings, got {type(o).__name__} {short(o, 60)}")
+        if len(o) > MAX_OVERRIDE_CHARS:
+            raise ConfigError(f"override {short(o, 60)} is {len(o)} characters; at most {MAX_OVERRIDE_CHARS}")
+    return list(overrides)
+
+
 def check_key(key: str, is_add: bool, valid) -> None:
     """A value override's key must exist in the composed config; ``+key`` may add only a key
     wanir reads (one with a documented limit, or a hardware spec key) - a typo is refused with
@@ -230,7 +252,7 @@ def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | N
                 validate: bool = True) -> DictConfig:
     """Compose the configuration from the built-in groups (and ``config_dir``), apply
     ``overrides`` and check the result. Returns a plain (resolved) DictConfig."""
-    overrides = list(overrides)
+    overrides = check_overrides(overrides)
     config_dir = str(config_dir) if config_dir else None
     if config_dir and not Path(config_dir).is_dir():
         raise ConfigError(f"--config-dir {config_dir}: no such directory")
