@@ -185,8 +185,14 @@ def cmd_render(args) -> int:
 def cmd_sweep(args) -> int:
     from wanir.backends.sweep import sweep_to_dir
 
-    res, files = sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
-                              fmt=args.plot_format, jobs=args.jobs)
+    from wanir.backends.sweep import SweepInterrupted
+
+    try:
+        res, files = sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
+                                  fmt=args.plot_format, jobs=args.jobs, overwrite=args.overwrite)
+    except SweepInterrupted as e:
+        print(f"wanir: {e}", file=sys.stderr)
+        return 130
     t = res.timing
     print(f"{t['points']} points in {t['total_s']:.2f} s ({t['jobs']} process(es); "
           f"estimating {t['estimate_s']:.2f} s of it summed over processes)", file=sys.stderr)
@@ -221,6 +227,8 @@ def _add_visual_commands(sub) -> None:
     w.add_argument("-o", "--output", required=True, help="output directory")
     w.add_argument("--plot-format", choices=("png", "svg", "pdf"), default="png")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    w.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier sweep in the output directory (its results.csv, run.json and plots)")
     w.add_argument("-j", "--jobs", type=int, default=None,
                    help="processes to spread the points over (default: one per CPU core, up to 8, for sweeps of "
                         "more than 32 points; else 1)")
@@ -340,6 +348,9 @@ def main(argv=None) -> int:
         return 2
     except BrokenPipeError:  # pragma: no cover
         return 0
+    except KeyboardInterrupt:
+        print("wanir: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
