@@ -469,18 +469,18 @@ class _RunDir:
     def __init__(self, out: Path, sweep: Sweep, overrides: list, overwrite: bool):
         self.out, self.sweep, self.overrides = out, sweep, overrides
         if out.is_symlink() and not out.is_dir():
-            raise ConfigError(f"-o {short(str(out))}: a symbolic link that points to no directory")
+            raise ConfigError(f"-o {out}: a symbolic link that points to no directory")
         if out.exists() and not out.is_dir():
-            raise ConfigError(f"-o {short(str(out))}: exists and is not a directory")
+            raise ConfigError(f"-o {out}: exists and is not a directory")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ConfigError(f"-o {short(str(out))}: cannot create the directory: {e.strerror or e}") from None
+            raise ConfigError(f"-o {out}: cannot create the directory: {e.strerror or e}") from None
         self._lock_fd = self._lock()
         try:
             earlier = [n for n in RUN_OUTPUTS if (out / n).exists() or (out / n).is_symlink()]
             if earlier and not overwrite:
-                raise ConfigError(f"-o {short(str(out))}: holds an earlier sweep ({', '.join(earlier[:3])}); "
+                raise ConfigError(f"-o {out}: holds an earlier sweep ({', '.join(earlier[:3])}); "
                                   f"pass --overwrite to replace it, or choose another directory")
             for n in earlier:
                 (out / n).unlink()
@@ -501,13 +501,13 @@ class _RunDir:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
-            raise ConfigError(f"-o {short(str(self.out))}: cannot create the lock file {LOCK_FILE}: "
+            raise ConfigError(f"-o {self.out}: cannot create the lock file {LOCK_FILE}: "
                               f"{e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise ConfigError(f"-o {short(str(self.out))}: another sweep is writing into this directory "
+            raise ConfigError(f"-o {self.out}: another sweep is writing into this directory "
                               f"(it holds {LOCK_FILE}); wait for it or choose another directory") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -575,7 +575,7 @@ def sweep_to_dir(overrides: Iterable[str], out_dir: str | os.PathLike, config_di
         except KeyboardInterrupt:
             run.write_meta("interrupted", [run.csv] if run.rows else [])
             raise SweepInterrupted(f"sweep interrupted: {len(run.rows)} of {len(sweep)} points kept in "
-                                   f"{short(str(run.csv), 200)} (run.json marks the run partial)") from None
+                                   f"{run.csv} (run.json marks the run partial)") from None
         except BaseException:
             run.write_meta("failed", [run.csv] if run.rows else [])
             raise

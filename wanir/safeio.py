@@ -65,6 +65,12 @@ def short(v, n: int = 80) -> str:
     return r if len(r) <= n else r[: n - 3] + "..."
 
 
+def _ps(p, n: int = 200) -> str:
+    """A path for a message: as written, cut to ``n`` characters."""
+    s = os.fspath(p) if isinstance(p, (str, os.PathLike)) else str(p)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
 def _size(n: int) -> str:
     for unit, f in (("GiB", 2**30), ("MiB", MiB), ("KiB", 1024)):
         if n >= f:
@@ -351,25 +357,26 @@ def check_output_path(path, allowed_suffixes=None, what: str = "-o", error: type
     """Check an output path before any work is done: the suffix is one of
     ``allowed_suffixes`` (when given), the path is not an existing directory, not a symbolic
     link, and its parent is (or can be made) a directory. Returns it as a Path."""
-    p = Path(os.fspath(path))
-    if not str(p) or str(p).endswith(os.sep):
-        raise error(f"{what} {short(str(path))}: names a directory; give a file name")
+    raw = os.fspath(path)
+    p = Path(raw)
+    if not raw or raw.endswith(os.sep) or p.name in ("", ".", ".."):
+        raise error(f"{what} {_ps(raw)}: names a directory; give a file name")
     if allowed_suffixes is not None:
         suf = p.suffix.lower()
         if suf not in allowed_suffixes:
             got = f"'{p.suffix}'" if p.suffix else "no suffix"
-            raise error(f"{what} {short(str(p))}: {got} does not match the output format; allowed: "
+            raise error(f"{what} {_ps(p)}: {got} does not match the output format; allowed: "
                         f"{', '.join(allowed_suffixes)}")
     if p.is_symlink():
-        raise error(f"{what} {short(str(p))}: is a symbolic link; wanir does not write through links "
+        raise error(f"{what} {_ps(p)}: is a symbolic link; wanir does not write through links "
                     f"(remove it or give the target's path)")
     if p.is_dir():
-        raise error(f"{what} {short(str(p))}: is an existing directory; give a file name")
+        raise error(f"{what} {_ps(p)}: is an existing directory; give a file name")
     if p.exists() and not p.is_file():
-        raise error(f"{what} {short(str(p))}: exists and is not a regular file")
+        raise error(f"{what} {_ps(p)}: exists and is not a regular file")
     parent = p.parent
     if parent.exists() and not parent.is_dir():
-        raise error(f"{what} {short(str(p))}: {short(str(parent))} is not a directory")
+        raise error(f"{what} {_ps(p)}: {_ps(parent)} is not a directory")
     return p
 
 
@@ -382,12 +389,12 @@ def write_output(path, data: bytes | str | Callable[[Path], None], allowed_suffi
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise error(f"{what} {short(str(p))}: cannot create the directory {short(str(p.parent))}: "
+        raise error(f"{what} {_ps(p)}: cannot create the directory {_ps(p.parent)}: "
                     f"{e.strerror or e}") from None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:100]}.", suffix=".tmp" + p.suffix, dir=str(p.parent))
     except OSError as e:
-        raise error(f"{what} {short(str(p))}: cannot write in {short(str(p.parent))}: {e.strerror or e}") from None
+        raise error(f"{what} {_ps(p)}: cannot write in {_ps(p.parent)}: {e.strerror or e}") from None
     tmp_path = Path(tmp)
     try:
         if callable(data):
@@ -400,11 +407,11 @@ def write_output(path, data: bytes | str | Callable[[Path], None], allowed_suffi
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.chmod(tmp_path, 0o644)
         if p.is_symlink() or p.is_dir():  # appeared while we wrote
-            raise error(f"{what} {short(str(p))}: became a link or directory while writing; not replaced")
+            raise error(f"{what} {_ps(p)}: became a link or directory while writing; not replaced")
         os.replace(tmp_path, p)
     except OSError as e:
         reason = "permission denied" if e.errno in (errno.EACCES, errno.EPERM) else (e.strerror or str(e))
-        raise error(f"{what} {short(str(p))}: cannot write: {reason}") from None
+        raise error(f"{what} {_ps(p)}: cannot write: {reason}") from None
     finally:
         if fd != -1:
             os.close(fd)
