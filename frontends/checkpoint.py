@@ -328,6 +328,8 @@ def read_tensors(path) -> dict:
             shards = sorted(set(index["weight_map"].values()))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise ConfigError(f"{path}: not a sharded-checkpoint index (a JSON object with a 'weight_map')") from None
+        if len(shards) > 1000:
+            raise ConfigError(f"{path}: the index names {len(shards)} shard files; at most 1000 are read")
         out = {}
         for s in shards:
             if not isinstance(s, str) or not s or s != Path(s).name or s in (".", ".."):
@@ -505,9 +507,11 @@ def _family_of_config(c: dict, where: str) -> str:
         return "wan_dit"
     if cls == "AutoencoderKLWan":
         return "wan_vae"
-    if c.get("model_type") == "umt5" or any("UMT5" in a for a in c.get("architectures") or []):
+    archs = c.get("architectures") if isinstance(c.get("architectures"), list) else []
+    archs = [a for a in archs if isinstance(a, str)]
+    if c.get("model_type") == "umt5" or any("UMT5" in a for a in archs):
         return "umt5"
-    what = cls or c.get("model_type") or ",".join(c.get("architectures") or []) or "an unknown model"
+    what = str(cls or c.get("model_type") or ",".join(archs) or "an unknown model")[:80]
     raise ConfigError(f"{where}: config of {what}; wanir reads WanTransformer3DModel, WanModel, "
                       f"AutoencoderKLWan and umt5 configs")
 
