@@ -145,3 +145,18 @@ def test_overrides_out_of_range_never_reach_arithmetic(key, v):
     with pytest.raises(ConfigError) as e:
         load_config([f"{key}={text}"])
     assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_docs_list_every_limit():
+    """docs/limits.md states every limit as the code applies it."""
+    from hostile import REPO
+    from wanir.limits import DEGREE_KEYS, MAX_DEVICES
+    from wanir.safeio import CAPS, _size
+
+    doc = (REPO / "docs" / "limits.md").read_text()
+    for key, rule in LIMITS.items():
+        assert f"| `{key}` | {rule.allowed()} |" in doc, key
+    for key in DEGREE_KEYS:
+        assert f"| `{key}` | an integer in [1, {MAX_DEVICES}] or `auto` |" in doc, key
+    for kind, cap in CAPS.items():
+        assert f"| {kind} | {_size(cap)} |" in doc, kind
