@@ -235,3 +235,9 @@ def test_recursive_alias():
 def test_deep_nesting():
     with pytest.raises(ConfigError, match="nest"):
         load_yaml("[" * 5000 + "]" * 5000)
+
+
+def test_link_loop_in_config_dir(tmp_path):
+    (tmp_path / "hardware").mkdir()
+    (tmp_path / "hardware" / "loop").symlink_to(tmp_path / "hardware")
+    assert_one_line_error(cli("estimate", "--config-dir", tmp_path, timeout=60), "link loop")

@@ -194,24 +194,47 @@ def _int_ok(x, rule: Rule) -> bool:
     return (rule.lo is None or x >= rule.lo) and (rule.hi is None or x <= rule.hi)
 
 
-def _select(cfg, key: str):
-    from omegaconf import OmegaConf
+_MISSING = object()
+#: LIMITS split as (group, [(rest of the key split at dots, full key, rule)])
+_BY_GROUP: dict = {}
 
-    return OmegaConf.select(cfg, key, default="__missing__", throw_on_resolution_failure=True)
+
+def _by_group() -> dict:
+    if not _BY_GROUP:
+        for key, rule in LIMITS.items():
+            g, _, rest = key.partition(".")
+            _BY_GROUP.setdefault(g, []).append((rest.split("."), key, rule))
+    return _BY_GROUP
+
+
+def _get(node, parts):
+    for p in parts:
+        if node is None or not hasattr(node, "get"):
+            return _MISSING
+        node = node.get(p, _MISSING)
+        if node is _MISSING:
+            return _MISSING
+    return node
 
 
 def check_config(cfg) -> None:
     """Check every key of :data:`LIMITS` (and the parallel degrees' upper bound) present in ``cfg``."""
-    for key, rule in LIMITS.items():
-        v = _select(cfg, key)
-        if isinstance(v, str) and v == "__missing__":
+    from omegaconf import ListConfig, OmegaConf
+
+    for g, items in _by_group().items():
+        group = cfg.get(g, None) if hasattr(cfg, "get") else None
+        if group is None:
             continue
-        if rule.kind in ("ints", "bools") and v is not None and hasattr(v, "_get_node"):
-            from omegaconf import OmegaConf
-            v = OmegaConf.to_container(v, resolve=True) if not isinstance(v, (list, tuple)) else v
-        check_value(key, v, rule)
-    for key in DEGREE_KEYS:
-        v = _select(cfg, key)
+        for parts, key, rule in items:
+            v = _get(group, parts)
+            if v is _MISSING:
+                continue
+            if isinstance(v, ListConfig):
+                v = list(v)
+            check_value(key, v, rule)
+    par = cfg.get("parallel", None) if hasattr(cfg, "get") else None
+    for key in DEGREE_KEYS if par is not None else ():
+        v = _get(par, [key.split(".", 1)[1]])
         if isinstance(v, int) and not isinstance(v, bool) and v > MAX_DEVICES:
             raise ConfigError(f"{key} must be an integer in [1, {MAX_DEVICES}] or auto, got {short(v)}")
 

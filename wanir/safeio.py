@@ -265,12 +265,16 @@ def check_config_dir(config_dir, error: type[WanirError] = ConfigError) -> None:
     files under the size cap, YAML without alias bombs. Remembered per (path, size, mtime)."""
     root = Path(config_dir)
     seen = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):   # Hydra follows links too
         dirnames.sort()
+        seen += len(dirnames)
+        if seen > CONFIG_DIR_MAX_ENTRIES or dirpath.count(os.sep) - str(root).count(os.sep) > 8:
+            raise error(f"--config-dir {root}: more than {CONFIG_DIR_MAX_ENTRIES} entries or 8 levels of "
+                        f"folders (a link loop?); refused")
         for name in sorted(filenames):
             seen += 1
             if seen > CONFIG_DIR_MAX_ENTRIES:
-                raise error(f"--config-dir {root}: more than {CONFIG_DIR_MAX_ENTRIES} files; refused")
+                raise error(f"--config-dir {root}: more than {CONFIG_DIR_MAX_ENTRIES} entries; refused")
             if not name.endswith((".yaml", ".yml")):
                 continue
             p = os.path.join(dirpath, name)
