@@ -160,3 +160,21 @@ def test_docs_list_every_limit():
         assert f"| `{key}` | an integer in [1, {MAX_DEVICES}] or `auto` |" in doc, key
     for kind, cap in CAPS.items():
         assert f"| {kind} | {_size(cap)} |" in doc, kind
+
+
+def test_extreme_but_allowed_values_give_finite_numbers():
+    """The largest sizes the limits allow still give finite times and strict JSON (no
+    Infinity/NaN), within the memory and time limits."""
+    from hostile import python
+
+    code = (
+        "import json, wanir\n"
+        "est = wanir.estimate(['workload.height=16384', 'workload.width=16384', 'workload.frames=4001',\n"
+        "    'workload.batch=4096', 'workload.steps=10000', 'workload.text_len=65536', 'dit.num_layers=1024',\n"
+        "    'text_encoder.num_layers=1024', '+dit.rope_max_seq_len=16777216',\n"
+        "    'hardware.memory.bandwidth_tbps.value=1e-4'])\n"
+        "print(json.dumps(est.to_dict(), allow_nan=False)[:40])\n"
+        "print(est.total['time_s'] > 0)\n")
+    r = python(code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().endswith("True")
