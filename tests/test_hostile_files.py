@@ -2,13 +2,14 @@
 safetensors headers, huge block indices, compressed-pickle bombs, index files that point
 outside their folder. Each is refused with one line and exit 2, in bounded time and memory
 (tests/hostile.py runs every case under an address-space limit and a timeout)."""
-import io
 import json
 import os
 import struct
 import zipfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hostile import assert_one_line_error, cli
 from wanir.errors import ConfigError, SpecError
@@ -241,3 +242,16 @@ def test_link_loop_in_config_dir(tmp_path):
     (tmp_path / "hardware").mkdir()
     (tmp_path / "hardware" / "loop").symlink_to(tmp_path / "hardware")
     assert_one_line_error(cli("estimate", "--config-dir", tmp_path, timeout=60), "link loop")
+
+
+_DATA = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=5), kids, max_size=4),
+                     max_leaves=30)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_DATA)
+def test_load_yaml_reads_what_safe_load_reads(data):
+    import yaml
+    text = yaml.safe_dump({"a": data, "b": data})
+    assert load_yaml(text) == yaml.safe_load(text)

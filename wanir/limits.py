@@ -219,7 +219,7 @@ def _get(node, parts):
 
 def check_config(cfg) -> None:
     """Check every key of :data:`LIMITS` (and the parallel degrees' upper bound) present in ``cfg``."""
-    from omegaconf import ListConfig, OmegaConf
+    from omegaconf import ListConfig
 
     for g, items in _by_group().items():
         group = cfg.get(g, None) if hasattr(cfg, "get") else None
