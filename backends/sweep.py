@@ -540,6 +540,17 @@ class _RunDir:
         self._w.writerow(_csv_row(row, self.columns))
         self._f.flush()
 
+    def rewrite(self) -> None:
+        """Write results.csv again from the rows kept (after an interruption that may have
+        hit in the middle of an append)."""
+        from wanir.safeio import write_output
+
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        if self.rows:
+            write_output(self.csv, _csv_text(_columns(self.sweep, self.rows), self.rows), (".csv",))
+
     def close(self) -> None:
         if getattr(self, "_f", None) is not None:
             self._f.close()
@@ -573,10 +584,12 @@ def sweep_to_dir(overrides: Iterable[str], out_dir: str | os.PathLike, config_di
         try:
             res = run_sweep(sweep, config_dir, progress=progress, jobs=jobs, on_row=run.add)
         except KeyboardInterrupt:
+            run.rewrite()
             run.write_meta("interrupted", [run.csv] if run.rows else [])
             raise SweepInterrupted(f"sweep interrupted: {len(run.rows)} of {len(sweep)} points kept in "
                                    f"{run.csv} (run.json marks the run partial)") from None
         except BaseException:
+            run.rewrite()
             run.write_meta("failed", [run.csv] if run.rows else [])
             raise
         if run._f is not None:

@@ -65,7 +65,7 @@ def test_missing_graphviz_is_one_line(tmp_path):
 def test_failing_graphviz_is_one_line(tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "dot").write_text("#!/bin/sh\necho 'Error: syntax error in line 1' >&2\necho more >&2\nexit 1\n")
+    (fake / "dot").write_text("#!/bin/sh\ncat >/dev/null\necho 'Error: syntax error in line 1' >&2\necho more >&2\nexit 1\n")
     (fake / "dot").chmod(0o755)
     env = {"PATH": f"{fake}:{os.environ['PATH']}"}
     assert_one_line_error(cli("render", *SMALL, "-o", tmp_path / "x.png", env=env), "`dot` failed",
