@@ -1,0 +1,165 @@
+"""Checkpoint file readers: tensor names, shapes and storage dtypes of a weights file
+(safetensors header, sharded index, PyTorch state dict on meta) and JSON configs. No weight
+is materialized."""
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from wanir.errors import ConfigError
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+# safetensors dtype names -> wanir dtype names (others are kept lower-cased)
+_ST_DTYPES = {"BF16": "bf16", "F16": "fp16", "F32": "fp32", "F64": "fp64", "F8_E4M3": "fp8_e4m3",
+              "F8_E5M2": "fp8_e5m2", "I8": "int8", "U8": "uint8", "I16": "int16", "I32": "int32",
+              "I64": "int64", "BOOL": "bool"}
+_TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float64": "fp64",
+                 "float8_e4m3fn": "fp8_e4m3", "float8_e5m2": "fp8_e5m2", "int8": "int8", "uint8": "uint8",
+                 "int16": "int16", "int32": "int32", "int64": "int64", "bool": "bool"}
+
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor's shape and storage dtype as a checkpoint declares it (no data)."""
+
+    shape: tuple
+    dtype: str = "?"
+
+    @property
+    def numel(self) -> int:
+        """Number of elements (a Python int)."""
+        return math.prod(self.shape)
+
+
+
+def read_safetensors_header(path) -> dict:
+    """Tensor name -> :class:`Tensor` from a ``.safetensors`` file's header (8-byte
+    little-endian header length, then the JSON header). No tensor data is read. Raises
+    ConfigError naming the file when it is not a readable safetensors file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ConfigError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            n = struct.unpack("<Q", raw)[0]
+            if n < 2 or n > size - 8 or n > 512 * 2**20:
+                raise ConfigError(f"{path}: not a safetensors file (header length {n} does not fit a "
+                                  f"{size}-byte file)")
+            header = json.loads(f.read(n).decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not a safetensors file (its header is not JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise ConfigError(f"{path}: not a safetensors file (its header is not a JSON object)")
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list)
+                and all(isinstance(d, int) and d >= 0 for d in entry["shape"])):
+            raise ConfigError(f"{path}: malformed safetensors header entry for tensor '{name}'")
+        dt = str(entry.get("dtype", "?"))
+        out[name] = Tensor(tuple(entry["shape"]), _ST_DTYPES.get(dt, dt.lower()))
+    return out
+
+
+def read_torch_state_dict(path) -> dict:
+    """Tensor name -> :class:`Tensor` from a PyTorch checkpoint (``torch.save`` of a state
+    dict, possibly nested under ``state_dict``/``model``/``module``/``ema``), loaded with
+    ``torch.load(map_location="meta", weights_only=True)``: shapes and dtypes only, no
+    weight materialized. Raises ConfigError when torch is missing or the file cannot be
+    read."""
+    path = Path(path)
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError(f"{path}: reading PyTorch checkpoints needs torch, which is not installed "
+                          f"(pip install 'wanir[reference]', or convert the file to .safetensors)") from None
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        obj = torch.load(str(path), map_location="meta", weights_only=True)
+    except Exception as e:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: cannot read as a PyTorch checkpoint: {first[:200]}") from None
+    sd = _find_state_dict(obj)
+    if sd is None:
+        raise ConfigError(f"{path}: a PyTorch file, but not a state dict (no name -> tensor mapping found)")
+    out = {}
+    for name, t in sd.items():
+        if isinstance(t, torch.Tensor):
+            out[str(name)] = Tensor(tuple(int(d) for d in t.shape), _TORCH_DTYPES.get(str(t.dtype).replace("torch.", ""), str(t.dtype)))
+    return out
+
+
+def _find_state_dict(obj):
+    import torch
+
+    if isinstance(obj, dict):
+        if obj and any(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+        for key in ("state_dict", "model", "module", "ema", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                found = _find_state_dict(obj[key])
+                if found is not None:
+                    return found
+    return None
+
+
+def read_tensors(path) -> dict:
+    """Tensor name -> :class:`Tensor` of a weights file: ``.safetensors``, a sharded
+    checkpoint's ``.safetensors.index.json``, or a PyTorch state dict."""
+    path = Path(path)
+    name = path.name
+    if name.endswith(".index.json"):
+        try:
+            index = json.loads(path.read_text())
+            shards = sorted(set(index["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ConfigError(f"{path}: not a sharded-checkpoint index (a JSON object with a 'weight_map')") from None
+        out = {}
+        for s in shards:
+            reader = read_safetensors_header if s.endswith(".safetensors") else read_torch_state_dict
+            out.update(reader(path.parent / s))
+        return out
+    if name.endswith(".safetensors"):
+        return read_safetensors_header(path)
+    if name.endswith(TORCH_SUFFIXES):
+        return read_torch_state_dict(path)
+    raise ConfigError(f"{path}: unknown file type; wanir reads config.json, .safetensors, "
+                      f".safetensors.index.json, .pth, .pt, .bin, .ckpt or a model directory")
+
+
+def _read_json(path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a model config (a JSON object)")
+    return data
+
+
+def _weights_in(d: Path):
+    """The weights file (or index) of a component directory, or None."""
+    for pat in ("*.safetensors.index.json", "*.bin.index.json"):
+        found = sorted(d.glob(pat))
+        if found:
+            return found[0]
+    for suffix in (".safetensors",) + TORCH_SUFFIXES:
+        found = sorted(p for p in d.glob("*" + suffix) if p.is_file())
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise ConfigError(f"{d}: {len(found)} {suffix} files and no index json; pass one file as model.from")
+    return None
