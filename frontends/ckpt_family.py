@@ -22,7 +22,8 @@ class Family:
     - ``read_config(config_json, where)`` -> ``(config, assumed)``.
 
     ``tied`` maps a tensor that aliases another one to it (counted once); ``optional`` names
-    tensors a file may leave out."""
+    tensors a file may leave out; ``ignored(tensors)``, if given, returns notes on the tensors
+    of a file the family does not read."""
 
     name: str
     component: str
@@ -35,6 +36,7 @@ class Family:
     read_config: Callable
     tied: dict = field(default_factory=dict)
     optional: tuple = ()
+    ignored: Callable | None = None
 
 
 #: family name -> :class:`Family`, in detection order (filled by the per-family modules)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from wanir.errors import ConfigError
-from wanir.frontends import ckpt_dit, ckpt_umt5, ckpt_vae  # noqa: F401  (registers the families, in detection order)
+# importing the family modules registers them; detection tries them in this order
+from wanir.frontends import ckpt_dit, ckpt_umt5, ckpt_vae  # noqa: F401,I001
+from wanir.frontends import ckpt_clip  # noqa: F401,I001
+from wanir.frontends import ckpt_release
 from wanir.frontends.ckpt_family import FAMILIES, _fmt
 from wanir.frontends.ckpt_read import Tensor, _read_json, _weights_in, read_tensors
 from wanir.frontends.ckpt_render import Component, Inspection
@@ -27,6 +30,9 @@ def inspect(path) -> Inspection:
             if not comps:
                 raise ConfigError(f"{p}: a pipeline directory without transformer/, text_encoder/ or vae/")
             return Inspection(str(p), "diffusers pipeline directory", comps)
+        if ckpt_release.is_release_folder(p):
+            return Inspection(str(p), "official Wan release folder",
+                              ckpt_release.read_release(p, read_tensors, _read_json, infer))
         return Inspection(str(p), "component directory", [_component_dir(p, label="")])
     if p.name.endswith(".json") and not p.name.endswith(".index.json"):
         cfg = _read_json(p)
@@ -77,8 +83,13 @@ def infer(tensors: dict | None, config_json: dict | None, *, source: str = "?", 
                          _by_module(counted, family), {}, json_assumed)
     naming, norm = FAMILIES[family].normalize(tensors, where)
     config, assumed, notes = FAMILIES[family].infer(norm, where, cfg_from_json)
+    if FAMILIES[family].ignored is not None:
+        notes = list(notes) + FAMILIES[family].ignored(tensors)
     if cfg_from_json is not None:
+        json_guessed = {a.split("=", 1)[0] for a in json_assumed}   # what the config.json did not state
         for k in FAMILIES[family].keys:
+            if k in json_guessed:
+                continue
             a, b = _plain(config[k]), _plain(cfg_from_json[k])
             if a != b:
                 raise ConfigError(f"{where}: config.json has {k}={_fmt(b)} but the tensors imply {k}={_fmt(a)}")
@@ -109,9 +120,9 @@ def _family_of_tensors(t: dict, where: str) -> str:
             return fam.name
     names = sorted(t)
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-    raise ConfigError(f"{where}: not a Wan2.1 DiT, UMT5 encoder or Wan-VAE checkpoint: tensor '{names[0]}' "
+    raise ConfigError(f"{where}: not a Wan DiT, UMT5 encoder, Wan-VAE or Wan CLIP checkpoint: tensor '{names[0]}' "
                       f"fits none of them (no patch_embedding.weight, encoder.block.N.layer.0.SelfAttention.*, "
-                      f"or encoder.conv_in/down_blocks; {len(names)} tensors: {shown})")
+                      f"encoder.conv_in/down_blocks or visual.*; {len(names)} tensors: {shown})")
 
 
 def _family_of_config(c: dict, where: str) -> str:
@@ -178,6 +189,11 @@ def apply_model_from(cfg):
     OmegaConf.set_struct(cfg, False)
     task = cfg.model.get("task")
     lines = []
+    dits = [c for c in ins.components if c.component == "dit"]
+    if len(dits) > 1 and any(_plain_cfg(c.config) != _plain_cfg(dits[0].config) for c in dits[1:]):
+        diff = [k for k in dits[0].config if _plain(dits[0].config[k]) != _plain(dits[1].config[k])]
+        raise ConfigError(f"model.from={src}: the experts differ in {', '.join(diff)}; wanir models two experts "
+                          f"of one architecture")
     for comp in ins.components:
         if comp.component == "dit" and task is not None:
             i2v = comp.config["image_dim"] is not None
@@ -188,12 +204,49 @@ def apply_model_from(cfg):
             if not i2v and task == "i2v":
                 raise ConfigError(f"model.from={src}: a text-to-video DiT (no image embedder) but model.task=i2v; "
                                   f"select a T2V model too, e.g. model=wan2.1-t2v-14b model.from={src}")
+        lines += comp.lines()
+        if comp.component == "image_encoder" and task != "i2v":
+            lines.append(f"  note: model.task={task} runs no image encoder; {comp.source} not used")
+            continue
         base = OmegaConf.to_container(cfg[comp.component]) if cfg.get(comp.component) is not None else {}
         base.update(comp.config)
         cfg[comp.component] = OmegaConf.create(base)
-        lines += comp.lines()
+        lines += _storage_precision(cfg, comp)
     cfg.model.name = f"from:{Path(str(src)).name}"
     return cfg, lines + _consistency_notes(cfg)
+
+
+#: the precision key of each component's weights
+PRECISION_KEYS = {"dit": "dit_weights", "text_encoder": "text_encoder", "image_encoder": "image_encoder",
+                  "vae": "vae"}
+
+
+def _plain_cfg(c: dict) -> dict:
+    return {k: _plain(v) for k, v in c.items()}
+
+
+def _storage_precision(cfg, comp) -> list:
+    """Set ``precision.<key>`` of ``comp``'s weights to the dtype its files store, unless the
+    configured value differs from the shipped default (``precision/default.yaml``): a value
+    chosen by the user (an override or another precision option) is kept. Returns the lines
+    saying what was set or kept."""
+    from omegaconf import OmegaConf
+
+    from wanir.config import CONFIG_DIR, DTYPE_CHOICES
+
+    key, dt = PRECISION_KEYS.get(comp.component), comp.storage_dtype
+    if key is None or dt is None or cfg.get("precision") is None or key not in cfg.precision:
+        return []
+    if dt not in DTYPE_CHOICES:
+        return [f"  note: stored as {dt}, which wanir does not model; precision.{key}={cfg.precision[key]} kept"]
+    default = OmegaConf.load(CONFIG_DIR / "precision" / "default.yaml").get(key)
+    now = cfg.precision[key]
+    if now == dt:
+        return []
+    if now != default:
+        return [f"  note: stored as {dt}; precision.{key}={now} as configured"]
+    cfg.precision[key] = dt
+    return [f"  precision.{key}={dt} (the files' storage dtype; override with precision.{key}=...)"]
 
 
 def _consistency_notes(cfg) -> list:

@@ -14,7 +14,8 @@ class Component:
     ``config`` has the keys of the matching ``wanir/configs/<component>/*.yaml``;
     ``params`` maps module name (top-level, or two levels under ``encoder``/``decoder``) to
     its parameter count; ``dtypes`` maps storage dtype to parameter count (empty when only
-    a config was read); ``assumed`` lists the values no file stated."""
+    a config was read); ``assumed`` lists the values no file stated; ``expert`` names the
+    expert (``high_noise``, ``low_noise``) of a two-expert DiT, else None."""
 
     component: str
     family: str
@@ -25,18 +26,25 @@ class Component:
     dtypes: dict = field(default_factory=dict)
     assumed: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    expert: str | None = None
 
     @property
     def total_params(self) -> int:
         """Parameters of the component (tied tensors counted once)."""
         return sum(self.params.values())
 
+    @property
+    def storage_dtype(self) -> str | None:
+        """The dtype most parameters are stored in (None when only a config was read)."""
+        return max(self.dtypes, key=lambda d: (self.dtypes[d], d)) if self.dtypes else None
+
     def summary(self) -> str:
         """One line: component, family, source and the inferred hyperparameters."""
         keys = [k for k in FAMILIES[self.family].keys if k != "family"]
         hp = ", ".join(f"{k}={_fmt(self.config[k])}" for k in keys)
         how = "" if self.naming == "config.json" else f" ({self.naming} naming)"
-        return f"{self.component}: {self.family} from {self.source}{how}: {hp}"
+        who = self.component + (f" [{self.expert} expert]" if self.expert else "")
+        return f"{who}: {self.family} from {self.source}{how}: {hp}"
 
     def lines(self) -> list:
         """The lines ``wanir estimate`` prints about this component (summary, assumptions, notes)."""
@@ -50,7 +58,7 @@ class Component:
         return {"component": self.component, "family": self.family, "naming": self.naming,
                 "source": self.source, "config": dict(self.config), "params": dict(self.params),
                 "total_params": self.total_params, "dtypes": dict(self.dtypes),
-                "assumed": list(self.assumed), "notes": list(self.notes)}
+                "assumed": list(self.assumed), "notes": list(self.notes), "expert": self.expert}
 
 
 @dataclass
@@ -102,7 +110,8 @@ class Inspection:
         for c in self.components:
             out.append("")
             how = "" if c.naming == "config.json" else f"{c.naming} naming, "
-            out.append(f"{c.component}: {c.family} ({how}from {c.source})")
+            who = c.component + (f" [{c.expert} expert]" if c.expert else "")
+            out.append(f"{who}: {c.family} ({how}from {c.source})")
             for k in FAMILIES[c.family].keys:
                 if k != "family":
                     out.append(f"  {k:<32} {_fmt(c.config[k])}")

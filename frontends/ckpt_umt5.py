@@ -1,6 +1,10 @@
 """Checkpoint family ``umt5``: the UMT5 text encoder in transformers ``UMT5EncoderModel``
-naming."""
+naming, or the official Wan naming of ``models_t5_umt5-xxl-enc-bf16.pth`` (``wan/modules/t5.py``:
+``token_embedding``, ``blocks.N.attn.q``, ``blocks.N.ffn.gate.0``, ``blocks.N.pos_embedding``,
+``norm``)."""
 from __future__ import annotations
+
+import re
 
 from wanir.errors import ConfigError
 from wanir.frontends.ckpt_family import Family, _get, _indices, register
@@ -10,7 +14,30 @@ KEYS = ("family", "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_he
         "relative_attention_num_buckets", "relative_attention_max_distance", "feed_forward_proj")
 
 
+# official Wan T5 name (block-relative) -> transformers UMT5 name (block-relative)
+_OFFICIAL_BLOCK = {"norm1.weight": "layer.0.layer_norm.weight", "attn.q.weight": "layer.0.SelfAttention.q.weight",
+                   "attn.k.weight": "layer.0.SelfAttention.k.weight", "attn.v.weight": "layer.0.SelfAttention.v.weight",
+                   "attn.o.weight": "layer.0.SelfAttention.o.weight",
+                   "pos_embedding.embedding.weight": "layer.0.SelfAttention.relative_attention_bias.weight",
+                   "norm2.weight": "layer.1.layer_norm.weight", "ffn.gate.0.weight": "layer.1.DenseReluDense.wi_0.weight",
+                   "ffn.fc1.weight": "layer.1.DenseReluDense.wi_1.weight",
+                   "ffn.fc2.weight": "layer.1.DenseReluDense.wo.weight"}
+_OFFICIAL_TOP = {"token_embedding.weight": "shared.weight", "norm.weight": "encoder.final_layer_norm.weight"}
+
+
+def _is_official(t: dict) -> bool:
+    return "token_embedding.weight" in t and any(k.startswith("blocks.") and ".attn.q." in k for k in t)
+
+
 def _umt5_normalize(t: dict, where: str):
+    if _is_official(t):
+        out = {}
+        for k, v in t.items():
+            new = _OFFICIAL_TOP.get(k)
+            if new is None and (m := re.match(r"blocks\.(\d+)\.(.*)$", k)) and m.group(2) in _OFFICIAL_BLOCK:
+                new = f"encoder.block.{m.group(1)}.{_OFFICIAL_BLOCK[m.group(2)]}"
+            out[new or k] = (k, v)
+        return "official Wan T5", out
     out = {}
     for k, v in t.items():
         if k.startswith(("decoder.", "lm_head.")):
@@ -87,7 +114,7 @@ def _umt5_config(j: dict, where: str):
 FAMILY = register(Family(
     name="umt5", component="text_encoder",
     keys=KEYS,
-    detect=lambda t: any(k.startswith("encoder.block.") and ".SelfAttention." in k for k in t),
+    detect=lambda t: _is_official(t) or any(k.startswith("encoder.block.") and ".SelfAttention." in k for k in t),
     detect_config=lambda c: c.get("model_type") == "umt5" or any("UMT5" in a for a in c.get("architectures") or []),
     normalize=_umt5_normalize, infer=_umt5_infer, expected=_umt5_expected, read_config=_umt5_config,
     #: the embedding is saved twice by transformers; the second is the same parameter

@@ -78,7 +78,7 @@ def test_corrupt_safetensors(tmp_path, capsys, content, fragment):
 def test_not_wan_header(tmp_path):
     f = tmp_path / "bert.safetensors"
     write_safetensors_header(f, {"embeddings.word_embeddings.weight": (10, 4), "pooler.dense.weight": (4, 4)})
-    with pytest.raises(ConfigError, match=r"not a Wan2.1 DiT, UMT5 encoder or Wan-VAE.*embeddings.word_embeddings.weight"):
+    with pytest.raises(ConfigError, match=r"not a Wan DiT, UMT5 encoder, Wan-VAE or Wan CLIP.*embeddings.word_embeddings.weight"):
         inspect(f)
 
 
