@@ -9,6 +9,7 @@
     wanir render [OVERRIDES...] [--stage NAME] [--depth N] [--color bound|time|none] -o FILE.{svg,png,pdf,dot}
     wanir sweep  OVERRIDES-WITH-SWEEPS... -o DIR
     wanir report [OVERRIDES...] -o report.html
+    wanir verify [OVERRIDES...] [--stage NAME] [--depth N] [--format table|json]
 """
 from __future__ import annotations
 
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     _add_visual_commands(sub)
+    from wanir.verify import add_parser as _add_verify
+    _add_verify(sub, _add_common)
     return p
 
 
