@@ -31,10 +31,15 @@ class StageResult:
     per_invocation: dict
     total: dict
     notes: list[str] = field(default_factory=list)
+    #: two-expert stages (Wan2.2 A14B): one record per expert (wanir.frontends.wan22.expert_breakdown)
+    experts: list | None = None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "invocations": self.invocations,
-                "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
+        d = {"name": self.name, "invocations": self.invocations,
+             "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
+        if self.experts is not None:
+            d["experts"] = [dict(e) for e in self.experts]
+        return d
 
 
 @dataclass
@@ -183,6 +188,9 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
             per[key] = v
         tot = {k: (per[k] * scope.repeat if k in ADDITIVE and per[k] is not None else per[k]) for k in STAGE_KEYS}
         stages.append(StageResult(name, scope.repeat, per, tot))
+        if "experts" in graph.meta:
+            from wanir.frontends.wan22 import apply_to_stage
+            apply_to_stage(graph, stages[-1], ADDITIVE)
     total = {k: None for k in TOTAL_KEYS}
     for k in ("tensor_flops", "vector_flops", "params"):
         total[k] = sum(s.total[k] for s in stages)
