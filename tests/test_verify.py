@@ -98,3 +98,19 @@ def test_bad_options_exit_2(args, fragment, capsys):
     assert main(["verify", *SMALL, *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err
+
+
+@pytest.mark.parametrize("model, extra, stages", [
+    # the Wan2.2-VAE (encode of the 1-frame image, decode) and the per-token timestep of TI2V-5B
+    ("wan2.2-ti2v-5b", ["workload.mode=i2v"], ["text_encoder", "vae_encode", "diffusion_core", "vae_decode"]),
+    # the two experts of an A14B model, each against the real module
+    ("wan2.2-t2v-a14b", ["workload.steps=4", "--stage", "diffusion_core"],   # 3 high-noise steps, 1 low
+     ["diffusion_core/high_noise", "diffusion_core/low_noise"]),
+])
+def test_wan22_models_match(model, extra, stages, capsys):
+    assert main(["verify", f"model={model}", *SMALL, *extra, "--format", "json"]) == 0
+    doc = _json(capsys)
+    assert [r["stage"] for r in doc["rows"] if r["path"] == ""] == stages and doc["match"]
+    if model == "wan2.2-t2v-a14b":
+        high, low = [r for r in doc["rows"] if r["path"] == ""]
+        assert high["real_params"] == low["real_params"] == 14_288_491_584   # one 14B expert each

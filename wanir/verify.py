@@ -9,10 +9,14 @@ module is built on the meta device (:mod:`wanir.reference`) and run under FlopCo
   image per sample (with ``image_encoder.num_layers_run`` below the layer count, only the
   first that many layers);
 - ``vae_encode``: ``AutoencoderKLWan.encode(video).latent_dist.mode()`` on the
-  (batch, 3, frames, height, width) video;
+  (batch, 3, frames, height, width) video (one frame: the TI2V-5B image);
 - ``diffusion_core``: one ``WanTransformer3DModel`` call: latents (batch, in_channels, T, h, w),
-  timestep (batch,), the text embeddings (batch, text_len, text_dim) and, for image-to-video,
-  the image embeddings (batch, image tokens, image_dim);
+  the timestep ((batch,), or (batch, tokens) where the pipeline embeds it per token, as the
+  TI2V-5B pipelines and the official Wan2.2 code do), the text embeddings (batch, text_len,
+  text_dim) and, for Wan2.1 image-to-video, the image embeddings (batch, image tokens,
+  image_dim). A two-expert stage (Wan2.2 A14B) is compared expert by expert
+  (``diffusion_core/high_noise``, ``diffusion_core/low_noise``): one call of each expert
+  against one call of the real module of their shared architecture;
 - ``vae_decode``: ``AutoencoderKLWan.decode(latents)``.
 
 Per stage (one invocation), wanir's tensor FLOPs and parameters are compared with the real
@@ -20,6 +24,9 @@ module's; then per module path down to ``depth`` levels (numbered copies of a re
 module, ``blocks.0`` ... ``blocks.39``, are one row ``blocks``): the real module's FLOPs
 (FlopCounterMode's per-module counts, a module including its children) and parameters,
 next to the FLOPs and parameters of the nodes under the same path in wanir's graph.
+
+Every input is given the shape of the matching input of wanir's graph, so both sides see
+the same tensors; the real side then runs its own code.
 """
 from __future__ import annotations
 
@@ -114,22 +121,28 @@ def verify_config(cfg, stage: str | None = None, depth: int = 1) -> Verification
     reference._require()
     cfg, _ = apply_model_from(cfg)
     graph = build_pipeline(cfg)
-    fl = annotate_counts(graph, cfg)["flops"]
+    annotate_counts(graph, cfg)
     stages = list(graph.stages)
     if stage is not None and stage not in stages:
         raise ConfigError(f"--stage {stage}: no such stage in this pipeline (stages: {', '.join(stages)})")
     wl = graph.meta.get("workload", {})
+    experts = {s: [e["name"] for e in ex if e["steps"]] for s, ex in graph.meta.get("experts", {}).items()}
     rows = []
     for name in stages:
         if stage is not None and name != stage:
             continue
-        run = _runner(name, cfg, wl)
+        run = _runner(name, cfg, wl, graph)
         total, per, _ = reference.count(run.fn)
-        mods = run.modules
-        rows.append(Row(name, "", fl[name]["tensor_flops"], total, graph.stage_params(name),
-                        reference.nparams(*mods.values())))
-        if depth:
-            rows += _module_rows(graph, name, per, mods, run.roots, depth, run.aliases)
+        real_params = reference.nparams(*run.modules.values())
+        for expert in experts.get(name) or [None]:
+            # a two-expert stage: each expert's scope holds one DiT of the real module's architecture
+            label = name if expert is None else f"{name}/{expert}"
+            nodes = _stage_nodes(graph, name, expert)
+            rows.append(Row(label, "", sum(f for _, _, f in nodes), total,
+                            sum({w.key: w.numel for _, n, _ in nodes for w in n.params.values()}.values()),
+                            real_params))
+            if depth:
+                rows += _module_rows(nodes, label, per, run.modules, run.roots, depth, run.aliases)
     return Verification(str(cfg.model.get("name")), dict(wl), tuple(rows))
 
 
@@ -141,7 +154,16 @@ class _Run:
     aliases: tuple = ()        # module paths that are another path's module under a second name
 
 
-def _runner(name: str, cfg, wl: dict) -> _Run:
+def _input(graph, stage: str, name: str) -> tuple:
+    """The shape of the first input ``name`` of ``stage`` in wanir's graph: the real module is
+    fed tensors of the shapes wanir's pipeline feeds its own graph."""
+    for n in graph:
+        if n.stage == stage and n.kind == "input" and n.name == name:
+            return tuple(int(d) for d in n.outputs[0].shape)
+    raise ConfigError(f"stage {stage}: no input '{name}' in the graph")
+
+
+def _runner(name: str, cfg, wl: dict, graph) -> _Run:
     import torch
 
     from wanir import reference
@@ -164,27 +186,24 @@ def _runner(name: str, cfg, wl: dict) -> _Run:
         return _Run(lambda: m(pixel_values=px, output_hidden_states=True), mods, {type(m).__name__: ""})
     if name == "vae_encode":
         v = reference.build_vae(cfg.vae)
-        video = reference.meta(B, 3, int(wl["frames"]), int(wl["height"]), int(wl["width"]))
+        video = reference.meta(*_input(graph, name, "video"))     # TI2V image-to-video: one frame
         return _Run(lambda: v.encode(video).latent_dist.mode(), {"encoder": v.encoder, "quant_conv": v.quant_conv},
                     {type(v.encoder).__name__: "encoder", type(v.quant_conv).__name__: "quant_conv"})
     if name == "vae_decode":
         v = reference.build_vae(cfg.vae)
-        z = reference.meta(B, int(wl["latent_channels"]), int(wl["latent_frames"]), int(wl["latent_height"]),
-                           int(wl["latent_width"]))
+        z = reference.meta(*_input(graph, name, "z"))
         return _Run(lambda: v.decode(z, return_dict=False)[0],
                     {"decoder": v.decoder, "post_quant_conv": v.post_quant_conv},
                     {type(v.decoder).__name__: "decoder", type(v.post_quant_conv).__name__: "post_quant_conv"})
     if name == "diffusion_core":
         d = cfg.dit
         m = reference.build_dit(d)
-        x = reference.meta(B, int(d.in_channels), int(wl["latent_frames"]), int(wl["latent_height"]),
-                           int(wl["latent_width"]))
-        kw = dict(hidden_states=x, timestep=torch.full((B,), 999.0, device="meta"),
-                  encoder_hidden_states=reference.meta(B, L, int(d.text_dim)), return_dict=False)
+        # the timestep: (batch,), or (batch, tokens) where the pipeline embeds it per token
+        kw = dict(hidden_states=reference.meta(*_input(graph, name, "latents")),
+                  timestep=torch.full(_input(graph, name, "timestep"), 999.0, device="meta"),
+                  encoder_hidden_states=reference.meta(*_input(graph, name, "text_embeds")), return_dict=False)
         if d.get("image_dim") is not None:
-            ie = cfg.image_encoder
-            image_len = (ie.image_size // ie.patch_size) ** 2 + 1
-            kw["encoder_hidden_states_image"] = reference.meta(B, image_len, int(d.image_dim))
+            kw["encoder_hidden_states_image"] = reference.meta(*_input(graph, name, "image_embeds"))
         return _Run(lambda: m(**kw), {"": m}, {type(m).__name__: ""})
     raise reference.ReferenceUnavailable(f"stage {name} has no reference module")
 
@@ -198,7 +217,28 @@ def _norm(parts) -> tuple:
     return tuple(out)
 
 
-def _module_rows(graph, stage: str, per: dict, mods: dict, roots: dict, depth: int, aliases=()) -> list:
+def _stage_nodes(graph, stage: str, expert: str | None) -> list:
+    """``(merged path, node, tensor FLOPs per invocation)`` of every node of ``stage`` (of one
+    call of ``expert``'s DiT when given: its scope is dropped from the path, and the loop
+    over its calls divided out)."""
+    out = []
+    for n in graph:
+        if n.stage != stage:
+            continue
+        scopes = [s for s in reversed(list(n.scope.ancestors())) if s.kind != "stage"]
+        if expert is not None:
+            if not scopes or scopes[0].name != expert:
+                continue
+            calls = scopes[1].repeat if len(scopes) > 1 and scopes[1].kind == "loop" else 1   # the expert's calls
+            f = n.costs["tensor_flops"] * n.count // calls
+            scopes = scopes[1:]
+        else:
+            f = n.costs["tensor_flops"] * n.count
+        out.append((_norm([s.name for s in scopes if s.kind != "loop"] + [n.name]), n, f))
+    return out
+
+
+def _module_rows(nodes: list, stage: str, per: dict, mods: dict, roots: dict, depth: int, aliases=()) -> list:
     from wanir import reference
 
     # the real side: FlopCounterMode's per-module FLOPs, by merged path
@@ -217,18 +257,11 @@ def _module_rows(graph, stage: str, per: dict, mods: dict, roots: dict, depth: i
             if 1 <= len(path) <= depth:
                 real_mods.setdefault(path, []).append(sub)
     keys = sorted((set(real_flops) | set(real_mods)) - set(aliases))
-    # wanir's side: every node of the stage under its merged path
-    nodes = []
-    for n in graph:
-        if n.stage != stage:
-            continue
-        parts = [s.name for s in reversed(list(n.scope.ancestors())) if s.kind not in ("stage", "loop")]
-        nodes.append((_norm(parts + [n.name]), n))
     rows = []
     for k in keys:
-        under = [n for p, n in nodes if p[:len(k)] == k]
-        wf = sum(n.costs["tensor_flops"] * n.count for n in under)
-        ws = {w.key: w.numel for n in under for w in n.params.values()}
+        under = [(n, f) for p, n, f in nodes if p[:len(k)] == k]
+        wf = sum(f for _, f in under)
+        ws = {w.key: w.numel for n, _ in under for w in n.params.values()}
         row = Row(stage, ".".join(k), wf, real_flops.get(k, 0), sum(ws.values()),
                   reference.nparams(*real_mods.get(k, [])))
         if row.wanir_flops or row.real_flops or row.wanir_params or row.real_params:   # modules with no work: left out
