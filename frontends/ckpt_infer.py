@@ -196,12 +196,14 @@ def apply_model_from(cfg):
                           f"of one architecture")
     for comp in ins.components:
         if comp.component == "dit" and task is not None:
+            # Wan2.1 image-to-video: a CLIP image encoder and the DiT's image embedder; Wan2.2
+            # I2V-A14B: no image encoder, the condition enters through the input channels
             i2v = comp.config["image_dim"] is not None
-            if i2v and task != "i2v":
+            if i2v and (task != "i2v" or cfg.get("image_encoder") is None):
                 raise ConfigError(f"model.from={src}: an image-to-video DiT (image_dim={comp.config['image_dim']}) "
                                   f"but model.task={task}; select an I2V model too, e.g. "
                                   f"model=wan2.1-i2v-14b-480p model.from={src}")
-            if not i2v and task == "i2v":
+            if not i2v and task == "i2v" and cfg.get("image_encoder") is not None:
                 raise ConfigError(f"model.from={src}: a text-to-video DiT (no image embedder) but model.task=i2v; "
                                   f"select a T2V model too, e.g. model=wan2.1-t2v-14b model.from={src}")
         lines += comp.lines()
@@ -258,7 +260,7 @@ def _consistency_notes(cfg) -> list:
                    f"the DiT's text embedder expects another text encoder width")
     if dit is not None and vae is not None and vae.get("z_dim") is not None:
         z = int(vae.get("z_dim"))
-        want = 2 * z + 4 if dit.get("image_dim") is not None else z
+        want = 2 * z + 4 if dit.get("image_dim") is not None or cfg.model.get("task") == "i2v" else z
         if dit.get("in_channels") != want:
             out.append(f"note: dit.in_channels={dit.get('in_channels')} but the VAE (z_dim={z}) gives {want} "
                        f"input channels")

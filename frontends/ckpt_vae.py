@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 
 from wanir.errors import ConfigError
+from wanir.frontends import ckpt_vae22
 from wanir.frontends.ckpt_family import Family, _get, _indices, register
+
+#: the config keys this family produces (those after temperal_downsample describe the Wan2.2-VAE)
+KEYS = ("family", "base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample",
+        "decoder_base_dim", "is_residual", "in_channels", "out_channels", "patch_size")
+#: the values of the Wan2.2-VAE keys for the Wan2.1 VAE (diffusers' defaults)
+WAN21 = {"decoder_base_dim": None, "is_residual": False, "in_channels": 3, "out_channels": 3, "patch_size": None}
 
 _VAE_RES = {"residual.0.gamma": "norm1.gamma", "residual.2.weight": "conv1.weight", "residual.2.bias": "conv1.bias",
             "residual.3.gamma": "norm2.gamma", "residual.6.weight": "conv2.weight", "residual.6.bias": "conv2.bias",
@@ -55,6 +62,8 @@ def _vae_normalize(t: dict, where: str):
 
 
 def _vae_infer(t: dict, where: str, cfg_json: dict | None):
+    if ckpt_vae22.is_residual(t):
+        return ckpt_vae22.infer(t, where), [], []
     base, c_in = _get(t, "encoder.conv_in.weight", where, 5)[:2]
     z = _get(t, "post_quant_conv.weight", where, 5)[0]
     levels, cur = [[]], None
@@ -84,7 +93,7 @@ def _vae_infer(t: dict, where: str, cfg_json: dict | None):
         if any(k == "attn" for k, _ in lv):
             attn_scales.append(1.0 / 2 ** li)
     cfg = {"family": "wan_vae", "base_dim": base, "z_dim": z, "dim_mult": dim_mult, "num_res_blocks": n_res,
-           "attn_scales": attn_scales, "temperal_downsample": temporal}
+           "attn_scales": attn_scales, "temperal_downsample": temporal, **WAN21}
     return cfg, [], []
 
 
@@ -116,6 +125,9 @@ def _vae_expected(c: dict) -> dict:
         res(p + "resnets.0.", d, d)
         res(p + "resnets.1.", d, d)
 
+    if c.get("is_residual"):
+        ckpt_vae22.expected(c, e, conv, res, mid)
+        return e
     # encoder
     dims = [base * u for u in [1] + mult]
     conv("encoder.conv_in", base, 3, (3, 3, 3))
@@ -160,18 +172,21 @@ def _vae_expected(c: dict) -> dict:
 
 
 def _vae_config(j: dict, where: str):
-    if j.get("is_residual"):
-        raise ConfigError(f"{where}: is_residual=true (the Wan2.2 VAE) is not modeled by wanir; Wan2.1's VAE only")
-    if j.get("decoder_base_dim") not in (None, j.get("base_dim", 96)):
-        raise ConfigError(f"{where}: decoder_base_dim={j['decoder_base_dim']} differs from base_dim; wanir models "
-                          f"the Wan2.1 VAE (one base dim)")
-    for k in ("in_channels", "out_channels"):
-        if j.get(k, 3) != 3:
-            raise ConfigError(f"{where}: {k}={j[k]}; wanir models RGB video (3 channels)")
+    residual = bool(j.get("is_residual", False))
+    if not residual:
+        if j.get("decoder_base_dim") not in (None, j.get("base_dim", 96)):
+            raise ConfigError(f"{where}: decoder_base_dim={j['decoder_base_dim']} differs from base_dim; the Wan2.1 "
+                              f"VAE has one base dim (is_residual=false)")
+        for k in ("in_channels", "out_channels"):
+            if j.get(k, 3) != 3:
+                raise ConfigError(f"{where}: {k}={j[k]}; the Wan2.1 VAE (is_residual=false) takes RGB video")
     c = {"family": "wan_vae", "base_dim": j.get("base_dim", 96), "z_dim": j.get("z_dim", 16),
          "dim_mult": list(j.get("dim_mult", [1, 2, 4, 4])), "num_res_blocks": j.get("num_res_blocks", 2),
          "attn_scales": [float(s) for s in j.get("attn_scales", [])],
-         "temperal_downsample": list(j.get("temperal_downsample", [False, True, True]))}
+         "temperal_downsample": list(j.get("temperal_downsample", [False, True, True])),
+         "decoder_base_dim": j.get("decoder_base_dim"), "is_residual": residual,
+         "in_channels": j.get("in_channels", 3), "out_channels": j.get("out_channels", 3),
+         "patch_size": j.get("patch_size")}
     return c, []
 
 
@@ -182,7 +197,7 @@ def _detect(t: dict) -> bool:
 
 FAMILY = register(Family(
     name="wan_vae", component="vae",
-    keys=("family", "base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample"),
+    keys=KEYS,
     detect=_detect,
     detect_config=lambda c: c.get("_class_name") == "AutoencoderKLWan",
     normalize=_vae_normalize, infer=_vae_infer, expected=_vae_expected, read_config=_vae_config))

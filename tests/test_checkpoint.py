@@ -131,7 +131,8 @@ FAMILY_KEYS = {
                 "image_dim", "added_kv_proj_dim"),
     "umt5": ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads", "relative_attention_num_buckets",
              "relative_attention_max_distance", "feed_forward_proj"),
-    "wan_vae": ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample"),
+    "wan_vae": ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample",
+                "decoder_base_dim", "is_residual", "in_channels", "out_channels", "patch_size"),
 }
 
 

@@ -282,3 +282,84 @@ def test_two_expert_release_folder(parts, tmp_path):
     shutil.rmtree(r / "low_noise_model")
     with pytest.raises(ConfigError, match="high_noise_model/ without low_noise_model/"):
         inspect(r)
+
+
+# ------------------------------------------------------------------------------------------------
+# Wan2.2: the 48-channel residual VAE, and the TI2V-5B DiT
+
+
+@pytest.mark.reference
+def test_wan22_vae_small_real_module(tmp_path):
+    """A small Wan2.2-VAE (is_residual, 2x2 patchify, its own decoder base dim) saved by
+    diffusers: config.json, safetensors header and state dict all give the module's config
+    and parameters."""
+    from diffusers import AutoencoderKLWan
+
+    hp = dict(base_dim=8, decoder_base_dim=12, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+              temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
+              patch_size=2)
+    m = AutoencoderKLWan(**hp)
+    m.save_pretrained(tmp_path / "vae")
+    torch.save(m.state_dict(), tmp_path / "vae.pth")
+    for path in (tmp_path / "vae", tmp_path / "vae" / "diffusion_pytorch_model.safetensors", tmp_path / "vae.pth",
+                 tmp_path / "vae" / "config.json"):
+        ins = inspect(path)
+        assert ins.family == "wan_vae"
+        assert ins.config == dict(hp, family="wan_vae", attn_scales=[]), path
+        assert ins.total_params == _n(m), path
+
+
+@pytest.mark.reference
+def test_wan22_ti2v_5b_full_size(tmp_path):
+    """TI2V-5B's DiT and Wan2.2-VAE at full size, as meta state dicts (diffusers naming) of the
+    real modules built from wanir's shipped configs: inspection gives back those configs and
+    the real parameter counts."""
+    from wanir import reference
+    from wanir.config import load_config
+
+    cfg = load_config(["model=wan2.2-ti2v-5b"])
+    dit, vae = reference.build_dit(cfg.dit), reference.build_vae(cfg.vae)
+    torch.save(dit.state_dict(), tmp_path / "dit.pth")
+    torch.save(vae.state_dict(), tmp_path / "vae.pth")
+    ins = inspect(tmp_path / "vae.pth")
+    want = {k: (list(v) if not isinstance(v, (int, float, str, bool, type(None))) else v)
+            for k, v in cfg.vae.items()}
+    assert {k: ins.config[k] for k in want} == want
+    assert ins.total_params == sum(p.numel() for p in vae.parameters()) == 704_688_668
+    d = inspect(tmp_path / "dit.pth")
+    assert {k: d.config[k] for k in ("in_channels", "out_channels", "ffn_dim", "num_layers", "num_attention_heads")} \
+        == {"in_channels": 48, "out_channels": 48, "ffn_dim": 14336, "num_layers": 30, "num_attention_heads": 24}
+    assert d.total_params == sum(p.numel() for p in dit.parameters())
+
+
+
+@pytest.mark.reference
+def test_wan22_i2v_a14b_release(tmp_path):
+    """Wan2.2 I2V-A14B: two expert folders of an image-to-video DiT without an image embedder
+    (36 input channels), no CLIP file; model.from= runs both experts, each with the real
+    module's parameters, and the stage holds both."""
+    import diffusers
+    from safetensors.torch import save_file
+    from test_checkpoint import _original_dit_names
+
+    from wanir.estimate import estimate
+
+    hp = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128, in_channels=36, out_channels=16,
+              text_dim=4096, freq_dim=32, ffn_dim=96, num_layers=2)
+    m = diffusers.WanTransformer3DModel(**hp)
+    r = tmp_path / "Wan2.2-I2V-A14B"
+    for sub in ("high_noise_model", "low_noise_model"):
+        (r / sub).mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in _original_dit_names(m.state_dict()).items()},
+                  str(r / sub / "diffusion_pytorch_model.safetensors"))
+    torch.save(meta_t5(256384, 4096, 4096, 10240, 24, 32, 64), r / "models_t5_umt5-xxl-enc-bf16.pth")
+    ins = inspect(r)
+    assert [(c.component, c.expert) for c in ins.components] == \
+        [("text_encoder", None), ("dit", "high_noise"), ("dit", "low_noise")]
+    est = estimate(["model=wan2.2-i2v-a14b", f"model.from={r}", "workload.height=64", "workload.width=64",
+                    "workload.frames=5", "workload.steps=4"])
+    st = est.stage("diffusion_core")
+    n = sum(p.numel() for p in m.parameters())
+    assert st.per_invocation["params"] == 2 * n
+    assert [e["params"] for e in st.experts] == [n, n]
+    assert not any(line.startswith("note:") for line in est.extra["inferred"])   # 36 = 2 x 16 + 4 channels
