@@ -82,7 +82,7 @@ class Verification:
         w = self.workload
         head = (f"{self.model}: {w.get('width')}x{w.get('height')}x{w.get('frames')}, batch {w.get('batch')}; "
                 f"tensor FLOPs and parameters per invocation, wanir vs the real module (FlopCounterMode, meta)")
-        cols = ("stage / module", "wanir FLOPs", "real FLOPs", "diff", "wanir params", "real params", "diff", "")
+        cols = ("stage / module", "wanir FLOPs", "real FLOPs", "diff", "wanir params", "real params", "diff", "match")
         body = []
         for r in self.rows:
             name = r.stage if not r.path else "  " * r.path.count(".") + "  " + r.path
