@@ -161,7 +161,9 @@ def _dit_config(j: dict, where: str):
                  qk_norm="rms_norm_across_heads" if j.get("qk_norm", True) else None, eps=j.get("eps", 1e-6),
                  image_dim=1280 if i2v else None, added_kv_proj_dim=dim if i2v else None)
         if i2v:
-            assumed.append("image_dim=1280 (the CLIP ViT-H/14 width of Wan2.1 I2V; WanModel configs do not state it)")
+            assumed.append("image_dim=1280 (the CLIP ViT-H/14 width of Wan2.1 I2V; WanModel configs do not state it; "
+                           "Wan2.2 I2V-A14B has no image embedder, which its weights show)")
+            assumed.append(f"added_kv_proj_dim={dim} (the image cross-attention of Wan2.1 I2V)")
     else:
         if j.get("pos_embed_seq_len") is not None:
             raise ConfigError(f"{where}: pos_embed_seq_len={j['pos_embed_seq_len']} (first-last-frame model) "

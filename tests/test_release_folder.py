@@ -352,10 +352,15 @@ def test_wan22_i2v_a14b_release(tmp_path):
         (r / sub).mkdir(parents=True)
         save_file({k: v.contiguous() for k, v in _original_dit_names(m.state_dict()).items()},
                   str(r / sub / "diffusion_pytorch_model.safetensors"))
+        # the WanModel config of an image-to-video model: it cannot say that there is no image embedder
+        (r / sub / "config.json").write_text(json.dumps({
+            "_class_name": "WanModel", "model_type": "i2v", "in_dim": 36, "dim": 256, "ffn_dim": 96, "freq_dim": 32,
+            "text_dim": 4096, "out_dim": 16, "num_heads": 2, "num_layers": 2, "eps": 1e-6}))
     torch.save(meta_t5(256384, 4096, 4096, 10240, 24, 32, 64), r / "models_t5_umt5-xxl-enc-bf16.pth")
     ins = inspect(r)
     assert [(c.component, c.expert) for c in ins.components] == \
         [("text_encoder", None), ("dit", "high_noise"), ("dit", "low_noise")]
+    assert [c.config["image_dim"] for c in ins.components[1:]] == [None, None]
     est = estimate(["model=wan2.2-i2v-a14b", f"model.from={r}", "workload.height=64", "workload.width=64",
                     "workload.frames=5", "workload.steps=4"])
     st = est.stage("diffusion_core")
