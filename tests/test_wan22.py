@@ -198,3 +198,80 @@ def test_shipped_wan22_configs(model, dit, vae, defaults):
     assert {k: got["model"].get(k) for k in defaults} == defaults
     assert got["model"]["family"] == "wan2.2"
     assert "image_encoder" not in got
+
+
+def test_parallel_plans_shard_both_experts():
+    """Ulysses splits the heads of every self-attention in both experts; FSDP shards both
+    experts' blocks (each device holds 1/8 of the stage's weights, up to rounding)."""
+    from wanir.backends import parallel
+
+    est = wanir.estimate(["model=wan2.2-t2v-a14b", "workload.steps=4"])
+    units = parallel.block_units(est.graph, "diffusion_core")
+    assert sorted(u.path for u in units) == ["diffusion_core/high_noise/calls/blocks",
+                                             "diffusion_core/low_noise/calls/blocks"]
+    g = parallel.shard_graph(est.graph, parallel.make_plan("ulysses", 8))
+    attn1 = [n for n in g if n.kind == "sdpa" and "/blocks/attn1/" in n.path + "/"]
+    assert sorted({n.path.split("/")[1] for n in attn1}) == ["high_noise", "low_noise"]
+    assert {n.inputs[0].shape[1] for n in attn1} == {40 // 8}
+    cost = parallel.multi_device_cost(est, plan=parallel.make_plan("fsdp", 8))
+    stage_weights = est.stage("diffusion_core").per_invocation["weight_bytes"]
+    assert cost.stages["diffusion_core"]["weight_bytes"] <= -(-stage_weights // 8) + 8
+
+
+def test_sizing_skips_cfg_parallel_when_one_expert_runs_unguided():
+    """Guidance scale 1 on the low-noise expert: 26·2 + 14 calls, which two guidance branches
+    cannot split evenly, so no candidate plan uses CFG parallelism; with both experts guided,
+    CFG-parallel plans are among the candidates."""
+    from wanir.backends import sizing
+
+    common = ["model=wan2.2-t2v-a14b", "workload.steps=4"]
+    r = sizing.size(common + ["workload.guidance_scale_low=1"], hardware=["h200"], devices=(2,))
+    assert r["evaluated"] > 0 and all(c.plan.cfg == 1 for c in r["candidates"])
+    r = sizing.size(common, hardware=["h200"], devices=(2,))
+    assert any(c.plan.cfg == 2 for c in r["candidates"])
+
+
+def test_diagram_shows_both_experts():
+    from wanir.backends import graphviz
+
+    est = wanir.estimate(["model=wan2.2-t2v-a14b"])
+    dot = str(graphviz.to_digraph(est.graph, stage="diffusion_core", depth=3))
+    assert "diffusion_core: 80 DiT calls (high_noise 26 steps, low_noise 14 steps) × 2 CFG branches" in dot
+    assert "label=high_noise" in dot and "label=low_noise" in dot
+    assert "calls × 26" in dot and "calls × 14" in dot
+
+
+def test_time_embedding_per_token_setting():
+    """``dit.time_embedding_per_token=true`` (the official Wan2.2 computation) differs from the
+    diffusers A14B call by the time embedder and time_proj on L rows instead of 1:
+    (L − 1)·(2·256·D + 2·D² + 12·D²) tensor FLOPs per call, D = 5120, L = 21·45·80."""
+    D, L = 5120, 21 * 45 * 80
+    term = (L - 1) * (2 * 256 * D + 2 * D * D + 12 * D * D)
+    off = wanir.estimate(["model=wan2.2-t2v-a14b", "dit.time_embedding_per_token=false"])
+    on = wanir.estimate(["model=wan2.2-t2v-a14b", "dit.time_embedding_per_token=true"])
+    auto = wanir.estimate(["model=wan2.2-t2v-a14b"])
+    assert auto.total["tensor_flops"] == off.total["tensor_flops"]        # diffusers: one timestep per sample
+    d = on.stage("diffusion_core")
+    assert d.per_invocation["tensor_flops"] - off.stage("diffusion_core").per_invocation["tensor_flops"] == term
+    assert on.total["tensor_flops"] - off.total["tensor_flops"] == 80 * term
+    # auto under the official runtime embeds per token for Wan2.2, per sample for Wan2.1
+    official = wanir.estimate(["model=wan2.2-t2v-a14b", "+runtime.name=wan-official"])
+    assert official.total["tensor_flops"] == on.total["tensor_flops"]
+    w21 = ["model=wan2.1-t2v-14b", "workload.steps=2"]
+    assert wanir.estimate(w21 + ["+runtime.name=wan-official"]).total["tensor_flops"] == \
+        wanir.estimate(w21).total["tensor_flops"]
+    # TI2V-5B: auto is per token (its pipelines feed a (batch, tokens) timestep)
+    ti = ["model=wan2.2-ti2v-5b", "workload.steps=1"]
+    assert wanir.estimate(ti).total["tensor_flops"] == \
+        wanir.estimate(ti + ["dit.time_embedding_per_token=true"]).total["tensor_flops"] > \
+        wanir.estimate(ti + ["dit.time_embedding_per_token=false"]).total["tensor_flops"]
+
+
+def test_tables_name_each_experts_steps():
+    from wanir.backends import report
+
+    est = wanir.estimate(["model=wan2.2-i2v-a14b", "workload=480p"])
+    line = "diffusion_core experts: high_noise 15 steps (30 calls), low_noise 25 steps (50 calls)"
+    assert report.expert_lines(est) == [line]
+    assert line in report.to_markdown(est)
+    assert report.expert_lines(wanir.estimate(["model=wan2.2-ti2v-5b", "workload.steps=2"])) == []
