@@ -43,12 +43,13 @@ def _one(d: Path, pattern: str):
 def dit_weights(d: Path):
     """The DiT weights of a release (sub)folder: the shards' index, or the one
     ``.safetensors`` file; None when there is none."""
-    for pat in ("*.safetensors.index.json", "*.safetensors"):
+    for pat, what in (("*.safetensors.index.json", "shard indexes"), ("*.safetensors", ".safetensors files and no index")):
         found = _glob(d, pat)
         if len(found) == 1:
             return found[0]
-        if len(found) > 1 and pat == "*.safetensors" and not _glob(d, "*.safetensors.index.json"):
-            raise ConfigError(f"{d}: {len(found)} .safetensors files and no index json; pass one file as the path")
+        if len(found) > 1:
+            raise ConfigError(f"{d}: {len(found)} {what} ({', '.join(p.name for p in found[:3])}"
+                              f"{', ...' if len(found) > 3 else ''}); pass one file as the path")
     return None
 
 

@@ -368,3 +368,16 @@ def test_wan22_i2v_a14b_release(tmp_path):
     assert st.per_invocation["params"] == 2 * n
     assert [e["params"] for e in st.experts] == [n, n]
     assert not any(line.startswith("note:") for line in est.extra["inferred"])   # 36 = 2 x 16 + 4 channels
+
+
+def test_ambiguous_release_files_are_named(tmp_path):
+    r = tmp_path / "Wan-Release"
+    r.mkdir()
+    torch.save(meta_t5(50, 16, 16, 24, 2, 8, 4), r / "models_t5_umt5-xxl-enc-bf16.pth")
+    for i in (1, 2):
+        (r / f"diffusion_pytorch_model-{i}.safetensors.index.json").write_text("{}")
+    with pytest.raises(ConfigError, match="2 shard indexes"):
+        inspect(r)
+    shutil.copy(r / "models_t5_umt5-xxl-enc-bf16.pth", r / "models_t5_other.pth")
+    with pytest.raises(ConfigError, match="2 files match models_t5_"):
+        inspect(r)

@@ -131,7 +131,7 @@ def verify_config(cfg, stage: str | None = None, depth: int = 1) -> Verification
     for name in stages:
         if stage is not None and name != stage:
             continue
-        run = _runner(name, cfg, wl, graph)
+        run = _runner(name, cfg, graph)
         total, per, _ = reference.count(run.fn)
         real_params = reference.nparams(*run.modules.values())
         for expert in experts.get(name) or [None]:
@@ -163,16 +163,16 @@ def _input(graph, stage: str, name: str) -> tuple:
     raise ConfigError(f"stage {stage}: no input '{name}' in the graph")
 
 
-def _runner(name: str, cfg, wl: dict, graph) -> _Run:
+def _runner(name: str, cfg, graph) -> _Run:
     import torch
 
     from wanir import reference
 
-    B, L = int(wl["batch"]), int(wl["text_len"])
     if name == "text_encoder":
         m = reference.build_umt5(cfg.text_encoder)
         # transformers registers the token embedding twice: `shared` is `encoder.embed_tokens`
-        return _Run(lambda: m(input_ids=reference.meta(B, L, dtype=torch.long)), {"": m}, {type(m).__name__: ""},
+        ids = reference.meta(*_input(graph, name, "input_ids"), dtype=torch.long)
+        return _Run(lambda: m(input_ids=ids), {"": m}, {type(m).__name__: ""},
                     aliases=(("shared",),))
     if name == "image_encoder":
         ie = cfg.image_encoder
@@ -182,7 +182,7 @@ def _runner(name: str, cfg, wl: dict, graph) -> _Run:
         if run is not None and run < ie.num_hidden_layers:
             m.encoder.layers = m.encoder.layers[:run]      # the official pipeline's use_31_block
             mods = {"embeddings": m.embeddings, "pre_layrnorm": m.pre_layrnorm, "encoder": m.encoder}
-        px = reference.meta(B, ie.num_channels, ie.image_size, ie.image_size)
+        px = reference.meta(*_input(graph, name, "pixel_values"))
         return _Run(lambda: m(pixel_values=px, output_hidden_states=True), mods, {type(m).__name__: ""})
     if name == "vae_encode":
         v = reference.build_vae(cfg.vae)
