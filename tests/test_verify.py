@@ -114,3 +114,13 @@ def test_wan22_models_match(model, extra, stages, capsys):
     if model == "wan2.2-t2v-a14b":
         high, low = [r for r in doc["rows"] if r["path"] == ""]
         assert high["real_params"] == low["real_params"] == 14_288_491_584   # one 14B expert each
+
+
+def test_stage_without_a_model_is_listed_not_compared(monkeypatch, capsys):
+    from wanir import verify
+
+    monkeypatch.setattr(verify, "STAGES", ("diffusion_core",))   # as if the others ran no model
+    assert main(["verify", "model=wan2.1-t2v-1.3b", *SMALL, "--depth", "0", "--format", "json"]) == 0
+    doc = _json(capsys)
+    assert [r["stage"] for r in doc["rows"]] == ["diffusion_core"]
+    assert doc["skipped"] == ["text_encoder", "vae_decode"]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from wanir.errors import ConfigError
 
+#: the stages that run a model, each compared with its real module (others are listed as skipped)
 STAGES = ("text_encoder", "image_encoder", "vae_encode", "diffusion_core", "vae_decode")
 #: the most module levels a table shows
 MAX_DEPTH = 8
@@ -68,6 +69,7 @@ class Verification:
     model: str
     workload: dict
     rows: tuple
+    skipped: tuple = ()        # stages that run no model (nothing to compare)
 
     @property
     def ok(self) -> bool:
@@ -75,7 +77,7 @@ class Verification:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "workload": dict(self.workload), "match": self.ok,
-                "rows": [r.to_dict() for r in self.rows]}
+                "rows": [r.to_dict() for r in self.rows], "skipped": list(self.skipped)}
 
     def render(self) -> str:
         """A fixed-width table: per stage, then its module paths indented."""
@@ -94,6 +96,8 @@ class Verification:
                                   for i, s in enumerate(t)).rstrip()
         out = [head, "", fmt(cols), fmt(tuple("-" * n for n in widths))] + [fmt(b) for b in body]
         bad = sum(not r.ok for r in self.rows)
+        if self.skipped:
+            out += ["", f"not compared (no model runs in them): {', '.join(self.skipped)}"]
         out += ["", "all rows match" if not bad else f"{bad} row(s) differ"]
         return "\n".join(out) + "\n"
 
@@ -127,9 +131,12 @@ def verify_config(cfg, stage: str | None = None, depth: int = 1) -> Verification
         raise ConfigError(f"--stage {stage}: no such stage in this pipeline (stages: {', '.join(stages)})")
     wl = graph.meta.get("workload", {})
     experts = {s: [e["name"] for e in ex if e["steps"]] for s, ex in graph.meta.get("experts", {}).items()}
-    rows = []
+    rows, skipped = [], []
     for name in stages:
         if stage is not None and name != stage:
+            continue
+        if name not in STAGES:
+            skipped.append(name)
             continue
         run = _runner(name, cfg, graph)
         total, per, _ = reference.count(run.fn)
@@ -143,7 +150,7 @@ def verify_config(cfg, stage: str | None = None, depth: int = 1) -> Verification
                             real_params))
             if depth:
                 rows += _module_rows(nodes, label, per, run.modules, run.roots, depth, run.aliases)
-    return Verification(str(cfg.model.get("name")), dict(wl), tuple(rows))
+    return Verification(str(cfg.model.get("name")), dict(wl), tuple(rows), tuple(skipped))
 
 
 @dataclass
