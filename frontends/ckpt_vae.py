@@ -22,6 +22,8 @@ _VAE_RES = {"residual.0.gamma": "norm1.gamma", "residual.2.weight": "conv1.weigh
 def _vae_normalize(t: dict, where: str):
     if "encoder.conv_in.weight" in t:
         return "diffusers", {k: (k, v) for k, v in t.items()}
+    if ckpt_vae22.is_official(t):
+        return "official Wan2.2-VAE, by position", ckpt_vae22.normalize_official(t, where, _vae_expected)
     # original Wan-VAE naming
     top = {"conv1.weight": "quant_conv.weight", "conv1.bias": "quant_conv.bias",
            "conv2.weight": "post_quant_conv.weight", "conv2.bias": "post_quant_conv.bias"}
@@ -63,7 +65,12 @@ def _vae_normalize(t: dict, where: str):
 
 def _vae_infer(t: dict, where: str, cfg_json: dict | None):
     if ckpt_vae22.is_residual(t):
-        return ckpt_vae22.infer(t, where), [], []
+        assumed = []
+        if any(orig != new for new, (orig, _) in t.items()):       # the official file, mapped by position
+            assumed.append("the released Wan2.2-VAE structure (dim_mult [1,2,4,4], num_res_blocks 2, "
+                           "temperal_downsample [false,true,true]): the official names are mapped onto diffusers' "
+                           "by their order, and every shape fits")
+        return ckpt_vae22.infer(t, where), assumed, []
     base, c_in = _get(t, "encoder.conv_in.weight", where, 5)[:2]
     z = _get(t, "post_quant_conv.weight", where, 5)[0]
     levels, cur = [[]], None
@@ -192,7 +199,7 @@ def _vae_config(j: dict, where: str):
 
 def _detect(t: dict) -> bool:
     return ("encoder.conv_in.weight" in t or "encoder.conv1.weight" in t) and \
-        any(k.startswith(("encoder.down_blocks.", "encoder.downsamples.")) for k in t)
+        any(k.startswith(("encoder.down_blocks.", "encoder.downsamples.")) for k in t) or ckpt_vae22.is_official(t)
 
 
 FAMILY = register(Family(

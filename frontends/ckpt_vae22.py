@@ -85,3 +85,82 @@ def expected(c: dict, e: dict, conv, res, mid) -> None:
                 conv(f"decoder.up_blocks.{i}.upsampler.time_conv", 2 * do, do, (3, 1, 1))
     e["decoder.norm_out.gamma"] = (dims[-1], 1, 1, 1)
     conv("decoder.conv_out", c["out_channels"], dims[-1], (3, 3, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# the official Wan2.2_VAE.pth (wan/modules/vae2_2.py)
+#
+# Its tensors map one to one, in order and with the same shapes, onto diffusers'
+# AutoencoderKLWan(is_residual=True), except that diffusers registers each middle block's
+# attention before its two resnets (the official middle block is resnet, attention, resnet).
+# So the file is read by position: the widths come from the first and last convolutions of
+# each side and from the top-level conv2 (post-quant), the structure is the released one
+# (assumed, and said so), and every tensor must then have the shape its position implies.
+
+#: the structure of the released Wan2.2-VAE, which the official file's names are mapped onto
+RELEASED = {"dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+            "temperal_downsample": [False, True, True]}
+
+
+def _convs(t: dict, prefix: str) -> list:
+    return [k for k, v in t.items() if k.startswith(prefix) and len(v.shape) == 5]
+
+
+def is_official(t: dict) -> bool:
+    """Whether tensors (in file order) look like an official Wan2.2_VAE.pth: the official
+    top-level layout (``encoder.*``, ``conv1.*``, ``conv2.*``, ``decoder.*``) and an encoder
+    whose first convolution takes patchified pixels (more than 3 channels)."""
+    if "encoder.conv_in.weight" in t or "conv1.weight" not in t or "conv2.weight" not in t:
+        return False
+    enc = _convs(t, "encoder.")
+    return bool(enc) and bool(_convs(t, "decoder.")) and t[enc[0]].shape[1] != 3
+
+
+def _official_order(names: list) -> list:
+    """diffusers' tensor order with each middle block's attention moved after its first resnet."""
+    out, i = [], 0
+    while i < len(names):
+        n = names[i]
+        side = n.split(".")[0]
+        if n.startswith(f"{side}.mid_block.") and side in ("encoder", "decoder"):
+            group = [m for m in names if m.startswith(f"{side}.mid_block.")]
+            attn = [m for m in group if ".attentions." in m]
+            r0 = [m for m in group if ".resnets.0." in m]
+            r1 = [m for m in group if ".resnets.1." in m]
+            out += r0 + attn + r1
+            i += len(group)
+        else:
+            out.append(n)
+            i += 1
+    return out
+
+
+def normalize_official(t: dict, where: str, expected) -> dict:
+    """``{diffusers name: (official name, Tensor)}`` of an official Wan2.2_VAE.pth, mapped by
+    position (see above); ``expected(config)`` is the family's tensor list (diffusers order).
+    Raises ConfigError naming the first tensor that does not fit."""
+    enc, dec = _convs(t, "encoder."), _convs(t, "decoder.")
+    base, c_in = t[enc[0]].shape[:2]
+    z = t["conv2.weight"].shape[0]
+    mult = RELEASED["dim_mult"]
+    if t[dec[0]].shape[0] % mult[-1]:
+        raise ConfigError(f"{where}: tensor '{dec[0]}' has {t[dec[0]].shape[0]} outputs, not a multiple of "
+                          f"{mult[-1]} (the released Wan2.2-VAE's last dim_mult)")
+    patch = math.isqrt(c_in // 3)
+    if 3 * patch * patch != c_in:
+        raise ConfigError(f"{where}: tensor '{enc[0]}' takes {c_in} channels, not 3 · p · p")
+    cfg = dict(RELEASED, family="wan_vae", base_dim=base, z_dim=z, decoder_base_dim=t[dec[0]].shape[0] // mult[-1],
+               is_residual=True, in_channels=c_in, out_channels=t[dec[-1]].shape[0], patch_size=patch)
+    exp = expected(cfg)
+    order = _official_order(list(exp))
+    names = list(t)
+    if len(names) != len(order):
+        raise ConfigError(f"{where}: {len(names)} tensors; the released Wan2.2-VAE layout with these widths has "
+                          f"{len(order)} (wanir reads the official Wan2.2_VAE.pth by position)")
+    out = {}
+    for orig, new in zip(names, order):
+        if tuple(t[orig].shape) != tuple(exp[new]):
+            raise ConfigError(f"{where}: tensor '{orig}' has shape {list(t[orig].shape)}; at its position the "
+                              f"released Wan2.2-VAE layout has {new} {list(exp[new])}")
+        out[new] = (orig, t[orig])
+    return out

@@ -381,3 +381,54 @@ def test_ambiguous_release_files_are_named(tmp_path):
     shutil.copy(r / "models_t5_umt5-xxl-enc-bf16.pth", r / "models_t5_other.pth")
     with pytest.raises(ConfigError, match="2 files match models_t5_"):
         inspect(r)
+
+
+def official_vae22(sd: dict) -> dict:
+    """A diffusers Wan2.2-VAE state dict in the order of the official Wan2.2_VAE.pth: one to one,
+    except that the official middle blocks hold resnet, attention, resnet (diffusers registers
+    the attention first; real-modules.md). The official top-level names are kept (encoder.*,
+    conv1 = quant_conv, conv2 = post_quant_conv, decoder.*); the names below them are
+    illustrative, as wanir reads the file by position."""
+    names = list(sd)
+    out = []
+    for side in ("encoder", "decoder"):
+        mid = [n for n in names if n.startswith(f"{side}.mid_block.")]
+        first = names.index(mid[0])
+        reordered = [n for n in mid if ".resnets.0." in n] + [n for n in mid if ".attentions." in n] + \
+            [n for n in mid if ".resnets.1." in n]
+        names[first:first + len(mid)] = reordered
+    for i, n in enumerate(names):
+        top = {"quant_conv": "conv1", "post_quant_conv": "conv2"}.get(n.split(".")[0])
+        new = f"{top}.{n.split('.', 1)[1]}" if top else f"{n.split('.')[0]}.t{i}.{n.rsplit('.', 1)[1]}"
+        out.append((new, sd[n]))
+    return dict(out)
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("size", ["small", "released"])
+def test_official_wan22_vae_by_position(tmp_path, size):
+    from wanir import reference
+    from wanir.config import load_config
+
+    if size == "small":
+        hp = dict(family="wan_vae", base_dim=8, decoder_base_dim=12, z_dim=4, dim_mult=[1, 2, 4, 4],
+                  num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True], is_residual=True,
+                  in_channels=12, out_channels=12, patch_size=2)
+    else:
+        hp = {k: (list(v) if type(v).__name__ == "ListConfig" else v)
+              for k, v in load_config(["model=wan2.2-ti2v-5b"]).vae.items()}
+    vae = reference.build_vae(hp)
+    f = tmp_path / "Wan2.2_VAE.pth"
+    torch.save(official_vae22(vae.state_dict()), f)
+    ins = inspect(f)
+    c = ins.components[0]
+    assert c.naming == "official Wan2.2-VAE, by position" and any("released Wan2.2-VAE" in a for a in c.assumed)
+    assert ins.config == dict(hp, attn_scales=[])
+    assert ins.total_params == sum(p.numel() for p in vae.parameters())
+    # a tensor out of place is named
+    sd = official_vae22(vae.state_dict())
+    keys = list(sd)
+    sd = {k: sd[k] for k in keys[:5] + [keys[6], keys[5]] + keys[7:]}
+    torch.save(sd, f)
+    with pytest.raises(ConfigError, match=f"tensor '{keys[6]}' has shape"):
+        inspect(f)
