@@ -432,3 +432,48 @@ def test_official_wan22_vae_by_position(tmp_path, size):
     torch.save(sd, f)
     with pytest.raises(ConfigError, match=f"tensor '{keys[6]}' has shape"):
         inspect(f)
+
+
+@pytest.mark.reference
+def test_wan22_ti2v_release_folder_estimate_and_verify(tmp_path, capsys):
+    """A small TI2V-5B-like release (WanModel config.json + DiT safetensors, the official
+    Wan2.2_VAE.pth, the official T5): model.from= replaces the DiT, the VAE and the text
+    encoder, and `wanir verify` finds every stage equal to the real modules."""
+    import diffusers
+    import transformers
+    from safetensors.torch import save_file
+    from test_checkpoint import _original_dit_names
+
+    from wanir import reference
+    from wanir.estimate import estimate
+
+    z = 4
+    dit = diffusers.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128,
+                                          in_channels=z, out_channels=z, text_dim=64, freq_dim=32, ffn_dim=96,
+                                          num_layers=2)
+    vae = reference.build_vae(dict(family="wan_vae", base_dim=8, decoder_base_dim=12, z_dim=z, dim_mult=[1, 2, 4, 4],
+                                   num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True],
+                                   is_residual=True, in_channels=12, out_channels=12, patch_size=2))
+    te = transformers.UMT5EncoderModel(transformers.UMT5Config(vocab_size=100, d_model=64, d_kv=8, d_ff=48,
+                                                               num_layers=2, num_heads=4))
+    r = tmp_path / "Wan2.2-TI2V-5B"
+    r.mkdir()
+    save_file({k: v.contiguous() for k, v in _original_dit_names(dit.state_dict()).items()},
+              str(r / "diffusion_pytorch_model.safetensors"))
+    (r / "config.json").write_text(json.dumps({"_class_name": "WanModel", "model_type": "ti2v", "in_dim": z,
+                                               "dim": 256, "ffn_dim": 96, "freq_dim": 32, "text_dim": 64, "out_dim": z,
+                                               "num_heads": 2, "num_layers": 2, "eps": 1e-6}))
+    torch.save(official_vae22(vae.state_dict()), r / "Wan2.2_VAE.pth")
+    torch.save(official_t5(te.state_dict()), r / "models_t5_umt5-xxl-enc-bf16.pth")
+    small = ["workload.height=64", "workload.width=64", "workload.frames=5", "workload.steps=2"]
+    for mode in ("t2v", "i2v"):
+        est = estimate(["model=wan2.2-ti2v-5b", f"model.from={r}", f"workload.mode={mode}", *small])
+        per = {s.name: s.per_invocation["params"] for s in est.stages}
+        want = {"text_encoder": _n(te), "diffusion_core": _n(dit),
+                "vae_decode": _n(vae.decoder) + _n(vae.post_quant_conv)}
+        if mode == "i2v":
+            want["vae_encode"] = _n(vae.encoder) + _n(vae.quant_conv)
+        assert per == want
+        assert main(["verify", "model=wan2.2-ti2v-5b", f"model.from={r}", f"workload.mode={mode}", *small,
+                     "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["match"]
