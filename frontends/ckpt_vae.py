@@ -23,7 +23,7 @@ def _vae_normalize(t: dict, where: str):
     if "encoder.conv_in.weight" in t:
         return "diffusers", {k: (k, v) for k, v in t.items()}
     if ckpt_vae22.is_official(t):
-        return "official Wan2.2-VAE, by position", ckpt_vae22.normalize_official(t, where, _vae_expected)
+        return "official Wan2.2-VAE", ckpt_vae22.normalize_official(t, where, _vae_expected)
     # original Wan-VAE naming
     top = {"conv1.weight": "quant_conv.weight", "conv1.bias": "quant_conv.bias",
            "conv2.weight": "post_quant_conv.weight", "conv2.bias": "post_quant_conv.bias"}

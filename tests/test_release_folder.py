@@ -422,7 +422,7 @@ def test_official_wan22_vae_by_position(tmp_path, size):
     torch.save(official_vae22(vae.state_dict()), f)
     ins = inspect(f)
     c = ins.components[0]
-    assert c.naming == "official Wan2.2-VAE, by position" and any("released Wan2.2-VAE" in a for a in c.assumed)
+    assert c.naming == "official Wan2.2-VAE" and any("released Wan2.2-VAE" in a for a in c.assumed)
     assert ins.config == dict(hp, attn_scales=[])
     assert ins.total_params == sum(p.numel() for p in vae.parameters())
     # a tensor out of place is named
