@@ -61,7 +61,9 @@ def rows(est: Estimate) -> list[dict]:
         r["flops_per_invocation"] = s.per_invocation["tensor_flops"] + s.per_invocation["vector_flops"]
         pa = s.per_invocation["peak_activation_bytes"]
         on_gpu = info.get(s.name, {}).get("on_gpu", True)
-        r["peak_memory_bytes"] = None if pa is None else ((s.per_invocation["weight_bytes"] + pa) if on_gpu else 0)
+        # a stage of two experts under offload holds one expert at a time (resident_weight_bytes)
+        held = info.get(s.name, {}).get("resident_weight_bytes", s.per_invocation["weight_bytes"])
+        r["peak_memory_bytes"] = None if pa is None else ((held + pa) if on_gpu else 0)
         r["time_share"] = (s.total["time_s"] / total_t) if total_t and s.total["time_s"] is not None else None
         r["bound"] = info.get(s.name, {}).get("bound")
         r["device"] = info.get(s.name, {}).get("device")
@@ -225,8 +227,24 @@ def print_table(est: Estimate, console=None) -> None:
     for i, r in enumerate(body):
         table.add_row(*r, end_section=(i == len(body) - 2))
     console.print(table)
+    for line in provenance_lines(est):
+        console.print(line, highlight=False)
     for w in est.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def provenance_lines(est: Estimate) -> list[str]:
+    """One line per stage saying what its time rests on: how many of the inputs are
+    measured, reported, datasheet or assumed values, and the share of the stage's time that
+    rests on at least one assumed value (docs/time-model.md)."""
+    out = []
+    for s in est.stages:
+        p = s.provenance
+        if not p:
+            continue
+        kinds = ", ".join(f"{k} {len(v)}" for k, v in p["inputs"].items())
+        out.append(f"time of {s.name}: inputs {kinds}; {100 * p['assumed_share']:.0f} % of it rests on assumed values")
+    return out
 
 
 def render(est: Estimate, fmt: str) -> str | None:

@@ -142,17 +142,20 @@ def build_pipeline(cfg) -> Graph:
             wan_vae.build_encoder(b, _plain(cfg.vae), video_shape=(3, frames, wl.height, wl.width),
                                   batch=wl.batch, dtype=prec.vae)
 
+    from wanir.runtime import runtime_options
+    variant = runtime_options(cfg).dit_lowering
+    dit_kw = {"variant": variant} if variant != "diffusers" else {}
+    if opts.time_embedding_per_token:
+        dit_kw["timestep_per_token"] = True
     dit_shape = (cfg.dit.in_channels, wl.latent_frames, wl.latent_height, wl.latent_width)
     if opts.experts:
         wan22.build_experts(b, _plain(cfg.dit), opts, latent_shape=dit_shape, batch=wl.batch, text_len=wl.text_len,
-                            weights=prec.dit_weights, compute_dtype=prec.dit_compute)
+                            weights=prec.dit_weights, compute_dtype=prec.dit_compute, **dit_kw)
     else:
         with b.stage("diffusion_core", invocations=wl.steps * cfg_mult), b.weights(prec.dit_weights):
             kw = {"image_len": image_len} if image_len is not None else {}
-            if opts.time_embedding_per_token:
-                kw["timestep_per_token"] = True
             wan_dit.build(b, _plain(cfg.dit), latent_shape=dit_shape,
-                          batch=wl.batch, text_len=wl.text_len, compute_dtype=prec.dit_compute, **kw)
+                          batch=wl.batch, text_len=wl.text_len, compute_dtype=prec.dit_compute, **kw, **dit_kw)
 
     with b.stage("vae_decode", invocations=1), b.weights(prec.vae):
         wan_vae.build_decoder(b, _plain(cfg.vae), latent_shape=(wl.latent_channels, wl.latent_frames,
@@ -160,5 +163,6 @@ def build_pipeline(cfg) -> Graph:
                               batch=wl.batch, dtype=prec.vae)
 
     g = b.graph
-    g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl))
+    g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl),
+                  runtime=runtime_options(cfg).name)
     return g

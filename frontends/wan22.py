@@ -181,12 +181,13 @@ def stage_split(experts) -> tuple[int, dict[str, int]]:
 
 
 def build_experts(b, dit_cfg, opts: Wan22Options, *, latent_shape, batch: int, text_len: int, weights,
-                  compute_dtype) -> None:
+                  compute_dtype, **dit_kw) -> None:
     """Lower the ``diffusion_core`` stage of a two-expert model into ``b``: one DiT forward
     per expert, in scopes ``high_noise`` and ``low_noise``, each holding a loop ``calls`` that
     repeats by the expert's DiT calls (the stage repeats by the calls per step both share; see
     :func:`stage_split`). Records
-    the split in ``graph.meta["experts"]["diffusion_core"]``."""
+    the split in ``graph.meta["experts"]["diffusion_core"]``. ``dit_kw`` go to
+    :func:`wan_dit.build` (the runtime's lowering variant, ``timestep_per_token``)."""
     from . import wan_dit
 
     stage_rep, reps = stage_split(opts.experts)
@@ -197,7 +198,7 @@ def build_experts(b, dit_cfg, opts: Wan22Options, *, latent_shape, batch: int, t
             # the expert's name keeps its weights apart; the loop counts its calls (shared weights)
             with b.scope(e.name), b.loop("calls", reps[e.name]):
                 wan_dit.build(b, dit_cfg, latent_shape=latent_shape, batch=batch, text_len=text_len,
-                              compute_dtype=compute_dtype, timestep_per_token=opts.time_embedding_per_token)
+                              compute_dtype=compute_dtype, **dit_kw)
     b.graph.meta.setdefault("experts", {})["diffusion_core"] = [
         {"name": e.name, "steps": e.steps, "guidance_scale": e.guidance_scale, "calls": e.calls} for e in opts.experts]
 
@@ -257,3 +258,14 @@ def apply_to_stage(graph, result, additive=("tensor_flops", "vector_flops", "byt
             continue
         result.per_invocation[k] = v // calls if isinstance(v, int) and v % calls == 0 else v / calls
     result.experts = experts
+
+
+def calls_per_invocation(graph, stage: str) -> int:
+    """DiT calls one invocation of ``stage`` runs: the sum of its experts' ``calls`` loops
+    (1 for a stage without experts). A stage invocation is one guidance branch of every step
+    when both experts use guidance."""
+    experts = graph.meta.get("experts", {}).get(stage)
+    st = graph.stages.get(stage)
+    if not experts or st is None:
+        return 1
+    return sum(st.children[e["name"]].children["calls"].repeat for e in experts if e["name"] in st.children) or 1

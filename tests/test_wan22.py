@@ -15,6 +15,10 @@ from wanir.frontends import wan22
 
 np = pytest.importorskip("numpy")
 
+#: the A14B experts as diffusers' pipelines call them (one timestep per sample), whatever the
+#: runtime's default: the exact per-call counts below are those of that call
+PER_SAMPLE = "dit.time_embedding_per_token=false"
+
 
 def official_timesteps(steps, shift):
     """Wan2.2's FlowUniPCMultistepScheduler(num_train_timesteps=1000, shift=1,
@@ -66,7 +70,7 @@ def test_split_against_diffusers_scheduler(steps, shift, boundary):
 
 
 def test_t2v_a14b_stage_and_expert_records():
-    est = wanir.estimate(["model=wan2.2-t2v-a14b"])
+    est = wanir.estimate(["model=wan2.2-t2v-a14b", PER_SAMPLE, "precision.dit_weights=bf16"])
     st = est.stage("diffusion_core")
     d = st.to_dict()
     # 26 high-noise and 14 low-noise steps, 2 calls each (guidance scales 4.0 / 3.0 > 1)
@@ -87,7 +91,7 @@ def test_t2v_a14b_stage_and_expert_records():
 
 
 def test_guidance_scale_one_skips_the_unconditional_call():
-    est = wanir.estimate(["model=wan2.2-t2v-a14b", "workload.guidance_scale_low=1.0"])
+    est = wanir.estimate(["model=wan2.2-t2v-a14b", PER_SAMPLE, "workload.guidance_scale_low=1.0"])
     st = est.stage("diffusion_core")
     assert st.invocations == 26 * 2 + 14
     assert [e["calls"] for e in st.experts] == [52, 14]
@@ -111,19 +115,28 @@ def test_shift_and_boundary_overrides():
 
 def test_offload_holds_one_expert():
     """Both experts resident by default; with offload only the running one: the peak is the
-    largest (weights + activations) of one stage, the DiT stage counting one expert's weights.
-    The weight transfer moves both experts on and off once (4 x one expert's bytes)."""
-    on = wanir.estimate(["model=wan2.2-t2v-a14b"])
-    off = wanir.estimate(["model=wan2.2-t2v-a14b", "memory.offload_model=true"])
+    largest (weights + activations) of one stage, the DiT stage counting one expert's weights
+    (plus the runtime's fixed reserve, where the runtime has one)."""
+    common = ["model=wan2.2-t2v-a14b", "precision.dit_weights=bf16", "memory.t5_cpu=false"]
+    on = wanir.estimate(common + ["memory.offload_model=false"])
+    off = wanir.estimate(common + ["memory.offload_model=true"])
     one = 2 * 14_288_491_584                      # one expert's bf16 bytes
     mem = off.extra["memory"]
     stages = {s.name: s for s in off.stages}
     expect = max(
         (one if n == "diffusion_core" else s.per_invocation["weight_bytes"]) + s.per_invocation["peak_activation_bytes"]
         for n, s in stages.items())
-    assert mem["peak_memory_bytes"] == expect
+    assert mem["peak_memory_bytes"] == expect + mem.get("reserve_bytes", 0)
     assert on.extra["memory"]["weight_bytes"] == sum(s.per_invocation["weight_bytes"] for s in on.stages)
     assert stages["diffusion_core"].per_invocation["weight_bytes"] == 2 * one
+    # the stage's own row: the expert it holds, plus its activations
+    from wanir.backends import report
+
+    act = stages["diffusion_core"].per_invocation["peak_activation_bytes"]
+    row = {r["stage"]: r for r in report.rows(off)}["diffusion_core"]
+    assert row["peak_memory_bytes"] == one + act
+    row = {r["stage"]: r for r in report.rows(on)}["diffusion_core"]
+    assert row["peak_memory_bytes"] == 2 * one + on.stage("diffusion_core").per_invocation["peak_activation_bytes"]
 
 
 def test_i2v_a14b_pipeline_stages():
@@ -157,7 +170,11 @@ def test_bad_input_is_one_clear_error(overrides, msg):
 
 
 def test_extrapolation_warnings_use_each_models_sizes():
-    assert wanir.estimate(["model=wan2.2-t2v-a14b", "workload.height=480", "workload.width=832"]).warnings == []
+    def extrapolation(w):
+        return [x for x in w if "official sizes" in x or "training range" in x or "frames lie" in x]
+
+    assert extrapolation(wanir.estimate(["model=wan2.2-t2v-a14b", "workload.height=480",
+                                         "workload.width=832"]).warnings) == []
     w = wanir.estimate(["model=wan2.2-t2v-a14b", "workload.height=1088", "workload.width=1920"]).warnings
     assert any("921,600" in x for x in w) and any("official sizes" in x for x in w)
     # 1280x720 is a Wan2.1/A14B size, not one of TI2V-5B's (1280x704, 704x1280)
@@ -249,17 +266,17 @@ def test_time_embedding_per_token_setting():
     term = (L - 1) * (2 * 256 * D + 2 * D * D + 12 * D * D)
     off = wanir.estimate(["model=wan2.2-t2v-a14b", "dit.time_embedding_per_token=false"])
     on = wanir.estimate(["model=wan2.2-t2v-a14b", "dit.time_embedding_per_token=true"])
-    auto = wanir.estimate(["model=wan2.2-t2v-a14b"])
+    auto = wanir.estimate(["model=wan2.2-t2v-a14b", "runtime=diffusers"])
     assert auto.total["tensor_flops"] == off.total["tensor_flops"]        # diffusers: one timestep per sample
     d = on.stage("diffusion_core")
     assert d.per_invocation["tensor_flops"] - off.stage("diffusion_core").per_invocation["tensor_flops"] == term
     assert on.total["tensor_flops"] - off.total["tensor_flops"] == 80 * term
     # auto under the official runtime embeds per token for Wan2.2, per sample for Wan2.1
-    official = wanir.estimate(["model=wan2.2-t2v-a14b", "+runtime.name=wan-official"])
+    official = wanir.estimate(["model=wan2.2-t2v-a14b", "runtime=wan-official"])
     assert official.total["tensor_flops"] == on.total["tensor_flops"]
     w21 = ["model=wan2.1-t2v-14b", "workload.steps=2"]
-    assert wanir.estimate(w21 + ["+runtime.name=wan-official"]).total["tensor_flops"] == \
-        wanir.estimate(w21).total["tensor_flops"]
+    assert wanir.estimate(w21 + ["runtime=wan-official"]).total["tensor_flops"] == \
+        wanir.estimate(w21 + ["runtime=diffusers"]).total["tensor_flops"]
     # TI2V-5B: auto is per token (its pipelines feed a (batch, tokens) timestep)
     ti = ["model=wan2.2-ti2v-5b", "workload.steps=1"]
     assert wanir.estimate(ti).total["tensor_flops"] == \
@@ -275,3 +292,55 @@ def test_tables_name_each_experts_steps():
     assert report.expert_lines(est) == [line]
     assert line in report.to_markdown(est)
     assert report.expert_lines(wanir.estimate(["model=wan2.2-ti2v-5b", "workload.steps=2"])) == []
+
+
+def test_official_runtime_attention_kernel_follows_the_model_family():
+    """Under runtime=wan-official, Wan2.2 models default to FlashAttention-3 on Hopper (the
+    Wan2.2 README's timings used it) and FlashAttention-2 elsewhere; Wan2.1 models to FA2."""
+    pytest.importorskip("wanir.runtime")
+
+    def kernel(*ov):
+        return load_config(["runtime=wan-official", *ov]).roofline.attention_kernel
+
+    assert kernel("model=wan2.2-t2v-a14b", "hardware=h100-sxm") == "flash3"
+    assert kernel("model=wan2.2-ti2v-5b", "hardware=h200") == "flash3"
+    assert kernel("model=wan2.2-i2v-a14b", "hardware=a100-80gb") == "flash2"
+    assert kernel("model=wan2.1-t2v-14b", "hardware=h100-sxm") == "flash2"
+
+
+def test_parallel_cost_counts_dit_calls_as_the_estimate_does():
+    """Multi-device costs report the two-expert stage per DiT call, as the single-device
+    estimate: with CFG parallelism each device runs one branch of every step, 40 calls of
+    exactly one expert call's FLOPs; with Ulysses all 80 calls."""
+    from wanir.backends import parallel
+
+    est = wanir.estimate(["model=wan2.2-t2v-a14b", "workload.steps=6"])
+    one = est.stage("diffusion_core")
+    high, low = wan22.expert_steps(6, 12.0, 0.875)
+    assert one.invocations == 2 * (high + low)
+    cfg = parallel.multi_device_cost(est, plan=parallel.make_plan("cfg", 2)).stages["diffusion_core"]
+    assert cfg["invocations"] == high + low
+    assert cfg["tensor_flops"] == one.per_invocation["tensor_flops"]
+    uly = parallel.multi_device_cost(est, plan=parallel.make_plan("ulysses", 4)).stages["diffusion_core"]
+    assert uly["invocations"] == 2 * (high + low)
+    for r in (cfg, uly):
+        assert math.isclose(r["time_s"], r["time_per_invocation_s"] * r["invocations"], rel_tol=1e-12)
+
+
+def test_cli_prints_wan22_tables_and_one_line_errors():
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "wanir.cli", *args], capture_output=True, text=True, timeout=300)
+
+    r = cli("estimate", "model=wan2.2-ti2v-5b", "workload.mode=i2v", "workload.steps=2")
+    assert r.returncode == 0 and "vae_encode" in r.stdout and "diffusion_core" in r.stdout
+    r = cli("estimate", "model=wan2.2-t2v-a14b", "workload.steps=4", "--format", "json")
+    d = json.loads(r.stdout)
+    core = next(s for s in d["stages"] if s["name"] == "diffusion_core")
+    assert core["invocations"] == sum(e["calls"] for e in core["experts"]) == 8
+    r = cli("estimate", "model=wan2.2-ti2v-5b", "workload.width=1296")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "allowed nearby: 1280 or 1312" in r.stderr
