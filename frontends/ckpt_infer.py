@@ -229,23 +229,25 @@ def _plain_cfg(c: dict) -> dict:
 
 def _storage_precision(cfg, comp) -> list:
     """Set ``precision.<key>`` of ``comp``'s weights to the dtype its files store, unless the
-    configured value differs from the shipped default (``precision/default.yaml``): a value
-    chosen by the user (an override or another precision option) is kept. Returns the lines
-    saying what was set or kept."""
-    from omegaconf import OmegaConf
-
-    from wanir.config import CONFIG_DIR, DTYPE_CHOICES
+    configured value differs from the runtime's default for that key (``runtime/*.yaml``): a
+    value the user chose (an override or a precision option) is kept. Under a plan that shards
+    the DiT (FSDP) the runtime's sharded-weight dtypes stay. Returns the lines saying what
+    was set or kept."""
+    from wanir.config import DTYPE_CHOICES
+    from wanir.runtime import _plan_sizes, runtime_options
 
     key, dt = PRECISION_KEYS.get(comp.component), comp.storage_dtype
     if key is None or dt is None or cfg.get("precision") is None or key not in cfg.precision:
         return []
-    if dt not in DTYPE_CHOICES:
-        return [f"  note: stored as {dt}, which wanir does not model; precision.{key}={cfg.precision[key]} kept"]
-    default = OmegaConf.load(CONFIG_DIR / "precision" / "default.yaml").get(key)
     now = cfg.precision[key]
+    if dt not in DTYPE_CHOICES:
+        return [f"  note: stored as {dt}, which wanir does not model; precision.{key}={now} kept"]
     if now == dt:
         return []
-    if now != default:
+    fsdp = _plan_sizes(cfg)[1] > 1
+    if fsdp and key == "dit_weights":
+        return [f"  note: stored as {dt}; precision.{key}={now} as the runtime shards it"]
+    if now != runtime_options(cfg).precision_default(key, fsdp):
         return [f"  note: stored as {dt}; precision.{key}={now} as configured"]
     cfg.precision[key] = dt
     return [f"  precision.{key}={dt} (the files' storage dtype; override with precision.{key}=...)"]

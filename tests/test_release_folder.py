@@ -245,14 +245,17 @@ def test_wan21_i2v_release_folder(parts, tmp_path, capsys):
     assert per == {"text_encoder": _n(m["te"]), "image_encoder": per["image_encoder"], "vae_encode":
                    _n(vae.encoder) + _n(vae.quant_conv), "diffusion_core": _n(m["dit"]),
                    "vae_decode": _n(vae.decoder) + _n(vae.post_quant_conv)}
-    # storage dtypes read from the files set the storage precision (fp32 DiT, bf16 T5, fp16 CLIP)
+    # storage dtypes read from the files set the storage precision where the runtime's default differs
+    # (diffusers loads the DiT in bf16 and CLIP in fp32; these files store fp32 and fp16)
+    est = estimate(["model=wan2.1-i2v-14b-480p", f"model.from={r}", "workload.height=64", "workload.width=64",
+                    "workload.frames=5", "workload.steps=2", "runtime=diffusers"])
     lines = est.extra["inferred"]
     assert any("precision.dit_weights=fp32" in line for line in lines)
     assert any("precision.image_encoder=fp16" in line for line in lines)
     assert est.stage("diffusion_core").per_invocation["weight_bytes"] == 4 * _n(m["dit"])
     # ... unless the user chose a precision
     est2 = estimate(["model=wan2.1-i2v-14b-480p", f"model.from={r}", "workload.height=64", "workload.width=64",
-                     "workload.frames=5", "workload.steps=2", "precision.dit_weights=fp8_e4m3"])
+                     "workload.frames=5", "workload.steps=2", "precision.dit_weights=fp8_e4m3", "runtime=diffusers"])
     assert est2.stage("diffusion_core").per_invocation["weight_bytes"] == _n(m["dit"])
     # the CLI prints every component
     assert main(["inspect", str(r)]) == 0
