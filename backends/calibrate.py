@@ -4,7 +4,7 @@
 device present (``--device auto|cpu|cuda``): GEMMs over a grid of shapes and dtypes,
 attention through every available backend (SDPA's flash / efficient / cuDNN / math;
 ``flash_attn``, ``flash_attn_interface`` and SageAttention when importable), Conv3d in the
-Wan-VAE's shapes, elementwise bandwidth with working sets beyond and inside the cache, the
+Wan-VAE's shapes (default NCDHW and channels_last_3d layouts), elementwise bandwidth with working sets beyond and inside the cache, the
 per-op issue cost of eager PyTorch, and host↔device copies (pinned and pageable) on a GPU.
 It then fits the kernel-model constants of that device against the model's own equations
 (backends/roofline.py, docs/time-model.md):
@@ -243,12 +243,16 @@ def _bench_conv(torch, clock, g, rows, progress):
     for n, c, t, h, w in g["conv3d"]:
         if clock.left() <= 0:
             return
-        conv = torch.nn.Conv3d(c, c, 3, padding=1).to(clock.dev, tdt)
-        x = torch.randn(n, c, t, h, w, device=clock.dev, dtype=tdt)
-        with torch.no_grad():
-            sec = clock.time(lambda: conv(x))
         f = 2 * n * c * t * h * w * c * 27
-        rows.append(Row("conv3d", "torch.nn.Conv3d", dt, f"{n}x{c}x{t}x{h}x{w}", f, sec, "TFLOP/s", f / sec / 1e12))
+        for layout, fmt in (("", torch.contiguous_format), (" channels_last_3d", torch.channels_last_3d)):
+            if clock.left() <= 0:
+                return
+            conv = torch.nn.Conv3d(c, c, 3, padding=1).to(clock.dev, tdt).to(memory_format=fmt)
+            x = torch.randn(n, c, t, h, w, device=clock.dev, dtype=tdt).to(memory_format=fmt)
+            with torch.no_grad():
+                sec = clock.time(lambda: conv(x))
+            rows.append(Row("conv3d", "torch.nn.Conv3d" + layout, dt, f"{n}x{c}x{t}x{h}x{w}", f, sec, "TFLOP/s",
+                            f / sec / 1e12, note="" if not layout else "recorded, not fitted (the default layout is)"))
         progress()
 
 
@@ -380,7 +384,7 @@ def fit(hw, rows: list[Row]) -> tuple[object, dict, dict]:
             notes.append(f"gemm.{key}: measured faster than the base spec's peak allows; clipped to 1")
         over.setdefault("gemm", {})[key] = _leaf(_clip(c))
     # conv: relative to the fitted GEMM
-    cv = [r for r in rows if r.bench == "conv3d" and r.seconds]
+    cv = [r for r in rows if r.bench == "conv3d" and r.backend == "torch.nn.Conv3d" and r.seconds]
     if cv:
         m = model_of({**over, "conv": {"ceiling_factor": _leaf(1.0), "transposes": _leaf(0.0)}})
         ratios = []

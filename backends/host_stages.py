@@ -35,6 +35,22 @@ def host_for(mem: MemoryOptions, hw) -> str:
     return host_name(mem, getattr(hw, "name", None))
 
 
+def load_host(mem: MemoryOptions, hw):
+    """The host Hardware for ``hw`` under ``memory.host``; an unknown name is a ConfigError
+    naming ``memory.host`` and the known entries."""
+    from wanir import hardware as hwlib
+    from wanir.errors import ConfigError
+
+    name = host_for(mem, hw)
+    try:
+        return hwlib.load(name)
+    except ConfigError as e:
+        msg = str(e)
+        if msg.startswith(f"hardware={name}:"):
+            msg = msg[len(f"hardware={name}:"):].strip()
+        raise ConfigError(f"memory.host={name}: {msg}") from None
+
+
 def copy_rate(hw, rt: Runtime, ideal: bool = False) -> float:
     """Bytes/s of host↔device weight copies under runtime ``rt`` (pinned rate when ideal)."""
     if ideal:

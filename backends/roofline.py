@@ -297,8 +297,10 @@ class _Timer:
         self.overhead = 0.0 if self.ideal else hw.launch_overhead_s
         self.peaks: dict = {}
         s = hw.sources
-        self.prov_peak = frozenset({("microarch.tensor_flops_per_clk_sm", s.get("microarch.sms", "datasheet")),
-                                    ("microarch.sms", s.get("microarch.sms", "assumed"))})
+        rate_key = f"microarch.tensor_flops_per_clk_sm.{hw.micro.native}.bf16"
+        self.prov_peak = frozenset({(rate_key, s.get(rate_key, "assumed")),
+                                    ("microarch.sms", s.get("microarch.sms", "assumed")),
+                                    ("memory.bandwidth_tbps", s.get("memory.bandwidth_tbps", "assumed"))})
         self.prov_launch = frozenset({("launch_overhead_us", s.get("launch_overhead_us", "assumed"))})
         l2 = hw.micro.l2_bytes
         self.l2 = l2

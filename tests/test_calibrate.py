@@ -106,3 +106,33 @@ def test_without_torch_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(WanirError, match="reference"):
         calibrate.run(tmp_path, device="cpu", quick=True, progress=False)
+
+
+def test_fit_recovers_known_constants_on_a_gpu_family():
+    """Measurements made up from known constants on an H100 (sm90) — GEMM ceiling 0.7, FA3
+    MMA ceiling 0.8, memory fraction 0.6 — are fitted back to those constants (the fit
+    inverts the model; this exercises the GPU path without a GPU)."""
+    from dataclasses import replace
+
+    from wanir.backends import calibrate
+    from wanir.backends.roofline import Model
+    hw = hardware.load("h100-sxm")
+    truth = {"gemm": {"ceiling": {"value": 0.7, "source": "measured"}},
+             "attention": {"flash3": {"mma_ceiling": {"value": 0.8, "source": "measured"}}}}
+    t_hw = replace(hw, kernels=truth)
+    rows = []
+    for n in (1024, 4096, 8192):
+        s, _ = Model(t_hw, "math").gemm(1, n, n, n, "bf16")
+        rows.append(calibrate.Row("gemm", "torch.matmul", "bf16", f"{n}x{n}x{n}", 2 * n ** 3, s, "TFLOP/s", 0))
+    for sq in (2048, 8192):
+        s, _ = Model(t_hw, "flash3").attention(40, sq, sq, 128, 128, "bf16")
+        rows.append(calibrate.Row("attention", "flash_attn_interface", "bf16", f"b1h40s{sq}d128",
+                                  4 * 40 * sq * sq * 128, s, "TFLOP/s", 0))
+    big = 4 * 2**30                                     # beyond the 50 MiB L2
+    rows.append(calibrate.Row("memory", "add-large", "fp32", "x", big, big / (3.35e12 * 0.6), "GB/s", 0))
+    fitted, over, _ = calibrate.fit(hw, rows)
+    assert over["gemm"]["ceiling"]["value"] == pytest.approx(0.7, rel=1e-6)
+    assert over["attention"]["flash3"]["mma_ceiling"]["value"] == pytest.approx(0.8, abs=0.005)
+    assert over["memory"]["fraction"]["value"] == pytest.approx(0.6, rel=1e-6)
+    assert all(r.model == pytest.approx(r.work / r.seconds / (1e9 if r.unit == "GB/s" else 1e12), rel=0.02)
+               for r in rows)

@@ -107,3 +107,16 @@ def test_official_fsdp_gathers_bf16_and_keeps_fp32_shards():
     gathers = [n for n in cost.graph if n.kind == "all_gather" and n.stage == "diffusion_core"]
     total_gathered = sum(n.outputs[0].nbytes * n.scope.weight_count for n in gathers)
     assert total_gathered == pytest.approx(2 * params, rel=0.01)                      # bf16
+
+
+def test_runtime_offload_default_follows_the_plan_unless_set():
+    import wanir
+    small = ["model=wan2.1-t2v-1.3b", "workload.height=240", "workload.width=416", "workload.frames=17",
+             "workload.steps=2"]
+    est = wanir.estimate(small)                       # one device: the official code offloads
+    assert est.config.memory.offload_model is True and est.extra["transfer_s"] > 0
+    # the same config on 4 devices: generate.py turns --offload_model off
+    assert wanir.multi_device_cost(est, devices=4, plan="ulysses").transfer_s == 0
+    # set by the user: kept on every plan
+    forced = wanir.estimate(small + ["memory.offload_model=true"])
+    assert wanir.multi_device_cost(forced, devices=4, plan="ulysses").transfer_s > 0

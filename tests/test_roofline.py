@@ -191,3 +191,15 @@ def test_json_has_no_nulls_for_t2v():
 def test_does_not_fit_warning():
     est = estimate(["hardware=rtx-4090"])
     assert any("does not fit" in w and "rtx-4090" in w for w in est.warnings)
+
+
+def test_attention_kernel_choice_moves_the_dit(capsys):
+    """On an H100 the published SageAttention2 (882 TFLOP/s) beats FA2 (370): the DiT stage
+    is faster with sage2; FA3 on an A100 does not exist: one line naming what does."""
+    from wanir.cli import main
+    fa2 = estimate(SMALL).stage("diffusion_core").per_invocation["time_s"]
+    sage = estimate(SMALL + ["roofline.attention_kernel=sage2"]).stage("diffusion_core").per_invocation["time_s"]
+    assert sage < fa2
+    assert main(["estimate", "hardware=a100-80gb", "roofline.attention_kernel=flash3"] + SMALL) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "flash3" in err and "sm80" in err and "available: flash2" in err

@@ -112,8 +112,19 @@ def both():
     return {rt: wanir.estimate(SMALL + [f"runtime={rt}"]) for rt in ("wan-official", "diffusers")}
 
 
+I2V = ["model=wan2.1-i2v-14b-480p", "workload.height=240", "workload.width=416", "workload.frames=17",
+       "workload.steps=2"]
+
+
 def test_flops_and_params_equal_across_runtimes(both):
-    off, dif = both["wan-official"], both["diffusers"]
+    i2v = {rt: wanir.estimate(I2V + [f"runtime={rt}"]) for rt in ("wan-official", "diffusers")}
+    for off, dif in ((both["wan-official"], both["diffusers"]), (i2v["wan-official"], i2v["diffusers"])):
+        _equal_counts(off, dif)
+    # the image-to-video DiT has the image branch in both variants
+    assert [s.name for s in i2v["wan-official"].stages] == [s.name for s in i2v["diffusers"].stages]
+
+
+def _equal_counts(off, dif):
     for s in off.stages:
         d = dif.stage(s.name)
         assert s.per_invocation["tensor_flops"] == d.per_invocation["tensor_flops"], s.name
@@ -152,10 +163,11 @@ def test_runtime_defaults_and_overrides():
                                       ("runtime.reserve_gib=-1", "runtime.reserve_gib"),
                                       ("runtime.allow_tf32=3", "runtime.allow_tf32"),
                                       ("memory.reserve_gib=1e9", "memory.reserve_gib"),
-                                      ("memory.offload_model=sometimes", "memory.offload_model")])
+                                      ("memory.offload_model=sometimes", "memory.offload_model"),
+                                      ("memory.host=nope", "memory.host=nope")])
 def test_bad_runtime_values_are_one_line_errors(bad, key):
     with pytest.raises(ConfigError) as e:
-        wanir.estimate(SMALL + [bad])
+        wanir.estimate(SMALL + [bad, "memory.t5_cpu=true"])
     assert key in str(e.value) and "\n" not in str(e.value)
 
 
@@ -236,3 +248,16 @@ def test_reserve_is_its_own_term_and_tight_warns():
     assert t.total["peak_memory_bytes"] <= cap
     assert any(w.startswith("tight:") for w in t.warnings)
     assert not any(w.startswith("tight:") for w in a.warnings)
+
+
+def test_default_attention_kernel_by_runtime_model_and_family():
+    from wanir.runtime import default_attention_kernel, runtime_options
+    off = runtime_options(load_config([]))
+    dif = runtime_options(load_config(["runtime=diffusers"]))
+    assert load_config([]).hardware.family == "sm90"
+    assert default_attention_kernel(off, "wan2.1", "sm90") == "flash2"       # FA3 is not in Wan2.1's requirements
+    assert default_attention_kernel(off, "wan2.2", "sm90") == "flash3"       # Wan2.2's README timings used FA3
+    assert default_attention_kernel(off, "wan2.2", "sm80") == "flash2"
+    assert default_attention_kernel(dif, "wan2.1", "sm90") == "sdpa"
+    assert load_config(["runtime=diffusers"]).roofline.attention_kernel == "sdpa"
+    assert load_config(["runtime=diffusers", "roofline.attention_kernel=flash3"]).roofline.attention_kernel == "flash3"

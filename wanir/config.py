@@ -60,9 +60,12 @@ def _choice(*choices):
     return check
 
 
-def _name(key, v):
-    if not isinstance(v, str) or not 0 < len(v) <= 32:
-        raise ConfigError(f"{key} must be a name of at most 32 characters, got {v!r}")
+def _attention_kernel(key, v):
+    """An attention kernel of wanir/data/kernels.yaml, or sdpa (null: the runtime's default).
+    Whether it exists on the chosen hardware's family is checked when timing."""
+    from .kernels import attention_kernels
+    if v is not None:
+        _choice(*attention_kernels())(key, v)
 
 
 def _int_or_auto(lo=1):
@@ -103,7 +106,7 @@ SCHEMA: dict[str, Any] = {
     "memory.t5_cpu": _bool,
     "roofline.mode": _choice("calibrated", "ideal"),
     "roofline.fusion": _choice("eager", "fused"),
-    "roofline.attention_kernel": _optional(_name),      # the kernel model checks (kernel, GPU family)
+    "roofline.attention_kernel": _attention_kernel,     # null: the runtime's default; (kernel, family) checked when timing
     "parallel.degree": _int_or_auto(),
     "parallel.ulysses": _int_or_auto(),
     "parallel.ring": _int_or_auto(),

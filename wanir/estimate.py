@@ -159,7 +159,7 @@ def annotate_time(graph: Graph, cfg, counts: dict) -> dict:
     offload, t5_cpu = mopt.offload_model, mopt.t5_cpu
     hw = hardware.from_config(cfg)
     host_stages = memory.HOST_STAGES_T5_CPU if t5_cpu else ()
-    host = hardware.load(hostlib.host_for(mopt, hw)) if host_stages else None
+    host = hostlib.load_host(mopt, hw) if host_stages else None
     by, mem = counts["bytes_pass"], counts["memory"]
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                       offload_model=False, allow_tf32_conv=allow_tf32_conv,

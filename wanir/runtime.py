@@ -87,7 +87,7 @@ def runtime_options(cfg) -> Runtime:
         raise ConfigError(f"runtime must be a mapping (a runtime/ config), got {type(r).__name__}")
     known = {"name", "description", "dit_lowering", "allow_tf32", "attention_kernel", "attention_kernel_wan22_sm90",
              "offload_model", "pageable_copy_efficiency", "prefetch_blocks", "reserve_gib", "multi_gpu",
-             "precision", "dit_weights_fsdp", "fsdp_shard_dtype"}
+             "precision", "dit_weights_fsdp", "fsdp_shard_dtype", "defaults_applied"}
     extra = sorted(set(r) - known)
     if extra:
         raise ConfigError(f"unknown key(s) runtime.{', runtime.'.join(extra)}; keys: {', '.join(sorted(known))}")
@@ -169,20 +169,44 @@ def apply_runtime(cfg) -> None:
     rt = runtime_options(cfg)
     degree, fsdp_n = _plan_sizes(cfg)
     fsdp = fsdp_n > 1
+    applied = []
+
+    def fill(key, value):
+        OmegaConf.update(cfg, key, value, merge=False)
+        applied.append(key)
+
     for k in PRECISION_KEYS:
         if OmegaConf.select(cfg, f"precision.{k}", default="__missing__") is None:
-            OmegaConf.update(cfg, f"precision.{k}", rt.precision_default(k, fsdp), merge=False)
+            fill(f"precision.{k}", rt.precision_default(k, fsdp))
     if OmegaConf.select(cfg, "roofline", default=None) is not None and \
             OmegaConf.select(cfg, "roofline.attention_kernel", default="__missing__") is None:
-        OmegaConf.update(cfg, "roofline.attention_kernel",
-                         default_attention_kernel(rt, _select(cfg, "model.family"), _select(cfg, "hardware.family")),
-                         merge=False)
+        fill("roofline.attention_kernel",
+             default_attention_kernel(rt, _select(cfg, "model.family"), _select(cfg, "hardware.family")))
     if OmegaConf.select(cfg, "memory", default=None) is not None:
         if OmegaConf.select(cfg, "memory.offload_model", default="__missing__") is None:
-            on = rt.offload_default == "always" or (rt.offload_default == "single-device" and degree == 1)
-            OmegaConf.update(cfg, "memory.offload_model", on, merge=False)
+            fill("memory.offload_model", offload_default(rt, degree))
         if OmegaConf.select(cfg, "memory.reserve_gib", default="__missing__") is None:
-            OmegaConf.update(cfg, "memory.reserve_gib", rt.reserve_gib, merge=False)
+            fill("memory.reserve_gib", rt.reserve_gib)
+    if OmegaConf.select(cfg, "runtime", default=None) is not None:
+        OmegaConf.update(cfg, "runtime.defaults_applied", applied, merge=False)
+
+
+def offload_default(rt: Runtime, devices: int) -> bool:
+    """Whether the runtime offloads by default on ``devices`` devices."""
+    return rt.offload_default == "always" or (rt.offload_default == "single-device" and devices == 1)
+
+
+def memory_options_for_plan(cfg, devices: int) -> "MemoryOptions":
+    """:func:`memory_options` for a plan on ``devices`` devices: when ``memory.offload_model``
+    was the runtime's default (not set by the user), it follows that plan's device count, as
+    the official ``generate.py`` does."""
+    from dataclasses import replace
+
+    mem = memory_options(cfg)
+    applied = _select(cfg, "runtime.defaults_applied", []) or []
+    if "memory.offload_model" in list(applied) and mem.offload in ("none", "model"):
+        mem = replace(mem, offload="model" if offload_default(runtime_options(cfg), devices) else "none")
+    return mem
 
 
 @dataclass(frozen=True)

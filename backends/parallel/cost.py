@@ -35,8 +35,9 @@ class DeviceGraph:
         self.kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
         self.fusion = _opt(cfg, "roofline.fusion", "eager")
         self.mode = _opt(cfg, "roofline.mode", "calibrated")
-        from wanir.runtime import memory_options, runtime_options
-        self.mem = memory_options(cfg)
+        from wanir.runtime import memory_options_for_plan, runtime_options
+        # one generate.py process group: the devices that work on one video or share its weights
+        self.mem = memory_options_for_plan(cfg, max(plan.replica, plan.fsdp))
         self.runtime = runtime_options(cfg)
         self.offload = self.mem.offload_model
         self.t5_cpu = self.mem.t5_cpu
@@ -60,7 +61,6 @@ class DeviceGraph:
         for compute nodes, the alpha-beta model (backends/comm.py) for communication nodes.
         Writes ``time_s``, ``comm_bytes``, ``comm_s``, ``exposed_s`` and ``tier`` on every
         communication node; returns a :class:`MultiDeviceCost`."""
-        from wanir import hardware as hwlib
         from wanir.passes import memory as mem_pass
 
         from .. import comm as commlib
@@ -69,7 +69,7 @@ class DeviceGraph:
         p, g = self.plan, self.graph
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
         from .. import host_stages as hostlib
-        host = hwlib.load(hostlib.host_for(self.mem, hw)) if host_stages else None
+        host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
