@@ -10,6 +10,7 @@
     wanir sweep  OVERRIDES-WITH-SWEEPS... -o DIR
     wanir report [OVERRIDES...] -o report.html
     wanir validate [FILE.csv] [--runtime NAME] [--format table|json|md] [--fail-above PCT]
+    wanir verify [OVERRIDES...] [--stage NAME] [--depth N] [--format table|json]
 """
 from __future__ import annotations
 
@@ -307,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     from wanir.backends import calibrate
     calibrate.add_parser(sub)
+    from wanir.verify import add_parser as _add_verify
+    _add_verify(sub, _add_common)
     return p
 
 
