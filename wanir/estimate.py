@@ -231,15 +231,7 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
     (a list or tuple of strings, e.g. ``["model=wan2.1-t2v-1.3b", "workload.height=480"]``)
     and an optional user config directory. Returns an :class:`Estimate`. Safe to call from
     several threads."""
-    from .errors import ConfigError
-
-    if not isinstance(overrides, (list, tuple)):
-        raise ConfigError(f"overrides must be a list or tuple of strings such as ['workload.height=480'], "
-                          f"got {type(overrides).__name__}")
-    bad = [o for o in overrides if not isinstance(o, str)]
-    if bad:
-        raise ConfigError(f"overrides must be strings; got {type(bad[0]).__name__} {str(bad[0])[:60]!r}")
-    return estimate_config(load_config(list(overrides), config_dir))
+    return estimate_config(load_config(overrides, config_dir))
 
 
 def estimate_graph(graph: Graph, cfg=None) -> Estimate:
