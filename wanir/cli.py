@@ -9,6 +9,7 @@
     wanir render [OVERRIDES...] [--stage NAME] [--depth N] [--color bound|time|none] -o FILE.{svg,png,pdf,dot}
     wanir sweep  OVERRIDES-WITH-SWEEPS... -o DIR
     wanir report [OVERRIDES...] -o report.html
+    wanir serve  [--host 127.0.0.1] [--port 8765] [--config-dir DIR] [--allow-files DIR] [--open]
 """
 from __future__ import annotations
 
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     _add_visual_commands(sub)
+    from wanir.web.command import add_parser as add_serve
+    add_serve(sub)
     return p
 
 
