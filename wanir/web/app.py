@@ -74,10 +74,11 @@ def culprit(overrides, message: str) -> str | None:
     return None if best is None else best[2]
 
 
-def create_app(config_dir=None, allow_files=None, allowed_hosts=None):
+def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: bool = True):
     """The Starlette application. ``config_dir``: the user's config folder (as
     ``--config-dir``); ``allow_files``: the folder ``model.from`` may read (None: none);
-    ``allowed_hosts``: the ``Host`` names accepted (default: the loopback names)."""
+    ``allowed_hosts``: the ``Host`` names accepted (default: the loopback names);
+    ``prefetch``: compose the configurations one hardware switch away while idle."""
     from anyio import to_thread
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -87,7 +88,7 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None):
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    engine = Engine(config_dir, allow_files)
+    engine = Engine(config_dir, allow_files, prefetch=prefetch)
 
     def js(data, status=200):
         return Response(json.dumps(_clean(data), separators=(",", ":")), status_code=status,
@@ -290,6 +291,6 @@ def serve(host: str = "127.0.0.1", port: int = 8765, config_dir=None, allow_file
 
 def _warm(engine) -> None:
     try:
-        engine.estimate([])
+        engine.estimate_view([])
     except Exception:  # noqa: BLE001 - a warm-up failure shows again on the first request
         pass

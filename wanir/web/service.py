@@ -176,12 +176,53 @@ class Engine:
     recent ones kept. ``config_dir``: the server's ``--config-dir``; ``allow_files``: the
     folder ``model.from`` may read (None: no file is read)."""
 
-    def __init__(self, config_dir=None, allow_files=None, cache_size: int = 16):
+    def __init__(self, config_dir=None, allow_files=None, cache_size: int = 16, prefetch: bool = False):
         self.config_dir = str(config_dir) if config_dir else None
         self.allow_files = str(Path(allow_files).resolve()) if allow_files else None
         self.lock = threading.RLock()
         self.cache: "OrderedDict[tuple, object]" = OrderedDict()
         self.cache_size = cache_size
+        self.last_request = 0.0
+        self._queue: list[tuple] = []
+        self._done: set[tuple] = set()
+        self._wake = threading.Event()
+        if prefetch:
+            threading.Thread(target=self._prefetch_loop, daemon=True, name="wanir-prefetch").start()
+
+    # Composing a new combination of group options takes Hydra a few hundred milliseconds
+    # (the rest of an estimate tens); once composed it is cached. After each answer, while no
+    # request is waiting, the combinations one hardware switch away are composed ahead.
+    def _prefetch(self, overrides: list[str]) -> None:
+        from wanir.config import GROUPS
+
+        groups = [o for o in overrides if o.split("=", 1)[0] in GROUPS and not o.startswith("hardware=")]
+        try:
+            names = options_of("hardware", self.config_dir)
+        except WanirError:   # pragma: no cover
+            return
+        todo = [tuple(groups + [f"hardware={h}"]) for h in names]
+        self._queue = [t for t in todo if t not in self._done]
+        self._wake.set()
+
+    def _prefetch_loop(self) -> None:   # pragma: no cover - timing only, measured by the benchmark
+        from wanir.config import load_config
+
+        while True:
+            self._wake.wait()
+            while self._queue:
+                if time.monotonic() - self.last_request < 0.3:
+                    time.sleep(0.1)
+                    continue
+                item = self._queue.pop(0)
+                if len(self._done) > 512:
+                    self._done.clear()
+                self._done.add(item)
+                with self.lock:
+                    try:
+                        load_config(list(item), self.config_dir)
+                    except Exception:  # noqa: BLE001 - a combination that does not compose is just skipped
+                        pass
+            self._wake.clear()
 
     def overrides(self, overrides) -> list[str]:
         """:func:`check_overrides` with this server's file permission."""
@@ -210,12 +251,15 @@ class Engine:
         fit, provenance, the per-device table of a parallel plan, the resolved config, the
         time breakdown and the memory timeline."""
         t0 = time.perf_counter()
+        self.last_request = time.monotonic()
         with self.lock:
             est = self.estimate(overrides)
             out = estimate_payload(est)
             out["multi_device"] = multi_device_payload(est)
         out["overrides"] = self.overrides(overrides)
         out["compute_ms"] = round(1e3 * (time.perf_counter() - t0), 1)
+        self.last_request = time.monotonic()
+        self._prefetch(out["overrides"])
         return out
 
     def roofline_view(self, overrides, by: str = "op", depth: int = 2) -> dict:
@@ -516,7 +560,8 @@ def memory_timeline(est) -> dict | None:
     info = est.extra.get("stages")
     if not info or est.config is None:
         return None
-    offload = bool(est.config.get("memory", {}).get("offload_model", False)) if hasattr(est.config, "get") else False
+    from omegaconf import OmegaConf
+    offload = bool(OmegaConf.select(est.config, "memory.offload_model", default=False))
     recs = {s.name: {"weight_bytes": s.per_invocation["weight_bytes"],
                      "peak_activation_bytes": s.per_invocation["peak_activation_bytes"] or 0,
                      "on_gpu": info.get(s.name, {}).get("on_gpu", True)} for s in est.stages}
@@ -525,7 +570,10 @@ def memory_timeline(est) -> dict | None:
         if not recs[s.name]["on_gpu"]:
             rows.append({"stage": s.name, "weight_bytes": 0, "activation_bytes": 0, "on_gpu": False})
             continue
-        alone = {k: (r if k == s.name else {**r, "peak_activation_bytes": 0}) for k, r in recs.items()}
+        # the memory pass's own rule, with only this stage's activations live (offload:
+        # only this stage's weights resident)
+        alone = {s.name: recs[s.name]} if offload else \
+            {k: (r if k == s.name else {**r, "peak_activation_bytes": 0}) for k, r in recs.items()}
         p = pipeline_peak(alone, offload)
         rows.append({"stage": s.name, "weight_bytes": p["weight_bytes"],
                      "activation_bytes": recs[s.name]["peak_activation_bytes"], "on_gpu": True})

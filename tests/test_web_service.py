@@ -1,0 +1,285 @@
+"""`wanir serve`'s computations, without a browser or a web framework: the input checks,
+and the views against independent sums, the CLI's own output and invariants."""
+import json
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import wanir
+from wanir.errors import ConfigError
+from wanir.web import service as W
+from wanir.web.app import culprit
+
+SMALL = ["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=17",
+         "workload.steps=2"]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return W.Engine()
+
+
+@pytest.fixture(scope="module")
+def est(engine):
+    return engine.estimate(SMALL)
+
+
+# ------------------------------------------------------------------------ input checks
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("workload.height=${oc.env:HOME}", "'$'"),                 # an interpolation would read the environment
+    ("workload=../../../../tmp/evil", "plain name"),            # a group option that walks out of the config folder
+    ("hardware=/etc/passwd", "plain name"),
+    ("+workload.extra=1", "KEY=VALUE"),                         # adding keys
+    ("~workload.height", "KEY=VALUE"),                          # deleting keys
+    ("workload.height", "KEY=VALUE"),
+    ("workload.height=4\\80", "'\\'"),
+    ("workload.height=48\x000", "control characters"),
+    ("model.from=/etc", "--allow-files"),                       # no file is read unless allowed
+    ("x" * 400 + "=1", "longer than"),
+])
+def test_bad_overrides_refused_in_one_line(bad, words):
+    with pytest.raises(ConfigError) as e:
+        W.check_overrides([bad])
+    msg = str(e.value)
+    assert words in msg and "\n" not in msg
+
+
+def test_override_count_and_type_bounded():
+    with pytest.raises(ConfigError, match="too many overrides"):
+        W.check_overrides(["workload.steps=2"] * (W.MAX_OVERRIDES + 1))
+    with pytest.raises(ConfigError, match="list"):
+        W.check_overrides("workload.steps=2")
+    with pytest.raises(ConfigError, match="string"):
+        W.check_overrides([3])
+    assert W.check_overrides(["  workload.steps=2 ", ""]) == ["workload.steps=2"]
+
+
+def test_model_from_only_inside_the_allowed_folder(tmp_path):
+    root = tmp_path / "models"
+    (root / "m").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    ok = W.check_overrides(["model.from=m"], allow_files=root)              # relative: inside the folder
+    assert ok == [f"model.from={(root / 'm').resolve()}"]
+    assert W.check_overrides([f"model.from={root / 'm'}"], allow_files=root) == ok
+    for bad in ("../secret", str(outside), "link", "m/../../secret"):
+        with pytest.raises(ConfigError, match="outside the folder"):
+            W.check_overrides([f"model.from={bad}"], allow_files=root)
+
+
+def test_engine_errors_are_the_cli_messages(engine, capsys):
+    from wanir.cli import main
+
+    for bad in (["workload.frames=80"], ["workload.heigth=480"], ["hardware=h1000"], ["workload.steps=abc"]):
+        with pytest.raises(ConfigError) as e:
+            engine.estimate_view(bad)
+        assert main(["estimate", *bad]) == 2
+        assert capsys.readouterr().err.strip() == f"wanir: error: {e.value}"
+
+
+def test_culprit_names_the_override():
+    ov = ["hardware=a100-80gb", "workload.height=480", "workload.frames=80"]
+    assert culprit(ov, "workload.frames=80: the VAE produces 1 + 4k frames") == "workload.frames"
+    assert culprit(ov, "hardware=h1000: no option 'h1000' in group 'hardware'") == "hardware"
+    assert culprit(["workload.heigth=1", "workload.height=2"],
+                   "unknown config key 'workload.heigth'; did you mean 'workload.height'?") == "workload.heigth"
+    assert culprit(ov, "dit: a patch grid exceeds rope_max_seq_len") is None
+
+
+def test_limits_of_views(engine):
+    with pytest.raises(ConfigError, match="depth"):
+        engine.roofline_view(SMALL, "scope", 99)
+    with pytest.raises(ConfigError, match="by="):
+        engine.roofline_view(SMALL, "layer", 2)
+    with pytest.raises(ConfigError, match="stage="):
+        engine.diagram_view(SMALL, "no_such_stage", 2)
+    with pytest.raises(ConfigError, match="devices"):
+        engine.size_view(SMALL, devices=[1, 2, 4, 8, 16, 32, 64])           # more device counts than allowed
+    with pytest.raises(ConfigError, match="devices"):
+        engine.size_view(SMALL, devices="1,1000")
+    with pytest.raises(ConfigError, match="latency"):
+        engine.size_view(SMALL, latency_s="inf")
+    with pytest.raises(ConfigError, match="hardware"):
+        engine.size_view(SMALL, hardware=["../../etc/passwd"])
+
+
+# ------------------------------------------------------------------------ options
+
+
+def test_options_list_every_group():
+    from wanir.config import GROUPS, list_options
+
+    opts = W.options()
+    assert [g["name"] for g in opts["groups"]] == list(GROUPS)
+    for g in opts["groups"]:
+        assert set(list_options(g["name"])) <= set(g["options"])
+    by = {g["name"]: g for g in opts["groups"]}
+    assert by["hardware"]["default"] == "h100-sxm" and by["model"]["default"] == "wan2.1-t2v-14b"
+    assert set(opts["hardware"]) == set(by["hardware"]["options"])
+
+
+# ------------------------------------------------------------------------ views
+
+
+def test_estimate_view_is_the_cli_document(engine, capsys):
+    from wanir.cli import main
+
+    v = engine.estimate_view(SMALL)
+    assert main(["estimate", *SMALL, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(v["document"]))
+    assert main(["estimate", *SMALL, "--format", "csv"]) == 0
+    assert capsys.readouterr().out == W.document(engine.estimate(SMALL), "csv")
+    # one table row per stage plus the total, in the CLI's column order
+    assert [r[0] for r in v["table"]["rows"]] == [s["name"] for s in v["document"]["stages"]] + ["total"]
+    assert v["table"]["head"][:3] == ["stage", "invocations", "FLOPs"]
+    from wanir.hardware import load
+    assert v["fit"]["fits"] is True and v["fit"]["capacity_bytes"] == load("h100-sxm").memory_bytes
+    assert v["fit"]["peak_memory_bytes"] == v["document"]["total"]["peak_memory_bytes"]
+
+
+def test_fit_against_the_device_capacity(engine):
+    v = engine.estimate_view(["hardware=rtx-4090"])        # the 14B at 720p does not fit in 24 GB
+    assert v["fit"]["fits"] is False
+    assert v["fit"]["peak_memory_bytes"] > v["fit"]["capacity_bytes"]
+    assert any("does not fit" in w for w in v["warnings"])
+
+
+def test_multi_device_view_is_the_cli_document(engine, capsys):
+    from wanir.cli import main
+
+    ov = ["model=wan2.1-t2v-1.3b", "workload=480p", "parallel=ulysses", "parallel.degree=4"]
+    v = engine.estimate_view(ov)
+    assert main(["estimate", *ov, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(v["multi_device"]["document"], default=str))
+    assert v["multi_device"]["table"]["rows"][-1][0] == "total"
+
+
+def test_provenance_shown_when_the_document_has_it():
+    assert W._find_provenance({"stages": [{"name": "a"}]}) is None
+    doc = {"provenance": "p", "stages": [{"name": "a", "provenance": {"kernel": "flash2"}}, {"name": "b"}]}
+    assert W._find_provenance(doc) == {"pipeline": "p", "a": {"kernel": "flash2"}}
+
+
+def test_breakdown_adds_up(est):
+    b = W.breakdown(est, depth=2)
+    val = dict(zip(b["ids"], b["values"]))
+    kids = {}
+    for i, p in zip(b["ids"], b["parents"]):
+        kids.setdefault(p, []).append(i)
+    for parent, ch in kids.items():
+        if parent:
+            assert sum(val[c] for c in ch) == pytest.approx(val[parent], rel=1e-12)
+    # the roots are the stages; each stage's value is its time per generation
+    roots = {i: val[i] for i in kids[""]}
+    for s in est.stages:
+        assert roots[s.name] == pytest.approx(s.total["time_s"], rel=1e-9)
+    assert all(lbl for lbl in b["labels"]) and len(set(b["ids"])) == len(b["ids"])
+
+
+@pytest.mark.parametrize("extra", [[], ["memory.offload_model=true"], ["memory.t5_cpu=true"]])
+def test_memory_timeline_peak_is_the_pipeline_peak(engine, extra):
+    e = engine.estimate(SMALL + extra)
+    m = W.memory_timeline(e)
+    heights = {r["stage"]: r["weight_bytes"] + r["activation_bytes"] for r in m["stages"]}
+    assert max(heights.values()) == e.total["peak_memory_bytes"]
+    assert heights[m["peak_stage"]] == e.total["peak_memory_bytes"]
+    gpu = [s for s in e.stages if e.extra["stages"][s.name]["on_gpu"]]
+    for r in m["stages"]:
+        assert r["activation_bytes"] == (e.stage(r["stage"]).per_invocation["peak_activation_bytes"]
+                                         if r["on_gpu"] else 0)
+        if extra == ["memory.offload_model=true"]:          # only the running stage's weights
+            assert r["weight_bytes"] == e.stage(r["stage"]).per_invocation["weight_bytes"]
+        elif r["on_gpu"]:                                   # every GPU stage's weights
+            assert r["weight_bytes"] == sum(s.per_invocation["weight_bytes"] for s in gpu)
+    from wanir.hardware import load
+    assert m["capacity_bytes"] == load("h100-sxm").memory_bytes
+
+
+@pytest.mark.parametrize("by", ["op", "scope"])
+def test_roofline_points_lie_under_the_roof(engine, by):
+    v = engine.roofline_view(SMALL + ["roofline.mode=ideal"], by, 2)
+    roof = v["roof"]
+    assert v["points"] and roof["peak_flops"] > 0
+    for p in v["points"]:
+        assert p["x"] == p["flops"] / p["bytes"] and p["y"] == p["flops"] / p["time_s"]
+        # ideal time = max(bytes / bandwidth, tensor FLOPs / peak, vector FLOPs / vector peak): the
+        # attained rate of all FLOPs is at most x × bandwidth and at most the two pipes' peaks together
+        assert p["y"] <= p["x"] * roof["bandwidth"] * (1 + 1e-9)
+        assert p["y"] <= (roof["peak_flops"] + roof["vector_flops"]) * (1 + 1e-9)
+    if by == "op":   # one point per op with FLOPs, bytes and time; the others counted
+        e = engine.estimate(SMALL + ["roofline.mode=ideal"])
+        ops = [n for n in e.graph if n.category != "input"]
+        assert len(v["points"]) + v["left_out"] == len(ops)
+
+
+def test_compare_ratios(engine):
+    a = ["model=wan2.1-t2v-1.3b", "workload=480p"]
+    b = a + ["hardware=a100-80gb"]
+    d = engine.compare_view(a, b)
+    ea, eb = engine.estimate(a), engine.estimate(b)
+    tot = d["rows"][-1]
+    assert tot["stage"] == "total"
+    assert tot["ratio"]["time_s"] == pytest.approx(eb.total["time_s"] / ea.total["time_s"])
+    assert tot["ratio"]["flops"] == 1.0                   # the same graph on another GPU: the same FLOPs
+    for r in d["rows"][:-1]:
+        s_a, s_b = ea.stage(r["stage"]), eb.stage(r["stage"])
+        assert r["ratio"]["time_s"] == pytest.approx(s_b.total["time_s"] / s_a.total["time_s"])
+
+
+def test_pareto_front_example():
+    pts = [(1, 10), (2, 5), (3, 5), (4, 1), (2, 8), (5, 2)]
+    # (3,5) is beaten by (2,5), (2,8) by (2,5), (5,2) by (4,1)
+    assert W.pareto_front(pts) == [0, 1, 3]
+
+
+@given(st.lists(st.tuples(st.integers(1, 20), st.integers(1, 20)), min_size=1, max_size=30))
+def test_pareto_front_property(pts):
+    front = set(W.pareto_front(pts))
+
+    def beats(q, p):
+        return q[0] <= p[0] and q[1] <= p[1] and q != p
+
+    for i, p in enumerate(pts):
+        dominated = any(beats(q, p) for q in pts)
+        if i in front:
+            assert not dominated
+        elif not dominated:      # an exact duplicate of a front point is left out
+            assert any(pts[j] == p for j in front)
+
+
+def test_size_view_bounded_and_marked(engine):
+    d = engine.size_view(["model=wan2.1-t2v-1.3b", "workload=480p"], latency_s=60, hardware=["h100-sxm", "a100-80gb"],
+                         devices="1,2", prices=["h100-sxm=2.5", "a100-80gb=1.5"])
+    assert 0 < d["shown"] <= W.MAX_SIZE_ROWS and d["priced"]
+    rows = d["rows"]
+    front = [r for r in rows if r["pareto"]]
+    assert front
+    for r in rows:    # every row's cost is devices × price × hours per video / replicas
+        price = {"h100-sxm": 2.5, "a100-80gb": 1.5}[r["hardware"]]
+        assert r["cost_per_video_usd"] == pytest.approx(r["gpu_hours_per_video"] * price)
+        if not r["pareto"]:
+            assert any(f["time_s"] <= r["time_s"] and f["cost_per_video_usd"] <= r["cost_per_video_usd"]
+                       for f in front)
+
+
+def test_diagram_is_svg(engine):
+    import shutil
+    if shutil.which("dot") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Graphviz's dot")
+        pytest.skip("needs Graphviz's dot")
+    svg = engine.diagram_view(SMALL, "diffusion_core", 1)
+    assert svg.startswith("<svg") and "diffusion_core" in svg
+
+
+def test_estimate_cache_is_bounded():
+    e = W.Engine(cache_size=2)
+    for steps in (1, 2, 3):
+        e.estimate(["model=wan2.1-t2v-1.3b", f"workload.steps={steps}", "workload.frames=5"])
+    assert len(e.cache) == 2
+    assert isinstance(e.estimate(["model=wan2.1-t2v-1.3b", "workload.steps=3", "workload.frames=5"]), wanir.Estimate)
