@@ -89,6 +89,7 @@ def test_culprit_names_the_override():
     assert culprit(["workload.heigth=1", "workload.height=2"],
                    "unknown config key 'workload.heigth'; did you mean 'workload.height'?") == "workload.heigth"
     assert culprit(ov, "dit: a patch grid exceeds rope_max_seq_len") is None
+    assert culprit(["model.from=/srv/m/x", "workload.steps=20"], "/srv/m/x: no such file or directory") == "model.from"
 
 
 def test_limits_of_views(engine):

@@ -57,7 +57,8 @@ def _clean(x):
 
 def culprit(overrides, message: str) -> str | None:
     """The key of the override an error message is about: the one named earliest in it
-    (the longest when two start at the same place), or None."""
+    (the longest when two start at the same place); else the one whose value (four
+    characters or more, not a number) it names; or None."""
     best = None
     for o in overrides or ():
         if not isinstance(o, str):
@@ -71,6 +72,11 @@ def culprit(overrides, message: str) -> str | None:
         cand = (i, -len(key), key)
         if best is None or cand < best:
             best = cand
+    if best is None:   # a message naming the value alone (a path: "/m: no such file or directory")
+        for o in overrides or ():
+            key, _, value = o.partition("=") if isinstance(o, str) else ("", "", "")
+            if len(value) >= 4 and not value.replace(".", "").isdigit() and value in message:
+                return key.strip()
     return None if best is None else best[2]
 
 
@@ -121,6 +127,13 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
     async def call(fn, *a):
         return await to_thread.run_sync(lambda: fn(*a))
 
+    def engine_overrides(ov):
+        """The overrides as the engine saw them (paths made absolute), for naming the culprit."""
+        try:
+            return engine.overrides(ov) + [o for o in ov if isinstance(o, str)]
+        except WanirError:
+            return [o for o in ov if isinstance(o, str)]
+
     def api(handler):
         async def endpoint(request: Request):
             data = {}
@@ -133,7 +146,7 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
                     v = data.get(k) if isinstance(data, dict) else None
                     if isinstance(v, list):
                         ov += v
-                return fail(e, ov)
+                return fail(e, engine_overrides(ov))
             except (ValueError, TypeError, KeyError) as e:   # a value the checks let through: still one line
                 return fail(e)
         return endpoint
