@@ -3,8 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+WEB_STAMP := $(VENV)/.installed-web
 
-.PHONY: demo test test-fast test-reference setup system-deps bench clean
+.PHONY: demo test test-fast test-reference setup setup-web system-deps bench bench-web serve clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,6 +19,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 setup: $(STAMP)
 
+# `wanir serve` and its browser tests: the 'web' extra and Playwright (it drives Debian's
+# chromium through executable_path; no browser is downloaded)
+$(WEB_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[web,browser]'
+	touch $(WEB_STAMP)
+
+setup-web: $(WEB_STAMP)
+
 # Debian's graphviz (the `dot` binary) and chromium (HTML report tests); needs root.
 system-deps:
 	@if ! command -v dot >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
@@ -27,7 +36,7 @@ system-deps:
 demo: setup
 	$(BIN)/wanir estimate
 
-test: setup system-deps
+test: setup setup-web system-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
@@ -38,6 +47,12 @@ test-reference: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_estimate.py
+
+bench-web: setup-web
+	$(BIN)/python benchmarks/bench_web.py
+
+serve: setup-web
+	$(BIN)/wanir serve
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

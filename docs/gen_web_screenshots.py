@@ -14,7 +14,9 @@ from pathlib import Path
 from wanir.web.launch import running_server
 
 HERE = Path(__file__).resolve().parent
-#: the configuration shown: the 14B at 720p on an H100 (the default), compared with an H200
+#: the configuration shown: the 14B at 720p on an H100 (the default); the comparison puts the
+#: 14B at 480p on an H200 next to it; the sizing tab sizes the 1.3B at 480p for 60 s per video
+#: at illustrative prices
 QUERY = "?hardware=h100-sxm"
 
 
@@ -52,7 +54,8 @@ def main(argv=None) -> int:
         print(f"wrote {out / 'web-compare.png'}")
         page.goto(url + "?model=wan2.1-t2v-1.3b&workload=480p#view=sizing")
         page.fill("#sz-latency", "60")
-        page.fill("#sz-prices", "h100-sxm=2.5 h200=3.5 b200=5 a100-80gb=1.5 l40s=1 rtx-4090=0.5 mi300x=2.5")
+        page.fill("#sz-hardware", "h100-sxm,h200,b200,a100-80gb,l40s,mi300x")
+        page.fill("#sz-prices", "h100-sxm=2.5 h200=3.5 b200=5 a100-80gb=1.5 l40s=1 mi300x=2.5")
         page.wait_for_selector("#sizing-table tbody tr", timeout=300_000)
         page.click("#sz-run")
         page.wait_for_selector("body[data-state=ready]", timeout=300_000)
