@@ -256,7 +256,8 @@ def test_pareto_front_property(pts):
 def test_size_view_bounded_and_marked(engine):
     d = engine.size_view(["model=wan2.1-t2v-1.3b", "workload=480p"], latency_s=60, hardware=["h100-sxm", "a100-80gb"],
                          devices="1,2", prices=["h100-sxm=2.5", "a100-80gb=1.5"])
-    assert 0 < d["shown"] <= W.MAX_SIZE_ROWS and d["priced"]
+    assert 0 < d["shown"] and d["priced"]
+    assert [r["rank"] for r in d["rows"]] == sorted(r["rank"] for r in d["rows"])
     rows = d["rows"]
     front = [r for r in rows if r["pareto"]]
     assert front
@@ -266,6 +267,20 @@ def test_size_view_bounded_and_marked(engine):
         if not r["pareto"]:
             assert any(f["time_s"] <= r["time_s"] and f["cost_per_video_usd"] <= r["cost_per_video_usd"]
                        for f in front)
+
+
+def test_size_payload_keeps_the_whole_front():
+    from types import SimpleNamespace
+
+    def cand(t, cost):
+        return SimpleNamespace(meets=True, to_dict=lambda: {"time_s": t, "cost_per_video_usd": cost,
+                                                            "gpu_hours_per_video": cost})
+    # ranked by cost: the fastest candidate is last, beyond the rows shown, yet on the front
+    cands = [cand(100.0, 1.0 + i / 1000) for i in range(W.MAX_SIZE_ROWS + 50)] + [cand(1.0, 9.0)]
+    d = W.size_payload({"candidates": cands, "priced": True, "evaluated": len(cands), "dropped": 0,
+                        "target": {}, "model": "m", "workload": {}, "prices": {}})
+    assert d["shown"] == W.MAX_SIZE_ROWS + 1
+    assert [r["rank"] for r in d["rows"] if r["pareto"]] == [1, len(cands)]
 
 
 def test_diagram_is_svg(engine):

@@ -634,16 +634,21 @@ def pareto_front(points) -> list[int]:
 
 
 def size_payload(res: dict) -> dict:
-    """A :func:`wanir.backends.sizing.size` result as rows (the best :data:`MAX_SIZE_ROWS`)
-    with ``pareto`` marking the cost-vs-latency front."""
-    cands = res["candidates"][:MAX_SIZE_ROWS]
+    """A :func:`wanir.backends.sizing.size` result as rows: the best :data:`MAX_SIZE_ROWS` in
+    rank order, plus any member of the cost-vs-latency Pareto front (computed over every
+    candidate that fits) ranked lower; ``pareto`` marks the front, ``rank`` is the rank."""
     priced = res["priced"]
-    recs = [c.to_dict() for c in cands]
     cost_key = "cost_per_video_usd" if priced else "gpu_hours_per_video"
-    front = set(pareto_front([(r["time_s"], r[cost_key]) for r in recs]))
-    for i, r in enumerate(recs):
-        r["pareto"] = i in front
+    allrecs = [c.to_dict() for c in res["candidates"]]
+    for i, r in enumerate(allrecs):
         r["rank"] = i + 1
+    pts = [(r["time_s"], r[cost_key] if r[cost_key] is not None else float("inf")) for r in allrecs]
+    front = set(pareto_front(pts))
+    recs = []
+    for i, r in enumerate(allrecs):
+        r["pareto"] = i in front
+        if i < MAX_SIZE_ROWS or r["pareto"]:
+            recs.append(r)
     return {"rows": recs, "cost_key": cost_key, "priced": priced, "evaluated": res["evaluated"],
             "dropped": res["dropped"], "fit": len(res["candidates"]), "shown": len(recs),
             "meets": sum(1 for c in res["candidates"] if c.meets), "target": res["target"],
