@@ -87,9 +87,12 @@ def test_downloads_equal_the_cli(url, fmt):
         assert b.decode() == out
 
 
-def test_report_download(url):
+def test_report_download_is_the_cli_report(url, tmp_path):
     s, h, b = request(url + "download/report.html?" + "&".join(SMALL))
     assert s == 200 and h["content-type"].startswith("text/html")
+    code, _, err = cli("report", *SMALL, "-o", str(tmp_path / "r.html"))
+    assert code == 0, err
+    assert b.decode() == (tmp_path / "r.html").read_text(encoding="utf-8")
     assert b'id="stage-table"' in b
 
 

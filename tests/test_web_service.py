@@ -134,7 +134,7 @@ def test_estimate_view_is_the_cli_document(engine, capsys):
     assert main(["estimate", *SMALL, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(v["document"]))
     assert main(["estimate", *SMALL, "--format", "csv"]) == 0
-    assert capsys.readouterr().out == W.document(engine.estimate(SMALL), "csv")
+    assert capsys.readouterr().out == engine.download(SMALL, "csv")
     # one table row per stage plus the total, in the CLI's column order
     assert [r[0] for r in v["table"]["rows"]] == [s["name"] for s in v["document"]["stages"]] + ["total"]
     assert v["table"]["head"][:3] == ["stage", "invocations", "FLOPs"]
@@ -148,6 +148,13 @@ def test_fit_against_the_device_capacity(engine):
     assert v["fit"]["fits"] is False
     assert v["fit"]["peak_memory_bytes"] > v["fit"]["capacity_bytes"]
     assert any("does not fit" in w for w in v["warnings"])
+
+
+def test_download_errors_are_the_cli_messages(engine):
+    with pytest.raises(ConfigError, match=r"^workload.frames=80: the VAE produces 1 \+ 4k frames"):
+        engine.download(["workload.frames=80"], "json")
+    with pytest.raises(ConfigError, match="allowed: json, csv, html"):
+        engine.download([], "xml")
 
 
 def test_multi_device_view_is_the_cli_document(engine, capsys):

@@ -192,23 +192,12 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
         async def endpoint(request: Request):
             ov = [f"{k}={v}" for k, v in request.query_params.multi_items()]
             try:
-                def make():
-                    est = engine.estimate(ov)
-                    if kind == "html":
-                        from wanir.backends.html import to_html
-                        with engine.lock:
-                            return to_html(est)
-                    from .service import document
-                    with engine.lock:
-                        return document(est, kind)
-                text = await call(make)
+                text = await call(engine.download, ov, kind)
             except WanirError as e:
                 msg = str(e).splitlines()[0]
                 return Response(msg + "\n", status_code=400, media_type="text/plain")
             media = {"json": "application/json", "csv": "text/csv", "html": "text/html"}[kind]
             name = {"json": "estimate.json", "csv": "estimate.csv", "html": "report.html"}[kind]
-            if not text.endswith("\n"):
-                text += "\n"
             return Response(text, media_type=media,
                             headers={"Content-Disposition": f'attachment; filename="{name}"',
                                      "Cache-Control": "no-store"})

@@ -298,6 +298,22 @@ class Engine:
                 raise WebError(f"the diagram needs Graphviz's `dot` program: {str(e).splitlines()[0][:200]}") \
                     from None
 
+    def download(self, overrides, kind: str) -> str:
+        """The file ``wanir estimate --format json|csv`` prints (``kind`` 'json' or 'csv') or
+        ``wanir report`` writes ('html') for ``overrides``."""
+        import tempfile
+
+        ov = self.overrides(overrides)
+        with self.lock:
+            if kind in ("json", "csv"):
+                return cli_output("estimate", ov, self.config_dir, "--format", kind)
+            if kind != "html":
+                raise WebError(f"no download {kind!r}; allowed: json, csv, html")
+            with tempfile.TemporaryDirectory(prefix="wanir-serve-") as d:
+                path = Path(d) / "report.html"
+                cli_output("report", ov, self.config_dir, "-o", str(path))
+                return path.read_text(encoding="utf-8")
+
     def compare_view(self, a, b) -> dict:
         """Two configurations side by side: each one's stage records and the ratio B / A per
         stage and in total (time, FLOPs, bytes, peak memory)."""
@@ -461,15 +477,25 @@ def multi_device_payload(est) -> dict | None:
             "table": {"head": head, "rows": body}, "summary": summary_lines(cost), "document": cost.to_dict()}
 
 
-def document(est, fmt: str = "json") -> str:
-    """What ``wanir estimate --format FMT`` prints for ``est`` ('json' or 'csv'): the
-    per-device document under a parallel plan, else the stage document."""
-    from wanir.backends.parallel import is_multi_device, multi_device_cost, render_cost
-    from wanir.backends.report import render
+def cli_output(command: str, overrides, config_dir=None, *args: str) -> str:
+    """What ``wanir COMMAND OVERRIDES... ARGS...`` prints on stdout, run in this process
+    (the CLI's own code path: the downloads are what the command line gives). Its one-line
+    error becomes a :class:`WebError`. ``overrides`` must have passed
+    :func:`check_overrides` (none starts with ``-``)."""
+    import contextlib
+    import io
 
-    if est.config is not None and is_multi_device(est.config):
-        return render_cost(multi_device_cost(est), fmt)
-    return render(est, fmt)
+    from wanir.cli import main
+
+    argv = [command, *overrides, *args] + (["--config-dir", config_dir] if config_dir else [])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    if code != 0:
+        lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+        msg = lines[-1] if lines else f"wanir {command} failed"
+        raise WebError(msg.removeprefix("wanir: error: "))
+    return out.getvalue()
 
 
 def _node_record(n) -> dict:
