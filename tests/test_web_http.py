@@ -92,7 +92,10 @@ def test_report_download_is_the_cli_report(url, tmp_path):
     assert s == 200 and h["content-type"].startswith("text/html")
     code, _, err = cli("report", *SMALL, "-o", str(tmp_path / "r.html"))
     assert code == 0, err
-    assert b.decode() == (tmp_path / "r.html").read_text(encoding="utf-8")
+    # the diagram's node ids are made from object ids, which differ from run to run
+    def norm(t):
+        return re.sub(r"\b([sn])\d{6,}\b", r"\1#", t)
+    assert norm(b.decode()) == norm((tmp_path / "r.html").read_text(encoding="utf-8"))
     assert b'id="stage-table"' in b
 
 
