@@ -30,9 +30,11 @@ MAX_DIAGRAM_DEPTH = 4
 #: breakdown / roofline scope depth allowed
 MAX_SCOPE_DEPTH = 6
 
-#: config groups laid out as the main controls, in this order; every other group of
-#: ``wanir.config.GROUPS`` is shown under "more groups"
+#: config groups laid out first, in this order; every other group of ``wanir.config.GROUPS``
+#: follows (optimizations, roofline, memory, any group added later), the model components
+#: last, folded
 MAIN_GROUPS = ("model", "workload", "runtime", "precision", "hardware", "parallel")
+COMPONENT_GROUPS = ("text_encoder", "image_encoder", "dit", "vae")
 #: workload keys with their own input field
 WORKLOAD_KEYS = ("height", "width", "frames", "steps", "guidance", "batch")
 
@@ -156,12 +158,13 @@ def options(config_dir=None) -> dict:
         except WanirError:   # pragma: no cover - every group in GROUPS is listable
             continue
         groups.append({"name": g, "options": opts, "default": defaults.get(g),
-                       "main": g in MAIN_GROUPS})
+                       "main": g in MAIN_GROUPS, "component": g in COMPONENT_GROUPS})
     hw = {}
     for h in hwlib.list_hardware(config_dir):
         s = h.summary()
         hw[s["name"]] = {k: s.get(k) for k in ("description", "kind", "bf16_tflops", "memory_gib", "bandwidth_tbps")}
-    return {"groups": groups, "main_groups": list(MAIN_GROUPS), "workload_keys": list(WORKLOAD_KEYS),
+    return {"groups": groups, "main_groups": list(MAIN_GROUPS), "component_groups": list(COMPONENT_GROUPS),
+            "workload_keys": list(WORKLOAD_KEYS),
             "hardware": hw,
             "limits": {"overrides": MAX_OVERRIDES, "override_length": MAX_OVERRIDE_LEN,
                        "size_devices": MAX_SIZE_DEVICES, "device_count": MAX_DEVICE_COUNT,
@@ -404,6 +407,14 @@ def _find_provenance(doc: dict):
     return out or None
 
 
+def _provenance_lines(est) -> list[str]:
+    """The CLI's lines on what each stage's time rests on, where this wanir prints them."""
+    from wanir.backends import report
+
+    f = getattr(report, "provenance_lines", None)
+    return list(f(est)) if callable(f) else []
+
+
 def fit_payload(est) -> dict | None:
     """Peak GPU memory against the device's capacity: peak, capacity (bytes), fits, and the
     fit verdict of the JSON document (``fits``) when it has one."""
@@ -443,6 +454,7 @@ def estimate_payload(est) -> dict:
         "warnings": list(est.warnings),
         "fit": fit,
         "provenance": _find_provenance(doc),
+        "provenance_lines": _provenance_lines(est),
         "stages": [s.name for s in est.stages],
         "workload": wl,
         "config": cfg,

@@ -96,10 +96,11 @@ function buildControls(opts) {
     }
     if (name === "parallel") main.append(field("parallel.degree", "devices (parallel.degree)", textInput("1")));
   }
-  for (const g of opts.groups) {
-    if (opts.main_groups.includes(g.name)) continue;
+  const rest = opts.groups.filter(g => !opts.main_groups.includes(g.name) && !g.component);
+  if (rest.length) main.append(el("div", {class: "group-title", text: "optimizations and options"}));
+  for (const g of rest) main.append(field(g.name, g.name, selectOf(g.options, g.default)));
+  for (const g of opts.groups.filter(g => g.component))
     other.append(field(g.name, g.name, selectOf(g.options, g.default)));
-  }
   for (const c of $$("[data-key]", $("#form"))) {
     const isText = c.tagName === "TEXTAREA" || c.type === "text";
     c.addEventListener(isText ? "input" : "change", () => schedule(isText ? 250 : 0));
@@ -253,9 +254,10 @@ function renderEstimate(d) {
     table(tb, d.multi_device.table.head, d.multi_device.table.rows, true);
     md.append(el("h3", {text: d.multi_device.title}), tb, ...d.multi_device.summary.map(s => el("p", {text: s})));
   }
-  const pb = $("#provenance-box");
-  pb.hidden = !d.provenance;
-  if (d.provenance) $("#provenance").replaceChildren(el("pre", {text: JSON.stringify(d.provenance, null, 2)}));
+  const pb = $("#provenance-box"), lines = d.provenance_lines || [];
+  pb.hidden = !d.provenance && !lines.length;
+  $("#provenance-lines").replaceChildren(...lines.map(l => el("li", {text: l})));
+  $("#provenance").replaceChildren(...(d.provenance ? [el("pre", {text: JSON.stringify(d.provenance, null, 2)})] : []));
   $("#config-yaml").textContent = JSON.stringify(d.config, null, 2);
   for (const k of S.options.workload_keys) {
     const c = controlOf(`workload.${k}`);
