@@ -304,18 +304,14 @@ class Engine:
     def download(self, overrides, kind: str) -> str:
         """The file ``wanir estimate --format json|csv`` prints (``kind`` 'json' or 'csv') or
         ``wanir report`` writes ('html') for ``overrides``."""
-        import tempfile
-
-        ov = self.overrides(overrides)
+        if kind not in ("json", "csv", "html"):
+            raise WebError(f"no download {kind!r}; allowed: json, csv, html")
         with self.lock:
-            if kind in ("json", "csv"):
-                return cli_output("estimate", ov, self.config_dir, "--format", kind)
-            if kind != "html":
-                raise WebError(f"no download {kind!r}; allowed: json, csv, html")
-            with tempfile.TemporaryDirectory(prefix="wanir-serve-") as d:
-                path = Path(d) / "report.html"
-                cli_output("report", ov, self.config_dir, "-o", str(path))
-                return path.read_text(encoding="utf-8")
+            est = self.estimate(overrides)
+            if kind == "html":
+                from wanir.backends.html import to_html
+                return to_html(est, depth=2)
+            return document(est, kind)
 
     def compare_view(self, a, b) -> dict:
         """Two configurations side by side: each one's stage records and the ratio B / A per
@@ -489,25 +485,18 @@ def multi_device_payload(est) -> dict | None:
             "table": {"head": head, "rows": body}, "summary": summary_lines(cost), "document": cost.to_dict()}
 
 
-def cli_output(command: str, overrides, config_dir=None, *args: str) -> str:
-    """What ``wanir COMMAND OVERRIDES... ARGS...`` prints on stdout, run in this process
-    (the CLI's own code path: the downloads are what the command line gives). Its one-line
-    error becomes a :class:`WebError`. ``overrides`` must have passed
-    :func:`check_overrides` (none starts with ``-``)."""
-    import contextlib
-    import io
+def document(est, fmt: str = "json") -> str:
+    """What ``wanir estimate --format FMT`` prints for ``est`` ('json' or 'csv'), made by the
+    functions the command calls: the per-device document under a parallel plan, else the
+    stage document (ending in a newline, as printed)."""
+    from wanir.backends.parallel import is_multi_device, multi_device_cost, render_cost
+    from wanir.backends.report import render
 
-    from wanir.cli import main
-
-    argv = [command, *overrides, *args] + (["--config-dir", config_dir] if config_dir else [])
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    if code != 0:
-        lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
-        msg = lines[-1] if lines else f"wanir {command} failed"
-        raise WebError(msg.removeprefix("wanir: error: "))
-    return out.getvalue()
+    if est.config is not None and is_multi_device(est.config):
+        out = render_cost(multi_device_cost(est), fmt)
+    else:
+        out = render(est, fmt)
+    return out if out.endswith("\n") else out + "\n"
 
 
 def _node_record(n) -> dict:
