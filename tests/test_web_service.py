@@ -306,3 +306,23 @@ def test_estimate_cache_is_bounded():
         e.estimate(["model=wan2.1-t2v-1.3b", f"workload.steps={steps}", "workload.frames=5"])
     assert len(e.cache) == 2
     assert isinstance(e.estimate(["model=wan2.1-t2v-1.3b", "workload.steps=3", "workload.frames=5"]), wanir.Estimate)
+
+
+def test_serve_without_the_extra_is_one_line(monkeypatch, capsys):
+    from wanir.cli import main
+    from wanir.web import command
+
+    monkeypatch.setattr(command, "NEEDS", ("starlette", "no_such_module_for_wanir"))
+    assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("wanir: error: wanir serve needs the 'web' extra (missing: no_such_module_for_wanir); "
+                   "install it with: pip install 'wanir[web]'\n")
+
+
+def test_serve_port_bounded(capsys):
+    from wanir.cli import main
+
+    if not all(__import__("importlib").util.find_spec(m) for m in ("starlette", "uvicorn", "plotly")):
+        pytest.skip("needs the 'web' extra")
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port must be in [0, 65535]" in capsys.readouterr().err

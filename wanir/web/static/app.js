@@ -314,7 +314,7 @@ function plotRoofline(d) {
   for (const p of d.points) (groups[p[colorBy] || "-"] ||= []).push(p);
   const total = d.points.reduce((a, p) => a + p.time_s * p.executions, 0) || 1;
   const traces = Object.entries(groups).map(([name, pts]) => ({
-    type: "scatter", mode: "markers", name, x: pts.map(p => p.x), y: pts.map(p => p.y),
+    type: "scatter", mode: "markers", name: esc(name), x: pts.map(p => p.x), y: pts.map(p => p.y),
     marker: {size: pts.map(p => 5 + 25 * Math.sqrt(p.time_s * p.executions / total)), opacity: 0.75,
              line: {width: 0.5, color: "#333"}},
     text: pts.map(p => `<b>${esc(p.name)}</b><br>scope ${esc(p.scope)}<br>${esc(p.kind)} → ${esc(p.shape)}` +
@@ -363,17 +363,17 @@ function plotBreakdown(b) {
   $("#bd-note").textContent = time ? "seconds per generation: stage → scope → op kind" :
     "no time estimated: FLOPs per generation";
   P.react("breakdown-plot", [{
-    type: $("#bd-kind").value, ids: b.ids, labels: b.labels, parents: b.parents, values: b.values,
+    type: $("#bd-kind").value, ids: b.ids, labels: b.labels.map(esc), parents: b.parents, values: b.values,
     branchvalues: "total", maxdepth: 4,
-    text: b.values.map(v => time ? fmtTime(v) : fmtCount(v) + "FLOP"),
-    hovertemplate: "<b>%{id}</b><br>%{text}<br>%{percentRoot:.1%} of the total<extra></extra>",
+    text: b.values.map(v => time ? fmtTime(v) : fmtCount(v) + "FLOP"), customdata: b.ids.map(esc),
+    hovertemplate: "<b>%{customdata}</b><br>%{text}<br>%{percentRoot:.1%} of the total<extra></extra>",
   }], {margin: {t: 10, l: 10, r: 10, b: 10}}, {responsive: true, displaylogo: false});
 }
 
 function plotMemory(m) {
   const P = plotly();
   if (!m) { $("#memory-plot").textContent = "no memory estimate"; return; }
-  const gib = 2 ** 30, x = m.stages.map(s => s.stage + (s.on_gpu ? "" : " (host)"));
+  const gib = 2 ** 30, x = m.stages.map(s => esc(s.stage) + (s.on_gpu ? "" : " (host)"));
   const traces = [
     {type: "bar", name: "resident weights", x, y: m.stages.map(s => s.weight_bytes / gib), marker: {color: "#80b1d3"},
      hovertemplate: "%{x}: weights %{y:.2f} GiB<extra></extra>"},
@@ -521,7 +521,7 @@ function renderSizing() {
   const hover = r => `${esc(r.hardware)} × ${r.devices}, ${esc(r.plan)}<br>${fmtTime(r.time_s)} per video, ` +
     `${r.cost === null ? "-" : r.cost.toFixed(3)} ${costName}`;
   const traces = Object.entries(byHw).map(([hw, rs]) => ({
-    type: "scatter", mode: "markers", name: hw, x: rs.map(r => r.time_s), y: rs.map(r => r.cost),
+    type: "scatter", mode: "markers", name: esc(hw), x: rs.map(r => r.time_s), y: rs.map(r => r.cost),
     text: rs.map(hover), hovertemplate: "%{text}<extra></extra>", marker: {size: 7, opacity: 0.6}}));
   const front = rows.filter(r => r.pareto).sort((a, b) => a.time_s - b.time_s);
   traces.push({type: "scatter", mode: "lines+markers", name: "Pareto front", x: front.map(r => r.time_s),
