@@ -326,3 +326,15 @@ def test_serve_port_bounded(capsys):
         pytest.skip("needs the 'web' extra")
     assert main(["serve", "--port", "70000"]) == 2
     assert "--port must be in [0, 65535]" in capsys.readouterr().err
+
+
+def test_sizing_ignores_the_gpu_and_plan_of_the_controls(engine):
+    from wanir.backends import sizing
+
+    ov = ["model=wan2.1-t2v-1.3b", "workload=480p"]
+    d = engine.size_view(ov + ["hardware=b200", "parallel=ulysses", "parallel.degree=2"], devices="1,2",
+                         hardware=["h100-sxm", "l40s"])
+    ref = sizing.size(ov, hardware=["h100-sxm", "l40s"], devices=(1, 2))
+    assert [(r["hardware"], r["plan"], r["time_s"]) for r in d["rows"]] == \
+        [(c.hardware, c.plan.label, c.time_s) for c in ref["candidates"]]
+    assert {r["hardware"] for r in d["rows"]} == {"h100-sxm", "l40s"}

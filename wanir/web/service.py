@@ -322,11 +322,15 @@ class Engine:
 
     def size_view(self, overrides, latency_s=None, throughput=None, prices=None, hardware=None,
                   devices=None) -> dict:
-        """``wanir size`` for the workload of ``overrides``: every candidate that fits (the
-        best :data:`MAX_SIZE_ROWS`), with the Pareto front of cost per video against latency."""
+        """``wanir size`` for the workload of ``overrides`` (their ``hardware`` and ``parallel``
+        overrides left out: the sizing tries ``hardware``, default every GPU, and every plan on
+        ``devices``): every candidate that fits (see :func:`size_payload`), with the Pareto
+        front of cost per video against latency."""
         from wanir.backends import sizing
 
-        ov = self.overrides(overrides)
+        # the sizing explores hardware and plans: the GPU and plan of the controls are left out
+        ov = [o for o in self.overrides(overrides)
+              if o.split("=", 1)[0].split(".", 1)[0] not in ("hardware", "parallel")]
         latency_s = _pos_float("latency", latency_s)
         throughput = _pos_float("throughput", throughput)
         devs = _devices(devices)
