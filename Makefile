@@ -3,9 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-WEB_STAMP := $(VENV)/.installed-web
 
-.PHONY: demo test test-fast test-reference setup setup-web system-deps bench bench-web serve clean
+.PHONY: demo test test-fast test-reference setup system-deps bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,14 +17,6 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
-
-# `wanir serve` and its browser tests: the 'web' extra and Playwright (it drives Debian's
-# chromium through executable_path; no browser is downloaded)
-$(WEB_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[web,browser]'
-	touch $(WEB_STAMP)
-
-setup-web: $(WEB_STAMP)
 
 # Debian's graphviz (the `dot` binary) and chromium (HTML report tests); needs root.
 system-deps:
@@ -48,11 +39,22 @@ test-reference: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_estimate.py
 
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# `wanir serve` and its browser tests: the 'web' extra and Playwright (it drives Debian's
+# chromium through executable_path; no browser is downloaded)
+WEB_STAMP := $(VENV)/.installed-web
+.PHONY: setup-web bench-web serve
+
+$(WEB_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[web,browser]'
+	touch $(WEB_STAMP)
+
+setup-web: $(WEB_STAMP)
+
 bench-web: setup-web
 	$(BIN)/python benchmarks/bench_web.py
 
 serve: setup-web
 	$(BIN)/wanir serve
-
-clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
