@@ -134,7 +134,7 @@ def test_estimate_view_is_the_cli_document(engine, capsys):
     assert main(["estimate", *SMALL, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(v["document"]))
     assert main(["estimate", *SMALL, "--format", "csv"]) == 0
-    assert capsys.readouterr().out == engine.download(SMALL, "csv")
+    assert capsys.readouterr().out.replace("\r\n", "\n") == engine.download(SMALL, "csv").replace("\r\n", "\n")
     # one table row per stage plus the total, in the CLI's column order
     assert [r[0] for r in v["table"]["rows"]] == [s["name"] for s in v["document"]["stages"]] + ["total"]
     assert v["table"]["head"][:3] == ["stage", "invocations", "FLOPs"]
@@ -157,14 +157,21 @@ def test_download_errors_are_the_cli_messages(engine):
         engine.download([], "xml")
 
 
-def test_multi_device_view_is_the_cli_document(engine, capsys):
+def test_multi_device_view_is_the_cli_table(engine, capsys):
+    from wanir.backends.parallel import cost_rows, multi_device_cost
     from wanir.cli import main
 
     ov = ["model=wan2.1-t2v-1.3b", "workload=480p", "parallel=ulysses", "parallel.degree=4"]
     v = engine.estimate_view(ov)
+    head, body = cost_rows(multi_device_cost(engine.estimate(ov)))
+    assert v["multi_device"]["table"] == {"head": head, "rows": body}
+    assert body[-1][0] == "total" and body[-1][1] == "4"
+    assert main(["estimate", *ov, "--format", "md"]) == 0     # the CLI's table has the same rows
+    md = capsys.readouterr().out
+    for row in body:
+        assert "| " + " | ".join(row) + " |" in md
     assert main(["estimate", *ov, "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(v["multi_device"]["document"], default=str))
-    assert v["multi_device"]["table"]["rows"][-1][0] == "total"
+    assert json.loads(capsys.readouterr().out) == json.loads(engine.download(ov, "json"))
 
 
 def test_provenance_shown_when_the_document_has_it():

@@ -292,9 +292,13 @@ class Engine:
                 stage = None
             elif stage not in est.graph.stages:
                 raise WebError(f"stage={stage!r}: stages of this pipeline: {', '.join(est.graph.stages)}")
+            graph = est.graph
+            from wanir.backends.parallel import is_multi_device, multi_device_cost
+            if est.config is not None and is_multi_device(est.config):   # one device's graph of the plan
+                graph = multi_device_cost(est).graph
             try:
                 from wanir.backends.html import _strip_svg_header
-                return _strip_svg_header(gv.to_svg(est.graph, stage=stage, depth=depth, color=color))
+                return _strip_svg_header(gv.to_svg(graph, stage=stage, depth=depth, color=color))
             except WanirError:
                 raise
             except Exception as e:  # noqa: BLE001 - graphviz missing or failing: one line
@@ -303,15 +307,19 @@ class Engine:
 
     def download(self, overrides, kind: str) -> str:
         """The file ``wanir estimate --format json|csv`` prints (``kind`` 'json' or 'csv') or
-        ``wanir report`` writes ('html') for ``overrides``."""
+        ``wanir report`` writes ('html') for ``overrides``: the command itself, run in a child
+        process."""
+        import tempfile
+
         if kind not in ("json", "csv", "html"):
             raise WebError(f"no download {kind!r}; allowed: json, csv, html")
-        with self.lock:
-            est = self.estimate(overrides)
-            if kind == "html":
-                from wanir.backends.html import to_html
-                return to_html(est, depth=2)
-            return document(est, kind)
+        ov = self.overrides(overrides)
+        if kind != "html":
+            return run_cli("estimate", ov, self.config_dir, "--format", kind)
+        with tempfile.TemporaryDirectory(prefix="wanir-serve-") as d:
+            path = Path(d) / "report.html"
+            run_cli("report", ov, self.config_dir, "-o", str(path))
+            return path.read_text(encoding="utf-8")
 
     def compare_view(self, a, b) -> dict:
         """Two configurations side by side: each one's stage records and the ratio B / A per
@@ -489,18 +497,32 @@ def multi_device_payload(est) -> dict | None:
             "table": {"head": head, "rows": body}, "summary": summary_lines(cost), "document": cost.to_dict()}
 
 
-def document(est, fmt: str = "json") -> str:
-    """What ``wanir estimate --format FMT`` prints for ``est`` ('json' or 'csv'), made by the
-    functions the command calls: the per-device document under a parallel plan, else the
-    stage document (ending in a newline, as printed)."""
-    from wanir.backends.parallel import is_multi_device, multi_device_cost, render_cost
-    from wanir.backends.report import render
+#: seconds a download's command may run, and how many run at once
+DOWNLOAD_TIMEOUT_S = 300
+_DOWNLOADS = threading.BoundedSemaphore(2)
 
-    if est.config is not None and is_multi_device(est.config):
-        out = render_cost(multi_device_cost(est), fmt)
-    else:
-        out = render(est, fmt)
-    return out if out.endswith("\n") else out + "\n"
+
+def run_cli(command: str, overrides, config_dir=None, *args: str) -> str:
+    """What ``wanir COMMAND OVERRIDES... ARGS...`` prints on stdout, run as the command line
+    in a child process (so a download is exactly what the CLI gives). Its one-line error
+    becomes a :class:`WebError`. ``overrides`` must have passed :func:`check_overrides`
+    (none starts with ``-``; no shell is involved)."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "wanir", command, *overrides, *args]
+    if config_dir:
+        argv += ["--config-dir", config_dir]
+    with _DOWNLOADS:
+        try:
+            r = subprocess.run(argv, capture_output=True, timeout=DOWNLOAD_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise WebError(f"wanir {command} took longer than {DOWNLOAD_TIMEOUT_S} s") from None
+    if r.returncode != 0:
+        lines = [ln for ln in r.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+        msg = lines[-1] if lines else f"wanir {command} failed (exit status {r.returncode})"
+        raise WebError(msg.removeprefix("wanir: error: "))
+    return r.stdout.decode("utf-8")
 
 
 def _node_record(n) -> dict:
