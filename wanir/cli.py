@@ -1,6 +1,7 @@
 """The ``wanir`` command line: a thin layer over the Python API.
 
     wanir estimate [OVERRIDES...] [--format table|json|md|csv] [--by stage|scope|kind --depth N]
+    wanir serve    [--host 127.0.0.1] [--port 8765] [--config-dir DIR] [--allow-files DIR] [--open]
     wanir hardware [--config-dir DIR] [--format table|json|md]
     wanir config   [OVERRIDES...]
     wanir ops
@@ -9,7 +10,6 @@
     wanir render [OVERRIDES...] [--stage NAME] [--depth N] [--color bound|time|none] -o FILE.{svg,png,pdf,dot}
     wanir sweep  OVERRIDES-WITH-SWEEPS... -o DIR
     wanir report [OVERRIDES...] -o report.html
-    wanir serve  [--host 127.0.0.1] [--port 8765] [--config-dir DIR] [--allow-files DIR] [--open]
 """
 from __future__ import annotations
 
@@ -285,9 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--format", choices=("text", "json"), default="text")
     i.set_defaults(func=cmd_inspect)
 
-    _add_visual_commands(sub)
     from wanir.web.command import add_parser as add_serve
     add_serve(sub)
+    _add_visual_commands(sub)
     return p
 
 
