@@ -60,6 +60,14 @@ def _choice(*choices):
     return check
 
 
+def _attention_kernel(key, v):
+    """An attention kernel of wanir/data/kernels.yaml, or sdpa (null: the runtime's default).
+    Whether it exists on the chosen hardware's family is checked when timing."""
+    from .kernels import attention_kernels
+    if v is not None:
+        _choice(*attention_kernels())(key, v)
+
+
 def _int_or_auto(lo=1):
     ints = _int(lo)
 
@@ -98,7 +106,7 @@ SCHEMA: dict[str, Any] = {
     "memory.t5_cpu": _bool,
     "roofline.mode": _choice("calibrated", "ideal"),
     "roofline.fusion": _choice("eager", "fused"),
-    "roofline.attention_kernel": _choice("flash2", "flash3", "math"),
+    "roofline.attention_kernel": _attention_kernel,
     "parallel.degree": _int_or_auto(),
     "parallel.ulysses": _int_or_auto(),
     "parallel.ring": _int_or_auto(),
