@@ -538,11 +538,37 @@ def _node_record(n) -> dict:
             "x": (fl / by) if by else None, "y": (fl / t) if t else None}
 
 
+def roof_of(est) -> dict | None:
+    """The roofs of the configured hardware: ``peak_flops`` (dense tensor FLOP/s at the DiT's
+    compute dtype), ``vector_flops``, ``bandwidth`` (DRAM bytes/s) and, where the hardware
+    describes its last-level cache, ``l2_bandwidth`` (a node whose working set fits the L2
+    streams at that rate)."""
+    from omegaconf import OmegaConf
+
+    from wanir import hardware as hwlib
+
+    if est.config is None:
+        return None
+    try:
+        hw = hwlib.from_config(est.config)
+    except WanirError:
+        return None
+    dtype = str(OmegaConf.select(est.config, "precision.dit_compute", default=None) or "bf16")
+    try:
+        peak = hw.peak(dtype)
+    except WanirError:
+        dtype, peak = "bf16", hw.tensor_flops.get("bf16")
+    if not peak:
+        return None
+    l2 = getattr(getattr(hw, "micro", None), "l2_bandwidth", None)
+    return {"name": hw.name, "dtype": dtype, "peak_flops": float(peak), "vector_flops": float(hw.vector_flops),
+            "bandwidth": float(hw.memory_bandwidth), "l2_bandwidth": float(l2) if l2 else None}
+
+
 def roofline_payload(est, by: str = "op", depth: int = 2) -> dict:
     """Points (arithmetic intensity ``x`` in FLOP/byte, attained FLOP/s ``y``) of every op
     with FLOPs, bytes and time, or of every scope cut at ``depth`` below its stage; and the
-    roofs of the configured hardware (:func:`wanir.backends.plots.hardware_roof`)."""
-    from wanir.backends.plots import hardware_roof
+    roofs of the configured hardware (:func:`roof_of`)."""
     from wanir.backends.report import scope_rows
 
     pts, left_out = [], 0
@@ -564,7 +590,7 @@ def roofline_payload(est, by: str = "op", depth: int = 2) -> dict:
                         "category": "scope", "shape": f"{r['nodes']} ops", "flops": r["flops"], "bytes": r["bytes"],
                         "time_s": r["time_s"], "executions": 1, "bound": r["bound"],
                         "x": r["flops"] / r["bytes"], "y": r["flops"] / r["time_s"]})
-    roof = hardware_roof(est.config) if est.config is not None else None
+    roof = roof_of(est)
     return {"by": by, "depth": depth, "points": pts, "left_out": left_out, "roof": roof,
             "hardware": est.hardware, "devices": {s: i.get("device") for s, i in est.extra.get("stages", {}).items()}}
 

@@ -334,6 +334,9 @@ function plotRoofline(d) {
     if (r.vector_flops) traces.push({type: "scatter", mode: "lines", name: "vector roof", x: grid,
                                      y: grid.map(g => Math.min(r.vector_flops, g * r.bandwidth)),
                                      line: {color: "#222", width: 1, dash: "dash"}, hoverinfo: "skip"});
+    if (r.l2_bandwidth) traces.push({type: "scatter", mode: "lines", name: `L2 roof: ${(r.l2_bandwidth / 1e12).toFixed(1)} TB/s (working set in L2)`,
+                                     x: grid, y: grid.map(g => Math.min(r.peak_flops, g * r.l2_bandwidth)),
+                                     line: {color: "#888", width: 1, dash: "dot"}, hoverinfo: "skip"});
   }
   $("#roof-note").textContent = `${d.points.length} ${d.by === "op" ? "ops" : "scopes"}` +
     (d.left_out ? `, ${d.left_out} without FLOPs, bytes or time not shown` : "") + "; marker area ∝ share of time";
