@@ -265,8 +265,9 @@ function renderEstimate(d) {
   }
   const hw = S.options.hardware[(d.document.hardware || "")];
   const hint = document.getElementById("hint-hardware");
-  if (hint) hint.textContent = hw ? `${hw.description || ""} — ${hw.memory_gib ?? "?"} GiB, ` +
-    `${hw.bf16_tflops ?? "?"} BF16 TFLOP/s, ${hw.bandwidth_tbps ?? "?"} TB/s` : "";
+  const num = x => (x === null || x === undefined) ? "?" : String(+Number(x).toPrecision(4));
+  if (hint) hint.textContent = hw ? `${hw.description || ""} — ${num(hw.memory_gib)} GiB, ` +
+    `${num(hw.bf16_tflops)} BF16 TFLOP/s, ${num(hw.bandwidth_tbps)} TB/s` : "";
   const sel = $("#dg-stage"), keep = S.wantStage ?? sel.value;
   S.wantStage = undefined;
   sel.replaceChildren(el("option", {value: "", text: "whole pipeline"}), ...d.stages.map(s => el("option", {value: s, text: s})));
