@@ -350,3 +350,20 @@ def test_sizing_ignores_the_gpu_and_plan_of_the_controls(engine):
     assert [(r["hardware"], r["plan"], r["time_s"]) for r in d["rows"]] == \
         [(c.hardware, c.plan.label, c.time_s) for c in ref["candidates"]]
     assert {r["hardware"] for r in d["rows"]} == {"h100-sxm", "l40s"}
+
+
+def test_config_dir_options_appear(tmp_path):
+    from wanir.config import CONFIG_DIR
+
+    hw = tmp_path / "hardware"
+    hw.mkdir()
+    text = (CONFIG_DIR / "hardware" / "h100-sxm.yaml").read_text()
+    (hw / "my-gpu.yaml").write_text(text.replace("name: h100-sxm", "name: my-gpu"))
+    opts = W.options(str(tmp_path))
+    by = {g["name"]: g for g in opts["groups"]}
+    assert "my-gpu" in by["hardware"]["options"] and "my-gpu" in opts["hardware"]
+    e = W.Engine(config_dir=tmp_path)
+    v = e.estimate_view(["model=wan2.1-t2v-1.3b", "workload.frames=5", "workload.steps=1", "hardware=my-gpu"])
+    assert v["document"]["hardware"] == "my-gpu"
+    with pytest.raises(ConfigError, match="my-gpu"):        # the options named in the message include it
+        e.estimate_view(["hardware=../x"])

@@ -53,7 +53,7 @@ def _is_path_key(key: str) -> bool:
     return last in _PATH_KEYS or last.endswith(tuple("_" + p for p in _PATH_KEYS))
 
 
-def check_overrides(overrides, allow_files: str | Path | None = None) -> list[str]:
+def check_overrides(overrides, allow_files: str | Path | None = None, config_dir=None) -> list[str]:
     """The overrides of one request, checked: a list of at most :data:`MAX_OVERRIDES`
     strings ``key=value`` of at most :data:`MAX_OVERRIDE_LEN` printable characters each, the
     key a plain dotted name (no ``+``/``~`` prefixes), the value without ``$`` (no
@@ -70,7 +70,7 @@ def check_overrides(overrides, allow_files: str | Path | None = None) -> list[st
     out = []
     for o in overrides:
         if not isinstance(o, str):
-            raise WebError(f"override {o!r}: must be a KEY=VALUE string")
+            raise WebError(f"override {repr(o)[:60]}: must be a KEY=VALUE string")
         o = o.strip()
         if not o:
             continue
@@ -87,7 +87,7 @@ def check_overrides(overrides, allow_files: str | Path | None = None) -> list[st
             raise WebError(f"{key}={value}: '$' and '\\' are not accepted here (no interpolation)")
         if key in GROUPS and value != "null" and not _OPTION_RE.fullmatch(value):
             raise WebError(f"{key}={value}: an option of group '{key}' is a plain name "
-                           f"(options: {', '.join(options_of(key))})")
+                           f"(options: {', '.join(options_of(key, config_dir))})")
         if _is_path_key(key):
             value = _allowed_path(key, value, allow_files)
             o = f"{key}={value}"
@@ -229,7 +229,7 @@ class Engine:
 
     def overrides(self, overrides) -> list[str]:
         """:func:`check_overrides` with this server's file permission."""
-        return check_overrides(overrides, self.allow_files)
+        return check_overrides(overrides, self.allow_files, self.config_dir)
 
     def estimate(self, overrides):
         """The Estimate of ``overrides`` (checked here), from the cache when seen lately."""
