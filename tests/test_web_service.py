@@ -1,5 +1,6 @@
 """`wanir serve`'s computations, without a browser or a web framework: the input checks,
 and the views against independent sums, the CLI's own output and invariants."""
+import contextlib
 import json
 import os
 
@@ -105,6 +106,11 @@ def test_limits_of_views(engine):
         engine.size_view(SMALL, devices="1,1000")
     with pytest.raises(ConfigError, match="latency"):
         engine.size_view(SMALL, latency_s="inf")
+    # the messages of `wanir size` for the same values
+    with pytest.raises(ConfigError, match=r"^--latency must be > 0 seconds, got -1.0$"):
+        engine.size_view(SMALL, latency_s="-1")
+    with pytest.raises(ConfigError, match=r"^argument --throughput: invalid float value: 'fast'$"):
+        engine.size_view(SMALL, throughput="fast")
     with pytest.raises(ConfigError, match="hardware"):
         engine.size_view(SMALL, hardware=["../../etc/passwd"])
 
@@ -318,6 +324,19 @@ def test_estimate_cache_is_bounded():
         e.estimate(["model=wan2.1-t2v-1.3b", f"workload.steps={steps}", "workload.frames=5"])
     assert len(e.cache) == 2
     assert isinstance(e.estimate(["model=wan2.1-t2v-1.3b", "workload.steps=3", "workload.frames=5"]), wanir.Estimate)
+
+
+def test_sizing_target_messages_are_the_cli_ones(capsys):
+    from wanir.cli import main
+    from wanir.web.service import _pos_float
+
+    for name, bad in (("latency", "-1"), ("throughput", "0"), ("latency", "fast")):
+        with pytest.raises(SystemExit) if bad == "fast" else contextlib.nullcontext():   # argparse exits
+            assert main(["size", f"--{name}", bad]) == 2
+        cli_msg = capsys.readouterr().err.strip().splitlines()[-1]
+        with pytest.raises(ConfigError) as e:
+            _pos_float(name, bad)
+        assert cli_msg.endswith(str(e.value))
 
 
 def test_serve_without_the_extra_is_one_line(monkeypatch, capsys):

@@ -369,15 +369,21 @@ def _depth(v, hi: int) -> int:
     return d
 
 
+_UNITS = {"latency": "seconds", "throughput": "videos/hour"}
+
+
 def _pos_float(name, v):
+    """A sizing target as ``wanir size --NAME`` takes it, with the command's messages."""
     if v in (None, ""):
         return None
+    if isinstance(v, bool):
+        v = str(v)
     try:
         x = float(v)
     except (TypeError, ValueError):
-        raise WebError(f"{name} must be a number > 0, got {v!r}") from None
-    if not (x > 0 and x < 1e12):
-        raise WebError(f"{name} must be a number > 0 (and finite), got {v!r}")
+        raise WebError(f"argument --{name}: invalid float value: {str(v)[:40]!r}") from None
+    if not (0 < x < float("inf")):
+        raise WebError(f"--{name} must be > 0 {_UNITS[name]}, got {x}")
     return x
 
 
