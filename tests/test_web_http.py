@@ -146,3 +146,27 @@ def test_loopback_names():
         assert is_loopback(h)
     for h in ("0.0.0.0", "::", "192.168.1.5", "example.com"):
         assert not is_loopback(h)
+
+
+def test_non_loopback_address_warns(monkeypatch, capsys):
+    """Listening where other machines can reach it prints a warning and accepts any Host
+    (checked on 127.0.0.1 posing as a public address: no public address is bound)."""
+    if not WEB:
+        pytest.skip("needs the 'web' extra")
+    import io
+
+    import uvicorn
+
+    from wanir.web import app as A
+
+    seen = {}
+    monkeypatch.setattr(A, "is_loopback", lambda host: False)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.update(app=self.config.app))
+    monkeypatch.setattr(A, "_warm", lambda engine: None)
+    out = io.StringIO()
+    A.serve("127.0.0.1", 0, out=out)
+    err = capsys.readouterr().err
+    assert "warning: listening on 127.0.0.1, reachable from other machines" in err
+    assert re.match(r"wanir serve: http://127\.0\.0\.1:\d+/", out.getvalue())
+    mw = seen["app"].user_middleware[0]
+    assert mw.kwargs["allowed_hosts"] == ["*"]
