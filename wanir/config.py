@@ -26,7 +26,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 # The groups a user selects with `group=option`.
 GROUPS = ("model", "text_encoder", "image_encoder", "dit", "vae", "workload", "precision", "memory",
-          "roofline", "hardware", "parallel")
+          "roofline", "hardware", "parallel", "runtime")
 
 DTYPE_CHOICES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
 
@@ -102,11 +102,11 @@ SCHEMA: dict[str, Any] = {
     "precision.dit_weights": _choice(*DTYPE_CHOICES),
     "precision.dit_compute": _choice(*DTYPE_CHOICES),
     "precision.vae": _choice(*DTYPE_CHOICES),
-    "memory.offload_model": _bool,
+    "memory.offload_model": _choice(True, False, "block"),
     "memory.t5_cpu": _bool,
     "roofline.mode": _choice("calibrated", "ideal"),
     "roofline.fusion": _choice("eager", "fused"),
-    "roofline.attention_kernel": _attention_kernel,
+    "roofline.attention_kernel": _attention_kernel,     # null: the runtime's default; (kernel, family) checked when timing
     "parallel.degree": _int_or_auto(),
     "parallel.ulysses": _int_or_auto(),
     "parallel.ring": _int_or_auto(),
@@ -227,6 +227,8 @@ def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | N
         value = ov.value()
         OmegaConf.update(cfg, key, value, merge=False)
     hardware_post(cfg)
+    from .runtime import apply_runtime
+    apply_runtime(cfg)
     if validate:
         validate_config(cfg)
     return cfg
