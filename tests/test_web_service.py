@@ -202,20 +202,22 @@ def test_breakdown_adds_up(est):
     assert all(lbl for lbl in b["labels"]) and len(set(b["ids"])) == len(b["ids"])
 
 
-@pytest.mark.parametrize("extra", [[], ["memory.offload_model=true"], ["memory.t5_cpu=true"]])
+@pytest.mark.parametrize("extra", [[], ["memory.offload_model=false"], ["memory.offload_model=true"],
+                                   ["memory.offload_model=false", "memory.t5_cpu=true"],
+                                   ["memory.offload_model=block"]])
 def test_memory_timeline_peak_is_the_pipeline_peak(engine, extra):
     e = engine.estimate(SMALL + extra)
     m = W.memory_timeline(e)
-    heights = {r["stage"]: r["weight_bytes"] + r["activation_bytes"] for r in m["stages"]}
+    heights = {r["stage"]: r["weight_bytes"] + r["activation_bytes"] + r["reserve_bytes"] for r in m["stages"]}
     assert max(heights.values()) == e.total["peak_memory_bytes"]
     assert heights[m["peak_stage"]] == e.total["peak_memory_bytes"]
     gpu = [s for s in e.stages if e.extra["stages"][s.name]["on_gpu"]]
     for r in m["stages"]:
         assert r["activation_bytes"] == (e.stage(r["stage"]).per_invocation["peak_activation_bytes"]
                                          if r["on_gpu"] else 0)
-        if extra == ["memory.offload_model=true"]:          # only the running stage's weights
+        if "memory.offload_model=true" in extra:           # only the running stage's weights
             assert r["weight_bytes"] == e.stage(r["stage"]).per_invocation["weight_bytes"]
-        elif r["on_gpu"]:                                   # every GPU stage's weights
+        elif "memory.offload_model=false" in extra and r["on_gpu"]:   # every GPU stage's weights
             assert r["weight_bytes"] == sum(s.per_invocation["weight_bytes"] for s in gpu)
     from wanir.hardware import load
     assert m["capacity_bytes"] == load("h100-sxm").memory_bytes

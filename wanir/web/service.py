@@ -635,41 +635,45 @@ def breakdown(est, depth: int = 2) -> dict:
 
 
 def memory_timeline(est) -> dict | None:
-    """GPU memory while each stage runs, in pipeline order: resident weights and the stage's
-    live activations at its peak (bytes), under the residency policy of the config (the
-    memory pass's :func:`~wanir.passes.memory.pipeline_peak` applied to the stage alone), the
-    pipeline's peak and the stage at it, and the GPU's capacity."""
+    """GPU memory while each stage runs, in pipeline order: resident weights, the stage's
+    live activations at its peak and the CUDA context and allocator reserve (bytes), under
+    the residency policy of the config (the memory pass's
+    :func:`~wanir.passes.memory.pipeline_peak` applied to the stage alone); the pipeline's
+    peak and the stage at it; the GPU's capacity."""
     from wanir import hardware as hwlib
     from wanir.passes.memory import pipeline_peak
+    from wanir.runtime import memory_options
 
     info = est.extra.get("stages")
     if not info or est.config is None:
         return None
-    from omegaconf import OmegaConf
-    offload = bool(OmegaConf.select(est.config, "memory.offload_model", default=False))
+    mem = memory_options(est.config)
+    offload, reserve = mem.offload_model, mem.reserve_bytes
     recs = {s.name: {"weight_bytes": s.per_invocation["weight_bytes"],
                      "peak_activation_bytes": s.per_invocation["peak_activation_bytes"] or 0,
                      "on_gpu": info.get(s.name, {}).get("on_gpu", True)} for s in est.stages}
     rows = []
     for s in est.stages:
         if not recs[s.name]["on_gpu"]:
-            rows.append({"stage": s.name, "weight_bytes": 0, "activation_bytes": 0, "on_gpu": False})
+            rows.append({"stage": s.name, "weight_bytes": 0, "activation_bytes": 0, "reserve_bytes": 0,
+                         "on_gpu": False})
             continue
-        # the memory pass's own rule, with only this stage's activations live (offload:
+        # the memory pass's own rule with only this stage's activations live (offloading:
         # only this stage's weights resident)
         alone = {s.name: recs[s.name]} if offload else \
             {k: (r if k == s.name else {**r, "peak_activation_bytes": 0}) for k, r in recs.items()}
-        p = pipeline_peak(alone, offload)
+        p = pipeline_peak(alone, offload, reserve)
         rows.append({"stage": s.name, "weight_bytes": p["weight_bytes"],
-                     "activation_bytes": recs[s.name]["peak_activation_bytes"], "on_gpu": True})
+                     "activation_bytes": recs[s.name]["peak_activation_bytes"],
+                     "reserve_bytes": p.get("reserve_bytes", 0), "on_gpu": True})
     try:
         cap = hwlib.from_config(est.config).memory_bytes
     except WanirError:
         cap = None
     peak = est.total.get("peak_memory_bytes")
-    mem = est.extra.get("memory", {})
-    return {"stages": rows, "peak_memory_bytes": peak, "peak_stage": mem.get("peak_stage"),
-            "capacity_bytes": cap, "hardware": est.hardware, "offload_model": offload}
+    pipe = est.extra.get("memory", {})
+    return {"stages": rows, "peak_memory_bytes": peak, "peak_stage": pipe.get("peak_stage"),
+            "capacity_bytes": cap, "hardware": est.hardware, "offload_model": offload, "offload": mem.offload}
 
 
 _CMP_KEYS = (("time_s", "time"), ("flops", "FLOPs"), ("bytes", "bytes moved"), ("peak_memory_bytes", "peak memory"))

@@ -384,6 +384,9 @@ function plotMemory(m) {
     {type: "bar", name: "live activations at the stage's peak", x, y: m.stages.map(s => s.activation_bytes / gib),
      marker: {color: "#fdb462"}, hovertemplate: "%{x}: activations %{y:.2f} GiB<extra></extra>"},
   ];
+  if (m.stages.some(s => s.reserve_bytes))
+    traces.push({type: "bar", name: "CUDA context and allocator reserve", x, y: m.stages.map(s => (s.reserve_bytes || 0) / gib),
+                 marker: {color: "#cccccc"}, hovertemplate: "%{x}: reserve %{y:.2f} GiB<extra></extra>"});
   const shapes = [], ann = [];
   if (m.capacity_bytes) {
     shapes.push({type: "line", xref: "paper", x0: 0, x1: 1, y0: m.capacity_bytes / gib, y1: m.capacity_bytes / gib,
@@ -396,7 +399,7 @@ function plotMemory(m) {
                          showarrow: true, arrowhead: 2, ay: -30});
   P.react("memory-plot", traces, {barmode: "stack", shapes, annotations: ann, margin: {t: 30},
                                   yaxis: {title: {text: "GPU memory [GiB]"}},
-                                  title: {text: m.offload_model ? "offload: only the running stage's weights resident" :
+                                  title: {text: m.offload_model ? `offload (${esc(m.offload)}): only the running stage's weights resident` :
                                                                   "every GPU stage's weights resident", font: {size: 12}}},
             {responsive: true, displaylogo: false});
 }
