@@ -223,6 +223,21 @@ def test_memory_timeline_peak_is_the_pipeline_peak(engine, extra):
     assert m["capacity_bytes"] == load("h100-sxm").memory_bytes
 
 
+@pytest.mark.parametrize("offload", ["true", "false"])
+def test_memory_timeline_of_two_experts(engine, offload):
+    e = engine.estimate(["model=wan2.2-t2v-a14b", "workload=480p", "workload.frames=17", "workload.steps=4",
+                         f"memory.offload_model={offload}"])
+    m = W.memory_timeline(e)
+    heights = {r["stage"]: r["weight_bytes"] + r["activation_bytes"] + r["reserve_bytes"] for r in m["stages"]}
+    assert max(heights.values()) == e.total["peak_memory_bytes"]
+    dit = {r["stage"]: r for r in m["stages"]}["diffusion_core"]
+    both = e.stage("diffusion_core").per_invocation["weight_bytes"]
+    if offload == "true":    # one expert of the two at a time
+        assert dit["weight_bytes"] < both
+    else:
+        assert dit["weight_bytes"] >= both
+
+
 @pytest.mark.parametrize("by", ["op", "scope"])
 def test_roofline_points_lie_under_the_roof(engine, by):
     v = engine.roofline_view(SMALL + ["roofline.mode=ideal"], by, 2)

@@ -649,9 +649,14 @@ def memory_timeline(est) -> dict | None:
         return None
     mem = memory_options(est.config)
     offload, reserve = mem.offload_model, mem.reserve_bytes
-    recs = {s.name: {"weight_bytes": s.per_invocation["weight_bytes"],
-                     "peak_activation_bytes": s.per_invocation["peak_activation_bytes"] or 0,
-                     "on_gpu": info.get(s.name, {}).get("on_gpu", True)} for s in est.stages}
+    recs = {}
+    for s in est.stages:
+        i = info.get(s.name, {})
+        recs[s.name] = {"weight_bytes": s.per_invocation["weight_bytes"],
+                        "peak_activation_bytes": s.per_invocation["peak_activation_bytes"] or 0,
+                        "on_gpu": i.get("on_gpu", True)}
+        if i.get("resident_weight_bytes") is not None:   # two experts under offload: one held at a time
+            recs[s.name]["offload_weight_bytes"] = i["resident_weight_bytes"]
     rows = []
     for s in est.stages:
         if not recs[s.name]["on_gpu"]:
