@@ -111,6 +111,8 @@ def test_gpu_and_resolution_change_the_table_to_the_cli_values(server, page):
     after = page_table(page)
     assert after != before
     assert after == cli_table(ov)
+    code, out, _ = cli("estimate", *ov)        # the caption too (rich may wrap it over lines)
+    assert " ".join(page.inner_text("#est-caption").split()) in " ".join(out.split())
     assert "a100-80gb" in page.inner_text("#est-title")
     assert page.errors == []
 

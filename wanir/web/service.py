@@ -461,8 +461,7 @@ def estimate_payload(est) -> dict:
                        + ("fits" if fit["fits"] else "does not fit"))
     return {
         "title": f"{est.model}" + (f" on {est.hardware}" if est.hardware else ""),
-        "caption": ", ".join(f"{k}={v}" for k, v in wl.items()
-                             if k in ("width", "height", "frames", "steps", "guidance", "batch")),
+        "caption": _caption(est, wl),
         "table": {"head": head, "rows": body},
         "document": doc,
         "warnings": list(est.warnings),
@@ -476,6 +475,30 @@ def estimate_payload(est) -> dict:
         "breakdown": breakdown(est, 2),
         "memory": memory_timeline(est),
     }
+
+
+def _caption(est, wl: dict) -> str:
+    """The caption ``wanir estimate`` prints under its table (the workload, the runtime, the
+    memory reserve, the weight transfer, stages on another device, the experts' steps)."""
+    from wanir.backends import report
+
+    parts = [", ".join(f"{k}={v}" for k, v in wl.items()
+                       if k in ("width", "height", "frames", "steps", "guidance", "batch"))]
+    if est.graph.meta.get("runtime"):
+        parts.append(f"runtime={est.graph.meta['runtime']}")
+    reserve = est.extra.get("memory", {}).get("reserve_bytes")
+    if reserve:
+        parts.append(f"peak memory includes a {report.fmt_bytes(reserve)} CUDA context and allocator reserve")
+    if est.extra.get("transfer_s"):
+        parts.append(f"host<->device weight transfer {report.fmt_time(est.extra['transfer_s'])} included in the total")
+    stages = est.extra.get("stages", {})
+    host = [s for s, i in stages.items() if i.get("device") not in (None, est.hardware)]
+    if host:
+        parts.append(", ".join(f"{s} on {stages[s]['device']}" for s in host))
+    lines = getattr(report, "expert_lines", None)
+    if callable(lines):
+        parts += list(lines(est))
+    return "; ".join(p for p in parts if p)
 
 
 def _leaf_keys(cfg, prefix="") -> list[str]:
