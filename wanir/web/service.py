@@ -369,9 +369,6 @@ def _depth(v, hi: int) -> int:
     return d
 
 
-_UNITS = {"latency": "seconds", "throughput": "videos/hour"}
-
-
 def _pos_float(name, v):
     """A sizing target as ``wanir size --NAME`` takes it, with the command's messages."""
     if v in (None, ""):
@@ -382,8 +379,9 @@ def _pos_float(name, v):
         x = float(v)
     except (TypeError, ValueError):
         raise WebError(f"argument --{name}: invalid float value: {str(v)[:40]!r}") from None
-    if not (0 < x < float("inf")):
-        raise WebError(f"--{name} must be > 0 {_UNITS[name]}, got {x}")
+    if not (0 < x <= 1e9):   # the bound and the words of `wanir size` (docs/limits.md)
+        from wanir.safeio import short
+        raise WebError(f"--{name} must be a finite number in (0, 1e9], got {short(x)}")
     return x
 
 
