@@ -26,7 +26,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 # The groups a user selects with `group=option`.
 GROUPS = ("model", "text_encoder", "image_encoder", "dit", "vae", "workload", "precision", "memory",
-          "roofline", "hardware", "parallel")
+          "roofline", "hardware", "parallel", "cache", "attention", "distill")
 
 DTYPE_CHOICES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
 
