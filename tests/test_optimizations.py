@@ -1,0 +1,246 @@
+"""Optimizations as graph transforms (docs/optimizations.md): distillation presets, step
+caching, block-sparse self-attention. Every count is checked against a closed form written
+out here from the DiT's per-call FLOPs (docs/architecture.md), not against wanir's output."""
+import pytest
+
+from wanir.errors import ConfigError
+from wanir.estimate import estimate
+
+# Wan2.1 T2V-1.3B at 128×128×9: latent 3×16×16, L = 3·8·8 = 192 tokens
+SMALL = ["model=wan2.1-t2v-1.3b", "workload.height=128", "workload.width=128", "workload.frames=9",
+         "workload.steps=10"]
+L, D, F, S, LAYERS, HEADS, HD = 192, 1536, 8960, 512, 30, 12, 128
+C_IN, PATCH, C_OUT = 16, 4, 16
+
+
+def outside_blocks_flops():
+    """Tensor FLOPs of one DiT call outside the blocks (patch, time, time_proj, text, proj_out)."""
+    return (2 * L * D * C_IN * PATCH + 2 * (256 * D + D * D) + 12 * D * D + 2 * S * (4096 * D + D * D)
+            + 2 * L * D * C_OUT * PATCH)
+
+
+def block_flops():
+    """Tensor FLOPs of one block of one call: attn1, attn2, ffn."""
+    return (8 * L * D * D + 4 * L * L * D) + (4 * L * D * D + 4 * S * D * D + 4 * L * S * D) + 4 * L * D * F
+
+
+SELF_ATTN = 4 * L * L * D       # one block's self-attention sdpa, per call (4·B·H·L²·hd, H·hd = D)
+
+
+def dit(est):
+    return est.stage("diffusion_core")
+
+
+def test_closed_form_matches_the_dense_graph():
+    est = estimate(SMALL)
+    assert dit(est).total["tensor_flops"] == 20 * (outside_blocks_flops() + LAYERS * block_flops())
+
+
+# ------------------------------------------------------------------ distillation
+
+def test_four_step_cfg_free_run_is_four_hundredths_of_the_default_dit():
+    base = estimate([])                    # T2V-14B, 720p, 50 steps with guidance = 100 calls
+    fast = estimate(["distill=4step"])     # 4 calls, no unconditional branch
+    assert 100 * dit(fast).total["tensor_flops"] == 4 * dit(base).total["tensor_flops"]
+    assert 100 * dit(fast).total["vector_flops"] == 4 * dit(base).total["vector_flops"]
+    assert fast.stage("text_encoder").invocations == 1 and base.stage("text_encoder").invocations == 2
+    assert fast.stage("vae_decode").total == base.stage("vae_decode").total
+    # the same networks: weights and parameters unchanged
+    assert fast.total["params"] == base.total["params"]
+
+
+def test_distillation_makes_the_vae_and_text_encoder_matter():
+    base, fast = estimate([]), estimate(["distill=4step"])
+
+    def share(e):
+        return (e.stage("vae_decode").total["time_s"] + e.stage("text_encoder").total["time_s"]) / e.total["time_s"]
+    assert share(fast) > 10 * share(base)
+
+
+def test_cfg_distillation_keeps_the_steps():
+    est = estimate(SMALL + ["distill=cfg"])
+    assert dit(est).invocations == 10
+    assert dit(est).total["tensor_flops"] == 10 * (outside_blocks_flops() + LAYERS * block_flops())
+
+
+# ------------------------------------------------------------------ step caching
+
+@pytest.mark.parametrize("method", ["teacache", "magcache", "easycache"])
+def test_cached_calls_skip_the_blocks(method):
+    # skip 0.5 of 10 steps: per branch 5 full calls, 5 reused; 2 branches
+    est = estimate(SMALL + [f"cache.method={method}", "cache.skip=0.5"])
+    assert dit(est).invocations == 2
+    assert dit(est).total["tensor_flops"] == 20 * outside_blocks_flops() + 10 * LAYERS * block_flops()
+
+
+def test_fbcache_runs_the_first_block_in_every_call():
+    est = estimate(SMALL + ["cache.method=fbcache", "cache.skip=0.5"])
+    want = 20 * (outside_blocks_flops() + block_flops()) + 10 * (LAYERS - 1) * block_flops()
+    assert dit(est).total["tensor_flops"] == want
+
+
+def test_teacache_check_cost_is_the_modulated_input_l1():
+    base = estimate(SMALL + ["cache.method=teacache", "cache.skip=0"])    # every call full
+    dense = estimate(SMALL)
+    # per call: sub, abs, mean, abs, mean on the (1, 6·D) timestep projection + one div
+    check = 5 * 6 * D + 1
+    # plus per full call the residual store (sub on (1, L, D))
+    store = L * D
+    assert dit(base).total["vector_flops"] - dit(dense).total["vector_flops"] == 20 * (check + store)
+
+
+def test_reused_calls_floor_and_first_call_full():
+    from fractions import Fraction
+
+    from wanir.passes.step_cache import reused_calls
+    assert reused_calls(10, Fraction(1, 2)) == 5
+    assert reused_calls(10, Fraction(99, 100)) == 9       # floor(9.9), the first call always runs
+    assert reused_calls(50, Fraction(7, 16)) == 21        # floor(21.875)
+    assert reused_calls(1, Fraction(1, 2)) == 0
+
+
+def test_caching_keeps_weights_and_adds_the_cached_residual():
+    dense = estimate(SMALL)
+    est = estimate(SMALL + ["cache.method=teacache", "cache.skip=0.5"])
+    assert est.total["params"] == dense.total["params"]
+    assert dit(est).per_invocation["weight_bytes"] == dit(dense).per_invocation["weight_bytes"]
+    residual = L * D * 2           # (1, L, D) bf16
+    # own residual and the other guidance branch's are live across calls
+    assert dit(est).per_invocation["peak_activation_bytes"] >= dit(dense).per_invocation["peak_activation_bytes"] \
+        + residual
+
+
+def test_threshold_maps_through_the_table():
+    from wanir.passes.optimize_options import THRESHOLD_TABLE, optimization_options
+    t, skip = THRESHOLD_TABLE["teacache"][-1]
+    o = optimization_options({"cache": {"method": "teacache", "threshold": t}})
+    assert abs(float(o.cache_skip) - skip) < 1e-4
+    (t0, s0), (t1, s1) = THRESHOLD_TABLE["teacache"][:2]
+    o = optimization_options({"cache": {"method": "teacache", "threshold": (t0 + t1) / 2}})
+    assert abs(float(o.cache_skip) - (s0 + s1) / 2) < 1e-4
+    with pytest.raises(ConfigError, match="cache.threshold"):
+        optimization_options({"cache": {"method": "teacache", "threshold": 0.5}})
+
+
+# ------------------------------------------------------------------ sparse attention
+
+def _self_attention_nodes(est):
+    return [n for n in est.nodes("diffusion_core") if n.kind == "sdpa" and n.attrs.get("density")
+            and n.attrs.get("pattern") != "dense-step"]
+
+
+@pytest.mark.parametrize("pattern", ["radial", "sliding-tile", "svg"])
+def test_density_quarter_is_a_quarter_of_dense_attention_plus_overhead(pattern):
+    dense = estimate(SMALL)
+    est = estimate(SMALL + ["attention.density=0.25", f"attention.pattern={pattern}"])
+    nodes = _self_attention_nodes(est)
+    assert len(nodes) == 1 and nodes[0].count == LAYERS
+    assert nodes[0].costs["tensor_flops"] * 4 == SELF_ATTN
+    overhead = 0
+    if pattern == "svg":          # dense, spatial and temporal attention of 64 sampled queries
+        overhead = 3 * 4 * HEADS * 64 * L * HD
+    want = dit(dense).total["tensor_flops"] - 20 * LAYERS * (SELF_ATTN - SELF_ATTN // 4 - overhead)
+    assert dit(est).total["tensor_flops"] == want
+
+
+def test_sliding_tile_overhead_is_four_copies_per_attention():
+    dense = estimate(SMALL)
+    est = estimate(SMALL + ["attention.density=0.25", "attention.pattern=sliding-tile"])
+    # tile q, k, v and untile o: each reads and writes (1, H, L, hd) bf16
+    copies = 4 * 2 * L * D * 2
+    assert dit(est).total["bytes"] - dit(dense).total["bytes"] == 20 * LAYERS * copies
+
+
+def test_dense_steps_add_back_the_skipped_tiles():
+    est = estimate(SMALL + ["attention.density=0.25", "attention.pattern=radial", "attention.dense_steps=3"])
+    # 10 steps per branch, 2 branches: 20 calls at density 1/4, 3 per branch dense
+    want = 20 * (outside_blocks_flops() + LAYERS * (block_flops() - SELF_ATTN + SELF_ATTN // 4)) \
+        + 2 * 3 * LAYERS * (SELF_ATTN - SELF_ATTN // 4)
+    assert dit(est).total["tensor_flops"] == want
+
+
+def test_cache_and_sparse_compose():
+    est = estimate(SMALL + ["cache.method=teacache", "cache.skip=0.5", "attention.density=0.5",
+                            "attention.pattern=radial"])
+    blk = block_flops() - SELF_ATTN + SELF_ATTN // 2
+    assert dit(est).total["tensor_flops"] == 20 * outside_blocks_flops() + 10 * LAYERS * blk
+
+
+def test_cross_attention_stays_dense():
+    est = estimate(SMALL + ["attention.density=0.25", "attention.pattern=radial"])
+    cross = [n for n in est.nodes("diffusion_core") if n.kind == "sdpa" and n.inputs[1].shape[-2] == S]
+    assert cross and all(not n.attrs.get("density") for n in cross)
+
+
+# ------------------------------------------------------------------ every model and plan
+
+@pytest.mark.parametrize("model", ["model=wan2.1-i2v-14b-480p", "model=wan2.1-t2v-14b"])
+def test_every_wan21_model(model):
+    over = [model, "workload.height=128", "workload.width=128", "workload.frames=9", "workload.steps=4"]
+    dense = estimate(over)
+    est = estimate(over + ["cache.method=fbcache", "cache.skip=0.5", "attention.density=0.5",
+                           "attention.pattern=svg", "attention.dense_steps=1"])
+    assert est.total["params"] == dense.total["params"]
+    assert 0 < dit(est).total["tensor_flops"] < dit(dense).total["tensor_flops"]
+
+
+@pytest.mark.parametrize("plan,devices", [("ulysses", 2), ("ring", 2), ("cfg", 2), ("fsdp", 2), ("usp", 4),
+                                          ("cfg+usp", 8), ("dp", 2)])
+def test_every_parallel_plan(plan, devices):
+    from wanir.backends.parallel import multi_device_cost
+    est = estimate(SMALL + ["cache.method=teacache", "cache.skip=0.5", "attention.density=0.25",
+                            "attention.pattern=sliding-tile", "attention.dense_steps=2"])
+    cost = multi_device_cost(est, "h100-sxm", devices, plan)
+    one = multi_device_cost(est, "h100-sxm", 1, "single")
+    assert cost.time_s > 0 and cost.time_s <= one.time_s * 1.5
+    inv = {s["name"]: s["invocations"] for s in cost.to_dict()["stages"]}
+    assert inv["diffusion_core"] == (1 if "cfg" in plan else 2)
+    sp = {"ulysses": 2, "ring": 2, "usp": 4, "cfg+usp": 4}.get(plan, 1)
+    if sp > 1:   # the block-sparse attention runs on this device's share of the tokens or heads
+        sd = [n for n in cost.graph if n.kind == "sdpa" and n.attrs.get("pattern") == "sliding-tile"]
+        # 5 full calls per branch: the blocks' loop runs 5 times per invocation
+        assert sd and sum(n.costs["tensor_flops"] * n.count for n in sd) * sp * 4 == 5 * SELF_ATTN * LAYERS
+
+
+def test_render_draws_transformed_nodes_differently(tmp_path):
+    from wanir.backends.graphviz import to_digraph
+
+    def render_dot(graph, **kw):
+        return to_digraph(graph, max_ops=None, **kw).source
+    est = estimate(SMALL + ["cache.method=teacache", "cache.skip=0.5", "attention.density=0.25",
+                            "attention.pattern=svg"])
+    src = render_dot(est.graph, stage="diffusion_core", depth=6)
+    assert "octagon" in src and "sparse 1/4" in src
+    plain = render_dot(estimate(SMALL).graph, stage="diffusion_core", depth=6)
+    assert "octagon" not in plain
+
+
+# ------------------------------------------------------------------ validation
+
+@pytest.mark.parametrize("over,key", [
+    (["cache.method=tea"], "cache.method"),
+    (["cache.method=teacache"], "cache.method"),
+    (["cache.method=teacache", "cache.skip=1.0"], "cache.skip"),
+    (["cache.method=teacache", "cache.skip=-0.1"], "cache.skip"),
+    (["cache.method=teacache", "cache.skip=nan"], "cache.skip"),
+    (["cache.method=teacache", "cache.skip=true"], "cache.skip"),
+    (["cache.method=teacache", "cache.skip=0.5", "cache.threshold=0.1"], "cache.skip"),
+    (["cache.skip=0.5"], "cache.skip"),
+    (["cache.method=teacache", "cache.threshold=inf"], "cache.threshold"),
+    (["cache.method=teacache", "cache.skip=0.5", "cache.per_branch=2"], "cache.per_branch"),
+    (["attention.density=0"], "attention.density"),
+    (["attention.density=1.5"], "attention.density"),
+    (["attention.density=0.5"], "attention.pattern"),
+    (["attention.density=0.5", "attention.pattern=star"], "attention.pattern"),
+    (["attention.pattern=radial"], "attention.pattern"),
+    (["attention.density=0.5", "attention.pattern=radial", "attention.dense_steps=-1"], "attention.dense_steps"),
+    (["attention.density=0.5", "attention.pattern=radial", "attention.dense_steps=11"], "attention.dense_steps"),
+    (["attention.dense_steps=2"], "attention.dense_steps"),
+    (["cache.method=teacache", "cache.skip=0.9", "attention.density=0.5", "attention.pattern=radial",
+      "attention.dense_steps=5"], "attention.dense_steps"),
+])
+def test_bad_values_are_one_line_errors_naming_the_key(over, key):
+    with pytest.raises(ConfigError) as e:
+        estimate(SMALL + over)
+    msg = str(e.value)
+    assert key in msg and "\n" not in msg
