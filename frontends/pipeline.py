@@ -108,6 +108,8 @@ def _plain(node) -> _Attrs:
 def build_pipeline(cfg) -> Graph:
     """Lower the configured pipeline into one graph (not yet annotated). ``graph.meta``
     holds the resolved workload, the model name and warnings."""
+    from wanir.passes.optimize_options import dit_activation_dtype  # fp8/int8: GEMMs only (docs/optimizations.md)
+
     from . import umt5, wan_dit, wan_vae
 
     wl = resolve_workload(cfg)
@@ -138,7 +140,7 @@ def build_pipeline(cfg) -> Graph:
         kw = {"image_len": image_len} if image_len is not None else {}
         wan_dit.build(b, _plain(cfg.dit), latent_shape=(cfg.dit.in_channels, wl.latent_frames, wl.latent_height,
                                                 wl.latent_width),
-                      batch=wl.batch, text_len=wl.text_len, compute_dtype=prec.dit_compute, **kw)
+                      batch=wl.batch, text_len=wl.text_len, compute_dtype=dit_activation_dtype(prec.dit_compute), **kw)
 
     with b.stage("vae_decode", invocations=1), b.weights(prec.vae):
         wan_vae.build_decoder(b, _plain(cfg.vae), latent_shape=(wl.latent_channels, wl.latent_frames,

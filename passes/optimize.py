@@ -36,6 +36,9 @@ def apply(graph: Graph, cfg, steps: int, guidance: bool) -> Graph:
         from . import step_cache
         graph = step_cache.transform(graph, opts, steps, 2 if guidance else 1,
                                      both_branches_here=not _cfg_parallel(cfg))
+    if opts.gemm_dtype:
+        from .quantize import quantize_gemms
+        graph = quantize_gemms(graph, opts.gemm_dtype, opts.keep_high_precision, opts.act_scales)
     if applied:
         graph.meta.setdefault("optimizations", {})["applied"] = applied
     return graph

@@ -51,6 +51,9 @@ class Optimizations:
     attention_pattern: str | None = None
     attention_dense_steps: int = 0
     distill: str = "none"
+    gemm_dtype: str | None = None
+    keep_high_precision: tuple = ()
+    act_scales: str = "per-token"
 
     @property
     def caching(self) -> bool:
@@ -62,12 +65,14 @@ class Optimizations:
 
     @property
     def any(self) -> bool:
-        """Whether any graph transform applies."""
+        """Whether a transform of the DiT's schedule or attention applies."""
         return self.caching or self.sparse
 
     def describe(self) -> list[str]:
         """One short phrase per active optimization (for reports)."""
         out = []
+        if self.gemm_dtype:
+            out.append(f"{'FP8' if self.gemm_dtype.startswith('fp8') else 'INT8'} GEMMs ({self.act_scales} scales)")
         if self.distill not in (None, "none"):
             out.append(f"distill={self.distill}")
         if self.caching:
@@ -180,4 +185,31 @@ def optimization_options(cfg) -> Optimizations:
         raise ConfigError("attention.dense_steps needs sparse attention (attention.density < 1)")
     name = _get(cfg, "distill.name")
     name = "none" if name is None else str(name)
-    return Optimizations(method, frac, per_branch, dens, pattern, ds, name)
+    gemm = GEMM_DTYPES.get(_get(cfg, "precision.dit_compute"))
+    keep = _get(cfg, "precision.keep_fp32")
+    if keep is None:
+        keep = DEFAULT_KEEP
+    if isinstance(keep, str) or not hasattr(keep, "__iter__"):
+        raise ConfigError(f"precision.keep_fp32 must be a list of module names or path globs, got {keep!r}")
+    keep = tuple(keep)
+    if len(keep) > 256 or any(not isinstance(k, str) or not k or len(k) > 200 for k in keep):
+        raise ConfigError("precision.keep_fp32 must be at most 256 non-empty strings of at most 200 characters")
+    scales = _get(cfg, "precision.act_scales")
+    scales = "per-token" if scales is None else scales
+    if scales not in ACT_SCALES:
+        raise ConfigError(f"precision.act_scales must be one of {', '.join(ACT_SCALES)}, got {scales!r}")
+    return Optimizations(method, frac, per_branch, dens, pattern, ds, name, gemm, keep, scales)
+
+
+#: ``precision.dit_compute`` values that mean low-precision GEMMs (activations stay bf16)
+GEMM_DTYPES = {"fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "int8": "int8"}
+#: modules kept at the activation dtype when ``precision.keep_fp32`` is unset: everything
+#: outside the transformer blocks (what LightX2V's quantized Wan runs unquantized)
+DEFAULT_KEEP = ("patch_embedding", "condition_embedder", "proj_out")
+ACT_SCALES = ("per-token", "per-tensor")
+
+
+def dit_activation_dtype(dit_compute: str) -> str:
+    """The dtype the DiT's activations are built at: ``bf16`` for low-precision GEMMs
+    (fp8, int8: only the GEMMs run 8-bit), else ``dit_compute`` itself."""
+    return "bf16" if dit_compute in GEMM_DTYPES else dit_compute

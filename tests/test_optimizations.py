@@ -244,3 +244,82 @@ def test_bad_values_are_one_line_errors_naming_the_key(over, key):
         estimate(SMALL + over)
     msg = str(e.value)
     assert key in msg and "\n" not in msg
+
+
+# ------------------------------------------------------------------ low-precision GEMMs
+
+def _block_linear_params():
+    """Weights of the GEMMs inside one block: attn1 q, k, v, o; attn2 q, k, v, o; ffn up, down."""
+    return 8 * D * D + 2 * D * F
+
+
+def test_fp8_gemms_keep_flops_and_halve_the_block_gemm_weights():
+    bf16 = estimate(SMALL)
+    fp8 = estimate(SMALL + ["precision.dit_compute=fp8"])
+    assert dit(fp8).total["tensor_flops"] == dit(bf16).total["tensor_flops"]
+    # every block GEMM weight goes from 2 bytes to 1; biases and kept modules stay bf16
+    saved = LAYERS * _block_linear_params()
+    assert dit(bf16).per_invocation["weight_bytes"] - dit(fp8).per_invocation["weight_bytes"] == saved
+    assert fp8.total["params"] == bf16.total["params"]
+
+
+def test_per_token_quantize_nodes_read_each_gemm_input_once():
+    bf16 = estimate(SMALL)
+    fp8 = estimate(SMALL + ["precision.dit_compute=fp8"])
+    static = estimate(SMALL + ["precision.dit_compute=fp8", "precision.act_scales=per-tensor"])
+    # distinct GEMM inputs per block: norm1 output (q, k, v), attn1 output, norm2 output,
+    # the text context (k, v), attn2 output, norm3 output: 5·L·D + S·D, and the FFN hidden L·F;
+    # the per-token amax reads each once (1 vector FLOP per element)
+    per_block = 5 * L * D + S * D + L * F
+    assert dit(fp8).total["vector_flops"] - dit(bf16).total["vector_flops"] == 20 * LAYERS * per_block
+    assert dit(static).total["vector_flops"] == dit(bf16).total["vector_flops"]
+    q = [n for n in fp8.nodes("diffusion_core") if n.kind == "cast" and n.name.endswith("_quantize")]
+    assert len(q) == 7 and all(n.outputs[0].dtype.name == "fp8_e4m3" for n in q)
+    # a quantize node reads bf16 and writes fp8: 3 bytes per element
+    assert all(n.costs["bytes_read"] + n.costs["bytes_written"] == 3 * n.outputs[0].numel for n in q)
+
+
+def test_fp8_gemms_run_faster_on_hopper():
+    def gemm_time(e):
+        return sum(n.costs["time_s"] * n.count for n in e.nodes("diffusion_core") if n.kind == "linear")
+    over = ["model=wan2.1-t2v-1.3b", "workload=480p", "workload.steps=2"]
+    assert gemm_time(estimate(over + ["precision.dit_compute=fp8"])) < gemm_time(estimate(over))
+
+
+def test_gpus_without_fp8_refuse_it():
+    with pytest.raises(ConfigError, match="a100-80gb.*fp8"):
+        estimate(SMALL + ["precision.dit_compute=fp8", "hardware=a100-80gb"])
+
+
+def test_keep_list_decides_which_gemms_stay_bf16():
+    bf16 = estimate(SMALL)
+    kept = estimate(SMALL + ["precision.dit_compute=fp8", "precision.keep_fp32=[blocks,condition_embedder,proj_out]"])
+    assert dit(kept).per_invocation["weight_bytes"] == dit(bf16).per_invocation["weight_bytes"]
+    # the list replaces the default: with only the blocks kept, time_proj (6·D²), the text
+    # embedder (4096·D + D²) and proj_out (D·64) run in fp8 (the time embedder is fp32: kept)
+    blocks = estimate(SMALL + ["precision.dit_compute=fp8", "precision.keep_fp32=[blocks]"])
+    assert dit(bf16).per_invocation["weight_bytes"] - dit(blocks).per_invocation["weight_bytes"] == \
+        6 * D * D + 4096 * D + D * D + D * 64
+    ffn_only = estimate(SMALL + ["precision.dit_compute=fp8", "precision.keep_fp32=[attn1,attn2,condition_embedder]"])
+    assert dit(bf16).per_invocation["weight_bytes"] - dit(ffn_only).per_invocation["weight_bytes"] == \
+        LAYERS * 2 * D * F + D * 64     # the FFNs, and proj_out (not in this keep list)
+
+
+def test_fp8_storage_only_halves_weights_and_adds_the_upcast():
+    bf16 = estimate(SMALL)
+    st = estimate(SMALL + ["precision.dit_weights=fp8"])
+    assert dit(st).per_invocation["weight_bytes"] * 2 == dit(bf16).per_invocation["weight_bytes"]
+    assert dit(st).total["tensor_flops"] == dit(bf16).total["tensor_flops"]
+    # each GEMM/conv weight is read at 1 byte and its bf16 copy written and read: 1 + 2 + 2 = 5 vs 2
+    assert dit(st).total["bytes"] > dit(bf16).total["bytes"]
+
+
+@pytest.mark.parametrize("over,key", [
+    (["precision.dit_compute=fp9"], "precision.dit_compute"),
+    (["precision.dit_compute=fp8", "precision.act_scales=per-row"], "precision.act_scales"),
+    (["precision.dit_compute=fp8", "precision.keep_fp32=3"], "precision.keep_fp32"),
+])
+def test_bad_precision_values(over, key):
+    with pytest.raises(ConfigError) as e:
+        estimate(SMALL + over)
+    assert key in str(e.value)

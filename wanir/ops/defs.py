@@ -89,7 +89,7 @@ def _linear_shape(ins, a):
     (x,) = ins
     if a["in_features"] is not None and x.shape[-1] != a["in_features"]:
         raise ShapeMismatch(f"last dim {x.shape[-1]} != in_features {a['in_features']}")
-    return (_tt(x.shape[:-1] + (a["out_features"],), x.dtype),)
+    return (_tt(x.shape[:-1] + (a["out_features"],), a.get("out_dtype") or x.dtype),)
 
 
 def _linear_params(ins, a):
@@ -102,7 +102,9 @@ def _linear_params(ins, a):
 
 register(OpDef(
     "linear", "matmul", _linear_shape,
-    attrs=(Attr("out_features", "int"), Attr("bias", "bool", True), Attr("in_features", "int", None)),
+    attrs=(Attr("out_features", "int"), Attr("bias", "bool", True), Attr("in_features", "int", None),
+           Attr("out_dtype", "dtype", None, "output dtype when it differs from the input's (a low-precision "
+                "GEMM that dequantizes in its epilogue)")),
     params=_linear_params, doc="y = x W^T (+ b) over the last dimension (nn.Linear)"))
 
 
