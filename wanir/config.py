@@ -97,7 +97,7 @@ SCHEMA: dict[str, Any] = {
     "memory.offload_model": _bool,
     "memory.t5_cpu": _bool,
     "roofline.mode": _choice("calibrated", "ideal"),
-    "roofline.fusion": _choice("eager", "fused"),
+    "roofline.fusion": _choice("eager", "fused", "compiled"),
     "roofline.attention_kernel": _choice("flash2", "flash3", "math"),
     "parallel.degree": _int_or_auto(),
     "parallel.ulysses": _int_or_auto(),
