@@ -81,9 +81,11 @@ def emit_sparse(rw, node: Node, scope, density, pattern: str) -> Value:
 
 def emit_complement(rw, node: Node, scope, density) -> None:
     """For a dense step: the score tiles the sparse node skipped, as one more block-sparse
-    ``sdpa`` of density 1 − ``density`` on the same q, k, v (its output is the part the
-    dense kernel adds; counted, not consumed)."""
+    ``sdpa`` of density 1 − ``density`` on the same q, k, v, whose output is added to the
+    sparse node's (one ``add`` per dense step: a dense kernel would write one output)."""
     q, k, v = (rw.get(x) for x in node.inputs[:3])
     rest = 1 - density
-    rw.emit("sdpa", [q, k, v], scope, f"{node.name}_dense_rest",
-            dict(node.attrs, density=(rest.numerator, rest.denominator), pattern="dense-step"))
+    o = rw.emit("sdpa", [q, k, v], scope, f"{node.name}_dense_rest",
+                dict(node.attrs, density=(rest.numerator, rest.denominator), pattern="dense-step")).output(0)
+    merged = rw.emit("add", [rw.vals[(node.id, 0)], o], scope, f"{node.name}_dense_merge").output(0)
+    rw.vals[(node.id, 0)] = merged

@@ -209,11 +209,15 @@ def _blocks(rw, graph, st, blocks, block_nodes, block_ids, plan, seq, new_stage,
 
     inner = [s for s in blocks.walk() if s is not blocks]
 
+    dense_scopes: dict[str, Scope] = {}
+
     def copy_body(scope_map: Scope, weight_fix=None, sparse=True):
+        """Copy the block body under ``scope_map``; a sparse self-attention's dense-step
+        complement is emitted right after it (so the block's q, k, v live no longer than
+        in the block), under ``dense_steps/<block scope>``."""
         rw.map_scope(blocks, scope_map)
         for s in inner:                 # nested scopes are made afresh under each copy
             rw.scopes.pop(id(s), None)
-        sdpas = []
         for n in block_nodes:
             params = None
             if weight_fix and n.params:
@@ -221,15 +225,25 @@ def _blocks(rw, graph, st, blocks, block_nodes, block_ids, plan, seq, new_stage,
             if sparse and opts.sparse and sparse_attention.is_self_attention(n, seq):
                 sparse_attention.emit_sparse(rw, n, rw.scope(n.scope), opts.attention_density,
                                              opts.attention_pattern)
-                sdpas.append(n)
+                if plan.dense:
+                    sparse_attention.emit_complement(rw, n, _dense_scope(n.scope, scope_map),
+                                                     opts.attention_density)
             else:
                 rw.copy(n, params=params)
-        return sdpas
+
+    def _dense_scope(src_scope: Scope, body: Scope) -> Scope:
+        top = dense_scopes.get(body.name)
+        if top is None:
+            loop = new_stage.child("dense_steps", plan.dense, "loop")
+            top = dense_scopes[body.name] = loop.child(body.name, body.repeat, body.kind)
+        scope = top
+        for s in reversed(list(src_scope.ancestors())):
+            if _inside(s, blocks) and s is not blocks:
+                scope = scope.child(s.name, s.repeat, s.kind)
+        return scope
 
     if not plan.caching:
-        sdpas = copy_body(rw.scope(blocks))
-        if plan.dense and sdpas:
-            _dense_rest(rw, new_stage, blocks, sdpas, plan)
+        copy_body(rw.scope(blocks))
         return
 
     check = calls.child("cache_check")
@@ -257,7 +271,7 @@ def _blocks(rw, graph, st, blocks, block_nodes, block_ids, plan, seq, new_stage,
             return nw
         rw.vals[x_key] = x1
         x_in = x1
-        sdpas = copy_body(rest_blocks, rest_w)
+        copy_body(rest_blocks, rest_w)
     else:
         if opts.cache_method == "teacache":
             mod = _teacache_input(graph, st)
@@ -267,7 +281,7 @@ def _blocks(rw, graph, st, blocks, block_nodes, block_ids, plan, seq, new_stage,
         elif opts.cache_method == "easycache":
             prev = _state(rw, x_in.type, check, "previous_blocks_input")
             _rel_l1(rw, x_in, prev, check, "easycache_input")
-        sdpas = copy_body(full.child(blocks.name, layers, blocks.kind))
+        copy_body(full.child(blocks.name, layers, blocks.kind))
     x_out = rw.vals[out_key]
     store = full.child("cache_store")
     if opts.cache_method == "easycache":
@@ -281,20 +295,6 @@ def _blocks(rw, graph, st, blocks, block_nodes, block_ids, plan, seq, new_stage,
         reuse = new_stage.child("reused_calls", plan.reused, "loop")
         y = rw.emit("add", [x_in, res], reuse, "reuse_residual").output(0)
         rw.vals[out_key] = y
-    if plan.dense and sdpas:
-        _dense_rest(rw, new_stage, blocks, sdpas, plan)
-
-
-def _dense_rest(rw, new_stage, blocks, sdpas, plan):
-    dense = new_stage.child("dense_steps", plan.dense, "loop")
-    body = dense.child(blocks.name, blocks.repeat if plan.opts.cache_method != "fbcache" else blocks.repeat - 1,
-                       "repeat")
-    for n in sdpas:
-        rel = [s for s in reversed(list(n.scope.ancestors())) if _inside(s, blocks) and s is not blocks]
-        scope = body
-        for s in rel:
-            scope = scope.child(s.name, s.repeat, s.kind)
-        sparse_attention.emit_complement(rw, n, scope, plan.opts.attention_density)
 
 
 def _value(graph: Graph, key) -> Value:
