@@ -367,3 +367,31 @@ def test_compiled_fuses_pointwise_chains_but_not_into_gemms(fusion):
 def test_compiled_sits_between_eager_and_fused_on_the_dit():
     t = {f: dit(estimate(SMALL + [f"roofline.fusion={f}"])).total["bytes"] for f in ("eager", "fused", "compiled")}
     assert t["fused"] < t["compiled"] < t["eager"]
+
+
+# ------------------------------------------------------------------ sizing across optimizations
+
+def test_allow_list_is_checked():
+    from wanir.backends.size_optimizations import parse_allow, subsets
+    assert parse_allow("fp8, teacache") == ("fp8", "teacache")
+    for bad in ("fp9", "fp8,fp8", "", "a,b,c,d,e,f,g"):
+        with pytest.raises(ConfigError, match="--allow"):
+            parse_allow(bad)
+    # one per kind: fp8 and int8 never together; 2 × 2 × 3 subsets of fp8, int8, teacache, compiled
+    s = subsets(("fp8", "int8", "teacache", "compiled"))
+    assert () in s and ("fp8", "teacache", "compiled") in s and not any("fp8" in c and "int8" in c for c in s)
+    assert len(s) == 3 * 2 * 2
+
+
+def test_size_ranks_every_allowed_combination():
+    from wanir.backends.size_optimizations import size_with_optimizations
+    res = size_with_optimizations(SMALL, allow=("fp8", "teacache"), latency_s=1e6,
+                                  hardware=["h100-sxm", "a100-80gb"], devices=(1,), fsdp_options=(False,))
+    got = {(c.hardware, c.optimizations) for c in res["candidates"]}
+    # the A100 has no FP8 tensor peak: its FP8 combinations are skipped, and said so
+    assert got == {("h100-sxm", ""), ("h100-sxm", "fp8"), ("h100-sxm", "teacache"), ("h100-sxm", "fp8+teacache"),
+                   ("a100-80gb", ""), ("a100-80gb", "teacache")}
+    assert any(s.startswith("a100-80gb: fp8") for s in res["skipped"])
+    t = {(c.hardware, c.optimizations): c.time_s for c in res["candidates"]}
+    assert t[("h100-sxm", "teacache")] < t[("h100-sxm", "")]
+    assert all(c.to_dict()["optimizations"] == c.optimizations for c in res["candidates"])
