@@ -805,7 +805,8 @@ class DeviceGraph:
         host = hwlib.load(_opt(self.cfg, "memory.host", "host-cpu")) if host_stages else None
         wb = self.weight_bytes()
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
-                          offload_model=self.offload, nodes=self.nodes, weight_bytes=wb)
+                          offload_model=self.offload, nodes=self.nodes, weight_bytes=wb,
+                          allow_tf32_conv=roofline.timing_options(self.cfg)[1])
         topo = commlib.topology(hw, p.gpus_per_node, dict(p.network), dict(p.intra_node))
         # communication nodes on their link tier
         for nid, e in self.comm.items():
@@ -842,6 +843,7 @@ class DeviceGraph:
             r["by_class"][cls] = r["by_class"].get(cls, 0.0) + t * g.stages[n.stage].repeat
         mem_stages = {}
         for s, r in stages.items():
+            r["compute_s"] = max(r["compute_s"], rf["issue_s"][s])      # a stage is at least its CPU issue time
             r["time_per_invocation_s"] = r["compute_s"] + r["exposed_comm_s"]
             r["time_s"] = r["time_per_invocation_s"] * r["invocations"]
             ms = dict(self.memory["stages"][s])

@@ -212,8 +212,24 @@ def print_table(est: Estimate, console=None) -> None:
     for i, r in enumerate(body):
         table.add_row(*r, end_section=(i == len(body) - 2))
     console.print(table)
+    for line in provenance_lines(est):
+        console.print(line, highlight=False)
     for w in est.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def provenance_lines(est: Estimate) -> list[str]:
+    """One line per stage saying what its time rests on: how many of the inputs are
+    measured, reported, datasheet or assumed values, and the share of the stage's time that
+    rests on at least one assumed value (docs/time-model.md)."""
+    out = []
+    for s in est.stages:
+        p = s.provenance
+        if not p:
+            continue
+        kinds = ", ".join(f"{k} {len(v)}" for k, v in p["inputs"].items())
+        out.append(f"time of {s.name}: inputs {kinds}; {100 * p['assumed_share']:.0f} % of it rests on assumed values")
+    return out
 
 
 def render(est: Estimate, fmt: str) -> str | None:

@@ -1,121 +1,383 @@
 """roofline: the time of every node, stage and generation on one device.
 
-Per node (one execution), with FLOPs from the flops pass and bytes from the bytes pass:
+Two modes. ``ideal`` is the speed-of-light bound: per node
+``max(tensor_flops / peak, vector_flops / vector_peak, bytes / bandwidth)`` with the peaks
+derived from the hardware's microarchitecture (the fastest instruction family for the
+dtypes the kernel computes in), the DRAM bandwidth (the L2 bandwidth when the node's
+working set fits the L2), and no launch cost. ``calibrated`` (the default) times each op
+class with a kernel model whose per-device inputs are the microarchitecture fields of the
+hardware YAML and whose per-(kernel, family) constants live in ``wanir/data/kernels.yaml``
+(docs/time-model.md has the equations and the sources):
 
-- compute time = max(tensor_flops / (peak[dtype] × eff), vector_flops / (vector_peak × eff_vector)).
-  The **max**, not the sum: tensor cores and the vector (FP32/SFU) units are separate pipes
-  that run concurrently (other warps' softmax overlaps a warp's matrix multiply), so the
-  busier pipe bounds the kernel. A sum would not be a speed-of-light bound, and the
-  calibrated efficiencies are whole-kernel throughputs that already include imperfect
-  overlap. ``dtype`` is the compute dtype: the dtype of the node's first input; an fp32
-  convolution runs at the TF32 peak (cuDNN allows TF32 by default), an fp32 matmul at the
-  fp32 peak (PyTorch disallows TF32 matmuls by default).
-- memory time = (bytes_read + bytes_written) / (bandwidth × eff_memory).
-- node time = max(compute time, memory time) + launches × launch overhead.
-- bound: ``compute`` if compute time ≥ memory time, else ``memory``; arithmetic intensity =
-  (tensor + vector FLOPs) / bytes; the device's ridge point = peak / bandwidth.
+- **attention** (per kernel: flash2, flash3, flash4, cudnn, sage2, math; sdpa resolves per
+  family): per score element and SM, MMA clocks ``(2d/R_qk + 2dv/R_pv) / mma_ceiling`` with
+  R the kernel's instruction rate, softmax clocks ``max((1 − e)/S, (fp32_ops + e·poly_ops)/F)``
+  with S the exp/clock/SM, F the FP32 lanes and e the fraction of exp emulated on the FMA
+  pipe; element clocks ``max(mma, softmax) + overlap_loss · min(mma, softmax)``; times
+  ``ramp_clocks`` per CTA (its prologue and epilogue, which short sequences feel) and over
+  the SMs with wave quantization of the B·H·⌈Lq/block_m⌉ CTAs; at least the bytes at the
+  sustained bandwidth. ``math`` is two batched GEMMs plus the score matrix's traffic.
+- **GEMM**: ``flops / (SMs · clock · R · ceiling · tile · wave · K/(K + k_ramp))`` with tile
+  quantization of M, N against the tile and wave quantization of the tiles against the SMs;
+  fp32 without TF32 runs on the FP32 lanes at ``fp32_ceiling``.
+- **convolution**: the implicit GEMM (M = N·output voxels, N = C_out/groups, K =
+  C_in/groups · kernel volume) at ``ceiling_factor`` of the GEMM, plus the NCDHW↔NDHWC
+  transposes cuDNN inserts (``transposes`` passes over input and output); fp32 runs as TF32
+  when ``allow_tf32_conv`` (PyTorch's default for cuDNN), else on the FP32 lanes.
+- **everything else** (elementwise, norms, reductions, data movement): bytes at
+  ``fraction`` of the DRAM bandwidth, or at ``l2_fraction`` of the L2 bandwidth when the
+  node's reads and writes fit the L2; at least its vector FLOPs at the FP32 peak.
 
-Efficiencies come from the hardware's step tables by op class (matmul, conv, attention per
-kernel, vector, memory), looked up at the node's FLOPs (or bytes). ``mode="ideal"`` sets
-every efficiency to 1 and the launch overhead to 0: a bound real runs cannot beat.
+Every node's time is at least its ideal time, plus ``launches × launch_overhead`` (the GPU-
+side gap per kernel). A stage's time is at least its CPU issue time, ``Σ launches ×
+cpu_issue_us`` (eager PyTorch issues ops one by one from the host).
 
-Stage time per invocation = Σ node time × executions per invocation. The pipeline time is
-Σ stage time × invocations, plus, under ``memory.offload_model``, moving each GPU stage's
-weights onto the GPU and back once per generation over the host link
+Stage time per invocation = max(Σ node time × executions per invocation, issue time). The
+pipeline time is Σ stage time × invocations, plus, under ``memory.offload_model``, moving
+each GPU stage's weights onto the GPU and back once per generation over the host link
 (2 × weight bytes / (host-link bandwidth × its efficiency)). Under ``memory.t5_cpu`` the
 text encoder is timed on the host device.
+
+Every node also records which inputs its time rests on; :func:`run` returns per stage the
+source kinds of those inputs (datasheet, reported, measured, assumed) and the share of the
+stage's time resting on at least one assumed value (``provenance``).
 """
 from __future__ import annotations
 
+from math import ceil, prod
+
+from wanir import kernels as klib
 from wanir.errors import ConfigError
 from wanir.graph import Graph
-from wanir.hardware import Hardware
+from wanir.hardware import Hardware, rate_dtype
 from wanir.ops import OPS
 
 MODES = ("calibrated", "ideal")
-_CLASS = {"matmul": "matmul", "conv": "conv", "attention": "attention"}
+SOURCE_ORDER = ("measured", "reported", "datasheet", "assumed")
 
 
-def compute_dtype(node) -> str:
-    """Name of the dtype the node's tensor FLOPs run at (see the module docstring)."""
+def timing_options(cfg) -> tuple[str, bool]:
+    """(attention kernel, allow_tf32_conv) of a config: ``roofline.attention_kernel``
+    (default flash2) and ``runtime.allow_tf32`` (default True, PyTorch's cuDNN default).
+    The one place these keys are read."""
+    from wanir.estimate import _opt
+    kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
+    allow = _opt(cfg, "runtime.allow_tf32", True)
+    if not isinstance(allow, bool):
+        raise ConfigError(f"runtime.allow_tf32={allow!r}: must be true or false")
+    if not isinstance(kernel, str):
+        raise ConfigError(f"roofline.attention_kernel={kernel!r}: allowed: {', '.join(klib.ATTENTION_KERNELS)}")
+    return kernel, allow
+
+
+def compute_dtype(node, allow_tf32_conv: bool = True) -> str:
+    """Name of the dtype the node's tensor FLOPs run at: its first input's dtype; an fp32
+    convolution runs as tf32 when TF32 is allowed for convolutions."""
     dt = node.inputs[0].type.dtype.name if node.inputs else node.outputs[0].dtype.name
-    if dt == "fp32" and node.category == "conv":
+    if dt == "fp32" and node.category == "conv" and allow_tf32_conv:
         return "tf32"
     return dt
 
 
-class _Timer:
-    """Times nodes on one device in one mode (caches the per-class tables)."""
+class Model:
+    """The kernel model of one device: constants resolved once, times per op shape. Each
+    method returns ``(seconds, provenance key)``; the key is a frozenset of
+    (input name, source kind) pairs the time rests on."""
 
-    def __init__(self, hw: Hardware, mode: str, attention_kernel: str):
+    def __init__(self, hw: Hardware, attention_kernel: str = "flash2", allow_tf32_conv: bool = True):
+        self.hw = hw
+        self.m = hw.micro
+        self.allow_tf32 = bool(allow_tf32_conv)
+        self.kernel = klib.resolve_attention(attention_kernel, hw)
+        self.att, self.att_src = klib.constants("attention", hw, self.kernel)
+        self.gemm_c, self.gemm_src = klib.constants("gemm", hw)
+        self.conv_c, self.conv_src = klib.constants("conv", hw)
+        self.mem_c, self.mem_src = klib.constants("memory", hw)
+        issue, issue_src = klib.constants("issue", hw)
+        self.issue_s = issue["cpu_issue_us"] * 1e-6
+        self.issue_prov = frozenset({("kernels.issue.cpu_issue_us", issue_src["cpu_issue_us"])})
+        self.clk = self.m.tensor_clock_hz
+        self.sms = self.m.sms
+        s = hw.sources
+        self._hw_src = s
+        self.bw_dram = hw.memory_bandwidth * self.mem_c["fraction"]
+        self.bw_l2 = self.m.l2_bandwidth * self.mem_c["l2_fraction"]
+        self.prov_dram = frozenset({("memory.bandwidth_tbps", s.get("memory.bandwidth_tbps", "assumed")),
+                                    ("kernels.memory.fraction", self.mem_src["fraction"])})
+        self.prov_l2 = frozenset({("microarch.l2_bandwidth_tbps", s.get("microarch.l2_bandwidth_tbps", "assumed")),
+                                  ("microarch.l2_mib", s.get("microarch.l2_mib", "assumed")),
+                                  ("kernels.memory.l2_fraction", self.mem_src["l2_fraction"])})
+        self._cache: dict = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _src(self, key: str) -> str:
+        return self._hw_src.get(key, "assumed")
+
+    def rate(self, instruction: str, dtype: str) -> tuple[float, str]:
+        """(FLOP per clock per SM, source key) of ``instruction`` at wanir dtype ``dtype``;
+        an fp32 (or unlisted) dtype runs on the FP32 lanes."""
+        m = self.m
+        inst = instruction if instruction in m.rates else m.native
+        r = m.rates[inst].get(rate_dtype(dtype))
+        if r is None:
+            return 2 * m.fp32_lanes, "microarch.fp32_lanes_per_sm"
+        return r, f"microarch.tensor_flops_per_clk_sm.{inst}.{rate_dtype(dtype)}"
+
+    def memory_time(self, nbytes: float) -> tuple[float, frozenset]:
+        """Bytes at the sustained DRAM bandwidth, or at the L2's when they fit the L2."""
+        if nbytes <= self.m.l2_bytes:
+            return nbytes / self.bw_l2, self.prov_l2
+        return nbytes / self.bw_dram, self.prov_dram
+
+    # ------------------------------------------------------------------ GEMM
+
+    def gemm(self, batch: int, m: int, n: int, k: int, dtype: str, fp32_pipe: bool = False,
+             ceiling_factor: float = 1.0) -> tuple[float, frozenset]:
+        """Seconds of ``batch`` GEMMs (M×K)·(K×N) at compute dtype ``dtype``."""
+        key = ("gemm", batch, m, n, k, dtype, fp32_pipe, ceiling_factor)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        g = self.gemm_c
+        if fp32_pipe or dtype == "fp32":
+            r, rkey = 2 * self.m.fp32_lanes, "microarch.fp32_lanes_per_sm"
+            ceil_v, ckey = g["fp32_ceiling"], "fp32_ceiling"
+            clk, clk_key = self.m.boost_clock_hz, "microarch.boost_clock_ghz"
+        else:
+            r, rkey = self.rate(g["instruction"], dtype)
+            ceil_v, ckey = g["ceiling"], "ceiling"
+            clk, clk_key = self.clk, "microarch.tensor_clock_ghz"
+        tm, tn = int(g["tile_m"]), int(g["tile_n"])
+        mt, nt = -(-m // tm), -(-n // tn)
+        util = (m * n) / (mt * tm * nt * tn)
+        tiles = batch * mt * nt
+        waves = -(-tiles // self.sms)
+        wave = tiles / (waves * self.sms)
+        kr = k / (k + g["k_ramp"])
+        eff = ceil_v * ceiling_factor * util * wave * kr
+        t = 2 * batch * m * n * k / (self.sms * clk * r * eff)
+        prov = frozenset({(rkey, self._src(rkey)), ("microarch.sms", self._src("microarch.sms")),
+                          (clk_key, self._src(clk_key)), (f"kernels.gemm.{ckey}", self.gemm_src[ckey]),
+                          ("kernels.gemm.tile", self.gemm_src["tile_m"]),
+                          ("kernels.gemm.k_ramp", self.gemm_src["k_ramp"])})
+        out = self._cache[key] = (t, prov)
+        return out
+
+    # ------------------------------------------------------------------ attention
+
+    def attention(self, bh: int, lq: int, lk: int, d: int, dv: int, dtype: str) -> tuple[float, frozenset]:
+        """Seconds of one fused attention over ``bh`` (batch × heads) heads (no memory floor)."""
+        key = ("att", bh, lq, lk, d, dv, dtype)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        a, m = self.att, self.m
+        if self.kernel == "math":
+            t1, p1 = self.gemm(bh, lq, lk, d, dtype)
+            t2, p2 = self.gemm(bh, lq, dv, lk, dtype)
+            out = self._cache[key] = (t1 + t2, p1 | p2)
+            return out
+        qdt = dtype if a["qk_dtype"] == "input" else a["qk_dtype"]
+        pdt = dtype if a["pv_dtype"] == "input" else a["pv_dtype"]
+        rq, kq = self.rate(a["instruction"], qdt)
+        rp, kp = self.rate(a["instruction"], pdt)
+        t_mma = (2 * d / rq + 2 * dv / rp) / a["mma_ceiling"]
+        e = a["exp_emulated"]
+        t_soft = max((1 - e) / m.sfu_exp, (a["fp32_ops"] + e * a["poly_ops"]) / m.fp32_lanes)
+        hi, lo = (t_mma, t_soft) if t_mma >= t_soft else (t_soft, t_mma)
+        per_elem = hi + a["overlap_loss"] * lo
+        bm = int(a["block_m"])
+        qt = -(-lq // bm)
+        ctas = bh * qt
+        slots = self.sms * int(a["ctas_per_sm"])
+        waves = -(-ctas // slots)
+        # clocks: each CTA handles bm query rows against lk keys; CTAs run in waves over the slots
+        clocks = waves * int(a["ctas_per_sm"]) * (bm * lk * per_elem + a["ramp_clocks"])
+        t = clocks / self.clk
+        prov = {(kq, self._src(kq)), (kp, self._src(kp)), ("microarch.sms", self._src("microarch.sms")),
+                ("microarch.tensor_clock_ghz", self._src("microarch.tensor_clock_ghz")),
+                ("microarch.sfu_exp_per_clk_sm", self._src("microarch.sfu_exp_per_clk_sm")),
+                ("microarch.fp32_lanes_per_sm", self._src("microarch.fp32_lanes_per_sm"))}
+        k = self.kernel
+        prov |= {(f"kernels.attention.{k}.{c}", self.att_src[c]) for c in
+                 ("mma_ceiling", "overlap_loss", "fp32_ops", "ramp_clocks", "block_m")}
+        out = self._cache[key] = (t, frozenset(prov))
+        return out
+
+    # ------------------------------------------------------------------ conv
+
+    def conv(self, node, dtype: str) -> tuple[float, frozenset]:
+        """Seconds of a convolution: implicit GEMM plus cuDNN's layout transposes."""
+        x = node.inputs[0].type
+        out = node.outputs[0]
+        w = node.params["weight"].type.shape
+        groups = node.attrs.get("groups", 1) or 1
+        m = out.numel // out.shape[1]
+        n = out.shape[1] // groups
+        k = w[1] * prod(w[2:])
+        fp32_pipe = dtype == "fp32"
+        t, prov = self.gemm(groups, m, n, k, dtype, fp32_pipe=fp32_pipe,
+                            ceiling_factor=self.conv_c["ceiling_factor"])
+        tr = self.conv_c["transposes"]
+        if tr and len(x.shape) == 5:
+            tt, pm = self.memory_time(tr * 2 * (x.nbytes + out.nbytes))
+            t += tt
+            prov = prov | pm | {("kernels.conv.transposes", self.conv_src["transposes"])}
+        return t, prov | {("kernels.conv.ceiling_factor", self.conv_src["ceiling_factor"])}
+
+    # ------------------------------------------------------------------ nodes
+
+    def node_model(self, n, by: int) -> tuple[float, frozenset]:
+        """Model seconds and provenance of the compute part of node ``n`` (0 when it has none)."""
+        cat = n.category
+        if cat == "attention":
+            q, k, v = (i.type for i in n.inputs[:3])
+            bh = prod(q.shape[:-2])
+            return self.attention(bh, q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1],
+                                  compute_dtype(n, self.allow_tf32))
+        if cat == "matmul":
+            dt = compute_dtype(n, self.allow_tf32)
+            if n.kind == "linear":
+                x = n.inputs[0].type
+                kk = x.shape[-1]
+                return self.gemm(1, x.numel // kk, n.attrs["out_features"], kk, dt)
+            a, b = n.inputs[0].type, n.inputs[1].type
+            out = n.outputs[0]
+            batch = out.numel // (out.shape[-2] * out.shape[-1])
+            return self.gemm(batch, a.shape[-2], b.shape[-1], a.shape[-1], dt)
+        if cat == "conv":
+            return self.conv(n, compute_dtype(n, self.allow_tf32))
+        return 0.0, frozenset()
+
+
+def _ideal_peak(hw: Hardware, node, allow_tf32: bool, kernel: str | None) -> float:
+    """Speed-of-light tensor peak of a node: the fastest instruction family at the dtype it
+    computes in (sage2's INT8/FP8 for its attention)."""
+    m = hw.micro
+    dt = compute_dtype(node, allow_tf32)
+    dts = [dt]
+    if node.category == "attention" and kernel is not None:
+        a, _ = klib.constants("attention", hw, kernel) if kernel != "math" else ({}, {})
+        for key in ("qk_dtype", "pv_dtype"):
+            v = a.get(key, "input")
+            if v != "input":
+                dts.append(v)
+    best = 0.0
+    for d in dts:
+        for rates in m.rates.values():
+            r = rates.get(rate_dtype(d))
+            if r:
+                best = max(best, r)
+    if not best or dt == "fp32":
+        return hw.vector_flops if not best else max(hw.vector_flops, m.sms * m.tensor_clock_hz * best)
+    return m.sms * m.tensor_clock_hz * best
+
+
+class _Timer:
+    """Times nodes on one device in one mode."""
+
+    def __init__(self, hw: Hardware, mode: str, attention_kernel: str, allow_tf32_conv: bool = True):
         if mode not in MODES:
             raise ConfigError(f"roofline.mode={mode!r}: allowed: {', '.join(MODES)}")
         self.hw = hw
         self.ideal = mode == "ideal"
-        self.kernel = attention_kernel
-        self.tables = {c: hw.table(c, attention_kernel) for c in ("matmul", "conv", "attention", "vector", "memory")}
+        self.model = Model(hw, attention_kernel, allow_tf32_conv)
+        self.kernel = self.model.kernel
+        self.allow_tf32 = bool(allow_tf32_conv)
         self.overhead = 0.0 if self.ideal else hw.launch_overhead_s
-        self.peaks: dict[str, float] = {}
+        self.peaks: dict = {}
+        s = hw.sources
+        self.prov_peak = frozenset({("microarch.tensor_flops_per_clk_sm", s.get("microarch.sms", "datasheet")),
+                                    ("microarch.sms", s.get("microarch.sms", "assumed"))})
+        self.prov_launch = frozenset({("launch_overhead_us", s.get("launch_overhead_us", "assumed"))})
+        l2 = hw.micro.l2_bytes
+        self.l2 = l2
+        self.l2_bw = max(hw.memory_bandwidth, hw.micro.l2_bandwidth)
+        self._with_launch: dict = {}
 
-    def peak(self, dt):
-        p = self.peaks.get(dt)
+    def peak(self, n):
+        key = (n.kind, compute_dtype(n, self.allow_tf32), n.category)
+        p = self.peaks.get(key)
         if p is None:
-            p = self.peaks[dt] = self.hw.peak(dt)
+            p = self.peaks[key] = _ideal_peak(self.hw, n, self.allow_tf32, self.kernel)
         return p
 
-    def node(self, n) -> tuple[float, float, float]:
-        """(compute_s, memory_s, time_s) of one execution of node ``n``."""
+    def node(self, n) -> tuple[float, float, float, frozenset]:
+        """(compute_s, memory_s, time_s, provenance) of one execution of node ``n``."""
         c = n.costs
         tf, vf = c["tensor_flops"], c["vector_flops"]
         by = c["bytes_read"] + c["bytes_written"]
-        ideal = self.ideal
-        t_tensor = 0.0
-        if tf:
-            eff = 1.0 if ideal else self.tables[_CLASS.get(OPS[n.kind].category, "matmul")](tf)
-            t_tensor = tf / (self.peak(compute_dtype(n)) * eff)
-        t_vector = 0.0
+        hw = self.hw
+        # speed of light
+        ideal_c = tf / self.peak(n) if tf else 0.0
         if vf:
-            eff = 1.0 if ideal else self.tables["vector"](vf)
-            t_vector = vf / (self.hw.vector_flops * eff)
-        compute = t_tensor if t_tensor > t_vector else t_vector
-        memory = 0.0
-        if by:
-            eff = 1.0 if ideal else self.tables["memory"](by)
-            memory = by / (self.hw.memory_bandwidth * eff)
-        t = (compute if compute > memory else memory) + c.get("launches", 0) * self.overhead
-        return compute, memory, t
+            tv = vf / hw.vector_flops
+            if tv > ideal_c:
+                ideal_c = tv
+        ideal_m = (by / (self.l2_bw if by <= self.l2 else hw.memory_bandwidth)) if by else 0.0
+        if self.ideal:
+            t = ideal_c if ideal_c > ideal_m else ideal_m
+            return ideal_c, ideal_m, t, self.prov_peak
+        model = self.model
+        prov = frozenset()
+        compute = 0.0
+        if tf:
+            compute, prov = model.node_model(n, by)
+        if ideal_c > compute:
+            compute = ideal_c
+            if not prov:
+                prov = self.prov_peak | {("microarch.fp32_lanes_per_sm",
+                                          hw.sources.get("microarch.fp32_lanes_per_sm", "assumed"))}
+        memory, mprov = model.memory_time(by) if by else (0.0, frozenset())
+        if memory < ideal_m:
+            memory = ideal_m
+        launches = c.get("launches", 0)
+        t = (compute if compute >= memory else memory) + launches * self.overhead
+        p = prov if compute >= memory and compute > 0 else mprov
+        if launches and self.overhead:
+            q = self._with_launch.get(p)
+            if q is None:
+                q = self._with_launch[p] = p | self.prov_launch
+            p = q
+        return compute, memory, t, p
 
 
 def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = "flash2",
         host: Hardware | None = None, host_stages=(), offload_model: bool = False,
-        weight_bytes: dict | None = None, nodes: list | None = None) -> dict:
+        weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32_conv: bool = True) -> dict:
     """Annotate every node with ``compute_s``, ``memory_s``, ``time_s`` (seconds per
     execution), ``bound`` and ``intensity`` (FLOPs per byte). Returns {"time_s": {stage:
     seconds per invocation}, "compute_share": {stage: fraction of the stage's time in
-    compute-bound nodes}, "bound": {stage: "compute" | "memory"}, "device": {stage: device
-    name}, "transfer_s": host↔device weight traffic per generation, "ridge_point": FLOPs per
-    byte at bf16}. Nodes need the flops and bytes passes' annotations."""
-    timers = {hw.name: _Timer(hw, mode, attention_kernel)}
+    compute-bound nodes}, "bound": {stage: "compute" | "memory" | "issue"}, "device":
+    {stage: device name}, "issue_s": {stage: CPU issue seconds per invocation},
+    "provenance": {stage: {...}} (see :func:`provenance`), "transfer_s": host↔device weight
+    traffic per generation, "ridge_point": FLOPs per byte at bf16}. ``attention_kernel``
+    names the kernel (``sdpa`` resolves per family); ``allow_tf32_conv`` runs fp32
+    convolutions as TF32. Nodes need the flops and bytes passes' annotations."""
+    timers = {hw.name: _Timer(hw, mode, attention_kernel, allow_tf32_conv)}
     stage_timer = {}
     for s in graph.stages:
         if s in host_stages:
             if host is None:
                 raise ConfigError(f"stage '{s}' runs on the host, but no host hardware is configured (memory.host)")
             if host.name not in timers:
-                timers[host.name] = _Timer(host, mode, attention_kernel if "attention." + attention_kernel
-                                           in host.efficiency else "math")
+                k = attention_kernel if attention_kernel in klib.available_attention(host.family) else "sdpa"
+                timers[host.name] = _Timer(host, mode, k, allow_tf32_conv)
             stage_timer[s] = timers[host.name]
         else:
             stage_timer[s] = timers[hw.name]
     time = {s: 0.0 for s in graph.stages}
     comp = {s: 0.0 for s in graph.stages}
+    launches = {s: 0 for s in graph.stages}
+    prov_t: dict[str, dict] = {s: {} for s in graph.stages}
     counts: dict[int, tuple] = {}
     for n in (graph if nodes is None else nodes):
         k = counts.get(id(n.scope))
         if k is None:
             k = counts[id(n.scope)] = (n.scope.count_per_invocation, n.scope.stage.name)
         k, st = k
-        compute, memory, t = stage_timer[st].node(n)
+        compute, memory, t, p = stage_timer[st].node(n)
         c = n.costs
         c["compute_s"] = compute
         c["memory_s"] = memory
@@ -124,14 +386,43 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
         by = c["bytes_read"] + c["bytes_written"]
         c["intensity"] = (c["tensor_flops"] + c["vector_flops"]) / by if by else float("inf")
         time[st] += t * k
+        launches[st] += c.get("launches", 0) * k
+        pt = prov_t[st]
+        pt[p] = pt.get(p, 0.0) + t * k
         if c["bound"] == "compute":
             comp[st] += t * k
+    issue = {}
+    bound = {}
     share = {s: (comp[s] / time[s] if time[s] else 0.0) for s in time}
+    for s in graph.stages:
+        tm = stage_timer[s]
+        issue[s] = 0.0 if tm.ideal else launches[s] * tm.model.issue_s
+        bound[s] = "compute" if share[s] >= 0.5 else "memory"
+        if issue[s] > time[s]:
+            prov_t[s] = {tm.model.issue_prov: issue[s]}
+            time[s] = issue[s]
+            bound[s] = "issue"
     transfer = 0.0
     if offload_model and weight_bytes:
         bw = hw.host_link_bandwidth * (1.0 if mode == "ideal" else hw.host_link_efficiency)
         transfer = sum(2 * b for s, b in weight_bytes.items() if s not in host_stages) / bw
-    return {"time_s": time, "compute_share": share,
-            "bound": {s: ("compute" if share[s] >= 0.5 else "memory") for s in share},
-            "device": {s: stage_timer[s].hw.name for s in graph.stages},
+    return {"time_s": time, "compute_share": share, "bound": bound,
+            "device": {s: stage_timer[s].hw.name for s in graph.stages}, "issue_s": issue,
+            "provenance": {s: provenance(prov_t[s], time[s]) for s in graph.stages},
             "transfer_s": transfer, "ridge_point": hw.ridge_point("bf16") if "bf16" in hw.tensor_flops else None}
+
+
+def provenance(by_key: dict, total: float) -> dict:
+    """Summarize {frozenset of (input, source): seconds} into {"inputs": {source: [input
+    names]}, "assumed_share": fraction of ``total`` resting on at least one assumed input}."""
+    inputs: dict[str, set] = {k: set() for k in SOURCE_ORDER}
+    assumed = 0.0
+    for key, t in by_key.items():
+        has_assumed = False
+        for name, src in key:
+            inputs.setdefault(src, set()).add(name)
+            has_assumed = has_assumed or src == "assumed"
+        if has_assumed:
+            assumed += t
+    return {"inputs": {k: sorted(v) for k, v in inputs.items() if v},
+            "assumed_share": (assumed / total) if total else 0.0}

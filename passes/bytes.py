@@ -41,7 +41,7 @@ from wanir.graph import Graph, Node
 from wanir.ops import OPS
 
 FUSIONS = ("eager", "fused", "compiled")
-ATTENTION_KERNELS = ("flash2", "flash3", "math")
+ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "sage2-fp16acc", "flash3-fp8", "math", "sdpa")
 #: categories whose weights autocast converts to the compute dtype per use
 AUTOCAST_CATEGORIES = ("matmul", "conv")
 #: categories that fold into their producer under the ``fused`` policy

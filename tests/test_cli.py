@@ -22,7 +22,8 @@ def test_estimate_json_schema():
     assert set(d) == {"model", "hardware", "workload", "stages", "total"}
     assert set(d["total"]) == SCHEMA_TOTAL
     for s in d["stages"]:
-        assert set(s) == {"name", "invocations", "per_invocation", "total"}
+        assert set(s) == {"name", "invocations", "per_invocation", "total", "provenance"}
+        assert set(s["provenance"]) == {"inputs", "assumed_share"}
         assert set(s["per_invocation"]) == SCHEMA_STAGE == set(s["total"])
 
 

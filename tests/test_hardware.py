@@ -19,38 +19,88 @@ def test_builtin_library_has_all_gpus_and_a_host():
     assert hardware.load("host-cpu").kind == "cpu"
 
 
+MICRO_KEYS = ("microarch.sms", "microarch.boost_clock_ghz", "microarch.tensor_clock_ghz",
+              "microarch.sfu_exp_per_clk_sm", "microarch.fp32_lanes_per_sm", "microarch.l2_mib",
+              "microarch.l2_bandwidth_tbps")
+
+
 def test_every_value_has_a_source():
-    for name in GPUS:
-        hw = hardware.load(name)
+    for hw in hardware.list_hardware():
         assert set(hw.sources.values()) <= set(hardware.SOURCES)
-        for key in ("tensor_tflops.bf16", "vector_tflops", "memory.capacity_gib", "memory.bandwidth_tbps",
-                    "host_link.bandwidth_gbps", "gpu_link.bandwidth_gbps", "launch_overhead_us",
-                    "efficiency.matmul", "efficiency.memory", "efficiency.attention.flash2"):
-            assert key in hw.sources, (name, key)
+        assert hw.family in hardware.FAMILIES
+        for key in MICRO_KEYS + ("memory.capacity_gib", "memory.bandwidth_tbps", "host_link.bandwidth_gbps",
+                                 "gpu_link.bandwidth_gbps", "launch_overhead_us"):
+            assert key in hw.sources, (hw.name, key)
+        inst = hw.micro.native
+        assert f"microarch.tensor_flops_per_clk_sm.{inst}.bf16" in hw.sources, hw.name
+
+
+# Dense datasheet peaks (TFLOP/s) from the hardware reference table: BF16, FP8, TF32, FP32
+# (non-tensor). H20 and L20 have no public datasheet: their figures are as reported.
+DATASHEET = {
+    "h100-sxm": (989.4, 1979, 494.7, 67), "h100-pcie": (756, 1513, 378, 51), "h200": (989.4, 1979, 494.7, 67),
+    "h800": (989, 1979, 494.7, 67), "h20": (148, 296, 74, 44), "a100-40gb": (312, None, 156, 19.5),
+    "a100-80gb": (312, None, 156, 19.5), "a800": (312, None, 156, 19.5), "l40s": (362, 733, 183, 91.6),
+    "l20": (119.5, 239, 59.8, 59.8), "rtx-4090": (165.2, 330, 82.6, 82.6), "b200": (2250, 4500, 1100, 75),
+    "gb200": (2500, 5000, 1250, 80), "mi300x": (1307.4, 2614.9, 653.7, 163.4), "mi325x": (1307.4, 2614.9, 653.7, 163.4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DATASHEET))
+def test_derived_peaks_match_the_datasheet(name):
+    """Peaks derived from SMs x clock x FLOP/clock/SM (and 2 x FP32 lanes for the vector
+    peak) agree with the datasheet headline: within 3 % (B200 TF32 is quoted as ~1100),
+    within 12 % for H20's reported FP32 figure (no public datasheet)."""
+    hw = hardware.load(name)
+    bf16, fp8, tf32, fp32 = DATASHEET[name]
+    assert hw.peak("bf16") / 1e12 == pytest.approx(bf16, rel=0.03)
+    if fp8:
+        assert hw.peak("fp8_e4m3") / 1e12 == pytest.approx(fp8, rel=0.03)
+    assert hw.peak("tf32") / 1e12 == pytest.approx(tf32, rel=0.03)
+    assert hw.vector_flops / 1e12 == pytest.approx(fp32, rel=0.12 if name == "h20" else 0.03)
+
+
+def test_h100_derivation_by_hand():
+    """132 SMs x 1.83 GHz x 4096 dense BF16 FLOP/clock/SM (wgmma) = 989.4 TFLOP/s;
+    132 x 1.98 GHz x 2 x 128 FP32 lanes = 66.9 TFLOP/s."""
+    hw = hardware.load("h100-sxm")
+    assert hw.peak("bf16") == pytest.approx(132 * 1.83e9 * 4096)
+    assert hw.vector_flops == pytest.approx(132 * 1.98e9 * 2 * 128)
+    assert hw.family == "sm90" and hw.micro.native == "wgmma"
+
+
+def test_host_workstation_is_a_cpu():
+    hw = hardware.load("host-workstation")
+    assert hw.kind == "cpu" and hw.family == "cpu"
+    assert hw.peak("bf16") == pytest.approx(16 * 4.5e9 * 64)       # 16 cores x 4.5 GHz x 64 FLOP/clock
+    assert hw.memory_bandwidth == pytest.approx(2 * 41.6e9)          # two channels of DDR5-5200
 
 
 def test_h100_units_from_datasheet():
     hw = hardware.load("h100-sxm")
-    assert hw.peak("bf16") == pytest.approx(989.4e12)
+    assert hw.peak("bf16") == pytest.approx(989.4e12, rel=1e-4)
     assert hw.memory_bandwidth == pytest.approx(3.35e12)
     assert hw.memory_bytes == 80 * 2**30
-    assert hw.ridge_point("bf16") == pytest.approx(989.4 / 3.35)
-    assert hw.peak("tf32") == pytest.approx(494.7e12)
-
-
-def test_step_table_lookup():
-    t = hardware.StepTable("flops", (0.0, 10.0, 100.0), (0.1, 0.5, 0.9), "assumed")
-    assert (t(0), t(9.9), t(10), t(99), t(1e9)) == (0.1, 0.1, 0.5, 0.5, 0.9)
+    assert hw.ridge_point("bf16") == pytest.approx(989.4 / 3.35, rel=1e-4)
+    assert hw.peak("tf32") == pytest.approx(494.7e12, rel=1e-4)
 
 
 SPEC = textwrap.dedent("""\
     name: my-gpu
     description: a test accelerator
     kind: gpu
-    tensor_tflops:
-      bf16: {value: 100, source: measured}
-      fp32: {value: 10, source: datasheet}
-    vector_tflops: {value: 10, source: datasheet}
+    family: sm90
+    microarch:
+      sms: {value: 100, source: measured}
+      boost_clock_ghz: {value: 1.0, source: datasheet}
+      tensor_clock_ghz: {value: 1.0, source: datasheet}
+      tensor_flops_per_clk_sm:
+        wgmma:
+          bf16: {value: 1000, source: measured}
+      sfu_exp_per_clk_sm: {value: 16, source: reported}
+      fp32_lanes_per_sm: {value: 50, source: datasheet}
+      l2_mib: {value: 1, source: datasheet}
+      l2_bandwidth_tbps: {value: 2, source: assumed}
     memory:
       capacity_gib: {value: 16, source: datasheet}
       bandwidth_tbps: {value: 1, source: datasheet}
@@ -60,13 +110,6 @@ SPEC = textwrap.dedent("""\
     gpu_link:
       bandwidth_gbps: {value: null, source: datasheet}
     launch_overhead_us: {value: 5, source: measured}
-    efficiency:
-      matmul: {source: measured, by: flops, steps: [[0, 0.5]]}
-      conv: {source: measured, by: flops, steps: [[0, 0.5]]}
-      attention:
-        flash2: {source: measured, by: flops, steps: [[0, 0.5]]}
-      vector: {source: measured, by: flops, steps: [[0, 0.5]]}
-      memory: {source: measured, by: bytes, steps: [[0, 0.5]]}
     """)
 
 
@@ -96,10 +139,22 @@ def test_malformed_file_names_file_and_key(tmp_path):
     nosrc = SPEC.replace("capacity_gib: {value: 16, source: datasheet}", "capacity_gib: {value: 16, source: guess}")
     with pytest.raises(ConfigError, match=r"memory.capacity_gib.source"):
         hardware.from_mapping(__import__("yaml").safe_load(nosrc), origin="x.yaml")
-    steps = SPEC.replace("memory: {source: measured, by: bytes, steps: [[0, 0.5]]}",
-                         "memory: {source: measured, by: bytes, steps: [[0, 1.5]]}")
-    with pytest.raises(ConfigError, match=r"x.yaml: key 'efficiency.memory.steps\[0\]'"):
-        hardware.from_mapping(__import__("yaml").safe_load(steps), origin="x.yaml")
+    y = __import__("yaml")
+    old = SPEC + "efficiency:\n  matmul: {source: measured, by: flops, steps: [[0, 0.5]]}\n"
+    with pytest.raises(ConfigError, match=r"x.yaml: key 'efficiency': .*kernel model"):
+        hardware.from_mapping(y.safe_load(old), origin="x.yaml")
+    fam = SPEC.replace("family: sm90", "family: sm95")
+    with pytest.raises(ConfigError, match=r"x.yaml: key 'family': must be one of sm80"):
+        hardware.from_mapping(y.safe_load(fam), origin="x.yaml")
+    inst = SPEC.replace("    wgmma:", "    warp9:")
+    with pytest.raises(ConfigError, match=r"tensor_flops_per_clk_sm.warp9'.*allowed: mma_sync"):
+        hardware.from_mapping(y.safe_load(inst), origin="x.yaml")
+    sms = SPEC.replace("sms: {value: 100, source: measured}", "sms: {value: 1.0e+9, source: measured}")
+    with pytest.raises(ConfigError, match=r"microarch.sms.value': must lie in"):
+        hardware.from_mapping(y.safe_load(sms), origin="x.yaml")
+    over = SPEC + "kernels:\n  gemm:\n    ceiling: {value: 1.5, source: measured}\n"
+    with pytest.raises(ConfigError, match=r"kernels.gemm'.ceiling.value: must lie in"):
+        hardware.from_mapping(y.safe_load(over), origin="x.yaml")
 
 
 def test_entry_point_hardware_is_picked_up(tmp_path, monkeypatch):
@@ -116,7 +171,7 @@ def test_entry_point_hardware_is_picked_up(tmp_path, monkeypatch):
         return real(**kw)
     monkeypatch.setattr(importlib.metadata, "entry_points", fake)
     assert "ep-gpu" in hardware.plugin_names()
-    assert hardware.load("ep-gpu").peak("bf16") == pytest.approx(100e12)
+    assert hardware.load("ep-gpu").peak("bf16") == pytest.approx(100 * 1e9 * 1000)   # SMs x clock x FLOP/clock
     cfg = load_config(["hardware=ep-gpu"])
     assert hardware.from_config(cfg).name == "ep-gpu"
 

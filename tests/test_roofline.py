@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from wanir import hardware
+from wanir import hardware, kernels
 from wanir.backends import roofline
 from wanir.builder import GraphBuilder
 from wanir.estimate import estimate, estimate_graph
@@ -11,7 +11,14 @@ from wanir.passes import flops
 
 from test_hardware import SPEC
 
-HW = hardware.from_mapping(yaml.safe_load(SPEC), origin="test")   # 100 TFLOP/s bf16, 1 TB/s, eff 0.5, 5 us
+# 100 SMs x 1 GHz x 1000 bf16 FLOP/clock/SM = 100 TFLOP/s; 2 x 50 FP32 lanes -> 10 TFLOP/s;
+# 1 TB/s DRAM, 1 MiB L2, 5 us per launch; family sm90
+HW = hardware.from_mapping(yaml.safe_load(SPEC), origin="test")
+KT = yaml.safe_load(open(kernels.PATH))          # the constants, read independently of the model
+
+
+def _k(section, key, fam="sm90"):
+    return KT[section][fam][key]["value"]
 
 
 def _graph():
@@ -31,18 +38,58 @@ def test_node_times_by_hand():
     r = roofline.run(g, HW)
     fc, add = g.find("fc")[0].costs, g.find("add")[0].costs
     f = 2 * 1024 ** 3                                   # 2MNK
-    by = 3 * 1024 * 1024 * 2                            # x, W, y in bf16
-    assert fc["compute_s"] == pytest.approx(f / (100e12 * 0.5))
-    assert fc["memory_s"] == pytest.approx(by / (1e12 * 0.5))
-    assert fc["time_s"] == pytest.approx(f / 50e12 + 5e-6)
+    by = 3 * 1024 * 1024 * 2                            # x, W, y in bf16 (6 MiB: beyond the 1 MiB L2)
+    # GEMM: 1024/128 x 1024/256 = 32 tiles, no tile waste, one wave on 100 SMs: 32/100 busy;
+    # K ramp 1024 / (1024 + k_ramp); under the sm90 ceiling
+    tm, tn = _k("gemm", "tile_m"), _k("gemm", "tile_n")
+    tiles = (1024 // tm) * (1024 // tn)
+    eff = _k("gemm", "ceiling") * (tiles / 100) * 1024 / (1024 + _k("gemm", "k_ramp"))
+    assert fc["compute_s"] == pytest.approx(f / (100e12 * eff))
+    assert fc["memory_s"] == pytest.approx(by / (1e12 * _k("memory", "fraction")))
+    assert fc["time_s"] == pytest.approx(max(fc["compute_s"], fc["memory_s"]) + 5e-6)
     assert fc["bound"] == "compute" and fc["intensity"] == pytest.approx(f / by)
-    # add: 1024^2 vector FLOPs at 10 TFLOP/s x 0.5; reads y once per slot, writes one
+    # add: 1024^2 vector FLOPs at the 10 TFLOP/s FP32 peak; reads y once per slot, writes one
     n = 1024 * 1024
-    assert add["compute_s"] == pytest.approx(n / 5e12)
-    assert add["memory_s"] == pytest.approx(3 * n * 2 / 0.5e12)
+    assert add["compute_s"] == pytest.approx(n / 10e12)
+    assert add["memory_s"] == pytest.approx(3 * n * 2 / (1e12 * _k("memory", "fraction")))
     assert add["bound"] == "memory"
     assert r["time_s"]["s"] == pytest.approx(2 * fc["time_s"] + add["time_s"])
     assert r["ridge_point"] == pytest.approx(100)
+
+
+def test_l2_fast_path():
+    """An elementwise op whose reads and writes fit the 1 MiB L2 runs at the L2 bandwidth
+    (2 TB/s x l2_fraction), not the DRAM's."""
+    b = GraphBuilder()
+    with b.stage("s"):
+        x = b.input("x", (256, 256), "bf16")
+        b.add(x, x, name="add")
+    flops.run(b.graph)
+    bytes_pass.run(b.graph)
+    roofline.run(b.graph, HW)
+    c = b.graph.find("add")[0].costs
+    assert c["memory_s"] == pytest.approx(3 * 256 * 256 * 2 / (2e12 * _k("memory", "l2_fraction")))
+
+
+def test_stage_is_at_least_its_cpu_issue_time():
+    """Tiny ops: the GPU finishes each in ~5 us (its launch gap), the host needs cpu_issue_us
+    per op; the stage takes max(GPU sum, issue sum) and says it is issue-bound when the host
+    is slower."""
+    b = GraphBuilder()
+    with b.stage("s"):
+        x = b.input("x", (8, 8), "bf16")
+        for i in range(10):
+            x = b.gelu(x, name=f"g{i}")
+    flops.run(b.graph)
+    bytes_pass.run(b.graph)
+    spec = yaml.safe_load(SPEC)
+    spec["launch_overhead_us"]["value"] = 0
+    hw = hardware.from_mapping(spec, origin="test")
+    r = roofline.run(b.graph, hw)
+    issue = 10 * KT["issue"]["sm90"]["cpu_issue_us"]["value"] * 1e-6
+    assert r["issue_s"]["s"] == pytest.approx(issue)
+    assert r["time_s"]["s"] == pytest.approx(issue) and r["bound"]["s"] == "issue"
+    assert r["provenance"]["s"]["assumed_share"] == pytest.approx(1.0)   # the issue cost is assumed
 
 
 def test_ideal_is_speed_of_light():
@@ -59,9 +106,21 @@ def test_offload_adds_weight_transfer():
     assert r["transfer_s"] == pytest.approx(2 * w["s"] / (32e9 * 0.8))
 
 
-def test_flash3_needs_a_table():
-    with pytest.raises(ValueError, match="flash3"):
+def test_flash3_off_hopper_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"no flash3 kernel for sm80 .*available: flash2"):
         roofline.run(_graph(), hardware.load("a100-80gb"), attention_kernel="flash3")
+
+
+def test_provenance_per_stage_in_json():
+    d = estimate(SMALL).to_dict()
+    for s in d["stages"]:
+        p = s["provenance"]
+        assert 0 <= p["assumed_share"] <= 1
+        assert set(p["inputs"]) <= {"measured", "reported", "datasheet", "assumed"}
+    dit = next(s for s in d["stages"] if s["name"] == "diffusion_core")
+    # the DiT's attention rests on the FA2-on-sm90 constants and the SFU rate (reported)
+    assert "kernels.attention.flash2.mma_ceiling" in dit["provenance"]["inputs"]["reported"]
+    assert "microarch.sfu_exp_per_clk_sm" in dit["provenance"]["inputs"]["reported"]
 
 
 def test_estimate_graph_without_config_uses_defaults():

@@ -86,9 +86,10 @@ def cmd_hardware(args) -> int:
         return "-" if v is None else f.format(v)
 
     head = ["name", "description", "BF16 TFLOP/s", "FP8 TFLOP/s", "vector TFLOP/s", "memory GiB", "bandwidth TB/s",
-            "GPU link GB/s", "host link GB/s"]
+            "GPU link GB/s", "host link GB/s", "family", "inputs d/r/m/a"]
     body = [[r["name"], r["description"], num(r["bf16_tflops"]), num(r["fp8_tflops"]), num(r["vector_tflops"]),
-             num(r["memory_gib"]), num(r["bandwidth_tbps"]), num(r["gpu_link_gbps"]), num(r["host_link_gbps"])]
+             num(r["memory_gib"]), num(r["bandwidth_tbps"]), num(r["gpu_link_gbps"]), num(r["host_link_gbps"]),
+             r.get("family", "-"), _source_counts(r)]
             for r in recs]
     if args.format == "md":
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -98,13 +99,21 @@ def cmd_hardware(args) -> int:
     from rich.console import Console
     from rich.table import Table
     t = Table(title=f"{len(recs)} devices (select one with hardware=NAME)",
-              caption="dense peaks; per-value sources in each YAML file")
+              caption="dense peaks derived from the microarchitecture; inputs d/r/m/a: how many of the device's "
+                      "values are datasheet/reported/measured/assumed (per-value sources in each YAML file; kernel "
+                      "constants in wanir/data/kernels.yaml)")
     for h in head:
         t.add_column(h, justify="left" if h in ("name", "description") else "right")
     for b in body:
         t.add_row(*b)
     Console().print(t)
     return 0
+
+
+def _source_counts(rec: dict) -> str:
+    """'datasheet/reported/measured/assumed' counts of a hardware summary's inputs."""
+    c = rec.get("sources") or {}
+    return "/".join(str(c.get(k, 0)) for k in ("datasheet", "reported", "measured", "assumed"))
 
 
 def cmd_config(args) -> int:

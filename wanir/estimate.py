@@ -31,10 +31,14 @@ class StageResult:
     per_invocation: dict
     total: dict
     notes: list[str] = field(default_factory=list)
+    provenance: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "invocations": self.invocations,
-                "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
+        d = {"name": self.name, "invocations": self.invocations,
+             "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
+        if self.provenance is not None:
+            d["provenance"] = self.provenance
+        return d
 
 
 @dataclass
@@ -136,7 +140,7 @@ def annotate_time(graph: Graph, cfg, counts: dict) -> dict:
     from wanir.backends import roofline
     from wanir.passes import memory
 
-    kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
+    kernel, allow_tf32_conv = roofline.timing_options(cfg)
     mode = _opt(cfg, "roofline.mode", "calibrated")
     offload = bool(_opt(cfg, "memory.offload_model", False))
     t5_cpu = bool(_opt(cfg, "memory.t5_cpu", False))
@@ -145,7 +149,7 @@ def annotate_time(graph: Graph, cfg, counts: dict) -> dict:
     host = hardware.load(_opt(cfg, "memory.host", "host-cpu")) if host_stages else None
     by, mem = counts["bytes_pass"], counts["memory"]
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
-                      offload_model=offload,
+                      offload_model=offload, allow_tf32_conv=allow_tf32_conv,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
     graph.meta["hardware"] = hw.name
     out = dict(counts)
@@ -182,7 +186,8 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
             v = summaries.get(key, {}).get(name)
             per[key] = v
         tot = {k: (per[k] * scope.repeat if k in ADDITIVE and per[k] is not None else per[k]) for k in STAGE_KEYS}
-        stages.append(StageResult(name, scope.repeat, per, tot))
+        prov = summaries.get("roofline", {}).get("provenance", {}).get(name)
+        stages.append(StageResult(name, scope.repeat, per, tot, provenance=prov))
     total = {k: None for k in TOTAL_KEYS}
     for k in ("tensor_flops", "vector_flops", "params"):
         total[k] = sum(s.total[k] for s in stages)

@@ -11,7 +11,6 @@ docs/adding-hardware.md; :class:`Hardware` is the validated, unit-normalized for
 """
 from __future__ import annotations
 
-import bisect
 import functools
 import math
 from dataclasses import dataclass, field
@@ -23,9 +22,12 @@ from .errors import ConfigError
 #: where a value came from: a vendor datasheet, a published measurement, a measurement of
 #: wanir's own, or a modeling assumption (stated in the file's note)
 SOURCES = ("datasheet", "reported", "measured", "assumed")
-#: op classes that carry an efficiency table; ``attention`` has one table per kernel
-OP_CLASSES = ("matmul", "conv", "attention", "vector", "memory")
-ATTENTION_KERNELS = ("flash2", "flash3", "math")
+#: architecture families; each picks its per-kernel constants in wanir/data/kernels.yaml
+FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu")
+#: tensor instruction families a microarch may list rates for
+INSTRUCTIONS = ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512")
+#: dtypes a tensor instruction rate is given for (fp8 covers e4m3 and e5m2)
+RATE_DTYPES = ("bf16", "fp16", "fp8", "tf32", "int8")
 KINDS = ("gpu", "cpu")
 ENTRY_POINT_GROUP = "wanir.hardware"
 
@@ -39,26 +41,37 @@ class HardwareError(ConfigError):
 
 
 @dataclass(frozen=True)
-class StepTable:
-    """Efficiency as a step function of an op's size: ``thresholds[i]`` is the smallest size
-    (FLOPs or bytes, per ``by``) at which ``values[i]`` applies. ``source`` says where the
-    table came from."""
+class Microarch:
+    """Per-SM (per-CU, per-core) resources: ``sms`` count, ``boost_clock_hz`` (the FP32 peak's
+    clock), ``tensor_clock_hz`` (the sustained tensor clock), ``rates`` FLOP per clock per SM by
+    instruction family then dtype (the first family listed is the native one), ``sfu_exp``
+    exp results per clock per SM, ``fp32_lanes`` FP32 FMA lanes per SM, ``l2_bytes`` and
+    ``l2_bandwidth`` (bytes/s) of the last-level cache."""
 
-    by: str
-    thresholds: tuple[float, ...]
-    values: tuple[float, ...]
-    source: str
-    note: str = ""
-
-    def __call__(self, size: float) -> float:
-        """Efficiency (a fraction in (0, 1]) for an op of ``size`` FLOPs or bytes."""
-        i = bisect.bisect_right(self.thresholds, size) - 1
-        return self.values[max(i, 0)]
+    sms: int
+    boost_clock_hz: float
+    tensor_clock_hz: float
+    rates: dict
+    sfu_exp: float
+    fp32_lanes: float
+    l2_bytes: float
+    l2_bandwidth: float
 
     @property
-    def best(self) -> float:
-        """The largest efficiency in the table."""
-        return max(self.values)
+    def native(self) -> str:
+        """The native tensor instruction family (the first one listed)."""
+        return next(iter(self.rates))
+
+    def rate(self, instruction: str, dtype: str) -> float | None:
+        """FLOP per clock per SM of ``instruction`` at rate dtype ``dtype`` (None if absent;
+        an instruction the device does not list falls back to the native one)."""
+        r = self.rates.get(instruction) or self.rates[self.native]
+        return r.get(dtype)
+
+
+def rate_dtype(dtype: str) -> str:
+    """The microarch rate key of a wanir compute dtype (fp8_e4m3/fp8_e5m2 -> fp8)."""
+    return "fp8" if dtype.startswith("fp8") else dtype
 
 
 @dataclass(frozen=True)
@@ -68,8 +81,11 @@ class Hardware:
     bytes, ``memory_bandwidth`` bytes/s, ``host_link_bandwidth`` and ``gpu_link_bandwidth``
     bytes/s per direction (``gpu_link_bandwidth`` None when peers talk over the host link),
     ``host_link_efficiency`` the achieved fraction of the host link, ``launch_overhead_s``
-    seconds per kernel, ``efficiency`` a StepTable per op class (``attention.<kernel>`` for
-    attention), ``sources`` the source kind of every value by dotted key."""
+    seconds of GPU-side gap per kernel, ``family`` the architecture family, ``micro`` the
+    :class:`Microarch`, ``datasheet_flops`` the headline peaks the file lists (FLOP/s; the
+    model uses the peaks derived from ``micro``), ``kernels`` per-device overrides of the
+    kernel constants (``kernels:`` in the YAML, e.g. from ``wanir calibrate``), ``sources`` the
+    source kind of every value by dotted key."""
 
     name: str
     description: str
@@ -82,7 +98,10 @@ class Hardware:
     host_link_efficiency: float
     gpu_link_bandwidth: float | None
     launch_overhead_s: float
-    efficiency: dict[str, StepTable]
+    family: str
+    micro: Microarch
+    datasheet_flops: dict[str, float] = field(default_factory=dict)
+    kernels: dict = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     origin: str = ""
 
@@ -95,18 +114,9 @@ class Hardware:
             v = self.tensor_flops.get("fp32")
         if v is None:
             raise ConfigError(f"hardware '{self.name}' has no tensor peak for dtype {dtype!r} "
-                              f"(it has: {', '.join(self.tensor_flops)}); add tensor_tflops.{dtype} to {self.origin or 'its spec'}")
+                              f"(it has: {', '.join(self.tensor_flops)}); add microarch.tensor_flops_per_clk_sm.<instruction>."
+                              f"{rate_dtype(dtype)} to {self.origin or 'its spec'}")
         return v
-
-    def table(self, op_class: str, attention_kernel: str = "flash2") -> StepTable:
-        """The efficiency table of ``op_class`` (for attention, of ``attention_kernel``)."""
-        key = f"attention.{attention_kernel}" if op_class == "attention" else op_class
-        t = self.efficiency.get(key)
-        if t is None:
-            have = sorted(k.split(".", 1)[1] for k in self.efficiency if k.startswith("attention."))
-            raise ConfigError(f"roofline.attention_kernel={attention_kernel}: hardware '{self.name}' has no "
-                              f"efficiency for it (it has: {', '.join(have)})")
-        return t
 
     def ridge_point(self, dtype: str = "bf16") -> float:
         """FLOPs per byte at which a kernel at peak turns from memory- to compute-bound."""
@@ -123,6 +133,9 @@ class Hardware:
                 "bandwidth_tbps": self.memory_bandwidth / _TERA,
                 "gpu_link_gbps": None if self.gpu_link_bandwidth is None else self.gpu_link_bandwidth / _GIGA,
                 "host_link_gbps": self.host_link_bandwidth / _GIGA,
+                "family": self.family, "sms": self.micro.sms,
+                "sources": {k: sum(1 for v in self.sources.values() if v == k) for k in SOURCES},
+                "l2_mib": self.micro.l2_bytes / 2**20,
                 "origin": self.origin}
 
 
@@ -183,30 +196,11 @@ class _Reader:
             self.fail(key, f"an efficiency must be a number in (0, 1], got {_show(v)}")
         return float(v)
 
-    def steps(self, key: str, by: str) -> StepTable:
-        node = self.node(key)
-        if not isinstance(node, Mapping):
-            self.fail(key, "must be a mapping {source, by, steps: [[size, efficiency], ...]}")
-        src = self.source(key, node)
-        if node.get("by", by) != by:
-            self.fail(key + ".by", f"must be '{by}', got {_show(node.get('by'))}")
-        steps = node.get("steps")
-        if not isinstance(steps, (list, tuple)) or not steps:
-            self.fail(key + ".steps", "must be a non-empty list of [size, efficiency] pairs")
-        th, vals = [], []
-        for i, s in enumerate(steps):
-            if not isinstance(s, (list, tuple)) or len(s) != 2:
-                self.fail(f"{key}.steps[{i}]", f"must be a [size, efficiency] pair, got {_show(s)}")
-            size, eff = s
-            if isinstance(size, bool) or not isinstance(size, (int, float)) or size < 0:
-                self.fail(f"{key}.steps[{i}]", f"size must be a number >= 0, got {_show(size)}")
-            if th and size <= th[-1]:
-                self.fail(f"{key}.steps[{i}]", f"sizes must increase, got {size} after {th[-1]}")
-            th.append(float(size))
-            vals.append(self.fraction(f"{key}.steps[{i}]", eff))
-        if th[0] != 0:
-            self.fail(f"{key}.steps[0]", f"the first step must start at size 0, got {th[0]}")
-        return StepTable(by, tuple(th), tuple(vals), src, str(node.get("note") or ""))
+    def bounded(self, key: str, lo: float, hi: float) -> float:
+        v = self.number(key)
+        if not lo <= v <= hi:
+            self.fail(key + ".value", f"must lie in [{lo:g}, {hi:g}], got {v:g}")
+        return v
 
 
 def _show(v) -> str:
@@ -232,45 +226,85 @@ def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None)
     kind = data.get("kind", "gpu")
     if kind not in KINDS:
         r.fail("kind", f"must be one of {', '.join(KINDS)}, got {_show(kind)}")
-    tt = r.node("tensor_tflops")
-    if not isinstance(tt, Mapping) or not tt:
-        r.fail("tensor_tflops", "must map compute dtypes (bf16, fp16, fp8_e4m3, tf32, fp32, ...) to {value, source}")
+    if "efficiency" in data:
+        r.fail("efficiency", "step tables of efficiency were replaced by the kernel model: give 'family' and "
+                             "'microarch' instead (docs/adding-hardware.md, docs/time-model.md)")
+    family = data.get("family")
+    if family not in FAMILIES:
+        r.fail("family", f"must be one of {', '.join(FAMILIES)}, got {_show(family)}")
+    micro = _microarch(r)
     from .dtypes import DTYPES
+    datasheet = {}
+    tt = r.node("tensor_tflops", required=False)
+    if tt is not None:
+        if not isinstance(tt, Mapping):
+            r.fail("tensor_tflops", "must map compute dtypes (bf16, fp16, fp8_e4m3, tf32, fp32, ...) to {value, source}")
+        for dt in tt:
+            if dt not in DTYPES:
+                r.fail(f"tensor_tflops.{dt}", f"unknown dtype; allowed: {', '.join(DTYPES)}")
+            datasheet[dt] = r.bounded(f"tensor_tflops.{dt}", 1e-6, 1e6) * _TERA
+    vector = micro.sms * micro.boost_clock_hz * 2 * micro.fp32_lanes
     tensor = {}
-    for dt in tt:
-        if dt not in DTYPES:
-            r.fail(f"tensor_tflops.{dt}", f"unknown dtype; allowed: {', '.join(DTYPES)}")
-        tensor[dt] = r.number(f"tensor_tflops.{dt}") * _TERA
-    vector = r.number("vector_tflops") * _TERA
-    mem = r.number("memory.capacity_gib") * _GIB
-    bw = r.number("memory.bandwidth_tbps") * _TERA
-    host_bw = r.number("host_link.bandwidth_gbps") * _GIGA
+    for dt in ("bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "tf32", "int8"):
+        rate = micro.rate(micro.native, rate_dtype(dt))
+        if rate is not None:
+            tensor[dt] = micro.sms * micro.tensor_clock_hz * rate
+    tensor["fp32"] = vector
+    if r.node("vector_tflops", required=False) is not None:
+        datasheet["vector"] = r.bounded("vector_tflops", 1e-6, 1e6) * _TERA
+    mem = r.bounded("memory.capacity_gib", 1e-3, 2**24) * _GIB
+    bw = r.bounded("memory.bandwidth_tbps", 1e-4, 1e3) * _TERA
+    host_bw = r.bounded("host_link.bandwidth_gbps", 1e-3, 1e5) * _GIGA
     host_eff_node = r.node("host_link.efficiency")
     host_eff = r.number("host_link.efficiency")
     r.fraction("host_link.efficiency.value", host_eff_node["value"])
     gl = r.number("gpu_link.bandwidth_gbps", required=False, allow_null=True)
     launch = r.number("launch_overhead_us", positive=False)
-    if launch < 0:
-        r.fail("launch_overhead_us.value", f"must be >= 0, got {launch}")
-    eff_node = r.node("efficiency")
-    if not isinstance(eff_node, Mapping):
-        r.fail("efficiency", "must be a mapping of op class to step table")
-    for k in eff_node:
-        if k not in OP_CLASSES:
-            r.fail(f"efficiency.{k}", f"unknown op class; allowed: {', '.join(OP_CLASSES)}")
-    tables = {}
-    for cls in ("matmul", "conv", "vector"):
-        tables[cls] = r.steps(f"efficiency.{cls}", "flops")
-    tables["memory"] = r.steps("efficiency.memory", "bytes")
-    att = r.node("efficiency.attention")
-    if not isinstance(att, Mapping) or not att:
-        r.fail("efficiency.attention", f"must map attention kernels ({', '.join(ATTENTION_KERNELS)}) to step tables")
-    for k in att:
-        if k not in ATTENTION_KERNELS:
-            r.fail(f"efficiency.attention.{k}", f"unknown attention kernel; allowed: {', '.join(ATTENTION_KERNELS)}")
-        tables[f"attention.{k}"] = r.steps(f"efficiency.attention.{k}", "flops")
-    return Hardware(hw_name, str(data.get("description", hw_name)), kind, tensor, vector, int(mem), bw, host_bw,
-                    host_eff, None if gl is None else gl * _GIGA, launch * 1e-6, tables, dict(r.sources), origin)
+    if not 0 <= launch <= 1e5:
+        r.fail("launch_overhead_us.value", f"must lie in [0, 100000], got {launch}")
+    kernels = data.get("kernels") or {}
+    if not isinstance(kernels, Mapping):
+        r.fail("kernels", "must be a mapping of kernel-constant overrides (docs/time-model.md)")
+    hw = Hardware(hw_name, str(data.get("description", hw_name)), kind, tensor, vector, int(mem), bw, host_bw,
+                  host_eff, None if gl is None else gl * _GIGA, launch * 1e-6, family, micro, datasheet,
+                  dict(kernels), dict(r.sources), origin)
+    if kernels:
+        from .kernels import check_overrides
+        check_overrides(hw)
+    return hw
+
+
+def _microarch(r: _Reader) -> Microarch:
+    node = r.node("microarch")
+    if not isinstance(node, Mapping):
+        r.fail("microarch", "must be a mapping (sms, boost_clock_ghz, tensor_clock_ghz, tensor_flops_per_clk_sm, "
+                            "sfu_exp_per_clk_sm, fp32_lanes_per_sm, l2_mib, l2_bandwidth_tbps)")
+    sms = r.bounded("microarch.sms", 1, 100000)
+    if sms != int(sms):
+        r.fail("microarch.sms.value", f"must be a whole number, got {sms}")
+    boost = r.bounded("microarch.boost_clock_ghz", 0.05, 10)
+    tclk = r.bounded("microarch.tensor_clock_ghz", 0.05, 10)
+    rn = r.node("microarch.tensor_flops_per_clk_sm")
+    if not isinstance(rn, Mapping) or not rn:
+        r.fail("microarch.tensor_flops_per_clk_sm", f"must map instruction families ({', '.join(INSTRUCTIONS)}) "
+                                                    f"to {{dtype: {{value, source}}}}")
+    rates = {}
+    for inst, per in rn.items():
+        key = f"microarch.tensor_flops_per_clk_sm.{inst}"
+        if inst not in INSTRUCTIONS:
+            r.fail(key, f"unknown instruction family; allowed: {', '.join(INSTRUCTIONS)}")
+        if not isinstance(per, Mapping) or not per:
+            r.fail(key, f"must map dtypes ({', '.join(RATE_DTYPES)}) to {{value, source}}")
+        rates[inst] = {}
+        for dt in per:
+            if dt not in RATE_DTYPES:
+                r.fail(f"{key}.{dt}", f"unknown dtype; allowed: {', '.join(RATE_DTYPES)}")
+            rates[inst][dt] = r.bounded(f"{key}.{dt}", 1, 1e6)
+    sfu = r.bounded("microarch.sfu_exp_per_clk_sm", 0.01, 1e4)
+    lanes = r.bounded("microarch.fp32_lanes_per_sm", 1, 1e5)
+    l2 = r.bounded("microarch.l2_mib", 1e-3, 1e6)
+    l2bw = r.bounded("microarch.l2_bandwidth_tbps", 1e-4, 1e4)
+    return Microarch(int(sms), boost * 1e9, tclk * 1e9, rates, sfu, lanes, l2 * 2**20, l2bw * _TERA)
 
 
 # ---------------------------------------------------------------------------------- finding
@@ -420,7 +454,7 @@ def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tupl
             return
         if "__entry_point__" not in hw:
             _remember(cfg, from_mapping(hw, origin=origin, name=choice))
-        elif "tensor_tflops" in hw:
+        elif "microarch" in hw:
             _remember(cfg, from_mapping({k: v for k, v in OmegaConf.to_container(hw).items()
                                          if k != "__entry_point__"}, origin=origin, name=choice))
 
