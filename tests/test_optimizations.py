@@ -395,3 +395,13 @@ def test_size_ranks_every_allowed_combination():
     t = {(c.hardware, c.optimizations): c.time_s for c in res["candidates"]}
     assert t[("h100-sxm", "teacache")] < t[("h100-sxm", "")]
     assert all(c.to_dict()["optimizations"] == c.optimizations for c in res["candidates"])
+
+
+def test_block_sparse_attention_is_timed_on_the_tiles_it_visits():
+    def attn(e):
+        return [n for n in e.nodes("diffusion_core") if n.kind == "sdpa" and n.inputs[1].shape[-2] != S][0]
+    over = ["model=wan2.1-t2v-1.3b", "workload=480p", "workload.steps=2"]
+    dense = attn(estimate(over)).costs["compute_s"]
+    sparse = attn(estimate(over + ["attention.density=0.25", "attention.pattern=radial"])).costs["compute_s"]
+    # each query tile runs a quarter of the key tiles: a quarter of the time, up to the per-CTA ramp
+    assert 0.25 * dense <= sparse < 0.3 * dense
