@@ -47,7 +47,7 @@ BOUND_COLORS = {
 #: scopes the optimization transforms add (passes/step_cache.py, passes/sparse_attention.py):
 #: their ops are drawn as dashed octagons
 TRANSFORM_SCOPES = {"cache_check", "cache_store", "reused_calls", "dense_steps", "sparse_sliding_tile",
-                    "sparse_radial", "sparse_svg"}
+                    "sparse_radial", "sparse_svg", "quantize_qkv"}
 _SKIP_KINDS = {"parameter"}      # weights used as tensors: drawn as part of their consumer
 
 

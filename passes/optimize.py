@@ -27,6 +27,16 @@ def _cfg_parallel(cfg) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 1
 
 
+def _attention_kernel(cfg):
+    try:
+        from omegaconf import OmegaConf
+        if cfg is not None and not isinstance(cfg, dict):
+            return OmegaConf.select(cfg, "roofline.attention_kernel", default=None)
+    except ImportError:  # pragma: no cover
+        pass
+    return ((cfg or {}).get("roofline") or {}).get("attention_kernel")
+
+
 def apply(graph: Graph, cfg, steps: int, guidance: bool) -> Graph:
     """``graph`` with the configured optimizations applied (a new graph), or ``graph``
     itself when none is active. ``steps`` and ``guidance`` are the resolved workload's."""
@@ -36,6 +46,12 @@ def apply(graph: Graph, cfg, steps: int, guidance: bool) -> Graph:
         from . import step_cache
         graph = step_cache.transform(graph, opts, steps, 2 if guidance else 1,
                                      both_branches_here=not _cfg_parallel(cfg))
+    kernel = _attention_kernel(cfg)
+    from .attention_quant import QUANT_KERNELS
+    if kernel in QUANT_KERNELS:
+        from .attention_quant import quantize_attention
+        graph = quantize_attention(graph, kernel)
+        applied.append(f"{kernel} attention")
     if opts.gemm_dtype:
         from .quantize import quantize_gemms
         graph = quantize_gemms(graph, opts.gemm_dtype, opts.keep_high_precision, opts.act_scales)

@@ -71,6 +71,14 @@ class Rewriter:
             self.vals[(node.id, i)] = new.output(i)
         return new
 
+    def copy_with_inputs(self, node: Node, inputs, attrs=None) -> Node:
+        """Copy ``node`` under its mapped scope reading the new values ``inputs``."""
+        new = self.emit(node.kind, inputs, self.scope(node.scope), node.name,
+                        node.attrs if attrs is None else attrs, node.params)
+        for i in range(len(node.outputs)):
+            self.vals[(node.id, i)] = new.output(i)
+        return new
+
     def finish(self) -> Graph:
         """Point the source's persistent values at their copies, add the transform's own,
         and return the new graph."""

@@ -405,3 +405,36 @@ def test_block_sparse_attention_is_timed_on_the_tiles_it_visits():
     sparse = attn(estimate(over + ["attention.density=0.25", "attention.pattern=radial"])).costs["compute_s"]
     # each query tile runs a quarter of the key tiles: a quarter of the time, up to the per-CTA ramp
     assert 0.25 * dense <= sparse < 0.3 * dense
+
+
+# ------------------------------------------------------------------ 8-bit attention
+
+@pytest.mark.parametrize("kernel,per_block", [
+    # self (Lq = Lk = L) and cross (Lq = L, Lk = S) attention per block, bytes added minus saved:
+    # sage: q, k quantized (read 2, write 1 per element), V transposed (copy: 2 + 2) then
+    # quantized (3); the kernel reads 1 byte instead of 2 per q, k, v element:
+    #   3·Lq·D + 3·Lk·D + 4·Lk·D + 3·Lk·D − (Lq·D + 2·Lk·D) = 2·Lq·D + 8·Lk·D
+    ("sage2", (2 * L * D + 8 * L * D) + (2 * L * D + 8 * S * D)),
+    # FA3 FP8: three casts, no transpose: 2·Lq·D + 4·Lk·D
+    ("flash3-fp8", (2 * L * D + 4 * L * D) + (2 * L * D + 4 * S * D)),
+])
+def test_8bit_attention_quantize_nodes_carry_their_bytes(kernel, per_block):
+    base = estimate(SMALL)
+    est = estimate(SMALL + [f"roofline.attention_kernel={kernel}"])
+    assert dit(est).total["tensor_flops"] == dit(base).total["tensor_flops"]
+    assert dit(est).total["bytes"] - dit(base).total["bytes"] == 20 * LAYERS * per_block
+    for n in est.nodes("diffusion_core"):
+        if n.kind == "sdpa":
+            assert n.inputs[0].dtype.nbytes(1) == 1 and n.outputs[0].dtype.name == "bf16"
+
+
+def test_8bit_attention_is_faster_where_the_kernel_exists():
+    over = ["model=wan2.1-t2v-1.3b", "workload=480p", "workload.steps=2"]
+    t = {k: dit(estimate(over + [f"roofline.attention_kernel={k}"])).total["time_s"]
+         for k in ("flash2", "sage2", "flash3-fp8")}
+    assert t["sage2"] < t["flash2"] and t["flash3-fp8"] < t["flash2"]
+    t4090 = {k: dit(estimate(over + ["hardware=rtx-4090", f"roofline.attention_kernel={k}"])).total["time_s"]
+             for k in ("flash2", "sage2", "sage2-fp16acc")}
+    assert t4090["sage2-fp16acc"] < t4090["sage2"] < t4090["flash2"]
+    with pytest.raises(ConfigError, match="no sage2-fp16acc kernel for sm90.*available"):
+        estimate(over + ["roofline.attention_kernel=sage2-fp16acc"])

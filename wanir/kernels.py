@@ -26,7 +26,7 @@ from .errors import ConfigError
 
 PATH = Path(__file__).parent / "data" / "kernels.yaml"
 #: attention kernel names (``sdpa`` = what PyTorch SDPA picks on the family)
-ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "math", "sdpa")
+ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "sage2-fp16acc", "flash3-fp8", "math", "sdpa")
 SECTIONS = ("gemm", "conv", "memory", "issue")
 #: per constant: (lower bound, upper bound) or a tuple of allowed strings
 ATTENTION_KEYS = {

@@ -202,14 +202,15 @@ def _sdpa_shape(ins, a):
     d = a.get("density")
     if d is not None and (isinstance(d, int) or len(d) != 2 or not 0 < d[0] <= d[1]):
         raise ShapeMismatch(f"density must be (num, den) with 0 < num <= den, got {d!r}")
-    return (_tt(q.shape[:-1] + (v.shape[-1],), q.dtype),)
+    return (_tt(q.shape[:-1] + (v.shape[-1],), a.get("out_dtype") or q.dtype),)
 
 
 register(OpDef(
     "sdpa", "attention", _sdpa_shape, n_inputs=(3, 4),
     attrs=(Attr("causal", "bool", False), Attr("scale", "float", None),
            Attr("density", "ints", None, "block-sparse: (num, den), the fraction of score tiles computed"),
-           Attr("pattern", "str", None, "block-sparse: the sparse pattern (docs/optimizations.md)")),
+           Attr("pattern", "str", None, "block-sparse: the sparse pattern (docs/optimizations.md)"),
+           Attr("out_dtype", "dtype", None, "output dtype when it differs from q's (8-bit attention kernels)")),
     doc="scaled-dot-product attention softmax(q k^T * scale + mask) v; q (B.., Lq, D), k (B.., Lk, D), "
         "v (B.., Lk, Dv); an optional 4th input is an additive mask/bias broadcastable to (B.., Lq, Lk); "
         "with ``density`` = (num, den) only num/den of the score tiles are computed (block-sparse)"))
