@@ -23,9 +23,10 @@ Pattern overheads, per attention call (B·H heads of head dim d over L tokens):
   dense, an upper bound), then the temporal heads' tokens are permuted frame-major ↔
   token-major (a copy of q, k, v and of the output back).
 
-Not modeled: the efficiency of the kernel on sparse tiles (it is timed with the dense
-kernel's efficiency at its reduced FLOPs), partially filled tiles at mask edges, and mask
-construction done once per generation.
+The kernel model times the node on the key tiles each query tile visits (backends/
+roofline.py). Not modeled: the overhead of irregular tile lists (each tile runs at the
+dense kernel's speed), partially filled tiles at mask edges, and mask construction done
+once per generation.
 """
 from __future__ import annotations
 
