@@ -18,8 +18,9 @@ class Rewriter:
     new Value; ``scopes`` maps source scope ids to new scopes (same structure unless a
     transform maps a scope elsewhere with :meth:`map_scope`)."""
 
-    def __init__(self, src: Graph):
+    def __init__(self, src: Graph, skip_persistent=()):
         self.src = src
+        self.skip_persistent = set(skip_persistent)
         g = Graph(src.name)
         g.meta = copy.deepcopy({k: v for k, v in src.meta.items() if k != "persistent"})
         g.weights = dict(src.weights)
@@ -92,7 +93,7 @@ class Rewriter:
                 out.append(nv if hasattr(v, "producer") else (nv.producer, nv.index))
             return out
         if isinstance(pers, dict):
-            new = {k: remap(vs) for k, vs in pers.items()}
+            new = {k: remap(vs) for k, vs in pers.items() if k not in self.skip_persistent}
             for v in self.persistent:
                 new.setdefault(self.g.node(v.producer).stage, []).append(v)
         else:

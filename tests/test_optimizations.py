@@ -438,3 +438,40 @@ def test_8bit_attention_is_faster_where_the_kernel_exists():
     assert t4090["sage2-fp16acc"] < t4090["sage2"] < t4090["flash2"]
     with pytest.raises(ConfigError, match="no sage2-fp16acc kernel for sm90.*available"):
         estimate(over + ["roofline.attention_kernel=sage2-fp16acc"])
+
+
+# ------------------------------------------------------------------ VAE tiling
+
+def test_vae_tiles_decode_every_tile_and_their_overlaps():
+    from wanir.passes.vae_tiling import tiles
+    # 128×128 video = 16×16 latent; 64 px tiles every 48 px = 8 latent every 6: starts 0, 6, 12
+    assert tiles(16, 8, 6) == [8, 8, 4]
+    base = ["model=wan2.1-t2v-1.3b", "workload.frames=9", "workload.steps=1"]
+
+    def decode(hpx, wpx, extra=()):
+        e = estimate(base + [f"workload.height={hpx}", f"workload.width={wpx}", *extra])
+        return e.stage("vae_decode")
+    tiled = decode(128, 128, ["vae.tile=64", "vae.tile_stride=48"])
+    # 2×2 tiles of 8×8, 2 of 8×4, 2 of 4×8, one of 4×4 (latent), each a whole decode
+    want = (4 * decode(64, 64).total["tensor_flops"] + 2 * decode(64, 32).total["tensor_flops"]
+            + 2 * decode(32, 64).total["tensor_flops"] + decode(32, 32).total["tensor_flops"])
+    assert tiled.total["tensor_flops"] == want
+    whole = decode(128, 128)
+    assert tiled.total["tensor_flops"] > whole.total["tensor_flops"]       # the overlaps decode twice
+    assert tiled.per_invocation["weight_bytes"] == whole.per_invocation["weight_bytes"]
+    assert decode(64, 64).per_invocation["peak_activation_bytes"] <= tiled.per_invocation["peak_activation_bytes"] \
+        < whole.per_invocation["peak_activation_bytes"]
+
+
+def test_one_tile_covering_the_latent_is_no_tiling():
+    a = estimate(SMALL + ["vae.tile=256"]).stage("vae_decode").total
+    b = estimate(SMALL).stage("vae_decode").total
+    assert a == b
+
+
+@pytest.mark.parametrize("over,key", [(["vae.tile=100"], "vae.tile"), (["vae.tile=0"], "vae.tile"),
+                                      (["vae.tile=64", "vae.tile_stride=72"], "vae.tile_stride"),
+                                      (["vae.tile_stride=64"], "vae.tile_stride")])
+def test_bad_tile_values(over, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        estimate(SMALL + over)
