@@ -475,3 +475,12 @@ def test_one_tile_covering_the_latent_is_no_tiling():
 def test_bad_tile_values(over, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         estimate(SMALL + over)
+
+
+def test_reports_name_the_optimizations():
+    from wanir.backends.report import to_markdown
+    est = estimate(SMALL + ["distill=cfg", "cache.method=teacache", "cache.skip=0.5", "precision.dit_compute=fp8"])
+    got = est.to_dict()["optimizations"]
+    assert any("FP8 GEMMs" in x for x in got) and any("teacache" in x for x in got) and "distill=cfg" in got
+    assert "optimizations:" in to_markdown(est)
+    assert estimate(SMALL).to_dict()["optimizations"] == []
