@@ -125,13 +125,16 @@ def transform(graph: Graph, opts, steps: int, branches: int, both_branches_here:
     per_step = opts.caching or opts.attention_dense_steps > 0
     if per_step and st.repeat != steps * branches:
         raise ConfigError(f"{STAGE} runs {st.repeat} times per generation, not steps × branches = "
-                          f"{steps} × {branches}: step caching and dense steps cannot schedule it")
+                          f"{steps} × {branches} (e.g. a two-expert stage): step caching and "
+                          "attention.dense_steps cannot schedule it")
     if opts.cache_method == "fbcache" and blocks.repeat < 2:
         raise ConfigError("cache.method=fbcache needs at least two transformer blocks (the first always runs)")
     plan = _Plan(opts, steps, branches, both_branches_here)
     nodes = graph.stage_nodes(STAGE)
     seq = max((n.inputs[0].shape[-2] for n in nodes if n.kind == "sdpa" and _inside(n.scope, blocks)
                and n.inputs[0].type.rank >= 3), default=0)
+    if not per_step:            # sparse attention only: every self-attention of the stage, wherever it is
+        return _sparse_only(graph, opts, seq, steps, branches)
     rw = Rewriter(graph)
     new_stage = calls = full = None
     for s in graph.root.children.values():      # keep the stages in their order
@@ -177,6 +180,20 @@ def transform(graph: Graph, opts, steps: int, branches: int, both_branches_here:
         {"steps": steps, "branches": branches, "full_calls_per_branch": plan.full,
          "reused_calls_per_branch": plan.reused, "dense_steps": plan.dense,
          "self_attention_tokens": seq})
+    return g
+
+
+def _sparse_only(graph, opts, seq, steps, branches) -> Graph:
+    rw = Rewriter(graph)
+    for node in graph:
+        if node.stage == STAGE and opts.sparse and sparse_attention.is_self_attention(node, seq):
+            sparse_attention.emit_sparse(rw, node, rw.scope(node.scope), opts.attention_density,
+                                         opts.attention_pattern)
+        else:
+            rw.copy(node)
+    g = rw.finish()
+    g.meta.setdefault("optimizations", {}).update(
+        {"steps": steps, "branches": branches, "self_attention_tokens": seq})
     return g
 
 
