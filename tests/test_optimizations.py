@@ -484,3 +484,32 @@ def test_reports_name_the_optimizations():
     assert any("FP8 GEMMs" in x for x in got) and any("teacache" in x for x in got) and "distill=cfg" in got
     assert "optimizations:" in to_markdown(est)
     assert estimate(SMALL).to_dict()["optimizations"] == []
+
+
+# ------------------------------------------------------------------ every command
+
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "wanir.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_sweep_render_and_report_take_the_knobs(tmp_path):
+    import csv
+    small = [a for a in SMALL if not a.startswith("workload.steps")] + ["workload.steps=4"]
+    r = _cli("sweep", *small, "cache.method=teacache", "cache.skip=0,0.5", "attention.density=0.25",
+             "attention.pattern=radial", "-o", str(tmp_path / "sw"))
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "sw" / "results.csv")))
+    assert len(rows) == 2
+    t = sorted(float(x["total.time_s"]) for x in rows)
+    assert t[0] < t[1]
+    r = _cli("render", *small, "cache.method=fbcache", "cache.skip=0.5", "--stage", "diffusion_core", "--depth", "3",
+             "-o", str(tmp_path / "d.dot"))
+    assert r.returncode == 0, r.stderr
+    assert "octagon" in (tmp_path / "d.dot").read_text()
+    r = _cli("report", *small, "precision.dit_compute=fp8", "vae.tile=64", "-o", str(tmp_path / "r.html"))
+    assert r.returncode == 0, r.stderr
+    assert "FP8 GEMMs" in (tmp_path / "r.html").read_text()
+    r = _cli("estimate", *small, "cache.method=teacache")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cache.method" in r.stderr
