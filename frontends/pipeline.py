@@ -150,4 +150,6 @@ def build_pipeline(cfg) -> Graph:
     g = b.graph
     g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl))
     from wanir.passes.optimize import apply as apply_optimizations   # docs/optimizations.md
-    return apply_optimizations(g, cfg, wl.steps, wl.guidance)
+
+    from .vae_tiling import apply_tiling
+    return apply_tiling(apply_optimizations(g, cfg, wl.steps, wl.guidance), cfg)

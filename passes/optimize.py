@@ -27,11 +27,6 @@ def _cfg_parallel(cfg) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 1
 
 
-def _plain(node):
-    from omegaconf import DictConfig, OmegaConf
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
 def _attention_kernel(cfg):
     try:
         from omegaconf import OmegaConf
@@ -60,20 +55,6 @@ def apply(graph: Graph, cfg, steps: int, guidance: bool) -> Graph:
     if opts.gemm_dtype:
         from .quantize import quantize_gemms
         graph = quantize_gemms(graph, opts.gemm_dtype, opts.keep_high_precision, opts.act_scales)
-    from .vae_tiling import tile_options
-    tile = tile_options(cfg)
-    if tile is not None:
-        from .vae_tiling import tile_vae_decode
-        wl = graph.meta.get("workload", {})
-        vae = _plain(cfg.vae)
-        if vae.get("is_residual") or (vae.get("patch_size") or 1) != 1:
-            from wanir.errors import ConfigError
-            raise ConfigError("vae.tile: tiling is modeled for the Wan2.1 VAE only (this VAE patchifies its input)")
-        graph = tile_vae_decode(graph, vae, latent_shape=(wl["latent_channels"], wl["latent_frames"],
-                                                          wl["latent_height"], wl["latent_width"]),
-                                batch=wl["batch"], dtype=cfg.precision.vae, tile_px=tile[0], stride_px=tile[1],
-                                downsample=wl["height"] // wl["latent_height"])
-        applied.append(f"VAE tiles {tile[0]} px every {tile[1]} px")
     if applied:
         graph.meta.setdefault("optimizations", {})["applied"] = applied
     return graph

@@ -38,7 +38,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from wanir.errors import ConfigError
-from wanir.graph import Graph, Node, Value, Weight
+from wanir.graph import Graph, Value, Weight
 from wanir.scope import Scope
 from wanir.tensor import TensorType
 

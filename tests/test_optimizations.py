@@ -372,7 +372,7 @@ def test_compiled_sits_between_eager_and_fused_on_the_dit():
 # ------------------------------------------------------------------ sizing across optimizations
 
 def test_allow_list_is_checked():
-    from wanir.backends.size_optimizations import parse_allow, subsets
+    from wanir.size_optimizations import parse_allow, subsets
     assert parse_allow("fp8, teacache") == ("fp8", "teacache")
     for bad in ("fp9", "fp8,fp8", "", "a,b,c,d,e,f,g"):
         with pytest.raises(ConfigError, match="--allow"):
@@ -384,7 +384,7 @@ def test_allow_list_is_checked():
 
 
 def test_size_ranks_every_allowed_combination():
-    from wanir.backends.size_optimizations import size_with_optimizations
+    from wanir.size_optimizations import size_with_optimizations
     res = size_with_optimizations(SMALL, allow=("fp8", "teacache"), latency_s=1e6,
                                   hardware=["h100-sxm", "a100-80gb"], devices=(1,), fsdp_options=(False,))
     got = {(c.hardware, c.optimizations) for c in res["candidates"]}
@@ -443,7 +443,7 @@ def test_8bit_attention_is_faster_where_the_kernel_exists():
 # ------------------------------------------------------------------ VAE tiling
 
 def test_vae_tiles_decode_every_tile_and_their_overlaps():
-    from wanir.passes.vae_tiling import tiles
+    from wanir.frontends.vae_tiling import tiles
     # 128×128 video = 16×16 latent; 64 px tiles every 48 px = 8 latent every 6: starts 0, 6, 12
     assert tiles(16, 8, 6) == [8, 8, 4]
     base = ["model=wan2.1-t2v-1.3b", "workload.frames=9", "workload.steps=1"]

@@ -59,7 +59,7 @@ def cmd_size(args) -> int:
     devices = tuple(int(x) for x in args.devices.split(",")) if args.devices else sizing.DEFAULT_DEVICES
     hw = [h for h in args.hardware.split(",") if h] if args.hardware else None
     if args.optimizations or args.allow:     # also search the allowed optimizations (docs/optimizations.md)
-        from wanir.backends import size_optimizations as so
+        from wanir import size_optimizations as so
         res = so.size_with_optimizations(args.overrides, args.config_dir, allow=so.parse_allow(args.allow or ""),
                                          latency_s=args.latency, throughput=args.throughput, hardware=hw,
                                          devices=devices, prices=sizing.parse_prices(args.price))

@@ -91,7 +91,7 @@ def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware
     ``skipped``: 'hardware: optimizations (reason)' for combinations a device cannot run."""
     from wanir import hardware as hwlib
 
-    from . import sizing
+    from wanir.backends import sizing
 
     names = tuple(allow)
     all_hw = list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]

@@ -24,7 +24,7 @@ from wanir.builder import GraphBuilder
 from wanir.errors import ConfigError
 from wanir.graph import Graph
 
-from .rewrite import Rewriter
+from wanir.passes.rewrite import Rewriter
 
 STAGE = "vae_decode"
 
@@ -39,7 +39,7 @@ def tile_vae_decode(graph: Graph, vae_cfg, *, latent_shape, batch: int, dtype, t
                     downsample: int = 8) -> Graph:
     """The graph with its ``vae_decode`` stage decoded in tiles (module docstring); the
     graph itself when one tile covers the latent (diffusers decodes it whole then)."""
-    from wanir.frontends import wan_vae
+    from . import wan_vae
 
     st = graph.stages.get(STAGE)
     if st is None:
@@ -97,7 +97,7 @@ def tile_vae_decode(graph: Graph, vae_cfg, *, latent_shape, batch: int, dtype, t
 def tile_options(cfg) -> tuple[int, int] | None:
     """(tile, stride) in pixels from ``vae.tile`` / ``vae.tile_stride``, or None (no tiling).
     Raises ConfigError naming the key on a bad value."""
-    from .optimize_options import _get
+    from wanir.passes.optimize_options import _get
     tile, stride = _get(cfg, "vae.tile"), _get(cfg, "vae.tile_stride")
     if tile is None:
         if stride is not None:
@@ -110,3 +110,23 @@ def tile_options(cfg) -> tuple[int, int] | None:
     if isinstance(stride, bool) or not isinstance(stride, int) or not 8 <= stride <= tile or stride % 8:
         raise ConfigError(f"vae.tile_stride must be a multiple of 8 pixels in [8, vae.tile={tile}], got {stride!r}")
     return tile, stride
+
+
+def apply_tiling(graph: Graph, cfg) -> Graph:
+    """``graph`` with its VAE decode tiled when ``vae.tile`` is set (else ``graph``)."""
+    tile = tile_options(cfg)
+    if tile is None:
+        return graph
+    from omegaconf import DictConfig, OmegaConf
+    vae = cfg.vae
+    vae = OmegaConf.to_container(vae, resolve=True) if isinstance(vae, DictConfig) else dict(vae)
+    if vae.get("is_residual") or (vae.get("patch_size") or 1) != 1:
+        raise ConfigError("vae.tile: tiling is modeled for the Wan2.1 VAE only (this VAE patchifies its input)")
+    wl = graph.meta.get("workload", {})
+    graph = tile_vae_decode(graph, vae, latent_shape=(wl["latent_channels"], wl["latent_frames"],
+                                                      wl["latent_height"], wl["latent_width"]),
+                            batch=wl["batch"], dtype=cfg.precision.vae, tile_px=tile[0], stride_px=tile[1],
+                            downsample=wl["height"] // wl["latent_height"])
+    graph.meta.setdefault("optimizations", {}).setdefault("applied", []).append(
+        f"VAE tiles {tile[0]} px every {tile[1]} px")
+    return graph
