@@ -513,3 +513,14 @@ def test_sweep_render_and_report_take_the_knobs(tmp_path):
     assert "FP8 GEMMs" in (tmp_path / "r.html").read_text()
     r = _cli("estimate", *small, "cache.method=teacache")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cache.method" in r.stderr
+
+
+def test_int8_gemms_and_fp8_storage_where_fp8_compute_is_refused():
+    bf16 = estimate(SMALL + ["hardware=a100-80gb"])
+    i8 = estimate(SMALL + ["hardware=a100-80gb", "precision.dit_compute=int8"])   # Ampere has INT8 MMA
+    assert dit(bf16).per_invocation["weight_bytes"] - dit(i8).per_invocation["weight_bytes"] == \
+        LAYERS * _block_linear_params()
+    assert any(n.kind == "cast" and n.outputs[0].dtype.name == "int8" for n in i8.nodes("diffusion_core"))
+    # FP8 storage needs no FP8 instructions: the weights are upcast to bf16 before every GEMM
+    st = estimate(SMALL + ["hardware=a100-80gb", "precision.dit_weights=fp8"])
+    assert dit(st).per_invocation["weight_bytes"] * 2 == dit(bf16).per_invocation["weight_bytes"]
