@@ -138,29 +138,28 @@ def transform(graph: Graph, opts, steps: int, branches: int, both_branches_here:
     rw = Rewriter(graph)
     new_stage = calls = full = None
     for s in graph.root.children.values():      # keep the stages in their order
-        if s is st and per_step:
+        if s is st:
             new_stage = rw.g.root.child(STAGE, branches, "stage")
             rw.map_scope(st, new_stage)
         else:
             rw.scope(s)
-    if per_step:
-        calls = new_stage.child("calls", steps, "loop")
-        if plan.caching:
-            full = new_stage.child("full_calls", plan.full, "loop")
-        # the stage's own child scopes go under `calls`, the blocks under `full_calls`
-        for c in st.children.values():
-            if c is not blocks and not _inside(blocks, c):
-                rw.map_scope(c, calls.child(c.name, c.repeat, c.kind))
-        pre = calls
-        for s in reversed(list(blocks.parent.ancestors())):
-            if s is st:
-                continue
-            pre = pre.child(s.name, s.repeat, s.kind)
-            rw.map_scope(s, pre)
-        if full is None:
-            rw.map_scope(blocks, pre.child(blocks.name, blocks.repeat, blocks.kind))
-        elif blocks.parent is not st:
-            raise ConfigError("step caching needs the transformer blocks directly under the DiT stage")
+    calls = new_stage.child("calls", steps, "loop")
+    if plan.caching:
+        full = new_stage.child("full_calls", plan.full, "loop")
+    # the stage's own child scopes go under `calls`, the blocks under `full_calls`
+    for c in st.children.values():
+        if c is not blocks and not _inside(blocks, c):
+            rw.map_scope(c, calls.child(c.name, c.repeat, c.kind))
+    pre = calls
+    for s in reversed(list(blocks.parent.ancestors())):
+        if s is st:
+            continue
+        pre = pre.child(s.name, s.repeat, s.kind)
+        rw.map_scope(s, pre)
+    if full is None:
+        rw.map_scope(blocks, pre.child(blocks.name, blocks.repeat, blocks.kind))
+    elif blocks.parent is not st:
+        raise ConfigError("step caching needs the transformer blocks directly under the DiT stage")
     block_nodes = [n for n in nodes if _inside(n.scope, blocks)]
     block_ids = {n.id for n in block_nodes}
     done = False
@@ -171,7 +170,7 @@ def transform(graph: Graph, opts, steps: int, branches: int, both_branches_here:
                         full)
                 done = True
             continue
-        if per_step and node.scope is st:
+        if node.scope is st:
             rw.copy(node, calls)
         else:
             rw.copy(node)
