@@ -140,6 +140,11 @@ DEFAULT_NETWORK = {"bandwidth_GBps": 50.0, "latency_us": 10.0, "efficiency": 0.8
 DEFAULT_INTRA = {"latency_us": 5.0, "efficiency": 0.8}
 #: latency of peers that talk over PCIe (no GPU-GPU link)
 PCIE_LATENCY_US = 10.0
+#: cards without a GPU-GPU link (L40S, L20, RTX 4090) run NCCL collectives through pinned
+#: host memory (peer-to-peer is disabled on consumer cards and unsupported across PCIe root
+#: complexes in most servers): every byte is copied device→host and then host→device over
+#: the same x16 link, so a collective reaches half the host link's achieved rate
+PCIE_HOST_STAGING = 0.5
 
 
 def _numbers(prefix: str, given, defaults: dict) -> dict:
@@ -165,12 +170,13 @@ def network_link(network=None) -> Link:
 def topology(hw, gpus_per_node: int = 8, network=None, intra_node=None) -> Topology:
     """The Topology of a :class:`wanir.hardware.Hardware`: inside a node its GPU-GPU link
     (``gpu_link_bandwidth`` per direction, with ``intra_node`` latency and efficiency,
-    DEFAULT_INTRA when not given), or its host link (PCIe, at the host link's efficiency)
-    when the card has no GPU-GPU link; across nodes the ``network`` of the parallel config."""
+    DEFAULT_INTRA when not given), or, when the card has no GPU-GPU link, PCIe through host
+    memory (the host link × PCIE_HOST_STAGING, at the host link's efficiency); across nodes
+    the ``network`` of the parallel config."""
     i = _numbers("parallel.intra_node", intra_node, DEFAULT_INTRA)
     if hw.gpu_link_bandwidth:
         intra = Link("gpu_link", hw.gpu_link_bandwidth, i["latency_us"] * 1e-6, i["efficiency"])
     else:
         lat = i["latency_us"] if intra_node and "latency_us" in dict(intra_node) else PCIE_LATENCY_US
-        intra = Link("pcie", hw.host_link_bandwidth, lat * 1e-6, hw.host_link_efficiency)
+        intra = Link("pcie_via_host", hw.host_link_bandwidth * PCIE_HOST_STAGING, lat * 1e-6, hw.host_link_efficiency)
     return Topology(int(gpus_per_node), intra, network_link(network))

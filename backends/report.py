@@ -206,6 +206,11 @@ def print_table(est: Estimate, console=None) -> None:
     title = f"{est.model}" + (f" on {est.hardware}" if est.hardware else "")
     caption = ", ".join(f"{k}={v}" for k, v in wl.items() if k in ("width", "height", "frames", "steps", "guidance", "batch"))
     extra = []
+    if est.graph.meta.get("runtime"):
+        extra.append(f"runtime={est.graph.meta['runtime']}")
+    reserve = est.extra.get("memory", {}).get("reserve_bytes")
+    if reserve:
+        extra.append(f"peak memory includes a {fmt_bytes(reserve)} CUDA context and allocator reserve")
     if est.extra.get("transfer_s"):
         extra.append(f"host<->device weight transfer {fmt_time(est.extra['transfer_s'])} included in the total")
     if optimizations(est):

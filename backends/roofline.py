@@ -68,7 +68,7 @@ def timing_options(cfg) -> tuple[str, bool]:
     if not isinstance(allow, bool):
         raise ConfigError(f"runtime.allow_tf32={allow!r}: must be true or false")
     if not isinstance(kernel, str):
-        raise ConfigError(f"roofline.attention_kernel={kernel!r}: allowed: {', '.join(klib.ATTENTION_KERNELS)}")
+        raise ConfigError(f"roofline.attention_kernel={kernel!r}: allowed: {', '.join(klib.attention_kernels())}")
     return kernel, allow
 
 
@@ -141,6 +141,8 @@ class Model:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        if batch <= 0 or m <= 0 or n <= 0 or k <= 0:
+            return 0.0, frozenset()
         g = self.gemm_c
         if fp32_pipe or dtype == "fp32":
             r, rkey = 2 * self.m.fp32_lanes, "microarch.fp32_lanes_per_sm"
@@ -177,6 +179,8 @@ class Model:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
+        if bh <= 0 or lq <= 0 or lk <= 0 or d <= 0 or dv <= 0:
+            return 0.0, frozenset()
         a, m = self.att, self.m
         if self.kernel == "math":
             t1, p1 = self.gemm(bh, lq, lk, d, dtype)
@@ -213,20 +217,25 @@ class Model:
     # ------------------------------------------------------------------ conv
 
     def conv(self, node, dtype: str) -> tuple[float, frozenset]:
-        """Seconds of a convolution: implicit GEMM plus cuDNN's layout transposes."""
+        """Seconds of a convolution node: implicit GEMM plus cuDNN's layout transposes."""
         x = node.inputs[0].type
         out = node.outputs[0]
         w = node.params["weight"].type.shape
         groups = node.attrs.get("groups", 1) or 1
-        m = out.numel // out.shape[1]
-        n = out.shape[1] // groups
-        k = w[1] * prod(w[2:])
-        fp32_pipe = dtype == "fp32"
-        t, prov = self.gemm(groups, m, n, k, dtype, fp32_pipe=fp32_pipe,
+        return self.conv_shape(groups, out.numel // out.shape[1], out.shape[1] // groups, w[1] * prod(w[2:]),
+                               x.nbytes + out.nbytes, len(x.shape) == 5, dtype)
+
+    def conv_shape(self, groups: int, m: int, n: int, k: int, io_bytes: int, is_3d: bool,
+                   dtype: str) -> tuple[float, frozenset]:
+        """Seconds of a convolution as ``groups`` implicit GEMMs (M = N·output voxels, N =
+        C_out/groups, K = C_in/groups · kernel volume) at ``ceiling_factor`` of the GEMM
+        model, plus ``transposes`` NCDHW↔NDHWC passes over input and output (``io_bytes``)
+        for 3-D convolutions."""
+        t, prov = self.gemm(groups, m, n, k, dtype, fp32_pipe=dtype == "fp32",
                             ceiling_factor=self.conv_c["ceiling_factor"])
         tr = self.conv_c["transposes"]
-        if tr and len(x.shape) == 5:
-            tt, pm = self.memory_time(tr * 2 * (x.nbytes + out.nbytes))
+        if tr and is_3d:
+            tt, pm = self.memory_time(tr * 2 * io_bytes)
             t += tt
             prov = prov | pm | {("kernels.conv.transposes", self.conv_src["transposes"])}
         return t, prov | {("kernels.conv.ceiling_factor", self.conv_src["ceiling_factor"])}
@@ -300,8 +309,10 @@ class _Timer:
         self.overhead = 0.0 if self.ideal else hw.launch_overhead_s
         self.peaks: dict = {}
         s = hw.sources
-        self.prov_peak = frozenset({("microarch.tensor_flops_per_clk_sm", s.get("microarch.sms", "datasheet")),
-                                    ("microarch.sms", s.get("microarch.sms", "assumed"))})
+        rate_key = f"microarch.tensor_flops_per_clk_sm.{hw.micro.native}.bf16"
+        self.prov_peak = frozenset({(rate_key, s.get(rate_key, "assumed")),
+                                    ("microarch.sms", s.get("microarch.sms", "assumed")),
+                                    ("memory.bandwidth_tbps", s.get("memory.bandwidth_tbps", "assumed"))})
         self.prov_launch = frozenset({("launch_overhead_us", s.get("launch_overhead_us", "assumed"))})
         l2 = hw.micro.l2_bytes
         self.l2 = l2

@@ -136,8 +136,12 @@ def build_pipeline(cfg) -> Graph:
             wan_vae.build_encoder(b, _plain(cfg.vae), video_shape=(3, wl.frames, wl.height, wl.width),
                                   batch=wl.batch, dtype=prec.vae)
 
+    from wanir.runtime import runtime_options
+    variant = runtime_options(cfg).dit_lowering
     with b.stage("diffusion_core", invocations=wl.steps * cfg_mult), b.weights(prec.dit_weights):
         kw = {"image_len": image_len} if image_len is not None else {}
+        if variant != "diffusers":
+            kw["variant"] = variant
         wan_dit.build(b, _plain(cfg.dit), latent_shape=(cfg.dit.in_channels, wl.latent_frames, wl.latent_height,
                                                 wl.latent_width),
                       batch=wl.batch, text_len=wl.text_len, compute_dtype=dit_activation_dtype(prec.dit_compute), **kw)
@@ -148,7 +152,8 @@ def build_pipeline(cfg) -> Graph:
                               batch=wl.batch, dtype=prec.vae)
 
     g = b.graph
-    g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl))
+    g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl),
+                  runtime=runtime_options(cfg).name)
     from wanir.passes.optimize import apply as apply_optimizations   # docs/optimizations.md
 
     from .vae_tiling import apply_tiling

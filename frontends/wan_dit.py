@@ -25,6 +25,20 @@ Scope names follow the diffusers module paths (``condition_embedder/time_embedde
 ``blocks/attn1/to_q``, ``blocks/ffn/net.0/proj``), so per-module counts compare directly
 with ``FlopCounterMode``'s (``blocks.0.attn1`` ↔ ``blocks/attn1``).
 
+**Variants.** ``variant="diffusers"`` (above) or ``variant="official"``: the same module as
+the official Wan code (``wan/modules/model.py``) executes it under bf16 autocast — the
+residual stream and the modulation stay fp32 (no ``type_as`` back), every linear whose input
+is fp32 gets its autocast input cast (``*_autocast``), the q/k RMSNorms are unfused
+(``float``, ``pow``, ``mean``, ``add_eps``, ``rsqrt``, ``mul``, ``type_as``, ``mul_weight``;
+the weight multiply promotes to the weight's dtype), RoPE runs in complex128 (the
+``rope_apply`` of each of q and k: ``to_float64``, a per-call frequency table concatenated
+from three expanded tables, the complex multiply as a ``rope`` op on the real view,
+``cat_pad`` and ``stack`` copies, ``float``), and each attention call goes through the
+``flash_attention`` wrapper (``q_half``; for self-attention ``k_cat``, ``k_half``,
+``v_cat``; ``out_type`` back to the query's dtype). The output head runs in fp32. Scope and
+weight names stay the diffusers ones, so the two variants compare node for node; tensor
+FLOPs, vector FLOPs and parameters are the same, bytes are not (docs/runtimes.md).
+
 Activations run at ``compute_dtype`` except where diffusers computes in fp32 (the norms,
 modulation, gated residuals, rotary products and the time embedder). Every weight is
 stored at the builder's current weight dtype; diffusers keeps ``time_embedder``, the
@@ -50,6 +64,8 @@ DEFAULT_IMAGE_LEN = 257
 #: image-embedder LayerNorm epsilon (diffusers' FP32LayerNorm default)
 IMAGE_NORM_EPS = 1e-5
 TIMESTEP_MAX_PERIOD = 10000
+#: lowering variants: what the diffusers module and the official Wan code execute
+VARIANTS = ("diffusers", "official")
 
 _REQUIRED = ("patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
              "text_dim", "freq_dim", "ffn_dim", "num_layers")
@@ -140,6 +156,77 @@ def _apply_rope(b, x, cos, sin, dtype, tag):
     return b.reshape(out, (bsz, L, h, hd), name=f"{tag}_rotated")
 
 
+def _lin(b, x, out, off, compute, name, **kw):
+    """A linear; in the official variant an fp32 input is first cast by autocast (one cast
+    per linear call: autocast caches only leaf weights)."""
+    if off and x.dtype != compute:
+        x = b.cast(x, compute, name=f"{name}_autocast")
+    return b.linear(x, out, name=name, **kw)
+
+
+def _rms(b, x, eps, off, name):
+    """A q/k RMSNorm: diffusers' fused module, or WanRMSNorm unfused
+    (``self._norm(x.float()).type_as(x) * self.weight``)."""
+    if not off:
+        return b.rmsnorm(x, eps=eps, name=name)
+    with b.scope(name):
+        h = _to(b, x, "fp32", name="float")
+        r = b.reduce("mean", b.square(h, name="pow"), -1, keepdim=True, name="mean")
+        r = b.rsqrt(b.add_scalar(r, eps, name="add_eps"), name="rsqrt")
+        h = _to(b, b.mul(h, r, name="mul"), x.dtype, name="type_as")
+        return b.mul(h, b.parameter("weight", (x.shape[-1],)), name="mul_weight")
+
+
+def _rope_table_official(b, freqs, grid, head_dim, tag):
+    """The per-call complex128 table of ``rope_apply``: three expanded slices of the
+    (1024, head_dim/2) complex128 ``freqs`` (held as its fp64 real view, last dim head_dim)
+    concatenated to (1, L, 1, head_dim)."""
+    f, h, w = grid
+    c = head_dim // 2
+    split = (c - 2 * (c // 3), c // 3, c // 3)
+    views = ((f, 1, 1), (1, h, 1), (1, 1, w))
+    parts, lo = [], 0
+    for n, (sz, view) in enumerate(zip(split, views)):
+        x = b.slice(b.slice(freqs, 1, 2 * lo, 2 * (lo + sz), name=f"{tag}_split"), 0, 0, grid[n], name=f"{tag}_rows")
+        x = b.reshape(x, (*view, 2 * sz), name=f"{tag}_view")
+        parts.append(b.expand(x, (f, h, w, 2 * sz), name=f"{tag}_expand"))
+        lo += sz
+    x = b.concat(parts, dim=-1, name=f"{tag}_cat")
+    return b.reshape(x, (1, f * h * w, 1, head_dim), name=f"{tag}_table")
+
+
+def _apply_rope_official(b, x, freqs, grid, tag):
+    """rope_apply on x (B, L, heads, hd): complex128 arithmetic on every call."""
+    with b.scope(tag):
+        table = _rope_table_official(b, freqs, grid, x.shape[-1], "freqs")
+        h = b.cast(x, "fp64", name="to_float64")                 # view_as_complex is a view
+        h = b.rope(h, table, name="complex_mul")                  # x_i * freqs_i; view_as_real, flatten: views
+        h = b.contiguous(h, name="cat_pad")                       # torch.cat([x_i, x[i, seq_len:]])
+        h = b.contiguous(h, name="stack")                         # torch.stack(output)
+        return b.cast(h, "fp32", name="float")
+
+
+def _flash_official(b, q, k, v, compute, name, k_lens: bool):
+    """wan/modules/attention.py::flash_attention on (B, S, heads, hd): q (and k, v) cast to
+    the half dtype, k and v copied by ``torch.cat`` over ``k_lens`` when given, the kernel,
+    and the output cast back to q's dtype; returns (B, Lq, D)."""
+    bsz, lq, h, hd = q.shape
+    out_dtype = q.dtype
+    with b.scope(f"{name}_wrapper"):
+        qh = _to(b, q, compute, name="q_half")
+        if k_lens:
+            k = b.contiguous(k, name="k_cat")
+            v = b.contiguous(v, name="v_cat")
+        kh = _to(b, k, compute, name="k_half")
+        vh = _to(b, v, compute, name="v_half")
+    o = b.sdpa(b.transpose(qh, 1, 2, name=f"{name}_q_t"), b.transpose(kh, 1, 2, name=f"{name}_k_t"),
+               b.transpose(vh, 1, 2, name=f"{name}_v_t"), name=name, scale=1.0 / math.sqrt(hd))
+    o = b.transpose(o, 1, 2, name=f"{name}_out_t")
+    with b.scope(f"{name}_wrapper"):
+        o = _to(b, o, out_dtype, name="out_type")
+    return b.reshape(o, (bsz, lq, h * hd), name=f"{name}_out")
+
+
 def _heads(b, x, heads, name):
     """``x.unflatten(2, (heads, -1))``: (B, S, D) -> (B, S, heads, hd), a view."""
     bsz, s, d = x.shape
@@ -157,7 +244,8 @@ def _attention(b, q, k, v, name):
 
 
 def _modulated_norm(b, x, shift, scale, eps, dtype, name):
-    """(norm(x.float()) * (1 + scale) + shift).type_as(x) with a non-affine fp32 LayerNorm."""
+    """(norm(x.float()) * (1 + scale) + shift).type_as(x) with a non-affine fp32 LayerNorm;
+    ``dtype`` the result's dtype (the official code keeps it fp32)."""
     with b.scope(name):
         n = b.layernorm(_to(b, x, "fp32", name="float"), affine=False, eps=eps, name="layer_norm")
     n = b.mul(n, b.add_scalar(scale, 1.0, name=f"{name}_one_plus_scale"), name=f"{name}_scale")
@@ -165,29 +253,36 @@ def _modulated_norm(b, x, shift, scale, eps, dtype, name):
     return _to(b, n, dtype, name=f"{name}_type_as")
 
 
-def _block(b, cfg, x, ctx, tproj, cos, sin, dtype, dims):
-    """One WanTransformerBlock (built inside the ``blocks`` repeat scope)."""
+def _block(b, cfg, x, ctx, tproj, rope, dtype, dims, off=False):
+    """One WanTransformerBlock (built inside the ``blocks`` repeat scope). ``rope`` is
+    (cos, sin) for diffusers, (freqs, grid) for the official variant (``off``)."""
     D, heads, F, eps = dims
     i2v = _get(cfg, "added_kv_proj_dim") is not None
+    res = get_dtype("fp32") if off else dtype           # residual stream dtype
     table = b.parameter("scale_shift_table", (1, 6, D))
     mod = b.add(table, _to(b, tproj, "fp32", name="temb_float"), name="modulation")
     shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = b.chunk(mod, 6, dim=1, name="modulation_chunk")
 
     # 1. self-attention
-    h = _modulated_norm(b, x, shift_msa, scale_msa, eps, dtype, "norm1")
+    h = _modulated_norm(b, x, shift_msa, scale_msa, eps, res, "norm1")
     with b.scope("attn1"):
-        q = b.linear(h, D, name="to_q")
-        k = b.linear(h, D, name="to_k")
-        v = b.linear(h, D, name="to_v")
-        q = b.rmsnorm(q, eps=eps, name="norm_q")
-        k = b.rmsnorm(k, eps=eps, name="norm_k")
+        q = _lin(b, h, D, off, dtype, "to_q")
+        k = _lin(b, h, D, off, dtype, "to_k")
+        v = _lin(b, h, D, off, dtype, "to_v")
+        q = _rms(b, q, eps, off, "norm_q")
+        k = _rms(b, k, eps, off, "norm_k")
         q, k, v = (_heads(b, t, heads, f"{n}_heads") for t, n in ((q, "q"), (k, "k"), (v, "v")))
-        q = _apply_rope(b, q, cos, sin, dtype, "rope_q")
-        k = _apply_rope(b, k, cos, sin, dtype, "rope_k")
-        a = _attention(b, q, k, v, "sdpa")
-        a = b.linear(a, D, name="to_out.0")
+        if off:
+            q = _apply_rope_official(b, q, rope[0], rope[1], "rope_q")
+            k = _apply_rope_official(b, k, rope[0], rope[1], "rope_k")
+            a = _flash_official(b, q, k, v, dtype, "sdpa", k_lens=True)
+        else:
+            q = _apply_rope(b, q, rope[0], rope[1], dtype, "rope_q")
+            k = _apply_rope(b, k, rope[0], rope[1], dtype, "rope_k")
+            a = _attention(b, q, k, v, "sdpa")
+        a = _lin(b, a, D, off, dtype, "to_out.0")
     gated = b.mul(a, gate_msa, name="gate_msa")
-    x = _to(b, b.add(_to(b, x, "fp32", name="residual1_float"), gated, name="residual1"), dtype,
+    x = _to(b, b.add(_to(b, x, "fp32", name="residual1_float"), gated, name="residual1"), res,
             name="residual1_type_as")
 
     # 2. cross-attention
@@ -195,7 +290,7 @@ def _block(b, cfg, x, ctx, tproj, cos, sin, dtype, dims):
         h = _to(b, x, "fp32", name="float")
         if _get(cfg, "cross_attn_norm", True):
             h = b.layernorm(h, affine=True, eps=eps, name="layer_norm")
-    h = _to(b, h, dtype, name="norm2_type_as")
+    h = _to(b, h, res, name="norm2_type_as")
     with b.scope("attn2"):
         txt = ctx
         if i2v:
@@ -203,39 +298,41 @@ def _block(b, cfg, x, ctx, tproj, cos, sin, dtype, dims):
             cut = s - I2V_TEXT_CONTEXT      # diffusers hard-codes 512 text tokens here
             img = b.slice(ctx, 1, 0, cut, name="image_context")
             txt = b.slice(ctx, 1, cut, None, name="text_context")
-        q = b.linear(h, D, name="to_q")
-        k = b.linear(txt, D, name="to_k")
-        v = b.linear(txt, D, name="to_v")
-        q = b.rmsnorm(q, eps=eps, name="norm_q")
-        k = b.rmsnorm(k, eps=eps, name="norm_k")
+        q = _lin(b, h, D, off, dtype, "to_q")
+        k = _lin(b, txt, D, off, dtype, "to_k")
+        v = _lin(b, txt, D, off, dtype, "to_v")
+        q = _rms(b, q, eps, off, "norm_q")
+        k = _rms(b, k, eps, off, "norm_k")
         q, k, v = (_heads(b, t, heads, f"{n}_heads") for t, n in ((q, "q"), (k, "k"), (v, "v")))
         a_img = None
         if i2v:
             kd = int(_get(cfg, "added_kv_proj_dim"))
-            ki = b.linear(img, D, name="add_k_proj", in_features=kd)
-            vi = b.linear(img, D, name="add_v_proj", in_features=kd)
-            ki = b.rmsnorm(ki, eps=eps, name="norm_added_k")
+            ki = _lin(b, img, D, off, dtype, "add_k_proj", in_features=kd)
+            vi = _lin(b, img, D, off, dtype, "add_v_proj", in_features=kd)
+            ki = _rms(b, ki, eps, off, "norm_added_k")
             ki, vi = _heads(b, ki, heads, "k_img_heads"), _heads(b, vi, heads, "v_img_heads")
-            a_img = _attention(b, q, ki, vi, "sdpa_img")
-        a = _attention(b, q, k, v, "sdpa")
+            a_img = (_flash_official(b, q, ki, vi, dtype, "sdpa_img", k_lens=False) if off
+                     else _attention(b, q, ki, vi, "sdpa_img"))
+        a = _flash_official(b, q, k, v, dtype, "sdpa", k_lens=True) if off else _attention(b, q, k, v, "sdpa")
         if a_img is not None:
             a = b.add(a, a_img, name="add_image_attention")
-        a = b.linear(a, D, name="to_out.0")
+        a = _lin(b, a, D, off, dtype, "to_out.0")
     x = b.add(x, a, name="residual2")
 
     # 3. feed-forward
-    h = _modulated_norm(b, x, c_shift, c_scale, eps, dtype, "norm3")
+    h = _modulated_norm(b, x, c_shift, c_scale, eps, res, "norm3")
     with b.scope("ffn"):
         with b.scope("net.0"):
-            h = b.gelu_tanh(b.linear(h, F, name="proj"), name="gelu_tanh")
-        f = b.linear(h, D, name="net.2")
-    f = b.mul(_to(b, f, "fp32", name="ffn_float"), c_gate, name="c_gate_msa")
-    return _to(b, b.add(_to(b, x, "fp32", name="residual3_float"), f, name="residual3"), dtype,
+            h = b.gelu_tanh(_lin(b, h, F, off, dtype, "proj"), name="gelu_tanh")
+        f = _lin(b, h, D, off, dtype, "net.2")
+    # diffusers: ff_output.float() * c_gate_msa; official: y * e[5] promotes in the multiply
+    f = b.mul(f if off else _to(b, f, "fp32", name="ffn_float"), c_gate, name="c_gate_msa")
+    return _to(b, b.add(_to(b, x, "fp32", name="residual3_float"), f, name="residual3"), res,
                name="residual3_type_as")
 
 
 def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, compute_dtype,
-          image_len: int | None = None, collapse_blocks: bool = True) -> Value:
+          image_len: int | None = None, collapse_blocks: bool = True, variant: str = "diffusers") -> Value:
     """Lower one forward of ``WanTransformer3DModel`` into ``b`` (inside the stage the caller
     opened) and return the predicted-velocity Value ``(batch, out_channels, T', H', W')``.
 
@@ -247,7 +344,11 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
 
     The transformer blocks are one ``blocks`` scope repeated ×num_layers; with
     ``collapse_blocks=False`` they are drawn out as ``blocks.0`` … ``blocks.{n-1}`` (same
-    totals, n times the nodes)."""
+    totals, n times the nodes). ``variant``: ``diffusers`` or ``official`` (see the module
+    docstring)."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"runtime.dit_lowering={variant!r}: allowed: {', '.join(VARIANTS)}")
+    off = variant == "official"
     cfg = _plain(cfg)
     _check_cfg(cfg)
     dtype = get_dtype(compute_dtype)
@@ -279,14 +380,22 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
                               f"(image_len + text_len - {I2V_TEXT_CONTEXT}) context tokens as image tokens, "
                               "which must be at least one")
 
-    latents = b.input("latents", (batch, C, T, H, W), dtype)
+    latents = b.input("latents", (batch, C, T, H, W), "fp32" if off else dtype)
     timestep = b.input("timestep", (batch,), "fp32")
     text = b.input("text_embeds", (batch, text_len, text_dim), dtype)
     image = b.input("image_embeds", (batch, image_len, int(image_dim)), dtype) if image_dim is not None else None
 
-    cos, sin = _rope_tables(b, cfg, grid, hd)
+    if off:      # complex128 (1024, hd/2) table, held as its fp64 real view
+        rope = (b.input("freqs", (int(_get(cfg, "rope_max_seq_len", 1024)), hd), "fp64"), grid)
+        if max(grid) > rope[0].shape[0]:
+            raise ConfigError(f"dit: a patch grid of {grid[0]}×{grid[1]}×{grid[2]} exceeds the "
+                              f"{rope[0].shape[0]} rotary positions per axis")
+    else:
+        rope = _rope_tables(b, cfg, grid, hd)
 
     with b.scope("patch_embedding"):
+        if off:
+            latents = b.cast(latents, dtype, name="conv3d_autocast")
         x = b.conv3d(latents, D, (pt, ph, pw), stride=(pt, ph, pw), name="conv3d")
     x = b.transpose(b.reshape(x, (batch, D, L), name="flatten"), 1, 2, name="transpose")
     x = b.contiguous(x, name="contiguous")
@@ -308,7 +417,7 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
             t = b.linear(e, D, name="linear_1")
             t = b.silu(t, name="act")
             t = b.linear(t, D, name="linear_2")
-        temb = _to(b, t, dtype, name="temb_type_as")
+        temb = t if off else _to(b, t, dtype, name="temb_type_as")    # official: time_projection in fp32
         tproj = b.linear(b.silu(temb, name="act_fn"), 6 * D, name="time_proj")
         with b.scope("text_embedder"):
             c = b.linear(text, D, name="linear_1")
@@ -330,19 +439,21 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
     if image is not None:
         c = b.concat([i, c], dim=1, name="context_concat")
 
+    if off:      # the fp32 residual stream (the first block's x + y * e promotes it)
+        x = b.cast(x, "fp32", name="residual_float")
     if collapse_blocks:
         with b.repeat("blocks", layers):
-            x = _block(b, cfg, x, c, tproj, cos, sin, dtype, (D, heads, F, eps))
+            x = _block(b, cfg, x, c, tproj, rope, dtype, (D, heads, F, eps), off)
     else:
         for i in range(layers):
             with b.scope(f"blocks.{i}"):
-                x = _block(b, cfg, x, c, tproj, cos, sin, dtype, (D, heads, F, eps))
+                x = _block(b, cfg, x, c, tproj, rope, dtype, (D, heads, F, eps), off)
 
     table = b.parameter("scale_shift_table", (1, 2, D))
     mod = b.add(table, b.reshape(temb, (batch, 1, D), name="temb_unsqueeze"), name="output_modulation")
     shift, scale = b.chunk(mod, 2, dim=1, name="output_modulation_chunk")
-    x = _modulated_norm(b, x, shift, scale, eps, dtype, "norm_out")
-    x = b.linear(x, c_out * pt * ph * pw, name="proj_out")
+    x = _modulated_norm(b, x, shift, scale, eps, "fp32" if off else dtype, "norm_out")
+    x = b.linear(x, c_out * pt * ph * pw, name="proj_out")      # official: Head under autocast(fp32)
     x = b.reshape(x, (batch, *grid, pt, ph, pw, c_out), name="unpatchify_view")
     x = b.contiguous(b.permute(x, (0, 7, 1, 4, 2, 5, 3, 6), name="unpatchify_permute"), name="unpatchify_flatten")
     return b.reshape(x, (batch, c_out, grid[0] * pt, grid[1] * ph, grid[2] * pw), name="output")

@@ -185,11 +185,15 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
 
 
 def run(graph: Graph, attention_kernel: str = "flash2", offload_model: bool = False,
-        t5_cpu: bool = False, nodes: list | None = None) -> dict:
+        t5_cpu: bool = False, nodes: list | None = None, reserve_bytes: int = 0,
+        resident_weight_bytes: dict | None = None) -> dict:
     """Annotate the graph's stages; return {"stages": {stage: {"weight_bytes",
     "peak_activation_bytes", "peak_node", "on_gpu"}}, plus the pipeline record of
     :func:`pipeline_peak` under "pipeline"}. Bytes are ints; weight bytes are resident
-    bytes at the storage dtype (all copies of repeated weights)."""
+    bytes at the storage dtype (all copies of repeated weights). ``reserve_bytes``: the CUDA
+    context and allocator reserve added to the peak as its own term;
+    ``resident_weight_bytes``: per stage, the weight bytes that are on the GPU at once when
+    that is less than all of them (block-level weight streaming)."""
     by_stage: dict[str, list] = {s: [] for s in graph.stages}
     weights: dict[str, dict[str, int]] = {s: {} for s in graph.stages}
     nodes = list(graph) if nodes is None else nodes
@@ -207,26 +211,31 @@ def run(graph: Graph, attention_kernel: str = "flash2", offload_model: bool = Fa
     for s, nodes in by_stage.items():
         rec = stage_liveness(graph, s, nodes, attention_kernel, roots, persistent)
         rec["weight_bytes"] = sum(weights[s].values())
+        if resident_weight_bytes and s in resident_weight_bytes:
+            rec["weight_bytes"] = min(rec["weight_bytes"], int(resident_weight_bytes[s]))
         rec["on_gpu"] = not (t5_cpu and s in HOST_STAGES_T5_CPU)
         stages[s] = rec
-    return {"stages": stages, "pipeline": pipeline_peak(stages, offload_model)}
+    return {"stages": stages, "pipeline": pipeline_peak(stages, offload_model, reserve_bytes)}
 
 
-def pipeline_peak(stages: dict, offload_model: bool = False) -> dict:
+def pipeline_peak(stages: dict, offload_model: bool = False, reserve_bytes: int = 0) -> dict:
     """Peak GPU memory of one generation under the residency policy. ``stages`` maps stage
     name to {"weight_bytes", "peak_activation_bytes", "on_gpu"}. Returns
-    {"peak_memory_bytes", "peak_stage", "weight_bytes", "activation_bytes"}: the peak, the
-    stage running at it, and the resident weights and live activations at that moment."""
+    {"peak_memory_bytes", "peak_stage", "weight_bytes", "activation_bytes", "reserve_bytes"}:
+    the peak, the stage running at it, the resident weights and live activations at that
+    moment, and the CUDA context and allocator reserve (``reserve_bytes``, part of the peak)."""
     gpu = {s: r for s, r in stages.items() if r.get("on_gpu", True)}
     if not gpu:
-        return {"peak_memory_bytes": 0, "peak_stage": None, "weight_bytes": 0, "activation_bytes": 0}
+        return {"peak_memory_bytes": 0, "peak_stage": None, "weight_bytes": 0, "activation_bytes": 0,
+                "reserve_bytes": 0}
     if offload_model:
         s = max(gpu, key=lambda k: gpu[k]["weight_bytes"] + gpu[k]["peak_activation_bytes"])
         w, a = gpu[s]["weight_bytes"], gpu[s]["peak_activation_bytes"]
     else:
         s = max(gpu, key=lambda k: gpu[k]["peak_activation_bytes"])
         w, a = sum(r["weight_bytes"] for r in gpu.values()), gpu[s]["peak_activation_bytes"]
-    return {"peak_memory_bytes": w + a, "peak_stage": s, "weight_bytes": w, "activation_bytes": a}
+    return {"peak_memory_bytes": w + a + reserve_bytes, "peak_stage": s, "weight_bytes": w, "activation_bytes": a,
+            "reserve_bytes": reserve_bytes}
 
 
 def fit_message(pipeline: dict, capacity_bytes: int, hardware: str, offload_model: bool = False,
@@ -244,7 +253,26 @@ def fit_message(pipeline: dict, capacity_bytes: int, hardware: str, offload_mode
         hints.append("memory.t5_cpu=true")
     hint = f"; try {' or '.join(hints)}, a smaller workload or a larger GPU" if hints else \
         "; try a smaller workload or a larger GPU"
+    res = pipeline.get("reserve_bytes", 0)
     return (f"does not fit: {pipeline['peak_stage']} needs {need / gib:.1f} GiB of GPU memory at its peak "
             f"({pipeline['weight_bytes'] / gib:.1f} GiB weights + {pipeline['activation_bytes'] / gib:.1f} GiB "
-            f"activations), {hardware} has {capacity_bytes / gib:.1f} GiB: {(need - capacity_bytes) / gib:.1f} GiB "
+            f"activations" + (f" + {res / gib:.1f} GiB CUDA context and allocator reserve" if res else "") +
+            f"), {hardware} has {capacity_bytes / gib:.1f} GiB: {(need - capacity_bytes) / gib:.1f} GiB "
             f"too much{hint}")
+
+
+#: a workload whose peak lies within this fraction of the GPU's capacity gets a "tight" warning
+TIGHT_FRACTION = 0.05
+
+
+def tight_message(pipeline: dict, capacity_bytes: int, hardware: str) -> str | None:
+    """A warning when the peak fits but lies within TIGHT_FRACTION (5 %) of
+    ``capacity_bytes``: fragmentation or a slightly different stack can tip it over. None
+    otherwise."""
+    need = pipeline["peak_memory_bytes"]
+    if need > capacity_bytes or need < (1 - TIGHT_FRACTION) * capacity_bytes:
+        return None
+    gib = 2**30
+    return (f"tight: the peak of {need / gib:.1f} GiB ({pipeline['peak_stage']}) is within "
+            f"{100 * TIGHT_FRACTION:.0f} % of {hardware}'s {capacity_bytes / gib:.1f} GiB "
+            f"({(capacity_bytes - need) / gib:.2f} GiB left); allocator fragmentation may not leave that much")

@@ -179,3 +179,27 @@ def test_entry_point_hardware_is_picked_up(tmp_path, monkeypatch):
 def test_unknown_hardware_lists_known():
     with pytest.raises(ConfigError, match="h100-sxm"):
         hardware.load("h100-sxn")
+
+
+def test_hardware_listing_counts_sources_per_device(capsys):
+    """`wanir hardware --format json` gives each device's family and how many of its values
+    are datasheet/reported/measured/assumed: counted here from the YAML file itself."""
+    import json
+
+    import yaml
+    assert main(["hardware", "--format", "json"]) == 0
+    recs = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    path = hardware.yaml_files()["h20"]
+
+    def leaves(node):
+        if isinstance(node, dict):
+            if "source" in node and "value" in node:
+                yield node["source"]
+            else:
+                for v in node.values():
+                    yield from leaves(v)
+    counts = {}
+    for s in leaves(yaml.safe_load(path.read_text())):
+        counts[s] = counts.get(s, 0) + 1
+    assert recs["h20"]["family"] == "sm90"
+    assert {k: v for k, v in recs["h20"]["sources"].items() if v} == counts

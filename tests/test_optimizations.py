@@ -6,8 +6,9 @@ import pytest
 from wanir.errors import ConfigError
 from wanir.estimate import estimate
 
-# Wan2.1 T2V-1.3B at 128×128×9: latent 3×16×16, L = 3·8·8 = 192 tokens
-SMALL = ["model=wan2.1-t2v-1.3b", "workload.height=128", "workload.width=128", "workload.frames=9",
+# Wan2.1 T2V-1.3B at 128×128×9: latent 3×16×16, L = 3·8·8 = 192 tokens, as diffusers runs it
+# (bf16 weights and residual stream; the official runtime has the same FLOPs, other bytes)
+SMALL = ["runtime=diffusers", "model=wan2.1-t2v-1.3b", "workload.height=128", "workload.width=128", "workload.frames=9",
          "workload.steps=10"]
 L, D, F, S, LAYERS, HEADS, HD = 192, 1536, 8960, 512, 30, 12, 128
 C_IN, PATCH, C_OUT = 16, 4, 16
@@ -524,3 +525,14 @@ def test_int8_gemms_and_fp8_storage_where_fp8_compute_is_refused():
     # FP8 storage needs no FP8 instructions: the weights are upcast to bf16 before every GEMM
     st = estimate(SMALL + ["hardware=a100-80gb", "precision.dit_weights=fp8"])
     assert dit(st).per_invocation["weight_bytes"] * 2 == dit(bf16).per_invocation["weight_bytes"]
+
+
+@pytest.mark.parametrize("knobs", [["cache.method=teacache", "cache.skip=0.5"], ["cache.method=fbcache", "cache.skip=0.5"]])
+def test_official_runtime_takes_the_same_schedule(knobs):
+    # the official code's DiT has the same tensor FLOPs as diffusers' (other dtypes and bytes)
+    official = [a for a in SMALL if not a.startswith("runtime=")] + ["runtime=wan-official"]
+    est = estimate(official + knobs)
+    first = knobs[0].endswith("fbcache")
+    want = 20 * (outside_blocks_flops() + (block_flops() if first else 0)) \
+        + 10 * (LAYERS - (1 if first else 0)) * block_flops()
+    assert dit(est).total["tensor_flops"] == want

@@ -9,6 +9,7 @@
     wanir render [OVERRIDES...] [--stage NAME] [--depth N] [--color bound|time|none] -o FILE.{svg,png,pdf,dot}
     wanir sweep  OVERRIDES-WITH-SWEEPS... -o DIR
     wanir report [OVERRIDES...] -o report.html
+    wanir validate [FILE.csv] [--runtime NAME] [--format table|json|md] [--fail-above PCT]
 """
 from __future__ import annotations
 
@@ -304,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     _add_visual_commands(sub)
+    from wanir.backends.validate import add_parser as _add_validate
+    _add_validate(sub)
+    from wanir.backends import calibrate
+    calibrate.add_parser(sub)
     return p
 
 

@@ -26,7 +26,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 # The groups a user selects with `group=option`.
 GROUPS = ("model", "text_encoder", "image_encoder", "dit", "vae", "workload", "precision", "memory",
-          "roofline", "hardware", "parallel", "cache", "attention", "distill")
+          "roofline", "hardware", "parallel", "runtime", "cache", "attention", "distill")
 
 DTYPE_CHOICES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
 
@@ -58,6 +58,14 @@ def _choice(*choices):
         if v not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {v!r}")
     return check
+
+
+def _attention_kernel(key, v):
+    """An attention kernel of wanir/data/kernels.yaml, or sdpa (null: the runtime's default).
+    Whether it exists on the chosen hardware's family is checked when timing."""
+    from .kernels import attention_kernels
+    if v is not None:
+        _choice(*attention_kernels())(key, v)
 
 
 def _int_or_auto(lo=1):
@@ -94,12 +102,11 @@ SCHEMA: dict[str, Any] = {
     "precision.dit_weights": _choice(*DTYPE_CHOICES, "fp8"),
     "precision.dit_compute": _choice(*DTYPE_CHOICES, "fp8"),
     "precision.vae": _choice(*DTYPE_CHOICES),
-    "memory.offload_model": _bool,
+    "memory.offload_model": _choice(True, False, "block"),
     "memory.t5_cpu": _bool,
     "roofline.mode": _choice("calibrated", "ideal"),
     "roofline.fusion": _choice("eager", "fused", "compiled"),
-    "roofline.attention_kernel": _choice("flash2", "flash3", "flash4", "cudnn", "sage2", "sage2-fp16acc", "flash3-fp8",
-                                         "math", "sdpa"),
+    "roofline.attention_kernel": _attention_kernel,     # null: the runtime's default; (kernel, family) checked when timing
     "parallel.degree": _int_or_auto(),
     "parallel.ulysses": _int_or_auto(),
     "parallel.ring": _int_or_auto(),
@@ -220,6 +227,8 @@ def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | N
         value = ov.value()
         OmegaConf.update(cfg, key, value, merge=False)
     hardware_post(cfg)
+    from .runtime import apply_runtime
+    apply_runtime(cfg)
     if validate:
         validate_config(cfg)
     return cfg

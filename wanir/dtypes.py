@@ -34,6 +34,7 @@ class DType:
 DTYPES: dict[str, DType] = {
     d.name: d
     for d in (
+        DType("fp64", 64),
         DType("fp32", 32),
         DType("tf32", 32),
         DType("bf16", 16),
@@ -48,7 +49,7 @@ DTYPES: dict[str, DType] = {
     )
 }
 
-ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
+ALIASES = {"float64": "fp64", "double": "fp64", "float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
            "fp8": "fp8_e4m3", "long": "int64"}
 
 

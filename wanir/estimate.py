@@ -120,14 +120,20 @@ def annotate_counts(graph: Graph, cfg=None, check: bool | None = None) -> dict:
 
     if check or (check is None and graph.unchecked):
         verify.run(graph)
+    from wanir.runtime import memory_options
+
     fusion = _opt(cfg, "roofline.fusion", "eager")
     kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
-    offload = bool(_opt(cfg, "memory.offload_model", False))
-    t5_cpu = bool(_opt(cfg, "memory.t5_cpu", False))
+    mem = memory_options(cfg)
     nodes = list(graph)
     out = {"flops": flops.run(graph)}
     out["bytes_pass"] = bytes_pass.run(graph, fusion=fusion, attention_kernel=kernel, nodes=nodes)
-    out["memory"] = memory.run(graph, attention_kernel=kernel, offload_model=offload, t5_cpu=t5_cpu, nodes=nodes)
+    resident = None
+    if mem.offload == "block":
+        from wanir.backends.host_stages import block_stream_plan
+        resident = {"diffusion_core": block_stream_plan(graph, mem.resident_params)["gpu_weight_bytes"]}
+    out["memory"] = memory.run(graph, attention_kernel=kernel, offload_model=mem.offload_model, t5_cpu=mem.t5_cpu,
+                               nodes=nodes, reserve_bytes=mem.reserve_bytes, resident_weight_bytes=resident)
     return out
 
 
@@ -141,17 +147,22 @@ def annotate_time(graph: Graph, cfg, counts: dict) -> dict:
     from wanir.backends import roofline
     from wanir.passes import memory
 
+    from wanir.runtime import memory_options, runtime_options
+    from wanir.backends import host_stages as hostlib
+
     kernel, allow_tf32_conv = roofline.timing_options(cfg)
     mode = _opt(cfg, "roofline.mode", "calibrated")
-    offload = bool(_opt(cfg, "memory.offload_model", False))
-    t5_cpu = bool(_opt(cfg, "memory.t5_cpu", False))
+    mopt = memory_options(cfg)
+    offload, t5_cpu = mopt.offload_model, mopt.t5_cpu
     hw = hardware.from_config(cfg)
     host_stages = memory.HOST_STAGES_T5_CPU if t5_cpu else ()
-    host = hardware.load(_opt(cfg, "memory.host", "host-cpu")) if host_stages else None
+    host = hostlib.load_host(mopt, hw) if host_stages else None
     by, mem = counts["bytes_pass"], counts["memory"]
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
-                      offload_model=offload, allow_tf32_conv=allow_tf32_conv,
+                      offload_model=False, allow_tf32_conv=allow_tf32_conv,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
+    rf["transfer_s"] = hostlib.transfer_seconds(graph, mem, hw, mopt, runtime_options(cfg), host_stages,
+                                                mode == "ideal", rf)
     graph.meta["hardware"] = hw.name
     out = dict(counts)
     out.update(roofline=rf,
@@ -162,6 +173,9 @@ def annotate_time(graph: Graph, cfg, counts: dict) -> dict:
                transfer_s=rf["transfer_s"])
     msg = memory.fit_message(mem["pipeline"], hw.memory_bytes, hw.name, offload, t5_cpu)
     out["warnings"] = [msg] if msg else []
+    tight = memory.tight_message(mem["pipeline"], hw.memory_bytes, hw.name)
+    if tight:
+        out["warnings"].append(tight)
     return out
 
 

@@ -25,22 +25,28 @@ from typing import Mapping
 from .errors import ConfigError
 
 PATH = Path(__file__).parent / "data" / "kernels.yaml"
-#: attention kernel names (``sdpa`` = what PyTorch SDPA picks on the family)
-ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "sage2-fp16acc", "flash3-fp8", "math", "sdpa")
+#: the attention kernels of the shipped table (``sdpa`` = what PyTorch SDPA picks on the
+#: family); a kernel added to kernels.yaml (e.g. ``sage2-fp16acc``) is accepted too
+ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "math", "sdpa")
+
+
+def attention_kernels() -> tuple[str, ...]:
+    """Every attention kernel name the table knows, plus ``sdpa``."""
+    return tuple(table()["attention"]) + ("sdpa",)
 SECTIONS = ("gemm", "conv", "memory", "issue")
 #: per constant: (lower bound, upper bound) or a tuple of allowed strings
 ATTENTION_KEYS = {
     "instruction": ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512"),
-    "mma_ceiling": (0.01, 1.0), "overlap_loss": (0.0, 1.0), "fp32_ops": (0.0, 1000.0),
+    "mma_ceiling": (1e-4, 1.0), "overlap_loss": (0.0, 1.0), "fp32_ops": (0.0, 1000.0),
     "exp_emulated": (0.0, 1.0), "poly_ops": (0.0, 100.0), "ramp_clocks": (0.0, 1e8), "block_m": (1, 4096),
     "ctas_per_sm": (1, 64), "qk_dtype": ("input", "int8", "fp8", "fp16", "bf16"),
     "pv_dtype": ("input", "int8", "fp8", "fp16", "bf16"),
 }
 SECTION_KEYS = {
-    "gemm": {"instruction": ATTENTION_KEYS["instruction"], "ceiling": (0.01, 1.0), "fp32_ceiling": (0.01, 1.0),
+    "gemm": {"instruction": ATTENTION_KEYS["instruction"], "ceiling": (1e-4, 1.0), "fp32_ceiling": (1e-4, 1.0),
              "tile_m": (1, 4096), "tile_n": (1, 4096), "k_ramp": (0.0, 1e6)},
-    "conv": {"ceiling_factor": (0.01, 1.0), "transposes": (0.0, 8.0)},
-    "memory": {"fraction": (0.01, 1.0), "l2_fraction": (0.01, 1.0)},
+    "conv": {"ceiling_factor": (1e-3, 1.0), "transposes": (0.0, 8.0)},
+    "memory": {"fraction": (1e-3, 1.0), "l2_fraction": (1e-3, 1.0)},
     "issue": {"cpu_issue_us": (0.0, 1e5)},
 }
 
@@ -84,11 +90,12 @@ def _check_block(where: str, block, keys: dict) -> None:
 def _check_table(data) -> None:
     from .hardware import FAMILIES
     where = str(PATH)
+    names = tuple(data["attention"])
     for fam, node in data["sdpa"].items():
-        _check_leaf(f"{where}: sdpa.{fam}", node, ATTENTION_KERNELS[:-1])
+        _check_leaf(f"{where}: sdpa.{fam}", node, names)
     for k, blocks in data["attention"].items():
-        if k not in ATTENTION_KERNELS[:-1]:
-            raise ConfigError(f"{where}: attention.{k}: unknown kernel")
+        if not isinstance(k, str) or not k.replace("-", "").isalnum() or k == "sdpa":
+            raise ConfigError(f"{where}: attention.{k}: a kernel name is letters, digits and '-' (not 'sdpa')")
         for fam, block in blocks.items():
             if fam != "default" and fam not in FAMILIES:
                 raise ConfigError(f"{where}: attention.{k}.{fam}: unknown family")
@@ -106,9 +113,9 @@ def check_overrides(hw) -> None:
             if not isinstance(block, Mapping):
                 raise ConfigError(f"{where}.attention': must map kernels to constant overrides")
             for k, b in block.items():
-                if k not in ATTENTION_KERNELS[:-1]:
+                if k not in table()["attention"]:
                     raise ConfigError(f"{where}.attention.{k}': unknown kernel; allowed: "
-                                      f"{', '.join(ATTENTION_KERNELS[:-1])}")
+                                      f"{', '.join(table()['attention'])}")
                 _check_block(f"{where}.attention.{k}'", b, ATTENTION_KEYS)
         elif sec in SECTION_KEYS:
             _check_block(f"{where}.{sec}'", block, SECTION_KEYS[sec])
@@ -129,8 +136,8 @@ def resolve_attention(kernel: str, hw) -> str:
     """The concrete kernel ``kernel`` names on ``hw`` (``sdpa`` resolves per family).
     Raises ConfigError naming the kernels available on the hardware's family."""
     t = table()
-    if kernel not in ATTENTION_KERNELS:
-        raise ConfigError(f"roofline.attention_kernel={kernel!r}: allowed: {', '.join(ATTENTION_KERNELS)}")
+    if kernel not in attention_kernels():
+        raise ConfigError(f"roofline.attention_kernel={kernel!r}: allowed: {', '.join(attention_kernels())}")
     if kernel == "sdpa":
         node = t["sdpa"].get(hw.family)
         if node is None:

@@ -1,0 +1,320 @@
+"""Costing a plan: the per-device graph annotated once (:class:`DeviceGraph`), timed on a
+hardware into a :class:`MultiDeviceCost`, and :func:`multi_device_cost`, the entry point."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wanir.graph import Graph
+
+from .plan import SINGLE_DEVICE_STAGES, Plan, check_plan, plan_from, resolve_plan
+from .transform import shard_graph
+
+
+def _opt(cfg, key, default):
+    if cfg is None:
+        return default
+    try:
+        from omegaconf import OmegaConf
+        v = OmegaConf.select(cfg, key, default=default)
+    except Exception:
+        v = default
+    return default if v is None else v
+
+
+class DeviceGraph:
+    """A plan's per-device graph, annotated once with the hardware-independent passes
+    (verify, flops, bytes, memory) so that :meth:`cost` can time it on any hardware."""
+
+    def __init__(self, graph: Graph, plan: Plan, cfg=None):
+        from wanir.passes import bytes as bytes_pass
+        from wanir.passes import flops, memory, verify
+
+        from wanir.runtime import runtime_options
+        self.plan, self.cfg = plan, cfg
+        self.graph = shard_graph(graph, plan, runtime_options(cfg).multi_gpu)
+        self.kernel = _opt(cfg, "roofline.attention_kernel", "flash2")
+        self.fusion = _opt(cfg, "roofline.fusion", "eager")
+        self.mode = _opt(cfg, "roofline.mode", "calibrated")
+        from wanir.runtime import memory_options_for_plan, runtime_options
+        # one generate.py process group: the devices that work on one video or share its weights
+        self.mem = memory_options_for_plan(cfg, max(plan.replica, plan.fsdp))
+        self.runtime = runtime_options(cfg)
+        self.offload = self.mem.offload_model
+        self.t5_cpu = self.mem.t5_cpu
+        g = self.graph
+        verify.run(g)
+        self.nodes = list(g)
+        self.flops = flops.run(g)
+        bytes_pass.run(g, fusion=self.fusion, attention_kernel=self.kernel, nodes=self.nodes)
+        resident = None
+        if self.mem.offload == "block":
+            from ..host_stages import block_stream_plan
+            resident = {"diffusion_core": block_stream_plan(g, self.mem.resident_params)["gpu_weight_bytes"]}
+        self.memory = memory.run(g, attention_kernel=self.kernel, offload_model=self.offload, t5_cpu=self.t5_cpu,
+                                 nodes=self.nodes, reserve_bytes=self.mem.reserve_bytes,
+                                 resident_weight_bytes=resident)
+        self.comm = g.meta["parallel"]["comm"]
+        self.count = {n.id: n.scope.count_per_invocation for n in self.nodes}
+
+    def cost(self, hw, single_time_s: float | None = None) -> "MultiDeviceCost":
+        """Time this device graph on ``hw`` (a :class:`wanir.hardware.Hardware`): the roofline
+        for compute nodes, the alpha-beta model (backends/comm.py) for communication nodes.
+        Writes ``time_s``, ``comm_bytes``, ``comm_s``, ``exposed_s`` and ``tier`` on every
+        communication node; returns a :class:`MultiDeviceCost`."""
+        from wanir.passes import memory as mem_pass
+
+        from .. import comm as commlib
+        from .. import roofline
+
+        p, g = self.plan, self.graph
+        host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
+        from .. import host_stages as hostlib
+        host = hostlib.load_host(self.mem, hw) if host_stages else None
+        wb = self.weight_bytes()
+        rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
+                          offload_model=False, nodes=self.nodes, weight_bytes=wb,
+                          allow_tf32_conv=roofline.timing_options(self.cfg)[1])
+        mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
+        rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
+                                                    self.mode == "ideal", rf)
+        topo = commlib.topology(hw, p.gpus_per_node, dict(p.network), dict(p.intra_node))
+        # communication nodes on their link tier
+        for nid, e in self.comm.items():
+            n = g.node(nid)
+            t, tier = commlib.collective_time(n.kind, n.inputs[0].type.nbytes, n.outputs[0].nbytes, e["size"], topo,
+                                              e["stride"], n.attrs.get("steps", 1))
+            c = n.costs
+            c.update(comm_bytes=commlib.volume(n.kind, n.inputs[0].type.nbytes, n.outputs[0].nbytes, e["size"],
+                                               n.attrs.get("steps", 1)),
+                     comm_s=t, time_s=t, exposed_s=t, tier=tier, compute_s=0.0, memory_s=0.0,
+                     bound="communication")
+        if p.overlap:
+            self._overlap()
+        stages = {}
+        for s, scope in g.stages.items():
+            stages[s] = {"name": s, "invocations": scope.repeat, "compute_s": 0.0, "comm_s": 0.0, "exposed_comm_s": 0.0,
+                         "comm_bytes": 0, "tensor_flops": self.flops[s]["tensor_flops"],
+                         "vector_flops": self.flops[s]["vector_flops"], "by_class": {}}
+        for n in self.nodes:
+            r = stages[n.stage]
+            k = self.count[n.id]
+            c = n.costs
+            if n.id in self.comm:
+                r["comm_s"] += c["comm_s"] * k
+                r["exposed_comm_s"] += c["exposed_s"] * k
+                r["comm_bytes"] += c["comm_bytes"] * k
+                cls = "communication"
+                t = c["exposed_s"] * k
+            else:
+                r["compute_s"] += c["time_s"] * k
+                t = c["time_s"] * k
+                cls = ("attention" if n.category == "attention" else n.category) if c["bound"] == "compute" \
+                    else "memory-bound ops"
+            r["by_class"][cls] = r["by_class"].get(cls, 0.0) + t * g.stages[n.stage].repeat
+        mem_stages = {}
+        for s, r in stages.items():
+            r["compute_s"] = max(r["compute_s"], rf["issue_s"][s])      # a stage is at least its CPU issue time
+            r["time_per_invocation_s"] = r["compute_s"] + r["exposed_comm_s"]
+            r["time_s"] = r["time_per_invocation_s"] * r["invocations"]
+            ms = dict(self.memory["stages"][s])
+            ms["weight_bytes"] = wb[s]
+            mem_stages[s] = ms
+            r["weight_bytes"] = wb[s]
+            r["peak_activation_bytes"] = ms["peak_activation_bytes"]
+            r["devices"] = 1 if s in SINGLE_DEVICE_STAGES else p.replica
+        pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes)
+        return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s)
+
+    def weight_bytes(self) -> dict:
+        """Resident weight bytes per stage on one device (FSDP stages hold 1/fsdp), ints."""
+        f = self.graph.meta["parallel"]["fsdp"]
+        out = {s: (f[s]["resident_weight_bytes"] if s in f else r["weight_bytes"])
+               for s, r in self.memory["stages"].items()}
+        shard = self.runtime.fsdp_shard_dtype
+        if shard and "diffusion_core" in f:
+            # FSDP mixed precision: the gathers and the compute use the graph's weight dtype,
+            # the resident shards keep the stored one
+            from wanir.dtypes import get_dtype
+            ws = [w for n in self.nodes if n.stage == "diffusion_core" for w in n.params.values()]
+            if ws:
+                out["diffusion_core"] = out["diffusion_core"] * get_dtype(shard).bits // ws[0].type.dtype.bits
+        return out
+
+    def _overlap(self):
+        """Hide overlappable communication behind the compute it overlaps: ring exchanges
+        behind their attention (all steps), an FSDP block gather behind the previous block."""
+        g = self.graph
+        ring: dict[int, list] = {}
+        for nid, e in self.comm.items():
+            ov = e.get("overlap")
+            if ov and ov.startswith("sdpa:"):
+                ring.setdefault(int(ov.split(":")[1]), []).append(g.node(nid))
+        for sid, comms in ring.items():
+            sd = g.node(sid)
+            hide = sd.costs["time_s"] * sd.scope.repeat          # the attention's ring steps
+            total = sum(n.costs["comm_s"] for n in comms)
+            left = max(0.0, total - hide)
+            for n in comms:
+                n.costs["exposed_s"] = left * n.costs["comm_s"] / total if total else 0.0
+        blocks = [g.node(nid) for nid, e in self.comm.items() if e.get("overlap") == "previous_block"]
+        first_seen: set[str] = set()
+        for n in blocks:
+            unit = n.scope
+            t_block = 0.0
+            per_unit = unit.count_per_invocation
+            for m in self.nodes:
+                if m.id in self.comm or m.stage != n.stage:
+                    continue
+                s = m.scope
+                while s is not None and s is not unit:
+                    s = s.parent
+                if s is unit:
+                    t_block += m.costs["time_s"] * self.count[m.id] / per_unit
+            t = n.costs["comm_s"]
+            hidden = max(0.0, t - t_block)
+            c = unit.repeat if unit.kind == "repeat" else 1
+            if unit.kind == "repeat":
+                n.costs["exposed_s"] = (t + (c - 1) * hidden) / c      # the first block's gather is not hidden
+            elif n.stage in first_seen:
+                n.costs["exposed_s"] = hidden
+            else:
+                first_seen.add(n.stage)
+                n.costs["exposed_s"] = t
+
+
+@dataclass
+class MultiDeviceCost:
+    """Per-device costs of one plan on one hardware. ``stages``: per stage (per device)
+    ``invocations``, ``compute_s`` and ``comm_s`` / ``exposed_comm_s`` per invocation
+    (seconds), ``time_s`` per generation, ``comm_bytes`` per invocation, resident
+    ``weight_bytes``, ``peak_activation_bytes``, ``devices`` that run it, and ``by_class``
+    (seconds per generation by op class). See :meth:`to_dict` for the totals."""
+
+    device_graph: DeviceGraph
+    hardware: object
+    stages: dict
+    transfer_s: float
+    memory: dict
+    single_time_s: float | None = None
+
+    @property
+    def plan(self) -> Plan:
+        return self.device_graph.plan
+
+    @property
+    def graph(self) -> Graph:
+        """The annotated per-device graph."""
+        return self.device_graph.graph
+
+    @property
+    def time_s(self) -> float:
+        """Seconds per video (one replica's latency)."""
+        return sum(r["time_s"] for r in self.stages.values()) + self.transfer_s
+
+    @property
+    def comm_s(self) -> float:
+        """Exposed communication seconds per video."""
+        return sum(r["exposed_comm_s"] * r["invocations"] for r in self.stages.values())
+
+    @property
+    def peak_memory_bytes(self) -> int:
+        """Peak memory of one device in bytes (int)."""
+        return self.memory["peak_memory_bytes"]
+
+    @property
+    def fits(self) -> bool:
+        """Whether the per-device peak fits the hardware's memory."""
+        return self.peak_memory_bytes <= self.hardware.memory_bytes
+
+    @property
+    def videos_per_hour(self) -> float:
+        """Throughput of all ``degree`` devices (dp replicas in parallel)."""
+        return self.plan.dp * 3600.0 / self.time_s
+
+    @property
+    def speedup(self) -> float | None:
+        """Throughput on ``degree`` devices over one device's (= latency speedup × dp)."""
+        if self.single_time_s is None:
+            return None
+        return self.plan.dp * self.single_time_s / self.time_s
+
+    @property
+    def efficiency(self) -> float | None:
+        """Parallel efficiency: speedup / devices."""
+        s = self.speedup
+        return None if s is None else s / self.plan.degree
+
+    def bottleneck(self) -> tuple[str, float]:
+        """(op class, share of the per-video time) of the largest contributor: an op class
+        of compute-bound nodes (matmul, attention, conv, …), memory-bound ops, or exposed
+        communication."""
+        acc: dict[str, float] = {}
+        for r in self.stages.values():
+            for k, v in r["by_class"].items():
+                acc[k] = acc.get(k, 0.0) + v
+        if self.transfer_s:
+            acc["host transfer"] = self.transfer_s
+        k = max(acc, key=acc.get)
+        return k, acc[k] / self.time_s if self.time_s else 0.0
+
+    def to_dict(self) -> dict:
+        """Plain data: plan, hardware, per-stage records and the totals (``time_s``,
+        ``comm_s``, ``comm_share``, ``peak_memory_bytes``, ``fits``, ``speedup``,
+        ``latency_speedup``, ``efficiency``, ``videos_per_hour``, ``bottleneck``), notes."""
+        b, share = self.bottleneck()
+        lat = None if self.single_time_s is None else self.single_time_s / self.time_s
+        return {"plan": self.plan.to_dict(), "hardware": self.hardware.name, "devices": self.plan.degree,
+                "stages": [{k: v for k, v in r.items()} for r in self.stages.values()],
+                "total": {"time_s": self.time_s, "comm_s": self.comm_s,
+                          "comm_share": self.comm_s / self.time_s if self.time_s else 0.0,
+                          "peak_memory_bytes": self.peak_memory_bytes, "fits": self.fits,
+                          "single_device_time_s": self.single_time_s, "speedup": self.speedup,
+                          "latency_speedup": lat, "efficiency": self.efficiency,
+                          "videos_per_hour": self.videos_per_hour, "bottleneck": b, "bottleneck_share": share},
+                "notes": list(self.graph.meta["parallel"]["notes"])}
+
+
+def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = None, plan=None,
+                      cfg=None) -> MultiDeviceCost:
+    """Cost one generation on ``devices`` devices of ``hardware`` (a name or a Hardware;
+    default: the estimate's) under ``plan`` (a Plan, a name such as ``"fsdp+ulysses"``, or a
+    ``parallel`` mapping; default: the config's ``parallel``, else single). ``estimate_or_graph`` is a :class:`wanir.Estimate` or an
+    unannotated/annotated pipeline Graph (``cfg`` then gives the roofline and memory options).
+    Returns a :class:`MultiDeviceCost`: per-device time, memory and communication per stage
+    and in total (seconds, bytes), speedup and parallel efficiency against one device of the
+    same hardware."""
+    from wanir import hardware as hwlib
+    from wanir.estimate import Estimate
+
+    if isinstance(estimate_or_graph, Estimate):
+        graph, cfg = estimate_or_graph.graph, (cfg if cfg is not None else estimate_or_graph.config)
+    else:
+        graph = estimate_or_graph
+    if hardware is None:
+        hw = hwlib.from_config(cfg)
+    elif isinstance(hardware, str):
+        hw = hwlib.load(hardware)
+    else:
+        hw = hardware
+    if plan is None:
+        plan = cfg.get("parallel") if cfg is not None and cfg.get("parallel") is not None else "single"
+    p = plan_from(plan, devices)
+    check_plan(p, guidance=_guidance(graph))
+    single = DeviceGraph(graph, Plan(), cfg).cost(hw)
+    if p.degree == 1 and p.fsdp == 1:
+        single.single_time_s = single.time_s
+        return single
+    return DeviceGraph(graph, p, cfg).cost(hw, single.time_s)
+
+
+def _guidance(graph: Graph):
+    wl = graph.meta.get("workload") or {}
+    return wl.get("guidance")
+
+
+def is_multi_device(cfg) -> bool:
+    """Whether the config's ``parallel`` plan uses more than one device or shards weights."""
+    if cfg is None or cfg.get("parallel") is None:
+        return False
+    p = resolve_plan(cfg.parallel)
+    return p.degree > 1 or p.fsdp > 1

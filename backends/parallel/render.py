@@ -1,0 +1,90 @@
+"""Rendering a :class:`MultiDeviceCost`: the per-device table, summary lines, and the
+table / json / md / csv formats."""
+from __future__ import annotations
+
+from .cost import MultiDeviceCost
+
+
+def _fmt_s(v):
+    from ..report import fmt_time
+    return fmt_time(v)
+
+
+def _fmt_b(v):
+    from ..report import fmt_bytes
+    return fmt_bytes(v)
+
+
+def cost_rows(cost: MultiDeviceCost) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the per-device table: one row per stage plus a total row."""
+    head = ["stage", "devices", "invocations/device", "compute", "comm", "comm exposed", "comm bytes", "time",
+            "weights/device", "peak act."]
+    body = []
+    for r in cost.stages.values():
+        k = r["invocations"]
+        body.append([r["name"], str(r["devices"]), str(k), _fmt_s(r["compute_s"] * k), _fmt_s(r["comm_s"] * k),
+                     _fmt_s(r["exposed_comm_s"] * k), _fmt_b(r["comm_bytes"] * k), _fmt_s(r["time_s"]),
+                     _fmt_b(r["weight_bytes"]), _fmt_b(r["peak_activation_bytes"])])
+    body.append(["total", str(cost.plan.degree), "", _fmt_s(sum(r["compute_s"] * r["invocations"] for r in cost.stages.values())),
+                 _fmt_s(sum(r["comm_s"] * r["invocations"] for r in cost.stages.values())), _fmt_s(cost.comm_s),
+                 _fmt_b(sum(r["comm_bytes"] * r["invocations"] for r in cost.stages.values())), _fmt_s(cost.time_s),
+                 _fmt_b(sum(r["weight_bytes"] for r in cost.stages.values())), _fmt_b(cost.peak_memory_bytes)])
+    return head, body
+
+
+def summary_lines(cost: MultiDeviceCost) -> list[str]:
+    """Plain-text lines under the table: time, communication share, speedup, memory, notes."""
+    d = cost.to_dict()["total"]
+    gib = 2**30
+    lines = [f"per video: {_fmt_s(d['time_s'])} on {cost.plan.degree} × {cost.hardware.name} "
+             f"(one device: {_fmt_s(d['single_device_time_s'])}); communication exposed {_fmt_s(d['comm_s'])} "
+             f"({100 * d['comm_share']:.1f} % of the time)",
+             f"speedup {d['speedup']:.2f}× on {cost.plan.degree} devices (latency {d['latency_speedup']:.2f}×), "
+             f"parallel efficiency {100 * d['efficiency']:.0f} %, {d['videos_per_hour']:.1f} videos/hour",
+             f"peak memory per device {d['peak_memory_bytes'] / gib:.1f} GiB of {cost.hardware.memory_bytes / gib:.0f} GiB"
+             + ("" if d["fits"] else " — does not fit"),
+             f"bottleneck: {d['bottleneck']} ({100 * d['bottleneck_share']:.0f} % of the time)"]
+    lines += [f"note: {n}" for n in cost.graph.meta["parallel"]["notes"]]
+    return lines
+
+
+def render_cost(cost: MultiDeviceCost, fmt: str = "table") -> str | None:
+    """Render a MultiDeviceCost as 'json', 'md' or 'csv' (a string); 'table' prints a rich
+    table and returns None."""
+    import json
+    head, body = cost_rows(cost)
+    if fmt == "json":
+        return json.dumps(cost.to_dict(), indent=2, default=str)
+    if fmt == "csv":
+        import csv
+        import io
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["stage", "devices", "invocations", "compute_s", "comm_s", "exposed_comm_s", "comm_bytes",
+                    "time_s", "weight_bytes", "peak_activation_bytes"])
+        for r in cost.stages.values():
+            k = r["invocations"]
+            w.writerow([r["name"], r["devices"], k, r["compute_s"] * k, r["comm_s"] * k, r["exposed_comm_s"] * k,
+                        r["comm_bytes"] * k, r["time_s"], r["weight_bytes"], r["peak_activation_bytes"]])
+        return buf.getvalue()
+    if fmt == "md":
+        lines = [f"**{cost.graph.meta.get('model', cost.graph.name)}** on {cost.plan.degree} × {cost.hardware.name}, "
+                 f"plan {cost.plan.label}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return "\n".join(lines + [""] + summary_lines(cost)) + "\n"
+    if fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+        t = Table(title=f"{cost.graph.meta.get('model', cost.graph.name)} per device: {cost.plan.degree} × "
+                        f"{cost.hardware.name}, plan {cost.plan.label}")
+        for h in head:
+            t.add_column(h, justify="left" if h == "stage" else "right")
+        for i, r in enumerate(body):
+            t.add_row(*r, end_section=(i == len(body) - 2))
+        con = Console()
+        con.print(t)
+        for line in summary_lines(cost):
+            con.print(line)
+        return None
+    raise ValueError(f"unknown format {fmt!r}; allowed: table, json, md, csv")
+

@@ -1,0 +1,284 @@
+"""``wanir validate``: estimate published (or your own) measured runs and print the error.
+
+A validation set is a CSV file; lines starting with ``#`` are comments. Columns:
+
+- ``overrides`` (required): the run's configuration as space-separated Hydra overrides,
+  exactly as on the ``wanir estimate`` command line (``model=... hardware=...
+  parallel=fsdp+ulysses parallel.degree=8``);
+- ``measured_s`` (required): the measured seconds per video;
+- ``measured_peak_gb`` (optional): the measured peak GPU memory per device, in GiB;
+- ``label`` (optional): a name for the row (default: its line number);
+- ``notes`` (optional): free text, not read.
+
+Each row is estimated with :func:`wanir.estimate`; a plan on several devices (or with
+FSDP) is costed per device with :func:`wanir.multi_device_cost`. ``--runtime`` appends
+``runtime=NAME`` to every row. The shipped set (``wanir/data/validation/wan2.1-readme.csv``)
+is the Wan2.1 README's table of 28 runs; its header comments give the mapping of each row and
+the ambiguities.
+
+Input limits: at most :data:`MAX_FILE_BYTES` bytes and :data:`MAX_ROWS` rows; a row whose
+overrides do not load, or whose measurements are not finite positive numbers, is a one-line
+error naming the file, the line and the column.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shlex
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from wanir.errors import ConfigError, WanirError
+
+MAX_FILE_BYTES = 1 << 20
+MAX_ROWS = 500
+MAX_FIELD = 2000
+FORMATS = ("table", "json", "md")
+SHIPPED = Path(__file__).resolve().parent.parent / "wanir" / "data" / "validation" / "wan2.1-readme.csv"
+COLUMNS = ("label", "overrides", "measured_s", "measured_peak_gb", "notes")
+
+
+class ValidationError(ConfigError):
+    """A validation CSV that cannot be read; the message names the file, line and column."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured run: ``line`` in the file, ``label``, ``overrides`` (tuple of strings),
+    ``measured_s`` (seconds), ``measured_peak_gib`` (GiB or None)."""
+
+    line: int
+    label: str
+    overrides: tuple
+    measured_s: float
+    measured_peak_gib: float | None
+
+
+def shipped_path() -> Path:
+    """The shipped Wan2.1 README validation set (inside the installed package)."""
+    try:
+        from importlib.resources import files
+        p = Path(str(files("wanir") / "data" / "validation" / "wan2.1-readme.csv"))
+        if p.is_file():
+            return p
+    except Exception:  # pragma: no cover
+        pass
+    return SHIPPED
+
+
+def _number(where, key, v, required):
+    if v is None or str(v).strip() == "":
+        if required:
+            raise ValidationError(f"{where}: column '{key}' is empty; it needs a positive number")
+        return None
+    try:
+        x = float(str(v).strip())
+    except ValueError:
+        raise ValidationError(f"{where}: column '{key}' = {str(v)[:40]!r} is not a number") from None
+    if not math.isfinite(x) or x <= 0 or x > 1e9:
+        raise ValidationError(f"{where}: column '{key}' = {str(v)[:40]!r} must be a finite number in (0, 1e9]")
+    return x
+
+
+def read_rows(path) -> list[Row]:
+    """Parse a validation CSV (module docstring). Raises ValidationError on a malformed file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValidationError(f"validation file {str(path)[:200]!r}: no such file")
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValidationError(f"validation file {p.name}: {size} bytes; at most {MAX_FILE_BYTES} allowed")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationError(f"validation file {p.name}: not UTF-8 text") from None
+    lines = text.splitlines()
+    body = [(i + 1, line) for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
+    if not body:
+        raise ValidationError(f"validation file {p.name}: no header row (columns: {', '.join(COLUMNS)})")
+    reader = csv.reader(io.StringIO("\n".join(line for _, line in body)))
+    try:
+        records = list(reader)
+    except csv.Error as e:
+        raise ValidationError(f"validation file {p.name}: not a CSV file ({e})") from None
+    header = [h.strip() for h in records[0]]
+    missing = [c for c in ("overrides", "measured_s") if c not in header]
+    if missing:
+        raise ValidationError(f"validation file {p.name}: missing column(s) {', '.join(missing)} "
+                              f"(columns: {', '.join(COLUMNS)}; overrides and measured_s are required)")
+    unknown = [h for h in header if h not in COLUMNS]
+    if unknown:
+        raise ValidationError(f"validation file {p.name}: unknown column(s) {', '.join(repr(u[:40]) for u in unknown)}"
+                              f"; columns: {', '.join(COLUMNS)}")
+    if len(records) - 1 > MAX_ROWS:
+        raise ValidationError(f"validation file {p.name}: {len(records) - 1} rows; at most {MAX_ROWS} allowed")
+    rows = []
+    for (lineno, _), rec in zip(body[1:], records[1:]):
+        where = f"{p.name} line {lineno}"
+        if len(rec) != len(header):
+            raise ValidationError(f"{where}: {len(rec)} fields, the header has {len(header)}")
+        d = dict(zip(header, rec))
+        for k, v in d.items():
+            if len(v) > MAX_FIELD:
+                raise ValidationError(f"{where}: column '{k}' is longer than {MAX_FIELD} characters")
+        try:
+            ov = tuple(shlex.split(d["overrides"]))
+        except ValueError as e:
+            raise ValidationError(f"{where}: column 'overrides' cannot be split ({e})") from None
+        if not ov:
+            raise ValidationError(f"{where}: column 'overrides' is empty")
+        label = d.get("label", "").strip() or f"line {lineno}"
+        rows.append(Row(lineno, label[:120], ov, _number(where, "measured_s", d["measured_s"], True),
+                        _number(where, "measured_peak_gb", d.get("measured_peak_gb"), False)))
+    return rows
+
+
+def estimate_row(row: Row, runtime: str | None = None, config_dir=None) -> dict:
+    """Estimate one row; returns {"label", "overrides", "measured_s", "estimated_s",
+    "time_error", "measured_peak_gib", "estimated_peak_gib", "peak_error", "devices"} (errors
+    as signed fractions: (estimated − measured) / measured)."""
+    import wanir
+    from wanir.backends.parallel import is_multi_device, multi_device_cost
+
+    ov = list(row.overrides) + ([f"runtime={runtime}"] if runtime else [])
+    try:
+        est = wanir.estimate(ov, config_dir)
+        if is_multi_device(est.config):
+            cost = multi_device_cost(est)
+            t, peak, devices = cost.time_s, cost.peak_memory_bytes, cost.plan.degree
+        else:
+            t, peak, devices = est.total["time_s"], est.total["peak_memory_bytes"], 1
+    except WanirError as e:
+        raise type(e)(f"line {row.line} ({row.label}): {e}") from None
+    peak_gib = peak / 2**30
+    return {"label": row.label, "overrides": " ".join(row.overrides), "devices": devices,
+            "measured_s": row.measured_s, "estimated_s": t, "time_error": (t - row.measured_s) / row.measured_s,
+            "measured_peak_gib": row.measured_peak_gib, "estimated_peak_gib": peak_gib,
+            "peak_error": (None if row.measured_peak_gib is None
+                           else (peak_gib - row.measured_peak_gib) / row.measured_peak_gib)}
+
+
+def summary(results: list[dict]) -> dict:
+    """Median and worst absolute error of time and of peak memory (fractions; None when no
+    row has that measurement), with the label of the worst row."""
+    out = {"rows": len(results)}
+    for key in ("time_error", "peak_error"):
+        errs = [(abs(r[key]), r["label"]) for r in results if r[key] is not None]
+        name = key.split("_")[0]
+        if errs:
+            worst = max(errs)
+            out[name] = {"median_abs_error": statistics.median(e for e, _ in errs), "worst_abs_error": worst[0],
+                         "worst_row": worst[1], "rows": len(errs)}
+        else:
+            out[name] = None
+    return out
+
+
+def validate(path=None, runtime: str | None = None, config_dir=None) -> dict:
+    """Validate the runs of ``path`` (default: the shipped Wan2.1 README set). Returns
+    {"file", "runtime", "rows": [per-row records of :func:`estimate_row`], "summary"}."""
+    p = Path(path) if path else shipped_path()
+    rows = read_rows(p)
+    results = [estimate_row(r, runtime, config_dir) for r in rows]
+    return {"file": p.name, "runtime": runtime, "rows": results, "summary": summary(results)}
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:+.0f} %"
+
+
+def _rows_for_table(res):
+    head = ["run", "measured", "estimated", "error", "peak measured", "peak estimated", "error"]
+    body = []
+    for r in res["rows"]:
+        mp = "-" if r["measured_peak_gib"] is None else f"{r['measured_peak_gib']:.1f} GiB"
+        body.append([r["label"], f"{r['measured_s']:.1f} s", f"{r['estimated_s']:.1f} s", _pct(r["time_error"]),
+                     mp, f"{r['estimated_peak_gib']:.1f} GiB", _pct(r["peak_error"])])
+    return head, body
+
+
+def summary_lines(res) -> list[str]:
+    """Plain-text summary lines: median and worst absolute error for time and peak memory."""
+    s = res["summary"]
+    out = []
+    for name, what in (("time", "time"), ("peak", "peak memory")):
+        v = s[name]
+        if v is None:
+            out.append(f"{what}: no measurements")
+        else:
+            out.append(f"{what}: median |error| {100 * v['median_abs_error']:.1f} %, worst {100 * v['worst_abs_error']:.1f} % "
+                       f"({v['worst_row']}), over {v['rows']} rows")
+    return out
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def render(res: dict, fmt: str = "table") -> str | None:
+    """Render a :func:`validate` result as 'json' or 'md' (a string); 'table' prints a rich
+    table and returns None."""
+    if fmt == "json":
+        import json
+        return json.dumps(res, indent=2)
+    head, body = _rows_for_table(res)
+    if fmt == "md":
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
+        return "\n".join(lines + [""] + summary_lines(res)) + "\n"
+    if fmt == "table":
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+        t = Table(title=f"validation: {res['file']}" + (f", runtime={res['runtime']}" if res["runtime"] else ""))
+        for h in head:
+            t.add_column(h, justify="left" if h == "run" else "right")
+        for r in body:
+            t.add_row(*(escape(c) for c in r))
+        con = Console()
+        con.print(t)
+        for line in summary_lines(res):
+            con.print(escape(line))
+        return None
+    raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+
+def worst_time_error(res: dict) -> float:
+    """The largest absolute time error of the rows (a fraction)."""
+    s = res["summary"]["time"]
+    return 0.0 if s is None else s["worst_abs_error"]
+
+
+def cmd_validate(args) -> int:
+    """The ``wanir validate`` command: print the table; exit 1 when ``--fail-above PCT`` is
+    given and some row's absolute time error exceeds PCT percent."""
+    import sys
+
+    if args.fail_above is not None and (not math.isfinite(args.fail_above) or args.fail_above < 0):
+        raise ConfigError(f"--fail-above {args.fail_above}: must be a percentage >= 0")
+    res = validate(args.file, args.runtime, args.config_dir)
+    out = render(res, args.format)
+    if out is not None:
+        sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    if args.fail_above is not None and 100 * worst_time_error(res) > args.fail_above:
+        print(f"wanir: validate: worst time error {100 * worst_time_error(res):.1f} % exceeds "
+              f"--fail-above {args.fail_above:g} %", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register ``wanir validate`` on an argparse subparsers object."""
+    v = sub.add_parser("validate", help="estimate measured runs (default: the Wan2.1 README table) and print "
+                                        "the error per row, median and worst")
+    v.add_argument("file", nargs="?", default=None,
+                   help="a CSV of measured runs (columns: label, overrides, measured_s, measured_peak_gb, notes); "
+                        "default: the shipped Wan2.1 README set")
+    v.add_argument("--runtime", default=None, help="estimate every row under this runtime (wan-official, diffusers)")
+    v.add_argument("--format", choices=FORMATS, default="table")
+    v.add_argument("--fail-above", type=float, default=None, metavar="PCT",
+                   help="exit 1 if some row's absolute time error exceeds PCT percent")
+    v.add_argument("--config-dir", default=None, help="your own config directory (searched first)")
+    v.set_defaults(func=cmd_validate)

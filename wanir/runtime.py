@@ -1,0 +1,266 @@
+"""Runtimes: what a code base executes for the same checkpoint (docs/runtimes.md).
+
+The ``runtime`` config group (``wanir/configs/runtime/*.yaml``) describes one code base:
+the DiT lowering variant, default precisions, the default attention kernel, TF32, offload
+defaults and semantics, the multi-GPU path and the memory reserve. Its values are
+*defaults*: a key the user sets (``precision.dit_weights=bf16``,
+``roofline.attention_kernel=flash3``, ``memory.offload_model=false``,
+``memory.reserve_gib=2``) wins; a key left ``null`` takes the runtime's value.
+
+:func:`apply_runtime` fills those null keys once, when the config is loaded;
+:func:`runtime_options` and :func:`memory_options` are the one place the runtime's own
+keys and the new ``memory`` keys are read (typed, checked, immutable).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+#: the DiT lowering variants of frontends/wan_dit.py
+LOWERINGS = ("official", "diffusers")
+#: memory.offload_model values: off, whole stages moved in and out, block-level streaming
+OFFLOAD_MODES = ("none", "model", "block")
+#: multi-GPU paths: the official code's xDiT/yunchang Ulysses (permute copies around each
+#: all-to-all, FlashAttention-2) or a plain sequence-parallel implementation
+MULTI_GPU_PATHS = ("official", "plain")
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
+PRECISION_KEYS = ("text_encoder", "image_encoder", "dit_weights", "dit_compute", "vae")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One runtime's settings (see the module docstring). Sizes in GiB, rates as fractions."""
+
+    name: str
+    dit_lowering: str
+    allow_tf32: bool
+    attention_kernel: str
+    attention_kernel_wan22_sm90: str
+    offload_default: str            # "single-device" | "always" | "never"
+    pageable_copy_efficiency: float
+    prefetch_blocks: bool
+    reserve_gib: float
+    multi_gpu: str
+    precision: tuple
+    dit_weights_fsdp: str
+    fsdp_shard_dtype: str | None = None
+
+    def precision_default(self, key: str, fsdp: bool = False) -> str:
+        """The runtime's dtype for ``precision.<key>`` (``dit_weights`` under FSDP: its FSDP value)."""
+        if key == "dit_weights" and fsdp:
+            return self.dit_weights_fsdp
+        return dict(self.precision)[key]
+
+
+def _select(cfg, key, default=None):
+    from omegaconf import OmegaConf
+    if cfg is None:
+        return default
+    if isinstance(cfg, dict):
+        d = cfg
+        for part in key.split("."):
+            if not isinstance(d, dict) or part not in d:
+                return default
+            d = d[part]
+        return default if d is None else d
+    v = OmegaConf.select(cfg, key, default=None)
+    return default if v is None else v
+
+
+def _need(cond, key, allowed, v):
+    if not cond:
+        raise ConfigError(f"runtime.{key} must be {allowed}, got {v!r}")
+
+
+def runtime_options(cfg) -> Runtime:
+    """The checked :class:`Runtime` of ``cfg.runtime`` (defaults: the diffusers runtime's
+    behaviour when the config has no runtime group, as wanir modelled before runtimes)."""
+    r = _select(cfg, "runtime", None)
+    if r is None:
+        r = {}
+    from omegaconf import DictConfig, OmegaConf
+    if isinstance(r, DictConfig):
+        r = OmegaConf.to_container(r, resolve=True)
+    if not isinstance(r, dict):
+        raise ConfigError(f"runtime must be a mapping (a runtime/ config), got {type(r).__name__}")
+    known = {"name", "description", "dit_lowering", "allow_tf32", "attention_kernel", "attention_kernel_wan22_sm90",
+             "offload_model", "pageable_copy_efficiency", "prefetch_blocks", "reserve_gib", "multi_gpu",
+             "precision", "dit_weights_fsdp", "fsdp_shard_dtype", "defaults_applied"}
+    extra = sorted(set(r) - known)
+    if extra:
+        raise ConfigError(f"unknown key(s) runtime.{', runtime.'.join(extra)}; keys: {', '.join(sorted(known))}")
+    name = r.get("name", "diffusers")
+    _need(isinstance(name, str) and 0 < len(name) <= 64, "name", "a name of at most 64 characters", name)
+    low = r.get("dit_lowering", "diffusers")
+    _need(low in LOWERINGS, "dit_lowering", f"one of {', '.join(LOWERINGS)}", low)
+    tf32 = r.get("allow_tf32", True)
+    _need(isinstance(tf32, bool), "allow_tf32", "true or false", tf32)
+    kern = r.get("attention_kernel", "flash2")
+    _need(isinstance(kern, str) and 0 < len(kern) <= 32, "attention_kernel", "a kernel name", kern)
+    k22 = r.get("attention_kernel_wan22_sm90", kern)
+    _need(isinstance(k22, str) and 0 < len(k22) <= 32, "attention_kernel_wan22_sm90", "a kernel name", k22)
+    off = r.get("offload_model", "never")
+    _need(off in ("single-device", "always", "never"), "offload_model", "one of single-device, always, never", off)
+    pce = r.get("pageable_copy_efficiency", 1.0)
+    _need(not isinstance(pce, bool) and isinstance(pce, (int, float)) and math.isfinite(pce) and 0 < pce <= 1,
+          "pageable_copy_efficiency", "a number in (0, 1]", pce)
+    pf = r.get("prefetch_blocks", False)
+    _need(isinstance(pf, bool), "prefetch_blocks", "true or false", pf)
+    res = r.get("reserve_gib", 0.0)
+    _need(not isinstance(res, bool) and isinstance(res, (int, float)) and math.isfinite(res) and 0 <= res <= 64,
+          "reserve_gib", "a number of GiB in [0, 64]", res)
+    mg = r.get("multi_gpu", "plain")
+    _need(mg in MULTI_GPU_PATHS, "multi_gpu", f"one of {', '.join(MULTI_GPU_PATHS)}", mg)
+    prec = r.get("precision") or {}
+    _need(isinstance(prec, dict), "precision", "a mapping of precision keys to dtypes", prec)
+    bad = sorted(set(prec) - set(PRECISION_KEYS))
+    _need(not bad, "precision", f"a mapping with keys {', '.join(PRECISION_KEYS)}", bad)
+    base = {"text_encoder": "bf16", "image_encoder": "fp32", "dit_weights": "bf16", "dit_compute": "bf16",
+            "vae": "fp32"}
+    for k, v in prec.items():
+        _need(v in DTYPES, f"precision.{k}", f"one of {', '.join(DTYPES)}", v)
+        base[k] = v
+    fsdp_w = r.get("dit_weights_fsdp", base["dit_weights"])
+    _need(fsdp_w in DTYPES, "dit_weights_fsdp", f"one of {', '.join(DTYPES)}", fsdp_w)
+    shard = r.get("fsdp_shard_dtype")
+    _need(shard is None or shard in DTYPES, "fsdp_shard_dtype", f"null or one of {', '.join(DTYPES)}", shard)
+    return Runtime(name, low, tf32, kern, k22, off, float(pce), pf, float(res), mg,
+                   tuple(sorted(base.items())), fsdp_w, shard)
+
+
+def default_attention_kernel(rt: Runtime, model_family: str | None, hw_family: str | None) -> str:
+    """The attention kernel the runtime runs when ``roofline.attention_kernel`` is null:
+    its ``attention_kernel``, or ``attention_kernel_wan22_sm90`` for a Wan2.2 model on an
+    sm90 (Hopper) GPU. ``sdpa`` is resolved per GPU family by the kernel model."""
+    return rt.attention_kernel_wan22_sm90 if (model_family == "wan2.2" and hw_family == "sm90") else rt.attention_kernel
+
+
+def _plan_sizes(cfg) -> tuple[int, int]:
+    """(devices, FSDP degree) of ``cfg.parallel`` as far as they can be read without the
+    parallel backend: ``degree`` (or the product of the dimensions) and ``fsdp`` (``auto``:
+    all devices). A malformed plan reads as one device; the plan's own check reports it."""
+    p = _select(cfg, "parallel", None)
+    if p is None:
+        return 1, 1
+
+    def num(v):
+        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else None
+    g = p.get if hasattr(p, "get") else (lambda k, d=None: d)
+    dims = [num(g(d, 1)) for d in ("ulysses", "ring", "cfg", "dp")]
+    degree = num(g("degree", None))
+    if degree is None:
+        degree = math.prod(d for d in dims if d) if all(d is not None or g(k, 1) == "auto"
+                                                      for d, k in zip(dims, ("ulysses", "ring", "cfg", "dp"))) else 1
+    f = g("fsdp", 1)
+    fsdp = degree if f == "auto" else (num(f) or 1)
+    return degree, fsdp
+
+
+def apply_runtime(cfg) -> None:
+    """Fill the keys left null with the runtime's defaults, in place: ``precision.*``
+    (``dit_weights`` from ``runtime.dit_weights_fsdp`` when the plan shards weights),
+    ``roofline.attention_kernel``, ``memory.offload_model`` (``single-device``: on for one
+    device, off for several, as the official ``generate.py``) and ``memory.reserve_gib``.
+    Raises ConfigError for a malformed runtime."""
+    from omegaconf import OmegaConf
+
+    rt = runtime_options(cfg)
+    degree, fsdp_n = _plan_sizes(cfg)
+    fsdp = fsdp_n > 1
+    applied = []
+
+    def fill(key, value):
+        OmegaConf.update(cfg, key, value, merge=False)
+        applied.append(key)
+
+    for k in PRECISION_KEYS:
+        if OmegaConf.select(cfg, f"precision.{k}", default="__missing__") is None:
+            fill(f"precision.{k}", rt.precision_default(k, fsdp))
+    if OmegaConf.select(cfg, "roofline", default=None) is not None and \
+            OmegaConf.select(cfg, "roofline.attention_kernel", default="__missing__") is None:
+        fill("roofline.attention_kernel",
+             default_attention_kernel(rt, _select(cfg, "model.family"), _select(cfg, "hardware.family")))
+    if OmegaConf.select(cfg, "memory", default=None) is not None:
+        if OmegaConf.select(cfg, "memory.offload_model", default="__missing__") is None:
+            fill("memory.offload_model", offload_default(rt, degree))
+        if OmegaConf.select(cfg, "memory.reserve_gib", default="__missing__") is None:
+            fill("memory.reserve_gib", rt.reserve_gib)
+    if OmegaConf.select(cfg, "runtime", default=None) is not None:
+        OmegaConf.update(cfg, "runtime.defaults_applied", applied, merge=False)
+
+
+def offload_default(rt: Runtime, devices: int) -> bool:
+    """Whether the runtime offloads by default on ``devices`` devices."""
+    return rt.offload_default == "always" or (rt.offload_default == "single-device" and devices == 1)
+
+
+def memory_options_for_plan(cfg, devices: int) -> "MemoryOptions":
+    """:func:`memory_options` for a plan on ``devices`` devices: when ``memory.offload_model``
+    was the runtime's default (not set by the user), it follows that plan's device count, as
+    the official ``generate.py`` does."""
+    from dataclasses import replace
+
+    mem = memory_options(cfg)
+    applied = _select(cfg, "runtime.defaults_applied", []) or []
+    if "memory.offload_model" in list(applied) and mem.offload in ("none", "model"):
+        mem = replace(mem, offload="model" if offload_default(runtime_options(cfg), devices) else "none")
+    return mem
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """The ``memory`` group, checked: ``offload`` one of OFFLOAD_MODES, ``t5_cpu``, ``host``
+    (hardware name of the host CPU), ``resident_params`` (DiT parameters kept on the GPU under
+    block streaming, int), ``reserve_bytes`` (CUDA context and allocator reserve, int)."""
+
+    offload: str
+    t5_cpu: bool
+    host: str
+    resident_params: int
+    reserve_bytes: int
+
+    @property
+    def offload_model(self) -> bool:
+        """Whether whole stages are moved in and out (``memory.offload_model=true``)."""
+        return self.offload == "model"
+
+
+def memory_options(cfg) -> MemoryOptions:
+    """The checked :class:`MemoryOptions` of ``cfg`` (defaults when cfg is None or lacks keys)."""
+    off = _select(cfg, "memory.offload_model", False)
+    if off is True:
+        mode = "model"
+    elif off is False:
+        mode = "none"
+    elif off == "block":
+        mode = "block"
+    else:
+        raise ConfigError(f"memory.offload_model must be true, false or block, got {off!r}")
+    t5 = _select(cfg, "memory.t5_cpu", False)
+    if not isinstance(t5, bool):
+        raise ConfigError(f"memory.t5_cpu must be true or false, got {t5!r}")
+    host = _select(cfg, "memory.host", "auto")
+    if not isinstance(host, str) or not 0 < len(host) <= 64:
+        raise ConfigError(f"memory.host must be a hardware name (host-cpu, host-workstation, auto), got {host!r}")
+    rp = _select(cfg, "memory.resident_params", 0)
+    if isinstance(rp, bool) or not isinstance(rp, int) or not 0 <= rp <= 10**13:
+        raise ConfigError(f"memory.resident_params must be an integer number of parameters in [0, 1e13], got {rp!r}")
+    res = _select(cfg, "memory.reserve_gib", 0.0)
+    if isinstance(res, bool) or not isinstance(res, (int, float)) or not math.isfinite(res) or not 0 <= res <= 64:
+        raise ConfigError(f"memory.reserve_gib must be a number of GiB in [0, 64], got {res!r}")
+    return MemoryOptions(mode, t5, host, rp, int(round(res * 2**30)))
+
+
+#: hardware whose host is a workstation CPU (consumer cards); every other GPU is taken to
+#: sit in a server with the ``host-cpu`` entry
+WORKSTATION_GPUS = ("rtx-4090",)
+
+
+def host_name(mem: MemoryOptions, hw_name: str | None) -> str:
+    """The host hardware entry: ``memory.host`` unless it is ``auto``; ``auto`` picks the
+    machine class of the GPU (host-workstation for consumer cards, host-cpu otherwise)."""
+    if mem.host != "auto":
+        return mem.host
+    return "host-workstation" if hw_name in WORKSTATION_GPUS else "host-cpu"
