@@ -96,7 +96,7 @@ def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
                                                     ("ring", ring > 1), ("dp", dp > 1)) if on]) or "single"
                     p = Plan(name, uly, ring, cfg, dp, f, base.get("overlap", True),
                              base.get("gpus_per_node", gpus_per_node), tuple(sorted(base.get("network", {}).items())),
-                             tuple(sorted(base.get("intra_node", {}).items())))
+                             tuple(sorted(base.get("intra_node", {}).items())), base.get("vae") or "single")
                     try:
                         check_plan(p, heads=heads, guidance=guidance)
                     except PlanError:
@@ -174,7 +174,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
             dg = graphs.get(key)
             if dg is None:
                 shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
-                                  plan.gpus_per_node, plan.network, plan.intra_node)
+                                  plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
                 dg = graphs[key] = DeviceGraph(graph, shape_plan, cfg)
             for hw in hws:
                 if hw.name not in singles:

@@ -113,16 +113,23 @@ def tile_options(cfg) -> tuple[int, int] | None:
 
 
 def apply_tiling(graph: Graph, cfg) -> Graph:
-    """``graph`` with its VAE decode tiled when ``vae.tile`` is set (else ``graph``)."""
-    tile = tile_options(cfg)
-    if tile is None:
-        return graph
+    """``graph`` with its VAE decode tiled when ``vae.tile`` is set (else ``graph``). Records
+    what the decode was lowered from in ``graph.meta['vae_decode_source']`` (config, dtype,
+    latent shape, batch), which the patch-parallel VAE (backends/parallel/vae_patch.py)
+    lowers again per band."""
     from omegaconf import DictConfig, OmegaConf
     vae = cfg.vae
     vae = OmegaConf.to_container(vae, resolve=True) if isinstance(vae, DictConfig) else dict(vae)
+    wl = graph.meta.get("workload", {})
+    if "vae_decode" in graph.stages and not vae.get("is_residual") and (vae.get("patch_size") or 1) == 1 and wl:
+        graph.meta["vae_decode_source"] = {
+            "config": vae, "dtype": str(cfg.precision.vae), "batch": wl["batch"],
+            "latent_shape": (wl["latent_channels"], wl["latent_frames"], wl["latent_height"], wl["latent_width"])}
+    tile = tile_options(cfg)
+    if tile is None:
+        return graph
     if vae.get("is_residual") or (vae.get("patch_size") or 1) != 1:
         raise ConfigError("vae.tile: tiling is modeled for the Wan2.1 VAE only (this VAE patchifies its input)")
-    wl = graph.meta.get("workload", {})
     graph = tile_vae_decode(graph, vae, latent_shape=(wl["latent_channels"], wl["latent_frames"],
                                                       wl["latent_height"], wl["latent_width"]),
                             batch=wl["batch"], dtype=cfg.precision.vae, tile_px=tile[0], stride_px=tile[1],

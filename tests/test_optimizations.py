@@ -536,3 +536,44 @@ def test_official_runtime_takes_the_same_schedule(knobs):
     want = 20 * (outside_blocks_flops() + (block_flops() if first else 0)) \
         + 10 * (LAYERS - (1 if first else 0)) * block_flops()
     assert dit(est).total["tensor_flops"] == want
+
+
+# ------------------------------------------------------------------ patch-parallel VAE
+
+def _vae_conv_and_attention(graph):
+    conv = sum(n.costs["tensor_flops"] * n.count for n in graph if n.stage == "vae_decode" and n.category == "conv")
+    att = sum(n.costs["tensor_flops"] * n.count for n in graph if n.stage == "vae_decode" and n.kind == "sdpa")
+    return conv, att
+
+
+def test_patch_parallel_vae_decodes_one_band_per_device_with_halo_exchange():
+    from wanir.backends.parallel import make_plan, multi_device_cost
+    est = estimate(SMALL)                                   # 16 latent rows
+    cost = multi_device_cost(est, "h100-sxm", 2, make_plan("ulysses", 2, vae="patch"))
+    g = cost.graph
+    conv, att = _vae_conv_and_attention(g)
+    # each device decodes 8 of the 16 latent rows: the decode of a 64-px-high video
+    band = estimate([a for a in SMALL if not a.startswith("workload.height")] + ["workload.height=64"])
+    bconv, batt = _vae_conv_and_attention(band.graph)
+    assert conv == bconv
+    assert att == 2 * batt              # the band's queries attend to both bands' keys and values
+    # one halo exchange before every convolution whose kernel spans rows, carrying (k − 1) rows
+    convs = [n for n in g if n.stage == "vae_decode" and n.category == "conv" and n.params["weight"].type.shape[-2] > 1]
+    halos = [n for n in g if n.stage == "vae_decode" and n.kind == "send_recv"]
+    assert len(halos) == len(convs) > 0
+    for n in halos:
+        assert n.inputs[0].shape[-2] == 2 and n.costs["comm_bytes"] == n.inputs[0].type.nbytes   # 3-row kernels
+    rec = {s["name"]: s for s in cost.to_dict()["stages"]}
+    assert rec["vae_decode"]["devices"] == 2
+    single = multi_device_cost(est, "h100-sxm", 2, make_plan("ulysses", 2))
+    assert {s["name"]: s for s in single.to_dict()["stages"]}["vae_decode"]["devices"] == 1
+    assert rec["vae_decode"]["time_s"] < {s["name"]: s for s in single.to_dict()["stages"]}["vae_decode"]["time_s"]
+
+
+def test_patch_parallel_vae_refusals():
+    from wanir.backends.parallel import PlanError, make_plan, multi_device_cost
+    with pytest.raises(PlanError, match="parallel.vae"):
+        make_plan("ulysses", 2, vae="rows")
+    est = estimate(SMALL + ["vae.tile=64"])
+    with pytest.raises(PlanError, match="vae.tile"):
+        multi_device_cost(est, "h100-sxm", 2, make_plan("ulysses", 2, vae="patch"))
