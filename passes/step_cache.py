@@ -94,13 +94,13 @@ def _state(rw, t: TensorType, scope, name: str) -> Value:
 
 
 class _Plan:
-    def __init__(self, opts, steps: int, branches: int, both_branches_here: bool):
+    def __init__(self, opts, steps: int, branches: int, both_branches_here: bool, dense: int | None = None):
         self.opts = opts
         self.steps, self.branches = steps, branches
         self.caching = opts.caching
         self.reused = reused_calls(steps, opts.cache_skip) if opts.caching else 0
         self.full = steps - self.reused
-        self.dense = opts.attention_dense_steps
+        self.dense = opts.attention_dense_steps if dense is None else dense
         self.other_branch = opts.caching and opts.cache_per_branch and branches > 1 and both_branches_here
         if self.dense > steps:
             raise ConfigError(f"attention.dense_steps={self.dense} exceeds the {steps} denoising steps")
@@ -123,18 +123,27 @@ def transform(graph: Graph, opts, steps: int, branches: int, both_branches_here:
     if blocks is None:
         raise ConfigError(f"the optimizations need the transformer blocks of '{STAGE}' (a repeat scope with weights)")
     per_step = opts.caching or opts.attention_dense_steps > 0
-    if per_step and st.repeat != steps * branches:
+    experts = expert_units(graph)
+    if per_step and experts:
+        if st.repeat != branches or sum(c.repeat for _, c, _ in experts) != steps:
+            raise ConfigError(f"{STAGE}: its experts run {'+'.join(str(c.repeat) for _, c, _ in experts)} calls per "
+                              f"invocation ×{st.repeat}, not the {steps} steps × {branches} branches step caching "
+                              "and attention.dense_steps schedule")
+    elif per_step and st.repeat != steps * branches:
         raise ConfigError(f"{STAGE} runs {st.repeat} times per generation, not steps × branches = "
                           f"{steps} × {branches} (e.g. a two-expert stage): step caching and "
                           "attention.dense_steps cannot schedule it")
     if opts.cache_method == "fbcache" and blocks.repeat < 2:
         raise ConfigError("cache.method=fbcache needs at least two transformer blocks (the first always runs)")
-    plan = _Plan(opts, steps, branches, both_branches_here)
     nodes = graph.stage_nodes(STAGE)
     seq = max((n.inputs[0].shape[-2] for n in nodes if n.kind == "sdpa" and _inside(n.scope, blocks)
                and n.inputs[0].type.rank >= 3), default=0)
+    if not experts:
+        plan = _Plan(opts, steps, branches, both_branches_here)
     if not per_step:            # sparse attention only: every self-attention of the stage, wherever it is
         return _sparse_only(graph, opts, seq, steps, branches)
+    if experts:
+        return _experts(graph, opts, experts, seq, steps, branches, both_branches_here)
     rw = Rewriter(graph)
     new_stage = calls = full = None
     for s in graph.root.children.values():      # keep the stages in their order
@@ -182,6 +191,77 @@ def transform(graph: Graph, opts, steps: int, branches: int, both_branches_here:
     return g
 
 
+def expert_units(graph: Graph) -> list:
+    """The DiT forwards of a two-expert stage (Wan2.2 A14B: ``<expert>/calls`` loops, each
+    holding one DiT): [(expert scope, calls loop, blocks)], or [] for a single DiT."""
+    st = graph.stages.get(STAGE)
+    out = []
+    for e in (st.children.values() if st is not None else ()):
+        c = e.children.get("calls")
+        if c is None or c.kind != "loop":
+            continue
+        blocks = None
+        weights: dict[int, int] = {}
+        for n in graph.stage_nodes(STAGE):
+            if _inside(n.scope, c):
+                for s in n.scope.ancestors():
+                    if s.kind == "repeat":
+                        weights[id(s)] = weights.get(id(s), 0) + sum(w.type.nbytes for w in n.params.values())
+        for s in c.walk():
+            if s.kind == "repeat" and weights.get(id(s), 0) > 0 and (blocks is None or weights[id(s)] >
+                                                                      weights[id(blocks)]):
+                blocks = s
+        if blocks is not None:
+            out.append((e, c, blocks))
+    return out
+
+
+def _experts(graph, opts, experts, seq, steps, branches, both_branches_here) -> Graph:
+    """Per-expert schedule: each expert's ``calls`` loop keeps its calls; its blocks move to
+    ``<expert>/full_calls``, the reuse to ``<expert>/reused_calls``; the dense steps are the
+    first ones, so they go to the experts in order."""
+    rw = Rewriter(graph)
+    st = graph.stages[STAGE]
+    for s in graph.root.children.values():
+        rw.scope(s)
+    left = opts.attention_dense_steps
+    todo = {}
+    for e, c, blocks in experts:
+        dense = min(left, c.repeat)
+        left -= dense
+        plan = _Plan(opts, c.repeat, branches, both_branches_here, dense)
+        if opts.cache_method == "fbcache" and blocks.repeat < 2:
+            raise ConfigError("cache.method=fbcache needs at least two transformer blocks (the first always runs)")
+        if blocks.parent is not c:
+            raise ConfigError("step caching needs the transformer blocks directly under each expert's calls")
+        nodes = [n for n in graph.stage_nodes(STAGE) if _inside(n.scope, blocks)]
+        todo[id(blocks)] = (e, c, blocks, nodes, {n.id for n in nodes}, plan)
+    done = set()
+    by_node = {nid: key for key, t in todo.items() for nid in t[4]}
+    for node in graph:
+        key = by_node.get(node.id)
+        if key is None:
+            rw.copy(node)
+            continue
+        if key in done:
+            continue
+        done.add(key)
+        e, c, blocks, nodes, ids, plan = todo[key]
+        container = rw.scope(e)
+        calls = rw.scope(c)
+        full = container.child("full_calls", plan.full, "loop") if plan.caching else None
+        if full is None:
+            rw.map_scope(blocks, calls.child(blocks.name, blocks.repeat, blocks.kind))
+        _blocks(rw, graph, st, blocks, nodes, ids, plan, seq, container, calls, full, container=e)
+    g = rw.finish()
+    g.meta.setdefault("optimizations", {}).update(
+        {"steps": steps, "branches": branches, "self_attention_tokens": seq,
+         "experts": {e.name: {"calls": todo[id(b)][5].steps, "full_calls": todo[id(b)][5].full,
+                              "reused_calls": todo[id(b)][5].reused, "dense_steps": todo[id(b)][5].dense}
+                     for e, _, b in experts}})
+    return g
+
+
 def _sparse_only(graph, opts, seq, steps, branches) -> Graph:
     rw = Rewriter(graph)
     for node in graph:
@@ -196,10 +276,13 @@ def _sparse_only(graph, opts, seq, steps, branches) -> Graph:
     return g
 
 
-def _blocks(rw, graph, st, blocks, block_nodes, block_ids, plan, seq, new_stage, calls, full):
+def _blocks(rw, graph, st, blocks, block_nodes, block_ids, plan, seq, new_stage, calls, full, container=None):
     """Copy the transformer blocks under the schedule: [first block], check, blocks,
-    residual store and reuse, dense-step complements."""
+    residual store and reuse, dense-step complements. ``new_stage`` is the new scope the
+    schedule's loops go in (the stage, or one expert's scope); ``container`` the source
+    scope holding the DiT (default: the stage)."""
     opts = plan.opts
+    container = st if container is None else container
     outside_reads: dict[tuple[int, int], TensorType] = {}
     for n in block_nodes:
         for v in n.inputs:
@@ -290,7 +373,7 @@ def _blocks(rw, graph, st, blocks, block_nodes, block_ids, plan, seq, new_stage,
         copy_body(rest_blocks, rest_w)
     else:
         if opts.cache_method == "teacache":
-            mod = _teacache_input(graph, st)
+            mod = _teacache_input(graph, container)
             m = rw.get(mod)
             prev = _state(rw, m.type, check, "previous_modulated_input")
             _rel_l1(rw, m, prev, check, "teacache")
@@ -318,9 +401,10 @@ def _value(graph: Graph, key) -> Value:
     return n.output(key[1])
 
 
-def _teacache_input(graph: Graph, st) -> Value:
-    """TeaCache's modulated input on Wan: the timestep projection (``time_proj``'s output)."""
-    for n in graph.stage_nodes(st.name):
-        if n.name == "time_proj" and n.kind == "linear":
+def _teacache_input(graph: Graph, container) -> Value:
+    """TeaCache's modulated input on Wan: the timestep projection (``time_proj``'s output)
+    of the DiT inside ``container`` (the stage, or one expert's scope)."""
+    for n in graph.stage_nodes(STAGE):
+        if n.name == "time_proj" and n.kind == "linear" and _inside(n.scope, container):
             return n.output(0)
     raise ConfigError("cache.method=teacache: the DiT has no 'time_proj' timestep projection to measure")

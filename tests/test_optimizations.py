@@ -577,3 +577,57 @@ def test_patch_parallel_vae_refusals():
     est = estimate(SMALL + ["vae.tile=64"])
     with pytest.raises(PlanError, match="vae.tile"):
         multi_device_cost(est, "h100-sxm", 2, make_plan("ulysses", 2, vae="patch"))
+
+
+# ------------------------------------------------------------------ two-expert stages
+
+def _two_experts(calls=(3, 1)):
+    """A Wan2.2-A14B-like DiT stage: scopes high_noise and low_noise, each a ``calls`` loop
+    around one DiT forward, the stage run once per guidance branch (built here from the
+    1.3B DiT at the small size)."""
+    from wanir.builder import GraphBuilder
+    from wanir.config import load_config
+    from wanir.frontends import wan_dit
+    from wanir.frontends.pipeline import _plain
+    cfg = load_config(SMALL)
+    b = GraphBuilder(weight_dtype="bf16")
+    with b.stage("diffusion_core", 2):
+        for name, c in zip(("high_noise", "low_noise"), calls):
+            with b.scope(name), b.loop("calls", c):
+                wan_dit.build(b, _plain(cfg.dit), latent_shape=(16, 3, 16, 16), batch=1, text_len=S,
+                              compute_dtype="bf16")
+    return b.graph
+
+
+def _dit_tensor_flops(graph):
+    from wanir.passes import flops
+    return flops.run(graph)["diffusion_core"]["tensor_flops"] * graph.stages["diffusion_core"].repeat
+
+
+def test_two_expert_stage_caches_each_expert():
+    from wanir.passes.optimize_options import optimization_options
+    from wanir.passes.step_cache import transform
+    g = _two_experts()
+    assert _dit_tensor_flops(g) == 2 * 4 * (outside_blocks_flops() + LAYERS * block_flops())
+    opts = optimization_options({"cache": {"method": "teacache", "skip": 0.5}})
+    t = transform(g, opts, steps=4, branches=2)
+    # high noise: 3 calls, ⌊1.5⌋ = 1 reused, 2 full; low noise: 1 call, the first always full
+    assert _dit_tensor_flops(t) == 2 * (4 * outside_blocks_flops() + (2 + 1) * LAYERS * block_flops())
+    fb = transform(g, optimization_options({"cache": {"method": "fbcache", "skip": 0.5}}), steps=4, branches=2)
+    assert _dit_tensor_flops(fb) == 2 * (4 * (outside_blocks_flops() + block_flops())
+                                         + (2 + 1) * (LAYERS - 1) * block_flops())
+    from wanir.estimate import annotate_counts
+    for graph in (t, fb):           # well formed, and every pass runs on it
+        annotate_counts(graph, check=True)
+
+
+def test_two_expert_stage_dense_steps_go_to_the_first_expert():
+    from wanir.passes.optimize_options import optimization_options
+    from wanir.passes.step_cache import transform
+    opts = optimization_options({"attention": {"density": 0.25, "pattern": "radial", "dense_steps": 2}})
+    t = transform(_two_experts(), opts, steps=4, branches=2)
+    sparse_block = block_flops() - SELF_ATTN + SELF_ATTN // 4
+    want = 2 * (4 * (outside_blocks_flops() + LAYERS * sparse_block) + 2 * LAYERS * (SELF_ATTN - SELF_ATTN // 4))
+    assert _dit_tensor_flops(t) == want
+    assert t.meta["optimizations"]["experts"]["high_noise"]["dense_steps"] == 2
+    assert t.meta["optimizations"]["experts"]["low_noise"]["dense_steps"] == 0
