@@ -30,6 +30,10 @@ Per-call checks (their inputs are the previous call's tensor, kept as a persiste
   relative L1 distance of its residual to the previous call's; the remaining blocks run
   in the full calls only.
 
+A two-expert stage (``<expert>/calls`` loops, Wan2.2 A14B) keeps its stage and each
+expert's calls loop; the loops above go inside each expert's scope, with F and R per
+expert, and the dense steps go to the experts in order.
+
 Memory: the cached residual (blocks_in's type) is persistent; with ``cache.per_branch``
 and both guidance branches on one device the other branch's residual is resident too.
 """
