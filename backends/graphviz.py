@@ -192,6 +192,11 @@ class _Layout:
 def _stage_label(graph: Graph, st: Scope) -> str:
     wl = graph.meta.get("workload") or {}
     base = f"{st.name}"
+    experts = graph.meta.get("experts", {}).get(st.name)
+    if experts:         # Wan2.2 A14B: each expert's scope loops over its calls per branch
+        parts = ", ".join(f"{e['name']} {e['steps']} steps" for e in experts)
+        calls = sum(e["calls"] for e in experts)
+        return f"{base}: {calls} DiT calls ({parts})" + (" × 2 CFG branches" if st.repeat == 2 else "")
     if st.repeat == 1:
         return base + " × 1"
     steps, guidance = wl.get("steps"), wl.get("guidance")

@@ -61,7 +61,9 @@ def rows(est: Estimate) -> list[dict]:
         r["flops_per_invocation"] = s.per_invocation["tensor_flops"] + s.per_invocation["vector_flops"]
         pa = s.per_invocation["peak_activation_bytes"]
         on_gpu = info.get(s.name, {}).get("on_gpu", True)
-        r["peak_memory_bytes"] = None if pa is None else ((s.per_invocation["weight_bytes"] + pa) if on_gpu else 0)
+        # a stage of two experts under offload holds one expert at a time (resident_weight_bytes)
+        held = info.get(s.name, {}).get("resident_weight_bytes", s.per_invocation["weight_bytes"])
+        r["peak_memory_bytes"] = None if pa is None else ((held + pa) if on_gpu else 0)
         r["time_share"] = (s.total["time_s"] / total_t) if total_t and s.total["time_s"] is not None else None
         r["bound"] = info.get(s.name, {}).get("bound")
         r["device"] = info.get(s.name, {}).get("device")
@@ -162,6 +164,17 @@ def render_scopes(est: Estimate, fmt: str = "table", depth: int = 2, by: str = "
     return None
 
 
+def expert_lines(est: Estimate) -> list[str]:
+    """One line per stage of two experts (Wan2.2 A14B): each expert's steps and DiT calls."""
+    out = []
+    for s in est.stages:
+        experts = getattr(s, "experts", None)
+        if experts:
+            out.append(f"{s.name} experts: " + ", ".join(
+                f"{e['name']} {e['steps']} steps ({e['calls']} calls)" for e in experts))
+    return out
+
+
 def to_json(est: Estimate) -> str:
     """The JSON document (schema in docs/cli.md)."""
     return json.dumps(est.to_dict(), indent=2)
@@ -180,6 +193,7 @@ def to_markdown(est: Estimate) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in body]
     if optimizations(est):
         lines.insert(1, "optimizations: " + ", ".join(optimizations(est)))
+    lines += [f"\n{x}" for x in expert_lines(est)]
     lines += [f"\n> warning: {w}" for w in est.warnings]
     return "\n".join(lines) + "\n"
 
@@ -219,6 +233,7 @@ def print_table(est: Estimate, console=None) -> None:
         host = [s for s, i in est.extra.get(w, {}).items() if i.get("device") not in (None, est.hardware)]
         if host:
             extra.append(", ".join(f"{s} on {est.extra['stages'][s]['device']}" for s in host))
+    extra += expert_lines(est)
     caption = "; ".join([c for c in [caption] + extra if c])
     table = Table(title=title, caption=caption or None)
     for h in head:

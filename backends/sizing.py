@@ -154,6 +154,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     graph = est.graph
     heads = int(cfg.dit.num_attention_heads)
     guidance = bool(est.graph.meta.get("workload", {}).get("guidance", True))
+    if "diffusion_core" in graph.stages and graph.stages["diffusion_core"].repeat % 2:
+        guidance = False        # e.g. a Wan2.2 expert at guidance scale 1: the branches do not split evenly
     names = list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
     hws = [hwlib.load(n, config_dir) for n in names]
     prices = dict(prices or {})

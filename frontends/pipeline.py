@@ -47,7 +47,7 @@ def resolve_workload(cfg) -> Workload:
     vae = cfg.vae
     dit = cfg.dit
     t_down = 2 ** sum(1 for x in vae.temperal_downsample if x)          # 4 for Wan2.1
-    s_down = 2 ** (len(vae.dim_mult) - 1)                               # 8 for Wan2.1
+    s_down = 2 ** (len(vae.dim_mult) - 1) * int(vae.get("patch_size") or 1)   # 8 (Wan2.1), 16 (Wan2.2-VAE)
     pt, ph, pw = dit.patch_size
     m = cfg.model
     frames = w.frames if w.frames is not None else m.default_frames
@@ -69,8 +69,9 @@ def resolve_workload(cfg) -> Workload:
     steps = w.steps if w.steps is not None else cfg.model.default_steps
     lh, lw = height // s_down, width // s_down
     tokens = (latent_t // pt) * (lh // ph) * (lw // pw)
+    from .wan22 import task
     return Workload(int(height), int(width), int(frames), int(steps), bool(w.guidance), w.batch, w.text_len,
-                    bool(w.vae_encode) or cfg.model.get("task") == "i2v", int(vae.z_dim), latent_t, lh, lw, tokens)
+                    bool(w.vae_encode) or task(cfg) == "i2v", int(vae.z_dim), latent_t, lh, lw, tokens)
 
 
 def trained_range_warnings(cfg, wl: Workload) -> list[str]:
@@ -84,6 +85,10 @@ def trained_range_warnings(cfg, wl: Workload) -> list[str]:
     maxf = m.get("trained_max_frames")
     if maxf and wl.frames > maxf:
         out.append(f"{m.name} was trained on up to {maxf} frames; {wl.frames} frames lie outside its training range")
+    sizes = m.get("official_sizes")
+    if sizes and f"{wl.width}x{wl.height}" not in sizes:
+        out.append(f"{m.name}: {wl.width}x{wl.height} is not one of its official sizes ({', '.join(sizes)}); "
+                   "the estimate extrapolates")
     return out
 
 
@@ -110,19 +115,20 @@ def build_pipeline(cfg) -> Graph:
     holds the resolved workload, the model name and warnings."""
     from wanir.passes.optimize_options import dit_activation_dtype  # fp8/int8: GEMMs only (docs/optimizations.md)
 
-    from . import umt5, wan_dit, wan_vae
+    from . import umt5, wan22, wan_dit, wan_vae
 
     wl = resolve_workload(cfg)
     prec = cfg.precision
     cfg_mult = 2 if wl.guidance else 1
-    i2v = cfg.model.get("task") == "i2v"
+    opts = wan22.options(cfg, wl.steps, wl.guidance)
+    i2v = opts.mode == "i2v"
     b = GraphBuilder(name=cfg.model.name)
 
     with b.stage("text_encoder", invocations=cfg_mult), b.weights(prec.text_encoder):
         umt5.build(b, _plain(cfg.text_encoder), seq_len=wl.text_len, batch=wl.batch, dtype=prec.text_encoder)
 
     image_len = None
-    if i2v:
+    if i2v and cfg.get("image_encoder") is not None:
         from . import clip
 
         # the image is encoded once; its embedding serves both guidance branches
@@ -133,18 +139,26 @@ def build_pipeline(cfg) -> Graph:
     if wl.vae_encode or i2v:
         # image-to-video encodes the conditioning video: the image followed by zero frames
         with b.stage("vae_encode", invocations=1), b.weights(prec.vae):
-            wan_vae.build_encoder(b, _plain(cfg.vae), video_shape=(3, wl.frames, wl.height, wl.width),
+            # TI2V-5B encodes the image alone, as a 1-frame video
+            frames = 1 if i2v and cfg.model.get("task") == "ti2v" else wl.frames
+            wan_vae.build_encoder(b, _plain(cfg.vae), video_shape=(3, frames, wl.height, wl.width),
                                   batch=wl.batch, dtype=prec.vae)
 
     from wanir.runtime import runtime_options
     variant = runtime_options(cfg).dit_lowering
-    with b.stage("diffusion_core", invocations=wl.steps * cfg_mult), b.weights(prec.dit_weights):
-        kw = {"image_len": image_len} if image_len is not None else {}
-        if variant != "diffusers":
-            kw["variant"] = variant
-        wan_dit.build(b, _plain(cfg.dit), latent_shape=(cfg.dit.in_channels, wl.latent_frames, wl.latent_height,
-                                                wl.latent_width),
-                      batch=wl.batch, text_len=wl.text_len, compute_dtype=dit_activation_dtype(prec.dit_compute), **kw)
+    dit_kw = {"variant": variant} if variant != "diffusers" else {}
+    if opts.time_embedding_per_token:
+        dit_kw["timestep_per_token"] = True
+    dit_shape = (cfg.dit.in_channels, wl.latent_frames, wl.latent_height, wl.latent_width)
+    if opts.experts:
+        wan22.build_experts(b, _plain(cfg.dit), opts, latent_shape=dit_shape, batch=wl.batch, text_len=wl.text_len,
+                            weights=prec.dit_weights, compute_dtype=dit_activation_dtype(prec.dit_compute), **dit_kw)
+    else:
+        with b.stage("diffusion_core", invocations=wl.steps * cfg_mult), b.weights(prec.dit_weights):
+            kw = {"image_len": image_len} if image_len is not None else {}
+            wan_dit.build(b, _plain(cfg.dit), latent_shape=dit_shape,
+                          batch=wl.batch, text_len=wl.text_len,
+                          compute_dtype=dit_activation_dtype(prec.dit_compute), **kw, **dit_kw)
 
     with b.stage("vae_decode", invocations=1), b.weights(prec.vae):
         wan_vae.build_decoder(b, _plain(cfg.vae), latent_shape=(wl.latent_channels, wl.latent_frames,

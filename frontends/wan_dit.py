@@ -260,8 +260,17 @@ def _block(b, cfg, x, ctx, tproj, rope, dtype, dims, off=False):
     i2v = _get(cfg, "added_kv_proj_dim") is not None
     res = get_dtype("fp32") if off else dtype           # residual stream dtype
     table = b.parameter("scale_shift_table", (1, 6, D))
-    mod = b.add(table, _to(b, tproj, "fp32", name="temb_float"), name="modulation")
-    shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = b.chunk(mod, 6, dim=1, name="modulation_chunk")
+    if len(tproj.shape) == 4:
+        # per-token timestep: (1, 1, 6, D) + (B, L, 6, D), chunked on dim 2 and squeezed to (B, L, D)
+        mod = b.add(b.reshape(table, (1, 1, 6, D), name="table_unsqueeze"),
+                    _to(b, tproj, "fp32", name="temb_float"), name="modulation")
+        bsz, L = tproj.shape[:2]
+        mods = [b.reshape(m, (bsz, L, D), name=f"modulation_squeeze{i}")
+                for i, m in enumerate(b.chunk(mod, 6, dim=2, name="modulation_chunk"))]
+        shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = mods
+    else:
+        mod = b.add(table, _to(b, tproj, "fp32", name="temb_float"), name="modulation")
+        shift_msa, scale_msa, gate_msa, c_shift, c_scale, c_gate = b.chunk(mod, 6, dim=1, name="modulation_chunk")
 
     # 1. self-attention
     h = _modulated_norm(b, x, shift_msa, scale_msa, eps, res, "norm1")
@@ -332,7 +341,8 @@ def _block(b, cfg, x, ctx, tproj, rope, dtype, dims, off=False):
 
 
 def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, compute_dtype,
-          image_len: int | None = None, collapse_blocks: bool = True, variant: str = "diffusers") -> Value:
+          image_len: int | None = None, collapse_blocks: bool = True, variant: str = "diffusers",
+          timestep_per_token: bool = False) -> Value:
     """Lower one forward of ``WanTransformer3DModel`` into ``b`` (inside the stage the caller
     opened) and return the predicted-velocity Value ``(batch, out_channels, T', H', W')``.
 
@@ -345,7 +355,12 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
     The transformer blocks are one ``blocks`` scope repeated ×num_layers; with
     ``collapse_blocks=False`` they are drawn out as ``blocks.0`` … ``blocks.{n-1}`` (same
     totals, n times the nodes). ``variant``: ``diffusers`` or ``official`` (see the module
-    docstring)."""
+    docstring).
+
+    ``timestep_per_token=True`` feeds a ``(batch, L)`` timestep, as diffusers' TI2V pipelines
+    do and the official Wan2.2 code does for every model: the sinusoidal projection, the time
+    embedder and ``time_proj`` run once per token (B·L rows instead of B), and the modulation
+    vectors are per token."""
     if variant not in VARIANTS:
         raise ConfigError(f"runtime.dit_lowering={variant!r}: allowed: {', '.join(VARIANTS)}")
     off = variant == "official"
@@ -381,7 +396,11 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
                               "which must be at least one")
 
     latents = b.input("latents", (batch, C, T, H, W), "fp32" if off else dtype)
-    timestep = b.input("timestep", (batch,), "fp32")
+    rows = batch * L if timestep_per_token else batch       # rows the time embedding runs on
+    if timestep_per_token:
+        timestep = b.reshape(b.input("timestep", (batch, L), "fp32"), (rows,), name="timestep_flatten")
+    else:
+        timestep = b.input("timestep", (batch,), "fp32")
     text = b.input("text_embeds", (batch, text_len, text_dim), dtype)
     image = b.input("image_embeds", (batch, image_len, int(image_dim)), dtype) if image_dim is not None else None
 
@@ -407,12 +426,14 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
             e = b.scale(e, -math.log(TIMESTEP_MAX_PERIOD), name="exponent")
             e = b.scale(e, 1.0 / half, name="exponent_div")
             e = b.exp(e, name="exp")
-            e = b.mul(b.reshape(timestep, (batch, 1), name="t_col"), b.reshape(e, (1, half), name="freq_row"),
+            e = b.mul(b.reshape(timestep, (rows, 1), name="t_col"), b.reshape(e, (1, half), name="freq_row"),
                       name="t_freqs")
             e = b.scale(e, 1.0, name="scale")
             e = b.concat([b.sin(e, name="sin"), b.cos(e, name="cos")], dim=-1, name="sin_cos")
             e = b.concat([b.slice(e, 1, half, None, name="cos_half"), b.slice(e, 1, 0, half, name="sin_half")],
                          dim=-1, name="flip_sin_to_cos")
+        if timestep_per_token:
+            e = b.reshape(e, (batch, L, 2 * half), name="timestep_unflatten")
         with b.scope("time_embedder"):        # fp32 in diffusers (_keep_in_fp32_modules)
             t = b.linear(e, D, name="linear_1")
             t = b.silu(t, name="act")
@@ -435,7 +456,8 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
                 with b.scope("norm2"):
                     i = b.layernorm(_to(b, i, "fp32", name="float"), eps=IMAGE_NORM_EPS, name="layer_norm")
                     i = _to(b, i, dtype, name="to_dtype")
-    tproj = b.reshape(tproj, (batch, 6, D), name="timestep_proj_unflatten")
+    tproj = b.reshape(tproj, (batch, L, 6, D) if timestep_per_token else (batch, 6, D),
+                      name="timestep_proj_unflatten")
     if image is not None:
         c = b.concat([i, c], dim=1, name="context_concat")
 
@@ -450,8 +472,14 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
                 x = _block(b, cfg, x, c, tproj, rope, dtype, (D, heads, F, eps), off)
 
     table = b.parameter("scale_shift_table", (1, 2, D))
-    mod = b.add(table, b.reshape(temb, (batch, 1, D), name="temb_unsqueeze"), name="output_modulation")
-    shift, scale = b.chunk(mod, 2, dim=1, name="output_modulation_chunk")
+    if timestep_per_token:
+        mod = b.add(b.reshape(table, (1, 1, 2, D), name="table_unsqueeze"),
+                    b.reshape(temb, (batch, L, 1, D), name="temb_unsqueeze"), name="output_modulation")
+        shift, scale = (b.reshape(m, (batch, L, D), name=f"output_modulation_squeeze{i}")
+                        for i, m in enumerate(b.chunk(mod, 2, dim=2, name="output_modulation_chunk")))
+    else:
+        mod = b.add(table, b.reshape(temb, (batch, 1, D), name="temb_unsqueeze"), name="output_modulation")
+        shift, scale = b.chunk(mod, 2, dim=1, name="output_modulation_chunk")
     x = _modulated_norm(b, x, shift, scale, eps, "fp32" if off else dtype, "norm_out")
     x = b.linear(x, c_out * pt * ph * pw, name="proj_out")      # official: Head under autocast(fp32)
     x = b.reshape(x, (batch, *grid, pt, ph, pw, c_out), name="unpatchify_view")

@@ -67,6 +67,8 @@ class VaeArch:
     temperal_downsample: tuple = (False, True, True)
     in_channels: int = 3
     out_channels: int = 3
+    is_residual: bool = False     # Wan2.2-VAE: residual down/up blocks with average / duplicate shortcuts
+    patch_size: int = 1           # Wan2.2-VAE: 2x2 pixel (un)shuffle around the encoder and decoder
 
     @property
     def temporal_factor(self) -> int:
@@ -75,8 +77,13 @@ class VaeArch:
 
     @property
     def spatial_factor(self) -> int:
-        """Pixels per latent pixel along height and width (8 for Wan2.1)."""
-        return 2 ** (len(self.dim_mult) - 1)
+        """Pixels per latent pixel along height and width (8 for Wan2.1, 16 for Wan2.2)."""
+        return 2 ** (len(self.dim_mult) - 1) * self.patch_size
+
+    @property
+    def video_channels(self) -> int:
+        """Channels of the video before patchify (3)."""
+        return self.in_channels // (self.patch_size * self.patch_size)
 
 
 def arch_from_cfg(cfg) -> VaeArch:
@@ -85,10 +92,12 @@ def arch_from_cfg(cfg) -> VaeArch:
     if cfg is None:
         return VaeArch()
     check_component(cfg, "vae", "wan_vae", "wan_vae", REQUIRED, "Wan-VAE")
-    if _get(cfg, "is_residual", False):
-        raise ConfigError("vae.is_residual=true (the Wan2.2 VAE) is not modeled; allowed: false")
-    if _get(cfg, "patch_size") not in (None, 1):
-        raise ConfigError(f"vae.patch_size={_get(cfg, 'patch_size')!r} is not modeled; allowed: null")
+    residual = _get(cfg, "is_residual", False)
+    if not isinstance(residual, bool):
+        raise ConfigError(f"vae.is_residual={residual!r}: allowed true, false")
+    patch = _posint("vae.patch_size", _get(cfg, "patch_size", 1))
+    if patch > 8:
+        raise ConfigError(f"vae.patch_size={patch}: allowed null or 1 to 8")
     base = _posint("vae.base_dim", _get(cfg, "base_dim"))
     dim_mult = tuple(_get(cfg, "dim_mult"))
     for m in dim_mult:
@@ -115,7 +124,13 @@ def arch_from_cfg(cfg) -> VaeArch:
         temperal_downsample=td,
         in_channels=_posint("vae.in_channels", _get(cfg, "in_channels", 3)),
         out_channels=_posint("vae.out_channels", _get(cfg, "out_channels", 3)),
+        is_residual=residual,
+        patch_size=patch,
     )
+    for key, c in (("vae.in_channels", arch.in_channels), ("vae.out_channels", arch.out_channels)):
+        if c % (patch * patch):
+            raise ConfigError(f"vae: {key}={c} is not divisible by patch_size² = {patch * patch} "
+                              "(the channels of the pixel-shuffled video)")
     return arch
 
 
@@ -268,10 +283,10 @@ def _mid_block(b, ch: _Chunk, x):
         return _resblock(b, ch, x, C, "resnets.1")
 
 
-def _upsample(b, ch: _Chunk, x, mode: str, dtype, name: str):
+def _upsample(b, ch: _Chunk, x, mode: str, dtype, name: str, out: int | None = None):
     """WanResample in ``upsample3d`` / ``upsample2d`` mode: [time_conv 3x1x1 C→2C on the
     later chunks, frames interleaved ×2] then per frame nearest-exact ×2 and Conv2d 3x3
-    C→C/2."""
+    C→C/2 (``out``: C for the Wan2.2-VAE)."""
     B, C = x.shape[:2]
     with b.scope(name):
         if mode == "upsample3d" and ch.first:
@@ -301,7 +316,7 @@ def _upsample(b, ch: _Chunk, x, mode: str, dtype, name: str):
                 else:
                     y = b.upsample(y, 2, name="upsample")
             with b.scope("1"):
-                y = b.conv2d(y, C // 2, 3, padding=1, name="conv")
+                y = b.conv2d(y, C // 2 if out is None else out, 3, padding=1, name="conv")
         return _batch_to_frames(b, y, B)
 
 
@@ -337,6 +352,38 @@ def _head(b, ch: _Chunk, x, out: int):
     return _causal_conv(b, ch, y, out, "conv_out")
 
 
+def _dup_up(b, ch: _Chunk, x, out: int, ft: int, fs: int):
+    """DupUp3D (scope ``avg_shortcut``): repeat_interleave the channels, then move the
+    factors into time and space (view, permute, copy, view); the first chunk keeps the last
+    of the ``ft`` frames it makes from its one input frame. No tensor FLOPs."""
+    with b.scope("avg_shortcut"):
+        B, C, t, h, w = x.shape
+        r = out * ft * fs * fs // C
+        y = b.expand(b.reshape(x, (B, C, 1, t, h, w), name="channels"), (B, C, r, t, h, w), name="repeat")
+        y = b.reshape(b.contiguous(y, name="repeat_interleave"), (B, out, ft, fs, fs, t, h, w), name="factors")
+        y = b.contiguous(b.permute(y, (0, 1, 5, 2, 6, 3, 7, 4), name="permute"), name="copy")
+        y = b.reshape(y, (B, out, t * ft, h * fs, w * fs), name="view")
+        if ch.first and ft > 1:
+            y = b.slice(y, 2, ft - 1, None, name="first_chunk")
+        return y
+
+
+def _avg_down(b, x, out: int, ft: int, fs: int):
+    """AvgDown3D (scope ``avg_shortcut``): zero-pad time to a multiple of ``ft`` in front,
+    move the factors into channels (view, permute, copy, view) and average groups of channels
+    down to ``out``. No tensor FLOPs."""
+    with b.scope("avg_shortcut"):
+        B, C, t, h, w = x.shape
+        pad_t = (ft - t % ft) % ft
+        y = b.pad(x, (0, 0, 0, 0, pad_t, 0), name="pad")
+        t += pad_t
+        y = b.reshape(y, (B, C, t // ft, ft, h // fs, fs, w // fs, fs), name="factors")
+        y = b.contiguous(b.permute(y, (0, 1, 3, 5, 7, 2, 4, 6), name="permute"), name="copy")
+        g = C * ft * fs * fs // out
+        y = b.reshape(y, (B, out, g, t // ft, h // fs, w // fs), name="groups")
+        return b.reduce("mean", y, (2,), name="mean")
+
+
 def _decoder_chunk(b, arch: VaeArch, ch: _Chunk, x, dtype):
     """WanDecoder3d on one chunk (scope ``decoder``)."""
     base, mult = arch.decoder_base_dim, arch.dim_mult
@@ -348,9 +395,16 @@ def _decoder_chunk(b, arch: VaeArch, ch: _Chunk, x, dtype):
         for i, out in enumerate(dims[1:]):
             up = i != len(mult) - 1
             with b.scope(f"up_blocks.{i}"):
+                if arch.is_residual:
+                    # WanResidualUpBlock: x.clone() feeds the DupUp3D shortcut
+                    x_copy = b.contiguous(x, name="clone")
                 for r in range(arch.num_res_blocks + 1):
                     x = _resblock(b, ch, x, out, f"resnets.{r}")
-                if up:
+                if up and arch.is_residual:
+                    x = _upsample(b, ch, x, "upsample3d" if t_up[i] else "upsample2d", dtype, "upsampler", out=out)
+                    short = _dup_up(b, ch, x_copy, out, 2 if t_up[i] else 1, 2)
+                    x = b.add(x, short, name="shortcut_add")
+                elif up:
                     x = _upsample(b, ch, x, "upsample3d" if t_up[i] else "upsample2d", dtype, "upsamplers.0")
         return _head(b, ch, x, arch.out_channels)
 
@@ -363,6 +417,19 @@ def _encoder_chunk(b, arch: VaeArch, ch: _Chunk, x):
         x = _causal_conv(b, ch, x, dims[0], "conv_in")
         idx = 0
         for i, out in enumerate(dims[1:]):
+            if arch.is_residual:
+                # WanResidualDownBlock: resnets, downsampler, + AvgDown3D of the block's input
+                down = i != len(arch.dim_mult) - 1
+                temporal = down and arch.temperal_downsample[i]
+                with b.scope(f"down_blocks.{i}"):
+                    x_copy = b.contiguous(x, name="clone")
+                    for r in range(arch.num_res_blocks):
+                        x = _resblock(b, ch, x, out, f"resnets.{r}")
+                    if down:
+                        x = _downsample(b, ch, x, "downsample3d" if temporal else "downsample2d", "downsampler")
+                    x = b.add(x, _avg_down(b, x_copy, out, 2 if temporal else 1, 2 if down else 1),
+                              name="shortcut_add")
+                continue
             for _ in range(arch.num_res_blocks):
                 x = _resblock(b, ch, x, out, f"down_blocks.{idx}")
                 idx += 1
@@ -422,6 +489,13 @@ def build_decoder(b, cfg, *, latent_shape, batch: int = 1, dtype="fp32") -> Valu
             later = _decoder_chunk(b, arch, last, b.slice(x, 2, 1, 2, name="latent_frame"), dtype)
         out = _stack_chunks(b, out, later, T - 1, "video")
     _persist(b, stage, list(last.slots.values()) + [out])
+    p = arch.patch_size
+    if p > 1:
+        # unpatchify: view (B, C, p, p, F, H, W), permute (0, 1, 4, 5, 3, 6, 2), copy, view
+        B, Cp, F, H, W = out.shape
+        y = b.reshape(out, (B, Cp // (p * p), p, p, F, H, W), name="unpatchify_view")
+        y = b.contiguous(b.permute(y, (0, 1, 4, 5, 3, 6, 2), name="unpatchify_permute"), name="unpatchify_copy")
+        out = b.reshape(y, (B, Cp // (p * p), F, H * p, W * p), name="unpatchify")
     return b.op("clamp", out, name="clamp", min=-1.0, max=1.0)
 
 
@@ -433,12 +507,28 @@ def build_encoder(b, cfg, *, video_shape, batch: int = 1, dtype="fp32") -> Value
     arch = arch_from_cfg(cfg)
     c, F, H, W = _check_shape("video_shape", video_shape, 4)
     _posint("vae batch", batch)
-    if c != arch.in_channels:
-        raise ConfigError(f"vae video_shape={tuple(video_shape)}: {c} channels, the encoder takes {arch.in_channels}")
+    if c != arch.video_channels:
+        raise ConfigError(f"vae video_shape={tuple(video_shape)}: {c} channels, the encoder takes "
+                          f"{arch.video_channels}")
     n = latent_frames(F, cfg)
     t = arch.temporal_factor
+    p = arch.patch_size
+    if H % p or W % p:
+        raise ConfigError(f"vae video_shape={tuple(video_shape)}: height and width must be multiples of "
+                          f"vae.patch_size={p}")
+    sf = arch.spatial_factor
+    if arch.is_residual and (H % sf or W % sf):
+        # AvgDown3D views each level's H and W in pairs: an odd size fails in the real module
+        raise ConfigError(f"vae video_shape={tuple(video_shape)}: the residual Wan2.2-VAE encoder needs height and "
+                          f"width multiples of {sf}; allowed nearby: {H // sf * sf or sf} or {(H // sf + 1) * sf} "
+                          f"(height), {W // sf * sf or sf} or {(W // sf + 1) * sf} (width)")
     xin = b.input("video", (batch, c, F, H, W), dtype)
     stage = b.graph.node(xin.producer).stage
+    if p > 1:
+        # patchify: view (B, C, F, H/p, p, W/p, p), permute (0, 1, 6, 4, 2, 3, 5), copy, view
+        y = b.reshape(xin, (batch, c, F, H // p, p, W // p, p), name="patchify_view")
+        y = b.contiguous(b.permute(y, (0, 1, 6, 4, 2, 3, 5), name="patchify_permute"), name="patchify_copy")
+        xin = b.reshape(y, (batch, c * p * p, F, H // p, W // p), name="patchify")
     with b.loop("chunk0", 1):
         first = _Chunk(first=True, alone=n == 1)
         out = _encoder_chunk(b, arch, first, b.slice(xin, 2, 0, 1, name="frames"))

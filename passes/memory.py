@@ -214,8 +214,22 @@ def run(graph: Graph, attention_kernel: str = "flash2", offload_model: bool = Fa
         if resident_weight_bytes and s in resident_weight_bytes:
             rec["weight_bytes"] = min(rec["weight_bytes"], int(resident_weight_bytes[s]))
         rec["on_gpu"] = not (t5_cpu and s in HOST_STAGES_T5_CPU)
+        experts = _expert_weight_bytes(graph, s)
+        if experts:
+            # two experts (Wan2.2 A14B): offloading keeps only the running expert on the GPU
+            one = sum(weights[s].values()) - sum(experts.values()) + max(experts.values())
+            rec["offload_weight_bytes"] = min(rec["weight_bytes"], one)
+            if offload_model:
+                rec["resident_weight_bytes"] = rec["offload_weight_bytes"]
         stages[s] = rec
     return {"stages": stages, "pipeline": pipeline_peak(stages, offload_model, reserve_bytes)}
+
+
+def _expert_weight_bytes(graph: Graph, stage: str) -> dict:
+    if stage not in graph.meta.get("experts", {}):
+        return {}
+    from wanir.frontends.wan22 import expert_weight_bytes
+    return expert_weight_bytes(graph, stage)
 
 
 def pipeline_peak(stages: dict, offload_model: bool = False, reserve_bytes: int = 0) -> dict:
@@ -229,8 +243,10 @@ def pipeline_peak(stages: dict, offload_model: bool = False, reserve_bytes: int 
         return {"peak_memory_bytes": 0, "peak_stage": None, "weight_bytes": 0, "activation_bytes": 0,
                 "reserve_bytes": 0}
     if offload_model:
-        s = max(gpu, key=lambda k: gpu[k]["weight_bytes"] + gpu[k]["peak_activation_bytes"])
-        w, a = gpu[s]["weight_bytes"], gpu[s]["peak_activation_bytes"]
+        # a stage of two experts holds one expert at a time ("offload_weight_bytes")
+        wb = {k: r.get("offload_weight_bytes", r["weight_bytes"]) for k, r in gpu.items()}
+        s = max(gpu, key=lambda k: wb[k] + gpu[k]["peak_activation_bytes"])
+        w, a = wb[s], gpu[s]["peak_activation_bytes"]
     else:
         s = max(gpu, key=lambda k: gpu[k]["peak_activation_bytes"])
         w, a = sum(r["weight_bytes"] for r in gpu.values()), gpu[s]["peak_activation_bytes"]

@@ -32,12 +32,16 @@ class StageResult:
     total: dict
     notes: list[str] = field(default_factory=list)
     provenance: dict | None = None
+    #: two-expert stages (Wan2.2 A14B): one record per expert (wanir.frontends.wan22.expert_breakdown)
+    experts: list | None = None
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "invocations": self.invocations,
              "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
         if self.provenance is not None:
             d["provenance"] = self.provenance
+        if self.experts is not None:
+            d["experts"] = [dict(e) for e in self.experts]
         return d
 
 
@@ -203,6 +207,9 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
         tot = {k: (per[k] * scope.repeat if k in ADDITIVE and per[k] is not None else per[k]) for k in STAGE_KEYS}
         prov = summaries.get("roofline", {}).get("provenance", {}).get(name)
         stages.append(StageResult(name, scope.repeat, per, tot, provenance=prov))
+        if "experts" in graph.meta:
+            from wanir.frontends.wan22 import apply_to_stage
+            apply_to_stage(graph, stages[-1], ADDITIVE)
     total = {k: None for k in TOTAL_KEYS}
     for k in ("tensor_flops", "vector_flops", "params"):
         total[k] = sum(s.total[k] for s in stages)
@@ -220,7 +227,9 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
         est.extra["ridge_point"] = rf["ridge_point"]
         est.extra["stages"] = {s: {"bound": rf["bound"][s], "compute_share": rf["compute_share"][s],
                                    "device": rf["device"][s], "peak_node": mem.get(s, {}).get("peak_node"),
-                                   "on_gpu": mem.get(s, {}).get("on_gpu", True)} for s in graph.stages}
+                                   "on_gpu": mem.get(s, {}).get("on_gpu", True),
+                                   **({"resident_weight_bytes": mem[s]["resident_weight_bytes"]}
+                                      if "resident_weight_bytes" in mem.get(s, {}) else {})} for s in graph.stages}
         est.extra["memory"] = dict(summaries["memory"]["pipeline"])
     return est
 

@@ -114,9 +114,19 @@ class DeviceGraph:
         mem_stages = {}
         for s, r in stages.items():
             r["compute_s"] = max(r["compute_s"], rf["issue_s"][s])      # a stage is at least its CPU issue time
+            calls = _calls_per_invocation(g, s)
+            if calls > 1:       # two experts (Wan2.2 A14B): report per DiT call, as the single-device estimate
+                r["invocations"] *= calls
+                for key in ("compute_s", "comm_s", "exposed_comm_s"):
+                    r[key] /= calls
+                for key in ("comm_bytes", "tensor_flops", "vector_flops"):
+                    r[key] = r[key] // calls if r[key] % calls == 0 else r[key] / calls
             r["time_per_invocation_s"] = r["compute_s"] + r["exposed_comm_s"]
             r["time_s"] = r["time_per_invocation_s"] * r["invocations"]
             ms = dict(self.memory["stages"][s])
+            if "offload_weight_bytes" in ms and ms["weight_bytes"]:
+                # two experts, one on the device at a time: its share of the (sharded) weights
+                ms["offload_weight_bytes"] = ms["offload_weight_bytes"] * wb[s] // ms["weight_bytes"]
             ms["weight_bytes"] = wb[s]
             mem_stages[s] = ms
             r["weight_bytes"] = wb[s]
@@ -318,3 +328,10 @@ def is_multi_device(cfg) -> bool:
         return False
     p = resolve_plan(cfg.parallel)
     return p.degree > 1 or p.fsdp > 1
+
+
+def _calls_per_invocation(graph, stage: str) -> int:
+    if stage not in graph.meta.get("experts", {}):
+        return 1
+    from wanir.frontends.wan22 import calls_per_invocation
+    return calls_per_invocation(graph, stage)

@@ -59,7 +59,12 @@ def block_units(graph: Graph, stage: str) -> list[Scope]:
     cands = [c for c in cands if c[0] > 0]
     if not cands:
         return []
-    return max(cands, key=lambda c: c[0])[1]
+    best = max(cands, key=lambda c: c[0])
+    if len(best[1]) == 1 and best[1][0].kind == "repeat":
+        # several models of one architecture in one stage (Wan2.2's two experts): all their blocks
+        return [c[1][0] for c in cands if len(c[1]) == 1 and c[1][0].kind == "repeat" and c[0] == best[0]
+                and c[1][0].name == best[1][0].name]
+    return best[1]
 
 
 def _inside(scope: Scope, units: set[int]) -> bool:

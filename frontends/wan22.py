@@ -1,0 +1,271 @@
+"""Wan2.2: the options of the Wan2.2 pipelines and the two-expert split of the A14B models.
+
+The A14B models run two DiTs of the same architecture, one per denoising phase: the
+high-noise expert while the scheduler's timestep ``t >= boundary · 1000``, the low-noise
+expert after. How many steps each expert runs follows from the flow-matching schedule with
+the model's shift (:func:`flow_timesteps`), so it is computed for any step count and shift,
+never assumed. Each expert runs two calls per step with classifier-free guidance (conditional
+and unconditional), one when its guidance scale is 1 or below (as diffusers skips the
+unconditional call then).
+
+Every Wan2.2 option is read and checked once, by :func:`options`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from wanir.errors import ConfigError
+
+#: the scheduler's training timesteps (num_train_timesteps)
+NUM_TRAIN_TIMESTEPS = 1000
+#: scope names of the two experts inside the diffusion_core stage, in the order they run
+EXPERTS = ("high_noise", "low_noise")
+MAX_STEPS = 100_000
+
+
+def _linspace(start: float, stop: float, num: int) -> list[float]:
+    """numpy.linspace(start, stop, num) in float64, computed as numpy computes it."""
+    if num == 1:
+        return [start]
+    step = (stop - start) / (num - 1)
+    out = [start + i * step for i in range(num)]
+    out[-1] = stop
+    return out
+
+
+def flow_timesteps(steps: int, shift: float) -> list[int]:
+    """The timesteps the official Wan2.2 sampler (``FlowUniPCMultistepScheduler``, built with
+    num_train_timesteps 1000 and shift 1, then ``set_timesteps(steps, shift=shift)``) runs:
+    sigmas = linspace(σ_max, σ_min, steps + 1)[:-1] with σ_max = 1 − 1/1000 and σ_min = 0
+    (the ends of its training sigmas), shifted to ``shift·σ / (1 + (shift − 1)·σ)``, times
+    1000, cast to int64. Returns ``steps`` ints, decreasing."""
+    alphas_first = 1.0 / NUM_TRAIN_TIMESTEPS          # linspace(1, 1/1000, 1000)[::-1][0]
+    sigma_max, sigma_min = 1.0 - alphas_first, 0.0
+    sigmas = _linspace(sigma_max, sigma_min, steps + 1)[:-1]
+    return [int(shift * s / (1 + (shift - 1) * s) * NUM_TRAIN_TIMESTEPS) for s in sigmas]
+
+
+def expert_steps(steps: int, shift: float, boundary: float) -> tuple[int, int]:
+    """(high-noise steps, low-noise steps) of a ``steps``-step run: the high-noise expert runs
+    the steps whose timestep t satisfies ``t >= boundary · 1000``."""
+    b = boundary * NUM_TRAIN_TIMESTEPS
+    high = sum(1 for t in flow_timesteps(steps, shift) if t >= b)
+    return high, steps - high
+
+
+@dataclass(frozen=True)
+class Expert:
+    """One expert of a two-expert DiT: its scope name, steps, guidance scale and DiT calls
+    per generation (steps × 2 with guidance, else steps)."""
+
+    name: str
+    steps: int
+    guidance_scale: float | None
+    calls_per_step: int
+
+    @property
+    def calls(self) -> int:
+        return self.steps * self.calls_per_step
+
+
+@dataclass(frozen=True)
+class Wan22Options:
+    """The Wan2.2 options of one configuration, checked: ``mode`` (t2v or i2v), ``shift``,
+    ``boundary`` (None without experts), ``experts`` (empty for one DiT) and whether the DiT
+    embeds the timestep per token."""
+
+    mode: str
+    shift: float | None
+    boundary: float | None
+    experts: tuple[Expert, ...]
+    time_embedding_per_token: bool
+
+
+def _select(cfg, key: str):
+    from omegaconf import OmegaConf
+
+    if isinstance(cfg, dict):
+        d = cfg
+        for part in key.split("."):
+            if not isinstance(d, dict) or part not in d:
+                return None
+            d = d[part]
+        return d
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def _number(key: str, v, lo: float, hi: float, lo_open: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ConfigError(f"{key}={v!r}: must be a finite number")
+    if v > hi or v < lo or (lo_open and v == lo):
+        raise ConfigError(f"{key}={v!r}: must lie in {'(' if lo_open else '['}{lo}, {hi}]")
+    return float(v)
+
+
+def task(cfg) -> str:
+    """The task the pipeline runs: ``t2v`` or ``i2v`` (``workload.mode`` for a model whose
+    task is ``ti2v``; a model with one task refuses another mode)."""
+    t = _select(cfg, "model.task") or "t2v"
+    mode = _select(cfg, "workload.mode")
+    if t == "ti2v":
+        if mode is None:
+            return "t2v"
+        if mode not in ("t2v", "i2v"):
+            raise ConfigError(f"workload.mode={mode!r}: allowed t2v, i2v")
+        return mode
+    if mode is not None and mode != t:
+        raise ConfigError(f"workload.mode={mode!r}: {_select(cfg, 'model.name')} runs {t} only; "
+                          f"allowed: null or {t}")
+    return t
+
+
+def time_embedding_per_token(cfg) -> bool:
+    """Whether the DiT embeds the timestep once per token (``dit.time_embedding_per_token``:
+    true, false or auto). auto: per token when the pipeline feeds a (batch, tokens) timestep
+    (``model.expand_timesteps``: the TI2V-5B pipelines), or under ``runtime.name=wan-official``
+    for a Wan2.2 model (the official Wan2.2 ``WanModel`` expands every timestep to the
+    tokens); per sample otherwise (diffusers' A14B and Wan2.1 pipelines)."""
+    v = _select(cfg, "dit.time_embedding_per_token")
+    if v is None or v == "auto":
+        if _select(cfg, "model.expand_timesteps"):
+            return True
+        return _select(cfg, "runtime.name") == "wan-official" and _select(cfg, "model.family") == "wan2.2"
+    if isinstance(v, bool):
+        return v
+    raise ConfigError(f"dit.time_embedding_per_token={v!r}: allowed auto, true, false")
+
+
+def options(cfg, steps: int, guidance: bool) -> Wan22Options:
+    """Read and check the Wan2.2 options of ``cfg`` for a run of ``steps`` steps
+    (``guidance``: classifier-free guidance on). Raises ConfigError naming the key."""
+    mode = task(cfg)
+    experts_cfg = _select(cfg, "model.experts")
+    keys = ("workload.shift", "workload.boundary", "workload.guidance_scale_high", "workload.guidance_scale_low")
+    if not experts_cfg:
+        for k in keys:
+            if _select(cfg, k) is not None:
+                raise ConfigError(f"{k}={_select(cfg, k)!r}: {_select(cfg, 'model.name')} runs one DiT; "
+                                  f"{k} applies to the two-expert Wan2.2 A14B models only (allowed: null)")
+        return Wan22Options(mode, None, None, (), time_embedding_per_token(cfg))
+    if list(experts_cfg) != list(EXPERTS):
+        raise ConfigError(f"model.experts={list(experts_cfg)!r}: allowed {list(EXPERTS)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise ConfigError(f"workload.steps={steps!r}: must be an integer in [1, {MAX_STEPS}]")
+
+    def pick(wkey, mkey):
+        v = _select(cfg, wkey)
+        return (wkey, v) if v is not None else (mkey, _select(cfg, mkey))
+
+    shift = _number(*pick("workload.shift", "model.shift"), 0.0, 1000.0, lo_open=True)
+    boundary = _number(*pick("workload.boundary", "model.boundary"), 0.0, 1.0)
+    high, low = expert_steps(steps, shift, boundary)
+    experts = []
+    for name, n, (key, scale) in ((EXPERTS[0], high, pick("workload.guidance_scale_high", "model.guide_scale_high")),
+                                  (EXPERTS[1], low, pick("workload.guidance_scale_low", "model.guide_scale_low"))):
+        if scale is not None:
+            scale = _number(key, scale, 0.0, 100.0)
+        cfg_calls = 2 if guidance and (scale is None or scale > 1.0) else 1
+        experts.append(Expert(name, n, scale, cfg_calls))
+    return Wan22Options(mode, shift, boundary, tuple(experts), time_embedding_per_token(cfg))
+
+
+def stage_split(experts) -> tuple[int, dict[str, int]]:
+    """How the diffusion_core stage holds the experts: (stage repeat, {expert: scope repeat}).
+    The stage repeats by the calls per step both experts share (2 with guidance on both, so
+    CFG parallelism can split the stage), each expert scope by its remaining calls; experts
+    that run no step are left out."""
+    run = [e for e in experts if e.steps]
+    per_step = math.gcd(*(e.calls_per_step for e in run)) if run else 1
+    return per_step, {e.name: e.calls // per_step for e in run}
+
+
+def build_experts(b, dit_cfg, opts: Wan22Options, *, latent_shape, batch: int, text_len: int, weights,
+                  compute_dtype, **dit_kw) -> None:
+    """Lower the ``diffusion_core`` stage of a two-expert model into ``b``: one DiT forward
+    per expert, in scopes ``high_noise`` and ``low_noise``, each holding a loop ``calls`` that
+    repeats by the expert's DiT calls (the stage repeats by the calls per step both share; see
+    :func:`stage_split`). Records
+    the split in ``graph.meta["experts"]["diffusion_core"]``. ``dit_kw`` go to
+    :func:`wan_dit.build` (the runtime's lowering variant, ``timestep_per_token``)."""
+    from . import wan_dit
+
+    stage_rep, reps = stage_split(opts.experts)
+    with b.stage("diffusion_core", invocations=stage_rep), b.weights(weights):
+        for e in opts.experts:
+            if e.name not in reps:
+                continue
+            # the expert's name keeps its weights apart; the loop counts its calls (shared weights)
+            with b.scope(e.name), b.loop("calls", reps[e.name]):
+                wan_dit.build(b, dit_cfg, latent_shape=latent_shape, batch=batch, text_len=text_len,
+                              compute_dtype=compute_dtype, **dit_kw)
+    b.graph.meta.setdefault("experts", {})["diffusion_core"] = [
+        {"name": e.name, "steps": e.steps, "guidance_scale": e.guidance_scale, "calls": e.calls} for e in opts.experts]
+
+
+def _expert_nodes(graph, stage: str, name: str):
+    prefix = f"{stage}/{name}/"
+    return [n for n in graph if n.path.startswith(prefix)]
+
+
+def expert_weight_bytes(graph, stage: str) -> dict[str, int]:
+    """Resident weight bytes of each expert of ``stage`` ({} when it has no experts)."""
+    out = {}
+    for e in graph.meta.get("experts", {}).get(stage, ()):
+        ws = {w.key: w for n in _expert_nodes(graph, stage, e["name"]) for w in n.params.values()}
+        out[e["name"]] = sum(w.type.nbytes * w.copies for w in ws.values())
+    return out
+
+
+def expert_breakdown(graph, stage: str) -> list[dict] | None:
+    """Per-expert records of ``stage`` of an annotated graph, or None without experts: name,
+    steps, guidance_scale, calls (DiT calls per generation), params, weight_bytes, and per
+    generation tensor_flops, vector_flops, bytes and time_s (None before the roofline ran)."""
+    experts = graph.meta.get("experts", {}).get(stage)
+    if not experts:
+        return None
+    rep = graph.stages[stage].repeat
+    out = []
+    for e in experts:
+        nodes = _expert_nodes(graph, stage, e["name"])
+        ws = {w.key: w for n in nodes for w in n.params.values()}
+        rec = dict(e, params=sum(w.numel for w in ws.values()),
+                   weight_bytes=sum(w.type.nbytes * w.copies for w in ws.values()))
+        for key in ("tensor_flops", "vector_flops"):
+            rec[key] = sum(n.costs.get(key, 0) * n.count for n in nodes) * rep
+        have_bytes = all("bytes_read" in n.costs for n in nodes)
+        rec["bytes"] = sum((n.costs["bytes_read"] + n.costs["bytes_written"]) * n.count for n in nodes) * rep \
+            if have_bytes else None
+        have_time = all("time_s" in n.costs for n in nodes)
+        rec["time_s"] = sum(n.costs["time_s"] * n.count for n in nodes) * rep if have_time else None
+        out.append(rec)
+    return out
+
+
+def apply_to_stage(graph, result, additive=("tensor_flops", "vector_flops", "bytes", "time_s")) -> None:
+    """Make a StageResult of a two-expert stage read as the model runs: ``invocations`` = the
+    total DiT calls of both experts, ``per_invocation`` additive counts = the stage total per
+    call (every call of either expert costs the same: one architecture, one input shape), and
+    ``experts`` = :func:`expert_breakdown`. No-op for a stage without experts."""
+    experts = expert_breakdown(graph, result.name)
+    if experts is None:
+        return
+    calls = sum(e["calls"] for e in experts)
+    result.invocations = calls
+    for k in additive:
+        v = result.total.get(k)
+        if v is None:
+            continue
+        result.per_invocation[k] = v // calls if isinstance(v, int) and v % calls == 0 else v / calls
+    result.experts = experts
+
+
+def calls_per_invocation(graph, stage: str) -> int:
+    """DiT calls one invocation of ``stage`` runs: the sum of its experts' ``calls`` loops
+    (1 for a stage without experts). A stage invocation is one guidance branch of every step
+    when both experts use guidance."""
+    experts = graph.meta.get("experts", {}).get(stage)
+    st = graph.stages.get(stage)
+    if not experts or st is None:
+        return 1
+    return sum(st.children[e["name"]].children["calls"].repeat for e in experts if e["name"] in st.children) or 1
