@@ -484,7 +484,8 @@ def _base_spec(base: str, config_dir=None) -> dict:
     if base not in files:
         hardware.load(base, config_dir)      # raises the usual one-line error listing known names
         raise ConfigError(f"--base {base}: calibrate needs a YAML hardware spec to start from")
-    return yaml.safe_load(files[base].read_text())
+    from wanir.safeio import load_yaml, read_text_file
+    return load_yaml(read_text_file(files[base], "hardware YAML"), str(files[base]))   # bounded read and YAML
 
 
 def _guess_base(torch, dev: str) -> str:
@@ -511,6 +512,11 @@ def _set(spec: dict, dotted: str, value, note: str = ""):
 
 
 def write_csv(path: Path, rows: list[Row]) -> None:
+    from wanir.safeio import write_output
+    write_output(path, lambda tmp: _write_csv(tmp, rows), (".csv",))   # a temporary file renamed into place
+
+
+def _write_csv(path: Path, rows: list[Row]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["bench", "backend", "dtype", "shape", "work", "seconds", "unit", "measured", "model", "note"])
@@ -541,7 +547,8 @@ def write_plot(path: Path, rows: list[Row], title: str) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from wanir.safeio import write_output
+    write_output(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), (".png",))
     plt.close(fig)
 
 
@@ -636,7 +643,8 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
     header = (f"# Calibrated by `wanir calibrate --device {dev}{' --quick' if quick else ''}` from the base "
               f"'{base}'.\n# Values marked source: measured were measured or fitted here; raw data in {name}.csv, "
               f"measured vs model in {name}.png.\n")
-    ypath.write_text(header + yaml.safe_dump(spec, sort_keys=False, width=120), encoding="utf-8")
+    from wanir.safeio import write_output
+    write_output(ypath, header + yaml.safe_dump(spec, sort_keys=False, width=120), (".yaml",))   # atomic
     cpath = hdir / f"{name}.csv"
     write_csv(cpath, rows)
     ppath = hdir / f"{name}.png"

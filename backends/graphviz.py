@@ -389,22 +389,42 @@ def to_dot(graph: Graph, **kw) -> str:
     return to_digraph(graph, **kw).source
 
 
+def _pipe(g, fmt: str) -> bytes:
+    """Run Graphviz ``dot`` on ``g``; a missing or failing ``dot`` is a one-line WanirError."""
+    import graphviz
+
+    try:
+        return g.pipe(format=fmt, quiet=True)
+    except graphviz.ExecutableNotFound:
+        raise WanirError("Graphviz's `dot` was not found on PATH; install Graphviz (e.g. apt-get install "
+                         "graphviz), or write the diagram's source with -o FILE.dot") from None
+    except graphviz.CalledProcessError as e:
+        err = e.stderr.decode("utf-8", "replace") if isinstance(e.stderr, bytes) else str(e.stderr or "")
+        first = next((ln.strip() for ln in err.splitlines() if ln.strip()), f"exit status {e.returncode}")
+        raise WanirError(f"Graphviz `dot` failed ({fmt}): {first[:200]}") from None
+    except OSError as e:
+        raise WanirError(f"Graphviz `dot` could not run: {e.strerror or e}") from None
+
+
 def to_svg(graph: Graph, **kw) -> str:
     """The diagram as SVG text (runs Graphviz ``dot``)."""
-    return to_digraph(graph, **kw).pipe(format="svg").decode("utf-8")
+    return _pipe(to_digraph(graph, **kw), "svg").decode("utf-8")
 
 
 def render(graph: Graph, path: str | os.PathLike, **kw) -> Path:
     """Write the diagram to ``path``; the suffix picks the format (.svg, .png, .pdf or .dot).
     Returns the path written."""
+    from wanir.safeio import check_output_path
+
+    check_output_path(path)                     # a trailing '/' names a directory
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise WanirError(f"-o {path}: unknown format '{path.suffix}'; allowed: {', '.join('.' + f for f in FORMATS)}")
+    from wanir.safeio import write_output
+
+    suffixes = tuple("." + f for f in FORMATS)
+    check_output_path(path, suffixes)           # before any work: no directory, no link
     g = to_digraph(graph, **kw)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "dot":
-        path.write_text(g.source)
-    else:
-        path.write_bytes(g.pipe(format=fmt))
-    return path
+    data = g.source if fmt == "dot" else _pipe(g, fmt)
+    return write_output(path, data, suffixes)   # a temporary file renamed into place

@@ -258,7 +258,7 @@ def to_html(est: Estimate, depth: int = 2, title: str | None = None) -> str:
 
 def write_report(est: Estimate, path: str | os.PathLike, **kw) -> Path:
     """Write the report of ``est`` to ``path``; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_html(est, **kw), encoding="utf-8")
-    return path
+    from wanir.safeio import check_output_path, write_output
+
+    check_output_path(path, (".html", ".htm"))   # before any work: suffix, no directory, no link
+    return write_output(path, to_html(est, **kw), (".html", ".htm"))

@@ -33,10 +33,14 @@ def _finish(fig, path) -> str | Path:
         fig.savefig(buf, format="svg", bbox_inches="tight")
         plt.close(fig)
         return buf.getvalue()
+    from wanir.safeio import write_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:   # a temporary file renamed into place; the suffix is the format
+        write_output(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".")),
+                     (".png", ".svg", ".pdf"))
+    finally:
+        plt.close(fig)
     return path
 
 

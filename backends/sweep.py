@@ -31,6 +31,8 @@ from omegaconf import OmegaConf
 
 from wanir import config as _config
 from wanir.errors import ConfigError
+from wanir.limits import MAX_JOBS, MAX_SWEEP_POINTS, check_int_arg
+from wanir.safeio import csv_cell, short
 
 #: per-stage columns, suffixes of ``<stage>.`` (FLOPs are tensor + vector; memory is one invocation's peak)
 STAGE_COLUMNS = ("invocations", "tensor_flops", "vector_flops", "flops", "bytes", "time_s", "peak_activation_bytes")
@@ -95,10 +97,11 @@ class Sweep:
 def parse_sweep(overrides: Iterable[str]) -> Sweep:
     """Parse ``overrides`` (Hydra syntax, sweeps allowed) into a :class:`Sweep`. Raises
     ConfigError naming an override that does not parse or sweeps nothing."""
-    overrides = list(overrides)
+    overrides = _config.check_overrides(overrides)
     parsed = _config.parse_overrides(overrides)
     axes = []
     seen = set()
+    total = 1
     for raw, ov in zip(overrides, parsed):
         if ov.is_delete():
             raise ConfigError(f"'{raw}': deleting keys is not supported in a sweep")
@@ -108,6 +111,10 @@ def parse_sweep(overrides: Iterable[str]) -> Sweep:
         seen.add(key.lstrip("+"))
         is_group = ov.key_or_group in _config.GROUPS
         if ov.is_sweep_override():
+            total *= sweep_length(raw, ov.value())   # bounded before any value is built
+            if total > MAX_SWEEP_POINTS:
+                raise ConfigError(f"the sweep has more than {MAX_SWEEP_POINTS} points (at {short(raw, 60)}); "
+                                  f"split it into smaller sweeps")
             vals = list(ov.sweep_iterator())
             if not vals:
                 raise ConfigError(f"'{raw}': the sweep has no values")
@@ -117,6 +124,31 @@ def parse_sweep(overrides: Iterable[str]) -> Sweep:
             axes.append(Axis(key, [v], [format_value(v) if is_group or not isinstance(v, str) else v], False,
                              is_group))
     return Sweep(axes)
+
+
+def sweep_length(raw: str, sweep) -> int:
+    """Number of values of one Hydra sweep (``a=1,2``, ``choice(...)``, ``range(...)``) without
+    building them; ``interval()`` and ``glob()`` are refused."""
+    import math
+
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    if isinstance(sweep, ChoiceSweep):
+        return len(sweep.list)
+    if isinstance(sweep, RangeSweep):
+        start, stop, step = sweep.start, sweep.stop, sweep.step
+        nums = (start, stop, step)
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in nums):
+            raise ConfigError(f"{short(raw, 60)}: range() takes finite numbers")
+        if step == 0:
+            raise ConfigError(f"{short(raw, 60)}: range() step must not be 0")
+        n = math.ceil((stop - start) / step)
+        if n > MAX_SWEEP_POINTS:
+            raise ConfigError(f"{short(raw, 60)}: range() has {n} values; a sweep has at most "
+                              f"{MAX_SWEEP_POINTS} points")
+        return max(0, n)
+    raise ConfigError(f"{short(raw, 60)}: only comma lists, choice() and range() sweeps are supported "
+                      f"(interval() and glob() are not)")
 
 
 class PointComposer:
@@ -155,10 +187,10 @@ class PointComposer:
         for a, v, _ in point:
             if a.is_group:
                 continue
-            if a.name not in valid and not a.key.startswith("+"):
-                raise ConfigError(_config._unknown_key(a.name, valid))
+            _config.check_key(a.name, a.key.startswith("+"), valid)
             OmegaConf.update(cfg, a.name, v, merge=False)
             touched_hw = touched_hw or a.name.startswith("hardware.")
+        _config.resolve_interpolations(cfg, [s for a, _, s in point if not a.is_group])
         if touched_hw:
             from wanir.hardware import compose_hook
 
@@ -268,7 +300,10 @@ class ReusingEstimator:
             return summarize(graph, annotate_time(graph, cfg, counts), cfg)
 
 
-def _worker_init(config_dir, estimator):
+def _worker_init(config_dir, estimator, in_pool=False):
+    if in_pool:   # Ctrl-C reaches the whole process group: the parent stops the workers
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["composer"] = PointComposer(config_dir)
     _WORKER["estimator"] = estimator
     _WORKER["reuse"] = ReusingEstimator()
@@ -293,17 +328,24 @@ def _estimate_point(point):
 
 
 def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
-              estimator: Callable | None = None, jobs: int | None = None) -> SweepResult:
+              estimator: Callable | None = None, jobs: int | None = None,
+              on_row: Callable | None = None) -> SweepResult:
     """Estimate every point of the sweep ``overrides``; returns a :class:`SweepResult` whose
     rows are in cross-product order. ``estimator`` (default
     :class:`ReusingEstimator`, equivalent to :func:`wanir.estimate.estimate_config` per point) maps a
     composed config to an Estimate; ``jobs`` > 1 spreads the points over that many processes
     (None: one per CPU core, up to 8, when there are more than 32 points). ``timing`` holds seconds spent composing
-    configs and estimating (summed over processes) and wall-clock seconds in all."""
-    sweep = parse_sweep(overrides)
-    points = list(sweep.points())
+    configs and estimating (summed over processes) and wall-clock seconds in all.
+    ``on_row(row)`` is called with each finished point's row as it completes (in order), so a
+    caller can keep them when the sweep is interrupted. On Ctrl-C the worker processes are
+    stopped and KeyboardInterrupt propagates."""
+    sweep = overrides if isinstance(overrides, Sweep) else parse_sweep(overrides)
+    if jobs is not None:
+        check_int_arg("jobs", jobs, 1, MAX_JOBS)
+    points = list(sweep.points())   # len(sweep) <= MAX_SWEEP_POINTS (checked by parse_sweep)
     if jobs is None:
         jobs = min(8, os.cpu_count() or 1) if len(points) > 32 else 1
+    jobs = min(jobs, max(1, len(points)))
     rows: list[dict] = []
     ops_by_hw: dict = {}
     roofs: dict = {}
@@ -324,7 +366,7 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
         if jobs > 1 and len(points) > 1:
             import multiprocessing as mp
 
-            pool = mp.get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(config_dir, estimator))
+            pool = mp.get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(config_dir, estimator, True))
             results = pool.imap(_estimate_point, points, chunksize=max(1, min(16, len(points) // (jobs * 8))))
         else:
             _worker_init(config_dir, estimator)
@@ -332,12 +374,20 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
             results = map(_estimate_point, points)
         for row, hw, ops, roof, dt in results:
             rows.append(row)
+            if on_row is not None:
+                on_row(row)
             t_est += dt
             if hw not in ops_by_hw:
                 ops_by_hw[hw] = ops
                 roofs[hw] = roof
             if bar is not None:
                 bar.advance(task)
+    except BaseException:   # Ctrl-C or a bad point: stop the workers now, keep nothing running
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+            pool = None
+        raise
     finally:
         if pool is not None:
             pool.close()
@@ -351,45 +401,203 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     return SweepResult(rows, columns, sweep, ops_by_hw, roofs, timing)
 
 
-def _columns(sweep: Sweep, rows: list[dict]) -> list[str]:
+def _columns(sweep: Sweep, rows: list[dict], stages: list[str] | None = None) -> list[str]:
     cols = [a.name for a in sweep.axes]
     for extra in ("model", "hardware"):
         if extra not in cols:
             cols.append(extra)
-    stages: list[str] = []
+    stages = [] if stages is None else stages
     for r in rows:
-        for k in r:
-            if "." in k and not k.startswith("total.") and k not in cols:
-                st = k.rsplit(".", 1)[0]
-                if st not in stages and k.rsplit(".", 1)[1] in STAGE_COLUMNS:
-                    stages.append(st)
+        _add_stages(r, cols, stages)
     cols += [f"{st}.{c}" for st in stages for c in STAGE_COLUMNS]
     cols += [f"total.{c}" for c in TOTAL_COLUMNS]
     return cols
 
 
+def _add_stages(r: dict, cols, stages: list[str]) -> bool:
+    """Append the stages of row ``r`` not yet in ``stages``; True when one was added."""
+    added = False
+    for k in r:
+        if "." in k and not k.startswith("total.") and k not in cols:
+            st, col = k.rsplit(".", 1)
+            if st not in stages and col in STAGE_COLUMNS:
+                stages.append(st)
+                added = True
+    return added
+
+
+def _csv_text(columns, rows) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(_csv_row(r, columns))
+    return buf.getvalue()
+
+
+def _csv_row(r: dict, columns) -> dict:
+    return {k: ("" if r.get(k) is None else csv_cell(r.get(k))) for k in columns}
+
+
 def write_csv(result: SweepResult, path: str | os.PathLike) -> Path:
-    """Write ``result.rows`` to ``path`` as CSV (empty cells for values not estimated).
-    Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=result.columns, extrasaction="ignore")
-        w.writeheader()
-        for r in result.rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in result.columns})
-    return path
+    """Write ``result.rows`` to ``path`` as CSV (empty cells for values not estimated; cells a
+    spreadsheet would run as a formula escaped), atomically. Returns the path."""
+    from wanir.safeio import write_output
+
+    return write_output(path, _csv_text(result.columns, result.rows), (".csv",))
+
+
+class SweepInterrupted(ConfigError):
+    """A sweep stopped by Ctrl-C; the finished points are in ``results.csv`` (run.json: partial)."""
+
+
+#: the run's metadata file and lock file in a sweep's output directory
+RUN_FILE, LOCK_FILE = "run.json", ".wanir-sweep.lock"
+#: files of a sweep run (plots in every format), removed by --overwrite
+RUN_OUTPUTS = ("results.csv", RUN_FILE) + tuple(f"{n}.{f}" for n in ("stage_breakdown", "time_vs_axis", "roofline")
+                                                for f in ("png", "svg", "pdf"))
+
+
+class _RunDir:
+    """A sweep's output directory while it runs: held by a lock file (a second sweep into it
+    is refused), refused when it holds an earlier run unless ``overwrite`` (which removes that
+    run's files), with ``results.csv`` appended as each point finishes and ``run.json``
+    saying whether the run is partial."""
+
+    def __init__(self, out: Path, sweep: Sweep, overrides: list, overwrite: bool):
+        self.out, self.sweep, self.overrides = out, sweep, overrides
+        if out.is_symlink() and not out.is_dir():
+            raise ConfigError(f"-o {out}: a symbolic link that points to no directory")
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"-o {out}: exists and is not a directory")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"-o {out}: cannot create the directory: {e.strerror or e}") from None
+        self._lock_fd = self._lock()
+        try:
+            earlier = [n for n in RUN_OUTPUTS if (out / n).exists() or (out / n).is_symlink()]
+            if earlier and not overwrite:
+                raise ConfigError(f"-o {out}: holds an earlier sweep ({', '.join(earlier[:3])}); "
+                                  f"pass --overwrite to replace it, or choose another directory")
+            for n in earlier:
+                (out / n).unlink()
+        except BaseException:
+            self.close()
+            raise
+        self.rows: list[dict] = []
+        self.stages: list[str] = []
+        self.columns: list[str] = []
+        self.csv = out / "results.csv"
+        self._f = None
+        self.write_meta("running")
+
+    def _lock(self) -> int:
+        import fcntl
+
+        path = self.out / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            raise ConfigError(f"-o {self.out}: cannot create the lock file {LOCK_FILE}: "
+                              f"{e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"-o {self.out}: another sweep is writing into this directory "
+                              f"(it holds {LOCK_FILE}); wait for it or choose another directory") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    def write_meta(self, status: str, files=()) -> None:
+        import json
+
+        from wanir.safeio import write_output
+
+        meta = {"status": status, "partial": status != "complete", "points": len(self.sweep),
+                "completed": len(getattr(self, "rows", [])), "overrides": list(self.overrides),
+                "files": [Path(f).name for f in files]}
+        write_output(self.out / RUN_FILE, json.dumps(meta, indent=2, allow_nan=False) + "\n", (".json",))
+
+    def add(self, row: dict) -> None:
+        """Append one finished point to results.csv (the whole file is rewritten, atomically,
+        only when the point brings a stage the header lacks)."""
+        self.rows.append(row)
+        base = self.columns or _columns(self.sweep, [], [])
+        if not self.columns or _add_stages(row, base, self.stages):
+            self.columns = _columns(self.sweep, [], list(self.stages))
+            if self._f is not None:
+                self._f.close()
+            from wanir.safeio import write_output
+            write_output(self.csv, _csv_text(self.columns, self.rows), (".csv",))
+            self._f = open(self.csv, "a", newline="")
+            self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore")
+            return
+        self._w.writerow(_csv_row(row, self.columns))
+        self._f.flush()
+
+    def rewrite(self) -> None:
+        """Write results.csv again from the rows kept (after an interruption that may have
+        hit in the middle of an append)."""
+        from wanir.safeio import write_output
+
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        if self.rows:
+            write_output(self.csv, _csv_text(_columns(self.sweep, self.rows), self.rows), (".csv",))
+
+    def close(self) -> None:
+        if getattr(self, "_f", None) is not None:
+            self._f.close()
+            self._f = None
+        if getattr(self, "_lock_fd", None) is not None:
+            try:
+                (self.out / LOCK_FILE).unlink()
+            except OSError:
+                pass
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def sweep_to_dir(overrides: Iterable[str], out_dir: str | os.PathLike, config_dir=None,
-                 progress: bool = True, fmt: str = "png", jobs: int | None = None) -> tuple[SweepResult, list[Path]]:
-    """Run the sweep and write ``out_dir/results.csv`` and the plots (see
-    :func:`wanir.backends.plots.sweep_plots`). Returns the result and the files written."""
+                 progress: bool = True, fmt: str = "png", jobs: int | None = None,
+                 overwrite: bool = False) -> tuple[SweepResult, list[Path]]:
+    """Run the sweep and write ``out_dir/results.csv`` (a row appended as each point
+    finishes), the plots (see :func:`wanir.backends.plots.sweep_plots`) and ``run.json``
+    (``partial`` until every point is done). A directory holding an earlier run is refused
+    unless ``overwrite``; a second sweep into the same directory is refused while one runs.
+    Ctrl-C keeps the finished points and raises :class:`SweepInterrupted`. Returns the
+    result and the files written."""
     from .plots import sweep_plots
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    res = run_sweep(overrides, config_dir, progress=progress, jobs=jobs)
-    files = [write_csv(res, out / "results.csv")]
-    files += sweep_plots(res, out, fmt=fmt)
-    return res, files
+    overrides = _config.check_overrides(overrides)
+    sweep = parse_sweep(overrides)          # errors before the directory is touched
+    if jobs is not None:
+        check_int_arg("jobs", jobs, 1, MAX_JOBS)
+    run = _RunDir(Path(out_dir), sweep, overrides, overwrite)
+    try:
+        try:
+            res = run_sweep(sweep, config_dir, progress=progress, jobs=jobs, on_row=run.add)
+        except KeyboardInterrupt:
+            run.rewrite()
+            run.write_meta("interrupted", [run.csv] if run.rows else [])
+            raise SweepInterrupted(f"sweep interrupted: {len(run.rows)} of {len(sweep)} points kept in "
+                                   f"{run.csv} (run.json marks the run partial)") from None
+        except BaseException:
+            run.rewrite()
+            run.write_meta("failed", [run.csv] if run.rows else [])
+            raise
+        if run._f is not None:
+            run._f.close()
+            run._f = None
+        files = [write_csv(res, run.csv)]
+        files += sweep_plots(res, run.out, fmt=fmt)
+        run.write_meta("complete", files)
+        return res, files
+    finally:
+        run.close()

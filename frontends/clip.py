@@ -20,6 +20,13 @@ Structure (scopes mirror the module's paths):
   returned.
 - ``post_layernorm`` on the class token.
 
+``num_layers_run`` (null: all layers) is the number of layers the pipeline runs. The
+official Wan image-to-video pipeline calls ``visual(..., use_31_block=True)``: it runs the
+first 31 of the 32 layers and returns their output, with no post-norm and no projection.
+With ``num_layers_run`` below ``num_hidden_layers`` the graph holds the embeddings, the
+pre-norm and that many layers (a repeat), and returns the last one's output; the layers that
+do not run are not in the graph (nor their parameters).
+
 For an input size other than the configured ``image_size`` transformers resizes the
 position table by bicubic interpolation; the graph stands it in by a lookup of one row
 per token (the same output shape, zero FLOPs in both).
@@ -52,6 +59,10 @@ def _check(cfg, batch, image_size):
     act = _get(cfg, "hidden_act", "gelu")
     if act not in ACTIVATIONS:
         raise ConfigError(f"image_encoder.hidden_act={act!r}: allowed {', '.join(ACTIVATIONS)}")
+    run = _get(cfg, "num_layers_run", None)
+    if run is not None and (isinstance(run, bool) or not isinstance(run, int) or not 1 <= run <= cfg.num_hidden_layers):
+        raise ConfigError(f"image_encoder.num_layers_run={run!r}: an integer in [1, num_hidden_layers="
+                          f"{cfg.num_hidden_layers}], or null for all layers")
     for k, v in (("batch", batch), ("image_size", image_size)):
         positive_int(f"image_encoder {k}", v)
     if image_size < cfg.patch_size:
@@ -86,7 +97,8 @@ def build(b, cfg, *, batch: int, dtype, image_size: int | None = None) -> Value:
     """Lower the CLIP vision tower into the builder's current stage for ``batch`` images of
     ``image_size`` pixels square (default: the configured size), pixels at ``dtype``
     (weights, and so activations, at the builder's weight dtype, as the module casts its
-    input to its weights' dtype). Returns the penultimate layer's hidden states, a
+    input to its weights' dtype). Returns the penultimate layer's hidden states (or, with
+    ``num_layers_run`` below the layer count, the last run layer's output), a
     (batch, (image_size // patch_size)**2 + 1, hidden_size) Value."""
     image_size = cfg.image_size if image_size is None else image_size
     _check(cfg, batch, image_size)
@@ -116,6 +128,12 @@ def build(b, cfg, *, batch: int, dtype, image_size: int | None = None) -> Value:
         x = b.add(x, pos, name="add_position")
     h = b.layernorm(x, eps=eps, name="pre_layrnorm")
     kw = dict(B=B, T=T, d=d, H=H, ff=ff, eps=eps, act=act)
+    run = _get(cfg, "num_layers_run", None)
+    if run is not None and run < L:
+        # the official pipeline's use_31_block: the first `run` layers, their output returned
+        with b.scope("encoder"), b.repeat("layers", run):
+            h = _layer(b, h, **kw)
+        return h
     with b.scope("encoder"):
         with b.repeat("layers", L - 1):
             h = _layer(b, h, **kw)

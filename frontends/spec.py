@@ -47,6 +47,11 @@ OP_KEYS = ("op", "name", "inputs", "input", "attrs", "weight_dtype")
 INPUT_KEYS = ("shape", "dtype")
 #: deepest allowed nesting of blocks
 MAX_DEPTH = 32
+#: largest repeat / loop / invocations count
+MAX_COUNT = 1_000_000
+#: largest input dimension, and most dimensions of an input
+MAX_DIM = 2**40
+MAX_RANK = 16
 #: dtype of an input that does not name one
 DEFAULT_INPUT_DTYPE = "bf16"
 #: ops whose ``dtype`` attribute defaults to the current weight dtype (as in the builder)
@@ -110,8 +115,10 @@ _Loader.add_implicit_resolver(
 def parse_spec_text(text: str, source: str = "<string>") -> Any:
     """Parse YAML ``text`` (a spec) and return the plain data. A syntax error raises
     SpecError naming ``source``, line and column."""
+    from wanir.safeio import load_yaml
+
     try:
-        return yaml.load(text, Loader=_Loader)
+        return load_yaml(text, source, loader=_Loader, error=SpecError)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
@@ -130,13 +137,9 @@ def load_spec(source) -> Graph:
     whose message starts with the YAML path of the problem."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise SpecError(f"{path}: cannot read the spec: {e.strerror or e}") from None
-        except UnicodeDecodeError as e:
-            raise SpecError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        from wanir.safeio import read_text_file
+
+        text = read_text_file(path, "spec", error=SpecError)  # a regular file under the size cap
         data = parse_spec_text(text, path)
         graph = _SpecBuilder(data).build()
         graph.meta["spec"] = path
@@ -157,11 +160,9 @@ def _key(path: str, key: str) -> str:
 
 
 def _short(v: Any, n: int = 60) -> str:
-    try:
-        r = repr(v)
-    except RecursionError:  # pragma: no cover - reprlib guards containers already
-        r = f"<{type(v).__name__}>"
-    return r if len(r) <= n else r[: n - 3] + "..."
+    from wanir.safeio import short
+
+    return short(v, n)
 
 
 def _tname(v: Any) -> str:
@@ -258,8 +259,8 @@ class _SpecBuilder:
         return v
 
     def count(self, v: Any, path: str, what: str, parent: Any = None) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            self.err(path, f"{what} must be a positive int; got {_tname(v)}", parent)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_COUNT:
+            self.err(path, f"{what} must be a positive int (at most {MAX_COUNT}); got {_tname(v)}", parent)
         return v
 
     def dtype(self, v: Any, path: str, parent: Any = None) -> str:
@@ -315,8 +316,11 @@ class _SpecBuilder:
             if not isinstance(shape, list) or not shape:
                 self.err(_key(p, "shape"), f"must be a non-empty list of positive ints; got {_tname(shape)}", spec)
             for j, d in enumerate(shape):
-                if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-                    self.err(f"{_key(p, 'shape')}[{j}]", f"dimensions must be positive ints; got {_tname(d)}", spec)
+                if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_DIM:
+                    self.err(f"{_key(p, 'shape')}[{j}]", f"dimensions must be positive ints (at most 2**40); got {_tname(d)}",
+                             spec)
+            if len(shape) > MAX_RANK:
+                self.err(_key(p, "shape"), f"at most {MAX_RANK} dimensions; got {len(shape)}", spec)
             dt = self.dtype(spec["dtype"], _key(p, "dtype"), spec) if "dtype" in spec else DEFAULT_INPUT_DTYPE
             out[k] = (tuple(shape), dt)
         return out

@@ -78,7 +78,7 @@ def test_corrupt_safetensors(tmp_path, capsys, content, fragment):
 def test_not_wan_header(tmp_path):
     f = tmp_path / "bert.safetensors"
     write_safetensors_header(f, {"embeddings.word_embeddings.weight": (10, 4), "pooler.dense.weight": (4, 4)})
-    with pytest.raises(ConfigError, match=r"not a Wan2.1 DiT, UMT5 encoder or Wan-VAE.*embeddings.word_embeddings.weight"):
+    with pytest.raises(ConfigError, match=r"not a Wan DiT, UMT5 encoder, Wan-VAE or Wan CLIP.*embeddings.word_embeddings.weight"):
         inspect(f)
 
 
@@ -131,7 +131,8 @@ FAMILY_KEYS = {
                 "image_dim", "added_kv_proj_dim"),
     "umt5": ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads", "relative_attention_num_buckets",
              "relative_attention_max_distance", "feed_forward_proj"),
-    "wan_vae": ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample"),
+    "wan_vae": ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample",
+                "decoder_base_dim", "is_residual", "in_channels", "out_channels", "patch_size"),
 }
 
 

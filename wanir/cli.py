@@ -10,6 +10,7 @@
     wanir sweep  OVERRIDES-WITH-SWEEPS... -o DIR
     wanir report [OVERRIDES...] -o report.html
     wanir validate [FILE.csv] [--runtime NAME] [--format table|json|md] [--fail-above PCT]
+    wanir verify [OVERRIDES...] [--stage NAME] [--depth N] [--format table|json]
 """
 from __future__ import annotations
 
@@ -201,8 +202,14 @@ def cmd_render(args) -> int:
 def cmd_sweep(args) -> int:
     from wanir.backends.sweep import sweep_to_dir
 
-    res, files = sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
-                              fmt=args.plot_format, jobs=args.jobs)
+    from wanir.backends.sweep import SweepInterrupted
+
+    try:
+        res, files = sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
+                                  fmt=args.plot_format, jobs=args.jobs, overwrite=args.overwrite)
+    except SweepInterrupted as e:
+        print(f"wanir: {e}", file=sys.stderr)
+        return 130
     t = res.timing
     print(f"{t['points']} points in {t['total_s']:.2f} s ({t['jobs']} process(es); "
           f"estimating {t['estimate_s']:.2f} s of it summed over processes)", file=sys.stderr)
@@ -237,6 +244,8 @@ def _add_visual_commands(sub) -> None:
     w.add_argument("-o", "--output", required=True, help="output directory")
     w.add_argument("--plot-format", choices=("png", "svg", "pdf"), default="png")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    w.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier sweep in the output directory (its results.csv, run.json and plots)")
     w.add_argument("-j", "--jobs", type=int, default=None,
                    help="processes to spread the points over (default: one per CPU core, up to 8, for sweeps of "
                         "more than 32 points; else 1)")
@@ -309,7 +318,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     from wanir.backends import calibrate
     calibrate.add_parser(sub)
+    from wanir.verify import add_parser as _add_verify
+    _add_verify(sub, _add_common)
     return p
+
+
+def _check_args(args) -> None:
+    """Numbers given as options are bounded before any work (docs/limits.md)."""
+    import math
+
+    from .errors import ConfigError
+    from .limits import MAX_DEVICES, MAX_JOBS, check_int_arg
+    from .safeio import short
+
+    if getattr(args, "depth", None) is not None:
+        check_int_arg("--depth", args.depth, 0, 64)
+    if getattr(args, "top", None) is not None:
+        check_int_arg("--top", args.top, 1, 1_000_000)
+    if getattr(args, "jobs", None) is not None:
+        check_int_arg("-j/--jobs", args.jobs, 1, MAX_JOBS)
+    for name in ("latency", "throughput"):
+        v = getattr(args, name, None)
+        if v is not None and not (math.isfinite(v) and 0 < v <= 1e9):
+            raise ConfigError(f"--{name} must be a finite number in (0, 1e9], got {short(v)}")
+    devices = getattr(args, "devices", None)
+    if devices:
+        items = devices.split(",")
+        if len(items) > 64 or not all(x.strip().isdigit() and len(x.strip()) <= 6 and
+                                      1 <= int(x) <= MAX_DEVICES for x in items):
+            raise ConfigError(f"--devices {short(devices, 60)}: a comma-separated list of at most 64 "
+                              f"integers in [1, {MAX_DEVICES}]")
+    for it in getattr(args, "price", None) or ():
+        _, _, val = str(it).partition("=")
+        try:
+            ok = math.isfinite(float(val)) and 0 <= float(val) <= 1e6
+        except ValueError:
+            ok = True   # the sizing backend words a malformed item
+        if not ok:
+            raise ConfigError(f"--price {short(it, 60)}: USD per GPU-hour must be a finite number in [0, 1e6]")
 
 
 def main(argv=None) -> int:
@@ -322,12 +368,16 @@ def main(argv=None) -> int:
         if not cols.isdigit() or int(cols) < 160:
             os.environ["COLUMNS"] = "200"
     try:
+        _check_args(args)
         return args.func(args)
     except WanirError as e:
         print(f"wanir: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # pragma: no cover
         return 0
+    except KeyboardInterrupt:
+        print("wanir: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,10 +34,15 @@ DTYPE_CHOICES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8",
 def _int(lo=1, hi=None):
     def check(key, v):
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{key} must be an integer{_range(lo, hi)}, got {v!r}")
+            raise ConfigError(f"{key} must be an integer{_range(lo, hi)}, got {_short(v)}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise ConfigError(f"{key} must be an integer{_range(lo, hi)}, got {v}")
+            raise ConfigError(f"{key} must be an integer{_range(lo, hi)}, got {_short(v)}")
     return check
+
+
+def _short(v):
+    from .safeio import short
+    return short(v)
 
 
 def _range(lo, hi):
@@ -50,13 +55,13 @@ def _range(lo, hi):
 
 def _bool(key, v):
     if not isinstance(v, bool):
-        raise ConfigError(f"{key} must be true or false, got {v!r}")
+        raise ConfigError(f"{key} must be true or false, got {_short(v)}")
 
 
 def _choice(*choices):
     def check(key, v):
         if v not in choices:
-            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {v!r}")
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {_short(v)}")
     return check
 
 
@@ -76,7 +81,7 @@ def _int_or_auto(lo=1):
             try:
                 ints(key, v)
             except ConfigError:
-                raise ConfigError(f"{key} must be an integer >= {lo} or auto, got {v!r}") from None
+                raise ConfigError(f"{key} must be an integer >= {lo} or auto, got {_short(v)}") from None
     return check
 
 
@@ -178,8 +183,64 @@ def _compose(group_overrides: tuple[str, ...], config_dir: str | None) -> DictCo
         raise ConfigError(_explain_hydra(e, group_overrides, config_dir)) from None
     finally:
         GlobalHydra.instance().clear()
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    cfg = OmegaConf.create(_to_container(cfg))
     return cfg
+
+
+def _to_container(cfg) -> dict:
+    """The resolved config as containers; an interpolation that fails (refers to itself, or to
+    a missing key) is a one-line ConfigError."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except (OmegaConfBaseException, RecursionError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"cannot resolve an interpolation (${{...}}): {first[:200]}") from None
+
+
+def resolve_interpolations(cfg, overrides) -> None:
+    """Resolve ``${...}`` interpolations set by value overrides in place (once), so a value that
+    refers to itself is an error here and never reaches arithmetic."""
+    if any("${" in str(o) for o in overrides):
+        resolved = _to_container(cfg)
+        for k in list(cfg.keys()):
+            cfg[k] = resolved[k]
+
+
+#: most overrides, and longest override, accepted
+MAX_OVERRIDES, MAX_OVERRIDE_CHARS = 1000, 10_000
+
+
+def check_overrides(overrides) -> list:
+    """``overrides`` as a list of strings: a list or tuple of at most MAX_OVERRIDES strings of at
+    most MAX_OVERRIDE_CHARS characters each (a bare string is refused: it is not a list of
+    one-character overrides)."""
+    from .safeio import short
+    if isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides must be a list or tuple of strings such as ['workload.height=480'], "
+                          f"got {type(overrides).__name__} {short(overrides, 60)}")
+    if len(overrides) > MAX_OVERRIDES:
+        raise ConfigError(f"{len(overrides)} overrides; at most {MAX_OVERRIDES} are accepted")
+    for o in overrides:
+        if not isinstance(o, str):
+            raise ConfigError(f"overrides must be strings, got {type(o).__name__} {short(o, 60)}")
+        if len(o) > MAX_OVERRIDE_CHARS:
+            raise ConfigError(f"override {short(o, 60)} is {len(o)} characters; at most {MAX_OVERRIDE_CHARS}")
+    return list(overrides)
+
+
+def check_key(key: str, is_add: bool, valid) -> None:
+    """A value override's key must exist in the composed config; ``+key`` may add only a key
+    wanir reads (one with a documented limit, or a hardware spec key) - a typo is refused with
+    the closest valid key."""
+    if key in valid:
+        return
+    if is_add:
+        from .limits import LIMITS
+        if key in LIMITS or key in SCHEMA or key.startswith("hardware."):
+            return
+    raise ConfigError(_unknown_key(key, valid))
 
 
 def _explain_hydra(e, group_overrides, config_dir) -> str:
@@ -199,10 +260,13 @@ def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | N
                 validate: bool = True) -> DictConfig:
     """Compose the configuration from the built-in groups (and ``config_dir``), apply
     ``overrides`` and check the result. Returns a plain (resolved) DictConfig."""
-    overrides = list(overrides)
+    overrides = check_overrides(overrides)
     config_dir = str(config_dir) if config_dir else None
     if config_dir and not Path(config_dir).is_dir():
         raise ConfigError(f"--config-dir {config_dir}: no such directory")
+    if config_dir:
+        from .safeio import check_config_dir
+        check_config_dir(config_dir)   # regular files under the size cap, no YAML alias bombs
     parsed = parse_overrides(overrides)
     group_ovs, value_ovs = [], []
     for raw, ov in zip(overrides, parsed):
@@ -222,10 +286,10 @@ def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | N
         key = ov.key_or_group
         if ov.is_delete():
             raise ConfigError(f"'{raw}': deleting keys is not supported")
-        if key not in valid and not ov.is_add():
-            raise ConfigError(_unknown_key(key, valid))
+        check_key(key, ov.is_add(), valid)
         value = ov.value()
         OmegaConf.update(cfg, key, value, merge=False)
+    resolve_interpolations(cfg, overrides)
     hardware_post(cfg)
     from .runtime import apply_runtime
     apply_runtime(cfg)
@@ -255,6 +319,8 @@ def validate_config(cfg: DictConfig) -> None:
         if node == "__missing__":
             continue
         check(key, node)
+    from .limits import check_config
+    check_config(cfg)   # types, finiteness and ranges of every numeric key (docs/limits.md)
 
 
 def to_dict(cfg: DictConfig) -> dict:

@@ -272,7 +272,7 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
     """Estimate one generation for the configuration given by Hydra-style ``overrides``
     (e.g. ``["model=wan2.1-t2v-1.3b", "workload.height=480"]``) and an optional user
     config directory. Returns an :class:`Estimate`."""
-    return estimate_config(load_config(list(overrides), config_dir))
+    return estimate_config(load_config(overrides, config_dir))
 
 
 def estimate_graph(graph: Graph, cfg=None) -> Estimate:

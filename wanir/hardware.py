@@ -188,6 +188,9 @@ class _Reader:
             self.fail(key + ".value", f"must be a number, got {_show(v)}")
         if positive and v <= 0:
             self.fail(key + ".value", f"must be positive, got {v}")
+        from .limits import check_hw_number
+        if (why := check_hw_number(v, positive)) is not None:   # no 1e-320 bandwidth (inf times)
+            self.fail(key + ".value", why)
         self.source(key, node)
         return float(v)
 
@@ -383,8 +386,11 @@ def _from_plugin(name: str, spec: Mapping) -> Hardware:
 @functools.lru_cache(maxsize=128)
 def _load_file_cached(path: str, mtime: float) -> Hardware:
     from omegaconf import OmegaConf
+    from .safeio import check_yaml_text, read_text_file
+    text = read_text_file(path, "hardware YAML", error=HardwareError)   # a regular file under the cap
+    check_yaml_text(text, path, error=HardwareError)                   # no alias bomb
     try:
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        data = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
     except Exception as e:  # a YAML syntax error
         raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
     return from_mapping(data, origin=path, name=Path(path).stem)

@@ -93,3 +93,31 @@ def test_params_equal(model, ie_cfg):
 
 def test_params_do_not_depend_on_image_size(ie_cfg):
     assert lower(ie_cfg, 448)[0].stage_params("image_encoder") == lower(ie_cfg)[0].stage_params("image_encoder")
+
+
+def test_official_pipeline_runs_31_of_32_layers(model, ie_cfg):
+    """num_layers_run=31 (the official pipeline's use_31_block): embeddings, pre-norm and the
+    first 31 layers of the real tower, run one by one, and nothing after them."""
+    px = torch.zeros(1, 3, 224, 224, device="meta")
+    vm = model  # transformers 5: the tower is the model itself
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        h = vm.pre_layrnorm(vm.embeddings(px))
+        for layer in vm.encoder.layers[:31]:
+            h = layer(h, None)
+            h = h[0] if isinstance(h, tuple) else h
+    cfg = OmegaConf.merge(ie_cfg, {"num_layers_run": 31})
+    g, out, summary = lower(cfg)
+    assert summary["tensor_flops"] == fc.get_total_flops()
+    assert out.shape == tuple(h.shape)
+    # the 31 layers that run hold all but one layer's parameters
+    layer = sum(p.numel() for p in model.encoder.layers[0].parameters())
+    post = sum(p.numel() for p in model.post_layernorm.parameters())
+    assert g.stage_params("image_encoder") == sum(p.numel() for p in model.parameters()) - layer - post
+
+
+@pytest.mark.parametrize("bad", [0, 33, True, "31"])
+def test_num_layers_run_is_checked(ie_cfg, bad):
+    from wanir.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="image_encoder.num_layers_run"):
+        lower(OmegaConf.merge(ie_cfg, {"num_layers_run": bad}))

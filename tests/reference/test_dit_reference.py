@@ -25,7 +25,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from wanir import GraphBuilder  # noqa: E402
+from wanir import GraphBuilder, reference  # noqa: E402
 from wanir.frontends import wan_dit  # noqa: E402
 from wanir.passes import flops, verify  # noqa: E402
 
@@ -53,11 +53,7 @@ def video_latent(cfg, frames, height, width):
 
 
 def make_model(cfg, num_layers=None):
-    kw = dict(cfg, patch_size=tuple(cfg["patch_size"]))
-    if num_layers is not None:
-        kw["num_layers"] = num_layers
-    with torch.device("meta"):
-        return diffusers.WanTransformer3DModel(**kw).eval()
+    return reference.build_dit(dict(cfg, family="wan_dit"), num_layers=num_layers)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import wanir  # noqa: E402
+from wanir import reference  # noqa: E402
 from wanir.config import load_config  # noqa: E402
 
 pytestmark = pytest.mark.reference
@@ -29,32 +30,13 @@ def nparams(m):
 
 @pytest.fixture(scope="module")
 def real():
-    """The real modules, built on meta from the hyperparameters in wanir's configs."""
+    """The real modules, built on meta from the hyperparameters in wanir's configs
+    (wanir.reference, which `wanir verify` uses too)."""
     cfg = load_config(["model=wan2.1-i2v-14b-480p"])
-    te, ie, vae = cfg.text_encoder, cfg.image_encoder, cfg.vae
-    with torch.device("meta"):
-        umt5 = transformers.UMT5EncoderModel(transformers.UMT5Config(
-            vocab_size=te.vocab_size, d_model=te.d_model, d_kv=te.d_kv, d_ff=te.d_ff, num_layers=te.num_layers,
-            num_heads=te.num_heads, relative_attention_num_buckets=te.relative_attention_num_buckets,
-            relative_attention_max_distance=te.relative_attention_max_distance,
-            feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6, tie_word_embeddings=False)).eval()
-        clip = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(
-            hidden_size=ie.hidden_size, intermediate_size=ie.intermediate_size,
-            num_hidden_layers=ie.num_hidden_layers, num_attention_heads=ie.num_attention_heads,
-            patch_size=ie.patch_size, image_size=ie.image_size, hidden_act="gelu", layer_norm_eps=1e-5)).eval()
-        ae = diffusers.AutoencoderKLWan(base_dim=vae.base_dim, z_dim=vae.z_dim, dim_mult=list(vae.dim_mult),
-                                        num_res_blocks=vae.num_res_blocks, attn_scales=list(vae.attn_scales),
-                                        temperal_downsample=list(vae.temperal_downsample), dropout=0.0).eval()
-        dits = {}
-        for name in ("wan2.1-i2v-14b", "wan2.1-t2v-14b"):
-            d = load_config([f"dit={name}"]).dit
-            dits[name] = diffusers.WanTransformer3DModel(
-                patch_size=tuple(d.patch_size), num_attention_heads=d.num_attention_heads,
-                attention_head_dim=d.attention_head_dim, in_channels=d.in_channels, out_channels=d.out_channels,
-                text_dim=d.text_dim, freq_dim=d.freq_dim, ffn_dim=d.ffn_dim, num_layers=d.num_layers,
-                cross_attn_norm=d.cross_attn_norm, qk_norm=d.qk_norm, eps=d.eps, image_dim=d.image_dim,
-                added_kv_proj_dim=d.added_kv_proj_dim).eval()
-    return {"umt5": umt5, "clip": clip, "vae": ae, **dits}
+    dits = {name: reference.build_dit(load_config([f"dit={name}"]).dit)
+            for name in ("wan2.1-i2v-14b", "wan2.1-t2v-14b")}
+    return {"umt5": reference.build_umt5(cfg.text_encoder), "clip": reference.build_clip(cfg.image_encoder),
+            "vae": reference.build_vae(cfg.vae), **dits}
 
 
 def meta(*shape, dtype=torch.float32):

@@ -12,7 +12,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import wanir  # noqa: E402
-from wanir import GraphBuilder  # noqa: E402
+from wanir import GraphBuilder, reference  # noqa: E402
 from wanir.frontends import wan_vae  # noqa: E402
 from wanir.passes import flops, verify  # noqa: E402
 
@@ -28,12 +28,7 @@ ODD_VIDEOS = [(13, 57, 93)]                 # encode only: H, W not multiples of
 @pytest.fixture(scope="module")
 def vae():
     """The real model built from the same config keys wanir reads, on meta."""
-    with torch.device("meta"):
-        m = diffusers.AutoencoderKLWan(
-            base_dim=CFG.base_dim, z_dim=CFG.z_dim, dim_mult=list(CFG.dim_mult),
-            num_res_blocks=CFG.num_res_blocks, attn_scales=list(CFG.attn_scales),
-            temperal_downsample=list(CFG.temperal_downsample), dropout=0.0)
-    return m.eval()
+    return reference.build_vae(CFG)
 
 
 _memo = {}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ShapeError, UnknownOpError, WanirError
+from ..safeio import short
 from ..tensor import TensorType
 
 CATEGORIES = (
@@ -93,34 +94,56 @@ class OpDef:
         return dict(self.params(inputs, attrs)) if self.params else {}
 
 
+#: bounds of op attribute values (sizes, counts, axes) and of float attributes
+MAX_ATTR_INT = 2**40
+MAX_ATTR_FLOAT = 1e30
+MAX_ATTR_LIST = 64
+
+
+def _finite(v) -> bool:
+    import math
+    try:
+        return math.isfinite(v) and abs(v) <= MAX_ATTR_FLOAT
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def check_attr_int(v: int, where: str) -> int:
+    """``v`` when its magnitude is at most :data:`MAX_ATTR_INT`; else a one-line error."""
+    if not -MAX_ATTR_INT <= v <= MAX_ATTR_INT:
+        raise WanirError(f"{where} must be an int in [-2**40, 2**40], got {short(v)}")
+    return v
+
+
 def _coerce(a: Attr, v, where: str):
     t = a.type
     if t == "any":
         return v
     if t == "int":
         if isinstance(v, bool) or not isinstance(v, int):
-            raise WanirError(f"{where} must be an int, got {v!r}")
-        return v
+            raise WanirError(f"{where} must be an int, got {short(v)}")
+        return check_attr_int(v, where)
     if t == "float":
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise WanirError(f"{where} must be a number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
+            raise WanirError(f"{where} must be a finite number of magnitude at most {MAX_ATTR_FLOAT:g}, got {short(v)}")
         return float(v)
     if t == "bool":
         if not isinstance(v, bool):
-            raise WanirError(f"{where} must be true or false, got {v!r}")
+            raise WanirError(f"{where} must be true or false, got {short(v)}")
         return v
     if t == "str":
         if not isinstance(v, str):
-            raise WanirError(f"{where} must be a string, got {v!r}")
+            raise WanirError(f"{where} must be a string, got {short(v)}")
         return v
     if t == "ints":
         if isinstance(v, bool):
-            raise WanirError(f"{where} must be an int or a list of ints, got {v!r}")
+            raise WanirError(f"{where} must be an int or a list of ints, got {short(v)}")
         if isinstance(v, int):
-            return v
-        if isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-            return tuple(v)
-        raise WanirError(f"{where} must be an int or a list of ints, got {v!r}")
+            return check_attr_int(v, where)
+        if isinstance(v, (list, tuple)) and len(v) <= MAX_ATTR_LIST and \
+                all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            return tuple(check_attr_int(x, where) for x in v)
+        raise WanirError(f"{where} must be an int or a list of ints (at most {MAX_ATTR_LIST}), got {short(v)}")
     if t == "dtype":
         from ..dtypes import get_dtype
         try:

@@ -1,0 +1,444 @@
+"""Bounded file input and careful file output.
+
+Every file wanir reads on a user's behalf goes through :func:`read_regular_file` (or
+:func:`check_regular_file` where a library opens it): only regular files are opened (a FIFO,
+a device such as ``/dev/zero`` or a directory is refused without blocking), and each kind of
+file has a size cap (:data:`CAPS`). YAML is parsed with :func:`load_yaml`, which refuses a
+document whose aliases expand to more than :data:`YAML_MAX_NODES` nodes (an alias bomb) or
+that refers to itself. PyTorch zip checkpoints are checked member by member
+(:func:`check_torch_zip`) before ``torch.load`` sees them.
+
+Every file wanir writes goes through :func:`write_output`: the data goes to a temporary file
+in the target's directory that is then renamed into place, so a failure leaves no half
+file; an existing directory or a symbolic link at the target is refused; a permission error
+names the path; the suffix must match the format. :func:`csv_cell` escapes cells a
+spreadsheet would run as a formula.
+
+Errors are :class:`wanir.errors.ConfigError` (or the class a caller passes) with one line
+that names the path and the limit.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import ConfigError, WanirError
+
+MiB = 2**20
+
+#: size cap in bytes of each kind of input file
+CAPS = {
+    "spec": 4 * MiB,                      # a YAML graph spec
+    "config.json": 4 * MiB,               # a model's config.json
+    "index.json": 64 * MiB,               # a sharded checkpoint's *.index.json
+    "safetensors header": 100_000_000,    # the JSON header of a .safetensors file (the safetensors library's own cap)
+    "hardware YAML": 1 * MiB,             # a hardware/*.yaml file
+    "config YAML": 1 * MiB,               # any other YAML file of a --config-dir
+    "checkpoint pickle": 256 * MiB,       # the pickle (data.pkl) of a PyTorch zip checkpoint, uncompressed
+    "legacy checkpoint": 256 * MiB,       # a PyTorch checkpoint that is not a zip archive (read whole)
+    "checkpoint member": 2**40,           # any other member of a PyTorch zip checkpoint, uncompressed
+}
+#: members a PyTorch zip checkpoint may hold
+TORCH_ZIP_MAX_MEMBERS = 200_000
+#: compressed members may expand at most this much (tensor data is stored uncompressed)
+TORCH_ZIP_MAX_RATIO = 100
+#: nodes a YAML document may expand to once aliases are followed
+YAML_MAX_NODES = 200_000
+#: nesting depth of a YAML document
+YAML_MAX_DEPTH = 64
+#: files and folders looked at in a --config-dir
+CONFIG_DIR_MAX_ENTRIES = 5_000
+
+
+def short(v, n: int = 80) -> str:
+    """``repr(v)`` cut to ``n`` characters (for error messages that show a user's value)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 200:
+        return f"<an integer of {len(str(abs(v))) if v.bit_length() < 10000 else 'thousands of'} digits>"
+    try:
+        r = repr(v)
+    except Exception:  # noqa: BLE001 - a hostile __repr__, or too deep
+        r = f"<{type(v).__name__}>"
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _ps(p, n: int = 200) -> str:
+    """A path for a message: as written, cut to ``n`` characters."""
+    s = os.fspath(p) if isinstance(p, (str, os.PathLike)) else str(p)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _size(n: int) -> str:
+    for unit, f in (("GiB", 2**30), ("MiB", MiB), ("KiB", 1024)):
+        if n >= f:
+            return f"{n / f:.4g} {unit}"
+    return f"{n} bytes"
+
+
+def _kind_error(path, kind, what, error):
+    return error(f"{path}: {what}; a {kind} must be a regular file")
+
+
+def _open_regular(path, kind: str, error: type[WanirError]):
+    """Open ``path`` for reading without blocking (a FIFO opens at once); return (fd, size)."""
+    p = os.fspath(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except IsADirectoryError:
+        raise _kind_error(p, kind, "is a directory", error) from None
+    except ValueError:  # an embedded NUL byte
+        raise error(f"{short(p)}: not a valid path (it contains a NUL byte)") from None
+    except OSError as e:
+        raise error(f"{p}: cannot read the {kind}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = ("is a directory" if stat.S_ISDIR(st.st_mode) else "is a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "is a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                    else "is a socket" if stat.S_ISSOCK(st.st_mode) else "is not a regular file")
+            raise _kind_error(p, kind, what, error)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def check_regular_file(path, kind: str, cap: int | None = None, error: type[WanirError] = ConfigError) -> int:
+    """Check that ``path`` is a regular file (following links) of at most ``cap`` bytes
+    (default: the cap of ``kind``, none if it has no cap); return its size."""
+    fd, size = _open_regular(path, kind, error)
+    os.close(fd)
+    cap = CAPS.get(kind) if cap is None else cap
+    if cap is not None and size > cap:
+        raise error(f"{os.fspath(path)}: the {kind} is {_size(size)}; at most {_size(cap)} is read")
+    return size
+
+
+def read_regular_file(path, kind: str, cap: int | None = None, error: type[WanirError] = ConfigError) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most ``cap`` bytes (default
+    ``CAPS[kind]``). Raises ``error`` (one line naming the path) otherwise."""
+    cap = CAPS[kind] if cap is None else cap
+    fd, size = _open_regular(path, kind, error)
+    try:
+        if size > cap:
+            raise error(f"{os.fspath(path)}: the {kind} is {_size(size)}; at most {_size(cap)} is read")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(cap + 1)
+    except OSError as e:
+        raise error(f"{os.fspath(path)}: cannot read the {kind}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(data) > cap:  # it grew while we read it
+        raise error(f"{os.fspath(path)}: the {kind} is over {_size(cap)}; at most {_size(cap)} is read")
+    return data
+
+
+def read_text_file(path, kind: str, cap: int | None = None, error: type[WanirError] = ConfigError) -> str:
+    """:func:`read_regular_file` decoded as UTF-8 (an error names the byte offset)."""
+    data = read_regular_file(path, kind, cap, error)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{os.fspath(path)}: the {kind} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def read_header(path, kind: str, n: int, offset: int = 0, error: type[WanirError] = ConfigError) -> bytes:
+    """Read ``n`` bytes at ``offset`` of the regular file ``path`` (``n`` checked against the
+    cap of ``kind`` first)."""
+    cap = CAPS[kind]
+    if n > cap:
+        raise error(f"{os.fspath(path)}: the {kind} would be {_size(n)}; at most {_size(cap)} is read")
+    fd, _ = _open_regular(path, kind, error)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            f.seek(offset)
+            return f.read(n)
+    except OSError as e:
+        raise error(f"{os.fspath(path)}: cannot read the {kind}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- YAML
+
+
+def _expanded_nodes(root, source: str, error, max_nodes: int, max_depth: int) -> None:
+    """Raise ``error`` when the node graph under ``root`` expands (aliases followed) to more
+    than ``max_nodes`` nodes, nests deeper than ``max_depth`` or contains itself."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    on_path: set[int] = set()
+    # iterative post-order walk: a shared (aliased) node is sized once and counted at every use
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        nid = id(node)
+        if done:
+            on_path.discard(nid)
+            if isinstance(node, yaml.SequenceNode):
+                kids = node.value
+            elif isinstance(node, yaml.MappingNode):
+                kids = [x for kv in node.value for x in kv]
+            else:
+                kids = []
+            total = 1 + sum(sizes[id(k)] for k in kids)
+            depth = 1 + max((depths[id(k)] for k in kids), default=0)
+            if total > max_nodes:
+                raise error(f"{source}: the YAML expands to more than {max_nodes} values once its aliases "
+                            f"(*name) are followed; refused")
+            if depth > max_depth:
+                raise error(f"{source}: the YAML nests deeper than {max_depth} levels; refused")
+            sizes[nid], depths[nid] = total, depth
+            continue
+        if nid in sizes:
+            continue
+        if nid in on_path:
+            mark = node.start_mark
+            raise error(f"{source}:{mark.line + 1}:{mark.column + 1}: the YAML contains itself "
+                        f"(a recursive alias); refused")
+        on_path.add(nid)
+        stack.append((node, True))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((k, False) for k in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend((x, False) for kv in node.value for x in kv)
+
+
+def load_yaml(text: str, source: str = "<string>", loader=None, error: type[WanirError] = ConfigError,
+              max_nodes: int = YAML_MAX_NODES, max_depth: int = YAML_MAX_DEPTH):
+    """Parse one YAML document with ``loader`` (default ``yaml.SafeLoader``), refusing one that
+    expands (aliases followed) to more than ``max_nodes`` values, nests deeper than
+    ``max_depth`` or refers to itself. yaml.YAMLError propagates (callers word it)."""
+    import yaml
+
+    loader_cls = loader or yaml.SafeLoader
+    ld = loader_cls(text)
+    try:
+        try:
+            node = ld.get_single_node()
+        except RecursionError:
+            raise error(f"{source}: the YAML nests too deeply; refused") from None
+        if node is None:
+            return None
+        _expanded_nodes(node, source, error, max_nodes, max_depth)
+        return ld.construct_document(node)
+    finally:
+        ld.dispose()
+
+
+def check_yaml_text(text: str, source: str, error: type[WanirError] = ConfigError) -> None:
+    """Raise ``error`` when ``text`` is not YAML wanir will load (syntax, alias bomb, depth)."""
+    import yaml
+
+    try:
+        ld = yaml.SafeLoader(text)
+        try:
+            nodes = []
+            while ld.check_node():
+                node = ld.get_node()
+                if node is not None:
+                    nodes.append(node)
+        finally:
+            ld.dispose()
+    except RecursionError:
+        raise error(f"{source}: the YAML nests too deeply; refused") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        raise error(f"{where}: YAML syntax error: {getattr(e, 'problem', None) or short(str(e), 120)}") from None
+    for node in nodes:
+        _expanded_nodes(node, source, error, YAML_MAX_NODES, YAML_MAX_DEPTH)
+
+
+_CHECKED_DIRS: dict = {}
+
+
+def check_config_dir(config_dir, error: type[WanirError] = ConfigError) -> None:
+    """Check every ``*.yaml`` file of a user's ``--config-dir`` before Hydra reads it: regular
+    files under the size cap, YAML without alias bombs. Remembered per (path, size, mtime)."""
+    root = Path(config_dir)
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):   # Hydra follows links too
+        dirnames.sort()
+        seen += len(dirnames)
+        if seen > CONFIG_DIR_MAX_ENTRIES or dirpath.count(os.sep) - str(root).count(os.sep) > 8:
+            raise error(f"--config-dir {root}: more than {CONFIG_DIR_MAX_ENTRIES} entries or 8 levels of "
+                        f"folders (a link loop?); refused")
+        for name in sorted(filenames):
+            seen += 1
+            if seen > CONFIG_DIR_MAX_ENTRIES:
+                raise error(f"--config-dir {root}: more than {CONFIG_DIR_MAX_ENTRIES} entries; refused")
+            if not name.endswith((".yaml", ".yml")):
+                continue
+            p = os.path.join(dirpath, name)
+            kind = "hardware YAML" if Path(dirpath).name == "hardware" else "config YAML"
+            try:
+                st = os.stat(p)
+            except OSError as e:
+                raise error(f"{p}: cannot read the {kind}: {e.strerror or e}") from None
+            key = (p, st.st_size, st.st_mtime_ns, st.st_mode)
+            if key in _CHECKED_DIRS:
+                continue
+            text = read_text_file(p, kind, error=error)
+            check_yaml_text(text, p, error)
+            _CHECKED_DIRS[key] = True
+            if len(_CHECKED_DIRS) > 10_000:
+                _CHECKED_DIRS.clear()
+
+
+# ----------------------------------------------------------------------------- PyTorch checkpoints
+
+
+def check_torch_zip(path, error: type[WanirError] = ConfigError) -> None:
+    """Before ``torch.load``: ``path`` is a regular file; a zip archive has at most
+    :data:`TORCH_ZIP_MAX_MEMBERS` members, each within its uncompressed-size cap (pickles
+    ``CAPS['checkpoint pickle']``, the others ``CAPS['checkpoint member']``), no compressed
+    member expands more than :data:`TORCH_ZIP_MAX_RATIO` times, and the pickle really
+    decompresses to no more than its cap; a file that is not a zip (the legacy format,
+    read whole) is at most ``CAPS['legacy checkpoint']``."""
+    import zipfile
+
+    p = os.fspath(path)
+    size = check_regular_file(p, "checkpoint", cap=2**62, error=error)
+    try:
+        is_zip = zipfile.is_zipfile(p)
+    except OSError as e:
+        raise error(f"{p}: cannot read the checkpoint: {e.strerror or e}") from None
+    if not is_zip:
+        cap = CAPS["legacy checkpoint"]
+        if size > cap:
+            raise error(f"{p}: a PyTorch checkpoint in the legacy (non-zip) format of {_size(size)}; at most "
+                        f"{_size(cap)} is read (save it with a current torch.save, or as .safetensors)")
+        return
+    try:
+        with zipfile.ZipFile(p) as z:
+            infos = z.infolist()
+            if len(infos) > TORCH_ZIP_MAX_MEMBERS:
+                raise error(f"{p}: the checkpoint archive has {len(infos)} members; at most "
+                            f"{TORCH_ZIP_MAX_MEMBERS} are read")
+            for info in infos:
+                is_pickle = info.filename.endswith(".pkl")
+                kind = "checkpoint pickle" if is_pickle else "checkpoint member"
+                cap = CAPS[kind]
+                name = short(info.filename, 60)
+                if info.file_size > cap:
+                    raise error(f"{p}: member {name} is {_size(info.file_size)} uncompressed; a {kind} may be "
+                                f"at most {_size(cap)}")
+                if info.compress_type != zipfile.ZIP_STORED and \
+                        info.file_size > TORCH_ZIP_MAX_RATIO * max(info.compress_size, 1024):
+                    raise error(f"{p}: member {name} expands {info.file_size // max(info.compress_size, 1)} times "
+                                f"when decompressed; at most {TORCH_ZIP_MAX_RATIO} is read")
+                if is_pickle and info.compress_type != zipfile.ZIP_STORED:
+                    # the stated size can lie: decompress it, bounded
+                    with z.open(info) as f:
+                        got = 0
+                        while True:
+                            chunk = f.read(MiB)
+                            if not chunk:
+                                break
+                            got += len(chunk)
+                            if got > cap:
+                                raise error(f"{p}: member {name} decompresses to over {_size(cap)}; refused")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError) as e:
+        if isinstance(e, WanirError):
+            raise
+        raise error(f"{p}: not a readable PyTorch checkpoint archive: {short(str(e), 120)}") from None
+    except OSError as e:
+        raise error(f"{p}: cannot read the checkpoint: {e.strerror or e}") from None
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def check_output_path(path, allowed_suffixes=None, what: str = "-o", error: type[WanirError] = WanirError) -> Path:
+    """Check an output path before any work is done: the suffix is one of
+    ``allowed_suffixes`` (when given), the path is not an existing directory, not a symbolic
+    link, and its parent is (or can be made) a directory. Returns it as a Path."""
+    raw = os.fspath(path)
+    p = Path(raw)
+    if not raw or raw.endswith(os.sep) or p.name in ("", ".", ".."):
+        raise error(f"{what} {_ps(raw)}: names a directory; give a file name")
+    if allowed_suffixes is not None:
+        suf = p.suffix.lower()
+        if suf not in allowed_suffixes:
+            got = f"'{p.suffix}'" if p.suffix else "no suffix"
+            raise error(f"{what} {_ps(p)}: {got} does not match the output format; allowed: "
+                        f"{', '.join(allowed_suffixes)}")
+    if p.is_symlink():
+        raise error(f"{what} {_ps(p)}: is a symbolic link; wanir does not write through links "
+                    f"(remove it or give the target's path)")
+    if p.is_dir():
+        raise error(f"{what} {_ps(p)}: is an existing directory; give a file name")
+    if p.exists() and not p.is_file():
+        raise error(f"{what} {_ps(p)}: exists and is not a regular file")
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise error(f"{what} {_ps(p)}: {_ps(parent)} is not a directory")
+    return p
+
+
+def write_output(path, data: bytes | str | Callable[[Path], None], allowed_suffixes=None, what: str = "-o",
+                 error: type[WanirError] = WanirError) -> Path:
+    """Write ``data`` (bytes, text, or a function that writes a given temporary path) to
+    ``path`` atomically: checked with :func:`check_output_path`, written to a temporary file
+    beside it, then renamed into place. Returns the path."""
+    p = check_output_path(path, allowed_suffixes, what, error)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(f"{what} {_ps(p)}: cannot create the directory {_ps(p.parent)}: "
+                    f"{e.strerror or e}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:100]}.", suffix=".tmp" + p.suffix, dir=str(p.parent))
+    except OSError as e:
+        raise error(f"{what} {_ps(p)}: cannot write in {_ps(p.parent)}: {e.strerror or e}") from None
+    tmp_path = Path(tmp)
+    try:
+        if callable(data):
+            os.close(fd)
+            fd = -1
+            data(tmp_path)
+        else:
+            with os.fdopen(fd, "wb") as f:
+                fd = -1
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp_path, 0o644)
+        if p.is_symlink() or p.is_dir():  # appeared while we wrote
+            raise error(f"{what} {_ps(p)}: became a link or directory while writing; not replaced")
+        os.replace(tmp_path, p)
+    except OSError as e:
+        reason = "permission denied" if e.errno in (errno.EACCES, errno.EPERM) else (e.strerror or str(e))
+        raise error(f"{what} {_ps(p)}: cannot write: {reason}") from None
+    finally:
+        if fd != -1:
+            os.close(fd)
+        if tmp_path.exists():
+            try:
+                tmp_path.unlink()
+            except OSError:
+                pass
+    return p
+
+
+# ----------------------------------------------------------------------------- CSV
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(v):
+    """A CSV cell a spreadsheet shows as text: a string starting with ``= + - @`` (or a tab /
+    carriage return) gets a leading ``'``; numbers (including negative ones) are left alone."""
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        try:
+            float(v)
+            return v          # a plain number written as text ("-1.5")
+        except ValueError:
+            return "'" + v
+    return v
