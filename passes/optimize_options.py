@@ -158,10 +158,10 @@ def optimization_options(cfg) -> Optimizations:
         if skip is not None and thr is not None:
             raise ConfigError("give cache.skip or cache.threshold, not both")
         if skip is None and thr is None:
-            raise ConfigError(f"cache.method={method}: give cache.skip=<fraction of DiT calls reused, in [0, 1)> "
+            raise ConfigError(f"cache.method={method}: give cache.skip=<fraction of DiT calls reused, in [0, 1]> "
                               "or cache.threshold=<the method's threshold>")
         if skip is not None:
-            frac = _fraction(_number("cache.skip", skip, 0, 1, hi_open=True))
+            frac = _fraction(_number("cache.skip", skip, 0, 1))
         else:
             frac = _fraction(threshold_skip(method, _number("cache.threshold", thr, 0, 10, lo_open=True)))
     density = _get(cfg, "attention.density")

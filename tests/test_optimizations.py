@@ -98,6 +98,7 @@ def test_reused_calls_floor_and_first_call_full():
     assert reused_calls(10, Fraction(99, 100)) == 9       # floor(9.9), the first call always runs
     assert reused_calls(50, Fraction(7, 16)) == 21        # floor(21.875)
     assert reused_calls(1, Fraction(1, 2)) == 0
+    assert reused_calls(10, Fraction(1)) == 9            # skip 1: every call but the first
 
 
 def test_caching_keeps_weights_and_adds_the_cached_residual():
@@ -221,7 +222,7 @@ def test_render_draws_transformed_nodes_differently(tmp_path):
 @pytest.mark.parametrize("over,key", [
     (["cache.method=tea"], "cache.method"),
     (["cache.method=teacache"], "cache.method"),
-    (["cache.method=teacache", "cache.skip=1.0"], "cache.skip"),
+    (["cache.method=teacache", "cache.skip=1.5"], "cache.skip"),
     (["cache.method=teacache", "cache.skip=-0.1"], "cache.skip"),
     (["cache.method=teacache", "cache.skip=nan"], "cache.skip"),
     (["cache.method=teacache", "cache.skip=true"], "cache.skip"),
