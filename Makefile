@@ -27,7 +27,7 @@ system-deps:
 demo: setup
 	$(BIN)/wanir estimate
 
-test: setup system-deps
+test: setup setup-web system-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
@@ -41,3 +41,20 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# `wanir serve` and its browser tests: the 'web' extra and Playwright (it drives Debian's
+# chromium through executable_path; no browser is downloaded)
+WEB_STAMP := $(VENV)/.installed-web
+.PHONY: setup-web bench-web serve
+
+$(WEB_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[web,browser]'
+	touch $(WEB_STAMP)
+
+setup-web: $(WEB_STAMP)
+
+bench-web: setup-web
+	$(BIN)/python benchmarks/bench_web.py
+
+serve: setup-web
+	$(BIN)/wanir serve

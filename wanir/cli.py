@@ -1,6 +1,7 @@
 """The ``wanir`` command line: a thin layer over the Python API.
 
     wanir estimate [OVERRIDES...] [--format table|json|md|csv] [--by stage|scope|kind --depth N]
+    wanir serve    [--host 127.0.0.1] [--port 8765] [--config-dir DIR] [--allow-files DIR] [--open]
     wanir hardware [--config-dir DIR] [--format table|json|md]
     wanir config   [OVERRIDES...]
     wanir ops
@@ -313,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--format", choices=("text", "json"), default="text")
     i.set_defaults(func=cmd_inspect)
 
+    from wanir.web.command import add_parser as add_serve
+    add_serve(sub)
     _add_visual_commands(sub)
     from wanir.backends.validate import add_parser as _add_validate
     _add_validate(sub)

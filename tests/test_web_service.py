@@ -1,0 +1,405 @@
+"""`wanir serve`'s computations, without a browser or a web framework: the input checks,
+and the views against independent sums, the CLI's own output and invariants."""
+import contextlib
+import json
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import wanir
+from wanir.errors import ConfigError
+from wanir.web import service as W
+from wanir.web.app import culprit
+
+SMALL = ["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=17",
+         "workload.steps=2"]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return W.Engine()
+
+
+@pytest.fixture(scope="module")
+def est(engine):
+    return engine.estimate(SMALL)
+
+
+# ------------------------------------------------------------------------ input checks
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("workload.height=${oc.env:HOME}", "'$'"),                 # an interpolation would read the environment
+    ("workload=../../../../tmp/evil", "plain name"),            # a group option that walks out of the config folder
+    ("hardware=/etc/passwd", "plain name"),
+    ("+workload.extra=1", "KEY=VALUE"),                         # adding keys
+    ("~workload.height", "KEY=VALUE"),                          # deleting keys
+    ("workload.height", "KEY=VALUE"),
+    ("workload.height=4\\80", "'\\'"),
+    ("workload.height=48\x000", "control characters"),
+    ("model.from=/etc", "--allow-files"),                       # no file is read unless allowed
+    ("x" * 400 + "=1", "longer than"),
+])
+def test_bad_overrides_refused_in_one_line(bad, words):
+    with pytest.raises(ConfigError) as e:
+        W.check_overrides([bad])
+    msg = str(e.value)
+    assert words in msg and "\n" not in msg
+
+
+def test_override_count_and_type_bounded():
+    with pytest.raises(ConfigError, match="too many overrides"):
+        W.check_overrides(["workload.steps=2"] * (W.MAX_OVERRIDES + 1))
+    with pytest.raises(ConfigError, match="list"):
+        W.check_overrides("workload.steps=2")
+    with pytest.raises(ConfigError, match="string"):
+        W.check_overrides([3])
+    assert W.check_overrides(["  workload.steps=2 ", ""]) == ["workload.steps=2"]
+
+
+def test_model_from_only_inside_the_allowed_folder(tmp_path):
+    root = tmp_path / "models"
+    (root / "m").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    ok = W.check_overrides(["model.from=m"], allow_files=root)              # relative: inside the folder
+    assert ok == [f"model.from={(root / 'm').resolve()}"]
+    assert W.check_overrides([f"model.from={root / 'm'}"], allow_files=root) == ok
+    for bad in ("../secret", str(outside), "link", "m/../../secret"):
+        with pytest.raises(ConfigError, match="outside the folder"):
+            W.check_overrides([f"model.from={bad}"], allow_files=root)
+
+
+def test_engine_errors_are_the_cli_messages(engine, capsys):
+    from wanir.cli import main
+
+    for bad in (["workload.frames=80"], ["workload.heigth=480"], ["hardware=h1000"], ["workload.steps=abc"]):
+        with pytest.raises(ConfigError) as e:
+            engine.estimate_view(bad)
+        assert main(["estimate", *bad]) == 2
+        assert capsys.readouterr().err.strip() == f"wanir: error: {e.value}"
+
+
+def test_culprit_names_the_override():
+    ov = ["hardware=a100-80gb", "workload.height=480", "workload.frames=80"]
+    assert culprit(ov, "workload.frames=80: the VAE produces 1 + 4k frames") == "workload.frames"
+    assert culprit(ov, "hardware=h1000: no option 'h1000' in group 'hardware'") == "hardware"
+    assert culprit(["workload.heigth=1", "workload.height=2"],
+                   "unknown config key 'workload.heigth'; did you mean 'workload.height'?") == "workload.heigth"
+    assert culprit(ov, "dit: a patch grid exceeds rope_max_seq_len") is None
+    assert culprit(["model.from=/srv/m/x", "workload.steps=20"], "/srv/m/x: no such file or directory") == "model.from"
+
+
+def test_limits_of_views(engine):
+    with pytest.raises(ConfigError, match="depth"):
+        engine.roofline_view(SMALL, "scope", 99)
+    with pytest.raises(ConfigError, match="by="):
+        engine.roofline_view(SMALL, "layer", 2)
+    with pytest.raises(ConfigError, match="stage="):
+        engine.diagram_view(SMALL, "no_such_stage", 2)
+    with pytest.raises(ConfigError, match="devices"):
+        engine.size_view(SMALL, devices=[1, 2, 4, 8, 16, 32, 64])           # more device counts than allowed
+    with pytest.raises(ConfigError, match="devices"):
+        engine.size_view(SMALL, devices="1,1000")
+    with pytest.raises(ConfigError, match="latency"):
+        engine.size_view(SMALL, latency_s="inf")
+    # the messages of `wanir size` for the same values
+    with pytest.raises(ConfigError, match=r"^--latency must be a finite number in \(0, 1e9\], got -1.0$"):
+        engine.size_view(SMALL, latency_s="-1")
+    with pytest.raises(ConfigError, match=r"^argument --throughput: invalid float value: 'fast'$"):
+        engine.size_view(SMALL, throughput="fast")
+    with pytest.raises(ConfigError, match="hardware"):
+        engine.size_view(SMALL, hardware=["../../etc/passwd"])
+
+
+# ------------------------------------------------------------------------ options
+
+
+def test_options_list_every_group():
+    from wanir.config import GROUPS, list_options
+
+    opts = W.options()
+    assert [g["name"] for g in opts["groups"]] == list(GROUPS)
+    for g in opts["groups"]:
+        assert set(list_options(g["name"])) <= set(g["options"])
+    by = {g["name"]: g for g in opts["groups"]}
+    assert by["hardware"]["default"] == "h100-sxm" and by["model"]["default"] == "wan2.1-t2v-14b"
+    assert set(opts["hardware"]) == set(by["hardware"]["options"])
+
+
+# ------------------------------------------------------------------------ views
+
+
+def test_estimate_view_is_the_cli_document(engine, capsys):
+    from wanir.cli import main
+
+    v = engine.estimate_view(SMALL)
+    assert main(["estimate", *SMALL, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(v["document"]))
+    assert main(["estimate", *SMALL, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.replace("\r\n", "\n") == engine.download(SMALL, "csv").replace("\r\n", "\n")
+    # one table row per stage plus the total, in the CLI's column order
+    assert [r[0] for r in v["table"]["rows"]] == [s["name"] for s in v["document"]["stages"]] + ["total"]
+    assert v["table"]["head"][:3] == ["stage", "invocations", "FLOPs"]
+    from wanir.hardware import load
+    assert v["fit"]["fits"] is True and v["fit"]["capacity_bytes"] == load("h100-sxm").memory_bytes
+    assert v["fit"]["peak_memory_bytes"] == v["document"]["total"]["peak_memory_bytes"]
+
+
+def test_fit_against_the_device_capacity(engine):
+    v = engine.estimate_view(["hardware=rtx-4090"])        # the 14B at 720p does not fit in 24 GB
+    assert v["fit"]["fits"] is False
+    assert v["fit"]["peak_memory_bytes"] > v["fit"]["capacity_bytes"]
+    assert any("does not fit" in w for w in v["warnings"])
+
+
+def test_download_errors_are_the_cli_messages(engine):
+    with pytest.raises(ConfigError, match=r"^workload.frames=80: the VAE produces 1 \+ 4k frames"):
+        engine.download(["workload.frames=80"], "json")
+    with pytest.raises(ConfigError, match="allowed: json, csv, html"):
+        engine.download([], "xml")
+
+
+def test_multi_device_view_is_the_cli_table(engine, capsys):
+    from wanir.backends.parallel import cost_rows, multi_device_cost
+    from wanir.cli import main
+
+    ov = ["model=wan2.1-t2v-1.3b", "workload=480p", "parallel=ulysses", "parallel.degree=4"]
+    v = engine.estimate_view(ov)
+    head, body = cost_rows(multi_device_cost(engine.estimate(ov)))
+    assert v["multi_device"]["table"] == {"head": head, "rows": body}
+    assert body[-1][0] == "total" and body[-1][1] == "4"
+    assert main(["estimate", *ov, "--format", "md"]) == 0     # the CLI's table has the same rows
+    md = capsys.readouterr().out
+    for row in body:
+        assert "| " + " | ".join(row) + " |" in md
+    assert main(["estimate", *ov, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(engine.download(ov, "json"))
+
+
+def test_provenance_shown_when_the_document_has_it():
+    assert W._find_provenance({"stages": [{"name": "a"}]}) is None
+    doc = {"provenance": "p", "stages": [{"name": "a", "provenance": {"kernel": "flash2"}}, {"name": "b"}]}
+    assert W._find_provenance(doc) == {"pipeline": "p", "a": {"kernel": "flash2"}}
+
+
+def test_breakdown_adds_up(est):
+    b = W.breakdown(est, depth=2)
+    val = dict(zip(b["ids"], b["values"]))
+    kids = {}
+    for i, p in zip(b["ids"], b["parents"]):
+        kids.setdefault(p, []).append(i)
+    for parent, ch in kids.items():
+        if parent:
+            assert sum(val[c] for c in ch) == pytest.approx(val[parent], rel=1e-12)
+    # the roots are the stages; each stage's value is its time per generation
+    roots = {i: val[i] for i in kids[""]}
+    for s in est.stages:
+        assert roots[s.name] == pytest.approx(s.total["time_s"], rel=1e-9)
+    assert all(lbl for lbl in b["labels"]) and len(set(b["ids"])) == len(b["ids"])
+
+
+@pytest.mark.parametrize("extra", [[], ["memory.offload_model=false"], ["memory.offload_model=true"],
+                                   ["memory.offload_model=false", "memory.t5_cpu=true"],
+                                   ["memory.offload_model=block"]])
+def test_memory_timeline_peak_is_the_pipeline_peak(engine, extra):
+    e = engine.estimate(SMALL + extra)
+    m = W.memory_timeline(e)
+    heights = {r["stage"]: r["weight_bytes"] + r["activation_bytes"] + r["reserve_bytes"] for r in m["stages"]}
+    assert max(heights.values()) == e.total["peak_memory_bytes"]
+    assert heights[m["peak_stage"]] == e.total["peak_memory_bytes"]
+    gpu = [s for s in e.stages if e.extra["stages"][s.name]["on_gpu"]]
+    for r in m["stages"]:
+        assert r["activation_bytes"] == (e.stage(r["stage"]).per_invocation["peak_activation_bytes"]
+                                         if r["on_gpu"] else 0)
+        if "memory.offload_model=true" in extra:           # only the running stage's weights
+            assert r["weight_bytes"] == e.stage(r["stage"]).per_invocation["weight_bytes"]
+        elif "memory.offload_model=false" in extra and r["on_gpu"]:   # every GPU stage's weights
+            assert r["weight_bytes"] == sum(s.per_invocation["weight_bytes"] for s in gpu)
+    from wanir.hardware import load
+    assert m["capacity_bytes"] == load("h100-sxm").memory_bytes
+
+
+@pytest.mark.parametrize("offload", ["true", "false"])
+def test_memory_timeline_of_two_experts(engine, offload):
+    e = engine.estimate(["model=wan2.2-t2v-a14b", "workload=480p", "workload.frames=17", "workload.steps=4",
+                         f"memory.offload_model={offload}"])
+    m = W.memory_timeline(e)
+    heights = {r["stage"]: r["weight_bytes"] + r["activation_bytes"] + r["reserve_bytes"] for r in m["stages"]}
+    assert max(heights.values()) == e.total["peak_memory_bytes"]
+    dit = {r["stage"]: r for r in m["stages"]}["diffusion_core"]
+    both = e.stage("diffusion_core").per_invocation["weight_bytes"]
+    if offload == "true":    # one expert of the two at a time
+        assert dit["weight_bytes"] < both
+    else:
+        assert dit["weight_bytes"] >= both
+
+
+@pytest.mark.parametrize("by", ["op", "scope"])
+def test_roofline_points_lie_under_the_roof(engine, by):
+    v = engine.roofline_view(SMALL + ["roofline.mode=ideal"], by, 2)
+    roof = v["roof"]
+    from wanir.hardware import load
+    h100 = load("h100-sxm")
+    assert roof["peak_flops"] == h100.peak("bf16") and roof["bandwidth"] == h100.memory_bandwidth
+    assert v["points"]
+    for p in v["points"]:
+        assert p["x"] == p["flops"] / p["bytes"] and p["y"] == p["flops"] / p["time_s"]
+        # ideal time = max(bytes / bandwidth, tensor FLOPs / peak, vector FLOPs / vector peak), the
+        # bandwidth the L2's when the working set fits it: the attained rate of all FLOPs is at most
+        # x × the faster bandwidth and at most the two pipes' peaks together
+        bw = max(roof["bandwidth"], roof["l2_bandwidth"] or 0)
+        assert p["y"] <= p["x"] * bw * (1 + 1e-9)
+        assert p["y"] <= (roof["peak_flops"] + roof["vector_flops"]) * (1 + 1e-9)
+    if by == "op":   # one point per op with FLOPs, bytes and time; the others counted
+        e = engine.estimate(SMALL + ["roofline.mode=ideal"])
+        ops = [n for n in e.graph if n.category != "input"]
+        assert len(v["points"]) + v["left_out"] == len(ops)
+
+
+def test_compare_ratios(engine):
+    a = ["model=wan2.1-t2v-1.3b", "workload=480p"]
+    b = a + ["hardware=a100-80gb"]
+    d = engine.compare_view(a, b)
+    ea, eb = engine.estimate(a), engine.estimate(b)
+    tot = d["rows"][-1]
+    assert tot["stage"] == "total"
+    assert tot["ratio"]["time_s"] == pytest.approx(eb.total["time_s"] / ea.total["time_s"])
+    assert tot["ratio"]["flops"] == 1.0                   # the same graph on another GPU: the same FLOPs
+    for r in d["rows"][:-1]:
+        s_a, s_b = ea.stage(r["stage"]), eb.stage(r["stage"])
+        assert r["ratio"]["time_s"] == pytest.approx(s_b.total["time_s"] / s_a.total["time_s"])
+
+
+def test_pareto_front_example():
+    pts = [(1, 10), (2, 5), (3, 5), (4, 1), (2, 8), (5, 2)]
+    # (3,5) is beaten by (2,5), (2,8) by (2,5), (5,2) by (4,1)
+    assert W.pareto_front(pts) == [0, 1, 3]
+
+
+@given(st.lists(st.tuples(st.integers(1, 20), st.integers(1, 20)), min_size=1, max_size=30))
+def test_pareto_front_property(pts):
+    front = set(W.pareto_front(pts))
+
+    def beats(q, p):
+        return q[0] <= p[0] and q[1] <= p[1] and q != p
+
+    for i, p in enumerate(pts):
+        dominated = any(beats(q, p) for q in pts)
+        if i in front:
+            assert not dominated
+        elif not dominated:      # an exact duplicate of a front point is left out
+            assert any(pts[j] == p for j in front)
+
+
+def test_size_view_bounded_and_marked(engine):
+    d = engine.size_view(["model=wan2.1-t2v-1.3b", "workload=480p"], latency_s=60, hardware=["h100-sxm", "a100-80gb"],
+                         devices="1,2", prices=["h100-sxm=2.5", "a100-80gb=1.5"])
+    assert 0 < d["shown"] and d["priced"]
+    assert [r["rank"] for r in d["rows"]] == sorted(r["rank"] for r in d["rows"])
+    rows = d["rows"]
+    front = [r for r in rows if r["pareto"]]
+    assert front
+    for r in rows:    # every row's cost is devices × price × hours per video / replicas
+        price = {"h100-sxm": 2.5, "a100-80gb": 1.5}[r["hardware"]]
+        assert r["cost_per_video_usd"] == pytest.approx(r["gpu_hours_per_video"] * price)
+        if not r["pareto"]:
+            assert any(f["time_s"] <= r["time_s"] and f["cost_per_video_usd"] <= r["cost_per_video_usd"]
+                       for f in front)
+
+
+def test_size_payload_keeps_the_whole_front():
+    from types import SimpleNamespace
+
+    def cand(t, cost):
+        return SimpleNamespace(meets=True, to_dict=lambda: {"time_s": t, "cost_per_video_usd": cost,
+                                                            "gpu_hours_per_video": cost})
+    # ranked by cost: the fastest candidate is last, beyond the rows shown, yet on the front
+    cands = [cand(100.0, 1.0 + i / 1000) for i in range(W.MAX_SIZE_ROWS + 50)] + [cand(1.0, 9.0)]
+    d = W.size_payload({"candidates": cands, "priced": True, "evaluated": len(cands), "dropped": 0,
+                        "target": {}, "model": "m", "workload": {}, "prices": {}})
+    assert d["shown"] == W.MAX_SIZE_ROWS + 1
+    assert [r["rank"] for r in d["rows"] if r["pareto"]] == [1, len(cands)]
+
+
+def test_diagram_is_svg(engine):
+    import shutil
+    if shutil.which("dot") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Graphviz's dot")
+        pytest.skip("needs Graphviz's dot")
+    svg = engine.diagram_view(SMALL, "diffusion_core", 1)
+    assert svg.startswith("<svg") and "diffusion_core" in svg
+
+
+def test_estimate_cache_is_bounded():
+    e = W.Engine(cache_size=2)
+    for steps in (1, 2, 3):
+        e.estimate(["model=wan2.1-t2v-1.3b", f"workload.steps={steps}", "workload.frames=5"])
+    assert len(e.cache) == 2
+    assert isinstance(e.estimate(["model=wan2.1-t2v-1.3b", "workload.steps=3", "workload.frames=5"]), wanir.Estimate)
+
+
+def test_sizing_target_messages_are_the_cli_ones(capsys):
+    from wanir.cli import main
+    from wanir.web.service import _pos_float
+
+    for name, bad in (("latency", "-1"), ("throughput", "0"), ("latency", "fast"), ("latency", "inf")):
+        with pytest.raises(SystemExit) if bad == "fast" else contextlib.nullcontext():   # argparse exits
+            assert main(["size", f"--{name}", bad]) == 2
+        cli_msg = capsys.readouterr().err.strip().splitlines()[-1]
+        with pytest.raises(ConfigError) as e:
+            _pos_float(name, bad)
+        assert cli_msg.endswith(str(e.value))
+
+
+def test_serve_without_the_extra_is_one_line(monkeypatch, capsys):
+    from wanir.cli import main
+    from wanir.web import command
+
+    monkeypatch.setattr(command, "NEEDS", ("starlette", "no_such_module_for_wanir"))
+    assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("wanir: error: wanir serve needs the 'web' extra (missing: no_such_module_for_wanir); "
+                   "install it with: pip install 'wanir[web]'\n")
+
+
+def test_serve_port_bounded(capsys):
+    from wanir.cli import main
+
+    if not all(__import__("importlib").util.find_spec(m) for m in ("starlette", "uvicorn", "plotly")):
+        pytest.skip("needs the 'web' extra")
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port must be in [0, 65535]" in capsys.readouterr().err
+
+
+def test_sizing_ignores_the_gpu_and_plan_of_the_controls(engine):
+    from wanir.backends import sizing
+
+    ov = ["model=wan2.1-t2v-1.3b", "workload=480p"]
+    d = engine.size_view(ov + ["hardware=b200", "parallel=ulysses", "parallel.degree=2"], devices="1,2",
+                         hardware=["h100-sxm", "l40s"])
+    ref = sizing.size(ov, hardware=["h100-sxm", "l40s"], devices=(1, 2))
+    assert [(r["hardware"], r["plan"], r["time_s"]) for r in d["rows"]] == \
+        [(c.hardware, c.plan.label, c.time_s) for c in ref["candidates"]]
+    assert {r["hardware"] for r in d["rows"]} == {"h100-sxm", "l40s"}
+
+
+def test_config_dir_options_appear(tmp_path):
+    from wanir.config import CONFIG_DIR
+
+    hw = tmp_path / "hardware"
+    hw.mkdir()
+    text = (CONFIG_DIR / "hardware" / "h100-sxm.yaml").read_text()
+    (hw / "my-gpu.yaml").write_text(text.replace("name: h100-sxm", "name: my-gpu"))
+    opts = W.options(str(tmp_path))
+    by = {g["name"]: g for g in opts["groups"]}
+    assert "my-gpu" in by["hardware"]["options"] and "my-gpu" in opts["hardware"]
+    e = W.Engine(config_dir=tmp_path)
+    v = e.estimate_view(["model=wan2.1-t2v-1.3b", "workload.frames=5", "workload.steps=1", "hardware=my-gpu"])
+    assert v["document"]["hardware"] == "my-gpu"
+    with pytest.raises(ConfigError, match="my-gpu"):        # the options named in the message include it
+        e.estimate_view(["hardware=../x"])
