@@ -45,6 +45,7 @@ class Candidate:
     speedup: float | None
     meets: bool
     batch: int = 1
+    optimizations: str = ""      # '+'-joined names under `wanir size --optimizations` ('' = none)
 
     @property
     def devices(self) -> int:
@@ -62,12 +63,13 @@ class Candidate:
         """Plain data for JSON output. ``time_s`` is the latency of one batch of ``batch``
         videos (every video of it is done then)."""
         return {"hardware": self.hardware, "devices": self.devices, "plan": self.plan.label,
-                "batch": self.batch, "fits": self.fits, "priced": self.priced,
+                "batch": self.batch, "fits": self.fits, "priced": self.priced, "optimizations": self.optimizations,
                 "time_s": self.time_s, "peak_memory_bytes": self.peak_memory_bytes,
                 "capacity_bytes": self.capacity_bytes, "videos_per_hour": self.videos_per_hour,
                 "gpu_hours_per_video": self.gpu_hours_per_video, "cost_per_video_usd": self.cost_per_video,
                 "bottleneck": self.bottleneck, "bottleneck_share": self.bottleneck_share,
-                "comm_share": self.comm_share, "speedup": self.speedup, "meets_target": self.meets}
+                "comm_share": self.comm_share, "speedup": self.speedup, "meets_target": self.meets,
+                "optimizations": self.optimizations}
 
 
 def _divisors(n: int) -> list[int]:
@@ -101,7 +103,7 @@ def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
                                                     ("ring", ring > 1), ("dp", dp > 1)) if on]) or "single"
                     p = Plan(name, uly, ring, cfg, dp, f, base.get("overlap", True),
                              base.get("gpus_per_node", gpus_per_node), tuple(sorted(base.get("network", {}).items())),
-                             tuple(sorted(base.get("intra_node", {}).items())))
+                             tuple(sorted(base.get("intra_node", {}).items())), base.get("vae") or "single")
                     try:
                         check_plan(p, heads=heads, guidance=guidance)
                     except PlanError:
@@ -278,7 +280,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                 dg = graphs.get(key)
                 if dg is None:
                     shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
-                                      plan.gpus_per_node, plan.network, plan.intra_node)
+                                      plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
                     dg = graphs[key] = DeviceGraph(g_plan, shape_plan, c_plan)
                 for hw in hws:
                     if hw.name not in singles:
@@ -343,7 +345,7 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     if not show_all:   # the same replica layout with more data-parallel copies adds devices, not value
         seen, kept = set(), []
         for c in shown:
-            k = (c.hardware, c.plan.ulysses, c.plan.ring, c.plan.cfg, c.plan.fsdp > 1, c.batch)
+            k = (c.hardware, c.plan.ulysses, c.plan.ring, c.plan.cfg, c.plan.fsdp > 1, c.batch, c.optimizations)
             if k not in seen:
                 seen.add(k)
                 kept.append(c)
@@ -359,13 +361,16 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
              f"{target}")
     table = Table(title=title)
     batched = any(c.batch > 1 for c in shown[:top])
-    heads = ["#", "hardware", "GPUs", "plan"] + (["videos/batch"] if batched else []) + \
+    opt = "allowed" in result       # `wanir size --optimizations`: one more column
+    heads = ["#", "hardware", "GPUs", "plan"] + (["optimizations"] if opt else []) + \
+        (["videos/batch"] if batched else []) + \
         ["time/video", "videos/h", "$/video", "GPU-h/video", "mem/GPU", "comm", "bottleneck"]
     for h in heads:
-        table.add_column(h, justify="left" if h in ("hardware", "plan", "bottleneck") else "right")
+        table.add_column(h, justify="left" if h in ("hardware", "plan", "optimizations", "bottleneck") else "right")
     for i, c in enumerate(shown[:top], 1):
         cost = f"{c.cost_per_video:.3f}" if c.priced else "no price"
-        row = [str(i), c.hardware, str(c.devices), c.plan.label] + ([str(c.batch)] if batched else []) + \
+        row = [str(i), c.hardware, str(c.devices), c.plan.label] + ([c.optimizations or "none"] if opt else []) + \
+            ([str(c.batch)] if batched else []) + \
             [fmt_time(c.time_s), f"{c.videos_per_hour:.1f}", cost, f"{c.gpu_hours_per_video:.3f}",
              f"{fmt_bytes(c.peak_memory_bytes)} / {c.capacity_bytes / 2**30:.0f} GiB",
              f"{100 * c.comm_share:.0f} %", f"{c.bottleneck} {100 * c.bottleneck_share:.0f} %"]
@@ -382,4 +387,6 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
         unpriced = sorted({c.hardware for c in cands if not c.priced})
         con.print(f"no price for {', '.join(unpriced)}: ranked after the priced hardware, by GPU-hours per video "
                   f"(give --price NAME=USD_PER_GPU_HOUR)")
+    if result.get("skipped"):
+        con.print(f"not run: {'; '.join(result['skipped'])}")
     return None

@@ -20,7 +20,7 @@ def test_estimate_json_schema():
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     # keys are only ever added (docs/cli.md): these must be there
-    assert {"model", "hardware", "workload", "stages", "total", "warnings", "fits", "parallel"} <= set(d)
+    assert {"model", "hardware", "workload", "stages", "total", "warnings", "fits", "parallel", "optimizations"} <= set(d)
     assert set(d["total"]) == SCHEMA_TOTAL
     # the default (14B on one H100) fits in 80 GB with no warning; no parallel plan
     assert d["fits"] is True and d["warnings"] == [] and d["parallel"] is None

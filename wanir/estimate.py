@@ -174,7 +174,7 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         dg = None if device_graphs is None else device_graphs.get(key)
         if dg is None:
             shape = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
-                         plan.gpus_per_node, plan.network, plan.intra_node)
+                         plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
             dg = DeviceGraph(graph, shape, cfg)
             if device_graphs is not None:
                 device_graphs[key] = dg

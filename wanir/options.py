@@ -49,6 +49,8 @@ class PrecisionOptions:
     dit_weights: str = "bf16"
     dit_compute: str = "bf16"
     vae: str = "fp32"
+    act_scales: str = "per-token"            # 8-bit GEMMs: activation scale granularity
+    keep_fp32: tuple = ("patch_embedding", "condition_embedder", "proj_out")   # modules kept out of 8-bit
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class ParallelOptions:
     fsdp: Any = field(default=1, metadata=TIMING)
     overlap: bool = field(default=True, metadata=TIMING)
     gpus_per_node: int = field(default=8, metadata=TIMING)
+    vae: str = field(default="single", metadata=TIMING)          # single | patch (VAE decode split over the replica)
     intra_node: tuple = field(default=(), metadata=TIMING)   # sorted (key, value) pairs
     network: tuple = field(default=(), metadata=TIMING)      # sorted (key, value) pairs
 

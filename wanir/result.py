@@ -128,6 +128,7 @@ class Estimate:
             "warnings": list(self.warnings),
             "fits": self.fits,
             "parallel": None if self.parallel is None else copy.deepcopy(dict(self.parallel)),
+            "optimizations": list(self.graph.meta.get("optimizations", {}).get("applied", [])),
         }
 
 
