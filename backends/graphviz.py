@@ -44,6 +44,10 @@ BOUND_COLORS = {
     "communication": "#c39bd3",  # purple
     "unknown": "#e6e6e6",        # grey: no time annotation
 }
+#: scopes the optimization transforms add (passes/step_cache.py, passes/sparse_attention.py):
+#: their ops are drawn as dashed octagons
+TRANSFORM_SCOPES = {"cache_check", "cache_store", "reused_calls", "dense_steps", "sparse_sliding_tile",
+                    "sparse_radial", "sparse_svg", "quantize_qkv"}
 _SKIP_KINDS = {"parameter"}      # weights used as tensors: drawn as part of their consumer
 
 
@@ -300,6 +304,9 @@ def to_digraph(graph: Graph, stage: str | None = None, depth: int = 2, color: st
                 lines.append(f"{_esc(fmt_shape(n.outputs[0].shape))} {_esc(n.outputs[0].dtype)}")
             if n.category == "communication":
                 lines.append(f"degree {n.attrs.get('degree')} · {_esc(n.attrs.get('tier', ''))}")
+            if n.attrs.get("density"):          # an optimization transform's block-sparse attention
+                num, den = n.attrs["density"]
+                lines.append(f"sparse {num}/{den} · {_esc(n.attrs.get('pattern') or '')}")
         fl = fmt_count(u.flops)
         lines.append(f"{fl}{'' if fl[-1].isalpha() else ' '}FLOP · {share * 100:.1f}% {share_word}")
         return "<" + "<br/>".join(lines) + ">"
@@ -313,7 +320,15 @@ def to_digraph(graph: Graph, stage: str | None = None, depth: int = 2, color: st
             attrs.update(style="filled,bold", penwidth="1.5")
         elif u.bound == "communication" or u.nodes[0].category == "communication":
             attrs.update(shape="hexagon", style="filled")
+        elif _transformed(u.nodes[0]):
+            attrs.update(shape="octagon", style="filled,dashed", penwidth="2")
         sub.node(u.id, **attrs)
+
+    def _transformed(n) -> bool:
+        """A node an optimization transform made or changed (docs/optimizations.md)."""
+        if n.attrs.get("density"):
+            return True
+        return any(a.name in TRANSFORM_SCOPES for a in n.scope.ancestors())
 
     def emit_cluster(parent_g, s: Scope):
         with parent_g.subgraph(name="cluster_" + s.path.replace("/", "__").replace(".", "_")) as c:

@@ -180,6 +180,9 @@ def _config_section(est: Estimate) -> str:
     parts.append(f"<tr><td>hardware</td><td>{_e(est.hardware or '-')}</td></tr>")
     for k, v in wl.items():
         parts.append(f"<tr><td>workload.{_e(k)}</td><td>{_e(v)}</td></tr>")
+    from .report import optimizations
+    if optimizations(est):
+        parts.append(f"<tr><td>optimizations</td><td>{_e(', '.join(optimizations(est)))}</td></tr>")
     parts.append("</tbody></table>")
     if cfg is not None:
         import yaml

@@ -180,12 +180,19 @@ def to_json(est: Estimate) -> str:
     return json.dumps(est.to_dict(), indent=2)
 
 
+def optimizations(est: Estimate) -> list[str]:
+    """The optimizations applied to the estimate's graph, one phrase each (docs/optimizations.md)."""
+    return list(est.graph.meta.get("optimizations", {}).get("applied", []))
+
+
 def to_markdown(est: Estimate) -> str:
     """A Markdown table of the stages and the total."""
     head, body = _display_rows(est)
     lines = [f"**{est.model}** — " + ", ".join(f"{k}={v}" for k, v in est.to_dict()["workload"].items()), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
+    if optimizations(est):
+        lines.insert(1, "optimizations: " + ", ".join(optimizations(est)))
     lines += [f"\n{x}" for x in expert_lines(est)]
     lines += [f"\n> warning: {w}" for w in est.warnings]
     return "\n".join(lines) + "\n"
@@ -220,6 +227,8 @@ def print_table(est: Estimate, console=None) -> None:
         extra.append(f"peak memory includes a {fmt_bytes(reserve)} CUDA context and allocator reserve")
     if est.extra.get("transfer_s"):
         extra.append(f"host<->device weight transfer {fmt_time(est.extra['transfer_s'])} included in the total")
+    if optimizations(est):
+        extra.append("optimizations: " + ", ".join(optimizations(est)))
     for w in ("stages",):
         host = [s for s, i in est.extra.get(w, {}).items() if i.get("device") not in (None, est.hardware)]
         if host:

@@ -53,6 +53,8 @@ from wanir.hardware import Hardware, rate_dtype
 from wanir.ops import OPS
 
 MODES = ("calibrated", "ideal")
+#: GEMM dtypes that have no fallback: hardware without their tensor instructions refuses them
+LOW_PRECISION = ("fp8", "int8", "int4")
 SOURCE_ORDER = ("measured", "reported", "datasheet", "assumed")
 
 
@@ -148,6 +150,9 @@ class Model:
             clk, clk_key = self.m.boost_clock_hz, "microarch.boost_clock_ghz"
         else:
             r, rkey = self.rate(g["instruction"], dtype)
+            if rkey == "microarch.fp32_lanes_per_sm" and rate_dtype(dtype) in LOW_PRECISION:
+                raise ConfigError(f"hardware '{self.hw.name}' ({self.hw.family}) has no {dtype} tensor instructions: "
+                                  f"{dtype} GEMMs (precision.dit_compute) need a GPU that has them")
             ceil_v, ckey = g["ceiling"], "ceiling"
             clk, clk_key = self.clk, "microarch.tensor_clock_ghz"
         tm, tn = int(g["tile_m"]), int(g["tile_n"])
@@ -243,7 +248,11 @@ class Model:
         if cat == "attention":
             q, k, v = (i.type for i in n.inputs[:3])
             bh = prod(q.shape[:-2])
-            return self.attention(bh, q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1],
+            lk = k.shape[-2]
+            dens = n.attrs.get("density")
+            if dens:        # block-sparse (docs/optimizations.md): each query tile visits num/den of the key tiles
+                lk = max(1, -(-lk * dens[0] // dens[1]))
+            return self.attention(bh, q.shape[-2], lk, q.shape[-1], v.shape[-1],
                                   compute_dtype(n, self.allow_tf32))
         if cat == "matmul":
             dt = compute_dtype(n, self.allow_tf32)
@@ -278,6 +287,9 @@ def _ideal_peak(hw: Hardware, node, allow_tf32: bool, kernel: str | None) -> flo
             r = rates.get(rate_dtype(d))
             if r:
                 best = max(best, r)
+    if not best and rate_dtype(dt) in LOW_PRECISION and node.category == "matmul":
+        raise ConfigError(f"hardware '{hw.name}' ({hw.family}) has no {dt} tensor instructions: "
+                          f"{dt} GEMMs (precision.dit_compute) need a GPU that has them")
     if not best or dt == "fp32":
         return hw.vector_flops if not best else max(hw.vector_flops, m.sms * m.tensor_clock_hz * best)
     return m.sms * m.tensor_clock_hz * best

@@ -44,6 +44,7 @@ class Candidate:
     comm_share: float
     speedup: float | None
     meets: bool
+    optimizations: str = ""      # '+'-joined names under `wanir size --optimizations` ('' = none)
 
     @property
     def devices(self) -> int:
@@ -60,7 +61,8 @@ class Candidate:
                 "capacity_bytes": self.capacity_bytes, "videos_per_hour": self.videos_per_hour,
                 "gpu_hours_per_video": self.gpu_hours_per_video, "cost_per_video_usd": self.cost_per_video,
                 "bottleneck": self.bottleneck, "bottleneck_share": self.bottleneck_share,
-                "comm_share": self.comm_share, "speedup": self.speedup, "meets_target": self.meets}
+                "comm_share": self.comm_share, "speedup": self.speedup, "meets_target": self.meets,
+                "optimizations": self.optimizations}
 
 
 def _divisors(n: int) -> list[int]:
@@ -94,7 +96,7 @@ def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
                                                     ("ring", ring > 1), ("dp", dp > 1)) if on]) or "single"
                     p = Plan(name, uly, ring, cfg, dp, f, base.get("overlap", True),
                              base.get("gpus_per_node", gpus_per_node), tuple(sorted(base.get("network", {}).items())),
-                             tuple(sorted(base.get("intra_node", {}).items())))
+                             tuple(sorted(base.get("intra_node", {}).items())), base.get("vae") or "single")
                     try:
                         check_plan(p, heads=heads, guidance=guidance)
                     except PlanError:
@@ -174,7 +176,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
             dg = graphs.get(key)
             if dg is None:
                 shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
-                                  plan.gpus_per_node, plan.network, plan.intra_node)
+                                  plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
                 dg = graphs[key] = DeviceGraph(graph, shape_plan, cfg)
             for hw in hws:
                 if hw.name not in singles:
@@ -212,7 +214,7 @@ def render(result: dict, fmt: str = "table", top: int = 20, show_all: bool = Fal
     if not show_all:   # the same replica layout with more data-parallel copies adds devices, not value
         seen, kept = set(), []
         for c in shown:
-            k = (c.hardware, c.plan.ulysses, c.plan.ring, c.plan.cfg, c.plan.fsdp > 1)
+            k = (c.hardware, c.plan.ulysses, c.plan.ring, c.plan.cfg, c.plan.fsdp > 1, c.optimizations)
             if k not in seen:
                 seen.add(k)
                 kept.append(c)
@@ -234,11 +236,14 @@ def render(result: dict, fmt: str = "table", top: int = 20, show_all: bool = Fal
              f"{target}")
     table = Table(title=title)
     cost_head = "$/video" if result["priced"] else "GPU-h/video"
-    for h in ("#", "hardware", "GPUs", "plan", "time/video", "videos/h", cost_head, "mem/GPU", "comm", "bottleneck"):
-        table.add_column(h, justify="left" if h in ("hardware", "plan", "bottleneck") else "right")
+    opt = "allowed" in result       # `wanir size --optimizations`: one more column
+    for h in ("#", "hardware", "GPUs", "plan", *(("optimizations",) if opt else ()), "time/video", "videos/h",
+              cost_head, "mem/GPU", "comm", "bottleneck"):
+        table.add_column(h, justify="left" if h in ("hardware", "plan", "optimizations", "bottleneck") else "right")
     for i, c in enumerate(shown[:top], 1):
         cost = f"{c.cost_per_video:.3f}" if result["priced"] else f"{c.gpu_hours_per_video:.3f}"
-        table.add_row(str(i), c.hardware, str(c.devices), c.plan.label, fmt_time(c.time_s), f"{c.videos_per_hour:.1f}",
+        table.add_row(str(i), c.hardware, str(c.devices), c.plan.label, *((c.optimizations or "none",) if opt else ()),
+                      fmt_time(c.time_s), f"{c.videos_per_hour:.1f}",
                       cost, f"{fmt_bytes(c.peak_memory_bytes)} / {c.capacity_bytes / 2**30:.0f} GiB",
                       f"{100 * c.comm_share:.0f} %", f"{c.bottleneck} {100 * c.bottleneck_share:.0f} %")
     con = Console()
@@ -248,4 +253,6 @@ def render(result: dict, fmt: str = "table", top: int = 20, show_all: bool = Fal
               f"{len(cands)} fit, {meets} meet the target" + ("" if show_all else f"; showing the best {min(top, len(shown))}"))
     if not result["priced"]:
         con.print("no price for some hardware: ranked by GPU-hours per video (give --price NAME=USD_PER_GPU_HOUR)")
+    if result.get("skipped"):
+        con.print(f"not run: {'; '.join(result['skipped'])}")
     return None

@@ -113,6 +113,8 @@ def _plain(node) -> _Attrs:
 def build_pipeline(cfg) -> Graph:
     """Lower the configured pipeline into one graph (not yet annotated). ``graph.meta``
     holds the resolved workload, the model name and warnings."""
+    from wanir.passes.optimize_options import dit_activation_dtype  # fp8/int8: GEMMs only (docs/optimizations.md)
+
     from . import umt5, wan22, wan_dit, wan_vae
 
     wl = resolve_workload(cfg)
@@ -150,12 +152,13 @@ def build_pipeline(cfg) -> Graph:
     dit_shape = (cfg.dit.in_channels, wl.latent_frames, wl.latent_height, wl.latent_width)
     if opts.experts:
         wan22.build_experts(b, _plain(cfg.dit), opts, latent_shape=dit_shape, batch=wl.batch, text_len=wl.text_len,
-                            weights=prec.dit_weights, compute_dtype=prec.dit_compute, **dit_kw)
+                            weights=prec.dit_weights, compute_dtype=dit_activation_dtype(prec.dit_compute), **dit_kw)
     else:
         with b.stage("diffusion_core", invocations=wl.steps * cfg_mult), b.weights(prec.dit_weights):
             kw = {"image_len": image_len} if image_len is not None else {}
             wan_dit.build(b, _plain(cfg.dit), latent_shape=dit_shape,
-                          batch=wl.batch, text_len=wl.text_len, compute_dtype=prec.dit_compute, **kw, **dit_kw)
+                          batch=wl.batch, text_len=wl.text_len,
+                          compute_dtype=dit_activation_dtype(prec.dit_compute), **kw, **dit_kw)
 
     with b.stage("vae_decode", invocations=1), b.weights(prec.vae):
         wan_vae.build_decoder(b, _plain(cfg.vae), latent_shape=(wl.latent_channels, wl.latent_frames,
@@ -165,4 +168,7 @@ def build_pipeline(cfg) -> Graph:
     g = b.graph
     g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl),
                   runtime=runtime_options(cfg).name)
-    return g
+    from wanir.passes.optimize import apply as apply_optimizations   # docs/optimizations.md
+
+    from .vae_tiling import apply_tiling
+    return apply_tiling(apply_optimizations(g, cfg, wl.steps, wl.guidance), cfg)

@@ -21,6 +21,10 @@ top of the table, the same way for every op:
   its only consumer and both run equally often: the node does not read that input, the
   producer does not write it, and the node launches no kernel of its own. A graph input,
   a weight and a persistent value (``graph.meta['persistent']``) are never folded.
+- ``compiled`` (``torch.compile``): as ``fused``, but only into elementwise, norm and
+  reduction producers: the compiler generates one kernel per chain of pointwise ops and
+  norms (norm + modulation, the rotary products, residual gates and adds, casts) and
+  calls library kernels for GEMMs, convolutions and attention, whose outputs are written.
 
 Weights are read at their storage dtype. When a matmul or convolution computes at another
 dtype than its weights are stored in (an fp32 checkpoint under bf16 autocast), it also
@@ -36,12 +40,16 @@ from wanir.errors import ConfigError, UnknownOpError
 from wanir.graph import Graph, Node
 from wanir.ops import OPS
 
-FUSIONS = ("eager", "fused")
+FUSIONS = ("eager", "fused", "compiled")
 ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "sage2-fp16acc", "flash3-fp8", "math", "sdpa")
 #: categories whose weights autocast converts to the compute dtype per use
 AUTOCAST_CATEGORIES = ("matmul", "conv")
 #: categories that fold into their producer under the ``fused`` policy
 FUSIBLE_CATEGORIES = ("elementwise", "norm")
+#: producers a ``compiled`` policy folds into: a compiler (torch.compile's Inductor) fuses
+#: chains of pointwise ops, norms and reductions into one generated kernel, but not into the
+#: library GEMM, convolution and attention kernels it calls (their outputs are written)
+COMPILED_PRODUCERS = ("elementwise", "norm", "reduction")
 
 
 def _ins(node):
@@ -202,8 +210,9 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2",
     for n in nodes:
         op = OPS[n.kind]
         launches[n.id] = 0 if op.category == "input" or op.view else 1
-    if fusion == "fused":
-        _fuse(graph, nodes, reads, writes, launches, count)
+    if fusion in ("fused", "compiled"):
+        _fuse(graph, nodes, reads, writes, launches, count,
+              producers=COMPILED_PRODUCERS if fusion == "compiled" else None)
 
     out = {s: {"bytes_read": 0, "bytes_written": 0, "bytes": 0} for s in graph.stages}
     for n in nodes:
@@ -223,7 +232,7 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2",
     return out
 
 
-def _fuse(graph, nodes, reads, writes, launches, count):
+def _fuse(graph, nodes, reads, writes, launches, count, producers=None):
     """Apply the ``fused`` policy to the per-slot traffic (see the module docstring)."""
     by_id = {n.id: n for n in nodes}
     root = buffer_roots(nodes)
@@ -242,6 +251,8 @@ def _fuse(graph, nodes, reads, writes, launches, count):
             r = root.get((v.producer, v.index), (v.producer, v.index))
             p = by_id.get(r[0])
             if p is None or p.category == "input" or r in keep or consumers.get(r) != {n.id}:
+                continue
+            if producers is not None and p.category not in producers:
                 continue
             if count.stage(p.scope) != count.stage(n.scope) or count(p.scope) != count(n.scope):
                 continue

@@ -70,6 +70,11 @@ def _sdpa(node):
     vector = ATTENTION_PER_SCORE * bh * lq * lk + bh * lq * dv
     if len(node.inputs) == 4:
         vector += bh * lq * lk     # the additive mask/bias
+    dens = node.attrs.get("density")
+    if dens:                       # block-sparse: only num/den of the score tiles are computed
+        num, den = dens
+        tensor = tensor * num // den
+        vector = (vector - bh * lq * dv) * num // den + bh * lq * dv
     return tensor, vector
 
 

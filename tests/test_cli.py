@@ -19,7 +19,7 @@ def test_estimate_json_schema():
     r = wanir("estimate", "--format", "json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert set(d) == {"model", "hardware", "workload", "stages", "total"}
+    assert set(d) == {"model", "hardware", "workload", "stages", "total", "optimizations"}
     assert set(d["total"]) == SCHEMA_TOTAL
     for s in d["stages"]:
         assert set(s) == {"name", "invocations", "per_invocation", "total", "provenance"}

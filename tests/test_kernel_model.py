@@ -54,6 +54,8 @@ ATTENTION = [
     ("l20", "sage2", 4, 32, 32768, 128, 217, SAGE.format("L20") + ": Sage 8+8"),
     ("rtx-4090", "flash2", 4, 32, 32768, 128, 164, SAGE.format("4090") + ": FA2"),
     ("rtx-4090", "sage2", 4, 32, 32768, 128, 419, SAGE.format("4090") + ": Sage 8+8"),
+    ("rtx-4090", "sage2-fp16acc", 4, 32, 32768, 128, 493, "SageAttention:assets/4090_sageattn2++.png: Sage2++ (8+8)"),
+    ("h100-sxm", "flash3-fp8", 1, 16, 16384, 128, 1200, "FA3 paper (arXiv 2407.08608) abstract: FP8 close to 1.2 PFLOP/s"),
     ("b200", "flash4", 4, 32, 32768, 128, 1605, "together.ai FlashAttention-4 blog: up to 1605 BF16 on B200"),
     ("b200", "flash2", 4, 32, 32768, 128, 356, "pytorch tritonbench issue #171: FA2 ~352-361 on B200"),
     ("gb200", "cudnn", 4, 16, 16384, 64, 1157, "Dao-AILab/flash-attention PR #2605 (2.5 PF Blackwell, hd64, s16384)"),

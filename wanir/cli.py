@@ -61,8 +61,14 @@ def cmd_size(args) -> int:
         return 2
     devices = tuple(int(x) for x in args.devices.split(",")) if args.devices else sizing.DEFAULT_DEVICES
     hw = [h for h in args.hardware.split(",") if h] if args.hardware else None
-    res = sizing.size(args.overrides, args.config_dir, latency_s=args.latency, throughput=args.throughput,
-                      hardware=hw, devices=devices, prices=sizing.parse_prices(args.price))
+    if args.optimizations or args.allow:     # also search the allowed optimizations (docs/optimizations.md)
+        from wanir import size_optimizations as so
+        res = so.size_with_optimizations(args.overrides, args.config_dir, allow=so.parse_allow(args.allow or ""),
+                                         latency_s=args.latency, throughput=args.throughput, hardware=hw,
+                                         devices=devices, prices=sizing.parse_prices(args.price))
+    else:
+        res = sizing.size(args.overrides, args.config_dir, latency_s=args.latency, throughput=args.throughput,
+                          hardware=hw, devices=devices, prices=sizing.parse_prices(args.price))
     out = sizing.render(res, args.format, top=args.top, show_all=args.all)
     if out is not None:
         sys.stdout.write(out + "\n")
@@ -278,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--top", type=int, default=20, help="rows to show")
     z.add_argument("--all", action="store_true", help="also show candidates that miss the target")
     z.add_argument("--format", choices=("table", "json"), default="table")
+    z.add_argument("--optimizations", action="store_true",
+                   help="also rank the combinations of the --allow optimizations (docs/optimizations.md)")
+    z.add_argument("--allow", default=None, metavar="NAMES",
+                   help="comma-separated optimizations to combine, e.g. fp8,teacache,radial,compiled")
     z.set_defaults(func=cmd_size)
 
     hw = sub.add_parser("hardware", help="list the known devices (built-in, --config-dir and entry points)")

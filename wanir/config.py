@@ -26,7 +26,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 # The groups a user selects with `group=option`.
 GROUPS = ("model", "text_encoder", "image_encoder", "dit", "vae", "workload", "precision", "memory",
-          "roofline", "hardware", "parallel", "runtime")
+          "roofline", "hardware", "parallel", "runtime", "cache", "attention", "distill")
 
 DTYPE_CHOICES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
 
@@ -104,13 +104,13 @@ SCHEMA: dict[str, Any] = {
     "workload.vae_encode": _bool,
     "precision.text_encoder": _choice(*DTYPE_CHOICES),
     "precision.image_encoder": _choice(*DTYPE_CHOICES),
-    "precision.dit_weights": _choice(*DTYPE_CHOICES),
-    "precision.dit_compute": _choice(*DTYPE_CHOICES),
+    "precision.dit_weights": _choice(*DTYPE_CHOICES, "fp8"),
+    "precision.dit_compute": _choice(*DTYPE_CHOICES, "fp8"),
     "precision.vae": _choice(*DTYPE_CHOICES),
     "memory.offload_model": _choice(True, False, "block"),
     "memory.t5_cpu": _bool,
     "roofline.mode": _choice("calibrated", "ideal"),
-    "roofline.fusion": _choice("eager", "fused"),
+    "roofline.fusion": _choice("eager", "fused", "compiled"),
     "roofline.attention_kernel": _attention_kernel,     # null: the runtime's default; (kernel, family) checked when timing
     "parallel.degree": _int_or_auto(),
     "parallel.ulysses": _int_or_auto(),

@@ -84,6 +84,7 @@ class Estimate:
             "workload": dict(self.graph.meta.get("workload", {})),
             "stages": [s.to_dict() for s in self.stages],
             "total": dict(self.total),
+            "optimizations": list(self.graph.meta.get("optimizations", {}).get("applied", [])),
         }
 
 

@@ -141,6 +141,13 @@ LIMITS: dict[str, Rule] = {
     "parallel.network.bandwidth_GBps": _float(0.0, 1e6, lo_open=True),
     "parallel.network.latency_us": _float(0.0, 1e6),
     "parallel.network.efficiency": _float(0.0, 1.0, lo_open=True),
+    # optimizations (docs/optimizations.md; cross-key rules in wanir/passes/optimize_options.py)
+    "cache.skip": _float(0.0, 1.0, optional=True),
+    "cache.threshold": _float(0.0, 10.0, optional=True, lo_open=True),
+    "attention.density": _float(0.0, 1.0, lo_open=True),
+    "attention.dense_steps": _int(0, 100_000),
+    "vae.tile": _int(16, 16384, optional=True),
+    "vae.tile_stride": _int(8, 16384, optional=True),
     **{f"{g}.{k}": r for g, keys in _COMPONENTS.items() for k, r in keys.items()},
 }
 #: parallel degrees: an integer in [1, MAX_DEVICES] or 'auto'

@@ -131,7 +131,7 @@ class DeviceGraph:
             mem_stages[s] = ms
             r["weight_bytes"] = wb[s]
             r["peak_activation_bytes"] = ms["peak_activation_bytes"]
-            r["devices"] = 1 if s in SINGLE_DEVICE_STAGES else p.replica
+            r["devices"] = 1 if s in SINGLE_DEVICE_STAGES and not (s == "vae_decode" and p.vae == "patch") else p.replica
         pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes)
         return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s)
 

@@ -23,6 +23,8 @@ FSDP_STAGES = ("text_encoder", "diffusion_core")
 CFG_STAGES = ("text_encoder", "diffusion_core")
 #: stages that run on one device whatever the plan
 SINGLE_DEVICE_STAGES = ("vae_encode", "vae_decode")
+#: ``parallel.vae``: single (the decode on one device of each replica) or patch (row bands, vae_patch.py)
+VAE_MODES = ("single", "patch")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Plan:
     gpus_per_node: int = 8
     network: tuple = ()
     intra_node: tuple = ()
+    vae: str = "single"     # patch: the VAE decode split into row bands over the replica (vae_patch.py)
 
     @property
     def degree(self) -> int:
@@ -80,7 +83,7 @@ class Plan:
         return {"name": self.name, "label": self.label, "degree": self.degree, "ulysses": self.ulysses,
                 "ring": self.ring, "cfg": self.cfg, "dp": self.dp, "fsdp": self.fsdp, "overlap": self.overlap,
                 "gpus_per_node": self.gpus_per_node, "network": dict(self.network),
-                "intra_node": dict(self.intra_node)}
+                "intra_node": dict(self.intra_node), "vae": self.vae}
 
 
 def _posint(key, v):
@@ -138,7 +141,7 @@ def resolve_plan(p) -> Plan:
     except ImportError:  # pragma: no cover
         pass
     p = dict(p)
-    known = {"name", "degree", "overlap", "gpus_per_node", "network", "intra_node", "fsdp", *DIMS}
+    known = {"name", "degree", "overlap", "gpus_per_node", "network", "intra_node", "fsdp", "vae", *DIMS}
     extra = sorted(set(p) - known)
     if extra:
         raise PlanError(f"unknown key(s) parallel.{', parallel.'.join(extra)}; keys: {', '.join(sorted(known))}")
@@ -181,8 +184,12 @@ def resolve_plan(p) -> Plan:
         raise PlanError(f"parallel.overlap must be true or false, got {overlap!r}")
     net = p.get("network") or {}
     intra = p.get("intra_node") or {}
+    vae = p.get("vae", "single")
+    vae = "single" if vae is None else vae
+    if vae not in VAE_MODES:
+        raise PlanError(f"parallel.vae must be one of {', '.join(VAE_MODES)}, got {vae!r}")
     return Plan(str(p.get("name", "custom")), dims["ulysses"], dims["ring"], dims["cfg"], dims["dp"], fsdp,
-                overlap, gpn, tuple(sorted(dict(net).items())), tuple(sorted(dict(intra).items())))
+                overlap, gpn, tuple(sorted(dict(net).items())), tuple(sorted(dict(intra).items())), vae)
 
 
 # ------------------------------------------------------------------------ validity

@@ -15,6 +15,7 @@ from .plan import CFG_STAGES, FSDP_STAGES, SINGLE_DEVICE_STAGES, SP_STAGES, Plan
 from .rules import Unshardable as _Fail
 from .rules import propagate as _propagate
 from .rules import token_axis as _token_axis
+from .vae_patch import patch_vae_decode, patched
 
 _EXPANDED = re.compile(r"^(.*)\.(\d+)$")
 
@@ -110,6 +111,7 @@ class _Sharder:
         for n in src:
             for v in n.inputs:
                 self.src_consumers[v.producer].append(n)
+        self.vae_patch = patched(self)
 
     # ---------------------------------------------------------------- scopes and nodes
     def scope(self, s: Scope) -> Scope:
@@ -160,7 +162,7 @@ class _Sharder:
     def _stage_entry(self, src_stage: Scope, stage: Scope):
         name = src_stage.name
         p = self.plan
-        if name in SINGLE_DEVICE_STAGES and p.replica > 1:
+        if name in SINGLE_DEVICE_STAGES and p.replica > 1 and not (name == "vae_decode" and self.vae_patch):
             self.notes.append(f"{name} runs on one device of each replica (as the reference decodes on rank 0); "
                               f"the other {p.replica - 1} wait")
         if name in FSDP_STAGES and p.fsdp > 1:
@@ -279,11 +281,16 @@ class _Sharder:
                              if n.kind == "sdpa" and n.inputs[0].type.rank >= 3
                              and n.inputs[0].shape[-2] == self.seq_len[st]]
                     check_plan(p, heads=min(heads) if heads else None, tokens=self.seq_len[st])
+        patch_pers = None
         for node in self.src:
+            if self.vae_patch and node.stage == "vae_decode":     # decoded in row bands instead (vae_patch.py)
+                if patch_pers is None:
+                    patch_pers = patch_vae_decode(self, node.scope.stage)
+                continue
             self.copy(node)
         # stage outputs must leave whole
         for node in self.src:
-            if self.src_consumers[node.id]:
+            if self.src_consumers[node.id] or (self.vae_patch and node.stage == "vae_decode"):
                 continue
             for i in range(len(node.outputs)):
                 nv = self.vals[(node.id, i)]
@@ -297,18 +304,22 @@ class _Sharder:
         for st in self.src.stages:
             if p.sp > 1 and st not in SP_STAGES and st not in SINGLE_DEVICE_STAGES:
                 self.notes.append(f"{st} is not sequence-sharded: every device of a replica runs it whole")
-        self._remap_meta()
+        self._remap_meta(patch_pers)
         self.g.meta["parallel"] = {"plan": p.to_dict(), "comm": self.comm, "fsdp": self.fsdp_info,
                                    "notes": self.notes, "gathers": self.fallbacks,
                                    "single_device_stages": [s for s in SINGLE_DEVICE_STAGES if s in self.src.stages],
                                    "seq_len": self.seq_len}
         return self.g
 
-    def _remap_meta(self):
+    def _remap_meta(self, patch_pers=None):
         """Values recorded in ``meta['persistent']`` refer to source node ids: point them
-        at the copies."""
+        at the copies (a VAE decoded in bands keeps its band's)."""
         pers = self.src.meta.get("persistent")
+        if patch_pers is not None and isinstance(pers, dict):
+            pers = {k: v for k, v in pers.items() if k != "vae_decode"}
         if not pers:
+            if patch_pers:
+                self.g.meta["persistent"] = {"vae_decode": patch_pers}
             return
 
         def remap(vs):
@@ -320,6 +331,8 @@ class _Sharder:
             return out
         self.g.meta["persistent"] = ({k: remap(vs) for k, vs in pers.items()} if isinstance(pers, dict)
                                      else remap(pers))
+        if patch_pers is not None and isinstance(self.g.meta["persistent"], dict):
+            self.g.meta["persistent"]["vae_decode"] = patch_pers
 
     def copy(self, node: Node):
         scope = self.scope(node.scope)

@@ -89,7 +89,7 @@ def _linear_shape(ins, a):
     (x,) = ins
     if a["in_features"] is not None and x.shape[-1] != a["in_features"]:
         raise ShapeMismatch(f"last dim {x.shape[-1]} != in_features {a['in_features']}")
-    return (_tt(x.shape[:-1] + (a["out_features"],), x.dtype),)
+    return (_tt(x.shape[:-1] + (a["out_features"],), a.get("out_dtype") or x.dtype),)
 
 
 def _linear_params(ins, a):
@@ -102,7 +102,9 @@ def _linear_params(ins, a):
 
 register(OpDef(
     "linear", "matmul", _linear_shape,
-    attrs=(Attr("out_features", "int"), Attr("bias", "bool", True), Attr("in_features", "int", None)),
+    attrs=(Attr("out_features", "int"), Attr("bias", "bool", True), Attr("in_features", "int", None),
+           Attr("out_dtype", "dtype", None, "output dtype when it differs from the input's (a low-precision "
+                "GEMM that dequantizes in its epilogue)")),
     params=_linear_params, doc="y = x W^T (+ b) over the last dimension (nn.Linear)"))
 
 
@@ -197,14 +199,21 @@ def _sdpa_shape(ins, a):
         raise ShapeMismatch(f"k and v lengths differ: {k.shape[-2]} vs {v.shape[-2]}")
     if len(ins) == 4:
         broadcast(ins[3].shape, q.shape[:-1] + (k.shape[-2],))
-    return (_tt(q.shape[:-1] + (v.shape[-1],), q.dtype),)
+    d = a.get("density")
+    if d is not None and (isinstance(d, int) or len(d) != 2 or not 0 < d[0] <= d[1]):
+        raise ShapeMismatch(f"density must be (num, den) with 0 < num <= den, got {d!r}")
+    return (_tt(q.shape[:-1] + (v.shape[-1],), a.get("out_dtype") or q.dtype),)
 
 
 register(OpDef(
     "sdpa", "attention", _sdpa_shape, n_inputs=(3, 4),
-    attrs=(Attr("causal", "bool", False), Attr("scale", "float", None)),
+    attrs=(Attr("causal", "bool", False), Attr("scale", "float", None),
+           Attr("density", "ints", None, "block-sparse: (num, den), the fraction of score tiles computed"),
+           Attr("pattern", "str", None, "block-sparse: the sparse pattern (docs/optimizations.md)"),
+           Attr("out_dtype", "dtype", None, "output dtype when it differs from q's (8-bit attention kernels)")),
     doc="scaled-dot-product attention softmax(q k^T * scale + mask) v; q (B.., Lq, D), k (B.., Lk, D), "
-        "v (B.., Lk, Dv); an optional 4th input is an additive mask/bias broadcastable to (B.., Lq, Lk)"))
+        "v (B.., Lk, Dv); an optional 4th input is an additive mask/bias broadcastable to (B.., Lq, Lk); "
+        "with ``density`` = (num, den) only num/den of the score tiles are computed (block-sparse)"))
 
 # ----------------------------------------------------------------------------- norms
 

@@ -1,0 +1,60 @@
+"""Optimizations as graph transforms: the entry point the pipeline calls after lowering.
+
+:func:`apply` reads the optimization knobs once (:mod:`wanir.passes.optimize_options`)
+and returns the graph transformed by each active one: sparse self-attention
+(:mod:`wanir.passes.sparse_attention`) and step caching or dense warm-up steps, which
+reschedule the DiT stage per step (:mod:`wanir.passes.step_cache`). Distillation
+presets change only the workload (steps, guidance) and need no transform. With no
+optimization active the graph is returned unchanged. ``graph.meta['optimizations']``
+records what was applied (for reports). What each one models and leaves out:
+docs/optimizations.md.
+"""
+from __future__ import annotations
+
+from wanir.graph import Graph
+
+from .optimize_options import optimization_options
+
+
+def _cfg_parallel(cfg) -> bool:
+    """Whether the configured plan runs the two guidance branches on different devices."""
+    try:
+        from omegaconf import OmegaConf
+        v = OmegaConf.select(cfg, "parallel.cfg", default=1) if cfg is not None and not isinstance(cfg, dict) \
+            else ((cfg or {}).get("parallel") or {}).get("cfg", 1)
+    except Exception:
+        return False
+    return isinstance(v, int) and not isinstance(v, bool) and v > 1
+
+
+def _attention_kernel(cfg):
+    try:
+        from omegaconf import OmegaConf
+        if cfg is not None and not isinstance(cfg, dict):
+            return OmegaConf.select(cfg, "roofline.attention_kernel", default=None)
+    except ImportError:  # pragma: no cover
+        pass
+    return ((cfg or {}).get("roofline") or {}).get("attention_kernel")
+
+
+def apply(graph: Graph, cfg, steps: int, guidance: bool) -> Graph:
+    """``graph`` with the configured optimizations applied (a new graph), or ``graph``
+    itself when none is active. ``steps`` and ``guidance`` are the resolved workload's."""
+    opts = optimization_options(cfg)
+    applied = opts.describe()
+    if opts.any:
+        from . import step_cache
+        graph = step_cache.transform(graph, opts, steps, 2 if guidance else 1,
+                                     both_branches_here=not _cfg_parallel(cfg))
+    kernel = _attention_kernel(cfg)
+    from .attention_quant import QUANT_KERNELS
+    if kernel in QUANT_KERNELS:
+        from .attention_quant import quantize_attention
+        graph = quantize_attention(graph, kernel)
+        applied.append(f"{kernel} attention")
+    if opts.gemm_dtype:
+        from .quantize import quantize_gemms
+        graph = quantize_gemms(graph, opts.gemm_dtype, opts.keep_high_precision, opts.act_scales)
+    if applied:
+        graph.meta.setdefault("optimizations", {})["applied"] = applied
+    return graph

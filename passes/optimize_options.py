@@ -1,0 +1,215 @@
+"""The optimization knobs, read and checked in one place.
+
+:func:`optimization_options` reads every key the optimization transforms use (``cache.*``,
+``attention.*``, ``distill.name``) from a composed config, checks type, finiteness and
+range, and returns an immutable :class:`Optimizations`. Every error is one ConfigError
+line naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from wanir.errors import ConfigError
+
+CACHE_METHODS = ("teacache", "magcache", "easycache", "fbcache")
+SPARSE_PATTERNS = ("sliding-tile", "radial", "svg")
+#: the largest denominator a fraction from the config is reduced to (keeps counts exact ints)
+MAX_DENOMINATOR = 10_000
+
+#: cache.threshold → expected fraction of DiT calls reused, per method. Each row is a
+#: threshold the method's authors publish with an end-to-end speedup s on Wan2.1; the skip
+#: fraction is 1 − 1/s (the check cost is small; the transform adds it back). Sources and
+#: caveats in docs/optimizations.md. A threshold between two rows interpolates linearly;
+#: outside the table is an error (no extrapolation).
+THRESHOLD_TABLE: dict[str, tuple[tuple[float, float], ...]] = {
+    # TeaCache4Wan2.1 README (ali-vilab/TeaCache): relative-L1 thresholds for Wan2.1 T2V-1.3B,
+    # "slow" 0.05 ≈ 1.6×, "fast" 0.08 ≈ 2.0× (approximate reading)
+    "teacache": ((0.05, 1 - 1 / 1.6), (0.08, 1 - 1 / 2.0)),
+    # MagCache (arXiv 2506.09045) on Wan2.1: "slow" ≈ 2.1×, "fast" ≈ 2.68×; the error
+    # thresholds of its Wan2.1 scripts are 0.12 and 0.24 (approximate reading)
+    "magcache": ((0.12, 1 - 1 / 2.1), (0.24, 1 - 1 / 2.68)),
+    # EasyCache (arXiv 2507.02860): 2.1–3.3× speedups over the baselines; its Wan2.1 default
+    # threshold 0.05 taken as the lower end (approximate reading)
+    "easycache": ((0.05, 1 - 1 / 2.1),),
+    # First-Block Cache (ParaAttention, diffusers FirstBlockCacheConfig): residual_diff_threshold
+    # 0.08 at ≈ 1.5–2× on video DiTs; 0.08 taken as 1.5× (approximate reading)
+    "fbcache": ((0.08, 1 - 1 / 1.5),),
+}
+
+
+@dataclass(frozen=True)
+class Optimizations:
+    """The checked optimization knobs. ``cache_skip`` and ``attention_density`` are exact
+    fractions (denominator ≤ MAX_DENOMINATOR) so that transformed counts stay ints."""
+
+    cache_method: str | None = None
+    cache_skip: Fraction = Fraction(0)
+    cache_per_branch: bool = True
+    attention_density: Fraction = Fraction(1)
+    attention_pattern: str | None = None
+    attention_dense_steps: int = 0
+    distill: str = "none"
+    gemm_dtype: str | None = None
+    keep_high_precision: tuple = ()
+    act_scales: str = "per-token"
+
+    @property
+    def caching(self) -> bool:
+        return self.cache_method is not None
+
+    @property
+    def sparse(self) -> bool:
+        return self.attention_density < 1
+
+    @property
+    def any(self) -> bool:
+        """Whether a transform of the DiT's schedule or attention applies."""
+        return self.caching or self.sparse
+
+    def describe(self) -> list[str]:
+        """One short phrase per active optimization (for reports)."""
+        out = []
+        if self.gemm_dtype:
+            out.append(f"{'FP8' if self.gemm_dtype.startswith('fp8') else 'INT8'} GEMMs ({self.act_scales} scales)")
+        if self.distill not in (None, "none"):
+            out.append(f"distill={self.distill}")
+        if self.caching:
+            out.append(f"cache={self.cache_method} (skip {float(self.cache_skip):.0%}"
+                       f"{', per branch' if self.cache_per_branch else ''})")
+        if self.sparse:
+            out.append(f"sparse attention {self.attention_pattern} density {float(self.attention_density):g}"
+                       f"{f', {self.attention_dense_steps} dense steps' if self.attention_dense_steps else ''}")
+        return out
+
+
+def _get(cfg, key):
+    if cfg is None:
+        return None
+    try:
+        from omegaconf import OmegaConf
+        if not isinstance(cfg, dict):
+            return OmegaConf.select(cfg, key, default=None)
+    except ImportError:  # pragma: no cover
+        pass
+    d = cfg
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _number(key, v, lo, hi, lo_open=False, hi_open=False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{key} must be a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, "
+                          f"got {v!r}")
+    v = float(v)
+    bad = (not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi))
+    if bad:
+        raise ConfigError(f"{key} must be a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, "
+                          f"got {v!r}")
+    return v
+
+
+def _fraction(v: float) -> Fraction:
+    return Fraction(v).limit_denominator(MAX_DENOMINATOR)
+
+
+def threshold_skip(method: str, threshold: float) -> float:
+    """The expected skip fraction of ``method`` at ``threshold`` from THRESHOLD_TABLE (linear
+    between rows; a single row matches only its own threshold). Raises ConfigError outside
+    the table."""
+    rows = THRESHOLD_TABLE[method]
+    lo, hi = rows[0][0], rows[-1][0]
+    for t, s in rows:
+        if math.isclose(threshold, t, rel_tol=1e-9, abs_tol=1e-12):
+            return s
+    if len(rows) == 1 or not lo <= threshold <= hi:
+        known = ", ".join(f"{t:g}" for t, _ in rows)
+        raise ConfigError(f"cache.threshold={threshold:g}: {method} has published figures at {known}"
+                          + (f" (interpolated between {lo:g} and {hi:g})" if len(rows) > 1 else "")
+                          + "; give cache.skip=<fraction of calls reused> instead")
+    for (t0, s0), (t1, s1) in zip(rows, rows[1:]):
+        if t0 <= threshold <= t1:
+            return s0 + (s1 - s0) * (threshold - t0) / (t1 - t0)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def optimization_options(cfg) -> Optimizations:
+    """Read and check ``cache.*``, ``attention.*`` and ``distill.name`` from ``cfg`` (a
+    composed config, a plain dict or None). Returns an :class:`Optimizations`; raises
+    ConfigError naming the key on a bad value."""
+    method = _get(cfg, "cache.method")
+    if method is not None and method not in CACHE_METHODS:
+        raise ConfigError(f"cache.method must be one of {', '.join(CACHE_METHODS)} or null, got {method!r}")
+    skip, thr = _get(cfg, "cache.skip"), _get(cfg, "cache.threshold")
+    per_branch = _get(cfg, "cache.per_branch")
+    per_branch = True if per_branch is None else per_branch
+    if not isinstance(per_branch, bool):
+        raise ConfigError(f"cache.per_branch must be true or false, got {per_branch!r}")
+    frac = Fraction(0)
+    if method is None:
+        if skip is not None or thr is not None:
+            raise ConfigError("cache.skip / cache.threshold need cache.method "
+                              f"({', '.join(CACHE_METHODS)})")
+    else:
+        if skip is not None and thr is not None:
+            raise ConfigError("give cache.skip or cache.threshold, not both")
+        if skip is None and thr is None:
+            raise ConfigError(f"cache.method={method}: give cache.skip=<fraction of DiT calls reused, in [0, 1]> "
+                              "or cache.threshold=<the method's threshold>")
+        if skip is not None:
+            frac = _fraction(_number("cache.skip", skip, 0, 1))
+        else:
+            frac = _fraction(threshold_skip(method, _number("cache.threshold", thr, 0, 10, lo_open=True)))
+    density = _get(cfg, "attention.density")
+    density = 1.0 if density is None else density
+    dens = _fraction(_number("attention.density", density, 0, 1, lo_open=True))
+    if dens == 0:
+        raise ConfigError(f"attention.density={density!r} is below the smallest density modeled "
+                          f"(1/{MAX_DENOMINATOR})")
+    pattern = _get(cfg, "attention.pattern")
+    if pattern is not None and pattern not in SPARSE_PATTERNS:
+        raise ConfigError(f"attention.pattern must be one of {', '.join(SPARSE_PATTERNS)} or null, got {pattern!r}")
+    if dens < 1 and pattern is None:
+        raise ConfigError(f"attention.density={density:g} needs attention.pattern ({', '.join(SPARSE_PATTERNS)})")
+    if dens == 1 and pattern is not None:
+        raise ConfigError(f"attention.pattern={pattern} needs attention.density < 1")
+    ds = _get(cfg, "attention.dense_steps")
+    ds = 0 if ds is None else ds
+    if isinstance(ds, bool) or not isinstance(ds, int) or ds < 0 or ds > 100_000:
+        raise ConfigError(f"attention.dense_steps must be an integer in [0, 100000], got {ds!r}")
+    if ds and dens == 1:
+        raise ConfigError("attention.dense_steps needs sparse attention (attention.density < 1)")
+    name = _get(cfg, "distill.name")
+    name = "none" if name is None else str(name)
+    gemm = GEMM_DTYPES.get(_get(cfg, "precision.dit_compute"))
+    keep = _get(cfg, "precision.keep_fp32")
+    if keep is None:
+        keep = DEFAULT_KEEP
+    if isinstance(keep, str) or not hasattr(keep, "__iter__"):
+        raise ConfigError(f"precision.keep_fp32 must be a list of module names or path globs, got {keep!r}")
+    keep = tuple(keep)
+    if len(keep) > 256 or any(not isinstance(k, str) or not k or len(k) > 200 for k in keep):
+        raise ConfigError("precision.keep_fp32 must be at most 256 non-empty strings of at most 200 characters")
+    scales = _get(cfg, "precision.act_scales")
+    scales = "per-token" if scales is None else scales
+    if scales not in ACT_SCALES:
+        raise ConfigError(f"precision.act_scales must be one of {', '.join(ACT_SCALES)}, got {scales!r}")
+    return Optimizations(method, frac, per_branch, dens, pattern, ds, name, gemm, keep, scales)
+
+
+#: ``precision.dit_compute`` values that mean low-precision GEMMs (activations stay bf16)
+GEMM_DTYPES = {"fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "int8": "int8"}
+#: modules kept at the activation dtype when ``precision.keep_fp32`` is unset: everything
+#: outside the transformer blocks (what LightX2V's quantized Wan runs unquantized)
+DEFAULT_KEEP = ("patch_embedding", "condition_embedder", "proj_out")
+ACT_SCALES = ("per-token", "per-tensor")
+
+
+def dit_activation_dtype(dit_compute: str) -> str:
+    """The dtype the DiT's activations are built at: ``bf16`` for low-precision GEMMs
+    (fp8, int8: only the GEMMs run 8-bit), else ``dit_compute`` itself."""
+    return "bf16" if dit_compute in GEMM_DTYPES else dit_compute
