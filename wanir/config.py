@@ -206,6 +206,8 @@ def _to_container(cfg) -> dict:
     a missing key) is a one-line ConfigError."""
     from omegaconf.errors import OmegaConfBaseException
 
+    from .interpolation import check_config
+    check_config(cfg)   # only whole-value ${key} references to one value; no resolver calls
     try:
         return OmegaConf.to_container(cfg, resolve=True)
     except (OmegaConfBaseException, RecursionError) as e:
@@ -264,10 +266,40 @@ def _explain_hydra(e, group_overrides, config_dir) -> str:
         g, _, v = o.partition("=")
         g = g.lstrip("+~")
         if g in opts and v not in opts[g] and v != "null":
-            close = difflib.get_close_matches(v, opts[g], n=3)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            return f"{g}={v}: no option '{v}' in group '{g}'{hint} (options: {', '.join(opts[g])})"
+            return _no_option(g, v, opts[g])
     return msg
+
+
+def _no_option(g: str, v, options) -> str:
+    from .interpolation import MAX_OPTION_CHARS, plain_option
+    shown = v if isinstance(v, str) and v.isprintable() else repr(v)[1:-1] if isinstance(v, str) else str(v)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    close = difflib.get_close_matches(v, options, n=3) if isinstance(v, str) and len(v) <= MAX_OPTION_CHARS else []
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    if not plain_option(v):
+        hint += "; an option is a plain name, not a path"
+    listed = ", ".join(options)
+    listed = listed if len(listed) <= 600 else listed[:600].rsplit(", ", 1)[0] + f", ... ({len(options)} options)"
+    return f"{g}={shown}: no option '{shown}' in group '{g}'{hint} (options: {listed})"
+
+
+def check_group_option(group: str, value, config_dir: str | None) -> None:
+    """``group=value`` must select an option that exists - a built-in one, one of the user's
+    ``config_dir``, or (for hardware) an entry point - by a plain name (no path: Hydra would
+    load whatever YAML file a path names)."""
+    from .interpolation import plain_option
+    options = _available_options(config_dir)[group]
+    if plain_option(value):
+        if value in options:
+            return
+        if group == "hardware":
+            from .hardware import plugin_names
+            if value in plugin_names():
+                return
+    if group == "hardware":
+        from .hardware import plugin_names
+        options = sorted(set(options) | set(plugin_names()))
+    raise ConfigError(_no_option(group, value, options))
 
 
 def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None,
@@ -288,6 +320,12 @@ def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | N
         if ov.is_sweep_override():
             raise ConfigError(f"'{raw}' is a sweep; use `wanir sweep` for comma lists")
         if key in GROUPS and not ov.is_delete():
+            value = ov.value()
+            if not isinstance(value, str):   # null, a list, or a name Hydra reads as a number
+                text, options = raw.partition("=")[2].strip(), list_options(key, config_dir)
+                quote = f"; quote a name that reads as a number: {key}='{text}'" if text in options else ""
+                raise ConfigError(_no_option(key, text, options) + quote)
+            check_group_option(key, value, config_dir)
             group_ovs.append(raw)
         else:
             value_ovs.append((raw, ov))

@@ -391,8 +391,17 @@ def _load_file_cached(path: str, mtime: float) -> Hardware:
     text = read_text_file(path, "hardware YAML", error=HardwareError)   # a regular file under the cap
     check_yaml_text(text, path, error=HardwareError)                   # no alias bomb
     try:
-        data = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+        conf = OmegaConf.create(text)
     except Exception as e:  # a YAML syntax error
+        raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
+    from .interpolation import check_config
+    try:
+        check_config(conf)   # no ${oc.env:...}, only whole-value ${key} references to one value
+    except ConfigError as e:
+        raise HardwareError(f"{path}: {e}") from None
+    try:
+        data = OmegaConf.to_container(conf, resolve=True)
+    except Exception as e:  # noqa: BLE001 - an interpolation that does not resolve
         raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
     return from_mapping(data, origin=path, name=Path(path).stem)
 

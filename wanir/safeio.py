@@ -288,9 +288,23 @@ def check_config_dir(config_dir, error: type[WanirError] = ConfigError) -> None:
                 continue
             text = read_text_file(p, kind, error=error)
             check_yaml_text(text, p, error)
+            _check_config_yaml(text, p, error)
             _CHECKED_DIRS[key] = True
             if len(_CHECKED_DIRS) > 10_000:
                 _CHECKED_DIRS.clear()
+
+
+def _check_config_yaml(text: str, source: str, error) -> None:
+    """No resolver interpolation (``${oc.env:...}``) anywhere in a --config-dir file, and
+    plain option names in its defaults list (wanir.interpolation.check_yaml_data)."""
+    import yaml
+
+    from .interpolation import check_yaml_data
+    try:
+        data = load_yaml(text, source, error=error)
+    except yaml.YAMLError:   # not one document: Hydra's own error names the file
+        return
+    check_yaml_data(data, source, error)
 
 
 # ----------------------------------------------------------------------------- PyTorch checkpoints

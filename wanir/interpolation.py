@@ -1,0 +1,127 @@
+"""``${...}`` interpolations in values a user or a file supplies (overrides, ``--config-dir``
+YAML files), and the option names those files select.
+
+Only a whole-value reference to one other key is accepted: ``workload.width=${workload.height}``
+(in a YAML file also a relative ``${.key}``). Refused, with one line that names the key and
+never shows a resolved value:
+
+- a resolver call, ``${name:...}`` (``${oc.env:HOME}``, ``${oc.decode:...}``,
+  ``${oc.create:...}``, any custom resolver): it could read the environment;
+- a reference inside a longer string or inside a list, one that names a group of keys
+  rather than one value, and more than :data:`MAX_INTERPOLATIONS` references: references
+  that copy strings or groups of keys can double at each step and grow exponentially when
+  resolved;
+- in a ``defaults:`` list of a ``--config-dir`` file, an option that is not a plain name
+  (:func:`plain_option`): Hydra would load whatever YAML file a path names.
+"""
+from __future__ import annotations
+
+import re
+
+from .errors import ConfigError
+
+#: ``${...}`` references one composed configuration may hold
+MAX_INTERPOLATIONS = 256
+#: longest option name accepted for a config group
+MAX_OPTION_CHARS = 128
+
+#: a whole-value reference: ${key}, ${group.key}, or relative ${.key} / ${..key}
+_REF = re.compile(r"\$\{\s*\.*[A-Za-z_][\w-]*(?:\.[A-Za-z_0-9][\w-]*)*\s*\}")
+
+_RESOLVER = ("a resolver interpolation (${name:...}, such as ${oc.env:...}) is not accepted: it could read the "
+             "environment; write the value, or refer to one other key with ${group.key}")
+_NOT_WHOLE = "an interpolation must be the whole value and name one other key, such as ${workload.height}"
+
+
+def plain_option(name) -> bool:
+    """``name`` is a plain option name: a printable string of 1 to :data:`MAX_OPTION_CHARS`
+    characters without '/', '\\\\', '..' or NUL, not starting with '.' or '~'."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_OPTION_CHARS and name.isprintable()
+            and not name.startswith((".", "~")) and not any(s in name for s in ("/", "\\", "..", "\0")))
+
+
+def _is_resolver(s: str) -> bool:
+    # Every resolver call has a ':' after its '${' (the grammar's COLON token), whatever
+    # builds its name; a ':' after a '${' anywhere is refused, escaped or not.
+    i = s.find("${")
+    return i >= 0 and ":" in s[i:]
+
+
+def check_text(where: str, s: str, whole: bool = True) -> bool:
+    """Check a string value at ``where``; True when it is a ``${key}`` reference. ``whole``:
+    a reference may stand here (a mapping value, not a list item or a mapping key)."""
+    if "${" not in s:
+        return False
+    if _is_resolver(s):
+        raise ConfigError(f"{where}: {_RESOLVER}")
+    if not whole or not _REF.fullmatch(s.strip()):
+        raise ConfigError(f"{where}: {_NOT_WHOLE}")
+    return True
+
+
+def check_config(cfg) -> None:
+    """Check every interpolation of ``cfg`` (an unresolved OmegaConf config) before it is
+    resolved: each is a whole-value reference, at most :data:`MAX_INTERPOLATIONS` of them,
+    and each resolves to one value (not a group of keys). Raises ConfigError."""
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.errors import OmegaConfBaseException
+
+    refs = []
+    stack = [("", cfg)]
+    while stack:
+        prefix, node = stack.pop()
+        keys = list(node.keys()) if isinstance(node, DictConfig) else range(len(node))
+        for k in keys:
+            if isinstance(node, DictConfig):
+                where = f"{prefix}.{k}" if prefix else str(k)
+            else:
+                where = f"{prefix}[{k}]"
+            if isinstance(node, DictConfig) and isinstance(k, str) and "${" in k:
+                check_text(f"{where} (a key)", k, whole=False)
+            child = node._get_node(k)
+            if isinstance(child, (DictConfig, ListConfig)) and not child._is_interpolation():
+                stack.append((where, child))
+                continue
+            raw = child._value()
+            if isinstance(raw, str) and check_text(where, raw, whole=isinstance(node, DictConfig)):
+                refs.append((where, node, k))
+                if len(refs) > MAX_INTERPOLATIONS:
+                    raise ConfigError(f"more than {MAX_INTERPOLATIONS} ${{...}} interpolations; refused")
+    for where, node, k in refs:
+        try:
+            value = node[k]
+        except (OmegaConfBaseException, RecursionError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ConfigError(f"{where}: cannot resolve an interpolation (${{...}}): {first[:200]}") from None
+        if isinstance(value, (DictConfig, ListConfig)):
+            raise ConfigError(f"{where}: {_NOT_WHOLE} (it names a group of keys)")
+
+
+def check_yaml_data(data, source: str, error=ConfigError) -> None:
+    """Check a parsed ``--config-dir`` YAML file before Hydra reads it: no resolver call in
+    any string (Hydra resolves those of a ``defaults:`` list while composing), and every
+    option its ``defaults:`` list selects is a plain name (or null)."""
+    stack = [("", data)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            if _is_resolver(v):
+                raise error(f"{source}: {where or 'the document'}: {_RESOLVER}")
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                name = k if isinstance(k, str) and len(k) <= 60 and k.isprintable() else repr(k)[:60]
+                path = f"{where}.{name}" if where else name
+                stack.append((f"{path} (a key)", k))
+                stack.append((path, x))
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", x) for i, x in enumerate(v))
+    defaults = data.get("defaults") if isinstance(data, dict) else None
+    for entry in defaults if isinstance(defaults, list) else ():
+        options = [entry] if isinstance(entry, str) else list(entry.values()) if isinstance(entry, dict) else []
+        for o in options:
+            for name in o if isinstance(o, list) else [o]:
+                if name is not None and name != "_self_" and not plain_option(name):
+                    shown = name if isinstance(name, str) and len(name) <= 60 and name.isprintable() else \
+                        repr(name)[:60]
+                    raise error(f"{source}: the defaults list selects '{shown}'; an option is a plain name "
+                                f"(no '/', '\\', '..', leading '.' or '~')")
