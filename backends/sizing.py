@@ -305,16 +305,26 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                                            c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b))
         if not fits_any:      # a larger batch only needs more memory
             break
-    fitting = [c for c in cands if c.fits]
-    priced = all(c.priced for c in fitting)
-    cands.sort(key=lambda c: (not c.fits, not c.meets, not c.priced,
-                              round(c.cost_per_video if c.priced else c.gpu_hours_per_video, 9), c.devices, c.time_s))
     graph = graph0
-    return {"candidates": [c for c in cands if c.fits], "unfit": [c for c in cands if not c.fits],
-            "dropped": dropped, "evaluated": evaluated, "priced": priced,
+    return {**rank(cands),
+            "dropped": dropped, "evaluated": evaluated,
             "target": {"latency_s": latency_s, "videos_per_hour": throughput},
             "model": graph.meta.get("model"), "workload": graph.meta.get("workload", {}), "prices": prices,
             "batches": list(batches), "plan": None if fixed is None else fixed.label}
+
+
+def rank(cands) -> dict:
+    """The ranking of :func:`size` (also used by ``wanir size --optimizations``): candidates
+    that fit first, those that meet the target first among them; then priced hardware by
+    cost per video, unpriced hardware after it by GPU-hours per video; then fewer devices,
+    less time. Returns {"candidates": the fitting ones ranked, "unfit": the others ranked the
+    same way, "priced": whether every fitting candidate has a price}."""
+    cands = sorted(cands, key=lambda c: (not c.fits, not c.meets, not c.priced,
+                                         round(c.cost_per_video if c.priced else c.gpu_hours_per_video, 9),
+                                         c.devices, c.time_s))
+    fitting = [c for c in cands if c.fits]
+    return {"candidates": fitting, "unfit": [c for c in cands if not c.fits],
+            "priced": all(c.priced for c in fitting)}
 
 
 #: rows of the table when --top is not given

@@ -632,3 +632,29 @@ def test_two_expert_stage_dense_steps_go_to_the_first_expert():
     assert _dit_tensor_flops(t) == want
     assert t.meta["optimizations"]["experts"]["high_noise"]["dense_steps"] == 2
     assert t.meta["optimizations"]["experts"]["low_noise"]["dense_steps"] == 0
+
+
+def test_size_optimizations_ranks_like_plain_size():
+    # partial prices: priced hardware by $/video first, the unpriced after it by GPU-hours per
+    # video, rows that do not fit in memory kept apart, whatever the optimization subset
+    from wanir.backends.sizing import size
+    from wanir.size_optimizations import size_with_optimizations
+    big = ["runtime=diffusers", "model=wan2.1-t2v-14b", "workload.height=128", "workload.width=128",
+           "workload.frames=9", "workload.steps=10"]
+    kw = dict(latency_s=1e9, hardware=["rtx-4090", "l40s"], devices=(1, 2), fsdp_options=(False, True),
+              prices={"l40s": 1.0})
+    res = size_with_optimizations(big, allow=("teacache",), **kw)
+    cands, unfit = res["candidates"], res["unfit"]
+    assert not res["priced"] and all(c.fits for c in cands) and all(not c.fits for c in unfit)
+    # 14B bf16 weights (28 GB) fit on no 24 GiB RTX 4090 alone: such rows are in "unfit", of both subsets
+    assert {c.optimizations for c in unfit if c.hardware == "rtx-4090" and c.devices == 1} == {"", "teacache"}
+    assert res["evaluated"] == len(cands) + len(unfit) and res["dropped"] == len(unfit)
+    flags = [c.priced for c in cands]
+    assert flags == sorted(flags, reverse=True) and True in flags and False in flags
+    priced = [c.cost_per_video for c in cands if c.priced]
+    unpriced = [c.gpu_hours_per_video for c in cands if not c.priced]
+    assert priced == sorted(priced) and unpriced == sorted(unpriced)
+    # each subset alone is what plain `wanir size` gives for its overrides
+    plain = size(big + ["cache.method=teacache", "cache.threshold=0.08"], **kw)
+    mine = [(c.hardware, c.plan.label, c.time_s) for c in cands if c.optimizations == "teacache"]
+    assert mine == [(c.hardware, c.plan.label, c.time_s) for c in plain["candidates"]]

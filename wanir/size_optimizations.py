@@ -127,28 +127,25 @@ def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware
                     res = r
                 else:
                     res["candidates"].extend(r["candidates"])
+                    res["unfit"].extend(r["unfit"])
                     res["evaluated"] += r["evaluated"]
                     res["dropped"] += r["dropped"]
-                    res["priced"] = res["priced"] and r["priced"]
             if res is None:
                 continue
-        for c in res["candidates"]:
+        for c in res["candidates"] + res["unfit"]:
             c.optimizations = label
         if merged is None:
             merged = res
-            merged["workload"] = res["workload"]
         else:
             merged["candidates"].extend(res["candidates"])
+            merged["unfit"].extend(res["unfit"])
             merged["evaluated"] += res["evaluated"]
             merged["dropped"] += res["dropped"]
-            merged["priced"] = merged["priced"] and res["priced"]
+            merged["prices"] = {**merged["prices"], **res["prices"]}
     if merged is None:
         raise ConfigError("no hardware can run any combination of --allow " + ",".join(names))
-    cands = merged["candidates"]
-    priced = all(c.cost_per_video is not None for c in cands)
-    merged["priced"] = priced
-    cands.sort(key=lambda c: (not c.meets, round(c.cost_per_video if priced and c.cost_per_video is not None
-                                                 else c.gpu_hours_per_video, 9), c.devices, c.time_s))
+    # the same ranking as plain `wanir size`: priced hardware by $/video, unpriced after it
+    merged.update(sizing.rank(merged["candidates"] + merged["unfit"]))
     merged["allowed"] = list(names)
     merged["skipped"] = skipped
     return merged
