@@ -16,7 +16,7 @@ OVERRIDES = [
     "hardware=a100-80gb", "roofline.fusion=fused", "memory.t5_cpu=true",
     "parallel=fsdp+ring", "parallel.degree=4",
     "runtime=diffusers",
-    # TODO(optimizations): add an optimization override here when graph-transform optimizations land.
+    "cache.method=teacache", "cache.skip=0.4",
 ]
 
 
@@ -42,10 +42,30 @@ def test_api_honours_the_plan(api):
     assert wanir.multi_device_cost(api).time_s == pytest.approx(api.time_s)
 
 
+def test_the_optimization_is_applied(api):
+    # step caching skips 40 % of the DiT calls' blocks: the run is faster than without it, on the plan too
+    plain = wanir.estimate([o for o in OVERRIDES if not o.startswith("cache.")])
+    assert api.total["tensor_flops"] < plain.total["tensor_flops"] and api.time_s < plain.time_s
+    assert api.to_dict()["optimizations"] and not plain.to_dict()["optimizations"]
+
+
+def test_validate_row(api, tmp_path):
+    # a measured-runs file whose row carries the overrides: validate estimates what the API does
+    f = tmp_path / "runs.csv"
+    f.write_text("label,overrides,measured_s,measured_peak_gb,notes\n"
+                 f"all,{' '.join(OVERRIDES)},100,40,\n")
+    r = wanir_cli("validate", str(f), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)["rows"][0]
+    assert row["devices"] == 4 and row["estimated_s"] == pytest.approx(api.time_s)
+    assert row["estimated_peak_gib"] * 2**30 == pytest.approx(api.peak_memory_bytes)
+
+
 def test_estimate_json(api):
     r = wanir_cli("estimate", *OVERRIDES, "--format", "json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
+    assert d["optimizations"] == api.to_dict()["optimizations"]
     assert d["parallel"]["total"]["time_s"] == pytest.approx(api.time_s)
     assert d["parallel"]["total"]["peak_memory_bytes"] == api.peak_memory_bytes
     assert d["total"]["tensor_flops"] == api.total["tensor_flops"]
@@ -87,6 +107,17 @@ def test_size_on_the_plan(api):
     c = d["candidates"][0]
     assert (c["hardware"], c["devices"], c["time_s"], c["peak_memory_bytes"]) == \
         ("a100-80gb", 4, pytest.approx(api.time_s), api.peak_memory_bytes)
+
+
+def test_size_optimizations_on_the_plan(api):
+    # `size --optimizations` sizes the configured device too; its baseline row is the run itself
+    r = wanir_cli("size", *OVERRIDES, "--latency", "1e9", "--optimizations", "--allow", "fp8", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert [(c["hardware"], c["devices"], c["optimizations"]) for c in d["candidates"]] == [("a100-80gb", 4, "")]
+    c = d["candidates"][0]
+    assert (c["time_s"], c["peak_memory_bytes"]) == (pytest.approx(api.time_s), api.peak_memory_bytes)
+    assert d["skipped"] == ["a100-80gb: fp8 (no fp8_e4m3 tensor peak)"]      # the A100 has no FP8 tensor peak
 
 
 @pytest.mark.parametrize("cmd", [["estimate", "--by", "scope"], ["estimate", "--by", "kind"],

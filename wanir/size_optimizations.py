@@ -94,7 +94,13 @@ def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware
     from wanir.backends import sizing
 
     names = tuple(allow)
-    all_hw = list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
+    hw_overrides = [o for o in overrides if str(o).lstrip("+").split("=")[0].split(".")[0] == "hardware"]
+    configured = None
+    if hw_overrides and not hardware:    # the overrides select the device, as for plain `wanir size`
+        from wanir.config import load_config
+        configured = hwlib.from_config(load_config(list(overrides), config_dir))
+    all_hw = [configured.name] if configured is not None else \
+        list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
     merged = None
     skipped: list[str] = []
     for combo in subsets(names):
@@ -103,7 +109,7 @@ def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware
         hws = []
         for h in all_hw:
             need = [_GEMM_DTYPE[n] for n in combo if n in _GEMM_DTYPE]
-            peaks = hwlib.load(h, config_dir).tensor_flops
+            peaks = (configured if configured is not None else hwlib.load(h, config_dir)).tensor_flops
             missing = [d for d in need if d not in peaks]
             if missing:
                 skipped.append(f"{h}: {label} (no {missing[0]} tensor peak)")
@@ -112,7 +118,7 @@ def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware
         if not hws:
             continue
         try:
-            res = sizing.size(list(overrides) + extra, config_dir, hardware=hws, **kw)
+            res = sizing.size(list(overrides) + extra, config_dir, hardware=None if configured else hws, **kw)
         except ConfigError:
             if len(hws) == 1:
                 raise
