@@ -250,6 +250,26 @@ def test_reserve_is_its_own_term_and_tight_warns():
     assert not any(w.startswith("tight:") for w in a.warnings)
 
 
+def test_estimate_json_reports_the_reserve_as_its_own_term():
+    # total.reserve_bytes is the memory.reserve_gib term inside total.peak_memory_bytes: the peak
+    # without it is the peak of the same run with no reserve
+    import json
+    import subprocess
+    import sys
+
+    def total(*ov):
+        r = subprocess.run([sys.executable, "-m", "wanir.cli", "estimate", *SMALL, *ov, "--format", "json"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["total"]
+
+    with_reserve, without = total("memory.reserve_gib=1.5"), total("memory.reserve_gib=0")
+    assert with_reserve["reserve_bytes"] == int(1.5 * 2**30) and without["reserve_bytes"] == 0
+    assert with_reserve["peak_memory_bytes"] - with_reserve["reserve_bytes"] == without["peak_memory_bytes"]
+    # the runtime's default reserve (docs/runtimes.md: 1.0 GiB) when the key is left null
+    assert wanir.estimate(SMALL).total["reserve_bytes"] == 2**30
+
+
 def test_default_attention_kernel_by_runtime_model_and_family():
     from wanir.runtime import default_attention_kernel, runtime_options
     off = runtime_options(load_config([]))

@@ -18,7 +18,7 @@ from .options import RunOptions
 STAGE_KEYS = ("tensor_flops", "vector_flops", "params", "weight_bytes", "bytes", "peak_activation_bytes", "time_s")
 #: keys multiplied by the invocation count in a stage's total
 ADDITIVE = ("tensor_flops", "vector_flops", "bytes", "time_s")
-TOTAL_KEYS = ("tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak_memory_bytes")
+TOTAL_KEYS = ("tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak_memory_bytes", "reserve_bytes")
 
 def frozen(d: Mapping | None) -> Mapping:
     """A read-only view of a copy of ``d``."""
@@ -171,6 +171,8 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
     if total["time_s"] is not None:
         total["time_s"] += summaries.get("transfer_s", 0.0)
     total["peak_memory_bytes"] = summaries.get("peak_memory_bytes")
+    if total["peak_memory_bytes"] is not None:   # the CUDA context and allocator reserve, part of the peak
+        total["reserve_bytes"] = int(summaries.get("memory", {}).get("pipeline", {}).get("reserve_bytes", 0))
     ex = {}
     rf = summaries.get("roofline")
     if rf is not None:
