@@ -1,5 +1,5 @@
 # wanir: `make demo` sets up .venv with the base package only and runs the default estimate;
-# `make test` adds the test and reference extras (torch, diffusers, transformers) and runs the tests.
+# `make test` adds the test, reference (torch, diffusers, transformers), web and browser extras and runs the tests.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
