@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from wanir.errors import ConfigError
+from wanir.options import select
 
 #: the scheduler's training timesteps (num_train_timesteps)
 NUM_TRAIN_TIMESTEPS = 1000
@@ -82,17 +83,7 @@ class Wan22Options:
     time_embedding_per_token: bool
 
 
-def _select(cfg, key: str):
-    from omegaconf import OmegaConf
-
-    if isinstance(cfg, dict):
-        d = cfg
-        for part in key.split("."):
-            if not isinstance(d, dict) or part not in d:
-                return None
-            d = d[part]
-        return d
-    return OmegaConf.select(cfg, key, default=None)
+_select = select
 
 
 def _number(key: str, v, lo: float, hi: float, lo_open: bool = False) -> float:

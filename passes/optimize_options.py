@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from wanir.errors import ConfigError
+from wanir.options import select
 
 CACHE_METHODS = ("teacache", "magcache", "easycache", "fbcache")
 SPARSE_PATTERNS = ("sliding-tile", "radial", "svg")
@@ -84,21 +85,7 @@ class Optimizations:
         return out
 
 
-def _get(cfg, key):
-    if cfg is None:
-        return None
-    try:
-        from omegaconf import OmegaConf
-        if not isinstance(cfg, dict):
-            return OmegaConf.select(cfg, key, default=None)
-    except ImportError:  # pragma: no cover
-        pass
-    d = cfg
-    for part in key.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
+_get = select
 
 
 def _number(key, v, lo, hi, lo_open=False, hi_open=False) -> float:

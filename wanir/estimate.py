@@ -14,7 +14,7 @@ from typing import Iterable
 from . import options as _options
 from .config import load_config
 from .graph import Graph, Node
-from .options import TIMING_KEYS, RunOptions
+from .options import TIMING_KEYS, RunOptions, select
 from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult
 from .result import summarize as _summarize
 
@@ -26,19 +26,9 @@ __all__ = ["ADDITIVE", "STAGE_KEYS", "TOTAL_KEYS", "TIMING_KEYS", "Estimate", "S
 def _opt(cfg, key: str, default):
     """``cfg``'s value at dotted ``key``, or ``default`` when cfg is None or lacks it. For keys
     not (yet) in wanir/options.py only."""
-    if cfg is None or isinstance(cfg, RunOptions):
+    if isinstance(cfg, RunOptions):
         return default
-    from omegaconf import OmegaConf
-    v = OmegaConf.select(cfg, key, default=None) if not isinstance(cfg, dict) else _dict_select(cfg, key)
-    return default if v is None else v
-
-
-def _dict_select(d: dict, key: str):
-    for part in key.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
+    return select(cfg, key, default)
 
 
 def annotate_counts(graph: Graph, cfg=None, check: bool | None = None, options: RunOptions | None = None) -> dict:

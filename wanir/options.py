@@ -177,3 +177,22 @@ def of(x) -> RunOptions:
     if isinstance(x, RunOptions):
         return x
     return from_config(x)
+
+
+def select(cfg, key: str, default=None):
+    """``cfg``'s value at dotted ``key`` (an OmegaConf config or plain nested dicts), or
+    ``default`` when ``cfg`` is None, lacks the key or holds null there. For keys that are not
+    (yet) fields of :class:`RunOptions`."""
+    if cfg is None:
+        return default
+    if isinstance(cfg, dict):
+        d = cfg
+        for part in key.split("."):
+            if not isinstance(d, dict) or part not in d:
+                return default
+            d = d[part]
+    else:
+        from omegaconf import OmegaConf
+
+        d = OmegaConf.select(cfg, key, default=None)
+    return default if d is None else d

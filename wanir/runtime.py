@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .options import select
 
 #: the DiT lowering variants of frontends/wan_dit.py
 LOWERINGS = ("official", "diffusers")
@@ -54,19 +55,7 @@ class Runtime:
         return dict(self.precision)[key]
 
 
-def _select(cfg, key, default=None):
-    from omegaconf import OmegaConf
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict):
-        d = cfg
-        for part in key.split("."):
-            if not isinstance(d, dict) or part not in d:
-                return default
-            d = d[part]
-        return default if d is None else d
-    v = OmegaConf.select(cfg, key, default=None)
-    return default if v is None else v
+_select = select
 
 
 def _need(cond, key, allowed, v):
