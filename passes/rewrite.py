@@ -13,6 +13,29 @@ from wanir.ops import get_op
 from wanir.scope import Scope
 
 
+def unique_name(names: dict, scope: Scope, want: str) -> str:
+    """``want``, or ``want_1``, ``want_2``, ... : the first name not yet used in ``scope``
+    (``names`` maps scope ids to the names used there; the chosen one is added)."""
+    used = names.setdefault(id(scope), set())
+    cand, i = want, 1
+    while cand in used:
+        cand = f"{want}_{i}"
+        i += 1
+    used.add(cand)
+    return cand
+
+
+def emit_node(g: Graph, names: dict, kind: str, inputs, scope: Scope, name: str, attrs: dict | None = None,
+              params=None) -> Node:
+    """Add a node of op ``kind`` to ``g`` under a unique name in ``scope`` (the op's attribute
+    and shape rules run here) and return it."""
+    op = get_op(kind)
+    where = f"{scope.path}/{name}"
+    attrs = op.normalize_attrs(dict(attrs or {}), where)
+    outs = op.infer(tuple(v.type for v in inputs), attrs, where)
+    return g.add_node(kind, unique_name(names, scope, name), scope, list(inputs), outs, attrs, dict(params or {}))
+
+
 class Rewriter:
     """Copies ``src`` into ``self.g``. ``vals`` maps (source node id, output index) to the
     new Value; ``scopes`` maps source scope ids to new scopes (same structure unless a
@@ -44,21 +67,12 @@ class Rewriter:
         self.scopes[id(s)] = new
 
     def name(self, scope: Scope, want: str) -> str:
-        used = self.names.setdefault(id(scope), set())
-        cand, i = want, 1
-        while cand in used:
-            cand = f"{want}_{i}"
-            i += 1
-        used.add(cand)
-        return cand
+        """A name not yet used in ``scope`` (see :func:`unique_name`)."""
+        return unique_name(self.names, scope, want)
 
     def emit(self, kind: str, inputs, scope: Scope, name: str, attrs: dict | None = None, params=None) -> Node:
         """Add a node of op ``kind`` (its shape rule runs here) and return it."""
-        op = get_op(kind)
-        where = f"{scope.path}/{name}"
-        attrs = op.normalize_attrs(dict(attrs or {}), where)
-        outs = op.infer(tuple(v.type for v in inputs), attrs, where)
-        return self.g.add_node(kind, self.name(scope, name), scope, list(inputs), outs, attrs, dict(params or {}))
+        return emit_node(self.g, self.names, kind, inputs, scope, name, attrs, params)
 
     def get(self, v: Value) -> Value:
         """The new value of source value ``v``."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from wanir.errors import GraphError, WanirError
 from wanir.graph import Graph, Node, Value
-from wanir.ops import get_op
+from wanir.passes.rewrite import emit_node, unique_name
 from wanir.scope import Scope
 
 from .plan import CFG_STAGES, FSDP_STAGES, SINGLE_DEVICE_STAGES, SP_STAGES, Plan, PlanError, check_plan
@@ -135,20 +135,10 @@ class _Sharder:
         return new
 
     def name(self, scope: Scope, want: str) -> str:
-        used = self.names.setdefault(id(scope), set())
-        cand, i = want, 1
-        while cand in used:
-            cand = f"{want}_{i}"
-            i += 1
-        used.add(cand)
-        return cand
+        return unique_name(self.names, scope, want)
 
     def emit(self, kind, inputs, scope, name, attrs, params=None) -> Node:
-        op = get_op(kind)
-        where = f"{scope.path}/{name}"
-        attrs = op.normalize_attrs(attrs, where)
-        outs = op.infer(tuple(v.type for v in inputs), attrs, where)
-        return self.g.add_node(kind, self.name(scope, name), scope, inputs, outs, attrs, params or {})
+        return emit_node(self.g, self.names, kind, inputs, scope, name, attrs, params)
 
     def comm_node(self, kind, x: Value, scope, name, group: str, size: int, overlap=None, **attrs) -> Value:
         stride = 1 if group in ("sp", "fsdp") else self.plan.stride(group)
