@@ -14,7 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 import wanir  # noqa: E402
 from wanir import GraphBuilder, reference  # noqa: E402
 from wanir.frontends import wan_vae  # noqa: E402
-from wanir.passes import flops, verify  # noqa: E402
+from wanir.passes import flops  # noqa: E402
+from vae_counting import VaeCounter, module_flops  # noqa: E402
 
 pytestmark = pytest.mark.reference
 
@@ -31,55 +32,10 @@ def vae():
     return reference.build_vae(CFG)
 
 
-_memo = {}
-
-
-def _count(vae, kind, shape):
-    """(total, {module path: flops}, output shape) of one real decode/encode, memoized."""
-    key = (kind, shape)
-    if key not in _memo:
-        fc = FlopCounterMode(display=False)
-        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), fc:
-            if kind == "decode":
-                out = vae.decode(torch.empty(1, CFG.z_dim, *shape, device="meta"), return_dict=False)[0]
-            else:
-                out = vae.encode(torch.empty(1, 3, *shape, device="meta")).latent_dist.mode()
-        mods = {m: sum(int(v) for v in ops.values()) for m, ops in fc.get_flop_counts().items()}
-        _memo[key] = (int(fc.get_total_flops()), mods, tuple(out.shape))
-    return _memo[key]
-
-
-def _build(kind, shape):
-    b = GraphBuilder(weight_dtype="fp32")
-    with b.stage(kind):
-        if kind == "decode":
-            out = wan_vae.build_decoder(b, CFG, latent_shape=(CFG.z_dim, *shape), batch=1, dtype="fp32")
-        else:
-            out = wan_vae.build_encoder(b, CFG, video_shape=(3, *shape), batch=1, dtype="fp32")
-    verify.run(b.graph)
-    total = flops.run(b.graph)[kind]["tensor_flops"]
-    return b.graph, out, total
-
-
-# first scope below the stage (loops dropped) -> the root FlopCounterMode names
-ROOTS = {"decoder": "WanDecoder3d", "encoder": "WanEncoder3d",
-         "post_quant_conv": "WanCausalConv3d", "quant_conv": "WanCausalConv3d"}
-
-
-def _module_flops(graph):
-    """wanir tensor FLOPs per diffusers module path, parents including their children,
-    as FlopCounterMode.get_flop_counts() reports them."""
-    out = {}
-    for n in graph:
-        f = n.costs["tensor_flops"] * n.count
-        if not f:
-            continue
-        parts = [s.name for s in reversed(list(n.scope.ancestors())) if s.kind not in ("stage", "loop")]
-        parts = [ROOTS[parts[0]]] + (parts[1:] if parts[0] in ("decoder", "encoder") else [])
-        for i in range(len(parts) + 1):
-            key = ".".join(parts[:i]) or "Global"
-            out[key] = out.get(key, 0) + f
-    return out
+_counter = VaeCounter(CFG)
+_count = _counter.count      # (vae, kind, shape) -> (total, {module path: flops}, output shape)
+_build = _counter.build      # (kind, shape) -> (graph, output value, tensor FLOPs)
+_module_flops = module_flops
 
 
 def _video(shape):
