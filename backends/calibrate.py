@@ -33,14 +33,22 @@ from __future__ import annotations
 
 import csv
 import datetime
+import importlib.util
 import math
 import os
 import statistics
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import yaml
+
+from wanir import hardware
+from wanir.backends.roofline import Model
 from wanir.errors import ConfigError, WanirError
+from wanir.kernels import resolve_attention
+from wanir.safeio import load_yaml, read_text_file, write_output
 
 DEVICES = ("auto", "cpu", "cuda")
 #: attention backends: name -> (kernel-model name or None, import it needs, device)
@@ -75,7 +83,7 @@ class Row:
 
 def _torch():
     try:
-        import torch
+        import torch  # late import: torch is the optional 'reference' extra
     except ImportError:
         raise WanirError("wanir calibrate needs PyTorch: install the 'reference' extra "
                          "(pip install 'wanir[reference]')") from None
@@ -176,7 +184,6 @@ def _bench_gemm(torch, clock, g, rows, progress):
 def attention_backends(torch, dev: str, wanted: list[str] | None) -> list[str]:
     """The attention backends to measure; a requested one that cannot run is an error naming
     what it needs."""
-    import importlib.util
     out = []
     for name, (_, mod, where) in ATTENTION_BACKENDS.items():
         ok = (where == "any" or where == dev) and importlib.util.find_spec(mod) is not None
@@ -198,7 +205,7 @@ def _attention_fn(torch, name, q, k, v):
     if name == "sdpa":
         return lambda: F.scaled_dot_product_attention(q, k, v)
     if name.startswith("sdpa-"):
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.nn.attention import SDPBackend, sdpa_kernel  # late import: torch is the optional 'reference' extra
         be = {"sdpa-math": SDPBackend.MATH, "sdpa-flash": SDPBackend.FLASH_ATTENTION,
               "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION, "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION}[name]
 
@@ -208,12 +215,12 @@ def _attention_fn(torch, name, q, k, v):
         return run
     qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))     # (B, L, H, D)
     if name == "flash_attn":
-        from flash_attn import flash_attn_func
+        from flash_attn import flash_attn_func  # late import: optional kernel package
         return lambda: flash_attn_func(qt, kt, vt)
     if name == "flash_attn_interface":
-        from flash_attn_interface import flash_attn_func as fa3
+        from flash_attn_interface import flash_attn_func as fa3  # late import: optional kernel package
         return lambda: fa3(qt, kt, vt)
-    from sageattention import sageattn
+    from sageattention import sageattn  # late import: optional kernel package
     return lambda: sageattn(q, k, v, tensor_layout="HND")
 
 
@@ -329,9 +336,6 @@ def fit(hw, rows: list[Row]) -> tuple[object, dict, dict]:
     """Fit the kernel constants of ``hw`` to ``rows``. Returns (the fitted Hardware, the
     ``kernels:`` overrides, other measured fields {dotted key: value}) and fills each row's
     ``model`` (the fitted model's rate)."""
-    from wanir.backends.roofline import Model
-    from wanir.kernels import resolve_attention
-
     over: dict = {}
     fields: dict = {}
     notes = []
@@ -449,7 +453,7 @@ def _cpu_facts() -> dict:
     """Core count, last-level cache (MiB) and clock (GHz) of this CPU, where the OS says."""
     out = {}
     try:
-        import torch
+        import torch  # late import: torch is the optional 'reference' extra
         out["sms"] = int(torch.get_num_threads())
     except ImportError:  # pragma: no cover
         out["sms"] = os.cpu_count() or 1
@@ -477,14 +481,11 @@ def _cpu_facts() -> dict:
 
 
 def _base_spec(base: str, config_dir=None) -> dict:
-    import yaml
 
-    from wanir import hardware
     files = hardware.yaml_files(config_dir)
     if base not in files:
         hardware.load(base, config_dir)      # raises the usual one-line error listing known names
         raise ConfigError(f"--base {base}: calibrate needs a YAML hardware spec to start from")
-    from wanir.safeio import load_yaml, read_text_file
     return load_yaml(read_text_file(files[base], "hardware YAML"), str(files[base]))   # bounded read and YAML
 
 
@@ -512,7 +513,6 @@ def _set(spec: dict, dotted: str, value, note: str = ""):
 
 
 def write_csv(path: Path, rows: list[Row]) -> None:
-    from wanir.safeio import write_output
     write_output(path, lambda tmp: _write_csv(tmp, rows), (".csv",))   # a temporary file renamed into place
 
 
@@ -526,9 +526,9 @@ def _write_csv(path: Path, rows: list[Row]) -> None:
 
 
 def write_plot(path: Path, rows: list[Row], title: str) -> None:
-    import matplotlib
+    import matplotlib  # late import: matplotlib loads in ~0.3 s; only plots need it
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # late import: matplotlib loads in ~0.3 s; only plots need it
     benches = sorted({r.bench for r in rows if r.model and r.measured})
     fig, axes = plt.subplots(1, max(len(benches), 1), figsize=(4 * max(len(benches), 1), 4), squeeze=False)
     for ax, b in zip(axes[0], benches):
@@ -547,7 +547,6 @@ def write_plot(path: Path, rows: list[Row], title: str) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    from wanir.safeio import write_output
     write_output(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), (".png",))
     plt.close(fig)
 
@@ -557,9 +556,6 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
         config_dir: str | None = None, progress: bool = True) -> dict:
     """Measure, fit and write ``output/hardware/NAME.yaml`` (+ ``.csv``, ``.png``). Returns
     {"yaml": path, "csv": path, "plot": path, "name": NAME, "rows": [Row], "notes": [str]}."""
-    import yaml
-
-    from wanir import hardware
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not math.isfinite(budget_s) \
             or not 1 <= budget_s <= 86400:
         raise ConfigError(f"--budget-s {budget_s!r}: must be a number of seconds in [1, 86400]")
@@ -592,9 +588,8 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
         if "clock_ghz" in facts:
             micro = replace(micro, boost_clock_hz=facts["clock_ghz"] * 1e9, tensor_clock_hz=facts["clock_ghz"] * 1e9)
         base_hw = replace(hw0, micro=micro)
-    from contextlib import nullcontext
     if progress:
-        from rich.progress import Progress
+        from rich.progress import Progress  # late import: rich loads in ~0.1 s; only commands printing a table need it
         bar = Progress(transient=True)
     else:
         bar = nullcontext()
@@ -643,7 +638,6 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
     header = (f"# Calibrated by `wanir calibrate --device {dev}{' --quick' if quick else ''}` from the base "
               f"'{base}'.\n# Values marked source: measured were measured or fitted here; raw data in {name}.csv, "
               f"measured vs model in {name}.png.\n")
-    from wanir.safeio import write_output
     write_output(ypath, header + yaml.safe_dump(spec, sort_keys=False, width=120), (".yaml",))   # atomic
     cpath = hdir / f"{name}.csv"
     write_csv(cpath, rows)

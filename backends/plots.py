@@ -22,6 +22,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from wanir import options as _options
+from wanir.safeio import write_output
+
 STAGE_ORDER = ("text_encoder", "image_encoder", "vae_encode", "diffusion_core", "vae_decode")
 _COLORS = {"text_encoder": "#8dd3c7", "image_encoder": "#bebada", "vae_encode": "#fb8072",
            "diffusion_core": "#80b1d3", "vae_decode": "#fdb462"}
@@ -33,7 +36,6 @@ def _finish(fig, path) -> str | Path:
         fig.savefig(buf, format="svg", bbox_inches="tight")
         plt.close(fig)
         return buf.getvalue()
-    from wanir.safeio import write_output
 
     path = Path(path)
     try:   # a temporary file renamed into place; the suffix is the format
@@ -69,7 +71,6 @@ def hardware_roof(cfg) -> dict | None:
         except (TypeError, ValueError):
             return None
 
-    from wanir import options as _options
 
     dtype = _options.of(cfg).precision.dit_compute
     tt = hw.get("tensor_tflops") or {}

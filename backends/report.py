@@ -12,37 +12,7 @@ import json
 from wanir import jsonout
 from wanir.result import STAGE_KEYS, Estimate
 
-
-def fmt_count(v) -> str:
-    """A count in engineering units (1.23 P), or '-' for None."""
-    if v is None:
-        return "-"
-    for unit, scale in (("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3)):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return str(v)
-
-
-def fmt_bytes(v) -> str:
-    """Bytes in binary units (GiB), or '-'."""
-    if v is None:
-        return "-"
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(v) >= scale:
-            x = v / scale
-            return f"{x:.0f} {unit}" if abs(x) >= 100 else f"{x:.3g} {unit}"
-    return f"{v} B"
-
-
-def fmt_time(v) -> str:
-    """Seconds as s / ms / min, or '-'."""
-    if v is None:
-        return "-"
-    if v >= 120:
-        return f"{v / 60:.3g} min"
-    if v >= 1:
-        return f"{v:.3g} s"
-    return f"{v * 1e3:.3g} ms"
+from .display import fmt_bytes, fmt_count, fmt_time, node_bytes, rich_table  # noqa: F401
 
 
 def rows(est: Estimate) -> list[dict]:
@@ -153,8 +123,7 @@ def render_scopes(est: Estimate, fmt: str = "table", depth: int = 2, by: str = "
         if len(recs) > len(shown):
             lines.append(f"\n{len(recs) - len(shown)} more rows")
         return "\n".join(lines) + "\n"
-    from rich.console import Console
-    from rich.table import Table
+    Console, Table = rich_table()
     table = Table(title=f"{est.model} on {est.hardware}: time by {by} (depth {depth})",
                   caption=f"{len(recs) - len(shown)} more rows" if len(recs) > len(shown) else None)
     for h in head:
@@ -212,8 +181,7 @@ def to_csv(est: Estimate) -> str:
 
 def print_table(est: Estimate, console=None) -> None:
     """Print the stage table with rich."""
-    from rich.console import Console
-    from rich.table import Table
+    Console, Table = rich_table()
 
     console = console or Console()
     head, body = _display_rows(est)
@@ -279,8 +247,6 @@ def render(est: Estimate, fmt: str) -> str | None:
 def heaviest_ops(est, n: int = 25) -> list[dict]:
     """The ``n`` ops with the most time per generation (most FLOPs where there is no time):
     dicts with path, kind, category, flops, bytes and time_s per execution and multiplicity."""
-    from .graphviz import node_bytes
-
     recs = []
     for node in est.graph:
         if node.category == "input":

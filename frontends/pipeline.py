@@ -12,9 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from omegaconf import DictConfig, OmegaConf
+
 from wanir.builder import GraphBuilder
 from wanir.errors import ConfigError
 from wanir.graph import Graph
+from wanir.passes.optimize import apply as apply_optimizations
+from wanir.passes.optimize_options import dit_activation_dtype
+from wanir.runtime import runtime_options
+
+from . import clip, umt5, wan22, wan_dit, wan_vae
+from .vae_tiling import apply_tiling
+from .wan22 import task
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,6 @@ def resolve_workload(cfg) -> Workload:
     steps = w.steps if w.steps is not None else cfg.model.default_steps
     lh, lw = height // s_down, width // s_down
     tokens = (latent_t // pt) * (lh // ph) * (lw // pw)
-    from .wan22 import task
     return Workload(int(height), int(width), int(frames), int(steps), bool(w.guidance), w.batch, w.text_len,
                     bool(w.vae_encode) or task(cfg) == "i2v", int(vae.z_dim), latent_t, lh, lw, tokens)
 
@@ -105,7 +113,6 @@ class _Attrs(dict):
 
 
 def _plain(node) -> _Attrs:
-    from omegaconf import DictConfig, OmegaConf
 
     return _Attrs(OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node)
 
@@ -113,9 +120,7 @@ def _plain(node) -> _Attrs:
 def build_pipeline(cfg) -> Graph:
     """Lower the configured pipeline into one graph (not yet annotated). ``graph.meta``
     holds the resolved workload, the model name and warnings."""
-    from wanir.passes.optimize_options import dit_activation_dtype  # fp8/int8: GEMMs only (docs/optimizations.md)
 
-    from . import umt5, wan22, wan_dit, wan_vae
 
     wl = resolve_workload(cfg)
     prec = cfg.precision
@@ -129,7 +134,6 @@ def build_pipeline(cfg) -> Graph:
 
     image_len = None
     if i2v and cfg.get("image_encoder") is not None:
-        from . import clip
 
         # the image is encoded once; its embedding serves both guidance branches
         with b.stage("image_encoder", invocations=1), b.weights(prec.image_encoder):
@@ -144,7 +148,6 @@ def build_pipeline(cfg) -> Graph:
             wan_vae.build_encoder(b, _plain(cfg.vae), video_shape=(3, frames, wl.height, wl.width),
                                   batch=wl.batch, dtype=prec.vae)
 
-    from wanir.runtime import runtime_options
     variant = runtime_options(cfg).dit_lowering
     dit_kw = {"variant": variant} if variant != "diffusers" else {}
     if opts.time_embedding_per_token:
@@ -168,7 +171,5 @@ def build_pipeline(cfg) -> Graph:
     g = b.graph
     g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl),
                   runtime=runtime_options(cfg).name)
-    from wanir.passes.optimize import apply as apply_optimizations   # docs/optimizations.md
 
-    from .vae_tiling import apply_tiling
     return apply_tiling(apply_optimizations(g, cfg, wl.steps, wl.guidance), cfg)

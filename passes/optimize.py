@@ -11,15 +11,19 @@ docs/optimizations.md.
 """
 from __future__ import annotations
 
+from omegaconf import OmegaConf
+
 from wanir.graph import Graph
 
+from . import step_cache
+from .attention_quant import QUANT_KERNELS, quantize_attention
 from .optimize_options import optimization_options
+from .quantize import quantize_gemms
 
 
 def _cfg_parallel(cfg) -> bool:
     """Whether the configured plan runs the two guidance branches on different devices."""
     try:
-        from omegaconf import OmegaConf
         v = OmegaConf.select(cfg, "parallel.cfg", default=1) if cfg is not None and not isinstance(cfg, dict) \
             else ((cfg or {}).get("parallel") or {}).get("cfg", 1)
     except Exception:
@@ -29,7 +33,6 @@ def _cfg_parallel(cfg) -> bool:
 
 def _attention_kernel(cfg):
     try:
-        from omegaconf import OmegaConf
         if cfg is not None and not isinstance(cfg, dict):
             return OmegaConf.select(cfg, "roofline.attention_kernel", default=None)
     except ImportError:  # pragma: no cover
@@ -43,17 +46,13 @@ def apply(graph: Graph, cfg, steps: int, guidance: bool) -> Graph:
     opts = optimization_options(cfg)
     applied = opts.describe()
     if opts.any:
-        from . import step_cache
         graph = step_cache.transform(graph, opts, steps, 2 if guidance else 1,
                                      both_branches_here=not _cfg_parallel(cfg))
     kernel = _attention_kernel(cfg)
-    from .attention_quant import QUANT_KERNELS
     if kernel in QUANT_KERNELS:
-        from .attention_quant import quantize_attention
         graph = quantize_attention(graph, kernel)
         applied.append(f"{kernel} attention")
     if opts.gemm_dtype:
-        from .quantize import quantize_gemms
         graph = quantize_gemms(graph, opts.gemm_dtype, opts.keep_high_precision, opts.act_scales)
     if applied:
         graph.meta.setdefault("optimizations", {})["applied"] = applied

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"wanir": "wanir", "passes": "wanir.passes", "frontends": "wanir.frontends", "backends": "wanir.backends"}
 CORE = {"wanir.errors", "wanir.dtypes", "wanir.tensor", "wanir.scope", "wanir.graph", "wanir.builder", "wanir.ops",
         "wanir.options", "wanir.paths", "wanir.config", "wanir.hardware", "wanir.kernels", "wanir.runtime",
-        "wanir.result", "wanir.jsonout", "wanir.safeio", "wanir.limits", "wanir.interpolation"}
+        "wanir.result", "wanir.jsonout", "wanir.safeio", "wanir.limits", "wanir.interpolation", "wanir.lowerings"}
 DRIVERS = {"wanir.backends.sweep", "wanir.backends.sizing", "wanir.backends.validate"}
 CLI = {"wanir.cli", "wanir.__main__"}
 NAMES = {0: "IR core", 1: "passes", 2: "frontends/backends", 3: "API", 4: "CLI"}

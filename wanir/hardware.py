@@ -11,20 +11,26 @@ docs/adding-hardware.md; :class:`Hardware` is the validated, unit-normalized for
 """
 from __future__ import annotations
 
+import difflib
 import functools
+import importlib.metadata
+import json
 import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .errors import ConfigError
+from omegaconf import DictConfig, OmegaConf
 
-#: where a value came from: a vendor datasheet, a published measurement, a measurement of
-#: wanir's own, or a modeling assumption (stated in the file's note)
-SOURCES = ("datasheet", "reported", "measured", "assumed")
-#: architecture families; each picks its per-kernel constants in wanir/data/kernels.yaml
-FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu")
+from .dtypes import DTYPES
+from .errors import ConfigError
+from .interpolation import check_config
+from .kernels import FAMILIES, SOURCES, check_overrides
+from .limits import check_hw_number
+from .paths import CONFIG_DIR
+from .safeio import check_yaml_text, read_text_file
+
 #: tensor instruction families a microarch may list rates for
 INSTRUCTIONS = ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512")
 #: dtypes a tensor instruction rate is given for (fp8 covers e4m3 and e5m2)
@@ -189,7 +195,6 @@ class _Reader:
             self.fail(key + ".value", f"must be a number, got {_show(v)}")
         if positive and v <= 0:
             self.fail(key + ".value", f"must be positive, got {v}")
-        from .limits import check_hw_number
         if (why := check_hw_number(v, positive)) is not None:   # no 1e-320 bandwidth (inf times)
             self.fail(key + ".value", why)
         self.source(key, node)
@@ -215,12 +220,8 @@ def _show(v) -> str:
 def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None) -> Hardware:
     """Validate a spec mapping (the content of one hardware YAML file) and return the
     Hardware it describes, in SI units. Raises HardwareError naming ``origin`` and the key."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-        if isinstance(data, DictConfig):
-            data = OmegaConf.to_container(data, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(data, DictConfig):
+        data = OmegaConf.to_container(data, resolve=True)
     if not isinstance(data, Mapping):
         raise HardwareError(f"{origin}: a hardware spec must be a mapping, got {type(data).__name__}")
     r = _Reader(data, origin)
@@ -237,7 +238,6 @@ def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None)
     if family not in FAMILIES:
         r.fail("family", f"must be one of {', '.join(FAMILIES)}, got {_show(family)}")
     micro = _microarch(r)
-    from .dtypes import DTYPES
     datasheet = {}
     tt = r.node("tensor_tflops", required=False)
     if tt is not None:
@@ -273,7 +273,6 @@ def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None)
                   host_eff, None if gl is None else gl * _GIGA, launch * 1e-6, family, micro, datasheet,
                   dict(kernels), dict(r.sources), origin)
     if kernels:
-        from .kernels import check_overrides
         check_overrides(hw)
     return hw
 
@@ -315,7 +314,6 @@ def _microarch(r: _Reader) -> Microarch:
 
 
 def _builtin_dir() -> Path:
-    from .paths import CONFIG_DIR
     return CONFIG_DIR / "hardware"
 
 
@@ -329,8 +327,7 @@ def yaml_files(config_dir: str | Path | None = None) -> dict[str, Path]:
 
 
 def _entry_points():
-    from importlib.metadata import entry_points
-    return list(entry_points(group=ENTRY_POINT_GROUP))
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def plugin_names() -> list[str]:
@@ -372,7 +369,6 @@ def load(name: str, config_dir: str | Path | None = None) -> Hardware:
     if spec is not None:
         return _from_plugin(name, spec)
     known = sorted(set(files) | set(plugin_names()))
-    import difflib
     close = difflib.get_close_matches(name, known, n=2)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ConfigError(f"hardware={name}: no such hardware{hint} (known: {', '.join(known)})")
@@ -386,15 +382,12 @@ def _from_plugin(name: str, spec: Mapping) -> Hardware:
 
 @functools.lru_cache(maxsize=128)
 def _load_file_cached(path: str, mtime: float) -> Hardware:
-    from omegaconf import OmegaConf
-    from .safeio import check_yaml_text, read_text_file
     text = read_text_file(path, "hardware YAML", error=HardwareError)   # a regular file under the cap
     check_yaml_text(text, path, error=HardwareError)                   # no alias bomb
     try:
         conf = OmegaConf.create(text)
     except Exception as e:  # a YAML syntax error
         raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
-    from .interpolation import check_config
     try:
         check_config(conf)   # no ${oc.env:...}, only whole-value ${key} references to one value
     except ConfigError as e:
@@ -425,8 +418,6 @@ def list_hardware(config_dir: str | Path | None = None) -> list[Hardware]:
 
 
 def _default_choice() -> str:
-    from omegaconf import OmegaConf
-    from .paths import CONFIG_DIR
     for item in OmegaConf.load(CONFIG_DIR / "config.yaml").get("defaults", []):
         if isinstance(item, Mapping) and "hardware" in item:
             return str(item["hardware"])
@@ -450,7 +441,6 @@ def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tupl
     choice = choice or _default_choice()
 
     def post(cfg):
-        from omegaconf import OmegaConf
         if choice in files:
             origin = str(files[choice])
         else:
@@ -483,11 +473,9 @@ _BY_CONTENT_LOCK = threading.Lock()
 
 def _content_key(hw) -> str | None:
     """A key of a ``hardware`` config node by its content (None when it has none)."""
-    import json
     if hw is None:
         return None
     if not isinstance(hw, (dict, str)):
-        from omegaconf import OmegaConf
         hw = OmegaConf.to_container(hw, resolve=True)
     return json.dumps(hw, sort_keys=True, default=str)
 
@@ -519,7 +507,6 @@ def from_config(cfg) -> Hardware:
         spec = plugin_spec(ep)
         if spec is not None and "__hardware__" in spec:
             return spec["__hardware__"]
-    from omegaconf import OmegaConf
     data = OmegaConf.to_container(hw, resolve=True) if not isinstance(hw, dict) else dict(hw)
     data.pop("__entry_point__", None)
     out = from_mapping(data, origin=f"hardware '{data.get('name', '?')}'")

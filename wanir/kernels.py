@@ -22,9 +22,16 @@ import math
 from pathlib import Path
 from typing import Mapping
 
+import yaml
+
 from .errors import ConfigError
 
 PATH = Path(__file__).parent / "data" / "kernels.yaml"
+#: where a value came from: a vendor datasheet, a published measurement, a measurement of
+#: wanir's own, or a modeling assumption (stated in the file's note)
+SOURCES = ("datasheet", "reported", "measured", "assumed")
+#: architecture families; each picks its per-kernel constants in wanir/data/kernels.yaml
+FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu")
 #: the attention kernels of the shipped table (``sdpa`` = what PyTorch SDPA picks on the
 #: family); a kernel added to kernels.yaml (e.g. ``sage2-fp16acc``) is accepted too
 ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "math", "sdpa")
@@ -54,7 +61,6 @@ SECTION_KEYS = {
 @functools.lru_cache(maxsize=1)
 def table() -> dict:
     """The parsed kernel table (checked once)."""
-    import yaml
     data = yaml.safe_load(PATH.read_text())
     _check_table(data)
     return data
@@ -63,7 +69,6 @@ def table() -> dict:
 def _check_leaf(where: str, node, spec) -> None:
     if not isinstance(node, Mapping) or "value" not in node or "source" not in node:
         raise ConfigError(f"{where}: must be written {{value, source, note}}, got {node!r:.60}")
-    from .hardware import SOURCES
     if node["source"] not in SOURCES:
         raise ConfigError(f"{where}.source: must be one of {', '.join(SOURCES)}, got {node['source']!r}")
     v = node["value"]
@@ -88,7 +93,6 @@ def _check_block(where: str, block, keys: dict) -> None:
 
 
 def _check_table(data) -> None:
-    from .hardware import FAMILIES
     where = str(PATH)
     names = tuple(data["attention"])
     for fam, node in data["sdpa"].items():

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import ListConfig
+
 from .errors import ConfigError
 from .safeio import short
 
@@ -226,8 +228,6 @@ def _get(node, parts):
 
 def check_config(cfg) -> None:
     """Check every key of :data:`LIMITS` (and the parallel degrees' upper bound) present in ``cfg``."""
-    from omegaconf import ListConfig
-
     for g, items in _by_group().items():
         group = cfg.get(g, None) if hasattr(cfg, "get") else None
         if group is None:

@@ -23,10 +23,14 @@ import errno
 import os
 import stat
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from .errors import ConfigError, WanirError
+from .interpolation import check_yaml_data
 
 MiB = 2**20
 
@@ -170,8 +174,6 @@ def read_header(path, kind: str, n: int, offset: int = 0, error: type[WanirError
 def _expanded_nodes(root, source: str, error, max_nodes: int, max_depth: int) -> None:
     """Raise ``error`` when the node graph under ``root`` expands (aliases followed) to more
     than ``max_nodes`` nodes, nests deeper than ``max_depth`` or contains itself."""
-    import yaml
-
     sizes: dict[int, int] = {}
     depths: dict[int, int] = {}
     on_path: set[int] = set()
@@ -216,8 +218,6 @@ def load_yaml(text: str, source: str = "<string>", loader=None, error: type[Wani
     """Parse one YAML document with ``loader`` (default ``yaml.SafeLoader``), refusing one that
     expands (aliases followed) to more than ``max_nodes`` values, nests deeper than
     ``max_depth`` or refers to itself. yaml.YAMLError propagates (callers word it)."""
-    import yaml
-
     loader_cls = loader or yaml.SafeLoader
     ld = loader_cls(text)
     try:
@@ -235,8 +235,6 @@ def load_yaml(text: str, source: str = "<string>", loader=None, error: type[Wani
 
 def check_yaml_text(text: str, source: str, error: type[WanirError] = ConfigError) -> None:
     """Raise ``error`` when ``text`` is not YAML wanir will load (syntax, alias bomb, depth)."""
-    import yaml
-
     try:
         ld = yaml.SafeLoader(text)
         try:
@@ -297,9 +295,6 @@ def check_config_dir(config_dir, error: type[WanirError] = ConfigError) -> None:
 def _check_config_yaml(text: str, source: str, error) -> None:
     """No resolver interpolation (``${oc.env:...}``) anywhere in a --config-dir file, and
     plain option names in its defaults list (wanir.interpolation.check_yaml_data)."""
-    import yaml
-
-    from .interpolation import check_yaml_data
     try:
         data = load_yaml(text, source, error=error)
     except yaml.YAMLError:   # not one document: Hydra's own error names the file
@@ -317,8 +312,6 @@ def check_torch_zip(path, error: type[WanirError] = ConfigError) -> None:
     member expands more than :data:`TORCH_ZIP_MAX_RATIO` times, and the pickle really
     decompresses to no more than its cap; a file that is not a zip (the legacy format,
     read whole) is at most ``CAPS['legacy checkpoint']``."""
-    import zipfile
-
     p = os.fspath(path)
     size = check_regular_file(p, "checkpoint", cap=2**62, error=error)
     try:

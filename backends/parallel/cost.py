@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wanir import hardware as hwlib
+from wanir import options as _options
+from wanir.dtypes import get_dtype
 from wanir.graph import Graph
+from wanir.passes import count
+from wanir.passes import memory as mem_pass
+from wanir.passes.experts import calls_per_invocation
+from wanir.result import Estimate
+from wanir.runtime import memory_options_for_plan, runtime_options
 
+from .. import comm as commlib
+from .. import host_stages as hostlib
+from .. import roofline
+from ..host_stages import block_stream_plan
 from .plan import SINGLE_DEVICE_STAGES, Plan, check_plan, plan_from, resolve_plan
 from .transform import shard_graph
-
 
 
 class DeviceGraph:
@@ -16,15 +27,11 @@ class DeviceGraph:
     (verify, flops, bytes, memory) so that :meth:`cost` can time it on any hardware."""
 
     def __init__(self, graph: Graph, plan: Plan, cfg=None):
-        from wanir import options as _options
-        from wanir.passes import count
 
-        from wanir.runtime import runtime_options
         self.plan, self.cfg, self.options = plan, cfg, _options.of(cfg)
         self.graph = shard_graph(graph, plan, runtime_options(cfg).multi_gpu)
         ro = self.options.roofline
         self.kernel, self.fusion, self.mode = ro.attention_kernel, ro.fusion, ro.mode
-        from wanir.runtime import memory_options_for_plan, runtime_options
         # one generate.py process group: the devices that work on one video or share its weights
         self.mem = memory_options_for_plan(cfg, max(plan.replica, plan.fsdp))
         self.runtime = runtime_options(cfg)
@@ -33,7 +40,6 @@ class DeviceGraph:
         g = self.graph
         resident = None
         if self.mem.offload == "block":
-            from ..host_stages import block_stream_plan
             resident = {"diffusion_core": block_stream_plan(g, self.mem.resident_params)["gpu_weight_bytes"]}
         # the counting path of the single-device estimate (passes/count.py)
         counts = count.run(g, self.options, check=True, mem=self.mem, resident_weight_bytes=resident)
@@ -50,14 +56,10 @@ class DeviceGraph:
         communication node; returns a :class:`MultiDeviceCost`. ``plan``: the plan to report
         (default the graph's; one with the same shape and more data-parallel replicas or
         another name reuses this per-device graph)."""
-        from wanir.passes import memory as mem_pass
 
-        from .. import comm as commlib
-        from .. import roofline
 
         p, g = plan or self.plan, self.graph
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
-        from .. import host_stages as hostlib
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
@@ -103,7 +105,7 @@ class DeviceGraph:
         mem_stages = {}
         for s, r in stages.items():
             r["compute_s"] = max(r["compute_s"], rf["issue_s"][s])      # a stage is at least its CPU issue time
-            calls = _calls_per_invocation(g, s)
+            calls = calls_per_invocation(g, s)
             if calls > 1:       # two experts (Wan2.2 A14B): report per DiT call, as the single-device estimate
                 r["invocations"] *= calls
                 for key in ("compute_s", "comm_s", "exposed_comm_s"):
@@ -133,7 +135,6 @@ class DeviceGraph:
         if shard and "diffusion_core" in f:
             # FSDP mixed precision: the gathers and the compute use the graph's weight dtype,
             # the resident shards keep the stored one
-            from wanir.dtypes import get_dtype
             ws = [w for n in self.nodes if n.stage == "diffusion_core" for w in n.params.values()]
             if ws:
                 out["diffusion_core"] = out["diffusion_core"] * get_dtype(shard).bits // ws[0].type.dtype.bits
@@ -283,9 +284,6 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
     Returns a :class:`MultiDeviceCost`: per-device time, memory and communication per stage
     and in total (seconds, bytes), speedup and parallel efficiency against one device of the
     same hardware."""
-    from wanir import hardware as hwlib
-    from wanir.result import Estimate
-
     if isinstance(estimate_or_graph, Estimate):
         graph, cfg = estimate_or_graph.graph, (cfg if cfg is not None else estimate_or_graph.config)
         if cfg is None:   # an Estimate that keeps no config (a sweep's): its plan and hardware
@@ -324,9 +322,3 @@ def is_multi_device(cfg) -> bool:
     p = resolve_plan(cfg.parallel)
     return p.degree > 1 or p.fsdp > 1
 
-
-def _calls_per_invocation(graph, stage: str) -> int:
-    if stage not in graph.meta.get("experts", {}):
-        return 1
-    from wanir.frontends.wan22 import calls_per_invocation
-    return calls_per_invocation(graph, stage)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from omegaconf import DictConfig, OmegaConf
+
 from wanir.errors import ConfigError
 
 
@@ -135,7 +137,6 @@ def resolve_plan(p) -> Plan:
     if p is None:
         return Plan()
     try:
-        from omegaconf import DictConfig, OmegaConf
         if isinstance(p, DictConfig):
             p = OmegaConf.to_container(p, resolve=True)
     except ImportError:  # pragma: no cover
@@ -231,7 +232,6 @@ def plan_from(plan, devices: int | None = None) -> Plan:
 
 def _container(d):
     try:
-        from omegaconf import DictConfig, OmegaConf
         if isinstance(d, DictConfig):
             return OmegaConf.to_container(d, resolve=True)
     except ImportError:  # pragma: no cover

@@ -18,9 +18,13 @@ posts).
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
+import socket
 import sys
+import threading
+import webbrowser
 from importlib import resources
 from pathlib import Path
 
@@ -85,14 +89,14 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
     ``--config-dir``); ``allow_files``: the folder ``model.from`` may read (None: none);
     ``allowed_hosts``: the ``Host`` names accepted (default: the loopback names);
     ``prefetch``: compose the configurations one hardware switch away while idle."""
-    from anyio import to_thread
-    from starlette.applications import Starlette
-    from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
-    from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse, Response
-    from starlette.routing import Mount, Route
-    from starlette.staticfiles import StaticFiles
+    from anyio import to_thread  # late import: the optional 'web' extra
+    from starlette.applications import Starlette  # late import: the optional 'web' extra
+    from starlette.middleware import Middleware  # late import: the optional 'web' extra
+    from starlette.middleware.trustedhost import TrustedHostMiddleware  # late import: the optional 'web' extra
+    from starlette.requests import Request  # late import: the optional 'web' extra
+    from starlette.responses import FileResponse, JSONResponse, Response  # late import: the optional 'web' extra
+    from starlette.routing import Mount, Route  # late import: the optional 'web' extra
+    from starlette.staticfiles import StaticFiles  # late import: the optional 'web' extra
 
     engine = Engine(config_dir, allow_files, prefetch=prefetch)
 
@@ -227,8 +231,6 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
-
     if host == "localhost":
         return True
     try:
@@ -241,10 +243,7 @@ def serve(host: str = "127.0.0.1", port: int = 8765, config_dir=None, allow_file
           out=None) -> None:
     """Run the server until interrupted. Binds ``host:port`` (port 0: a free port), prints
     the URL, and warns on stderr when the address is reachable from other machines."""
-    import socket
-    import threading
-
-    import uvicorn
+    import uvicorn  # late import: the optional 'web' extra
 
     out = out or sys.stdout
     if allow_files is not None and not Path(allow_files).is_dir():
@@ -280,7 +279,6 @@ def serve(host: str = "127.0.0.1", port: int = 8765, config_dir=None, allow_file
     # page load then answers at once
     threading.Thread(target=_warm, args=(app.state.engine,), daemon=True).start()
     if open_browser:
-        import webbrowser
         threading.Timer(0.3, webbrowser.open, args=(url,)).start()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=5,
                             limit_concurrency=64)

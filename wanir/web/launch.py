@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -30,7 +31,6 @@ def running_server(*args: str, timeout: float = 60.0):
             m = re.search(r"(http://\S+/)", line)
             if m:
                 url = m.group(1)
-        import threading
         threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()   # keep the pipe drained
         while True:
             try:

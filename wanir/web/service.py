@@ -10,12 +10,30 @@ same functions the CLI prints with.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
 
+import yaml
+from omegaconf import OmegaConf
+
+from wanir import hardware as hwlib
+from wanir.backends import graphviz as gv
+from wanir.backends import report, sizing
+from wanir.backends.graphviz import fmt_shape, node_bytes, node_flops
+from wanir.backends.html import _strip_svg_header
+from wanir.backends.parallel import cost_rows, is_multi_device, multi_device_cost, summary_lines
+from wanir.backends.report import _display_rows, fmt_bytes, rows, scope_rows
+from wanir.config import CONFIG_DIR, GROUPS, list_options, load_config, to_dict
 from wanir.errors import ConfigError, WanirError
+from wanir.estimate import estimate
+from wanir.passes.memory import pipeline_peak
+from wanir.runtime import memory_options
+from wanir.safeio import short
 
 #: most overrides one request may carry, and the longest one (characters)
 MAX_OVERRIDES = 64
@@ -65,7 +83,6 @@ def check_overrides(overrides, allow_files: str | Path | None = None, config_dir
         raise WebError("overrides must be a list of KEY=VALUE strings")
     if len(overrides) > MAX_OVERRIDES:
         raise WebError(f"too many overrides: {len(overrides)} (at most {MAX_OVERRIDES})")
-    from wanir.config import GROUPS
 
     out = []
     for o in overrides:
@@ -117,20 +134,15 @@ def _allowed_path(key: str, value: str, allow_files) -> str:
 def options_of(group: str, config_dir=None) -> list[str]:
     """The options of ``group``: :func:`wanir.config.list_options`, plus the hardware
     registered as entry points for ``hardware``."""
-    from wanir.config import list_options
-
     opts = list(list_options(group, config_dir))
     if group == "hardware":
-        from wanir import hardware as hwlib
         opts = sorted(set(opts) | set(hwlib.plugin_names()))
     return opts
 
 
 def _defaults() -> dict:
     """The option each group of the primary config selects (``defaults:`` of config.yaml)."""
-    import yaml
 
-    from wanir.config import CONFIG_DIR
 
     try:
         doc = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text()) or {}
@@ -147,9 +159,6 @@ def _defaults() -> dict:
 def options(config_dir=None) -> dict:
     """What the controls offer: every config group with its options and default, the
     hardware summaries, the workload keys with their own field, and the limits."""
-    from wanir import hardware as hwlib
-    from wanir.config import GROUPS
-
     defaults = _defaults()
     groups = []
     for g in GROUPS:
@@ -196,7 +205,6 @@ class Engine:
     # (the rest of an estimate tens); once composed it is cached. After each answer, while no
     # request is waiting, the combinations one hardware switch away are composed ahead.
     def _prefetch(self, overrides: list[str]) -> None:
-        from wanir.config import GROUPS
 
         groups = [o for o in overrides if o.split("=", 1)[0] in GROUPS and not o.startswith("hardware=")]
         try:
@@ -208,7 +216,6 @@ class Engine:
         self._wake.set()
 
     def _prefetch_loop(self) -> None:   # pragma: no cover - timing only, measured by the benchmark
-        from wanir.config import load_config
 
         while True:
             self._wake.wait()
@@ -233,8 +240,6 @@ class Engine:
 
     def estimate(self, overrides):
         """The Estimate of ``overrides`` (checked here), from the cache when seen lately."""
-        from wanir.estimate import estimate
-
         ov = tuple(self.overrides(overrides))
         with self.lock:
             hit = self.cache.get(ov)
@@ -281,8 +286,6 @@ class Engine:
 
     def diagram_view(self, overrides, stage: str | None = None, depth: int = 2, color: str = "bound") -> str:
         """The Graphviz diagram (SVG text) of ``stage`` (None: the pipeline) at ``depth``."""
-        from wanir.backends import graphviz as gv
-
         depth = _depth(depth, MAX_DIAGRAM_DEPTH)
         if color not in gv.COLOR_MODES:
             raise WebError(f"color={color!r}: allowed: {', '.join(gv.COLOR_MODES)}")
@@ -293,11 +296,9 @@ class Engine:
             elif stage not in est.graph.stages:
                 raise WebError(f"stage={stage!r}: stages of this pipeline: {', '.join(est.graph.stages)}")
             graph = est.graph
-            from wanir.backends.parallel import is_multi_device, multi_device_cost
             if est.config is not None and is_multi_device(est.config):   # one device's graph of the plan
                 graph = multi_device_cost(est).graph
             try:
-                from wanir.backends.html import _strip_svg_header
                 return _strip_svg_header(gv.to_svg(graph, stage=stage, depth=depth, color=color))
             except WanirError:
                 raise
@@ -309,8 +310,6 @@ class Engine:
         """The file ``wanir estimate --format json|csv`` prints (``kind`` 'json' or 'csv') or
         ``wanir report`` writes ('html') for ``overrides``: the command itself, run in a child
         process."""
-        import tempfile
-
         if kind not in ("json", "csv", "html"):
             raise WebError(f"no download {kind!r}; allowed: json, csv, html")
         ov = self.overrides(overrides)
@@ -334,8 +333,6 @@ class Engine:
         overrides left out: the sizing tries ``hardware``, default every GPU, and every plan on
         ``devices``): every candidate that fits (see :func:`size_payload`), with the Pareto
         front of cost per video against latency."""
-        from wanir.backends import sizing
-
         # the sizing explores hardware and plans: the GPU and plan of the controls are left out
         ov = [o for o in self.overrides(overrides)
               if o.split("=", 1)[0].split(".", 1)[0] not in ("hardware", "parallel")]
@@ -380,13 +377,11 @@ def _pos_float(name, v):
     except (TypeError, ValueError):
         raise WebError(f"argument --{name}: invalid float value: {str(v)[:40]!r}") from None
     if not (0 < x <= 1e9):   # the bound and the words of `wanir size` (docs/limits.md)
-        from wanir.safeio import short
         raise WebError(f"--{name} must be a finite number in (0, 1e9], got {short(x)}")
     return x
 
 
 def _devices(v) -> tuple:
-    from wanir.backends import sizing
 
     if v in (None, "", []):
         return tuple(d for d in sizing.DEFAULT_DEVICES if d <= MAX_DEVICE_COUNT)
@@ -421,8 +416,6 @@ def _find_provenance(doc: dict):
 
 def _provenance_lines(est) -> list[str]:
     """The CLI's lines on what each stage's time rests on, where this wanir prints them."""
-    from wanir.backends import report
-
     f = getattr(report, "provenance_lines", None)
     return list(f(est)) if callable(f) else []
 
@@ -430,8 +423,6 @@ def _provenance_lines(est) -> list[str]:
 def fit_payload(est) -> dict | None:
     """Peak GPU memory against the device's capacity: peak, capacity (bytes), fits, and the
     fit verdict of the JSON document (``fits``) when it has one."""
-    from wanir import hardware as hwlib
-
     peak = est.total.get("peak_memory_bytes")
     if est.config is None or peak is None:
         return None
@@ -446,9 +437,6 @@ def fit_payload(est) -> dict | None:
 
 def estimate_payload(est) -> dict:
     """The data of the main view (see :meth:`Engine.estimate_view`)."""
-    from wanir.backends.report import _display_rows, fmt_bytes
-    from wanir.config import to_dict
-
     head, body = _display_rows(est)
     doc = est.to_dict()
     wl = doc.get("workload", {})
@@ -478,8 +466,6 @@ def estimate_payload(est) -> dict:
 def _caption(est, wl: dict) -> str:
     """The caption ``wanir estimate`` prints under its table (the workload, the runtime, the
     memory reserve, the weight transfer, stages on another device, the experts' steps)."""
-    from wanir.backends import report
-
     parts = [", ".join(f"{k}={v}" for k, v in wl.items()
                        if k in ("width", "height", "frames", "steps", "guidance", "batch"))]
     if est.graph.meta.get("runtime"):
@@ -514,8 +500,6 @@ def _leaf_keys(cfg, prefix="") -> list[str]:
 def multi_device_payload(est) -> dict | None:
     """The per-device table of a parallel plan as ``wanir estimate`` prints it (None for one
     device)."""
-    from wanir.backends.parallel import cost_rows, is_multi_device, multi_device_cost, summary_lines
-
     if est.config is None or not is_multi_device(est.config):
         return None
     cost = multi_device_cost(est)
@@ -534,9 +518,6 @@ def run_cli(command: str, overrides, config_dir=None, *args: str) -> str:
     in a child process (so a download is exactly what the CLI gives). Its one-line error
     becomes a :class:`WebError`. ``overrides`` must have passed :func:`check_overrides`
     (none starts with ``-``; no shell is involved)."""
-    import subprocess
-    import sys
-
     argv = [sys.executable, "-m", "wanir", command, *overrides, *args]
     if config_dir:
         argv += ["--config-dir", config_dir]
@@ -553,7 +534,6 @@ def run_cli(command: str, overrides, config_dir=None, *args: str) -> str:
 
 
 def _node_record(n) -> dict:
-    from wanir.backends.graphviz import fmt_shape, node_bytes, node_flops
 
     c = n.costs
     fl = node_flops(n)
@@ -570,9 +550,7 @@ def roof_of(est) -> dict | None:
     compute dtype), ``vector_flops``, ``bandwidth`` (DRAM bytes/s) and, where the hardware
     describes its last-level cache, ``l2_bandwidth`` (a node whose working set fits the L2
     streams at that rate)."""
-    from omegaconf import OmegaConf
 
-    from wanir import hardware as hwlib
 
     if est.config is None:
         return None
@@ -596,8 +574,6 @@ def roofline_payload(est, by: str = "op", depth: int = 2) -> dict:
     """Points (arithmetic intensity ``x`` in FLOP/byte, attained FLOP/s ``y``) of every op
     with FLOPs, bytes and time, or of every scope cut at ``depth`` below its stage; and the
     roofs of the configured hardware (:func:`roof_of`)."""
-    from wanir.backends.report import scope_rows
-
     pts, left_out = [], 0
     if by == "op":
         for n in est.graph:
@@ -627,8 +603,6 @@ def breakdown(est, depth: int = 2) -> dict:
     ``depth`` below the stage) → op kind. Parallel lists ``ids``, ``labels``, ``parents``,
     ``values`` (seconds per generation; FLOPs when nothing is timed), each parent's value the
     sum of its children's. ``metric``: 'time_s' or 'flops'."""
-    from wanir.backends.graphviz import node_flops
-
     have_time = any(n.costs.get("time_s") is not None for n in est.graph)
     vals: dict[str, float] = {}
     parent: dict[str, str] = {}
@@ -661,10 +635,6 @@ def memory_timeline(est) -> dict | None:
     the residency policy of the config (the memory pass's
     :func:`~wanir.passes.memory.pipeline_peak` applied to the stage alone); the pipeline's
     peak and the stage at it; the GPU's capacity."""
-    from wanir import hardware as hwlib
-    from wanir.passes.memory import pipeline_peak
-    from wanir.runtime import memory_options
-
     info = est.extra.get("stages")
     if not info or est.config is None:
         return None
@@ -709,7 +679,6 @@ def compare(a, b) -> dict:
     """Per-stage records of two estimates and the ratio B / A of each (None where either is
     missing or A is 0). Stages present in only one of them are listed with the other side
     None."""
-    from wanir.backends.report import rows
 
     def recs(est):
         out = {}
