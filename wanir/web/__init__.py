@@ -6,15 +6,14 @@ package imports none of them; :func:`create_app` and :func:`serve` do.
 """
 from __future__ import annotations
 
-from .app import create_app as make
-from .app import serve as run
-
 
 def create_app(*args, **kw):
     """The Starlette application (see :func:`wanir.web.app.create_app`)."""
+    from .app import create_app as make  # late import: importing the package imports none of the web app
     return make(*args, **kw)
 
 
 def serve(*args, **kw):
     """Run the server (see :func:`wanir.web.app.serve`)."""
+    from .app import serve as run  # late import: importing the package imports none of the web app
     return run(*args, **kw)
