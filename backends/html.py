@@ -3,7 +3,7 @@
 One file, no network fetches: styles inline, the architecture diagram as inline SVG (made by
 Graphviz), plots as inline SVG (matplotlib). Sections: the configuration, the stage table,
 the diagram, the plots, the per-scope breakdown, and what is modeled and what is not (the
-"Not modeled" notes of ``docs/architecture.md`` plus :data:`MODEL_NOTES`), then warnings.
+"Not modeled" notes of ``docs/lowering.md`` plus :data:`MODEL_NOTES`), then warnings.
 
 :func:`to_html` returns the page as text; :func:`write_report` writes it.
 """
@@ -74,10 +74,11 @@ def _md_inline(text: str) -> str:
 
 
 def architecture_notes(path: str | os.PathLike | None = None) -> list[tuple[str, str]]:
-    """The "Not modeled" paragraphs of ``docs/architecture.md`` as (section heading, text)
-    pairs, plus every paragraph of a section whose heading mentions "modeled"; empty when the
-    file is not there (an installed copy without docs)."""
-    path = Path(path) if path else Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
+    """The "Not modeled" paragraphs of ``docs/lowering.md`` (the per-model lowering
+    reference) as (section heading, text) pairs, plus every paragraph of a section whose
+    heading mentions "modeled"; empty when the file is not there (an installed copy without
+    docs)."""
+    path = Path(path) if path else Path(__file__).resolve().parent.parent / "docs" / "lowering.md"
     if not path.is_file():
         return []
     out = []
