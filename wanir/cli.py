@@ -269,7 +269,9 @@ def _add_visual_commands(sub) -> None:
     h.set_defaults(func=cmd_report)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``command`` (the command about to run, None for all) spares loading
+    the modules of the other commands."""
     p = argparse.ArgumentParser(prog="wanir", description="FLOPs, bytes, memory and time of Wan2.1 video generation")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -325,7 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     _add_visual_commands(sub)
-    # commands whose module declares its own arguments (light modules: their work loads on use)
+    if command is None or command in MODULE_COMMANDS:
+        _add_module_commands(sub)
+    else:   # another command runs: these are names only, their modules are not loaded
+        for name in MODULE_COMMANDS:
+            sub.add_parser(name)
+    return p
+
+
+#: commands whose module declares their arguments; loaded when one of them runs or for --help
+MODULE_COMMANDS = ("serve", "validate", "calibrate", "verify")
+
+
+def _add_module_commands(sub) -> None:
     from wanir.backends import calibrate, validate  # late import: lazy command loading
     from wanir.verify import add_parser as add_verify  # late import: lazy command loading
     from wanir.web.command import add_parser as add_serve  # late import: lazy command loading
@@ -334,7 +348,6 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_parser(sub)
     calibrate.add_parser(sub)
     add_verify(sub, _add_common)
-    return p
 
 
 def _check_args(args) -> None:
@@ -368,7 +381,9 @@ def _check_args(args) -> None:
 
 def main(argv=None) -> int:
     """Entry point of the ``wanir`` console script; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if not sys.stdout.isatty():
         # piped or captured output: wide tables instead of rich's 80-column default
