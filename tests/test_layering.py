@@ -2,7 +2,7 @@
 layers below it, never one above.
 
     0 IR core       wanir.{errors, dtypes, tensor, scope, graph, builder, ops, options, paths, config,
-                    hardware, kernels, runtime, result, jsonout, safeio, limits, interpolation}
+                    hardware, kernels, runtime, result, jsonout, safeio, limits, interpolation, lowerings}
     1 passes        wanir.passes.*
     2 frontends     wanir.frontends.*  and  backends  wanir.backends.* (except the drivers)
     3 API           wanir (the package), wanir.estimate, and the drivers wanir.backends.{sweep, sizing, validate}
