@@ -526,9 +526,7 @@ def _write_csv(path: Path, rows: list[Row]) -> None:
 
 
 def write_plot(path: Path, rows: list[Row], title: str) -> None:
-    import matplotlib  # late import: matplotlib loads in ~0.3 s; only plots need it
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # late import: matplotlib loads in ~0.3 s; only plots need it
+    from .plots import plt  # late import: matplotlib (made headless there) loads in ~0.3 s; only plots need it
     benches = sorted({r.bench for r in rows if r.model and r.measured})
     fig, axes = plt.subplots(1, max(len(benches), 1), figsize=(4 * max(len(benches), 1), 4), squeeze=False)
     for ax, b in zip(axes[0], benches):
