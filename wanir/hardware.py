@@ -418,7 +418,14 @@ def list_hardware(config_dir: str | Path | None = None) -> list[Hardware]:
 
 
 def _default_choice() -> str:
-    for item in OmegaConf.load(CONFIG_DIR / "config.yaml").get("defaults", []):
+    """The hardware the built-in config.yaml chooses by default (``h100-sxm`` if it names none)."""
+    path = CONFIG_DIR / "config.yaml"
+    return _default_choice_of(str(path), path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _default_choice_of(path: str, mtime: float) -> str:
+    for item in OmegaConf.load(path).get("defaults", []):
         if isinstance(item, Mapping) and "hardware" in item:
             return str(item["hardware"])
     return "h100-sxm"

@@ -60,8 +60,9 @@ SECTION_KEYS = {
 
 @functools.lru_cache(maxsize=1)
 def table() -> dict:
-    """The parsed kernel table (checked once)."""
-    data = yaml.safe_load(PATH.read_text())
+    """The parsed kernel table (checked once). A shipped file: parsed with libyaml's safe
+    loader when PyYAML has it (about 8× faster than the pure-Python one, same result)."""
+    data = yaml.load(PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     _check_table(data)
     return data
 
