@@ -234,3 +234,80 @@ def test_malformed_or_deep_bodies_get_one_line(server, body):
     time.sleep(0.2)
     log = "".join(info["lines"][n0:])
     assert "Traceback" not in log and "Error" not in log
+
+
+def test_a_job_is_stopped_at_its_time_limit(monkeypatch):
+    """A job's child that outlives its limit is killed, the job says so, and the slot frees."""
+    import sys
+
+    from wanir.web import jobs as J
+
+    monkeypatch.setitem(J.LIMIT_S, "size", 1.0)
+    runner = J.Jobs()
+    job = runner._begin("size")
+    code = ("import json, sys, time\n"
+            "print(json.dumps({'progress': 0.25}), file=sys.stderr, flush=True)\n"
+            "time.sleep(60)\n")
+    t0 = time.perf_counter()
+    runner._run(job, [sys.executable, "-c", code], "", None)
+    took = time.perf_counter() - t0
+    assert job.state == "timed out" and "time limit of 1 s" in job.error and job.progress == 0.25
+    assert took < 30                                           # killed, not waited for
+    assert runner._begin("size").state == "running"            # the slot is free again
+    with pytest.raises(J.Busy, match="already running"):
+        runner._begin("size")
+
+
+def test_a_cross_site_page_in_a_browser_cannot_reach_it(server, tmp_path):
+    """A page served from another origin (localhost on another port: another site for the
+    browser) tries what a hostile page would: an <img> and a link to the report download, a
+    no-cors fetch and a form POST to the API. The browser sends its own Sec-Fetch-Site and
+    Origin headers; every one of those requests is answered 403."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    pytest.importorskip("playwright")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    target = url.rstrip("/")
+    q = "&".join(SMALL)
+    (tmp_path / "evil.html").write_text(f"""<!DOCTYPE html><html><body>
+<img src="{target}/download/report.html?{q}">
+<img src="{target}/download/estimate.json?{q}">
+<form id="f" method="POST" action="{target}/api/size" enctype="text/plain">
+<input name='{{"overrides": [], "x": "' value='"}}'></form>
+<script>
+fetch("{target}/api/report", {{method: "POST", mode: "no-cors", body: '{{"overrides": []}}'}}).catch(() => null);
+fetch("{target}/download/estimate.csv?{q}", {{mode: "no-cors"}}).catch(() => null);
+setTimeout(() => document.getElementById("f").submit(), 500);
+</script></body></html>""")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    seen = []
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            pg = b.new_page()
+            pg.on("response", lambda r: seen.append((r.url, r.status)) if r.url.startswith(target) else None)
+            pg.goto(f"http://localhost:{evil.server_address[1]}/evil.html")
+            t_end = time.monotonic() + 60
+            while time.monotonic() < t_end and len(seen) < 5:
+                pg.wait_for_timeout(200)
+            b.close()
+    finally:
+        evil.shutdown()
+    paths = {u.split("?")[0].removeprefix(target): s for u, s in seen}
+    assert set(paths) >= {"/download/report.html", "/download/estimate.json", "/download/estimate.csv",
+                          "/api/report", "/api/size"}, seen
+    assert all(s == 403 for s in paths.values()), seen
+    # the page started no report: the report slot is free (a running one would answer 429)
+    status, body = request(url + "api/report", {"overrides": SMALL})
+    assert status == 202, body
+    request(url + f"api/jobs/{json.loads(body)['id']}/cancel", {}, method="POST")

@@ -308,3 +308,8 @@ def test_download_json_is_the_cli_document(server, page):
     assert code == 0, err
     assert got == json.loads(out)
     assert d.value.suggested_filename == "estimate.json"
+    # the HTML report runs as a job, then downloads: the CLI report's stage table
+    with page.expect_download() as d:
+        page.click("#dl-html")
+    html = open(d.value.path(), encoding="utf-8").read()
+    assert d.value.suggested_filename == "report.html" and 'id="stage-table"' in html
