@@ -232,6 +232,7 @@ def test_every_view_under_a_plan_is_per_device(server, page):
     ready(page)
     cli_rows = cli_table(["model=wan2.1-t2v-1.3b", *PLAN])
     assert page_table(page, "#stage-table") == cli_rows
+    assert page.input_value('[data-key="parallel.degree"]') == "4" and not page.is_disabled('[data-key="parallel.degree"]')
     head = page.eval_on_selector_all("#compare-table thead tr:last-child th", "hs => hs.map(h => h.textContent)")
     total = page_table(page, "#compare-table")[-1]
     assert total[0] == "total"

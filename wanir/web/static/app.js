@@ -171,16 +171,17 @@ function resetDependents(key) {
   for (const f of dep.fields) { const c = controlOf(f); if (c) c.value = ""; }
   const keep = $("#advanced").value.split("\n").filter(l => !dep.prefixes.some(p => l.trim().startsWith(p)));
   $("#advanced").value = keep.join("\n");
-  syncPlanControls();
+  syncPlanControls(true);
 }
-// the device count belongs to a plan: off (and empty) on one device
-function syncPlanControls() {
+// the device count belongs to a plan: off (and, when the plan changes, emptied) on one
+// device; a count a link brings with a single plan stays editable, so that its error shows
+function syncPlanControls(clear = false) {
   const plan = controlOf("parallel"), deg = controlOf("parallel.degree");
   if (!plan || !deg) return;
   const single = plan.value === "" || plan.value === "single";
-  if (single) deg.value = "";
-  deg.disabled = single;
-  deg.title = single ? "choose a parallel plan first" : "";
+  if (single && clear) deg.value = "";
+  deg.disabled = single && deg.value === "";
+  deg.title = deg.disabled ? "choose a parallel plan first" : "";
 }
 
 function controlOf(key) { return $(`#form [data-key="${CSS.escape(key)}"]`); }
@@ -384,7 +385,7 @@ function refreshView() {
   else if (v === "breakdown") loadBreakdown();
   else if (v === "diagram") loadDiagram();
   else if (v === "compare") loadCompare();
-  else if (v === "sizing") { if (!S.sizing) runSizing(); else markSizing(); }
+  else if (v === "sizing") { if (!S.sizing && !S.jobs.size) runSizing(); else markSizing(); }
 }
 function plotly() {
   if (window.Plotly) return window.Plotly;
@@ -703,6 +704,7 @@ async function start() {
   if (!r.ok) { $("#error").textContent = S.options.error; return; }
   buildControls(S.options);
   applyOverrides(listOf(location.search));
+  syncPlanControls();
   applyHash();
   for (const b of $$("#tabs button")) b.onclick = () => setView(b.dataset.view);
   for (const id of ["roof-by", "roof-depth", "roof-color"]) $("#" + id).onchange = () => { updateURL(); loadRoofline(); };
