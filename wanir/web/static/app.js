@@ -166,6 +166,7 @@ const DEPENDENTS = {
   hardware: {fields: [], prefixes: ["hardware."]},
 };
 function resetDependents(key) {
+  if (key === "hardware") hardwareHint(S.last && S.last.document.hardware);
   const dep = DEPENDENTS[key];
   if (!dep) return;
   for (const f of dep.fields) { const c = controlOf(f); if (c) c.value = ""; }
@@ -173,6 +174,16 @@ function resetDependents(key) {
   $("#advanced").value = keep.join("\n");
   syncPlanControls(true);
 }
+// the caption under the GPU menu: the chosen GPU's (the answer's when the menu is on its default)
+function hardwareHint(answered) {
+  const hint = document.getElementById("hint-hardware"), c = controlOf("hardware");
+  if (!hint) return;
+  const hw = S.options.hardware[(c && c.value) || answered || ""];
+  const num = x => (x === null || x === undefined) ? "?" : String(+Number(x).toPrecision(4));
+  hint.textContent = hw ? `${hw.description || ""} — ${num(hw.memory_gib)} GiB, ` +
+    `${num(hw.bf16_tflops)} BF16 TFLOP/s, ${num(hw.bandwidth_tbps)} TB/s` : "";
+}
+
 // the device count belongs to a plan: off (and, when the plan changes, emptied) on one
 // device; a count a link brings with a single plan stays editable, so that its error shows
 function syncPlanControls(clear = false) {
@@ -357,11 +368,7 @@ function renderEstimate(d) {
     const c = controlOf(`workload.${k}`);
     if (c && c.tagName === "INPUT") c.placeholder = d.workload[k] === undefined ? "" : String(d.workload[k]);
   }
-  const hw = S.options.hardware[(d.document.hardware || "")];
-  const hint = document.getElementById("hint-hardware");
-  const num = x => (x === null || x === undefined) ? "?" : String(+Number(x).toPrecision(4));
-  if (hint) hint.textContent = hw ? `${hw.description || ""} — ${num(hw.memory_gib)} GiB, ` +
-    `${num(hw.bf16_tflops)} BF16 TFLOP/s, ${num(hw.bandwidth_tbps)} TB/s` : "";
+  hardwareHint(d.document.hardware);
   const sel = $("#dg-stage"), keep = S.wantStage ?? sel.value;
   S.wantStage = undefined;
   sel.replaceChildren(el("option", {value: "", text: "whole pipeline"}), ...d.stages.map(s => el("option", {value: s, text: s})));
