@@ -542,3 +542,13 @@ def test_size_request_refuses_before_any_work(engine):
         with pytest.raises(ConfigError, match=words) as e:
             engine.size_request(SMALL, **kw)
         assert "\n" not in str(e.value)
+
+
+def test_sizing_reports_its_progress(engine):
+    """The fraction done comes before each plan: never decreasing, in [0, 1), one per plan
+    tried (each plan is timed on every hardware)."""
+    fr = []
+    d = engine.size_view(["model=wan2.1-t2v-1.3b", "workload=480p", "workload.frames=17", "workload.steps=2"],
+                         hardware=["h100-sxm", "l40s"], devices="1,2,4", progress=fr.append)
+    assert fr == sorted(fr) and 0 <= fr[0] and fr[-1] < 1
+    assert len(fr) * 2 == d["evaluated"]

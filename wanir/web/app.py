@@ -427,6 +427,8 @@ def serve(host: str = "127.0.0.1", port: int = 8765, config_dir=None, allow_file
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for job in app.state.jobs.running():     # no child outlives the server
+            app.state.jobs.cancel(job.id)
 
 
 def _warm(engine) -> None:
