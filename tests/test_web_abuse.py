@@ -223,7 +223,7 @@ def test_same_origin_requests_pass(server):
 
 
 @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"overrides": ' + b"[" * 50 + b"]" * 50 + b"}",
-                                  b'{"a": ' * 5000 + b"1" + b"}" * 5000, b"\xff\xfe{", b'{"overrides": [1, {}]}'])
+                                  b'{"a": ' * 5000 + b"1" + b"}" * 5000, b"\xff\xfe{", b'{"overrides": [1, {}]}', b"null"])
 def test_malformed_or_deep_bodies_get_one_line(server, body):
     url, info = server
     n0 = len(info["lines"])

@@ -180,14 +180,15 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
                         raise WebError(f"request too large (at most {MAX_BODY} bytes)")
         except TimeoutError:
             raise WebError(f"the request body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
+        deep = WebError(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
         try:
             data = json.loads(bytes(buf) or b"{}")
         except (ValueError, UnicodeDecodeError):
             raise WebError("the request body is not valid JSON") from None
         except RecursionError:
-            data = None
-        if data is None or not json_depth(data, MAX_JSON_DEPTH):
-            raise WebError(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+            raise deep from None
+        if not json_depth(data, MAX_JSON_DEPTH):
+            raise deep
         if not isinstance(data, dict):
             raise WebError("the request body must be a JSON object")
         return data
