@@ -31,6 +31,11 @@ MAX_SWEEP_POINTS = 100_000
 MAX_JOBS = 64
 #: range of a positive hardware spec number (in its key's unit: TFLOP/s, TB/s, GB/s, GiB, us)
 HW_MIN, HW_MAX = 1e-6, 1e9
+#: slowest inter-node network a plan may name, GB/s per GPU (a 100 Mb/s link is 0.0125): below
+#: it a collective's time overflows to inf
+MIN_NETWORK_GBPS = 0.01
+#: smallest achieved fraction of a link's bandwidth
+MIN_LINK_EFFICIENCY = 0.01
 #: largest magnitude of any number read from a config.json
 MAX_JSON_NUMBER = 2**40
 
@@ -137,10 +142,10 @@ LIMITS: dict[str, Rule] = {
     "model.trained_max_frames": _int(1, 10_001, optional=True),
     "parallel.gpus_per_node": _int(1, 1024),
     "parallel.intra_node.latency_us": _float(0.0, 1e6),
-    "parallel.intra_node.efficiency": _float(0.0, 1.0, lo_open=True),
-    "parallel.network.bandwidth_GBps": _float(0.0, 1e6, lo_open=True),
+    "parallel.intra_node.efficiency": _float(MIN_LINK_EFFICIENCY, 1.0),
+    "parallel.network.bandwidth_GBps": _float(MIN_NETWORK_GBPS, 1e6),
     "parallel.network.latency_us": _float(0.0, 1e6),
-    "parallel.network.efficiency": _float(0.0, 1.0, lo_open=True),
+    "parallel.network.efficiency": _float(MIN_LINK_EFFICIENCY, 1.0),
     # optimizations (docs/optimizations.md; cross-key rules in wanir/passes/optimize_options.py)
     "cache.skip": _float(0.0, 1.0, optional=True),
     "cache.threshold": _float(0.0, 10.0, optional=True, lo_open=True),

@@ -65,6 +65,19 @@ def short(v, n: int = 80) -> str:
     return r if len(r) <= n else r[: n - 3] + "..."
 
 
+#: C0 and C1 control characters (ESC, BEL, CSI, ...) and DEL, as escapes a terminal shows as text
+_CONTROL_CHARS = {i: f"\\x{i:02x}" for i in (*range(32), *range(127, 160))} | {9: "\\t", 10: "\\n", 13: "\\r"}
+
+
+def printable(s, n: int | None = None) -> str:
+    """``s`` (any value, as ``str``) with every control character (ESC and the other C0/C1
+    codes, DEL) written as a visible escape such as ``\\x1b``, so a file-supplied string (a
+    CSV label, a YAML name) cannot move the cursor, recolour or retitle a terminal; cut to
+    ``n`` characters when ``n`` is given. Returns text."""
+    text = str(s).translate(_CONTROL_CHARS)
+    return text if n is None or len(text) <= n else text[: n - 3] + "..."
+
+
 def _ps(p, n: int = 200) -> str:
     """A path for a message: as written, cut to ``n`` characters."""
     s = os.fspath(p) if isinstance(p, (str, os.PathLike)) else str(p)
@@ -205,10 +218,28 @@ def _expanded_nodes(root, source: str, error, max_nodes: int, max_depth: int) ->
                         f"(a recursive alias); refused")
         on_path.add(nid)
         stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            _no_duplicate_keys(node, source, error)
         if isinstance(node, yaml.SequenceNode):
             stack.extend((k, False) for k in node.value)
         elif isinstance(node, yaml.MappingNode):
             stack.extend((x, False) for kv in node.value for x in kv)
+
+
+def _no_duplicate_keys(node, source: str, error) -> None:
+    """Raise ``error`` when a YAML mapping node names one scalar key twice (PyYAML would keep
+    the last silently; OmegaConf and Hydra refuse it with a traceback)."""
+    import yaml
+
+    seen: dict = {}
+    for k, _ in node.value:
+        if not isinstance(k, yaml.ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
+            continue
+        if k.value in seen:
+            mark = k.start_mark
+            raise error(f"{source}:{mark.line + 1}:{mark.column + 1}: duplicate key {printable(short(k.value, 60))} "
+                        f"(first on line {seen[k.value] + 1}); a key may appear once in a mapping")
+        seen[k.value] = k.start_mark.line
 
 
 def load_yaml(text: str, source: str = "<string>", loader=None, error: type[WanirError] = ConfigError,
