@@ -52,6 +52,10 @@ YAML_MAX_NODES = 200_000
 YAML_MAX_DEPTH = 64
 #: files and folders looked at in a --config-dir
 CONFIG_DIR_MAX_ENTRIES = 5_000
+#: longest number (characters, sign and exponent included) accepted in YAML, JSON or an
+#: override: Python refuses to read an integer of more than 4300 digits, and no count wanir
+#: accepts needs more than a few dozen
+MAX_NUMBER_CHARS = 64
 
 
 def short(v, n: int = 80) -> str:
@@ -218,12 +222,19 @@ def _expanded_nodes(root, source: str, error, max_nodes: int, max_depth: int) ->
                         f"(a recursive alias); refused")
         on_path.add(nid)
         stack.append((node, True))
+        if isinstance(node, yaml.ScalarNode) and node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+            mark = node.start_mark
+            raise error(f"{source}:{mark.line + 1}:{mark.column + 1}: a number of {len(node.value)} characters; "
+                        f"at most {MAX_NUMBER_CHARS} are read")
         if isinstance(node, yaml.MappingNode):
             _no_duplicate_keys(node, source, error)
         if isinstance(node, yaml.SequenceNode):
             stack.extend((k, False) for k in node.value)
         elif isinstance(node, yaml.MappingNode):
             stack.extend((x, False) for kv in node.value for x in kv)
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 
 def _no_duplicate_keys(node, source: str, error) -> None:
@@ -336,6 +347,37 @@ def _check_config_yaml(text: str, source: str, error) -> None:
     except yaml.YAMLError:   # not one document: Hydra's own error names the file
         return
     check_yaml_data(data, source, error)
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def load_json(text: str | bytes, source: str, error: type[WanirError] = ConfigError):
+    """``json.loads(text)`` that refuses a number longer than :data:`MAX_NUMBER_CHARS`
+    characters (instead of Python's own ValueError at 4300 digits, or a huge integer that
+    later arithmetic meets). ValueError (JSONDecodeError) and RecursionError propagate
+    for the caller to word. Returns the parsed value."""
+    import json
+
+    def _num(kind):
+        def parse(tok: str):
+            if len(tok) > MAX_NUMBER_CHARS:
+                raise error(f"{source}: a number of {len(tok)} characters; at most {MAX_NUMBER_CHARS} are read")
+            return kind(tok)
+        return parse
+
+    return json.loads(text, parse_int=_num(int), parse_float=_num(float))
+
+
+def check_number_runs(text: str, where: str, error: type[WanirError] = ConfigError) -> None:
+    """Raise ``error`` when ``text`` (an override, a field) holds a run of more than
+    :data:`MAX_NUMBER_CHARS` digits."""
+    import re
+
+    m = re.search(r"\d{%d,}" % (MAX_NUMBER_CHARS + 1), text)
+    if m:
+        run = len(re.match(r"\d*", text[m.start():]).group())
+        raise error(f"{where}: a number of {run} digits; at most {MAX_NUMBER_CHARS} characters are read")
 
 
 # ----------------------------------------------------------------------------- PyTorch checkpoints
