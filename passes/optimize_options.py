@@ -13,6 +13,7 @@ from fractions import Fraction
 
 from wanir.errors import ConfigError
 from wanir.options import select
+from wanir.safeio import short
 
 CACHE_METHODS = ("teacache", "magcache", "easycache", "fbcache")
 SPARSE_PATTERNS = ("sliding-tile", "radial", "svg")
@@ -171,7 +172,10 @@ def optimization_options(cfg) -> Optimizations:
     if ds and dens == 1:
         raise ConfigError("attention.dense_steps needs sparse attention (attention.density < 1)")
     name = _get(cfg, "distill.name")
-    name = "none" if name is None else str(name)
+    name = "none" if name is None else name
+    if name not in DISTILL_NAMES:
+        raise ConfigError(f"distill.name must be one of {', '.join(DISTILL_NAMES)}, got {short(name, 40)}; "
+                          f"choose one with distill=NAME (it sets the steps and guidance it runs)")
     gemm = GEMM_DTYPES.get(_get(cfg, "precision.dit_compute"))
     keep = _get(cfg, "precision.keep_fp32")
     if keep is None:
@@ -186,6 +190,10 @@ def optimization_options(cfg) -> Optimizations:
     if scales not in ACT_SCALES:
         raise ConfigError(f"precision.act_scales must be one of {', '.join(ACT_SCALES)}, got {scales!r}")
     return Optimizations(method, frac, per_branch, dens, pattern, ds, name, gemm, keep, scales)
+
+
+#: the distillations of wanir/configs/distill/ (the name labels the steps and guidance they set)
+DISTILL_NAMES = ("none", "cfg", "3step", "4step")
 
 
 #: ``precision.dit_compute`` values that mean low-precision GEMMs (activations stay bf16)

@@ -103,6 +103,7 @@ SCHEMA: dict[str, Any] = {
     "workload.batch": _int(1),
     "workload.text_len": _int(1),
     "workload.vae_encode": _bool,
+    "model.task": _optional(_choice("t2v", "i2v", "ti2v")),   # what frontends/pipeline.py builds
     "precision.text_encoder": _choice(*DTYPE_CHOICES),
     "precision.image_encoder": _choice(*DTYPE_CHOICES),
     "precision.dit_weights": _choice(*DTYPE_CHOICES, "fp8"),
