@@ -221,6 +221,10 @@ def cmd_sweep(args) -> int:
 
     from wanir.backends.sweep import SweepInterrupted
 
+    from .limits import usable_cpus
+    if args.jobs is not None and args.jobs > usable_cpus():
+        print(f"wanir: note: -j {args.jobs} capped at {usable_cpus()} processes (the CPU cores this process may "
+              f"use; more would only add memory)", file=sys.stderr)
     try:
         res, files = sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
                                   fmt=args.plot_format, jobs=args.jobs, overwrite=args.overwrite)
@@ -268,7 +272,7 @@ def _add_visual_commands(sub) -> None:
                    help="replace an earlier sweep in the output directory (its results.csv, run.json and plots)")
     w.add_argument("-j", "--jobs", type=int, default=None,
                    help="processes to spread the points over (default: one per CPU core, up to 8, for sweeps of "
-                        "more than 32 points; else 1)")
+                        "more than 32 points; else 1; never more than the usable CPU cores)")
     w.set_defaults(func=cmd_sweep)
 
     h = sub.add_parser("report", help="write a self-contained HTML report (table, diagram, plots, notes)")

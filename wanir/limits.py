@@ -27,7 +27,7 @@ MAX_VOCAB = 2**24
 MAX_DEVICES = 4096
 #: most points of one sweep
 MAX_SWEEP_POINTS = 100_000
-#: most worker processes of a sweep (-j)
+#: most worker processes of a sweep (-j); a larger -j than the usable CPU cores is capped at them
 MAX_JOBS = 64
 #: range of a positive hardware spec number (in its key's unit: TFLOP/s, TB/s, GB/s, GiB, us)
 HW_MIN, HW_MAX = 1e-6, 1e9
@@ -286,6 +286,22 @@ def check_int_arg(name: str, v, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {short(v)}")
     return v
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its scheduler affinity where the OS reports one,
+    else ``os.cpu_count()``), at least 1. A sweep's worker processes are capped at it."""
+    import os
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_jobs(jobs: int) -> int:
+    """``jobs`` worker processes capped at :func:`usable_cpus` (more processes than cores
+    only add memory: each holds an interpreter and a model graph). Returns a process count."""
+    return max(1, min(jobs, usable_cpus()))
 
 
 def check_hw_number(v: float, positive: bool) -> str | None:
