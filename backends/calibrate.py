@@ -552,6 +552,15 @@ def write_plot(path: Path, rows: list[Row], title: str) -> None:
     plt.close(fig)
 
 
+def _check_name(name) -> str:
+    """``--name``: letters, digits, '-', '_' and '.', at most 64 characters. Returns it."""
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").replace(".", "").isalnum() \
+            or len(name) > 64 or not name.isascii() or name.startswith("."):
+        raise ConfigError(f"--name {str(name)[:80]!r}: letters, digits, '-', '_' and '.' only (not first), "
+                          f"at most 64 characters")
+    return name
+
+
 def run(output: str | os.PathLike, device: str = "auto", base: str | None = None, name: str | None = None,
         quick: bool = False, budget_s: float = 600.0, attention: list[str] | None = None,
         config_dir: str | None = None, progress: bool = True) -> dict:
@@ -563,18 +572,26 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not math.isfinite(budget_s) \
             or not 1 <= budget_s <= 86400:
         raise ConfigError(f"--budget-s {budget_s!r}: must be a number of seconds in [1, 86400]")
+    from wanir.safeio import check_output_dir, check_output_path
+    out = check_output_dir(output, "-o", ConfigError)      # before any measuring: a file or /dev/null is refused
+    if name is not None:
+        _check_name(name)
+    for suffix in (".yaml", ".csv", ".png"):
+        if name is not None:
+            check_output_path(out / "hardware" / f"{name}{suffix}", (suffix,), "-o", ConfigError)
     torch = _torch()
     dev = _pick_device(torch, device)
     base = base or _guess_base(torch, dev)
     spec = _base_spec(base, config_dir)
-    name = name or f"{base}-calibrated"
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").replace(".", "").isalnum() \
-            or len(name) > 64:
-        raise ConfigError(f"--name {name!r}: letters, digits, '-', '_' and '.' only, at most 64 characters")
+    name = _check_name(name or f"{base}-calibrated")
     backends = attention_backends(torch, dev, attention)
-    out = Path(output)
     hdir = out / "hardware"
-    hdir.mkdir(parents=True, exist_ok=True)
+    for suffix in (".yaml", ".csv", ".png"):
+        check_output_path(hdir / f"{name}{suffix}", (suffix,), "-o", ConfigError)
+    try:
+        hdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"-o {str(output)[:200]}: cannot create {hdir}: {e.strerror or e}") from None
     base_hw = hardware.from_mapping(spec, origin=f"--base {base}")
     g = grids(quick, dev)
     clock = _Clock(torch, dev, float(budget_s), quick)

@@ -471,6 +471,31 @@ def check_output_path(path, allowed_suffixes=None, what: str = "-o", error: type
     return p
 
 
+def check_output_dir(path, what: str = "-o", error: type[WanirError] = WanirError) -> Path:
+    """Check an output directory before any work is done: it is an existing directory or
+    does not exist yet (its nearest existing ancestor a directory), never a file, a device
+    such as ``/dev/null`` or a symbolic link. Returns it as a Path."""
+    raw = os.fspath(path)
+    if not raw:
+        raise error(f"{what}: an empty path; give a directory")
+    p = Path(raw)
+    if p.is_symlink():
+        raise error(f"{what} {_ps(p)}: is a symbolic link; give the directory's own path")
+    if p.exists():
+        if not p.is_dir():
+            kind = "a regular file" if p.is_file() else "not a regular file or directory (a device, FIFO or socket)"
+            raise error(f"{what} {_ps(p)}: is {kind}; give a directory (it is created if missing)")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise error(f"{what} {_ps(p)}: cannot write: permission denied")
+        return p
+    anc = p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise error(f"{what} {_ps(p)}: {_ps(anc)} is not a directory")
+    return p
+
+
 def write_output(path, data: bytes | str | Callable[[Path], None], allowed_suffixes=None, what: str = "-o",
                  error: type[WanirError] = WanirError) -> Path:
     """Write ``data`` (bytes, text, or a function that writes a given temporary path) to
