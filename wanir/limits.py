@@ -42,7 +42,7 @@ MAX_JSON_NUMBER = 2**40
 
 @dataclass(frozen=True)
 class Rule:
-    """``kind``: int, float, ints (a list of ints), bools (a list of booleans); ``lo``/``hi``
+    """``kind``: int, float, bool, ints (a list of ints), bools (a list of booleans); ``lo``/``hi``
     inclusive bounds (of each element for lists); ``length``: allowed list lengths;
     ``optional``: null allowed; ``lo_open``: the lower bound is exclusive (floats)."""
 
@@ -57,7 +57,7 @@ class Rule:
         lo = "(" if self.lo_open else "["
         rng = f" in {lo}{_n(self.lo)}, {_n(self.hi)}]" if self.lo is not None and self.hi is not None else ""
         what = {"int": "an integer", "float": "a finite number", "ints": "a list of integers",
-                "bools": "a list of true/false"}[self.kind]
+                "bools": "a list of true/false", "bool": "true or false"}[self.kind]
         if self.length is not None:
             a, b = self.length
             what = what.replace("a list of", f"a list of {a}" if a == b else f"a list of {a} to {b}")
@@ -123,6 +123,13 @@ _VAE = {
     "dim_mult": Rule("ints", 1, 64, length=(1, 8)),
     "num_res_blocks": _int(0, 64),
     "temperal_downsample": Rule("bools", length=(0, 8)),
+    # the Wan2.2-VAE's keys (frontends/wan_vae.py): its decoder's own width, the residual
+    # layout and the pixel (un)shuffle around it
+    "decoder_base_dim": _int(1, 4096, optional=True),
+    "is_residual": Rule("bool", optional=True),
+    "in_channels": _int(1, 4096),
+    "out_channels": _int(1, 4096),
+    "patch_size": _int(1, 8, optional=True),
 }
 _COMPONENTS = {"dit": _DIT, "text_encoder": _TEXT, "image_encoder": _IMAGE, "vae": _VAE}
 
@@ -184,6 +191,10 @@ def check_value(key: str, v: Any, rule: Rule, where: str | None = None) -> None:
                     raise ConfigError(f"{head} must be {rule.allowed()}, got {short(x)} in it")
             elif not _int_ok(x, rule):
                 raise ConfigError(f"{head} must be {rule.allowed()}, got {short(x)} in it")
+        return
+    if rule.kind == "bool":
+        if not isinstance(v, bool):
+            raise ConfigError(f"{head} must be {rule.allowed()}, got {short(v)}")
         return
     if rule.kind == "int":
         if not _int_ok(v, rule):
