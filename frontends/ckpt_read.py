@@ -108,17 +108,24 @@ def read_torch_state_dict(path) -> dict:
     return out
 
 
-def _find_state_dict(obj):
+#: nesting of state dicts looked through (``{"model": {"state_dict": {...}}}``)
+MAX_STATE_DICT_NESTING = 8
+
+
+def _find_state_dict(obj, seen: frozenset = frozenset()):
+    """The first mapping of tensors in ``obj``, looking through the usual wrapper keys at most
+    :data:`MAX_STATE_DICT_NESTING` levels deep; a dict that contains itself (a pickle may
+    build one) is looked at once. Returns None when there is none."""
     import torch
 
-    if isinstance(obj, dict):
-        if obj and any(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-        for key in ("state_dict", "model", "module", "ema", "model_state_dict"):
-            if isinstance(obj.get(key), dict):
-                found = _find_state_dict(obj[key])
-                if found is not None:
-                    return found
+    if not isinstance(obj, dict) or id(obj) in seen or len(seen) >= MAX_STATE_DICT_NESTING:
+        return None
+    if obj and any(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    for key in ("state_dict", "model", "module", "ema", "model_state_dict"):
+        found = _find_state_dict(obj.get(key), seen | {id(obj)})
+        if found is not None:
+            return found
     return None
 
 
