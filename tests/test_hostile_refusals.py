@@ -146,6 +146,7 @@ def test_5000_digit_integers_in_spec_attributes(tmp_path, where):
                 f"ops:\n  - {{op: linear, input: x, attrs: {{out_features: {DIGITS}}}}}\n")
     else:
         body = f"name: s\ninputs:\n  x: {{shape: [1, {DIGITS}], dtype: bf16}}\nops:\n  - {{op: silu, input: x}}\n"
+    f.write_text(body)
     assert_one_line_error(cli("spec", f), "spec.yaml:", "a number of 5000 characters")
 
 
