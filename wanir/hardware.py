@@ -25,9 +25,11 @@ from .safeio import check_config_dir, printable
 #: wanir's own, or a modeling assumption (stated in the file's note)
 SOURCES = ("datasheet", "reported", "measured", "assumed")
 #: architecture families; each picks its per-kernel constants in wanir/data/kernels.yaml
-FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu")
+#: (``generic``: an accelerator of none of the others, timed with assumed constants)
+FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu", "generic")
 #: tensor instruction families a microarch may list rates for
-INSTRUCTIONS = ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512")
+#: (``matrix``: a generic accelerator's matrix unit, family generic)
+INSTRUCTIONS = ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512", "matrix")
 #: dtypes a tensor instruction rate is given for (fp8 covers e4m3 and e5m2)
 RATE_DTYPES = ("bf16", "fp16", "fp8", "tf32", "int8")
 KINDS = ("gpu", "cpu")
