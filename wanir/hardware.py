@@ -28,8 +28,9 @@ SOURCES = ("datasheet", "reported", "measured", "assumed")
 #: (``generic``: an accelerator of none of the others, timed with assumed constants)
 FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu", "generic")
 #: tensor instruction families a microarch may list rates for
-#: (``matrix``: a generic accelerator's matrix unit, family generic)
-INSTRUCTIONS = ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512", "matrix")
+#: (``matrix``: a generic accelerator's matrix unit, family generic; ``simd``: a CPU's vector
+#: FMA units (AVX2, Arm ASIMD) when it has neither AMX nor AVX-512)
+INSTRUCTIONS = ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512", "matrix", "simd")
 #: dtypes a tensor instruction rate is given for (fp8 covers e4m3 and e5m2)
 RATE_DTYPES = ("bf16", "fp16", "fp8", "tf32", "int8")
 KINDS = ("gpu", "cpu")

@@ -39,7 +39,7 @@ def attention_kernels() -> tuple[str, ...]:
 SECTIONS = ("gemm", "conv", "memory", "issue")
 #: per constant: (lower bound, upper bound) or a tuple of allowed strings
 ATTENTION_KEYS = {
-    "instruction": ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512", "matrix"),
+    "instruction": ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512", "matrix", "simd"),
     "mma_ceiling": (1e-4, 1.0), "overlap_loss": (0.0, 1.0), "fp32_ops": (0.0, 1000.0),
     "exp_emulated": (0.0, 1.0), "poly_ops": (0.0, 100.0), "ramp_clocks": (0.0, 1e8), "block_m": (1, 4096),
     "ctas_per_sm": (1, 64), "qk_dtype": ("input", "int8", "fp8", "fp16", "bf16"),
