@@ -52,10 +52,11 @@ YAML_MAX_NODES = 200_000
 YAML_MAX_DEPTH = 64
 #: files and folders looked at in a --config-dir
 CONFIG_DIR_MAX_ENTRIES = 5_000
-#: longest number (characters, sign and exponent included) accepted in YAML, JSON or an
-#: override: Python refuses to read an integer of more than 4300 digits, and no count wanir
-#: accepts needs more than a few dozen
-MAX_NUMBER_CHARS = 64
+#: longest number (characters, sign and exponent included) read from YAML, JSON or an
+#: override: Python refuses to convert an integer of more than 4300 digits (a traceback), so
+#: longer ones are refused before parsing; shorter ones reach the range checks, whose
+#: messages name the key (docs/limits.md)
+MAX_NUMBER_CHARS = 1000
 
 
 def short(v, n: int = 80) -> str:
