@@ -20,6 +20,7 @@ import os
 import sys
 
 from .errors import WanirError
+from .paths import CONFIG_DIR
 
 
 def _add_common(p):
@@ -283,8 +284,18 @@ def _add_visual_commands(sub) -> None:
     h.set_defaults(func=cmd_report)
 
 
+def _description() -> str:
+    """The top-level help text: what wanir answers and the models it covers (the built-in
+    model options, read from wanir/configs/model/)."""
+    models = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+    return (f"FLOPs, bytes, memory and time of Wan video generation, on one GPU or many. Models "
+            f"(model=NAME): {', '.join(models)}; other Wan2.1/Wan2.2 checkpoints with model.from=PATH "
+            f"(a config.json, .safetensors, .pth or a model folder); any other network as a YAML graph spec "
+            f"(wanir spec).")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wanir", description="FLOPs, bytes, memory and time of Wan2.1 video generation")
+    p = argparse.ArgumentParser(prog="wanir", description=_description())
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("estimate", help="estimate one generation (default: Wan2.1 T2V-14B, 1280x720x81)")
