@@ -22,10 +22,11 @@ It then fits the kernel-model constants of that device against the model's own e
 - ``host_link.efficiency`` (GPU only): pinned host→device copy over the link's nominal rate.
 
 The result is a hardware YAML ``DIR/hardware/NAME.yaml`` (NAME defaults to
-``BASE-calibrated``): the base spec (``--base``,
-default ``host-cpu`` on a CPU; the library entry whose name matches the GPU's otherwise)
-with every fitted value marked ``source: measured``, and on a CPU the measured core count,
-last-level cache and clock. Beside it: ``NAME.csv`` (every raw measurement with the model's
+``BASE-calibrated``): on a GPU the base spec (``--base``, default the library entry whose
+name matches the GPU's) with every fitted value marked ``source: measured``; on a CPU
+without ``--base`` an entry built from this CPU (:func:`cpu_spec`: its name, cores, clock,
+cache and memory from the OS, its rates from its ISA flags), with measurements that
+disagree listed as warnings (:func:`consistency_warnings`). Beside it: ``NAME.csv`` (every raw measurement with the model's
 prediction after the fit) and ``NAME.png`` (measured vs model per kernel). Use it with
 ``wanir estimate --config-dir DIR hardware=NAME``.
 """
