@@ -36,12 +36,15 @@ import csv
 import datetime
 import math
 import os
+import platform
 import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from wanir.errors import ConfigError, WanirError
+from wanir.limits import usable_cpus
+from wanir.safeio import check_output_dir, check_output_path, printable
 
 DEVICES = ("auto", "cpu", "cuda")
 #: attention backends: name -> (kernel-model name or None, import it needs, device)
@@ -490,11 +493,6 @@ def cpu_identity(cpuinfo: str | None = None) -> dict:
     module), "logical_cpus": CPUs the OS lists, "cores_used": CPUs this process may run on
     (sched_getaffinity), "isa": the :data:`ISA_FLAGS` it reports}. ``cpuinfo`` is the text
     of /proc/cpuinfo (read, size-capped, when None)."""
-    import platform
-
-    from wanir.limits import usable_cpus
-    from wanir.safeio import printable
-
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", "rb") as f:
@@ -743,7 +741,6 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not math.isfinite(budget_s) \
             or not 1 <= budget_s <= 86400:
         raise ConfigError(f"--budget-s {budget_s!r}: must be a number of seconds in [1, 86400]")
-    from wanir.safeio import check_output_dir, check_output_path
     out = check_output_dir(output, "-o", ConfigError)      # before any measuring: a file or /dev/null is refused
     if name is not None:
         _check_name(name)

@@ -222,7 +222,7 @@ def cmd_sweep(args) -> int:
 
     from wanir.backends.sweep import SweepInterrupted
 
-    from .limits import usable_cpus
+    from .limits import usable_cpus   # late import: the CLI imports a command's modules when it runs
     if args.jobs is not None and args.jobs > usable_cpus():
         print(f"wanir: note: -j {args.jobs} capped at {usable_cpus()} processes (the CPU cores this process may "
               f"use; more would only add memory)", file=sys.stderr)

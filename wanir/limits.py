@@ -11,6 +11,7 @@ allowed range and the (truncated) value.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,7 +303,6 @@ def check_int_arg(name: str, v, lo: int, hi: int) -> int:
 def usable_cpus() -> int:
     """CPU cores this process may run on (its scheduler affinity where the OS reports one,
     else ``os.cpu_count()``), at least 1. A sweep's worker processes are capped at it."""
-    import os
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

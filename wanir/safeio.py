@@ -20,7 +20,9 @@ that names the path and the limit.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -358,8 +360,6 @@ def load_json(text: str | bytes, source: str, error: type[WanirError] = ConfigEr
     characters (instead of Python's own ValueError at 4300 digits, or a huge integer that
     later arithmetic meets). ValueError (JSONDecodeError) and RecursionError propagate
     for the caller to word. Returns the parsed value."""
-    import json
-
     def _num(kind):
         def parse(tok: str):
             if len(tok) > MAX_NUMBER_CHARS:
@@ -373,8 +373,6 @@ def load_json(text: str | bytes, source: str, error: type[WanirError] = ConfigEr
 def check_number_runs(text: str, where: str, error: type[WanirError] = ConfigError) -> None:
     """Raise ``error`` when ``text`` (an override, a field) holds a run of more than
     :data:`MAX_NUMBER_CHARS` digits."""
-    import re
-
     m = re.search(r"\d{%d,}" % (MAX_NUMBER_CHARS + 1), text)
     if m:
         run = len(re.match(r"\d*", text[m.start():]).group())

@@ -19,6 +19,7 @@ from __future__ import annotations
 from itertools import combinations
 
 from wanir.errors import ConfigError
+from wanir.passes.optimize_options import published_threshold
 
 #: name → (config overrides, kind). Kinds that exclude each other: one per kind in a subset.
 OPTIMIZATIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -89,7 +90,6 @@ def _combo_overrides(combo, model) -> list[str] | None:
     """The overrides of a combination; a step cache runs at the fastest threshold its
     authors publish for ``model`` (TeaCache publishes per model). None when a cache in it
     has no published threshold for ``model``."""
-    from wanir.passes.optimize_options import published_threshold
     out: list[str] = []
     for n in combo:
         ovs = OPTIMIZATIONS[n][0]
