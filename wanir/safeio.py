@@ -251,7 +251,8 @@ def _no_duplicate_keys(node, source: str, error) -> None:
             continue
         if k.value in seen:
             mark = k.start_mark
-            raise error(f"{source}:{mark.line + 1}:{mark.column + 1}: duplicate key {printable(short(k.value, 60))} "
+            raise error(f"{source}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: duplicate key "
+                        f"{printable(short(k.value, 60))} "
                         f"(first on line {seen[k.value] + 1}); a key may appear once in a mapping")
         seen[k.value] = k.start_mark.line
 
