@@ -47,7 +47,7 @@ DEVICES = ("auto", "cpu", "cuda")
 ATTENTION_BACKENDS = {
     "sdpa": (None, "torch", "any"),                 # what SDPA picks; resolved per family
     "sdpa-math": ("math", "torch", "any"),
-    "sdpa-flash": ("flash2", "torch", "cuda"),
+    "sdpa-flash": ("torch-sdpa", "torch", "cuda"),
     "sdpa-efficient": (None, "torch", "cuda"),
     "sdpa-cudnn": ("cudnn", "torch", "cuda"),
     "flash_attn": ("flash2", "flash_attn", "cuda"),
