@@ -19,7 +19,8 @@ hardware YAML and whose per-(kernel, family) constants live in ``wanir/data/kern
   sustained bandwidth. ``math`` is two batched GEMMs plus the score matrix's traffic.
 - **GEMM**: ``flops / (SMs · clock · R · ceiling · tile · wave · K/(K + k_ramp))`` with tile
   quantization of M, N against the tile and wave quantization of the tiles against the SMs;
-  fp32 without TF32 runs on the FP32 lanes at ``fp32_ceiling``.
+  fp32 without TF32 runs on the FP32 lanes at ``fp32_ceiling``; with ``runtime.matmul_tf32`` an fp32
+  matmul runs at the TF32 tensor rate under the family's GEMM ``ceiling``.
 - **convolution**: the implicit GEMM (M = N·output voxels, N = C_out/groups, K =
   C_in/groups · kernel volume) at ``ceiling_factor`` of the GEMM, plus the NCDHW↔NDHWC
   transposes cuDNN inserts (``transposes`` passes over input and output); fp32 runs as TF32
@@ -72,11 +73,24 @@ def timing_options(cfg) -> tuple[str, bool]:
     return kernel, allow
 
 
-def compute_dtype(node, allow_tf32_conv: bool = True) -> str:
+def matmul_tf32_option(cfg) -> bool:
+    """``runtime.matmul_tf32`` of a config or RunOptions (default False, PyTorch's
+    ``torch.backends.cuda.matmul.allow_tf32``): whether fp32 matmuls run as TF32."""
+    from wanir import options as _options
+    v = _options.of(cfg).runtime.matmul_tf32
+    if not isinstance(v, bool):
+        raise ConfigError(f"runtime.matmul_tf32={v!r}: must be true or false")
+    return v
+
+
+def compute_dtype(node, allow_tf32_conv: bool = True, matmul_tf32: bool = False) -> str:
     """Name of the dtype the node's tensor FLOPs run at: its first input's dtype; an fp32
-    convolution runs as tf32 when TF32 is allowed for convolutions."""
+    convolution runs as tf32 when TF32 is allowed for convolutions (cuDNN's flag), an fp32
+    matmul (linear, matmul, bmm) when it is allowed for matmuls (cuBLAS's flag,
+    kernels.md sec. 5: off by default, and autocast(float32) does not change it)."""
     dt = node.inputs[0].type.dtype.name if node.inputs else node.outputs[0].dtype.name
-    if dt == "fp32" and node.category == "conv" and allow_tf32_conv:
+    if dt == "fp32" and ((node.category == "conv" and allow_tf32_conv) or
+                         (node.category == "matmul" and matmul_tf32)):
         return "tf32"
     return dt
 
@@ -86,10 +100,12 @@ class Model:
     method returns ``(seconds, provenance key)``; the key is a frozenset of
     (input name, source kind) pairs the time rests on."""
 
-    def __init__(self, hw: Hardware, attention_kernel: str = "flash2", allow_tf32_conv: bool = True):
+    def __init__(self, hw: Hardware, attention_kernel: str = "flash2", allow_tf32_conv: bool = True,
+                 matmul_tf32: bool = False):
         self.hw = hw
         self.m = hw.micro
         self.allow_tf32 = bool(allow_tf32_conv)
+        self.matmul_tf32 = bool(matmul_tf32)
         self.kernel = klib.resolve_attention(attention_kernel, hw)
         self.att, self.att_src = klib.constants("attention", hw, self.kernel)
         self.gemm_c, self.gemm_src = klib.constants("gemm", hw)
@@ -255,7 +271,7 @@ class Model:
             return self.attention(bh, q.shape[-2], lk, q.shape[-1], v.shape[-1],
                                   compute_dtype(n, self.allow_tf32))
         if cat == "matmul":
-            dt = compute_dtype(n, self.allow_tf32)
+            dt = compute_dtype(n, self.allow_tf32, self.matmul_tf32)
             if n.kind == "linear":
                 x = n.inputs[0].type
                 kk = x.shape[-1]
@@ -269,11 +285,11 @@ class Model:
         return 0.0, frozenset()
 
 
-def _ideal_peak(hw: Hardware, node, allow_tf32: bool, kernel: str | None) -> float:
+def _ideal_peak(hw: Hardware, node, allow_tf32: bool, kernel: str | None, matmul_tf32: bool = False) -> float:
     """Speed-of-light tensor peak of a node: the fastest instruction family at the dtype it
     computes in (sage2's INT8/FP8 for its attention)."""
     m = hw.micro
-    dt = compute_dtype(node, allow_tf32)
+    dt = compute_dtype(node, allow_tf32, matmul_tf32)
     dts = [dt]
     if node.category == "attention" and kernel is not None:
         a, _ = klib.constants("attention", hw, kernel) if kernel != "math" else ({}, {})
@@ -298,14 +314,16 @@ def _ideal_peak(hw: Hardware, node, allow_tf32: bool, kernel: str | None) -> flo
 class _Timer:
     """Times nodes on one device in one mode."""
 
-    def __init__(self, hw: Hardware, mode: str, attention_kernel: str, allow_tf32_conv: bool = True):
+    def __init__(self, hw: Hardware, mode: str, attention_kernel: str, allow_tf32_conv: bool = True,
+                 matmul_tf32: bool = False):
         if mode not in MODES:
             raise ConfigError(f"roofline.mode={mode!r}: allowed: {', '.join(MODES)}")
         self.hw = hw
         self.ideal = mode == "ideal"
-        self.model = Model(hw, attention_kernel, allow_tf32_conv)
+        self.model = Model(hw, attention_kernel, allow_tf32_conv, matmul_tf32)
         self.kernel = self.model.kernel
         self.allow_tf32 = bool(allow_tf32_conv)
+        self.matmul_tf32 = bool(matmul_tf32)
         self.overhead = 0.0 if self.ideal else hw.launch_overhead_s
         self.peaks: dict = {}
         s = hw.sources
@@ -320,10 +338,10 @@ class _Timer:
         self._with_launch: dict = {}
 
     def peak(self, n):
-        key = (n.kind, compute_dtype(n, self.allow_tf32), n.category)
+        key = (n.kind, compute_dtype(n, self.allow_tf32, self.matmul_tf32), n.category)
         p = self.peaks.get(key)
         if p is None:
-            p = self.peaks[key] = _ideal_peak(self.hw, n, self.allow_tf32, self.kernel)
+            p = self.peaks[key] = _ideal_peak(self.hw, n, self.allow_tf32, self.kernel, self.matmul_tf32)
         return p
 
     def node(self, n) -> tuple[float, float, float, frozenset]:
@@ -368,7 +386,8 @@ class _Timer:
 
 def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = "flash2",
         host: Hardware | None = None, host_stages=(), offload_model: bool = False,
-        weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32_conv: bool = True) -> dict:
+        weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32_conv: bool = True,
+        matmul_tf32: bool = False) -> dict:
     """Annotate every node with ``compute_s``, ``memory_s``, ``time_s`` (seconds per
     execution), ``bound`` and ``intensity`` (FLOPs per byte). Returns {"time_s": {stage:
     seconds per invocation}, "compute_share": {stage: fraction of the stage's time in
@@ -377,8 +396,8 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
     "provenance": {stage: {...}} (see :func:`provenance`), "transfer_s": host↔device weight
     traffic per generation, "ridge_point": FLOPs per byte at bf16}. ``attention_kernel``
     names the kernel (``sdpa`` resolves per family); ``allow_tf32_conv`` runs fp32
-    convolutions as TF32. Nodes need the flops and bytes passes' annotations."""
-    timers = {hw.name: _Timer(hw, mode, attention_kernel, allow_tf32_conv)}
+    convolutions as TF32, ``matmul_tf32`` fp32 matmuls (``runtime.matmul_tf32``). Nodes need the flops and bytes passes' annotations."""
+    timers = {hw.name: _Timer(hw, mode, attention_kernel, allow_tf32_conv, matmul_tf32)}
     stage_timer = {}
     for s in graph.stages:
         if s in host_stages:
@@ -386,7 +405,7 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
                 raise ConfigError(f"stage '{s}' runs on the host, but no host hardware is configured (memory.host)")
             if host.name not in timers:
                 k = attention_kernel if attention_kernel in klib.available_attention(host.family) else "sdpa"
-                timers[host.name] = _Timer(host, mode, k, allow_tf32_conv)
+                timers[host.name] = _Timer(host, mode, k, allow_tf32_conv, matmul_tf32)
             stage_timer[s] = timers[host.name]
         else:
             stage_timer[s] = timers[hw.name]
