@@ -84,12 +84,17 @@ def block_stream_plan(graph: Graph, resident_params: int) -> dict:
 
 
 def transfer_seconds(graph: Graph, memory: dict, hw, mem: MemoryOptions, rt: Runtime, host_stages=(),
-                     ideal: bool = False, roofline: dict | None = None) -> float:
+                     ideal: bool = False, roofline: dict | None = None, ranks: int = 1) -> float:
     """Host↔device weight-copy seconds per generation that are not hidden behind compute,
     under ``mem.offload`` and the runtime's semantics (module docstring). ``memory`` is the
     memory pass's summary (its per-stage ``weight_bytes``); ``roofline`` the roofline's
-    summary (its per-stage ``time_s``, for block-stream overlap)."""
+    summary (its per-stage ``time_s``, for block-stream overlap). ``ranks``: devices of one
+    host that copy at the same time (per-rank offload under a plan), which share the host's
+    uplinks and DRAM on hardware with a ``host_topology`` (backends/comm.py)."""
     rate = copy_rate(hw, rt, ideal)
+    if not ideal and ranks > 1:
+        from .comm import shared_copy_rate
+        rate = shared_copy_rate(hw, ranks, rate)
     stages = memory["stages"]
     if mem.offload == "model":
         moved = [s for s in stages if s not in host_stages and

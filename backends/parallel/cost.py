@@ -66,7 +66,8 @@ class DeviceGraph:
                           matmul_tf32=roofline.matmul_tf32_option(self.cfg))
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
         rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
-                                                    self.mode == "ideal", rf)
+                                                    self.mode == "ideal", rf,
+                                                    ranks=min(p.degree, p.gpus_per_node))
         topo = commlib.topology(hw, p.gpus_per_node, dict(p.network), dict(p.intra_node))
         # communication nodes on their link tier
         for nid, e in self.comm.items():
