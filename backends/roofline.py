@@ -30,10 +30,15 @@ hardware YAML and whose per-(kernel, family) constants live in ``wanir/data/kern
   node's reads and writes fit the L2; at least its vector FLOPs at the FP32 peak.
 
 Every node's time is at least its ideal time, plus ``launches × launch_overhead`` (the GPU-
-side gap per kernel). A stage's time is at least its CPU issue time, ``Σ launches ×
-cpu_issue_us`` (eager PyTorch issues ops one by one from the host).
+side gap per kernel). A stage's time is at least its host issue time: eager PyTorch issues
+ops one by one from the host (``Σ launches × cpu_issue_us``) inside module calls
+(``module_call_us`` each), the text encoder tokenizes its prompt and the DiT's steps run the
+scheduler's eager ops; synchronizations per step add time that cannot overlap
+(backends/host_stages.py: host_seconds; ``roofline.fusion=compiled`` and
+``runtime.cuda_graphs`` remove what they remove).
 
-Stage time per invocation = max(Σ node time × executions per invocation, issue time). The
+Stage time per invocation = max(Σ node time × executions per invocation, host time) + exposed
+host time. The
 pipeline time is Σ stage time × invocations, plus, under ``memory.offload_model``, moving
 each GPU stage's weights onto the GPU and back once per generation over the host link
 (2 × weight bytes / (host-link bandwidth × its efficiency)). Under ``memory.t5_cpu`` the
@@ -387,7 +392,7 @@ class _Timer:
 def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = "flash2",
         host: Hardware | None = None, host_stages=(), offload_model: bool = False,
         weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32_conv: bool = True,
-        matmul_tf32: bool = False) -> dict:
+        matmul_tf32: bool = False, fusion: str = "eager", cuda_graphs: bool = False) -> dict:
     """Annotate every node with ``compute_s``, ``memory_s``, ``time_s`` (seconds per
     execution), ``bound`` and ``intensity`` (FLOPs per byte). Returns {"time_s": {stage:
     seconds per invocation}, "compute_share": {stage: fraction of the stage's time in
@@ -396,7 +401,10 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
     "provenance": {stage: {...}} (see :func:`provenance`), "transfer_s": host↔device weight
     traffic per generation, "ridge_point": FLOPs per byte at bf16}. ``attention_kernel``
     names the kernel (``sdpa`` resolves per family); ``allow_tf32_conv`` runs fp32
-    convolutions as TF32, ``matmul_tf32`` fp32 matmuls (``runtime.matmul_tf32``). Nodes need the flops and bytes passes' annotations."""
+    convolutions as TF32, ``matmul_tf32`` fp32 matmuls (``runtime.matmul_tf32``). The host
+    side (``issue_s`` per invocation: eager dispatch, module calls, tokenization, the
+    scheduler; ``host_exposed_s``: synchronizations) follows ``fusion`` and ``cuda_graphs``
+    (backends/host_stages.py: host_seconds); a stage takes max(device, host) + exposed. Nodes need the flops and bytes passes' annotations."""
     timers = {hw.name: _Timer(hw, mode, attention_kernel, allow_tf32_conv, matmul_tf32)}
     stage_timer = {}
     for s in graph.stages:
@@ -414,10 +422,15 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
     launches = {s: 0 for s in graph.stages}
     prov_t: dict[str, dict] = {s: {} for s in graph.stages}
     counts: dict[int, tuple] = {}
+    modules: dict[int, object] = {}     # module scopes (not stages, loops or the root) the nodes sit in
     for n in (graph if nodes is None else nodes):
         k = counts.get(id(n.scope))
         if k is None:
             k = counts[id(n.scope)] = (n.scope.count_per_invocation, n.scope.stage.name)
+            sc = n.scope
+            while sc is not None and sc.kind in ("scope", "repeat", "loop") and id(sc) not in modules:
+                modules[id(sc)] = sc
+                sc = sc.parent
         k, st = k
         compute, memory, t, p = stage_timer[st].node(n)
         c = n.costs
@@ -433,23 +446,41 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
         pt[p] = pt.get(p, 0.0) + t * k
         if c["bound"] == "compute":
             comp[st] += t * k
+    from .host_stages import host_constants, host_seconds
+    calls = {s: 0 for s in graph.stages}
+    for sc in modules.values():
+        if sc.kind != "loop" and sc.stage.name in calls:
+            calls[sc.stage.name] += sc.count_per_invocation
+    steps = (graph.meta.get("workload") or {}).get("steps")
     issue = {}
+    exposed = {}
     bound = {}
     share = {s: (comp[s] / time[s] if time[s] else 0.0) for s in time}
-    for s in graph.stages:
+    for s, sc in graph.stages.items():
         tm = stage_timer[s]
-        issue[s] = 0.0 if tm.ideal else launches[s] * tm.model.issue_s
         bound[s] = "compute" if share[s] >= 0.5 else "memory"
+        if tm.ideal:
+            issue[s] = exposed[s] = 0.0
+            continue
+        consts, srcs = host_constants(tm.hw)
+        per_step = steps / sc.repeat if isinstance(steps, int) and steps > 0 and sc.repeat else 0.0
+        issue[s], exposed[s] = host_seconds(s, launches[s], calls[s], per_step, consts, fusion, cuda_graphs)
         if issue[s] > time[s]:
-            prov_t[s] = {tm.model.issue_prov: issue[s]}
+            prov_t[s] = {tm.model.issue_prov | {("host." + k, v) for k, v in srcs.items()
+                                                if k not in ("cpu_issue_us",)}: issue[s]}
             time[s] = issue[s]
             bound[s] = "issue"
+        if exposed[s]:
+            prov_t[s][frozenset({("host.sync_us", srcs["sync_us"]), ("host.syncs_per_step", srcs["syncs_per_step"])})] = \
+                exposed[s]
+            time[s] += exposed[s]
     transfer = 0.0
     if offload_model and weight_bytes:
         bw = hw.host_link_bandwidth * (1.0 if mode == "ideal" else hw.host_link_efficiency)
         transfer = sum(2 * b for s, b in weight_bytes.items() if s not in host_stages) / bw
     return {"time_s": time, "compute_share": share, "bound": bound,
             "device": {s: stage_timer[s].hw.name for s in graph.stages}, "issue_s": issue,
+            "host_exposed_s": exposed,
             "provenance": {s: provenance(prov_t[s], time[s]) for s in graph.stages},
             "transfer_s": transfer, "ridge_point": hw.ridge_point("bf16") if "bf16" in hw.tensor_flops else None}
 

@@ -63,7 +63,8 @@ class DeviceGraph:
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
                           allow_tf32_conv=roofline.timing_options(self.cfg)[1],
-                          matmul_tf32=roofline.matmul_tf32_option(self.cfg))
+                          matmul_tf32=roofline.matmul_tf32_option(self.cfg), fusion=self.fusion,
+                          cuda_graphs=self.options.runtime.cuda_graphs)
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
         rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
                                                     self.mode == "ideal", rf,
@@ -107,7 +108,8 @@ class DeviceGraph:
             r["by_class"][cls] = r["by_class"].get(cls, 0.0) + t * g.stages[n.stage].repeat
         mem_stages = {}
         for s, r in stages.items():
-            r["compute_s"] = max(r["compute_s"], rf["issue_s"][s])      # a stage is at least its CPU issue time
+            # a stage is at least its host issue time, plus the synchronizations that cannot overlap
+            r["compute_s"] = max(r["compute_s"], rf["issue_s"][s]) + rf["host_exposed_s"][s]
             calls = _calls_per_invocation(g, s)
             if calls > 1:       # two experts (Wan2.2 A14B): report per DiT call, as the single-device estimate
                 r["invocations"] *= calls
