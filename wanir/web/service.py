@@ -624,7 +624,8 @@ def roofline_payload(est, by: str = "op", depth: int = 2) -> dict:
 
 def breakdown(est, depth: int = 2) -> dict:
     """Where the time goes, as a tree for a sunburst: stage → scope levels (down to
-    ``depth`` below the stage) → op kind. Parallel lists ``ids``, ``labels``, ``parents``,
+    ``depth`` below the stage) → op kind, plus a ``(host)`` leaf for a stage's host-bound or
+    synchronization time beyond its ops'. Parallel lists ``ids``, ``labels``, ``parents``,
     ``values`` (seconds per generation; FLOPs when nothing is timed), each parent's value the
     sum of its children's. ``metric``: 'time_s' or 'flops'."""
     from wanir.backends.graphviz import node_flops
@@ -651,6 +652,17 @@ def breakdown(est, depth: int = 2) -> dict:
                 label[x] = n.kind if x == leaf else x.rsplit("/", 1)[-1]
                 order.append(x)
             vals[x] += v
+    if have_time:   # host-bound or synchronization time beyond the nodes' (backends/host_stages.py)
+        for s in est.stages:
+            extra = (s.total.get("time_s") or 0.0) - vals.get(s.name, 0.0)
+            if extra > 1e-12 * max(s.total.get("time_s") or 0.0, 1.0):
+                if s.name not in vals:
+                    vals[s.name], parent[s.name], label[s.name] = 0.0, "", s.name
+                    order.append(s.name)
+                hid = f"{s.name}/(host)"
+                vals[hid], parent[hid], label[hid] = extra, s.name, "(host)"
+                order.append(hid)
+                vals[s.name] += extra
     return {"ids": order, "labels": [label[x] for x in order], "parents": [parent[x] for x in order],
             "values": [vals[x] for x in order], "metric": "time_s" if have_time else "flops", "depth": depth}
 
