@@ -25,8 +25,14 @@ from __future__ import annotations
 
 import functools
 
+import yaml
+
+from wanir import kernels as klib
+from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.runtime import MemoryOptions, Runtime, host_name
+
+from .comm import shared_copy_rate
 
 #: the host-cost constants of wanir/data/host.yaml and their allowed ranges
 HOST_KEYS = {"module_call_us": (0.0, 1e5), "launch_us": (0.0, 1e5), "compiled_call_us": (0.0, 1e6),
@@ -37,16 +43,12 @@ HOST_KEYS = {"module_call_us": (0.0, 1e5), "launch_us": (0.0, 1e5), "compiled_ca
 @functools.lru_cache(maxsize=1)
 def host_table() -> dict:
     """The host-cost table (wanir/data/host.yaml) as {key: {value, source, note}}, checked once."""
-    import yaml
-
-    from wanir.errors import ConfigError
-    from wanir.kernels import PATH, _check_leaf
-    path = PATH.parent / "host.yaml"
+    path = klib.PATH.parent / "host.yaml"
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict) or set(data) != set(HOST_KEYS):
         raise ConfigError(f"{path}: must hold exactly the keys {', '.join(HOST_KEYS)}")
     for k, node in data.items():
-        _check_leaf(f"{path}: {k}", node, HOST_KEYS[k])
+        klib._check_leaf(f"{path}: {k}", node, HOST_KEYS[k])
     return data
 
 
@@ -55,7 +57,6 @@ def host_constants(hw) -> tuple[dict, dict]:
     host table, with the device's measured ``kernels: issue:`` overrides (module_call_us,
     tokenize_ms) and its family's ``cpu_issue_us`` (the per-op dispatch cost of eager PyTorch,
     microseconds)."""
-    from wanir import kernels as klib
     vals = {k: v["value"] for k, v in host_table().items()}
     srcs = {k: v["source"] for k, v in host_table().items()}
     issue, isrc = klib.constants("issue", hw)
@@ -158,7 +159,6 @@ def transfer_seconds(graph: Graph, memory: dict, hw, mem: MemoryOptions, rt: Run
     uplinks and DRAM on hardware with a ``host_topology`` (backends/comm.py)."""
     rate = copy_rate(hw, rt, ideal)
     if not ideal and ranks > 1:
-        from .comm import shared_copy_rate
         rate = shared_copy_rate(hw, ranks, rate)
     stages = memory["stages"]
     if mem.offload == "model":

@@ -53,10 +53,13 @@ from __future__ import annotations
 from math import ceil, prod
 
 from wanir import kernels as klib
+from wanir import options as _run_options
 from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.hardware import Hardware, rate_dtype
 from wanir.ops import OPS
+
+from .host_stages import host_constants, host_seconds
 
 MODES = ("calibrated", "ideal")
 #: GEMM dtypes that have no fallback: hardware without their tensor instructions refuses them
@@ -81,8 +84,7 @@ def timing_options(cfg) -> tuple[str, bool]:
 def matmul_tf32_option(cfg) -> bool:
     """``runtime.matmul_tf32`` of a config or RunOptions (default False, PyTorch's
     ``torch.backends.cuda.matmul.allow_tf32``): whether fp32 matmuls run as TF32."""
-    from wanir import options as _options
-    v = _options.of(cfg).runtime.matmul_tf32
+    v = _run_options.of(cfg).runtime.matmul_tf32
     if not isinstance(v, bool):
         raise ConfigError(f"runtime.matmul_tf32={v!r}: must be true or false")
     return v
@@ -446,7 +448,6 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
         pt[p] = pt.get(p, 0.0) + t * k
         if c["bound"] == "compute":
             comp[st] += t * k
-    from .host_stages import host_constants, host_seconds
     calls = {s: 0 for s in graph.stages}
     for sc in modules.values():
         if sc.kind != "loop" and sc.stage.name in calls:
