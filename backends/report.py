@@ -127,7 +127,7 @@ def scope_rows(est: Estimate, depth: int = 2, by: str = "scope") -> list[dict]:
     node_t: dict[str, float] = {}
     for g in groups.values():
         node_t[g["stage"]] = node_t.get(g["stage"], 0.0) + g["time_s"]
-    for st in est.stages:
+    for st in getattr(est, "stages", ()):      # a bare graph view (one device of a plan) has none
         host = st.total.get("time_s") or 0.0
         extra = host - node_t.get(st.name, 0.0)
         if extra > 1e-12 * max(host, 1.0):

@@ -739,16 +739,18 @@ def breakdown(est, depth: int = 2, cost=None) -> dict:
                 order.append(x)
             vals[x] += v
     if have_time:   # host-bound or synchronization time beyond the nodes' (backends/host_stages.py)
-        for s in est.stages:
-            extra = (s.total.get("time_s") or 0.0) - vals.get(s.name, 0.0)
-            if extra > 1e-12 * max(s.total.get("time_s") or 0.0, 1.0):
-                if s.name not in vals:
-                    vals[s.name], parent[s.name], label[s.name] = 0.0, "", s.name
-                    order.append(s.name)
-                hid = f"{s.name}/(host)"
-                vals[hid], parent[hid], label[hid] = extra, s.name, "(host)"
+        stage_t = {s.name: s.total.get("time_s") or 0.0 for s in est.stages} if cost is None else \
+            {name: r["time_s"] for name, r in cost.stages.items()}
+        for name, total in stage_t.items():
+            extra = total - vals.get(name, 0.0)
+            if extra > 1e-9 * max(total, 1.0):
+                if name not in vals:
+                    vals[name], parent[name], label[name] = 0.0, "", name
+                    order.append(name)
+                hid = f"{name}/(host)"
+                vals[hid], parent[hid], label[hid] = extra, name, "(host)"
                 order.append(hid)
-                vals[s.name] += extra
+                vals[name] += extra
     return {"ids": order, "labels": [label[x] for x in order], "parents": [parent[x] for x in order],
             "values": [vals[x] for x in order], "metric": "time_s" if have_time else "flops", "depth": depth,
             "plan": plan_payload(cost)}
