@@ -11,7 +11,7 @@ from pathlib import Path
 
 from wanir.errors import ConfigError
 from wanir.limits import check_json_numbers
-from wanir.safeio import check_regular_file, check_torch_zip, read_header, read_text_file, short
+from wanir.safeio import check_regular_file, check_torch_zip, load_json, read_header, read_text_file, short
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
@@ -53,7 +53,7 @@ def read_safetensors_header(path) -> dict:
         if n < 2 or n > size - 8:
             raise ConfigError(f"{path}: not a safetensors file (header length {n} does not fit a "
                               f"{size}-byte file)")
-        header = json.loads(read_header(path, "safetensors header", n, offset=8).decode("utf-8"))
+        header = load_json(read_header(path, "safetensors header", n, offset=8).decode("utf-8"), str(path))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     except RecursionError:
@@ -106,17 +106,24 @@ def read_torch_state_dict(path) -> dict:
     return out
 
 
-def _find_state_dict(obj):
+#: nesting of state dicts looked through (``{"model": {"state_dict": {...}}}``)
+MAX_STATE_DICT_NESTING = 8
+
+
+def _find_state_dict(obj, seen: frozenset = frozenset()):
+    """The first mapping of tensors in ``obj``, looking through the usual wrapper keys at most
+    :data:`MAX_STATE_DICT_NESTING` levels deep; a dict that contains itself (a pickle may
+    build one) is looked at once. Returns None when there is none."""
     import torch  # late import: torch is the optional 'reference' extra
 
-    if isinstance(obj, dict):
-        if obj and any(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-        for key in ("state_dict", "model", "module", "ema", "model_state_dict"):
-            if isinstance(obj.get(key), dict):
-                found = _find_state_dict(obj[key])
-                if found is not None:
-                    return found
+    if not isinstance(obj, dict) or id(obj) in seen or len(seen) >= MAX_STATE_DICT_NESTING:
+        return None
+    if obj and any(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    for key in ("state_dict", "model", "module", "ema", "model_state_dict"):
+        found = _find_state_dict(obj.get(key), seen | {id(obj)})
+        if found is not None:
+            return found
     return None
 
 
@@ -129,8 +136,10 @@ def read_tensors(path) -> dict:
 
         text = read_text_file(path, "index.json")
         try:
-            index = json.loads(text)
+            index = load_json(text, str(path))
             shards = sorted(set(index["weight_map"].values()))
+        except ConfigError:
+            raise
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise ConfigError(f"{path}: not a sharded-checkpoint index (a JSON object with a 'weight_map')") from None
         if len(shards) > 1000:
@@ -154,9 +163,11 @@ def _read_json(path) -> dict:
 
     text = read_text_file(path, "config.json")   # a regular file under the size cap
     try:
-        data = json.loads(text)
+        data = load_json(text, str(path))
     except RecursionError:
         raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ConfigError:
+        raise
     except ValueError as e:
         raise ConfigError(f"{path}: not valid JSON: {short(str(e), 120)}") from None
     if not isinstance(data, dict):
