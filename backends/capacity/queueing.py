@@ -1,0 +1,179 @@
+"""Analytic multi-server queues: Erlang C (M/M/c), the Allen–Cunneen correction for
+general service times (M/G/c), exact Pollaczek–Khinchine for one server (M/G/1), and
+latency quantiles of a class mix.
+
+Units: rates in requests per second, times in seconds.
+
+Waiting time. Erlang C gives the probability of waiting ``C(c, a)`` and the M/M/c mean
+wait ``Wq = C / (c μ − λ)``. For general service times Allen–Cunneen scales it by
+``(ca² + cs²) / 2`` (``ca² = 1`` for Poisson arrivals, ``cs²`` the squared coefficient of
+variation of the service time of the class mix). For ``c = 1`` this is exactly the
+Pollaczek–Khinchine mean ``λ E[S²] / (2 (1 − ρ))``.
+
+Quantiles (an approximation, exact for M/M/c): the wait is 0 with probability ``1 − Pw``
+and, given a wait, exponential with mean ``Wq / Pw``; ``Pw`` is Erlang C (``ρ`` for one
+server, exact for M/G/1). A request's latency is its wait plus its class's service time;
+with Poisson arrivals and FCFS the wait does not depend on the request's own class, so
+``P(L > x) = Σ_k p_k P(W > x − S_k)``, solved for x by bisection.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: replicas searched at most per deployment
+MAX_SERVERS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A class mix: shares ``p`` (fractions summing to 1) and service seconds ``s`` per
+    class (one request on one server)."""
+
+    p: tuple
+    s: tuple
+
+    @property
+    def mean(self) -> float:
+        """E[S], seconds."""
+        return math.fsum(p * s for p, s in zip(self.p, self.s))
+
+    @property
+    def second_moment(self) -> float:
+        """E[S²], seconds²."""
+        return math.fsum(p * s * s for p, s in zip(self.p, self.s))
+
+    @property
+    def cv2(self) -> float:
+        """Squared coefficient of variation of the service time (0 for one class)."""
+        m = self.mean
+        return max(0.0, self.second_moment / (m * m) - 1.0)
+
+
+def erlang_b_table(a: float, c_max: int) -> list[float]:
+    """Erlang B blocking probabilities B(k, a) for k = 0..c_max (stable recursion
+    ``B(k) = a B(k−1) / (k + a B(k−1))``); ``a`` offered load in Erlangs."""
+    b = [1.0]
+    for k in range(1, c_max + 1):
+        x = a * b[-1]
+        b.append(x / (k + x))
+    return b
+
+
+def erlang_c_from_b(b: float, c: int, a: float) -> float:
+    """Erlang C, the probability an arrival waits, from Erlang B of the same (c, a);
+    1 when the queue is unstable (a >= c)."""
+    rho = a / c
+    if rho >= 1:
+        return 1.0
+    return b / (1.0 - rho * (1.0 - b))
+
+
+def erlang_c(c: int, a: float) -> float:
+    """Erlang C: probability that an arrival waits in an M/M/c queue with ``c`` servers
+    and offered load ``a = λ/μ`` Erlangs (1 when unstable)."""
+    return erlang_c_from_b(erlang_b_table(a, c)[c], c, a)
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    """One analytic queue at one arrival rate: servers, utilization, probability of
+    waiting, mean wait (s) and whether it is stable."""
+
+    servers: int
+    utilization: float
+    p_wait: float
+    wait_mean_s: float
+    stable: bool
+
+    def wait_quantile(self, q: float) -> float:
+        """Seconds: the q-quantile (0 < q < 1) of the wait (atom at 0 plus an exponential
+        tail; see the module docstring); inf when unstable."""
+        if not self.stable:
+            return math.inf
+        if self.p_wait <= 1 - q or self.wait_mean_s <= 0:
+            return 0.0
+        return self.wait_mean_s / self.p_wait * math.log(self.p_wait / (1 - q))
+
+    def wait_tail(self, t: float) -> float:
+        """P(W > t) for t seconds."""
+        if not self.stable:
+            return 1.0
+        if t < 0:
+            return 1.0
+        if self.p_wait <= 0 or self.wait_mean_s <= 0:
+            return 0.0
+        return self.p_wait * math.exp(-t * self.p_wait / self.wait_mean_s)
+
+
+def mgc(lam: float, mix: Mix, c: int, b_table: list[float] | None = None) -> QueueResult:
+    """The M/G/c queue with arrival rate ``lam`` (requests/s), service mix ``mix`` and ``c``
+    servers: Erlang C with the Allen–Cunneen correction (exact Pollaczek–Khinchine for
+    c = 1). ``b_table``: Erlang B values of this offered load (:func:`erlang_b_table`)."""
+    es = mix.mean
+    a = lam * es
+    rho = a / c
+    if rho >= 1.0:
+        return QueueResult(c, rho, 1.0, math.inf, False)
+    if c == 1:   # Pollaczek–Khinchine, exact for M/G/1
+        return QueueResult(1, rho, rho, lam * mix.second_moment / (2 * (1 - rho)), True)
+    b = (b_table if b_table is not None else erlang_b_table(a, c))[c]
+    pw = erlang_c_from_b(b, c, a)
+    wq = pw * es / (c - a) * (1.0 + mix.cv2) / 2.0
+    return QueueResult(c, rho, pw, wq, True)
+
+
+def latency_tail(qr: QueueResult, mix: Mix, x: float) -> float:
+    """P(latency > x): Σ_k p_k P(W > x − S_k), for x seconds."""
+    return math.fsum(p * (1.0 if x < s else qr.wait_tail(x - s)) for p, s in zip(mix.p, mix.s))
+
+
+def latency_quantile(qr: QueueResult, mix: Mix, q: float) -> float:
+    """Seconds: the q-quantile of the end-to-end latency (wait + service) over the class
+    mix; inf when unstable. Bisection to 1e-6 relative."""
+    if not qr.stable:
+        return math.inf
+    lo = 0.0
+    hi = max(mix.s) + qr.wait_quantile(1 - (1 - q) / 2) + 1.0
+    while latency_tail(qr, mix, hi) > 1 - q:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if latency_tail(qr, mix, mid) > 1 - q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-6 * hi:
+            break
+    return hi
+
+
+def summary(qr: QueueResult, mix: Mix) -> dict:
+    """{"wait_s": {mean, p50, p95, p99}, "latency_s": {mean, p50, p95, p99}} in seconds."""
+    return {"wait_s": {"mean": qr.wait_mean_s, **{f"p{p}": qr.wait_quantile(p / 100) for p in (50, 95, 99)}},
+            "latency_s": {"mean": qr.wait_mean_s + mix.mean,
+                          **{f"p{p}": latency_quantile(qr, mix, p / 100) for p in (50, 95, 99)}}}
+
+
+def fewest_servers(lam: float, mix: Mix, ok, c_min: int = 1, c_max: int = MAX_SERVERS) -> tuple[int, QueueResult] | None:
+    """The fewest servers c in [c_min, c_max] whose queue satisfies ``ok(QueueResult)``
+    (a property monotone in c), with its result; None when even c_max does not. Erlang B
+    is tabulated once up to the largest c tried."""
+    a = lam * mix.mean
+    lo = max(c_min, math.floor(a) + 1)
+    if lo > c_max:
+        return None
+    hi = min(c_max, max(lo, math.ceil(a + 6 * math.sqrt(a) + 8)))
+    table = erlang_b_table(a, hi)
+    while not ok(mgc(lam, mix, hi, table)):
+        if hi >= c_max:
+            return None
+        hi = min(c_max, hi * 2)
+        table = erlang_b_table(a, hi)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mgc(lam, mix, mid, table)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi, mgc(lam, mix, hi, table)
