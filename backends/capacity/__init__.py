@@ -15,7 +15,7 @@ import os
 
 
 def plan(traffic, *, config_dir=None, hardware=None, devices=None, prices=None, simulate: bool = True,
-         progress: bool = False):
+         progress: bool = False, jobs: int | None = None):
     """Plan the fleet for ``traffic``: a path to a traffic YAML file, a mapping with its
     content, or a :class:`.traffic.Traffic`. Returns a :class:`.planner.PlanResult`
     (``.to_dict()`` is the JSON of ``wanir plan --format json``; seconds, USD)."""
@@ -29,4 +29,4 @@ def plan(traffic, *, config_dir=None, hardware=None, devices=None, prices=None, 
     else:
         t = tr.from_mapping(traffic)
     return planner.plan(t, config_dir=config_dir, hardware=hardware, devices=devices, prices=prices,
-                        simulate=simulate, progress=progress)
+                        simulate=simulate, progress=progress, jobs=jobs)

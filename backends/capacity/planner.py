@@ -99,6 +99,9 @@ class Row:
     method: str = "analytic"
     simulated: dict | None = None
     notes: tuple = ()
+    class_service_s: tuple = ()      # seconds of one video of each class (batch 1)
+    servers: int | None = None       # independent servers at the peak (replicas × the plan's dp)
+    p_wait: float | None = None      # analytic probability of waiting at the peak
 
     @property
     def gpus(self) -> int | None:
@@ -106,8 +109,8 @@ class Row:
         return None if self.replicas is None else self.replicas * self.devices
 
     def to_dict(self) -> dict:
-        """The row of ``wanir plan --format json`` (docs/cli.md)."""
-        return {"hardware": self.hardware, "devices": self.devices, "plan": self.plan, "replicas": self.replicas,
+        """The row of ``wanir plan --format json`` (docs/cli.md); non-finite numbers are None."""
+        return _finite({"hardware": self.hardware, "devices": self.devices, "plan": self.plan, "replicas": self.replicas,
                 "batch": self.batch, "utilization": self.utilization,
                 "service_s": {"mean": self.service_mean_s, "cv": self.service_cv},
                 "wait_s": dict(self.wait_s), "latency_s": dict(self.latency_s), "meets_slo": self.meets_slo,
@@ -115,7 +118,18 @@ class Row:
                 "gpus": self.gpus, "gpu_hours_per_month": self.gpu_hours_per_month,
                 "throughput_per_hour": self.throughput_per_hour, "hourly_replicas": list(self.hourly_replicas),
                 "cold_start_s": self.cold_start_s, "method": self.method, "simulated": self.simulated,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "class_service_s": list(self.class_service_s)})
+
+
+def _finite(x):
+    """``x`` with non-finite floats as None (JSON has no inf)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 @dataclass(frozen=True)
@@ -131,13 +145,15 @@ class PlanResult:
     timing: dict
     notes: tuple = ()
     priced: bool = True
+    prices: tuple = ()     # (hardware, USD per GPU-hour) pairs used
 
     def to_dict(self) -> dict:
         """The document of ``wanir plan --format json``."""
         return {"deployments": [r.to_dict() for r in self.rows],
                 "best": None if self.best is None else self.best.to_dict(),
                 "traffic": self.traffic.to_dict(), "evaluated": self.evaluated, "unfit": self.unfit,
-                "priced": self.priced, "notes": list(self.notes), "timing": dict(self.timing)}
+                "priced": self.priced, "prices": dict(self.prices), "notes": list(self.notes),
+                "timing": dict(self.timing)}
 
 
 # ----------------------------------------------------------------------------- service times
@@ -241,24 +257,58 @@ def _fill(per: dict, batch: int) -> tuple:
     return tuple([0.0] + [per[min(s for s in sizes if s >= n)] for n in range(1, batch + 1)])
 
 
-def enumerated_services(traffic: Traffic, prices: dict, config_dir, hardware, devices, est: Estimates,
-                        progress=None) -> tuple[list[Service], int, dict]:
-    """Service times of every hardware × devices × plan (× batch) from one
-    :func:`wanir.backends.sizing.size` run per class; plans with dp > 1 are left out.
-    Returns (services, candidates that do not fit, the prices sizing used)."""
+def default_jobs() -> int:
+    """Processes for the sizing runs: one per CPU core this process may use, at most 8."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:    # pragma: no cover (not Linux)
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+def _size_task(a) -> dict:
+    """One sizing run (a process-pool task): (overrides, config_dir, hardware, devices, prices, batches)."""
     from wanir.backends import sizing
 
-    batches = _batches(traffic)
-    per_class = []
-    used_prices = dict(prices)
-    for c in traffic.classes:
-        res = sizing.size(list(c.overrides), config_dir, hardware=hardware, devices=devices, prices=prices,
-                          batches=batches, data_parallel=False)
-        used_prices.update(res["prices"])
-        per_class.append({(x.hardware, x.plan.label, x.batch): x for x in res["candidates"] + res["unfit"]
-                          })
+    ov, config_dir, hardware, devices, prices, batches = a
+    return sizing.size(ov, config_dir, hardware=hardware, devices=devices, prices=prices, batches=batches,
+                       data_parallel=False)
+
+
+def _progressed(it, progress):
+    for x in it:
         if progress:
             progress()
+        yield x
+
+
+def enumerated_services(traffic: Traffic, prices: dict, config_dir, hardware, devices, est: Estimates,
+                        progress=None, jobs: int | None = None) -> tuple[list[Service], int, dict]:
+    """Service times of every hardware × devices × plan (× batch) from
+    :func:`wanir.backends.sizing.size`, one run per class × device count (spread over
+    ``jobs`` processes; default :func:`default_jobs`); plans with dp > 1 are left out.
+    Returns (services, candidates that do not fit, the prices sizing used)."""
+
+    batches = _batches(traffic)
+    tasks = [(c.overrides, n) for c in traffic.classes for n in devices]
+    used_prices = dict(prices)
+    per_class = [{} for _ in traffic.classes]
+    jobs = min(jobs or default_jobs(), len(tasks))
+    args = [(list(ov), config_dir, hardware, (n,), prices, batches) for ov, n in tasks]
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
+            results = list(_progressed(pool.map(_size_task, args), progress))
+    else:
+        results = list(_progressed(map(_size_task, args), progress))
+    for (ov, _), res in zip(tasks, results):
+        used_prices.update(res["prices"])
+        k = next(i for i, c in enumerate(traffic.classes) if c.overrides == ov)
+        per_class[k].update({(x.hardware, x.plan.label, x.batch): x for x in res["candidates"] + res["unfit"]})
     keys = set(per_class[0])
     for d in per_class[1:]:
         keys &= set(d)
@@ -340,7 +390,8 @@ def analytic_row(traffic: Traffic, svc: Service) -> Row:
         if found is None:
             nan = {k: math.inf for k in ("mean", "p50", "p95", "p99")}
             return Row(svc.hardware, svc.devices, svc.label, None, 1, None, mix.mean, cv, nan, nan, False, None,
-                       None, None, None, (), svc.cold_start_s, notes=("more replicas than wanir searches",))
+                       None, None, None, (), svc.cold_start_s, notes=("more replicas than wanir searches",),
+                       class_service_s=mix.s)
         c, qr = found
         r = math.ceil(c / svc.servers)
         hourly = (r,) * 24
@@ -355,7 +406,7 @@ def analytic_row(traffic: Traffic, svc: Service) -> Row:
     usd_v, usd_m, gh = _costs(traffic, svc, hourly)
     return Row(svc.hardware, svc.devices, svc.label, r, 1, qr.utilization, mix.mean, cv, s["wait_s"], s["latency_s"],
                peak is not None, usd_v, usd_m, gh, r * svc.servers * 3600.0 / mix.mean, hourly, svc.cold_start_s,
-               notes=note)
+               notes=note, class_service_s=mix.s, servers=r * svc.servers, p_wait=qr.p_wait)
 
 
 def _sim_kwargs(traffic: Traffic, svc: Service) -> dict:
@@ -411,7 +462,8 @@ def simulated_row(traffic: Traffic, svc: Service, row: Row | None) -> Row:
         return row if row is not None else analytic_row(traffic, svc)
     return Row(svc.hardware, svc.devices, svc.label, peak, svc.batch, util, mix.mean, math.sqrt(mix.cv2),
                sim["wait_s"], sim["latency_s"], meets, usd_v, usd_m, gh, peak * svc.servers * 3600.0 / per_video,
-               hourly, svc.cold_start_s, "simulation", simd, tuple(notes))
+               hourly, svc.cold_start_s, "simulation", simd, tuple(notes), mix.s, peak * svc.servers,
+               None if row is None else row.p_wait)
 
 
 def rank_key(r: Row):
@@ -477,12 +529,13 @@ def _merge_prices(traffic: Traffic, prices: dict | None, config_dir) -> dict:
 
 
 def plan(traffic: Traffic, *, config_dir=None, hardware=None, devices=None, prices: dict | None = None,
-         simulate: bool = True, progress: bool = False) -> PlanResult:
+         simulate: bool = True, progress: bool = False, jobs: int | None = None) -> PlanResult:
     """Plan the fleet for ``traffic`` (a :class:`Traffic`, see :func:`.traffic.load`).
     ``hardware``: names to consider (default: the traffic file's deployments, else every
     GPU); ``devices``: devices per replica (default 1, 2, 4, 8); ``prices``: USD per
     GPU-hour by hardware name (over the file's ``prices`` and the hardware YAML's);
-    ``simulate``: check the candidates near the frontier by simulation. Returns a
+    ``simulate``: check the candidates near the frontier by simulation; ``jobs``: processes
+    for the sizing runs (default: one per CPU core, at most 8; 1 runs in this process). Returns a
     :class:`PlanResult` whose rows are ranked (:func:`rank_key`)."""
     t0 = time.perf_counter()
     prices = _merge_prices(traffic, prices, config_dir)
@@ -507,9 +560,9 @@ def plan(traffic: Traffic, *, config_dir=None, hardware=None, devices=None, pric
         unfit = sum(1 for s in services if not s.fits)
         services = [s for s in services if s.fits]
     else:
-        bar = _Bar(len(traffic.classes) + SIMULATED, progress)
-        services, unfit, prices = enumerated_services(traffic, prices, config_dir, hardware,
-                                                      tuple(devices) if devices else DEFAULT_DEVICES, est, bar)
+        devices = tuple(devices) if devices else DEFAULT_DEVICES
+        bar = _Bar(len(traffic.classes) * len(devices) + SIMULATED, progress)
+        services, unfit, prices = enumerated_services(traffic, prices, config_dir, hardware, devices, est, bar, jobs)
         notes.append("plans with data-parallel copies inside a replica are left out: the replica count covers them")
     t_est = time.perf_counter() - t0
     rows = [analytic_row(traffic, s) for s in services if s.batch == 1]
@@ -537,4 +590,5 @@ def plan(traffic: Traffic, *, config_dir=None, hardware=None, devices=None, pric
         notes.append("no price for " + ", ".join(sorted({r.hardware for r in rows if r.usd_per_month is None})) +
                      ": ranked after the priced hardware by GPU-hours per month (give prices: or --price)")
     timing = {"estimate_s": t_est, "analytic_s": t_an, "total_s": time.perf_counter() - t0}
-    return PlanResult(tuple(rows), best, traffic, len(services) + unfit, unfit, timing, tuple(notes), priced)
+    return PlanResult(tuple(rows), best, traffic, len(services) + unfit, unfit, timing, tuple(notes), priced,
+                      tuple(sorted(prices.items())))
