@@ -109,26 +109,9 @@ def serve(arrival: np.ndarray, cls: np.ndarray, service, servers, batch: int = 1
     c_max = max(servers) if hourly else servers
     heap = [(0.0 if not hourly else _ready(j, 0.0, servers, cold_start_s), j) for j in range(c_max)]
     heapq.heapify(heap)
-    if batch == 1:      # one request per service: a heap of (free at, replica)
+    if batch == 1:
         s1 = np.asarray([service[k][1] for k in range(len(service))])[cls]
-        a, s = arrival.tolist(), s1.tolist()
-        st = [0.0] * n
-        pop, push = heapq.heappop, heapq.heappush
-        for i in range(n):
-            f, j = pop(heap)
-            t = a[i] if a[i] > f else f
-            if hourly:
-                r = _ready(j, t, servers, cold_start_s)
-                while r != t:      # replica j is down at t: put it back at the time it is up
-                    push(heap, (r, j))
-                    f, j = pop(heap)
-                    t = a[i] if a[i] > f else f
-                    r = _ready(j, t, servers, cold_start_s)
-            st[i] = t
-            push(heap, (t + s[i], j))
-        start[:] = st
-        dep[:] = start + s1
-        return start, dep
+        return fcfs(arrival, s1, servers, cold_start_s)
     # general case: per-class queues (class order is arrival order), batches, hourly replicas
     K = len(service)
     idx = [np.flatnonzero(cls == k) for k in range(K)]
@@ -157,6 +140,35 @@ def serve(arrival: np.ndarray, cls: np.ndarray, service, servers, batch: int = 1
         left -= m
         heapq.heappush(heap, (end, j))
     return start, dep
+
+
+def fcfs(arrival: np.ndarray, service: np.ndarray, servers, cold_start_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """First come, first served on identical replicas, one request at a time: ``arrival``
+    seconds (sorted), ``service`` seconds per request, ``servers`` a count or 24 hourly
+    counts (see :func:`serve`). Returns (start, departure) seconds. A heap of (free at,
+    replica): each request takes the replica free first (Kiefer–Wolfowitz)."""
+    n = len(arrival)
+    hourly = not isinstance(servers, int)
+    c_max = max(servers) if hourly else servers
+    heap = [(0.0 if not hourly else _ready(j, 0.0, servers, cold_start_s), j) for j in range(c_max)]
+    heapq.heapify(heap)
+    a, s = arrival.tolist(), np.asarray(service, dtype=float).tolist()
+    st = [0.0] * n
+    pop, push = heapq.heappop, heapq.heappush
+    for i in range(n):
+        f, j = pop(heap)
+        t = a[i] if a[i] > f else f
+        if hourly:
+            r = _ready(j, t, servers, cold_start_s)
+            while r != t:      # replica j is down at t: put it back at the time it is up
+                push(heap, (r, j))
+                f, j = pop(heap)
+                t = a[i] if a[i] > f else f
+                r = _ready(j, t, servers, cold_start_s)
+        st[i] = t
+        push(heap, (t + s[i], j))
+    start = np.asarray(st)
+    return start, start + np.asarray(service, dtype=float)
 
 
 def _ready(j: int, t: float, servers, cold_start_s: float) -> float:

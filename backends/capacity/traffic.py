@@ -171,7 +171,8 @@ def _mapping(v, key: str, allowed) -> dict:
         raise _fail(key, "must be a mapping", type(v).__name__)
     bad = [k for k in v if not isinstance(k, str) or k not in allowed]
     if bad:
-        raise _fail(f"{key}.{short(bad[0], 40)}" if key else short(bad[0], 40),
+        name = bad[0][:40] if isinstance(bad[0], str) and bad[0].isprintable() else short(bad[0], 40)
+        raise _fail(f"{key}.{name}" if key else name,
                     f"unknown key; allowed: {', '.join(allowed)}")
     return v
 
