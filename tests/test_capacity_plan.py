@@ -1,0 +1,103 @@
+"""``wanir plan`` end to end on real estimates: agreement with ``wanir size --throughput``
+where there is no SLO and no variability, the explicit-deployment path (wanir.estimate)
+against the enumerated one (sizing), the JSON schema, and the -o outputs."""
+import json
+import math
+
+import pytest
+
+import wanir
+from wanir.backends import sizing
+from wanir.backends.capacity import planner
+from wanir.backends.capacity import traffic as T
+
+BASE = ["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832"]
+
+
+def test_plan_agrees_with_size_throughput_without_slo_or_variability():
+    """One class, a flat Poisson rate, no SLO: the plan's replicas of one device are the
+    fewest r with utilization below 1, r × 3600 / S > λ. ``wanir size --throughput λ`` over
+    1..8 devices meets the target with dp{n} (n copies of one device) for the fewest n with
+    n × 3600 / S ≥ λ. Away from exact equality they are the same count; so is the cost:
+    r devices × price × 730 hours a month."""
+    rate = 40.0
+    t = T.from_mapping({"classes": [{"name": "a", "overrides": BASE}], "arrivals": {"rate_per_hour": rate}})
+    res = planner.plan(t, hardware=["rtx-4090"], devices=(1,), prices={"rtx-4090": 0.5}, simulate=False, jobs=1)
+    row = next(r for r in res.rows if r.plan == "single")
+    sz = sizing.size(BASE, hardware=["rtx-4090"], devices=tuple(range(1, 9)), throughput=rate,
+                     prices={"rtx-4090": 0.5}, batches=[1])
+    dp = [c for c in sz["candidates"] if c.meets and c.plan.label in ("single", *(f"dp{n}" for n in range(2, 9)))]
+    n_size = min(c.devices for c in dp)
+    one = next(c for c in sz["candidates"] if c.plan.label == "single")
+    assert abs(n_size * 3600 / one.time_s - rate) > 1e-6 * rate      # not at the boundary
+    assert row.replicas == n_size
+    assert row.service_mean_s == pytest.approx(one.time_s) and row.service_cv == 0.0
+    assert row.usd_per_month == pytest.approx(n_size * 0.5 * planner.HOURS_PER_MONTH)
+    # and the cost per video is what size's cost per video is at that utilization
+    assert row.usd_per_video == pytest.approx(one.cost_per_video * n_size / (rate * one.time_s / 3600))
+
+
+def test_explicit_deployments_use_wanir_estimate_and_agree_with_the_enumeration():
+    doc = {"classes": [{"name": "a", "overrides": BASE, "share": 0.7},
+                       {"name": "b", "overrides": [*BASE, "workload.steps=25"], "share": 0.3}],
+           "arrivals": {"rate_per_hour": 30}, "slo": {"percentile": 95, "latency_s": 3600},
+           "deployments": [{"hardware": "l40s", "devices": 1}, {"hardware": "l40s", "devices": 2, "plan": "cfg2"}]}
+    ex = planner.plan(T.from_mapping(doc), simulate=False, jobs=1)
+    # service times are wanir.estimate's own
+    e = wanir.estimate([*BASE, "workload.steps=25", "hardware=l40s"])
+    single = next(r for r in ex.rows if r.plan == "single")
+    assert single.class_service_s[1] == pytest.approx(e.time_s)
+    doc.pop("deployments")
+    en = planner.plan(T.from_mapping(doc), hardware=["l40s"], devices=(1, 2), simulate=False, jobs=1)
+    for r in ex.rows:
+        m = next(x for x in en.rows if (x.hardware, x.devices, x.plan) == (r.hardware, r.devices, r.plan))
+        assert m.class_service_s == pytest.approx(r.class_service_s, rel=1e-9)
+        assert m.replicas == r.replicas
+
+
+def test_json_schema_and_outputs(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text("classes: [{name: a, overrides: [model=wan2.1-t2v-1.3b, workload.height=480, workload.width=832]}]\n"
+                 "arrivals: {rate_per_day: 600, profile: [1,1,1,1,1,1,1,1,2,2,2,2,3,3,3,3,2,2,2,2,1,1,1,1]}\n"
+                 "slo: {percentile: 95, latency_s: 1800}\n"
+                 "prices: {l40s: 1.0}\n"
+                 "simulation: {replications: 3, requests: 2000}\n"
+                 "deployments: [{hardware: l40s, devices: 1}]\n")
+    from wanir.cli import main
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["plan", str(f), "--format", "json", "-q", "-o", str(tmp_path / "out")]) == 0
+    d = json.loads(buf.getvalue())
+    assert set(d) >= {"deployments", "best", "traffic"}
+    row = d["deployments"][0]
+    for k in ("hardware", "devices", "plan", "replicas", "batch", "utilization", "service_s", "wait_s", "latency_s",
+              "meets_slo", "usd_per_video", "usd_per_month"):
+        assert k in row
+    assert set(row["service_s"]) == {"mean", "cv"}
+    assert set(row["wait_s"]) == set(row["latency_s"]) == {"mean", "p50", "p95", "p99"}
+    assert d["best"]["hardware"] == "l40s" and row["meets_slo"]
+    assert row["method"] == "simulation"       # the leading candidate was checked by simulation
+    for L, lw in row["simulated"]["little"]:
+        assert L == pytest.approx(lw, rel=1e-9)
+    # $/month follows the hourly replicas; $/video is the day's cost over the day's videos
+    day = sum(row["hourly_replicas"]) * 1.0
+    assert row["usd_per_month"] == pytest.approx(day * 730 / 24)
+    assert row["usd_per_video"] == pytest.approx(day / 600)
+    out = tmp_path / "out"
+    for name in ("latency_cdf.png", "cost_vs_p95.png", "load_curves.png", "plan.json", "report.html"):
+        assert (out / name).stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "http://" not in html.replace("http://www.w3.org", "") and "Recommendation" in html
+
+
+def test_csv_has_one_row_per_deployment(tmp_path):
+    from wanir.backends.capacity.render import CSV_COLUMNS, render
+
+    t = T.from_mapping({"classes": [{"name": "a", "overrides": BASE}], "arrivals": {"rate_per_hour": 20},
+                        "deployments": [{"hardware": "l40s", "devices": 1}, {"hardware": "rtx-4090", "devices": 1}]})
+    res = planner.plan(t, simulate=False, jobs=1)
+    lines = render(res, "csv").strip().splitlines()
+    assert lines[0].split(",") == list(CSV_COLUMNS) and len(lines) == 3
+    assert all(math.isfinite(r.latency_s["p95"]) for r in res.rows)
