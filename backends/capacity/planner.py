@@ -102,6 +102,7 @@ class Row:
     class_service_s: tuple = ()      # seconds of one video of each class (batch 1)
     servers: int | None = None       # independent servers at the peak (replicas × the plan's dp)
     p_wait: float | None = None      # analytic probability of waiting at the peak
+    analytic: dict | None = None     # the closed form's wait_s and latency_s of a simulated row
 
     @property
     def gpus(self) -> int | None:
@@ -118,7 +119,8 @@ class Row:
                 "gpus": self.gpus, "gpu_hours_per_month": self.gpu_hours_per_month,
                 "throughput_per_hour": self.throughput_per_hour, "hourly_replicas": list(self.hourly_replicas),
                 "cold_start_s": self.cold_start_s, "method": self.method, "simulated": self.simulated,
-                "notes": list(self.notes), "class_service_s": list(self.class_service_s)})
+                "notes": list(self.notes), "class_service_s": list(self.class_service_s),
+                "analytic": self.analytic})
 
 
 def _finite(x):
@@ -463,7 +465,8 @@ def simulated_row(traffic: Traffic, svc: Service, row: Row | None) -> Row:
     return Row(svc.hardware, svc.devices, svc.label, peak, svc.batch, util, mix.mean, math.sqrt(mix.cv2),
                sim["wait_s"], sim["latency_s"], meets, usd_v, usd_m, gh, peak * svc.servers * 3600.0 / per_video,
                hourly, svc.cold_start_s, "simulation", simd, tuple(notes), mix.s, peak * svc.servers,
-               None if row is None else row.p_wait)
+               None if row is None else row.p_wait,
+               None if row is None else {"replicas": row.replicas, "wait_s": row.wait_s, "latency_s": row.latency_s})
 
 
 def rank_key(r: Row):
