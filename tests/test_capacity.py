@@ -23,6 +23,11 @@ def test_erlang_c_matches_the_defining_sum(c, a):
     assert Q.erlang_c(c, a) == pytest.approx(erlang_c_textbook(c, a), rel=1e-12)
 
 
+@pytest.mark.parametrize("c, a", [(65, 50.0), (100, 90.0), (300, 280.5), (2000, 1950.0)])
+def test_erlang_b_log_space_sum_matches_the_recursion(c, a):
+    assert Q.erlang_b(c, a) == pytest.approx(Q.erlang_b_table(a, c)[c], rel=1e-10)
+
+
 def test_erlang_c_hand_values():
     assert Q.erlang_c(1, 0.7) == pytest.approx(0.7)          # M/M/1: P(wait) = ρ
     assert Q.erlang_c(2, 1.0) == pytest.approx(1 / 3)        # (1/2·2)/(1+1+1) = 1/3

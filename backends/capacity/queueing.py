@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 #: replicas searched at most per deployment
 MAX_SERVERS = 1_000_000
 
@@ -50,9 +52,33 @@ class Mix:
         return max(0.0, self.second_moment / (m * m) - 1.0)
 
 
+#: servers up to which Erlang B is computed by its recursion (above: a log-space sum)
+RECURSION_MAX = 64
+
+
+def erlang_b(c: int, a: float) -> float:
+    """Erlang B blocking probability of ``c`` servers at offered load ``a`` Erlangs. Up to
+    RECURSION_MAX servers the stable recursion ``B(k) = a B(k−1) / (k + a B(k−1))``;
+    above, ``B = pmf(c) / Σ_{k≤c} pmf(k)`` of Poisson(a) summed in log space relative to
+    pmf(c) over the k within 14 standard deviations (and 30) of the mode or c — terms
+    beyond are below 1e-40 of the sum — so the cost grows as √a, not a."""
+    if c <= RECURSION_MAX:
+        b = 1.0
+        for k in range(1, c + 1):
+            x = a * b
+            b = x / (k + x)
+        return b
+    lo = max(0, min(c, math.floor(a)) - math.ceil(14 * math.sqrt(a + 1)) - 30)
+    j = np.arange(lo + 1, c + 1, dtype=float)
+    # log pmf(k) − log pmf(c) = −Σ_{j=k+1..c} log(a/j), for k = lo..c
+    steps = np.log(a / j)
+    rel = -np.concatenate([np.cumsum(steps[::-1])[::-1], [0.0]])
+    m = float(np.max(rel))
+    return math.exp(-m) / float(np.sum(np.exp(rel - m)))
+
+
 def erlang_b_table(a: float, c_max: int) -> list[float]:
-    """Erlang B blocking probabilities B(k, a) for k = 0..c_max (stable recursion
-    ``B(k) = a B(k−1) / (k + a B(k−1))``); ``a`` offered load in Erlangs."""
+    """Erlang B for k = 0..c_max servers at offered load ``a`` (the recursion; O(c_max))."""
     b = [1.0]
     for k in range(1, c_max + 1):
         x = a * b[-1]
@@ -72,7 +98,7 @@ def erlang_c_from_b(b: float, c: int, a: float) -> float:
 def erlang_c(c: int, a: float) -> float:
     """Erlang C: probability that an arrival waits in an M/M/c queue with ``c`` servers
     and offered load ``a = λ/μ`` Erlangs (1 when unstable)."""
-    return erlang_c_from_b(erlang_b_table(a, c)[c], c, a)
+    return erlang_c_from_b(erlang_b(c, a), c, a)
 
 
 @dataclass(frozen=True)
@@ -106,10 +132,10 @@ class QueueResult:
         return self.p_wait * math.exp(-t * self.p_wait / self.wait_mean_s)
 
 
-def mgc(lam: float, mix: Mix, c: int, b_table: list[float] | None = None) -> QueueResult:
+def mgc(lam: float, mix: Mix, c: int) -> QueueResult:
     """The M/G/c queue with arrival rate ``lam`` (requests/s), service mix ``mix`` and ``c``
     servers: Erlang C with the Allen–Cunneen correction (exact Pollaczek–Khinchine for
-    c = 1). ``b_table``: Erlang B values of this offered load (:func:`erlang_b_table`)."""
+    c = 1)."""
     es = mix.mean
     a = lam * es
     rho = a / c
@@ -117,8 +143,7 @@ def mgc(lam: float, mix: Mix, c: int, b_table: list[float] | None = None) -> Que
         return QueueResult(c, rho, 1.0, math.inf, False)
     if c == 1:   # Pollaczek–Khinchine, exact for M/G/1
         return QueueResult(1, rho, rho, lam * mix.second_moment / (2 * (1 - rho)), True)
-    b = (b_table if b_table is not None else erlang_b_table(a, c))[c]
-    pw = erlang_c_from_b(b, c, a)
+    pw = erlang_c_from_b(erlang_b(c, a), c, a)
     wq = pw * es / (c - a) * (1.0 + mix.cv2) / 2.0
     return QueueResult(c, rho, pw, wq, True)
 
@@ -161,23 +186,21 @@ def summary(qr: QueueResult, mix: Mix) -> dict:
 
 def fewest_servers(lam: float, mix: Mix, ok, c_min: int = 1, c_max: int = MAX_SERVERS) -> tuple[int, QueueResult] | None:
     """The fewest servers c in [c_min, c_max] whose queue satisfies ``ok(QueueResult)``
-    (a property monotone in c), with its result; None when even c_max does not. Erlang B
-    is tabulated once up to the largest c tried."""
+    (a property monotone in c), with its result; None when even c_max does not.
+    Bisection between the stability bound and a bound that doubles until it holds."""
     a = lam * mix.mean
     lo = max(c_min, math.floor(a) + 1)
     if lo > c_max:
         return None
     hi = min(c_max, max(lo, math.ceil(a + 6 * math.sqrt(a) + 8)))
-    table = erlang_b_table(a, hi)
-    while not ok(mgc(lam, mix, hi, table)):
+    while not ok(mgc(lam, mix, hi)):
         if hi >= c_max:
             return None
-        hi = min(c_max, hi * 2)
-        table = erlang_b_table(a, hi)
+        lo, hi = hi + 1, min(c_max, math.ceil(a + 2 * (hi - a)) + 1)   # double the margin above the load
     while lo < hi:
         mid = (lo + hi) // 2
-        if ok(mgc(lam, mix, mid, table)):
+        if ok(mgc(lam, mix, mid)):
             hi = mid
         else:
             lo = mid + 1
-    return hi, mgc(lam, mix, hi, table)
+    return hi, mgc(lam, mix, hi)

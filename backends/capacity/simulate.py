@@ -204,11 +204,19 @@ def replicate(service, shares, servers, *, rate_per_s: float | None = None, hour
     ``rate_per_s`` (``requests`` per run), or a daily profile ``hourly_per_s`` (24 rates,
     whole days, about ``requests`` per run), or a ``trace`` (times, classes) replayed as
     is. Classes are drawn with ``shares`` (not for a trace). ``window``: (start, end) hour
-    of the day whose arrivals alone are counted (e.g. the peak hour), else all.
+    of the day whose arrivals alone are counted (e.g. the peak hour), else all. When one
+    day of the profile holds more than ``requests`` arrivals, each run simulates the peak
+    hour's rate stationary with that hour's replicas instead (``requests`` arrivals).
 
     Returns {"wait_s", "latency_s": {mean, p50, p95, p99} pooled over runs, "ci": 95 %
     intervals across runs of the mean wait, mean latency and p50/p95/p99 latency,
     "utilization", "little": [(L, λW)] per run, "runs", "requests"} (seconds)."""
+    if hourly_per_s is not None and sum(hourly_per_s) * 3600.0 > requests:
+        # a day holds more requests than a replication: simulate the peak hour's rate, stationary,
+        # with the replicas of that hour (what the SLO is judged on)
+        peak = max(range(24), key=lambda h: hourly_per_s[h])
+        rate_per_s, hourly_per_s, window = hourly_per_s[peak], None, None
+        servers = servers if isinstance(servers, int) else servers[peak]
     ss = np.random.SeedSequence(seed)
     waits, lats, per = [], [], {"wait_mean": [], "latency_mean": [], "p50": [], "p95": [], "p99": []}
     lit, util = [], []

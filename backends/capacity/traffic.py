@@ -25,14 +25,18 @@ MAX_TRACE_BYTES = 32 * MiB
 #: rows of a CSV arrival trace
 MAX_TRACE_ROWS = 1_000_000
 #: request classes
-MAX_CLASSES = 64
+MAX_CLASSES = 16
 #: overrides per class, and characters per override
 MAX_OVERRIDES = 64
 MAX_OVERRIDE_CHARS = 200
 #: characters of a class name
 MAX_NAME_CHARS = 64
 #: explicit deployments
-MAX_DEPLOYMENTS = 256
+MAX_DEPLOYMENTS = 64
+#: estimates an explicit-deployment plan may need (classes × deployments × batch sizes)
+MAX_ESTIMATES = 512
+#: simulated requests per candidate (replications × requests)
+MAX_SIM_TOTAL = 1_000_000
 #: arrival rate bounds, requests per hour (1e5/h = 2.4 million a day)
 MAX_RATE_PER_HOUR = 1e5
 #: videos per batch a deployment may try
@@ -377,10 +381,14 @@ def _prices(v) -> tuple:
 def _simulation(v) -> Simulation:
     v = _mapping(v or {}, "simulation", ("seed", "replications", "requests", "warmup"))
     d = Simulation()
-    return Simulation(integer(v.get("seed", d.seed), "simulation.seed", 0, 2**32 - 1),
-                      integer(v.get("replications", d.replications), "simulation.replications", 2, MAX_REPLICATIONS),
-                      integer(v.get("requests", d.requests), "simulation.requests", 1000, MAX_SIM_REQUESTS),
-                      number(v.get("warmup", d.warmup), "simulation.warmup", 0.0, 0.5))
+    out = Simulation(integer(v.get("seed", d.seed), "simulation.seed", 0, 2**32 - 1),
+                     integer(v.get("replications", d.replications), "simulation.replications", 2, MAX_REPLICATIONS),
+                     integer(v.get("requests", d.requests), "simulation.requests", 1000, MAX_SIM_REQUESTS),
+                     number(v.get("warmup", d.warmup), "simulation.warmup", 0.0, 0.5))
+    if out.replications * out.requests > MAX_SIM_TOTAL:
+        raise _fail("simulation", f"replications × requests must be at most {MAX_SIM_TOTAL}",
+                    out.replications * out.requests)
+    return out
 
 
 def from_mapping(doc, source: str = "<traffic>", base: str | os.PathLike = ".") -> Traffic:
@@ -397,6 +405,10 @@ def from_mapping(doc, source: str = "<traffic>", base: str | os.PathLike = ".") 
     rate, prof, trace = _arrivals(doc["arrivals"], Path(base), [c.name for c in classes])
     pct, lat = _slo(doc.get("slo"))
     deps = _deployments(doc["deployments"]) if doc.get("deployments") is not None else ()
+    n_est = sum(len(classes) * (2 if d.batch > 1 else 1) for d in deps)
+    if n_est > MAX_ESTIMATES:
+        raise _fail("deployments", f"classes × deployments (× 2 with a batch) must be at most {MAX_ESTIMATES} "
+                                   f"estimates", n_est)
     cs = doc.get("cold_start_s")
     cs = None if cs is None else number(cs, "cold_start_s", 0.0, 86400.0)
     b = _mapping(doc.get("batching") or {}, "batching", ("max_batch",))
