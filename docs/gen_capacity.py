@@ -1,0 +1,62 @@
+"""Regenerate the worked example of docs/capacity.md and its pictures from real `wanir plan`
+output.
+
+    python docs/gen_capacity.py
+
+Runs ``wanir plan examples/traffic.yaml --top 10 -o DIR``, puts its table and the closed-form
+figures of its simulated rows between the ``<!-- gen_capacity: NAME -->`` markers of
+docs/capacity.md, and copies the plots to docs/img/capacity-*.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "capacity.md"
+ARGS = ["plan", "examples/traffic.yaml", "--top", "10", "-q"]
+
+
+def _minutes(s) -> str:
+    return "-" if s is None else f"{s / 60:.1f} min"
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, COLUMNS="200")
+        r = subprocess.run([sys.executable, "-m", "wanir", *ARGS, "-o", tmp], capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=900)
+        if r.returncode != 0:
+            raise SystemExit(r.stderr)
+        table = "```\n$ wanir " + " ".join(ARGS[:-1]) + "\n" + r.stdout.rstrip() + "\n```"
+        plan = json.loads((Path(tmp) / "plan.json").read_text())
+        rows = ["| deployment | replicas (closed form → simulated) | p95 closed form | p95 simulated (95 % interval) "
+                "| Little's law L vs λW, worst run |", "|---|---|---|---|---|"]
+        for d in plan["deployments"]:
+            if d["method"] != "simulation" or not d.get("analytic"):
+                continue
+            sim, ana = d["simulated"], d["analytic"]
+            ci = sim["ci"]["p95"]
+            worst = max(abs(a - b) / b for a, b in sim["little"])
+            rows.append(f"| {d['hardware']} × {d['devices']} {d['plan']} | {ana['replicas']} → {d['replicas']} | "
+                        f"{_minutes(ana['latency_s']['p95'])} | {_minutes(sim['latency_s']['p95'])} "
+                        f"({_minutes(ci['low'])} to {_minutes(ci['high'])}) | {worst:.1e} relative |")
+        for stem, name in (("latency_cdf", "latency-cdf"), ("cost_vs_p95", "cost-vs-p95"),
+                           ("load_curves", "load-curves")):
+            shutil.copyfile(Path(tmp) / f"{stem}.png", ROOT / "docs" / "img" / f"capacity-{name}.png")
+    text = DOC.read_text()
+    for name, body in (("table", table), ("check", "\n".join(rows))):
+        text = re.sub(rf"(<!-- gen_capacity: {name} -->\n).*?(<!-- /gen_capacity -->)",
+                      lambda m: m.group(1) + body + "\n" + m.group(2), text, flags=re.S)
+    DOC.write_text(text)
+    print(f"wrote {DOC} and docs/img/capacity-*.png")
+
+
+if __name__ == "__main__":
+    main()
