@@ -5,7 +5,8 @@ output.
 
 Runs ``wanir plan examples/traffic.yaml --top 10 -o DIR``, puts its table and the closed-form
 figures of its simulated rows between the ``<!-- gen_capacity: NAME -->`` markers of
-docs/capacity.md, and copies the plots to docs/img/capacity-*.png.
+docs/capacity.md, an excerpt of its plan.json (the JSON of ``--format json``) into
+docs/cli.md, and copies the plots to docs/img/capacity-*.png.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "capacity.md"
+CLI = ROOT / "docs" / "cli.md"
 ARGS = ["plan", "examples/traffic.yaml", "--top", "10", "-q"]
 
 
@@ -50,12 +52,29 @@ def main() -> None:
         for stem, name in (("latency_cdf", "latency-cdf"), ("cost_vs_p95", "cost-vs-p95"),
                            ("load_curves", "load-curves")):
             shutil.copyfile(Path(tmp) / f"{stem}.png", ROOT / "docs" / "img" / f"capacity-{name}.png")
-    text = DOC.read_text()
-    for name, body in (("table", table), ("check", "\n".join(rows))):
-        text = re.sub(rf"(<!-- gen_capacity: {name} -->\n).*?(<!-- /gen_capacity -->)",
-                      lambda m: m.group(1) + body + "\n" + m.group(2), text, flags=re.S)
-    DOC.write_text(text)
-    print(f"wrote {DOC} and docs/img/capacity-*.png")
+    excerpt = {"deployments": [_cut(plan["deployments"][0])], "best": "... (the first deployment, as above)",
+               "traffic": _cut(plan["traffic"]),
+               **{k: _cut(v) for k, v in plan.items() if k not in ("deployments", "best", "traffic")}}
+    blocks = {DOC: (("table", table), ("check", "\n".join(rows))),
+              CLI: (("json", "```json\n" + json.dumps(excerpt, indent=1) + "\n```"),)}
+    for path, items in blocks.items():
+        text = path.read_text()
+        for name, body in items:
+            text = re.sub(rf"(<!-- gen_capacity: {name} -->\n).*?(<!-- /gen_capacity -->)",
+                          lambda m: m.group(1) + body + "\n" + m.group(2), text, flags=re.S)
+        path.write_text(text)
+    print(f"wrote {DOC}, {CLI} and docs/img/capacity-*.png")
+
+
+def _cut(x, depth=0):
+    """``x`` with lists longer than 3 cut to their first 3 items and a "..." marker; floats to 4 digits."""
+    if isinstance(x, float):
+        return float(f"{x:.4g}")
+    if isinstance(x, dict):
+        return {k: _cut(v, depth + 1) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_cut(v, depth + 1) for v in x[:3]] + (["..."] if len(x) > 3 else [])
+    return x
 
 
 if __name__ == "__main__":
