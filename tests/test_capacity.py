@@ -268,3 +268,12 @@ def test_trace_is_read_and_checked(tmp_path):
     f.write_text("time_s,class\nnan,a\n")
     with pytest.raises(ConfigError, match="line 2"):
         T.from_mapping(doc)
+
+
+def test_sizing_can_leave_out_data_parallel_plans():
+    from wanir.backends.sizing import candidate_plans
+
+    every = candidate_plans(8, 40, True)
+    no_dp = candidate_plans(8, 40, True, data_parallel=False)
+    assert no_dp and all(p.dp == 1 for p in no_dp)
+    assert {p.label for p in no_dp} == {p.label for p in every if p.dp == 1}

@@ -415,12 +415,11 @@ def _sim_kwargs(traffic: Traffic, svc: Service) -> dict:
     sim = traffic.simulation
     kw = dict(replications=sim.replications, requests=sim.requests, warmup=sim.warmup, seed=sim.seed,
               batch=svc.batch, cold_start_s=svc.cold_start_s)
-    if traffic.trace is not None:
+    if traffic.trace is not None:    # the recorded arrivals, every request counted
         kw.update(trace=(traffic.trace.times, traffic.trace.classes), replications=1)
-    else:
-        kw.update(hourly_per_s=[x / 3600.0 for x in traffic.hourly_rates()])
-    ph = traffic.peak_hour
-    kw["window"] = (ph, ph + 1)
+    else:                            # the daily profile; the peak hour's requests are counted
+        kw.update(hourly_per_s=[x / 3600.0 for x in traffic.hourly_rates()],
+                  window=(traffic.peak_hour, traffic.peak_hour + 1))
     return kw
 
 
@@ -447,7 +446,8 @@ def simulated_row(traffic: Traffic, svc: Service, row: Row | None) -> Row:
         if not miss or bump == SIM_BUMPS:
             break
         hourly = tuple(h + 1 for h in hourly)
-        notes.append("the simulation added a replica in every hour (the closed form missed the SLO)")
+        notes.append("the simulation added a replica in every hour (the closed form missed the SLO)" if row is not None
+                     else "the simulation added a replica in every hour to the count full batches would need")
     meets = sim.get("runs", 0) > 0 and (q is None or sim["latency_s"][f"p{q}"] <= traffic.slo_latency_s)
     if q is None:
         meets = meets and max(x / 3600.0 * math.fsum(p * s[svc.batch] / svc.batch for p, s in
@@ -581,7 +581,7 @@ def plan(traffic: Traffic, *, config_dir=None, hardware=None, devices=None, pric
         bar(len(chosen))
         rows = [sims.get(id(r), r) for r in rows]
         best_keys = {(r.hardware, r.plan) for r in rows[:SIMULATED]}
-        batched = [s for s in services if s.batch > 1 and (s.hardware, s.label) in best_keys]
+        batched = [s for s in services if s.batch > 1 and (traffic.deployments or (s.hardware, s.label) in best_keys)]
         rows += [simulated_row(traffic, s, None) for s in batched]
     elif any(s.batch > 1 for s in services):
         notes.append("batches of more than one video are planned by simulation only; not run (--no-simulate)")
