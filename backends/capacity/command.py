@@ -15,6 +15,9 @@ def run(args) -> int:
     t = tr.load(args.traffic)
     hw = [h for h in args.hardware.split(",") if h] if args.hardware else None
     devices = sizing.parse_devices(args.devices) if args.devices else None
+    if devices and max(devices) > tr.MAX_DEVICES_PER_REPLICA:
+        from wanir.errors import ConfigError
+        raise ConfigError(f"--devices {args.devices[:60]}: at most {tr.MAX_DEVICES_PER_REPLICA} devices per replica")
     prices = sizing.parse_prices(args.price)
     if args.output:      # refuse a bad output directory before the work
         from .report import check_output_dir

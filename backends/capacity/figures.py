@@ -12,8 +12,6 @@ function writes ``path`` (.png/.svg/.pdf) or returns SVG text with ``path=None``
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from wanir.backends.plots import _finish, plt
@@ -126,7 +124,3 @@ def load_curves(result, path=None):
 #: the plots -o DIR writes: file stem -> function
 PLOTS = {"latency_cdf": latency_cdf, "cost_vs_p95": cost_vs_p95, "load_curves": load_curves}
 
-
-def finite(v) -> bool:
-    """Whether ``v`` is a finite number."""
-    return isinstance(v, (int, float)) and math.isfinite(v)
