@@ -1,7 +1,8 @@
 """Regenerate the worked example of docs/capacity.md and its pictures from real `wanir plan`
 output.
 
-    python docs/gen_capacity.py
+    python docs/gen_capacity.py          # the worked example, its plots and the JSON excerpt
+    python docs/gen_capacity.py --web    # also docs/img/web-fleet.png (the Fleet tab of wanir serve)
 
 Runs ``wanir plan examples/traffic.yaml --top 10 -o DIR``, puts its table and the closed-form
 figures of its simulated rows between the ``<!-- gen_capacity: NAME -->`` markers of
@@ -29,7 +30,30 @@ def _minutes(s) -> str:
     return "-" if s is None else f"{s / 60:.1f} min"
 
 
+def web_shot() -> None:
+    """Screenshot the Fleet tab of ``wanir serve`` after planning its example (Playwright and
+    Debian's Chromium, as docs/gen_web_screenshots.py)."""
+    from playwright.sync_api import sync_playwright
+
+    from wanir.web.launch import running_server
+
+    path = ROOT / "docs" / "img" / "web-fleet.png"
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    with running_server() as (url, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url + "?model=wan2.1-t2v-1.3b#view=fleet")
+        page.click("#fl-run")
+        page.wait_for_selector("#view-fleet[data-state=ready]", timeout=300_000)
+        page.wait_for_timeout(500)
+        page.locator("#view-fleet").screenshot(path=str(path))
+        browser.close()
+    print(f"wrote {path}")
+
+
 def main() -> None:
+    if "--web" in sys.argv[1:]:
+        web_shot()
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, COLUMNS="200")
         r = subprocess.run([sys.executable, "-m", "wanir", *ARGS, "-o", tmp], capture_output=True, text=True,

@@ -45,7 +45,7 @@ deployments:
     if (!P) throw new Error("Plotly's JavaScript did not load (install the 'web' extra)");
     const slo = d.plan.traffic.slo;
     const lines = d.cdf.map((c) => ({x: c.x.map((x) => x / 60), y: c.y, mode: "lines", name: c.label}));
-    const shapes = slo ? [{type: "line", x0: slo.latency_s / 60, x1: slo.latency_s / 60, y0: 0, y1: 1,
+    const shapes = slo ? [{type: "line", x0: slo.latency_s / 60, x1: slo.latency_s / 60, y0: 0, y1: 1, yref: "paper",
                            line: {color: "crimson", dash: "dash"}}] : [];
     P.react(q("#fl-cdf"), lines, {title: {text: "Latency CDF at the peak hour (queueing + generation)", font: {size: 14}},
       xaxis: {title: {text: "minutes"}}, yaxis: {title: {text: "fraction of requests"}, range: [0, 1.02]}, shapes,
