@@ -59,7 +59,7 @@ class Service:
     batch: int
     seconds: tuple
     fits: bool
-    cold_start_s: float
+    cold_start_s: float | None     # None: not derived yet (see with_cold_start)
     price: float | None
 
     @property
@@ -95,7 +95,7 @@ class Row:
     gpu_hours_per_month: float | None
     throughput_per_hour: float | None
     hourly_replicas: tuple
-    cold_start_s: float
+    cold_start_s: float | None       # None for a row that was not simulated and had none given
     method: str = "analytic"
     simulated: dict | None = None
     notes: tuple = ()
@@ -223,6 +223,15 @@ class Estimates:
         return hit
 
 
+def with_cold_start(traffic: Traffic, svc: Service, est: Estimates) -> Service:
+    """``svc`` with its cold-start seconds: as given, else the weights of the heaviest class
+    copied to the replica's devices over the host link (:func:`_cold_start`)."""
+    if svc.cold_start_s is not None:
+        return svc
+    w = max(_weight_bytes(est(c.overrides)) for c in traffic.classes)
+    return dataclasses.replace(svc, cold_start_s=_cold_start(w, svc.hardware, svc.plan.fsdp, est.config_dir))
+
+
 def _batches(traffic: Traffic) -> list[int]:
     return [b for b in (1, 2, 4, 8, 16) if b <= traffic.max_batch]
 
@@ -314,8 +323,6 @@ def enumerated_services(traffic: Traffic, prices: dict, config_dir, hardware, de
     keys = set(per_class[0])
     for d in per_class[1:]:
         keys &= set(d)
-    weights = {c.overrides: _weight_bytes(est(c.overrides)) for c in traffic.classes}
-    wmax = max(weights.values())
     out, unfit = [], 0
     for hw, label, b in sorted({(h, lab, b) for h, lab, b in keys}):
         if b == 1 or all((hw, label, bb) in keys for bb in _batches(traffic) if bb <= b):
@@ -328,11 +335,8 @@ def enumerated_services(traffic: Traffic, prices: dict, config_dir, hardware, de
             for d in per_class:
                 per = {bb: d[(hw, label, bb)].time_s for bb in _batches(traffic) if bb <= b}
                 secs.append(_fill(per, b))
-            plan = cands[0].plan
-            cs = traffic.cold_start_s
-            if cs is None:
-                cs = _cold_start(wmax, hw, plan.fsdp, config_dir)
-            out.append(Service(hw, plan.degree, plan, b, tuple(secs), True, cs, used_prices.get(hw)))
+            plan = cands[0].plan     # cold start: derived when simulated (with_cold_start)
+            out.append(Service(hw, plan.degree, plan, b, tuple(secs), True, traffic.cold_start_s, used_prices.get(hw)))
     return out, unfit, used_prices
 
 
@@ -577,12 +581,13 @@ def plan(traffic: Traffic, *, config_dir=None, hardware=None, devices=None, pric
         for r in [*rows[:SIMULATED // 2], *pareto(rows)]:
             if r not in chosen and r.replicas is not None and len(chosen) < SIMULATED:
                 chosen.append(r)
-        sims = {id(r): simulated_row(traffic, by_key[(r.hardware, r.plan, 1)], r) for r in chosen}
+        sims = {id(r): simulated_row(traffic, with_cold_start(traffic, by_key[(r.hardware, r.plan, 1)], est), r)
+                for r in chosen}
         bar(len(chosen))
         rows = [sims.get(id(r), r) for r in rows]
         best_keys = {(r.hardware, r.plan) for r in rows[:SIMULATED]}
         batched = [s for s in services if s.batch > 1 and (traffic.deployments or (s.hardware, s.label) in best_keys)]
-        rows += [simulated_row(traffic, s, None) for s in batched]
+        rows += [simulated_row(traffic, with_cold_start(traffic, s, est), None) for s in batched]
     elif any(s.batch > 1 for s in services):
         notes.append("batches of more than one video are planned by simulation only; not run (--no-simulate)")
     bar.close()
