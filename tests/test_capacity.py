@@ -194,6 +194,18 @@ def test_planned_replicas_grow_with_the_rate_and_meet_the_slo():
         prev = row.replicas
 
 
+def test_per_class_latency_is_its_service_plus_the_common_wait():
+    from wanir.backends.capacity.planner import analytic_row
+
+    row = analytic_row(_traffic(20), _svc((120.0, 400.0)))
+    qr = Q.mgc(20 / 3600, Q.Mix((0.8, 0.2), (120.0, 400.0)), row.servers)
+    a, b = row.per_class
+    assert a["latency_s"]["p95"] == pytest.approx(120.0 + qr.wait_quantile(0.95))
+    assert b["latency_s"]["p95"] - a["latency_s"]["p95"] == pytest.approx(280.0)
+    # the mix's mean latency is the share-weighted mean of the classes'
+    assert row.latency_s["mean"] == pytest.approx(0.8 * a["latency_s"]["mean"] + 0.2 * b["latency_s"]["mean"])
+
+
 def test_an_slo_below_the_generation_time_is_never_met():
     from wanir.backends.capacity.planner import analytic_row
 

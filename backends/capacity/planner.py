@@ -103,6 +103,7 @@ class Row:
     servers: int | None = None       # independent servers at the peak (replicas × the plan's dp)
     p_wait: float | None = None      # analytic probability of waiting at the peak
     analytic: dict | None = None     # the closed form's wait_s and latency_s of a simulated row
+    per_class: tuple = ()            # per class: name, service_s, latency_s {mean, p50, p95, p99} (closed form)
 
     @property
     def gpus(self) -> int | None:
@@ -120,7 +121,7 @@ class Row:
                 "throughput_per_hour": self.throughput_per_hour, "hourly_replicas": list(self.hourly_replicas),
                 "cold_start_s": self.cold_start_s, "method": self.method, "simulated": self.simulated,
                 "notes": list(self.notes), "class_service_s": list(self.class_service_s),
-                "analytic": self.analytic})
+                "analytic": self.analytic, "per_class": [dict(c) for c in self.per_class]})
 
 
 def _finite(x):
@@ -383,6 +384,16 @@ def _costs(traffic: Traffic, svc: Service, hourly: tuple) -> tuple:
     return day / videos_day, day * HOURS_PER_MONTH / 24, gh_month
 
 
+def per_class(traffic: Traffic, qr: Q.QueueResult, mix: Q.Mix) -> tuple:
+    """Each class's latency under queue ``qr``: its service time plus the wait (whose
+    distribution does not depend on the class under FCFS with Poisson arrivals), seconds."""
+    out = []
+    for c, s in zip(traffic.classes, mix.s):
+        lat = {"mean": s + qr.wait_mean_s, **{f"p{p}": s + qr.wait_quantile(p / 100) for p in (50, 95, 99)}}
+        out.append({"name": c.name, "service_s": s, "latency_s": lat})
+    return tuple(out)
+
+
 def analytic_row(traffic: Traffic, svc: Service) -> Row:
     """Plan one deployment (one video per batch) with the closed forms."""
     mix = _mix(traffic, svc)
@@ -412,7 +423,8 @@ def analytic_row(traffic: Traffic, svc: Service) -> Row:
     usd_v, usd_m, gh = _costs(traffic, svc, hourly)
     return Row(svc.hardware, svc.devices, svc.label, r, 1, qr.utilization, mix.mean, cv, s["wait_s"], s["latency_s"],
                peak is not None, usd_v, usd_m, gh, r * svc.servers * 3600.0 / mix.mean, hourly, svc.cold_start_s,
-               notes=note, class_service_s=mix.s, servers=r * svc.servers, p_wait=qr.p_wait)
+               notes=note, class_service_s=mix.s, servers=r * svc.servers, p_wait=qr.p_wait,
+               per_class=per_class(traffic, qr, mix))
 
 
 def _sim_kwargs(traffic: Traffic, svc: Service) -> dict:
@@ -470,7 +482,9 @@ def simulated_row(traffic: Traffic, svc: Service, row: Row | None) -> Row:
                sim["wait_s"], sim["latency_s"], meets, usd_v, usd_m, gh, peak * svc.servers * 3600.0 / per_video,
                hourly, svc.cold_start_s, "simulation", simd, tuple(notes), mix.s, peak * svc.servers,
                None if row is None else row.p_wait,
-               None if row is None else {"replicas": row.replicas, "wait_s": row.wait_s, "latency_s": row.latency_s})
+               None if row is None else {"replicas": row.replicas, "wait_s": row.wait_s, "latency_s": row.latency_s},
+               () if row is None else per_class(traffic, Q.mgc(traffic.peak_rate_per_hour / 3600.0, mix,
+                                                                 peak * svc.servers), mix))
 
 
 def rank_key(r: Row):

@@ -94,13 +94,36 @@ def _best(result) -> str:
 
 
 def _stack(result) -> str:
-    items = [f"<li>Class <b>{_e(c.name)}</b>: <code>{_e(' '.join(c.overrides) or '(defaults)')}</code>; the "
-             f"runtime, precision and kernels are wanir's defaults for these overrides (`wanir config` prints "
-             f"them).</li>" for c in result.traffic.classes]
+    """Per class: the model, workload and runtime wanir resolved for its overrides (one
+    :func:`wanir.estimate` each), then prices and the plan's notes."""
+    import wanir
+
+    items = []
+    for c in result.traffic.classes:
+        e = wanir.estimate(list(c.overrides))
+        wl = e.to_dict()["workload"]
+        rt = e.config.runtime.get("name") if e.config is not None and e.config.get("runtime") is not None else "-"
+        items.append(f"<li>Class <b>{_e(c.name)}</b> (<code>{_e(' '.join(c.overrides) or 'defaults')}</code>): "
+                     f"{_e(e.model)}, {wl.get('width')}×{wl.get('height')}×{wl.get('frames')} frames, "
+                     f"{wl.get('steps')} steps, runtime {_e(rt)}; precision, kernels and offload as "
+                     f"<code>wanir config</code> prints them for these overrides.</li>")
     priced = ", ".join(f"{k} {v:g}" for k, v in result.prices) or "none given"
     items.append(f"<li>Prices (USD per GPU-hour): {_e(priced)}.</li>")
     items += [f"<li>{_md_inline(n)}</li>" for n in result.notes]
     return "<ul>" + "".join(items) + "</ul>"
+
+
+def _per_class(result) -> str:
+    b = result.best
+    if b is None or not b.per_class:
+        return ""
+    rows = "".join(f"<tr><td>{_e(c['name'])}</td><td>{_dur(c['service_s'])}</td>"
+                   + "".join(f"<td>{_dur(c['latency_s'][k])}</td>" for k in ("mean", "p50", "p95", "p99")) + "</tr>"
+                   for c in b.per_class)
+    return ('<table id="per-class"><thead><tr><th>class</th><th>generation</th><th>latency mean</th><th>p50</th>'
+            f"<th>p95</th><th>p99</th></tr></thead><tbody>{rows}</tbody></table>"
+            "<p class=\"summary\">Per class on the recommended deployment at the peak hour (closed form: the class's "
+            "generation time plus the common wait).</p>")
 
 
 def _notes() -> str:
@@ -124,6 +147,7 @@ def to_html(result, title: str | None = None) -> str:
 <h1>{_e(title)}</h1>
 <h2 id="best">Recommendation</h2>
 {_best(result)}
+{_per_class(result)}
 <h2 id="traffic">Traffic</h2>
 {_traffic(result)}
 <h2 id="candidates">Candidates compared</h2>
