@@ -27,9 +27,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from wanir.errors import ConfigError
 
@@ -105,6 +106,11 @@ class Row:
     analytic: dict | None = None     # the closed form's wait_s and latency_s of a simulated row
     per_class: tuple = ()            # per class: name, service_s, latency_s {mean, p50, p95, p99} (closed form)
 
+    def __post_init__(self):    # results are immutable: nested records become read-only views
+        for name in ("wait_s", "latency_s", "simulated", "analytic", "per_class", "hourly_replicas",
+                     "class_service_s", "notes"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+
     @property
     def gpus(self) -> int | None:
         """GPUs at the peak hour (replicas × devices)."""
@@ -124,11 +130,20 @@ class Row:
                 "analytic": self.analytic, "per_class": [dict(c) for c in self.per_class]})
 
 
+def _frozen(x):
+    """``x`` with every mapping a read-only view and every list a tuple (recursively)."""
+    if isinstance(x, Mapping):
+        return MappingProxyType({k: _frozen(v) for k, v in x.items()})
+    if isinstance(x, (list, tuple)):
+        return tuple(_frozen(v) for v in x)
+    return x
+
+
 def _finite(x):
-    """``x`` with non-finite floats as None (JSON has no inf)."""
+    """``x`` as plain data (dicts and lists) with non-finite floats as None (JSON has no inf)."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
-    if isinstance(x, dict):
+    if isinstance(x, Mapping):
         return {k: _finite(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_finite(v) for v in x]
