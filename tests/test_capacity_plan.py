@@ -137,3 +137,16 @@ def test_trace_is_replayed_in_the_simulation(tmp_path):
     row = res.rows[0]
     assert row.method == "simulation" and row.simulated["requests"] == 600     # every recorded request
     assert res.traffic.peak_rate_per_hour == pytest.approx(60.0)               # one a minute for ten hours
+
+
+def test_fleet_view_refuses_a_search_and_files():
+    from wanir.backends.capacity.web import fleet_view
+    from wanir.errors import ConfigError
+
+    base = "classes: [{name: a, overrides: [model=wan2.1-t2v-1.3b]}]\n"
+    with pytest.raises(ConfigError, match="traffic deployments: the page plans"):
+        fleet_view({"traffic": base + "arrivals: {rate_per_hour: 5}\n"})
+    with pytest.raises(ConfigError, match="arrivals.trace"):
+        fleet_view({"traffic": base + "arrivals: {trace: /etc/passwd}\n"})
+    with pytest.raises(ConfigError, match="YAML"):
+        fleet_view({"traffic": "classes: [\n"})

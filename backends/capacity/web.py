@@ -2,7 +2,8 @@
 
 The page sends ``{"traffic": YAML text, "hardware": [names], "devices": [counts]}``; the
 text goes through the same bounded loader and checks as a traffic file (a ``trace:`` is
-refused: the page reads no files). The answer is the JSON of ``wanir plan`` (first
+refused: the page reads no files). The request runs in the server (not as a job), so it
+plans only the deployments the text lists, at most :data:`MAX_ESTIMATES` estimates. The answer is the JSON of ``wanir plan`` (first
 :data:`ROWS` rows) plus the latency CDF points of the leading deployments (analytic, peak
 hour) for the page's plots.
 """
@@ -21,6 +22,8 @@ CDF_ROWS = 5
 CDF_POINTS = 120
 #: characters of traffic text accepted (the body limit of the server applies as well)
 MAX_TEXT = 60_000
+#: class × deployment estimates one page request may take (the request runs in the server, not as a job)
+MAX_ESTIMATES = 32
 
 
 def cdf_points(result, row, n: int = CDF_POINTS) -> dict:
@@ -55,6 +58,10 @@ def fleet_view(data: dict, config_dir=None) -> dict:
     if isinstance(doc, dict) and isinstance(doc.get("arrivals"), dict) and "trace" in doc["arrivals"]:
         raise ConfigError("traffic arrivals.trace: the web page reads no files; run `wanir plan` with the trace")
     t = tr.from_mapping(doc, "traffic")
+    n = sum(len(t.classes) * (2 if d.batch > 1 else 1) for d in t.deployments)
+    if not t.deployments or n > MAX_ESTIMATES:
+        raise ConfigError(f"traffic deployments: the page plans the deployments it is given, at most {MAX_ESTIMATES} "
+                          f"class × deployment estimates (got {n}); `wanir plan` searches every GPU and plan")
     hw = data.get("hardware") or None
     if hw is not None and (not isinstance(hw, list) or len(hw) > 64 or not all(isinstance(h, str) and len(h) <= 64
                                                                                for h in hw)):
