@@ -101,7 +101,7 @@ def test_csv_has_one_row_per_deployment(tmp_path):
 
     t = T.from_mapping({"classes": [{"name": "a", "overrides": BASE}], "arrivals": {"rate_per_hour": 20},
                         "deployments": [{"hardware": "l40s", "devices": 1}, {"hardware": "rtx-4090", "devices": 1}]})
-    res = planner.plan(t, simulate=False, jobs=1)
+    res = wanir.plan(t, simulate=False, jobs=1)        # the public entry point
     lines = render(res, "csv").strip().splitlines()
     assert lines[0].split(",") == list(CSV_COLUMNS) and len(lines) == 3
     assert all(math.isfinite(r.latency_s["p95"]) for r in res.rows)
