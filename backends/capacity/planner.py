@@ -314,16 +314,23 @@ def _progressed(it, progress):
 def enumerated_services(traffic: Traffic, prices: dict, config_dir, hardware, devices, est: Estimates,
                         progress=None, jobs: int | None = None) -> tuple[list[Service], int, dict]:
     """Service times of every hardware × devices × plan (× batch) from
-    :func:`wanir.backends.sizing.size`, one run per class × device count (spread over
+    :func:`wanir.backends.sizing.size`, one run per class and chunk of device counts (spread over
     ``jobs`` processes; default :func:`default_jobs`); plans with dp > 1 are left out.
     Returns (services, candidates that do not fit, the prices sizing used)."""
 
     batches = _batches(traffic)
-    tasks = [(c.overrides, n) for c in traffic.classes for n in devices]
+    jobs = jobs or default_jobs()
+    # one sizing run per class, its device counts split into chunks when there are fewer
+    # classes than twice the processes (each run builds the class's graphs once: fewer, longer runs)
+    chunks = 1 if jobs == 1 or len(traffic.classes) >= 2 * jobs else \
+        min(len(devices), math.ceil(2 * jobs / len(traffic.classes)))
+    tasks = [(c.overrides, tuple(devices[i::chunks])) for c in traffic.classes for i in range(chunks)]
     used_prices = dict(prices)
     per_class = [{} for _ in traffic.classes]
-    jobs = min(jobs or default_jobs(), len(tasks))
-    args = [(list(ov), config_dir, hardware, (n,), prices, batches) for ov, n in tasks]
+    jobs = min(jobs, len(tasks))
+    if isinstance(progress, _Bar):
+        progress.total = len(tasks) + SIMULATED
+    args = [(list(ov), config_dir, hardware, devs, prices, batches) for ov, devs in tasks]
     if jobs > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
