@@ -80,7 +80,7 @@ def main() -> None:
                "traffic": _cut(plan["traffic"]),
                **{k: _cut(v) for k, v in plan.items() if k not in ("deployments", "best", "traffic")}}
     blocks = {DOC: (("table", table), ("check", "\n".join(rows))),
-              CLI: (("json", "```json\n" + json.dumps(excerpt, indent=1) + "\n```"),)}
+              CLI: (("json", "```json\n" + _compact(excerpt) + "\n```"),)}
     for path, items in blocks.items():
         text = path.read_text()
         for name, body in items:
@@ -88,6 +88,16 @@ def main() -> None:
                           lambda m: m.group(1) + body + "\n" + m.group(2), text, flags=re.S)
         path.write_text(text)
     print(f"wrote {DOC}, {CLI} and docs/img/capacity-*.png")
+
+
+def _compact(d: dict) -> str:
+    """The excerpt as JSON: the first deployment and ``traffic`` one key a line, values compact."""
+    def obj(o: dict, pad: str) -> str:
+        return "{\n" + ",\n".join(f"{pad}  {json.dumps(k)}: {json.dumps(v)}" for k, v in o.items()) + f"\n{pad}}}"
+    parts = [f' "deployments": [{obj(d["deployments"][0], "  ")}]', f' "best": {json.dumps(d["best"])}',
+             f' "traffic": {obj(d["traffic"], " ")}']
+    parts += [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items() if k not in ("deployments", "best", "traffic")]
+    return "{\n" + ",\n".join(parts) + "\n}"
 
 
 def _cut(x, depth=0):
