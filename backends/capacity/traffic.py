@@ -261,6 +261,9 @@ def read_trace(path: str, base: Path, class_names: list[str]) -> Trace:
     if not p.is_absolute():
         p = base / p
     text = read_text_file(p, "traffic trace", cap=MAX_TRACE_BYTES)
+    n = text.count("\n")
+    if n > MAX_TRACE_ROWS + 1:      # before splitting: no list of millions of lines
+        raise _fail("arrivals.trace", f"{p}: at most {MAX_TRACE_ROWS} rows are read", f"{n} lines")
     lines = text.splitlines()
     if not lines:
         raise _fail("arrivals.trace", "is empty; write a header time_s,class and one row per request")
@@ -275,7 +278,7 @@ def read_trace(path: str, base: Path, class_names: list[str]) -> Trace:
     for r, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        parts = line.split(",")
+        parts = line.split(",", 2)
         if len(parts) != 2:
             raise _fail("arrivals.trace", f"{p} line {r}: two columns time_s,class", line)
         t = _trace_time(parts[0], p, r)
