@@ -11,6 +11,7 @@ import json
 
 from wanir import jsonout
 from wanir.result import STAGE_KEYS, Estimate
+from wanir.options import select
 
 
 def fmt_count(v) -> str:
@@ -259,6 +260,10 @@ def provenance_lines(est: Estimate) -> list[str]:
             continue
         kinds = ", ".join(f"{k} {len(v)}" for k, v in p["inputs"].items())
         out.append(f"time of {s.name}: inputs {kinds}; {100 * p['assumed_share']:.0f} % of it rests on assumed values")
+    if select(est.config, "hardware.family") == "generic":
+        out.append(f"hardware {est.hardware} is of family generic: every kernel constant it is timed with is assumed "
+                   f"(wanir/data/kernels.yaml, families.generic); replace them with `wanir calibrate -o DIR` on the "
+                   f"device or with its own benchmarks under kernels: (docs/adding-hardware.md)")
     return out
 
 

@@ -285,14 +285,11 @@ def _fill(per: dict, batch: int) -> tuple:
 
 
 def default_jobs() -> int:
-    """Processes for the sizing runs: one per CPU core this process may use, at most 8."""
-    import os
+    """Processes for the sizing runs: one per CPU core this process may use
+    (:func:`wanir.limits.usable_cpus`), at most 8."""
+    from wanir.limits import usable_cpus
 
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:    # pragma: no cover (not Linux)
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    return min(8, usable_cpus())
 
 
 def _size_task(a) -> dict:
@@ -318,8 +315,10 @@ def enumerated_services(traffic: Traffic, prices: dict, config_dir, hardware, de
     ``jobs`` processes; default :func:`default_jobs`); plans with dp > 1 are left out.
     Returns (services, candidates that do not fit, the prices sizing used)."""
 
+    from wanir.limits import cap_jobs
+
     batches = _batches(traffic)
-    jobs = jobs or default_jobs()
+    jobs = cap_jobs(jobs) if jobs else default_jobs()
     # one sizing run per class, its device counts split into chunks when there are fewer
     # classes than twice the processes (each run builds the class's graphs once: fewer, longer runs)
     chunks = 1 if jobs == 1 or len(traffic.classes) >= 2 * jobs else \
