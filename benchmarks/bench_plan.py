@@ -9,8 +9,14 @@ on a shared machine compare CPU seconds / cores.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import tempfile
 import time
+
+import wanir
+from wanir.backends.capacity import planner
+from wanir.backends.capacity.planner import default_jobs
 
 TRAFFIC = {
     "classes": [
@@ -44,8 +50,6 @@ def _timed_size_task(a):
 
 
 def _timed_tasks(log: str) -> None:
-    from wanir.backends.capacity import planner
-
     _LOG.update(path=log, inner=planner._size_task)
     planner._size_task = _timed_size_task
 
@@ -64,13 +68,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--jobs", type=int, default=None, help="sizing processes (default: one per usable core, <= 8)")
     args = ap.parse_args()
-    import wanir
-    from wanir.backends.capacity.planner import default_jobs
-
     wanir.estimate(TRAFFIC["classes"][0]["overrides"])     # warm up: Hydra composition, hardware library
-    import os
-    import tempfile
-
     best = None
     jobs = args.jobs or default_jobs()
     fd, log = tempfile.mkstemp(suffix=".txt")

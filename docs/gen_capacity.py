@@ -33,9 +33,9 @@ def _minutes(s) -> str:
 def web_shot() -> None:
     """Screenshot the Fleet tab of ``wanir serve`` after planning its example (Playwright and
     Debian's Chromium, as docs/gen_web_screenshots.py)."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # late import: only --web needs the browser extras
 
-    from wanir.web.launch import running_server
+    from wanir.web.launch import running_server  # late import: only --web needs the web extra
 
     path = ROOT / "docs" / "img" / "web-fleet.png"
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

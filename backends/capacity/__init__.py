@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import os
 
+from . import planner
+from . import traffic as tr
+
 
 def plan(traffic, *, config_dir=None, hardware=None, devices=None, prices=None, simulate: bool = True,
          progress: bool = False, jobs: int | None = None):
     """Plan the fleet for ``traffic``: a path to a traffic YAML file, a mapping with its
     content, or a :class:`.traffic.Traffic`. Returns a :class:`.planner.PlanResult`
     (``.to_dict()`` is the JSON of ``wanir plan --format json``; seconds, USD)."""
-    from . import planner
-    from . import traffic as tr
-
     if isinstance(traffic, (str, os.PathLike)):
         t = tr.load(traffic)
     elif isinstance(traffic, tr.Traffic):

@@ -51,7 +51,8 @@ def latency_cdf(result, path=None):
         ax.plot(xs / 60, [1 - Q.latency_tail(qr, mix, x) for x in xs], label=_label(r))
         xmax = max(xmax, hi)
     if t.slo_latency_s is not None:
-        ax.axvline(t.slo_latency_s / 60, color="crimson", ls="--", label=f"SLO p{t.slo_percentile} {t.slo_latency_s / 60:g} min")
+        ax.axvline(t.slo_latency_s / 60, color="crimson", ls="--",
+                   label=f"SLO p{t.slo_percentile} {t.slo_latency_s / 60:g} min")
         ax.axhline(t.slo_percentile / 100, color="crimson", ls=":", lw=0.8)
     ax.set_xlabel("end-to-end latency at the peak hour (minutes): queueing + generation")
     ax.set_ylabel("fraction of requests")

@@ -26,16 +26,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing as mp
 import re
 import time
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import wanir
+from wanir import hardware as hwlib
+from wanir.backends import sizing
+from wanir.backends.host_stages import copy_rate
+from wanir.backends.parallel import PlanError, make_plan, resolve_plan
 from wanir.errors import ConfigError
+from wanir.limits import cap_jobs, usable_cpus
+from wanir.runtime import runtime_options
 
 from . import queueing as Q
-from .traffic import Deployment, Traffic
+from .simulate import replicate
+from .traffic import Traffic
 
 #: hours in a month (365 × 24 / 12)
 HOURS_PER_MONTH = 730.0
@@ -118,7 +128,8 @@ class Row:
 
     def to_dict(self) -> dict:
         """The row of ``wanir plan --format json`` (docs/cli.md); non-finite numbers are None."""
-        return _finite({"hardware": self.hardware, "devices": self.devices, "plan": self.plan, "replicas": self.replicas,
+        return _finite({"hardware": self.hardware, "devices": self.devices, "plan": self.plan,
+                        "replicas": self.replicas,
                 "batch": self.batch, "utilization": self.utilization,
                 "service_s": {"mean": self.service_mean_s, "cv": self.service_cv},
                 "wait_s": dict(self.wait_s), "latency_s": dict(self.latency_s), "meets_slo": self.meets_slo,
@@ -183,8 +194,6 @@ def parse_plan(text: str, devices: int, where: str):
     """A Plan from a plan name (``single``, ``ulysses``, ``fsdp+ulysses``, as ``parallel=``
     takes it) or a label as ``wanir size`` prints it (``fsdp2+cfg2+ulysses2``) on
     ``devices`` devices; ConfigError naming ``where`` when it does not fit."""
-    from wanir.backends.parallel import PlanError, make_plan, resolve_plan
-
     try:
         parts = text.split("+")
         if all(_LABEL.fullmatch(p) for p in parts):
@@ -204,10 +213,6 @@ def _plan_overrides(p) -> list[str]:
 def _cold_start(weight_bytes: int, hw_name: str, fsdp: int, config_dir) -> float:
     """Seconds to copy a replica's weights from host memory to its devices (each device
     its 1/fsdp share, in parallel) at the host link's pageable copy rate."""
-    from wanir import hardware as hwlib
-    from wanir.backends.host_stages import copy_rate
-    from wanir.runtime import runtime_options
-
     hw = hwlib.load(hw_name, config_dir)
     return weight_bytes / fsdp / copy_rate(hw, runtime_options(None))
 
@@ -227,8 +232,6 @@ class Estimates:
     def __call__(self, overrides: tuple, hardware: str | None = None, plan=None, batch: int = 1):
         """The Estimate of one request of ``overrides`` on ``hardware`` under ``plan`` at
         ``batch`` videos per batch."""
-        import wanir
-
         key = (tuple(overrides), hardware, None if plan is None else plan.label, batch)
         hit = self.cache.get(key)
         if hit is None:
@@ -287,15 +290,11 @@ def _fill(per: dict, batch: int) -> tuple:
 def default_jobs() -> int:
     """Processes for the sizing runs: one per CPU core this process may use
     (:func:`wanir.limits.usable_cpus`), at most 8."""
-    from wanir.limits import usable_cpus
-
     return min(8, usable_cpus())
 
 
 def _size_task(a) -> dict:
     """One sizing run (a process-pool task): (overrides, config_dir, hardware, devices, prices, batches)."""
-    from wanir.backends import sizing
-
     ov, config_dir, hardware, devices, prices, batches = a
     return sizing.size(ov, config_dir, hardware=hardware, devices=devices, prices=prices, batches=batches,
                        data_parallel=False)
@@ -315,8 +314,6 @@ def enumerated_services(traffic: Traffic, prices: dict, config_dir, hardware, de
     ``jobs`` processes; default :func:`default_jobs`); plans with dp > 1 are left out.
     Returns (services, candidates that do not fit, the prices sizing used)."""
 
-    from wanir.limits import cap_jobs
-
     batches = _batches(traffic)
     jobs = cap_jobs(jobs) if jobs else default_jobs()
     # one sizing run per class, its device counts split into chunks when there are fewer
@@ -331,9 +328,6 @@ def enumerated_services(traffic: Traffic, prices: dict, config_dir, hardware, de
         progress.total = len(tasks) + SIMULATED
     args = [(list(ov), config_dir, hardware, devs, prices, batches) for ov, devs in tasks]
     if jobs > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
             results = list(_progressed(pool.map(_size_task, args), progress))
     else:
@@ -464,8 +458,6 @@ def simulated_row(traffic: Traffic, svc: Service, row: Row | None) -> Row:
     """Check (or, for batches, plan) one deployment by simulating the daily profile with
     hourly replicas and cold starts; replicas are added (all hours) while the simulated
     SLO percentile of the peak hour's requests misses the SLO."""
-    from .simulate import replicate
-
     mix = _mix(traffic, svc)
     if row is None:     # batches: start from the replicas full batches need each hour
         per_video = math.fsum(p * s[svc.batch] / svc.batch for p, s in zip(traffic.shares, svc.seconds))
@@ -543,10 +535,9 @@ class _Bar:
         if not self.enabled:
             return
         if self.bar is None and time.perf_counter() - self.t0 > 1.0:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-            self.bar = Progress(TextColumn("plan"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                console=Console(stderr=True), transient=True)
+            from rich import console, progress as rp  # late import: rich's progress loads only when a bar is shown
+            self.bar = rp.Progress(rp.TextColumn("plan"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                                   rp.TimeElapsedColumn(), console=console.Console(stderr=True), transient=True)
             self.task = self.bar.add_task("plan", total=self.total, completed=self.done)
             self.bar.start()
         elif self.bar is not None:
@@ -558,15 +549,12 @@ class _Bar:
 
 
 def _merge_prices(traffic: Traffic, prices: dict | None, config_dir) -> dict:
-    from wanir import hardware as hwlib
-    from wanir.backends.sizing import _unknown_price
-
     out = dict(traffic.prices)
     out.update(prices or {})
     known = [h.name for h in hwlib.list_hardware(config_dir)]
     for name in out:
         if name not in known:
-            raise _unknown_price(name, known)
+            raise sizing._unknown_price(name, known)
     return out
 
 
@@ -591,10 +579,9 @@ def plan(traffic: Traffic, *, config_dir=None, hardware=None, devices=None, pric
                               + ", ".join(f"{d.hardware}x{d.devices}" for d in traffic.deployments)[:300])
         total = len(deps) * len(traffic.classes)
         bar = _Bar(total + SIMULATED, progress)
-        from wanir.backends.sizing import _yaml_price
         for d in deps:
             if d.hardware not in prices:
-                p = _yaml_price(d.hardware, config_dir)
+                p = sizing._yaml_price(d.hardware, config_dir)
                 if p is not None:
                     prices[d.hardware] = p
         tr = dataclasses.replace(traffic, deployments=tuple(deps))

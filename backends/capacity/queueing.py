@@ -184,7 +184,8 @@ def summary(qr: QueueResult, mix: Mix) -> dict:
                           **{f"p{p}": latency_quantile(qr, mix, p / 100) for p in (50, 95, 99)}}}
 
 
-def fewest_servers(lam: float, mix: Mix, ok, c_min: int = 1, c_max: int = MAX_SERVERS) -> tuple[int, QueueResult] | None:
+def fewest_servers(lam: float, mix: Mix, ok, c_min: int = 1,
+                   c_max: int = MAX_SERVERS) -> tuple[int, QueueResult] | None:
     """The fewest servers c in [c_min, c_max] whose queue satisfies ``ok(QueueResult)``
     (a property monotone in c), with its result; None when even c_max does not.
     Bisection between the stability bound and a bound that doubles until it holds."""

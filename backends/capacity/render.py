@@ -5,7 +5,12 @@ import csv
 import io
 import math
 
+from rich.console import Console
+from rich.table import Table
+
+from wanir import jsonout
 from wanir.errors import ConfigError
+from wanir.safeio import csv_cell
 
 #: rows of the table when --top is not given
 TABLE_TOP = 15
@@ -37,9 +42,6 @@ def render(result, fmt: str = "table", top: int | None = None) -> str | None:
     """Render a :class:`.planner.PlanResult`: 'json' and 'csv' return text (every row, or the
     first ``top``); 'table' prints the ``top`` (default TABLE_TOP) ranked rows and a summary
     to stdout and returns None."""
-    from wanir import jsonout
-    from wanir.safeio import csv_cell
-
     if top is not None and top < 1:
         raise ConfigError(f"--top must be an integer >= 1, got {top}")
     rows = list(result.rows)
@@ -58,9 +60,6 @@ def render(result, fmt: str = "table", top: int | None = None) -> str | None:
         return buf.getvalue()
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}; allowed: table, json, csv")
-    from rich.console import Console
-    from rich.table import Table
-
     t = result.traffic
     top = TABLE_TOP if top is None else top
     slo = "no SLO (stable queue)" if t.slo_latency_s is None else f"p{t.slo_percentile} ≤ {_dur(t.slo_latency_s)}"

@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import wanir
+from wanir import jsonout
 from wanir.backends.html import _CSS, _e, _md_inline, _strip_svg_header
 from wanir.errors import WanirError
+from wanir.safeio import write_output
 
 from . import figures
 from .render import _dur
@@ -96,8 +99,6 @@ def _best(result) -> str:
 def _stack(result) -> str:
     """Per class: the model, workload and runtime wanir resolved for its overrides (one
     :func:`wanir.estimate` each), then prices and the plan's notes."""
-    import wanir
-
     items = []
     for c in result.traffic.classes:
         e = wanir.estimate(list(c.overrides))
@@ -167,9 +168,6 @@ def to_html(result, title: str | None = None) -> str:
 def write_dir(result, out_dir) -> list[Path]:
     """Write the plots (PNG), plan.json and report.html of ``result`` into ``out_dir``;
     returns the paths written."""
-    from wanir import jsonout
-    from wanir.safeio import write_output
-
     d = check_output_dir(out_dir)
     files = [f(result, d / f"{k}.png") for k, f in figures.PLOTS.items()]
     files.append(write_output(d / "plan.json", jsonout.dumps(result.to_dict(), indent=2, default=str), (".json",)))

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from wanir.errors import ConfigError
 from wanir.safeio import load_yaml, read_text_file, short
 
@@ -426,8 +428,6 @@ def from_mapping(doc, source: str = "<traffic>", base: str | os.PathLike = ".") 
 def load(path: str | os.PathLike) -> Traffic:
     """Read and check the traffic YAML file ``path`` (a regular file of at most
     MAX_TRAFFIC_BYTES); returns a :class:`Traffic`."""
-    import yaml
-
     text = read_text_file(path, "traffic file", cap=MAX_TRAFFIC_BYTES)
     try:
         doc = load_yaml(text, os.fspath(path), max_nodes=20_000, max_depth=16)

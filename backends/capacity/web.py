@@ -3,17 +3,21 @@
 The page sends ``{"traffic": YAML text, "hardware": [names], "devices": [counts]}``; the
 text goes through the same bounded loader and checks as a traffic file (a ``trace:`` is
 refused: the page reads no files). The request runs in the server (not as a job), so it
-plans only the deployments the text lists, at most :data:`MAX_ESTIMATES` estimates. The answer is the JSON of ``wanir plan`` (first
-:data:`ROWS` rows) plus the latency CDF points of the leading deployments (analytic, peak
-hour) for the page's plots.
+plans only the deployments the text lists, at most :data:`MAX_ESTIMATES` estimates. The
+answer is the JSON of ``wanir plan`` (first :data:`ROWS` rows) plus the latency CDF points
+of the leading deployments (analytic, peak hour) for the page's plots.
 """
 from __future__ import annotations
 
 import numpy as np
+import yaml
 
 from wanir.errors import ConfigError
+from wanir.safeio import load_yaml
 
+from . import planner
 from . import queueing as Q
+from . import traffic as tr
 
 #: rows sent to the page
 ROWS = 60
@@ -39,13 +43,6 @@ def cdf_points(result, row, n: int = CDF_POINTS) -> dict:
 def fleet_view(data: dict, config_dir=None) -> dict:
     """Plan the traffic text of a Fleet request; returns {"plan": the JSON of ``wanir plan``
     (first ROWS rows), "cdf": [{"label", "x", "y"}]}. ConfigError (one line) on bad input."""
-    import yaml
-
-    from wanir.safeio import load_yaml
-
-    from . import planner
-    from . import traffic as tr
-
     text = data.get("traffic")
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
         raise ConfigError(f"traffic: send the traffic file's text (YAML, at most {MAX_TEXT} characters)")
