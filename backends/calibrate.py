@@ -51,7 +51,7 @@ DEVICES = ("auto", "cpu", "cuda")
 ATTENTION_BACKENDS = {
     "sdpa": (None, "torch", "any"),                 # what SDPA picks; resolved per family
     "sdpa-math": ("math", "torch", "any"),
-    "sdpa-flash": ("flash2", "torch", "cuda"),
+    "sdpa-flash": ("torch-sdpa", "torch", "cuda"),
     "sdpa-efficient": (None, "torch", "cuda"),
     "sdpa-cudnn": ("cudnn", "torch", "cuda"),
     "flash_attn": ("flash2", "flash_attn", "cuda"),
@@ -287,6 +287,43 @@ def _bench_issue(torch, clock, g, rows, progress):
     progress()
 
 
+def _bench_host_work(torch, clock, g, rows, progress):
+    """Host work around the ops (backends/host_stages.py): the overhead of one nn.Module call
+    (calling a module whose forward returns its input, minus calling a plain function that
+    does), and tokenizing one 512-token prompt when a UMT5 tokenizer is in the local cache."""
+    x = torch.zeros(1)
+    n = g["issue_ops"]
+
+    class _Identity(torch.nn.Module):
+        def forward(self, t):
+            return t
+
+    mod = _Identity()
+
+    def plain(t):
+        return t
+
+    def calls():
+        for _ in range(n):
+            mod(x)
+
+    def funcs():
+        for _ in range(n):
+            plain(x)
+    sec = max(0.0, (clock.time(calls) - clock.time(funcs)) / n)
+    rows.append(Row("module_call", "nn.Module.__call__ overhead", "-", "1", 1, sec, "us", sec * 1e6))
+    try:
+        from transformers import AutoTokenizer   # late import: optional extra, only to time a cached tokenizer
+        tok = AutoTokenizer.from_pretrained("google/umt5-xxl", local_files_only=True)
+    except Exception:    # not installed or not cached: nothing to measure (no download)
+        tok = None
+    if tok is not None:
+        prompt = "A cat walks on the grass, realistic style, golden hour light, " * 8
+        sec = clock.time(lambda: tok(prompt, padding="max_length", max_length=512, truncation=True))
+        rows.append(Row("tokenize", "UMT5 tokenizer, 512 tokens", "-", "1", 1, sec, "ms", sec * 1e3))
+    progress()
+
+
 def _bench_host(torch, clock, g, rows, progress):
     if clock.dev != "cuda":
         return
@@ -372,6 +409,10 @@ def fit(hw, rows: list[Row]) -> tuple[object, dict, dict]:
     iss = [r for r in rows if r.bench == "issue" and r.seconds]
     if iss:
         over["issue"] = {"cpu_issue_us": _leaf(min(iss[0].measured, 1e5))}
+    for bench, key in (("module_call", "module_call_us"), ("tokenize", "tokenize_ms")):
+        hr = [r for r in rows if r.bench == bench and r.seconds]
+        if hr:
+            over.setdefault("issue", {})[key] = _leaf(min(hr[0].measured, 1e5))
     # GEMM: time is linear in 1/ceiling
     g = [r for r in rows if r.bench == "gemm" and r.seconds]
     for key, sel in (("ceiling", lambda r: r.dtype != "fp32"), ("fp32_ceiling", lambda r: r.dtype == "fp32")):
@@ -443,6 +484,8 @@ def fit(hw, rows: list[Row]) -> tuple[object, dict, dict]:
             r.model = r.work / Model(fitted, "math").memory_time(r.work)[0] / 1e9
         elif r.bench == "issue":
             r.model = Model(fitted, "math").issue_s * 1e6
+        elif r.bench in ("module_call", "tokenize"):
+            r.model = r.measured     # taken as measured (no model to compare with)
     return fitted, over, {"fields": fields, "notes": notes}
 
 
@@ -769,7 +812,7 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
     g = grids(quick, dev)
     clock = _Clock(torch, dev, float(budget_s), quick)
     rows: list[Row] = []
-    steps = (len(g["gemm"]) * len(g["gemm_dtypes"]) + len(backends) * len(g["attention"]) + len(g["conv3d"]) + 3
+    steps = (len(g["gemm"]) * len(g["gemm_dtypes"]) + len(backends) * len(g["attention"]) + len(g["conv3d"]) + 4
              + (4 if dev == "cuda" else 0))
     if facts:
         hw0 = base_hw
@@ -795,6 +838,7 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
                 p.advance(task)
         with torch.inference_mode():
             _bench_issue(torch, clock, g, rows, tick)
+            _bench_host_work(torch, clock, g, rows, tick)
             _bench_memory(torch, clock, g, rows, tick)
             _bench_gemm(torch, clock, g, rows, tick)
             _bench_conv(torch, clock, g, rows, tick)

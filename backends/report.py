@@ -100,7 +100,10 @@ def scope_rows(est: Estimate, depth: int = 2, by: str = "scope") -> list[dict]:
     """Per-generation totals grouped by scope path cut at ``depth`` levels below the stage
     (``by="scope"``), or by op kind within that scope (``by="kind"``). Each record:
     stage, scope, kind (or None), nodes, flops, bytes, time_s, share of the total time,
-    bound (the bound of the larger part of its time). Sorted by time, largest first."""
+    bound (the bound of the larger part of its time). A stage whose time exceeds its nodes'
+    (bound by the host's issue, or with host synchronizations that cannot overlap) gets a
+    ``STAGE/(host)`` record with the difference, bound ``issue``, so the records add up to
+    the stage times. Sorted by time, largest first."""
     if depth < 0:
         raise ValueError(f"--depth must be >= 0, got {depth}")
     total_t = est.total.get("time_s") or 0.0
@@ -122,9 +125,24 @@ def scope_rows(est: Estimate, depth: int = 2, by: str = "scope") -> list[dict]:
         g["time_s"] += t
         if c.get("bound") == "compute":
             g["_compute"] += t
+    node_t: dict[str, float] = {}
+    for g in groups.values():
+        node_t[g["stage"]] = node_t.get(g["stage"], 0.0) + g["time_s"]
+    for st in getattr(est, "stages", ()):      # a bare graph view (one device of a plan) has none
+        host = st.total.get("time_s") or 0.0
+        extra = host - node_t.get(st.name, 0.0)
+        if extra > 1e-12 * max(host, 1.0):
+            groups[(st.name, f"{st.name}/(host)", None)] = {
+                "stage": st.name, "scope": f"{st.name}/(host)", "kind": None, "nodes": 0, "flops": 0, "bytes": 0,
+                "time_s": extra, "_compute": 0.0, "_issue": True}
     out = []
     for g in groups.values():
         comp = g.pop("_compute")
+        if g.pop("_issue", False):
+            g["share"] = g["time_s"] / total_t if total_t else None
+            g["bound"] = "issue"
+            out.append(g)
+            continue
         g["share"] = g["time_s"] / total_t if total_t else None
         g["bound"] = "compute" if g["time_s"] and comp >= g["time_s"] / 2 else "memory"
         out.append(g)

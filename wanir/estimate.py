@@ -80,6 +80,8 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions 
     by, mem = counts["bytes_pass"], counts["memory"]
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                       offload_model=False, allow_tf32_conv=allow_tf32_conv,
+                      matmul_tf32=roofline.matmul_tf32_option(opts), fusion=opts.roofline.fusion,
+                      cuda_graphs=opts.runtime.cuda_graphs,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
     rf["transfer_s"] = hostlib.transfer_seconds(graph, mem, hw, mopt, runtime_options(conf), host_stages,
                                                 mode == "ideal", rf)

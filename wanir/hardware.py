@@ -80,6 +80,19 @@ def rate_dtype(dtype: str) -> str:
 
 
 @dataclass(frozen=True)
+class HostTopology:
+    """How a PCIe card reaches its peers and the host (``host_topology:`` in the YAML;
+    backends/comm.py): ``p2p`` whether peers copy directly over PCIe (False: NCCL stages every
+    collective through pinned host memory), ``cards_per_root_complex`` how many cards share
+    one x16 uplink to the CPU (a PCIe switch or a bifurcated slot), ``host_memory_bandwidth``
+    bytes/s of the host's DRAM that staged and offloaded traffic crosses."""
+
+    p2p: bool
+    cards_per_root_complex: int
+    host_memory_bandwidth: float
+
+
+@dataclass(frozen=True)
 class Hardware:
     """One device, in SI units: ``tensor_flops`` dense peak FLOP/s per compute dtype name,
     ``vector_flops`` FLOP/s of the non-tensor (FP32) units, ``memory_bytes`` capacity in
@@ -109,6 +122,7 @@ class Hardware:
     kernels: dict = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     origin: str = ""
+    host_topology: HostTopology | None = None
 
     def peak(self, dtype: str) -> float:
         """Dense tensor peak in FLOP/s for compute dtype ``dtype`` (``tf32`` falls back to
@@ -273,13 +287,29 @@ def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None)
     kernels = data.get("kernels") or {}
     if not isinstance(kernels, Mapping):
         r.fail("kernels", "must be a mapping of kernel-constant overrides (docs/time-model.md)")
+    topo = _host_topology(r)
     hw = Hardware(hw_name, printable(data.get("description", hw_name), 200), kind, tensor, vector, int(mem), bw, host_bw,
                   host_eff, None if gl is None else gl * _GIGA, launch * 1e-6, family, micro, datasheet,
-                  dict(kernels), dict(r.sources), origin)
+                  dict(kernels), dict(r.sources), origin, topo)
     if kernels:
         from .kernels import check_overrides
         check_overrides(hw)
     return hw
+
+
+def _host_topology(r: _Reader) -> HostTopology | None:
+    """The optional ``host_topology`` block (None when absent)."""
+    if r.node("host_topology", required=False) is None:
+        return None
+    node = r.node("host_topology.p2p")
+    if not isinstance(node, Mapping) or not isinstance(node.get("value"), bool):
+        r.fail("host_topology.p2p", f"must be written {{value: true|false, source: ...}}, got {_show(node)}")
+    r.source("host_topology.p2p", node)
+    cards = r.bounded("host_topology.cards_per_root_complex", 1, 64)
+    if cards != int(cards):
+        r.fail("host_topology.cards_per_root_complex.value", f"must be a whole number, got {cards}")
+    mem = r.bounded("host_topology.host_memory_bandwidth_gbps", 1, 1e5) * _GIGA
+    return HostTopology(node["value"], int(cards), mem)
 
 
 def _microarch(r: _Reader) -> Microarch:

@@ -50,8 +50,11 @@ SECTION_KEYS = {
              "tile_m": (1, 4096), "tile_n": (1, 4096), "k_ramp": (0.0, 1e6)},
     "conv": {"ceiling_factor": (1e-3, 1.0), "transposes": (0.0, 8.0)},
     "memory": {"fraction": (1e-3, 1.0), "l2_fraction": (1e-3, 1.0)},
-    "issue": {"cpu_issue_us": (0.0, 1e5)},
+    "issue": {"cpu_issue_us": (0.0, 1e5), "module_call_us": (0.0, 1e5), "tokenize_ms": (0.0, 1e5)},
 }
+#: keys a block may leave out: a device's measured host costs (``wanir calibrate``); the default
+#: is the host table, wanir/data/host.yaml (backends/host_stages.py)
+OPTIONAL_KEYS = {"issue": ("module_call_us", "tokenize_ms")}
 
 
 @functools.lru_cache(maxsize=1)
@@ -203,7 +206,7 @@ def constants(section: str, hw, kernel: str | None = None) -> tuple[dict, dict]:
             vals[k] = node["value"]
             srcs[k] = node["source"]
     keys = ATTENTION_KEYS if section == "attention" else SECTION_KEYS[section]
-    missing = [k for k in keys if k not in vals]
+    missing = [k for k in keys if k not in vals and k not in OPTIONAL_KEYS.get(section, ())]
     if missing:
         where = f"attention.{kernel}.{hw.family}" if section == "attention" else f"{section}.{hw.family}"
         raise ConfigError(f"{PATH.name}: {where} lacks {', '.join(missing)}")
