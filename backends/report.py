@@ -233,7 +233,9 @@ def optimizations(est: Estimate) -> list[str]:
 def to_markdown(est: Estimate) -> str:
     """A Markdown table of the stages and the total."""
     head, body = _display_rows(est)
-    lines = [f"**{est.model}** — " + ", ".join(f"{k}={v}" for k, v in est.to_dict()["workload"].items()), "",
+    stack = stack_phrase(est)
+    lines = [f"**{est.model}** — " + ", ".join(f"{k}={v}" for k, v in est.to_dict()["workload"].items()) +
+             (f"; {stack}" if stack else ""), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     if optimizations(est):
@@ -254,6 +256,26 @@ def to_csv(est: Estimate) -> str:
     return buf.getvalue()
 
 
+def stack_phrase(est: Estimate) -> str:
+    """The attention kernel and precisions the estimate assumed, one phrase: 'attention
+    kernel flash2; DiT weights fp32, DiT compute bf16, text encoder bf16, VAE fp32' (``sdpa``
+    shown with the kernel it picks on the GPU). '' when the estimate carries no options."""
+    opts = getattr(est, "options", None)
+    if opts is None:
+        return ""
+    kern = opts.roofline.attention_kernel
+    if kern == "sdpa" and est.hardware:
+        try:
+            from wanir import hardware as hwlib   # late import: only to resolve sdpa for the caption
+            from wanir import kernels
+            kern = f"sdpa→{kernels.resolve_attention('sdpa', hwlib.load(est.hardware))}"
+        except Exception:    # a --config-dir device: name sdpa as configured
+            pass
+    p = opts.precision
+    return (f"attention kernel {kern}; DiT weights {p.dit_weights}, DiT compute {p.dit_compute}, "
+            f"text encoder {p.text_encoder}, VAE {p.vae}")
+
+
 def print_table(est: Estimate, console=None) -> None:
     """Print the stage table with rich."""
     from rich.console import Console
@@ -267,6 +289,9 @@ def print_table(est: Estimate, console=None) -> None:
     extra = []
     if est.graph.meta.get("runtime"):
         extra.append(f"runtime={est.graph.meta['runtime']}")
+    stack = stack_phrase(est)
+    if stack:
+        extra.append(stack)
     reserve = est.extra.get("memory", {}).get("reserve_bytes")
     if reserve:
         extra.append(f"peak memory includes a {fmt_bytes(reserve)} CUDA context and allocator reserve")

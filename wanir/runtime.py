@@ -126,6 +126,19 @@ def default_attention_kernel(rt: Runtime, model_family: str | None, hw_family: s
     return rt.attention_kernel_wan22_sm90 if (model_family == "wan2.2" and hw_family == "sm90") else rt.attention_kernel
 
 
+def attention_kernel_for(cfg, hw) -> str:
+    """The attention kernel name ``cfg`` runs on the hardware ``hw``: ``roofline.attention_kernel``
+    as the user set it, or, when the runtime filled it (``runtime.defaults_applied``), the
+    runtime's default for ``hw``'s family (:func:`default_attention_kernel`) — so re-timing one
+    config on another GPU (``wanir size``, ``multi_device_cost``) runs what the runtime runs
+    there. May be ``sdpa`` (resolved per family by :func:`wanir.kernels.resolve_attention`)."""
+    kern = _select(cfg, "roofline.attention_kernel", None)
+    applied = list(_select(cfg, "runtime.defaults_applied", []) or [])
+    if kern is None or "roofline.attention_kernel" in applied:
+        return default_attention_kernel(runtime_options(cfg), _select(cfg, "model.family"), hw.family)
+    return kern
+
+
 def _plan_sizes(cfg) -> tuple[int, int]:
     """(devices, FSDP degree) of ``cfg.parallel`` as far as they can be read without the
     parallel backend: ``degree`` (or the product of the dimensions) and ``fsdp`` (``auto``:

@@ -60,7 +60,9 @@ class DeviceGraph:
         from .. import host_stages as hostlib
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
-        rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
+        from wanir.runtime import attention_kernel_for
+        kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else attention_kernel_for(self.cfg, hw)
+        rf = roofline.run(g, hw, mode=self.mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
                           allow_tf32_conv=roofline.timing_options(self.cfg)[1])
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
