@@ -193,6 +193,28 @@ def apply_runtime(cfg) -> None:
         OmegaConf.update(cfg, "runtime.defaults_applied", applied, merge=False)
 
 
+def config_for_plan(cfg, parallel: dict):
+    """A copy of the composed ``cfg`` with ``parallel.*`` set to ``parallel`` (plan keys such
+    as degree, ulysses, ring, cfg, dp, fsdp) and the runtime's defaults re-applied for that
+    plan: every key the runtime filled (``runtime.defaults_applied``) is filled again — DiT
+    weights under FSDP, offload on one device — while the keys the user set stay. The one
+    way a config is moved to another plan, so the estimate, ``multi_device_cost`` and
+    ``wanir size`` time the same plan alike."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    c = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(c, False)
+    OmegaConf.set_struct(c, False)
+    for key in list(_select(c, "runtime.defaults_applied", []) or []):
+        OmegaConf.update(c, key, None, merge=False)
+    for k, v in parallel.items():
+        OmegaConf.update(c, f"parallel.{k}", v, merge=False)
+    apply_runtime(c)
+    return c
+
+
 def offload_default(rt: Runtime, devices: int) -> bool:
     """Whether the runtime offloads by default on ``devices`` devices."""
     return rt.offload_default == "always" or (rt.offload_default == "single-device" and devices == 1)

@@ -307,11 +307,37 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
         plan = cfg.get("parallel") if cfg is not None and cfg.get("parallel") is not None else "single"
     p = plan_from(plan, devices)
     check_plan(p, guidance=_guidance(graph))
-    single = DeviceGraph(graph, Plan(), cfg).cost(hw)
+    single = plan_device_graph(graph, cfg, Plan()).cost(hw)
     if p.degree == 1 and p.fsdp == 1:
         single.single_time_s = single.time_s
         return single
-    return DeviceGraph(graph, p, cfg).cost(hw, single.time_s)
+    return plan_device_graph(graph, cfg, p).cost(hw, single.time_s)
+
+
+#: the plan dimensions a config's ``parallel`` group holds
+PLAN_KEYS = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
+
+
+def plan_device_graph(graph: Graph, cfg, plan: Plan) -> "DeviceGraph":
+    """The per-device graph of ``plan`` for the pipeline ``graph`` built from the composed
+    ``cfg``, with the runtime's defaults as they are on that plan
+    (:func:`wanir.runtime.config_for_plan`: a one-device run offloads and keeps the fp32
+    checkpoint, an FSDP plan gathers bf16 weights): the pipeline is rebuilt when the plan's
+    defaults change its counts. Every path that costs a plan (``multi_device_cost``, the
+    estimate's ``parallel`` record and its one-device baseline) goes through here. ``cfg``
+    None or a config without runtime defaults: the graph as it is."""
+    if cfg is None or not hasattr(cfg, "get") or cfg.get("runtime") is None:
+        return DeviceGraph(graph, plan, cfg)
+    from wanir import options as _options
+    from wanir.runtime import config_for_plan
+
+    cp = config_for_plan(cfg, dict(zip(PLAN_KEYS, (plan.degree, plan.ulysses, plan.ring, plan.cfg, plan.dp,
+                                                   plan.fsdp))))
+    built = graph.meta.get("count_key") or _options.count_key(_options.from_config(cfg))
+    if _options.count_key(_options.from_config(cp)) != built:
+        from wanir.frontends.pipeline import build_pipeline   # late import: frontends import this package
+        graph = build_pipeline(cp)
+    return DeviceGraph(graph, plan, cp)
 
 
 def _guidance(graph: Graph):
