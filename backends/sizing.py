@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from wanir.errors import ConfigError
 
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
+from .stack import PREC_NAMES as _PREC_NAMES
+from .stack import STACK_PRECISIONS, stack_of
+from .stack import kernel_label as _kernel_label
 
 #: device counts tried by default
 DEFAULT_DEVICES = (1, 2, 4, 8, 16, 32)
@@ -167,38 +170,6 @@ def _yaml_price(name: str, config_dir=None) -> float | None:
     if isinstance(v, dict) or hasattr(v, "get"):
         v = v.get("value")
     return None if v is None else float(v)
-
-
-#: the precision keys a sizing row names (the image encoder only where the model has one)
-STACK_PRECISIONS = ("dit_weights", "dit_compute", "text_encoder", "vae")
-_PREC_NAMES = {"dit_weights": "DiT weights", "dit_compute": "DiT compute", "text_encoder": "text encoder",
-               "vae": "VAE"}
-
-
-def stack_of(cfg, hw) -> dict:
-    """The software stack ``cfg`` runs on ``hw``: {"runtime": name, "attention_kernel": the
-    concrete kernel (``sdpa`` resolved for the GPU's family), "attention_kernel_config": the
-    name as configured or defaulted (e.g. ``sdpa``), "kernel_default": whether the runtime
-    chose it, "precision": {key: dtype}} — what every sizing row and caption names."""
-    from wanir import kernels
-    from wanir.options import select
-    from wanir.runtime import attention_kernel_for, runtime_options
-
-    name = attention_kernel_for(cfg, hw)
-    applied = list(select(cfg, "runtime.defaults_applied", []) or [])
-    try:
-        concrete = kernels.resolve_attention(name, hw)
-    except ConfigError:
-        concrete = name
-    prec = {k: select(cfg, f"precision.{k}", None) for k in STACK_PRECISIONS}
-    return {"runtime": runtime_options(cfg).name, "attention_kernel": concrete, "attention_kernel_config": name,
-            "kernel_default": "roofline.attention_kernel" in applied or select(cfg, "roofline.attention_kernel") is None,
-            "precision": prec}
-
-
-def _kernel_label(st: dict) -> str:
-    k, named = st.get("attention_kernel", "-"), st.get("attention_kernel_config")
-    return k if not named or named == k else f"{named}→{k}"
 
 
 def stack_line(result: dict) -> str | None:

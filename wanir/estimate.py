@@ -245,10 +245,9 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
     and an optional user config directory. Returns an :class:`Estimate`. Safe to call from
     several threads. ``hints``: when the peak does not fit (or is tight), re-estimate the
     changes that could help and add a warning naming those that fit (wanir/fit_hints.py)."""
-    from . import fit_hints
-    overrides = list(overrides)
-    est = estimate_config(load_config(overrides, config_dir))
-    return fit_hints.attach(est, overrides, config_dir) if hints else est
+    from . import fit_hints   # late import: fit_hints re-estimates through this module
+    est = estimate_config(load_config(overrides, config_dir))   # load_config checks the overrides' type
+    return fit_hints.attach(est, list(overrides), config_dir) if hints else est
 
 
 def estimate_graph(graph: Graph, cfg=None) -> Estimate:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wanir import options as _options
+from wanir.frontends.pipeline import build_pipeline
 from wanir.graph import Graph
+from wanir.runtime import attention_kernel_for, config_for_plan
 
 from .plan import SINGLE_DEVICE_STAGES, Plan, check_plan, plan_from, resolve_plan
 from .transform import shard_graph
@@ -60,7 +63,6 @@ class DeviceGraph:
         from .. import host_stages as hostlib
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
-        from wanir.runtime import attention_kernel_for
         kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else attention_kernel_for(self.cfg, hw)
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
@@ -328,14 +330,10 @@ def plan_device_graph(graph: Graph, cfg, plan: Plan) -> "DeviceGraph":
     None or a config without runtime defaults: the graph as it is."""
     if cfg is None or not hasattr(cfg, "get") or cfg.get("runtime") is None:
         return DeviceGraph(graph, plan, cfg)
-    from wanir import options as _options
-    from wanir.runtime import config_for_plan
-
     cp = config_for_plan(cfg, dict(zip(PLAN_KEYS, (plan.degree, plan.ulysses, plan.ring, plan.cfg, plan.dp,
                                                    plan.fsdp))))
     built = graph.meta.get("count_key") or _options.count_key(_options.from_config(cfg))
     if _options.count_key(_options.from_config(cp)) != built:
-        from wanir.frontends.pipeline import build_pipeline   # late import: frontends import this package
         graph = build_pipeline(cp)
     return DeviceGraph(graph, plan, cp)
 
