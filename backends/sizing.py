@@ -203,6 +203,8 @@ def stack_line(result: dict) -> str | None:
                                                                for v, w in sorted(vals.items())))
     line = (f"stack: runtime {', '.join(runtimes)}; attention kernel {kern}"
             f"{' (the runtime default per GPU family, docs/runtimes.md)' if default else ''}; " + ", ".join(prec))
+    if "allowed" in result:
+        line += "; a row whose optimizations name a kernel runs that kernel instead"
     other = result.get("other_kernels") or []
     if other and "allowed" not in result:
         line += f"; other kernels these GPUs support: --allow {','.join(other)}"
