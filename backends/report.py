@@ -368,15 +368,15 @@ def calibration_hint(est: Estimate) -> str | None:
     dev = "--device cpu " if kind == "cpu" else ""
     parts = []
     if measured:
-        parts.append(f"on the {name} itself run `wanir calibrate {dev}--base {name} -o cal`, then add "
-                     f"`--config-dir cal hardware={name}-calibrated` to this command (it measures "
-                     f"{', '.join(measured)})")
+        parts.append(f"run `wanir calibrate {dev}--base {name} -o cal` on the {name}, then add "
+                     f"`--config-dir cal hardware={name}-calibrated` (it measures {', '.join(measured)})")
+    rest = []
     if table:
-        parts.append(f"{', '.join(table)} stay assumed (wanir/data/kernels.yaml; override under `kernels:` in "
-                     f"the hardware YAML)")
+        rest.append(f"{', '.join(table)} (wanir/data/kernels.yaml; override under `kernels:`)")
     if files:
-        parts.append(f"{', '.join(files)} come from the hardware YAML (`wanir hardware`): give a published "
-                     f"value with its source in your copy of {name}.yaml")
+        rest.append(f"{', '.join(files)} (the {name} YAML: give published values with their source)")
+    if rest:
+        parts.append(("still assumed after it: " if measured else "assumed: ") + ", ".join(rest))
     return "assumed values: " + "; ".join(parts)
 
 

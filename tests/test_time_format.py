@@ -66,7 +66,7 @@ def test_provenance_says_which_calibrate_command_replaces_the_assumptions():
     lines = report.provenance_lines(est)
     assert any("rests on assumed values" in line for line in lines)
     hint = lines[-1]
-    assert "`wanir calibrate --base a100-80gb -o cal`" in hint
+    assert "`wanir calibrate --base a100-80gb -o cal` on the a100-80gb" in hint
     assert "--config-dir cal hardware=a100-80gb-calibrated" in hint
     assumed = {k for s in est.stages for k in s.provenance["inputs"].get("assumed", ())}
     for k in assumed:                               # every assumed input is accounted for
