@@ -426,6 +426,9 @@ def nearest_misses(result: dict, n: int = 5) -> list[Candidate]:
     """The ``n`` fitting candidates closest to the target (smallest :func:`shortfall`; data-
     parallel copies of one layout folded), for when none meets it."""
     t = result["target"]
+    if not result["candidates"]:      # nothing fits in memory: the rows closest to fitting
+        return _fold(sorted(result.get("unfit", []), key=lambda c: (c.peak_memory_bytes / c.capacity_bytes,
+                                                                    c.devices)))[:n]
     return _fold(sorted(result["candidates"], key=lambda c: (shortfall(c, t), c.devices)))[:n]
 
 
@@ -438,6 +441,11 @@ def miss_advice(result: dict, misses: list[Candidate]) -> list[str]:
         return []
     from .report import fmt_time
     t, best, out = result["target"], misses[0], []
+    if not best.fits:
+        gib = 2**30
+        return [f"nothing fits in memory: row 1 needs {best.peak_memory_bytes / gib:.1f} GiB per device of "
+                f"{best.capacity_bytes / gib:.0f} GiB; `wanir estimate` with its plan names the changes that fit "
+                f"(re-estimated), or try more devices (FSDP shards the weights) or a larger GPU"]
     if t.get("videos_per_hour") and not t.get("latency_s"):
         k = -(-t["videos_per_hour"] // best.videos_per_hour) if best.videos_per_hour else None
         if k:
@@ -489,7 +497,8 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     runtimes = sorted({c.stack.get("runtime") for c in rows if c.stack.get("runtime")})
     title = (f"{result['model']} {wl.get('width')}x{wl.get('height')}x{wl.get('frames')}, {wl.get('steps')} steps"
              f"{', runtime ' + ', '.join(runtimes) if runtimes else ''}: {target}"
-             + ("" if shown or show_all else " — nothing meets it; the nearest misses"))
+             + ("" if shown or show_all else " — nothing meets it; the nearest misses" if cands else
+                " — nothing fits in memory; the closest"))
     table = Table(title=title)
     batched = any(c.batch > 1 for c in rows)
     opt = "allowed" in result       # `wanir size --optimizations`: one more column
@@ -516,7 +525,8 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     con.print(table)
     meets = sum(1 for c in cands if c.meets)
     tail = "" if show_all else (f"; showing the best {len(rows)}" if shown else
-                                f"; showing the {len(rows)} nearest misses" if rows else "")
+                                f"; showing the {len(rows)} nearest misses" if rows and cands else
+                                f"; showing the {len(rows)} closest to fitting" if rows else "")
     con.print(f"{result['evaluated']} configurations evaluated, {result['dropped']} dropped (do not fit in memory), "
               f"{len(cands)} fit, {meets} meet the target" + tail, highlight=False)
     con.print("columns: stack = attention kernel (configured→run where they differ), DiT weights/compute dtype; "

@@ -240,3 +240,15 @@ def test_per_device_table_total_row_holds_what_its_columns_say(planned):
     assert total["peak activations"] == fmt_bytes(max(r["peak_activation_bytes"] for r in stages))
     assert total["peak memory/device"] == fmt_bytes(cost.peak_memory_bytes)
     assert total["weights/device"] == fmt_bytes(sum(r["weight_bytes"] for r in stages))
+
+
+def test_a_sweep_point_under_a_plan_is_the_estimate(one_device, planned):
+    # a sweep over plans: each point's run columns are the plan's, its total.* the one-device run's
+    from wanir.backends.sweep import run_sweep
+    res = run_sweep(PLAN_BASE + ["parallel=fsdp+ulysses", "parallel.degree=2,4"], progress=False)
+    rows = {(r["plan"], r["devices"]): r for r in res.rows}
+    row = rows[("fsdp+ulysses", 4)]        # the plan column holds the name as given
+    assert row["time_s"] == pytest.approx(planned.parallel["total"]["time_s"], rel=1e-12)
+    assert row["peak_memory_bytes"] == planned.parallel["total"]["peak_memory_bytes"]
+    assert row["total.time_s"] == pytest.approx(one_device.total["time_s"], rel=1e-12)
+    assert row["total.peak_memory_bytes"] == one_device.total["peak_memory_bytes"]

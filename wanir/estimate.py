@@ -220,7 +220,7 @@ def estimate_config(cfg) -> Estimate:
     cfg, inferred = apply_model_from(cfg)  # model.from: components read from a checkpoint
     # under a plan, `stages` and `total` are the pipeline on one device as the runtime runs it
     # there (docs/cli.md): the one-device config; the plan's per-device graph is made from it
-    one = cfg if plan is None else _one_device_config(cfg)
+    one = cfg if plan is None else one_device_config(cfg)
     one_opts = opts if plan is None else _options.from_config(one)
     with paused_gc():
         graph = build_pipeline(one)
@@ -230,8 +230,8 @@ def estimate_config(cfg) -> Estimate:
         return finish(graph, summaries, cfg, opts, plan, extra={"inferred": inferred})
 
 
-def _one_device_config(cfg):
-    """``cfg`` moved to one device with the runtime's one-device defaults
+def one_device_config(cfg):
+    """A copy of ``cfg`` moved to one device with the runtime's one-device defaults
     (:func:`wanir.runtime.config_for_plan`)."""
     from wanir.backends.parallel.cost import PLAN_KEYS
     from wanir.runtime import config_for_plan
