@@ -27,9 +27,9 @@ def stack_of(cfg, hw) -> dict:
     except ConfigError:
         concrete = name
     prec = {k: select(cfg, f"precision.{k}", None) for k in STACK_PRECISIONS}
+    default = "roofline.attention_kernel" in applied or select(cfg, "roofline.attention_kernel") is None
     return {"runtime": runtime_options(cfg).name, "attention_kernel": concrete, "attention_kernel_config": name,
-            "kernel_default": "roofline.attention_kernel" in applied or select(cfg, "roofline.attention_kernel") is None,
-            "precision": prec}
+            "kernel_default": default, "precision": prec}
 
 
 def kernel_label(st: dict) -> str:

@@ -71,3 +71,8 @@ def test_hints_can_be_switched_off(wan22):
     plain = wanir.estimate(WAN22, hints=False)
     assert not [w for w in plain.warnings if w.startswith("fits with")]
     assert [w for w in plain.warnings if w.startswith("does not fit")]
+
+
+def test_when_nothing_fits_the_line_says_so_and_suggests_nothing(wan22):
+    line = fit_hints.hint_line(wan22, [])
+    assert line.startswith("does not fit: no change wanir tried fits") and "=" not in line

@@ -42,8 +42,8 @@ def test_size_latency_column_has_one_unit(capsys, monkeypatch):
     body = [line for line in out.splitlines() if line.startswith("│")]
     assert body
     head = [line for line in out.splitlines() if line.startswith("┃")][0]
-    col = [c.strip() for c in head.strip("┃").split("┃")].index(next(c.strip() for c in head.strip("┃").split("┃")
-                                                                   if c.strip().startswith("latency")))
+    names = [c.strip() for c in head.strip("┃").split("┃")]
+    col = next(i for i, name in enumerate(names) if name.startswith("latency"))
     for line in body:
         cell = [c.strip() for c in line.strip("│").split("│")][col]
         float(cell.replace(",", ""))              # a bare number: the unit is in the header

@@ -23,7 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from . import hardware as hwlib
+from .config import load_config
 from .errors import WanirError
+from .estimate import estimate_config
+from .options import select
+from .passes.memory import TIGHT_FRACTION
+from .runtime import memory_options
 
 #: at most this many re-estimates per hint
 MAX_TRIES = 12
@@ -43,7 +49,6 @@ def _peak(est) -> int | None:
 
 
 def _capacity(est) -> int | None:
-    from . import hardware as hwlib
     try:
         return hwlib.from_config(est.config).memory_bytes if est.config is not None else None
     except WanirError:
@@ -61,14 +66,11 @@ def needs_hint(est) -> str | None:
 
 
 def _comfortable(peak: int, cap: int) -> bool:
-    from .passes.memory import TIGHT_FRACTION
     return peak < (1 - TIGHT_FRACTION) * cap
 
 
 def candidates(est, overrides) -> list[tuple[str, ...]]:
     """The single changes worth trying for ``est`` (tuples of overrides), in order."""
-    from .options import select
-    from .runtime import memory_options
     cfg = est.config
     out: list[tuple[str, ...]] = []
     if select(cfg, "precision.dit_weights") in ("fp32", "tf32"):
@@ -87,7 +89,6 @@ def candidates(est, overrides) -> list[tuple[str, ...]]:
 
 
 def _larger_gpus(est, config_dir) -> list[str]:
-    from . import hardware as hwlib
     peak, cap = _peak(est), _capacity(est)
     if peak is None or cap is None:
         return []
@@ -99,8 +100,6 @@ def _larger_gpus(est, config_dir) -> list[str]:
 def find(est, overrides, config_dir=None) -> list[tuple[tuple[str, ...], int, int]]:
     """The changes found to fit: [(overrides added, peak bytes per device, capacity bytes)],
     each re-estimated. Empty when ``est`` fits comfortably or nothing tried fits."""
-    from .config import load_config
-    from .estimate import estimate_config
 
     if est.config is None or needs_hint(est) is None:
         return []
@@ -158,11 +157,13 @@ def hint_line(est, found) -> str | None:
         return None
     gib = 2**30
     if not found:
-        return (f"{'does not fit' if kind == 'does not fit' else 'tight'}: no change wanir tried fits with a "
-                f"{5:.0f} % margin (DiT weights in bf16, offload, T5 on the CPU, FSDP under Ulysses on up to "
+        return (f"{kind}: no change wanir tried fits with a {100 * TIGHT_FRACTION:.0f} % margin "
+                f"(DiT weights in bf16, offload, T5 on the CPU, FSDP under Ulysses on up to "
                 f"{PLAN_DEGREES[-1]} devices, a larger GPU); try a smaller workload")
-    parts = [f"{' '.join(ch)} (peak {peak / gib:.1f} GiB{' per device' if any(c.startswith('parallel') for c in ch) else ''}"
-             f" of {cap / gib:.0f} GiB)" for ch, peak, cap in found]
+    parts = []
+    for ch, peak, cap in found:
+        per = " per device" if any(c.startswith("parallel") for c in ch) else ""
+        parts.append(f"{' '.join(ch)} (peak {peak / gib:.1f} GiB{per} of {cap / gib:.0f} GiB)")
     return "fits with (re-estimated): " + "; or ".join(parts)
 
 
