@@ -9,7 +9,10 @@ import csv
 import io
 import json
 
-from wanir import jsonout
+from wanir import hardware as hwlib
+from wanir import jsonout, kernels
+from wanir.errors import WanirError
+from wanir.options import select
 from wanir.result import STAGE_KEYS, Estimate
 
 
@@ -266,10 +269,8 @@ def stack_phrase(est: Estimate) -> str:
     kern = opts.roofline.attention_kernel
     if kern == "sdpa" and est.hardware:
         try:
-            from wanir import hardware as hwlib   # late import: only to resolve sdpa for the caption
-            from wanir import kernels
             kern = f"sdpa→{kernels.resolve_attention('sdpa', hwlib.load(est.hardware))}"
-        except Exception:    # a --config-dir device: name sdpa as configured
+        except WanirError:    # a --config-dir device: name sdpa as configured
             pass
     p = opts.precision
     return (f"attention kernel {kern}; DiT weights {p.dit_weights}, DiT compute {p.dit_compute}, "
@@ -340,6 +341,10 @@ def provenance_lines(est: Estimate) -> list[str]:
             continue
         kinds = ", ".join(f"{k} {len(v)}" for k, v in p["inputs"].items())
         out.append(f"time of {s.name}: inputs {kinds}; {100 * p['assumed_share']:.0f} % of it rests on assumed values")
+    if select(est.config, "hardware.family") == "generic":
+        out.append(f"hardware {est.hardware} is of family generic: every kernel constant it is timed with is assumed "
+                   f"(wanir/data/kernels.yaml, families.generic); replace them with `wanir calibrate -o DIR` on the "
+                   f"device or with its own benchmarks under kernels: (docs/adding-hardware.md)")
     hint = calibration_hint(est)
     if hint:
         out.append(hint)
@@ -358,9 +363,8 @@ def calibration_hint(est: Estimate) -> str | None:
     name = est.hardware or "h100-sxm"
     kind = "gpu"
     try:
-        from wanir import hardware as hwlib   # late import: only to tell a CPU entry from a GPU
         kind = hwlib.load(name).kind
-    except Exception:    # a --config-dir or entry-point device: take it as a GPU
+    except WanirError:    # a --config-dir or entry-point device: take it as a GPU
         pass
     measured = [k.removeprefix("kernels.") for k in assumed if _calibrates(k)]
     table = [k.removeprefix("kernels.") for k in assumed if not _calibrates(k) and k.startswith("kernels.")]

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from wanir import kernels
 from wanir.errors import ConfigError
+from wanir.runtime import attention_kernel_for
 
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
+from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_in
 from .stack import PREC_NAMES as _PREC_NAMES
 from .stack import STACK_PRECISIONS, stack_of
 from .stack import kernel_label as _kernel_label
@@ -375,9 +378,6 @@ def _stack_cached(cache: dict, cfg, hw) -> dict:
 def other_kernels(cfg, hws) -> list[str]:
     """The attention kernels some GPU of ``hws`` supports (wanir/data/kernels.yaml) besides
     the one the runtime runs there, ``math`` and ``sdpa``: what ``--allow`` can add."""
-    from wanir import kernels
-    from wanir.runtime import attention_kernel_for
-
     out: list[str] = []
     for hw in hws:
         used = attention_kernel_for(cfg, hw)
@@ -444,7 +444,6 @@ def miss_advice(result: dict, misses: list[Candidate]) -> list[str]:
     row already uses the most devices tried, and kernels or optimizations not yet searched."""
     if not misses:
         return []
-    from .report import fmt_time
     t, best, out = result["target"], misses[0], []
     if not best.fits:
         gib = 2**30
@@ -477,7 +476,6 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     labelled)."""
     from wanir import jsonout
 
-    from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_in
 
     if top is not None and top < 1:
         raise ConfigError(f"--top must be an integer >= 1, got {top}")
