@@ -130,6 +130,19 @@ def default_attention_kernel(rt: Runtime, model_family: str | None, hw_family: s
     return rt.attention_kernel_wan22_sm90 if (model_family == "wan2.2" and hw_family == "sm90") else rt.attention_kernel
 
 
+def attention_kernel_for(cfg, hw) -> str:
+    """The attention kernel name ``cfg`` runs on the hardware ``hw``: ``roofline.attention_kernel``
+    as the user set it, or, when the runtime filled it (``runtime.defaults_applied``), the
+    runtime's default for ``hw``'s family (:func:`default_attention_kernel`) — so re-timing one
+    config on another GPU (``wanir size``, ``multi_device_cost``) runs what the runtime runs
+    there. May be ``sdpa`` (resolved per family by :func:`wanir.kernels.resolve_attention`)."""
+    kern = _select(cfg, "roofline.attention_kernel", None)
+    applied = list(_select(cfg, "runtime.defaults_applied", []) or [])
+    if kern is None or "roofline.attention_kernel" in applied:
+        return default_attention_kernel(runtime_options(cfg), _select(cfg, "model.family"), hw.family)
+    return kern
+
+
 def _plan_sizes(cfg) -> tuple[int, int]:
     """(devices, FSDP degree) of ``cfg.parallel`` as far as they can be read without the
     parallel backend: ``degree`` (or the product of the dimensions) and ``fsdp`` (``auto``:
@@ -182,6 +195,28 @@ def apply_runtime(cfg) -> None:
             fill("memory.reserve_gib", rt.reserve_gib)
     if OmegaConf.select(cfg, "runtime", default=None) is not None:
         OmegaConf.update(cfg, "runtime.defaults_applied", applied, merge=False)
+
+
+def config_for_plan(cfg, parallel: dict):
+    """A copy of the composed ``cfg`` with ``parallel.*`` set to ``parallel`` (plan keys such
+    as degree, ulysses, ring, cfg, dp, fsdp) and the runtime's defaults re-applied for that
+    plan: every key the runtime filled (``runtime.defaults_applied``) is filled again — DiT
+    weights under FSDP, offload on one device — while the keys the user set stay. The one
+    way a config is moved to another plan, so the estimate, ``multi_device_cost`` and
+    ``wanir size`` time the same plan alike."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    c = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(c, False)
+    OmegaConf.set_struct(c, False)
+    for key in list(_select(c, "runtime.defaults_applied", []) or []):
+        OmegaConf.update(c, key, None, merge=False)
+    for k, v in parallel.items():
+        OmegaConf.update(c, f"parallel.{k}", v, merge=False)
+    apply_runtime(c)
+    return c
 
 
 def offload_default(rt: Runtime, devices: int) -> bool:

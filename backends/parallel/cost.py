@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wanir import options as _options
+from wanir.frontends.pipeline import build_pipeline
 from wanir.graph import Graph
+from wanir.runtime import attention_kernel_for, config_for_plan
 
 from .plan import SINGLE_DEVICE_STAGES, SP_STAGES, Plan, check_plan, plan_from, resolve_plan
 from .transform import shard_graph
@@ -60,7 +63,8 @@ class DeviceGraph:
         from .. import host_stages as hostlib
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
-        rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
+        kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else attention_kernel_for(self.cfg, hw)
+        rf = roofline.run(g, hw, mode=self.mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
                           allow_tf32_conv=roofline.timing_options(self.cfg)[1],
                           matmul_tf32=roofline.matmul_tf32_option(self.cfg), fusion=self.fusion,
@@ -327,11 +331,33 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
         plan = cfg.get("parallel") if cfg is not None and cfg.get("parallel") is not None else "single"
     p = plan_from(plan, devices)
     check_plan(p, guidance=_guidance(graph))
-    single = DeviceGraph(graph, Plan(), cfg).cost(hw)
+    single = plan_device_graph(graph, cfg, Plan()).cost(hw)
     if p.degree == 1 and p.fsdp == 1:
         single.single_time_s = single.time_s
         return single
-    return DeviceGraph(graph, p, cfg).cost(hw, single.time_s)
+    return plan_device_graph(graph, cfg, p).cost(hw, single.time_s)
+
+
+#: the plan dimensions a config's ``parallel`` group holds
+PLAN_KEYS = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
+
+
+def plan_device_graph(graph: Graph, cfg, plan: Plan) -> "DeviceGraph":
+    """The per-device graph of ``plan`` for the pipeline ``graph`` built from the composed
+    ``cfg``, with the runtime's defaults as they are on that plan
+    (:func:`wanir.runtime.config_for_plan`: a one-device run offloads and keeps the fp32
+    checkpoint, an FSDP plan gathers bf16 weights): the pipeline is rebuilt when the plan's
+    defaults change its counts. Every path that costs a plan (``multi_device_cost``, the
+    estimate's ``parallel`` record and its one-device baseline) goes through here. ``cfg``
+    None or a config without runtime defaults: the graph as it is."""
+    if cfg is None or not hasattr(cfg, "get") or cfg.get("runtime") is None:
+        return DeviceGraph(graph, plan, cfg)
+    cp = config_for_plan(cfg, dict(zip(PLAN_KEYS, (plan.degree, plan.ulysses, plan.ring, plan.cfg, plan.dp,
+                                                   plan.fsdp))))
+    built = graph.meta.get("count_key") or _options.count_key(_options.from_config(cfg))
+    if _options.count_key(_options.from_config(cp)) != built:
+        graph = build_pipeline(cp)
+    return DeviceGraph(graph, plan, cp)
 
 
 def _guidance(graph: Graph):
