@@ -121,7 +121,7 @@ class DeviceGraph:
             r["weight_bytes"] = wb[s]
             r["peak_activation_bytes"] = ms["peak_activation_bytes"]
             r["devices"] = 1 if s in SINGLE_DEVICE_STAGES and not (s == "vae_decode" and p.vae == "patch") else p.replica
-        pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes)
+        pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes, self.memory.get("allocator"))
         return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p)
 
     def weight_bytes(self) -> dict:
@@ -268,6 +268,9 @@ class MultiDeviceCost:
                 "total": {"time_s": self.time_s, "comm_s": self.comm_s,
                           "comm_share": self.comm_s / self.time_s if self.time_s else 0.0,
                           "peak_memory_bytes": self.peak_memory_bytes, "fits": self.fits,
+                          "peak_allocated_bytes": self.memory.get("peak_allocated_bytes"),
+                          "peak_reserved_bytes": self.memory.get("peak_reserved_bytes"),
+                          "reserve_bytes": self.memory.get("reserve_bytes", 0),
                           "single_device_time_s": self.single_time_s, "speedup": self.speedup,
                           "latency_speedup": lat, "efficiency": self.efficiency,
                           "videos_per_hour": self.videos_per_hour, "bottleneck": b, "bottleneck_share": share},
