@@ -246,15 +246,17 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         precision under FSDP, offload on one device), its pipeline graph and device graphs,
         shared by plans whose count-relevant options agree."""
         # what the runtime's defaults read from a plan (wanir.runtime.apply_runtime): one device
-        # or several, FSDP or not; plans of one class share a composed config
-        cls = (b, plan.degree > 1, plan.fsdp > 1)
+        # or several, FSDP or not; and whether the CFG branches split (passes/optimize.py: a step
+        # cache keeps the other branch's residual only when one device runs both); plans of one
+        # class share a composed config
+        cls = (b, plan.degree > 1, plan.fsdp > 1, plan.cfg > 1)
         hit = by_class.get(cls)
         if hit is None:
             ov = [*user, *([f"workload.batch={b}"] if b != base_batch else []),
                   *(f"parallel.{d}={v}" for d, v in zip(dims, (plan.degree, plan.ulysses, plan.ring, plan.cfg,
                                                                plan.dp, plan.fsdp)))]
             c = cfg if fixed is not None and b == base_batch and plan is fixed else load_config(ov, config_dir)
-            key = (b, _options.count_key(_options.from_config(c)))
+            key = (b, plan.cfg > 1, _options.count_key(_options.from_config(c)))
             hit = built.get(key)
             if hit is None:
                 c_m, _ = apply_model_from(c)
