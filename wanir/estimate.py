@@ -156,6 +156,7 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
     attach its ``parallel`` record, taking the fit warning from the per-device peak."""
     par = None
     warns = None
+    cost = None
     if plan is not None:
         from wanir.backends.parallel import DeviceGraph, Plan, check_plan
 
@@ -175,7 +176,14 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         fit = [w for w in summaries.get("warnings", ()) if w.startswith("does not fit")]
         warns = [w for w in summaries.get("warnings", ()) if w not in fit] + parallel_warnings(cost)
         summaries = dict(summaries, warnings=warns)
-    return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par)
+    from wanir.backends import error_range   # late import: backends import wanir at load
+    rng = error_range.ranges(graph, summaries, cost)
+    if par is not None:
+        par["total"].update(time_range_s=rng["parallel"]["time_range_s"],
+                            time_range_class=rng["parallel"]["time_range_class"])
+    extra = dict(extra or {}, time_range=rng)
+    return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par,
+                     time_range=rng["total"])
 
 
 def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Graph:

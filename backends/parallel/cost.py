@@ -122,7 +122,7 @@ class DeviceGraph:
             r["peak_activation_bytes"] = ms["peak_activation_bytes"]
             r["devices"] = 1 if s in SINGLE_DEVICE_STAGES and not (s == "vae_decode" and p.vae == "patch") else p.replica
         pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes, self.memory.get("allocator"))
-        return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p)
+        return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p, rf["provenance"])
 
     def weight_bytes(self) -> dict:
         """Resident weight bytes per stage on one device (FSDP stages hold 1/fsdp), ints."""
@@ -196,6 +196,7 @@ class MultiDeviceCost:
     memory: dict
     single_time_s: float | None = None
     plan: Plan | None = None
+    provenance: dict | None = None      # per stage: what its time rests on (backends/roofline.py)
 
     def __post_init__(self):
         if self.plan is None:
