@@ -311,7 +311,9 @@ def _md_cell(s: str) -> str:
 
 def _class_rows(res):
     head = ["class", "rows", "error min", "median", "max", "assumed share"]
-    body = [[k, str(c["rows"]), _pct(c["error_min"]), _pct(c["error_median"]), _pct(c["error_max"]),
+    def pct1(x):
+        return f"{100 * x:+.1f} %"
+    body = [[k, str(c["rows"]), pct1(c["error_min"]), pct1(c["error_median"]), pct1(c["error_max"]),
              f"{100 * c['assumed_share']:.0f} %"] for k, c in res["classes"].items()]
     return head, body
 
