@@ -156,3 +156,16 @@ def test_size_risk_upper_ranks_by_the_upper_end():
         {(c.hardware, c.plan.label) for c in upper["candidates"]}
     with pytest.raises(wanir.errors.ConfigError, match="--risk"):
         sizing.size(SMALL, latency_s=1e9, risk="lower")
+
+
+def test_html_report_prints_the_range():
+    import shutil
+
+    if shutil.which("dot") is None:
+        pytest.skip("needs graphviz's dot for the report's diagrams")
+    pytest.importorskip("matplotlib", reason="the report's plots need matplotlib")
+    from wanir.backends.html import to_html
+    from wanir.backends.report import fmt_time_range
+
+    est = wanir.estimate(SMALL + ["hardware=h100-sxm"])
+    assert fmt_time_range(est.total["time_s"], est.total["time_range_s"]) in to_html(est)

@@ -42,6 +42,7 @@ class DeviceGraph:
         self.memory = counts["memory"]
         self.comm = g.meta["parallel"]["comm"]
         self.count = {n.id: n.scope.count_per_invocation for n in self.nodes}
+        self._pipe = None
 
     def cost(self, hw, single_time_s: float | None = None, plan: Plan | None = None) -> "MultiDeviceCost":
         """Time this device graph on ``hw`` (a :class:`wanir.hardware.Hardware`): the roofline
@@ -121,7 +122,10 @@ class DeviceGraph:
             r["weight_bytes"] = wb[s]
             r["peak_activation_bytes"] = ms["peak_activation_bytes"]
             r["devices"] = 1 if s in SINGLE_DEVICE_STAGES and not (s == "vae_decode" and p.vae == "patch") else p.replica
-        pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes, self.memory.get("allocator"))
+        if self._pipe is None:   # per-device memory does not depend on the hardware: replay the allocator once
+            self._pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes,
+                                                self.memory.get("allocator"))
+        pipe = dict(self._pipe)
         return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p, rf["provenance"])
 
     def weight_bytes(self) -> dict:
