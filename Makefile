@@ -71,4 +71,4 @@ serve: setup-web
 # the error classes of the time ranges (wanir/data/error_classes.yaml), recomputed from the shipped
 # validation rows; run after a change to the time model (docs/time-model.md)
 error-classes: $(BASE_STAMP)
-	$(BIN)/python -m wanir.backends.error_range --write
+	$(BIN)/wanir validate --write-classes

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from wanir.errors import ConfigError
 
+from .error_range import cost_range
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
 
 #: device counts tried by default
@@ -211,7 +212,6 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         raise ConfigError(f"--throughput must be > 0 videos/hour, got {throughput}")
     if risk not in RISKS:
         raise ConfigError(f"--risk {str(risk)[:20]!r}: allowed {', '.join(RISKS)}")
-    from .error_range import cost_range
     overrides = list(overrides)
     cfg = load_config(overrides, config_dir)
     opts = _options.from_config(cfg)

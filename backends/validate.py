@@ -35,12 +35,15 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import shlex
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from wanir.errors import ConfigError, WanirError
+
+from . import error_range
 
 MAX_FILE_BYTES = 1 << 20
 MAX_ROWS = 500
@@ -170,10 +173,8 @@ def check_class_pattern(pattern: str) -> str:
     """``pattern`` of ``--class`` checked: a class name ``runtime/topology/tokens/kernel``
     whose parts may be ``*``, or one part alone (``pcie``, ``large``, ``assumed``,
     ``wan-official``). Raises ConfigError naming what is allowed."""
-    import re
-
-    from .error_range import KERNEL_PROVENANCE, TOKEN_REGIMES, TOPOLOGIES
-
+    KERNEL_PROVENANCE, TOKEN_REGIMES, TOPOLOGIES = \
+        error_range.KERNEL_PROVENANCE, error_range.TOKEN_REGIMES, error_range.TOPOLOGIES
     allowed = (f"runtime/topology/tokens/kernel with parts or '*' (topology: {', '.join(TOPOLOGIES)}; tokens: "
                f"{', '.join(n for n, _ in TOKEN_REGIMES)}; kernel: {', '.join(KERNEL_PROVENANCE)}), or one part alone")
     if not isinstance(pattern, str) or not 0 < len(pattern) <= MAX_CLASS_PATTERN or \
@@ -261,8 +262,6 @@ def validate(path=None, runtime: str | None = None, config_dir=None, klass: str 
     rows whose error class matches ``klass`` (a ``--class`` pattern). Returns {"file",
     "runtime", "class", "rows": [per-row records of :func:`estimate_row`], "summary",
     "classes": the class table of those rows (backends/error_range.py)}."""
-    from .error_range import build_table
-
     if klass is not None:
         check_class_pattern(klass)
     p = Path(path) if path else shipped_path()
@@ -271,7 +270,7 @@ def validate(path=None, runtime: str | None = None, config_dir=None, klass: str 
     if klass is not None:
         results = [r for r in results if class_matches(klass, r["class"])]
     return {"file": p.name, "runtime": runtime, "class": klass, "rows": results, "summary": summary(results),
-            "classes": build_table(results)}
+            "classes": error_range.build_table(results)}
 
 
 def _pct(x):
@@ -348,6 +347,16 @@ def render(res: dict, fmt: str = "table", by_class: bool = False) -> str | None:
     raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
 
 
+def write_classes() -> int:
+    """Recompute the error-class table from the shipped rows and write it to
+    wanir/data/error_classes.yaml (backends/error_range.py); returns the number of classes."""
+    res = validate()
+    table = error_range.build_table(res["rows"])
+    error_range.CLASS_FILE.write_text(error_range.render_yaml(table, res["file"]))
+    error_range.reload_classes()   # the next estimate reads the new table
+    return len(table)
+
+
 def worst_time_error(res: dict) -> float:
     """The largest absolute time error of the rows (a fraction)."""
     s = res["summary"]["time"]
@@ -361,6 +370,13 @@ def cmd_validate(args) -> int:
 
     if args.fail_above is not None and (not math.isfinite(args.fail_above) or args.fail_above < 0):
         raise ConfigError(f"--fail-above {args.fail_above}: must be a percentage >= 0")
+    if args.write_classes:
+        if args.file or args.runtime or args.klass or args.config_dir:
+            raise ConfigError("--write-classes regenerates the shipped class table from the shipped rows as "
+                              "shipped; give it alone (no FILE, --runtime, --class or --config-dir)")
+        n = write_classes()
+        print(f"wrote {n} classes to wanir/data/error_classes.yaml", file=sys.stderr)
+        return 0
     res = validate(args.file, args.runtime, args.config_dir, args.klass)
     out = render(res, args.format, args.by_class)
     if out is not None:
@@ -390,4 +406,6 @@ def add_parser(sub) -> None:
                         "(e.g. '*/pcie/*/*'), or one part alone (pcie, large, assumed, wan-official)")
     v.add_argument("--by-class", action="store_true",
                    help="print the error-class table of the rows (docs/time-model.md) instead of the rows")
+    v.add_argument("--write-classes", action="store_true",
+                   help="regenerate wanir/data/error_classes.yaml from the shipped rows (after a time-model change)")
     v.set_defaults(func=cmd_validate)

@@ -38,6 +38,7 @@ from math import prod
 
 from wanir.graph import Graph
 from wanir.ops import OPS
+from wanir.passes import allocator as alloc_model
 from wanir.passes.bytes import AUTOCAST_CATEGORIES, _Counts, buffer_roots, persistent_values
 
 HOST_STAGES_T5_CPU = ("text_encoder",)
@@ -249,7 +250,6 @@ def run(graph: Graph, attention_kernel: str = "flash2", offload_model: bool = Fa
             if offload_model:
                 rec["resident_weight_bytes"] = rec["offload_weight_bytes"]
         stages[s] = rec
-    from . import allocator as alloc_model
     i2v = graph.meta.get("model_task") == "i2v"
     replay = {"events": events, "weights": tensors, "order": tuple(graph.stages),
               "invocations": {s: sc.repeat for s, sc in graph.stages.items()},
@@ -312,7 +312,6 @@ def pipeline_peak(stages: dict, offload_model: bool = False, reserve_bytes: int 
         w, a = sum(r["weight_bytes"] for r in gpu.values()), gpu[s]["peak_activation_bytes"]
     allocated = reserved = w + a
     if replay is not None:
-        from . import allocator as alloc_model
         prog = {}
         for k, r in gpu.items():
             budget = r.get("offload_weight_bytes", r["weight_bytes"]) if offload_model else r["weight_bytes"]

@@ -111,6 +111,12 @@ def test_growing_requests_fragment_without_expandable_segments():
     assert plain["peak_allocated_bytes"] == exp["peak_allocated_bytes"] == max(sizes) * MiB
 
 
+def test_every_runtime_empty_cache_value_has_a_rule():
+    from wanir.runtime import EMPTY_CACHE
+
+    assert set(EMPTY_CACHE) == set(al.EMPTY_CACHE_RULES)
+
+
 def test_empty_cache_rules_of_the_official_code():
     pts = al.empty_cache_points
     assert pts("official", True, True) == {"before_dit_loop", "after_each_dit_call", "after_dit_loop"}

@@ -169,3 +169,11 @@ def test_html_report_prints_the_range():
 
     est = wanir.estimate(SMALL + ["hardware=h100-sxm"])
     assert fmt_time_range(est.total["time_s"], est.total["time_range_s"]) in to_html(est)
+
+
+def test_write_classes_refuses_other_rows(capsys):
+    before = er.CLASS_FILE.read_text()
+    assert main(["validate", "--write-classes", "--class", "pcie"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--write-classes" in err and "\n" not in err
+    assert er.CLASS_FILE.read_text() == before

@@ -28,6 +28,9 @@ OFFLOAD_MODES = ("none", "model", "block")
 MULTI_GPU_PATHS = ("official", "plain")
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
 PRECISION_KEYS = ("text_encoder", "image_encoder", "dit_weights", "dit_compute", "vae")
+#: runtime.empty_cache values: which torch.cuda.empty_cache() calls a runtime makes (the rules
+#: are passes/allocator.py's EMPTY_CACHE_RULES)
+EMPTY_CACHE = ("official", "never")
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,8 @@ def runtime_options(cfg) -> Runtime:
     _need(fsdp_w in DTYPES, "dit_weights_fsdp", f"one of {', '.join(DTYPES)}", fsdp_w)
     shard = r.get("fsdp_shard_dtype")
     _need(shard is None or shard in DTYPES, "fsdp_shard_dtype", f"null or one of {', '.join(DTYPES)}", shard)
-    from wanir.passes.allocator import EMPTY_CACHE_RULES   # late import: passes import wanir at load
     ec = r.get("empty_cache", "never")
-    _need(ec in EMPTY_CACHE_RULES, "empty_cache", f"one of {', '.join(EMPTY_CACHE_RULES)}", ec)
+    _need(ec in EMPTY_CACHE, "empty_cache", f"one of {', '.join(EMPTY_CACHE)}", ec)
     return Runtime(name, low, tf32, kern, k22, off, float(pce), pf, float(res), mg,
                    tuple(sorted(base.items())), fsdp_w, shard, ec)
 

@@ -2,6 +2,7 @@
 table / json / md / csv formats."""
 from __future__ import annotations
 
+from ..report import fmt_time_range
 from .cost import MultiDeviceCost
 
 
@@ -35,8 +36,6 @@ def cost_rows(cost: MultiDeviceCost) -> tuple[list[str], list[list[str]]]:
 def summary_lines(cost: MultiDeviceCost, time_range=None) -> list[str]:
     """Plain-text lines under the table: time (with its ``time_range`` [low, high] seconds
     when given), communication share, speedup, memory, notes."""
-    from ..report import fmt_time_range
-
     d = cost.to_dict()["total"]
     gib = 2**30
     lines = [f"per video: {fmt_time_range(d['time_s'], time_range)} on {cost.plan.degree} × {cost.hardware.name} "
