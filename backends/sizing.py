@@ -181,7 +181,7 @@ BATCHES = (1, 2, 4)
 
 def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throughput: float | None = None,
          hardware=None, devices=None, prices: dict | None = None, fsdp_options=(False, True),
-         batches=None, risk: str = "point") -> dict:
+         batches=None, progress=None, risk: str = "point") -> dict:
     """Enumerate hardware × device count × plan (× videos per batch, for a throughput
     target) for the workload of ``overrides``; return {"candidates": [Candidate, ...]
     ranked, "unfit": those that do not fit in memory, "dropped": their count, "evaluated":
@@ -196,9 +196,10 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
 
     Ranking: candidates that meet the target first; among them priced hardware by cost
     per video, then unpriced hardware by GPU-hours per video; then fewer devices, less time.
-    Every evaluated candidate is returned (in "candidates" or "unfit"). ``risk``: "point"
-    ranks by the estimate, "upper" by the upper end of its time range (the target, cost and
-    GPU-hours per video use that time; backends/error_range.py)."""
+    Every evaluated candidate is returned (in "candidates" or "unfit"). ``progress``: called
+    with the fraction of the search done (a float in [0, 1]) before each plan. ``risk``:
+    "point" ranks by the estimate, "upper" by the upper end of its time range (the target,
+    cost and GPU-hours per video use that time; backends/error_range.py)."""
     from wanir import hardware as hwlib
     from wanir import options as _options
     from wanir.config import load_config
@@ -276,6 +277,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
             by_class[cls] = hit
         return hit
 
+    steps, step = len(batches) * len(devices), 0
     for b in batches:
         graph = for_plan(Plan(), b)[1]
         graph0 = graph0 or graph
@@ -287,7 +289,9 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         for n in devices:
             plans = [fixed] if fixed is not None else \
                 candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base)
-            for plan in plans:
+            for j, plan in enumerate(plans):
+                if progress is not None:
+                    progress((step + j / len(plans)) / steps)
                 check_plan(plan, heads=heads, guidance=guidance)
                 c_plan, g_plan, graphs = for_plan(plan, b)
                 key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
@@ -320,6 +324,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                                            None if price is None else gh * price, bsh, share,
                                            c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b,
                                            time_range_s=tuple(rng), risk_time_s=t_risk))
+            step += 1
         if not fits_any:      # a larger batch only needs more memory
             break
     graph = graph0
