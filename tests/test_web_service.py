@@ -439,10 +439,13 @@ def test_every_view_is_one_device_of_the_plan(engine, plan_doc):
     roots = [val for val, parent in zip(b["values"], b["parents"]) if parent == ""]
     assert sum(roots) == pytest.approx(par["total"]["time_s"], rel=1e-6)
     assert b["plan"]["label"] == v["plan"]["label"]
-    # memory: the tallest stage is the per-device peak
+    # memory: the tallest stage is the per-device tensors' peak (+ the CUDA context); the allocator's
+    # blocks round it up by at most 1 % here, and its segments hold at least that (passes/allocator.py)
     m = v["memory"]
     heights = [r["weight_bytes"] + r["activation_bytes"] + r["reserve_bytes"] for r in m["stages"]]
-    assert max(heights) == par["total"]["peak_memory_bytes"]
+    t = par["total"]
+    assert max(heights) == pytest.approx(t["peak_allocated_bytes"] + t["reserve_bytes"], rel=0.01)
+    assert max(heights) <= t["peak_allocated_bytes"] + t["reserve_bytes"] <= t["peak_memory_bytes"]
     weights = {r["name"]: r["weight_bytes"] for r in par["stages"]}
     assert {r["stage"]: r["activation_bytes"] for r in m["stages"]} == \
         {r["name"]: r["peak_activation_bytes"] for r in par["stages"]}
