@@ -10,7 +10,8 @@
     wanir render [OVERRIDES...] [--stage NAME] [--depth N] [--color bound|time|none] -o FILE.{svg,png,pdf,dot}
     wanir sweep  OVERRIDES-WITH-SWEEPS... -o DIR
     wanir report [OVERRIDES...] -o report.html
-    wanir validate [FILE.csv] [--runtime NAME] [--format table|json|md] [--fail-above PCT]
+    wanir validate [FILE.csv] [--runtime NAME] [--class CLASS] [--by-class] [--write-classes]
+                   [--format table|json|md] [--fail-above PCT]
     wanir verify [OVERRIDES...] [--stage NAME] [--depth N] [--format table|json]
 """
 from __future__ import annotations
