@@ -341,9 +341,12 @@ def fit_message(pipeline: dict, capacity_bytes: int, hardware: str, offload_mode
     hint = f"; try {' or '.join(hints)}, a smaller workload or a larger GPU" if hints else \
         "; try a smaller workload or a larger GPU"
     res = pipeline.get("reserve_bytes", 0)
+    tensors = pipeline["weight_bytes"] + pipeline["activation_bytes"]
+    cached = max(0, pipeline.get("peak_reserved_bytes", tensors) - tensors)
     return (f"does not fit: {pipeline['peak_stage']} needs {need / gib:.1f} GiB of GPU memory at its peak "
             f"({pipeline['weight_bytes'] / gib:.1f} GiB weights + {pipeline['activation_bytes'] / gib:.1f} GiB "
-            f"activations" + (f" + {res / gib:.1f} GiB CUDA context and allocator reserve" if res else "") +
+            f"activations" + (f" + {cached / gib:.1f} GiB held by PyTorch's caching allocator" if cached else "") +
+            (f" + {res / gib:.1f} GiB CUDA context" if res else "") +
             f"), {hardware} has {capacity_bytes / gib:.1f} GiB: {(need - capacity_bytes) / gib:.1f} GiB "
             f"too much{hint}")
 
