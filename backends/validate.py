@@ -153,8 +153,8 @@ def read_rows(path) -> list[Row]:
         label = d.get("label", "").strip() or f"line {lineno}"
         link = (d.get("interconnect") or "").strip().lower() or None
         if link is not None and link not in INTERCONNECTS:
-            raise ValidationError(f"{where}: column 'interconnect' = {link[:40]!r}; allowed: {', '.join(INTERCONNECTS)} "
-                                  f"or empty")
+            raise ValidationError(f"{where}: column 'interconnect' = {link[:40]!r}; allowed: "
+                                  f"{', '.join(INTERCONNECTS)} or empty")
         cards = (d.get("cards_per_node") or "").strip()
         if cards:
             if not cards.isdigit() or not 1 <= int(cards) <= MAX_CARDS_PER_NODE:
