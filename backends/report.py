@@ -11,6 +11,7 @@ import json
 
 from wanir import jsonout
 from wanir.result import STAGE_KEYS, Estimate
+from wanir.options import select
 
 
 def fmt_count(v) -> str:
@@ -111,7 +112,10 @@ def scope_rows(est: Estimate, depth: int = 2, by: str = "scope") -> list[dict]:
     """Per-generation totals grouped by scope path cut at ``depth`` levels below the stage
     (``by="scope"``), or by op kind within that scope (``by="kind"``). Each record:
     stage, scope, kind (or None), nodes, flops, bytes, time_s, share of the total time,
-    bound (the bound of the larger part of its time). Sorted by time, largest first."""
+    bound (the bound of the larger part of its time). A stage whose time exceeds its nodes'
+    (bound by the host's issue, or with host synchronizations that cannot overlap) gets a
+    ``STAGE/(host)`` record with the difference, bound ``issue``, so the records add up to
+    the stage times. Sorted by time, largest first."""
     if depth < 0:
         raise ValueError(f"--depth must be >= 0, got {depth}")
     total_t = est.total.get("time_s") or 0.0
@@ -133,9 +137,24 @@ def scope_rows(est: Estimate, depth: int = 2, by: str = "scope") -> list[dict]:
         g["time_s"] += t
         if c.get("bound") == "compute":
             g["_compute"] += t
+    node_t: dict[str, float] = {}
+    for g in groups.values():
+        node_t[g["stage"]] = node_t.get(g["stage"], 0.0) + g["time_s"]
+    for st in getattr(est, "stages", ()):      # a bare graph view (one device of a plan) has none
+        host = st.total.get("time_s") or 0.0
+        extra = host - node_t.get(st.name, 0.0)
+        if extra > 1e-12 * max(host, 1.0):
+            groups[(st.name, f"{st.name}/(host)", None)] = {
+                "stage": st.name, "scope": f"{st.name}/(host)", "kind": None, "nodes": 0, "flops": 0, "bytes": 0,
+                "time_s": extra, "_compute": 0.0, "_issue": True}
     out = []
     for g in groups.values():
         comp = g.pop("_compute")
+        if g.pop("_issue", False):
+            g["share"] = g["time_s"] / total_t if total_t else None
+            g["bound"] = "issue"
+            out.append(g)
+            continue
         g["share"] = g["time_s"] / total_t if total_t else None
         g["bound"] = "compute" if g["time_s"] and comp >= g["time_s"] / 2 else "memory"
         out.append(g)
@@ -275,6 +294,10 @@ def provenance_lines(est: Estimate) -> list[str]:
             continue
         kinds = ", ".join(f"{k} {len(v)}" for k, v in p["inputs"].items())
         out.append(f"time of {s.name}: inputs {kinds}; {100 * p['assumed_share']:.0f} % of it rests on assumed values")
+    if select(est.config, "hardware.family") == "generic":
+        out.append(f"hardware {est.hardware} is of family generic: every kernel constant it is timed with is assumed "
+                   f"(wanir/data/kernels.yaml, families.generic); replace them with `wanir calibrate -o DIR` on the "
+                   f"device or with its own benchmarks under kernels: (docs/adding-hardware.md)")
     return out
 
 

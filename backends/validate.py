@@ -14,7 +14,8 @@ A validation set is a CSV file; lines starting with ``#`` are comments. Columns:
   with the hardware entry the overrides name (a GPU-GPU link or not);
 - ``cards_per_node`` (optional): GPUs per node, an integer in [1, 64]; sets
   ``parallel.gpus_per_node`` unless the overrides do;
-- ``label`` (optional): a name for the row (default: its line number);
+- ``label`` (optional): a name for the row (default: its line number); control characters
+  in it are shown as escapes (``\x1b``), never sent to the terminal;
 - ``notes`` (optional): free text, not read.
 
 Every row is put in its error class (backends/error_range.py); ``--class`` keeps the rows of
@@ -27,7 +28,7 @@ is the Wan2.1 README's table of 28 runs; its header comments give the mapping of
 the ambiguities.
 
 Input limits: at most :data:`MAX_FILE_BYTES` bytes and :data:`MAX_ROWS` rows; a row whose
-overrides do not load, or whose measurements are not finite positive numbers, is a one-line
+overrides do not load, or whose measurements are not finite numbers in [:data:`MIN_MEASURED`, 1e9], is a one-line
 error naming the file, the line and the column.
 """
 from __future__ import annotations
@@ -42,12 +43,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wanir.errors import ConfigError, WanirError
+from wanir.safeio import printable, short
 
 from . import error_range
 
 MAX_FILE_BYTES = 1 << 20
 MAX_ROWS = 500
 MAX_FIELD = 2000
+#: smallest measurement accepted (seconds, or GiB of peak memory): a smaller one is a typo or
+#: a subnormal that would print an infinite error
+MIN_MEASURED = 1e-3
 FORMATS = ("table", "json", "md")
 SHIPPED = Path(__file__).resolve().parent.parent / "wanir" / "data" / "validation" / "wan2.1-readme.csv"
 COLUMNS = ("label", "overrides", "measured_s", "measured_peak_gb", "measured_reserved_gb", "measured_allocated_gb",
@@ -97,9 +102,10 @@ def _number(where, key, v, required):
     try:
         x = float(str(v).strip())
     except ValueError:
-        raise ValidationError(f"{where}: column '{key}' = {str(v)[:40]!r} is not a number") from None
-    if not math.isfinite(x) or x <= 0 or x > 1e9:
-        raise ValidationError(f"{where}: column '{key}' = {str(v)[:40]!r} must be a finite number in (0, 1e9]")
+        raise ValidationError(f"{where}: column '{key}' = {printable(short(str(v), 40))} is not a number") from None
+    if not math.isfinite(x) or not MIN_MEASURED <= x <= 1e9:
+        raise ValidationError(f"{where}: column '{key}' = {printable(short(str(v), 40))} must be a finite number "
+                              f"in [{MIN_MEASURED:g}, 1e9]")
     return x
 
 
@@ -150,19 +156,19 @@ def read_rows(path) -> list[Row]:
             raise ValidationError(f"{where}: column 'overrides' cannot be split ({e})") from None
         if not ov:
             raise ValidationError(f"{where}: column 'overrides' is empty")
-        label = d.get("label", "").strip() or f"line {lineno}"
+        label = printable(d.get("label", "").strip(), 120) or f"line {lineno}"   # no terminal escapes
         link = (d.get("interconnect") or "").strip().lower() or None
         if link is not None and link not in INTERCONNECTS:
-            raise ValidationError(f"{where}: column 'interconnect' = {link[:40]!r}; allowed: "
+            raise ValidationError(f"{where}: column 'interconnect' = {printable(link, 40)!r}; allowed: "
                                   f"{', '.join(INTERCONNECTS)} or empty")
         cards = (d.get("cards_per_node") or "").strip()
         if cards:
-            if not cards.isdigit() or not 1 <= int(cards) <= MAX_CARDS_PER_NODE:
-                raise ValidationError(f"{where}: column 'cards_per_node' = {cards[:40]!r} must be an integer in "
-                                      f"[1, {MAX_CARDS_PER_NODE}]")
+            if not (cards.isascii() and cards.isdigit()) or not 1 <= int(cards) <= MAX_CARDS_PER_NODE:
+                raise ValidationError(f"{where}: column 'cards_per_node' = {printable(cards, 40)!r} must be an "
+                                      f"integer in [1, {MAX_CARDS_PER_NODE}]")
             if not any(o.lstrip("+").startswith("parallel.gpus_per_node=") for o in ov):
                 ov = ov + (f"parallel.gpus_per_node={int(cards)}",)
-        rows.append(Row(lineno, label[:120], ov, _number(where, "measured_s", d["measured_s"], True),
+        rows.append(Row(lineno, label, ov, _number(where, "measured_s", d["measured_s"], True),
                         _number(where, "measured_peak_gb", d.get("measured_peak_gb"), False),
                         _number(where, "measured_reserved_gb", d.get("measured_reserved_gb"), False),
                         _number(where, "measured_allocated_gb", d.get("measured_allocated_gb"), False), link))
@@ -269,8 +275,8 @@ def validate(path=None, runtime: str | None = None, config_dir=None, klass: str 
     results = [estimate_row(r, runtime, config_dir) for r in rows]
     if klass is not None:
         results = [r for r in results if class_matches(klass, r["class"])]
-    return {"file": p.name, "runtime": runtime, "class": klass, "rows": results, "summary": summary(results),
-            "classes": error_range.build_table(results)}
+    return {"file": printable(p.name), "runtime": runtime, "class": klass, "rows": results,
+            "summary": summary(results), "classes": error_range.build_table(results)}
 
 
 def _pct(x):

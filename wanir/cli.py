@@ -21,6 +21,7 @@ import os
 import sys
 
 from .errors import WanirError
+from .paths import CONFIG_DIR
 
 
 def _add_common(p):
@@ -226,6 +227,10 @@ def cmd_sweep(args) -> int:
 
     from wanir.backends.sweep import SweepInterrupted
 
+    from .limits import usable_cpus   # late import: the CLI imports a command's modules when it runs
+    if args.jobs is not None and args.jobs > usable_cpus():
+        print(f"wanir: note: -j {args.jobs} capped at {usable_cpus()} processes (the CPU cores this process may "
+              f"use; more would only add memory)", file=sys.stderr)
     try:
         res, files = sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
                                   fmt=args.plot_format, jobs=args.jobs, overwrite=args.overwrite)
@@ -273,7 +278,7 @@ def _add_visual_commands(sub) -> None:
                    help="replace an earlier sweep in the output directory (its results.csv, run.json and plots)")
     w.add_argument("-j", "--jobs", type=int, default=None,
                    help="processes to spread the points over (default: one per CPU core, up to 8, for sweeps of "
-                        "more than 32 points; else 1)")
+                        "more than 32 points; else 1; never more than the usable CPU cores)")
     w.set_defaults(func=cmd_sweep)
 
     h = sub.add_parser("report", help="write a self-contained HTML report (table, diagram, plots, notes)")
@@ -284,8 +289,18 @@ def _add_visual_commands(sub) -> None:
     h.set_defaults(func=cmd_report)
 
 
+def _description() -> str:
+    """The top-level help text: what wanir answers and the models it covers (the built-in
+    model options, read from wanir/configs/model/)."""
+    models = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+    return (f"FLOPs, bytes, memory and time of Wan video generation, on one GPU or many. Models "
+            f"(model=NAME): {', '.join(models)}; other Wan2.1/Wan2.2 checkpoints with model.from=PATH "
+            f"(a config.json, .safetensors, .pth or a model folder); any other network as a YAML graph spec "
+            f"(wanir spec).")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wanir", description="FLOPs, bytes, memory and time of Wan2.1 video generation")
+    p = argparse.ArgumentParser(prog="wanir", description=_description())
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("estimate", help="estimate one generation (default: Wan2.1 T2V-14B, 1280x720x81)")

@@ -103,6 +103,7 @@ SCHEMA: dict[str, Any] = {
     "workload.batch": _int(1),
     "workload.text_len": _int(1),
     "workload.vae_encode": _bool,
+    "model.task": _optional(_choice("t2v", "i2v", "ti2v")),   # what frontends/pipeline.py builds
     "precision.text_encoder": _choice(*DTYPE_CHOICES),
     "precision.image_encoder": _choice(*DTYPE_CHOICES),
     "precision.dit_weights": _choice(*DTYPE_CHOICES, "fp8"),
@@ -233,7 +234,7 @@ def check_overrides(overrides) -> list:
     """``overrides`` as a list of strings: a list or tuple of at most MAX_OVERRIDES strings of at
     most MAX_OVERRIDE_CHARS characters each (a bare string is refused: it is not a list of
     one-character overrides)."""
-    from .safeio import short
+    from .safeio import check_number_runs, short
     if isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple)):
         raise ConfigError(f"overrides must be a list or tuple of strings such as ['workload.height=480'], "
                           f"got {type(overrides).__name__} {short(overrides, 60)}")
@@ -244,6 +245,7 @@ def check_overrides(overrides) -> list:
             raise ConfigError(f"overrides must be strings, got {type(o).__name__} {short(o, 60)}")
         if len(o) > MAX_OVERRIDE_CHARS:
             raise ConfigError(f"override {short(o, 60)} is {len(o)} characters; at most {MAX_OVERRIDE_CHARS}")
+        check_number_runs(o, f"override {short(o, 40)}")   # no 5000-digit integer reaches Hydra
     return list(overrides)
 
 

@@ -80,11 +80,17 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions 
     by, mem = counts["bytes_pass"], counts["memory"]
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                       offload_model=False, allow_tf32_conv=allow_tf32_conv,
+                      matmul_tf32=roofline.matmul_tf32_option(opts), fusion=opts.roofline.fusion,
+                      cuda_graphs=opts.runtime.cuda_graphs,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
     rf["transfer_s"] = hostlib.transfer_seconds(graph, mem, hw, mopt, runtime_options(conf), host_stages,
                                                 mode == "ideal", rf)
+    if hw.kind == "cpu":   # a CPU device: no CUDA context, and the weights already sit in its memory
+        mem = dict(mem, pipeline=memory.pipeline_peak(mem["stages"], False, 0))   # every weight resident
+        rf["transfer_s"] = 0.0
     graph.meta["hardware"] = hw.name
     out = dict(counts)
+    out["memory"] = mem
     out.update(roofline=rf,
                bytes={s: r["bytes"] for s, r in by.items()},
                peak_activation_bytes={s: r["peak_activation_bytes"] for s, r in mem["stages"].items()},

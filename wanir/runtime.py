@@ -78,7 +78,7 @@ def runtime_options(cfg) -> Runtime:
         r = OmegaConf.to_container(r, resolve=True)
     if not isinstance(r, dict):
         raise ConfigError(f"runtime must be a mapping (a runtime/ config), got {type(r).__name__}")
-    known = {"name", "description", "dit_lowering", "allow_tf32", "attention_kernel", "attention_kernel_wan22_sm90",
+    known = {"name", "description", "dit_lowering", "allow_tf32", "matmul_tf32", "cuda_graphs", "attention_kernel", "attention_kernel_wan22_sm90",
              "offload_model", "pageable_copy_efficiency", "prefetch_blocks", "reserve_gib", "multi_gpu",
              "precision", "dit_weights_fsdp", "fsdp_shard_dtype", "empty_cache", "defaults_applied"}
     extra = sorted(set(r) - known)
@@ -90,6 +90,10 @@ def runtime_options(cfg) -> Runtime:
     _need(low in LOWERINGS, "dit_lowering", f"one of {', '.join(LOWERINGS)}", low)
     tf32 = r.get("allow_tf32", True)
     _need(isinstance(tf32, bool), "allow_tf32", "true or false", tf32)
+    mtf32 = r.get("matmul_tf32", False)
+    _need(isinstance(mtf32, bool), "matmul_tf32", "true or false", mtf32)
+    graphs = r.get("cuda_graphs", False)
+    _need(isinstance(graphs, bool), "cuda_graphs", "true or false", graphs)
     kern = r.get("attention_kernel", "flash2")
     _need(isinstance(kern, str) and 0 < len(kern) <= 32, "attention_kernel", "a kernel name", kern)
     k22 = r.get("attention_kernel_wan22_sm90", kern)

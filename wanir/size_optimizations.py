@@ -9,7 +9,8 @@ optimizations. So the ranking can say that four L40S with FP8 and TeaCache beat 
 in bf16 on cost per video at a latency.
 
 Each name stands for fixed overrides (documented in docs/optimizations.md): step caching
-uses the fastest published threshold of its method's table; sparse attention uses
+uses the fastest threshold its method publishes for the model (TeaCache publishes per model;
+a model without one is listed as skipped for that cache); sparse attention uses
 ``attention.density=0.25`` with the named pattern after ``attention.dense_steps`` = 10 % of
 the steps.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from itertools import combinations
 
 from wanir.errors import ConfigError
+from wanir.passes.optimize_options import published_threshold
 
 #: name → (config overrides, kind). Kinds that exclude each other: one per kind in a subset.
 OPTIMIZATIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -84,6 +86,22 @@ def _steps_overrides(overrides, config_dir, combo) -> list[str]:
     return [f"attention.dense_steps={int(steps) // 10}"]
 
 
+def _combo_overrides(combo, model) -> list[str] | None:
+    """The overrides of a combination; a step cache runs at the fastest threshold its
+    authors publish for ``model`` (TeaCache publishes per model). None when a cache in it
+    has no published threshold for ``model``."""
+    out: list[str] = []
+    for n in combo:
+        ovs = OPTIMIZATIONS[n][0]
+        if OPTIMIZATIONS[n][1] == "cache":
+            t = published_threshold(n, model)
+            if t is None:
+                return None
+            ovs = (f"cache.method={n}", f"cache.threshold={t:g}")
+        out.extend(ovs)
+    return out
+
+
 def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware=None, **kw) -> dict:
     """:func:`wanir.backends.sizing.size` for every allowed subset of optimizations; returns
     the same record with all candidates ranked together (each with ``optimizations`` set to
@@ -103,9 +121,18 @@ def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware
         list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
     merged = None
     skipped: list[str] = []
+    model = None
+    if any(OPTIMIZATIONS[n][1] == "cache" for n in names):
+        from wanir.config import load_config
+        model = load_config(list(overrides), config_dir).model.get("name")
     for combo in subsets(names):
         label = "+".join(combo)
-        extra = [o for n in combo for o in OPTIMIZATIONS[n][0]] + _steps_overrides(overrides, config_dir, combo)
+        opt_ovs = _combo_overrides(combo, model)
+        if opt_ovs is None:
+            skipped.append(f"all: {label} (no published {'/'.join(n for n in combo if OPTIMIZATIONS[n][1] == 'cache')} "
+                           f"threshold for {model}; run it with cache.skip=<fraction>)")
+            continue
+        extra = opt_ovs + _steps_overrides(overrides, config_dir, combo)
         hws = []
         for h in all_hw:
             need = [_GEMM_DTYPE[n] for n in combo if n in _GEMM_DTYPE]

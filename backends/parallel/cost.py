@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from wanir.graph import Graph
 
-from .plan import SINGLE_DEVICE_STAGES, Plan, check_plan, plan_from, resolve_plan
+from .plan import SINGLE_DEVICE_STAGES, SP_STAGES, Plan, check_plan, plan_from, resolve_plan
 from .transform import shard_graph
 
 
@@ -63,10 +63,13 @@ class DeviceGraph:
         wb = self.weight_bytes()
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
-                          allow_tf32_conv=roofline.timing_options(self.cfg)[1])
+                          allow_tf32_conv=roofline.timing_options(self.cfg)[1],
+                          matmul_tf32=roofline.matmul_tf32_option(self.cfg), fusion=self.fusion,
+                          cuda_graphs=self.options.runtime.cuda_graphs)
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
         rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
-                                                    self.mode == "ideal", rf)
+                                                    self.mode == "ideal", rf,
+                                                    ranks=min(p.degree, p.gpus_per_node))
         topo = commlib.topology(hw, p.gpus_per_node, dict(p.network), dict(p.intra_node))
         # communication nodes on their link tier
         for nid, e in self.comm.items():
@@ -84,7 +87,8 @@ class DeviceGraph:
         for s, scope in g.stages.items():
             stages[s] = {"name": s, "invocations": scope.repeat, "compute_s": 0.0, "comm_s": 0.0, "exposed_comm_s": 0.0,
                          "comm_bytes": 0, "tensor_flops": self.flops[s]["tensor_flops"],
-                         "vector_flops": self.flops[s]["vector_flops"], "by_class": {}}
+                         "vector_flops": self.flops[s]["vector_flops"], "by_class": {}, "replicated_s": 0.0}
+        replicated = set(g.meta["parallel"].get("replicated", ()))
         for n in self.nodes:
             r = stages[n.stage]
             k = self.count[n.id]
@@ -98,21 +102,29 @@ class DeviceGraph:
             else:
                 r["compute_s"] += c["time_s"] * k
                 t = c["time_s"] * k
+                if n.id in replicated:
+                    r["replicated_s"] += t
                 cls = ("attention" if n.category == "attention" else n.category) if c["bound"] == "compute" \
                     else "memory-bound ops"
             r["by_class"][cls] = r["by_class"].get(cls, 0.0) + t * g.stages[n.stage].repeat
         mem_stages = {}
         for s, r in stages.items():
-            r["compute_s"] = max(r["compute_s"], rf["issue_s"][s])      # a stage is at least its CPU issue time
+            # a stage is at least its host issue time, plus the synchronizations that cannot overlap
+            r["compute_s"] = max(r["compute_s"], rf["issue_s"][s]) + rf["host_exposed_s"][s]
             calls = _calls_per_invocation(g, s)
             if calls > 1:       # two experts (Wan2.2 A14B): report per DiT call, as the single-device estimate
                 r["invocations"] *= calls
-                for key in ("compute_s", "comm_s", "exposed_comm_s"):
+                for key in ("compute_s", "comm_s", "exposed_comm_s", "replicated_s"):
                     r[key] /= calls
                 for key in ("comm_bytes", "tensor_flops", "vector_flops"):
                     r[key] = r[key] // calls if r[key] % calls == 0 else r[key] / calls
             r["time_per_invocation_s"] = r["compute_s"] + r["exposed_comm_s"]
             r["time_s"] = r["time_per_invocation_s"] * r["invocations"]
+            if s not in SP_STAGES and not (s == "vae_decode" and p.vae == "patch"):
+                # a stage the plan does not split: every device of a replica runs it whole (or one
+                # runs it while the others wait), so none of it shrinks with the device count
+                r["replicated_s"] = r["compute_s"]
+            r["replicated_s"] = min(r["replicated_s"], r["compute_s"])
             ms = dict(self.memory["stages"][s])
             if "offload_weight_bytes" in ms and ms["weight_bytes"]:
                 # two experts, one on the device at a time: its share of the (sharded) weights
@@ -222,6 +234,13 @@ class MultiDeviceCost:
         return sum(r["exposed_comm_s"] * r["invocations"] for r in self.stages.values())
 
     @property
+    def replicated_s(self) -> float:
+        """Seconds per video (one device) of work the plan does not divide: nodes of a
+        sequence-sharded stage that every device runs whole (embeddings, context projections,
+        Wan2.2's per-token time embedding) plus the stages the plan does not split."""
+        return sum(r["replicated_s"] * r["invocations"] for r in self.stages.values())
+
+    @property
     def peak_memory_bytes(self) -> int:
         """Peak memory of one device in bytes (int)."""
         return self.memory["peak_memory_bytes"]
@@ -279,6 +298,9 @@ class MultiDeviceCost:
                           "single_device_time_s": self.single_time_s, "speedup": self.speedup,
                           "latency_speedup": lat, "efficiency": self.efficiency,
                           "videos_per_hour": self.videos_per_hour, "bottleneck": b, "bottleneck_share": share},
+                "replicated": {"time_s": self.replicated_s,
+                               "share": self.replicated_s / self.time_s if self.time_s else 0.0,
+                               "stages": {s: r["replicated_s"] * r["invocations"] for s, r in self.stages.items()}},
                 "notes": list(self.graph.meta["parallel"]["notes"])}
 
 

@@ -19,17 +19,17 @@ def _fmt_b(v):
 def cost_rows(cost: MultiDeviceCost) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the per-device table: one row per stage plus a total row."""
     head = ["stage", "devices", "invocations/device", "compute", "comm", "comm exposed", "comm bytes", "time",
-            "weights/device", "peak act."]
+            "replicated", "weights/device", "peak act."]
     body = []
     for r in cost.stages.values():
         k = r["invocations"]
         body.append([r["name"], str(r["devices"]), str(k), _fmt_s(r["compute_s"] * k), _fmt_s(r["comm_s"] * k),
                      _fmt_s(r["exposed_comm_s"] * k), _fmt_b(r["comm_bytes"] * k), _fmt_s(r["time_s"]),
-                     _fmt_b(r["weight_bytes"]), _fmt_b(r["peak_activation_bytes"])])
+                     _fmt_s(r["replicated_s"] * k), _fmt_b(r["weight_bytes"]), _fmt_b(r["peak_activation_bytes"])])
     body.append(["total", str(cost.plan.degree), "", _fmt_s(sum(r["compute_s"] * r["invocations"] for r in cost.stages.values())),
                  _fmt_s(sum(r["comm_s"] * r["invocations"] for r in cost.stages.values())), _fmt_s(cost.comm_s),
                  _fmt_b(sum(r["comm_bytes"] * r["invocations"] for r in cost.stages.values())), _fmt_s(cost.time_s),
-                 _fmt_b(sum(r["weight_bytes"] for r in cost.stages.values())), _fmt_b(cost.peak_memory_bytes)])
+                 _fmt_s(cost.replicated_s), _fmt_b(sum(r["weight_bytes"] for r in cost.stages.values())), _fmt_b(cost.peak_memory_bytes)])
     return head, body
 
 
@@ -45,7 +45,9 @@ def summary_lines(cost: MultiDeviceCost, time_range=None) -> list[str]:
              f"parallel efficiency {100 * d['efficiency']:.0f} %, {d['videos_per_hour']:.1f} videos/hour",
              f"peak memory per device {d['peak_memory_bytes'] / gib:.1f} GiB of {cost.hardware.memory_bytes / gib:.0f} GiB"
              + ("" if d["fits"] else " — does not fit"),
-             f"bottleneck: {d['bottleneck']} ({100 * d['bottleneck_share']:.0f} % of the time)"]
+             f"bottleneck: {d['bottleneck']} ({100 * d['bottleneck_share']:.0f} % of the time)",
+             f"replicated work (runs whole on every device, does not shrink with the device count): "
+             f"{_fmt_s(cost.replicated_s)} ({100 * cost.replicated_s / d['time_s'] if d['time_s'] else 0:.0f} % of the time)"]
     lines += [f"note: {n}" for n in cost.graph.meta["parallel"]["notes"]]
     return lines
 
