@@ -85,7 +85,7 @@ def _divisors(n: int) -> list[int]:
 
 
 def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
-                    fsdp_options=(False, True), base: dict | None = None) -> list[Plan]:
+                    fsdp_options=(False, True), base: dict | None = None, data_parallel: bool = True) -> list[Plan]:
     """The plans tried on ``n`` devices: for each split into CFG (1 or 2 when guidance is on)
     × sequence parallel sp × data-parallel replicas, the sequence-parallel group as pure
     Ulysses (when heads allow), pure ring, and Ulysses × ring with the largest Ulysses
@@ -98,6 +98,8 @@ def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
             continue
         for sp in _divisors(n // cfg):
             dp = n // (cfg * sp)
+            if dp > 1 and not data_parallel:    # wanir plan: dp copies are replicas
+                continue
             splits = {(1, sp), (sp, 1) if heads % sp == 0 else (1, sp)}
             u = max(d for d in _divisors(sp) if heads % d == 0 and d <= gpus_per_node)
             splits.add((u, sp // u))
@@ -181,7 +183,7 @@ BATCHES = (1, 2, 4)
 
 def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throughput: float | None = None,
          hardware=None, devices=None, prices: dict | None = None, fsdp_options=(False, True),
-         batches=None, progress=None, risk: str = "point") -> dict:
+         batches=None, progress=None, data_parallel: bool = True, risk: str = "point") -> dict:
     """Enumerate hardware × device count × plan (× videos per batch, for a throughput
     target) for the workload of ``overrides``; return {"candidates": [Candidate, ...]
     ranked, "unfit": those that do not fit in memory, "dropped": their count, "evaluated":
@@ -191,7 +193,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     (default: every GPU in the library, or the configured one when the overrides select or
     change it: ``hardware=NAME``, ``hardware.KEY=VALUE``); ``devices``: device counts (default
     DEFAULT_DEVICES); ``batches``: videos per GPU batch (``workload.batch``; default
-    BATCHES with a throughput target, else the workload's). A ``parallel=`` plan in the
+    BATCHES with a throughput target, else the workload's); ``data_parallel=False`` leaves
+    out plans with data-parallel copies (``wanir plan`` counts replicas instead). A ``parallel=`` plan in the
     overrides is honoured: only that plan (on its device count) is evaluated.
 
     Ranking: candidates that meet the target first; among them priced hardware by cost
@@ -288,7 +291,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         fits_any = False
         for n in devices:
             plans = [fixed] if fixed is not None else \
-                candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base)
+                candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base,
+                                data_parallel)
             for j, plan in enumerate(plans):
                 if progress is not None:
                     progress((step + j / len(plans)) / steps)

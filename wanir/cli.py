@@ -13,6 +13,7 @@
     wanir validate [FILE.csv] [--runtime NAME] [--class CLASS] [--by-class] [--write-classes]
                    [--format table|json|md] [--fail-above PCT]
     wanir verify [OVERRIDES...] [--stage NAME] [--depth N] [--format table|json]
+    wanir plan TRAFFIC.yaml [--hardware a,b] [--devices 1,2,4,8] [--top N] [--format table|json|csv] [-o DIR]
 """
 from __future__ import annotations
 
@@ -289,6 +290,30 @@ def _add_visual_commands(sub) -> None:
     h.set_defaults(func=cmd_report)
 
 
+def cmd_plan(args) -> int:
+    from wanir.backends.capacity import command  # late import: CLI lazy command loading
+
+    return command.run(args)
+
+
+def _add_plan(sub) -> None:
+    """``wanir plan``: capacity planning under request traffic (docs/capacity.md)."""
+    pl = sub.add_parser("plan", help="replicas, latency and monthly cost of each deployment for a traffic file "
+                                     "(request classes, arrivals, SLO)")
+    pl.add_argument("traffic", help="traffic YAML file (docs/capacity.md)")
+    pl.add_argument("--hardware", default=None, help="comma-separated hardware names (default: every GPU)")
+    pl.add_argument("--devices", default=None, help="comma-separated devices per replica (default: 1,2,4,8)")
+    pl.add_argument("--price", action="append", default=[], metavar="HW=USD",
+                    help="USD per GPU-hour of a hardware (repeatable; over the file's prices)")
+    pl.add_argument("--top", type=int, default=None, help="rows to show (table default 15; json/csv: every row)")
+    pl.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    pl.add_argument("-o", "--output", default=None, metavar="DIR", help="write the plots and report.html to DIR")
+    pl.add_argument("--no-simulate", action="store_true", help="closed forms only (no simulation check)")
+    pl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pl.add_argument("--config-dir", default=None, help="your own config directory (searched first)")
+    pl.set_defaults(func=cmd_plan)
+
+
 def _description() -> str:
     """The top-level help text: what wanir answers and the models it covers (the built-in
     model options, read from wanir/configs/model/)."""
@@ -365,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_parser(sub)
     from wanir.verify import add_parser as _add_verify
     _add_verify(sub, _add_common)
+    _add_plan(sub)
     return p
 
 
