@@ -168,6 +168,7 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
     attach its ``parallel`` record, taking the fit warning from the per-device peak."""
     par = None
     warns = None
+    cost = None
     if plan is not None:
         from wanir.backends.parallel import Plan, check_plan
         from wanir.backends.parallel.cost import plan_device_graph
@@ -176,7 +177,9 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         cache = {} if device_graphs is None else device_graphs
         key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
         if key not in cache:      # the plan's per-device graph, with the runtime's defaults on that plan
-            cache[key] = plan_device_graph(graph, cfg, plan)
+            shape = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
+                         plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)   # dp changes only totals
+            cache[key] = plan_device_graph(graph, cfg, shape)
         dg = cache[key]
         # the one-device baseline as the runtime runs one device (its offload and weight defaults):
         # the same number as `wanir estimate` without the plan, `multi_device_cost` and `wanir size`
@@ -190,7 +193,14 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         fit = [w for w in summaries.get("warnings", ()) if w.startswith(("does not fit", "tight:"))]
         warns = [w for w in summaries.get("warnings", ()) if w not in fit] + parallel_warnings(cost)
         summaries = dict(summaries, warnings=warns)
-    return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par)
+    from wanir.backends import error_range   # late import: backends import wanir at load
+    rng = error_range.ranges(graph, summaries, cost)
+    if par is not None:
+        par["total"].update(time_range_s=rng["parallel"]["time_range_s"],
+                            time_range_class=rng["parallel"]["time_range_class"])
+    extra = dict(extra or {}, time_range=rng)
+    return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par,
+                     time_range=rng["total"])
 
 
 def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Graph:
