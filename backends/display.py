@@ -27,15 +27,69 @@ def fmt_bytes(v) -> str:
     return f"{v} B"
 
 
+#: time units of :func:`fmt_time`: (name, seconds), smallest first
+TIME_UNITS = (("µs", 1e-6), ("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0), ("d", 86400.0))
+#: a value is shown in the largest unit it reaches this many times (120 s → 2 min; 119 s stays s)
+_UNIT_SWITCH = {"µs": 0, "ms": 1, "s": 1, "min": 2, "h": 2, "d": 2}
+
+
+def _sig3(x: float) -> str:
+    """``x`` with three significant digits and never in exponent notation (1234 → '1,234')."""
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def time_unit(v: float) -> tuple[str, float]:
+    """(unit name, seconds per unit) :func:`fmt_time` shows ``v`` seconds in: the largest of
+    µs, ms, s, min, h, d that ``v`` reaches at least twice (once for ms and s)."""
+    unit = TIME_UNITS[0]
+    for name, scale in TIME_UNITS:
+        if abs(v) >= _UNIT_SWITCH[name] * scale:
+            unit = (name, scale)
+    return unit
+
+
 def fmt_time(v) -> str:
-    """Seconds as s / ms / min, or '-'."""
+    """Seconds as a human duration with three significant digits: µs / ms / s / min / h / d
+    (``142,920`` s → '39.7 h'; never exponent notation), '-' for None. The one formatter of
+    durations: every table, caption and warning uses it (or :func:`fmt_time_in` for a column)."""
     if v is None:
         return "-"
-    if v >= 120:
-        return f"{v / 60:.3g} min"
-    if v >= 1:
-        return f"{v:.3g} s"
-    return f"{v * 1e3:.3g} ms"
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    if v == 0:
+        return "0 s"
+    name, scale = time_unit(v)
+    return f"{_sig3(v / scale)} {name}"
+
+
+def column_time_unit(values) -> tuple[str, float]:
+    """The one unit (name, seconds) for a column of durations in seconds: the unit
+    :func:`fmt_time` would choose for the column's median value (s when it is empty)."""
+    vals = sorted(v for v in values if v is not None and v == v)
+    if not vals:
+        return "s", 1.0
+    return time_unit(vals[len(vals) // 2])
+
+
+def fmt_time_in(v, unit: tuple[str, float]) -> str:
+    """``v`` seconds as a number of ``unit`` (from :func:`column_time_unit`), without the
+    unit's name (the column header carries it); three significant digits, '-' for None."""
+    if v is None:
+        return "-"
+    x = v / unit[1]
+    return _sig3(x) if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
+
+
+def fmt_time_range(v, rng) -> str:
+    """Seconds with their range in the same unit: "17.4 min (16.1–18.9)"; just the time
+    when ``rng`` ([low, high] seconds, backends/error_range.py) is None."""
+    if v is None or rng is None:
+        return fmt_time(v)
+    unit = time_unit(v)       # the unit fmt_time shows ``v`` in
+    lo, hi = (fmt_time_in(x, unit) for x in rng)
+    return f"{fmt_time(v)} ({lo}–{hi})"
 
 
 def fmt_shape(shape) -> str:
@@ -68,5 +122,6 @@ def node_bytes(n: Node) -> int | None:
 def rich_table() -> tuple[type, type]:
     """rich's ``(Console, Table)`` classes, imported on first use (rich loads in about 0.1 s
     and only table output needs it)."""
-    import rich.console, rich.table  # late import: rich loads in ~0.1 s; only table output needs it
-    return rich.console.Console, rich.table.Table
+    from rich.console import Console  # late import: rich loads in ~0.1 s; only table output needs it
+    from rich.table import Table  # late import: rich loads in ~0.1 s; only table output needs it
+    return Console, Table

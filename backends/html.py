@@ -23,7 +23,8 @@ from wanir.safeio import check_output_path, write_output
 from . import graphviz as gv
 from . import plots
 from .graphviz import node_bytes
-from .report import fmt_bytes, fmt_count, fmt_time, heaviest_ops, optimizations, rows
+from .report import (fmt_bytes, fmt_count, fmt_time, fmt_time_range, heaviest_ops, optimizations, provenance_lines,
+                     rows, stack_phrase)
 
 #: what every estimate models and what it leaves out, independent of the model family
 MODEL_NOTES = (
@@ -211,7 +212,7 @@ def to_html(est: Estimate, depth: int = 2, title: str | None = None) -> str:
     t = est.total
     summary = (f"{fmt_count((t.get('tensor_flops') or 0) + (t.get('vector_flops') or 0))}FLOP, "
                f"{fmt_bytes(t.get('bytes'))} moved, peak memory {fmt_bytes(t.get('peak_memory_bytes'))}, "
-               f"time {fmt_time(t.get('time_s'))} per generation")
+               f"time {fmt_time_range(t.get('time_s'), t.get('time_range_s'))} per generation")
     diagram = _strip_svg_header(gv.to_svg(est.graph, depth=depth,
                                           color="bound" if t.get("time_s") is not None else "none"))
     stage_diagrams = []
@@ -230,16 +231,21 @@ def to_html(est: Estimate, depth: int = 2, title: str | None = None) -> str:
     hw = est.hardware or (roof or {}).get("name") or "-"
     roofline = _strip_svg_header(plots.roofline({hw: heaviest_ops(est)}, {hw: roof}))
     warn = "".join(f'<li class="warn">{_e(w)}</li>' for w in est.warnings)
+    runtime = est.graph.meta.get("runtime")
+    stack = "; ".join(x for x in (f"runtime {runtime}" if runtime else "", stack_phrase(est)) if x)
+    prov = "".join(f"<li>{_e(line)}</li>" for line in provenance_lines(est))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <style>{_CSS}</style></head>
 <body>
 <h1>{_e(title)}</h1>
 <p class="summary">{_e(summary)}</p>
+{f'<p class="stack" id="stack">Stack: {_e(stack)}</p>' if stack else ''}
 <h2 id="config">Configuration</h2>
 {_config_section(est)}
 <h2 id="stages">Stages</h2>
 {stage_table(est)}
+{f'<ul class="provenance" id="provenance">{prov}</ul>' if prov else ''}
 <h2 id="diagram-heading">Architecture</h2>
 <div class="diagram" id="diagram">{diagram}</div>
 {''.join(stage_diagrams)}

@@ -9,11 +9,14 @@ import csv
 import io
 import json
 
-from wanir import jsonout
-from wanir.result import STAGE_KEYS, Estimate
+from wanir import hardware as hwlib
+from wanir import jsonout, kernels
+from wanir.errors import WanirError
 from wanir.options import select
+from wanir.result import STAGE_KEYS, Estimate
 
-from .display import fmt_bytes, fmt_count, fmt_time, node_bytes, rich_table  # noqa: F401
+from .display import (TIME_UNITS, column_time_unit, fmt_bytes, fmt_count, fmt_time,  # noqa: F401 - re-exported
+                      fmt_time_in, fmt_time_range, node_bytes, rich_table, time_unit)
 
 
 def rows(est: Estimate) -> list[dict]:
@@ -61,7 +64,9 @@ def _display_rows(est: Estimate):
         flops = None if r["tensor_flops"] is None else r["tensor_flops"] + (r["vector_flops"] or 0)
         body.append([r["stage"], "" if r["invocations"] is None else str(r["invocations"]),
                      fmt_count(flops), fmt_bytes(r["bytes"]), fmt_bytes(r["weight_bytes"]),
-                     fmt_bytes(r["peak_memory_bytes"]), fmt_time(r["time_s"]), fmt_share(r["time_share"]),
+                     fmt_bytes(r["peak_memory_bytes"]),
+                     fmt_time_range(r["time_s"], est.total.get("time_range_s")) if r["stage"] == "total"
+                     else fmt_time(r["time_s"]), fmt_share(r["time_share"]),
                      r["bound"] or ""])
     return head, body
 
@@ -177,7 +182,9 @@ def optimizations(est: Estimate) -> list[str]:
 def to_markdown(est: Estimate) -> str:
     """A Markdown table of the stages and the total."""
     head, body = _display_rows(est)
-    lines = [f"**{est.model}** — " + ", ".join(f"{k}={v}" for k, v in est.to_dict()["workload"].items()), "",
+    stack = stack_phrase(est)
+    lines = [f"**{est.model}** — " + ", ".join(f"{k}={v}" for k, v in est.to_dict()["workload"].items()) +
+             (f"; {stack}" if stack else ""), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     if optimizations(est):
@@ -198,6 +205,24 @@ def to_csv(est: Estimate) -> str:
     return buf.getvalue()
 
 
+def stack_phrase(est: Estimate) -> str:
+    """The attention kernel and precisions the estimate assumed, one phrase: 'attention
+    kernel flash2; DiT weights fp32, DiT compute bf16, text encoder bf16, VAE fp32' (``sdpa``
+    shown with the kernel it picks on the GPU). '' when the estimate carries no options."""
+    opts = getattr(est, "options", None)
+    if opts is None:
+        return ""
+    kern = opts.roofline.attention_kernel
+    if kern == "sdpa" and est.hardware:
+        try:
+            kern = f"sdpa→{kernels.resolve_attention('sdpa', hwlib.load(est.hardware))}"
+        except WanirError:    # a --config-dir device: name sdpa as configured
+            pass
+    p = opts.precision
+    return (f"attention kernel {kern}; DiT weights {p.dit_weights}, DiT compute {p.dit_compute}, "
+            f"text encoder {p.text_encoder}, VAE {p.vae}")
+
+
 def print_table(est: Estimate, console=None) -> None:
     """Print the stage table with rich."""
     Console, Table = rich_table()
@@ -210,9 +235,16 @@ def print_table(est: Estimate, console=None) -> None:
     extra = []
     if est.graph.meta.get("runtime"):
         extra.append(f"runtime={est.graph.meta['runtime']}")
-    reserve = est.extra.get("memory", {}).get("reserve_bytes")
-    if reserve:
-        extra.append(f"peak memory includes a {fmt_bytes(reserve)} CUDA context and allocator reserve")
+    stack = stack_phrase(est)
+    if stack:
+        extra.append(stack)
+    mem = est.extra.get("memory", {})
+    if mem.get("reserve_bytes"):
+        extra.append(f"peak memory: {fmt_bytes(mem.get('peak_reserved_bytes'))} reserved by PyTorch's allocator "
+                     f"({fmt_bytes(mem.get('peak_allocated_bytes'))} in tensors) + {fmt_bytes(mem['reserve_bytes'])} "
+                     f"CUDA context")
+    if est.total.get("time_range_class"):
+        extra.append(f"time range from validation class {est.total['time_range_class']} (docs/time-model.md)")
     if est.extra.get("transfer_s"):
         extra.append(f"host<->device weight transfer {fmt_time(est.extra['transfer_s'])} included in the total")
     if optimizations(est):
@@ -235,10 +267,22 @@ def print_table(est: Estimate, console=None) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+#: the kernel constants ``wanir calibrate`` measures (docs/time-model.md); other assumed
+#: values (``microarch.*``, GEMM tiles) come from the hardware file
+CALIBRATED_KEYS = ("kernels.gemm.ceiling", "kernels.gemm.fp32_ceiling", "kernels.conv.ceiling_factor",
+                   "kernels.memory.fraction", "kernels.memory.l2_fraction", "kernels.issue.cpu_issue_us",
+                   "host_link.efficiency")
+
+
+def _calibrates(key: str) -> bool:
+    return key in CALIBRATED_KEYS or (key.startswith("kernels.attention.") and key.endswith(".mma_ceiling"))
+
+
 def provenance_lines(est: Estimate) -> list[str]:
     """One line per stage saying what its time rests on: how many of the inputs are
     measured, reported, datasheet or assumed values, and the share of the stage's time that
-    rests on at least one assumed value (docs/time-model.md)."""
+    rests on at least one assumed value (docs/time-model.md); then, when any share is
+    assumed, what would replace the assumptions (:func:`calibration_hint`)."""
     out = []
     for s in est.stages:
         p = s.provenance
@@ -250,7 +294,43 @@ def provenance_lines(est: Estimate) -> list[str]:
         out.append(f"hardware {est.hardware} is of family generic: every kernel constant it is timed with is assumed "
                    f"(wanir/data/kernels.yaml, families.generic); replace them with `wanir calibrate -o DIR` on the "
                    f"device or with its own benchmarks under kernels: (docs/adding-hardware.md)")
+    hint = calibration_hint(est)
+    if hint:
+        out.append(hint)
     return out
+
+
+def calibration_hint(est: Estimate) -> str | None:
+    """What would replace the assumed values the estimate's time rests on: the exact
+    ``wanir calibrate`` command to run on that device (for the kernel constants it measures)
+    and the hardware-file values it cannot measure. None when no stage rests on an assumed
+    value."""
+    assumed = sorted({k for s in est.stages if s.provenance and s.provenance["assumed_share"] > 0
+                      for k in s.provenance["inputs"].get("assumed", ())})
+    if not assumed:
+        return None
+    name = est.hardware or "h100-sxm"
+    kind = "gpu"
+    try:
+        kind = hwlib.load(name).kind
+    except WanirError:    # a --config-dir or entry-point device: take it as a GPU
+        pass
+    measured = [k.removeprefix("kernels.") for k in assumed if _calibrates(k)]
+    table = [k.removeprefix("kernels.") for k in assumed if not _calibrates(k) and k.startswith("kernels.")]
+    files = [k for k in assumed if not _calibrates(k) and not k.startswith("kernels.")]
+    dev = "--device cpu " if kind == "cpu" else ""
+    parts = []
+    if measured:
+        parts.append(f"run `wanir calibrate {dev}--base {name} -o cal` on the {name}, then add "
+                     f"`--config-dir cal hardware={name}-calibrated` (it measures {', '.join(measured)})")
+    rest = []
+    if table:
+        rest.append(f"{', '.join(table)} (wanir/data/kernels.yaml; override under `kernels:`)")
+    if files:
+        rest.append(f"{', '.join(files)} (the {name} YAML: give published values with their source)")
+    if rest:
+        parts.append(("still assumed after it: " if measured else "assumed: ") + ", ".join(rest))
+    return "assumed values: " + "; ".join(parts)
 
 
 def render(est: Estimate, fmt: str) -> str | None:

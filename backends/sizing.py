@@ -15,11 +15,18 @@ hardware with no price is ranked by GPU-hours per video instead (and says so).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from wanir import kernels
 from wanir.errors import ConfigError
+from wanir.runtime import attention_kernel_for
 
+from .error_range import cost_range
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
+from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_in
+from .stack import PREC_NAMES as _PREC_NAMES
+from .stack import STACK_PRECISIONS, stack_of
+from .stack import kernel_label as _kernel_label
 
 #: device counts tried by default
 DEFAULT_DEVICES = (1, 2, 4, 8, 16, 32)
@@ -46,6 +53,9 @@ class Candidate:
     meets: bool
     batch: int = 1
     optimizations: str = ""      # '+'-joined names under `wanir size --optimizations` ('' = none)
+    stack: dict = field(default_factory=dict)   # runtime, attention kernel, precisions (stack_of)
+    time_range_s: tuple | None = None   # [low, high] seconds (backends/error_range.py)
+    risk_time_s: float | None = None    # the time ranked and checked against the target (--risk)
 
     @property
     def devices(self) -> int:
@@ -69,7 +79,14 @@ class Candidate:
                 "gpu_hours_per_video": self.gpu_hours_per_video, "cost_per_video_usd": self.cost_per_video,
                 "bottleneck": self.bottleneck, "bottleneck_share": self.bottleneck_share,
                 "comm_share": self.comm_share, "speedup": self.speedup, "meets_target": self.meets,
-                "optimizations": self.optimizations}
+                "runtime": self.stack.get("runtime"), "attention_kernel": self.stack.get("attention_kernel"),
+                "precision": dict(self.stack.get("precision", {})),
+                "optimizations": self.optimizations,
+                "time_range_s": None if self.time_range_s is None else list(self.time_range_s)}
+
+
+#: --risk: rank by the point estimate or by the upper end of the time range
+RISKS = ("point", "upper")
 
 
 def _divisors(n: int) -> list[int]:
@@ -77,7 +94,7 @@ def _divisors(n: int) -> list[int]:
 
 
 def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
-                    fsdp_options=(False, True), base: dict | None = None) -> list[Plan]:
+                    fsdp_options=(False, True), base: dict | None = None, data_parallel: bool = True) -> list[Plan]:
     """The plans tried on ``n`` devices: for each split into CFG (1 or 2 when guidance is on)
     × sequence parallel sp × data-parallel replicas, the sequence-parallel group as pure
     Ulysses (when heads allow), pure ring, and Ulysses × ring with the largest Ulysses
@@ -90,6 +107,8 @@ def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
             continue
         for sp in _divisors(n // cfg):
             dp = n // (cfg * sp)
+            if dp > 1 and not data_parallel:    # wanir plan: dp copies are replicas
+                continue
             splits = {(1, sp), (sp, 1) if heads % sp == 0 else (1, sp)}
             u = max(d for d in _divisors(sp) if heads % d == 0 and d <= gpus_per_node)
             splits.add((u, sp // u))
@@ -167,13 +186,52 @@ def _yaml_price(name: str, config_dir=None) -> float | None:
     return None if v is None else float(v)
 
 
+def stack_line(result: dict) -> str | None:
+    """One line naming the stack a :func:`size` result assumed: the runtime, the attention
+    kernel per GPU (and whether the runtime chose it), the precisions (DiT weights per plan
+    kind where they differ), and the other kernels the sized GPUs support (``--allow``)."""
+    cands = result.get("candidates", []) + result.get("unfit", [])
+    stacks = [c.stack for c in cands if c.stack]
+    if not stacks:
+        return None
+    runtimes = sorted({s["runtime"] for s in stacks})
+    by_kernel: dict[str, list[str]] = {}
+    for c in cands:
+        if c.stack and not c.optimizations:
+            hws = by_kernel.setdefault(_kernel_label(c.stack), [])
+            if c.hardware not in hws:
+                hws.append(c.hardware)
+    kern = "; ".join(f"{k} on {', '.join(h)}" for k, h in by_kernel.items()) or "-"
+    default = all(s.get("kernel_default") for s in stacks if s)
+    prec = []
+    for key in STACK_PRECISIONS:
+        vals = {}
+        for c in cands:
+            v = c.stack.get("precision", {}).get(key) if c.stack else None
+            if v is not None:
+                vals.setdefault(v, set()).add("FSDP" if c.plan.fsdp > 1 else "no FSDP")
+        if len(vals) == 1:
+            prec.append(f"{_PREC_NAMES[key]} {next(iter(vals))}")
+        elif vals:
+            prec.append(f"{_PREC_NAMES[key]} " + " / ".join(f"{v} ({', '.join(sorted(w))})"
+                                                               for v, w in sorted(vals.items())))
+    line = (f"stack: runtime {', '.join(runtimes)}; attention kernel {kern}"
+            f"{' (the runtime default per GPU family, docs/runtimes.md)' if default else ''}; " + ", ".join(prec))
+    if "allowed" in result:
+        line += "; a row whose optimizations name a kernel runs that kernel instead"
+    other = result.get("other_kernels") or []
+    if other and "allowed" not in result:
+        line += f"; other kernels these GPUs support: --allow {','.join(other)}"
+    return line
+
+
 #: videos per GPU batch tried for a throughput target (memory permitting)
 BATCHES = (1, 2, 4)
 
 
 def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throughput: float | None = None,
          hardware=None, devices=None, prices: dict | None = None, fsdp_options=(False, True),
-         batches=None, progress=None) -> dict:
+         batches=None, progress=None, data_parallel: bool = True, risk: str = "point") -> dict:
     """Enumerate hardware × device count × plan (× videos per batch, for a throughput
     target) for the workload of ``overrides``; return {"candidates": [Candidate, ...]
     ranked, "unfit": those that do not fit in memory, "dropped": their count, "evaluated":
@@ -183,13 +241,16 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     (default: every GPU in the library, or the configured one when the overrides select or
     change it: ``hardware=NAME``, ``hardware.KEY=VALUE``); ``devices``: device counts (default
     DEFAULT_DEVICES); ``batches``: videos per GPU batch (``workload.batch``; default
-    BATCHES with a throughput target, else the workload's). A ``parallel=`` plan in the
+    BATCHES with a throughput target, else the workload's); ``data_parallel=False`` leaves
+    out plans with data-parallel copies (``wanir plan`` counts replicas instead). A ``parallel=`` plan in the
     overrides is honoured: only that plan (on its device count) is evaluated.
 
     Ranking: candidates that meet the target first; among them priced hardware by cost
     per video, then unpriced hardware by GPU-hours per video; then fewer devices, less time.
     Every evaluated candidate is returned (in "candidates" or "unfit"). ``progress``: called
-    with the fraction of the search done (a float in [0, 1]) before each plan."""
+    with the fraction of the search done (a float in [0, 1]) before each plan. ``risk``:
+    "point" ranks by the estimate, "upper" by the upper end of its time range (the target,
+    cost and GPU-hours per video use that time; backends/error_range.py)."""
     from wanir import hardware as hwlib
     from wanir import options as _options
     from wanir.config import load_config
@@ -201,6 +262,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         raise ConfigError(f"--latency must be > 0 seconds, got {latency_s}")
     if throughput is not None and not throughput > 0:
         raise ConfigError(f"--throughput must be > 0 videos/hour, got {throughput}")
+    if risk not in RISKS:
+        raise ConfigError(f"--risk {str(risk)[:20]!r}: allowed {', '.join(RISKS)}")
     overrides = list(overrides)
     cfg = load_config(overrides, config_dir)
     opts = _options.from_config(cfg)
@@ -236,6 +299,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         batches = sorted({base_batch, *(b * base_batch for b in BATCHES)}) if throughput is not None else [base_batch]
     base = opts.parallel.as_mapping()
     cands, dropped, evaluated = [], 0, 0
+    stacks: dict = {}
     graph0 = None
     dims = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
     user = [o for o in overrides if str(o).lstrip("+").split("=")[0] not in {f"parallel.{d}" for d in dims}]
@@ -247,15 +311,17 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         precision under FSDP, offload on one device), its pipeline graph and device graphs,
         shared by plans whose count-relevant options agree."""
         # what the runtime's defaults read from a plan (wanir.runtime.apply_runtime): one device
-        # or several, FSDP or not; plans of one class share a composed config
-        cls = (b, plan.degree > 1, plan.fsdp > 1)
+        # or several, FSDP or not; and whether the CFG branches split (passes/optimize.py: a step
+        # cache keeps the other branch's residual only when one device runs both); plans of one
+        # class share a composed config
+        cls = (b, plan.degree > 1, plan.fsdp > 1, plan.cfg > 1)
         hit = by_class.get(cls)
         if hit is None:
             ov = [*user, *([f"workload.batch={b}"] if b != base_batch else []),
                   *(f"parallel.{d}={v}" for d, v in zip(dims, (plan.degree, plan.ulysses, plan.ring, plan.cfg,
                                                                plan.dp, plan.fsdp)))]
             c = cfg if fixed is not None and b == base_batch and plan is fixed else load_config(ov, config_dir)
-            key = (b, _options.count_key(_options.from_config(c)))
+            key = (b, plan.cfg > 1, _options.count_key(_options.from_config(c)))
             hit = built.get(key)
             if hit is None:
                 c_m, _ = apply_model_from(c)
@@ -274,7 +340,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         fits_any = False
         for n in devices:
             plans = [fixed] if fixed is not None else \
-                candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base)
+                candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base,
+                                data_parallel)
             for j, plan in enumerate(plans):
                 if progress is not None:
                     progress((step + j / len(plans)) / steps)
@@ -296,17 +363,21 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                     c = dg.cost(hw, singles[hw.name], plan=plan)   # dp and the name only change the totals
                     evaluated += 1
                     bsh, share = c.bottleneck()
-                    gh = plan.degree * c.time_s / 3600.0 / plan.dp / b
+                    rng = cost_range(c)["time_range_s"]
+                    t_risk = rng[1] if risk == "upper" else c.time_s
+                    gh = plan.degree * t_risk / 3600.0 / plan.dp / b
                     price = prices.get(hw.name)
-                    vph = c.videos_per_hour * b
-                    meets = c.fits and (latency_s is None or c.time_s <= latency_s) and \
+                    vph = c.videos_per_hour * b * c.time_s / t_risk
+                    meets = c.fits and (latency_s is None or t_risk <= latency_s) and \
                         (throughput is None or vph >= throughput)
                     if not c.fits:
                         dropped += 1
                     fits_any = fits_any or c.fits
                     cands.append(Candidate(hw.name, plan, c.time_s, c.peak_memory_bytes, hw.memory_bytes, vph, gh,
                                            None if price is None else gh * price, bsh, share,
-                                           c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b))
+                                           c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b,
+                                           stack=_stack_cached(stacks, c_plan, hw),
+                                           time_range_s=tuple(rng), risk_time_s=t_risk))
             step += 1
         if not fits_any:      # a larger batch only needs more memory
             break
@@ -315,7 +386,27 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
             "dropped": dropped, "evaluated": evaluated,
             "target": {"latency_s": latency_s, "videos_per_hour": throughput},
             "model": graph.meta.get("model"), "workload": graph.meta.get("workload", {}), "prices": prices,
-            "batches": list(batches), "plan": None if fixed is None else fixed.label}
+            "batches": list(batches), "plan": None if fixed is None else fixed.label, "risk": risk,
+            "other_kernels": other_kernels(cfg, hws), "devices_tried": list(devices)}
+
+
+def _stack_cached(cache: dict, cfg, hw) -> dict:
+    key = (id(cfg), hw.name)
+    if key not in cache:
+        cache[key] = stack_of(cfg, hw)
+    return cache[key]
+
+
+def other_kernels(cfg, hws) -> list[str]:
+    """The attention kernels some GPU of ``hws`` supports (wanir/data/kernels.yaml) besides
+    the one the runtime runs there, ``math`` and ``sdpa``: what ``--allow`` can add."""
+    out: list[str] = []
+    for hw in hws:
+        used = attention_kernel_for(cfg, hw)
+        for k in kernels.available_attention(hw.family):
+            if k not in ("math", "sdpa", used) and k not in out:
+                out.append(k)
+    return out
 
 
 def rank(cands) -> dict:
@@ -326,7 +417,7 @@ def rank(cands) -> dict:
     same way, "priced": whether every fitting candidate has a price}."""
     cands = sorted(cands, key=lambda c: (not c.fits, not c.meets, not c.priced,
                                          round(c.cost_per_video if c.priced else c.gpu_hours_per_video, 9),
-                                         c.devices, c.time_s))
+                                         c.devices, c.time_s if c.risk_time_s is None else c.risk_time_s))
     fitting = [c for c in cands if c.fits]
     return {"candidates": fitting, "unfit": [c for c in cands if not c.fits],
             "priced": all(c.priced for c in fitting)}
@@ -334,6 +425,69 @@ def rank(cands) -> dict:
 
 #: rows of the table when --top is not given
 TABLE_TOP = 20
+
+
+def _fold(cands) -> list:
+    """Drop rows that only add data-parallel copies of a replica layout already listed."""
+    seen, kept = set(), []
+    for c in cands:
+        k = (c.hardware, c.plan.ulysses, c.plan.ring, c.plan.cfg, c.plan.fsdp > 1, c.batch, c.optimizations)
+        if k not in seen:
+            seen.add(k)
+            kept.append(c)
+    return kept
+
+
+def shortfall(c: Candidate, target: dict) -> float:
+    """How far ``c`` is from the target: the larger of (latency / target latency) and
+    (target videos per hour / videos per hour); <= 1 meets it. Dimensionless."""
+    out = 0.0
+    if target.get("latency_s"):
+        out = max(out, c.time_s / target["latency_s"])
+    if target.get("videos_per_hour"):
+        out = max(out, target["videos_per_hour"] / c.videos_per_hour if c.videos_per_hour else float("inf"))
+    return out
+
+
+def nearest_misses(result: dict, n: int = 5) -> list[Candidate]:
+    """The ``n`` fitting candidates closest to the target (smallest :func:`shortfall`; data-
+    parallel copies of one layout folded), for when none meets it."""
+    t = result["target"]
+    if not result["candidates"]:      # nothing fits in memory: the rows closest to fitting
+        return _fold(sorted(result.get("unfit", []), key=lambda c: (c.peak_memory_bytes / c.capacity_bytes,
+                                                                    c.devices)))[:n]
+    return _fold(sorted(result["candidates"], key=lambda c: (shortfall(c, t), c.devices)))[:n]
+
+
+def miss_advice(result: dict, misses: list[Candidate]) -> list[str]:
+    """What would make the nearest misses meet the target, each derived from the model:
+    enough data-parallel replicas for a throughput target (throughput scales with them: no
+    communication between replicas), the latency they do reach, more devices when the best
+    row already uses the most devices tried, and kernels or optimizations not yet searched."""
+    if not misses:
+        return []
+    t, best, out = result["target"], misses[0], []
+    if not best.fits:
+        gib = 2**30
+        return [f"nothing fits in memory: row 1 needs {best.peak_memory_bytes / gib:.1f} GiB per device of "
+                f"{best.capacity_bytes / gib:.0f} GiB; `wanir estimate` with its plan names the changes that fit "
+                f"(re-estimated), or try more devices (FSDP shards the weights) or a larger GPU"]
+    if t.get("videos_per_hour") and not t.get("latency_s"):
+        k = -(-t["videos_per_hour"] // best.videos_per_hour) if best.videos_per_hour else None
+        if k:
+            k = int(k)
+            out.append(f"{k} data-parallel copies of row 1 ({k * best.devices} × {best.hardware}) give "
+                       f"{k * best.videos_per_hour:.1f} videos/hour: add --devices {k * best.devices}")
+    if t.get("latency_s"):
+        out.append(f"the fastest fitting row takes {fmt_time(min(c.time_s for c in result['candidates']))}: "
+                   f"a --latency of that much is met")
+        most = max(result.get("devices_tried") or [best.devices])
+        if best.devices >= most:
+            out.append(f"row 1 already uses the most devices tried ({most}): try --devices {most * 2}")
+    other = result.get("other_kernels") or []
+    if "allowed" not in result:
+        out.append(f"search faster kernels and optimizations: --allow {','.join([*other[:3], 'fp8', 'teacache'])}")
+    return out
 
 
 def render(result: dict, fmt: str = "table", top: int | None = None, show_all: bool = False) -> str | None:
@@ -344,7 +498,6 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     labelled)."""
     from wanir import jsonout
 
-    from .report import fmt_bytes, fmt_time
 
     if top is not None and top < 1:
         raise ConfigError(f"--top must be an integer >= 1, got {top}")
@@ -356,15 +509,9 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}; allowed: table, json")
     top = TABLE_TOP if top is None else top
-    shown = cands if show_all else [c for c in cands if c.meets]
-    if not show_all:   # the same replica layout with more data-parallel copies adds devices, not value
-        seen, kept = set(), []
-        for c in shown:
-            k = (c.hardware, c.plan.ulysses, c.plan.ring, c.plan.cfg, c.plan.fsdp > 1, c.batch, c.optimizations)
-            if k not in seen:
-                seen.add(k)
-                kept.append(c)
-        shown = kept
+    shown = cands if show_all else _fold([c for c in cands if c.meets])
+    misses = [] if (shown or show_all) else nearest_misses(result, min(top, 5))
+    rows = (shown or misses)[:top]
     from rich.console import Console
     from rich.table import Table
     t = result["target"]
@@ -372,36 +519,55 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
         f"≤ {fmt_time(t['latency_s'])} per video" if t["latency_s"] else "",
         f"≥ {t['videos_per_hour']:g} videos/hour" if t["videos_per_hour"] else "") if x) or "no target"
     wl = result["workload"]
-    title = (f"{result['model']} {wl.get('width')}x{wl.get('height')}x{wl.get('frames')}, {wl.get('steps')} steps: "
-             f"{target}")
+    runtimes = sorted({c.stack.get("runtime") for c in rows if c.stack.get("runtime")})
+    title = (f"{result['model']} {wl.get('width')}x{wl.get('height')}x{wl.get('frames')}, {wl.get('steps')} steps"
+             f"{', runtime ' + ', '.join(runtimes) if runtimes else ''}: {target}"
+             + ("" if shown or show_all else " — nothing meets it; the nearest misses" if cands else
+                " — nothing fits in memory; the closest"))
     table = Table(title=title)
-    batched = any(c.batch > 1 for c in shown[:top])
+    batched = any(c.batch > 1 for c in rows)
     opt = "allowed" in result       # `wanir size --optimizations`: one more column
+    unit = column_time_unit([c.time_s for c in rows])
     heads = ["#", "hardware", "GPUs", "plan"] + (["optimizations"] if opt else []) + \
         (["videos/batch"] if batched else []) + \
-        ["time/video", "videos/h", "$/video", "GPU-h/video", "mem/GPU", "comm", "bottleneck"]
+        ["stack", f"latency ({unit[0]})", "videos/h", "$/video", "GPU-h/video", "peak mem/GPU", "comm",
+         "bottleneck"]
     for h in heads:
-        table.add_column(h, justify="left" if h in ("hardware", "plan", "optimizations", "bottleneck") else "right")
-    for i, c in enumerate(shown[:top], 1):
+        table.add_column(h, justify="left" if h in ("hardware", "plan", "optimizations", "bottleneck", "stack")
+                         else "right")
+    for i, c in enumerate(rows, 1):
         cost = f"{c.cost_per_video:.3f}" if c.priced else "no price"
+        st = c.stack
+        stack = "-" if not st else \
+            f"{_kernel_label(st)}, {st['precision'].get('dit_weights')}/{st['precision'].get('dit_compute')}"
         row = [str(i), c.hardware, str(c.devices), c.plan.label] + ([c.optimizations or "none"] if opt else []) + \
             ([str(c.batch)] if batched else []) + \
-            [fmt_time(c.time_s), f"{c.videos_per_hour:.1f}", cost, f"{c.gpu_hours_per_video:.3f}",
+            [stack, fmt_time_in(c.time_s, unit), f"{c.videos_per_hour:.1f}", cost, f"{c.gpu_hours_per_video:.3f}",
              f"{fmt_bytes(c.peak_memory_bytes)} / {c.capacity_bytes / 2**30:.0f} GiB",
              f"{100 * c.comm_share:.0f} %", f"{c.bottleneck} {100 * c.bottleneck_share:.0f} %"]
         table.add_row(*row)
     con = Console()
     con.print(table)
     meets = sum(1 for c in cands if c.meets)
+    tail = "" if show_all else (f"; showing the best {len(rows)}" if shown else
+                                f"; showing the {len(rows)} nearest misses" if rows and cands else
+                                f"; showing the {len(rows)} closest to fitting" if rows else "")
     con.print(f"{result['evaluated']} configurations evaluated, {result['dropped']} dropped (do not fit in memory), "
-              f"{len(cands)} fit, {meets} meet the target" + ("" if show_all else f"; showing the best {min(top, len(shown))}"))
-    if batched:
-        con.print("videos/batch: videos generated together per replica (workload.batch); time/video is the batch's "
-                  "latency")
+              f"{len(cands)} fit, {meets} meet the target" + tail, highlight=False)
+    con.print("columns: stack = attention kernel (configured→run where they differ), DiT weights/compute dtype; "
+              "latency = from the start of a batch to its last video" + (" (videos/batch videos per replica, "
+                                                                         "workload.batch)" if batched else ""),
+              highlight=False)
+    line = stack_line(result)
+    if line:
+        con.print(line, highlight=False)
+    if misses:
+        for a in miss_advice(result, misses):
+            con.print(f"to meet the target: {a}", highlight=False)
     if not result["priced"]:
         unpriced = sorted({c.hardware for c in cands if not c.priced})
         con.print(f"no price for {', '.join(unpriced)}: ranked after the priced hardware, by GPU-hours per video "
-                  f"(give --price NAME=USD_PER_GPU_HOUR)")
+                  f"(give --price NAME=USD_PER_GPU_HOUR)", highlight=False)
     if result.get("skipped"):
-        con.print(f"not run: {'; '.join(result['skipped'])}")
+        con.print(f"not run: {'; '.join(result['skipped'])}", highlight=False)
     return None

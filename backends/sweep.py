@@ -298,19 +298,23 @@ class ReusingEstimator:
         multi-device plan is costed on the per-device graph of its shape (cached)."""
         from wanir import hardware
         from wanir import options as _options
-        from wanir.estimate import annotate_counts, annotate_time, finish, paused_gc, resolve_plan
+        from wanir.estimate import annotate_counts, annotate_time, finish, one_device_config, paused_gc, resolve_plan
         from wanir.frontends.checkpoint import apply_model_from
         from wanir.frontends.pipeline import build_pipeline
 
         opts = _options.from_config(cfg)
-        key = self.key(point, opts)
         plan = resolve_plan(opts)
+        # under a plan the point's stages and total are the one-device run, as `wanir estimate` gives
+        one = cfg if plan is None else one_device_config(cfg)
+        one_opts = opts if plan is None else _options.from_config(one)
+        key = self.key(point, one_opts)
         with paused_gc():
             hit = self.cache.get(key)
             if hit is None:
-                cfg_m, _ = apply_model_from(cfg)
+                cfg_m, _ = apply_model_from(one)
                 graph = build_pipeline(cfg_m)
-                hit = (graph, annotate_counts(graph, cfg_m, options=opts), {})
+                graph.meta["count_key"] = _options.count_key(one_opts)
+                hit = (graph, annotate_counts(graph, cfg_m, options=one_opts), {})
                 self.cache[key] = hit
                 if len(self.cache) > self.size:
                     self.cache.popitem(last=False)
@@ -318,7 +322,7 @@ class ReusingEstimator:
                 self.cache.move_to_end(key)
             graph, counts, device_graphs = hit
             g = graph.timing_copy()
-            summaries = annotate_time(g, cfg, counts, hw=hardware.from_config(cfg), options=opts)
+            summaries = annotate_time(g, one, counts, hw=hardware.from_config(one), options=one_opts)
             dgs = device_graphs.setdefault((opts.roofline, opts.memory), {}) if plan is not None else None
             # the composed config is shared between points (see PointComposer), so the
             # Estimate keeps no reference to it: only the options parsed from it

@@ -170,6 +170,7 @@ def build_pipeline(cfg) -> Graph:
 
     g = b.graph
     g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl),
-                  runtime=runtime_options(cfg).name)
+                  runtime=runtime_options(cfg).name,
+                  model_task=cfg.model.get("task"))   # the code path: image2video.py for "i2v" (passes/allocator.py)
 
     return apply_tiling(apply_optimizations(g, cfg, wl.steps, wl.guidance), cfg)

@@ -46,8 +46,9 @@ def apply(graph: Graph, cfg, steps: int, guidance: bool) -> Graph:
     opts = optimization_options(cfg)
     applied = opts.describe()
     if opts.any:
-        graph = step_cache.transform(graph, opts, steps, 2 if guidance else 1,
-                                     both_branches_here=not _cfg_parallel(cfg))
+        split = _cfg_parallel(cfg)
+        graph = step_cache.transform(graph, opts, steps, 2 if guidance else 1, both_branches_here=not split)
+        graph.meta["cache_branches_split"] = split     # the cached graph differs by CFG parallelism
     kernel = _attention_kernel(cfg)
     if kernel in QUANT_KERNELS:
         graph = quantize_attention(graph, kernel)

@@ -10,8 +10,10 @@
     wanir render [OVERRIDES...] [--stage NAME] [--depth N] [--color bound|time|none] -o FILE.{svg,png,pdf,dot}
     wanir sweep  OVERRIDES-WITH-SWEEPS... -o DIR
     wanir report [OVERRIDES...] -o report.html
-    wanir validate [FILE.csv] [--runtime NAME] [--format table|json|md] [--fail-above PCT]
+    wanir validate [FILE.csv] [--runtime NAME] [--class CLASS] [--by-class] [--write-classes]
+                   [--format table|json|md] [--fail-above PCT]
     wanir verify [OVERRIDES...] [--stage NAME] [--depth N] [--format table|json]
+    wanir plan TRAFFIC.yaml [--hardware a,b] [--devices 1,2,4,8] [--top N] [--format table|json|csv] [-o DIR]
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ def cmd_estimate(args) -> int:
     if est.parallel is not None and args.by != "stage":
         _refuse_multi_device(f"estimate --by {args.by}", "use --by stage for the per-device table")
     if est.parallel is not None and args.format != "json":   # per-device table of the parallel plan
-        out = parallel.render_cost(parallel.multi_device_cost(est), args.format)
+        out = parallel.render_cost(parallel.multi_device_cost(est), args.format,
+                                   est.parallel["total"].get("time_range_s"))
         if out is not None:
             sys.stdout.write(out if out.endswith("\n") else out + "\n")
         for w in est.warnings:
@@ -78,13 +81,17 @@ def cmd_size(args) -> int:
     devices = sizing.parse_devices(args.devices) if args.devices else None
     hw = [h for h in args.hardware.split(",") if h] if args.hardware else None
     if args.optimizations or args.allow:     # also search the allowed optimizations (docs/optimizations.md)
+        if args.risk != "point":
+            print("wanir: error: --risk upper ranks plain sizing only; drop --optimizations/--allow or --risk",
+                  file=sys.stderr)
+            return 2
         from wanir import size_optimizations as so  # late import: lazy command loading
         res = so.size_with_optimizations(args.overrides, args.config_dir, allow=so.parse_allow(args.allow or ""),
                                          latency_s=args.latency, throughput=args.throughput, hardware=hw,
                                          devices=devices, prices=sizing.parse_prices(args.price))
     else:
         res = sizing.size(args.overrides, args.config_dir, latency_s=args.latency, throughput=args.throughput,
-                          hardware=hw, devices=devices, prices=sizing.parse_prices(args.price))
+                          hardware=hw, devices=devices, prices=sizing.parse_prices(args.price), risk=args.risk)
     out = sizing.render(res, args.format, top=args.top, show_all=args.all)
     if out is not None:
         sys.stdout.write(out + "\n")
@@ -273,6 +280,30 @@ def _add_visual_commands(sub) -> None:
     h.set_defaults(func=cmd_report)
 
 
+def cmd_plan(args) -> int:
+    from wanir.backends.capacity import command  # late import: lazy command loading
+
+    return command.run(args)
+
+
+def _add_plan(sub) -> None:
+    """``wanir plan``: capacity planning under request traffic (docs/capacity.md)."""
+    pl = sub.add_parser("plan", help="replicas, latency and monthly cost of each deployment for a traffic file "
+                                     "(request classes, arrivals, SLO)")
+    pl.add_argument("traffic", help="traffic YAML file (docs/capacity.md)")
+    pl.add_argument("--hardware", default=None, help="comma-separated hardware names (default: every GPU)")
+    pl.add_argument("--devices", default=None, help="comma-separated devices per replica (default: 1,2,4,8)")
+    pl.add_argument("--price", action="append", default=[], metavar="HW=USD",
+                    help="USD per GPU-hour of a hardware (repeatable; over the file's prices)")
+    pl.add_argument("--top", type=int, default=None, help="rows to show (table default 15; json/csv: every row)")
+    pl.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    pl.add_argument("-o", "--output", default=None, metavar="DIR", help="write the plots and report.html to DIR")
+    pl.add_argument("--no-simulate", action="store_true", help="closed forms only (no simulation check)")
+    pl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pl.add_argument("--config-dir", default=None, help="your own config directory (searched first)")
+    pl.set_defaults(func=cmd_plan)
+
+
 def _description() -> str:
     """The top-level help text: what wanir answers and the models it covers (the built-in
     model options, read from wanir/configs/model/)."""
@@ -310,6 +341,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                                              "evaluated row)")
     z.add_argument("--all", action="store_true", help="also show candidates that miss the target")
     z.add_argument("--format", choices=("table", "json"), default="table")
+    z.add_argument("--risk", choices=("point", "upper"), default="point",
+                   help="rank by the estimate (point) or by the upper end of its time range (upper; docs/time-model.md)")
     z.add_argument("--optimizations", action="store_true",
                    help="also rank the combinations of the --allow optimizations (docs/optimizations.md)")
     z.add_argument("--allow", default=None, metavar="NAMES",
@@ -346,6 +379,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     else:   # another command runs: these are names only, their modules are not loaded
         for name in MODULE_COMMANDS:
             sub.add_parser(name)
+    _add_plan(sub)
     return p
 
 

@@ -148,9 +148,15 @@ def parallel_record(cost) -> dict:
 
 def parallel_warnings(cost) -> list[str]:
     """The per-device fit warning of a multi-device plan (empty when it fits)."""
-    if cost.fits:
-        return []
     gib = 2**30
+    if cost.fits:
+        from wanir.passes.memory import TIGHT_FRACTION
+        cap, need = cost.hardware.memory_bytes, cost.peak_memory_bytes
+        if need >= (1 - TIGHT_FRACTION) * cap:
+            return [f"tight: one device of the plan {cost.plan.label} peaks at {need / gib:.1f} GiB, within "
+                    f"{100 * TIGHT_FRACTION:.0f} % of {cost.hardware.name}'s {cap / gib:.1f} GiB "
+                    f"({(cap - need) / gib:.2f} GiB left); allocator fragmentation may not leave that much"]
+        return []
     return [f"does not fit: one device of the plan {cost.plan.label} needs {cost.peak_memory_bytes / gib:.1f} GiB "
             f"at its peak, {cost.hardware.name} has {cost.hardware.memory_bytes / gib:.1f} GiB"]
 
@@ -162,26 +168,39 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
     attach its ``parallel`` record, taking the fit warning from the per-device peak."""
     par = None
     warns = None
+    cost = None
     if plan is not None:
-        from wanir.backends.parallel import DeviceGraph, Plan, check_plan
+        from wanir.backends.parallel import Plan, check_plan
+        from wanir.backends.parallel.cost import plan_device_graph
 
         check_plan(plan, guidance=(graph.meta.get("workload") or {}).get("guidance"))
+        cache = {} if device_graphs is None else device_graphs
         key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
-        dg = None if device_graphs is None else device_graphs.get(key)
-        if dg is None:
+        if key not in cache:      # the plan's per-device graph, with the runtime's defaults on that plan
             shape = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
-                         plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
-            dg = DeviceGraph(graph, shape, cfg)
-            if device_graphs is not None:
-                device_graphs[key] = dg
-        single_s = sum(summaries["time_s"][s] * sc.repeat for s, sc in graph.stages.items()) + \
-            summaries.get("transfer_s", 0.0)
+                         plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)   # dp changes only totals
+            cache[key] = plan_device_graph(graph, cfg, shape)
+        dg = cache[key]
+        # the one-device baseline as the runtime runs one device (its offload and weight defaults):
+        # the same number as `wanir estimate` without the plan, `multi_device_cost` and `wanir size`
+        if "one-device" not in cache:
+            cache["one-device"] = plan_device_graph(graph, cfg, Plan())
+        one = cache["one-device"]
+        single_s = one.cost(summaries["hw"]).time_s
         cost = dg.cost(summaries["hw"], single_s, plan=plan)
         par = parallel_record(cost)
-        fit = [w for w in summaries.get("warnings", ()) if w.startswith("does not fit")]
+        # the one device's fit warnings do not apply to the plan: its per-device peak decides
+        fit = [w for w in summaries.get("warnings", ()) if w.startswith(("does not fit", "tight:"))]
         warns = [w for w in summaries.get("warnings", ()) if w not in fit] + parallel_warnings(cost)
         summaries = dict(summaries, warnings=warns)
-    return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par)
+    from wanir.backends import error_range   # late import: backends import wanir at load
+    rng = error_range.ranges(graph, summaries, cost)
+    if par is not None:
+        par["total"].update(time_range_s=rng["parallel"]["time_range_s"],
+                            time_range_class=rng["parallel"]["time_range_class"])
+    extra = dict(extra or {}, time_range=rng)
+    return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par,
+                     time_range=rng["total"])
 
 
 def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Graph:
@@ -215,19 +234,36 @@ def estimate_config(cfg) -> Estimate:
     opts = _options.from_config(cfg)
     plan = resolve_plan(opts)
     cfg, inferred = apply_model_from(cfg)  # model.from: components read from a checkpoint
+    # under a plan, `stages` and `total` are the pipeline on one device as the runtime runs it
+    # there (docs/cli.md): the one-device config; the plan's per-device graph is made from it
+    one = cfg if plan is None else one_device_config(cfg)
+    one_opts = opts if plan is None else _options.from_config(one)
     with paused_gc():
-        graph = build_pipeline(cfg)
-        summaries = annotate_time(graph, cfg, annotate_counts(graph, cfg, options=opts), hw=hardware.from_config(cfg),
-                                  options=opts)
+        graph = build_pipeline(one)
+        graph.meta["count_key"] = _options.count_key(one_opts)
+        summaries = annotate_time(graph, one, annotate_counts(graph, one, options=one_opts),
+                                  hw=hardware.from_config(one), options=one_opts)
         return finish(graph, summaries, cfg, opts, plan, extra={"inferred": inferred})
 
 
-def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Estimate:
+def one_device_config(cfg):
+    """A copy of ``cfg`` moved to one device with the runtime's one-device defaults
+    (:func:`wanir.runtime.config_for_plan`)."""
+    from wanir.backends.parallel.cost import PLAN_KEYS
+    from wanir.runtime import config_for_plan
+    return config_for_plan(cfg, dict.fromkeys(PLAN_KEYS, 1))
+
+
+def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None, *,
+             hints: bool = True) -> Estimate:
     """Estimate one generation for the configuration given by Hydra-style ``overrides``
     (a list or tuple of strings, e.g. ``["model=wan2.1-t2v-1.3b", "workload.height=480"]``)
     and an optional user config directory. Returns an :class:`Estimate`. Safe to call from
-    several threads."""
-    return estimate_config(load_config(overrides, config_dir))
+    several threads. ``hints``: when the peak does not fit (or is tight), re-estimate the
+    changes that could help and add a warning naming those that fit (wanir/fit_hints.py)."""
+    from . import fit_hints   # late import: fit_hints re-estimates through this module
+    est = estimate_config(load_config(overrides, config_dir))   # load_config checks the overrides' type
+    return fit_hints.attach(est, list(overrides), config_dir) if hints else est
 
 
 def estimate_graph(graph: Graph, cfg=None) -> Estimate:

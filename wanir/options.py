@@ -38,6 +38,7 @@ class MemoryOptions:
     offload_model: Any = None      # None: the runtime's default; true, false or "block"
     t5_cpu: bool = False
     host: str = field(default="auto", metadata=TIMING)
+    expandable_segments: bool = False   # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (passes/allocator.py)
 
 
 @dataclass(frozen=True)

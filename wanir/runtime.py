@@ -28,6 +28,9 @@ OFFLOAD_MODES = ("none", "model", "block")
 MULTI_GPU_PATHS = ("official", "plain")
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
 PRECISION_KEYS = ("text_encoder", "image_encoder", "dit_weights", "dit_compute", "vae")
+#: runtime.empty_cache values: which torch.cuda.empty_cache() calls a runtime makes (the rules
+#: are passes/allocator.py's EMPTY_CACHE_RULES)
+EMPTY_CACHE = ("official", "never")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Runtime:
     precision: tuple
     dit_weights_fsdp: str
     fsdp_shard_dtype: str | None = None
+    empty_cache: str = "never"      # torch.cuda.empty_cache() calls: passes/allocator.py EMPTY_CACHE_RULES
 
     def precision_default(self, key: str, fsdp: bool = False) -> str:
         """The runtime's dtype for ``precision.<key>`` (``dit_weights`` under FSDP: its FSDP value)."""
@@ -76,7 +80,7 @@ def runtime_options(cfg) -> Runtime:
         raise ConfigError(f"runtime must be a mapping (a runtime/ config), got {type(r).__name__}")
     known = {"name", "description", "dit_lowering", "allow_tf32", "matmul_tf32", "cuda_graphs", "attention_kernel", "attention_kernel_wan22_sm90",
              "offload_model", "pageable_copy_efficiency", "prefetch_blocks", "reserve_gib", "multi_gpu",
-             "precision", "dit_weights_fsdp", "fsdp_shard_dtype", "defaults_applied"}
+             "precision", "dit_weights_fsdp", "fsdp_shard_dtype", "empty_cache", "defaults_applied"}
     extra = sorted(set(r) - known)
     if extra:
         raise ConfigError(f"unknown key(s) runtime.{', runtime.'.join(extra)}; keys: {', '.join(sorted(known))}")
@@ -119,8 +123,10 @@ def runtime_options(cfg) -> Runtime:
     _need(fsdp_w in DTYPES, "dit_weights_fsdp", f"one of {', '.join(DTYPES)}", fsdp_w)
     shard = r.get("fsdp_shard_dtype")
     _need(shard is None or shard in DTYPES, "fsdp_shard_dtype", f"null or one of {', '.join(DTYPES)}", shard)
+    ec = r.get("empty_cache", "never")
+    _need(ec in EMPTY_CACHE, "empty_cache", f"one of {', '.join(EMPTY_CACHE)}", ec)
     return Runtime(name, low, tf32, kern, k22, off, float(pce), pf, float(res), mg,
-                   tuple(sorted(base.items())), fsdp_w, shard)
+                   tuple(sorted(base.items())), fsdp_w, shard, ec)
 
 
 def default_attention_kernel(rt: Runtime, model_family: str | None, hw_family: str | None) -> str:
@@ -128,6 +134,19 @@ def default_attention_kernel(rt: Runtime, model_family: str | None, hw_family: s
     its ``attention_kernel``, or ``attention_kernel_wan22_sm90`` for a Wan2.2 model on an
     sm90 (Hopper) GPU. ``sdpa`` is resolved per GPU family by the kernel model."""
     return rt.attention_kernel_wan22_sm90 if (model_family == "wan2.2" and hw_family == "sm90") else rt.attention_kernel
+
+
+def attention_kernel_for(cfg, hw) -> str:
+    """The attention kernel name ``cfg`` runs on the hardware ``hw``: ``roofline.attention_kernel``
+    as the user set it, or, when the runtime filled it (``runtime.defaults_applied``), the
+    runtime's default for ``hw``'s family (:func:`default_attention_kernel`) — so re-timing one
+    config on another GPU (``wanir size``, ``multi_device_cost``) runs what the runtime runs
+    there. May be ``sdpa`` (resolved per family by :func:`wanir.kernels.resolve_attention`)."""
+    kern = _select(cfg, "roofline.attention_kernel", None)
+    applied = list(_select(cfg, "runtime.defaults_applied", []) or [])
+    if kern is None or "roofline.attention_kernel" in applied:
+        return default_attention_kernel(runtime_options(cfg), _select(cfg, "model.family"), hw.family)
+    return kern
 
 
 def _plan_sizes(cfg) -> tuple[int, int]:
@@ -184,6 +203,28 @@ def apply_runtime(cfg) -> None:
         OmegaConf.update(cfg, "runtime.defaults_applied", applied, merge=False)
 
 
+def config_for_plan(cfg, parallel: dict):
+    """A copy of the composed ``cfg`` with ``parallel.*`` set to ``parallel`` (plan keys such
+    as degree, ulysses, ring, cfg, dp, fsdp) and the runtime's defaults re-applied for that
+    plan: every key the runtime filled (``runtime.defaults_applied``) is filled again — DiT
+    weights under FSDP, offload on one device — while the keys the user set stay. The one
+    way a config is moved to another plan, so the estimate, ``multi_device_cost`` and
+    ``wanir size`` time the same plan alike."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    c = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(c, False)
+    OmegaConf.set_struct(c, False)
+    for key in list(_select(c, "runtime.defaults_applied", []) or []):
+        OmegaConf.update(c, key, None, merge=False)
+    for k, v in parallel.items():
+        OmegaConf.update(c, f"parallel.{k}", v, merge=False)
+    apply_runtime(c)
+    return c
+
+
 def offload_default(rt: Runtime, devices: int) -> bool:
     """Whether the runtime offloads by default on ``devices`` devices."""
     return rt.offload_default == "always" or (rt.offload_default == "single-device" and devices == 1)
@@ -206,13 +247,17 @@ def memory_options_for_plan(cfg, devices: int) -> "MemoryOptions":
 class MemoryOptions:
     """The ``memory`` group, checked: ``offload`` one of OFFLOAD_MODES, ``t5_cpu``, ``host``
     (hardware name of the host CPU), ``resident_params`` (DiT parameters kept on the GPU under
-    block streaming, int), ``reserve_bytes`` (CUDA context and allocator reserve, int)."""
+    block streaming, int), ``reserve_bytes`` (the CUDA context, int), ``expandable_segments``
+    (PyTorch's allocator setting, default false) and ``empty_cache`` (the runtime's
+    ``torch.cuda.empty_cache()`` rule, passes/allocator.py)."""
 
     offload: str
     t5_cpu: bool
     host: str
     resident_params: int
     reserve_bytes: int
+    expandable_segments: bool = False
+    empty_cache: str = "never"
 
     @property
     def offload_model(self) -> bool:
@@ -243,7 +288,11 @@ def memory_options(cfg) -> MemoryOptions:
     res = _select(cfg, "memory.reserve_gib", 0.0)
     if isinstance(res, bool) or not isinstance(res, (int, float)) or not math.isfinite(res) or not 0 <= res <= 64:
         raise ConfigError(f"memory.reserve_gib must be a number of GiB in [0, 64], got {res!r}")
-    return MemoryOptions(mode, t5, host, rp, int(round(res * 2**30)))
+    exp = _select(cfg, "memory.expandable_segments", False)
+    if not isinstance(exp, bool):
+        raise ConfigError(f"memory.expandable_segments must be true or false, got {exp!r}")
+    ec = runtime_options(cfg).empty_cache if _select(cfg, "runtime", None) is not None else "never"
+    return MemoryOptions(mode, t5, host, rp, int(round(res * 2**30)), exp, ec)
 
 
 #: hardware whose host is a workstation CPU (consumer cards); every other GPU is taken to

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from itertools import combinations
 
+from wanir import kernels
 from wanir.errors import ConfigError
 from wanir.passes.optimize_options import published_threshold
 
@@ -34,11 +35,17 @@ OPTIMIZATIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "svg": (("attention.density=0.25", "attention.pattern=svg"), "sparse"),
     "compiled": (("roofline.fusion=compiled",), "fusion"),
     "4step": (("distill=4step",), "distill"),
-    "sage2": (("roofline.attention_kernel=sage2",), "attention_kernel"),
-    "sage2-fp16acc": (("roofline.attention_kernel=sage2-fp16acc",), "attention_kernel"),
-    "flash3-fp8": (("roofline.attention_kernel=flash3-fp8",), "attention_kernel"),
-    "flash3": (("roofline.attention_kernel=flash3",), "attention_kernel"),
 }
+
+
+def _kernel_entries() -> dict[str, tuple[tuple[str, ...], str]]:
+    """One ``--allow`` name per attention kernel of wanir/data/kernels.yaml (``cudnn``,
+    ``flash3``, ``flash4``, ``sage2``, ...; ``sdpa`` and ``math`` too): each sets
+    ``roofline.attention_kernel``. Sized only on hardware whose family has that kernel."""
+    return {k: ((f"roofline.attention_kernel={k}",), "attention_kernel") for k in kernels.attention_kernels()}
+
+
+OPTIMIZATIONS.update(_kernel_entries())
 #: at most this many names in --allow (2^n subsets are sized)
 MAX_ALLOWED = 6
 #: dtype a GEMM optimization needs a tensor peak for
@@ -84,6 +91,12 @@ def _steps_overrides(overrides, config_dir, combo) -> list[str]:
                                          if OPTIMIZATIONS[n][1] != "sparse"], config_dir)
     steps = cfg.workload.steps if cfg.workload.steps is not None else cfg.model.default_steps
     return [f"attention.dense_steps={int(steps) // 10}"]
+
+
+def _has_kernel(hw, name: str) -> bool:
+    """Whether the attention kernel ``name`` exists on ``hw`` (its family, or its own
+    ``kernels.attention`` overrides)."""
+    return name in kernels.available_attention(hw.family) or name in hw.kernels.get("attention", {})
 
 
 def _combo_overrides(combo, model) -> list[str] | None:
@@ -136,10 +149,13 @@ def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware
         hws = []
         for h in all_hw:
             need = [_GEMM_DTYPE[n] for n in combo if n in _GEMM_DTYPE]
-            peaks = (configured if configured is not None else hwlib.load(h, config_dir)).tensor_flops
-            missing = [d for d in need if d not in peaks]
+            dev = configured if configured is not None else hwlib.load(h, config_dir)
+            missing = [d for d in need if d not in dev.tensor_flops]
+            no_kernel = [n for n in combo if OPTIMIZATIONS[n][1] == "attention_kernel" and not _has_kernel(dev, n)]
             if missing:
                 skipped.append(f"{h}: {label} (no {missing[0]} tensor peak)")
+            elif no_kernel:
+                skipped.append(f"{h}: {label} (no {no_kernel[0]} kernel for {dev.family})")
             else:
                 hws.append(h)
         if not hws:

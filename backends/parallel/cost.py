@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from wanir import hardware as hwlib
 from wanir import options as _options
 from wanir.dtypes import get_dtype
+from wanir.frontends.pipeline import build_pipeline
 from wanir.graph import Graph
 from wanir.passes import count
 from wanir.passes import memory as mem_pass
 from wanir.passes.experts import calls_per_invocation
 from wanir.result import Estimate
-from wanir.runtime import memory_options_for_plan, runtime_options
+from wanir.runtime import attention_kernel_for, config_for_plan, memory_options_for_plan, runtime_options
 
 from .. import comm as commlib
 from .. import host_stages as hostlib
@@ -48,6 +49,7 @@ class DeviceGraph:
         self.memory = counts["memory"]
         self.comm = g.meta["parallel"]["comm"]
         self.count = {n.id: n.scope.count_per_invocation for n in self.nodes}
+        self._pipe = None
 
     def cost(self, hw, single_time_s: float | None = None, plan: Plan | None = None) -> "MultiDeviceCost":
         """Time this device graph on ``hw`` (a :class:`wanir.hardware.Hardware`): the roofline
@@ -62,7 +64,8 @@ class DeviceGraph:
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
-        rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
+        kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else attention_kernel_for(self.cfg, hw)
+        rf = roofline.run(g, hw, mode=self.mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
                           allow_tf32_conv=roofline.timing_options(self.cfg)[1],
                           matmul_tf32=roofline.matmul_tf32_option(self.cfg), fusion=self.fusion,
@@ -135,8 +138,11 @@ class DeviceGraph:
             r["weight_bytes"] = wb[s]
             r["peak_activation_bytes"] = ms["peak_activation_bytes"]
             r["devices"] = 1 if s in SINGLE_DEVICE_STAGES and not (s == "vae_decode" and p.vae == "patch") else p.replica
-        pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes)
-        return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p)
+        if self._pipe is None:   # per-device memory does not depend on the hardware: replay the allocator once
+            self._pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes,
+                                                self.memory.get("allocator"))
+        pipe = dict(self._pipe)
+        return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p, rf["provenance"])
 
     def weight_bytes(self) -> dict:
         """Resident weight bytes per stage on one device (FSDP stages hold 1/fsdp), ints."""
@@ -209,6 +215,7 @@ class MultiDeviceCost:
     memory: dict
     single_time_s: float | None = None
     plan: Plan | None = None
+    provenance: dict | None = None      # per stage: what its time rests on (backends/roofline.py)
 
     def __post_init__(self):
         if self.plan is None:
@@ -288,6 +295,9 @@ class MultiDeviceCost:
                 "total": {"time_s": self.time_s, "comm_s": self.comm_s,
                           "comm_share": self.comm_s / self.time_s if self.time_s else 0.0,
                           "peak_memory_bytes": self.peak_memory_bytes, "fits": self.fits,
+                          "peak_allocated_bytes": self.memory.get("peak_allocated_bytes"),
+                          "peak_reserved_bytes": self.memory.get("peak_reserved_bytes"),
+                          "reserve_bytes": self.memory.get("reserve_bytes", 0),
                           "single_device_time_s": self.single_time_s, "speedup": self.speedup,
                           "latency_speedup": lat, "efficiency": self.efficiency,
                           "videos_per_hour": self.videos_per_hour, "bottleneck": b, "bottleneck_share": share},
@@ -325,11 +335,34 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
         plan = cfg.get("parallel") if cfg is not None and cfg.get("parallel") is not None else "single"
     p = plan_from(plan, devices)
     check_plan(p, guidance=_guidance(graph))
-    single = DeviceGraph(graph, Plan(), cfg).cost(hw)
+    single = plan_device_graph(graph, cfg, Plan()).cost(hw)
     if p.degree == 1 and p.fsdp == 1:
         single.single_time_s = single.time_s
         return single
-    return DeviceGraph(graph, p, cfg).cost(hw, single.time_s)
+    return plan_device_graph(graph, cfg, p).cost(hw, single.time_s)
+
+
+#: the plan dimensions a config's ``parallel`` group holds
+PLAN_KEYS = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
+
+
+def plan_device_graph(graph: Graph, cfg, plan: Plan) -> "DeviceGraph":
+    """The per-device graph of ``plan`` for the pipeline ``graph`` built from the composed
+    ``cfg``, with the runtime's defaults as they are on that plan
+    (:func:`wanir.runtime.config_for_plan`: a one-device run offloads and keeps the fp32
+    checkpoint, an FSDP plan gathers bf16 weights): the pipeline is rebuilt when the plan's
+    defaults change its counts. Every path that costs a plan (``multi_device_cost``, the
+    estimate's ``parallel`` record and its one-device baseline) goes through here. ``cfg``
+    None or a config without runtime defaults: the graph as it is."""
+    if cfg is None or not hasattr(cfg, "get") or cfg.get("runtime") is None:
+        return DeviceGraph(graph, plan, cfg)
+    cp = config_for_plan(cfg, dict(zip(PLAN_KEYS, (plan.degree, plan.ulysses, plan.ring, plan.cfg, plan.dp,
+                                                   plan.fsdp))))
+    built = graph.meta.get("count_key") or _options.count_key(_options.from_config(cfg))
+    split = graph.meta.get("cache_branches_split")     # a step cache built for the other CFG layout
+    if _options.count_key(_options.from_config(cp)) != built or (split is not None and split != (plan.cfg > 1)):
+        graph = build_pipeline(cp)
+    return DeviceGraph(graph, plan, cp)
 
 
 def _guidance(graph: Graph):
