@@ -77,8 +77,10 @@ deployments:
       plots(d);
       const b = d.plan.best;
       q("#fl-summary").textContent = b ? `best: ${b.replicas} × ${b.hardware} × ${b.devices} (${b.plan}) at the peak hour, ` +
-        `${money(b.usd_per_month, 0)}/month, p95 ${minutes(b.latency_s.p95)}; ${d.plan.evaluated} deployments evaluated`
-        : `no deployment meets the SLO; ${d.plan.evaluated} evaluated`;
+        `${money(b.usd_per_month, 0)}/month, p95 ${minutes(b.latency_s.p95)}; ${d.plan.evaluated} deployments evaluated` +
+        (d.plan.unfit ? `, ${d.plan.unfit} do not fit in memory (not listed)` : "")
+        : `no deployment meets the SLO; ${d.plan.evaluated} evaluated` +
+        (d.plan.unfit ? `, ${d.plan.unfit} do not fit in memory (not listed)` : "");
       sec.dataset.state = "ready";
     } catch (e) {
       if (e.name === "AbortError") return;
