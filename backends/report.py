@@ -313,7 +313,8 @@ def table_caption(est: Estimate) -> str:
     CUDA context), the time range's validation class, the weight transfer, the optimizations,
     stages on another device, the experts' steps. The web app shows the same line."""
     wl = est.to_dict()["workload"]
-    caption = ", ".join(f"{k}={v}" for k, v in wl.items() if k in ("width", "height", "frames", "steps", "guidance", "batch"))
+    caption = ", ".join(f"{k}={v}" for k, v in wl.items()
+                        if k in ("width", "height", "frames", "steps", "guidance", "batch"))
     extra = []
     if est.graph.meta.get("runtime"):
         extra.append(f"runtime={est.graph.meta['runtime']}")

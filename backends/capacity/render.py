@@ -17,7 +17,8 @@ from wanir.safeio import csv_cell
 TABLE_TOP = 15
 #: CSV columns (nested JSON keys joined with '.')
 CSV_COLUMNS = ("rank", "hardware", "devices", "plan", "replicas", "gpus", "batch", "utilization", "service_s.mean",
-               "service_s.low", "service_s.high", "service_s.cv", "wait_s.mean", "wait_s.p50", "wait_s.p95", "wait_s.p99", "latency_s.mean",
+               "service_s.low", "service_s.high", "service_s.cv",
+               "wait_s.mean", "wait_s.p50", "wait_s.p95", "wait_s.p99", "latency_s.mean",
                "latency_s.p50", "latency_s.p95", "latency_s.p99", "meets_slo", "usd_per_video", "usd_per_month",
                "gpu_hours_per_month", "throughput_per_hour", "cold_start_s", "method")
 

@@ -766,8 +766,9 @@ def memory_timeline(est, cost=None) -> dict | None:
     context), bytes, under the residency policy of the config (the memory pass's
     :func:`~wanir.passes.memory.pipeline_peak` applied to the stage alone); the pipeline's
     peak, the stage at it, ``peak_allocated_bytes`` (tensors), ``peak_reserved_bytes``
-    (allocator) and ``context_bytes`` as the JSON's ``total``; the GPU's capacity. Under a plan (``cost``) one device's: its
-    sharded weights and activations and the plan's per-device peak."""
+    (allocator) and ``context_bytes`` as the JSON's ``total``; the GPU's capacity. Under a
+    plan (``cost``) one device's: its sharded weights and activations and the plan's
+    per-device peak."""
     from wanir import hardware as hwlib
     from wanir.passes.memory import HOST_STAGES_T5_CPU, pipeline_peak
     from wanir.runtime import memory_options
