@@ -63,6 +63,8 @@ def test_explicit_deployments_use_wanir_estimate_and_agree_with_the_enumeration(
         assert r.service_range_s == pytest.approx((lo, hi), rel=1e-9)
         assert lo <= r.service_mean_s <= hi and lo < hi
         assert r.to_dict()["service_s"]["range"] == pytest.approx([lo, hi], rel=1e-9)
+        for c, rng in zip(r.to_dict()["per_class"], ranges):        # and each class's own range
+            assert c["service_range_s"] == pytest.approx(rng, rel=1e-9)
     doc.pop("deployments")
     en = planner.plan(T.from_mapping(doc), hardware=["l40s"], devices=(1, 2), simulate=False, jobs=1)
     for r in ex.rows:

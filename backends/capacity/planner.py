@@ -431,13 +431,15 @@ def _costs(traffic: Traffic, svc: Service, hourly: tuple) -> tuple:
     return day / videos_day, day * HOURS_PER_MONTH / 24, gh_month
 
 
-def per_class(traffic: Traffic, qr: Q.QueueResult, mix: Q.Mix) -> tuple:
+def per_class(traffic: Traffic, qr: Q.QueueResult, mix: Q.Mix, ranges=None) -> tuple:
     """Each class's latency under queue ``qr``: its service time plus the wait (whose
-    distribution does not depend on the class under FCFS with Poisson arrivals), seconds."""
+    distribution does not depend on the class under FCFS with Poisson arrivals), seconds;
+    ``service_range_s``: the class's [low, high] from ``ranges`` (a Service's), or None."""
     out = []
-    for c, s in zip(traffic.classes, mix.s):
+    for k, (c, s) in enumerate(zip(traffic.classes, mix.s)):
         lat = {"mean": s + qr.wait_mean_s, **{f"p{p}": s + qr.wait_quantile(p / 100) for p in (50, 95, 99)}}
-        out.append({"name": c.name, "service_s": s, "latency_s": lat})
+        rng = None if ranges is None or ranges[k] is None else list(ranges[k])
+        out.append({"name": c.name, "service_s": s, "service_range_s": rng, "latency_s": lat})
     return tuple(out)
 
 
@@ -471,7 +473,8 @@ def analytic_row(traffic: Traffic, svc: Service) -> Row:
     return Row(svc.hardware, svc.devices, svc.label, r, 1, qr.utilization, mix.mean, cv, s["wait_s"], s["latency_s"],
                peak is not None, usd_v, usd_m, gh, r * svc.servers * 3600.0 / mix.mean, hourly, svc.cold_start_s,
                notes=note, class_service_s=mix.s, servers=r * svc.servers, p_wait=qr.p_wait,
-               per_class=per_class(traffic, qr, mix), service_range_s=service_range(traffic.shares, svc.ranges))
+               per_class=per_class(traffic, qr, mix, svc.ranges),
+               service_range_s=service_range(traffic.shares, svc.ranges))
 
 
 def _sim_kwargs(traffic: Traffic, svc: Service) -> dict:
@@ -529,7 +532,7 @@ def simulated_row(traffic: Traffic, svc: Service, row: Row | None) -> Row:
                None if row is None else row.p_wait,
                None if row is None else {"replicas": row.replicas, "wait_s": row.wait_s, "latency_s": row.latency_s},
                () if row is None else per_class(traffic, Q.mgc(traffic.peak_rate_per_hour / 3600.0, mix,
-                                                                 peak * svc.servers), mix),
+                                                                 peak * svc.servers), mix, svc.ranges),
                service_range(traffic.shares, svc.ranges))
 
 

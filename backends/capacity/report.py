@@ -11,6 +11,7 @@ from pathlib import Path
 
 import wanir
 from wanir import jsonout
+from wanir.backends.report import fmt_time_range
 from wanir.backends.html import _CSS, _e, _md_inline, _strip_svg_header
 from wanir.errors import WanirError
 from wanir.safeio import write_output
@@ -126,7 +127,8 @@ def _per_class(result) -> str:
     b = result.best
     if b is None or not b.per_class:
         return ""
-    rows = "".join(f"<tr><td>{_e(c['name'])}</td><td>{_dur(c['service_s'])}</td>"
+    rows = "".join(f"<tr><td>{_e(c['name'])}</td>"
+                   f"<td>{_e(fmt_time_range(c['service_s'], c.get('service_range_s')))}</td>"
                    + "".join(f"<td>{_dur(c['latency_s'][k])}</td>" for k in ("mean", "p50", "p95", "p99")) + "</tr>"
                    for c in b.per_class)
     return ('<table id="per-class"><thead><tr><th>class</th><th>generation</th><th>latency mean</th><th>p50</th>'
