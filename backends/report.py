@@ -289,8 +289,12 @@ def to_markdown(est: Estimate) -> str:
 
 
 def to_csv(est: Estimate) -> str:
-    """CSV with one row per stage plus a total row (raw numbers)."""
-    recs = rows(est)
+    """CSV with one row per stage plus a total row (raw numbers); ``time_low_s`` and
+    ``time_high_s``, the total's time range in seconds (``total.time_range_s``), are filled
+    on the total row only and left empty on the stage rows."""
+    rng = est.total.get("time_range_s")
+    recs = [{**r, "time_low_s": rng[0] if rng and r["stage"] == "total" else None,
+             "time_high_s": rng[1] if rng and r["stage"] == "total" else None} for r in rows(est)]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(recs[0].keys()))
     w.writeheader()

@@ -542,7 +542,8 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
             f"{_kernel_label(st)}, {st['precision'].get('dit_weights')}/{st['precision'].get('dit_compute')}"
         row = [str(i), c.hardware, str(c.devices), c.plan.label] + ([c.optimizations or "none"] if opt else []) + \
             ([str(c.batch)] if batched else []) + \
-            [stack, fmt_time_range_in(c.time_s, c.time_range_s, unit), f"{c.videos_per_hour:.1f}", cost, f"{c.gpu_hours_per_video:.3f}",
+            [stack, fmt_time_range_in(c.time_s, c.time_range_s, unit), f"{c.videos_per_hour:.1f}", cost,
+             f"{c.gpu_hours_per_video:.3f}",
              f"{fmt_bytes(c.peak_memory_bytes)} / {c.capacity_bytes / 2**30:.0f} GiB",
              f"{100 * c.comm_share:.0f} %", f"{c.bottleneck} {100 * c.bottleneck_share:.0f} %"]
         table.add_row(*row)
