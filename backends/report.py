@@ -16,7 +16,7 @@ from wanir.options import select
 from wanir.result import STAGE_KEYS, Estimate
 
 from .display import (TIME_UNITS, column_time_unit, fmt_bytes, fmt_count, fmt_time,  # noqa: F401 - re-exported
-                      fmt_time_in, fmt_time_range, node_bytes, rich_table, time_unit)
+                      fmt_time_in, fmt_time_range, fmt_time_range_in, node_bytes, rich_table, time_unit)
 
 
 def rows(est: Estimate) -> list[dict]:
@@ -195,8 +195,12 @@ def to_markdown(est: Estimate) -> str:
 
 
 def to_csv(est: Estimate) -> str:
-    """CSV with one row per stage plus a total row (raw numbers)."""
-    recs = rows(est)
+    """CSV with one row per stage plus a total row (raw numbers); ``time_low_s`` and
+    ``time_high_s``, the total's time range in seconds (``total.time_range_s``), are filled
+    on the total row only and left empty on the stage rows."""
+    rng = est.total.get("time_range_s")
+    recs = [{**r, "time_low_s": rng[0] if rng and r["stage"] == "total" else None,
+             "time_high_s": rng[1] if rng and r["stage"] == "total" else None} for r in rows(est)]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(recs[0].keys()))
     w.writeheader()
