@@ -100,7 +100,7 @@ def parse_sweep(overrides: Iterable[str]) -> Sweep:
     """Parse ``overrides`` (Hydra syntax, sweeps allowed) into a :class:`Sweep`. Raises
     ConfigError naming an override that does not parse or sweeps nothing."""
     overrides = _config.check_overrides(overrides)
-    parsed = _config.parse_overrides(overrides)
+    parsed = _config.parse_hydra_overrides(overrides)
     axes = []
     seen = set()
     total = 1

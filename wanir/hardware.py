@@ -215,12 +215,8 @@ def _show(v) -> str:
 def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None) -> Hardware:
     """Validate a spec mapping (the content of one hardware YAML file) and return the
     Hardware it describes, in SI units. Raises HardwareError naming ``origin`` and the key."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-        if isinstance(data, DictConfig):
-            data = OmegaConf.to_container(data, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    if type(data).__name__ == "DictConfig":
+        data = _plain_spec(data)
     if not isinstance(data, Mapping):
         raise HardwareError(f"{origin}: a hardware spec must be a mapping, got {type(data).__name__}")
     r = _Reader(data, origin)
@@ -386,10 +382,17 @@ def _from_plugin(name: str, spec: Mapping) -> Hardware:
 
 @functools.lru_cache(maxsize=128)
 def _load_file_cached(path: str, mtime: float) -> Hardware:
-    from omegaconf import OmegaConf
-    from .safeio import check_yaml_text, read_text_file
+    from .safeio import check_yaml_text, load_yaml, read_text_file
     text = read_text_file(path, "hardware YAML", error=HardwareError)   # a regular file under the cap
     check_yaml_text(text, path, error=HardwareError)                   # no alias bomb
+    if "${" not in text:    # no interpolation: plain YAML
+        import yaml
+        try:
+            data = load_yaml(text, path, error=HardwareError)
+        except yaml.YAMLError as e:
+            raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
+        return from_mapping(data, origin=path, name=Path(path).stem)
+    from omegaconf import OmegaConf  # late import: a hardware file with ${...} interpolations
     try:
         conf = OmegaConf.create(text)
     except Exception as e:  # a YAML syntax error
@@ -425,12 +428,8 @@ def list_hardware(config_dir: str | Path | None = None) -> list[Hardware]:
 
 
 def _default_choice() -> str:
-    from omegaconf import OmegaConf
-    from .paths import CONFIG_DIR
-    for item in OmegaConf.load(CONFIG_DIR / "config.yaml").get("defaults", []):
-        if isinstance(item, Mapping) and "hardware" in item:
-            return str(item["hardware"])
-    return "h100-sxm"
+    from .config import default_choices
+    return default_choices().get("hardware", "h100-sxm")
 
 
 def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tuple[list[str], Callable]:
@@ -450,7 +449,6 @@ def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tupl
     choice = choice or _default_choice()
 
     def post(cfg):
-        from omegaconf import OmegaConf
         if choice in files:
             origin = str(files[choice])
         else:
@@ -463,18 +461,30 @@ def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tupl
             else:
                 spec = dict(spec)
                 spec["__entry_point__"] = choice
-            OmegaConf.set_struct(cfg, False)
-            cfg.hardware = OmegaConf.create(spec)
+            if isinstance(cfg, dict):
+                cfg["hardware"] = spec
+            else:
+                from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+                OmegaConf.set_struct(cfg, False)
+                cfg.hardware = OmegaConf.create(spec)
         hw = cfg.get("hardware")
         if hw is None:
             return
         if "__entry_point__" not in hw:
             _remember(cfg, from_mapping(hw, origin=origin, name=choice))
         elif "microarch" in hw:
-            _remember(cfg, from_mapping({k: v for k, v in OmegaConf.to_container(hw).items()
+            _remember(cfg, from_mapping({k: v for k, v in _plain_spec(hw).items()
                                          if k != "__entry_point__"}, origin=origin, name=choice))
 
     return keep, post
+
+
+def _plain_spec(hw) -> dict:
+    """A hardware config node as a plain mapping."""
+    if isinstance(hw, dict):
+        return dict(hw)
+    from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+    return OmegaConf.to_container(hw, resolve=True)
 
 
 _BY_CONTENT: dict = {}     # hardware mapping (as canonical JSON) -> validated Hardware
@@ -487,8 +497,7 @@ def _content_key(hw) -> str | None:
     if hw is None:
         return None
     if not isinstance(hw, (dict, str)):
-        from omegaconf import OmegaConf
-        hw = OmegaConf.to_container(hw, resolve=True)
+        hw = _plain_spec(hw)
     return json.dumps(hw, sort_keys=True, default=str)
 
 
@@ -519,8 +528,7 @@ def from_config(cfg) -> Hardware:
         spec = plugin_spec(ep)
         if spec is not None and "__hardware__" in spec:
             return spec["__hardware__"]
-    from omegaconf import OmegaConf
-    data = OmegaConf.to_container(hw, resolve=True) if not isinstance(hw, dict) else dict(hw)
+    data = _plain_spec(hw)
     data.pop("__entry_point__", None)
     out = from_mapping(data, origin=f"hardware '{data.get('name', '?')}'")
     with _BY_CONTENT_LOCK:

@@ -179,10 +179,10 @@ def of(x) -> RunOptions:
     return from_config(x)
 
 
-def select(cfg, key: str, default=None):
-    """``cfg``'s value at dotted ``key`` (an OmegaConf config or plain nested dicts), or
-    ``default`` when ``cfg`` is None, lacks the key or holds null there. For keys that are not
-    (yet) fields of :class:`RunOptions`."""
+def select(cfg, key: str, default=None, keep_null: bool = False):
+    """``cfg``'s value at dotted ``key`` (plain nested mappings, a FrozenMap, or an OmegaConf
+    config a caller still holds), or ``default`` when ``cfg`` is None, lacks the key or (unless
+    ``keep_null``) holds null there."""
     if cfg is None:
         return default
     if isinstance(cfg, dict):
@@ -192,7 +192,10 @@ def select(cfg, key: str, default=None):
                 return default
             d = d[part]
     else:
-        from omegaconf import OmegaConf
+        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
 
-        d = OmegaConf.select(cfg, key, default=None)
-    return default if d is None else d
+        missing = object()
+        d = OmegaConf.select(cfg, key, default=missing)
+        if d is missing:
+            return default
+    return default if (d is None and not keep_null) else d

@@ -69,8 +69,8 @@ def runtime_options(cfg) -> Runtime:
     r = _select(cfg, "runtime", None)
     if r is None:
         r = {}
-    from omegaconf import DictConfig, OmegaConf
-    if isinstance(r, DictConfig):
+    if not isinstance(r, dict) and hasattr(r, "items"):
+        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
         r = OmegaConf.to_container(r, resolve=True)
     if not isinstance(r, dict):
         raise ConfigError(f"runtime must be a mapping (a runtime/ config), got {type(r).__name__}")
@@ -147,37 +147,34 @@ def _plan_sizes(cfg) -> tuple[int, int]:
     return degree, fsdp
 
 
-def apply_runtime(cfg) -> None:
-    """Fill the keys left null with the runtime's defaults, in place: ``precision.*``
-    (``dit_weights`` from ``runtime.dit_weights_fsdp`` when the plan shards weights),
-    ``roofline.attention_kernel``, ``memory.offload_model`` (``single-device``: on for one
-    device, off for several, as the official ``generate.py``) and ``memory.reserve_gib``.
-    Raises ConfigError for a malformed runtime."""
-    from omegaconf import OmegaConf
-
+def runtime_defaults(cfg) -> dict:
+    """The values the runtime fills for keys left null, by dotted key, in order (a new
+    mapping; ``cfg`` is not changed): ``precision.*`` (``dit_weights`` from
+    ``runtime.dit_weights_fsdp`` when the plan shards weights), ``roofline.attention_kernel``,
+    ``memory.offload_model`` (``single-device``: on for one device, off for several, as the
+    official ``generate.py``) and ``memory.reserve_gib``. Raises ConfigError for a malformed
+    runtime. :func:`wanir.config.compose` applies them and records their provenance."""
     rt = runtime_options(cfg)
     degree, fsdp_n = _plan_sizes(cfg)
     fsdp = fsdp_n > 1
-    applied = []
+    out = {}
+    missing = "__missing__"
 
-    def fill(key, value):
-        OmegaConf.update(cfg, key, value, merge=False)
-        applied.append(key)
+    def null(key):
+        return _select(cfg, key, missing, keep_null=True) is None
 
     for k in PRECISION_KEYS:
-        if OmegaConf.select(cfg, f"precision.{k}", default="__missing__") is None:
-            fill(f"precision.{k}", rt.precision_default(k, fsdp))
-    if OmegaConf.select(cfg, "roofline", default=None) is not None and \
-            OmegaConf.select(cfg, "roofline.attention_kernel", default="__missing__") is None:
-        fill("roofline.attention_kernel",
-             default_attention_kernel(rt, _select(cfg, "model.family"), _select(cfg, "hardware.family")))
-    if OmegaConf.select(cfg, "memory", default=None) is not None:
-        if OmegaConf.select(cfg, "memory.offload_model", default="__missing__") is None:
-            fill("memory.offload_model", offload_default(rt, degree))
-        if OmegaConf.select(cfg, "memory.reserve_gib", default="__missing__") is None:
-            fill("memory.reserve_gib", rt.reserve_gib)
-    if OmegaConf.select(cfg, "runtime", default=None) is not None:
-        OmegaConf.update(cfg, "runtime.defaults_applied", applied, merge=False)
+        if null(f"precision.{k}"):
+            out[f"precision.{k}"] = rt.precision_default(k, fsdp)
+    if _select(cfg, "roofline") is not None and null("roofline.attention_kernel"):
+        out["roofline.attention_kernel"] = default_attention_kernel(rt, _select(cfg, "model.family"),
+                                                                    _select(cfg, "hardware.family"))
+    if _select(cfg, "memory") is not None:
+        if null("memory.offload_model"):
+            out["memory.offload_model"] = offload_default(rt, degree)
+        if null("memory.reserve_gib"):
+            out["memory.reserve_gib"] = rt.reserve_gib
+    return out
 
 
 def offload_default(rt: Runtime, devices: int) -> bool:
