@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
 from . import options as _options
-from .config import load_config
 from .graph import Graph, Node
 from .options import TIMING_KEYS, RunOptions, select
 from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult
 from .result import summarize as _summarize
+from .scenario import Build, Run, Scenario
 
 __all__ = ["ADDITIVE", "STAGE_KEYS", "TOTAL_KEYS", "TIMING_KEYS", "Estimate", "StageResult", "RunOptions",
            "annotate", "annotate_counts", "annotate_time", "summarize", "build", "estimate", "estimate_config",
-           "estimate_graph", "paused_gc", "Graph", "Node"]
+           "estimate_graph", "paused_gc", "Graph", "Node", "count", "time", "evaluate", "Counted",
+           "clear_caches"]
 
 
 def _opt(cfg, key: str, default):
@@ -31,34 +35,39 @@ def _opt(cfg, key: str, default):
     return select(cfg, key, default)
 
 
-def annotate_counts(graph: Graph, cfg=None, check: bool | None = None, options: RunOptions | None = None) -> dict:
+def annotate_counts(graph: Graph, cfg=None, check: bool | None = None, options: RunOptions | None = None,
+                    mem=None) -> dict:
     """Run the hardware-independent passes over ``graph``: verify, flops, bytes (fusion
-    policy ``roofline.fusion``) and memory (residency ``memory.*`` as the runtime resolves
-    it, block streaming included) — the counting path of passes/count.py. ``cfg``: a
-    composed config (or None for the defaults). Returns their summaries by name ("flops",
-    "bytes_pass", "memory").
+    policy ``roofline.fusion``) and memory (residency ``mem``, a checked
+    ``wanir.runtime.MemoryOptions``, block streaming included) — the counting path of
+    passes/count.py. ``options``/``mem``: the typed values of a Build; a caller that still
+    holds a composed ``cfg`` (or None for the defaults) has them read from it. Returns their
+    summaries by name ("flops", "bytes_pass", "memory").
 
     ``check``: True always verifies, False never; None (default) verifies a graph that holds
     nodes the builder did not check (``graph.unchecked``: a transformed or hand-made graph).
     A graph made only by the GraphBuilder is verified by construction: every node's shape
     and weight rules ran, on inputs that already existed, when it was added."""
-    from wanir.passes import count
+    from wanir.passes import count as count_pass
     from wanir.runtime import memory_options
 
-    mem = memory_options(None if isinstance(cfg, RunOptions) else cfg)
+    if mem is None:
+        mem = memory_options(None if isinstance(cfg, RunOptions) else cfg)
     resident = None
     if mem.offload == "block":
         from wanir.backends.host_stages import block_stream_plan
         resident = {"diffusion_core": block_stream_plan(graph, mem.resident_params)["gpu_weight_bytes"]}
-    return count.run(graph, options if options is not None else cfg, check, mem=mem,
-                     resident_weight_bytes=resident)
+    return count_pass.run(graph, options if options is not None else cfg, check, mem=mem,
+                          resident_weight_bytes=resident)
 
 
-def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions | None = None) -> dict:
+def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions | None = None,
+                  mem=None, runtime=None) -> dict:
     """Time a graph annotated by :func:`annotate_counts` with the roofline backend on
     ``hw`` (default: the config's hardware, h100-sxm when it has none). Writes the nodes'
     timing annotations: give it a graph no Estimate holds (``graph.timing_copy()`` to
-    re-time). Returns ``counts`` plus "roofline", the per-stage records ``bytes``,
+    re-time). ``options``/``mem``/``runtime``: the typed values of a Run (else read from
+    ``cfg``). Returns ``counts`` plus "roofline", the per-stage records ``bytes``,
     ``peak_activation_bytes`` and ``time_s`` (per invocation), the pipeline's
     ``peak_memory_bytes``, ``transfer_s``, ``fits``, fit ``warnings`` and ``hw``."""
     from wanir import hardware
@@ -71,30 +80,30 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions 
     opts = options if options is not None else _options.of(cfg)
     kernel, allow_tf32_conv = roofline.timing_options(opts)
     mode = opts.roofline.mode
-    mopt = memory_options(conf)
+    mopt = mem if mem is not None else memory_options(conf)
+    rt = runtime if runtime is not None else runtime_options(conf)
     offload, t5_cpu = mopt.offload_model, mopt.t5_cpu
     if hw is None:
         hw = hardware.from_config(conf)
     host_stages = memory.HOST_STAGES_T5_CPU if t5_cpu else ()
     host = hostlib.load_host(mopt, hw) if host_stages else None
-    by, mem = counts["bytes_pass"], counts["memory"]
+    by, mem_summary = counts["bytes_pass"], counts["memory"]
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                       offload_model=False, allow_tf32_conv=allow_tf32_conv,
-                      weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
-    rf["transfer_s"] = hostlib.transfer_seconds(graph, mem, hw, mopt, runtime_options(conf), host_stages,
-                                                mode == "ideal", rf)
+                      weight_bytes={s: r["weight_bytes"] for s, r in mem_summary["stages"].items()})
+    rf["transfer_s"] = hostlib.transfer_seconds(graph, mem_summary, hw, mopt, rt, host_stages, mode == "ideal", rf)
     graph.meta["hardware"] = hw.name
     out = dict(counts)
     out.update(roofline=rf,
                bytes={s: r["bytes"] for s, r in by.items()},
-               peak_activation_bytes={s: r["peak_activation_bytes"] for s, r in mem["stages"].items()},
+               peak_activation_bytes={s: r["peak_activation_bytes"] for s, r in mem_summary["stages"].items()},
                time_s=dict(rf["time_s"]),
-               peak_memory_bytes=mem["pipeline"]["peak_memory_bytes"],
+               peak_memory_bytes=mem_summary["pipeline"]["peak_memory_bytes"],
                transfer_s=rf["transfer_s"])
-    out["fits"] = mem["pipeline"]["peak_memory_bytes"] <= hw.memory_bytes
-    msg = memory.fit_message(mem["pipeline"], hw.memory_bytes, hw.name, offload, t5_cpu)
+    out["fits"] = mem_summary["pipeline"]["peak_memory_bytes"] <= hw.memory_bytes
+    msg = memory.fit_message(mem_summary["pipeline"], hw.memory_bytes, hw.name, offload, t5_cpu)
     out["warnings"] = [msg] if msg else []
-    tight = memory.tight_message(mem["pipeline"], hw.memory_bytes, hw.name)
+    tight = memory.tight_message(mem_summary["pipeline"], hw.memory_bytes, hw.name)
     if tight:
         out["warnings"].append(tight)
     out["hw"] = hw
@@ -150,22 +159,28 @@ def parallel_warnings(cost) -> list[str]:
 
 
 def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, device_graphs: dict | None = None,
-           extra: dict | None = None, store_config: bool = True) -> Estimate:
+           extra: dict | None = None, store_config: bool = True, run=None) -> Estimate:
     """Summarize an annotated pipeline graph into an Estimate; with a multi-device ``plan``
     also cost the plan's per-device graph (``device_graphs`` caches them by plan shape) and
-    attach its ``parallel`` record, taking the fit warning from the per-device peak."""
+    attach its ``parallel`` record, taking the fit warning from the per-device peak.
+    ``run``: the Scenario's Run the per-device graph takes its typed options from (else
+    ``cfg``)."""
     par = None
     warns = None
     if plan is not None:
         from wanir.backends.parallel import DeviceGraph, Plan, check_plan
 
         check_plan(plan, guidance=(graph.meta.get("workload") or {}).get("guidance"))
-        key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
+        key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp, plan.vae)
         dg = None if device_graphs is None else device_graphs.get(key)
         if dg is None:
             shape = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
                          plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
-            dg = DeviceGraph(graph, shape, cfg)
+            if run is not None:
+                dg = DeviceGraph(graph, shape, options=run.options, runtime=run.runtime, memory=run.memory,
+                                 offload_from_runtime=run.offload_from_runtime)
+            else:
+                dg = DeviceGraph(graph, shape, cfg)
             if device_graphs is not None:
                 device_graphs[key] = dg
         single_s = sum(summaries["time_s"][s] * sc.repeat for s, sc in graph.stages.items()) + \
@@ -176,6 +191,122 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         warns = [w for w in summaries.get("warnings", ()) if w not in fit] + parallel_warnings(cost)
         summaries = dict(summaries, warnings=warns)
     return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par)
+
+
+@dataclass(frozen=True, eq=False)
+class Counted:
+    """A Build lowered, transformed and counted: ``graph`` (frozen: annotated with counts,
+    never with times) and ``counts`` (the counting passes' summaries, read-only). Shared by
+    every Run timed on it; ``device_graphs`` caches the per-device graphs of plans (by plan
+    shape and the run options they depend on)."""
+
+    build: Build
+    graph: Graph
+    counts: Mapping
+    device_graphs: dict = field(default_factory=dict, repr=False)
+    lock: Any = field(default_factory=threading.Lock, repr=False)
+
+    def device_graph_cache(self, run: Run) -> dict:
+        """The per-device graph cache of plans timed with ``run``'s options (bounded)."""
+        key = (run.options.roofline, run.memory, run.runtime, run.offload_from_runtime)
+        with self.lock:
+            d = self.device_graphs.get(key)
+            if d is None:
+                if len(self.device_graphs) >= 16:
+                    self.device_graphs.pop(next(iter(self.device_graphs)))
+                d = self.device_graphs[key] = {}
+            return d
+
+
+class _LRU:
+    """A bounded, thread-safe least-recently-used cache."""
+
+    def __init__(self, size: int):
+        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            v = self.data.get(key)
+            if v is not None:
+                self.data.move_to_end(key)
+            return v
+
+    def put(self, key, value):
+        with self.lock:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+        return value
+
+    def clear(self):
+        with self.lock:
+            self.data.clear()
+
+
+#: counted builds kept (each holds one annotated pipeline graph, a few MB)
+_COUNTED = _LRU(32)
+#: estimates kept, by scenario
+_ESTIMATES = _LRU(256)
+
+
+def count(build: Build) -> Counted:
+    """Lower ``build``'s pipeline (frontends/pipeline.py), apply its graph transforms and run
+    the counting passes (verify, flops, bytes, memory). Returns a :class:`Counted` whose
+    graph is frozen; cached (bounded LRU) on the frozen build, so every Run timed on the
+    same build shares one count. Safe to call from several threads."""
+    hit = _COUNTED.get(build)
+    if hit is not None:
+        return hit
+    from wanir.frontends.pipeline import build_pipeline
+
+    with paused_gc():
+        graph = build_pipeline(build)
+        counts = annotate_counts(graph, None, options=build.options, mem=build.memory)
+    graph.freeze()
+    return _COUNTED.put(build, Counted(build, graph, _freeze(counts)))
+
+
+def time(counted: Counted, run: Run, extra: Mapping | None = None) -> Estimate:
+    """Time a counted build under ``run``: the roofline on the run's hardware, host stages
+    and weight transfers, and — for a multi-device plan — the plan's per-device graph
+    (cached on ``counted``). Returns a frozen :class:`Estimate` (its graph frozen too);
+    ``extra``: read-only facts to attach (``inferred``)."""
+    with paused_gc():
+        g = counted.graph.timing_copy()
+        summaries = annotate_time(g, None, counted.counts, hw=run.hardware, options=run.options, mem=run.memory,
+                                  runtime=run.runtime)
+        dgs = counted.device_graph_cache(run) if run.plan is not None else None
+        if dgs is not None:
+            with counted.lock:
+                est = finish(g, summaries, run.config, run.options, run.plan, dgs, extra=extra, run=run)
+        else:
+            est = finish(g, summaries, run.config, run.options, None, extra=extra, run=run)
+    g.freeze()
+    return est
+
+
+def evaluate(scenario: Scenario) -> Estimate:
+    """``time(count(scenario.build), scenario.run)``: the Estimate of a resolved scenario,
+    cached (bounded LRU) on the frozen scenario."""
+    hit = _ESTIMATES.get(scenario)
+    if hit is not None:
+        return hit
+    extra = {"inferred": list(scenario.inferred or ())}
+    return _ESTIMATES.put(scenario, time(count(scenario.build), scenario.run, extra=extra))
+
+
+def clear_caches() -> None:
+    """Forget every cached scenario, count and estimate."""
+    from .resolve import clear_cache
+    clear_cache()
+    _COUNTED.clear()
+    _ESTIMATES.clear()
+
+
+def _freeze(counts: dict) -> Mapping:
+    from .scenario import freeze
+    return freeze(counts)
 
 
 def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Graph:
@@ -199,29 +330,21 @@ def paused_gc():
 
 
 def estimate_config(cfg) -> Estimate:
-    """Estimate an already composed configuration (see :func:`wanir.config.load_config`).
-    Options are parsed once (:mod:`wanir.options`); a multi-device ``parallel`` plan is
-    costed too (``Estimate.parallel``)."""
-    from wanir import hardware
-    from wanir.frontends.checkpoint import apply_model_from
-    from wanir.frontends.pipeline import build_pipeline
-
-    opts = _options.from_config(cfg)
-    plan = resolve_plan(opts)
-    cfg, inferred = apply_model_from(cfg)  # model.from: components read from a checkpoint
-    with paused_gc():
-        graph = build_pipeline(cfg)
-        summaries = annotate_time(graph, cfg, annotate_counts(graph, cfg, options=opts), hw=hardware.from_config(cfg),
-                                  options=opts)
-        return finish(graph, summaries, cfg, opts, plan, extra={"inferred": inferred})
+    """Estimate an already composed configuration (a mapping or the DictConfig
+    :func:`wanir.config.load_config` returns): resolved (:func:`wanir.resolve.scenario_from_config`),
+    counted and timed through the same seam as :func:`estimate`."""
+    from .resolve import scenario_from_config
+    return evaluate(scenario_from_config(cfg))
 
 
 def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Estimate:
     """Estimate one generation for the configuration given by Hydra-style ``overrides``
     (a list or tuple of strings, e.g. ``["model=wan2.1-t2v-1.3b", "workload.height=480"]``)
-    and an optional user config directory. Returns an :class:`Estimate`. Safe to call from
-    several threads."""
-    return estimate_config(load_config(overrides, config_dir))
+    and an optional user config directory: :func:`wanir.resolve.resolve`, then
+    :func:`count` and :func:`time`. Returns a frozen :class:`Estimate` (cached on the
+    resolved scenario). Safe to call from several threads."""
+    from .resolve import resolve
+    return evaluate(resolve(overrides, config_dir))
 
 
 def estimate_graph(graph: Graph, cfg=None) -> Estimate:

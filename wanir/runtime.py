@@ -186,12 +186,18 @@ def memory_options_for_plan(cfg, devices: int) -> "MemoryOptions":
     """:func:`memory_options` for a plan on ``devices`` devices: when ``memory.offload_model``
     was the runtime's default (not set by the user), it follows that plan's device count, as
     the official ``generate.py`` does."""
+    applied = _select(cfg, "runtime.defaults_applied", []) or []
+    return memory_for_plan(memory_options(cfg), runtime_options(cfg), "memory.offload_model" in list(applied),
+                           devices)
+
+
+def memory_for_plan(mem: "MemoryOptions", rt: Runtime, offload_from_runtime: bool, devices: int) -> "MemoryOptions":
+    """``mem`` on a plan of ``devices`` devices: an offload policy that is the runtime's
+    default (``offload_from_runtime``) follows the device count (:func:`offload_default`)."""
     from dataclasses import replace
 
-    mem = memory_options(cfg)
-    applied = _select(cfg, "runtime.defaults_applied", []) or []
-    if "memory.offload_model" in list(applied) and mem.offload in ("none", "model"):
-        mem = replace(mem, offload="model" if offload_default(runtime_options(cfg), devices) else "none")
+    if offload_from_runtime and mem.offload in ("none", "model"):
+        mem = replace(mem, offload="model" if offload_default(rt, devices) else "none")
     return mem
 
 

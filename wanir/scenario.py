@@ -62,7 +62,7 @@ class FrozenMap(dict):
         return self
 
     def __deepcopy__(self, memo):
-        return self
+        return thaw(self)    # a deep copy is for changing: plain, mutable containers
 
     def __reduce__(self):
         return (_frozen_from, (dict(self),))

@@ -15,19 +15,32 @@ class DeviceGraph:
     """A plan's per-device graph, annotated once with the hardware-independent passes
     (verify, flops, bytes, memory) so that :meth:`cost` can time it on any hardware."""
 
-    def __init__(self, graph: Graph, plan: Plan, cfg=None):
+    def __init__(self, graph: Graph, plan: Plan, cfg=None, *, options=None, runtime=None, memory=None,
+                 offload_from_runtime: bool = False):
+        """``graph``: the single-device pipeline graph; ``plan``: its shape. The run's typed
+        ``options`` (RunOptions), ``runtime`` (wanir.runtime.Runtime) and ``memory``
+        (wanir.runtime.MemoryOptions, with ``offload_from_runtime``: whether its offload
+        policy is the runtime's default) — or, for callers that still hold one, a composed
+        ``cfg`` they are read from."""
         from wanir import options as _options
         from wanir.passes import count
+        from wanir.runtime import memory_for_plan, memory_options, runtime_options
 
-        from wanir.runtime import runtime_options
-        self.plan, self.cfg, self.options = plan, cfg, _options.of(cfg)
-        self.graph = shard_graph(graph, plan, runtime_options(cfg).multi_gpu)
+        if options is None:
+            options = _options.of(cfg)
+        if runtime is None:
+            runtime = runtime_options(cfg)
+        if memory is None:
+            memory = memory_options(cfg)
+            applied = _options.select(cfg, "runtime.defaults_applied", []) or []
+            offload_from_runtime = "memory.offload_model" in list(applied)
+        self.plan, self.cfg, self.options = plan, cfg, options
+        self.runtime = runtime
+        self.graph = shard_graph(graph, plan, runtime.multi_gpu)
         ro = self.options.roofline
         self.kernel, self.fusion, self.mode = ro.attention_kernel, ro.fusion, ro.mode
-        from wanir.runtime import memory_options_for_plan, runtime_options
         # one generate.py process group: the devices that work on one video or share its weights
-        self.mem = memory_options_for_plan(cfg, max(plan.replica, plan.fsdp))
-        self.runtime = runtime_options(cfg)
+        self.mem = memory_for_plan(memory, runtime, offload_from_runtime, max(plan.replica, plan.fsdp))
         self.offload = self.mem.offload_model
         self.t5_cpu = self.mem.t5_cpu
         g = self.graph
@@ -62,7 +75,7 @@ class DeviceGraph:
         wb = self.weight_bytes()
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
-                          allow_tf32_conv=roofline.timing_options(self.cfg)[1])
+                          allow_tf32_conv=roofline.timing_options(self.options)[1])
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
         rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
                                                     self.mode == "ideal", rf)
