@@ -51,6 +51,7 @@ from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.hardware import Hardware, rate_dtype
 from wanir.ops import OPS
+from wanir.options import DEFAULT_ATTENTION_KERNEL
 
 MODES = ("calibrated", "ideal")
 #: GEMM dtypes that have no fallback: hardware without their tensor instructions refuses them
@@ -86,7 +87,7 @@ class Model:
     method returns ``(seconds, provenance key)``; the key is a frozenset of
     (input name, source kind) pairs the time rests on."""
 
-    def __init__(self, hw: Hardware, attention_kernel: str = "flash2", allow_tf32_conv: bool = True):
+    def __init__(self, hw: Hardware, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, allow_tf32_conv: bool = True):
         self.hw = hw
         self.m = hw.micro
         self.allow_tf32 = bool(allow_tf32_conv)
@@ -366,7 +367,7 @@ class _Timer:
         return compute, memory, t, p
 
 
-def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = "flash2",
+def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
         host: Hardware | None = None, host_stages=(), offload_model: bool = False,
         weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32_conv: bool = True) -> dict:
     """Annotate every node with ``compute_s``, ``memory_s``, ``time_s`` (seconds per

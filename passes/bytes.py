@@ -39,6 +39,7 @@ from math import prod
 from wanir.errors import ConfigError, UnknownOpError
 from wanir.graph import Graph, Node
 from wanir.ops import OPS
+from wanir.options import DEFAULT_ATTENTION_KERNEL
 
 FUSIONS = ("eager", "fused", "compiled")
 ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "sage2-fp16acc", "flash3-fp8", "math", "sdpa")
@@ -169,7 +170,7 @@ class _Counts:
         return self._get(scope)[1]
 
 
-def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2",
+def run(graph: Graph, fusion: str = "eager", attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
         nodes: list | None = None) -> dict[str, dict[str, int]]:
     """Annotate every node with ``bytes_read``, ``bytes_written``, ``weight_bytes_read`` and
     ``launches`` (per execution, ints); return per stage the per-invocation totals

@@ -2,7 +2,7 @@
 layers below it, never one above.
 
     0 IR core       wanir.{errors, dtypes, tensor, scope, graph, builder, ops, options, paths, config,
-                    hardware, kernels, runtime, result, jsonout, safeio, limits, interpolation}
+                    hardware, kernels, runtime, result, jsonout, safeio, limits, interpolation, scenario}
     1 passes        wanir.passes.*
     2 frontends     wanir.frontends.*  and  backends  wanir.backends.* (except the drivers)
     3 API           wanir (the package), wanir.estimate, and the drivers wanir.backends.{sweep, sizing, validate}
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"wanir": "wanir", "passes": "wanir.passes", "frontends": "wanir.frontends", "backends": "wanir.backends"}
 CORE = {"wanir.errors", "wanir.dtypes", "wanir.tensor", "wanir.scope", "wanir.graph", "wanir.builder", "wanir.ops",
         "wanir.options", "wanir.paths", "wanir.config", "wanir.hardware", "wanir.kernels", "wanir.runtime",
-        "wanir.result", "wanir.jsonout", "wanir.safeio", "wanir.limits", "wanir.interpolation"}
+        "wanir.result", "wanir.jsonout", "wanir.safeio", "wanir.limits", "wanir.interpolation",
+        "wanir.scenario"}
 DRIVERS = {"wanir.backends.sweep", "wanir.backends.sizing", "wanir.backends.validate"}
 CLI = {"wanir.cli", "wanir.__main__"}
 NAMES = {0: "IR core", 1: "passes", 2: "frontends/backends", 3: "API", 4: "CLI"}

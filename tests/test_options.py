@@ -20,8 +20,13 @@ def test_defaults_are_the_shipped_group_files():
     assert dict(parsed.parallel.intra_node) == DEFAULT_INTRA and dict(parsed.parallel.network) == DEFAULT_NETWORK
     assert dataclasses.replace(parsed.parallel, intra_node=(), network=()) == d.parallel
     # keys the memory and precision files leave null are filled by the runtime when the config is
-    # composed (wanir/runtime.py); the dataclass default of such a key is that null
-    assert d.memory.offload_model is None and parsed.memory.t5_cpu == d.memory.t5_cpu
+    # composed (wanir/runtime.py); memory options are parsed once, checked: null offload reads as off
+    assert d.memory.offload == "none" and parsed.memory.t5_cpu == d.memory.t5_cpu
+    # the runtime assumed without a runtime group is the shipped default one, with its profile's values
+    from wanir.config import default_choices
+    from wanir.runtime import runtime_options
+    assert default_choices()["runtime"] == options.DEFAULT_RUNTIME == d.runtime.name == runtime_options(None).name
+    assert runtime_options(None) == runtime_options(cfg)
     assert dataclasses.asdict(parsed.precision) == {k: (tuple(v) if not isinstance(v, (str, int, float)) else v)
                                                      for k, v in cfg.precision.items()}
     assert options.of(None) == d

@@ -427,9 +427,16 @@ def list_hardware(config_dir: str | Path | None = None) -> list[Hardware]:
 # ---------------------------------------------------------------------------------- config
 
 
+@functools.lru_cache(maxsize=1)
 def _default_choice() -> str:
-    from .config import default_choices
-    return default_choices().get("hardware", "h100-sxm")
+    """The hardware the shipped config.yaml selects by default."""
+    from .paths import CONFIG_DIR
+    from .safeio import load_yaml, read_text_file
+    path = CONFIG_DIR / "config.yaml"
+    for item in (load_yaml(read_text_file(path, "config YAML"), str(path)) or {}).get("defaults", []):
+        if isinstance(item, Mapping) and "hardware" in item:
+            return str(item["hardware"])
+    return "h100-sxm"
 
 
 def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tuple[list[str], Callable]:

@@ -6,13 +6,12 @@ schema is documented in docs/cli.md. Keys are only ever added, never renamed.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from .graph import Graph, Node
 from .options import RunOptions
+from .scenario import thaw
 
 #: keys of a stage's per-invocation record, in output order
 STAGE_KEYS = ("tensor_flops", "vector_flops", "params", "weight_bytes", "bytes", "peak_activation_bytes", "time_s")
@@ -21,8 +20,9 @@ ADDITIVE = ("tensor_flops", "vector_flops", "bytes", "time_s")
 TOTAL_KEYS = ("tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak_memory_bytes", "reserve_bytes")
 
 def frozen(d: Mapping | None) -> Mapping:
-    """A read-only view of a copy of ``d``."""
-    return MappingProxyType(dict(d or {}))
+    """A read-only deep copy of ``d`` (nested mappings read-only, lists made tuples)."""
+    from .scenario import freeze
+    return freeze(dict(d or {}))
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,17 +42,18 @@ class StageResult:
         object.__setattr__(self, "total", frozen(self.total))
         object.__setattr__(self, "notes", tuple(self.notes))
         if self.provenance is not None:
-            object.__setattr__(self, "provenance", frozen(copy.deepcopy(dict(self.provenance))))
+            object.__setattr__(self, "provenance", frozen(self.provenance))
         if self.experts is not None:
-            object.__setattr__(self, "experts", tuple(frozen(copy.deepcopy(dict(e))) for e in self.experts))
+            object.__setattr__(self, "experts", tuple(frozen(e) for e in self.experts))
 
     def to_dict(self) -> dict:
+        """The stage's JSON record (plain, mutable containers)."""
         d = {"name": self.name, "invocations": self.invocations,
-             "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
+             "per_invocation": thaw(self.per_invocation), "total": thaw(self.total)}
         if self.provenance is not None:
-            d["provenance"] = copy.deepcopy(dict(self.provenance))
+            d["provenance"] = thaw(self.provenance)
         if self.experts is not None:
-            d["experts"] = [copy.deepcopy(dict(e)) for e in self.experts]
+            d["experts"] = [thaw(e) for e in self.experts]
         return d
 
 
@@ -81,7 +82,7 @@ class Estimate:
         object.__setattr__(self, "warnings", tuple(self.warnings))
         object.__setattr__(self, "extra", frozen(self.extra))
         if self.parallel is not None:
-            object.__setattr__(self, "parallel", frozen(copy.deepcopy(dict(self.parallel))))
+            object.__setattr__(self, "parallel", frozen(self.parallel))
 
     @property
     def model(self) -> str:
@@ -122,12 +123,12 @@ class Estimate:
         return {
             "model": self.model,
             "hardware": self.hardware,
-            "workload": dict(self.graph.meta.get("workload", {})),
+            "workload": thaw(self.graph.meta.get("workload", {})),
             "stages": [s.to_dict() for s in self.stages],
-            "total": dict(self.total),
+            "total": thaw(self.total),
             "warnings": list(self.warnings),
             "fits": self.fits,
-            "parallel": None if self.parallel is None else copy.deepcopy(dict(self.parallel)),
+            "parallel": None if self.parallel is None else thaw(self.parallel),
             "optimizations": list(self.graph.meta.get("optimizations", {}).get("applied", [])),
         }
 

@@ -13,16 +13,16 @@ keys and the new ``memory`` keys are read (typed, checked, immutable).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .options import select
+from .options import DEFAULT_ATTENTION_KERNEL, DEFAULT_RUNTIME, OFFLOAD_MODES, MemoryOptions, PrecisionOptions
+from .options import memory_from, select
 
 #: the DiT lowering variants of frontends/wan_dit.py
 LOWERINGS = ("official", "diffusers")
-#: memory.offload_model values: off, whole stages moved in and out, block-level streaming
-OFFLOAD_MODES = ("none", "model", "block")
 #: multi-GPU paths: the official code's xDiT/yunchang Ulysses (permute copies around each
 #: all-to-all, FlashAttention-2) or a plain sequence-parallel implementation
 MULTI_GPU_PATHS = ("official", "plain")
@@ -63,12 +63,22 @@ def _need(cond, key, allowed, v):
         raise ConfigError(f"runtime.{key} must be {allowed}, got {v!r}")
 
 
+@functools.lru_cache(maxsize=8)
+def _profile(name: str) -> dict:
+    """The shipped runtime profile ``runtime/<name>.yaml`` as a plain mapping (read once)."""
+    from .paths import CONFIG_DIR
+    from .safeio import load_yaml, read_text_file
+    path = CONFIG_DIR / "runtime" / f"{name}.yaml"
+    return load_yaml(read_text_file(path, "config YAML"), str(path)) or {}
+
+
 def runtime_options(cfg) -> Runtime:
-    """The checked :class:`Runtime` of ``cfg.runtime`` (defaults: the diffusers runtime's
-    behaviour when the config has no runtime group, as wanir modelled before runtimes)."""
+    """The checked :class:`Runtime` of ``cfg.runtime``; a config without a runtime group (or
+    None) runs the default runtime's shipped profile (``wanir.options.DEFAULT_RUNTIME``).
+    A key a profile leaves out takes the value below (precisions: PrecisionOptions')."""
     r = _select(cfg, "runtime", None)
-    if r is None:
-        r = {}
+    if r is None:   # no runtime group: the default runtime's shipped profile (runtime/<DEFAULT_RUNTIME>.yaml)
+        r = dict(_profile(DEFAULT_RUNTIME))
     if not isinstance(r, dict) and hasattr(r, "items"):
         from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
         r = OmegaConf.to_container(r, resolve=True)
@@ -80,13 +90,13 @@ def runtime_options(cfg) -> Runtime:
     extra = sorted(set(r) - known)
     if extra:
         raise ConfigError(f"unknown key(s) runtime.{', runtime.'.join(extra)}; keys: {', '.join(sorted(known))}")
-    name = r.get("name", "diffusers")
+    name = r.get("name", "unnamed")
     _need(isinstance(name, str) and 0 < len(name) <= 64, "name", "a name of at most 64 characters", name)
     low = r.get("dit_lowering", "diffusers")
     _need(low in LOWERINGS, "dit_lowering", f"one of {', '.join(LOWERINGS)}", low)
     tf32 = r.get("allow_tf32", True)
     _need(isinstance(tf32, bool), "allow_tf32", "true or false", tf32)
-    kern = r.get("attention_kernel", "flash2")
+    kern = r.get("attention_kernel", DEFAULT_ATTENTION_KERNEL)
     _need(isinstance(kern, str) and 0 < len(kern) <= 32, "attention_kernel", "a kernel name", kern)
     k22 = r.get("attention_kernel_wan22_sm90", kern)
     _need(isinstance(k22, str) and 0 < len(k22) <= 32, "attention_kernel_wan22_sm90", "a kernel name", k22)
@@ -106,8 +116,7 @@ def runtime_options(cfg) -> Runtime:
     _need(isinstance(prec, dict), "precision", "a mapping of precision keys to dtypes", prec)
     bad = sorted(set(prec) - set(PRECISION_KEYS))
     _need(not bad, "precision", f"a mapping with keys {', '.join(PRECISION_KEYS)}", bad)
-    base = {"text_encoder": "bf16", "image_encoder": "fp32", "dit_weights": "bf16", "dit_compute": "bf16",
-            "vae": "fp32"}
+    base = {k: getattr(PrecisionOptions(), k) for k in PRECISION_KEYS}
     for k, v in prec.items():
         _need(v in DTYPES, f"precision.{k}", f"one of {', '.join(DTYPES)}", v)
         base[k] = v
@@ -201,48 +210,10 @@ def memory_for_plan(mem: "MemoryOptions", rt: Runtime, offload_from_runtime: boo
     return mem
 
 
-@dataclass(frozen=True)
-class MemoryOptions:
-    """The ``memory`` group, checked: ``offload`` one of OFFLOAD_MODES, ``t5_cpu``, ``host``
-    (hardware name of the host CPU), ``resident_params`` (DiT parameters kept on the GPU under
-    block streaming, int), ``reserve_bytes`` (CUDA context and allocator reserve, int)."""
-
-    offload: str
-    t5_cpu: bool
-    host: str
-    resident_params: int
-    reserve_bytes: int
-
-    @property
-    def offload_model(self) -> bool:
-        """Whether whole stages are moved in and out (``memory.offload_model=true``)."""
-        return self.offload == "model"
-
-
 def memory_options(cfg) -> MemoryOptions:
-    """The checked :class:`MemoryOptions` of ``cfg`` (defaults when cfg is None or lacks keys)."""
-    off = _select(cfg, "memory.offload_model", False)
-    if off is True:
-        mode = "model"
-    elif off is False:
-        mode = "none"
-    elif off == "block":
-        mode = "block"
-    else:
-        raise ConfigError(f"memory.offload_model must be true, false or block, got {off!r}")
-    t5 = _select(cfg, "memory.t5_cpu", False)
-    if not isinstance(t5, bool):
-        raise ConfigError(f"memory.t5_cpu must be true or false, got {t5!r}")
-    host = _select(cfg, "memory.host", "auto")
-    if not isinstance(host, str) or not 0 < len(host) <= 64:
-        raise ConfigError(f"memory.host must be a hardware name (host-cpu, host-workstation, auto), got {host!r}")
-    rp = _select(cfg, "memory.resident_params", 0)
-    if isinstance(rp, bool) or not isinstance(rp, int) or not 0 <= rp <= 10**13:
-        raise ConfigError(f"memory.resident_params must be an integer number of parameters in [0, 1e13], got {rp!r}")
-    res = _select(cfg, "memory.reserve_gib", 0.0)
-    if isinstance(res, bool) or not isinstance(res, (int, float)) or not math.isfinite(res) or not 0 <= res <= 64:
-        raise ConfigError(f"memory.reserve_gib must be a number of GiB in [0, 64], got {res!r}")
-    return MemoryOptions(mode, t5, host, rp, int(round(res * 2**30)))
+    """The checked :class:`wanir.options.MemoryOptions` of ``cfg`` (defaults when cfg is None
+    or lacks keys)."""
+    return memory_from(_select(cfg, "memory", None))
 
 
 #: hardware whose host is a workstation CPU (consumer cards); every other GPU is taken to
