@@ -6,12 +6,12 @@ Overrides are parsed with Hydra's override parser, so every Hydra sweep form wor
 comma lists (``a=1,2,3``), ``range(start, stop[, step])`` and ``choice(a, b)``. Overrides
 without a sweep are applied to every point.
 
-Speed: a configuration is composed by Hydra once per distinct combination of group choices
-(``model=``, ``hardware=``, ...); each point then sets its value overrides with OmegaConf.
-The graph is lowered and counted (flops, bytes, memory) once per distinct point *up to the
-timing keys* (``hardware``, ``roofline.mode``): points that differ only there share the
-counted graph and re-run just the roofline backend. ``benchmarks/bench_sweep.py`` reports
-where the time goes.
+Speed: each point goes through the one seam, resolve → count → time
+(:func:`wanir.estimate.evaluate`). Group choices are composed once per distinct combination
+(cached); the graph is lowered and counted once per distinct :class:`wanir.scenario.Build`
+(cached): points that differ only in what changes time (hardware, timing mode, plan) share
+the counted graph and re-run just the timing. ``benchmarks/bench_sweep.py`` reports where the
+time goes.
 
 :func:`run_sweep` returns a :class:`SweepResult` whose ``rows`` are the CSV rows (one per
 point): every override as given, then per-stage FLOPs, bytes, time and peak activation
@@ -26,8 +26,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
-
-from omegaconf import OmegaConf
 
 from wanir import config as _config
 from wanir.errors import ConfigError
@@ -154,54 +152,35 @@ def sweep_length(raw: str, sweep) -> int:
 
 
 class PointComposer:
-    """Composes the config of one sweep point. The group choices of a point are composed
-    with :func:`wanir.config.load_config` once per distinct tuple of choices (cached); each
-    point then copies that config, sets its value overrides with OmegaConf, and is checked
-    as ``load_config`` checks it (unknown keys, value schema, the hardware spec when a
-    ``hardware.*`` value changes).
-
-    The config of a tuple of group choices is composed once and reused: each point sets
-    *all* of its value overrides on it in place (every point of a sweep sets the same keys),
-    because copying a composed config costs more than estimating a small point. A returned
-    config is therefore valid until the next call to :meth:`compose`; pass ``copy=True`` to
-    get one of your own."""
+    """Resolves one sweep point: its overrides (group choices and values, parsed once with
+    the sweep) go through :func:`wanir.resolve.resolve_parsed`, which composes each distinct
+    tuple of group choices once (cached) and checks every point as ``wanir estimate`` does
+    (unknown keys, value schema, the hardware spec, the plan)."""
 
     def __init__(self, config_dir: str | os.PathLike | None = None):
         self.config_dir = str(config_dir) if config_dir else None
-        self._base: dict[tuple, tuple] = {}
-        self.compose_s = 0.0      # seconds spent composing group choices (Hydra)
-        self.apply_s = 0.0        # seconds spent copying and setting values
+        self.compose_s = 0.0      # seconds spent resolving points
+        self.apply_s = 0.0        # (kept for the timing record: resolving includes applying values)
+
+    @staticmethod
+    def overrides(point: list[tuple[Axis, object, str]]) -> list:
+        """The point's overrides as parsed records (:class:`wanir.config.Override`)."""
+        return [_config.Override(f"{a.key}={s}", a.name, s if a.is_group else v, a.key.startswith("+"))
+                for a, v, s in point]
+
+    def scenario(self, point: list[tuple[Axis, object, str]]):
+        """The resolved, frozen :class:`wanir.scenario.Scenario` of one point."""
+        from wanir.resolve import resolve_parsed
+
+        t0 = time.perf_counter()
+        sc = resolve_parsed(self.overrides(point), self.config_dir)
+        self.compose_s += time.perf_counter() - t0
+        return sc
 
     def compose(self, point: list[tuple[Axis, object, str]], copy: bool = False):
-        """The composed, checked DictConfig of one point (shared, see the class doc)."""
-        t0 = time.perf_counter()
-        groups = tuple(f"{a.key}={s}" for a, _, s in point if a.is_group)
-        base = self._base.get(groups)
-        if base is None:
-            cfg0 = _config.load_config(list(groups), self.config_dir)
-            OmegaConf.set_struct(cfg0, False)
-            base = self._base[groups] = (cfg0, set(_config._flat_keys(cfg0)))
-        t1 = time.perf_counter()
-        cfg, valid = base
-        if copy:
-            cfg = cfg.copy()
-        touched_hw = False
-        for a, v, _ in point:
-            if a.is_group:
-                continue
-            _config.check_key(a.name, a.key.startswith("+"), valid)
-            OmegaConf.update(cfg, a.name, v, merge=False)
-            touched_hw = touched_hw or a.name.startswith("hardware.")
-        _config.resolve_interpolations(cfg, [s for a, _, s in point if not a.is_group])
-        if touched_hw:
-            from wanir.hardware import compose_hook
-
-            _, post = compose_hook(list(groups), self.config_dir)
-            post(cfg)
-        _config.validate_config(cfg)
-        self.compose_s += t1 - t0
-        self.apply_s += time.perf_counter() - t1
-        return cfg
+        """The resolved, read-only configuration of one point (``copy``: kept for callers;
+        the configuration is immutable, so it is always safe to keep)."""
+        return self.scenario(point).config
 
 
 @dataclass
@@ -270,96 +249,39 @@ def _runtime_name(cfg):
 _WORKER: dict = {}
 
 
-class ReusingEstimator:
-    """Estimates sweep points, lowering and counting each distinct graph once: points whose
-    overrides differ only in timing keys (:data:`wanir.estimate.TIMING_KEYS`) share the
-    counted graph and re-run only the roofline backend. Keeps the ``size`` most recent graphs."""
-
-    def __init__(self, size: int = 32):
-        from collections import OrderedDict
-
-        self.size = size
-        self.cache: "OrderedDict[tuple, tuple]" = OrderedDict()
-
-    @staticmethod
-    def key(point, opts=None) -> tuple:
-        """The point's overrides that change the graph or its counts, and the count-relevant
-        options as resolved (:func:`wanir.options.count_key`: a timing key such as the plan
-        or the hardware can still pick a runtime default that changes counts)."""
-        from wanir.options import TIMING_KEYS, count_key
-
-        own = tuple((a.name, s) for a, _, s in point
-                    if not any(a.name == k or a.name.startswith(k + ".") for k in TIMING_KEYS))
-        return own if opts is None else own + count_key(opts)
-
-    def __call__(self, cfg, point):
-        """The Estimate of one composed point config: the cached counted graph is re-timed
-        on a copy (``Graph.timing_copy``), so no Estimate already returned changes; a
-        multi-device plan is costed on the per-device graph of its shape (cached)."""
-        from wanir import hardware
-        from wanir import options as _options
-        from wanir.estimate import annotate_counts, annotate_time, finish, paused_gc, resolve_plan
-        from wanir.frontends.checkpoint import apply_model_from
-        from wanir.frontends.pipeline import build_pipeline
-
-        opts = _options.from_config(cfg)
-        key = self.key(point, opts)
-        plan = resolve_plan(opts)
-        with paused_gc():
-            hit = self.cache.get(key)
-            if hit is None:
-                cfg_m, _ = apply_model_from(cfg)
-                graph = build_pipeline(cfg_m)
-                hit = (graph, annotate_counts(graph, cfg_m, options=opts), {})
-                self.cache[key] = hit
-                if len(self.cache) > self.size:
-                    self.cache.popitem(last=False)
-            else:
-                self.cache.move_to_end(key)
-            graph, counts, device_graphs = hit
-            g = graph.timing_copy()
-            summaries = annotate_time(g, cfg, counts, hw=hardware.from_config(cfg), options=opts)
-            dgs = device_graphs.setdefault((opts.roofline, opts.memory), {}) if plan is not None else None
-            # the composed config is shared between points (see PointComposer), so the
-            # Estimate keeps no reference to it: only the options parsed from it
-            return finish(g, summaries, cfg, opts, plan, dgs, extra={"runtime": _runtime_name(cfg)},
-                          store_config=False)
-
-
 def _worker_init(config_dir, estimator, in_pool=False):
     if in_pool:   # Ctrl-C reaches the whole process group: the parent stops the workers
         import signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["composer"] = PointComposer(config_dir)
     _WORKER["estimator"] = estimator
-    _WORKER["reuse"] = ReusingEstimator()
 
 
 def _estimate_point(point):
-    """Estimate one point in this process; returns (row, hardware, heaviest ops, roof, seconds
-    estimating)."""
+    """Estimate one point in this process through the one seam (resolve → count → time:
+    points that share a build share one counted graph, cached); returns (row, hardware,
+    heaviest ops, roof, seconds estimating)."""
+    from wanir.estimate import evaluate
+
     from .plots import hardware_roof
 
     composer = _WORKER.setdefault("composer", PointComposer(None))
     estimator = _WORKER.get("estimator")
-    cfg = composer.compose(point)
+    sc = composer.scenario(point)
     t0 = time.perf_counter()
-    if estimator is None:
-        est = _WORKER.setdefault("reuse", ReusingEstimator())(cfg, point)
-    else:
-        est = estimator(cfg)
+    est = evaluate(sc) if estimator is None else estimator(sc.config)
     dt = time.perf_counter() - t0
-    hw = est.hardware or str(OmegaConf.select(cfg, "hardware.name", default=None) or "-")
-    return point_row(point, est), hw, heaviest_ops(est), hardware_roof(cfg), dt
+    hw = est.hardware or str((sc.config.get("hardware") or {}).get("name") or "-")
+    return point_row(point, est), hw, heaviest_ops(est), hardware_roof(sc.config), dt
 
 
 def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
               estimator: Callable | None = None, jobs: int | None = None,
               on_row: Callable | None = None) -> SweepResult:
     """Estimate every point of the sweep ``overrides``; returns a :class:`SweepResult` whose
-    rows are in cross-product order. ``estimator`` (default
-    :class:`ReusingEstimator`, equivalent to :func:`wanir.estimate.estimate_config` per point) maps a
-    composed config to an Estimate; ``jobs`` > 1 spreads the points over that many processes
+    rows are in cross-product order. Each point is resolved, counted and timed through the
+    one seam (:func:`wanir.estimate.evaluate`); ``estimator``, when given, maps the point's
+    resolved, read-only configuration to an Estimate instead; ``jobs`` > 1 spreads the points over that many processes
     (None: one per CPU core, up to 8, when there are more than 32 points). ``timing`` holds seconds spent composing
     configs and estimating (summed over processes) and wall-clock seconds in all.
     ``on_row(row)`` is called with each finished point's row as it completes (in order), so a

@@ -64,15 +64,18 @@ def test_timing_keys_do_not_change_counts():
 
 
 def test_estimate_is_immutable_and_sweep_does_not_retime_it():
-    from wanir.backends.sweep import PointComposer, ReusingEstimator, parse_sweep
+    from wanir.backends.sweep import PointComposer, parse_sweep
+    from wanir.estimate import count, evaluate
 
     sw = parse_sweep([*SMALL, "hardware=h100-sxm,a100-80gb"])
-    comp, reuse = PointComposer(), ReusingEstimator()
+    comp = PointComposer()
     pts = list(sw.points())
-    first = reuse(comp.compose(pts[0]), pts[0])
+    sa, sb = comp.scenario(pts[0]), comp.scenario(pts[1])
+    assert sa.build == sb.build and count(sa.build) is count(sb.build)   # one counted graph, two runs
+    first = evaluate(sa)
     t0 = first.total["time_s"]
     node_times = [n.costs.get("time_s") for n in first.graph]
-    second = reuse(comp.compose(pts[1]), pts[1])      # same counted graph, other hardware
+    second = evaluate(sb)      # same counted graph, other hardware
     assert second.hardware == "a100-80gb" and first.hardware == "h100-sxm"
     assert second.total["time_s"] != t0
     assert first.total["time_s"] == t0
@@ -96,13 +99,14 @@ def test_hardware_cache_is_by_content():
 
 
 def test_multi_device_cost_of_a_sweep_estimate_uses_its_options():
-    # a sweep's Estimate keeps no config (the composed one is shared between points), only options
-    from wanir.backends.sweep import PointComposer, ReusingEstimator, parse_sweep
+    # a sweep point goes through the same seam as wanir.estimate
+    from wanir.backends.sweep import PointComposer, parse_sweep
+    from wanir.estimate import evaluate
 
     sw = parse_sweep([*SMALL, "hardware=a100-80gb", "parallel=ring", "parallel.degree=2"])
     pt = next(iter(sw.points()))
-    est = ReusingEstimator()(PointComposer().compose(pt), pt)
-    assert est.config is None and est.parallel is not None
+    est = evaluate(PointComposer().scenario(pt))
+    assert est.parallel is not None
     direct = wanir.estimate([*SMALL, "hardware=a100-80gb", "parallel=ring", "parallel.degree=2"])
     c = wanir.multi_device_cost(est)
     assert c.hardware.name == "a100-80gb" and c.plan.ring == 2

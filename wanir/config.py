@@ -540,17 +540,24 @@ def compose(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None 
     ``overrides``, fill the runtime's defaults (a new tree: nothing is changed in place) and
     check the result. Returns a :class:`Composed`. Used by :func:`wanir.resolve.resolve`,
     the one reader of its result."""
+    overrides = check_overrides(overrides)
+    return compose_parsed(parse_overrides(overrides), config_dir, validate)
+
+
+def compose_parsed(parsed: Iterable[Override], config_dir: str | os.PathLike | None = None,
+                   validate: bool = True) -> Composed:
+    """:func:`compose` of overrides already parsed (:class:`Override` records: a sweep point's)."""
     from .runtime import runtime_defaults
     from .scenario import freeze
 
-    overrides = check_overrides(overrides)
+    parsed = list(parsed)
+    overrides = [ov.raw for ov in parsed]
     config_dir = str(config_dir) if config_dir else None
     if config_dir and not Path(config_dir).is_dir():
         raise ConfigError(f"--config-dir {config_dir}: no such directory")
     if config_dir:
         from .safeio import check_config_dir
         check_config_dir(config_dir)   # regular files under the size cap, no YAML alias bombs
-    parsed = parse_overrides(overrides)
     group_ovs, value_ovs, choices = [], [], {}
     for ov in parsed:
         raw, key = ov.raw, ov.key

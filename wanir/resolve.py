@@ -23,7 +23,7 @@ from .config import Composed, compose, to_dict
 from .errors import ConfigError
 from .scenario import Build, FrozenMap, Run, Scenario, Source, flat_items, freeze, thaw
 
-__all__ = ["resolve", "scenario_from_config", "BUILD_DROP", "explain_lines"]
+__all__ = ["resolve", "resolve_parsed", "scenario_from_config", "BUILD_DROP", "explain_lines"]
 
 #: run-only keys of the count-relevant groups: they change time or memory fit, never counts
 #: (the whole ``hardware`` and ``parallel`` groups are run-only too, except ``parallel.cfg``,
@@ -66,13 +66,29 @@ def resolve(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None 
 
     ovs = tuple(check_overrides(overrides))
     cd = str(config_dir) if config_dir else None
-    key = (ovs, cd, _dir_signature(cd))
+    key = ("raw", ovs, cd, _dir_signature(cd))
+    return _cached(key, lambda: compose(list(ovs), cd))
+
+
+def resolve_parsed(parsed: Iterable, config_dir: str | os.PathLike | None = None) -> Scenario:
+    """:func:`resolve` of overrides already parsed (:class:`wanir.config.Override` records,
+    e.g. one point of a sweep)."""
+    from .config import compose_parsed
+
+    parsed = tuple(parsed)
+    cd = str(config_dir) if config_dir else None
+    key = ("parsed", tuple((o.key, type(o.value).__name__, freeze(o.value), o.add, o.delete, o.sweep, o.raw)
+                           for o in parsed), cd, _dir_signature(cd))
+    return _cached(key, lambda: compose_parsed(parsed, cd))
+
+
+def _cached(key, make) -> Scenario:
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)
             return hit
-    sc = _from_composed(compose(list(ovs), cd))
+    sc = _from_composed(make())
     with _CACHE_LOCK:
         _CACHE[key] = sc
         while len(_CACHE) > CACHE_SIZE:
