@@ -190,21 +190,17 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     per video, then unpriced hardware by GPU-hours per video; then fewer devices, less time.
     Every evaluated candidate is returned (in "candidates" or "unfit")."""
     from wanir import hardware as hwlib
-    from wanir import options as _options
-    from wanir.config import load_config
-    from wanir.frontends.checkpoint import apply_model_from
-    from wanir.frontends.pipeline import build_pipeline
-    from .parallel import resolve_plan
+    from wanir.estimate import count
+    from wanir.resolve import resolve
 
     if latency_s is not None and not latency_s > 0:
         raise ConfigError(f"--latency must be > 0 seconds, got {latency_s}")
     if throughput is not None and not throughput > 0:
         raise ConfigError(f"--throughput must be > 0 videos/hour, got {throughput}")
     overrides = list(overrides)
-    cfg = load_config(overrides, config_dir)
-    opts = _options.from_config(cfg)
-    fixed = resolve_plan(opts.parallel.as_mapping())
-    fixed = fixed if (fixed.degree > 1 or fixed.fsdp > 1) else None
+    sc0 = resolve(overrides, config_dir)
+    cfg, opts = sc0.config, sc0.run.options
+    fixed = sc0.run.plan
     if fixed is not None:
         if devices is not None and fixed.degree not in devices:
             raise ConfigError(f"the plan {fixed.label} (parallel=...) uses {fixed.degree} devices, but --devices is "
@@ -217,7 +213,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     if hw_overrides and hardware:
         raise ConfigError(f"the hardware is given twice ({hw_overrides[0][:60]} and --hardware); give one of them")
     if hw_overrides:      # the configured device, with any hardware.* value overrides applied
-        hws = [hwlib.from_config(cfg)]
+        hws = [sc0.run.hardware]
     else:
         names = list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
         hws = [hwlib.load(n, config_dir) for n in names]
@@ -238,32 +234,42 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     graph0 = None
     dims = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
     user = [o for o in overrides if str(o).lstrip("+").split("=")[0] not in {f"parallel.{d}" for d in dims}]
-    built: dict = {}      # count key -> (config, pipeline graph, {plan shape: DeviceGraph})
     by_class: dict = {}
 
     def for_plan(plan: Plan, b: int):
-        """The config of ``plan`` at batch ``b`` (the runtime's defaults follow the plan: weight
-        precision under FSDP, offload on one device), its pipeline graph and device graphs,
-        shared by plans whose count-relevant options agree."""
-        # what the runtime's defaults read from a plan (wanir.runtime.apply_runtime): one device
-        # or several, FSDP or not; plans of one class share a composed config
+        """The resolved scenario of ``plan`` at batch ``b`` (the runtime's defaults follow the
+        plan: weight precision under FSDP, offload on one device) and its counted build
+        (:func:`wanir.estimate.count`: one per distinct build, shared by the plans and
+        hardware that time it)."""
+        # what the runtime's defaults read from a plan (wanir.runtime.runtime_defaults): one
+        # device or several, FSDP or not; plans of one class share a resolved scenario
         cls = (b, plan.degree > 1, plan.fsdp > 1)
         hit = by_class.get(cls)
         if hit is None:
             ov = [*user, *([f"workload.batch={b}"] if b != base_batch else []),
                   *(f"parallel.{d}={v}" for d, v in zip(dims, (plan.degree, plan.ulysses, plan.ring, plan.cfg,
                                                                plan.dp, plan.fsdp)))]
-            c = cfg if fixed is not None and b == base_batch and plan is fixed else load_config(ov, config_dir)
-            key = (b, _options.count_key(_options.from_config(c)))
-            hit = built.get(key)
-            if hit is None:
-                c_m, _ = apply_model_from(c)
-                hit = built[key] = (c, build_pipeline(c_m), {})
-            by_class[cls] = hit
+            sc = sc0 if fixed is not None and b == base_batch and plan is fixed else resolve(ov, config_dir)
+            hit = by_class[cls] = (sc, count(sc.build))
         return hit
 
+    def device_graph(plan: Plan, b: int) -> DeviceGraph:
+        """The per-device graph of ``plan``'s shape at batch ``b`` (cached on the counted build)."""
+        sc, counted = for_plan(plan, b)
+        graphs = counted.device_graph_cache(sc.run)
+        key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp, plan.vae)
+        with counted.lock:
+            dg = graphs.get(key)
+            if dg is None:
+                shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
+                                  plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
+                r = sc.run
+                dg = graphs[key] = DeviceGraph(counted.graph, shape_plan, options=r.options, runtime=r.runtime,
+                                               memory=r.memory, offload_from_runtime=r.offload_from_runtime)
+        return dg
+
     for b in batches:
-        graph = for_plan(Plan(), b)[1]
+        graph = for_plan(Plan(), b)[1].graph
         graph0 = graph0 or graph
         guidance = bool(graph.meta.get("workload", {}).get("guidance", True))
         if "diffusion_core" in graph.stages and graph.stages["diffusion_core"].repeat % 2:
@@ -275,20 +281,10 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                 candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base)
             for plan in plans:
                 check_plan(plan, heads=heads, guidance=guidance)
-                c_plan, g_plan, graphs = for_plan(plan, b)
-                key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
-                dg = graphs.get(key)
-                if dg is None:
-                    shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
-                                      plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
-                    dg = graphs[key] = DeviceGraph(g_plan, shape_plan, c_plan)
+                dg = device_graph(plan, b)
                 for hw in hws:
                     if hw.name not in singles:
-                        c1, g1, graphs1 = for_plan(Plan(), b)
-                        single = graphs1.get("single")
-                        if single is None:
-                            single = graphs1["single"] = DeviceGraph(g1, Plan(), c1)
-                        singles[hw.name] = single.cost(hw).time_s
+                        singles[hw.name] = device_graph(Plan(), b).cost(hw).time_s
                     c = dg.cost(hw, singles[hw.name], plan=plan)   # dp and the name only change the totals
                     evaluated += 1
                     bsh, share = c.bottleneck()
