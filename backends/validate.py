@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wanir.errors import ConfigError, WanirError
+from wanir.estimate import evaluate
+from wanir.resolve import resolve
 
 MAX_FILE_BYTES = 1 << 20
 MAX_ROWS = 500
@@ -139,17 +141,11 @@ def estimate_row(row: Row, runtime: str | None = None, config_dir=None) -> dict:
     """Estimate one row; returns {"label", "overrides", "measured_s", "estimated_s",
     "time_error", "measured_peak_gib", "estimated_peak_gib", "peak_error", "devices"} (errors
     as signed fractions: (estimated − measured) / measured)."""
-    import wanir
-    from wanir.backends.parallel import is_multi_device, multi_device_cost
-
     ov = list(row.overrides) + ([f"runtime={runtime}"] if runtime else [])
     try:
-        est = wanir.estimate(ov, config_dir)
-        if is_multi_device(est.config):
-            cost = multi_device_cost(est)
-            t, peak, devices = cost.time_s, cost.peak_memory_bytes, cost.plan.degree
-        else:
-            t, peak, devices = est.total["time_s"], est.total["peak_memory_bytes"], 1
+        est = evaluate(resolve(ov, config_dir))     # the one seam: resolve → count → time
+        t, peak = est.time_s, est.peak_memory_bytes    # per device and per video under a plan
+        devices = est.parallel["devices"] if est.parallel is not None else 1
     except WanirError as e:
         raise type(e)(f"line {row.line} ({row.label}): {e}") from None
     peak_gib = peak / 2**30
