@@ -190,7 +190,8 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         fit = [w for w in summaries.get("warnings", ()) if w.startswith("does not fit")]
         warns = [w for w in summaries.get("warnings", ()) if w not in fit] + parallel_warnings(cost)
         summaries = dict(summaries, warnings=warns)
-    return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par)
+    return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par,
+                     run=run)
 
 
 @dataclass(frozen=True, eq=False)

@@ -20,10 +20,11 @@ from typing import Any, Mapping
 
 #: field metadata of options that change only timing, not the counted graph
 TIMING = {"timing": True}
-#: the runtime assumed when a configuration names none (a graph from a YAML spec): the
-#: shipped configuration's default runtime (config.yaml; a test keeps the two equal), whose
-#: values wanir/runtime.py reads from its runtime/ file
-DEFAULT_RUNTIME = "wan-official"
+#: the runtime assumed when there is no configuration or it has no runtime group (a graph
+#: from a YAML spec): plain diffusers-style behaviour, as wanir modelled before runtimes
+#: (wanir/runtime.py holds its values). A composed configuration always names one
+#: (config.yaml: wan-official).
+DEFAULT_RUNTIME = "diffusers"
 #: the attention kernel when neither the configuration nor a runtime names one
 DEFAULT_ATTENTION_KERNEL = "flash2"
 

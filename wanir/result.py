@@ -61,7 +61,8 @@ class StageResult:
 class Estimate:
     """The result of one estimate: the config, the annotated graph, per-stage results, the
     pipeline total (one device), warnings, whether it fits, and — for a multi-device plan —
-    ``parallel``: the plan's per-device figures (plain data, see docs/cli.md).
+    ``parallel``: the plan's per-device figures (plain data, see docs/cli.md); ``run``: the
+    :class:`wanir.scenario.Run` it was timed with (None for a graph estimated on its own).
 
     Nothing in an Estimate changes after it is returned: its graph is annotated once and
     never re-timed (a sweep re-times a copy), records are read-only."""
@@ -75,6 +76,7 @@ class Estimate:
     options: RunOptions = RunOptions()
     fits: bool | None = None
     parallel: Mapping | None = None
+    run: Any = None
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -135,7 +137,7 @@ class Estimate:
 
 def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = (), *,
               options: RunOptions | None = None, extra: Mapping | None = None,
-              parallel: Mapping | None = None, stage_adjust=None) -> Estimate:
+              parallel: Mapping | None = None, stage_adjust=None, run=None) -> Estimate:
     """Assemble per-stage and total records from an annotated graph. The total time adds the
     host↔device weight transfer (``summaries['transfer_s']``) to the stages' times.
     ``stage_adjust(graph, stage, ADDITIVE)``: a frontend's hook that may rewrite a stage's
@@ -191,4 +193,4 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
     if parallel is not None:
         fits = bool(parallel["total"]["fits"])
     return Estimate(cfg, graph, stages, total, warns, ex,
-                    options if options is not None else _options.of(cfg), fits, parallel)
+                    options if options is not None else _options.of(cfg), fits, parallel, run)

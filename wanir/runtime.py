@@ -13,7 +13,6 @@ keys and the new ``memory`` keys are read (typed, checked, immutable).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -63,22 +62,13 @@ def _need(cond, key, allowed, v):
         raise ConfigError(f"runtime.{key} must be {allowed}, got {v!r}")
 
 
-@functools.lru_cache(maxsize=8)
-def _profile(name: str) -> dict:
-    """The shipped runtime profile ``runtime/<name>.yaml`` as a plain mapping (read once)."""
-    from .paths import CONFIG_DIR
-    from .safeio import load_yaml, read_text_file
-    path = CONFIG_DIR / "runtime" / f"{name}.yaml"
-    return load_yaml(read_text_file(path, "config YAML"), str(path)) or {}
-
-
 def runtime_options(cfg) -> Runtime:
     """The checked :class:`Runtime` of ``cfg.runtime``; a config without a runtime group (or
-    None) runs the default runtime's shipped profile (``wanir.options.DEFAULT_RUNTIME``).
-    A key a profile leaves out takes the value below (precisions: PrecisionOptions')."""
+    None) runs ``wanir.options.DEFAULT_RUNTIME`` with the values below, which are also what a
+    profile leaves out takes (precisions: PrecisionOptions' defaults)."""
     r = _select(cfg, "runtime", None)
-    if r is None:   # no runtime group: the default runtime's shipped profile (runtime/<DEFAULT_RUNTIME>.yaml)
-        r = dict(_profile(DEFAULT_RUNTIME))
+    if r is None:   # no runtime group: the values below (DEFAULT_RUNTIME)
+        r = {}
     if not isinstance(r, dict) and hasattr(r, "items"):
         from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
         r = OmegaConf.to_container(r, resolve=True)
@@ -90,7 +80,7 @@ def runtime_options(cfg) -> Runtime:
     extra = sorted(set(r) - known)
     if extra:
         raise ConfigError(f"unknown key(s) runtime.{', runtime.'.join(extra)}; keys: {', '.join(sorted(known))}")
-    name = r.get("name", "unnamed")
+    name = r.get("name", DEFAULT_RUNTIME)
     _need(isinstance(name, str) and 0 < len(name) <= 64, "name", "a name of at most 64 characters", name)
     low = r.get("dit_lowering", "diffusers")
     _need(low in LOWERINGS, "dit_lowering", f"one of {', '.join(LOWERINGS)}", low)

@@ -299,7 +299,15 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
     from wanir import hardware as hwlib
     from wanir.result import Estimate
 
-    if isinstance(estimate_or_graph, Estimate):
+    run = None
+    if isinstance(estimate_or_graph, Estimate) and cfg is None and estimate_or_graph.run is not None:
+        # an Estimate of the seam: the typed run it was timed with
+        run = estimate_or_graph.run
+        graph = estimate_or_graph.graph
+        hardware = run.hardware if hardware is None else hardware
+        if plan is None:
+            plan = run.plan if run.plan is not None else "single"
+    elif isinstance(estimate_or_graph, Estimate):
         graph, cfg = estimate_or_graph.graph, (cfg if cfg is not None else estimate_or_graph.config)
         if cfg is None:   # an Estimate that keeps no config (a sweep's): its plan and hardware
             if plan is None:
@@ -318,11 +326,13 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
         plan = cfg.get("parallel") if cfg is not None and cfg.get("parallel") is not None else "single"
     p = plan_from(plan, devices)
     check_plan(p, guidance=_guidance(graph))
-    single = DeviceGraph(graph, Plan(), cfg).cost(hw)
+    kw = {} if run is None else dict(options=run.options, runtime=run.runtime, memory=run.memory,
+                                     offload_from_runtime=run.offload_from_runtime)
+    single = DeviceGraph(graph, Plan(), cfg, **kw).cost(hw)
     if p.degree == 1 and p.fsdp == 1:
         single.single_time_s = single.time_s
         return single
-    return DeviceGraph(graph, p, cfg).cost(hw, single.time_s)
+    return DeviceGraph(graph, p, cfg, **kw).cost(hw, single.time_s)
 
 
 def _guidance(graph: Graph):

@@ -192,9 +192,9 @@ class Engine:
         if prefetch:
             threading.Thread(target=self._prefetch_loop, daemon=True, name="wanir-prefetch").start()
 
-    # Composing a new combination of group options takes Hydra a few hundred milliseconds
-    # (the rest of an estimate tens); once composed it is cached. After each answer, while no
-    # request is waiting, the combinations one hardware switch away are composed ahead.
+    # Resolving a new combination of group options composes it once (cached); counting a new
+    # build takes tens of milliseconds (cached on the build). After each answer, while no
+    # request is waiting, the combinations one hardware switch away are resolved ahead.
     def _prefetch(self, overrides: list[str]) -> None:
         from wanir.config import GROUPS
 
@@ -208,7 +208,7 @@ class Engine:
         self._wake.set()
 
     def _prefetch_loop(self) -> None:   # pragma: no cover - timing only, measured by the benchmark
-        from wanir.config import load_config
+        from wanir.resolve import resolve
 
         while True:
             self._wake.wait()
@@ -222,7 +222,7 @@ class Engine:
                 self._done.add(item)
                 with self.lock:
                     try:
-                        load_config(list(item), self.config_dir)
+                        resolve(list(item), self.config_dir)
                     except Exception:  # noqa: BLE001 - a combination that does not compose is just skipped
                         pass
             self._wake.clear()
