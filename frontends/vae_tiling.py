@@ -23,6 +23,7 @@ from collections import Counter
 from wanir.builder import GraphBuilder
 from wanir.errors import ConfigError
 from wanir.graph import Graph
+from wanir.scenario import thaw
 
 from wanir.passes.rewrite import Rewriter
 
@@ -117,9 +118,12 @@ def apply_tiling(graph: Graph, cfg) -> Graph:
     what the decode was lowered from in ``graph.meta['vae_decode_source']`` (config, dtype,
     latent shape, batch), which the patch-parallel VAE (backends/parallel/vae_patch.py)
     lowers again per band."""
-    from omegaconf import DictConfig, OmegaConf
     vae = cfg.vae
-    vae = OmegaConf.to_container(vae, resolve=True) if isinstance(vae, DictConfig) else dict(vae)
+    if type(vae).__name__ == "DictConfig":
+        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+        vae = OmegaConf.to_container(vae, resolve=True)
+    else:
+        vae = thaw(vae)
     wl = graph.meta.get("workload", {})
     if "vae_decode" in graph.stages and not vae.get("is_residual") and (vae.get("patch_size") or 1) == 1 and wl:
         graph.meta["vae_decode_source"] = {

@@ -155,14 +155,15 @@ class Graph:
             if v.producer not in self._nodes:
                 raise GraphError(f"{node.path}: input {slot} refers to undefined node {v.producer}")
             edges.setdefault(v.producer, []).append((v.index, slot))
-        self._next += 1
+        d = self.__dict__        # plain attribute writes (the frozen check ran above)
+        d["_next"] += 1
         self._nodes[node.id] = node
         if not checked:
-            self.unchecked += 1
+            d["unchecked"] += 1
         self._consumers[node.id] = []
         for producer in edges:
             self._consumers[producer].append(node.id)
-        self._nx = None
+        d["_nx"] = None
         return node
 
     def timing_copy(self) -> "Graph":

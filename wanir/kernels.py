@@ -52,12 +52,13 @@ SECTION_KEYS = {
 
 
 @functools.lru_cache(maxsize=1)
-def table() -> dict:
-    """The parsed kernel table (checked once)."""
-    import yaml
-    data = yaml.safe_load(PATH.read_text())
+def table() -> Mapping:
+    """The parsed kernel table (checked once), read-only: mutating it raises TypeError."""
+    from .safeio import load_yaml
+    from .scenario import freeze
+    data = load_yaml(PATH.read_text(), str(PATH))
     _check_table(data)
-    return data
+    return freeze(data)
 
 
 def _check_leaf(where: str, node, spec) -> None:

@@ -226,8 +226,6 @@ def _get(node, parts):
 
 def check_config(cfg) -> None:
     """Check every key of :data:`LIMITS` (and the parallel degrees' upper bound) present in ``cfg``."""
-    from omegaconf import ListConfig
-
     for g, items in _by_group().items():
         group = cfg.get(g, None) if hasattr(cfg, "get") else None
         if group is None:
@@ -236,7 +234,7 @@ def check_config(cfg) -> None:
             v = _get(group, parts)
             if v is _MISSING:
                 continue
-            if isinstance(v, ListConfig):
+            if type(v).__name__ == "ListConfig" or isinstance(v, tuple):   # a DictConfig's list; a frozen one
                 v = list(v)
             check_value(key, v, rule)
     par = cfg.get("parallel", None) if hasattr(cfg, "get") else None
