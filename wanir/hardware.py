@@ -41,6 +41,12 @@ class HardwareError(ConfigError):
     """A hardware spec is malformed; the message names the file (or entry point) and key."""
 
 
+def _ro(d):
+    """A read-only deep copy of a spec's mapping."""
+    from .scenario import freeze
+    return freeze(d)
+
+
 @dataclass(frozen=True)
 class Microarch:
     """Per-SM (per-CU, per-core) resources: ``sms`` count, ``boost_clock_hz`` (the FP32 peak's
@@ -57,6 +63,9 @@ class Microarch:
     fp32_lanes: float
     l2_bytes: float
     l2_bandwidth: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "rates", _ro(self.rates))
 
     @property
     def native(self) -> str:
@@ -105,6 +114,10 @@ class Hardware:
     kernels: dict = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     origin: str = ""
+
+    def __post_init__(self):   # read-only all the way down: a spec is shared by every estimate on it
+        for f in ("tensor_flops", "datasheet_flops", "kernels", "sources"):
+            object.__setattr__(self, f, _ro(getattr(self, f)))
 
     def peak(self, dtype: str) -> float:
         """Dense tensor peak in FLOP/s for compute dtype ``dtype`` (``tf32`` falls back to
