@@ -15,11 +15,21 @@ hardware with no price is ranked by GPU-hours per video instead (and says so).
 """
 from __future__ import annotations
 
+import difflib
+import functools
+import math
+import os
 from dataclasses import dataclass
 
+from wanir import hardware as hwlib
+from wanir import jsonout
 from wanir.errors import ConfigError
+from wanir.estimate import count
+from wanir.resolve import resolve
+from wanir.safeio import load_yaml, read_text_file
 
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
+from .report import fmt_bytes, fmt_time
 
 #: device counts tried by default
 DEFAULT_DEVICES = (1, 2, 4, 8, 16, 32)
@@ -115,7 +125,6 @@ def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
 def parse_prices(items, known=None) -> dict[str, float]:
     """``["h100-sxm=2.5", ...]`` → {name: USD per GPU-hour}. Raises ConfigError on a bad
     item, and — with ``known`` (the valid hardware names) — on a name not among them."""
-    import math
 
     prices = {}
     for it in items or ():
@@ -134,7 +143,6 @@ def parse_prices(items, known=None) -> dict[str, float]:
 
 
 def _unknown_price(name: str, known) -> ConfigError:
-    import difflib
 
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -155,14 +163,23 @@ def parse_devices(text: str) -> tuple[int, ...]:
 
 
 def _yaml_price(name: str, config_dir=None) -> float | None:
-    from omegaconf import OmegaConf
-
-    from wanir import hardware as hwlib
+    """``price_usd_per_gpu_hour`` of hardware ``name``'s YAML file (None without one)."""
     f = hwlib.yaml_files(config_dir).get(name)
     if f is None:
         return None
-    v = OmegaConf.load(f).get("price_usd_per_gpu_hour")
-    if isinstance(v, dict) or hasattr(v, "get"):
+    st = os.stat(f)
+    return _price_of(str(f), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _price_of(path: str, mtime_ns: int, size: int) -> float | None:
+    text = read_text_file(path, "hardware YAML")
+    if "${" in text:   # an interpolation: resolved as the hardware file itself is
+        from omegaconf import OmegaConf  # late import: a hardware file with ${...} interpolations
+        v = OmegaConf.to_container(OmegaConf.create(text), resolve=True).get("price_usd_per_gpu_hour")
+    else:
+        v = (load_yaml(text, path) or {}).get("price_usd_per_gpu_hour")
+    if isinstance(v, dict):
         v = v.get("value")
     return None if v is None else float(v)
 
@@ -189,10 +206,6 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     Ranking: candidates that meet the target first; among them priced hardware by cost
     per video, then unpriced hardware by GPU-hours per video; then fewer devices, less time.
     Every evaluated candidate is returned (in "candidates" or "unfit")."""
-    from wanir import hardware as hwlib
-    from wanir.estimate import count
-    from wanir.resolve import resolve
-
     if latency_s is not None and not latency_s > 0:
         raise ConfigError(f"--latency must be > 0 seconds, got {latency_s}")
     if throughput is not None and not throughput > 0:
@@ -333,9 +346,7 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     (prints a rich table of the ``top`` (default TABLE_TOP) ranked candidates that meet the
     target, or of all that fit with ``show_all``; priced hardware first, unpriced after it,
     labelled)."""
-    from wanir import jsonout
 
-    from .report import fmt_bytes, fmt_time
 
     if top is not None and top < 1:
         raise ConfigError(f"--top must be an integer >= 1, got {top}")
@@ -356,8 +367,8 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
                 seen.add(k)
                 kept.append(c)
         shown = kept
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # late import: rich only to draw the table
+    from rich.table import Table  # late import: as above
     t = result["target"]
     target = " and ".join(x for x in (
         f"≤ {fmt_time(t['latency_s'])} per video" if t["latency_s"] else "",

@@ -20,8 +20,14 @@ memory, then the pipeline totals.
 from __future__ import annotations
 
 import csv
+import fcntl
+import io
 import itertools
+import json
+import math
+import multiprocessing
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +35,10 @@ from typing import Callable, Iterable
 
 from wanir import config as _config
 from wanir.errors import ConfigError
+from wanir.estimate import evaluate
 from wanir.limits import MAX_JOBS, MAX_SWEEP_POINTS, check_int_arg
-from wanir.safeio import csv_cell, short
+from wanir.resolve import resolve_parsed
+from wanir.safeio import csv_cell, short, write_output
 
 from .report import heaviest_ops  # noqa: F401  (re-exported: the ops of a point for the roofline chart)
 
@@ -129,9 +137,7 @@ def parse_sweep(overrides: Iterable[str]) -> Sweep:
 def sweep_length(raw: str, sweep) -> int:
     """Number of values of one Hydra sweep (``a=1,2``, ``choice(...)``, ``range(...)``) without
     building them; ``interval()`` and ``glob()`` are refused."""
-    import math
-
-    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep  # late import: Hydra's sweep grammar, sweeps only
 
     if isinstance(sweep, ChoiceSweep):
         return len(sweep.list)
@@ -170,8 +176,6 @@ class PointComposer:
 
     def scenario(self, point: list[tuple[Axis, object, str]]):
         """The resolved, frozen :class:`wanir.scenario.Scenario` of one point."""
-        from wanir.resolve import resolve_parsed
-
         t0 = time.perf_counter()
         sc = resolve_parsed(self.overrides(point), self.config_dir)
         self.compose_s += time.perf_counter() - t0
@@ -251,7 +255,6 @@ _WORKER: dict = {}
 
 def _worker_init(config_dir, estimator, in_pool=False):
     if in_pool:   # Ctrl-C reaches the whole process group: the parent stops the workers
-        import signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["composer"] = PointComposer(config_dir)
     _WORKER["estimator"] = estimator
@@ -261,9 +264,7 @@ def _estimate_point(point):
     """Estimate one point in this process through the one seam (resolve → count → time:
     points that share a build share one counted graph, cached); returns (row, hardware,
     heaviest ops, roof, seconds estimating)."""
-    from wanir.estimate import evaluate
-
-    from .plots import hardware_roof
+    from .plots import hardware_roof  # late import: matplotlib on demand (plots only)
 
     composer = _WORKER.setdefault("composer", PointComposer(None))
     estimator = _WORKER.get("estimator")
@@ -301,9 +302,9 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     t_all = time.perf_counter()
     bar = None
     if progress:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress,  # late import: rich only to draw the progress bar
+                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        from rich.console import Console  # late import: as above
         bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("eta"), TimeRemainingColumn(), transient=False, console=Console(stderr=True))
         task = bar.add_task("sweep", total=len(points))
@@ -312,9 +313,7 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     composer = None
     try:
         if jobs > 1 and len(points) > 1:
-            import multiprocessing as mp
-
-            pool = mp.get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(config_dir, estimator, True))
+            pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(config_dir, estimator, True))
             results = pool.imap(_estimate_point, points, chunksize=max(1, min(16, len(points) // (jobs * 8))))
         else:
             _worker_init(config_dir, estimator)
@@ -376,7 +375,6 @@ def _add_stages(r: dict, cols, stages: list[str]) -> bool:
 
 
 def _csv_text(columns, rows) -> str:
-    import io
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
@@ -393,7 +391,6 @@ def _csv_row(r: dict, columns) -> dict:
 def write_csv(result: SweepResult, path: str | os.PathLike) -> Path:
     """Write ``result.rows`` to ``path`` as CSV (empty cells for values not estimated; cells a
     spreadsheet would run as a formula escaped), atomically. Returns the path."""
-    from wanir.safeio import write_output
 
     return write_output(path, _csv_text(result.columns, result.rows), (".csv",))
 
@@ -444,7 +441,6 @@ class _RunDir:
         self.write_meta("running")
 
     def _lock(self) -> int:
-        import fcntl
 
         path = self.out / LOCK_FILE
         try:
@@ -463,10 +459,7 @@ class _RunDir:
         return fd
 
     def write_meta(self, status: str, files=()) -> None:
-        import json
-
-        from wanir.safeio import write_output
-
+        """Write the sweep's run record (status, points done, files) atomically."""
         meta = {"status": status, "partial": status != "complete", "points": len(self.sweep),
                 "completed": len(getattr(self, "rows", [])), "overrides": list(self.overrides),
                 "files": [Path(f).name for f in files]}
@@ -481,7 +474,6 @@ class _RunDir:
             self.columns = _columns(self.sweep, [], list(self.stages))
             if self._f is not None:
                 self._f.close()
-            from wanir.safeio import write_output
             write_output(self.csv, _csv_text(self.columns, self.rows), (".csv",))
             self._f = open(self.csv, "a", newline="")
             self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore")
@@ -492,8 +484,6 @@ class _RunDir:
     def rewrite(self) -> None:
         """Write results.csv again from the rows kept (after an interruption that may have
         hit in the middle of an append)."""
-        from wanir.safeio import write_output
-
         if self._f is not None:
             self._f.close()
             self._f = None
@@ -522,7 +512,7 @@ def sweep_to_dir(overrides: Iterable[str], out_dir: str | os.PathLike, config_di
     unless ``overwrite``; a second sweep into the same directory is refused while one runs.
     Ctrl-C keeps the finished points and raises :class:`SweepInterrupted`. Returns the
     result and the files written."""
-    from .plots import sweep_plots
+    from .plots import sweep_plots  # late import: matplotlib on demand (plots only)
 
     overrides = _config.check_overrides(overrides)
     sweep = parse_sweep(overrides)          # errors before the directory is touched

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import shlex
 import statistics
+import sys
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from wanir.errors import ConfigError, WanirError
@@ -61,7 +64,6 @@ class Row:
 def shipped_path() -> Path:
     """The shipped Wan2.1 README validation set (inside the installed package)."""
     try:
-        from importlib.resources import files
         p = Path(str(files("wanir") / "data" / "validation" / "wan2.1-readme.csv"))
         if p.is_file():
             return p
@@ -217,7 +219,6 @@ def render(res: dict, fmt: str = "table") -> str | None:
     """Render a :func:`validate` result as 'json' or 'md' (a string); 'table' prints a rich
     table and returns None."""
     if fmt == "json":
-        import json
         return json.dumps(res, indent=2)
     head, body = _rows_for_table(res)
     if fmt == "md":
@@ -225,9 +226,9 @@ def render(res: dict, fmt: str = "table") -> str | None:
         lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
         return "\n".join(lines + [""] + summary_lines(res)) + "\n"
     if fmt == "table":
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
+        from rich.console import Console  # late import: rich only to draw the table
+        from rich.markup import escape  # late import: as above
+        from rich.table import Table  # late import: as above
         t = Table(title=f"validation: {res['file']}" + (f", runtime={res['runtime']}" if res["runtime"] else ""))
         for h in head:
             t.add_column(h, justify="left" if h == "run" else "right")
@@ -250,7 +251,6 @@ def worst_time_error(res: dict) -> float:
 def cmd_validate(args) -> int:
     """The ``wanir validate`` command: print the table; exit 1 when ``--fail-above PCT`` is
     given and some row's absolute time error exceeds PCT percent."""
-    import sys
 
     if args.fail_above is not None and (not math.isfinite(args.fail_above) or args.fail_above < 0):
         raise ConfigError(f"--fail-above {args.fail_above}: must be a percentage >= 0")

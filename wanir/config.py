@@ -22,6 +22,15 @@ from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
 from .errors import ConfigError
+from .hardware import compose_hook, plugin_names
+from .interpolation import MAX_OPTION_CHARS, check_config, plain_option
+from .kernels import attention_kernels
+from .limits import LIMITS
+from .limits import check_config as check_limits
+from .options import select
+from .runtime import runtime_defaults
+from .safeio import check_config_dir, load_yaml, read_text_file, short
+from .scenario import freeze
 
 from .paths import CONFIG_DIR  # noqa: E402  (re-exported)
 
@@ -42,7 +51,6 @@ def _int(lo=1, hi=None):
 
 
 def _short(v):
-    from .safeio import short
     return short(v)
 
 
@@ -69,7 +77,6 @@ def _choice(*choices):
 def _attention_kernel(key, v):
     """An attention kernel of wanir/data/kernels.yaml, or sdpa (null: the runtime's default).
     Whether it exists on the chosen hardware's family is checked when timing."""
-    from .kernels import attention_kernels
     if v is not None:
         _choice(*attention_kernels())(key, v)
 
@@ -243,9 +250,6 @@ class _NeedHydra(Exception):
 def _option_file(group: str, option: str) -> tuple:
     """(content, package, defaults) of the built-in option ``group/option.yaml``, frozen:
     ``package`` is ``_global_`` or the group; ``defaults`` its (group, option) entries."""
-    from .safeio import load_yaml, read_text_file
-    from .scenario import freeze
-
     path = CONFIG_DIR / group / f"{option}.yaml" if group else CONFIG_DIR / f"{option}.yaml"
     text = read_text_file(path, "config YAML")
     package = group
@@ -335,8 +339,6 @@ def _compose_cached(group_overrides: tuple[str, ...], config_dir: str | None) ->
     """(tree, origin) of these group choices, frozen (cached; thread-safe): the plain composer
     for the built-in groups, Hydra's compose API for a user config directory or a Hydra
     feature the plain composer does not read."""
-    from .scenario import freeze
-
     choices = {}
     plain = config_dir is None
     for o in group_overrides:
@@ -409,7 +411,6 @@ def _to_container(cfg) -> dict:
     from omegaconf import DictConfig, OmegaConf  # late import: interpolations only
     from omegaconf.errors import OmegaConfBaseException  # late import: as above
 
-    from .interpolation import check_config
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     check_config(cfg)   # only whole-value ${key} references to one value; no resolver calls
@@ -449,7 +450,6 @@ def check_overrides(overrides) -> list:
     """``overrides`` as a list of strings: a list or tuple of at most MAX_OVERRIDES strings of at
     most MAX_OVERRIDE_CHARS characters each (a bare string is refused: it is not a list of
     one-character overrides)."""
-    from .safeio import short
     if isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple)):
         raise ConfigError(f"overrides must be a list or tuple of strings such as ['workload.height=480'], "
                           f"got {type(overrides).__name__} {short(overrides, 60)}")
@@ -470,7 +470,6 @@ def check_key(key: str, is_add: bool, valid) -> None:
     if key in valid:
         return
     if is_add:
-        from .limits import LIMITS
         if key in LIMITS or key in SCHEMA or key.startswith("hardware."):
             return
     raise ConfigError(_unknown_key(key, valid))
@@ -488,7 +487,6 @@ def _explain_hydra(e, group_overrides, config_dir) -> str:
 
 
 def _no_option(g: str, v, options) -> str:
-    from .interpolation import MAX_OPTION_CHARS, plain_option
     shown = v if isinstance(v, str) and v.isprintable() else repr(v)[1:-1] if isinstance(v, str) else str(v)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
     close = difflib.get_close_matches(v, options, n=3) if isinstance(v, str) and len(v) <= MAX_OPTION_CHARS else []
@@ -504,17 +502,14 @@ def check_group_option(group: str, value, config_dir: str | None) -> None:
     """``group=value`` must select an option that exists - a built-in one, one of the user's
     ``config_dir``, or (for hardware) an entry point - by a plain name (no path: Hydra would
     load whatever YAML file a path names)."""
-    from .interpolation import plain_option
     options = _available_options(config_dir)[group]
     if plain_option(value):
         if value in options:
             return
         if group == "hardware":
-            from .hardware import plugin_names
             if value in plugin_names():
                 return
     if group == "hardware":
-        from .hardware import plugin_names
         options = sorted(set(options) | set(plugin_names()))
     raise ConfigError(_no_option(group, value, options))
 
@@ -547,16 +542,12 @@ def compose(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None 
 def compose_parsed(parsed: Iterable[Override], config_dir: str | os.PathLike | None = None,
                    validate: bool = True) -> Composed:
     """:func:`compose` of overrides already parsed (:class:`Override` records: a sweep point's)."""
-    from .runtime import runtime_defaults
-    from .scenario import freeze
-
     parsed = list(parsed)
     overrides = [ov.raw for ov in parsed]
     config_dir = str(config_dir) if config_dir else None
     if config_dir and not Path(config_dir).is_dir():
         raise ConfigError(f"--config-dir {config_dir}: no such directory")
     if config_dir:
-        from .safeio import check_config_dir
         check_config_dir(config_dir)   # regular files under the size cap, no YAML alias bombs
     group_ovs, value_ovs, choices = [], [], {}
     for ov in parsed:
@@ -574,7 +565,6 @@ def compose_parsed(parsed: Iterable[Override], config_dir: str | os.PathLike | N
             choices[key] = value
         else:
             value_ovs.append(ov)
-    from .hardware import compose_hook
     group_ovs, hardware_post = compose_hook(group_ovs, config_dir)
     tree0, origin = _compose_cached(tuple(group_ovs), config_dir)
     tree = _thaw(tree0)
@@ -624,14 +614,12 @@ def _unknown_key(key: str, valid: set[str]) -> str:
 
 def validate_config(cfg) -> None:
     """Check the values of the keys in SCHEMA; raise ConfigError naming key and allowed values."""
-    from .options import select
     for key, check in SCHEMA.items():
         node = select(cfg, key, "__missing__", keep_null=True)
         if node == "__missing__":
             continue
         check(key, node)
-    from .limits import check_config
-    check_config(cfg)   # types, finiteness and ranges of every numeric key (docs/limits.md)
+    check_limits(cfg)   # types, finiteness and ranges of every numeric key (docs/limits.md)
 
 
 def to_dict(cfg) -> dict:

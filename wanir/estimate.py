@@ -14,12 +14,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from . import hardware
 from . import options as _options
+from .backends import host_stages as hostlib
+from .backends import roofline
+from .backends.host_stages import block_stream_plan
+from .backends.parallel import DeviceGraph, Plan, check_plan
+from .backends.parallel import resolve_plan as resolve_parallel_plan
+from .frontends.pipeline import build_pipeline
+from .frontends.wan22 import apply_to_stage
 from .graph import Graph, Node
+from .passes import count as count_pass
+from .passes import memory
 from .options import TIMING_KEYS, RunOptions, select
 from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult
 from .result import summarize as _summarize
-from .scenario import Build, Run, Scenario
+from .resolve import clear_cache as clear_resolved
+from .resolve import resolve, scenario_from_config
+from .runtime import memory_options, runtime_options
+from .scenario import Build, Run, Scenario, freeze
 
 __all__ = ["ADDITIVE", "STAGE_KEYS", "TOTAL_KEYS", "TIMING_KEYS", "Estimate", "StageResult", "RunOptions",
            "annotate", "annotate_counts", "annotate_time", "summarize", "build", "estimate", "estimate_config",
@@ -48,14 +61,10 @@ def annotate_counts(graph: Graph, cfg=None, check: bool | None = None, options: 
     nodes the builder did not check (``graph.unchecked``: a transformed or hand-made graph).
     A graph made only by the GraphBuilder is verified by construction: every node's shape
     and weight rules ran, on inputs that already existed, when it was added."""
-    from wanir.passes import count as count_pass
-    from wanir.runtime import memory_options
-
     if mem is None:
         mem = memory_options(None if isinstance(cfg, RunOptions) else cfg)
     resident = None
     if mem.offload == "block":
-        from wanir.backends.host_stages import block_stream_plan
         resident = {"diffusion_core": block_stream_plan(graph, mem.resident_params)["gpu_weight_bytes"]}
     return count_pass.run(graph, options if options is not None else cfg, check, mem=mem,
                           resident_weight_bytes=resident)
@@ -70,12 +79,6 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions 
     ``cfg``). Returns ``counts`` plus "roofline", the per-stage records ``bytes``,
     ``peak_activation_bytes`` and ``time_s`` (per invocation), the pipeline's
     ``peak_memory_bytes``, ``transfer_s``, ``fits``, fit ``warnings`` and ``hw``."""
-    from wanir import hardware
-    from wanir.backends import host_stages as hostlib
-    from wanir.backends import roofline
-    from wanir.passes import memory
-    from wanir.runtime import memory_options, runtime_options
-
     conf = None if isinstance(cfg, RunOptions) else cfg
     opts = options if options is not None else _options.of(cfg)
     kernel, allow_tf32_conv = roofline.timing_options(opts)
@@ -114,7 +117,6 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
     """Assemble the immutable Estimate of an annotated graph (:func:`wanir.result.summarize`);
     a two-expert stage reads as the model runs (frontends/wan22.py)."""
     if "experts" in graph.meta:
-        from wanir.frontends.wan22 import apply_to_stage
         kw.setdefault("stage_adjust", apply_to_stage)
     return _summarize(graph, summaries, cfg, warnings, **kw)
 
@@ -128,9 +130,7 @@ def annotate(graph: Graph, cfg=None) -> dict:
 def resolve_plan(opts: RunOptions):
     """The resolved parallel Plan of ``opts`` (PlanError naming the keys when it is invalid),
     or None when it runs on one device without sharding."""
-    from wanir.backends.parallel import resolve_plan as _resolve
-
-    p = _resolve(opts.parallel.as_mapping())
+    p = resolve_parallel_plan(opts.parallel.as_mapping())
     return p if (p.degree > 1 or p.fsdp > 1) else None
 
 
@@ -168,8 +168,6 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
     par = None
     warns = None
     if plan is not None:
-        from wanir.backends.parallel import DeviceGraph, Plan, check_plan
-
         check_plan(plan, guidance=(graph.meta.get("workload") or {}).get("guidance"))
         key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp, plan.vae)
         dg = None if device_graphs is None else device_graphs.get(key)
@@ -259,8 +257,6 @@ def count(build: Build) -> Counted:
     hit = _COUNTED.get(build)
     if hit is not None:
         return hit
-    from wanir.frontends.pipeline import build_pipeline
-
     with paused_gc():
         graph = build_pipeline(build)
         counts = annotate_counts(graph, None, options=build.options, mem=build.memory)
@@ -299,14 +295,12 @@ def evaluate(scenario: Scenario) -> Estimate:
 
 def clear_caches() -> None:
     """Forget every cached scenario, count and estimate."""
-    from .resolve import clear_cache
-    clear_cache()
+    clear_resolved()
     _COUNTED.clear()
     _ESTIMATES.clear()
 
 
 def _freeze(counts: dict) -> Mapping:
-    from .scenario import freeze
     return freeze(counts)
 
 
@@ -334,7 +328,6 @@ def estimate_config(cfg) -> Estimate:
     """Estimate an already composed configuration (a mapping or the DictConfig
     :func:`wanir.config.load_config` returns): resolved (:func:`wanir.resolve.scenario_from_config`),
     counted and timed through the same seam as :func:`estimate`."""
-    from .resolve import scenario_from_config
     return evaluate(scenario_from_config(cfg))
 
 
@@ -344,7 +337,6 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
     and an optional user config directory: :func:`wanir.resolve.resolve`, then
     :func:`count` and :func:`time`. Returns a frozen :class:`Estimate` (cached on the
     resolved scenario). Safe to call from several threads."""
-    from .resolve import resolve
     return evaluate(resolve(overrides, config_dir))
 
 

@@ -15,8 +15,11 @@ one entry of :data:`GROUPS`; adding a key: one field.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
+
+from .errors import ConfigError
 
 #: field metadata of options that change only timing, not the counted graph
 TIMING = {"timing": True}
@@ -66,10 +69,6 @@ OFFLOAD_MODES = ("none", "model", "block")
 def memory_from(m) -> MemoryOptions:
     """The checked :class:`MemoryOptions` of a ``memory`` mapping (None or missing keys:
     the defaults; ``offload_model`` null reads as false). Raises ConfigError naming the key."""
-    import math
-
-    from .errors import ConfigError
-
     m = m if m is not None else {}
     off = m.get("offload_model")
     off = False if off is None else off

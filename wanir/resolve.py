@@ -10,6 +10,7 @@ passes, backends — takes the Scenario's typed, read-only parts.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections import OrderedDict
 from dataclasses import replace
@@ -18,8 +19,12 @@ from threading import Lock
 from types import MappingProxyType
 from typing import Iterable
 
+from . import hardware as hwlib
 from . import options as _options
-from .config import Composed, compose, to_dict
+from .backends.parallel import check_plan, resolve_plan
+from .config import Composed, check_overrides, compose, compose_parsed, to_dict
+from .frontends.pipeline import resolve_workload
+from .runtime import memory_options, runtime_options
 from .errors import ConfigError
 from .scenario import Build, FrozenMap, Run, Scenario, Source, flat_items, freeze, thaw
 
@@ -62,8 +67,6 @@ def resolve(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None 
     and an optional user config directory: every default filled once, every check run once,
     every value's source recorded. Cached (bounded LRU) on the overrides and the directory's
     files. Raises ConfigError (one line naming the key and what is allowed)."""
-    from .config import check_overrides
-
     ovs = tuple(check_overrides(overrides))
     cd = str(config_dir) if config_dir else None
     key = ("raw", ovs, cd, _dir_signature(cd))
@@ -73,8 +76,6 @@ def resolve(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None 
 def resolve_parsed(parsed: Iterable, config_dir: str | os.PathLike | None = None) -> Scenario:
     """:func:`resolve` of overrides already parsed (:class:`wanir.config.Override` records,
     e.g. one point of a sweep)."""
-    from .config import compose_parsed
-
     parsed = tuple(parsed)
     cd = str(config_dir) if config_dir else None
     key = ("parsed", tuple((o.key, type(o.value).__name__, freeze(o.value), o.add, o.delete, o.sweep, o.raw)
@@ -136,7 +137,7 @@ def _model_from(tree: FrozenMap, prov: dict) -> tuple[FrozenMap, FrozenMap | Non
         return tree, None
     from omegaconf import OmegaConf  # late import: checkpoint inference (model.from) edits a DictConfig
 
-    from .frontends.ckpt_infer import apply_model_from
+    from .frontends.ckpt_infer import apply_model_from  # late import: checkpoint inference (model.from) only
 
     cfg, lines = apply_model_from(OmegaConf.create(thaw(tree)))
     new = freeze(OmegaConf.to_container(cfg, resolve=True))
@@ -182,10 +183,6 @@ def _scenario_cached(tree: FrozenMap) -> Scenario:
 
 
 def _scenario(tree: FrozenMap, prov: dict) -> Scenario:
-    from . import hardware as hwlib
-    from .frontends.pipeline import resolve_workload
-    from .runtime import memory_options, runtime_options
-
     tree, inferred = _model_from(tree, prov)
     workload = resolve_workload(tree)
     for k in ("height", "width", "frames", "steps"):
@@ -207,8 +204,6 @@ def _scenario(tree: FrozenMap, prov: dict) -> Scenario:
 
 def _plan(opts, tree, workload):
     """The resolved multi-device Plan (None on one device), checked against the model."""
-    from .backends.parallel import check_plan, resolve_plan
-
     p = resolve_plan(opts.parallel.as_mapping())
     if p.degree > 1 or p.fsdp > 1:
         check_plan(p, guidance=workload.guidance)
@@ -218,8 +213,6 @@ def _plan(opts, tree, workload):
 
 def explain_lines(sc: Scenario) -> list[str]:
     """``wanir config --explain``: one line per resolved value, ``key = value  [source]``."""
-    import json
-
     rows = sc.explain()
     width = min(48, max((len(k) for k, _, _ in rows), default=0))
     out = []

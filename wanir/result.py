@@ -7,11 +7,13 @@ schema is documented in docs/cli.md. Keys are only ever added, never renamed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
 from .graph import Graph, Node
+from . import options as _options
 from .options import RunOptions
-from .scenario import thaw
+from .scenario import freeze, thaw
 
 #: keys of a stage's per-invocation record, in output order
 STAGE_KEYS = ("tensor_flops", "vector_flops", "params", "weight_bytes", "bytes", "peak_activation_bytes", "time_s")
@@ -21,7 +23,6 @@ TOTAL_KEYS = ("tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak
 
 def frozen(d: Mapping | None) -> Mapping:
     """A read-only deep copy of ``d`` (nested mappings read-only, lists made tuples)."""
-    from .scenario import freeze
     return freeze(dict(d or {}))
 
 
@@ -142,10 +143,6 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
     host↔device weight transfer (``summaries['transfer_s']``) to the stages' times.
     ``stage_adjust(graph, stage, ADDITIVE)``: a frontend's hook that may rewrite a stage's
     record before it is frozen (its ``invocations``, ``per_invocation``, ``experts``)."""
-    from types import SimpleNamespace
-
-    from . import options as _options
-
     stages = []
     fl = summaries["flops"]
     mem = summaries.get("memory", {}).get("stages", {})

@@ -14,7 +14,7 @@ keys and the new ``memory`` keys are read (typed, checked, immutable).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import ConfigError
 from .options import DEFAULT_ATTENTION_KERNEL, DEFAULT_RUNTIME, OFFLOAD_MODES, MemoryOptions, PrecisionOptions
@@ -193,8 +193,6 @@ def memory_options_for_plan(cfg, devices: int) -> "MemoryOptions":
 def memory_for_plan(mem: "MemoryOptions", rt: Runtime, offload_from_runtime: bool, devices: int) -> "MemoryOptions":
     """``mem`` on a plan of ``devices`` devices: an offload policy that is the runtime's
     default (``offload_from_runtime``) follows the device count (:func:`offload_default`)."""
-    from dataclasses import replace
-
     if offload_from_runtime and mem.offload in ("none", "model"):
         mem = replace(mem, offload="model" if offload_default(rt, devices) else "none")
     return mem
