@@ -244,9 +244,9 @@ class _LRU:
 
 
 #: counted builds kept (each holds one annotated pipeline graph, a few MB)
-_COUNTED = _LRU(32)
+_COUNTED = _LRU(16)
 #: estimates kept, by scenario
-_ESTIMATES = _LRU(256)
+_ESTIMATES = _LRU(32)
 
 
 def count(build: Build) -> Counted:

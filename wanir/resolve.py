@@ -24,7 +24,7 @@ from . import options as _options
 from .backends.parallel import check_plan, resolve_plan
 from .config import Composed, check_overrides, compose, compose_parsed, to_dict
 from .frontends.pipeline import resolve_workload
-from .runtime import memory_options, runtime_options
+from .runtime import _plan_sizes, memory_options, runtime_options
 from .errors import ConfigError
 from .scenario import Build, FrozenMap, Run, Scenario, Source, flat_items, freeze, thaw
 
@@ -114,7 +114,7 @@ def _provenance(c: Composed) -> dict:
         if key in user or any(key.startswith(u + ".") for u in user):
             prov[key] = Source("user", f"{key}=...")
         elif key in runtime:
-            prov[key] = Source("runtime", f"runtime={rt_name}")
+            prov[key] = Source("runtime", f"runtime={rt_name}" + _why(key, c.tree))
         elif key == "runtime.defaults_applied":
             prov[key] = Source("runtime", f"runtime={rt_name}")
         else:
@@ -127,6 +127,20 @@ def _provenance(c: Composed) -> dict:
                 where = f"{g}/{opt}.yaml" if g and opt else "config.yaml"
                 prov[key] = Source("default", where)
     return prov
+
+
+def _why(key: str, tree) -> str:
+    """What a runtime default of ``key`` followed: the plan's devices or FSDP, the model and
+    hardware families."""
+    devices, fsdp = _plan_sizes(tree)
+    if key == "memory.offload_model":
+        return f"; {devices} device{'s' if devices > 1 else ''}"
+    if key == "precision.dit_weights" and fsdp > 1:
+        return "; FSDP shards the DiT"
+    if key == "roofline.attention_kernel":
+        return (f"; model family {(tree.get('model') or {}).get('family')} on "
+                f"{(tree.get('hardware') or {}).get('family')}")
+    return ""
 
 
 def _model_from(tree: FrozenMap, prov: dict) -> tuple[FrozenMap, FrozenMap | None]:
