@@ -190,7 +190,7 @@ BATCHES = (1, 2, 4)
 
 def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throughput: float | None = None,
          hardware=None, devices=None, prices: dict | None = None, fsdp_options=(False, True),
-         batches=None) -> dict:
+         batches=None, progress=None) -> dict:
     """Enumerate hardware × device count × plan (× videos per batch, for a throughput
     target) for the workload of ``overrides``; return {"candidates": [Candidate, ...]
     ranked, "unfit": those that do not fit in memory, "dropped": their count, "evaluated":
@@ -205,7 +205,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
 
     Ranking: candidates that meet the target first; among them priced hardware by cost
     per video, then unpriced hardware by GPU-hours per video; then fewer devices, less time.
-    Every evaluated candidate is returned (in "candidates" or "unfit")."""
+    Every evaluated candidate is returned (in "candidates" or "unfit"). ``progress``: called
+    with the fraction of the search done (a float in [0, 1]) before each plan."""
     if latency_s is not None and not latency_s > 0:
         raise ConfigError(f"--latency must be > 0 seconds, got {latency_s}")
     if throughput is not None and not throughput > 0:
@@ -281,6 +282,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                                                memory=r.memory, offload_from_runtime=r.offload_from_runtime)
         return dg
 
+    steps, step = len(batches) * len(devices), 0
     for b in batches:
         graph = for_plan(Plan(), b)[1].graph
         graph0 = graph0 or graph
@@ -292,7 +294,9 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         for n in devices:
             plans = [fixed] if fixed is not None else \
                 candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base)
-            for plan in plans:
+            for j, plan in enumerate(plans):
+                if progress is not None:
+                    progress((step + j / len(plans)) / steps)
                 check_plan(plan, heads=heads, guidance=guidance)
                 dg = device_graph(plan, b)
                 for hw in hws:
@@ -312,6 +316,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                     cands.append(Candidate(hw.name, plan, c.time_s, c.peak_memory_bytes, hw.memory_bytes, vph, gh,
                                            None if price is None else gh * price, bsh, share,
                                            c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b))
+            step += 1
         if not fits_any:      # a larger batch only needs more memory
             break
     graph = graph0

@@ -52,12 +52,14 @@ def main(argv=None) -> int:
         page.wait_for_timeout(300)
         page.screenshot(path=str(out / "web-compare.png"))
         print(f"wrote {out / 'web-compare.png'}")
-        page.goto(url + "?model=wan2.1-t2v-1.3b&workload=480p#view=sizing")
-        page.fill("#sz-latency", "60")
-        page.fill("#sz-hardware", "h100-sxm,h200,b200,a100-80gb,l40s,mi300x")
-        page.fill("#sz-prices", "h100-sxm=2.5 h200=3.5 b200=5 a100-80gb=1.5 l40s=1 mi300x=2.5")
+        page.goto(url + "?model=wan2.1-t2v-1.3b&workload=480p")
+        page.wait_for_selector("body[data-state=ready]", timeout=120_000)
+        # the sizing runs (as a job) when its tab opens: its inputs are set first
+        for k, v in (("latency", "60"), ("hardware", "h100-sxm,h200,b200,a100-80gb,l40s,mi300x"),
+                     ("prices", "h100-sxm=2.5 h200=3.5 b200=5 a100-80gb=1.5 l40s=1 mi300x=2.5")):
+            page.evaluate("([id, v]) => { document.getElementById(id).value = v; }", [f"sz-{k}", v])
+        page.click('#tabs button[data-view="sizing"]')
         page.wait_for_selector("#sizing-table tbody tr", timeout=300_000)
-        page.click("#sz-run")
         page.wait_for_selector("body[data-state=ready]", timeout=300_000)
         page.wait_for_timeout(500)
         page.screenshot(path=str(out / "web-sizing.png"), full_page=False)

@@ -154,22 +154,123 @@ def test_roofline_tab(server, page):
     assert page.errors == []
 
 
-def test_sizing_tab_sorts(server, page):
-    page.goto(server + BASE + "&workload=480p#view=sizing")
+def sizing_inputs(pg, **values):
+    """Fill the sizing tab's inputs (hidden until the tab opens) before opening it."""
+    for k, v in values.items():
+        pg.evaluate("([id, v]) => { document.getElementById(id).value = v; }", [f"sz-{k}", v])
+
+
+def test_sizing_with_prices_for_some_gpus(server, page):
+    """Prices for one GPU of two and a throughput target: the rows come in `wanir size`'s
+    order, with its videos/batch, $/video ("no price" on the other GPU) and GPU-h/video
+    columns; the Pareto stars are on the rows the sizing marks; the table sorts."""
+    from wanir.web.service import Engine
+
+    ov = ["model=wan2.1-t2v-1.3b", "workload=480p", "workload.frames=17", "workload.steps=4"]
+    page.goto(server + "?" + "&".join(ov))
+    ready(page)
+    sizing_inputs(page, throughput="100", devices="1,2", hardware="h100-sxm,a100-80gb", prices="h100-sxm=2.5")
+    page.click('#tabs button[data-view="sizing"]')
     page.wait_for_selector("#sizing-table tbody tr")
     ready(page)
-    assert page.locator("#sizing-plot .main-svg").count() >= 1
-    assert page.locator("#sizing-table tr.pareto").count() >= 1
+    want = Engine().size_view(ov, throughput="100", hardware=["h100-sxm", "a100-80gb"], devices="1,2",
+                              prices=["h100-sxm=2.5"])
+    heads = page.eval_on_selector_all("#sizing-table thead th", "hs => hs.map(h => h.textContent)")
+    for h in ("videos/batch", "$/video", "GPU-h/video", "Pareto"):
+        assert h in heads
+    rows = page_table(page, "#sizing-table")
+    col = {h: i for i, h in enumerate(heads)}
+    assert [(r[col["hardware"]], int(r[col["GPUs"]]), r[col["plan"]], int(r[col["videos/batch"]])) for r in rows] == \
+        [(r["hardware"], r["devices"], r["plan"], r["batch"]) for r in want["rows"]]
+    for r, w in zip(rows, want["rows"]):
+        assert (r[col["$/video"]] == "no price") == (w["hardware"] == "a100-80gb")
+        assert (r[col["Pareto"]] == "★") == w["pareto"]
+    assert page.locator("#sizing-table tr.pareto").count() == sum(w["pareto"] for w in want["rows"]) >= 2
+    assert "no price for a100-80gb" in page.inner_text("#sz-summary")
     page.click('#sizing-table th[data-key="time_s"]')
     assert page.get_attribute('#sizing-table th[data-key="time_s"]', "aria-sort") == "ascending"
-    times = page.evaluate("S.sizing.rows.slice()")
-    by_rank = {r["rank"]: r["time_s"] for r in times}
+    by_rank = {w["rank"]: w["time_s"] for w in want["rows"]}
     shown = [by_rank[int(r[0])] for r in page_table(page, "#sizing-table")]
     assert shown == sorted(shown)
-    page.click('#sizing-table th[data-key="time_s"]')
-    shown = [by_rank[int(r[0])] for r in page_table(page, "#sizing-table")]
-    assert shown == sorted(shown, reverse=True)
     assert page.errors == []
+
+
+PLAN = ["parallel=fsdp+ulysses", "parallel.degree=4"]
+
+
+def test_plan_round_trip_resets_the_device_count(server, page):
+    """fsdp+ulysses on 4 devices, then back to single: the device count resets with the
+    plan, the page answers (no error), and the table is the CLI's each time."""
+    page.goto(server + BASE)
+    ready(page)
+    page.select_option('[data-key="parallel"]', "fsdp+ulysses")
+    page.fill('[data-key="parallel.degree"]', "4")
+    page.wait_for_function("document.body.dataset.state === 'ready' && "
+                           "document.getElementById('permalink').value.includes('parallel.degree=4')")
+    assert page_table(page) == cli_table(["model=wan2.1-t2v-1.3b", *PLAN])      # the per-device table
+    assert "4 × h100-sxm" in page.inner_text("#est-title")
+    page.select_option('[data-key="parallel"]', "single")
+    page.wait_for_function("document.body.dataset.state === 'ready' && "
+                           "!document.getElementById('permalink').value.includes('parallel.degree')")
+    assert page.input_value('[data-key="parallel.degree"]') == ""
+    assert page.is_disabled('[data-key="parallel.degree"]')
+    assert sorted(page_overrides(page)) == ["model=wan2.1-t2v-1.3b", "parallel=single"]
+    assert page_table(page) == cli_table(["model=wan2.1-t2v-1.3b", "parallel=single"])
+    assert page.inner_text("#error") == "" and page.locator(".stale").count() == 0
+    assert page.get_attribute("#dl-json", "href").endswith("parallel=single")
+    assert page.errors == []
+
+
+def test_every_view_under_a_plan_is_per_device(server, page):
+    """Under a plan every view shows one device's figures and says so; Compare's B total is
+    the CLI's per-device time; the HTML report (one device's pipeline only) is disabled."""
+    import re
+
+    q = BASE + "&parallel=fsdp%2Bulysses&parallel.degree=4"
+    page.goto(server + q + "#view=compare&a=model%3Dwan2.1-t2v-1.3b")
+    page.wait_for_selector("#compare-table tbody tr")
+    ready(page)
+    cli_rows = cli_table(["model=wan2.1-t2v-1.3b", *PLAN])
+    assert page_table(page, "#stage-table") == cli_rows
+    assert page.input_value('[data-key="parallel.degree"]') == "4" and not page.is_disabled('[data-key="parallel.degree"]')
+    head = page.eval_on_selector_all("#compare-table thead tr:last-child th", "hs => hs.map(h => h.textContent)")
+    total = page_table(page, "#compare-table")[-1]
+    assert total[0] == "total"
+    cli_head = page.eval_on_selector_all("#stage-table thead th", "hs => hs.map(h => h.textContent)")
+    assert total[head.index("time B")] == cli_rows[-1][cli_head.index("time")]
+    assert "4 × h100-sxm" in page.inner_text("#compare-table thead")
+    page.click('#tabs button[data-view="roofline"]')
+    page.wait_for_selector("#roofline-plot .scatterlayer .point")
+    ready(page)
+    assert "one device of 4 × h100-sxm" in page.text_content("#roofline-plot .gtitle")
+    page.click('#tabs button[data-view="breakdown"]')
+    page.wait_for_selector("#memory-plot .main-svg")
+    ready(page)
+    assert "one device of 4 × h100-sxm" in page.inner_text("#bd-note")
+    assert "one device of 4 × h100-sxm" in page.text_content("#memory-plot .gtitle")
+    peak = re.search(r"peak ([\d.]+ GiB)", page.text_content("#memory-plot"))
+    assert peak and peak.group(1) == cli_rows[-1][-1]            # the CLI's per-device peak
+    assert "disabled" in page.get_attribute("#dl-html", "class")
+    assert page.errors == []
+
+
+def test_a_view_that_cannot_update_is_marked_stale(server, page):
+    page.goto(server + BASE + "#view=compare")
+    page.wait_for_selector("#compare-table tbody tr")
+    ready(page)
+    page.fill('[data-key="workload.frames"]', "80")
+    page.wait_for_function("document.body.dataset.state === 'error'")
+    assert "stale" in page.get_attribute("#compare-table", "class")
+    assert page.inner_text("#view-compare .stale-note").startswith("not updated: workload.frames=80")
+    assert "stale" in page.get_attribute("#est-body", "class")
+    for a in ("#dl-json", "#dl-csv", "#dl-html"):
+        assert page.get_attribute(a, "href") is None and page.get_attribute(a, "aria-disabled") == "true"
+    page.fill('[data-key="workload.frames"]', "81")
+    page.wait_for_function("document.body.dataset.state === 'ready' && "
+                           "!document.getElementById('compare-table').classList.contains('stale')")
+    assert page.inner_text("#view-compare .stale-note") == ""
+    assert page.get_attribute("#dl-json", "href") is not None
+    assert [e for e in page.errors if "status of 400" not in e] == []     # the refused estimate itself
 
 
 def test_permalink_restores_the_page(server, page, browser):
@@ -208,3 +309,8 @@ def test_download_json_is_the_cli_document(server, page):
     assert code == 0, err
     assert got == json.loads(out)
     assert d.value.suggested_filename == "estimate.json"
+    # the HTML report runs as a job, then downloads: the CLI report's stage table
+    with page.expect_download() as d:
+        page.click("#dl-html")
+    html = open(d.value.path(), encoding="utf-8").read()
+    assert d.value.suggested_filename == "report.html" and 'id="stage-table"' in html

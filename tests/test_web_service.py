@@ -315,8 +315,8 @@ def test_size_payload_keeps_the_whole_front():
     from types import SimpleNamespace
 
     def cand(t, cost):
-        return SimpleNamespace(meets=True, to_dict=lambda: {"time_s": t, "cost_per_video_usd": cost,
-                                                            "gpu_hours_per_video": cost})
+        return SimpleNamespace(meets=True, to_dict=lambda: {"time_s": t, "cost_per_video_usd": cost, "priced": True,
+                                                            "gpu_hours_per_video": cost, "hardware": "x"})
     # ranked by cost: the fastest candidate is last, beyond the rows shown, yet on the front
     cands = [cand(100.0, 1.0 + i / 1000) for i in range(W.MAX_SIZE_ROWS + 50)] + [cand(1.0, 9.0)]
     d = W.size_payload({"candidates": cands, "priced": True, "evaluated": len(cands), "dropped": 0,
@@ -403,3 +403,152 @@ def test_config_dir_options_appear(tmp_path):
     assert v["document"]["hardware"] == "my-gpu"
     with pytest.raises(ConfigError, match="my-gpu"):        # the options named in the message include it
         e.estimate_view(["hardware=../x"])
+
+
+# ------------------------------------------------------------------------ under a parallel plan
+
+PLAN = SMALL + ["parallel=fsdp+ulysses", "parallel.degree=4"]
+
+
+@pytest.fixture(scope="module")
+def plan_doc():
+    """What `wanir estimate PLAN --format json` prints (the CLI in a child process)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "wanir", "estimate", *PLAN, "--format", "json"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_every_view_is_one_device_of_the_plan(engine, plan_doc):
+    """Under a plan the breakdown, the memory chart, the compare rows and the fit are the
+    CLI's per-device figures (its JSON's ``parallel``), not the one-GPU pipeline's."""
+    par = plan_doc["parallel"]
+    v = engine.estimate_view(PLAN)
+    assert v["plan"]["devices"] == 4 and "one device of 4 × h100-sxm" in v["plan"]["caption"]
+    # fit: the per-device peak
+    assert v["fit"]["peak_memory_bytes"] == par["total"]["peak_memory_bytes"]
+    assert v["fit"]["fits"] is par["total"]["fits"]
+    # breakdown: the stages' seconds add up to the per-device time per video
+    b = v["breakdown"]
+    roots = [val for val, parent in zip(b["values"], b["parents"]) if parent == ""]
+    assert sum(roots) == pytest.approx(par["total"]["time_s"], rel=1e-6)
+    assert b["plan"]["label"] == v["plan"]["label"]
+    # memory: the tallest stage is the per-device peak
+    m = v["memory"]
+    heights = [r["weight_bytes"] + r["activation_bytes"] + r["reserve_bytes"] for r in m["stages"]]
+    assert max(heights) == par["total"]["peak_memory_bytes"]
+    weights = {r["name"]: r["weight_bytes"] for r in par["stages"]}
+    assert {r["stage"]: r["activation_bytes"] for r in m["stages"]} == \
+        {r["name"]: r["peak_activation_bytes"] for r in par["stages"]}
+    assert max(r["weight_bytes"] for r in m["stages"]) <= sum(weights.values())
+    # compare: B's times are the per-device ones, A's the one-device pipeline's
+    c = engine.compare_view(SMALL, PLAN)
+    rows = {r["stage"]: r for r in c["rows"]}
+    assert rows["total"]["b"]["time_s"] == pytest.approx(par["total"]["time_s"], rel=1e-9)
+    for s in par["stages"]:
+        assert rows[s["name"]]["b"]["time_s"] == pytest.approx(s["time_s"], rel=1e-9)
+    assert rows["total"]["b"]["peak_memory_bytes"] == par["total"]["peak_memory_bytes"]
+    assert c["b"]["per_device"] and "4 × h100-sxm" in c["b"]["title"] and not c["a"]["per_device"]
+    one = engine.estimate(SMALL)
+    assert rows["total"]["a"]["time_s"] == pytest.approx(one.total["time_s"], rel=1e-9)
+    # Ulysses over 4 devices: each does about a quarter of the DiT's FLOPs (tokens padded up)
+    dit = rows["diffusion_core"]
+    assert 0.25 <= dit["b"]["flops"] / dit["a"]["flops"] <= 0.26
+
+
+@pytest.mark.parametrize("by", ["op", "scope"])
+def test_roofline_under_a_plan_is_one_device_graph(engine, by):
+    from wanir.backends.parallel import multi_device_cost
+
+    v = engine.roofline_view(PLAN, by, 2)
+    assert v["plan"]["devices"] == 4
+    g = multi_device_cost(engine.estimate(PLAN)).graph
+    if by == "op":
+        ops = [n for n in g if n.category != "input"]
+        assert len(v["points"]) + v["left_out"] == len(ops)
+        assert any(n.category == "communication" for n in ops)     # the plan's graph, comm nodes included
+        assert not any(p["category"] == "communication" for p in v["points"])
+    names = {n.path for n in g} | {n.scope.path for n in g}
+    assert all(p["name"] in names or by == "scope" for p in v["points"])
+
+
+def test_allow_files_never_follows_a_link_out(tmp_path):
+    root = tmp_path / "models"
+    m = root / "m"
+    m.mkdir(parents=True)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "config.json").write_text("{}")
+    (m / "ok").symlink_to(root)                                 # a link that stays inside: accepted
+    assert W.check_overrides(["model.from=m"], allow_files=root) == [f"model.from={m.resolve()}"]
+    (m / "config.json").symlink_to(secret / "config.json")      # a file inside linking out: refused
+    with pytest.raises(ConfigError, match="config.json links outside the folder"):
+        W.check_overrides(["model.from=m"], allow_files=root)
+    (m / "config.json").unlink()
+    (m / "loop").symlink_to(m / "loop")                         # a loop: refused, in bounded time
+    with pytest.raises(ConfigError, match="broken or looping link"):
+        W.check_overrides(["model.from=m"], allow_files=root)
+
+
+def _dominated(r, rows):
+    return any(q["time_s"] <= r["time_s"] and q["cost"] <= r["cost"] and
+               (q["time_s"], q["cost"]) != (r["time_s"], r["cost"]) for q in rows)
+
+
+def test_sizing_with_prices_for_some_gpus_agrees_with_wanir_size(engine):
+    """Prices for one GPU of two: the rows come in `wanir size`'s order, the cost column is
+    dollars on the priced GPU and GPU-hours on the other (each row's own), and the Pareto
+    stars are the undominated rows of each kind, checked by brute force."""
+    import subprocess
+    import sys
+
+    ov = ["model=wan2.1-t2v-1.3b", "workload=480p", "workload.frames=17", "workload.steps=4"]
+    d = engine.size_view(ov, throughput="100", hardware=["h100-sxm", "a100-80gb"], devices="1,2",
+                         prices=["h100-sxm=2.5"])
+    r = subprocess.run([sys.executable, "-m", "wanir", "size", *ov, "--throughput", "100", "--hardware",
+                        "h100-sxm,a100-80gb", "--devices", "1,2", "--price", "h100-sxm=2.5", "--format", "json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    cli = [c for c in json.loads(r.stdout)["candidates"] if c["fits"]]
+    key = ("hardware", "devices", "plan", "batch")
+    assert [tuple(x[k] for k in key) for x in d["rows"]] == [tuple(x[k] for k in key) for x in cli]
+    assert d["batched"] and {x["batch"] for x in d["rows"]} > {1}      # a throughput target tries batches
+    assert not d["priced"] and d["priced_any"] and d["unpriced"] == ["a100-80gb"]
+    for x in d["rows"]:
+        gh = x["devices"] * x["time_s"] / 3600 / x["batch"]   # GPU-hours per video of one replica ...
+        assert x["gpu_hours_per_video"] <= gh * (1 + 1e-9)     # ... at most (dp replicas share the devices)
+        if x["hardware"] == "h100-sxm":
+            assert x["cost"] == pytest.approx(2.5 * x["gpu_hours_per_video"]) and x["cost_unit"] == "$/video"
+        else:
+            assert x["cost"] == x["gpu_hours_per_video"] and x["cost_unit"] == "GPU-h/video"
+    for priced in (True, False):
+        group = [x for x in d["rows"] if x["priced"] is priced]
+        for x in group:
+            assert x["pareto"] == (not _dominated(x, group)) or \
+                any(q is not x and q["pareto"] and (q["time_s"], q["cost"]) == (x["time_s"], x["cost"]) for q in group)
+    # the priced rows meeting the target come first, by dollars
+    meets = [x for x in d["rows"] if x["meets_target"]]
+    firsts = [x["priced"] for x in meets]
+    assert firsts == sorted(firsts, reverse=True)
+
+
+def test_size_request_refuses_before_any_work(engine):
+    for kw, words in [({"prices": ["h100-sxm=abc"]}, "--price"), ({"prices": ["nosuch=1"]}, "no hardware named"),
+                      ({"hardware": [["x"]]}, "not in the library"), ({"latency": "inf"}, "--latency"),
+                      ({"devices": "1,2,4,8,16,32,64"}, "at most")]:
+        with pytest.raises(ConfigError, match=words) as e:
+            engine.size_request(SMALL, **kw)
+        assert "\n" not in str(e.value)
+
+
+def test_sizing_reports_its_progress(engine):
+    """The fraction done comes before each plan: never decreasing, in [0, 1), one per plan
+    tried (each plan is timed on every hardware)."""
+    fr = []
+    d = engine.size_view(["model=wan2.1-t2v-1.3b", "workload=480p", "workload.frames=17", "workload.steps=2"],
+                         hardware=["h100-sxm", "l40s"], devices="1,2,4", progress=fr.append)
+    assert fr == sorted(fr) and 0 <= fr[0] and fr[-1] < 1
+    assert len(fr) * 2 == d["evaluated"]

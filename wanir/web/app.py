@@ -5,16 +5,23 @@ Routes:
 - ``GET /`` the page; ``GET /static/...`` its script and styles, and Plotly's JavaScript
   served from the installed ``plotly`` package (nothing is fetched from elsewhere);
 - ``GET /api/options`` the config groups and their options, the hardware library, limits;
-- ``POST /api/estimate|roofline|breakdown|diagram|compare|size`` (JSON body with
+- ``POST /api/estimate|roofline|breakdown|diagram|compare`` (JSON body with
   ``overrides``, a list of ``KEY=VALUE`` strings, and the view's parameters);
+- ``POST /api/size`` and ``POST /api/report`` start a job (:mod:`wanir.web.jobs`: a child
+  process with a time limit; 202 with the job's status, 429 while one of its kind runs);
+  ``GET /api/jobs/ID`` its status, progress and result; ``POST /api/jobs/ID/cancel``;
+  ``GET /download/job/ID`` a finished report;
 - ``GET /download/estimate.json|estimate.csv|report.html?KEY=VALUE&...`` what ``wanir
-  estimate --format json|csv`` and ``wanir report`` write for those overrides.
+  estimate --format json|csv`` and ``wanir report`` write for those overrides (the report
+  runs as a job; 429 while another runs).
 
 A bad input answers 400 with ``{"error": one line, "key": the override it is about}``:
 the message :func:`wanir.config.load_config` gives the CLI. Bodies are limited to
-:data:`MAX_BODY` bytes; requests whose ``Host`` is not this server's are refused (a web page
-elsewhere cannot reach it through DNS rebinding); POSTs must be JSON (no cross-site form
-posts).
+:data:`MAX_BODY` bytes, :data:`MAX_JSON_DEPTH` levels of nesting and :data:`BODY_TIMEOUT_S`
+seconds; requests whose ``Host`` is not this server's are refused (a web page elsewhere
+cannot reach it through DNS rebinding); POSTs must be JSON (no cross-site form posts); every
+API call and download is refused (403) when the browser marks it cross-site
+(``Sec-Fetch-Site``) or its ``Origin`` is another site's.
 """
 from __future__ import annotations
 
@@ -29,8 +36,12 @@ from wanir.errors import WanirError
 from .service import Engine, WebError
 from .service import options as service_options
 
-#: largest request body accepted (bytes)
+#: largest request body accepted (bytes), deepest nesting of its JSON, seconds to send it
 MAX_BODY = 64 * 1024
+MAX_JSON_DEPTH = 8
+BODY_TIMEOUT_S = 10.0
+#: seconds a plain download (``/download/report.html``) waits for its job
+DOWNLOAD_WAIT_S = 300.0
 STATIC = Path(__file__).parent / "static"
 
 
@@ -53,6 +64,37 @@ def _clean(x):
     if isinstance(x, (list, tuple)):
         return [_clean(v) for v in x]
     return x
+
+
+def json_depth(x, limit: int) -> bool:
+    """Whether ``x`` (parsed JSON) nests at most ``limit`` levels of lists and objects
+    (iterative: any depth is looked at without recursion)."""
+    stack = [(x, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            if d > limit:
+                return False
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return True
+
+
+def cross_site(headers, host: str | None) -> str | None:
+    """Why a request must be refused as cross-site (one line), or None: the browser marks it
+    ``Sec-Fetch-Site: cross-site`` or ``same-site`` (another port or subdomain), or it carries
+    an ``Origin`` that is not ``http://HOST`` of this request. Requests without these headers
+    (a typed address, ``curl``) pass."""
+    from urllib.parse import urlsplit
+
+    site = headers.get("sec-fetch-site")
+    if site in ("cross-site", "same-site"):
+        return f"refused: a request from another site (Sec-Fetch-Site: {site}); open the page itself"
+    origin = headers.get("origin")
+    if origin is not None:
+        o = urlsplit(origin)
+        if origin == "null" or o.scheme not in ("http", "https") or not host or o.netloc.lower() != host.lower():
+            return f"refused: a request from another origin ({origin[:80]}); open the page itself"
+    return None
 
 
 def culprit(overrides, message: str) -> str | None:
@@ -85,6 +127,7 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
     ``--config-dir``); ``allow_files``: the folder ``model.from`` may read (None: none);
     ``allowed_hosts``: the ``Host`` names accepted (default: the loopback names);
     ``prefetch``: compose the configurations one hardware switch away while idle."""
+    import anyio
     from anyio import to_thread
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -94,15 +137,32 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
+    from .jobs import Busy, Jobs
+
     engine = Engine(config_dir, allow_files, prefetch=prefetch)
+    jobs = Jobs(engine.config_dir, engine.allow_files)
 
     def js(data, status=200):
         return Response(json.dumps(_clean(data), separators=(",", ":")), status_code=status,
                         media_type="application/json", headers={"Cache-Control": "no-store"})
 
-    def fail(e: Exception, overrides=()):
+    def fail(e: Exception, overrides=(), status=400):
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return js({"error": msg, "key": culprit(overrides, msg)}, 400)
+        return js({"error": msg, "key": culprit(overrides, msg)}, status)
+
+    def refused(request: Request, as_json: bool = True):
+        """The 403 answer to a cross-site request (None when it is not one)."""
+        why = cross_site(request.headers, request.headers.get("host"))
+        if why is None:
+            return None
+        return js({"error": why, "key": None}, 403) if as_json else \
+            Response(why + "\n", status_code=403, media_type="text/plain")
+
+    def unexpected(e: BaseException):
+        """A failure the checks did not foresee: one line on stderr and to the client (500)."""
+        line = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        print(f"wanir serve: error: {line}", file=sys.stderr, flush=True)
+        return js({"error": f"internal error ({line})", "key": None}, 500)
 
     async def body(request: Request) -> dict:
         ctype = request.headers.get("content-type", "")
@@ -112,14 +172,23 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
         if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
             raise WebError(f"request too large (at most {MAX_BODY} bytes)")
         buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) > MAX_BODY:
-                raise WebError(f"request too large (at most {MAX_BODY} bytes)")
+        try:
+            with anyio.fail_after(BODY_TIMEOUT_S):
+                async for chunk in request.stream():
+                    buf += chunk
+                    if len(buf) > MAX_BODY:
+                        raise WebError(f"request too large (at most {MAX_BODY} bytes)")
+        except TimeoutError:
+            raise WebError(f"the request body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
+        deep = WebError(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
         try:
             data = json.loads(bytes(buf) or b"{}")
         except (ValueError, UnicodeDecodeError):
             raise WebError("the request body is not valid JSON") from None
+        except RecursionError:
+            raise deep from None
+        if not json_depth(data, MAX_JSON_DEPTH):
+            raise deep
         if not isinstance(data, dict):
             raise WebError("the request body must be a JSON object")
         return data
@@ -134,12 +203,17 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
         except WanirError:
             return [o for o in ov if isinstance(o, str)]
 
-    def api(handler):
+    def api(handler, status=200):
         async def endpoint(request: Request):
+            no = refused(request)
+            if no is not None:
+                return no
             data = {}
             try:
                 data = await body(request)
-                return js(await handler(data))
+                return js(await handler(data), status)
+            except Busy as e:
+                return fail(e, status=429)
             except WanirError as e:
                 ov = []
                 for k in ("overrides", "a", "b"):
@@ -147,8 +221,10 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
                     if isinstance(v, list):
                         ov += v
                 return fail(e, engine_overrides(ov))
-            except (ValueError, TypeError, KeyError) as e:   # a value the checks let through: still one line
+            except (ValueError, TypeError, KeyError, RecursionError) as e:   # a value the checks let through
                 return fail(e)
+            except Exception as e:  # noqa: BLE001 - never a traceback: one line
+                return unexpected(e)
         return endpoint
 
     async def page(request: Request):
@@ -185,17 +261,70 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
         return await call(engine.compare_view, d.get("a", []), d.get("overrides", d.get("b", [])))
 
     async def size(d):
-        return await call(engine.size_view, d.get("overrides", []), d.get("latency"), d.get("throughput"),
-                          d.get("prices"), d.get("hardware"), d.get("devices"))
+        req = await call(engine.size_request, d.get("overrides", []), d.get("latency"), d.get("throughput"),
+                         d.get("prices"), d.get("hardware"), d.get("devices"))
+        return jobs.start_size(req).status()
+
+    async def report(d):
+        ov = await call(engine.overrides, d.get("overrides", []))
+        return jobs.start_report(ov).status()
+
+    async def job_status(request: Request):
+        no = refused(request)
+        if no is not None:
+            return no
+        job = jobs.get(request.path_params["job"])
+        if job is None:
+            return js({"error": "no such job (finished jobs are kept for a while only)", "key": None}, 404)
+        return js(job.status())
+
+    async def job_cancel(request: Request):
+        no = refused(request)
+        if no is not None:
+            return no
+        job = jobs.cancel(request.path_params["job"])
+        if job is None:
+            return js({"error": "no such job", "key": None}, 404)
+        return js(job.status())
+
+    def report_response(job):
+        if job.state != "done":
+            return Response(f"the report {job.state}: {job.error or ''}".strip() + "\n", status_code=400,
+                            media_type="text/plain")
+        return Response(job.result, media_type="text/html",
+                        headers={"Content-Disposition": 'attachment; filename="report.html"',
+                                 "Cache-Control": "no-store"})
+
+    async def job_file(request: Request):
+        no = refused(request, as_json=False)
+        if no is not None:
+            return no
+        job = jobs.get(request.path_params["job"])
+        if job is None or job.kind != "report":
+            return Response("no such report\n", status_code=404, media_type="text/plain")
+        return report_response(job)
 
     def download(kind):
         async def endpoint(request: Request):
+            no = refused(request, as_json=False)
+            if no is not None:
+                return no
             ov = [f"{k}={v}" for k, v in request.query_params.multi_items()]
             try:
+                if kind == "html":      # a report: a job (one at a time, time-limited)
+                    ov = await call(engine.overrides, ov)
+                    job = jobs.start_report(ov)
+                    await call(jobs.wait, job, DOWNLOAD_WAIT_S)
+                    return report_response(job)
                 text = await call(engine.download, ov, kind)
+            except Busy as e:
+                return Response(str(e) + "\n", status_code=429, media_type="text/plain")
             except WanirError as e:
                 msg = str(e).splitlines()[0]
                 return Response(msg + "\n", status_code=400, media_type="text/plain")
+            except Exception as e:  # noqa: BLE001 - never a traceback: one line
+                print(f"wanir serve: error: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr, flush=True)
+                return Response("internal error\n", status_code=500, media_type="text/plain")
             media = {"json": "application/json", "csv": "text/csv", "html": "text/html"}[kind]
             name = {"json": "estimate.json", "csv": "estimate.csv", "html": "report.html"}[kind]
             return Response(text, media_type=media,
@@ -214,7 +343,11 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
         Route("/api/breakdown", api(breakdown), methods=["POST"]),
         Route("/api/diagram", api(diagram), methods=["POST"]),
         Route("/api/compare", api(compare), methods=["POST"]),
-        Route("/api/size", api(size), methods=["POST"]),
+        Route("/api/size", api(size, 202), methods=["POST"]),
+        Route("/api/report", api(report, 202), methods=["POST"]),
+        Route("/api/jobs/{job}", job_status),
+        Route("/api/jobs/{job}/cancel", job_cancel, methods=["POST"]),
+        Route("/download/job/{job}", job_file),
         Route("/download/estimate.json", download("json")),
         Route("/download/estimate.csv", download("csv")),
         Route("/download/report.html", download("html")),
@@ -222,6 +355,7 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
     hosts = list(allowed_hosts) if allowed_hosts else ["127.0.0.1", "localhost", "::1", "[::1]"]
     app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
     app.state.engine = engine
+    app.state.jobs = jobs
     return app
 
 
@@ -282,13 +416,20 @@ def serve(host: str = "127.0.0.1", port: int = 8765, config_dir=None, allow_file
     if open_browser:
         import webbrowser
         threading.Timer(0.3, webbrowser.open, args=(url,)).start()
+    from .protocol import MAX_HEAD_BYTES, GuardedH11Protocol
+
+    # idle and slow connections are closed by the protocol (a deadline on each request head,
+    # the oldest idle connection closed beyond a cap), so no limit_concurrency: silent
+    # connections never make the server answer 503
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=5,
-                            limit_concurrency=64)
+                            http=GuardedH11Protocol, h11_max_incomplete_event_size=MAX_HEAD_BYTES)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for job in app.state.jobs.running():     # no child outlives the server
+            app.state.jobs.cancel(job.id)
 
 
 def _warm(engine) -> None:

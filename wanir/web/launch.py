@@ -12,9 +12,10 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def running_server(*args: str, timeout: float = 60.0):
+def running_server(*args: str, timeout: float = 60.0, info: dict | None = None):
     """``wanir serve --port 0 ARGS...`` in a child process; yields ``(url, seconds until the
-    page answered)``. The child is stopped on exit."""
+    page answered)``. The child is stopped on exit. ``info`` (a dict), when given, gets the
+    child's ``pid`` and ``lines``, the list its output lines are appended to."""
     cmd = [sys.executable, "-m", "wanir", "serve", "--port", "0", *args]
     t0 = time.perf_counter()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -31,7 +32,10 @@ def running_server(*args: str, timeout: float = 60.0):
             if m:
                 url = m.group(1)
         import threading
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()   # keep the pipe drained
+        if info is not None:
+            info.update(pid=proc.pid, lines=lines)
+        # keep the pipe drained (the lines kept when asked for, the last 1000)
+        threading.Thread(target=_drain, args=(proc.stdout, lines if info is not None else None), daemon=True).start()
         while True:
             try:
                 with urllib.request.urlopen(url, timeout=5) as r:
@@ -50,3 +54,10 @@ def running_server(*args: str, timeout: float = 60.0):
         except subprocess.TimeoutExpired:   # pragma: no cover
             proc.kill()
             proc.wait()
+
+
+def _drain(stream, keep) -> None:
+    for line in stream:
+        if keep is not None:
+            keep.append(line)
+            del keep[:-1000]

@@ -106,9 +106,40 @@ def _allowed_path(key: str, value: str, allow_files) -> str:
     p = (p if p.is_absolute() else root / p).resolve()
     if p != root and root not in p.parents:
         raise WebError(f"{key}={value}: outside the folder this server may read ({root})")
+    _no_link_out(key, value, p, root)
     if any(c in str(p) for c in ",[]{}()'\" "):
         raise WebError(f"{key}={value}: the path has characters the override syntax cannot carry")
     return str(p)
+
+
+#: entries of a model folder looked at for links that lead out of ``--allow-files``
+MAX_FOLDER_ENTRIES = 10_000
+
+
+def _no_link_out(key: str, value: str, p: Path, root: Path) -> None:
+    """Refuse ``p`` (inside ``root``) when it is a folder holding a symbolic link that
+    resolves outside ``root`` (or a loop), or more than :data:`MAX_FOLDER_ENTRIES` entries
+    to look at. Links to folders are not descended into (their target is checked)."""
+    import os
+
+    if not p.is_dir():
+        return
+    seen = 0
+    for top, dirs, files in os.walk(p, followlinks=False):
+        for name in dirs + files:
+            seen += 1
+            if seen > MAX_FOLDER_ENTRIES:
+                raise WebError(f"{key}={value}: more than {MAX_FOLDER_ENTRIES} entries in the folder")
+            q = Path(top) / name
+            if not q.is_symlink():
+                continue
+            try:
+                t = q.resolve(strict=True)
+            except (OSError, RuntimeError):
+                raise WebError(f"{key}={value}: {q.relative_to(p)} is a broken or looping link") from None
+            if t != root and root not in t.parents:
+                raise WebError(f"{key}={value}: {q.relative_to(p)} links outside the folder this server may "
+                               f"read ({root})")
 
 
 # ------------------------------------------------------------------------------ options
@@ -184,6 +215,7 @@ class Engine:
         self.allow_files = str(Path(allow_files).resolve()) if allow_files else None
         self.lock = threading.RLock()
         self.cache: "OrderedDict[tuple, object]" = OrderedDict()
+        self.costs: "OrderedDict[tuple, object]" = OrderedDict()
         self.cache_size = cache_size
         self.last_request = 0.0
         self._queue: list[tuple] = []
@@ -231,6 +263,25 @@ class Engine:
         """:func:`check_overrides` with this server's file permission."""
         return check_overrides(overrides, self.allow_files, self.config_dir)
 
+    def device_cost(self, overrides):
+        """(Estimate, the plan's per-device :class:`~wanir.backends.parallel.MultiDeviceCost`
+        or None on one device) of ``overrides``: what ``wanir estimate`` prints under a plan,
+        cached like the estimates."""
+        from wanir.backends.parallel import multi_device_cost
+
+        ov = tuple(self.overrides(overrides))
+        with self.lock:
+            est = self.estimate(ov)
+            if est.parallel is None:
+                return est, None
+            hit = self.costs.get(ov)
+            if hit is None or hit[0] is not est:
+                hit = self.costs[ov] = (est, multi_device_cost(est))
+                if len(self.costs) > self.cache_size:
+                    self.costs.popitem(last=False)
+            self.costs.move_to_end(ov)
+            return hit
+
     def estimate(self, overrides):
         """The Estimate of ``overrides`` (checked here), from the cache when seen lately."""
         from wanir.estimate import estimate
@@ -256,9 +307,9 @@ class Engine:
         t0 = time.perf_counter()
         self.last_request = time.monotonic()
         with self.lock:
-            est = self.estimate(overrides)
-            out = estimate_payload(est)
-            out["multi_device"] = multi_device_payload(est)
+            est, cost = self.device_cost(overrides)
+            out = estimate_payload(est, cost)
+            out["multi_device"] = multi_device_payload(est, cost)
         out["overrides"] = self.overrides(overrides)
         out["compute_ms"] = round(1e3 * (time.perf_counter() - t0), 1)
         self.last_request = time.monotonic()
@@ -271,13 +322,15 @@ class Engine:
             raise WebError(f"by={by!r}: allowed: op, scope")
         depth = _depth(depth, MAX_SCOPE_DEPTH)
         with self.lock:
-            est = self.estimate(overrides)
-            return roofline_payload(est, by, depth)
+            est, cost = self.device_cost(overrides)
+            return roofline_payload(est, by, depth, cost)
 
     def breakdown_view(self, overrides, depth: int = 2) -> dict:
+        """The time breakdown at ``depth`` (:func:`breakdown`; one device's under a plan)."""
         depth = _depth(depth, MAX_SCOPE_DEPTH)
         with self.lock:
-            return {"breakdown": breakdown(self.estimate(overrides), depth)}
+            est, cost = self.device_cost(overrides)
+            return {"breakdown": breakdown(est, depth, cost)}
 
     def diagram_view(self, overrides, stage: str | None = None, depth: int = 2, color: str = "bound") -> str:
         """The Graphviz diagram (SVG text) of ``stage`` (None: the pipeline) at ``depth``."""
@@ -292,10 +345,8 @@ class Engine:
                 stage = None
             elif stage not in est.graph.stages:
                 raise WebError(f"stage={stage!r}: stages of this pipeline: {', '.join(est.graph.stages)}")
-            graph = est.graph
-            from wanir.backends.parallel import is_multi_device, multi_device_cost
-            if est.config is not None and is_multi_device(est.config):   # one device's graph of the plan
-                graph = multi_device_cost(est).graph
+            _, cost = self.device_cost(overrides)
+            graph = est.graph if cost is None else cost.graph     # one device's graph of the plan
             try:
                 from wanir.backends.html import _strip_svg_header
                 return _strip_svg_header(gv.to_svg(graph, stage=stage, depth=depth, color=color))
@@ -326,20 +377,18 @@ class Engine:
         stage and in total (time, FLOPs, bytes, peak memory)."""
         with self.lock:
             ea, eb = self.estimate(a), self.estimate(b)
-            return compare(ea, eb)
+        return compare(ea, eb)
 
-    def size_view(self, overrides, latency_s=None, throughput=None, prices=None, hardware=None,
-                  devices=None) -> dict:
-        """``wanir size`` for the workload of ``overrides`` (their ``hardware`` and ``parallel``
-        overrides left out: the sizing tries ``hardware``, default every GPU, and every plan on
-        ``devices``): every candidate that fits (see :func:`size_payload`), with the Pareto
-        front of cost per video against latency."""
+    def size_request(self, overrides, latency=None, throughput=None, prices=None, hardware=None,
+                     devices=None) -> dict:
+        """The arguments of a sizing, checked (one-line :class:`WebError` otherwise) and in the
+        form :meth:`size_view` takes: overrides without the controls' ``hardware`` and
+        ``parallel`` (the sizing tries every GPU and plan), targets, prices, hardware, devices."""
         from wanir.backends import sizing
 
-        # the sizing explores hardware and plans: the GPU and plan of the controls are left out
         ov = [o for o in self.overrides(overrides)
               if o.split("=", 1)[0].split(".", 1)[0] not in ("hardware", "parallel")]
-        latency_s = _pos_float("latency", latency_s)
+        latency_s = _pos_float("latency", latency)
         throughput = _pos_float("throughput", throughput)
         devs = _devices(devices)
         hws = None
@@ -348,15 +397,29 @@ class Engine:
                 raise WebError("hardware: a list of at most 64 names")
             known = set(options_of("hardware", self.config_dir))
             for h in hardware:
-                if h not in known:
-                    raise WebError(f"hardware {h!r}: not in the library (options: {', '.join(sorted(known))})")
+                if not isinstance(h, str) or h not in known:
+                    raise WebError(f"hardware {str(h)[:60]!r}: not in the library (options: {', '.join(sorted(known))})")
             hws = list(hardware)
         if prices is not None and (not isinstance(prices, (list, tuple)) or len(prices) > MAX_PRICES):
             raise WebError(f"prices: a list of at most {MAX_PRICES} NAME=USD items")
-        price = sizing.parse_prices([str(p) for p in (prices or []) if str(p).strip()])
-        with self.lock:
-            res = sizing.size(ov, self.config_dir, latency_s=latency_s, throughput=throughput, hardware=hws,
-                              devices=devs, prices=price)
+        items = [str(p)[:100] for p in (prices or []) if str(p).strip()]
+        sizing.parse_prices(items, set(options_of("hardware", self.config_dir)))
+        return {"overrides": ov, "latency_s": latency_s, "throughput": throughput, "prices": items,
+                "hardware": hws, "devices": list(devs)}
+
+    def size_view(self, overrides, latency_s=None, throughput=None, prices=None, hardware=None,
+                  devices=None, progress=None) -> dict:
+        """``wanir size`` for the workload of ``overrides`` (their ``hardware`` and ``parallel``
+        overrides left out: the sizing tries ``hardware``, default every GPU, and every plan on
+        ``devices``): every candidate that fits (see :func:`size_payload`), with the Pareto
+        front of cost per video against latency. Takes no lock (the server runs it in a child
+        process: :mod:`wanir.web.jobs`); ``progress`` gets the fraction done."""
+        from wanir.backends import sizing
+
+        r = self.size_request(overrides, latency_s, throughput, prices, hardware, devices)
+        res = sizing.size(r["overrides"], self.config_dir, latency_s=r["latency_s"], throughput=r["throughput"],
+                          hardware=r["hardware"], devices=tuple(r["devices"]),
+                          prices=sizing.parse_prices(r["prices"]), progress=progress)
         return size_payload(res)
 
 
@@ -432,20 +495,22 @@ def fit_payload(est) -> dict | None:
     fit verdict of the JSON document (``fits``) when it has one."""
     from wanir import hardware as hwlib
 
-    peak = est.total.get("peak_memory_bytes")
+    peak = est.peak_memory_bytes      # the per-device peak under a plan
     if est.config is None or peak is None:
         return None
     try:
         cap = hwlib.from_config(est.config).memory_bytes
     except WanirError:
         return None
-    doc_fits = est.to_dict().get("fits")
+    doc_fits = est.parallel["total"]["fits"] if est.parallel is not None else est.to_dict().get("fits")
     return {"peak_memory_bytes": peak, "capacity_bytes": cap,
             "fits": bool(doc_fits) if doc_fits is not None else peak <= cap}
 
 
-def estimate_payload(est) -> dict:
-    """The data of the main view (see :meth:`Engine.estimate_view`)."""
+def estimate_payload(est, cost=None) -> dict:
+    """The data of the main view (see :meth:`Engine.estimate_view`); ``cost``: the plan's
+    :class:`~wanir.backends.parallel.MultiDeviceCost` (None on one device): the breakdown and
+    the memory timeline are then one device's of the plan."""
     from wanir.backends.report import _display_rows, fmt_bytes
     from wanir.config import to_dict
 
@@ -470,9 +535,20 @@ def estimate_payload(est) -> dict:
         "workload": wl,
         "config": cfg,
         "keys": _leaf_keys(cfg),
-        "breakdown": breakdown(est, 2),
-        "memory": memory_timeline(est),
+        "breakdown": breakdown(est, 2, cost),
+        "memory": memory_timeline(est, cost),
+        "plan": plan_payload(cost),
     }
+
+
+def plan_payload(cost) -> dict | None:
+    """What the page says about a multi-device plan: its label, device count, hardware, the
+    per-video time and per-device peak of one device (None on one device)."""
+    if cost is None:
+        return None
+    return {"label": cost.plan.label, "devices": cost.plan.degree, "hardware": cost.hardware.name,
+            "time_s": cost.time_s, "peak_memory_bytes": cost.peak_memory_bytes,
+            "caption": f"one device of {cost.plan.degree} × {cost.hardware.name}, plan {cost.plan.label}"}
 
 
 def _caption(est, wl: dict) -> str:
@@ -511,14 +587,14 @@ def _leaf_keys(cfg, prefix="") -> list[str]:
     return out
 
 
-def multi_device_payload(est) -> dict | None:
+def multi_device_payload(est, cost=None) -> dict | None:
     """The per-device table of a parallel plan as ``wanir estimate`` prints it (None for one
-    device)."""
-    from wanir.backends.parallel import cost_rows, is_multi_device, multi_device_cost, summary_lines
+    device). ``cost``: the plan's MultiDeviceCost when already computed."""
+    from wanir.backends.parallel import cost_rows, multi_device_cost, summary_lines
 
-    if est.config is None or not is_multi_device(est.config):
+    if est.parallel is None:
         return None
-    cost = multi_device_cost(est)
+    cost = cost if cost is not None else multi_device_cost(est)
     head, body = cost_rows(cost)
     return {"title": f"{est.model} per device: {cost.plan.degree} × {cost.hardware.name}, plan {cost.plan.label}",
             "table": {"head": head, "rows": body}, "summary": summary_lines(cost), "document": cost.to_dict()}
@@ -592,15 +668,19 @@ def roof_of(est) -> dict | None:
             "bandwidth": float(hw.memory_bandwidth), "l2_bandwidth": float(l2) if l2 else None}
 
 
-def roofline_payload(est, by: str = "op", depth: int = 2) -> dict:
+def roofline_payload(est, by: str = "op", depth: int = 2, cost=None) -> dict:
     """Points (arithmetic intensity ``x`` in FLOP/byte, attained FLOP/s ``y``) of every op
     with FLOPs, bytes and time, or of every scope cut at ``depth`` below its stage; and the
-    roofs of the configured hardware (:func:`roof_of`)."""
+    roofs of the configured hardware (:func:`roof_of`). Under a plan (``cost``) the ops of
+    one device's graph (communication has no FLOPs: left out)."""
+    from types import SimpleNamespace
+
     from wanir.backends.report import scope_rows
 
+    graph = est.graph if cost is None else cost.graph
     pts, left_out = [], 0
     if by == "op":
-        for n in est.graph:
+        for n in graph:
             if n.category == "input":
                 continue
             r = _node_record(n)
@@ -609,7 +689,8 @@ def roofline_payload(est, by: str = "op", depth: int = 2) -> dict:
                 continue
             pts.append(r)
     else:
-        for r in scope_rows(est, depth, "scope"):
+        src = est if cost is None else SimpleNamespace(graph=graph, total={"time_s": cost.time_s})
+        for r in scope_rows(src, depth, "scope"):
             if not r["flops"] or not r["bytes"] or not r["time_s"]:
                 left_out += 1
                 continue
@@ -619,25 +700,30 @@ def roofline_payload(est, by: str = "op", depth: int = 2) -> dict:
                         "x": r["flops"] / r["bytes"], "y": r["flops"] / r["time_s"]})
     roof = roof_of(est)
     return {"by": by, "depth": depth, "points": pts, "left_out": left_out, "roof": roof,
-            "hardware": est.hardware, "devices": {s: i.get("device") for s, i in est.extra.get("stages", {}).items()}}
+            "hardware": est.hardware, "devices": {s: i.get("device") for s, i in est.extra.get("stages", {}).items()},
+            "plan": plan_payload(cost)}
 
 
-def breakdown(est, depth: int = 2) -> dict:
+def breakdown(est, depth: int = 2, cost=None) -> dict:
     """Where the time goes, as a tree for a sunburst: stage → scope levels (down to
     ``depth`` below the stage) → op kind. Parallel lists ``ids``, ``labels``, ``parents``,
     ``values`` (seconds per generation; FLOPs when nothing is timed), each parent's value the
-    sum of its children's. ``metric``: 'time_s' or 'flops'."""
+    sum of its children's. ``metric``: 'time_s' or 'flops'. Under a plan (``cost``, a
+    MultiDeviceCost) one device's graph: communication counts its exposed seconds, and
+    ``plan`` says so."""
     from wanir.backends.graphviz import node_flops
 
-    have_time = any(n.costs.get("time_s") is not None for n in est.graph)
+    graph = est.graph if cost is None else cost.graph
+    have_time = any(n.costs.get("time_s") is not None for n in graph)
     vals: dict[str, float] = {}
     parent: dict[str, str] = {}
     label: dict[str, str] = {}
     order: list[str] = []
-    for n in est.graph:
+    for n in graph:
         if n.category == "input":
             continue
-        v = (float(n.costs.get("time_s") or 0.0) if have_time else float(node_flops(n))) * n.multiplicity
+        t = n.costs.get("exposed_s", n.costs.get("time_s")) if n.category == "communication" else n.costs.get("time_s")
+        v = (float(t or 0.0) if have_time else float(node_flops(n))) * n.multiplicity
         if v <= 0:
             continue
         parts = n.scope.path.split("/")[: 1 + depth]
@@ -652,72 +738,111 @@ def breakdown(est, depth: int = 2) -> dict:
                 order.append(x)
             vals[x] += v
     return {"ids": order, "labels": [label[x] for x in order], "parents": [parent[x] for x in order],
-            "values": [vals[x] for x in order], "metric": "time_s" if have_time else "flops", "depth": depth}
+            "values": [vals[x] for x in order], "metric": "time_s" if have_time else "flops", "depth": depth,
+            "plan": plan_payload(cost)}
 
 
-def memory_timeline(est) -> dict | None:
+def memory_timeline(est, cost=None) -> dict | None:
     """GPU memory while each stage runs, in pipeline order: resident weights, the stage's
     live activations at its peak and the CUDA context and allocator reserve (bytes), under
     the residency policy of the config (the memory pass's
     :func:`~wanir.passes.memory.pipeline_peak` applied to the stage alone); the pipeline's
-    peak and the stage at it; the GPU's capacity."""
+    peak and the stage at it; the GPU's capacity. Under a plan (``cost``) one device's: its
+    sharded weights and activations and the plan's per-device peak."""
     from wanir import hardware as hwlib
-    from wanir.passes.memory import pipeline_peak
+    from wanir.passes.memory import HOST_STAGES_T5_CPU, pipeline_peak
     from wanir.runtime import memory_options
 
     info = est.extra.get("stages")
     if not info or est.config is None:
         return None
-    mem = memory_options(est.config)
-    offload, reserve = mem.offload_model, mem.reserve_bytes
     recs = {}
-    for s in est.stages:
-        i = info.get(s.name, {})
-        recs[s.name] = {"weight_bytes": s.per_invocation["weight_bytes"],
-                        "peak_activation_bytes": s.per_invocation["peak_activation_bytes"] or 0,
-                        "on_gpu": i.get("on_gpu", True)}
-        if i.get("resident_weight_bytes") is not None:   # two experts under offload: one held at a time
-            recs[s.name]["offload_weight_bytes"] = i["resident_weight_bytes"]
+    if cost is None:
+        mem = memory_options(est.config)
+        for s in est.stages:
+            i = info.get(s.name, {})
+            recs[s.name] = {"weight_bytes": s.per_invocation["weight_bytes"],
+                            "peak_activation_bytes": s.per_invocation["peak_activation_bytes"] or 0,
+                            "on_gpu": i.get("on_gpu", True)}
+            if i.get("resident_weight_bytes") is not None:   # two experts under offload: one held at a time
+                recs[s.name]["offload_weight_bytes"] = i["resident_weight_bytes"]
+        peak, pipe = est.total.get("peak_memory_bytes"), est.extra.get("memory", {})
+    else:      # the plan's per-device records, as MultiDeviceCost keeps them for its pipeline peak
+        dg = cost.device_graph
+        mem = dg.mem
+        host = HOST_STAGES_T5_CPU if dg.t5_cpu else ()
+        for name, r in cost.stages.items():
+            recs[name] = {"weight_bytes": r["weight_bytes"], "peak_activation_bytes": r["peak_activation_bytes"] or 0,
+                          "on_gpu": name not in host}
+            ms = dg.memory["stages"].get(name, {})
+            if "offload_weight_bytes" in ms and ms["weight_bytes"]:   # two experts: one on the device at a time
+                recs[name]["offload_weight_bytes"] = ms["offload_weight_bytes"] * r["weight_bytes"] // ms["weight_bytes"]
+        peak, pipe = cost.peak_memory_bytes, cost.memory
+    offload, reserve = mem.offload_model, mem.reserve_bytes
     rows = []
-    for s in est.stages:
-        if not recs[s.name]["on_gpu"]:
-            rows.append({"stage": s.name, "weight_bytes": 0, "activation_bytes": 0, "reserve_bytes": 0,
+    for name in recs:
+        if not recs[name]["on_gpu"]:
+            rows.append({"stage": name, "weight_bytes": 0, "activation_bytes": 0, "reserve_bytes": 0,
                          "on_gpu": False})
             continue
         # the memory pass's own rule with only this stage's activations live (offloading:
         # only this stage's weights resident)
-        alone = {s.name: recs[s.name]} if offload else \
-            {k: (r if k == s.name else {**r, "peak_activation_bytes": 0}) for k, r in recs.items()}
+        alone = {name: recs[name]} if offload else \
+            {k: (r if k == name else {**r, "peak_activation_bytes": 0}) for k, r in recs.items()}
         p = pipeline_peak(alone, offload, reserve)
-        rows.append({"stage": s.name, "weight_bytes": p["weight_bytes"],
-                     "activation_bytes": recs[s.name]["peak_activation_bytes"],
+        rows.append({"stage": name, "weight_bytes": p["weight_bytes"],
+                     "activation_bytes": recs[name]["peak_activation_bytes"],
                      "reserve_bytes": p.get("reserve_bytes", 0), "on_gpu": True})
     try:
         cap = hwlib.from_config(est.config).memory_bytes
     except WanirError:
         cap = None
-    peak = est.total.get("peak_memory_bytes")
-    pipe = est.extra.get("memory", {})
     return {"stages": rows, "peak_memory_bytes": peak, "peak_stage": pipe.get("peak_stage"),
-            "capacity_bytes": cap, "hardware": est.hardware, "offload_model": offload, "offload": mem.offload}
+            "capacity_bytes": cap, "hardware": est.hardware, "offload_model": offload, "offload": mem.offload,
+            "plan": plan_payload(cost)}
 
 
 _CMP_KEYS = (("time_s", "time"), ("flops", "FLOPs"), ("bytes", "bytes moved"), ("peak_memory_bytes", "peak memory"))
 
 
-def compare(a, b) -> dict:
-    """Per-stage records of two estimates and the ratio B / A of each (None where either is
-    missing or A is 0). Stages present in only one of them are listed with the other side
-    None."""
+def _title(est) -> str:
+    """``MODEL on HARDWARE``, and the plan's device count and label under a plan."""
+    p = est.parallel
+    if p is None:
+        return f"{est.model} on {est.hardware}"
+    return f"{est.model} on {p['devices']} × {p['hardware']}, plan {p['plan'].get('label', p['plan'].get('name'))} " \
+           "(per device)"
+
+
+def compare_records(est) -> dict:
+    """Per stage and ``total``: time_s, flops, bytes, peak_memory_bytes of ``est`` as the CLI
+    prints them: the stage table's (:func:`wanir.backends.report.rows`) on one device; under a
+    plan one device's of the plan (``Estimate.parallel``: per-device time per generation and
+    FLOPs; bytes moved and per-stage peaks are not in the per-device record: None)."""
     from wanir.backends.report import rows
 
-    def recs(est):
-        out = {}
+    out = {}
+    if est.parallel is None:
         for r in rows(est):
             fl = None if r["tensor_flops"] is None else r["tensor_flops"] + (r["vector_flops"] or 0)
             out[r["stage"]] = {"time_s": r["time_s"], "flops": fl, "bytes": r["bytes"],
                                "peak_memory_bytes": r["peak_memory_bytes"]}
         return out
+    total_fl = 0
+    for r in est.parallel["stages"]:
+        fl = (r["tensor_flops"] + r["vector_flops"]) * r["invocations"]
+        total_fl += fl
+        out[r["name"]] = {"time_s": r["time_s"], "flops": fl, "bytes": None, "peak_memory_bytes": None}
+    t = est.parallel["total"]
+    out["total"] = {"time_s": t["time_s"], "flops": total_fl, "bytes": None, "peak_memory_bytes": t["peak_memory_bytes"]}
+    return out
+
+
+def compare(a, b) -> dict:
+    """Per-stage records of two estimates (:func:`compare_records`: one device's of a plan)
+    and the ratio B / A of each (None where either is missing or A is 0). Stages present in
+    only one of them are listed with the other side None."""
+    recs = compare_records
 
     ra, rb = recs(a), recs(b)
     names = [s for s in ra if s != "total"] + [s for s in rb if s not in ra and s != "total"] + ["total"]
@@ -730,8 +855,8 @@ def compare(a, b) -> dict:
             vb = y.get(k) if y else None
             row["ratio"][k] = (vb / va) if va and vb is not None else None
         out.append(row)
-    return {"a": {"title": f"{a.model} on {a.hardware}", "document": a.to_dict()},
-            "b": {"title": f"{b.model} on {b.hardware}", "document": b.to_dict()},
+    return {"a": {"title": _title(a), "document": a.to_dict(), "per_device": a.parallel is not None},
+            "b": {"title": _title(b), "document": b.to_dict(), "per_device": b.parallel is not None},
             "keys": [{"key": k, "label": lbl} for k, lbl in _CMP_KEYS], "rows": out}
 
 
@@ -749,22 +874,31 @@ def pareto_front(points) -> list[int]:
 
 
 def size_payload(res: dict) -> dict:
-    """A :func:`wanir.backends.sizing.size` result as rows: the best :data:`MAX_SIZE_ROWS` in
-    rank order, plus any member of the cost-vs-latency Pareto front (computed over every
-    candidate that fits) ranked lower; ``pareto`` marks the front, ``rank`` is the rank."""
-    priced = res["priced"]
-    cost_key = "cost_per_video_usd" if priced else "gpu_hours_per_video"
+    """A :func:`wanir.backends.sizing.size` result as rows, in the ranking of ``wanir size``
+    (``rank``: 1 = its first): the best :data:`MAX_SIZE_ROWS`, plus any Pareto-front member
+    ranked lower. Each row is the candidate's own record (every key sizing gives) plus
+    ``rank``, ``cost`` (what the ranking orders it by: USD per video on priced hardware,
+    GPU-hours per video on unpriced), ``cost_unit`` and ``pareto``: on the front of latency
+    against that cost among the rows of its kind (priced rows by dollars, unpriced ones by
+    GPU-hours: the two are not comparable, as in the ranking). ``batched``: some row runs
+    several videos per batch (its ``time_s`` is then the batch's latency)."""
     allrecs = [c.to_dict() for c in res["candidates"]]
     for i, r in enumerate(allrecs):
         r["rank"] = i + 1
-    pts = [(r["time_s"], r[cost_key] if r[cost_key] is not None else float("inf")) for r in allrecs]
-    front = set(pareto_front(pts))
-    recs = []
-    for i, r in enumerate(allrecs):
-        r["pareto"] = i in front
-        if i < MAX_SIZE_ROWS or r["pareto"]:
-            recs.append(r)
-    return {"rows": recs, "cost_key": cost_key, "priced": priced, "evaluated": res["evaluated"],
+        r["cost"] = r["cost_per_video_usd"] if r["priced"] else r["gpu_hours_per_video"]
+        r["cost_unit"] = "$/video" if r["priced"] else "GPU-h/video"
+        r["pareto"] = False
+    for priced in (True, False):
+        idx = [i for i, r in enumerate(allrecs) if r["priced"] is priced]
+        for j in pareto_front([(allrecs[i]["time_s"], allrecs[i]["cost"]) for i in idx]):
+            allrecs[idx[j]]["pareto"] = True
+    recs = [r for i, r in enumerate(allrecs) if i < MAX_SIZE_ROWS or r["pareto"]]
+    priced_any = any(r["priced"] for r in allrecs)
+    return {"rows": recs, "cost_key": "cost_per_video_usd" if res["priced"] else "gpu_hours_per_video",
+            "priced": res["priced"], "priced_any": priced_any,
+            "unpriced": sorted({r["hardware"] for r in allrecs if not r["priced"]}),
+            "batched": any(r.get("batch", 1) > 1 for r in allrecs), "evaluated": res["evaluated"],
             "dropped": res["dropped"], "fit": len(res["candidates"]), "shown": len(recs),
             "meets": sum(1 for c in res["candidates"] if c.meets), "target": res["target"],
-            "model": res["model"], "workload": res["workload"], "prices": res["prices"]}
+            "model": res["model"], "workload": res["workload"], "prices": res["prices"],
+            "limit_rows": MAX_SIZE_ROWS}

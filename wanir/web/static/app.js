@@ -4,7 +4,7 @@
 const S = {
   options: null, view: "estimate", seq: 0, ctrl: null, last: null, ov: [],
   base: null, sizing: null, sizingFor: null, sort: {key: "rank", dir: 1},
-  zoom: {s: 1, x: 0, y: 0}, diagramFor: null, timer: null,
+  zoom: {s: 1, x: 0, y: 0}, diagramFor: null, timer: null, jobs: {}, ok: false,
 };
 const $ = (sel, root) => (root || document).querySelector(sel);
 const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
@@ -55,6 +55,55 @@ async function post(url, data, signal) {
   return j;
 }
 function setStatus(t) { $("#status").textContent = t; }
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+// a job (sizing, report): started by a POST answering 202, then polled until it ends;
+// onProgress(status) after each poll; resolves with the final status
+async function runJob(url, data, onProgress) {
+  let st = await post(url, data);
+  S.jobs[st.kind] = st.id;
+  try {
+    while (st.state === "running") {
+      onProgress(st);
+      await sleep(500);
+      const r = await fetch(`/api/jobs/${st.id}`);
+      st = await r.json();
+      if (!r.ok) throw new Error(st.error || `error ${r.status}`);
+    }
+  } finally { if (S.jobs[st.kind] === st.id) delete S.jobs[st.kind]; }
+  if (st.state !== "done") throw new Error(`${st.kind === "size" ? "the sizing" : "the report"} ${st.state}` +
+                                           (st.error ? `: ${st.error}` : ""));
+  return st;
+}
+function jobText(what, st) {
+  const pct = st.progress === null || st.progress === undefined ? "" : ` ${Math.round(100 * st.progress)} %,`;
+  return `${what}…${pct} ${st.elapsed_s.toFixed(0)} s (at most ${st.limit_s.toFixed(0)} s)`;
+}
+
+// ---------------------------------------------------------------- stale marking
+// a view that could not update keeps its last figures greyed out under a line saying so,
+// never passed off as current
+const VIEWS_OF = {estimate: ["#est-body"], roofline: ["#roofline-plot"], breakdown: ["#breakdown-plot", "#memory-plot"],
+                  diagram: ["#diagram-box"], compare: ["#compare-table"], sizing: []};
+function markStale(view, why) {
+  for (const sel of VIEWS_OF[view] || []) { const e = $(sel); if (e) e.classList.add("stale"); }
+  const note = $(`#view-${view} .stale-note`);
+  if (note) note.textContent = `not updated: ${why} — what is shown is for an earlier configuration`;
+}
+function clearStale(view) {
+  for (const sel of VIEWS_OF[view] || []) { const e = $(sel); if (e) e.classList.remove("stale"); }
+  const note = $(`#view-${view} .stale-note`);
+  if (note) note.textContent = "";
+}
+function markAllStale(why) {
+  for (const v of Object.keys(VIEWS_OF)) markStale(v, why);
+  for (const id of ["dl-json", "dl-csv", "dl-html"]) {
+    const a = $("#" + id);
+    a.classList.add("disabled"); a.setAttribute("aria-disabled", "true"); a.removeAttribute("href");
+    a.title = "the configuration has an error: fix it first";
+  }
+  const hint = document.getElementById("hint-hardware");
+  if (hint) hint.classList.add("stale");
+}
 function setState(s) { document.body.dataset.state = s; }
 
 // ---------------------------------------------------------------- controls
@@ -103,8 +152,47 @@ function buildControls(opts) {
     other.append(field(g.name, g.name, selectOf(g.options, g.default)));
   for (const c of $$("[data-key]", $("#form"))) {
     const isText = c.tagName === "TEXTAREA" || c.type === "text";
-    c.addEventListener(isText ? "input" : "change", () => schedule(isText ? 250 : 0));
+    c.addEventListener(isText ? "input" : "change", () => { resetDependents(c.dataset.key); schedule(isText ? 250 : 0); });
   }
+  syncPlanControls();
+}
+
+// what a control's value decides for others: a plan decides its device count and group
+// sizes (each plan file has its own), a model its components, a GPU its hardware.* values.
+// Changing it resets them, so that no value chosen for the old one is carried over.
+const DEPENDENTS = {
+  parallel: {fields: ["parallel.degree"], prefixes: ["parallel."]},
+  model: {fields: ["text_encoder", "image_encoder", "dit", "vae"], prefixes: ["text_encoder.", "image_encoder.", "dit.", "vae.", "model."]},
+  hardware: {fields: [], prefixes: ["hardware."]},
+};
+function resetDependents(key) {
+  if (key === "hardware") hardwareHint(S.last && S.last.document.hardware);
+  const dep = DEPENDENTS[key];
+  if (!dep) return;
+  for (const f of dep.fields) { const c = controlOf(f); if (c) c.value = ""; }
+  const keep = $("#advanced").value.split("\n").filter(l => !dep.prefixes.some(p => l.trim().startsWith(p)));
+  $("#advanced").value = keep.join("\n");
+  syncPlanControls(true);
+}
+// the caption under the GPU menu: the chosen GPU's (the answer's when the menu is on its default)
+function hardwareHint(answered) {
+  const hint = document.getElementById("hint-hardware"), c = controlOf("hardware");
+  if (!hint) return;
+  const hw = S.options.hardware[(c && c.value) || answered || ""];
+  const num = x => (x === null || x === undefined) ? "?" : String(+Number(x).toPrecision(4));
+  hint.textContent = hw ? `${hw.description || ""} — ${num(hw.memory_gib)} GiB, ` +
+    `${num(hw.bf16_tflops)} BF16 TFLOP/s, ${num(hw.bandwidth_tbps)} TB/s` : "";
+}
+
+// the device count belongs to a plan: off (and, when the plan changes, emptied) on one
+// device; a count a link brings with a single plan stays editable, so that its error shows
+function syncPlanControls(clear = false) {
+  const plan = controlOf("parallel"), deg = controlOf("parallel.degree");
+  if (!plan || !deg) return;
+  const single = plan.value === "" || plan.value === "single";
+  if (single && clear) deg.value = "";
+  deg.disabled = single && deg.value === "";
+  deg.title = deg.disabled ? "choose a parallel plan first" : "";
 }
 
 function controlOf(key) { return $(`#form [data-key="${CSS.escape(key)}"]`); }
@@ -209,20 +297,23 @@ async function recompute() {
   S.ctrl = new AbortController();
   setState("busy");
   setStatus("computing…");
-  $("#stage-table").classList.add("stale");
+  $("#est-body").classList.add("stale");
   const t0 = performance.now();
   try {
     const d = await post("/api/estimate", {overrides: ov}, S.ctrl.signal);
     if (seq !== S.seq) return;
-    S.last = d; S.ov = ov;
+    S.last = d; S.ov = ov; S.ok = true;
     clearErrors();
     renderEstimate(d);
+    clearStale("estimate");
     setStatus(`answered in ${Math.round(performance.now() - t0)} ms (estimate ${d.compute_ms} ms)`);
     setState("ready");
     refreshView();
   } catch (e) {
     if (e.name === "AbortError" || seq !== S.seq) return;
+    S.ok = false;
     showError(e);
+    markAllStale(e.message);
     setStatus("error");
     setState("error");
   }
@@ -239,21 +330,35 @@ function renderEstimate(d) {
   $("#title").textContent = d.title;
   $("#est-title").textContent = d.title;
   document.title = `wanir: ${d.title}`;
-  const t = $("#stage-table");
-  table(t, d.table.head, d.table.rows, true);
+  const t = $("#stage-table"), md0 = d.multi_device;
+  // what `wanir estimate` prints: under a plan the per-device table, the one-device
+  // pipeline kept below, folded and labelled
+  if (md0) {
+    $("#est-title").textContent = md0.title;
+    table(t, md0.table.head, md0.table.rows, true);
+    table($("#one-device-table"), d.table.head, d.table.rows, true);
+  } else table(t, d.table.head, d.table.rows, true);
+  $("#one-device").hidden = !md0;
   t.classList.remove("stale");
   $("#est-caption").textContent = d.caption;
+  for (const id of ["dl-json", "dl-csv", "dl-html"]) { const a = $("#" + id); a.classList.remove("disabled"); a.removeAttribute("aria-disabled"); a.title = ""; }
+  const rep = $("#dl-html");
+  if (d.plan) {
+    rep.classList.add("disabled"); rep.setAttribute("aria-disabled", "true");
+    rep.title = "wanir report works on one device's pipeline and refuses a multi-device plan: use JSON or CSV";
+  }
+  for (const e of $$(".plan-note")) e.textContent = d.plan ? `per device: ${d.plan.caption}` : "";
+  const hintEl = document.getElementById("hint-hardware");
+  if (hintEl) hintEl.classList.remove("stale");
+  const degree = controlOf("parallel.degree");
+  if (degree && d.config && d.config.parallel) degree.placeholder = String(d.config.parallel.degree ?? "1");
   const fit = $("#fit");
   fit.textContent = d.fit ? d.fit.text : "";
   fit.className = d.fit ? (d.fit.fits ? "good" : "bad") : "";
   $("#warnings").replaceChildren(...d.warnings.map(w => el("li", {text: "warning: " + w})));
   const md = $("#multi-device");
   md.replaceChildren();
-  if (d.multi_device) {
-    const tb = el("table", {id: "device-table", class: "num"}, el("thead"), el("tbody"));
-    table(tb, d.multi_device.table.head, d.multi_device.table.rows, true);
-    md.append(el("h3", {text: d.multi_device.title}), tb, ...d.multi_device.summary.map(s => el("p", {text: s})));
-  }
+  if (d.multi_device) md.append(...d.multi_device.summary.map(s => el("p", {text: s})));
   const pb = $("#provenance-box"), lines = d.provenance_lines || [];
   pb.hidden = !d.provenance && !lines.length;
   $("#provenance-lines").replaceChildren(...lines.map(l => el("li", {text: l})));
@@ -263,11 +368,7 @@ function renderEstimate(d) {
     const c = controlOf(`workload.${k}`);
     if (c && c.tagName === "INPUT") c.placeholder = d.workload[k] === undefined ? "" : String(d.workload[k]);
   }
-  const hw = S.options.hardware[(d.document.hardware || "")];
-  const hint = document.getElementById("hint-hardware");
-  const num = x => (x === null || x === undefined) ? "?" : String(+Number(x).toPrecision(4));
-  if (hint) hint.textContent = hw ? `${hw.description || ""} — ${num(hw.memory_gib)} GiB, ` +
-    `${num(hw.bf16_tflops)} BF16 TFLOP/s, ${num(hw.bandwidth_tbps)} TB/s` : "";
+  hardwareHint(d.document.hardware);
   const sel = $("#dg-stage"), keep = S.wantStage ?? sel.value;
   S.wantStage = undefined;
   sel.replaceChildren(el("option", {value: "", text: "whole pipeline"}), ...d.stages.map(s => el("option", {value: s, text: s})));
@@ -291,19 +392,23 @@ function refreshView() {
   else if (v === "breakdown") loadBreakdown();
   else if (v === "diagram") loadDiagram();
   else if (v === "compare") loadCompare();
-  else if (v === "sizing") { if (!S.sizing) runSizing(); else markSizing(); }
+  else if (v === "sizing") { if (!S.sizing && !S.jobs.size) runSizing(); else markSizing(); }
 }
 function plotly() {
   if (window.Plotly) return window.Plotly;
   throw new Error("Plotly's JavaScript did not load (install the 'web' extra: pip install 'wanir[web]')");
 }
-function viewError(id, e) { $("#error").textContent = e.message; setState("error"); }
+function viewError(id, e) { markStale(id, e.message); setState("error"); }
 
 async function loadRoofline() {
+  if (!S.ok) return;
   setState("busy");
+  const seq = S.seq;
   try {
     const d = await post("/api/roofline", {overrides: S.ov, by: $("#roof-by").value, depth: +$("#roof-depth").value});
+    if (seq !== S.seq) return;
     plotRoofline(d);
+    clearStale("roofline");
     setState("ready");
   } catch (e) { viewError("roofline", e); }
 }
@@ -342,7 +447,8 @@ function plotRoofline(d) {
   $("#roof-note").textContent = `${d.points.length} ${d.by === "op" ? "ops" : "scopes"}` +
     (d.left_out ? `, ${d.left_out} without FLOPs, bytes or time not shown` : "") + "; marker area ∝ share of time";
   P.react("roofline-plot", traces, {
-    title: {text: `roofline on ${d.hardware}`, font: {size: 14}}, hovermode: "closest",
+    title: {text: d.plan ? `roofline of ${esc(d.plan.caption)}` : `roofline on ${esc(d.hardware)}`, font: {size: 14}},
+    hovermode: "closest",
     xaxis: {type: "log", title: {text: "arithmetic intensity [FLOP/byte]"}},
     yaxis: {type: "log", title: {text: "attained [FLOP/s]"}},
     legend: {font: {size: 10}}, margin: {t: 40},
@@ -350,13 +456,17 @@ function plotRoofline(d) {
 }
 
 async function loadBreakdown() {
+  if (!S.ok) return;
   const depth = +$("#bd-depth").value;
   setState("busy");
+  const seq = S.seq;
   try {
     const b = depth === S.last.breakdown.depth ? S.last.breakdown :
       (await post("/api/breakdown", {overrides: S.ov, depth})).breakdown;
+    if (seq !== S.seq) return;
     plotBreakdown(b);
     plotMemory(S.last.memory);
+    clearStale("breakdown");
     setState("ready");
   } catch (e) { viewError("breakdown", e); }
 }
@@ -364,8 +474,8 @@ async function loadBreakdown() {
 function plotBreakdown(b) {
   const P = plotly();
   const time = b.metric === "time_s";
-  $("#bd-note").textContent = time ? "seconds per generation: stage → scope → op kind" :
-    "no time estimated: FLOPs per generation";
+  $("#bd-note").textContent = (time ? "seconds per generation: stage → scope → op kind" :
+    "no time estimated: FLOPs per generation") + (b.plan ? ` — ${b.plan.caption} (communication: its exposed time)` : "");
   P.react("breakdown-plot", [{
     type: $("#bd-kind").value, ids: b.ids, labels: b.labels.map(esc), parents: b.parents, values: b.values,
     branchvalues: "total", maxdepth: 4,
@@ -399,19 +509,24 @@ function plotMemory(m) {
                          showarrow: true, arrowhead: 2, ay: -30});
   P.react("memory-plot", traces, {barmode: "stack", shapes, annotations: ann, margin: {t: 30},
                                   yaxis: {title: {text: "GPU memory [GiB]"}},
-                                  title: {text: m.offload_model ? `offload (${esc(m.offload)}): only the running stage's weights resident` :
-                                                                  "every GPU stage's weights resident", font: {size: 12}}},
+                                  title: {text: (m.plan ? `${esc(m.plan.caption)}: ` : "") +
+                                                (m.offload_model ? `offload (${esc(m.offload)}): only the running stage's weights resident` :
+                                                                   "every GPU stage's weights resident"), font: {size: 12}}},
             {responsive: true, displaylogo: false});
 }
 
 async function loadDiagram() {
+  if (!S.ok) return;
   const req = {overrides: S.ov, stage: $("#dg-stage").value, depth: +$("#dg-depth").value, color: $("#dg-color").value};
   const key = JSON.stringify(req);
-  if (key === S.diagramFor) return;
+  if (key === S.diagramFor) { clearStale("diagram"); return; }
   setState("busy");
+  const seq = S.seq;
   try {
     const d = await post("/api/diagram", req);
+    if (seq !== S.seq) return;
     $("#diagram").innerHTML = d.svg;
+    clearStale("diagram");
     S.diagramFor = key;
     zoomFit();
     setState("ready");
@@ -452,10 +567,13 @@ function setupZoom() {
 async function loadCompare() {
   const f = $(".field[data-field=compare]");
   f.classList.remove("bad"); $(".err", f).textContent = "";
+  if (!S.ok) return;
   if (!S.base) { S.base = S.ov.slice(); $("#cmp-base").value = S.base.join("\n"); updateURL(); }
   setState("busy");
+  const seq = S.seq;
   try {
     const d = await post("/api/compare", {a: S.base, overrides: S.ov});
+    if (seq !== S.seq) return;
     const head = ["stage"];
     for (const k of d.keys) head.push(`${k.label} A`, `${k.label} B`, "B / A");
     const fmt = {time_s: fmtTime, flops: fmtCount, bytes: fmtBytes, peak_memory_bytes: fmtBytes};
@@ -464,9 +582,10 @@ async function loadCompare() {
     table($("#compare-table"), head, rows, true);
     $("#compare-table thead").prepend(el("tr", {}, el("th", {text: ""}),
       el("th", {colspan: String(3 * d.keys.length), text: `A: ${d.a.title}    B: ${d.b.title}`})));
+    clearStale("compare");
     setState("ready");
   } catch (e) {
-    f.classList.add("bad"); $(".err", f).textContent = e.message; setState("error");
+    f.classList.add("bad"); $(".err", f).textContent = e.message; markStale("compare", e.message); setState("error");
   }
 }
 
@@ -486,58 +605,101 @@ async function runSizing() {
   if (!req.hardware.length) req.hardware = null;
   setState("busy");
   $("#sz-summary").textContent = "sizing… (every hardware × device count × plan)";
+  $("#sz-cancel").hidden = false;
   try {
-    const d = await post("/api/size", req);
+    const st = await runJob("/api/size", req, st => { $("#sz-summary").textContent = jobText("sizing", st); });
+    const d = st.result;
     const tgt = [d.target.latency_s ? `≤ ${fmtTime(d.target.latency_s)} per video` : "",
                  d.target.videos_per_hour ? `≥ ${d.target.videos_per_hour} videos/h` : ""].filter(Boolean).join(" and ");
     d.summary = `${d.evaluated} configurations evaluated, ${d.dropped} do not fit in memory, ${d.fit} fit, ` +
-      `${d.meets} meet the target${tgt ? " (" + tgt + ")" : ""}; ${d.shown} shown` +
-      (d.priced ? "" : "; no price for some hardware: cost is GPU-hours per video (give prices)");
+      `${d.meets} meet the target${tgt ? " (" + tgt + ")" : ""}; ${d.shown} shown, in the order of wanir size` +
+      (d.priced ? "" : `; no price for ${d.unpriced.join(", ")}: ranked after the priced hardware, by GPU-hours per ` +
+                       "video (give prices)") +
+      (d.batched ? "; videos/batch: videos generated together per replica, time/video is the batch's latency" : "");
     S.sizing = d; S.sizingFor = JSON.stringify(S.ov);
     markSizing();
     renderSizing();
+    $("#sizing-table").classList.remove("stale");
     setState("ready");
-  } catch (e) { err.textContent = e.message; $("#sz-summary").textContent = ""; setState("error"); }
+  } catch (e) {
+    err.textContent = e.message; markSizing(); $("#sizing-table").classList.toggle("stale", !!S.sizing);
+    if (!S.sizing) $("#sz-summary").textContent = "";
+    setState("error");
+  } finally { $("#sz-cancel").hidden = true; }
 }
 
+// the columns of `wanir size`'s table, then any other field the sizing rows carry (shown as
+// text), then whether it meets the target and the Pareto star
+const gib = v => (v / 2 ** 30).toFixed(0);
 const SZ_COLS = [
-  ["rank", "#"], ["hardware", "hardware"], ["devices", "GPUs"], ["plan", "plan"], ["time_s", "time/video"],
-  ["videos_per_hour", "videos/h"], ["cost", "cost"], ["peak_memory_bytes", "mem/GPU"], ["comm_share", "comm"],
-  ["bottleneck", "bottleneck"], ["meets_target", "meets"], ["pareto", "Pareto"]];
+  ["rank", "#", r => r.rank], ["hardware", "hardware", r => r.hardware], ["devices", "GPUs", r => r.devices],
+  ["plan", "plan", r => r.plan], ["batch", "videos/batch", r => r.batch, d => d.batched],
+  ["time_s", "time/video", r => fmtTime(r.time_s)], ["videos_per_hour", "videos/h", r => r.videos_per_hour.toFixed(1)],
+  ["cost_per_video_usd", "$/video", r => r.cost_per_video_usd === null ? "no price" : r.cost_per_video_usd.toFixed(3)],
+  ["gpu_hours_per_video", "GPU-h/video", r => r.gpu_hours_per_video.toFixed(3)],
+  ["peak_memory_bytes", "mem/GPU", r => `${fmtBytes(r.peak_memory_bytes)} / ${gib(r.capacity_bytes)} GiB`],
+  ["comm_share", "comm", r => `${(100 * r.comm_share).toFixed(0)} %`],
+  ["bottleneck", "bottleneck", r => `${r.bottleneck} ${(100 * r.bottleneck_share).toFixed(0)} %`]];
+const SZ_TAIL = [["meets_target", "meets", r => r.meets_target ? "yes" : "no"], ["pareto", "Pareto", r => r.pareto ? "★" : ""]];
+const SZ_HIDDEN = new Set(["fits", "priced", "capacity_bytes", "bottleneck_share", "speedup", "cost", "cost_unit",
+                           "optimizations"]);
+function sizingColumns(d) {
+  const cols = SZ_COLS.filter(c => !c[3] || c[3](d));
+  const known = new Set([...SZ_COLS, ...SZ_TAIL].map(c => c[0]));
+  const extra = [];
+  for (const r of d.rows.slice(0, 1)) for (const k of Object.keys(r))
+    if (!known.has(k) && !SZ_HIDDEN.has(k)) extra.push([k, k.replace(/_/g, " "), x => {
+      const v = x[k];
+      return v === null || v === undefined ? "-" : typeof v === "object" ? JSON.stringify(v) : String(v);
+    }]);
+  if (d.rows.some(r => r.optimizations)) extra.unshift(["optimizations", "optimizations", r => r.optimizations || "none"]);
+  return cols.concat(extra, SZ_TAIL);
+}
 
 function renderSizing() {
-  const d = S.sizing, ck = d.cost_key, costName = d.priced ? "$/video" : "GPU-h/video";
-  const rows = d.rows.map(r => ({...r, cost: r[ck]}));
+  const d = S.sizing;
+  const costName = d.priced ? "$/video" : d.priced_any ? "$/video (priced) or GPU-h/video" : "GPU-h/video";
+  const rows = d.rows.slice();
   const {key, dir} = S.sort;
   rows.sort((a, b) => {
     const x = a[key], y = b[key];
     return (typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y))) * dir || a.rank - b.rank;
   });
-  const tbl = $("#sizing-table");
-  $("thead", tbl).replaceChildren(el("tr", {}, ...SZ_COLS.map(([k, h]) => el("th", {
-    "data-key": k, "aria-sort": k === key ? (dir > 0 ? "ascending" : "descending") : null, text: k === "cost" ? costName : h,
+  const tbl = $("#sizing-table"), cols = sizingColumns(d);
+  $("thead", tbl).replaceChildren(el("tr", {}, ...cols.map(([k, h]) => el("th", {
+    "data-key": k, "aria-sort": k === key ? (dir > 0 ? "ascending" : "descending") : null, text: h,
     onclick: () => { S.sort = {key: k, dir: S.sort.key === k ? -S.sort.dir : 1}; renderSizing(); }}))));
-  $("tbody", tbl).replaceChildren(...rows.map(r => el("tr", {class: r.pareto ? "pareto" : null},
-    ...[r.rank, r.hardware, r.devices, r.plan, fmtTime(r.time_s), r.videos_per_hour.toFixed(1),
-        r.cost === null ? "-" : r.cost.toFixed(3), `${fmtBytes(r.peak_memory_bytes)} / ${(r.capacity_bytes / 2 ** 30).toFixed(0)} GiB`,
-        `${(100 * r.comm_share).toFixed(0)} %`, `${r.bottleneck} ${(100 * r.bottleneck_share).toFixed(0)} %`,
-        r.meets_target ? "yes" : "no", r.pareto ? "★" : ""].map(c => el("td", {text: String(c)})))));
+  $("tbody", tbl).replaceChildren(...rows.map(r => el("tr", {class: r.pareto ? "pareto" : null, "data-rank": String(r.rank)},
+    ...cols.map(c => el("td", {text: String(c[2](r))})))));
   const P = plotly();
-  const byHw = {};
-  for (const r of rows) (byHw[r.hardware] ||= []).push(r);
-  const hover = r => `${esc(r.hardware)} × ${r.devices}, ${esc(r.plan)}<br>${fmtTime(r.time_s)} per video, ` +
-    `${r.cost === null ? "-" : r.cost.toFixed(3)} ${costName}`;
-  const traces = Object.entries(byHw).map(([hw, rs]) => ({
-    type: "scatter", mode: "markers", name: esc(hw), x: rs.map(r => r.time_s), y: rs.map(r => r.cost),
-    text: rs.map(hover), hovertemplate: "%{text}<extra></extra>", marker: {size: 7, opacity: 0.6}}));
-  const front = rows.filter(r => r.pareto).sort((a, b) => a.time_s - b.time_s);
-  traces.push({type: "scatter", mode: "lines+markers", name: "Pareto front", x: front.map(r => r.time_s),
-               y: front.map(r => r.cost), text: front.map(hover), hovertemplate: "%{text}<extra></extra>",
-               line: {color: "#b00020", width: 2, shape: "hv"}, marker: {size: 11, symbol: "star", color: "#b00020"}});
+  // dollars on the left axis; GPU-hours (hardware without a price) on the right one: the two
+  // are not comparable, each kind has its own Pareto front
+  const traces = [];
+  for (const priced of [true, false]) {
+    const group = rows.filter(r => r.priced === priced);
+    if (!group.length) continue;
+    const yaxis = priced || !d.priced_any ? "y" : "y2", unit = priced ? "$/video" : "GPU-h/video";
+    const hover = r => `${esc(r.hardware)} × ${r.devices}, ${esc(r.plan)}` + (r.batch > 1 ? `, ${r.batch} videos/batch` : "") +
+      `<br>${fmtTime(r.time_s)} per ${r.batch > 1 ? "batch" : "video"}, ${r.cost.toFixed(3)} ${unit}`;
+    const byHw = {};
+    for (const r of group) (byHw[r.hardware] ||= []).push(r);
+    for (const [hw, rs] of Object.entries(byHw))
+      traces.push({type: "scatter", mode: "markers", name: esc(hw) + (priced ? "" : " (no price)"), yaxis,
+                   x: rs.map(r => r.time_s), y: rs.map(r => r.cost), text: rs.map(hover),
+                   hovertemplate: "%{text}<extra></extra>", marker: {size: 7, opacity: 0.6}});
+    const front = group.filter(r => r.pareto).sort((a, b) => a.time_s - b.time_s);
+    traces.push({type: "scatter", mode: "lines+markers", name: `Pareto front (${unit})`, yaxis, x: front.map(r => r.time_s),
+                 y: front.map(r => r.cost), text: front.map(hover), hovertemplate: "%{text}<extra></extra>",
+                 line: {color: priced ? "#b00020" : "#5a2ca0", width: 2, shape: "hv"},
+                 marker: {size: 11, symbol: "star", color: priced ? "#b00020" : "#5a2ca0"}});
+  }
   const shapes = d.target.latency_s ? [{type: "line", yref: "paper", y0: 0, y1: 1, x0: d.target.latency_s,
                                         x1: d.target.latency_s, line: {dash: "dot", color: "#666"}}] : [];
+  const mixed = d.priced_any && !d.priced;
   P.react("sizing-plot", traces, {
-    xaxis: {type: "log", title: {text: "latency: seconds per video"}}, yaxis: {type: "log", title: {text: costName}},
+    xaxis: {type: "log", title: {text: d.batched ? "latency: seconds per batch" : "latency: seconds per video"}},
+    yaxis: {type: "log", title: {text: d.priced_any ? "$/video" : "GPU-h/video"}},
+    ...(mixed ? {yaxis2: {type: "log", overlaying: "y", side: "right", title: {text: "GPU-h/video (no price)"}}} : {}),
     title: {text: `${d.model}: ${costName} against latency`, font: {size: 14}}, shapes, hovermode: "closest",
     legend: {font: {size: 10}}, margin: {t: 40}}, {responsive: true, displaylogo: false});
 }
@@ -549,6 +711,7 @@ async function start() {
   if (!r.ok) { $("#error").textContent = S.options.error; return; }
   buildControls(S.options);
   applyOverrides(listOf(location.search));
+  syncPlanControls();
   applyHash();
   for (const b of $$("#tabs button")) b.onclick = () => setView(b.dataset.view);
   for (const id of ["roof-by", "roof-depth", "roof-color"]) $("#" + id).onchange = () => { updateURL(); loadRoofline(); };
@@ -561,6 +724,17 @@ async function start() {
     ct = setTimeout(() => { S.base = $("#cmp-base").value.split("\n").map(s => s.trim()).filter(Boolean); updateURL(); loadCompare(); }, 300);
   });
   $("#sz-run").onclick = runSizing;
+  $("#sz-cancel").onclick = () => { if (S.jobs.size) fetch(`/api/jobs/${S.jobs.size}/cancel`, {method: "POST"}); };
+  $("#dl-html").addEventListener("click", async e => {
+    e.preventDefault();
+    const a = $("#dl-html");
+    if (a.classList.contains("disabled") || !S.ok) { setStatus(a.title || "fix the configuration first"); return; }
+    try {
+      const st = await runJob("/api/report", {overrides: S.ov}, st => setStatus(jobText("HTML report", st)));
+      setStatus("HTML report ready");
+      location.href = `/download/job/${st.id}`;
+    } catch (err) { setStatus(`HTML report: ${err.message}`); }
+  });
   $("#copy-link").onclick = async () => {
     const p = $("#permalink");
     p.select();
