@@ -646,17 +646,16 @@ def roof_of(est) -> dict | None:
     compute dtype), ``vector_flops``, ``bandwidth`` (DRAM bytes/s) and, where the hardware
     describes its last-level cache, ``l2_bandwidth`` (a node whose working set fits the L2
     streams at that rate)."""
-    from omegaconf import OmegaConf
-
     from wanir import hardware as hwlib
+    from wanir.options import select
 
     if est.config is None:
         return None
     try:
-        hw = hwlib.from_config(est.config)
+        hw = est.run.hardware if est.run is not None else hwlib.from_config(est.config)
     except WanirError:
         return None
-    dtype = str(OmegaConf.select(est.config, "precision.dit_compute", default=None) or "bf16")
+    dtype = str(select(est.config, "precision.dit_compute") or "bf16")
     try:
         peak = hw.peak(dtype)
     except WanirError:
