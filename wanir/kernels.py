@@ -25,9 +25,6 @@ from typing import Mapping
 from .errors import ConfigError
 
 PATH = Path(__file__).parent / "data" / "kernels.yaml"
-#: the attention kernels of the shipped table (``sdpa`` = what PyTorch SDPA picks on the
-#: family); a kernel added to kernels.yaml (e.g. ``sage2-fp16acc``) is accepted too
-ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "math", "sdpa")
 
 
 def attention_kernels() -> tuple[str, ...]:
