@@ -2,6 +2,7 @@
 hardware into a :class:`MultiDeviceCost`, and :func:`multi_device_cost`, the entry point."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from wanir.graph import Graph
@@ -35,6 +36,7 @@ class DeviceGraph:
             applied = _options.select(cfg, "runtime.defaults_applied", []) or []
             offload_from_runtime = "memory.offload_model" in list(applied)
         self.plan, self.cfg, self.options = plan, cfg, options
+        self._costs: dict = {}     # (hardware, per-device plan facts) -> the costed stages
         self.runtime = runtime
         self.graph = shard_graph(graph, plan, runtime.multi_gpu)
         ro = self.options.roofline
@@ -69,6 +71,14 @@ class DeviceGraph:
         from .. import roofline
 
         p, g = plan or self.plan, self.graph
+        # plans of this shape that differ only in data-parallel replicas or name cost the same
+        # per device: the result on one hardware is computed once (the node annotations hold
+        # the last hardware computed)
+        key = (id(hw), p.overlap, p.gpus_per_node, repr(p.network), repr(p.intra_node), p.vae, p.replica)
+        hit = self._costs.get(key)
+        if hit is not None and hit[0] is hw:
+            _, stages, transfer_s, pipe = hit
+            return MultiDeviceCost(self, hw, copy.deepcopy(stages), transfer_s, dict(pipe), single_time_s, p)
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
         from .. import host_stages as hostlib
         host = hostlib.load_host(self.mem, hw) if host_stages else None
@@ -135,6 +145,9 @@ class DeviceGraph:
             r["peak_activation_bytes"] = ms["peak_activation_bytes"]
             r["devices"] = 1 if s in SINGLE_DEVICE_STAGES and not (s == "vae_decode" and p.vae == "patch") else p.replica
         pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes)
+        if len(self._costs) >= 64:
+            self._costs.pop(next(iter(self._costs)))
+        self._costs[key] = (hw, copy.deepcopy(stages), rf["transfer_s"], dict(pipe))
         return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p)
 
     def weight_bytes(self) -> dict:
