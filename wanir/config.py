@@ -30,7 +30,7 @@ from .limits import check_config as check_limits
 from .options import select
 from .runtime import runtime_defaults
 from .safeio import check_config_dir, load_yaml, read_text_file, short
-from .scenario import freeze
+from .scenario import FrozenMap, freeze
 
 from .paths import CONFIG_DIR  # noqa: E402  (re-exported)
 
@@ -361,6 +361,12 @@ def _compose_cached(group_overrides: tuple[str, ...], config_dir: str | None) ->
     return freeze(tree), freeze(origin)
 
 
+@functools.lru_cache(maxsize=64)
+def _valid_keys(tree0: FrozenMap) -> frozenset:
+    """Every dotted key (groups included) of a composed tree (cached per composition)."""
+    return frozenset(_flat_keys(tree0))
+
+
 def default_choices() -> dict[str, str]:
     """The built-in config's default option of each group it names (config.yaml)."""
     return {g: o for g, o in _option_file("", "config")[2] if g != "_self_"}
@@ -425,7 +431,7 @@ def resolve_interpolations(tree: dict, overrides) -> dict:
     """``tree`` with the ``${...}`` interpolations set by value overrides resolved (once), so a
     value that refers to itself is an error here and never reaches arithmetic."""
     if any("${" in str(o) for o in overrides):
-        return _to_container(tree)
+        return _to_container(_thaw(tree))
     return tree
 
 
@@ -436,7 +442,9 @@ def _set(tree: dict, key: str, value) -> None:
     d = tree
     for p in parts[:-1]:
         nxt = d.get(p)
-        if not isinstance(nxt, dict):
+        if isinstance(nxt, FrozenMap):      # a composed group shared with the cache: copied on first write
+            nxt = d[p] = _thaw(nxt)
+        elif not isinstance(nxt, dict):
             nxt = d[p] = {}
         d = nxt
     d[parts[-1]] = _thaw(value)
@@ -567,8 +575,8 @@ def compose_parsed(parsed: Iterable[Override], config_dir: str | os.PathLike | N
             value_ovs.append(ov)
     group_ovs, hardware_post = compose_hook(group_ovs, config_dir)
     tree0, origin = _compose_cached(tuple(group_ovs), config_dir)
-    tree = _thaw(tree0)
-    valid = set(_flat_keys(tree))
+    tree = dict(tree0)     # copy on write: groups no override or default touches stay shared (read-only)
+    valid = _valid_keys(tree0)
     user = []
     for ov in value_ovs:
         if ov.delete:
@@ -582,7 +590,7 @@ def compose_parsed(parsed: Iterable[Override], config_dir: str | os.PathLike | N
     for key, value in filled.items():
         _set(tree, key, value)
     if isinstance(tree.get("runtime"), dict):
-        tree["runtime"]["defaults_applied"] = list(filled)
+        _set(tree, "runtime.defaults_applied", list(filled))
     if validate:
         validate_config(tree)
     return Composed(freeze(tree), origin, tuple(user), tuple(filled), freeze(choices))

@@ -12,6 +12,7 @@ docs/adding-hardware.md; :class:`Hardware` is the validated, unit-normalized for
 from __future__ import annotations
 
 import functools
+import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -469,6 +470,12 @@ def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tupl
     choice = choice or _default_choice()
 
     def post(cfg):
+        hw0 = cfg.get("hardware")
+        if type(hw0).__name__ == "FrozenMap" and choice in files:
+            key = _content_key(hw0)
+            with _BY_CONTENT_LOCK:
+                if key in _BY_CONTENT:     # this very spec was validated already
+                    return
         if choice in files:
             origin = str(files[choice])
         else:
@@ -511,14 +518,28 @@ _BY_CONTENT: dict = {}     # hardware mapping (as canonical JSON) -> validated H
 _BY_CONTENT_LOCK = threading.Lock()
 
 
+#: content keys of read-only (frozen) hardware mappings, by identity: a frozen mapping never
+#: changes, so its key is computed once (the entry keeps the mapping alive, so its id is not reused)
+_KEY_BY_ID: dict = {}
+
+
 def _content_key(hw) -> str | None:
     """A key of a ``hardware`` config node by its content (None when it has none)."""
-    import json
     if hw is None:
         return None
-    if not isinstance(hw, (dict, str)):
-        hw = _plain_spec(hw)
-    return json.dumps(hw, sort_keys=True, default=str)
+    frozen = type(hw).__name__ == "FrozenMap"
+    if frozen:
+        hit = _KEY_BY_ID.get(id(hw))
+        if hit is not None and hit[0] is hw:
+            return hit[1]
+    plain = hw if isinstance(hw, (dict, str)) else _plain_spec(hw)
+    key = json.dumps(plain, sort_keys=True, default=str)
+    if frozen:
+        with _BY_CONTENT_LOCK:
+            if len(_KEY_BY_ID) > 256:
+                _KEY_BY_ID.pop(next(iter(_KEY_BY_ID)))
+            _KEY_BY_ID[id(hw)] = (hw, key)
+    return key
 
 
 def _remember(cfg, hw: Hardware) -> None:

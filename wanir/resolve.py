@@ -105,28 +105,33 @@ def clear_cache() -> None:
 
 
 def _provenance(c: Composed) -> dict:
-    """dotted key → Source for every leaf of ``c.tree``."""
-    prov = {}
-    user = set(c.user)
-    runtime = set(c.runtime)
+    """dotted key → Source for every leaf of ``c.tree``: the composition's (cached per
+    composition), then what the user's values and the runtime's defaults set."""
+    prov = dict(_composed_provenance(c.origin, (c.tree.get("model") or {}).get("name", "")))
+    for u in c.user:
+        v = _options.select(c.tree, u, None, keep_null=True)
+        keys = [k for k, _ in flat_items(v, u + ".")] if isinstance(v, dict) and v else [u]
+        for k in keys:
+            prov[k] = Source("user", f"{u}=...")
     rt_name = (c.tree.get("runtime") or {}).get("name", "")
-    model = (c.tree.get("model") or {}).get("name", "")
-    for key, _ in flat_items(c.tree):
-        if key in user or any(key.startswith(u + ".") for u in user):
-            prov[key] = Source("user", f"{key}=...")
-        elif key in runtime:
-            prov[key] = Source("runtime", f"runtime={rt_name}" + _why(key, c.tree))
-        elif key == "runtime.defaults_applied":
-            prov[key] = Source("runtime", f"runtime={rt_name}")
+    for key in c.runtime:
+        prov[key] = Source("runtime", f"runtime={rt_name}" + _why(key, c.tree))
+    if "defaults_applied" in (c.tree.get("runtime") or {}):
+        prov["runtime.defaults_applied"] = Source("runtime", f"runtime={rt_name}")
+    return prov
+
+
+@functools.lru_cache(maxsize=64)
+def _composed_provenance(origin: FrozenMap, model: str) -> dict:
+    """The Source of every leaf of one composition, from the file it came from."""
+    prov = {}
+    for key, (g, opt, by_user) in origin.items():
+        if by_user:
+            prov[key] = Source("user", f"{g}={opt}")
+        elif g in ("text_encoder", "image_encoder", "dit", "vae") or (g == "model" and key.startswith("model.")):
+            prov[key] = Source("model", f"model={model}")
         else:
-            g, opt, by_user = c.origin.get(key, (key.split(".")[0], "", False))
-            if by_user:
-                prov[key] = Source("user", f"{g}={opt}")
-            elif g in ("text_encoder", "image_encoder", "dit", "vae") or (g == "model" and key.startswith("model.")):
-                prov[key] = Source("model", f"model={model}")
-            else:
-                where = f"{g}/{opt}.yaml" if g and opt else "config.yaml"
-                prov[key] = Source("default", where)
+            prov[key] = Source("default", f"{g}/{opt}.yaml" if g and opt else "config.yaml")
     return prov
 
 
