@@ -22,10 +22,11 @@ It then fits the kernel-model constants of that device against the model's own e
 - ``host_link.efficiency`` (GPU only): pinned host→device copy over the link's nominal rate.
 
 The result is a hardware YAML ``DIR/hardware/NAME.yaml`` (NAME defaults to
-``BASE-calibrated``): the base spec (``--base``,
-default ``host-cpu`` on a CPU; the library entry whose name matches the GPU's otherwise)
-with every fitted value marked ``source: measured``, and on a CPU the measured core count,
-last-level cache and clock. Beside it: ``NAME.csv`` (every raw measurement with the model's
+``BASE-calibrated``): on a GPU the base spec (``--base``, default the library entry whose
+name matches the GPU's) with every fitted value marked ``source: measured``; on a CPU
+without ``--base`` an entry built from this CPU (:func:`cpu_spec`: its name, cores, clock,
+cache and memory from the OS, its rates from its ISA flags), with measurements that
+disagree listed as warnings (:func:`consistency_warnings`). Beside it: ``NAME.csv`` (every raw measurement with the model's
 prediction after the fit) and ``NAME.png`` (measured vs model per kernel). Use it with
 ``wanir estimate --config-dir DIR hardware=NAME``.
 """
@@ -35,19 +36,22 @@ import csv
 import datetime
 import math
 import os
+import platform
 import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from wanir.errors import ConfigError, WanirError
+from wanir.limits import usable_cpus
+from wanir.safeio import check_output_dir, check_output_path, printable
 
 DEVICES = ("auto", "cpu", "cuda")
 #: attention backends: name -> (kernel-model name or None, import it needs, device)
 ATTENTION_BACKENDS = {
     "sdpa": (None, "torch", "any"),                 # what SDPA picks; resolved per family
     "sdpa-math": ("math", "torch", "any"),
-    "sdpa-flash": ("flash2", "torch", "cuda"),
+    "sdpa-flash": ("torch-sdpa", "torch", "cuda"),
     "sdpa-efficient": (None, "torch", "cuda"),
     "sdpa-cudnn": ("cudnn", "torch", "cuda"),
     "flash_attn": ("flash2", "flash_attn", "cuda"),
@@ -283,6 +287,43 @@ def _bench_issue(torch, clock, g, rows, progress):
     progress()
 
 
+def _bench_host_work(torch, clock, g, rows, progress):
+    """Host work around the ops (backends/host_stages.py): the overhead of one nn.Module call
+    (calling a module whose forward returns its input, minus calling a plain function that
+    does), and tokenizing one 512-token prompt when a UMT5 tokenizer is in the local cache."""
+    x = torch.zeros(1)
+    n = g["issue_ops"]
+
+    class _Identity(torch.nn.Module):
+        def forward(self, t):
+            return t
+
+    mod = _Identity()
+
+    def plain(t):
+        return t
+
+    def calls():
+        for _ in range(n):
+            mod(x)
+
+    def funcs():
+        for _ in range(n):
+            plain(x)
+    sec = max(0.0, (clock.time(calls) - clock.time(funcs)) / n)
+    rows.append(Row("module_call", "nn.Module.__call__ overhead", "-", "1", 1, sec, "us", sec * 1e6))
+    try:
+        from transformers import AutoTokenizer   # late import: optional extra, only to time a cached tokenizer
+        tok = AutoTokenizer.from_pretrained("google/umt5-xxl", local_files_only=True)
+    except Exception:    # not installed or not cached: nothing to measure (no download)
+        tok = None
+    if tok is not None:
+        prompt = "A cat walks on the grass, realistic style, golden hour light, " * 8
+        sec = clock.time(lambda: tok(prompt, padding="max_length", max_length=512, truncation=True))
+        rows.append(Row("tokenize", "UMT5 tokenizer, 512 tokens", "-", "1", 1, sec, "ms", sec * 1e3))
+    progress()
+
+
 def _bench_host(torch, clock, g, rows, progress):
     if clock.dev != "cuda":
         return
@@ -368,6 +409,10 @@ def fit(hw, rows: list[Row]) -> tuple[object, dict, dict]:
     iss = [r for r in rows if r.bench == "issue" and r.seconds]
     if iss:
         over["issue"] = {"cpu_issue_us": _leaf(min(iss[0].measured, 1e5))}
+    for bench, key in (("module_call", "module_call_us"), ("tokenize", "tokenize_ms")):
+        hr = [r for r in rows if r.bench == bench and r.seconds]
+        if hr:
+            over.setdefault("issue", {})[key] = _leaf(min(hr[0].measured, 1e5))
     # GEMM: time is linear in 1/ceiling
     g = [r for r in rows if r.bench == "gemm" and r.seconds]
     for key, sel in (("ceiling", lambda r: r.dtype != "fp32"), ("fp32_ceiling", lambda r: r.dtype == "fp32")):
@@ -439,6 +484,8 @@ def fit(hw, rows: list[Row]) -> tuple[object, dict, dict]:
             r.model = r.work / Model(fitted, "math").memory_time(r.work)[0] / 1e9
         elif r.bench == "issue":
             r.model = Model(fitted, "math").issue_s * 1e6
+        elif r.bench in ("module_call", "tokenize"):
+            r.model = r.measured     # taken as measured (no model to compare with)
     return fitted, over, {"fields": fields, "notes": notes}
 
 
@@ -473,6 +520,168 @@ def _cpu_facts() -> dict:
                     break
     except (OSError, ValueError):
         pass
+    return out
+
+
+#: ISA flags of /proc/cpuinfo that decide a CPU's matrix and vector rates (x86 ``flags``,
+#: Arm ``Features``), in the order they are reported
+ISA_FLAGS = ("amx_tile", "amx_bf16", "amx_int8", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "avx2",
+             "fma", "asimd", "sve", "sve2", "bf16", "i8mm")
+#: bytes of /proc/cpuinfo read (a many-core machine's is a few hundred KiB)
+CPUINFO_CAP = 4 * 2**20
+
+
+def cpu_identity(cpuinfo: str | None = None) -> dict:
+    """What CPU this is: {"model": its name (/proc/cpuinfo ``model name``, else the platform
+    module), "logical_cpus": CPUs the OS lists, "cores_used": CPUs this process may run on
+    (sched_getaffinity), "isa": the :data:`ISA_FLAGS` it reports}. ``cpuinfo`` is the text
+    of /proc/cpuinfo (read, size-capped, when None)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", "rb") as f:
+                cpuinfo = f.read(CPUINFO_CAP).decode("utf-8", "replace")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    logical = 0
+    for line in cpuinfo.splitlines():
+        key, sep, val = line.partition(":")
+        key = key.strip().lower()
+        if not sep:
+            continue
+        if key == "processor":
+            logical += 1
+        fields.setdefault(key, val.strip())
+    model = fields.get("model name") or fields.get("hardware") or platform.processor() or platform.machine() \
+        or "an unknown CPU"
+    if not fields.get("model name") and not fields.get("hardware") and "cpu part" in fields:   # Arm
+        model = f"Arm CPU implementer {fields.get('cpu implementer', '?')} part {fields['cpu part']}"
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    return {"model": printable(" ".join(model.split()), 120), "logical_cpus": logical or os.cpu_count() or 1,
+            "cores_used": usable_cpus(), "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
+def isa_rates(isa) -> dict:
+    """The per-core rates a CPU's ISA flags imply, as upper bounds (two FMA pipes per core, the
+    common server design; a core with one, or AVX-512 split into two 256-bit halves as on AMD
+    Zen 4, reaches half, which the fitted ceilings carry): {"instruction": the microarch
+    family, "rates": {dtype: FLOP (int8: OP) per clock per core}, "fp32_lanes": FP32 FMA lanes
+    per core, "why": a phrase naming the flags}. AMX (Intel): 1024 BF16 / 2048 INT8 multiply-adds
+    per clock per core; AVX-512: 2 × 16 FP32 lanes, BF16 dot products (avx512_bf16) twice the FP32
+    rate; AVX2+FMA: 2 × 8 lanes; Arm ASIMD: 2 × 4 lanes; otherwise 4 lanes."""
+    isa = set(isa)
+    if "avx512f" in isa:
+        lanes, why = 32, "avx512f: 2 FMA pipes x 16 FP32 lanes"
+    elif {"avx2", "fma"} <= isa:
+        lanes, why = 16, "avx2+fma: 2 FMA pipes x 8 FP32 lanes"
+    elif "asimd" in isa or "sve" in isa:
+        lanes, why = 8, "asimd: 2 FMA pipes x 4 FP32 lanes"
+    else:
+        lanes, why = 4, "no SIMD flag recognised: 4 FP32 lanes assumed"
+    if "amx_bf16" in isa:
+        rates = {"bf16": 2048, "int8": 4096 if "amx_int8" in isa else 2048}
+        return {"instruction": "amx", "rates": rates, "fp32_lanes": lanes,
+                "why": "amx_bf16: 1024 BF16 multiply-adds per clock per core; " + why}
+    bf16 = 4 * lanes if "avx512_bf16" in isa or "bf16" in isa else 2 * lanes   # dot products, or converted to FP32
+    rates = {"bf16": bf16}
+    if "avx512_vnni" in isa:
+        rates["int8"] = 8 * lanes
+    return {"instruction": "avx512" if "avx512f" in isa else "simd", "rates": rates, "fp32_lanes": lanes,
+            "why": why + ("; BF16 dot products at twice the FP32 rate" if bf16 == 4 * lanes else
+                          "; BF16 converted to FP32")}
+
+
+def _mem_total_gib() -> float | None:
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f.read(65536).decode("ascii", "replace").splitlines():
+                if line.startswith("MemTotal:"):
+                    kib = line.split()[1]
+                    return int(kib) / 2**20 if kib.isdigit() and len(kib) < 15 else None
+    except OSError:
+        pass
+    return None
+
+
+def cpu_spec(ident: dict, facts: dict) -> dict:
+    """A hardware mapping of this CPU built from what the OS reports and the ISA implies (no
+    library template): cores, clock, cache and memory size as read here (``measured``), the
+    per-core rates of :func:`isa_rates` (``assumed``, upper bounds the fitted ceilings
+    correct), placeholders the measurements replace (bandwidths, issue cost), and no host
+    link or GPU link use (a CPU device copies nothing)."""
+    r = isa_rates(ident["isa"])
+    clock = facts.get("clock_ghz") or 2.0
+    src_clock = "measured" if facts.get("clock_ghz") else "assumed"
+    note = f"upper bound from the ISA flags ({r['why']})"
+    isa = ", ".join(ident["isa"]) or "none recognised"
+    return {
+        "name": "host-cpu-calibrated",
+        "description": f"{ident['model']} ({facts.get('sms', ident['cores_used'])} cores used of "
+                       f"{ident['logical_cpus']} CPUs; ISA {isa})",
+        "kind": "cpu", "family": "cpu",
+        "microarch": {
+            "sms": {"value": int(facts.get("sms", ident["cores_used"])), "source": "measured"},
+            "boost_clock_ghz": {"value": round(clock, 4), "source": src_clock},
+            "tensor_clock_ghz": {"value": round(clock, 4), "source": src_clock},
+            "tensor_flops_per_clk_sm": {r["instruction"]: {dt: {"value": v, "source": "assumed", "note": note}
+                                                            for dt, v in r["rates"].items()}},
+            "sfu_exp_per_clk_sm": {"value": 2, "source": "assumed", "note": "vectorized exp, a few per clock"},
+            "fp32_lanes_per_sm": {"value": r["fp32_lanes"], "source": "assumed", "note": note},
+            "l2_mib": {"value": round(facts.get("l2_mib", 1.0), 4), "source": "measured" if "l2_mib" in facts
+                       else "assumed"},
+            "l2_bandwidth_tbps": {"value": 1e-4, "source": "assumed", "note": "replaced by the in-cache measurement"},
+        },
+        "memory": {"capacity_gib": {"value": round(_mem_total_gib() or 16.0, 3),
+                                    "source": "measured" if _mem_total_gib() else "assumed"},
+                   "bandwidth_tbps": {"value": 1e-4, "source": "assumed",
+                                      "note": "replaced by the stream measurement"}},
+        "host_link": {"bandwidth_gbps": {"value": 64, "source": "assumed",
+                                         "note": "unused: a CPU device copies no weights to a device"},
+                      "efficiency": {"value": 1.0, "source": "assumed", "note": "unused on a CPU device"}},
+        "gpu_link": {"bandwidth_gbps": {"value": None, "source": "assumed"}},
+        "launch_overhead_us": {"value": 0, "source": "assumed",
+                               "note": "no kernel launch on a CPU: the measured issue cost (kernels.issue) is the gap"},
+    }
+
+
+#: a measurement this far above what the OS and ISA imply is a disagreement worth a warning
+CONSISTENCY_TOLERANCE = 1.10
+
+
+def consistency_warnings(rows: list[Row], hw) -> list[str]:
+    """Where the measurements disagree with each other or with the entry they build:
+    a GEMM faster than the peak the core count, clock and ISA imply (the clock the OS reports
+    is low, or more cores ran than were counted); a stream over a working set beyond the
+    cache faster than one inside it; the same benchmark losing more than half its rate from
+    one size to the next larger (another process shared the cores, or the clock throttled).
+    Returns one line per disagreement."""
+    out = []
+    for r in rows:
+        if r.bench != "gemm" or not r.seconds:
+            continue
+        peak = hw.vector_flops if r.dtype == "fp32" else hw.tensor_flops.get(r.dtype)
+        if peak and r.work / r.seconds > CONSISTENCY_TOLERANCE * peak:
+            out.append(f"GEMM {r.dtype} {r.shape} measured {r.measured:.3g} TFLOP/s, above the {peak / 1e12:.3g} "
+                       f"TFLOP/s that {hw.micro.sms} cores x {hw.micro.tensor_clock_hz / 1e9:.3g} GHz and the ISA "
+                       f"imply: the clock or core count read from the OS is low (turbo, SMT), or a unit is missing "
+                       f"from the ISA flags")
+            break
+    mem = {r.backend: r.work / r.seconds for r in rows if r.bench == "memory" and r.seconds}
+    if "add-large" in mem and "add-small" in mem and mem["add-large"] > CONSISTENCY_TOLERANCE * mem["add-small"]:
+        out.append(f"the stream over the large working set ({mem['add-large'] / 1e9:.3g} GB/s) is faster than the "
+                   f"one that fits the cache ({mem['add-small'] / 1e9:.3g} GB/s): the small one is dominated by "
+                   f"per-call overhead or the large one fits a big last-level cache; the bandwidths are unreliable")
+    by: dict = {}
+    for r in rows:
+        if r.bench in ("gemm", "conv3d", "attention") and r.seconds:
+            by.setdefault((r.bench, r.backend, r.dtype), []).append(r)
+    for (bench, backend, dt), rs in by.items():
+        for a, b in zip(rs, rs[1:]):
+            if a.work < b.work and b.measured < 0.5 * a.measured:
+                out.append(f"{bench} {backend} {dt}: {b.shape} ran at {b.measured:.3g} {b.unit}, under half the "
+                           f"{a.measured:.3g} of the smaller {a.shape}: another process shared the cores or the "
+                           f"clock throttled; rerun on an idle machine")
+                break
     return out
 
 
@@ -552,36 +761,59 @@ def write_plot(path: Path, rows: list[Row], title: str) -> None:
     plt.close(fig)
 
 
+def _check_name(name) -> str:
+    """``--name``: letters, digits, '-', '_' and '.', at most 64 characters. Returns it."""
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").replace(".", "").isalnum() \
+            or len(name) > 64 or not name.isascii() or name.startswith("."):
+        raise ConfigError(f"--name {str(name)[:80]!r}: letters, digits, '-', '_' and '.' only (not first), "
+                          f"at most 64 characters")
+    return name
+
+
 def run(output: str | os.PathLike, device: str = "auto", base: str | None = None, name: str | None = None,
         quick: bool = False, budget_s: float = 600.0, attention: list[str] | None = None,
         config_dir: str | None = None, progress: bool = True) -> dict:
     """Measure, fit and write ``output/hardware/NAME.yaml`` (+ ``.csv``, ``.png``). Returns
-    {"yaml": path, "csv": path, "plot": path, "name": NAME, "rows": [Row], "notes": [str]}."""
+    {"yaml": path, "csv": path, "plot": path, "name": NAME, "rows": [Row], "notes": [str],
+    "warnings": [str] (measurements that disagree, CPU only), "cpu": :func:`cpu_identity` or None}.
+    On a CPU without ``base`` the entry is built from this CPU (:func:`cpu_spec`), not from a
+    library template."""
     import yaml
 
     from wanir import hardware
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not math.isfinite(budget_s) \
             or not 1 <= budget_s <= 86400:
         raise ConfigError(f"--budget-s {budget_s!r}: must be a number of seconds in [1, 86400]")
+    out = check_output_dir(output, "-o", ConfigError)      # before any measuring: a file or /dev/null is refused
+    if name is not None:
+        _check_name(name)
+    for suffix in (".yaml", ".csv", ".png"):
+        if name is not None:
+            check_output_path(out / "hardware" / f"{name}{suffix}", (suffix,), "-o", ConfigError)
     torch = _torch()
     dev = _pick_device(torch, device)
-    base = base or _guess_base(torch, dev)
-    spec = _base_spec(base, config_dir)
-    name = name or f"{base}-calibrated"
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").replace(".", "").isalnum() \
-            or len(name) > 64:
-        raise ConfigError(f"--name {name!r}: letters, digits, '-', '_' and '.' only, at most 64 characters")
+    ident = cpu_identity() if dev == "cpu" else None
+    facts = _cpu_facts() if dev == "cpu" else {}
+    if dev == "cpu" and base is None:   # built from this CPU, not from a library template
+        spec, base = cpu_spec(ident, facts), "host-cpu"
+    else:
+        base = base or _guess_base(torch, dev)
+        spec = _base_spec(base, config_dir)
+    name = _check_name(name or f"{base}-calibrated")
     backends = attention_backends(torch, dev, attention)
-    out = Path(output)
     hdir = out / "hardware"
-    hdir.mkdir(parents=True, exist_ok=True)
+    for suffix in (".yaml", ".csv", ".png"):
+        check_output_path(hdir / f"{name}{suffix}", (suffix,), "-o", ConfigError)
+    try:
+        hdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"-o {str(output)[:200]}: cannot create {hdir}: {e.strerror or e}") from None
     base_hw = hardware.from_mapping(spec, origin=f"--base {base}")
     g = grids(quick, dev)
     clock = _Clock(torch, dev, float(budget_s), quick)
     rows: list[Row] = []
-    steps = (len(g["gemm"]) * len(g["gemm_dtypes"]) + len(backends) * len(g["attention"]) + len(g["conv3d"]) + 3
+    steps = (len(g["gemm"]) * len(g["gemm_dtypes"]) + len(backends) * len(g["attention"]) + len(g["conv3d"]) + 4
              + (4 if dev == "cuda" else 0))
-    facts = _cpu_facts() if dev == "cpu" else {}
     if facts:
         hw0 = base_hw
         micro = hw0.micro
@@ -606,6 +838,7 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
                 p.advance(task)
         with torch.inference_mode():
             _bench_issue(torch, clock, g, rows, tick)
+            _bench_host_work(torch, clock, g, rows, tick)
             _bench_memory(torch, clock, g, rows, tick)
             _bench_gemm(torch, clock, g, rows, tick)
             _bench_conv(torch, clock, g, rows, tick)
@@ -618,11 +851,20 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
         notes.append("collectives are not measured in one process: run nccl-tests and set parallel.intra_node")
     fitted, over, extra = fit(base_hw, rows)
     notes += extra["notes"]
+    warnings = consistency_warnings(rows, base_hw) if dev == "cpu" else []
     # the YAML: the base spec with the measured values
     spec = dict(spec)
     spec["name"] = name
-    spec["description"] = f"{spec.get('description', base)}, calibrated on this {dev} by wanir calibrate " \
-                          f"({datetime.date.today().isoformat()})"
+    if ident is not None:   # the CPU it ran on, whatever the base was
+        isa = ", ".join(ident["isa"]) or "no ISA flag recognised"
+        what = f"{ident['model']} ({base_hw.micro.sms} cores used of {ident['logical_cpus']} CPUs; ISA {isa})"
+    else:
+        what = str(spec.get("description", base))
+    spec["description"] = f"{what}, calibrated on this {dev} by wanir calibrate ({datetime.date.today().isoformat()})"
+    if dev == "cpu":
+        iss = [r for r in rows if r.bench == "issue" and r.seconds]
+        if iss and base_hw.launch_overhead_s == 0:
+            _set(spec, "launch_overhead_us", min(iss[0].measured, 1e5), "the measured issue cost per op")
     for k, v in facts.items():
         key = {"sms": "microarch.sms", "l2_mib": "microarch.l2_mib"}.get(k)
         if key:
@@ -649,7 +891,8 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
     write_csv(cpath, rows)
     ppath = hdir / f"{name}.png"
     write_plot(ppath, rows, f"{name}: measured vs model")
-    return {"yaml": ypath, "csv": cpath, "plot": ppath, "name": name, "rows": rows, "notes": notes}
+    return {"yaml": ypath, "csv": cpath, "plot": ppath, "name": name, "rows": rows, "notes": notes,
+            "warnings": warnings, "cpu": ident}
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -680,7 +923,13 @@ def cmd(args) -> int:
               budget_s=args.budget_s, attention=att, config_dir=args.config_dir, progress=not args.quiet)
     fitted = sum(1 for r in res["rows"] if r.seconds)
     print(f"wrote {res['yaml']} ({fitted} measurements in {res['csv'].name}, measured vs model in {res['plot'].name})")
+    if res.get("cpu"):
+        c = res["cpu"]
+        print(f"measured on {c['model']}: {c['cores_used']} usable cores of {c['logical_cpus']} CPUs; ISA "
+              f"{', '.join(c['isa']) or 'none recognised'}")
     for n in res["notes"]:
         print(f"note: {n}")
+    for w in res.get("warnings", ()):
+        print(f"warning: {w}")
     print(f"use it: wanir estimate --config-dir {args.output} hardware={res['name']}")
     return 0

@@ -65,11 +65,20 @@ class Link:
 @dataclass(frozen=True)
 class Topology:
     """Where devices sit: ``gpus_per_node`` devices share the ``intra`` link; groups spread
-    over nodes use ``inter``."""
+    over nodes use ``inter``. ``staged``: for PCIe cards with a ``host_topology`` (a
+    :class:`wanir.hardware.Hardware`), the intra-node link's bandwidth depends on how many
+    cards stage through the host at once (:func:`staged_bandwidth`)."""
 
     gpus_per_node: int
     intra: Link
     inter: Link
+    staged: object = None
+
+    def intra_link(self, cards: int) -> Link:
+        """The intra-node Link when ``cards`` cards of one node communicate at once."""
+        if self.staged is None:
+            return self.intra
+        return Link(self.intra.name, staged_bandwidth(self.staged, cards), self.intra.latency, 1.0)
 
     def members_per_node(self, stride: int, size: int) -> int:
         """How many of a group's ``size`` devices (ranks ``base + stride·i``) share one node."""
@@ -121,12 +130,12 @@ def collective_time(kind: str, in_bytes: int, out_bytes: int, n: int, topo: Topo
     lat = latency_steps(kind, n, steps)
     k = topo.members_per_node(stride, n)
     if k >= n:
-        return topo.intra.time(vol, lat), "intra_node"
+        return topo.intra_link(n).time(vol, lat), "intra_node"
     if kind == "all_to_all":
         # the share for peers in other nodes crosses the network; the rest stays in the node
         local = -(-in_bytes * (k - 1) // n)
         remote = -(-in_bytes * (n - k) // n)
-        t = max(topo.intra.time(local, k - 1) if k > 1 else 0.0, topo.inter.time(remote, n - k))
+        t = max(topo.intra_link(k).time(local, k - 1) if k > 1 else 0.0, topo.inter.time(remote, n - k))
         return t, "inter_node"
     return topo.inter.time(vol, lat), "inter_node"
 
@@ -145,6 +154,56 @@ PCIE_LATENCY_US = 10.0
 #: complexes in most servers): every byte is copied device→host and then host→device over
 #: the same x16 link, so a collective reaches half the host link's achieved rate
 PCIE_HOST_STAGING = 0.5
+#: bytes of host DRAM traffic per byte a card stages through host memory: the sender's
+#: device-to-host copy writes it, the receiver's host-to-device copy reads it
+HOST_BYTES_PER_STAGED_BYTE = 2
+#: per byte copied from pageable host memory: the driver's CPU copy into a pinned bounce buffer
+#: reads and writes it, the DMA reads it again
+HOST_BYTES_PER_PAGEABLE_BYTE = 3
+#: sustained share of the host DRAM bandwidth (STREAM-like; kernels.yaml's cpu memory.fraction)
+HOST_MEMORY_FRACTION = 0.7
+
+
+def _shared_seconds_per_byte(hw, cards: int, host_bytes: int) -> tuple[float, float]:
+    """(uplink, DRAM) seconds per byte and card of a host-side transfer: the cards behind
+    one x16 uplink share it (a card reaches 1/k of it when k transfer at once), and every
+    transfer of the ``cards`` cards crosses the host's DRAM ``host_bytes`` times."""
+    ht = hw.host_topology
+    link = hw.host_link_bandwidth * hw.host_link_efficiency
+    uplink = min(cards, ht.cards_per_root_complex) / link
+    memory = host_bytes * cards / (ht.host_memory_bandwidth * HOST_MEMORY_FRACTION)
+    return uplink, memory
+
+
+def staged_bandwidth(hw, cards: int) -> float:
+    """Bytes/s per card per direction of a collective among ``cards`` PCIe cards of one host
+    (hardware with a ``host_topology``). Without P2P (GeForce cards; cards on different root
+    complexes) NCCL stages every byte through pinned host memory: store and forward, so a byte's
+    time is its share of the x16 uplink plus its share of the host DRAM, which all ``cards``
+    cards cross at once (HOST_BYTES_PER_STAGED_BYTE each). With P2P the cards copy directly
+    through the PCIe switch at their link rate. Anchor: 8× RTX 5090 (PCIe 5.0, no P2P) reach
+    35 GB/s all-reduce bus bandwidth on 4 cards and 28 on 8 (NVIDIA/nccl #1639); the 4 → 8
+    fall-off follows from the DRAM term (tests/test_comm.py)."""
+    cards = max(1, int(cards))
+    ht = hw.host_topology
+    if ht.p2p:
+        return hw.host_link_bandwidth * hw.host_link_efficiency
+    uplink, memory = _shared_seconds_per_byte(hw, cards, HOST_BYTES_PER_STAGED_BYTE)
+    return 1.0 / (uplink + memory)
+
+
+def shared_copy_rate(hw, ranks: int, copy_rate: float) -> float:
+    """Bytes/s per rank of host↔device weight copies when ``ranks`` ranks of one host copy at
+    once (per-rank offload), each alone at ``copy_rate``: pageable copies cross the host DRAM
+    HOST_BYTES_PER_PAGEABLE_BYTE times, and the cards behind one uplink share it. Hardware
+    without a ``host_topology``, or one rank: ``copy_rate``."""
+    ranks = max(1, int(ranks))
+    if hw.host_topology is None or ranks == 1:
+        return copy_rate
+    ht = hw.host_topology
+    share = min(ranks, ht.cards_per_root_complex)
+    memory = HOST_BYTES_PER_PAGEABLE_BYTE * ranks / (ht.host_memory_bandwidth * HOST_MEMORY_FRACTION)
+    return 1.0 / (share / copy_rate + memory)
 
 
 def _numbers(prefix: str, given, defaults: dict) -> dict:
@@ -174,9 +233,12 @@ def topology(hw, gpus_per_node: int = 8, network=None, intra_node=None) -> Topol
     memory (the host link × PCIE_HOST_STAGING, at the host link's efficiency); across nodes
     the ``network`` of the parallel config."""
     i = _numbers("parallel.intra_node", intra_node, DEFAULT_INTRA)
+    staged = None
     if hw.gpu_link_bandwidth:
         intra = Link("gpu_link", hw.gpu_link_bandwidth, i["latency_us"] * 1e-6, i["efficiency"])
     else:
         lat = i["latency_us"] if intra_node and "latency_us" in dict(intra_node) else PCIE_LATENCY_US
         intra = Link("pcie_via_host", hw.host_link_bandwidth * PCIE_HOST_STAGING, lat * 1e-6, hw.host_link_efficiency)
-    return Topology(int(gpus_per_node), intra, network_link(network))
+        if getattr(hw, "host_topology", None) is not None:
+            staged = hw
+    return Topology(int(gpus_per_node), intra, network_link(network), staged)

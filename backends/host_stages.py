@@ -23,8 +23,74 @@ the host CPU that runs the text encoder.
 """
 from __future__ import annotations
 
+import functools
+
+import yaml
+
+from wanir import kernels as klib
+from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.runtime import MemoryOptions, Runtime, host_name
+
+from .comm import shared_copy_rate
+
+#: the host-cost constants of wanir/data/host.yaml and their allowed ranges
+HOST_KEYS = {"module_call_us": (0.0, 1e5), "launch_us": (0.0, 1e5), "compiled_call_us": (0.0, 1e6),
+             "graph_launch_us": (0.0, 1e6), "sync_us": (0.0, 1e6), "syncs_per_step": (0, 1000),
+             "scheduler_ops_per_step": (0, 1e5), "tokenize_ms": (0.0, 1e5)}
+
+
+@functools.lru_cache(maxsize=1)
+def host_table() -> dict:
+    """The host-cost table (wanir/data/host.yaml) as {key: {value, source, note}}, checked once."""
+    path = klib.PATH.parent / "host.yaml"
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or set(data) != set(HOST_KEYS):
+        raise ConfigError(f"{path}: must hold exactly the keys {', '.join(HOST_KEYS)}")
+    for k, node in data.items():
+        klib._check_leaf(f"{path}: {k}", node, HOST_KEYS[k])
+    return data
+
+
+def host_constants(hw) -> tuple[dict, dict]:
+    """(values, sources) of the host costs for a run whose host issues work to ``hw``: the
+    host table, with the device's measured ``kernels: issue:`` overrides (module_call_us,
+    tokenize_ms) and its family's ``cpu_issue_us`` (the per-op dispatch cost of eager PyTorch,
+    microseconds)."""
+    vals = {k: v["value"] for k, v in host_table().items()}
+    srcs = {k: v["source"] for k, v in host_table().items()}
+    issue, isrc = klib.constants("issue", hw)
+    for k in ("cpu_issue_us", "module_call_us", "tokenize_ms"):
+        if k in issue:
+            vals[k], srcs[k] = issue[k], isrc[k]
+    return vals, srcs
+
+
+def host_seconds(stage: str, launches: float, module_calls: float, per_invocation_steps: float,
+                 consts: dict, fusion: str = "eager", cuda_graphs: bool = False) -> tuple[float, float]:
+    """(host issue seconds, seconds that cannot overlap) of one invocation of ``stage``, as the
+    run executes it: every eager op's dispatch (``cpu_issue_us``) and every module call
+    (``module_call_us``); under ``roofline.fusion=compiled`` the compiled wrapper's launches
+    (``launch_us`` each) and one guarded call instead; under CUDA graphs one graph launch. Plus
+    host work outside the model: tokenizing one prompt per text-encoder invocation, and per DiT
+    invocation its share (``per_invocation_steps`` denoising steps) of the scheduler's eager ops,
+    which the graphs do not capture. The second value is the synchronizations per step: the GPU
+    waits for the host after each."""
+    c = consts
+    if cuda_graphs:
+        host = c["graph_launch_us"] + (c["compiled_call_us"] if fusion == "compiled" else 0.0)
+    elif fusion == "compiled":
+        host = launches * c["launch_us"] + c["compiled_call_us"]
+    else:
+        host = launches * c["cpu_issue_us"] + module_calls * c["module_call_us"]
+    host *= 1e-6
+    exposed = 0.0
+    if stage == "text_encoder":
+        host += c["tokenize_ms"] * 1e-3
+    elif stage == "diffusion_core":
+        host += per_invocation_steps * c["scheduler_ops_per_step"] * c["cpu_issue_us"] * 1e-6
+        exposed = per_invocation_steps * c["syncs_per_step"] * c["sync_us"] * 1e-6
+    return host, exposed
 
 #: stages the official code moves in and out under --offload_model (the VAE stays on the GPU)
 OFFICIAL_OFFLOADED = ("text_encoder", "image_encoder", "diffusion_core")
@@ -84,12 +150,16 @@ def block_stream_plan(graph: Graph, resident_params: int) -> dict:
 
 
 def transfer_seconds(graph: Graph, memory: dict, hw, mem: MemoryOptions, rt: Runtime, host_stages=(),
-                     ideal: bool = False, roofline: dict | None = None) -> float:
+                     ideal: bool = False, roofline: dict | None = None, ranks: int = 1) -> float:
     """Host↔device weight-copy seconds per generation that are not hidden behind compute,
     under ``mem.offload`` and the runtime's semantics (module docstring). ``memory`` is the
     memory pass's summary (its per-stage ``weight_bytes``); ``roofline`` the roofline's
-    summary (its per-stage ``time_s``, for block-stream overlap)."""
+    summary (its per-stage ``time_s``, for block-stream overlap). ``ranks``: devices of one
+    host that copy at the same time (per-rank offload under a plan), which share the host's
+    uplinks and DRAM on hardware with a ``host_topology`` (backends/comm.py)."""
     rate = copy_rate(hw, rt, ideal)
+    if not ideal and ranks > 1:
+        rate = shared_copy_rate(hw, ranks, rate)
     stages = memory["stages"]
     if mem.offload == "model":
         moved = [s for s in stages if s not in host_stages and

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from wanir.result import Estimate
 
-from .report import fmt_bytes, fmt_count, fmt_time, rows
+from .report import fmt_bytes, fmt_count, fmt_time, provenance_lines, rows, stack_phrase
 
 #: what every estimate models and what it leaves out, independent of the model family
 MODEL_NOTES = (
@@ -231,16 +231,21 @@ def to_html(est: Estimate, depth: int = 2, title: str | None = None) -> str:
     hw = est.hardware or (roof or {}).get("name") or "-"
     roofline = _strip_svg_header(plots.roofline({hw: heaviest_ops(est)}, {hw: roof}))
     warn = "".join(f'<li class="warn">{_e(w)}</li>' for w in est.warnings)
+    runtime = est.graph.meta.get("runtime")
+    stack = "; ".join(x for x in (f"runtime {runtime}" if runtime else "", stack_phrase(est)) if x)
+    prov = "".join(f"<li>{_e(line)}</li>" for line in provenance_lines(est))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <style>{_CSS}</style></head>
 <body>
 <h1>{_e(title)}</h1>
 <p class="summary">{_e(summary)}</p>
+{f'<p class="stack" id="stack">Stack: {_e(stack)}</p>' if stack else ''}
 <h2 id="config">Configuration</h2>
 {_config_section(est)}
 <h2 id="stages">Stages</h2>
 {stage_table(est)}
+{f'<ul class="provenance" id="provenance">{prov}</ul>' if prov else ''}
 <h2 id="diagram-heading">Architecture</h2>
 <div class="diagram" id="diagram">{diagram}</div>
 {''.join(stage_diagrams)}

@@ -9,7 +9,10 @@ import csv
 import io
 import json
 
-from wanir import jsonout
+from wanir import hardware as hwlib
+from wanir import jsonout, kernels
+from wanir.errors import WanirError
+from wanir.options import select
 from wanir.result import STAGE_KEYS, Estimate
 
 
@@ -34,15 +37,59 @@ def fmt_bytes(v) -> str:
     return f"{v} B"
 
 
+#: time units of :func:`fmt_time`: (name, seconds), smallest first
+TIME_UNITS = (("µs", 1e-6), ("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0), ("d", 86400.0))
+#: a value is shown in the largest unit it reaches this many times (120 s → 2 min; 119 s stays s)
+_UNIT_SWITCH = {"µs": 0, "ms": 1, "s": 1, "min": 2, "h": 2, "d": 2}
+
+
+def _sig3(x: float) -> str:
+    """``x`` with three significant digits and never in exponent notation (1234 → '1,234')."""
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def time_unit(v: float) -> tuple[str, float]:
+    """(unit name, seconds per unit) :func:`fmt_time` shows ``v`` seconds in: the largest of
+    µs, ms, s, min, h, d that ``v`` reaches at least twice (once for ms and s)."""
+    unit = TIME_UNITS[0]
+    for name, scale in TIME_UNITS:
+        if abs(v) >= _UNIT_SWITCH[name] * scale:
+            unit = (name, scale)
+    return unit
+
+
 def fmt_time(v) -> str:
-    """Seconds as s / ms / min, or '-'."""
+    """Seconds as a human duration with three significant digits: µs / ms / s / min / h / d
+    (``142,920`` s → '39.7 h'; never exponent notation), '-' for None. The one formatter of
+    durations: every table, caption and warning uses it (or :func:`fmt_time_in` for a column)."""
     if v is None:
         return "-"
-    if v >= 120:
-        return f"{v / 60:.3g} min"
-    if v >= 1:
-        return f"{v:.3g} s"
-    return f"{v * 1e3:.3g} ms"
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    if v == 0:
+        return "0 s"
+    name, scale = time_unit(v)
+    return f"{_sig3(v / scale)} {name}"
+
+
+def column_time_unit(values) -> tuple[str, float]:
+    """The one unit (name, seconds) for a column of durations in seconds: the unit
+    :func:`fmt_time` would choose for the column's median value (s when it is empty)."""
+    vals = sorted(v for v in values if v is not None and v == v)
+    if not vals:
+        return "s", 1.0
+    return time_unit(vals[len(vals) // 2])
+
+
+def fmt_time_in(v, unit: tuple[str, float]) -> str:
+    """``v`` seconds as a number of ``unit`` (from :func:`column_time_unit`), without the
+    unit's name (the column header carries it); three significant digits, '-' for None."""
+    if v is None:
+        return "-"
+    x = v / unit[1]
+    return _sig3(x) if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
 
 
 def rows(est: Estimate) -> list[dict]:
@@ -99,7 +146,10 @@ def scope_rows(est: Estimate, depth: int = 2, by: str = "scope") -> list[dict]:
     """Per-generation totals grouped by scope path cut at ``depth`` levels below the stage
     (``by="scope"``), or by op kind within that scope (``by="kind"``). Each record:
     stage, scope, kind (or None), nodes, flops, bytes, time_s, share of the total time,
-    bound (the bound of the larger part of its time). Sorted by time, largest first."""
+    bound (the bound of the larger part of its time). A stage whose time exceeds its nodes'
+    (bound by the host's issue, or with host synchronizations that cannot overlap) gets a
+    ``STAGE/(host)`` record with the difference, bound ``issue``, so the records add up to
+    the stage times. Sorted by time, largest first."""
     if depth < 0:
         raise ValueError(f"--depth must be >= 0, got {depth}")
     total_t = est.total.get("time_s") or 0.0
@@ -121,9 +171,24 @@ def scope_rows(est: Estimate, depth: int = 2, by: str = "scope") -> list[dict]:
         g["time_s"] += t
         if c.get("bound") == "compute":
             g["_compute"] += t
+    node_t: dict[str, float] = {}
+    for g in groups.values():
+        node_t[g["stage"]] = node_t.get(g["stage"], 0.0) + g["time_s"]
+    for st in getattr(est, "stages", ()):      # a bare graph view (one device of a plan) has none
+        host = st.total.get("time_s") or 0.0
+        extra = host - node_t.get(st.name, 0.0)
+        if extra > 1e-12 * max(host, 1.0):
+            groups[(st.name, f"{st.name}/(host)", None)] = {
+                "stage": st.name, "scope": f"{st.name}/(host)", "kind": None, "nodes": 0, "flops": 0, "bytes": 0,
+                "time_s": extra, "_compute": 0.0, "_issue": True}
     out = []
     for g in groups.values():
         comp = g.pop("_compute")
+        if g.pop("_issue", False):
+            g["share"] = g["time_s"] / total_t if total_t else None
+            g["bound"] = "issue"
+            out.append(g)
+            continue
         g["share"] = g["time_s"] / total_t if total_t else None
         g["bound"] = "compute" if g["time_s"] and comp >= g["time_s"] / 2 else "memory"
         out.append(g)
@@ -189,7 +254,9 @@ def optimizations(est: Estimate) -> list[str]:
 def to_markdown(est: Estimate) -> str:
     """A Markdown table of the stages and the total."""
     head, body = _display_rows(est)
-    lines = [f"**{est.model}** — " + ", ".join(f"{k}={v}" for k, v in est.to_dict()["workload"].items()), "",
+    stack = stack_phrase(est)
+    lines = [f"**{est.model}** — " + ", ".join(f"{k}={v}" for k, v in est.to_dict()["workload"].items()) +
+             (f"; {stack}" if stack else ""), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     if optimizations(est):
@@ -210,6 +277,24 @@ def to_csv(est: Estimate) -> str:
     return buf.getvalue()
 
 
+def stack_phrase(est: Estimate) -> str:
+    """The attention kernel and precisions the estimate assumed, one phrase: 'attention
+    kernel flash2; DiT weights fp32, DiT compute bf16, text encoder bf16, VAE fp32' (``sdpa``
+    shown with the kernel it picks on the GPU). '' when the estimate carries no options."""
+    opts = getattr(est, "options", None)
+    if opts is None:
+        return ""
+    kern = opts.roofline.attention_kernel
+    if kern == "sdpa" and est.hardware:
+        try:
+            kern = f"sdpa→{kernels.resolve_attention('sdpa', hwlib.load(est.hardware))}"
+        except WanirError:    # a --config-dir device: name sdpa as configured
+            pass
+    p = opts.precision
+    return (f"attention kernel {kern}; DiT weights {p.dit_weights}, DiT compute {p.dit_compute}, "
+            f"text encoder {p.text_encoder}, VAE {p.vae}")
+
+
 def print_table(est: Estimate, console=None) -> None:
     """Print the stage table with rich."""
     from rich.console import Console
@@ -223,6 +308,9 @@ def print_table(est: Estimate, console=None) -> None:
     extra = []
     if est.graph.meta.get("runtime"):
         extra.append(f"runtime={est.graph.meta['runtime']}")
+    stack = stack_phrase(est)
+    if stack:
+        extra.append(stack)
     reserve = est.extra.get("memory", {}).get("reserve_bytes")
     if reserve:
         extra.append(f"peak memory includes a {fmt_bytes(reserve)} CUDA context and allocator reserve")
@@ -248,10 +336,22 @@ def print_table(est: Estimate, console=None) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+#: the kernel constants ``wanir calibrate`` measures (docs/time-model.md); other assumed
+#: values (``microarch.*``, GEMM tiles) come from the hardware file
+CALIBRATED_KEYS = ("kernels.gemm.ceiling", "kernels.gemm.fp32_ceiling", "kernels.conv.ceiling_factor",
+                   "kernels.memory.fraction", "kernels.memory.l2_fraction", "kernels.issue.cpu_issue_us",
+                   "host_link.efficiency")
+
+
+def _calibrates(key: str) -> bool:
+    return key in CALIBRATED_KEYS or (key.startswith("kernels.attention.") and key.endswith(".mma_ceiling"))
+
+
 def provenance_lines(est: Estimate) -> list[str]:
     """One line per stage saying what its time rests on: how many of the inputs are
     measured, reported, datasheet or assumed values, and the share of the stage's time that
-    rests on at least one assumed value (docs/time-model.md)."""
+    rests on at least one assumed value (docs/time-model.md); then, when any share is
+    assumed, what would replace the assumptions (:func:`calibration_hint`)."""
     out = []
     for s in est.stages:
         p = s.provenance
@@ -259,7 +359,47 @@ def provenance_lines(est: Estimate) -> list[str]:
             continue
         kinds = ", ".join(f"{k} {len(v)}" for k, v in p["inputs"].items())
         out.append(f"time of {s.name}: inputs {kinds}; {100 * p['assumed_share']:.0f} % of it rests on assumed values")
+    if select(est.config, "hardware.family") == "generic":
+        out.append(f"hardware {est.hardware} is of family generic: every kernel constant it is timed with is assumed "
+                   f"(wanir/data/kernels.yaml, families.generic); replace them with `wanir calibrate -o DIR` on the "
+                   f"device or with its own benchmarks under kernels: (docs/adding-hardware.md)")
+    hint = calibration_hint(est)
+    if hint:
+        out.append(hint)
     return out
+
+
+def calibration_hint(est: Estimate) -> str | None:
+    """What would replace the assumed values the estimate's time rests on: the exact
+    ``wanir calibrate`` command to run on that device (for the kernel constants it measures)
+    and the hardware-file values it cannot measure. None when no stage rests on an assumed
+    value."""
+    assumed = sorted({k for s in est.stages if s.provenance and s.provenance["assumed_share"] > 0
+                      for k in s.provenance["inputs"].get("assumed", ())})
+    if not assumed:
+        return None
+    name = est.hardware or "h100-sxm"
+    kind = "gpu"
+    try:
+        kind = hwlib.load(name).kind
+    except WanirError:    # a --config-dir or entry-point device: take it as a GPU
+        pass
+    measured = [k.removeprefix("kernels.") for k in assumed if _calibrates(k)]
+    table = [k.removeprefix("kernels.") for k in assumed if not _calibrates(k) and k.startswith("kernels.")]
+    files = [k for k in assumed if not _calibrates(k) and not k.startswith("kernels.")]
+    dev = "--device cpu " if kind == "cpu" else ""
+    parts = []
+    if measured:
+        parts.append(f"run `wanir calibrate {dev}--base {name} -o cal` on the {name}, then add "
+                     f"`--config-dir cal hardware={name}-calibrated` (it measures {', '.join(measured)})")
+    rest = []
+    if table:
+        rest.append(f"{', '.join(table)} (wanir/data/kernels.yaml; override under `kernels:`)")
+    if files:
+        rest.append(f"{', '.join(files)} (the {name} YAML: give published values with their source)")
+    if rest:
+        parts.append(("still assumed after it: " if measured else "assumed: ") + ", ".join(rest))
+    return "assumed values: " + "; ".join(parts)
 
 
 def render(est: Estimate, fmt: str) -> str | None:

@@ -19,7 +19,8 @@ hardware YAML and whose per-(kernel, family) constants live in ``wanir/data/kern
   sustained bandwidth. ``math`` is two batched GEMMs plus the score matrix's traffic.
 - **GEMM**: ``flops / (SMs · clock · R · ceiling · tile · wave · K/(K + k_ramp))`` with tile
   quantization of M, N against the tile and wave quantization of the tiles against the SMs;
-  fp32 without TF32 runs on the FP32 lanes at ``fp32_ceiling``.
+  fp32 without TF32 runs on the FP32 lanes at ``fp32_ceiling``; with ``runtime.matmul_tf32`` an fp32
+  matmul runs at the TF32 tensor rate under the family's GEMM ``ceiling``.
 - **convolution**: the implicit GEMM (M = N·output voxels, N = C_out/groups, K =
   C_in/groups · kernel volume) at ``ceiling_factor`` of the GEMM, plus the NCDHW↔NDHWC
   transposes cuDNN inserts (``transposes`` passes over input and output); fp32 runs as TF32
@@ -29,10 +30,15 @@ hardware YAML and whose per-(kernel, family) constants live in ``wanir/data/kern
   node's reads and writes fit the L2; at least its vector FLOPs at the FP32 peak.
 
 Every node's time is at least its ideal time, plus ``launches × launch_overhead`` (the GPU-
-side gap per kernel). A stage's time is at least its CPU issue time, ``Σ launches ×
-cpu_issue_us`` (eager PyTorch issues ops one by one from the host).
+side gap per kernel). A stage's time is at least its host issue time: eager PyTorch issues
+ops one by one from the host (``Σ launches × cpu_issue_us``) inside module calls
+(``module_call_us`` each), the text encoder tokenizes its prompt and the DiT's steps run the
+scheduler's eager ops; synchronizations per step add time that cannot overlap
+(backends/host_stages.py: host_seconds; ``roofline.fusion=compiled`` and
+``runtime.cuda_graphs`` remove what they remove).
 
-Stage time per invocation = max(Σ node time × executions per invocation, issue time). The
+Stage time per invocation = max(Σ node time × executions per invocation, host time) + exposed
+host time. The
 pipeline time is Σ stage time × invocations, plus, under ``memory.offload_model``, moving
 each GPU stage's weights onto the GPU and back once per generation over the host link
 (2 × weight bytes / (host-link bandwidth × its efficiency)). Under ``memory.t5_cpu`` the
@@ -47,11 +53,14 @@ from __future__ import annotations
 from math import ceil, prod
 
 from wanir import kernels as klib
+from wanir import options as _run_options
 from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.hardware import Hardware, rate_dtype
 from wanir.ops import OPS
 from wanir.options import DEFAULT_ATTENTION_KERNEL
+
+from .host_stages import host_constants, host_seconds
 
 MODES = ("calibrated", "ideal")
 #: GEMM dtypes that have no fallback: hardware without their tensor instructions refuses them
@@ -73,11 +82,23 @@ def timing_options(cfg) -> tuple[str, bool]:
     return kernel, allow
 
 
-def compute_dtype(node, allow_tf32_conv: bool = True) -> str:
+def matmul_tf32_option(cfg) -> bool:
+    """``runtime.matmul_tf32`` of a config or RunOptions (default False, PyTorch's
+    ``torch.backends.cuda.matmul.allow_tf32``): whether fp32 matmuls run as TF32."""
+    v = _run_options.of(cfg).runtime.matmul_tf32
+    if not isinstance(v, bool):
+        raise ConfigError(f"runtime.matmul_tf32={v!r}: must be true or false")
+    return v
+
+
+def compute_dtype(node, allow_tf32_conv: bool = True, matmul_tf32: bool = False) -> str:
     """Name of the dtype the node's tensor FLOPs run at: its first input's dtype; an fp32
-    convolution runs as tf32 when TF32 is allowed for convolutions."""
+    convolution runs as tf32 when TF32 is allowed for convolutions (cuDNN's flag), an fp32
+    matmul (linear, matmul, bmm) when it is allowed for matmuls (cuBLAS's flag,
+    kernels.md sec. 5: off by default, and autocast(float32) does not change it)."""
     dt = node.inputs[0].type.dtype.name if node.inputs else node.outputs[0].dtype.name
-    if dt == "fp32" and node.category == "conv" and allow_tf32_conv:
+    if dt == "fp32" and ((node.category == "conv" and allow_tf32_conv) or
+                         (node.category == "matmul" and matmul_tf32)):
         return "tf32"
     return dt
 
@@ -87,10 +108,12 @@ class Model:
     method returns ``(seconds, provenance key)``; the key is a frozenset of
     (input name, source kind) pairs the time rests on."""
 
-    def __init__(self, hw: Hardware, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, allow_tf32_conv: bool = True):
+    def __init__(self, hw: Hardware, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, allow_tf32_conv: bool = True,
+                 matmul_tf32: bool = False):
         self.hw = hw
         self.m = hw.micro
         self.allow_tf32 = bool(allow_tf32_conv)
+        self.matmul_tf32 = bool(matmul_tf32)
         self.kernel = klib.resolve_attention(attention_kernel, hw)
         self.att, self.att_src = klib.constants("attention", hw, self.kernel)
         self.gemm_c, self.gemm_src = klib.constants("gemm", hw)
@@ -256,7 +279,7 @@ class Model:
             return self.attention(bh, q.shape[-2], lk, q.shape[-1], v.shape[-1],
                                   compute_dtype(n, self.allow_tf32))
         if cat == "matmul":
-            dt = compute_dtype(n, self.allow_tf32)
+            dt = compute_dtype(n, self.allow_tf32, self.matmul_tf32)
             if n.kind == "linear":
                 x = n.inputs[0].type
                 kk = x.shape[-1]
@@ -270,11 +293,11 @@ class Model:
         return 0.0, frozenset()
 
 
-def _ideal_peak(hw: Hardware, node, allow_tf32: bool, kernel: str | None) -> float:
+def _ideal_peak(hw: Hardware, node, allow_tf32: bool, kernel: str | None, matmul_tf32: bool = False) -> float:
     """Speed-of-light tensor peak of a node: the fastest instruction family at the dtype it
     computes in (sage2's INT8/FP8 for its attention)."""
     m = hw.micro
-    dt = compute_dtype(node, allow_tf32)
+    dt = compute_dtype(node, allow_tf32, matmul_tf32)
     dts = [dt]
     if node.category == "attention" and kernel is not None:
         a, _ = klib.constants("attention", hw, kernel) if kernel != "math" else ({}, {})
@@ -299,14 +322,16 @@ def _ideal_peak(hw: Hardware, node, allow_tf32: bool, kernel: str | None) -> flo
 class _Timer:
     """Times nodes on one device in one mode."""
 
-    def __init__(self, hw: Hardware, mode: str, attention_kernel: str, allow_tf32_conv: bool = True):
+    def __init__(self, hw: Hardware, mode: str, attention_kernel: str, allow_tf32_conv: bool = True,
+                 matmul_tf32: bool = False):
         if mode not in MODES:
             raise ConfigError(f"roofline.mode={mode!r}: allowed: {', '.join(MODES)}")
         self.hw = hw
         self.ideal = mode == "ideal"
-        self.model = Model(hw, attention_kernel, allow_tf32_conv)
+        self.model = Model(hw, attention_kernel, allow_tf32_conv, matmul_tf32)
         self.kernel = self.model.kernel
         self.allow_tf32 = bool(allow_tf32_conv)
+        self.matmul_tf32 = bool(matmul_tf32)
         self.overhead = 0.0 if self.ideal else hw.launch_overhead_s
         self.peaks: dict = {}
         s = hw.sources
@@ -321,10 +346,10 @@ class _Timer:
         self._with_launch: dict = {}
 
     def peak(self, n):
-        key = (n.kind, compute_dtype(n, self.allow_tf32), n.category)
+        key = (n.kind, compute_dtype(n, self.allow_tf32, self.matmul_tf32), n.category)
         p = self.peaks.get(key)
         if p is None:
-            p = self.peaks[key] = _ideal_peak(self.hw, n, self.allow_tf32, self.kernel)
+            p = self.peaks[key] = _ideal_peak(self.hw, n, self.allow_tf32, self.kernel, self.matmul_tf32)
         return p
 
     def node(self, n) -> tuple[float, float, float, frozenset]:
@@ -369,7 +394,8 @@ class _Timer:
 
 def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
         host: Hardware | None = None, host_stages=(), offload_model: bool = False,
-        weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32_conv: bool = True) -> dict:
+        weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32_conv: bool = True,
+        matmul_tf32: bool = False, fusion: str = "eager", cuda_graphs: bool = False) -> dict:
     """Annotate every node with ``compute_s``, ``memory_s``, ``time_s`` (seconds per
     execution), ``bound`` and ``intensity`` (FLOPs per byte). Returns {"time_s": {stage:
     seconds per invocation}, "compute_share": {stage: fraction of the stage's time in
@@ -378,8 +404,11 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
     "provenance": {stage: {...}} (see :func:`provenance`), "transfer_s": host↔device weight
     traffic per generation, "ridge_point": FLOPs per byte at bf16}. ``attention_kernel``
     names the kernel (``sdpa`` resolves per family); ``allow_tf32_conv`` runs fp32
-    convolutions as TF32. Nodes need the flops and bytes passes' annotations."""
-    timers = {hw.name: _Timer(hw, mode, attention_kernel, allow_tf32_conv)}
+    convolutions as TF32, ``matmul_tf32`` fp32 matmuls (``runtime.matmul_tf32``). The host
+    side (``issue_s`` per invocation: eager dispatch, module calls, tokenization, the
+    scheduler; ``host_exposed_s``: synchronizations) follows ``fusion`` and ``cuda_graphs``
+    (backends/host_stages.py: host_seconds); a stage takes max(device, host) + exposed. Nodes need the flops and bytes passes' annotations."""
+    timers = {hw.name: _Timer(hw, mode, attention_kernel, allow_tf32_conv, matmul_tf32)}
     stage_timer = {}
     for s in graph.stages:
         if s in host_stages:
@@ -387,7 +416,7 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
                 raise ConfigError(f"stage '{s}' runs on the host, but no host hardware is configured (memory.host)")
             if host.name not in timers:
                 k = attention_kernel if attention_kernel in klib.available_attention(host.family) else "sdpa"
-                timers[host.name] = _Timer(host, mode, k, allow_tf32_conv)
+                timers[host.name] = _Timer(host, mode, k, allow_tf32_conv, matmul_tf32)
             stage_timer[s] = timers[host.name]
         else:
             stage_timer[s] = timers[hw.name]
@@ -396,10 +425,15 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
     launches = {s: 0 for s in graph.stages}
     prov_t: dict[str, dict] = {s: {} for s in graph.stages}
     counts: dict[int, tuple] = {}
+    modules: dict[int, object] = {}     # module scopes (not stages, loops or the root) the nodes sit in
     for n in (graph if nodes is None else nodes):
         k = counts.get(id(n.scope))
         if k is None:
             k = counts[id(n.scope)] = (n.scope.count_per_invocation, n.scope.stage.name)
+            sc = n.scope
+            while sc is not None and sc.kind in ("scope", "repeat", "loop") and id(sc) not in modules:
+                modules[id(sc)] = sc
+                sc = sc.parent
         k, st = k
         compute, memory, t, p = stage_timer[st].node(n)
         c = n.costs
@@ -415,23 +449,40 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
         pt[p] = pt.get(p, 0.0) + t * k
         if c["bound"] == "compute":
             comp[st] += t * k
+    calls = {s: 0 for s in graph.stages}
+    for sc in modules.values():
+        if sc.kind != "loop" and sc.stage.name in calls:
+            calls[sc.stage.name] += sc.count_per_invocation
+    steps = (graph.meta.get("workload") or {}).get("steps")
     issue = {}
+    exposed = {}
     bound = {}
     share = {s: (comp[s] / time[s] if time[s] else 0.0) for s in time}
-    for s in graph.stages:
+    for s, sc in graph.stages.items():
         tm = stage_timer[s]
-        issue[s] = 0.0 if tm.ideal else launches[s] * tm.model.issue_s
         bound[s] = "compute" if share[s] >= 0.5 else "memory"
+        if tm.ideal:
+            issue[s] = exposed[s] = 0.0
+            continue
+        consts, srcs = host_constants(tm.hw)
+        per_step = steps / sc.repeat if isinstance(steps, int) and steps > 0 and sc.repeat else 0.0
+        issue[s], exposed[s] = host_seconds(s, launches[s], calls[s], per_step, consts, fusion, cuda_graphs)
         if issue[s] > time[s]:
-            prov_t[s] = {tm.model.issue_prov: issue[s]}
+            prov_t[s] = {tm.model.issue_prov | {("host." + k, v) for k, v in srcs.items()
+                                                if k not in ("cpu_issue_us",)}: issue[s]}
             time[s] = issue[s]
             bound[s] = "issue"
+        if exposed[s]:
+            prov_t[s][frozenset({("host.sync_us", srcs["sync_us"]), ("host.syncs_per_step", srcs["syncs_per_step"])})] = \
+                exposed[s]
+            time[s] += exposed[s]
     transfer = 0.0
     if offload_model and weight_bytes:
         bw = hw.host_link_bandwidth * (1.0 if mode == "ideal" else hw.host_link_efficiency)
         transfer = sum(2 * b for s, b in weight_bytes.items() if s not in host_stages) / bw
     return {"time_s": time, "compute_share": share, "bound": bound,
             "device": {s: stage_timer[s].hw.name for s in graph.stages}, "issue_s": issue,
+            "host_exposed_s": exposed,
             "provenance": {s: provenance(prov_t[s], time[s]) for s in graph.stages},
             "transfer_s": transfer, "ridge_point": hw.ridge_point("bf16") if "bf16" in hw.tensor_flops else None}
 

@@ -19,17 +19,21 @@ import difflib
 import functools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wanir import hardware as hwlib
-from wanir import jsonout
+from wanir import jsonout, kernels
 from wanir.errors import ConfigError
 from wanir.estimate import count
 from wanir.resolve import resolve
+from wanir.runtime import attention_kernel_for
 from wanir.safeio import load_yaml, read_text_file
 
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
-from .report import fmt_bytes, fmt_time
+from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_in
+from .stack import PREC_NAMES as _PREC_NAMES
+from .stack import STACK_PRECISIONS, stack_of
+from .stack import kernel_label as _kernel_label
 
 #: device counts tried by default
 DEFAULT_DEVICES = (1, 2, 4, 8, 16, 32)
@@ -56,6 +60,7 @@ class Candidate:
     meets: bool
     batch: int = 1
     optimizations: str = ""      # '+'-joined names under `wanir size --optimizations` ('' = none)
+    stack: dict = field(default_factory=dict)   # runtime, attention kernel, precisions (stack_of)
 
     @property
     def devices(self) -> int:
@@ -79,7 +84,8 @@ class Candidate:
                 "gpu_hours_per_video": self.gpu_hours_per_video, "cost_per_video_usd": self.cost_per_video,
                 "bottleneck": self.bottleneck, "bottleneck_share": self.bottleneck_share,
                 "comm_share": self.comm_share, "speedup": self.speedup, "meets_target": self.meets,
-                "optimizations": self.optimizations}
+                "runtime": self.stack.get("runtime"), "attention_kernel": self.stack.get("attention_kernel"),
+                "precision": dict(self.stack.get("precision", {}))}
 
 
 def _divisors(n: int) -> list[int]:
@@ -87,7 +93,7 @@ def _divisors(n: int) -> list[int]:
 
 
 def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
-                    fsdp_options=(False, True), base: dict | None = None) -> list[Plan]:
+                    fsdp_options=(False, True), base: dict | None = None, data_parallel: bool = True) -> list[Plan]:
     """The plans tried on ``n`` devices: for each split into CFG (1 or 2 when guidance is on)
     × sequence parallel sp × data-parallel replicas, the sequence-parallel group as pure
     Ulysses (when heads allow), pure ring, and Ulysses × ring with the largest Ulysses
@@ -100,6 +106,8 @@ def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
             continue
         for sp in _divisors(n // cfg):
             dp = n // (cfg * sp)
+            if dp > 1 and not data_parallel:    # wanir plan: dp copies are replicas
+                continue
             splits = {(1, sp), (sp, 1) if heads % sp == 0 else (1, sp)}
             u = max(d for d in _divisors(sp) if heads % d == 0 and d <= gpus_per_node)
             splits.add((u, sp // u))
@@ -184,13 +192,52 @@ def _price_of(path: str, mtime_ns: int, size: int) -> float | None:
     return None if v is None else float(v)
 
 
+def stack_line(result: dict) -> str | None:
+    """One line naming the stack a :func:`size` result assumed: the runtime, the attention
+    kernel per GPU (and whether the runtime chose it), the precisions (DiT weights per plan
+    kind where they differ), and the other kernels the sized GPUs support (``--allow``)."""
+    cands = result.get("candidates", []) + result.get("unfit", [])
+    stacks = [c.stack for c in cands if c.stack]
+    if not stacks:
+        return None
+    runtimes = sorted({s["runtime"] for s in stacks})
+    by_kernel: dict[str, list[str]] = {}
+    for c in cands:
+        if c.stack and not c.optimizations:
+            hws = by_kernel.setdefault(_kernel_label(c.stack), [])
+            if c.hardware not in hws:
+                hws.append(c.hardware)
+    kern = "; ".join(f"{k} on {', '.join(h)}" for k, h in by_kernel.items()) or "-"
+    default = all(s.get("kernel_default") for s in stacks if s)
+    prec = []
+    for key in STACK_PRECISIONS:
+        vals = {}
+        for c in cands:
+            v = c.stack.get("precision", {}).get(key) if c.stack else None
+            if v is not None:
+                vals.setdefault(v, set()).add("FSDP" if c.plan.fsdp > 1 else "no FSDP")
+        if len(vals) == 1:
+            prec.append(f"{_PREC_NAMES[key]} {next(iter(vals))}")
+        elif vals:
+            prec.append(f"{_PREC_NAMES[key]} " + " / ".join(f"{v} ({', '.join(sorted(w))})"
+                                                               for v, w in sorted(vals.items())))
+    line = (f"stack: runtime {', '.join(runtimes)}; attention kernel {kern}"
+            f"{' (the runtime default per GPU family, docs/runtimes.md)' if default else ''}; " + ", ".join(prec))
+    if "allowed" in result:
+        line += "; a row whose optimizations name a kernel runs that kernel instead"
+    other = result.get("other_kernels") or []
+    if other and "allowed" not in result:
+        line += f"; other kernels these GPUs support: --allow {','.join(other)}"
+    return line
+
+
 #: videos per GPU batch tried for a throughput target (memory permitting)
 BATCHES = (1, 2, 4)
 
 
 def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throughput: float | None = None,
          hardware=None, devices=None, prices: dict | None = None, fsdp_options=(False, True),
-         batches=None, progress=None) -> dict:
+         batches=None, progress=None, data_parallel: bool = True) -> dict:
     """Enumerate hardware × device count × plan (× videos per batch, for a throughput
     target) for the workload of ``overrides``; return {"candidates": [Candidate, ...]
     ranked, "unfit": those that do not fit in memory, "dropped": their count, "evaluated":
@@ -200,7 +247,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     (default: every GPU in the library, or the configured one when the overrides select or
     change it: ``hardware=NAME``, ``hardware.KEY=VALUE``); ``devices``: device counts (default
     DEFAULT_DEVICES); ``batches``: videos per GPU batch (``workload.batch``; default
-    BATCHES with a throughput target, else the workload's). A ``parallel=`` plan in the
+    BATCHES with a throughput target, else the workload's); ``data_parallel=False`` leaves
+    out plans with data-parallel copies (``wanir plan`` counts replicas instead). A ``parallel=`` plan in the
     overrides is honoured: only that plan (on its device count) is evaluated.
 
     Ranking: candidates that meet the target first; among them priced hardware by cost
@@ -245,6 +293,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         batches = sorted({base_batch, *(b * base_batch for b in BATCHES)}) if throughput is not None else [base_batch]
     base = opts.parallel.as_mapping()
     cands, dropped, evaluated = [], 0, 0
+    stacks: dict = {}
     graph0 = None
     dims = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
     user = [o for o in overrides if str(o).lstrip("+").split("=")[0] not in {f"parallel.{d}" for d in dims}]
@@ -264,20 +313,22 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                   *(f"parallel.{d}={v}" for d, v in zip(dims, (plan.degree, plan.ulysses, plan.ring, plan.cfg,
                                                                plan.dp, plan.fsdp)))]
             sc = sc0 if fixed is not None and b == base_batch and plan is fixed else resolve(ov, config_dir)
-            hit = by_class[cls] = (sc, count(sc.build))
+            # the configuration as given on that plan: its own build and run options (a plan's
+            # scenario also carries the one-device ones its estimate reports)
+            build, run = (sc.run.plan_build, sc.run.plan_run) if sc.run.plan_build is not None else (sc.build, sc.run)
+            hit = by_class[cls] = (sc, count(build), run)
         return hit
 
     def device_graph(plan: Plan, b: int) -> DeviceGraph:
         """The per-device graph of ``plan``'s shape at batch ``b`` (cached on the counted build)."""
-        sc, counted = for_plan(plan, b)
-        graphs = counted.device_graph_cache(sc.run)
+        sc, counted, r = for_plan(plan, b)
+        graphs = counted.device_graph_cache(r)
         key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp, plan.vae)
         with counted.lock:
             dg = graphs.get(key)
             if dg is None:
                 shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
                                   plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
-                r = sc.run
                 dg = graphs[key] = DeviceGraph(counted.graph, shape_plan, options=r.options, runtime=r.runtime,
                                                memory=r.memory, offload_from_runtime=r.offload_from_runtime)
         return dg
@@ -293,12 +344,14 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         fits_any = False
         for n in devices:
             plans = [fixed] if fixed is not None else \
-                candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base)
+                candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base,
+                                data_parallel)
             for j, plan in enumerate(plans):
                 if progress is not None:
                     progress((step + j / len(plans)) / steps)
                 check_plan(plan, heads=heads, guidance=guidance)
                 dg = device_graph(plan, b)
+                c_plan = for_plan(plan, b)[0].config
                 for hw in hws:
                     if hw.name not in singles:
                         singles[hw.name] = device_graph(Plan(), b).cost(hw).time_s
@@ -315,7 +368,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                     fits_any = fits_any or c.fits
                     cands.append(Candidate(hw.name, plan, c.time_s, c.peak_memory_bytes, hw.memory_bytes, vph, gh,
                                            None if price is None else gh * price, bsh, share,
-                                           c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b))
+                                           c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b,
+                                           stack=_stack_cached(stacks, c_plan, hw)))
             step += 1
         if not fits_any:      # a larger batch only needs more memory
             break
@@ -324,7 +378,27 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
             "dropped": dropped, "evaluated": evaluated,
             "target": {"latency_s": latency_s, "videos_per_hour": throughput},
             "model": graph.meta.get("model"), "workload": graph.meta.get("workload", {}), "prices": prices,
-            "batches": list(batches), "plan": None if fixed is None else fixed.label}
+            "batches": list(batches), "plan": None if fixed is None else fixed.label,
+            "other_kernels": other_kernels(cfg, hws), "devices_tried": list(devices)}
+
+
+def _stack_cached(cache: dict, cfg, hw) -> dict:
+    key = (id(cfg), hw.name)
+    if key not in cache:
+        cache[key] = stack_of(cfg, hw)
+    return cache[key]
+
+
+def other_kernels(cfg, hws) -> list[str]:
+    """The attention kernels some GPU of ``hws`` supports (wanir/data/kernels.yaml) besides
+    the one the runtime runs there, ``math`` and ``sdpa``: what ``--allow`` can add."""
+    out: list[str] = []
+    for hw in hws:
+        used = attention_kernel_for(cfg, hw)
+        for k in kernels.available_attention(hw.family):
+            if k not in ("math", "sdpa", used) and k not in out:
+                out.append(k)
+    return out
 
 
 def rank(cands) -> dict:
@@ -345,6 +419,69 @@ def rank(cands) -> dict:
 TABLE_TOP = 20
 
 
+def _fold(cands) -> list:
+    """Drop rows that only add data-parallel copies of a replica layout already listed."""
+    seen, kept = set(), []
+    for c in cands:
+        k = (c.hardware, c.plan.ulysses, c.plan.ring, c.plan.cfg, c.plan.fsdp > 1, c.batch, c.optimizations)
+        if k not in seen:
+            seen.add(k)
+            kept.append(c)
+    return kept
+
+
+def shortfall(c: Candidate, target: dict) -> float:
+    """How far ``c`` is from the target: the larger of (latency / target latency) and
+    (target videos per hour / videos per hour); <= 1 meets it. Dimensionless."""
+    out = 0.0
+    if target.get("latency_s"):
+        out = max(out, c.time_s / target["latency_s"])
+    if target.get("videos_per_hour"):
+        out = max(out, target["videos_per_hour"] / c.videos_per_hour if c.videos_per_hour else float("inf"))
+    return out
+
+
+def nearest_misses(result: dict, n: int = 5) -> list[Candidate]:
+    """The ``n`` fitting candidates closest to the target (smallest :func:`shortfall`; data-
+    parallel copies of one layout folded), for when none meets it."""
+    t = result["target"]
+    if not result["candidates"]:      # nothing fits in memory: the rows closest to fitting
+        return _fold(sorted(result.get("unfit", []), key=lambda c: (c.peak_memory_bytes / c.capacity_bytes,
+                                                                    c.devices)))[:n]
+    return _fold(sorted(result["candidates"], key=lambda c: (shortfall(c, t), c.devices)))[:n]
+
+
+def miss_advice(result: dict, misses: list[Candidate]) -> list[str]:
+    """What would make the nearest misses meet the target, each derived from the model:
+    enough data-parallel replicas for a throughput target (throughput scales with them: no
+    communication between replicas), the latency they do reach, more devices when the best
+    row already uses the most devices tried, and kernels or optimizations not yet searched."""
+    if not misses:
+        return []
+    t, best, out = result["target"], misses[0], []
+    if not best.fits:
+        gib = 2**30
+        return [f"nothing fits in memory: row 1 needs {best.peak_memory_bytes / gib:.1f} GiB per device of "
+                f"{best.capacity_bytes / gib:.0f} GiB; `wanir estimate` with its plan names the changes that fit "
+                f"(re-estimated), or try more devices (FSDP shards the weights) or a larger GPU"]
+    if t.get("videos_per_hour") and not t.get("latency_s"):
+        k = -(-t["videos_per_hour"] // best.videos_per_hour) if best.videos_per_hour else None
+        if k:
+            k = int(k)
+            out.append(f"{k} data-parallel copies of row 1 ({k * best.devices} × {best.hardware}) give "
+                       f"{k * best.videos_per_hour:.1f} videos/hour: add --devices {k * best.devices}")
+    if t.get("latency_s"):
+        out.append(f"the fastest fitting row takes {fmt_time(min(c.time_s for c in result['candidates']))}: "
+                   f"a --latency of that much is met")
+        most = max(result.get("devices_tried") or [best.devices])
+        if best.devices >= most:
+            out.append(f"row 1 already uses the most devices tried ({most}): try --devices {most * 2}")
+    other = result.get("other_kernels") or []
+    if "allowed" not in result:
+        out.append(f"search faster kernels and optimizations: --allow {','.join([*other[:3], 'fp8', 'teacache'])}")
+    return out
+
+
 def render(result: dict, fmt: str = "table", top: int | None = None, show_all: bool = False) -> str | None:
     """Render a :func:`size` result: 'json' (a string: every evaluated candidate — fitting
     ones ranked, then those that do not fit — or the first ``top`` fitting ones) or 'table'
@@ -363,15 +500,9 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}; allowed: table, json")
     top = TABLE_TOP if top is None else top
-    shown = cands if show_all else [c for c in cands if c.meets]
-    if not show_all:   # the same replica layout with more data-parallel copies adds devices, not value
-        seen, kept = set(), []
-        for c in shown:
-            k = (c.hardware, c.plan.ulysses, c.plan.ring, c.plan.cfg, c.plan.fsdp > 1, c.batch, c.optimizations)
-            if k not in seen:
-                seen.add(k)
-                kept.append(c)
-        shown = kept
+    shown = cands if show_all else _fold([c for c in cands if c.meets])
+    misses = [] if (shown or show_all) else nearest_misses(result, min(top, 5))
+    rows = (shown or misses)[:top]
     from rich.console import Console  # late import: rich only to draw the table
     from rich.table import Table  # late import: as above
     t = result["target"]
@@ -379,36 +510,55 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
         f"≤ {fmt_time(t['latency_s'])} per video" if t["latency_s"] else "",
         f"≥ {t['videos_per_hour']:g} videos/hour" if t["videos_per_hour"] else "") if x) or "no target"
     wl = result["workload"]
-    title = (f"{result['model']} {wl.get('width')}x{wl.get('height')}x{wl.get('frames')}, {wl.get('steps')} steps: "
-             f"{target}")
+    runtimes = sorted({c.stack.get("runtime") for c in rows if c.stack.get("runtime")})
+    title = (f"{result['model']} {wl.get('width')}x{wl.get('height')}x{wl.get('frames')}, {wl.get('steps')} steps"
+             f"{', runtime ' + ', '.join(runtimes) if runtimes else ''}: {target}"
+             + ("" if shown or show_all else " — nothing meets it; the nearest misses" if cands else
+                " — nothing fits in memory; the closest"))
     table = Table(title=title)
-    batched = any(c.batch > 1 for c in shown[:top])
+    batched = any(c.batch > 1 for c in rows)
     opt = "allowed" in result       # `wanir size --optimizations`: one more column
+    unit = column_time_unit([c.time_s for c in rows])
     heads = ["#", "hardware", "GPUs", "plan"] + (["optimizations"] if opt else []) + \
         (["videos/batch"] if batched else []) + \
-        ["time/video", "videos/h", "$/video", "GPU-h/video", "mem/GPU", "comm", "bottleneck"]
+        ["stack", f"latency ({unit[0]})", "videos/h", "$/video", "GPU-h/video", "peak mem/GPU", "comm",
+         "bottleneck"]
     for h in heads:
-        table.add_column(h, justify="left" if h in ("hardware", "plan", "optimizations", "bottleneck") else "right")
-    for i, c in enumerate(shown[:top], 1):
+        table.add_column(h, justify="left" if h in ("hardware", "plan", "optimizations", "bottleneck", "stack")
+                         else "right")
+    for i, c in enumerate(rows, 1):
         cost = f"{c.cost_per_video:.3f}" if c.priced else "no price"
+        st = c.stack
+        stack = "-" if not st else \
+            f"{_kernel_label(st)}, {st['precision'].get('dit_weights')}/{st['precision'].get('dit_compute')}"
         row = [str(i), c.hardware, str(c.devices), c.plan.label] + ([c.optimizations or "none"] if opt else []) + \
             ([str(c.batch)] if batched else []) + \
-            [fmt_time(c.time_s), f"{c.videos_per_hour:.1f}", cost, f"{c.gpu_hours_per_video:.3f}",
+            [stack, fmt_time_in(c.time_s, unit), f"{c.videos_per_hour:.1f}", cost, f"{c.gpu_hours_per_video:.3f}",
              f"{fmt_bytes(c.peak_memory_bytes)} / {c.capacity_bytes / 2**30:.0f} GiB",
              f"{100 * c.comm_share:.0f} %", f"{c.bottleneck} {100 * c.bottleneck_share:.0f} %"]
         table.add_row(*row)
     con = Console()
     con.print(table)
     meets = sum(1 for c in cands if c.meets)
+    tail = "" if show_all else (f"; showing the best {len(rows)}" if shown else
+                                f"; showing the {len(rows)} nearest misses" if rows and cands else
+                                f"; showing the {len(rows)} closest to fitting" if rows else "")
     con.print(f"{result['evaluated']} configurations evaluated, {result['dropped']} dropped (do not fit in memory), "
-              f"{len(cands)} fit, {meets} meet the target" + ("" if show_all else f"; showing the best {min(top, len(shown))}"))
-    if batched:
-        con.print("videos/batch: videos generated together per replica (workload.batch); time/video is the batch's "
-                  "latency")
+              f"{len(cands)} fit, {meets} meet the target" + tail, highlight=False)
+    con.print("columns: stack = attention kernel (configured→run where they differ), DiT weights/compute dtype; "
+              "latency = from the start of a batch to its last video" + (" (videos/batch videos per replica, "
+                                                                         "workload.batch)" if batched else ""),
+              highlight=False)
+    line = stack_line(result)
+    if line:
+        con.print(line, highlight=False)
+    if misses:
+        for a in miss_advice(result, misses):
+            con.print(f"to meet the target: {a}", highlight=False)
     if not result["priced"]:
         unpriced = sorted({c.hardware for c in cands if not c.priced})
         con.print(f"no price for {', '.join(unpriced)}: ranked after the priced hardware, by GPU-hours per video "
-                  f"(give --price NAME=USD_PER_GPU_HOUR)")
+                  f"(give --price NAME=USD_PER_GPU_HOUR)", highlight=False)
     if result.get("skipped"):
-        con.print(f"not run: {'; '.join(result['skipped'])}")
+        con.print(f"not run: {'; '.join(result['skipped'])}", highlight=False)
     return None

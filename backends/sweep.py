@@ -36,7 +36,7 @@ from typing import Callable, Iterable
 from wanir import config as _config
 from wanir.errors import ConfigError
 from wanir.estimate import evaluate
-from wanir.limits import MAX_JOBS, MAX_SWEEP_POINTS, check_int_arg
+from wanir.limits import MAX_JOBS, MAX_SWEEP_POINTS, cap_jobs, check_int_arg, usable_cpus
 from wanir.resolve import resolve_parsed
 from wanir.safeio import csv_cell, short, write_output
 
@@ -283,7 +283,8 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     rows are in cross-product order. Each point is resolved, counted and timed through the
     one seam (:func:`wanir.estimate.evaluate`); ``estimator``, when given, maps the point's
     resolved, read-only configuration to an Estimate instead; ``jobs`` > 1 spreads the points over that many processes
-    (None: one per CPU core, up to 8, when there are more than 32 points). ``timing`` holds seconds spent composing
+    (None: one per CPU core, up to 8, when there are more than 32 points; never more than the
+    cores this process may use, :func:`wanir.limits.usable_cpus`). ``timing`` holds seconds spent composing
     configs and estimating (summed over processes) and wall-clock seconds in all.
     ``on_row(row)`` is called with each finished point's row as it completes (in order), so a
     caller can keep them when the sweep is interrupted. On Ctrl-C the worker processes are
@@ -293,8 +294,8 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
         check_int_arg("jobs", jobs, 1, MAX_JOBS)
     points = list(sweep.points())   # len(sweep) <= MAX_SWEEP_POINTS (checked by parse_sweep)
     if jobs is None:
-        jobs = min(8, os.cpu_count() or 1) if len(points) > 32 else 1
-    jobs = min(jobs, max(1, len(points)))
+        jobs = min(8, usable_cpus()) if len(points) > 32 else 1
+    jobs = min(cap_jobs(jobs), max(1, len(points)))   # never more processes than usable cores
     rows: list[dict] = []
     ops_by_hw: dict = {}
     roofs: dict = {}

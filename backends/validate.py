@@ -7,7 +7,8 @@ A validation set is a CSV file; lines starting with ``#`` are comments. Columns:
   parallel=fsdp+ulysses parallel.degree=8``);
 - ``measured_s`` (required): the measured seconds per video;
 - ``measured_peak_gb`` (optional): the measured peak GPU memory per device, in GiB;
-- ``label`` (optional): a name for the row (default: its line number);
+- ``label`` (optional): a name for the row (default: its line number); control characters
+  in it are shown as escapes (``\x1b``), never sent to the terminal;
 - ``notes`` (optional): free text, not read.
 
 Each row is estimated with :func:`wanir.estimate`; a plan on several devices (or with
@@ -17,7 +18,7 @@ is the Wan2.1 README's table of 28 runs; its header comments give the mapping of
 the ambiguities.
 
 Input limits: at most :data:`MAX_FILE_BYTES` bytes and :data:`MAX_ROWS` rows; a row whose
-overrides do not load, or whose measurements are not finite positive numbers, is a one-line
+overrides do not load, or whose measurements are not finite numbers in [:data:`MIN_MEASURED`, 1e9], is a one-line
 error naming the file, the line and the column.
 """
 from __future__ import annotations
@@ -36,10 +37,14 @@ from pathlib import Path
 from wanir.errors import ConfigError, WanirError
 from wanir.estimate import evaluate
 from wanir.resolve import resolve
+from wanir.safeio import printable, short
 
 MAX_FILE_BYTES = 1 << 20
 MAX_ROWS = 500
 MAX_FIELD = 2000
+#: smallest measurement accepted (seconds, or GiB of peak memory): a smaller one is a typo or
+#: a subnormal that would print an infinite error
+MIN_MEASURED = 1e-3
 FORMATS = ("table", "json", "md")
 SHIPPED = Path(__file__).resolve().parent.parent / "wanir" / "data" / "validation" / "wan2.1-readme.csv"
 COLUMNS = ("label", "overrides", "measured_s", "measured_peak_gb", "notes")
@@ -80,9 +85,10 @@ def _number(where, key, v, required):
     try:
         x = float(str(v).strip())
     except ValueError:
-        raise ValidationError(f"{where}: column '{key}' = {str(v)[:40]!r} is not a number") from None
-    if not math.isfinite(x) or x <= 0 or x > 1e9:
-        raise ValidationError(f"{where}: column '{key}' = {str(v)[:40]!r} must be a finite number in (0, 1e9]")
+        raise ValidationError(f"{where}: column '{key}' = {printable(short(str(v), 40))} is not a number") from None
+    if not math.isfinite(x) or not MIN_MEASURED <= x <= 1e9:
+        raise ValidationError(f"{where}: column '{key}' = {printable(short(str(v), 40))} must be a finite number "
+                              f"in [{MIN_MEASURED:g}, 1e9]")
     return x
 
 
@@ -133,8 +139,8 @@ def read_rows(path) -> list[Row]:
             raise ValidationError(f"{where}: column 'overrides' cannot be split ({e})") from None
         if not ov:
             raise ValidationError(f"{where}: column 'overrides' is empty")
-        label = d.get("label", "").strip() or f"line {lineno}"
-        rows.append(Row(lineno, label[:120], ov, _number(where, "measured_s", d["measured_s"], True),
+        label = printable(d.get("label", "").strip(), 120) or f"line {lineno}"   # no terminal escapes
+        rows.append(Row(lineno, label, ov, _number(where, "measured_s", d["measured_s"], True),
                         _number(where, "measured_peak_gb", d.get("measured_peak_gb"), False)))
     return rows
 
@@ -180,7 +186,7 @@ def validate(path=None, runtime: str | None = None, config_dir=None) -> dict:
     p = Path(path) if path else shipped_path()
     rows = read_rows(p)
     results = [estimate_row(r, runtime, config_dir) for r in rows]
-    return {"file": p.name, "runtime": runtime, "rows": results, "summary": summary(results)}
+    return {"file": printable(p.name), "runtime": runtime, "rows": results, "summary": summary(results)}
 
 
 def _pct(x):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wanir.errors import ConfigError
 from wanir.frontends.ckpt_family import Family, _get, _indices, register
+from wanir.limits import check_component
 
 #: the config keys this family produces, in the order of its component YAMLs
 KEYS = ("family", "patch_size", "num_attention_heads", "attention_head_dim", "in_channels",
@@ -50,6 +51,9 @@ def _dit_normalize(t: dict, where: str):
 
 def _dit_infer(t: dict, where: str, cfg_json: dict | None):
     dim, c_in, pt, ph, pw = _get(t, "patch_embedding.weight", where, 5)
+    # the kernel dims divide below: a 0 (or a huge value) is refused before any arithmetic
+    check_component("dit", {"patch_size": [pt, ph, pw], "in_channels": c_in},
+                    f"{where}: tensor '{t['patch_embedding.weight'][0]}'")
     assumed, notes = [], []
     if cfg_json is not None:
         head_dim, eps = cfg_json["attention_head_dim"], cfg_json["eps"]

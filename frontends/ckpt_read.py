@@ -42,7 +42,7 @@ def read_safetensors_header(path) -> dict:
     """Tensor name -> :class:`Tensor` from a ``.safetensors`` file's header (8-byte
     little-endian header length, then the JSON header). No tensor data is read. Raises
     ConfigError naming the file when it is not a readable safetensors file."""
-    from wanir.safeio import check_regular_file, read_header
+    from wanir.safeio import check_regular_file, load_json, read_header
 
     path = Path(path)
     try:
@@ -54,7 +54,7 @@ def read_safetensors_header(path) -> dict:
         if n < 2 or n > size - 8:
             raise ConfigError(f"{path}: not a safetensors file (header length {n} does not fit a "
                               f"{size}-byte file)")
-        header = json.loads(read_header(path, "safetensors header", n, offset=8).decode("utf-8"))
+        header = load_json(read_header(path, "safetensors header", n, offset=8).decode("utf-8"), str(path))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     except RecursionError:
@@ -108,17 +108,24 @@ def read_torch_state_dict(path) -> dict:
     return out
 
 
-def _find_state_dict(obj):
+#: nesting of state dicts looked through (``{"model": {"state_dict": {...}}}``)
+MAX_STATE_DICT_NESTING = 8
+
+
+def _find_state_dict(obj, seen: frozenset = frozenset()):
+    """The first mapping of tensors in ``obj``, looking through the usual wrapper keys at most
+    :data:`MAX_STATE_DICT_NESTING` levels deep; a dict that contains itself (a pickle may
+    build one) is looked at once. Returns None when there is none."""
     import torch
 
-    if isinstance(obj, dict):
-        if obj and any(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-        for key in ("state_dict", "model", "module", "ema", "model_state_dict"):
-            if isinstance(obj.get(key), dict):
-                found = _find_state_dict(obj[key])
-                if found is not None:
-                    return found
+    if not isinstance(obj, dict) or id(obj) in seen or len(seen) >= MAX_STATE_DICT_NESTING:
+        return None
+    if obj and any(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    for key in ("state_dict", "model", "module", "ema", "model_state_dict"):
+        found = _find_state_dict(obj.get(key), seen | {id(obj)})
+        if found is not None:
+            return found
     return None
 
 
@@ -128,12 +135,14 @@ def read_tensors(path) -> dict:
     path = Path(path)
     name = path.name
     if name.endswith(".index.json"):
-        from wanir.safeio import read_text_file
+        from wanir.safeio import load_json, read_text_file
 
         text = read_text_file(path, "index.json")
         try:
-            index = json.loads(text)
+            index = load_json(text, str(path))
             shards = sorted(set(index["weight_map"].values()))
+        except ConfigError:
+            raise
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise ConfigError(f"{path}: not a sharded-checkpoint index (a JSON object with a 'weight_map')") from None
         if len(shards) > 1000:
@@ -154,13 +163,15 @@ def read_tensors(path) -> dict:
 
 
 def _read_json(path) -> dict:
-    from wanir.safeio import read_text_file
+    from wanir.safeio import load_json, read_text_file
 
     text = read_text_file(path, "config.json")   # a regular file under the size cap
     try:
-        data = json.loads(text)
+        data = load_json(text, str(path))
     except RecursionError:
         raise ConfigError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ConfigError:
+        raise
     except ValueError as e:
         raise ConfigError(f"{path}: not valid JSON: {short(str(e), 120)}") from None
     if not isinstance(data, dict):

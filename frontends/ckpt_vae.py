@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from wanir.errors import ConfigError
+from wanir.safeio import short
 from wanir.frontends import ckpt_vae22
 from wanir.frontends.ckpt_family import Family, _get, _indices, register
 
@@ -179,7 +180,9 @@ def _vae_expected(c: dict) -> dict:
 
 
 def _vae_config(j: dict, where: str):
-    residual = bool(j.get("is_residual", False))
+    residual = j.get("is_residual", False)
+    if not isinstance(residual, bool):
+        raise ConfigError(f"{where}: vae.is_residual must be true or false, got {short(residual)}")
     if not residual:
         if j.get("decoder_base_dim") not in (None, j.get("base_dim", 96)):
             raise ConfigError(f"{where}: decoder_base_dim={j['decoder_base_dim']} differs from base_dim; the Wan2.1 "

@@ -248,6 +248,12 @@ def apply_to_stage(graph, result, additive=("tensor_flops", "vector_flops", "byt
         if v is None:
             continue
         result.per_invocation[k] = v // calls if isinstance(v, int) and v % calls == 0 else v / calls
+    total_t = result.total.get("time_s")
+    if total_t is not None and all(e["time_s"] is not None for e in experts):
+        extra = total_t - sum(e["time_s"] for e in experts)
+        if extra > 0:   # host work and synchronizations beyond the nodes' time: the same per DiT call
+            for e in experts:
+                e["time_s"] += extra * e["calls"] / calls
     result.experts = experts
 
 

@@ -262,24 +262,18 @@ def pipeline_peak(stages: dict, offload_model: bool = False, reserve_bytes: int 
 def fit_message(pipeline: dict, capacity_bytes: int, hardware: str, offload_model: bool = False,
                 t5_cpu: bool = False) -> str | None:
     """None if the pipeline's peak fits ``capacity_bytes``; else a message saying by how
-    much it does not fit, at which stage, and what could help."""
+    much it does not fit and at which stage. What would help is not guessed here: the
+    estimate's driver re-estimates candidate changes and names those that fit
+    (wanir/fit_hints.py). ``offload_model`` and ``t5_cpu`` are accepted for callers and unused."""
     need = pipeline["peak_memory_bytes"]
     if need <= capacity_bytes:
         return None
     gib = 2**30
-    hints = []
-    if not offload_model:
-        hints.append("memory.offload_model=true")
-    if not t5_cpu:
-        hints.append("memory.t5_cpu=true")
-    hint = f"; try {' or '.join(hints)}, a smaller workload or a larger GPU" if hints else \
-        "; try a smaller workload or a larger GPU"
     res = pipeline.get("reserve_bytes", 0)
     return (f"does not fit: {pipeline['peak_stage']} needs {need / gib:.1f} GiB of GPU memory at its peak "
             f"({pipeline['weight_bytes'] / gib:.1f} GiB weights + {pipeline['activation_bytes'] / gib:.1f} GiB "
             f"activations" + (f" + {res / gib:.1f} GiB CUDA context and allocator reserve" if res else "") +
-            f"), {hardware} has {capacity_bytes / gib:.1f} GiB: {(need - capacity_bytes) / gib:.1f} GiB "
-            f"too much{hint}")
+            f"), {hardware} has {capacity_bytes / gib:.1f} GiB: {(need - capacity_bytes) / gib:.1f} GiB too much")
 
 
 #: a workload whose peak lies within this fraction of the GPU's capacity gets a "tight" warning

@@ -13,21 +13,20 @@ from fractions import Fraction
 
 from wanir.errors import ConfigError
 from wanir.options import select
+from wanir.safeio import short
 
 CACHE_METHODS = ("teacache", "magcache", "easycache", "fbcache")
 SPARSE_PATTERNS = ("sliding-tile", "radial", "svg")
 #: the largest denominator a fraction from the config is reduced to (keeps counts exact ints)
 MAX_DENOMINATOR = 10_000
 
-#: cache.threshold → expected fraction of DiT calls reused, per method. Each row is a
-#: threshold the method's authors publish with an end-to-end speedup s on Wan2.1; the skip
-#: fraction is 1 − 1/s (the check cost is small; the transform adds it back). Sources and
-#: caveats in docs/optimizations.md. A threshold between two rows interpolates linearly;
-#: outside the table is an error (no extrapolation).
+#: cache.threshold → expected fraction of DiT calls reused, per method, for the methods
+#: published without a per-model table. Each row is a threshold the method's authors publish
+#: with an end-to-end speedup s on Wan2.1; the skip fraction is 1 − 1/s (the check cost is
+#: small; the transform adds it back). Sources and caveats in docs/optimizations.md. A
+#: threshold between two rows interpolates linearly; outside the table is an error (no
+#: extrapolation). TeaCache publishes per model: :data:`TEACACHE_RUNS`.
 THRESHOLD_TABLE: dict[str, tuple[tuple[float, float], ...]] = {
-    # TeaCache4Wan2.1 README (ali-vilab/TeaCache): relative-L1 thresholds for Wan2.1 T2V-1.3B,
-    # "slow" 0.05 ≈ 1.6×, "fast" 0.08 ≈ 2.0× (approximate reading)
-    "teacache": ((0.05, 1 - 1 / 1.6), (0.08, 1 - 1 / 2.0)),
     # MagCache (arXiv 2506.09045) on Wan2.1: "slow" ≈ 2.1×, "fast" ≈ 2.68×; the error
     # thresholds of its Wan2.1 scripts are 0.12 and 0.24 (approximate reading)
     "magcache": ((0.12, 1 - 1 / 2.1), (0.24, 1 - 1 / 2.68)),
@@ -38,6 +37,44 @@ THRESHOLD_TABLE: dict[str, tuple[tuple[float, float], ...]] = {
     # 0.08 at ≈ 1.5–2× on video DiTs; 0.08 taken as 1.5× (approximate reading)
     "fbcache": ((0.08, 1 - 1 / 1.5),),
 }
+
+#: TeaCache's published runs (ali-vilab/TeaCache:TeaCache4Wan2.1/README.md, commit 7c10efc;
+#: reference/caching.md), per model and retention mode: (baseline seconds, ((threshold,
+#: seconds), ...)), end to end on one A800 with the official code. Without retention: the
+#: README's first table; with retention (``use_ret_steps``: the first 5 steps always run):
+#: its second table, which has its own baselines. The skip fraction of a row is
+#: 1 − seconds / baseline: the end-to-end saving taken as the DiT calls skipped, a lower
+#: bound (T5, VAE and offload copies are not sped up).
+TEACACHE_RUNS: dict[str, dict[bool, tuple[float, tuple[tuple[float, float], ...]]]] = {
+    "wan2.1-t2v-1.3b": {False: (175, ((0.05, 117), (0.07, 110), (0.08, 88))),
+                        True: (97, ((0.05, 61), (0.10, 41)))},
+    "wan2.1-t2v-14b": {False: (55 * 60, ((0.14, 38 * 60), (0.15, 30 * 60), (0.2, 27 * 60))),
+                       True: (1829, ((0.10, 915), (0.20, 578)))},
+    "wan2.1-i2v-14b-480p": {False: (735, ((0.13, 464), (0.19, 372), (0.26, 300))),
+                            True: (385, ((0.20, 212), (0.30, 164)))},
+    "wan2.1-i2v-14b-720p": {False: (29 * 60, ((0.18, 17 * 60), (0.2, 15 * 60), (0.3, 12 * 60))),
+                            True: (903, ((0.20, 430), (0.30, 340)))},
+}
+#: steps always computed with ``cache.retention=true`` (TeaCache's ``use_ret_steps``)
+RETENTION_STEPS = 5
+
+
+def teacache_table(model, retention: bool) -> tuple[tuple[float, float], ...] | None:
+    """TeaCache's (threshold, skip fraction) rows for ``model`` (a model option name) and
+    retention mode, from :data:`TEACACHE_RUNS` (skip = 1 − seconds / baseline); None when
+    TeaCache publishes no thresholds for that model."""
+    runs = TEACACHE_RUNS.get(model) if isinstance(model, str) else None
+    if runs is None:
+        return None
+    base, rows = runs[bool(retention)]
+    return tuple((t, 1 - sec / base) for t, sec in rows)
+
+
+def published_threshold(method: str, model=None, retention: bool = False) -> float | None:
+    """The largest threshold ``method`` publishes (its "fast" setting) for ``model``; None
+    when there is none for that model (TeaCache publishes per model)."""
+    rows = teacache_table(model, retention) if method == "teacache" else THRESHOLD_TABLE.get(method)
+    return rows[-1][0] if rows else None
 
 
 @dataclass(frozen=True)
@@ -55,6 +92,10 @@ class Optimizations:
     gemm_dtype: str | None = None
     keep_high_precision: tuple = ()
     act_scales: str = "per-token"
+    #: TeaCache's retention steps: the first RETENTION_STEPS calls per branch always run
+    cache_retention: bool = False
+    #: how a threshold was read (an interpolation between published rows), for reports
+    notes: tuple = ()
 
     @property
     def caching(self) -> bool:
@@ -78,7 +119,9 @@ class Optimizations:
             out.append(f"distill={self.distill}")
         if self.caching:
             out.append(f"cache={self.cache_method} (skip {float(self.cache_skip):.0%}"
-                       f"{', per branch' if self.cache_per_branch else ''})")
+                       f"{', per branch' if self.cache_per_branch else ''}"
+                       f"{f', first {RETENTION_STEPS} steps kept' if self.cache_retention else ''})"
+                       + "".join(f"; {n}" for n in self.notes))
         if self.sparse:
             out.append(f"sparse attention {self.attention_pattern} density {float(self.attention_density):g}"
                        f"{f', {self.attention_dense_steps} dense steps' if self.attention_dense_steps else ''}")
@@ -104,23 +147,38 @@ def _fraction(v: float) -> Fraction:
     return Fraction(v).limit_denominator(MAX_DENOMINATOR)
 
 
-def threshold_skip(method: str, threshold: float) -> float:
-    """The expected skip fraction of ``method`` at ``threshold`` from THRESHOLD_TABLE (linear
-    between rows; a single row matches only its own threshold). Raises ConfigError outside
-    the table."""
-    rows = THRESHOLD_TABLE[method]
+def threshold_skip(method: str, threshold: float, model=None, retention: bool = False) -> tuple[float, str | None]:
+    """The expected skip fraction of ``method`` at ``threshold`` and a note saying how it was
+    read (None at a published threshold; the two published rows when interpolated). TeaCache
+    reads ``model``'s table for the retention mode (:func:`teacache_table`), the other
+    methods :data:`THRESHOLD_TABLE`; linear between rows, a single row matches only its own
+    threshold. Raises ConfigError outside the model's published range or for a model with
+    no published thresholds."""
+    if method == "teacache":
+        rows = teacache_table(model, retention)
+        mode = f" with cache.retention={'true' if retention else 'false'}"
+        whose = f"for {model}{mode}"
+        if rows is None:
+            raise ConfigError(f"cache.threshold: teacache publishes thresholds for {', '.join(TEACACHE_RUNS)} only, "
+                              f"not for model {short(model, 60)}; give cache.skip=<fraction of DiT calls reused, "
+                              f"in [0, 1]> instead")
+    else:
+        rows, whose = THRESHOLD_TABLE[method], "on Wan2.1"
     lo, hi = rows[0][0], rows[-1][0]
     for t, s in rows:
         if math.isclose(threshold, t, rel_tol=1e-9, abs_tol=1e-12):
-            return s
+            return s, None
     if len(rows) == 1 or not lo <= threshold <= hi:
         known = ", ".join(f"{t:g}" for t, _ in rows)
-        raise ConfigError(f"cache.threshold={threshold:g}: {method} has published figures at {known}"
-                          + (f" (interpolated between {lo:g} and {hi:g})" if len(rows) > 1 else "")
+        raise ConfigError(f"cache.threshold={threshold:g}: {method} publishes {known} {whose}"
+                          + (f" (a threshold between {lo:g} and {hi:g} is interpolated; none outside)"
+                             if len(rows) > 1 else "")
                           + "; give cache.skip=<fraction of calls reused> instead")
     for (t0, s0), (t1, s1) in zip(rows, rows[1:]):
         if t0 <= threshold <= t1:
-            return s0 + (s1 - s0) * (threshold - t0) / (t1 - t0)
+            skip = s0 + (s1 - s0) * (threshold - t0) / (t1 - t0)
+            return skip, (f"cache.threshold={threshold:g}: skip {skip:.0%} interpolated between {method}'s published "
+                          f"{t0:g} ({s0:.0%}) and {t1:g} ({s1:.0%}) {whose}")
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -136,7 +194,15 @@ def optimization_options(cfg) -> Optimizations:
     per_branch = True if per_branch is None else per_branch
     if not isinstance(per_branch, bool):
         raise ConfigError(f"cache.per_branch must be true or false, got {per_branch!r}")
+    retention = _get(cfg, "cache.retention")
+    retention = False if retention is None else retention
+    if not isinstance(retention, bool):
+        raise ConfigError(f"cache.retention must be true or false, got {short(retention, 40)}")
+    if retention and method != "teacache":
+        raise ConfigError(f"cache.retention=true is TeaCache's use_ret_steps; it needs cache.method=teacache, "
+                          f"got cache.method={method}")
     frac = Fraction(0)
+    notes: tuple = ()
     if method is None:
         if skip is not None or thr is not None:
             raise ConfigError("cache.skip / cache.threshold need cache.method "
@@ -150,7 +216,10 @@ def optimization_options(cfg) -> Optimizations:
         if skip is not None:
             frac = _fraction(_number("cache.skip", skip, 0, 1))
         else:
-            frac = _fraction(threshold_skip(method, _number("cache.threshold", thr, 0, 10, lo_open=True)))
+            value, note = threshold_skip(method, _number("cache.threshold", thr, 0, 10, lo_open=True),
+                                         _get(cfg, "model.name"), retention)
+            frac = _fraction(value)
+            notes = (note,) if note else ()
     density = _get(cfg, "attention.density")
     density = 1.0 if density is None else density
     dens = _fraction(_number("attention.density", density, 0, 1, lo_open=True))
@@ -171,7 +240,10 @@ def optimization_options(cfg) -> Optimizations:
     if ds and dens == 1:
         raise ConfigError("attention.dense_steps needs sparse attention (attention.density < 1)")
     name = _get(cfg, "distill.name")
-    name = "none" if name is None else str(name)
+    name = "none" if name is None else name
+    if name not in DISTILL_NAMES:
+        raise ConfigError(f"distill.name must be one of {', '.join(DISTILL_NAMES)}, got {short(name, 40)}; "
+                          f"choose one with distill=NAME (it sets the steps and guidance it runs)")
     gemm = GEMM_DTYPES.get(_get(cfg, "precision.dit_compute"))
     keep = _get(cfg, "precision.keep_fp32")
     if keep is None:
@@ -185,7 +257,11 @@ def optimization_options(cfg) -> Optimizations:
     scales = "per-token" if scales is None else scales
     if scales not in ACT_SCALES:
         raise ConfigError(f"precision.act_scales must be one of {', '.join(ACT_SCALES)}, got {scales!r}")
-    return Optimizations(method, frac, per_branch, dens, pattern, ds, name, gemm, keep, scales)
+    return Optimizations(method, frac, per_branch, dens, pattern, ds, name, gemm, keep, scales, retention, notes)
+
+
+#: the distillations of wanir/configs/distill/ (the name labels the steps and guidance they set)
+DISTILL_NAMES = ("none", "cfg", "3step", "4step")
 
 
 #: ``precision.dit_compute`` values that mean low-precision GEMMs (activations stay bf16)

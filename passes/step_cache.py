@@ -15,7 +15,8 @@ classifier-free guidance, else 1) holding loop scopes that say how often each pa
   in the first N calls that run dense.
 
 Per branch F = steps − R with R = ⌊skip × steps⌋, at most steps − 1 (the first call
-always runs in full). Loop levels share weights, so weight keys, resident bytes and
+always runs in full; with ``cache.retention=true``, TeaCache's retention steps, at most
+steps − 5). Loop levels share weights, so weight keys, resident bytes and
 parameters are the model's; a loop node re-reads its weights every iteration.
 
 Per-call checks (their inputs are the previous call's tensor, kept as a persistent buffer):
@@ -47,6 +48,7 @@ from wanir.scope import Scope
 from wanir.tensor import TensorType
 
 from . import sparse_attention
+from .optimize_options import RETENTION_STEPS
 from .rewrite import Rewriter
 
 STAGE = "diffusion_core"
@@ -74,9 +76,11 @@ def _inside(scope: Scope, target: Scope) -> bool:
     return any(s is target for s in scope.ancestors())
 
 
-def reused_calls(steps: int, skip: Fraction) -> int:
-    """Calls per branch that reuse the cached residual: ⌊skip × steps⌋, at most steps − 1."""
-    return min(steps - 1, (skip.numerator * steps) // skip.denominator)
+def reused_calls(steps: int, skip: Fraction, always: int = 1) -> int:
+    """Calls per branch that reuse the cached residual: ⌊skip × steps⌋, at most
+    steps − ``always`` (the first call always runs; with TeaCache's retention steps the
+    first :data:`~wanir.passes.optimize_options.RETENTION_STEPS`), never negative."""
+    return max(0, min(steps - always, (skip.numerator * steps) // skip.denominator))
 
 
 def _rel_l1(rw, x: Value, prev: Value, scope, tag: str) -> None:
@@ -102,7 +106,8 @@ class _Plan:
         self.opts = opts
         self.steps, self.branches = steps, branches
         self.caching = opts.caching
-        self.reused = reused_calls(steps, opts.cache_skip) if opts.caching else 0
+        always = RETENTION_STEPS if getattr(opts, "cache_retention", False) else 1
+        self.reused = reused_calls(steps, opts.cache_skip, always) if opts.caching else 0
         self.full = steps - self.reused
         self.dense = opts.attention_dense_steps if dense is None else dense
         self.other_branch = opts.caching and opts.cache_per_branch and branches > 1 and both_branches_here

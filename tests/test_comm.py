@@ -1,6 +1,7 @@
 """Communication volumes and times derived by hand for each collective."""
 import pytest
 
+from wanir.backends import comm
 from wanir.backends.comm import Link, Topology, collective_time, latency_steps, volume
 from wanir.errors import ConfigError
 
@@ -83,3 +84,49 @@ def test_strided_group_placement():
 def test_link_rejects_bad_numbers():
     with pytest.raises(ConfigError, match="efficiency"):
         Link("x", 1e9, 0.0, 1.5)
+
+
+# ------------------------------------------------------------------ shared host bandwidth (PCIe, no P2P)
+
+def _pcie_card(link_gbps, cards_per_rc, host_mem_gbps, p2p=False):
+    from types import SimpleNamespace
+
+    from wanir.hardware import HostTopology
+    return SimpleNamespace(host_link_bandwidth=link_gbps * 1e9, host_link_efficiency=0.88,
+                           host_topology=HostTopology(p2p, cards_per_rc, host_mem_gbps * 1e9))
+
+
+def test_staged_bandwidth_reproduces_the_pcie_nccl_fall_off():
+    """NVIDIA/nccl #1639: 8× RTX 5090 on PCIe 5.0 (no P2P, each card on its own x16) reach an
+    all-reduce bus bandwidth of 35 GB/s on 4 cards and 28 on 8 ("on PCI systems … determined by
+    the bandwidth your CPU and memory can deliver"). busbw is what each card sends per second,
+    the per-card rate of the model. Solve the host DRAM bandwidth M from the 4-card row:
+    1/35 = 1/(64·0.88) + 2·4/(0.7·M); then the 8-card row is a prediction."""
+    link = 64 * 0.88
+    m = 2 * 4 / (0.7 * (1 / 35 - 1 / link))                  # GB/s of host DRAM the 4-card row implies
+    assert 900 < m < 1200, "a two-socket 12-channel DDR5 server has 922 (DDR5-4800) to 1152 (DDR5-6000) GB/s"
+    card = _pcie_card(64, 1, m)
+    assert comm.staged_bandwidth(card, 4) / 1e9 == pytest.approx(35, rel=1e-9)
+    assert abs(comm.staged_bandwidth(card, 8) / 1e9 / 28 - 1) <= 0.12
+
+
+def test_per_card_bandwidth_falls_as_cards_are_added():
+    card = _pcie_card(32, 4, 614.4)
+    rates = [comm.staged_bandwidth(card, n) for n in (1, 2, 4, 8)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    # two cards behind one x16 uplink: each gets at most half of it
+    assert rates[1] < 32e9 * 0.88 / 2
+    # with P2P the cards copy directly at their link rate, whatever the count
+    p2p = _pcie_card(32, 4, 614.4, p2p=True)
+    assert comm.staged_bandwidth(p2p, 8) == comm.staged_bandwidth(p2p, 2) == pytest.approx(32e9 * 0.88)
+
+
+def test_per_rank_offload_shares_the_host():
+    """Every rank offloading at once: pageable copies cross the host DRAM 3 times per byte
+    (CPU copy into the pinned buffer reads and writes, the DMA reads) and share the uplink."""
+    card = _pcie_card(32, 4, 614.4)
+    alone = 32e9 * 0.88 * 0.5
+    assert comm.shared_copy_rate(card, 1, alone) == alone
+    four = comm.shared_copy_rate(card, 4, alone)
+    assert four == pytest.approx(1 / (4 / alone + 3 * 4 / (614.4e9 * 0.7)))
+    assert four < alone / 4

@@ -175,3 +175,80 @@ def test_every_size_row_is_what_estimate_says():
                                      f"parallel.ring={p.ring}", f"parallel.cfg={p.cfg}", f"parallel.dp={p.dp}",
                                      f"parallel.fsdp={p.fsdp}"])
         assert (r.time_s, r.peak_memory_bytes) == (pytest.approx(est.time_s), est.peak_memory_bytes), p.label
+
+
+# --- one number per question across the paths that cost a plan ------------------------------
+# The official runtime's defaults follow the plan (fp32 DiT and offload on one device, bf16
+# gathers under FSDP), so a path that timed a plan on the one-device config (or the one device
+# on the plan's config) gave another number for the same question.
+PLAN_BASE = ["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=9",
+             "workload.steps=3", "hardware=h100-sxm"]
+
+
+@pytest.fixture(scope="module")
+def one_device():
+    return wanir.estimate(PLAN_BASE)
+
+
+@pytest.fixture(scope="module")
+def planned():
+    return wanir.estimate(PLAN_BASE + ["parallel=fsdp+ulysses", "parallel.degree=4"])
+
+
+def test_the_two_python_paths_give_one_plan_time(one_device, planned):
+    # README: wanir.estimate([... parallel ...]) and wanir.multi_device_cost(wanir.estimate(), hw, n, plan)
+    md = wanir.multi_device_cost(one_device, "h100-sxm", 4, "fsdp+ulysses")
+    assert md.time_s == pytest.approx(planned.parallel["total"]["time_s"], rel=1e-12)
+    assert md.peak_memory_bytes == planned.parallel["total"]["peak_memory_bytes"]
+
+
+def test_one_device_time_and_memory_are_the_one_device_estimate(one_device, planned):
+    # under a plan, `total` and the speedup's baseline are the pipeline on one device as `wanir estimate`
+    # without the plan gives them (docs/cli.md), not the one device under the plan's defaults
+    assert one_device.config.runtime.name == "wan-official"
+    assert planned.total["time_s"] == pytest.approx(one_device.total["time_s"], rel=1e-12)
+    assert planned.total["peak_memory_bytes"] == one_device.total["peak_memory_bytes"]
+    assert planned.parallel["total"]["single_device_time_s"] == pytest.approx(one_device.total["time_s"], rel=1e-12)
+    md = wanir.multi_device_cost(one_device, "h100-sxm", 4, "fsdp+ulysses")
+    assert md.single_time_s == pytest.approx(one_device.total["time_s"], rel=1e-12)
+    # invariant of the definition: speedup = one device's time / the plan's time
+    assert planned.parallel["total"]["speedup"] == pytest.approx(
+        one_device.total["time_s"] / planned.parallel["total"]["time_s"], rel=1e-12)
+
+
+def test_size_rows_are_the_estimates_of_their_plans(one_device, planned):
+    from wanir.backends.sizing import size
+    res = size(PLAN_BASE, latency_s=1e6, devices=(1, 4))
+    rows = {c.plan.label: c for c in res["candidates"] + res["unfit"]}
+    plan = rows[planned.parallel["plan"]["label"]]
+    assert plan.time_s == pytest.approx(planned.parallel["total"]["time_s"], rel=1e-12)
+    assert plan.peak_memory_bytes == planned.parallel["total"]["peak_memory_bytes"]
+    single = rows["single"]
+    assert single.time_s == pytest.approx(one_device.total["time_s"], rel=1e-12)
+    assert single.peak_memory_bytes == one_device.total["peak_memory_bytes"]
+
+
+def test_per_device_table_total_row_holds_what_its_columns_say(planned):
+    from wanir.backends.parallel import multi_device_cost
+    from wanir.backends.parallel.render import cost_rows
+    from wanir.backends.report import fmt_bytes
+    cost = multi_device_cost(planned)
+    head, body = cost_rows(cost)
+    assert "peak act." not in head
+    total = dict(zip(head, body[-1]))
+    stages = list(cost.stages.values())
+    assert total["peak activations"] == fmt_bytes(max(r["peak_activation_bytes"] for r in stages))
+    assert total["peak memory/device"] == fmt_bytes(cost.peak_memory_bytes)
+    assert total["weights/device"] == fmt_bytes(sum(r["weight_bytes"] for r in stages))
+
+
+def test_a_sweep_point_under_a_plan_is_the_estimate(one_device, planned):
+    # a sweep over plans: each point's run columns are the plan's, its total.* the one-device run's
+    from wanir.backends.sweep import run_sweep
+    res = run_sweep(PLAN_BASE + ["parallel=fsdp+ulysses", "parallel.degree=2,4"], progress=False)
+    rows = {(r["plan"], r["devices"]): r for r in res.rows}
+    row = rows[("fsdp+ulysses", 4)]        # the plan column holds the name as given
+    assert row["time_s"] == pytest.approx(planned.parallel["total"]["time_s"], rel=1e-12)
+    assert row["peak_memory_bytes"] == planned.parallel["total"]["peak_memory_bytes"]
+    assert row["total.time_s"] == pytest.approx(one_device.total["time_s"], rel=1e-12)
+    assert row["total.peak_memory_bytes"] == one_device.total["peak_memory_bytes"]

@@ -203,3 +203,33 @@ def test_hardware_listing_counts_sources_per_device(capsys):
         counts[s] = counts.get(s, 0) + 1
     assert recs["h20"]["family"] == "sm90"
     assert {k: v for k, v in recs["h20"]["sources"].items() if v} == counts
+
+
+TOPO = """host_topology:
+  p2p: {value: P2P, source: reported}
+  cards_per_root_complex: {value: CARDS, source: assumed}
+  host_memory_bandwidth_gbps: {value: MEM, source: assumed}
+"""
+
+
+@pytest.mark.parametrize("p2p,cards,mem,match", [
+    ("1", "4", "614.4", r"host_topology\.p2p'.*true\|false"),
+    ("false", "0", "614.4", r"host_topology\.cards_per_root_complex\.value'.*positive"),
+    ("false", "65", "614.4", r"host_topology\.cards_per_root_complex\.value'.*\[1, 64\]"),
+    ("false", "2.5", "614.4", r"cards_per_root_complex\.value'.*whole number"),
+    ("false", "4", "-1", r"host_topology\.host_memory_bandwidth_gbps\.value'.*positive"),
+    ("false", "4", ".nan", r"host_memory_bandwidth_gbps\.value'.*number"),
+])
+def test_host_topology_is_checked(p2p, cards, mem, match):
+    import yaml as y
+    text = SPEC + TOPO.replace("P2P", p2p).replace("CARDS", cards).replace("MEM", mem)
+    with pytest.raises(hardware.HardwareError, match=match):
+        hardware.from_mapping(y.safe_load(text), origin="x.yaml")
+
+
+def test_host_topology_parsed_in_si_units():
+    import yaml as y
+    text = SPEC + TOPO.replace("P2P", "false").replace("CARDS", "4").replace("MEM", "614.4")
+    hw = hardware.from_mapping(y.safe_load(text), origin="x.yaml")
+    assert hw.host_topology == hardware.HostTopology(False, 4, 614.4e9)
+    assert hardware.from_mapping(y.safe_load(SPEC), origin="x.yaml").host_topology is None

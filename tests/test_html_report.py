@@ -1,5 +1,6 @@
 """The HTML report: self-contained, and it loads in headless Chromium without console errors
 with the stage table and the diagram present."""
+import html
 import json
 import re
 import shutil
@@ -122,3 +123,13 @@ def test_cli_report(tmp_path):
     assert main(["report", "--spec", str(spec), "-o", str(out)]) == 0
     text = out.read_text()
     assert 'id="stage-table"' in text and "<svg" in text
+
+
+def test_report_names_the_stack_and_what_replaces_the_assumptions(page, est):
+    # the same stack phrase and provenance lines as the terminal table
+    from wanir.backends import report
+    assert f"Stack: runtime {est.graph.meta['runtime']}; " in page
+    assert f"attention kernel {est.options.roofline.attention_kernel}" in page
+    for line in report.provenance_lines(est):
+        assert html.escape(line, quote=False) in page or html.escape(line) in page
+    assert "wanir calibrate" in page

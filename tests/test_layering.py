@@ -5,7 +5,8 @@ layers below it, never one above.
                     hardware, kernels, runtime, result, jsonout, safeio, limits, interpolation, scenario}
     1 passes        wanir.passes.*
     2 frontends     wanir.frontends.*  and  backends  wanir.backends.* (except the drivers)
-    3 API           wanir (the package), wanir.estimate, and the drivers wanir.backends.{sweep, sizing, validate}
+    3 API           wanir (the package), wanir.estimate, and the drivers wanir.backends.{sweep, sizing, validate,
+                    capacity (the package and its modules)}
     4 CLI           wanir.cli, wanir.__main__
 
 Every import counts, at module level or inside a function. A wanir/*.py module that is in
@@ -22,7 +23,7 @@ CORE = {"wanir.errors", "wanir.dtypes", "wanir.tensor", "wanir.scope", "wanir.gr
         "wanir.options", "wanir.paths", "wanir.config", "wanir.hardware", "wanir.kernels", "wanir.runtime",
         "wanir.result", "wanir.jsonout", "wanir.safeio", "wanir.limits", "wanir.interpolation",
         "wanir.scenario"}
-DRIVERS = {"wanir.backends.sweep", "wanir.backends.sizing", "wanir.backends.validate"}
+DRIVERS = {"wanir.backends.sweep", "wanir.backends.sizing", "wanir.backends.validate", "wanir.backends.capacity"}
 CLI = {"wanir.cli", "wanir.__main__"}
 NAMES = {0: "IR core", 1: "passes", 2: "frontends/backends", 3: "API", 4: "CLI"}
 
@@ -30,7 +31,7 @@ NAMES = {0: "IR core", 1: "passes", 2: "frontends/backends", 3: "API", 4: "CLI"}
 def layer(mod: str) -> int:
     if mod in CLI:
         return 4
-    if mod in DRIVERS or mod in ("wanir", "wanir.estimate"):
+    if mod in DRIVERS or mod.startswith("wanir.backends.capacity.") or mod in ("wanir", "wanir.estimate"):
         return 3
     for pkg, lvl in (("wanir.passes", 1), ("wanir.frontends", 2), ("wanir.backends", 2)):
         if mod == pkg or mod.startswith(pkg + "."):

@@ -118,8 +118,8 @@ def test_provenance_per_stage_in_json():
         assert 0 <= p["assumed_share"] <= 1
         assert set(p["inputs"]) <= {"measured", "reported", "datasheet", "assumed"}
     dit = next(s for s in d["stages"] if s["name"] == "diffusion_core")
-    # the DiT's attention rests on the FA2-on-sm90 constants and the SFU rate (reported)
-    assert "kernels.attention.flash2.mma_ceiling" in dit["provenance"]["inputs"]["reported"]
+    # diffusers: the DiT's attention is PyTorch SDPA, resting on torch-sdpa's sm90 constants and the SFU rate (reported)
+    assert "kernels.attention.torch-sdpa.mma_ceiling" in dit["provenance"]["inputs"]["reported"]
     assert "microarch.sfu_exp_per_clk_sm" in dit["provenance"]["inputs"]["reported"]
 
 

@@ -29,9 +29,19 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices=None, plan=None,
     return _mdc(estimate_or_graph, hardware, devices, plan, cfg)
 
 
+def plan(traffic, **kw):
+    """Capacity plan for request traffic (``wanir plan``; docs/capacity.md): ``traffic`` is a
+    traffic YAML path, a mapping with its content or a checked Traffic; keywords as
+    :func:`wanir.backends.capacity.plan` (hardware, devices, prices, simulate, jobs).
+    Returns a PlanResult whose ``to_dict()`` is the JSON of ``wanir plan --format json``
+    (seconds, USD)."""
+    from wanir.backends.capacity import plan as _plan  # late import: the planner loads only when used
+    return _plan(traffic, **kw)
+
+
 __version__ = "0.1.0"
 __all__ = [
-    "multi_device_cost",
+    "multi_device_cost", "plan",
     "GraphBuilder", "DType", "get_dtype", "ConfigError", "GraphError", "ShapeError", "SpecError",
     "UnknownOpError", "WanirError", "Estimate", "build", "estimate", "estimate_graph", "Graph", "Node",
     "resolve", "count", "time", "evaluate", "Counted", "Scenario", "Build", "Run",

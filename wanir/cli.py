@@ -12,6 +12,7 @@
     wanir report [OVERRIDES...] -o report.html
     wanir validate [FILE.csv] [--runtime NAME] [--format table|json|md] [--fail-above PCT]
     wanir verify [OVERRIDES...] [--stage NAME] [--depth N] [--format table|json]
+    wanir plan TRAFFIC.yaml [--hardware a,b] [--devices 1,2,4,8] [--top N] [--format table|json|csv] [-o DIR]
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import os
 import sys
 
 from .errors import WanirError
+from .paths import CONFIG_DIR
 
 
 def _add_common(p):
@@ -222,6 +224,10 @@ def cmd_sweep(args) -> int:
 
     from wanir.backends.sweep import SweepInterrupted
 
+    from .limits import usable_cpus   # late import: the CLI imports a command's modules when it runs
+    if args.jobs is not None and args.jobs > usable_cpus():
+        print(f"wanir: note: -j {args.jobs} capped at {usable_cpus()} processes (the CPU cores this process may "
+              f"use; more would only add memory)", file=sys.stderr)
     try:
         res, files = sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
                                   fmt=args.plot_format, jobs=args.jobs, overwrite=args.overwrite)
@@ -269,7 +275,7 @@ def _add_visual_commands(sub) -> None:
                    help="replace an earlier sweep in the output directory (its results.csv, run.json and plots)")
     w.add_argument("-j", "--jobs", type=int, default=None,
                    help="processes to spread the points over (default: one per CPU core, up to 8, for sweeps of "
-                        "more than 32 points; else 1)")
+                        "more than 32 points; else 1; never more than the usable CPU cores)")
     w.set_defaults(func=cmd_sweep)
 
     h = sub.add_parser("report", help="write a self-contained HTML report (table, diagram, plots, notes)")
@@ -280,8 +286,42 @@ def _add_visual_commands(sub) -> None:
     h.set_defaults(func=cmd_report)
 
 
+def cmd_plan(args) -> int:
+    from wanir.backends.capacity import command  # late import: CLI lazy command loading
+
+    return command.run(args)
+
+
+def _add_plan(sub) -> None:
+    """``wanir plan``: capacity planning under request traffic (docs/capacity.md)."""
+    pl = sub.add_parser("plan", help="replicas, latency and monthly cost of each deployment for a traffic file "
+                                     "(request classes, arrivals, SLO)")
+    pl.add_argument("traffic", help="traffic YAML file (docs/capacity.md)")
+    pl.add_argument("--hardware", default=None, help="comma-separated hardware names (default: every GPU)")
+    pl.add_argument("--devices", default=None, help="comma-separated devices per replica (default: 1,2,4,8)")
+    pl.add_argument("--price", action="append", default=[], metavar="HW=USD",
+                    help="USD per GPU-hour of a hardware (repeatable; over the file's prices)")
+    pl.add_argument("--top", type=int, default=None, help="rows to show (table default 15; json/csv: every row)")
+    pl.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    pl.add_argument("-o", "--output", default=None, metavar="DIR", help="write the plots and report.html to DIR")
+    pl.add_argument("--no-simulate", action="store_true", help="closed forms only (no simulation check)")
+    pl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pl.add_argument("--config-dir", default=None, help="your own config directory (searched first)")
+    pl.set_defaults(func=cmd_plan)
+
+
+def _description() -> str:
+    """The top-level help text: what wanir answers and the models it covers (the built-in
+    model options, read from wanir/configs/model/)."""
+    models = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+    return (f"FLOPs, bytes, memory and time of Wan video generation, on one GPU or many. Models "
+            f"(model=NAME): {', '.join(models)}; other Wan2.1/Wan2.2 checkpoints with model.from=PATH "
+            f"(a config.json, .safetensors, .pth or a model folder); any other network as a YAML graph spec "
+            f"(wanir spec).")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wanir", description="FLOPs, bytes, memory and time of Wan2.1 video generation")
+    p = argparse.ArgumentParser(prog="wanir", description=_description())
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("estimate", help="estimate one generation (default: Wan2.1 T2V-14B, 1280x720x81)")
@@ -346,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_parser(sub)
     from wanir.verify import add_parser as _add_verify
     _add_verify(sub, _add_common)
+    _add_plan(sub)
     return p
 
 

@@ -29,7 +29,7 @@ from .limits import LIMITS
 from .limits import check_config as check_limits
 from .options import select
 from .runtime import runtime_defaults
-from .safeio import check_config_dir, load_yaml, read_text_file, short
+from .safeio import check_config_dir, check_number_runs, load_yaml, read_text_file, short
 from .scenario import FrozenMap, freeze
 
 from .paths import CONFIG_DIR  # noqa: E402  (re-exported)
@@ -110,6 +110,7 @@ SCHEMA: dict[str, Any] = {
     "workload.batch": _int(1),
     "workload.text_len": _int(1),
     "workload.vae_encode": _bool,
+    "model.task": _optional(_choice("t2v", "i2v", "ti2v")),   # what frontends/pipeline.py builds
     "precision.text_encoder": _choice(*DTYPE_CHOICES),
     "precision.image_encoder": _choice(*DTYPE_CHOICES),
     "precision.dit_weights": _choice(*DTYPE_CHOICES, "fp8"),
@@ -468,6 +469,7 @@ def check_overrides(overrides) -> list:
             raise ConfigError(f"overrides must be strings, got {type(o).__name__} {short(o, 60)}")
         if len(o) > MAX_OVERRIDE_CHARS:
             raise ConfigError(f"override {short(o, 60)} is {len(o)} characters; at most {MAX_OVERRIDE_CHARS}")
+        check_number_runs(o, f"override {short(o, 40)}")   # no 5000-digit integer reaches Hydra
     return list(overrides)
 
 

@@ -20,6 +20,7 @@ from .backends import host_stages as hostlib
 from .backends import roofline
 from .backends.host_stages import block_stream_plan
 from .backends.parallel import DeviceGraph, Plan, check_plan
+from .backends.parallel.cost import PLAN_KEYS, plan_device_graph
 from .backends.parallel import resolve_plan as resolve_parallel_plan
 from .frontends.pipeline import build_pipeline
 from .frontends.wan22 import apply_to_stage
@@ -31,7 +32,7 @@ from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult
 from .result import summarize as _summarize
 from .resolve import clear_cache as clear_resolved
 from .resolve import resolve, scenario_from_config
-from .runtime import memory_options, runtime_options
+from .runtime import config_for_plan, memory_options, runtime_options
 from .scenario import Build, Run, Scenario, freeze
 
 __all__ = ["ADDITIVE", "STAGE_KEYS", "TOTAL_KEYS", "TIMING_KEYS", "Estimate", "StageResult", "RunOptions",
@@ -93,10 +94,16 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions 
     by, mem_summary = counts["bytes_pass"], counts["memory"]
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                       offload_model=False, allow_tf32_conv=allow_tf32_conv,
+                      matmul_tf32=roofline.matmul_tf32_option(opts), fusion=opts.roofline.fusion,
+                      cuda_graphs=opts.runtime.cuda_graphs,
                       weight_bytes={s: r["weight_bytes"] for s, r in mem_summary["stages"].items()})
     rf["transfer_s"] = hostlib.transfer_seconds(graph, mem_summary, hw, mopt, rt, host_stages, mode == "ideal", rf)
+    if hw.kind == "cpu":   # a CPU device: no CUDA context, and the weights already sit in its memory
+        mem_summary = dict(mem_summary, pipeline=memory.pipeline_peak(mem_summary["stages"], False, 0))
+        rf["transfer_s"] = 0.0
     graph.meta["hardware"] = hw.name
     out = dict(counts)
+    out["memory"] = mem_summary
     out.update(roofline=rf,
                bytes={s: r["bytes"] for s, r in by.items()},
                peak_activation_bytes={s: r["peak_activation_bytes"] for s, r in mem_summary["stages"].items()},
@@ -151,9 +158,15 @@ def parallel_record(cost) -> dict:
 
 def parallel_warnings(cost) -> list[str]:
     """The per-device fit warning of a multi-device plan (empty when it fits)."""
-    if cost.fits:
-        return []
     gib = 2**30
+    if cost.fits:
+        from wanir.passes.memory import TIGHT_FRACTION
+        cap, need = cost.hardware.memory_bytes, cost.peak_memory_bytes
+        if need >= (1 - TIGHT_FRACTION) * cap:
+            return [f"tight: one device of the plan {cost.plan.label} peaks at {need / gib:.1f} GiB, within "
+                    f"{100 * TIGHT_FRACTION:.0f} % of {cost.hardware.name}'s {cap / gib:.1f} GiB "
+                    f"({(cap - need) / gib:.2f} GiB left); allocator fragmentation may not leave that much"]
+        return []
     return [f"does not fit: one device of the plan {cost.plan.label} needs {cost.peak_memory_bytes / gib:.1f} GiB "
             f"at its peak, {cost.hardware.name} has {cost.hardware.memory_bytes / gib:.1f} GiB"]
 
@@ -169,23 +182,30 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
     warns = None
     if plan is not None:
         check_plan(plan, guidance=(graph.meta.get("workload") or {}).get("guidance"))
+        cache = {} if device_graphs is None else device_graphs
         key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp, plan.vae)
-        dg = None if device_graphs is None else device_graphs.get(key)
-        if dg is None:
-            shape = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
-                         plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
-            if run is not None:
-                dg = DeviceGraph(graph, shape, options=run.options, runtime=run.runtime, memory=run.memory,
-                                 offload_from_runtime=run.offload_from_runtime)
+        if key not in cache:      # the plan's per-device graph, with the runtime's defaults on that plan
+            if run is not None and run.plan_build is not None:
+                pr = run.plan_run     # the configuration's own build, counted once (cached)
+                cache[key] = DeviceGraph(count(run.plan_build).graph, plan, options=pr.options, runtime=pr.runtime,
+                                         memory=pr.memory, offload_from_runtime=pr.offload_from_runtime)
             else:
-                dg = DeviceGraph(graph, shape, cfg)
-            if device_graphs is not None:
-                device_graphs[key] = dg
-        single_s = sum(summaries["time_s"][s] * sc.repeat for s, sc in graph.stages.items()) + \
-            summaries.get("transfer_s", 0.0)
+                cache[key] = plan_device_graph(graph, cfg, plan)
+        dg = cache[key]
+        # the one-device baseline as the runtime runs one device (its offload and weight defaults):
+        # the same number as `wanir estimate` without the plan, `multi_device_cost` and `wanir size`
+        if "one-device" not in cache:
+            if run is not None:
+                cache["one-device"] = DeviceGraph(graph, Plan(), options=run.options, runtime=run.runtime,
+                                                  memory=run.memory, offload_from_runtime=run.offload_from_runtime)
+            else:
+                cache["one-device"] = plan_device_graph(graph, cfg, Plan())
+        one = cache["one-device"]
+        single_s = one.cost(summaries["hw"]).time_s
         cost = dg.cost(summaries["hw"], single_s, plan=plan)
         par = parallel_record(cost)
-        fit = [w for w in summaries.get("warnings", ()) if w.startswith("does not fit")]
+        # the one device's fit warnings do not apply to the plan: its per-device peak decides
+        fit = [w for w in summaries.get("warnings", ()) if w.startswith(("does not fit", "tight:"))]
         warns = [w for w in summaries.get("warnings", ()) if w not in fit] + parallel_warnings(cost)
         summaries = dict(summaries, warnings=warns)
     return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par,
@@ -259,6 +279,7 @@ def count(build: Build) -> Counted:
         return hit
     with paused_gc():
         graph = build_pipeline(build)
+        graph.meta["count_key"] = _options.count_key(build.options)
         counts = annotate_counts(graph, None, options=build.options, mem=build.memory)
     graph.freeze()
     return _COUNTED.put(build, Counted(build, graph, _freeze(counts)))
@@ -274,11 +295,12 @@ def time(counted: Counted, run: Run, extra: Mapping | None = None) -> Estimate:
         summaries = annotate_time(g, None, counted.counts, hw=run.hardware, options=run.options, mem=run.memory,
                                   runtime=run.runtime)
         dgs = counted.device_graph_cache(run) if run.plan is not None else None
+        opts = run.configured_options or run.options
         if dgs is not None:
             with counted.lock:
-                est = finish(g, summaries, run.config, run.options, run.plan, dgs, extra=extra, run=run)
+                est = finish(g, summaries, run.config, opts, run.plan, dgs, extra=extra, run=run)
         else:
-            est = finish(g, summaries, run.config, run.options, None, extra=extra, run=run)
+            est = finish(g, summaries, run.config, opts, None, extra=extra, run=run)
     g.freeze()
     return est
 
@@ -331,13 +353,31 @@ def estimate_config(cfg) -> Estimate:
     return evaluate(scenario_from_config(cfg))
 
 
-def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Estimate:
+def one_device_config(cfg):
+    """A copy of ``cfg`` moved to one device with the runtime's one-device defaults
+    (:func:`wanir.runtime.config_for_plan`)."""
+    return config_for_plan(cfg, dict.fromkeys(PLAN_KEYS, 1))
+
+
+def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None, *,
+             hints: bool = True) -> Estimate:
     """Estimate one generation for the configuration given by Hydra-style ``overrides``
     (a list or tuple of strings, e.g. ``["model=wan2.1-t2v-1.3b", "workload.height=480"]``)
     and an optional user config directory: :func:`wanir.resolve.resolve`, then
     :func:`count` and :func:`time`. Returns a frozen :class:`Estimate` (cached on the
-    resolved scenario). Safe to call from several threads."""
-    return evaluate(resolve(overrides, config_dir))
+    resolved scenario). Safe to call from several threads. ``hints``: when the peak does not
+    fit (or is tight), re-estimate the changes that could help and add a warning naming those
+    that fit (wanir/fit_hints.py)."""
+    from . import fit_hints   # late import: fit_hints re-estimates through this module
+    sc = resolve(overrides, config_dir)
+    est = evaluate(sc)
+    if not hints:
+        return est
+    key = ("hinted", sc)
+    hit = _ESTIMATES.get(key)
+    if hit is None:
+        hit = _ESTIMATES.put(key, fit_hints.attach(est, list(overrides), config_dir))
+    return hit
 
 
 def estimate_graph(graph: Graph, cfg=None) -> Estimate:

@@ -20,14 +20,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .errors import ConfigError
+from .safeio import check_config_dir, printable
 
 #: where a value came from: a vendor datasheet, a published measurement, a measurement of
 #: wanir's own, or a modeling assumption (stated in the file's note)
 SOURCES = ("datasheet", "reported", "measured", "assumed")
 #: architecture families; each picks its per-kernel constants in wanir/data/kernels.yaml
-FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu")
+#: (``generic``: an accelerator of none of the others, timed with assumed constants)
+FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu", "generic")
 #: tensor instruction families a microarch may list rates for
-INSTRUCTIONS = ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512")
+#: (``matrix``: a generic accelerator's matrix unit, family generic; ``simd``: a CPU's vector
+#: FMA units (AVX2, Arm ASIMD) when it has neither AMX nor AVX-512)
+INSTRUCTIONS = ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512", "matrix", "simd")
 #: dtypes a tensor instruction rate is given for (fp8 covers e4m3 and e5m2)
 RATE_DTYPES = ("bf16", "fp16", "fp8", "tf32", "int8")
 KINDS = ("gpu", "cpu")
@@ -86,6 +90,19 @@ def rate_dtype(dtype: str) -> str:
 
 
 @dataclass(frozen=True)
+class HostTopology:
+    """How a PCIe card reaches its peers and the host (``host_topology:`` in the YAML;
+    backends/comm.py): ``p2p`` whether peers copy directly over PCIe (False: NCCL stages every
+    collective through pinned host memory), ``cards_per_root_complex`` how many cards share
+    one x16 uplink to the CPU (a PCIe switch or a bifurcated slot), ``host_memory_bandwidth``
+    bytes/s of the host's DRAM that staged and offloaded traffic crosses."""
+
+    p2p: bool
+    cards_per_root_complex: int
+    host_memory_bandwidth: float
+
+
+@dataclass(frozen=True)
 class Hardware:
     """One device, in SI units: ``tensor_flops`` dense peak FLOP/s per compute dtype name,
     ``vector_flops`` FLOP/s of the non-tensor (FP32) units, ``memory_bytes`` capacity in
@@ -115,6 +132,7 @@ class Hardware:
     kernels: dict = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     origin: str = ""
+    host_topology: HostTopology | None = None
 
     def __post_init__(self):   # read-only all the way down: a spec is shared by every estimate on it
         for f in ("tensor_flops", "datasheet_flops", "kernels", "sources"):
@@ -235,8 +253,8 @@ def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None)
         raise HardwareError(f"{origin}: a hardware spec must be a mapping, got {type(data).__name__}")
     r = _Reader(data, origin)
     hw_name = data.get("name", name)
-    if not isinstance(hw_name, str) or not hw_name:
-        r.fail("name", f"must be a non-empty string, got {_show(hw_name)}")
+    if not isinstance(hw_name, str) or not hw_name or len(hw_name) > 128 or not hw_name.isprintable():
+        r.fail("name", f"must be a non-empty printable string of at most 128 characters, got {_show(hw_name)}")
     kind = data.get("kind", "gpu")
     if kind not in KINDS:
         r.fail("kind", f"must be one of {', '.join(KINDS)}, got {_show(kind)}")
@@ -279,13 +297,29 @@ def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None)
     kernels = data.get("kernels") or {}
     if not isinstance(kernels, Mapping):
         r.fail("kernels", "must be a mapping of kernel-constant overrides (docs/time-model.md)")
-    hw = Hardware(hw_name, str(data.get("description", hw_name)), kind, tensor, vector, int(mem), bw, host_bw,
+    topo = _host_topology(r)
+    hw = Hardware(hw_name, printable(data.get("description", hw_name), 200), kind, tensor, vector, int(mem), bw, host_bw,
                   host_eff, None if gl is None else gl * _GIGA, launch * 1e-6, family, micro, datasheet,
-                  dict(kernels), dict(r.sources), origin)
+                  dict(kernels), dict(r.sources), origin, topo)
     if kernels:
         from .kernels import check_overrides
         check_overrides(hw)
     return hw
+
+
+def _host_topology(r: _Reader) -> HostTopology | None:
+    """The optional ``host_topology`` block (None when absent)."""
+    if r.node("host_topology", required=False) is None:
+        return None
+    node = r.node("host_topology.p2p")
+    if not isinstance(node, Mapping) or not isinstance(node.get("value"), bool):
+        r.fail("host_topology.p2p", f"must be written {{value: true|false, source: ...}}, got {_show(node)}")
+    r.source("host_topology.p2p", node)
+    cards = r.bounded("host_topology.cards_per_root_complex", 1, 64)
+    if cards != int(cards):
+        r.fail("host_topology.cards_per_root_complex.value", f"must be a whole number, got {cards}")
+    mem = r.bounded("host_topology.host_memory_bandwidth_gbps", 1, 1e5) * _GIGA
+    return HostTopology(node["value"], int(cards), mem)
 
 
 def _microarch(r: _Reader) -> Microarch:
@@ -334,6 +368,7 @@ def yaml_files(config_dir: str | Path | None = None) -> dict[str, Path]:
     ``config_dir/hardware/*.yaml``."""
     out = {p.stem: p for p in sorted(_builtin_dir().glob("*.yaml"))}
     if config_dir:
+        check_config_dir(config_dir)   # regular files, no link loop, under the size caps
         out.update({p.stem: p for p in sorted((Path(config_dir) / "hardware").glob("*.yaml"))})
     return out
 

@@ -12,7 +12,8 @@ never shows a resolved value:
   that copy strings or groups of keys can double at each step and grow exponentially when
   resolved;
 - in a ``defaults:`` list of a ``--config-dir`` file, an option that is not a plain name
-  (:func:`plain_option`): Hydra would load whatever YAML file a path names.
+  (:func:`plain_option`) or a group that climbs out of the folder (``../hardware@hardware``,
+  :func:`plain_group_key`): Hydra would load whatever YAML file a path names.
 """
 from __future__ import annotations
 
@@ -38,6 +39,18 @@ def plain_option(name) -> bool:
     characters without '/', '\\\\', '..' or NUL, not starting with '.' or '~'."""
     return (isinstance(name, str) and 0 < len(name) <= MAX_OPTION_CHARS and name.isprintable()
             and not name.startswith((".", "~")) and not any(s in name for s in ("/", "\\", "..", "\0")))
+
+
+def plain_group_key(key) -> bool:
+    """``key`` of a ``defaults:`` entry (``[override ]group[/sub][@package]``) stays inside the
+    config folder: a printable string of at most :data:`MAX_OPTION_CHARS` characters with no
+    '..', '\\', '~' or NUL and no path part starting with '.'."""
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_OPTION_CHARS or not key.isprintable():
+        return False
+    body = key[len("override "):] if key.startswith("override ") else key
+    if any(s in body for s in ("..", "\\", "~", "\0")):
+        return False
+    return all(part and not part.startswith(".") for part in body.lstrip("/").replace("@", "/").split("/"))
 
 
 def _is_resolver(s: str) -> bool:
@@ -117,6 +130,12 @@ def check_yaml_data(data, source: str, error=ConfigError) -> None:
             stack.extend((f"{where}[{i}]", x) for i, x in enumerate(v))
     defaults = data.get("defaults") if isinstance(data, dict) else None
     for entry in defaults if isinstance(defaults, list) else ():
+        for key in entry if isinstance(entry, dict) else ():
+            if not plain_group_key(key):
+                shown = key if isinstance(key, str) and len(key) <= 60 and key.isprintable() else repr(key)[:60]
+                raise error(f"{source}: the defaults list names the group '{shown}'; a group is a name under "
+                            f"the config folder, such as hardware or override hardware@hardware (no '..', "
+                            f"'\\', '~' or leading '.')")
         options = [entry] if isinstance(entry, str) else list(entry.values()) if isinstance(entry, dict) else []
         for o in options:
             for name in o if isinstance(o, list) else [o]:

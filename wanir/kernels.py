@@ -10,6 +10,9 @@ The table has four sections:
 - ``gemm``, ``conv``, ``memory``: one block per family;
 - ``issue``: per family, the host's CPU cost to issue one op in eager PyTorch.
 
+A family's constants may also be written together under ``families.<family>`` (the
+``generic`` family is): :func:`table` moves them into the sections above.
+
 A hardware YAML may override any constant for that device under ``kernels:`` (same layout
 without the family level, e.g. ``kernels: {gemm: {ceiling: {value: 0.7, source: measured}}}``);
 ``wanir calibrate`` writes such overrides. :func:`constants` returns the merged values and
@@ -33,7 +36,7 @@ def attention_kernels() -> tuple[str, ...]:
 SECTIONS = ("gemm", "conv", "memory", "issue")
 #: per constant: (lower bound, upper bound) or a tuple of allowed strings
 ATTENTION_KEYS = {
-    "instruction": ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512"),
+    "instruction": ("mma_sync", "wgmma", "tcgen05", "mfma", "amx", "avx512", "matrix", "simd"),
     "mma_ceiling": (1e-4, 1.0), "overlap_loss": (0.0, 1.0), "fp32_ops": (0.0, 1000.0),
     "exp_emulated": (0.0, 1.0), "poly_ops": (0.0, 100.0), "ramp_clocks": (0.0, 1e8), "block_m": (1, 4096),
     "ctas_per_sm": (1, 64), "qk_dtype": ("input", "int8", "fp8", "fp16", "bf16"),
@@ -44,8 +47,11 @@ SECTION_KEYS = {
              "tile_m": (1, 4096), "tile_n": (1, 4096), "k_ramp": (0.0, 1e6)},
     "conv": {"ceiling_factor": (1e-3, 1.0), "transposes": (0.0, 8.0)},
     "memory": {"fraction": (1e-3, 1.0), "l2_fraction": (1e-3, 1.0)},
-    "issue": {"cpu_issue_us": (0.0, 1e5)},
+    "issue": {"cpu_issue_us": (0.0, 1e5), "module_call_us": (0.0, 1e5), "tokenize_ms": (0.0, 1e5)},
 }
+#: keys a block may leave out: a device's measured host costs (``wanir calibrate``); the default
+#: is the host table, wanir/data/host.yaml (backends/host_stages.py)
+OPTIONAL_KEYS = {"issue": ("module_call_us", "tokenize_ms")}
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,8 +60,30 @@ def table() -> Mapping:
     from .safeio import load_yaml
     from .scenario import freeze
     data = load_yaml(PATH.read_text(), str(PATH))
+    _merge_families(data)
     _check_table(data)
     return freeze(data)
+
+
+def _merge_families(data: dict) -> None:
+    """Move the table's ``families:`` blocks (a family's constants written together, e.g.
+    ``generic``) into the per-section layout: ``families.F.sdpa`` → ``sdpa.F``,
+    ``families.F.attention.K`` → ``attention.K.F``, ``families.F.gemm`` → ``gemm.F``, ..."""
+    for fam, blocks in (data.pop("families", None) or {}).items():
+        if not isinstance(blocks, Mapping):
+            raise ConfigError(f"{PATH}: families.{fam}: must map sections to constants")
+        for sec, block in blocks.items():
+            if sec == "sdpa":
+                data["sdpa"][fam] = block
+            elif sec == "attention":
+                for k, b in block.items():
+                    if k not in data["attention"]:
+                        raise ConfigError(f"{PATH}: families.{fam}.attention.{k}: unknown kernel")
+                    data["attention"][k][fam] = b
+            elif sec in SECTIONS:
+                data[sec][fam] = block
+            else:
+                raise ConfigError(f"{PATH}: families.{fam}.{sec}: unknown section")
 
 
 def _check_leaf(where: str, node, spec) -> None:
@@ -176,7 +204,7 @@ def constants(section: str, hw, kernel: str | None = None) -> tuple[dict, dict]:
             vals[k] = node["value"]
             srcs[k] = node["source"]
     keys = ATTENTION_KEYS if section == "attention" else SECTION_KEYS[section]
-    missing = [k for k in keys if k not in vals]
+    missing = [k for k in keys if k not in vals and k not in OPTIONAL_KEYS.get(section, ())]
     if missing:
         where = f"attention.{kernel}.{hw.family}" if section == "attention" else f"{section}.{hw.family}"
         raise ConfigError(f"{PATH.name}: {where} lacks {', '.join(missing)}")

@@ -11,6 +11,7 @@ allowed range and the (truncated) value.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +28,22 @@ MAX_VOCAB = 2**24
 MAX_DEVICES = 4096
 #: most points of one sweep
 MAX_SWEEP_POINTS = 100_000
-#: most worker processes of a sweep (-j)
+#: most worker processes of a sweep (-j); a larger -j than the usable CPU cores is capped at them
 MAX_JOBS = 64
 #: range of a positive hardware spec number (in its key's unit: TFLOP/s, TB/s, GB/s, GiB, us)
 HW_MIN, HW_MAX = 1e-6, 1e9
+#: slowest inter-node network a plan may name, GB/s per GPU (a 100 Mb/s link is 0.0125): below
+#: it a collective's time overflows to inf
+MIN_NETWORK_GBPS = 0.01
+#: smallest achieved fraction of a link's bandwidth
+MIN_LINK_EFFICIENCY = 0.01
 #: largest magnitude of any number read from a config.json
 MAX_JSON_NUMBER = 2**40
 
 
 @dataclass(frozen=True)
 class Rule:
-    """``kind``: int, float, ints (a list of ints), bools (a list of booleans); ``lo``/``hi``
+    """``kind``: int, float, bool, ints (a list of ints), bools (a list of booleans); ``lo``/``hi``
     inclusive bounds (of each element for lists); ``length``: allowed list lengths;
     ``optional``: null allowed; ``lo_open``: the lower bound is exclusive (floats)."""
 
@@ -52,7 +58,7 @@ class Rule:
         lo = "(" if self.lo_open else "["
         rng = f" in {lo}{_n(self.lo)}, {_n(self.hi)}]" if self.lo is not None and self.hi is not None else ""
         what = {"int": "an integer", "float": "a finite number", "ints": "a list of integers",
-                "bools": "a list of true/false"}[self.kind]
+                "bools": "a list of true/false", "bool": "true or false"}[self.kind]
         if self.length is not None:
             a, b = self.length
             what = what.replace("a list of", f"a list of {a}" if a == b else f"a list of {a} to {b}")
@@ -118,6 +124,13 @@ _VAE = {
     "dim_mult": Rule("ints", 1, 64, length=(1, 8)),
     "num_res_blocks": _int(0, 64),
     "temperal_downsample": Rule("bools", length=(0, 8)),
+    # the Wan2.2-VAE's keys (frontends/wan_vae.py): its decoder's own width, the residual
+    # layout and the pixel (un)shuffle around it
+    "decoder_base_dim": _int(1, 4096, optional=True),
+    "is_residual": Rule("bool", optional=True),
+    "in_channels": _int(1, 4096),
+    "out_channels": _int(1, 4096),
+    "patch_size": _int(1, 8, optional=True),
 }
 _COMPONENTS = {"dit": _DIT, "text_encoder": _TEXT, "image_encoder": _IMAGE, "vae": _VAE}
 
@@ -137,10 +150,10 @@ LIMITS: dict[str, Rule] = {
     "model.trained_max_frames": _int(1, 10_001, optional=True),
     "parallel.gpus_per_node": _int(1, 1024),
     "parallel.intra_node.latency_us": _float(0.0, 1e6),
-    "parallel.intra_node.efficiency": _float(0.0, 1.0, lo_open=True),
-    "parallel.network.bandwidth_GBps": _float(0.0, 1e6, lo_open=True),
+    "parallel.intra_node.efficiency": _float(MIN_LINK_EFFICIENCY, 1.0),
+    "parallel.network.bandwidth_GBps": _float(MIN_NETWORK_GBPS, 1e6),
     "parallel.network.latency_us": _float(0.0, 1e6),
-    "parallel.network.efficiency": _float(0.0, 1.0, lo_open=True),
+    "parallel.network.efficiency": _float(MIN_LINK_EFFICIENCY, 1.0),
     # optimizations (docs/optimizations.md; cross-key rules in wanir/passes/optimize_options.py)
     "cache.skip": _float(0.0, 1.0, optional=True),
     "cache.threshold": _float(0.0, 10.0, optional=True, lo_open=True),
@@ -179,6 +192,10 @@ def check_value(key: str, v: Any, rule: Rule, where: str | None = None) -> None:
                     raise ConfigError(f"{head} must be {rule.allowed()}, got {short(x)} in it")
             elif not _int_ok(x, rule):
                 raise ConfigError(f"{head} must be {rule.allowed()}, got {short(x)} in it")
+        return
+    if rule.kind == "bool":
+        if not isinstance(v, bool):
+            raise ConfigError(f"{head} must be {rule.allowed()}, got {short(v)}")
         return
     if rule.kind == "int":
         if not _int_ok(v, rule):
@@ -279,6 +296,21 @@ def check_int_arg(name: str, v, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {short(v)}")
     return v
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its scheduler affinity where the OS reports one,
+    else ``os.cpu_count()``), at least 1. A sweep's worker processes are capped at it."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_jobs(jobs: int) -> int:
+    """``jobs`` worker processes capped at :func:`usable_cpus` (more processes than cores
+    only add memory: each holds an interpreter and a model graph). Returns a process count."""
+    return max(1, min(jobs, usable_cpus()))
 
 
 def check_hw_number(v: float, positive: bool) -> str | None:

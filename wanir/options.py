@@ -149,11 +149,16 @@ class ParallelOptions:
 @dataclass(frozen=True)
 class RuntimeOptions:
     """``runtime.*``: which runtime executes the graph (``name``: its DiT lowering and
-    defaults, wanir/runtime.py, so it changes counts) and ``allow_tf32``: fp32 convolutions
-    run as TF32 (PyTorch's cuDNN default; timing only)."""
+    defaults, wanir/runtime.py, so it changes counts), ``allow_tf32``: fp32 convolutions
+    run as TF32 (PyTorch's cuDNN default; timing only), and ``matmul_tf32``: fp32 matmuls run
+    as TF32 (``torch.backends.cuda.matmul.allow_tf32``, False by default in PyTorch >= 1.12;
+    timing only), and ``cuda_graphs``: each model call replays a captured CUDA graph, so the
+    host issues no per-op work (timing only)."""
 
     name: str = DEFAULT_RUNTIME
     allow_tf32: bool = field(default=True, metadata=TIMING)
+    matmul_tf32: bool = field(default=False, metadata=TIMING)
+    cuda_graphs: bool = field(default=False, metadata=TIMING)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from . import options as _options
 from .backends.parallel import check_plan, resolve_plan
 from .config import Composed, check_overrides, compose, compose_parsed, to_dict
 from .frontends.pipeline import resolve_workload
-from .runtime import _plan_sizes, memory_options, runtime_options
+from .backends.parallel.cost import PLAN_KEYS
+from .runtime import _plan_sizes, config_for_plan, memory_options, runtime_options
 from .errors import ConfigError
 from .scenario import Build, FrozenMap, Run, Scenario, Source, flat_items, freeze, thaw
 
@@ -212,14 +213,27 @@ def _scenario(tree: FrozenMap, prov: dict) -> Scenario:
     opts = _options.from_config(tree)
     kernels.resolve_attention(opts.roofline.attention_kernel, hw)   # the kernel exists on this GPU's family
     plan = _plan(opts, tree, workload)
-    rt = runtime_options(tree)
-    mem = memory_options(tree)
-    applied = ((tree.get("runtime") or {}).get("defaults_applied")) or ()
-    bcfg = _project(tree)
+    # under a plan the estimate's stages and total are the pipeline on one device as the
+    # runtime runs it there; the plan's per-device graph is made from the configuration itself
+    one = tree if plan is None else config_for_plan(tree, dict.fromkeys(PLAN_KEYS, 1))
+    one_opts = opts if plan is None else _options.from_config(one)
+    rt = runtime_options(one)
+    mem = memory_options(one)
+    applied = ((one.get("runtime") or {}).get("defaults_applied")) or ()
+    bcfg = _project(one)
     bopts = _options.from_config(bcfg)
     build = Build(bcfg, workload, bopts, replace(mem, host="auto"), rt.dit_lowering, rt.name)
     hw_key = hwlib._content_key(tree.get("hardware")) or hw.name
-    run = Run(hw, hw_key, opts, rt, mem, plan, "memory.offload_model" in applied, tree)
+    plan_build = plan_run = None
+    if plan is not None:    # the configuration as given: the plan's per-device graph is made from it
+        pmem = memory_options(tree)
+        papplied = ((tree.get("runtime") or {}).get("defaults_applied")) or ()
+        pcfg = _project(tree)
+        plan_build = Build(pcfg, workload, _options.from_config(pcfg), replace(pmem, host="auto"), rt.dit_lowering,
+                           rt.name)
+        plan_run = Run(hw, hw_key, opts, rt, pmem, None, "memory.offload_model" in papplied, tree, opts)
+    run = Run(hw, hw_key, one_opts, rt, mem, plan, "memory.offload_model" in applied, tree, opts, plan_build,
+              plan_run)
     return Scenario(tree, build, run, MappingProxyType(prov), inferred)
 
 

@@ -7,7 +7,9 @@ defaults and semantics, the multi-GPU path and the memory reserve. Its values ar
 ``roofline.attention_kernel=flash3``, ``memory.offload_model=false``,
 ``memory.reserve_gib=2``) wins; a key left ``null`` takes the runtime's value.
 
-:func:`apply_runtime` fills those null keys once, when the config is loaded;
+:func:`runtime_defaults` gives those keys' values once, when the configuration is
+resolved (wanir.config.compose fills them into a new tree; :func:`config_for_plan` moves a
+configuration to another plan);
 :func:`runtime_options` and :func:`memory_options` are the one place the runtime's own
 keys and the new ``memory`` keys are read (typed, checked, immutable).
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass, replace
 from .errors import ConfigError
 from .options import DEFAULT_ATTENTION_KERNEL, DEFAULT_RUNTIME, OFFLOAD_MODES, MemoryOptions, PrecisionOptions
 from .options import memory_from, select
+from .scenario import freeze, thaw
 
 #: the DiT lowering variants of frontends/wan_dit.py
 LOWERINGS = ("official", "diffusers")
@@ -74,7 +77,7 @@ def runtime_options(cfg) -> Runtime:
         r = OmegaConf.to_container(r, resolve=True)
     if not isinstance(r, dict):
         raise ConfigError(f"runtime must be a mapping (a runtime/ config), got {type(r).__name__}")
-    known = {"name", "description", "dit_lowering", "allow_tf32", "attention_kernel", "attention_kernel_wan22_sm90",
+    known = {"name", "description", "dit_lowering", "allow_tf32", "matmul_tf32", "cuda_graphs", "attention_kernel", "attention_kernel_wan22_sm90",
              "offload_model", "pageable_copy_efficiency", "prefetch_blocks", "reserve_gib", "multi_gpu",
              "precision", "dit_weights_fsdp", "fsdp_shard_dtype", "defaults_applied"}
     extra = sorted(set(r) - known)
@@ -86,6 +89,10 @@ def runtime_options(cfg) -> Runtime:
     _need(low in LOWERINGS, "dit_lowering", f"one of {', '.join(LOWERINGS)}", low)
     tf32 = r.get("allow_tf32", True)
     _need(isinstance(tf32, bool), "allow_tf32", "true or false", tf32)
+    mtf32 = r.get("matmul_tf32", False)
+    _need(isinstance(mtf32, bool), "matmul_tf32", "true or false", mtf32)
+    graphs = r.get("cuda_graphs", False)
+    _need(isinstance(graphs, bool), "cuda_graphs", "true or false", graphs)
     kern = r.get("attention_kernel", DEFAULT_ATTENTION_KERNEL)
     _need(isinstance(kern, str) and 0 < len(kern) <= 32, "attention_kernel", "a kernel name", kern)
     k22 = r.get("attention_kernel_wan22_sm90", kern)
@@ -123,6 +130,19 @@ def default_attention_kernel(rt: Runtime, model_family: str | None, hw_family: s
     its ``attention_kernel``, or ``attention_kernel_wan22_sm90`` for a Wan2.2 model on an
     sm90 (Hopper) GPU. ``sdpa`` is resolved per GPU family by the kernel model."""
     return rt.attention_kernel_wan22_sm90 if (model_family == "wan2.2" and hw_family == "sm90") else rt.attention_kernel
+
+
+def attention_kernel_for(cfg, hw) -> str:
+    """The attention kernel name ``cfg`` runs on the hardware ``hw``: ``roofline.attention_kernel``
+    as the user set it, or, when the runtime filled it (``runtime.defaults_applied``), the
+    runtime's default for ``hw``'s family (:func:`default_attention_kernel`) — so re-timing one
+    config on another GPU (``wanir size``, ``multi_device_cost``) runs what the runtime runs
+    there. May be ``sdpa`` (resolved per family by :func:`wanir.kernels.resolve_attention`)."""
+    kern = _select(cfg, "roofline.attention_kernel", None)
+    applied = list(_select(cfg, "runtime.defaults_applied", []) or [])
+    if kern is None or "roofline.attention_kernel" in applied:
+        return default_attention_kernel(runtime_options(cfg), _select(cfg, "model.family"), hw.family)
+    return kern
 
 
 def _plan_sizes(cfg) -> tuple[int, int]:
@@ -174,6 +194,40 @@ def runtime_defaults(cfg) -> dict:
         if null("memory.reserve_gib"):
             out["memory.reserve_gib"] = rt.reserve_gib
     return out
+
+
+def config_for_plan(cfg, parallel: dict):
+    """A copy of the composed ``cfg`` with ``parallel.*`` set to ``parallel`` (plan keys such
+    as degree, ulysses, ring, cfg, dp, fsdp) and the runtime's defaults re-applied for that
+    plan: every key the runtime filled (``runtime.defaults_applied``) is filled again — DiT
+    weights under FSDP, offload on one device — while the keys the user set stay. The one
+    way a config is moved to another plan, so the estimate, ``multi_device_cost`` and
+    ``wanir size`` time the same plan alike. A read-only tree gives a read-only tree (a new
+    one: nothing changes in place); a DictConfig a DictConfig."""
+    if isinstance(cfg, dict):
+        return freeze(_tree_for_plan(thaw(cfg), parallel))
+    from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+    return OmegaConf.create(_tree_for_plan(OmegaConf.to_container(cfg, resolve=True), parallel))
+
+
+def _tree_for_plan(tree: dict, parallel: dict) -> dict:
+    def put(key, value):
+        d = tree
+        parts = key.split(".")
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = value
+
+    for key in list(_select(tree, "runtime.defaults_applied", []) or []):
+        put(key, None)
+    for k, v in parallel.items():
+        put(f"parallel.{k}", v)
+    filled = runtime_defaults(tree)
+    for key, value in filled.items():
+        put(key, value)
+    if isinstance(tree.get("runtime"), dict):
+        tree["runtime"]["defaults_applied"] = list(filled)
+    return tree
 
 
 def offload_default(rt: Runtime, devices: int) -> bool:

@@ -20,7 +20,9 @@ that names the path and the limit.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -52,6 +54,11 @@ YAML_MAX_NODES = 200_000
 YAML_MAX_DEPTH = 64
 #: files and folders looked at in a --config-dir
 CONFIG_DIR_MAX_ENTRIES = 5_000
+#: longest number (characters, sign and exponent included) read from YAML, JSON or an
+#: override: Python refuses to convert an integer of more than 4300 digits (a traceback), so
+#: longer ones are refused before parsing; shorter ones reach the range checks, whose
+#: messages name the key (docs/limits.md)
+MAX_NUMBER_CHARS = 1000
 
 
 def short(v, n: int = 80) -> str:
@@ -63,6 +70,19 @@ def short(v, n: int = 80) -> str:
     except Exception:  # noqa: BLE001 - a hostile __repr__, or too deep
         r = f"<{type(v).__name__}>"
     return r if len(r) <= n else r[: n - 3] + "..."
+
+
+#: C0 and C1 control characters (ESC, BEL, CSI, ...) and DEL, as escapes a terminal shows as text
+_CONTROL_CHARS = {i: f"\\x{i:02x}" for i in (*range(32), *range(127, 160))} | {9: "\\t", 10: "\\n", 13: "\\r"}
+
+
+def printable(s, n: int | None = None) -> str:
+    """``s`` (any value, as ``str``) with every control character (ESC and the other C0/C1
+    codes, DEL) written as a visible escape such as ``\\x1b``, so a file-supplied string (a
+    CSV label, a YAML name) cannot move the cursor, recolour or retitle a terminal; cut to
+    ``n`` characters when ``n`` is given. Returns text."""
+    text = str(s).translate(_CONTROL_CHARS)
+    return text if n is None or len(text) <= n else text[: n - 3] + "..."
 
 
 def _ps(p, n: int = 200) -> str:
@@ -205,10 +225,36 @@ def _expanded_nodes(root, source: str, error, max_nodes: int, max_depth: int) ->
                         f"(a recursive alias); refused")
         on_path.add(nid)
         stack.append((node, True))
+        if isinstance(node, yaml.ScalarNode) and node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+            mark = node.start_mark
+            raise error(f"{source}:{mark.line + 1}:{mark.column + 1}: a number of {len(node.value)} characters; "
+                        f"at most {MAX_NUMBER_CHARS} are read")
+        if isinstance(node, yaml.MappingNode):
+            _no_duplicate_keys(node, source, error)
         if isinstance(node, yaml.SequenceNode):
             stack.extend((k, False) for k in node.value)
         elif isinstance(node, yaml.MappingNode):
             stack.extend((x, False) for kv in node.value for x in kv)
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _no_duplicate_keys(node, source: str, error) -> None:
+    """Raise ``error`` when a YAML mapping node names one scalar key twice (PyYAML would keep
+    the last silently; OmegaConf and Hydra refuse it with a traceback)."""
+    import yaml
+
+    seen: dict = {}
+    for k, _ in node.value:
+        if not isinstance(k, yaml.ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
+            continue
+        if k.value in seen:
+            mark = k.start_mark
+            raise error(f"{source}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: duplicate key "
+                        f"{printable(short(k.value, 60))} "
+                        f"(first on line {seen[k.value] + 1}); a key may appear once in a mapping")
+        seen[k.value] = k.start_mark.line
 
 
 def load_yaml(text: str, source: str = "<string>", loader=None, error: type[WanirError] = ConfigError,
@@ -308,6 +354,33 @@ def _check_config_yaml(text: str, source: str, error) -> None:
     check_yaml_data(data, source, error)
 
 
+# ----------------------------------------------------------------------------- JSON
+
+
+def load_json(text: str | bytes, source: str, error: type[WanirError] = ConfigError):
+    """``json.loads(text)`` that refuses a number longer than :data:`MAX_NUMBER_CHARS`
+    characters (instead of Python's own ValueError at 4300 digits, or a huge integer that
+    later arithmetic meets). ValueError (JSONDecodeError) and RecursionError propagate
+    for the caller to word. Returns the parsed value."""
+    def _num(kind):
+        def parse(tok: str):
+            if len(tok) > MAX_NUMBER_CHARS:
+                raise error(f"{source}: a number of {len(tok)} characters; at most {MAX_NUMBER_CHARS} are read")
+            return kind(tok)
+        return parse
+
+    return json.loads(text, parse_int=_num(int), parse_float=_num(float))
+
+
+def check_number_runs(text: str, where: str, error: type[WanirError] = ConfigError) -> None:
+    """Raise ``error`` when ``text`` (an override, a field) holds a run of more than
+    :data:`MAX_NUMBER_CHARS` digits."""
+    m = re.search(r"\d{%d,}" % (MAX_NUMBER_CHARS + 1), text)
+    if m:
+        run = len(re.match(r"\d*", text[m.start():]).group())
+        raise error(f"{where}: a number of {run} digits; at most {MAX_NUMBER_CHARS} characters are read")
+
+
 # ----------------------------------------------------------------------------- PyTorch checkpoints
 
 
@@ -396,6 +469,31 @@ def check_output_path(path, allowed_suffixes=None, what: str = "-o", error: type
     parent = p.parent
     if parent.exists() and not parent.is_dir():
         raise error(f"{what} {_ps(p)}: {_ps(parent)} is not a directory")
+    return p
+
+
+def check_output_dir(path, what: str = "-o", error: type[WanirError] = WanirError) -> Path:
+    """Check an output directory before any work is done: it is an existing directory or
+    does not exist yet (its nearest existing ancestor a directory), never a file, a device
+    such as ``/dev/null`` or a symbolic link. Returns it as a Path."""
+    raw = os.fspath(path)
+    if not raw:
+        raise error(f"{what}: an empty path; give a directory")
+    p = Path(raw)
+    if p.is_symlink():
+        raise error(f"{what} {_ps(p)}: is a symbolic link; give the directory's own path")
+    if p.exists():
+        if not p.is_dir():
+            kind = "a regular file" if p.is_file() else "not a regular file or directory (a device, FIFO or socket)"
+            raise error(f"{what} {_ps(p)}: is {kind}; give a directory (it is created if missing)")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise error(f"{what} {_ps(p)}: cannot write: permission denied")
+        return p
+    anc = p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise error(f"{what} {_ps(p)}: {_ps(anc)} is not a directory")
     return p
 
 

@@ -150,7 +150,11 @@ class Run:
     :class:`wanir.runtime.Runtime`), ``memory`` (checked residency, host included), ``plan``
     (the resolved multi-device Plan, None on one device) and ``offload_from_runtime``
     (whether ``memory.offload_model`` is the runtime's default, so it follows a plan's
-    device count)."""
+    device count). Under a plan, ``options``, ``memory`` and the Build are the pipeline on one
+    device as the runtime runs it there (what the estimate's stages and total report);
+    ``configured_options`` and ``config`` are the configuration as given, the plan's;
+    ``plan_build`` and ``plan_run`` (a Run without a plan of its own) are the Build and run
+    options of that configuration, from which the plan's per-device graph is made."""
 
     hardware: Any = field(compare=False, hash=False)
     hardware_key: str
@@ -160,6 +164,9 @@ class Run:
     plan: Any
     offload_from_runtime: bool
     config: FrozenMap = field(compare=False, hash=False, default=None)
+    configured_options: RunOptions | None = None
+    plan_build: Any = None
+    plan_run: Any = None
 
 
 @dataclass(frozen=True)

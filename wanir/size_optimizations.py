@@ -9,7 +9,8 @@ optimizations. So the ranking can say that four L40S with FP8 and TeaCache beat 
 in bf16 on cost per video at a latency.
 
 Each name stands for fixed overrides (documented in docs/optimizations.md): step caching
-uses the fastest published threshold of its method's table; sparse attention uses
+uses the fastest threshold its method publishes for the model (TeaCache publishes per model;
+a model without one is listed as skipped for that cache); sparse attention uses
 ``attention.density=0.25`` with the named pattern after ``attention.dense_steps`` = 10 % of
 the steps.
 """
@@ -18,8 +19,10 @@ from __future__ import annotations
 from itertools import combinations
 
 from wanir import hardware as hwlib
+from wanir import kernels
 from wanir.backends import sizing
 from wanir.errors import ConfigError
+from wanir.passes.optimize_options import published_threshold
 from wanir.resolve import resolve
 
 #: name → (config overrides, kind). Kinds that exclude each other: one per kind in a subset.
@@ -35,11 +38,17 @@ OPTIMIZATIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "svg": (("attention.density=0.25", "attention.pattern=svg"), "sparse"),
     "compiled": (("roofline.fusion=compiled",), "fusion"),
     "4step": (("distill=4step",), "distill"),
-    "sage2": (("roofline.attention_kernel=sage2",), "attention_kernel"),
-    "sage2-fp16acc": (("roofline.attention_kernel=sage2-fp16acc",), "attention_kernel"),
-    "flash3-fp8": (("roofline.attention_kernel=flash3-fp8",), "attention_kernel"),
-    "flash3": (("roofline.attention_kernel=flash3",), "attention_kernel"),
 }
+
+
+def _kernel_entries() -> dict[str, tuple[tuple[str, ...], str]]:
+    """One ``--allow`` name per attention kernel of wanir/data/kernels.yaml (``cudnn``,
+    ``flash3``, ``flash4``, ``sage2``, ...; ``sdpa`` and ``math`` too): each sets
+    ``roofline.attention_kernel``. Sized only on hardware whose family has that kernel."""
+    return {k: ((f"roofline.attention_kernel={k}",), "attention_kernel") for k in kernels.attention_kernels()}
+
+
+OPTIMIZATIONS.update(_kernel_entries())
 #: at most this many names in --allow (2^n subsets are sized)
 MAX_ALLOWED = 6
 #: dtype a GEMM optimization needs a tensor peak for
@@ -85,6 +94,28 @@ def _steps_overrides(overrides, config_dir, combo) -> list[str]:
     return [f"attention.dense_steps={int(sc.build.workload.steps) // 10}"]
 
 
+def _has_kernel(hw, name: str) -> bool:
+    """Whether the attention kernel ``name`` exists on ``hw`` (its family, or its own
+    ``kernels.attention`` overrides)."""
+    return name in kernels.available_attention(hw.family) or name in hw.kernels.get("attention", {})
+
+
+def _combo_overrides(combo, model) -> list[str] | None:
+    """The overrides of a combination; a step cache runs at the fastest threshold its
+    authors publish for ``model`` (TeaCache publishes per model). None when a cache in it
+    has no published threshold for ``model``."""
+    out: list[str] = []
+    for n in combo:
+        ovs = OPTIMIZATIONS[n][0]
+        if OPTIMIZATIONS[n][1] == "cache":
+            t = published_threshold(n, model)
+            if t is None:
+                return None
+            ovs = (f"cache.method={n}", f"cache.threshold={t:g}")
+        out.extend(ovs)
+    return out
+
+
 def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware=None, **kw) -> dict:
     """:func:`wanir.backends.sizing.size` for every allowed subset of optimizations; returns
     the same record with all candidates ranked together (each with ``optimizations`` set to
@@ -99,16 +130,27 @@ def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware
         list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
     merged = None
     skipped: list[str] = []
+    model = None
+    if any(OPTIMIZATIONS[n][1] == "cache" for n in names):
+        model = resolve(list(overrides), config_dir).model
     for combo in subsets(names):
         label = "+".join(combo)
-        extra = [o for n in combo for o in OPTIMIZATIONS[n][0]] + _steps_overrides(overrides, config_dir, combo)
+        opt_ovs = _combo_overrides(combo, model)
+        if opt_ovs is None:
+            skipped.append(f"all: {label} (no published {'/'.join(n for n in combo if OPTIMIZATIONS[n][1] == 'cache')} "
+                           f"threshold for {model}; run it with cache.skip=<fraction>)")
+            continue
+        extra = opt_ovs + _steps_overrides(overrides, config_dir, combo)
         hws = []
         for h in all_hw:
             need = [_GEMM_DTYPE[n] for n in combo if n in _GEMM_DTYPE]
-            peaks = (configured if configured is not None else hwlib.load(h, config_dir)).tensor_flops
-            missing = [d for d in need if d not in peaks]
+            dev = configured if configured is not None else hwlib.load(h, config_dir)
+            missing = [d for d in need if d not in dev.tensor_flops]
+            no_kernel = [n for n in combo if OPTIMIZATIONS[n][1] == "attention_kernel" and not _has_kernel(dev, n)]
             if missing:
                 skipped.append(f"{h}: {label} (no {missing[0]} tensor peak)")
+            elif no_kernel:
+                skipped.append(f"{h}: {label} (no {no_kernel[0]} kernel for {dev.family})")
             else:
                 hws.append(h)
         if not hws:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from wanir import options as _options
+from wanir.frontends.pipeline import build_pipeline
 from wanir.graph import Graph
+from wanir.runtime import attention_kernel_for, config_for_plan
 
-from .plan import SINGLE_DEVICE_STAGES, Plan, check_plan, plan_from, resolve_plan
+from .plan import SINGLE_DEVICE_STAGES, SP_STAGES, Plan, check_plan, plan_from, resolve_plan
 from .transform import shard_graph
 
 
@@ -83,12 +86,16 @@ class DeviceGraph:
         from .. import host_stages as hostlib
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
-        rf = roofline.run(g, hw, mode=self.mode, attention_kernel=self.kernel, host=host, host_stages=host_stages,
+        kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else attention_kernel_for(self.cfg, hw)
+        rf = roofline.run(g, hw, mode=self.mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
-                          allow_tf32_conv=roofline.timing_options(self.options)[1])
+                          allow_tf32_conv=roofline.timing_options(self.options)[1],
+                          matmul_tf32=roofline.matmul_tf32_option(self.options), fusion=self.fusion,
+                          cuda_graphs=self.options.runtime.cuda_graphs)
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
         rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
-                                                    self.mode == "ideal", rf)
+                                                    self.mode == "ideal", rf,
+                                                    ranks=min(p.degree, p.gpus_per_node))
         topo = commlib.topology(hw, p.gpus_per_node, dict(p.network), dict(p.intra_node))
         # communication nodes on their link tier
         for nid, e in self.comm.items():
@@ -106,7 +113,8 @@ class DeviceGraph:
         for s, scope in g.stages.items():
             stages[s] = {"name": s, "invocations": scope.repeat, "compute_s": 0.0, "comm_s": 0.0, "exposed_comm_s": 0.0,
                          "comm_bytes": 0, "tensor_flops": self.flops[s]["tensor_flops"],
-                         "vector_flops": self.flops[s]["vector_flops"], "by_class": {}}
+                         "vector_flops": self.flops[s]["vector_flops"], "by_class": {}, "replicated_s": 0.0}
+        replicated = set(g.meta["parallel"].get("replicated", ()))
         for n in self.nodes:
             r = stages[n.stage]
             k = self.count[n.id]
@@ -120,21 +128,29 @@ class DeviceGraph:
             else:
                 r["compute_s"] += c["time_s"] * k
                 t = c["time_s"] * k
+                if n.id in replicated:
+                    r["replicated_s"] += t
                 cls = ("attention" if n.category == "attention" else n.category) if c["bound"] == "compute" \
                     else "memory-bound ops"
             r["by_class"][cls] = r["by_class"].get(cls, 0.0) + t * g.stages[n.stage].repeat
         mem_stages = {}
         for s, r in stages.items():
-            r["compute_s"] = max(r["compute_s"], rf["issue_s"][s])      # a stage is at least its CPU issue time
+            # a stage is at least its host issue time, plus the synchronizations that cannot overlap
+            r["compute_s"] = max(r["compute_s"], rf["issue_s"][s]) + rf["host_exposed_s"][s]
             calls = _calls_per_invocation(g, s)
             if calls > 1:       # two experts (Wan2.2 A14B): report per DiT call, as the single-device estimate
                 r["invocations"] *= calls
-                for key in ("compute_s", "comm_s", "exposed_comm_s"):
+                for key in ("compute_s", "comm_s", "exposed_comm_s", "replicated_s"):
                     r[key] /= calls
                 for key in ("comm_bytes", "tensor_flops", "vector_flops"):
                     r[key] = r[key] // calls if r[key] % calls == 0 else r[key] / calls
             r["time_per_invocation_s"] = r["compute_s"] + r["exposed_comm_s"]
             r["time_s"] = r["time_per_invocation_s"] * r["invocations"]
+            if s not in SP_STAGES and not (s == "vae_decode" and p.vae == "patch"):
+                # a stage the plan does not split: every device of a replica runs it whole (or one
+                # runs it while the others wait), so none of it shrinks with the device count
+                r["replicated_s"] = r["compute_s"]
+            r["replicated_s"] = min(r["replicated_s"], r["compute_s"])
             ms = dict(self.memory["stages"][s])
             if "offload_weight_bytes" in ms and ms["weight_bytes"]:
                 # two experts, one on the device at a time: its share of the (sharded) weights
@@ -243,6 +259,13 @@ class MultiDeviceCost:
         return sum(r["exposed_comm_s"] * r["invocations"] for r in self.stages.values())
 
     @property
+    def replicated_s(self) -> float:
+        """Seconds per video (one device) of work the plan does not divide: nodes of a
+        sequence-sharded stage that every device runs whole (embeddings, context projections,
+        Wan2.2's per-token time embedding) plus the stages the plan does not split."""
+        return sum(r["replicated_s"] * r["invocations"] for r in self.stages.values())
+
+    @property
     def peak_memory_bytes(self) -> int:
         """Peak memory of one device in bytes (int)."""
         return self.memory["peak_memory_bytes"]
@@ -297,6 +320,9 @@ class MultiDeviceCost:
                           "single_device_time_s": self.single_time_s, "speedup": self.speedup,
                           "latency_speedup": lat, "efficiency": self.efficiency,
                           "videos_per_hour": self.videos_per_hour, "bottleneck": b, "bottleneck_share": share},
+                "replicated": {"time_s": self.replicated_s,
+                               "share": self.replicated_s / self.time_s if self.time_s else 0.0,
+                               "stages": {s: r["replicated_s"] * r["invocations"] for s, r in self.stages.items()}},
                 "notes": list(self.graph.meta["parallel"]["notes"])}
 
 
@@ -312,15 +338,7 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
     from wanir import hardware as hwlib
     from wanir.result import Estimate
 
-    run = None
-    if isinstance(estimate_or_graph, Estimate) and cfg is None and estimate_or_graph.run is not None:
-        # an Estimate of the seam: the typed run it was timed with
-        run = estimate_or_graph.run
-        graph = estimate_or_graph.graph
-        hardware = run.hardware if hardware is None else hardware
-        if plan is None:
-            plan = run.plan if run.plan is not None else "single"
-    elif isinstance(estimate_or_graph, Estimate):
+    if isinstance(estimate_or_graph, Estimate):
         graph, cfg = estimate_or_graph.graph, (cfg if cfg is not None else estimate_or_graph.config)
         if cfg is None:   # an Estimate that keeps no config (a sweep's): its plan and hardware
             if plan is None:
@@ -339,13 +357,33 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
         plan = cfg.get("parallel") if cfg is not None and cfg.get("parallel") is not None else "single"
     p = plan_from(plan, devices)
     check_plan(p, guidance=_guidance(graph))
-    kw = {} if run is None else dict(options=run.options, runtime=run.runtime, memory=run.memory,
-                                     offload_from_runtime=run.offload_from_runtime)
-    single = DeviceGraph(graph, Plan(), cfg, **kw).cost(hw)
+    single = plan_device_graph(graph, cfg, Plan()).cost(hw)
     if p.degree == 1 and p.fsdp == 1:
         single.single_time_s = single.time_s
         return single
-    return DeviceGraph(graph, p, cfg, **kw).cost(hw, single.time_s)
+    return plan_device_graph(graph, cfg, p).cost(hw, single.time_s)
+
+
+#: the plan dimensions a config's ``parallel`` group holds
+PLAN_KEYS = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
+
+
+def plan_device_graph(graph: Graph, cfg, plan: Plan) -> "DeviceGraph":
+    """The per-device graph of ``plan`` for the pipeline ``graph`` built from the composed
+    ``cfg``, with the runtime's defaults as they are on that plan
+    (:func:`wanir.runtime.config_for_plan`: a one-device run offloads and keeps the fp32
+    checkpoint, an FSDP plan gathers bf16 weights): the pipeline is rebuilt when the plan's
+    defaults change its counts. Every path that costs a plan (``multi_device_cost``, the
+    estimate's ``parallel`` record and its one-device baseline) goes through here. ``cfg``
+    None or a config without runtime defaults: the graph as it is."""
+    if cfg is None or not hasattr(cfg, "get") or cfg.get("runtime") is None:
+        return DeviceGraph(graph, plan, cfg)
+    cp = config_for_plan(cfg, dict(zip(PLAN_KEYS, (plan.degree, plan.ulysses, plan.ring, plan.cfg, plan.dp,
+                                                   plan.fsdp))))
+    built = graph.meta.get("count_key") or _options.count_key(_options.from_config(cfg))
+    if _options.count_key(_options.from_config(cp)) != built:
+        graph = build_pipeline(cp)
+    return DeviceGraph(graph, plan, cp)
 
 
 def _guidance(graph: Graph):

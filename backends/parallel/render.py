@@ -2,6 +2,7 @@
 table / json / md / csv formats."""
 from __future__ import annotations
 
+from ..stack import kernel_label, stack_of
 from .cost import MultiDeviceCost
 
 
@@ -16,19 +17,27 @@ def _fmt_b(v):
 
 
 def cost_rows(cost: MultiDeviceCost) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the per-device table: one row per stage plus a total row."""
+    """(header, rows) of the per-device table: one row per stage plus a total row. Memory
+    columns per device: the stage's resident weights, its peak live activations, and its
+    peak memory alone (weights + activations, as the single-device table's stage rows); the
+    total row holds the sum of weights, the largest activation peak and the pipeline's peak
+    per device (residency policy and reserve included: ``peak_memory_bytes``)."""
     head = ["stage", "devices", "invocations/device", "compute", "comm", "comm exposed", "comm bytes", "time",
-            "weights/device", "peak act."]
+            "replicated", "weights/device", "peak activations", "peak memory/device"]
     body = []
-    for r in cost.stages.values():
+    st = list(cost.stages.values())
+    for r in st:
         k = r["invocations"]
         body.append([r["name"], str(r["devices"]), str(k), _fmt_s(r["compute_s"] * k), _fmt_s(r["comm_s"] * k),
                      _fmt_s(r["exposed_comm_s"] * k), _fmt_b(r["comm_bytes"] * k), _fmt_s(r["time_s"]),
-                     _fmt_b(r["weight_bytes"]), _fmt_b(r["peak_activation_bytes"])])
-    body.append(["total", str(cost.plan.degree), "", _fmt_s(sum(r["compute_s"] * r["invocations"] for r in cost.stages.values())),
-                 _fmt_s(sum(r["comm_s"] * r["invocations"] for r in cost.stages.values())), _fmt_s(cost.comm_s),
-                 _fmt_b(sum(r["comm_bytes"] * r["invocations"] for r in cost.stages.values())), _fmt_s(cost.time_s),
-                 _fmt_b(sum(r["weight_bytes"] for r in cost.stages.values())), _fmt_b(cost.peak_memory_bytes)])
+                     _fmt_s(r["replicated_s"] * k), _fmt_b(r["weight_bytes"]), _fmt_b(r["peak_activation_bytes"]),
+                     _fmt_b(r["weight_bytes"] + (r["peak_activation_bytes"] or 0))])
+    body.append(["total", str(cost.plan.degree), "", _fmt_s(sum(r["compute_s"] * r["invocations"] for r in st)),
+                 _fmt_s(sum(r["comm_s"] * r["invocations"] for r in st)), _fmt_s(cost.comm_s),
+                 _fmt_b(sum(r["comm_bytes"] * r["invocations"] for r in st)), _fmt_s(cost.time_s),
+                 _fmt_s(cost.replicated_s), _fmt_b(sum(r["weight_bytes"] for r in st)),
+                 _fmt_b(max((r["peak_activation_bytes"] or 0 for r in st), default=0)),
+                 _fmt_b(cost.peak_memory_bytes)])
     return head, body
 
 
@@ -43,9 +52,26 @@ def summary_lines(cost: MultiDeviceCost) -> list[str]:
              f"parallel efficiency {100 * d['efficiency']:.0f} %, {d['videos_per_hour']:.1f} videos/hour",
              f"peak memory per device {d['peak_memory_bytes'] / gib:.1f} GiB of {cost.hardware.memory_bytes / gib:.0f} GiB"
              + ("" if d["fits"] else " — does not fit"),
-             f"bottleneck: {d['bottleneck']} ({100 * d['bottleneck_share']:.0f} % of the time)"]
+             f"bottleneck: {d['bottleneck']} ({100 * d['bottleneck_share']:.0f} % of the time)",
+             f"replicated work (runs whole on every device, does not shrink with the device count): "
+             f"{_fmt_s(cost.replicated_s)} ({100 * cost.replicated_s / d['time_s'] if d['time_s'] else 0:.0f} % of the time)"]
+    stack = stack_phrase(cost)
+    if stack:
+        lines.append(f"stack: {stack}")
     lines += [f"note: {n}" for n in cost.graph.meta["parallel"]["notes"]]
     return lines
+
+
+def stack_phrase(cost: MultiDeviceCost) -> str:
+    """The runtime, attention kernel (as run on the cost's hardware) and precisions of the
+    plan's per-device graph, one phrase ('' without a config)."""
+    cfg = cost.device_graph.cfg
+    if cfg is None or not hasattr(cfg, "get"):
+        return ""
+    st = stack_of(cfg, cost.hardware)
+    p = st["precision"]
+    return (f"runtime {st['runtime']}, attention kernel {kernel_label(st)}; DiT weights {p['dit_weights']}, "
+            f"DiT compute {p['dit_compute']}, text encoder {p['text_encoder']}, VAE {p['vae']}")
 
 
 def render_cost(cost: MultiDeviceCost, fmt: str = "table") -> str | None:
@@ -62,11 +88,12 @@ def render_cost(cost: MultiDeviceCost, fmt: str = "table") -> str | None:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["stage", "devices", "invocations", "compute_s", "comm_s", "exposed_comm_s", "comm_bytes",
-                    "time_s", "weight_bytes", "peak_activation_bytes"])
+                    "time_s", "weight_bytes", "peak_activation_bytes", "peak_memory_bytes"])
         for r in cost.stages.values():
             k = r["invocations"]
             w.writerow([r["name"], r["devices"], k, r["compute_s"] * k, r["comm_s"] * k, r["exposed_comm_s"] * k,
-                        r["comm_bytes"] * k, r["time_s"], r["weight_bytes"], r["peak_activation_bytes"]])
+                        r["comm_bytes"] * k, r["time_s"], r["weight_bytes"], r["peak_activation_bytes"],
+                        r["weight_bytes"] + (r["peak_activation_bytes"] or 0)])
         return buf.getvalue()
     if fmt == "md":
         lines = [f"**{cost.graph.meta.get('model', cost.graph.name)}** on {cost.plan.degree} × {cost.hardware.name}, "

@@ -103,6 +103,8 @@ class _Sharder:
         self.notes: list[str] = []
         self.fallbacks: list[str] = []
         self.fsdp_info: dict[str, dict] = {}
+        #: ids of nodes of a sequence-sharded stage that run unsharded on every device
+        self.replicated: set[int] = set()
         self.units: dict[str, list[Scope]] = {}
         self.unit_ids: dict[str, set[int]] = {}
         self.seq_len: dict[str, int] = {}
@@ -298,7 +300,7 @@ class _Sharder:
         self.g.meta["parallel"] = {"plan": p.to_dict(), "comm": self.comm, "fsdp": self.fsdp_info,
                                    "notes": self.notes, "gathers": self.fallbacks,
                                    "single_device_stages": [s for s in SINGLE_DEVICE_STAGES if s in self.src.stages],
-                                   "seq_len": self.seq_len}
+                                   "seq_len": self.seq_len, "replicated": sorted(self.replicated)}
         return self.g
 
     def _remap_meta(self, patch_pers=None):
@@ -337,6 +339,8 @@ class _Sharder:
                     self.fallbacks.append(node.path)
         new = self.emit(node.kind, [self.full(v) for v in node.inputs], scope, node.name, dict(node.attrs),
                         node.params)
+        if sp_on:       # a node of a sequence-sharded stage that every device runs whole (e.g. the embeddings)
+            self.replicated.add(new.id)
         for i in range(len(node.outputs)):
             self.vals[(node.id, i)] = _V(new.output(i))
 

@@ -11,6 +11,7 @@ Routes:
   process with a time limit; 202 with the job's status, 429 while one of its kind runs);
   ``GET /api/jobs/ID`` its status, progress and result; ``POST /api/jobs/ID/cancel``;
   ``GET /download/job/ID`` a finished report;
+- ``POST /api/plan`` the Fleet view: ``wanir plan`` on a traffic file's text (``traffic``);
 - ``GET /download/estimate.json|estimate.csv|report.html?KEY=VALUE&...`` what ``wanir
   estimate --format json|csv`` and ``wanir report`` write for those overrides (the report
   runs as a job; 429 while another runs).
@@ -332,6 +333,10 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
                                      "Cache-Control": "no-store"})
         return endpoint
 
+    async def fleet(d):    # the Fleet view: wanir plan on a traffic file's text (backends/capacity/web.py)
+        from wanir.backends.capacity.web import fleet_view  # late import: the planner loads only when used
+        return await call(fleet_view, d, engine.config_dir)
+
     routes = [
         Route("/", page),
         Route("/favicon.ico", lambda request: Response(status_code=204)),
@@ -351,6 +356,7 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
         Route("/download/estimate.json", download("json")),
         Route("/download/estimate.csv", download("csv")),
         Route("/download/report.html", download("html")),
+        Route("/api/plan", api(fleet), methods=["POST"]),
     ]
     hosts = list(allowed_hosts) if allowed_hosts else ["127.0.0.1", "localhost", "::1", "[::1]"]
     app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])

@@ -705,7 +705,8 @@ def roofline_payload(est, by: str = "op", depth: int = 2, cost=None) -> dict:
 
 def breakdown(est, depth: int = 2, cost=None) -> dict:
     """Where the time goes, as a tree for a sunburst: stage → scope levels (down to
-    ``depth`` below the stage) → op kind. Parallel lists ``ids``, ``labels``, ``parents``,
+    ``depth`` below the stage) → op kind, plus a ``(host)`` leaf for a stage's host-bound or
+    synchronization time beyond its ops'. Parallel lists ``ids``, ``labels``, ``parents``,
     ``values`` (seconds per generation; FLOPs when nothing is timed), each parent's value the
     sum of its children's. ``metric``: 'time_s' or 'flops'. Under a plan (``cost``, a
     MultiDeviceCost) one device's graph: communication counts its exposed seconds, and
@@ -736,6 +737,19 @@ def breakdown(est, depth: int = 2, cost=None) -> dict:
                 label[x] = n.kind if x == leaf else x.rsplit("/", 1)[-1]
                 order.append(x)
             vals[x] += v
+    if have_time:   # host-bound or synchronization time beyond the nodes' (backends/host_stages.py)
+        stage_t = {s.name: s.total.get("time_s") or 0.0 for s in est.stages} if cost is None else \
+            {name: r["time_s"] for name, r in cost.stages.items()}
+        for name, total in stage_t.items():
+            extra = total - vals.get(name, 0.0)
+            if extra > 1e-9 * max(total, 1.0):
+                if name not in vals:
+                    vals[name], parent[name], label[name] = 0.0, "", name
+                    order.append(name)
+                hid = f"{name}/(host)"
+                vals[hid], parent[hid], label[hid] = extra, name, "(host)"
+                order.append(hid)
+                vals[name] += extra
     return {"ids": order, "labels": [label[x] for x in order], "parents": [parent[x] for x in order],
             "values": [vals[x] for x in order], "metric": "time_s" if have_time else "flops", "depth": depth,
             "plan": plan_payload(cost)}
