@@ -329,7 +329,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
             if dg is None:
                 shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
                                   plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
-                dg = graphs[key] = DeviceGraph(counted.graph, shape_plan, options=r.options, runtime=r.runtime,
+                dg = graphs[key] = DeviceGraph(counted.graph, shape_plan, r.config, options=r.options, runtime=r.runtime,
                                                memory=r.memory, offload_from_runtime=r.offload_from_runtime)
         return dg
 

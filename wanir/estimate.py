@@ -187,7 +187,8 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         if key not in cache:      # the plan's per-device graph, with the runtime's defaults on that plan
             if run is not None and run.plan_build is not None:
                 pr = run.plan_run     # the configuration's own build, counted once (cached)
-                cache[key] = DeviceGraph(count(run.plan_build).graph, plan, options=pr.options, runtime=pr.runtime,
+                cache[key] = DeviceGraph(count(run.plan_build).graph, plan, pr.config, options=pr.options,
+                                         runtime=pr.runtime,
                                          memory=pr.memory, offload_from_runtime=pr.offload_from_runtime)
             else:
                 cache[key] = plan_device_graph(graph, cfg, plan)
@@ -196,7 +197,7 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         # the same number as `wanir estimate` without the plan, `multi_device_cost` and `wanir size`
         if "one-device" not in cache:
             if run is not None:
-                cache["one-device"] = DeviceGraph(graph, Plan(), options=run.options, runtime=run.runtime,
+                cache["one-device"] = DeviceGraph(graph, Plan(), run.config, options=run.options, runtime=run.runtime,
                                                   memory=run.memory, offload_from_runtime=run.offload_from_runtime)
             else:
                 cache["one-device"] = plan_device_graph(graph, cfg, Plan())

@@ -20,7 +20,6 @@ from types import MappingProxyType
 from typing import Iterable
 
 from . import hardware as hwlib
-from . import kernels
 from . import options as _options
 from .backends.parallel import check_plan, resolve_plan
 from .config import Composed, check_overrides, compose, compose_parsed, to_dict
@@ -211,7 +210,6 @@ def _scenario(tree: FrozenMap, prov: dict) -> Scenario:
             prov[f"workload.{k}"] = Source("model", f"model.default_{k}")
     hw = hwlib.from_config(tree)
     opts = _options.from_config(tree)
-    kernels.resolve_attention(opts.roofline.attention_kernel, hw)   # the kernel exists on this GPU's family
     plan = _plan(opts, tree, workload)
     # under a plan the estimate's stages and total are the pipeline on one device as the
     # runtime runs it there; the plan's per-device graph is made from the configuration itself

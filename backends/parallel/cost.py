@@ -25,7 +25,8 @@ class DeviceGraph:
         ``options`` (RunOptions), ``runtime`` (wanir.runtime.Runtime) and ``memory``
         (wanir.runtime.MemoryOptions, with ``offload_from_runtime``: whether its offload
         policy is the runtime's default) — or, for callers that still hold one, a composed
-        ``cfg`` they are read from."""
+        ``cfg`` they are read from. ``cfg`` (the resolved configuration) also names the
+        attention kernel the runtime runs on each hardware timed (a default follows the GPU)."""
         from wanir import options as _options
         from wanir.passes import count
         from wanir.runtime import memory_for_plan, memory_options, runtime_options
