@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BASE_STAMP := $(VENV)/.installed-base
 
-.PHONY: demo test test-fast test-reference setup system-deps bench clean
+.PHONY: demo test test-fast test-reference setup system-deps bench clean error-classes
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -68,3 +68,8 @@ bench-web: setup-web
 
 serve: setup-web
 	$(BIN)/wanir serve
+
+# the error classes of the time ranges (wanir/data/error_classes.yaml), recomputed from the shipped
+# validation rows; run after a change to the time model (docs/time-model.md)
+error-classes: $(BASE_STAMP)
+	$(BIN)/wanir validate --write-classes

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from wanir.result import Estimate
 
-from .report import fmt_bytes, fmt_count, fmt_time, provenance_lines, rows, stack_phrase
+from .report import fmt_bytes, fmt_count, fmt_time, fmt_time_range, provenance_lines, rows, stack_phrase
 
 #: what every estimate models and what it leaves out, independent of the model family
 MODEL_NOTES = (
@@ -212,7 +212,7 @@ def to_html(est: Estimate, depth: int = 2, title: str | None = None) -> str:
     t = est.total
     summary = (f"{fmt_count((t.get('tensor_flops') or 0) + (t.get('vector_flops') or 0))}FLOP, "
                f"{fmt_bytes(t.get('bytes'))} moved, peak memory {fmt_bytes(t.get('peak_memory_bytes'))}, "
-               f"time {fmt_time(t.get('time_s'))} per generation")
+               f"time {fmt_time_range(t.get('time_s'), t.get('time_range_s'))} per generation")
     diagram = _strip_svg_header(gv.to_svg(est.graph, depth=depth,
                                           color="bound" if t.get("time_s") is not None else "none"))
     stage_diagrams = []

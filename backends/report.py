@@ -92,6 +92,16 @@ def fmt_time_in(v, unit: tuple[str, float]) -> str:
     return _sig3(x) if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
 
 
+def fmt_time_range(v, rng) -> str:
+    """Seconds with their range in the same unit: "17.4 min (16.1–18.9)"; just the time
+    when ``rng`` ([low, high] seconds, backends/error_range.py) is None."""
+    if v is None or rng is None:
+        return fmt_time(v)
+    unit = time_unit(v)       # the unit fmt_time shows ``v`` in
+    lo, hi = (fmt_time_in(x, unit) for x in rng)
+    return f"{fmt_time(v)} ({lo}–{hi})"
+
+
 def rows(est: Estimate) -> list[dict]:
     """One flat record per stage plus a 'total' record (raw numbers): the stage totals per
     generation, per-invocation weights and peaks, the stage's peak GPU memory alone (its
@@ -137,7 +147,9 @@ def _display_rows(est: Estimate):
         flops = None if r["tensor_flops"] is None else r["tensor_flops"] + (r["vector_flops"] or 0)
         body.append([r["stage"], "" if r["invocations"] is None else str(r["invocations"]),
                      fmt_count(flops), fmt_bytes(r["bytes"]), fmt_bytes(r["weight_bytes"]),
-                     fmt_bytes(r["peak_memory_bytes"]), fmt_time(r["time_s"]), fmt_share(r["time_share"]),
+                     fmt_bytes(r["peak_memory_bytes"]),
+                     fmt_time_range(r["time_s"], est.total.get("time_range_s")) if r["stage"] == "total"
+                     else fmt_time(r["time_s"]), fmt_share(r["time_share"]),
                      r["bound"] or ""])
     return head, body
 
@@ -311,9 +323,13 @@ def print_table(est: Estimate, console=None) -> None:
     stack = stack_phrase(est)
     if stack:
         extra.append(stack)
-    reserve = est.extra.get("memory", {}).get("reserve_bytes")
-    if reserve:
-        extra.append(f"peak memory includes a {fmt_bytes(reserve)} CUDA context and allocator reserve")
+    mem = est.extra.get("memory", {})
+    if mem.get("reserve_bytes"):
+        extra.append(f"peak memory: {fmt_bytes(mem.get('peak_reserved_bytes'))} reserved by PyTorch's allocator "
+                     f"({fmt_bytes(mem.get('peak_allocated_bytes'))} in tensors) + {fmt_bytes(mem['reserve_bytes'])} "
+                     f"CUDA context")
+    if est.total.get("time_range_class"):
+        extra.append(f"time range from validation class {est.total['time_range_class']} (docs/time-model.md)")
     if est.extra.get("transfer_s"):
         extra.append(f"host<->device weight transfer {fmt_time(est.extra['transfer_s'])} included in the total")
     if optimizations(est):

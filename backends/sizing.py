@@ -29,6 +29,7 @@ from wanir.resolve import resolve
 from wanir.runtime import attention_kernel_for
 from wanir.safeio import load_yaml, read_text_file
 
+from .error_range import cost_range
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
 from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_in
 from .stack import PREC_NAMES as _PREC_NAMES
@@ -61,6 +62,8 @@ class Candidate:
     batch: int = 1
     optimizations: str = ""      # '+'-joined names under `wanir size --optimizations` ('' = none)
     stack: dict = field(default_factory=dict)   # runtime, attention kernel, precisions (stack_of)
+    time_range_s: tuple | None = None   # [low, high] seconds (backends/error_range.py)
+    risk_time_s: float | None = None    # the time ranked and checked against the target (--risk)
 
     @property
     def devices(self) -> int:
@@ -85,7 +88,13 @@ class Candidate:
                 "bottleneck": self.bottleneck, "bottleneck_share": self.bottleneck_share,
                 "comm_share": self.comm_share, "speedup": self.speedup, "meets_target": self.meets,
                 "runtime": self.stack.get("runtime"), "attention_kernel": self.stack.get("attention_kernel"),
-                "precision": dict(self.stack.get("precision", {}))}
+                "precision": dict(self.stack.get("precision", {})),
+                "optimizations": self.optimizations,
+                "time_range_s": None if self.time_range_s is None else list(self.time_range_s)}
+
+
+#: --risk: rank by the point estimate or by the upper end of the time range
+RISKS = ("point", "upper")
 
 
 def _divisors(n: int) -> list[int]:
@@ -237,7 +246,7 @@ BATCHES = (1, 2, 4)
 
 def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throughput: float | None = None,
          hardware=None, devices=None, prices: dict | None = None, fsdp_options=(False, True),
-         batches=None, progress=None, data_parallel: bool = True) -> dict:
+         batches=None, progress=None, data_parallel: bool = True, risk: str = "point") -> dict:
     """Enumerate hardware × device count × plan (× videos per batch, for a throughput
     target) for the workload of ``overrides``; return {"candidates": [Candidate, ...]
     ranked, "unfit": those that do not fit in memory, "dropped": their count, "evaluated":
@@ -254,11 +263,15 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     Ranking: candidates that meet the target first; among them priced hardware by cost
     per video, then unpriced hardware by GPU-hours per video; then fewer devices, less time.
     Every evaluated candidate is returned (in "candidates" or "unfit"). ``progress``: called
-    with the fraction of the search done (a float in [0, 1]) before each plan."""
+    with the fraction of the search done (a float in [0, 1]) before each plan. ``risk``:
+    "point" ranks by the estimate, "upper" by the upper end of its time range (the target,
+    cost and GPU-hours per video use that time; backends/error_range.py)."""
     if latency_s is not None and not latency_s > 0:
         raise ConfigError(f"--latency must be > 0 seconds, got {latency_s}")
     if throughput is not None and not throughput > 0:
         raise ConfigError(f"--throughput must be > 0 videos/hour, got {throughput}")
+    if risk not in RISKS:
+        raise ConfigError(f"--risk {str(risk)[:20]!r}: allowed {', '.join(RISKS)}")
     overrides = list(overrides)
     sc0 = resolve(overrides, config_dir)
     cfg, opts = sc0.config, sc0.run.options
@@ -305,8 +318,10 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         (:func:`wanir.estimate.count`: one per distinct build, shared by the plans and
         hardware that time it)."""
         # what the runtime's defaults read from a plan (wanir.runtime.runtime_defaults): one
-        # device or several, FSDP or not; plans of one class share a resolved scenario
-        cls = (b, plan.degree > 1, plan.fsdp > 1)
+        # device or several, FSDP or not; and whether the CFG branches split (passes/optimize.py:
+        # a step cache keeps the other branch's residual only when one device runs both); plans
+        # of one class share a resolved scenario
+        cls = (b, plan.degree > 1, plan.fsdp > 1, plan.cfg > 1)
         hit = by_class.get(cls)
         if hit is None:
             ov = [*user, *([f"workload.batch={b}"] if b != base_batch else []),
@@ -358,10 +373,12 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                     c = dg.cost(hw, singles[hw.name], plan=plan)   # dp and the name only change the totals
                     evaluated += 1
                     bsh, share = c.bottleneck()
-                    gh = plan.degree * c.time_s / 3600.0 / plan.dp / b
+                    rng = cost_range(c)["time_range_s"]
+                    t_risk = rng[1] if risk == "upper" else c.time_s
+                    gh = plan.degree * t_risk / 3600.0 / plan.dp / b
                     price = prices.get(hw.name)
-                    vph = c.videos_per_hour * b
-                    meets = c.fits and (latency_s is None or c.time_s <= latency_s) and \
+                    vph = c.videos_per_hour * b * c.time_s / t_risk
+                    meets = c.fits and (latency_s is None or t_risk <= latency_s) and \
                         (throughput is None or vph >= throughput)
                     if not c.fits:
                         dropped += 1
@@ -369,7 +386,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                     cands.append(Candidate(hw.name, plan, c.time_s, c.peak_memory_bytes, hw.memory_bytes, vph, gh,
                                            None if price is None else gh * price, bsh, share,
                                            c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b,
-                                           stack=_stack_cached(stacks, c_plan, hw)))
+                                           stack=_stack_cached(stacks, c_plan, hw),
+                                           time_range_s=tuple(rng), risk_time_s=t_risk))
             step += 1
         if not fits_any:      # a larger batch only needs more memory
             break
@@ -378,7 +396,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
             "dropped": dropped, "evaluated": evaluated,
             "target": {"latency_s": latency_s, "videos_per_hour": throughput},
             "model": graph.meta.get("model"), "workload": graph.meta.get("workload", {}), "prices": prices,
-            "batches": list(batches), "plan": None if fixed is None else fixed.label,
+            "batches": list(batches), "plan": None if fixed is None else fixed.label, "risk": risk,
             "other_kernels": other_kernels(cfg, hws), "devices_tried": list(devices)}
 
 
@@ -409,7 +427,7 @@ def rank(cands) -> dict:
     same way, "priced": whether every fitting candidate has a price}."""
     cands = sorted(cands, key=lambda c: (not c.fits, not c.meets, not c.priced,
                                          round(c.cost_per_video if c.priced else c.gpu_hours_per_video, 9),
-                                         c.devices, c.time_s))
+                                         c.devices, c.time_s if c.risk_time_s is None else c.risk_time_s))
     fitting = [c for c in cands if c.fits]
     return {"candidates": fitting, "unfit": [c for c in cands if not c.fits],
             "priced": all(c.priced for c in fitting)}

@@ -175,7 +175,8 @@ def build_pipeline(build) -> Graph:
 
     g = b.graph
     g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl),
-                  runtime=rt_name)
+                  runtime=rt_name,
+                  model_task=cfg.model.get("task"))   # the code path: image2video.py for "i2v" (passes/allocator.py)
     from wanir.passes.optimize import apply as apply_optimizations   # docs/optimizations.md
 
     from .vae_tiling import apply_tiling

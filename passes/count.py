@@ -28,5 +28,7 @@ def run(graph, opts=None, check: bool | None = None, *, mem=None, resident_weigh
     out["bytes_pass"] = bytes_pass.run(graph, fusion=ro.fusion, attention_kernel=ro.attention_kernel, nodes=nodes)
     out["memory"] = memory.run(graph, attention_kernel=ro.attention_kernel, offload_model=bool(m.offload_model),
                                t5_cpu=bool(m.t5_cpu), nodes=nodes, reserve_bytes=getattr(m, "reserve_bytes", 0),
-                               resident_weight_bytes=resident_weight_bytes)
+                               resident_weight_bytes=resident_weight_bytes,
+                               expandable_segments=bool(getattr(m, "expandable_segments", False)),
+                               empty_cache=getattr(m, "empty_cache", "never"))
     return out

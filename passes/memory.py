@@ -39,6 +39,7 @@ from math import prod
 from wanir.graph import Graph
 from wanir.ops import OPS
 from wanir.options import DEFAULT_ATTENTION_KERNEL
+from wanir.passes import allocator as alloc_model
 from wanir.passes.bytes import AUTOCAST_CATEGORIES, _Counts, buffer_roots, persistent_values
 
 HOST_STAGES_T5_CPU = ("text_encoder",)
@@ -66,12 +67,14 @@ def _repeated(scope):
 
 
 def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
-                   roots=None, persistent=None) -> dict:
+                   roots=None, persistent=None, events: bool = False) -> dict:
     """Peak live activation bytes of one invocation of ``stage``. Returns
-    {"peak_activation_bytes": int, "peak_node": path of the node at the peak}."""
+    {"peak_activation_bytes": int, "peak_node": path of the node at the peak}; with
+    ``events``, also "events": the invocation's allocations and frees in order, as
+    ("alloc", key, bytes) and ("free", key) tuples (the allocator's input, passes/allocator.py)."""
     nodes = [n for n in graph if n.stage == stage] if nodes is None else nodes
     if not nodes:
-        return {"peak_activation_bytes": 0, "peak_node": None}
+        return {"peak_activation_bytes": 0, "peak_node": None, **({"events": []} if events else {})}
     roots = buffer_roots(graph) if roots is None else roots
     persistent = persistent_values(graph) if persistent is None else persistent
     pos = {n.id: i for i, n in enumerate(nodes)}
@@ -176,28 +179,50 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
         delta_free[use.get(r, end)] += s
     live = peak = 0
     peak_i = 0
+    ev = [] if events else None
+    if events:
+        allocs: dict[int, list] = {}
+        frees: dict[int, list] = {}
+        for r, s in size.items():
+            if s:
+                allocs.setdefault(alloc[r], []).append(r)
+                frees.setdefault(use.get(r, end), []).append(r)
     for i, n in enumerate(nodes):
         live += delta_alloc[i]
-        cur = live + workspace_bytes(n, attention_kernel)
+        ws = workspace_bytes(n, attention_kernel)
+        cur = live + ws
         if cur > peak:
             peak, peak_i = cur, i
         live -= delta_free[i]
-    return {"peak_activation_bytes": peak, "peak_node": nodes[peak_i].path}
+        if events:
+            ev.extend(("alloc", r, size[r]) for r in allocs.get(i, ()))
+            if ws:
+                ev += [("alloc", ("workspace", i), ws), ("free", ("workspace", i))]
+            ev.extend(("free", r) for r in frees.get(i, ()))
+    out = {"peak_activation_bytes": peak, "peak_node": nodes[peak_i].path}
+    if events:
+        out["events"] = ev
+    return out
 
 
 def run(graph: Graph, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, offload_model: bool = False,
         t5_cpu: bool = False, nodes: list | None = None, reserve_bytes: int = 0,
-        resident_weight_bytes: dict | None = None) -> dict:
+        resident_weight_bytes: dict | None = None, expandable_segments: bool = False,
+        empty_cache: str = "never") -> dict:
     """Annotate the graph's stages; return {"stages": {stage: {"weight_bytes",
     "peak_activation_bytes", "peak_node", "on_gpu"}}, plus the pipeline record of
     :func:`pipeline_peak` under "pipeline"}. Bytes are ints; weight bytes are resident
     bytes at the storage dtype (all copies of repeated weights). ``reserve_bytes``: the CUDA
-    context and allocator reserve added to the peak as its own term;
-    ``resident_weight_bytes``: per stage, the weight bytes that are on the GPU at once when
-    that is less than all of them (block-level weight streaming)."""
+    context, added to the peak as its own term; ``resident_weight_bytes``: per stage, the
+    weight bytes that are on the GPU at once when that is less than all of them (block-level
+    weight streaming). The generation's allocations are replayed through PyTorch's caching
+    allocator (passes/allocator.py) with ``expandable_segments`` and the runtime's
+    ``empty_cache`` rule; the replay's input is returned under "allocator"
+    (:func:`pipeline_peak` takes it)."""
     by_stage: dict[str, list] = {s: [] for s in graph.stages}
     weights: dict[str, dict[str, int]] = {s: {} for s in graph.stages}
     nodes = list(graph) if nodes is None else nodes
+    tensors: dict[str, list[int]] = {s: [] for s in graph.stages}
     count = _Counts()
     for n in nodes:
         by_stage[count.stage(n.scope)].append(n)
@@ -206,11 +231,14 @@ def run(graph: Graph, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, offload_
             for w in n.params.values():
                 if w.key not in wd:
                     wd[w.key] = w.type.nbytes * w.copies
+                    tensors[n.stage] += [w.type.nbytes] * w.copies
     roots = buffer_roots(nodes)
     persistent = persistent_values(graph)
     stages = {}
+    events = {}
     for s, nodes in by_stage.items():
-        rec = stage_liveness(graph, s, nodes, attention_kernel, roots, persistent)
+        rec = stage_liveness(graph, s, nodes, attention_kernel, roots, persistent, events=True)
+        events[s] = rec.pop("events")
         rec["weight_bytes"] = sum(weights[s].values())
         if resident_weight_bytes and s in resident_weight_bytes:
             rec["weight_bytes"] = min(rec["weight_bytes"], int(resident_weight_bytes[s]))
@@ -223,7 +251,29 @@ def run(graph: Graph, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, offload_
             if offload_model:
                 rec["resident_weight_bytes"] = rec["offload_weight_bytes"]
         stages[s] = rec
-    return {"stages": stages, "pipeline": pipeline_peak(stages, offload_model, reserve_bytes)}
+    i2v = graph.meta.get("model_task") == "i2v"
+    replay = {"events": events, "weights": tensors, "order": tuple(graph.stages),
+              "invocations": {s: sc.repeat for s, sc in graph.stages.items()},
+              "expandable_segments": bool(expandable_segments),
+              "empty_cache": frozenset(alloc_model.empty_cache_points(empty_cache, offload_model, i2v))}
+    return {"stages": stages, "pipeline": pipeline_peak(stages, offload_model, reserve_bytes, replay),
+            "allocator": replay}
+
+
+def _resident_tensors(tensors: list[int], budget: int) -> list[int]:
+    """The weight tensors on the GPU when only ``budget`` bytes of ``tensors`` are: whole
+    tensors in order while they fit, then the rest of the budget as one tensor (a shard)."""
+    if sum(tensors) <= budget:
+        return list(tensors)
+    out, left = [], int(budget)
+    for t in tensors:
+        if t > left:
+            break
+        out.append(t)
+        left -= t
+    if left > 0:
+        out.append(left)
+    return out
 
 
 def _expert_weight_bytes(graph: Graph, stage: str) -> dict:
@@ -237,16 +287,22 @@ def _expert_weight_bytes(graph: Graph, stage: str) -> dict:
     return out
 
 
-def pipeline_peak(stages: dict, offload_model: bool = False, reserve_bytes: int = 0) -> dict:
+def pipeline_peak(stages: dict, offload_model: bool = False, reserve_bytes: int = 0,
+                  replay: dict | None = None) -> dict:
     """Peak GPU memory of one generation under the residency policy. ``stages`` maps stage
     name to {"weight_bytes", "peak_activation_bytes", "on_gpu"}. Returns
-    {"peak_memory_bytes", "peak_stage", "weight_bytes", "activation_bytes", "reserve_bytes"}:
-    the peak, the stage running at it, the resident weights and live activations at that
-    moment, and the CUDA context and allocator reserve (``reserve_bytes``, part of the peak)."""
+    {"peak_memory_bytes", "peak_stage", "weight_bytes", "activation_bytes", "reserve_bytes",
+    "peak_allocated_bytes", "peak_reserved_bytes"}: the peak the process holds
+    (``peak_reserved_bytes`` + ``reserve_bytes``), the stage running at the tensors' peak,
+    the resident weights and live activations at that moment, the CUDA context
+    (``reserve_bytes``), and the peaks of what tensors occupy and of what PyTorch's caching
+    allocator reserves for them (bytes, ints). ``replay``: the allocator input of
+    :func:`run` (its "allocator" record); without it both peaks are weights + activations."""
     gpu = {s: r for s, r in stages.items() if r.get("on_gpu", True)}
     if not gpu:
-        return {"peak_memory_bytes": 0, "peak_stage": None, "weight_bytes": 0, "activation_bytes": 0,
-                "reserve_bytes": 0}
+        return {"peak_memory_bytes": 0, "peak_stage": None,
+                "weight_bytes": 0, "activation_bytes": 0, "reserve_bytes": 0, "peak_allocated_bytes": 0,
+                "peak_reserved_bytes": 0}
     if offload_model:
         # a stage of two experts holds one expert at a time ("offload_weight_bytes")
         wb = {k: r.get("offload_weight_bytes", r["weight_bytes"]) for k, r in gpu.items()}
@@ -255,8 +311,19 @@ def pipeline_peak(stages: dict, offload_model: bool = False, reserve_bytes: int 
     else:
         s = max(gpu, key=lambda k: gpu[k]["peak_activation_bytes"])
         w, a = sum(r["weight_bytes"] for r in gpu.values()), gpu[s]["peak_activation_bytes"]
-    return {"peak_memory_bytes": w + a + reserve_bytes, "peak_stage": s, "weight_bytes": w, "activation_bytes": a,
-            "reserve_bytes": reserve_bytes}
+    allocated = reserved = w + a
+    if replay is not None:
+        prog = {}
+        for k, r in gpu.items():
+            budget = r.get("offload_weight_bytes", r["weight_bytes"]) if offload_model else r["weight_bytes"]
+            prog[k] = {"events": replay["events"].get(k, ()), "invocations": replay["invocations"].get(k, 1),
+                       "weights": _resident_tensors(replay["weights"].get(k, []), budget)}
+        peaks = alloc_model.replay(
+            alloc_model.pipeline_program(prog, replay["order"], offload_model, replay["empty_cache"]),
+            replay["expandable_segments"])
+        allocated, reserved = peaks["peak_allocated_bytes"], peaks["peak_reserved_bytes"]
+    return {"peak_memory_bytes": reserved + reserve_bytes, "peak_stage": s, "weight_bytes": w, "activation_bytes": a,
+            "reserve_bytes": reserve_bytes, "peak_allocated_bytes": allocated, "peak_reserved_bytes": reserved}
 
 
 def fit_message(pipeline: dict, capacity_bytes: int, hardware: str, offload_model: bool = False,
@@ -270,9 +337,12 @@ def fit_message(pipeline: dict, capacity_bytes: int, hardware: str, offload_mode
         return None
     gib = 2**30
     res = pipeline.get("reserve_bytes", 0)
+    tensors = pipeline["weight_bytes"] + pipeline["activation_bytes"]
+    cached = max(0, pipeline.get("peak_reserved_bytes", tensors) - tensors)
     return (f"does not fit: {pipeline['peak_stage']} needs {need / gib:.1f} GiB of GPU memory at its peak "
             f"({pipeline['weight_bytes'] / gib:.1f} GiB weights + {pipeline['activation_bytes'] / gib:.1f} GiB "
-            f"activations" + (f" + {res / gib:.1f} GiB CUDA context and allocator reserve" if res else "") +
+            f"activations" + (f" + {cached / gib:.1f} GiB held by PyTorch's caching allocator" if cached else "") +
+            (f" + {res / gib:.1f} GiB CUDA context" if res else "") +
             f"), {hardware} has {capacity_bytes / gib:.1f} GiB: {(need - capacity_bytes) / gib:.1f} GiB too much")
 
 

@@ -34,8 +34,9 @@ def apply(graph: Graph, cfg, steps: int, guidance: bool) -> Graph:
     applied = opts.describe()
     if opts.any:
         from . import step_cache
-        graph = step_cache.transform(graph, opts, steps, 2 if guidance else 1,
-                                     both_branches_here=not _cfg_parallel(cfg))
+        split = _cfg_parallel(cfg)
+        graph = step_cache.transform(graph, opts, steps, 2 if guidance else 1, both_branches_here=not split)
+        graph.meta["cache_branches_split"] = split     # the cached graph differs by CFG parallelism
     kernel = _attention_kernel(cfg)
     from .attention_quant import QUANT_KERNELS
     if kernel in QUANT_KERNELS:

@@ -8,7 +8,8 @@ import pytest
 import wanir as wanir_api
 
 SCHEMA_STAGE = {"tensor_flops", "vector_flops", "params", "weight_bytes", "bytes", "peak_activation_bytes", "time_s"}
-SCHEMA_TOTAL = {"tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak_memory_bytes", "reserve_bytes"}
+SCHEMA_TOTAL = {"tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak_memory_bytes", "reserve_bytes",
+                "peak_allocated_bytes", "peak_reserved_bytes", "time_range_s", "time_range_class"}
 
 
 def wanir(*args):

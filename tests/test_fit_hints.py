@@ -1,6 +1,6 @@
 """Hints that work: a "does not fit" or "tight" warning names only changes that wanir
 re-estimated and found to fit (with a 5 % margin), each with the peak it gives; never a change
-that leaves the peak where it is (T5 on the CPU under offload)."""
+that leaves the peak where it is."""
 import re
 
 import pytest
@@ -46,12 +46,15 @@ def test_each_suggested_change_fits_when_estimated_again(wan22):
     assert "precision.dit_weights=bf16" in hint
 
 
-def test_t5_on_the_cpu_is_not_suggested_where_it_changes_nothing(wan22):
-    # offload is on (the runtime's one-GPU default): T5 already leaves the GPU before the DiT runs,
-    # so the peak with memory.t5_cpu=true is the same
-    same = wanir.estimate(WAN22 + ["memory.t5_cpu=true"], hints=False)
-    assert same.total["peak_memory_bytes"] == wan22.total["peak_memory_bytes"]
-    assert "t5_cpu" not in _hint(wan22)
+def test_t5_on_the_cpu_is_suggested_only_where_it_fits(wan22):
+    # whether T5 on the CPU helps depends on what the allocator keeps of its freed blocks
+    # (passes/allocator.py): it is named only when its own re-estimate fits with the margin,
+    # and never when it leaves the peak where it is
+    alt = wanir.estimate(WAN22 + ["memory.t5_cpu=true"], hints=False)
+    cap = wanir.hardware.load(alt.hardware).memory_bytes
+    peak = alt.total["peak_memory_bytes"]
+    works = peak != wan22.total["peak_memory_bytes"] and peak < (1 - TIGHT_FRACTION) * cap
+    assert ("memory.t5_cpu=true" in _hint(wan22)) == works
 
 
 def test_a_larger_gpu_is_suggested_when_no_setting_fits():

@@ -134,8 +134,12 @@ def test_fsdp_gathers_each_block_and_shards_resident_weights():
 
 def test_fsdp_peak_memory_per_device_falls_with_degree():
     g = dit_graph()
-    peaks = [multi_device_cost(g, "h100-sxm", f, "fsdp").peak_memory_bytes for f in (1, 2, 4, 8)]
+    # what the tensors occupy falls (the weights are sharded); what the allocator reserves for this
+    # MiB-sized toy graph is a few 2 and 20 MiB segments (passes/allocator.py), so it is not compared
+    costs = [multi_device_cost(g, "h100-sxm", f, "fsdp") for f in (1, 2, 4, 8)]
+    peaks = [c.memory["peak_allocated_bytes"] for c in costs]
     assert peaks == sorted(peaks, reverse=True) and len(set(peaks)) == 4
+    assert all(c.memory["peak_allocated_bytes"] <= c.peak_memory_bytes for c in costs)
 
 
 def test_ulysses_degree_must_divide_heads():

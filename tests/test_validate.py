@@ -77,6 +77,12 @@ def test_user_csv_formats_runtime_and_fail_above(tmp_path, capsys):
     ("overrides,measured_s\nworkload.height=-3,4\n", "workload.height"),
     ('overrides,measured_s\n"model=a \'b",4\n', "cannot be split"),
     ("", "no header row"),
+    (f"overrides,measured_s,interconnect\n{SMALL},4,infiniband\n", "column 'interconnect'"),
+    (f"overrides,measured_s,interconnect\n{SMALL} hardware=rtx-4090,4,nvlink\n", "modelled with pcie"),
+    (f"overrides,measured_s,cards_per_node\n{SMALL},4,0\n", "cards_per_node"),
+    (f"overrides,measured_s,cards_per_node\n{SMALL},4,1e9\n", "cards_per_node"),
+    (f"overrides,measured_s,measured_reserved_gb\n{SMALL},4,-1\n", "measured_reserved_gb"),
+    (f"overrides,measured_s,measured_allocated_gb\n{SMALL},4,inf\n", "measured_allocated_gb"),
 ])
 def test_hostile_csv_is_a_one_line_error(tmp_path, capsys, text, msg):
     p = _csv(tmp_path, text)
@@ -94,3 +100,19 @@ def test_size_and_row_limits(tmp_path, capsys):
     assert "rows; at most" in capsys.readouterr().err
     assert main(["validate", str(tmp_path / "missing.csv")]) == 2
     assert main(["validate", "--fail-above", "-3"]) == 2
+
+
+def test_memory_and_topology_columns(tmp_path):
+    p = _csv(tmp_path, "label,overrides,measured_s,measured_peak_gb,measured_reserved_gb,measured_allocated_gb,"
+                       "interconnect,cards_per_node\n"
+                       f"one,{SMALL} hardware=h100-sxm,10,5,4,3,,\n"
+                       f"two,{SMALL} hardware=h100-sxm parallel=ulysses parallel.degree=2,6,,,,nvlink,4\n")
+    rows = val.read_rows(p)
+    assert "parallel.gpus_per_node=4" in rows[1].overrides and rows[1].interconnect == "nvlink"
+    res = val.validate(p)
+    one, two = res["rows"]
+    assert one["reserved_error"] == pytest.approx((one["estimated_reserved_gib"] - 4) / 4)
+    assert one["allocated_error"] == pytest.approx((one["estimated_allocated_gib"] - 3) / 3)
+    assert one["estimated_allocated_gib"] <= one["estimated_reserved_gib"] < one["estimated_peak_gib"]
+    assert two["reserved_error"] is None and two["class"].split("/")[1] == "nvlink"
+    assert res["summary"]["reserved"]["rows"] == 1 and res["summary"]["allocated"]["rows"] == 1

@@ -209,8 +209,10 @@ def test_memory_timeline_peak_is_the_pipeline_peak(engine, extra):
     e = engine.estimate(SMALL + extra)
     m = W.memory_timeline(e)
     heights = {r["stage"]: r["weight_bytes"] + r["activation_bytes"] + r["reserve_bytes"] for r in m["stages"]}
-    assert max(heights.values()) == e.total["peak_memory_bytes"]
-    assert heights[m["peak_stage"]] == e.total["peak_memory_bytes"]
+    # the bars are tensors (+ the CUDA context); the peak line is what the allocator reserves + context
+    tensors = e.extra["memory"]["weight_bytes"] + e.extra["memory"]["activation_bytes"] + e.total["reserve_bytes"]
+    assert max(heights.values()) == tensors <= e.total["peak_memory_bytes"] == m["peak_memory_bytes"]
+    assert heights[m["peak_stage"]] == tensors
     gpu = [s for s in e.stages if e.extra["stages"][s.name]["on_gpu"]]
     for r in m["stages"]:
         assert r["activation_bytes"] == (e.stage(r["stage"]).per_invocation["peak_activation_bytes"]
@@ -229,7 +231,8 @@ def test_memory_timeline_of_two_experts(engine, offload):
                          f"memory.offload_model={offload}"])
     m = W.memory_timeline(e)
     heights = {r["stage"]: r["weight_bytes"] + r["activation_bytes"] + r["reserve_bytes"] for r in m["stages"]}
-    assert max(heights.values()) == e.total["peak_memory_bytes"]
+    tensors = e.extra["memory"]["weight_bytes"] + e.extra["memory"]["activation_bytes"] + e.total["reserve_bytes"]
+    assert max(heights.values()) == tensors <= e.total["peak_memory_bytes"]
     dit = {r["stage"]: r for r in m["stages"]}["diffusion_core"]
     both = e.stage("diffusion_core").per_invocation["weight_bytes"]
     if offload == "true":    # one expert of the two at a time
@@ -436,10 +439,13 @@ def test_every_view_is_one_device_of_the_plan(engine, plan_doc):
     roots = [val for val, parent in zip(b["values"], b["parents"]) if parent == ""]
     assert sum(roots) == pytest.approx(par["total"]["time_s"], rel=1e-6)
     assert b["plan"]["label"] == v["plan"]["label"]
-    # memory: the tallest stage is the per-device peak
+    # memory: the tallest stage is the per-device tensors' peak (+ the CUDA context); the allocator's
+    # blocks round it up by at most 1 % here, and its segments hold at least that (passes/allocator.py)
     m = v["memory"]
     heights = [r["weight_bytes"] + r["activation_bytes"] + r["reserve_bytes"] for r in m["stages"]]
-    assert max(heights) == par["total"]["peak_memory_bytes"]
+    t = par["total"]
+    assert max(heights) == pytest.approx(t["peak_allocated_bytes"] + t["reserve_bytes"], rel=0.01)
+    assert max(heights) <= t["peak_allocated_bytes"] + t["reserve_bytes"] <= t["peak_memory_bytes"]
     weights = {r["name"]: r["weight_bytes"] for r in par["stages"]}
     assert {r["stage"]: r["activation_bytes"] for r in m["stages"]} == \
         {r["name"]: r["peak_activation_bytes"] for r in par["stages"]}

@@ -10,7 +10,8 @@
     wanir render [OVERRIDES...] [--stage NAME] [--depth N] [--color bound|time|none] -o FILE.{svg,png,pdf,dot}
     wanir sweep  OVERRIDES-WITH-SWEEPS... -o DIR
     wanir report [OVERRIDES...] -o report.html
-    wanir validate [FILE.csv] [--runtime NAME] [--format table|json|md] [--fail-above PCT]
+    wanir validate [FILE.csv] [--runtime NAME] [--class CLASS] [--by-class] [--write-classes]
+                   [--format table|json|md] [--fail-above PCT]
     wanir verify [OVERRIDES...] [--stage NAME] [--depth N] [--format table|json]
     wanir plan TRAFFIC.yaml [--hardware a,b] [--devices 1,2,4,8] [--top N] [--format table|json|csv] [-o DIR]
 """
@@ -40,7 +41,7 @@ def cmd_estimate(args) -> int:
         _refuse_multi_device(f"estimate --by {args.by}", "use --by stage for the per-device table")
     if est.parallel is not None and args.format != "json":   # per-device table of the parallel plan
         from wanir.backends.parallel import multi_device_cost, render_cost
-        out = render_cost(multi_device_cost(est), args.format)
+        out = render_cost(multi_device_cost(est), args.format, est.parallel["total"].get("time_range_s"))
         if out is not None:
             sys.stdout.write(out if out.endswith("\n") else out + "\n")
         for w in est.warnings:
@@ -75,13 +76,17 @@ def cmd_size(args) -> int:
     devices = sizing.parse_devices(args.devices) if args.devices else None
     hw = [h for h in args.hardware.split(",") if h] if args.hardware else None
     if args.optimizations or args.allow:     # also search the allowed optimizations (docs/optimizations.md)
+        if args.risk != "point":
+            print("wanir: error: --risk upper ranks plain sizing only; drop --optimizations/--allow or --risk",
+                  file=sys.stderr)
+            return 2
         from wanir import size_optimizations as so
         res = so.size_with_optimizations(args.overrides, args.config_dir, allow=so.parse_allow(args.allow or ""),
                                          latency_s=args.latency, throughput=args.throughput, hardware=hw,
                                          devices=devices, prices=sizing.parse_prices(args.price))
     else:
         res = sizing.size(args.overrides, args.config_dir, latency_s=args.latency, throughput=args.throughput,
-                          hardware=hw, devices=devices, prices=sizing.parse_prices(args.price))
+                          hardware=hw, devices=devices, prices=sizing.parse_prices(args.price), risk=args.risk)
     out = sizing.render(res, args.format, top=args.top, show_all=args.all)
     if out is not None:
         sys.stdout.write(out + "\n")
@@ -345,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "evaluated row)")
     z.add_argument("--all", action="store_true", help="also show candidates that miss the target")
     z.add_argument("--format", choices=("table", "json"), default="table")
+    z.add_argument("--risk", choices=("point", "upper"), default="point",
+                   help="rank by the estimate (point) or by the upper end of its time range (upper; docs/time-model.md)")
     z.add_argument("--optimizations", action="store_true",
                    help="also rank the combinations of the --allow optimizations (docs/optimizations.md)")
     z.add_argument("--allow", default=None, metavar="NAMES",

@@ -118,6 +118,7 @@ SCHEMA: dict[str, Any] = {
     "precision.vae": _choice(*DTYPE_CHOICES),
     "memory.offload_model": _choice(True, False, "block"),
     "memory.t5_cpu": _bool,
+    "memory.expandable_segments": _bool,
     "roofline.mode": _choice("calibrated", "ideal"),
     "roofline.fusion": _choice("eager", "fused", "compiled"),
     "roofline.attention_kernel": _attention_kernel,     # null: the runtime's default; (kernel, family) checked when timing

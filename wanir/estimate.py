@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from . import hardware
 from . import options as _options
+from .backends import error_range
 from .backends import host_stages as hostlib
 from .backends import roofline
 from .backends.host_stages import block_stream_plan
@@ -180,18 +181,21 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
     ``cfg``)."""
     par = None
     warns = None
+    cost = None
     if plan is not None:
         check_plan(plan, guidance=(graph.meta.get("workload") or {}).get("guidance"))
         cache = {} if device_graphs is None else device_graphs
         key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp, plan.vae)
         if key not in cache:      # the plan's per-device graph, with the runtime's defaults on that plan
+            shape = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
+                         plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)   # dp changes only totals
             if run is not None and run.plan_build is not None:
                 pr = run.plan_run     # the configuration's own build, counted once (cached)
-                cache[key] = DeviceGraph(count(run.plan_build).graph, plan, pr.config, options=pr.options,
-                                         runtime=pr.runtime,
-                                         memory=pr.memory, offload_from_runtime=pr.offload_from_runtime)
+                cache[key] = DeviceGraph(count(run.plan_build).graph, shape, pr.config, options=pr.options,
+                                         runtime=pr.runtime, memory=pr.memory,
+                                         offload_from_runtime=pr.offload_from_runtime)
             else:
-                cache[key] = plan_device_graph(graph, cfg, plan)
+                cache[key] = plan_device_graph(graph, cfg, shape)
         dg = cache[key]
         # the one-device baseline as the runtime runs one device (its offload and weight defaults):
         # the same number as `wanir estimate` without the plan, `multi_device_cost` and `wanir size`
@@ -209,8 +213,13 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         fit = [w for w in summaries.get("warnings", ()) if w.startswith(("does not fit", "tight:"))]
         warns = [w for w in summaries.get("warnings", ()) if w not in fit] + parallel_warnings(cost)
         summaries = dict(summaries, warnings=warns)
+    rng = error_range.ranges(graph, summaries, cost)
+    if par is not None:
+        par["total"].update(time_range_s=rng["parallel"]["time_range_s"],
+                            time_range_class=rng["parallel"]["time_range_class"])
+    extra = dict(extra or {}, time_range=rng)
     return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par,
-                     run=run)
+                     time_range=rng["total"], run=run)
 
 
 @dataclass(frozen=True, eq=False)

@@ -55,6 +55,8 @@ class MemoryOptions:
     host: str = field(default="auto", metadata=TIMING)
     resident_params: int = 0
     reserve_bytes: int = 0
+    expandable_segments: bool = False   # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (passes/allocator.py)
+    empty_cache: str = "never"          # the runtime's torch.cuda.empty_cache() rule (passes/allocator.py)
 
     @property
     def offload_model(self) -> bool:
@@ -95,7 +97,11 @@ def memory_from(m) -> MemoryOptions:
     res = 0.0 if res is None else res
     if isinstance(res, bool) or not isinstance(res, (int, float)) or not math.isfinite(res) or not 0 <= res <= 64:
         raise ConfigError(f"memory.reserve_gib must be a number of GiB in [0, 64], got {res!r}")
-    return MemoryOptions(mode, t5, host, rp, int(round(res * 2**30)))
+    exp = m.get("expandable_segments")
+    exp = False if exp is None else exp
+    if not isinstance(exp, bool):
+        raise ConfigError(f"memory.expandable_segments must be true or false, got {exp!r}")
+    return MemoryOptions(mode, t5, host, rp, int(round(res * 2**30)), exp)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from .scenario import freeze, thaw
 STAGE_KEYS = ("tensor_flops", "vector_flops", "params", "weight_bytes", "bytes", "peak_activation_bytes", "time_s")
 #: keys multiplied by the invocation count in a stage's total
 ADDITIVE = ("tensor_flops", "vector_flops", "bytes", "time_s")
-TOTAL_KEYS = ("tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak_memory_bytes", "reserve_bytes")
+TOTAL_KEYS = ("tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak_memory_bytes", "reserve_bytes",
+              "peak_allocated_bytes", "peak_reserved_bytes", "time_range_s", "time_range_class")
 
 def frozen(d: Mapping | None) -> Mapping:
     """A read-only deep copy of ``d`` (nested mappings read-only, lists made tuples)."""
@@ -138,11 +139,14 @@ class Estimate:
 
 def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = (), *,
               options: RunOptions | None = None, extra: Mapping | None = None,
-              parallel: Mapping | None = None, stage_adjust=None, run=None) -> Estimate:
+              parallel: Mapping | None = None, stage_adjust=None, run=None,
+              time_range: Mapping | None = None) -> Estimate:
     """Assemble per-stage and total records from an annotated graph. The total time adds the
     host↔device weight transfer (``summaries['transfer_s']``) to the stages' times.
     ``stage_adjust(graph, stage, ADDITIVE)``: a frontend's hook that may rewrite a stage's
-    record before it is frozen (its ``invocations``, ``per_invocation``, ``experts``)."""
+    record before it is frozen (its ``invocations``, ``per_invocation``, ``experts``).
+    ``time_range``: {"time_range_s": [low, high], "time_range_class"} of the total
+    (backends/error_range.py); ``run``: the Scenario's Run the estimate was timed with."""
     stages = []
     fl = summaries["flops"]
     mem = summaries.get("memory", {}).get("stages", {})
@@ -172,7 +176,14 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
         total["time_s"] += summaries.get("transfer_s", 0.0)
     total["peak_memory_bytes"] = summaries.get("peak_memory_bytes")
     if total["peak_memory_bytes"] is not None:   # the CUDA context and allocator reserve, part of the peak
-        total["reserve_bytes"] = int(summaries.get("memory", {}).get("pipeline", {}).get("reserve_bytes", 0))
+        pipe = summaries.get("memory", {}).get("pipeline", {})
+        total["reserve_bytes"] = int(pipe.get("reserve_bytes", 0))
+        # what tensors occupy and what PyTorch's caching allocator holds (passes/allocator.py)
+        total["peak_allocated_bytes"] = pipe.get("peak_allocated_bytes")
+        total["peak_reserved_bytes"] = pipe.get("peak_reserved_bytes")
+    if time_range is not None and total["time_s"] is not None:
+        total["time_range_s"] = tuple(time_range["time_range_s"])
+        total["time_range_class"] = time_range["time_range_class"]
     ex = {}
     rf = summaries.get("roofline")
     if rf is not None:

@@ -30,6 +30,9 @@ LOWERINGS = ("official", "diffusers")
 MULTI_GPU_PATHS = ("official", "plain")
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4")
 PRECISION_KEYS = ("text_encoder", "image_encoder", "dit_weights", "dit_compute", "vae")
+#: runtime.empty_cache values: which torch.cuda.empty_cache() calls a runtime makes (the rules
+#: are passes/allocator.py's EMPTY_CACHE_RULES)
+EMPTY_CACHE = ("official", "never")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Runtime:
     precision: tuple
     dit_weights_fsdp: str
     fsdp_shard_dtype: str | None = None
+    empty_cache: str = "never"      # torch.cuda.empty_cache() calls: passes/allocator.py EMPTY_CACHE_RULES
 
     def precision_default(self, key: str, fsdp: bool = False) -> str:
         """The runtime's dtype for ``precision.<key>`` (``dit_weights`` under FSDP: its FSDP value)."""
@@ -79,7 +83,7 @@ def runtime_options(cfg) -> Runtime:
         raise ConfigError(f"runtime must be a mapping (a runtime/ config), got {type(r).__name__}")
     known = {"name", "description", "dit_lowering", "allow_tf32", "matmul_tf32", "cuda_graphs", "attention_kernel", "attention_kernel_wan22_sm90",
              "offload_model", "pageable_copy_efficiency", "prefetch_blocks", "reserve_gib", "multi_gpu",
-             "precision", "dit_weights_fsdp", "fsdp_shard_dtype", "defaults_applied"}
+             "precision", "dit_weights_fsdp", "fsdp_shard_dtype", "empty_cache", "defaults_applied"}
     extra = sorted(set(r) - known)
     if extra:
         raise ConfigError(f"unknown key(s) runtime.{', runtime.'.join(extra)}; keys: {', '.join(sorted(known))}")
@@ -121,8 +125,10 @@ def runtime_options(cfg) -> Runtime:
     _need(fsdp_w in DTYPES, "dit_weights_fsdp", f"one of {', '.join(DTYPES)}", fsdp_w)
     shard = r.get("fsdp_shard_dtype")
     _need(shard is None or shard in DTYPES, "fsdp_shard_dtype", f"null or one of {', '.join(DTYPES)}", shard)
+    ec = r.get("empty_cache", "never")
+    _need(ec in EMPTY_CACHE, "empty_cache", f"one of {', '.join(EMPTY_CACHE)}", ec)
     return Runtime(name, low, tf32, kern, k22, off, float(pce), pf, float(res), mg,
-                   tuple(sorted(base.items())), fsdp_w, shard)
+                   tuple(sorted(base.items())), fsdp_w, shard, ec)
 
 
 def default_attention_kernel(rt: Runtime, model_family: str | None, hw_family: str | None) -> str:
@@ -254,8 +260,11 @@ def memory_for_plan(mem: "MemoryOptions", rt: Runtime, offload_from_runtime: boo
 
 def memory_options(cfg) -> MemoryOptions:
     """The checked :class:`wanir.options.MemoryOptions` of ``cfg`` (defaults when cfg is None
-    or lacks keys)."""
-    return memory_from(_select(cfg, "memory", None))
+    or lacks keys), with the runtime's ``empty_cache`` rule (passes/allocator.py)."""
+    mem = memory_from(_select(cfg, "memory", None))
+    if _select(cfg, "runtime", None) is not None:
+        mem = replace(mem, empty_cache=runtime_options(cfg).empty_cache)
+    return mem
 
 
 #: hardware whose host is a workstation CPU (consumer cards); every other GPU is taken to

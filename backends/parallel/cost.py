@@ -61,6 +61,7 @@ class DeviceGraph:
         self.memory = counts["memory"]
         self.comm = g.meta["parallel"]["comm"]
         self.count = {n.id: n.scope.count_per_invocation for n in self.nodes}
+        self._pipe = None
 
     def cost(self, hw, single_time_s: float | None = None, plan: Plan | None = None) -> "MultiDeviceCost":
         """Time this device graph on ``hw`` (a :class:`wanir.hardware.Hardware`): the roofline
@@ -81,8 +82,8 @@ class DeviceGraph:
         key = (id(hw), p.overlap, p.gpus_per_node, repr(p.network), repr(p.intra_node), p.vae, p.replica)
         hit = self._costs.get(key)
         if hit is not None and hit[0] is hw:
-            _, stages, transfer_s, pipe = hit
-            return MultiDeviceCost(self, hw, copy.deepcopy(stages), transfer_s, dict(pipe), single_time_s, p)
+            _, stages, transfer_s, pipe, prov = hit
+            return MultiDeviceCost(self, hw, copy.deepcopy(stages), transfer_s, dict(pipe), single_time_s, p, prov)
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
         from .. import host_stages as hostlib
         host = hostlib.load_host(self.mem, hw) if host_stages else None
@@ -161,11 +162,14 @@ class DeviceGraph:
             r["weight_bytes"] = wb[s]
             r["peak_activation_bytes"] = ms["peak_activation_bytes"]
             r["devices"] = 1 if s in SINGLE_DEVICE_STAGES and not (s == "vae_decode" and p.vae == "patch") else p.replica
-        pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes)
+        if self._pipe is None:   # per-device memory does not depend on the hardware: replay the allocator once
+            self._pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes,
+                                                self.memory.get("allocator"))
+        pipe = dict(self._pipe)
         if len(self._costs) >= 64:
             self._costs.pop(next(iter(self._costs)))
-        self._costs[key] = (hw, copy.deepcopy(stages), rf["transfer_s"], dict(pipe))
-        return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p)
+        self._costs[key] = (hw, copy.deepcopy(stages), rf["transfer_s"], dict(pipe), rf["provenance"])
+        return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p, rf["provenance"])
 
     def weight_bytes(self) -> dict:
         """Resident weight bytes per stage on one device (FSDP stages hold 1/fsdp), ints."""
@@ -239,6 +243,7 @@ class MultiDeviceCost:
     memory: dict
     single_time_s: float | None = None
     plan: Plan | None = None
+    provenance: dict | None = None      # per stage: what its time rests on (backends/roofline.py)
 
     def __post_init__(self):
         if self.plan is None:
@@ -318,6 +323,9 @@ class MultiDeviceCost:
                 "total": {"time_s": self.time_s, "comm_s": self.comm_s,
                           "comm_share": self.comm_s / self.time_s if self.time_s else 0.0,
                           "peak_memory_bytes": self.peak_memory_bytes, "fits": self.fits,
+                          "peak_allocated_bytes": self.memory.get("peak_allocated_bytes"),
+                          "peak_reserved_bytes": self.memory.get("peak_reserved_bytes"),
+                          "reserve_bytes": self.memory.get("reserve_bytes", 0),
                           "single_device_time_s": self.single_time_s, "speedup": self.speedup,
                           "latency_speedup": lat, "efficiency": self.efficiency,
                           "videos_per_hour": self.videos_per_hour, "bottleneck": b, "bottleneck_share": share},
@@ -382,7 +390,8 @@ def plan_device_graph(graph: Graph, cfg, plan: Plan) -> "DeviceGraph":
     cp = config_for_plan(cfg, dict(zip(PLAN_KEYS, (plan.degree, plan.ulysses, plan.ring, plan.cfg, plan.dp,
                                                    plan.fsdp))))
     built = graph.meta.get("count_key") or _options.count_key(_options.from_config(cfg))
-    if _options.count_key(_options.from_config(cp)) != built:
+    split = graph.meta.get("cache_branches_split")     # a step cache built for the other CFG layout
+    if _options.count_key(_options.from_config(cp)) != built or (split is not None and split != (plan.cfg > 1)):
         graph = build_pipeline(cp)
     return DeviceGraph(graph, plan, cp)
 

@@ -3,6 +3,7 @@ table / json / md / csv formats."""
 from __future__ import annotations
 
 from ..stack import kernel_label, stack_of
+from ..report import fmt_time_range
 from .cost import MultiDeviceCost
 
 
@@ -41,11 +42,12 @@ def cost_rows(cost: MultiDeviceCost) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
-def summary_lines(cost: MultiDeviceCost) -> list[str]:
-    """Plain-text lines under the table: time, communication share, speedup, memory, notes."""
+def summary_lines(cost: MultiDeviceCost, time_range=None) -> list[str]:
+    """Plain-text lines under the table: time (with its ``time_range`` [low, high] seconds
+    when given), communication share, speedup, memory, notes."""
     d = cost.to_dict()["total"]
     gib = 2**30
-    lines = [f"per video: {_fmt_s(d['time_s'])} on {cost.plan.degree} × {cost.hardware.name} "
+    lines = [f"per video: {fmt_time_range(d['time_s'], time_range)} on {cost.plan.degree} × {cost.hardware.name} "
              f"(one device: {_fmt_s(d['single_device_time_s'])}); communication exposed {_fmt_s(d['comm_s'])} "
              f"({100 * d['comm_share']:.1f} % of the time)",
              f"speedup {d['speedup']:.2f}× on {cost.plan.degree} devices (latency {d['latency_speedup']:.2f}×), "
@@ -74,9 +76,9 @@ def stack_phrase(cost: MultiDeviceCost) -> str:
             f"DiT compute {p['dit_compute']}, text encoder {p['text_encoder']}, VAE {p['vae']}")
 
 
-def render_cost(cost: MultiDeviceCost, fmt: str = "table") -> str | None:
+def render_cost(cost: MultiDeviceCost, fmt: str = "table", time_range=None) -> str | None:
     """Render a MultiDeviceCost as 'json', 'md' or 'csv' (a string); 'table' prints a rich
-    table and returns None."""
+    table and returns None. ``time_range``: [low, high] seconds of the per-video time."""
     import json
     head, body = cost_rows(cost)
     if fmt == "json":
@@ -99,7 +101,7 @@ def render_cost(cost: MultiDeviceCost, fmt: str = "table") -> str | None:
         lines = [f"**{cost.graph.meta.get('model', cost.graph.name)}** on {cost.plan.degree} × {cost.hardware.name}, "
                  f"plan {cost.plan.label}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in body]
-        return "\n".join(lines + [""] + summary_lines(cost)) + "\n"
+        return "\n".join(lines + [""] + summary_lines(cost, time_range)) + "\n"
     if fmt == "table":
         from rich.console import Console
         from rich.table import Table
@@ -111,7 +113,7 @@ def render_cost(cost: MultiDeviceCost, fmt: str = "table") -> str | None:
             t.add_row(*r, end_section=(i == len(body) - 2))
         con = Console()
         con.print(t)
-        for line in summary_lines(cost):
+        for line in summary_lines(cost, time_range):
             con.print(line)
         return None
     raise ValueError(f"unknown format {fmt!r}; allowed: table, json, md, csv")

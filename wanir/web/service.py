@@ -562,7 +562,8 @@ def _caption(est, wl: dict) -> str:
         parts.append(f"runtime={est.graph.meta['runtime']}")
     reserve = est.extra.get("memory", {}).get("reserve_bytes")
     if reserve:
-        parts.append(f"peak memory includes a {report.fmt_bytes(reserve)} CUDA context and allocator reserve")
+        parts.append(f"peak memory: what PyTorch's caching allocator reserves + a {report.fmt_bytes(reserve)} "
+                     f"CUDA context")
     if est.extra.get("transfer_s"):
         parts.append(f"host<->device weight transfer {report.fmt_time(est.extra['transfer_s'])} included in the total")
     stages = est.extra.get("stages", {})
