@@ -161,11 +161,10 @@ def parallel_warnings(cost) -> list[str]:
     """The per-device fit warning of a multi-device plan (empty when it fits)."""
     gib = 2**30
     if cost.fits:
-        from wanir.passes.memory import TIGHT_FRACTION
         cap, need = cost.hardware.memory_bytes, cost.peak_memory_bytes
-        if need >= (1 - TIGHT_FRACTION) * cap:
+        if need >= (1 - memory.TIGHT_FRACTION) * cap:
             return [f"tight: one device of the plan {cost.plan.label} peaks at {need / gib:.1f} GiB, within "
-                    f"{100 * TIGHT_FRACTION:.0f} % of {cost.hardware.name}'s {cap / gib:.1f} GiB "
+                    f"{100 * memory.TIGHT_FRACTION:.0f} % of {cost.hardware.name}'s {cap / gib:.1f} GiB "
                     f"({(cap - need) / gib:.2f} GiB left); allocator fragmentation may not leave that much"]
         return []
     return [f"does not fit: one device of the plan {cost.plan.label} needs {cost.peak_memory_bytes / gib:.1f} GiB "
