@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from collections import abc
 from typing import Any, Iterator, Mapping
 
 from .options import RunOptions
@@ -72,22 +73,37 @@ def _frozen_from(d: dict) -> FrozenMap:
     return freeze(d)
 
 
+_SCALARS = (int, float, str, bool, type(None), bytes)
+
+
 def freeze(v) -> Any:
     """``v`` with every mapping made a :class:`FrozenMap` and every list a tuple (deep)."""
-    if isinstance(v, FrozenMap):
+    t = type(v)
+    if t in _SCALARS or t is FrozenMap:
         return v
-    if isinstance(v, Mapping):
+    if t is dict or isinstance(v, abc.Mapping):
         return FrozenMap((k, freeze(x)) for k, x in v.items())
-    if isinstance(v, (list, tuple)):
-        return tuple(freeze(x) for x in v)
+    if t is list or t is tuple:
+        return tuple(x if type(x) in _SCALARS or (type(x) is tuple and _flat(x)) else freeze(x) for x in v)
     return v
+
+
+def _flat(t: tuple) -> bool:
+    """Whether a tuple holds only scalars (already frozen: kept as it is)."""
+    for y in t:
+        if type(y) not in _SCALARS:
+            return False
+    return True
 
 
 def thaw(v) -> Any:
     """A mutable deep copy of a frozen value: mappings become dicts, tuples lists."""
-    if isinstance(v, Mapping):
+    t = type(v)
+    if t in _SCALARS:
+        return v
+    if t is dict or t is FrozenMap or isinstance(v, abc.Mapping):
         return {k: thaw(x) for k, x in v.items()}
-    if isinstance(v, tuple):
+    if t is tuple:
         return [thaw(x) for x in v]
     return v
 
