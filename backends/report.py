@@ -307,16 +307,14 @@ def stack_phrase(est: Estimate) -> str:
             f"text encoder {p.text_encoder}, VAE {p.vae}")
 
 
-def print_table(est: Estimate, console=None) -> None:
-    """Print the stage table with rich."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    head, body = _display_rows(est)
+def table_caption(est: Estimate) -> str:
+    """The caption ``wanir estimate`` prints under its stage table, one line: the workload,
+    the runtime, the stack (:func:`stack_phrase`), what the peak memory holds (allocator and
+    CUDA context), the time range's validation class, the weight transfer, the optimizations,
+    stages on another device, the experts' steps. The web app shows the same line."""
     wl = est.to_dict()["workload"]
-    title = f"{est.model}" + (f" on {est.hardware}" if est.hardware else "")
-    caption = ", ".join(f"{k}={v}" for k, v in wl.items() if k in ("width", "height", "frames", "steps", "guidance", "batch"))
+    caption = ", ".join(f"{k}={v}" for k, v in wl.items()
+                        if k in ("width", "height", "frames", "steps", "guidance", "batch"))
     extra = []
     if est.graph.meta.get("runtime"):
         extra.append(f"runtime={est.graph.meta['runtime']}")
@@ -340,6 +338,18 @@ def print_table(est: Estimate, console=None) -> None:
             extra.append(", ".join(f"{s} on {est.extra['stages'][s]['device']}" for s in host))
     extra += expert_lines(est)
     caption = "; ".join([c for c in [caption] + extra if c])
+    return caption
+
+
+def print_table(est: Estimate, console=None) -> None:
+    """Print the stage table with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    head, body = _display_rows(est)
+    title = f"{est.model}" + (f" on {est.hardware}" if est.hardware else "")
+    caption = table_caption(est)
     table = Table(title=title, caption=caption or None)
     for h in head:
         table.add_column(h, justify="left" if h == "stage" else "right")

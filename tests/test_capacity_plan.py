@@ -50,11 +50,27 @@ def test_explicit_deployments_use_wanir_estimate_and_agree_with_the_enumeration(
     e = wanir.estimate([*BASE, "workload.steps=25", "hardware=l40s"])
     single = next(r for r in ex.rows if r.plan == "single")
     assert single.class_service_s[1] == pytest.approx(e.time_s)
+    # the mean service time's range: each class's estimate's own time_range_s (the plan's
+    # per-video range under cfg2), the low ends and the high ends each weighted by share
+    for r in ex.rows:
+        par = [] if r.plan == "single" else ["parallel=cfg", "parallel.degree=2"]
+        ranges = []
+        for ov in (BASE, [*BASE, "workload.steps=25"]):
+            d = wanir.estimate([*ov, "hardware=l40s", *par]).to_dict()
+            ranges.append((d["parallel"] if par else d)["total"]["time_range_s"])
+        lo = 0.7 * ranges[0][0] + 0.3 * ranges[1][0]
+        hi = 0.7 * ranges[0][1] + 0.3 * ranges[1][1]
+        assert r.service_range_s == pytest.approx((lo, hi), rel=1e-9)
+        assert lo <= r.service_mean_s <= hi and lo < hi
+        assert r.to_dict()["service_s"]["range"] == pytest.approx([lo, hi], rel=1e-9)
+        for c, rng in zip(r.to_dict()["per_class"], ranges):        # and each class's own range
+            assert c["service_range_s"] == pytest.approx(rng, rel=1e-9)
     doc.pop("deployments")
     en = planner.plan(T.from_mapping(doc), hardware=["l40s"], devices=(1, 2), simulate=False, jobs=1)
     for r in ex.rows:
         m = next(x for x in en.rows if (x.hardware, x.devices, x.plan) == (r.hardware, r.devices, r.plan))
         assert m.class_service_s == pytest.approx(r.class_service_s, rel=1e-9)
+        assert m.service_range_s == pytest.approx(r.service_range_s, rel=1e-9)   # sizing's ranges are the same
         assert m.replicas == r.replicas
 
 
@@ -78,7 +94,9 @@ def test_json_schema_and_outputs(tmp_path):
     for k in ("hardware", "devices", "plan", "replicas", "batch", "utilization", "service_s", "wait_s", "latency_s",
               "meets_slo", "usd_per_video", "usd_per_month"):
         assert k in row
-    assert set(row["service_s"]) == {"mean", "cv"}
+    assert set(row["service_s"]) == {"mean", "cv", "range"}
+    lo, hi = row["service_s"]["range"]
+    assert lo <= row["service_s"]["mean"] <= hi
     assert set(row["wait_s"]) == set(row["latency_s"]) == {"mean", "p50", "p95", "p99"}
     assert d["best"]["hardware"] == "l40s" and row["meets_slo"]
     assert row["method"] == "simulation"       # the leading candidate was checked by simulation
@@ -93,6 +111,10 @@ def test_json_schema_and_outputs(tmp_path):
         assert (out / name).stat().st_size > 1000
     html = (out / "report.html").read_text()
     assert "<svg" in html and "Recommendation" in html
+    # the report prints the mean service time with its range and says what the range is
+    from wanir.backends.report import fmt_time_range
+    assert fmt_time_range(row["service_s"]["mean"], row["service_s"]["range"]) in html
+    assert "error range" in html
     assert 'src="http' not in html and "<link" not in html and "<script" not in html   # nothing fetched
 
 
@@ -104,6 +126,10 @@ def test_csv_has_one_row_per_deployment(tmp_path):
     res = wanir.plan(t, simulate=False, jobs=1)        # the public entry point
     lines = render(res, "csv").strip().splitlines()
     assert lines[0].split(",") == list(CSV_COLUMNS) and len(lines) == 3
+    i, lo, hi = (CSV_COLUMNS.index(f"service_s.{k}") for k in ("mean", "low", "high"))
+    for ln in lines[1:]:
+        c = ln.split(",")
+        assert float(c[lo]) <= float(c[i]) <= float(c[hi])
     assert all(math.isfinite(r.latency_s["p95"]) for r in res.rows)
 
 

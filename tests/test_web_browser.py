@@ -164,6 +164,7 @@ def test_sizing_with_prices_for_some_gpus(server, page):
     """Prices for one GPU of two and a throughput target: the rows come in `wanir size`'s
     order, with its videos/batch, $/video ("no price" on the other GPU) and GPU-h/video
     columns; the Pareto stars are on the rows the sizing marks; the table sorts."""
+    from wanir.backends.report import fmt_time_range
     from wanir.web.service import Engine
 
     ov = ["model=wan2.1-t2v-1.3b", "workload=480p", "workload.frames=17", "workload.steps=4"]
@@ -176,7 +177,8 @@ def test_sizing_with_prices_for_some_gpus(server, page):
     want = Engine().size_view(ov, throughput="100", hardware=["h100-sxm", "a100-80gb"], devices="1,2",
                               prices=["h100-sxm=2.5"])
     heads = page.eval_on_selector_all("#sizing-table thead th", "hs => hs.map(h => h.textContent)")
-    for h in ("videos/batch", "$/video", "GPU-h/video", "Pareto"):
+    for h in ("videos/batch", "$/video", "GPU-h/video", "Pareto", "latency", "runtime", "attention kernel",
+              "DiT weights/compute"):
         assert h in heads
     rows = page_table(page, "#sizing-table")
     col = {h: i for i, h in enumerate(heads)}
@@ -185,6 +187,11 @@ def test_sizing_with_prices_for_some_gpus(server, page):
     for r, w in zip(rows, want["rows"]):
         assert (r[col["$/video"]] == "no price") == (w["hardware"] == "a100-80gb")
         assert (r[col["Pareto"]] == "★") == w["pareto"]
+        # the stack each row assumed, and its latency with the error range as the CLI formats times
+        assert (r[col["runtime"]], r[col["attention kernel"]]) == (w["runtime"], w["attention_kernel"])
+        assert r[col["DiT weights/compute"]] == f"{w['precision']['dit_weights']}/{w['precision']['dit_compute']}"
+        lo, hi = w["time_range_s"]
+        assert r[col["latency"]] == fmt_time_range(w["time_s"], (lo, hi)) and lo <= w["time_s"] <= hi
     assert page.locator("#sizing-table tr.pareto").count() == sum(w["pareto"] for w in want["rows"]) >= 2
     assert "no price for a100-80gb" in page.inner_text("#sz-summary")
     page.click('#sizing-table th[data-key="time_s"]')
@@ -237,7 +244,12 @@ def test_every_view_under_a_plan_is_per_device(server, page):
     total = page_table(page, "#compare-table")[-1]
     assert total[0] == "total"
     cli_head = page.eval_on_selector_all("#stage-table thead th", "hs => hs.map(h => h.textContent)")
-    assert total[head.index("time B")] == cli_rows[-1][cli_head.index("time")]
+    # Compare's B total: the CLI's per-device time with its error range ("per video: T (LO–HI) on ...")
+    code, out, err = cli("estimate", "model=wan2.1-t2v-1.3b", *PLAN)
+    per_video = re.search(r"per video: (.+?) on 4 × h100-sxm", out)
+    assert code == 0 and per_video and "–" in per_video.group(1)
+    assert total[head.index("time B")] == per_video.group(1)
+    assert per_video.group(1).startswith(cli_rows[-1][cli_head.index("time")] + " (")
     assert "4 × h100-sxm" in page.inner_text("#compare-table thead")
     page.click('#tabs button[data-view="roofline"]')
     page.wait_for_selector("#roofline-plot .scatterlayer .point")

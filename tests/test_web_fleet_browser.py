@@ -3,6 +3,7 @@ driven by Playwright (as tests/test_web_browser.py): it plans, plots and lists t
 and a bad traffic file shows one line naming the key."""
 import importlib.util
 import os
+import re
 import shutil
 
 import pytest
@@ -42,7 +43,22 @@ def test_fleet_view_plans_the_example(page):
                            timeout=TIMEOUT)
     assert page.text_content("#fl-error") == ""
     rows = page.locator("#fleet-table tbody tr")
-    assert rows.count() == 4                                   # the example's four deployments
+    # the example's four deployments: those whose classes all fit in memory are listed, the
+    # rest counted in the summary (the 720p class needs more than an RTX 4090's 24 GB)
+    import wanir
+    big = wanir.estimate(["model=wan2.1-t2v-1.3b", "workload.height=720", "workload.width=1280", "hardware=rtx-4090"])
+    assert not big.fits
+    hws = page.eval_on_selector_all("#fleet-table tbody tr", "rs => rs.map(r => r.cells[1].textContent)")
+    assert "rtx-4090" not in hws and rows.count() == 3
+    assert "4 deployments evaluated, 1 do not fit in memory" in page.text_content("#fl-summary")
+    # the mean service time with the time model's error range: LOW ≤ mean ≤ HIGH, as printed
+    heads = page.eval_on_selector_all("#fleet-table thead th", "hs => hs.map(h => h.textContent)")
+    cells = page.eval_on_selector_all("#fleet-table tbody tr", "rs => rs.map(r => r.cells[%d].textContent)"
+                                      % heads.index("service (range)"))
+    for c in cells:
+        m = re.fullmatch(r"([\d.,]+) (\w+) \(([\d.,]+)–([\d.,]+)\)", c)
+        assert m, c
+        assert float(m[3].replace(",", "")) <= float(m[1].replace(",", "")) <= float(m[4].replace(",", ""))
     assert page.locator("#fl-cdf .main-svg").count() >= 1 and page.locator("#fl-pareto .main-svg").count() >= 1
     assert page.text_content("#fl-summary").startswith("best:")
     assert page.errors == []

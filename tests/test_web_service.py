@@ -149,6 +149,65 @@ def test_estimate_view_is_the_cli_document(engine, capsys):
     assert v["fit"]["peak_memory_bytes"] == v["document"]["total"]["peak_memory_bytes"]
 
 
+def _range_text(t, rng):
+    """'T (LO–HI)' with LO and HI in T's unit, as the CLI prints a time with its range:
+    written here from the reference formatter of one number (report.fmt_time) and the unit
+    it picks, not from fmt_time_range."""
+    from wanir.backends.report import fmt_time, fmt_time_in, time_unit
+
+    u = time_unit(t)
+    return f"{fmt_time(t)} ({fmt_time_in(rng[0], u)}–{fmt_time_in(rng[1], u)})"
+
+
+def test_time_range_and_caption_are_the_clis(engine, capsys, monkeypatch):
+    """The page's total time carries the JSON's ``total.time_range_s`` wherever it is shown
+    (the stage table's total row, the headline, Compare), and its caption is the line the
+    CLI prints under its table: it names the attention kernel and the precisions."""
+    from wanir.cli import main
+
+    assert main(["estimate", *SMALL, "--format", "json"]) == 0
+    tot = json.loads(capsys.readouterr().out)["total"]
+    lo, hi = tot["time_range_s"]
+    assert lo <= tot["time_s"] <= hi and lo < hi
+    v = engine.estimate_view(SMALL)
+    assert v["time"]["time_s"] == tot["time_s"] and v["time"]["time_range_s"] == pytest.approx([lo, hi], rel=1e-12)
+    text = _range_text(tot["time_s"], (lo, hi))
+    assert v["time"]["text"] == text and v["table"]["rows"][-1][6] == text
+    c = engine.compare_view(SMALL, SMALL)
+    total = {r["stage"]: r for r in c["rows"]}["total"]
+    assert total["a"]["time_text"] == text and total["b"]["time_range_s"] == pytest.approx([lo, hi], rel=1e-12)
+    # the caption: the CLI's own line (rich wraps it to the table's width: compare the words)
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["estimate", *SMALL]) == 0
+    words = " ".join(capsys.readouterr().out.split())
+    assert " ".join(v["caption"].split()) in words
+    p = v["config"]["precision"]
+    assert "attention kernel " in v["caption"]
+    assert f"DiT weights {p['dit_weights']}, DiT compute {p['dit_compute']}" in v["caption"]
+    # what the allocator reserves, in the caption with the JSON's figures
+    from wanir.backends.report import fmt_bytes
+    assert f"{fmt_bytes(tot['peak_reserved_bytes'])} reserved by PyTorch's allocator" in v["caption"]
+    assert f"{fmt_bytes(tot['reserve_bytes'])} CUDA context" in v["caption"]
+
+
+def test_memory_chart_shows_the_allocator(engine, capsys):
+    """The memory chart's peak bar carries what PyTorch's caching allocator reserves beyond
+    the tensors: weights + activations + that band + the CUDA context is the JSON's peak
+    (``peak_reserved_bytes`` + ``reserve_bytes``); the pipeline's figures are the JSON's."""
+    from wanir.cli import main
+
+    assert main(["estimate", *SMALL, "--format", "json"]) == 0
+    tot = json.loads(capsys.readouterr().out)["total"]
+    m = engine.estimate_view(SMALL)["memory"]
+    assert (m["peak_allocated_bytes"], m["peak_reserved_bytes"], m["context_bytes"]) == \
+        (tot["peak_allocated_bytes"], tot["peak_reserved_bytes"], tot["reserve_bytes"])
+    pk = {r["stage"]: r for r in m["stages"]}[m["peak_stage"]]
+    assert pk["allocator_bytes"] > 0 and tot["peak_reserved_bytes"] > tot["peak_allocated_bytes"]
+    assert pk["weight_bytes"] + pk["activation_bytes"] + pk["allocator_bytes"] + pk["reserve_bytes"] == \
+        tot["peak_memory_bytes"] == tot["peak_reserved_bytes"] + tot["reserve_bytes"]
+    assert all(r["allocator_bytes"] == 0 for r in m["stages"] if r["stage"] != m["peak_stage"])
+
+
 def test_fit_against_the_device_capacity(engine):
     v = engine.estimate_view(["hardware=rtx-4090"])        # the 14B at 720p does not fit in 24 GB
     assert v["fit"]["fits"] is False
@@ -460,6 +519,21 @@ def test_every_view_is_one_device_of_the_plan(engine, plan_doc):
     assert c["b"]["per_device"] and "4 × h100-sxm" in c["b"]["title"] and not c["a"]["per_device"]
     one = engine.estimate(SMALL)
     assert rows["total"]["a"]["time_s"] == pytest.approx(one.total["time_s"], rel=1e-9)
+    # the time range: the JSON's parallel.total.time_range_s, in the headline, the plan's
+    # caption, Compare's total and the summary line under the per-device table
+    rng = par["total"]["time_range_s"]
+    assert rng[0] <= par["total"]["time_s"] <= rng[1]
+    text = _range_text(par["total"]["time_s"], rng)
+    assert v["time"]["per_device"] and v["time"]["time_range_s"] == pytest.approx(rng, rel=1e-12)
+    assert v["time"]["text"] == text == v["plan"]["time_text"]
+    assert rows["total"]["b"]["time_text"] == text
+    assert v["multi_device"]["summary"][0].startswith(f"per video: {text} on 4 × h100-sxm")
+    # memory: the allocator band and the CUDA context top the peak stage's bar at the per-device peak
+    pk = {r["stage"]: r for r in m["stages"]}[m["peak_stage"]]
+    assert m["peak_reserved_bytes"] == t["peak_reserved_bytes"] and m["context_bytes"] == t["reserve_bytes"]
+    if t["peak_reserved_bytes"] >= pk["weight_bytes"] + pk["activation_bytes"]:
+        assert pk["weight_bytes"] + pk["activation_bytes"] + pk["allocator_bytes"] + pk["reserve_bytes"] == \
+            t["peak_memory_bytes"]
     # Ulysses over 4 devices: each does about a quarter of the DiT's FLOPs (tokens padded up)
     dit = rows["diffusion_core"]
     assert 0.25 <= dit["b"]["flops"] / dit["a"]["flops"] <= 0.26
@@ -535,6 +609,15 @@ def test_sizing_with_prices_for_some_gpus_agrees_with_wanir_size(engine):
         for x in group:
             assert x["pareto"] == (not _dominated(x, group)) or \
                 any(q is not x and q["pareto"] and (q["time_s"], q["cost"]) == (x["time_s"], x["cost"]) for q in group)
+    # each row names the stack `wanir size` assumed for it and its latency's range, the CLI's
+    for x, y in zip(d["rows"], cli):
+        assert (x["runtime"], x["attention_kernel"], x["precision"]) == \
+            (y["runtime"], y["attention_kernel"], y["precision"])
+        assert x["precision_text"] == f"{y['precision']['dit_weights']}/{y['precision']['dit_compute']}"
+        assert x["time_s"] == pytest.approx(y["time_s"], rel=1e-9)
+        assert x["time_range_s"] == pytest.approx(y["time_range_s"], rel=1e-9)
+        assert y["time_range_s"][0] <= y["time_s"] <= y["time_range_s"][1]
+        assert x["latency_text"] == _range_text(y["time_s"], y["time_range_s"])
     # the priced rows meeting the target come first, by dollars
     meets = [x for x in d["rows"] if x["meets_target"]]
     firsts = [x["priced"] for x in meets]

@@ -62,7 +62,9 @@ class Service:
     """Service seconds of one deployment: ``seconds[k][b]`` the latency of a batch of b
     videos of class k on one replica (b = 1 and the batch sizes tried), ``servers`` the
     independent copies per replica (a plan's dp), whether every class fits in memory,
-    the plan (a :class:`wanir.backends.parallel.Plan`), cold-start seconds."""
+    the plan (a :class:`wanir.backends.parallel.Plan`), cold-start seconds, and ``ranges``:
+    per class the [low, high] seconds of one video that the time model's error range gives
+    (JSON ``time_range_s`` of the estimate; None where an estimate has none)."""
 
     hardware: str
     devices: int
@@ -72,6 +74,7 @@ class Service:
     fits: bool
     cold_start_s: float | None     # None: not derived yet (see with_cold_start)
     price: float | None
+    ranges: tuple | None = None    # per class: (low, high) seconds of one video (batch 1), the estimate's time_range_s
 
     @property
     def label(self) -> str:
@@ -115,10 +118,11 @@ class Row:
     p_wait: float | None = None      # analytic probability of waiting at the peak
     analytic: dict | None = None     # the closed form's wait_s and latency_s of a simulated row
     per_class: tuple = ()            # per class: name, service_s, latency_s {mean, p50, p95, p99} (closed form)
+    service_range_s: tuple | None = None   # (low, high) of service_mean_s: service_range(shares, class ranges)
 
     def __post_init__(self):    # results are immutable: nested records become read-only views
         for name in ("wait_s", "latency_s", "simulated", "analytic", "per_class", "hourly_replicas",
-                     "class_service_s", "notes"):
+                     "class_service_s", "notes", "service_range_s"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
 
     @property
@@ -131,7 +135,8 @@ class Row:
         return _finite({"hardware": self.hardware, "devices": self.devices, "plan": self.plan,
                         "replicas": self.replicas,
                 "batch": self.batch, "utilization": self.utilization,
-                "service_s": {"mean": self.service_mean_s, "cv": self.service_cv},
+                "service_s": {"mean": self.service_mean_s, "cv": self.service_cv,
+                              "range": None if self.service_range_s is None else list(self.service_range_s)},
                 "wait_s": dict(self.wait_s), "latency_s": dict(self.latency_s), "meets_slo": self.meets_slo,
                 "usd_per_video": self.usd_per_video, "usd_per_month": self.usd_per_month,
                 "gpus": self.gpus, "gpu_hours_per_month": self.gpu_hours_per_month,
@@ -242,6 +247,27 @@ class Estimates:
         return hit
 
 
+def time_range(e) -> tuple | None:
+    """(low, high) seconds of one video of Estimate ``e`` as the time model's error range
+    gives it (``parallel.total.time_range_s`` under a plan, else ``total.time_range_s``;
+    docs/time-model.md), None when the estimate has none."""
+    t = e.parallel["total"] if e.parallel is not None else e.total
+    rng = t.get("time_range_s")
+    return None if rng is None else (float(rng[0]), float(rng[1]))
+
+
+def service_range(shares, ranges) -> tuple | None:
+    """(low, high) of the mean service time Σ p_k s_k of a class mix, from each class's
+    (low, high): Σ p_k low_k and Σ p_k high_k, the share-weighted ends. The time model's
+    error on one deployment leans the same way for every class (the classes share its
+    kernels, runtime and device: docs/time-model.md), so the ends are taken together, not
+    as independent errors that would partly cancel; since low_k ≤ s_k ≤ high_k the range
+    contains the mean. None when any class has no range (seconds)."""
+    if ranges is None or any(r is None for r in ranges):
+        return None
+    return (math.fsum(p * r[0] for p, r in zip(shares, ranges)), math.fsum(p * r[1] for p, r in zip(shares, ranges)))
+
+
 def with_cold_start(traffic: Traffic, svc: Service, est: Estimates) -> Service:
     """``svc`` with its cold-start seconds: as given, else the weights of the heaviest class
     copied to the replica's devices over the host link (:func:`_cold_start`)."""
@@ -261,13 +287,15 @@ def explicit_services(traffic: Traffic, prices: dict, est: Estimates, progress=N
     weights = {}
     for i, d in enumerate(traffic.deployments):
         plan = parse_plan(d.plan, d.devices, f"deployments[{i}].plan")
-        secs, fits = [], True
+        secs, fits, ranges = [], True, []
         for c in traffic.classes:
             per = {}
             for b in sorted({1, d.batch}):
                 e = est(c.overrides, d.hardware, plan, b)
                 per[b] = float(e.time_s)
                 fits = fits and bool(e.fits)
+                if b == 1:
+                    ranges.append(time_range(e))
             if c.overrides not in weights:
                 weights[c.overrides] = _weight_bytes(est(c.overrides, d.hardware))
             secs.append(_fill(per, d.batch))
@@ -276,7 +304,8 @@ def explicit_services(traffic: Traffic, prices: dict, est: Estimates, progress=N
         cs = d.cold_start_s if d.cold_start_s is not None else traffic.cold_start_s
         if cs is None:
             cs = _cold_start(max(weights.values()), d.hardware, plan.fsdp, est.config_dir)
-        out.append(Service(d.hardware, d.devices, plan, d.batch, tuple(secs), fits, cs, prices.get(d.hardware)))
+        out.append(Service(d.hardware, d.devices, plan, d.batch, tuple(secs), fits, cs, prices.get(d.hardware),
+                           tuple(ranges)))
     return out
 
 
@@ -352,7 +381,10 @@ def enumerated_services(traffic: Traffic, prices: dict, config_dir, hardware, de
                 per = {bb: d[(hw, label, bb)].time_s for bb in _batches(traffic) if bb <= b}
                 secs.append(_fill(per, b))
             plan = cands[0].plan     # cold start: derived when simulated (with_cold_start)
-            out.append(Service(hw, plan.degree, plan, b, tuple(secs), True, traffic.cold_start_s, used_prices.get(hw)))
+            ranges = tuple(None if d[(hw, label, 1)].time_range_s is None else tuple(d[(hw, label, 1)].time_range_s)
+                           for d in per_class)
+            out.append(Service(hw, plan.degree, plan, b, tuple(secs), True, traffic.cold_start_s, used_prices.get(hw),
+                               ranges))
     return out, unfit, used_prices
 
 
@@ -399,13 +431,15 @@ def _costs(traffic: Traffic, svc: Service, hourly: tuple) -> tuple:
     return day / videos_day, day * HOURS_PER_MONTH / 24, gh_month
 
 
-def per_class(traffic: Traffic, qr: Q.QueueResult, mix: Q.Mix) -> tuple:
+def per_class(traffic: Traffic, qr: Q.QueueResult, mix: Q.Mix, ranges=None) -> tuple:
     """Each class's latency under queue ``qr``: its service time plus the wait (whose
-    distribution does not depend on the class under FCFS with Poisson arrivals), seconds."""
+    distribution does not depend on the class under FCFS with Poisson arrivals), seconds;
+    ``service_range_s``: the class's [low, high] from ``ranges`` (a Service's), or None."""
     out = []
-    for c, s in zip(traffic.classes, mix.s):
+    for k, (c, s) in enumerate(zip(traffic.classes, mix.s)):
         lat = {"mean": s + qr.wait_mean_s, **{f"p{p}": s + qr.wait_quantile(p / 100) for p in (50, 95, 99)}}
-        out.append({"name": c.name, "service_s": s, "latency_s": lat})
+        rng = None if ranges is None or ranges[k] is None else list(ranges[k])
+        out.append({"name": c.name, "service_s": s, "service_range_s": rng, "latency_s": lat})
     return tuple(out)
 
 
@@ -423,7 +457,7 @@ def analytic_row(traffic: Traffic, svc: Service) -> Row:
             nan = {k: math.inf for k in ("mean", "p50", "p95", "p99")}
             return Row(svc.hardware, svc.devices, svc.label, None, 1, None, mix.mean, cv, nan, nan, False, None,
                        None, None, None, (), svc.cold_start_s, notes=("more replicas than wanir searches",),
-                       class_service_s=mix.s)
+                       class_service_s=mix.s, service_range_s=service_range(traffic.shares, svc.ranges))
         c, qr = found
         r = math.ceil(c / svc.servers)
         hourly = (r,) * 24
@@ -439,7 +473,8 @@ def analytic_row(traffic: Traffic, svc: Service) -> Row:
     return Row(svc.hardware, svc.devices, svc.label, r, 1, qr.utilization, mix.mean, cv, s["wait_s"], s["latency_s"],
                peak is not None, usd_v, usd_m, gh, r * svc.servers * 3600.0 / mix.mean, hourly, svc.cold_start_s,
                notes=note, class_service_s=mix.s, servers=r * svc.servers, p_wait=qr.p_wait,
-               per_class=per_class(traffic, qr, mix))
+               per_class=per_class(traffic, qr, mix, svc.ranges),
+               service_range_s=service_range(traffic.shares, svc.ranges))
 
 
 def _sim_kwargs(traffic: Traffic, svc: Service) -> dict:
@@ -497,7 +532,8 @@ def simulated_row(traffic: Traffic, svc: Service, row: Row | None) -> Row:
                None if row is None else row.p_wait,
                None if row is None else {"replicas": row.replicas, "wait_s": row.wait_s, "latency_s": row.latency_s},
                () if row is None else per_class(traffic, Q.mgc(traffic.peak_rate_per_hour / 3600.0, mix,
-                                                                 peak * svc.servers), mix))
+                                                                 peak * svc.servers), mix, svc.ranges),
+               service_range(traffic.shares, svc.ranges))
 
 
 def rank_key(r: Row):

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from wanir import jsonout
+from wanir.backends.report import fmt_time_range
 from wanir.errors import ConfigError
 from wanir.safeio import csv_cell
 
@@ -16,7 +17,8 @@ from wanir.safeio import csv_cell
 TABLE_TOP = 15
 #: CSV columns (nested JSON keys joined with '.')
 CSV_COLUMNS = ("rank", "hardware", "devices", "plan", "replicas", "gpus", "batch", "utilization", "service_s.mean",
-               "service_s.cv", "wait_s.mean", "wait_s.p50", "wait_s.p95", "wait_s.p99", "latency_s.mean",
+               "service_s.low", "service_s.high", "service_s.cv",
+               "wait_s.mean", "wait_s.p50", "wait_s.p95", "wait_s.p99", "latency_s.mean",
                "latency_s.p50", "latency_s.p95", "latency_s.p99", "meets_slo", "usd_per_video", "usd_per_month",
                "gpu_hours_per_month", "throughput_per_hour", "cold_start_s", "method")
 
@@ -31,7 +33,16 @@ def _dur(s) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def service_text(r) -> str:
+    """A row's mean service time with the time model's range: '12.3 min (11.0–14.1)'
+    (:func:`~wanir.backends.report.fmt_time_range`; just the time without a range)."""
+    return fmt_time_range(r.service_mean_s, r.service_range_s)
+
+
 def _flat(d: dict, key: str):
+    if key in ("service_s.low", "service_s.high"):     # the two ends of service_s.range
+        rng = d["service_s"].get("range")
+        return None if rng is None else rng[key.endswith("high")]
     cur = d
     for k in key.split("."):
         cur = None if cur is None else cur.get(k)
@@ -74,7 +85,7 @@ def render(result, fmt: str = "table", top: int | None = None) -> str | None:
         table.add_row(str(i), r.hardware, str(r.devices), r.plan, str(r.batch),
                       "-" if r.replicas is None else f"{r.replicas}",
                       "-" if r.utilization is None else f"{100 * r.utilization:.0f} %",
-                      f"{_dur(r.service_mean_s)} cv {r.service_cv:.2f}", _dur(r.wait_s.get("p95")),
+                      f"{service_text(r)} cv {r.service_cv:.2f}", _dur(r.wait_s.get("p95")),
                       _dur(r.latency_s.get("p50")), _dur(r.latency_s.get("p95")), _dur(r.latency_s.get("p99")),
                       "yes" if r.meets_slo else "no",
                       "-" if r.usd_per_video is None else f"{r.usd_per_video:.3f}",
@@ -95,5 +106,7 @@ def render(result, fmt: str = "table", top: int | None = None) -> str | None:
     for n in result.notes:
         con.print(f"note: {n}")
     con.print("latency = queueing + generation; 'by': analytic (M/G/c, Allen–Cunneen) or simulation "
-              "(daily profile, hourly scaling, cold starts)")
+              "(daily profile, hourly scaling, cold starts); service = mean generation time of one video over the "
+              "class mix, in brackets the time model's error range (docs/time-model.md), weighted by share like the "
+              "mean; the latencies use the point estimate")
     return None

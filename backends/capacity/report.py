@@ -11,12 +11,13 @@ from pathlib import Path
 
 import wanir
 from wanir import jsonout
+from wanir.backends.report import fmt_time_range
 from wanir.backends.html import _CSS, _e, _md_inline, _strip_svg_header
 from wanir.errors import WanirError
 from wanir.safeio import write_output
 
 from . import figures
-from .render import _dur
+from .render import _dur, service_text
 
 #: what the plan models and what it leaves out (also in docs/capacity.md)
 CAPACITY_NOTES = (
@@ -34,8 +35,13 @@ CAPACITY_NOTES = (
                     "and warm-up); autoscaler reaction delay other than the cold start."),
     ("not modeled", "Burstiness beyond Poisson within an hour (give a trace to replay real arrivals); the analytic "
                     "quantiles are approximations (the simulation checks the leading candidates)."),
-    ("not modeled", "Error range: the time model gives no per-estimate interval; its measured accuracy against "
-                    "published timings is in docs/validation.md, and every latency here scales with it."),
+    ("modeled", "Error range of the time: every wanir estimate states a range (`time_range_s`) from how well the "
+                "time model does on validation runs of its class, widened by the share resting on assumed inputs "
+                "(docs/time-model.md). Each deployment's mean service time carries the share-weighted ends of its "
+                "classes' ranges (\"mean service\", in brackets)."),
+    ("not modeled", "The error range in the queue: replicas, waits, latency quantiles and costs are planned with the "
+                    "point estimate; a service time at the upper end of its range raises utilization and waits by "
+                    "more than that share — check the SLO's margin against it."),
 )
 
 
@@ -55,7 +61,7 @@ def _table(result, top: int = 15) -> str:
     out = ['<table id="plan-table"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"]
     for i, r in enumerate(result.rows[:top], 1):
         cells = [i, r.hardware, r.devices, r.plan, r.batch, "-" if r.replicas is None else r.replicas,
-                 "-" if r.utilization is None else f"{100 * r.utilization:.0f} %", _dur(r.service_mean_s),
+                 "-" if r.utilization is None else f"{100 * r.utilization:.0f} %", service_text(r),
                  _dur(r.latency_s.get("p50")), _dur(r.latency_s.get("p95")), _dur(r.latency_s.get("p99")),
                  "yes" if r.meets_slo else "no", "-" if r.usd_per_video is None else f"{r.usd_per_video:.3f}",
                  "-" if r.usd_per_month is None else f"{r.usd_per_month:,.0f}", r.method]
@@ -90,10 +96,13 @@ def _best(result) -> str:
         sim = (f" The simulation of the daily profile (cold starts included) gives a peak-hour p95 of "
                f"{_dur(b.simulated['latency_s']['p95'])} (95 % interval across runs {_dur(ci['low'])} to "
                f"{_dur(ci['high'])}).")
+    rng = "" if b.service_range_s is None else \
+        (f" The mean generation time is {_e(service_text(b))}: the range is the time model's error range "
+         f"(docs/time-model.md); the plan uses the point estimate.")
     return (f'<p id="recommendation"><b>{b.replicas} × {_e(b.hardware)}</b> with {b.devices} device(s) per replica '
             f"(plan {_e(b.plan)}, {b.batch} video(s) per batch) at the peak hour, {min(b.hourly_replicas)} to "
             f"{max(b.hourly_replicas)} replicas over the day{cost}; p95 latency {_dur(b.latency_s['p95'])}, "
-            f"utilization {100 * (b.utilization or 0):.0f} % at the peak.{sim}</p>")
+            f"utilization {100 * (b.utilization or 0):.0f} % at the peak.{sim}{rng}</p>")
 
 
 def _stack(result) -> str:
@@ -118,7 +127,8 @@ def _per_class(result) -> str:
     b = result.best
     if b is None or not b.per_class:
         return ""
-    rows = "".join(f"<tr><td>{_e(c['name'])}</td><td>{_dur(c['service_s'])}</td>"
+    rows = "".join(f"<tr><td>{_e(c['name'])}</td>"
+                   f"<td>{_e(fmt_time_range(c['service_s'], c.get('service_range_s')))}</td>"
                    + "".join(f"<td>{_dur(c['latency_s'][k])}</td>" for k in ("mean", "p50", "p95", "p99")) + "</tr>"
                    for c in b.per_class)
     return ('<table id="per-class"><thead><tr><th>class</th><th>generation</th><th>latency mean</th><th>p50</th>'

@@ -4,7 +4,8 @@ The page sends ``{"traffic": YAML text, "hardware": [names], "devices": [counts]
 text goes through the same bounded loader and checks as a traffic file (a ``trace:`` is
 refused: the page reads no files). The request runs in the server (not as a job), so it
 plans only the deployments the text lists, at most :data:`MAX_ESTIMATES` estimates. The
-answer is the JSON of ``wanir plan`` (first :data:`ROWS` rows) plus the latency CDF points
+answer is the JSON of ``wanir plan`` (first :data:`ROWS` rows, each with ``service_text``: its
+mean service time and range as the table prints it) plus the latency CDF points
 of the leading deployments (analytic, peak hour) for the page's plots.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from wanir.errors import ConfigError
 from wanir.safeio import load_yaml
 
 from . import planner
+from .render import service_text
 from . import queueing as Q
 from . import traffic as tr
 
@@ -70,6 +72,8 @@ def fleet_view(data: dict, config_dir=None) -> dict:
     res = planner.plan(t, config_dir=config_dir, hardware=hw, devices=dev, jobs=1)
     d = res.to_dict()
     d["deployments"] = d["deployments"][:ROWS]
+    for row, r in zip(d["deployments"], res.rows):     # the mean service time with its range, as the table prints it
+        row["service_text"] = service_text(r)
     drawn = [r for r in res.rows if r.replicas is not None and r.servers and r.batch == 1][:CDF_ROWS]
     cdf = [{"label": f"{r.replicas}× {r.hardware}×{r.devices} {r.plan}", **cdf_points(res, r)} for r in drawn]
     return {"plan": d, "cdf": cdf}

@@ -511,6 +511,7 @@ def estimate_payload(est, cost=None) -> dict:
     """The data of the main view (see :meth:`Engine.estimate_view`); ``cost``: the plan's
     :class:`~wanir.backends.parallel.MultiDeviceCost` (None on one device): the breakdown and
     the memory timeline are then one device's of the plan."""
+    from wanir.backends import report
     from wanir.backends.report import _display_rows, fmt_bytes
     from wanir.config import to_dict
 
@@ -524,7 +525,8 @@ def estimate_payload(est, cost=None) -> dict:
                        + ("fits" if fit["fits"] else "does not fit"))
     return {
         "title": f"{est.model}" + (f" on {est.hardware}" if est.hardware else ""),
-        "caption": _caption(est, wl),
+        "caption": report.table_caption(est),
+        "time": time_payload(est),
         "table": {"head": head, "rows": body},
         "document": doc,
         "warnings": list(est.warnings),
@@ -537,43 +539,41 @@ def estimate_payload(est, cost=None) -> dict:
         "keys": _leaf_keys(cfg),
         "breakdown": breakdown(est, 2, cost),
         "memory": memory_timeline(est, cost),
-        "plan": plan_payload(cost),
+        "plan": plan_payload(cost, est),
     }
 
 
-def plan_payload(cost) -> dict | None:
+def time_payload(est) -> dict:
+    """The time per video as ``wanir estimate`` states it: ``time_s`` (one device's total, or
+    the plan's per-video time under a plan), ``time_range_s`` ([low, high] seconds, JSON
+    ``total.time_range_s`` or ``parallel.total.time_range_s``; None without one) and
+    ``text`` ("30.6 min (28.3–32.4)", :func:`~wanir.backends.report.fmt_time_range`)."""
+    from wanir.backends.report import fmt_time_range
+
+    t = est.parallel["total"] if est.parallel is not None else est.total
+    rng = t.get("time_range_s")
+    rng = None if rng is None else [float(x) for x in rng]
+    return {"time_s": t.get("time_s"), "time_range_s": rng, "text": fmt_time_range(t.get("time_s"), rng),
+            "per_device": est.parallel is not None}
+
+
+def plan_payload(cost, est=None) -> dict | None:
     """What the page says about a multi-device plan: its label, device count, hardware, the
-    per-video time and per-device peak of one device (None on one device)."""
+    per-video time (with ``time_range_s`` and ``time_text`` from ``est``'s
+    ``parallel.total``, as :func:`time_payload`) and per-device peak of one device (None on
+    one device)."""
+    from wanir.backends.report import fmt_time_range
+
     if cost is None:
         return None
+    rng = None
+    if est is not None and est.parallel is not None:
+        rng = est.parallel["total"].get("time_range_s")
+    rng = None if rng is None else [float(x) for x in rng]
     return {"label": cost.plan.label, "devices": cost.plan.degree, "hardware": cost.hardware.name,
-            "time_s": cost.time_s, "peak_memory_bytes": cost.peak_memory_bytes,
+            "time_s": cost.time_s, "time_range_s": rng, "time_text": fmt_time_range(cost.time_s, rng),
+            "peak_memory_bytes": cost.peak_memory_bytes,
             "caption": f"one device of {cost.plan.degree} × {cost.hardware.name}, plan {cost.plan.label}"}
-
-
-def _caption(est, wl: dict) -> str:
-    """The caption ``wanir estimate`` prints under its table (the workload, the runtime, the
-    memory reserve, the weight transfer, stages on another device, the experts' steps)."""
-    from wanir.backends import report
-
-    parts = [", ".join(f"{k}={v}" for k, v in wl.items()
-                       if k in ("width", "height", "frames", "steps", "guidance", "batch"))]
-    if est.graph.meta.get("runtime"):
-        parts.append(f"runtime={est.graph.meta['runtime']}")
-    reserve = est.extra.get("memory", {}).get("reserve_bytes")
-    if reserve:
-        parts.append(f"peak memory: what PyTorch's caching allocator reserves + a {report.fmt_bytes(reserve)} "
-                     f"CUDA context")
-    if est.extra.get("transfer_s"):
-        parts.append(f"host<->device weight transfer {report.fmt_time(est.extra['transfer_s'])} included in the total")
-    stages = est.extra.get("stages", {})
-    host = [s for s, i in stages.items() if i.get("device") not in (None, est.hardware)]
-    if host:
-        parts.append(", ".join(f"{s} on {stages[s]['device']}" for s in host))
-    lines = getattr(report, "expert_lines", None)
-    if callable(lines):
-        parts += list(lines(est))
-    return "; ".join(p for p in parts if p)
 
 
 def _leaf_keys(cfg, prefix="") -> list[str]:
@@ -598,7 +598,8 @@ def multi_device_payload(est, cost=None) -> dict | None:
     cost = cost if cost is not None else multi_device_cost(est)
     head, body = cost_rows(cost)
     return {"title": f"{est.model} per device: {cost.plan.degree} × {cost.hardware.name}, plan {cost.plan.label}",
-            "table": {"head": head, "rows": body}, "summary": summary_lines(cost), "document": cost.to_dict()}
+            "table": {"head": head, "rows": body},
+            "summary": summary_lines(cost, est.parallel["total"].get("time_range_s")), "document": cost.to_dict()}
 
 
 #: seconds a download's command may run, and how many run at once
@@ -701,7 +702,7 @@ def roofline_payload(est, by: str = "op", depth: int = 2, cost=None) -> dict:
     roof = roof_of(est)
     return {"by": by, "depth": depth, "points": pts, "left_out": left_out, "roof": roof,
             "hardware": est.hardware, "devices": {s: i.get("device") for s, i in est.extra.get("stages", {}).items()},
-            "plan": plan_payload(cost)}
+            "plan": plan_payload(cost, est)}
 
 
 def breakdown(est, depth: int = 2, cost=None) -> dict:
@@ -753,16 +754,20 @@ def breakdown(est, depth: int = 2, cost=None) -> dict:
                 vals[name] += extra
     return {"ids": order, "labels": [label[x] for x in order], "parents": [parent[x] for x in order],
             "values": [vals[x] for x in order], "metric": "time_s" if have_time else "flops", "depth": depth,
-            "plan": plan_payload(cost)}
+            "plan": plan_payload(cost, est)}
 
 
 def memory_timeline(est, cost=None) -> dict | None:
     """GPU memory while each stage runs, in pipeline order: resident weights, the stage's
-    live activations at its peak and the CUDA context and allocator reserve (bytes), under
-    the residency policy of the config (the memory pass's
+    live activations at its peak, ``allocator_bytes`` (what PyTorch's caching allocator
+    reserves beyond the tensors: JSON ``peak_reserved_bytes`` less the tensors, known at the
+    pipeline's peak only, so nonzero on the peak stage's bar) and ``reserve_bytes`` (the CUDA
+    context), bytes, under the residency policy of the config (the memory pass's
     :func:`~wanir.passes.memory.pipeline_peak` applied to the stage alone); the pipeline's
-    peak and the stage at it; the GPU's capacity. Under a plan (``cost``) one device's: its
-    sharded weights and activations and the plan's per-device peak."""
+    peak, the stage at it, ``peak_allocated_bytes`` (tensors), ``peak_reserved_bytes``
+    (allocator) and ``context_bytes`` as the JSON's ``total``; the GPU's capacity. Under a
+    plan (``cost``) one device's: its sharded weights and activations and the plan's
+    per-device peak."""
     from wanir import hardware as hwlib
     from wanir.passes.memory import HOST_STAGES_T5_CPU, pipeline_peak
     from wanir.runtime import memory_options
@@ -794,26 +799,34 @@ def memory_timeline(est, cost=None) -> dict | None:
         peak, pipe = cost.peak_memory_bytes, cost.memory
     offload, reserve = mem.offload_model, mem.reserve_bytes
     rows = []
+    peak_stage = pipe.get("peak_stage")
     for name in recs:
         if not recs[name]["on_gpu"]:
-            rows.append({"stage": name, "weight_bytes": 0, "activation_bytes": 0, "reserve_bytes": 0,
-                         "on_gpu": False})
+            rows.append({"stage": name, "weight_bytes": 0, "activation_bytes": 0, "allocator_bytes": 0,
+                         "reserve_bytes": 0, "on_gpu": False})
             continue
         # the memory pass's own rule with only this stage's activations live (offloading:
         # only this stage's weights resident)
         alone = {name: recs[name]} if offload else \
             {k: (r if k == name else {**r, "peak_activation_bytes": 0}) for k, r in recs.items()}
         p = pipeline_peak(alone, offload, reserve)
-        rows.append({"stage": name, "weight_bytes": p["weight_bytes"],
-                     "activation_bytes": recs[name]["peak_activation_bytes"],
-                     "reserve_bytes": p.get("reserve_bytes", 0), "on_gpu": True})
+        act = recs[name]["peak_activation_bytes"]
+        # what the caching allocator holds beyond the tensors is known at the pipeline's peak
+        # (the allocator replay of the memory pass): that stage's bar carries it
+        cached = 0
+        if name == peak_stage and pipe.get("peak_reserved_bytes") is not None:
+            cached = max(0, int(pipe["peak_reserved_bytes"]) - p["weight_bytes"] - act)
+        rows.append({"stage": name, "weight_bytes": p["weight_bytes"], "activation_bytes": act,
+                     "allocator_bytes": cached, "reserve_bytes": p.get("reserve_bytes", 0), "on_gpu": True})
     try:
         cap = hwlib.from_config(est.config).memory_bytes
     except WanirError:
         cap = None
-    return {"stages": rows, "peak_memory_bytes": peak, "peak_stage": pipe.get("peak_stage"),
+    return {"stages": rows, "peak_memory_bytes": peak, "peak_stage": peak_stage,
+            "peak_allocated_bytes": pipe.get("peak_allocated_bytes"),
+            "peak_reserved_bytes": pipe.get("peak_reserved_bytes"), "context_bytes": pipe.get("reserve_bytes", reserve),
             "capacity_bytes": cap, "hardware": est.hardware, "offload_model": offload, "offload": mem.offload,
-            "plan": plan_payload(cost)}
+            "plan": plan_payload(cost, est)}
 
 
 _CMP_KEYS = (("time_s", "time"), ("flops", "FLOPs"), ("bytes", "bytes moved"), ("peak_memory_bytes", "peak memory"))
@@ -829,26 +842,31 @@ def _title(est) -> str:
 
 
 def compare_records(est) -> dict:
-    """Per stage and ``total``: time_s, flops, bytes, peak_memory_bytes of ``est`` as the CLI
+    """Per stage and ``total``: time_s, flops, bytes, peak_memory_bytes and ``time_text`` (the
+    CLI's duration; the total's with its range, ``time_range_s``) of ``est`` as the CLI
     prints them: the stage table's (:func:`wanir.backends.report.rows`) on one device; under a
     plan one device's of the plan (``Estimate.parallel``: per-device time per generation and
     FLOPs; bytes moved and per-stage peaks are not in the per-device record: None)."""
-    from wanir.backends.report import rows
+    from wanir.backends.report import fmt_time, rows
 
     out = {}
     if est.parallel is None:
         for r in rows(est):
             fl = None if r["tensor_flops"] is None else r["tensor_flops"] + (r["vector_flops"] or 0)
             out[r["stage"]] = {"time_s": r["time_s"], "flops": fl, "bytes": r["bytes"],
-                               "peak_memory_bytes": r["peak_memory_bytes"]}
-        return out
-    total_fl = 0
-    for r in est.parallel["stages"]:
-        fl = (r["tensor_flops"] + r["vector_flops"]) * r["invocations"]
-        total_fl += fl
-        out[r["name"]] = {"time_s": r["time_s"], "flops": fl, "bytes": None, "peak_memory_bytes": None}
-    t = est.parallel["total"]
-    out["total"] = {"time_s": t["time_s"], "flops": total_fl, "bytes": None, "peak_memory_bytes": t["peak_memory_bytes"]}
+                               "peak_memory_bytes": r["peak_memory_bytes"], "time_text": fmt_time(r["time_s"])}
+    else:
+        total_fl = 0
+        for r in est.parallel["stages"]:
+            fl = (r["tensor_flops"] + r["vector_flops"]) * r["invocations"]
+            total_fl += fl
+            out[r["name"]] = {"time_s": r["time_s"], "flops": fl, "bytes": None, "peak_memory_bytes": None,
+                              "time_text": fmt_time(r["time_s"])}
+        t = est.parallel["total"]
+        out["total"] = {"time_s": t["time_s"], "flops": total_fl, "bytes": None,
+                        "peak_memory_bytes": t["peak_memory_bytes"]}
+    tp = time_payload(est)    # the total with its range, as the CLI prints it
+    out["total"].update(time_range_s=tp["time_range_s"], time_text=tp["text"])
     return out
 
 
@@ -895,10 +913,17 @@ def size_payload(res: dict) -> dict:
     GPU-hours per video on unpriced), ``cost_unit`` and ``pareto``: on the front of latency
     against that cost among the rows of its kind (priced rows by dollars, unpriced ones by
     GPU-hours: the two are not comparable, as in the ranking). ``batched``: some row runs
-    several videos per batch (its ``time_s`` is then the batch's latency)."""
+    several videos per batch (its ``time_s`` is then the batch's latency). ``latency_text``:
+    the latency with its range as the CLI prints times ("30.6 min (28.3–32.4)");
+    ``precision_text``: DiT weights/compute dtype, as ``wanir size``'s stack column."""
+    from wanir.backends.report import fmt_time_range
+
     allrecs = [c.to_dict() for c in res["candidates"]]
     for i, r in enumerate(allrecs):
         r["rank"] = i + 1
+        r["latency_text"] = fmt_time_range(r["time_s"], r.get("time_range_s"))
+        prec = r.get("precision") or {}
+        r["precision_text"] = f"{prec.get('dit_weights', '-')}/{prec.get('dit_compute', '-')}"
         r["cost"] = r["cost_per_video_usd"] if r["priced"] else r["gpu_hours_per_video"]
         r["cost_unit"] = "$/video" if r["priced"] else "GPU-h/video"
         r["pareto"] = False

@@ -37,11 +37,16 @@ function fmtBytes(v) {
     if (Math.abs(v) >= s) { const x = v / s; return Math.abs(x) >= 100 ? `${x.toFixed(0)} ${u}` : `${+x.toPrecision(3)} ${u}`; }
   return `${v} B`;
 }
+// backends/report.py fmt_time: the largest of µs … d that v reaches twice (once for ms and s),
+// three significant digits (the server sends its own text where it has it)
+const TIME_UNITS = [["µs", 1e-6, 0], ["ms", 1e-3, 1], ["s", 1, 1], ["min", 60, 2], ["h", 3600, 2], ["d", 86400, 2]];
 function fmtTime(v) {
   if (v === null || v === undefined) return "-";
-  if (v >= 120) return `${+(v / 60).toPrecision(3)} min`;
-  if (v >= 1) return `${+v.toPrecision(3)} s`;
-  return `${+(v * 1e3).toPrecision(3)} ms`;
+  if (v === 0) return "0 s";
+  let u = TIME_UNITS[0];
+  for (const t of TIME_UNITS) if (Math.abs(v) >= t[2] * t[1]) u = t;
+  const x = v / u[1];
+  return `${Math.abs(x) >= 1000 ? Math.round(x).toLocaleString("en-US") : +x.toPrecision(3)} ${u[0]}`;
 }
 function fmtRatio(r) { return r === null || r === undefined ? "-" : `${r.toFixed(3)}×`; }
 
@@ -347,7 +352,7 @@ function renderEstimate(d) {
     rep.classList.add("disabled"); rep.setAttribute("aria-disabled", "true");
     rep.title = "wanir report works on one device's pipeline and refuses a multi-device plan: use JSON or CSV";
   }
-  for (const e of $$(".plan-note")) e.textContent = d.plan ? `per device: ${d.plan.caption}` : "";
+  for (const e of $$(".plan-note")) e.textContent = d.plan ? `per device: ${d.plan.caption}; ${d.plan.time_text} per video` : "";
   const hintEl = document.getElementById("hint-hardware");
   if (hintEl) hintEl.classList.remove("stale");
   const degree = controlOf("parallel.degree");
@@ -494,9 +499,14 @@ function plotMemory(m) {
     {type: "bar", name: "live activations at the stage's peak", x, y: m.stages.map(s => s.activation_bytes / gib),
      marker: {color: "#fdb462"}, hovertemplate: "%{x}: activations %{y:.2f} GiB<extra></extra>"},
   ];
+  // what PyTorch's caching allocator holds beyond the tensors (known at the pipeline's peak)
+  if (m.stages.some(s => s.allocator_bytes))
+    traces.push({type: "bar", name: "held by PyTorch's caching allocator beyond tensors (at the peak)", x,
+                 y: m.stages.map(s => (s.allocator_bytes || 0) / gib), marker: {color: "#bc80bd", pattern: {shape: "/"}},
+                 hovertemplate: "%{x}: allocator cache %{y:.2f} GiB<extra></extra>"});
   if (m.stages.some(s => s.reserve_bytes))
-    traces.push({type: "bar", name: "CUDA context and allocator reserve", x, y: m.stages.map(s => (s.reserve_bytes || 0) / gib),
-                 marker: {color: "#cccccc"}, hovertemplate: "%{x}: reserve %{y:.2f} GiB<extra></extra>"});
+    traces.push({type: "bar", name: "CUDA context", x, y: m.stages.map(s => (s.reserve_bytes || 0) / gib),
+                 marker: {color: "#cccccc"}, hovertemplate: "%{x}: CUDA context %{y:.2f} GiB<extra></extra>"});
   const shapes = [], ann = [];
   if (m.capacity_bytes) {
     shapes.push({type: "line", xref: "paper", x0: 0, x1: 1, y0: m.capacity_bytes / gib, y1: m.capacity_bytes / gib,
@@ -505,6 +515,14 @@ function plotMemory(m) {
               text: `${m.hardware} capacity ${fmtBytes(m.capacity_bytes)}`, font: {color: "#b00020"}});
   }
   const pk = m.stages.findIndex(s => s.stage === m.peak_stage);
+  if (pk >= 0 && m.peak_allocated_bytes !== null && m.peak_allocated_bytes !== undefined &&
+      m.peak_reserved_bytes !== m.peak_allocated_bytes) {   // the tensors' peak, marked on the peak stage's bar
+    const y = m.peak_allocated_bytes / gib;
+    shapes.push({type: "line", xref: "x", x0: pk - 0.45, x1: pk + 0.45, y0: y, y1: y, line: {color: "#333", width: 2}});
+    ann.push({x: x[pk], y, xanchor: "left", xshift: 40, showarrow: false, font: {size: 10},
+              text: `tensors ${fmtBytes(m.peak_allocated_bytes)}; allocator ${fmtBytes(m.peak_reserved_bytes)}` +
+                    ` + context ${fmtBytes(m.context_bytes)}`});
+  }
   if (pk >= 0) ann.push({x: x[pk], y: m.peak_memory_bytes / gib, text: `peak ${fmtBytes(m.peak_memory_bytes)}`,
                          showarrow: true, arrowhead: 2, ay: -30});
   P.react("memory-plot", traces, {barmode: "stack", shapes, annotations: ann, margin: {t: 30},
@@ -576,9 +594,10 @@ async function loadCompare() {
     if (seq !== S.seq) return;
     const head = ["stage"];
     for (const k of d.keys) head.push(`${k.label} A`, `${k.label} B`, "B / A");
-    const fmt = {time_s: fmtTime, flops: fmtCount, bytes: fmtBytes, peak_memory_bytes: fmtBytes};
+    // times as the server formats them (the CLI's durations, the total with its range)
+    const fmt = {time_s: (v, x) => x.time_text ?? fmtTime(v), flops: fmtCount, bytes: fmtBytes, peak_memory_bytes: fmtBytes};
     const rows = d.rows.map(r => [r.stage].concat(...d.keys.map(k => [
-      r.a ? fmt[k.key](r.a[k.key]) : "-", r.b ? fmt[k.key](r.b[k.key]) : "-", fmtRatio(r.ratio[k.key])])));
+      r.a ? fmt[k.key](r.a[k.key], r.a) : "-", r.b ? fmt[k.key](r.b[k.key], r.b) : "-", fmtRatio(r.ratio[k.key])])));
     table($("#compare-table"), head, rows, true);
     $("#compare-table thead").prepend(el("tr", {}, el("th", {text: ""}),
       el("th", {colspan: String(3 * d.keys.length), text: `A: ${d.a.title}    B: ${d.b.title}`})));
@@ -615,7 +634,9 @@ async function runSizing() {
       `${d.meets} meet the target${tgt ? " (" + tgt + ")" : ""}; ${d.shown} shown, in the order of wanir size` +
       (d.priced ? "" : `; no price for ${d.unpriced.join(", ")}: ranked after the priced hardware, by GPU-hours per ` +
                        "video (give prices)") +
-      (d.batched ? "; videos/batch: videos generated together per replica, time/video is the batch's latency" : "");
+      (d.batched ? "; videos/batch: videos generated together per replica" : "") +
+      "; latency: from the start of a batch to its last video, with its error range; stack: runtime, attention " +
+      "kernel, DiT weights/compute dtype";
     S.sizing = d; S.sizingFor = JSON.stringify(S.ov);
     markSizing();
     renderSizing();
@@ -634,7 +655,10 @@ const gib = v => (v / 2 ** 30).toFixed(0);
 const SZ_COLS = [
   ["rank", "#", r => r.rank], ["hardware", "hardware", r => r.hardware], ["devices", "GPUs", r => r.devices],
   ["plan", "plan", r => r.plan], ["batch", "videos/batch", r => r.batch, d => d.batched],
-  ["time_s", "time/video", r => fmtTime(r.time_s)], ["videos_per_hour", "videos/h", r => r.videos_per_hour.toFixed(1)],
+  ["runtime", "runtime", r => r.runtime ?? "-"], ["attention_kernel", "attention kernel", r => r.attention_kernel ?? "-"],
+  ["precision_text", "DiT weights/compute", r => r.precision_text],
+  ["time_s", "latency", r => r.latency_text ?? fmtTime(r.time_s)],
+  ["videos_per_hour", "videos/h", r => r.videos_per_hour.toFixed(1)],
   ["cost_per_video_usd", "$/video", r => r.cost_per_video_usd === null ? "no price" : r.cost_per_video_usd.toFixed(3)],
   ["gpu_hours_per_video", "GPU-h/video", r => r.gpu_hours_per_video.toFixed(3)],
   ["peak_memory_bytes", "mem/GPU", r => `${fmtBytes(r.peak_memory_bytes)} / ${gib(r.capacity_bytes)} GiB`],
@@ -642,7 +666,7 @@ const SZ_COLS = [
   ["bottleneck", "bottleneck", r => `${r.bottleneck} ${(100 * r.bottleneck_share).toFixed(0)} %`]];
 const SZ_TAIL = [["meets_target", "meets", r => r.meets_target ? "yes" : "no"], ["pareto", "Pareto", r => r.pareto ? "★" : ""]];
 const SZ_HIDDEN = new Set(["fits", "priced", "capacity_bytes", "bottleneck_share", "speedup", "cost", "cost_unit",
-                           "optimizations"]);
+                           "optimizations", "precision", "time_range_s", "latency_text"]);
 function sizingColumns(d) {
   const cols = SZ_COLS.filter(c => !c[3] || c[3](d));
   const known = new Set([...SZ_COLS, ...SZ_TAIL].map(c => c[0]));
@@ -680,7 +704,8 @@ function renderSizing() {
     if (!group.length) continue;
     const yaxis = priced || !d.priced_any ? "y" : "y2", unit = priced ? "$/video" : "GPU-h/video";
     const hover = r => `${esc(r.hardware)} × ${r.devices}, ${esc(r.plan)}` + (r.batch > 1 ? `, ${r.batch} videos/batch` : "") +
-      `<br>${fmtTime(r.time_s)} per ${r.batch > 1 ? "batch" : "video"}, ${r.cost.toFixed(3)} ${unit}`;
+      `<br>${esc(r.latency_text ?? fmtTime(r.time_s))} per ${r.batch > 1 ? "batch" : "video"}, ${r.cost.toFixed(3)} ${unit}` +
+      `<br>${esc(r.runtime ?? "")}, ${esc(r.attention_kernel ?? "")}, ${esc(r.precision_text ?? "")}`;
     const byHw = {};
     for (const r of group) (byHw[r.hardware] ||= []).push(r);
     for (const [hw, rs] of Object.entries(byHw))

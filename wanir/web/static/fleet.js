@@ -23,7 +23,7 @@ deployments:
   function cell(tag, text) { const c = document.createElement(tag); c.textContent = text; return c; }
 
   function table(rows) {
-    const head = ["#", "hardware", "GPUs/replica", "plan", "batch", "replicas", "util", "p50", "p95", "p99", "SLO",
+    const head = ["#", "hardware", "GPUs/replica", "plan", "batch", "replicas", "util", "service (range)", "p50", "p95", "p99", "SLO",
                   "$/video", "$/month", "by"];
     const tr = document.createElement("tr");
     head.forEach((h) => tr.appendChild(cell("th", h)));
@@ -32,7 +32,8 @@ deployments:
       const row = document.createElement("tr");
       if (r.meets_slo === false) row.className = "miss";
       [i + 1, r.hardware, r.devices, r.plan, r.batch, r.replicas ?? "-",
-       r.utilization === null ? "-" : Math.round(100 * r.utilization) + " %", minutes(r.latency_s.p50),
+       r.utilization === null ? "-" : Math.round(100 * r.utilization) + " %", r.service_text ?? minutes(r.service_s.mean),
+       minutes(r.latency_s.p50),
        minutes(r.latency_s.p95), minutes(r.latency_s.p99), r.meets_slo ? "yes" : "no",
        money(r.usd_per_video, 3), money(r.usd_per_month, 0), r.method].forEach((v) => row.appendChild(cell("td", String(v))));
       return row;
@@ -76,8 +77,10 @@ deployments:
       plots(d);
       const b = d.plan.best;
       q("#fl-summary").textContent = b ? `best: ${b.replicas} × ${b.hardware} × ${b.devices} (${b.plan}) at the peak hour, ` +
-        `${money(b.usd_per_month, 0)}/month, p95 ${minutes(b.latency_s.p95)}; ${d.plan.evaluated} deployments evaluated`
-        : `no deployment meets the SLO; ${d.plan.evaluated} evaluated`;
+        `${money(b.usd_per_month, 0)}/month, p95 ${minutes(b.latency_s.p95)}; ${d.plan.evaluated} deployments evaluated` +
+        (d.plan.unfit ? `, ${d.plan.unfit} do not fit in memory (not listed)` : "")
+        : `no deployment meets the SLO; ${d.plan.evaluated} evaluated` +
+        (d.plan.unfit ? `, ${d.plan.unfit} do not fit in memory (not listed)` : "");
       sec.dataset.state = "ready";
     } catch (e) {
       if (e.name === "AbortError") return;
