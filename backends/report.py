@@ -92,6 +92,16 @@ def fmt_time_in(v, unit: tuple[str, float]) -> str:
     return _sig3(x) if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
 
 
+def fmt_time_range_in(v, rng, unit: tuple[str, float]) -> str:
+    """``v`` seconds and its range as numbers of a column's ``unit`` (from
+    :func:`column_time_unit`), the unit's name left to the header: "30.6 (28.3–32.4)"; just
+    :func:`fmt_time_in` when ``rng`` ([low, high] seconds) is None."""
+    if v is None or rng is None:
+        return fmt_time_in(v, unit)
+    lo, hi = (fmt_time_in(x, unit) for x in rng)
+    return f"{fmt_time_in(v, unit)} ({lo}–{hi})"
+
+
 def fmt_time_range(v, rng) -> str:
     """Seconds with their range in the same unit: "17.4 min (16.1–18.9)"; just the time
     when ``rng`` ([low, high] seconds, backends/error_range.py) is None."""
@@ -279,8 +289,12 @@ def to_markdown(est: Estimate) -> str:
 
 
 def to_csv(est: Estimate) -> str:
-    """CSV with one row per stage plus a total row (raw numbers)."""
-    recs = rows(est)
+    """CSV with one row per stage plus a total row (raw numbers); ``time_low_s`` and
+    ``time_high_s``, the total's time range in seconds (``total.time_range_s``), are filled
+    on the total row only and left empty on the stage rows."""
+    rng = est.total.get("time_range_s")
+    recs = [{**r, "time_low_s": rng[0] if rng and r["stage"] == "total" else None,
+             "time_high_s": rng[1] if rng and r["stage"] == "total" else None} for r in rows(est)]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(recs[0].keys()))
     w.writeheader()

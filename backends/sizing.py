@@ -31,7 +31,7 @@ from wanir.safeio import load_yaml, read_text_file
 
 from .error_range import cost_range
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
-from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_in
+from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_range_in
 from .stack import PREC_NAMES as _PREC_NAMES
 from .stack import STACK_PRECISIONS, stack_of
 from .stack import kernel_label as _kernel_label
@@ -551,7 +551,8 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
             f"{_kernel_label(st)}, {st['precision'].get('dit_weights')}/{st['precision'].get('dit_compute')}"
         row = [str(i), c.hardware, str(c.devices), c.plan.label] + ([c.optimizations or "none"] if opt else []) + \
             ([str(c.batch)] if batched else []) + \
-            [stack, fmt_time_in(c.time_s, unit), f"{c.videos_per_hour:.1f}", cost, f"{c.gpu_hours_per_video:.3f}",
+            [stack, fmt_time_range_in(c.time_s, c.time_range_s, unit), f"{c.videos_per_hour:.1f}", cost,
+             f"{c.gpu_hours_per_video:.3f}",
              f"{fmt_bytes(c.peak_memory_bytes)} / {c.capacity_bytes / 2**30:.0f} GiB",
              f"{100 * c.comm_share:.0f} %", f"{c.bottleneck} {100 * c.bottleneck_share:.0f} %"]
         table.add_row(*row)
@@ -564,7 +565,8 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     con.print(f"{result['evaluated']} configurations evaluated, {result['dropped']} dropped (do not fit in memory), "
               f"{len(cands)} fit, {meets} meet the target" + tail, highlight=False)
     con.print("columns: stack = attention kernel (configured→run where they differ), DiT weights/compute dtype; "
-              "latency = from the start of a batch to its last video" + (" (videos/batch videos per replica, "
+              "latency = from the start of a batch to its last video, its range (low–high) in brackets "
+              "(docs/time-model.md)" + (" (videos/batch videos per replica, "
                                                                          "workload.batch)" if batched else ""),
               highlight=False)
     line = stack_line(result)
