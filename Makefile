@@ -44,6 +44,7 @@ test-reference: setup
 	$(BIN)/python -m pytest -q -m reference
 
 bench: setup
+	$(BIN)/python benchmarks/bench_seam.py
 	$(BIN)/python benchmarks/bench_estimate.py
 	$(BIN)/python benchmarks/bench_size.py
 	$(BIN)/python benchmarks/bench_sweep.py

@@ -59,6 +59,7 @@ from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.hardware import Hardware, rate_dtype
 from wanir.ops import OPS
+from wanir.options import DEFAULT_ATTENTION_KERNEL
 
 from .host_stages import host_constants, host_seconds
 
@@ -107,7 +108,7 @@ class Model:
     method returns ``(seconds, provenance key)``; the key is a frozenset of
     (input name, source kind) pairs the time rests on."""
 
-    def __init__(self, hw: Hardware, attention_kernel: str = "flash2", allow_tf32_conv: bool = True,
+    def __init__(self, hw: Hardware, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, allow_tf32_conv: bool = True,
                  matmul_tf32: bool = False):
         self.hw = hw
         self.m = hw.micro
@@ -391,7 +392,7 @@ class _Timer:
         return compute, memory, t, p
 
 
-def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = "flash2",
+def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
         host: Hardware | None = None, host_stages=(), offload_model: bool = False,
         weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32_conv: bool = True,
         matmul_tf32: bool = False, fusion: str = "eager", cuda_graphs: bool = False) -> dict:

@@ -15,11 +15,19 @@ hardware with no price is ranked by GPU-hours per video instead (and says so).
 """
 from __future__ import annotations
 
+import difflib
+import functools
+import math
+import os
 from dataclasses import dataclass, field
 
-from wanir import kernels
+from wanir import hardware as hwlib
+from wanir import jsonout, kernels
 from wanir.errors import ConfigError
+from wanir.estimate import count
+from wanir.resolve import resolve
 from wanir.runtime import attention_kernel_for
+from wanir.safeio import load_yaml, read_text_file
 
 from .error_range import cost_range
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
@@ -134,7 +142,6 @@ def candidate_plans(n: int, heads: int, guidance: bool, gpus_per_node: int = 8,
 def parse_prices(items, known=None) -> dict[str, float]:
     """``["h100-sxm=2.5", ...]`` → {name: USD per GPU-hour}. Raises ConfigError on a bad
     item, and — with ``known`` (the valid hardware names) — on a name not among them."""
-    import math
 
     prices = {}
     for it in items or ():
@@ -153,7 +160,6 @@ def parse_prices(items, known=None) -> dict[str, float]:
 
 
 def _unknown_price(name: str, known) -> ConfigError:
-    import difflib
 
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -174,14 +180,23 @@ def parse_devices(text: str) -> tuple[int, ...]:
 
 
 def _yaml_price(name: str, config_dir=None) -> float | None:
-    from omegaconf import OmegaConf
-
-    from wanir import hardware as hwlib
+    """``price_usd_per_gpu_hour`` of hardware ``name``'s YAML file (None without one)."""
     f = hwlib.yaml_files(config_dir).get(name)
     if f is None:
         return None
-    v = OmegaConf.load(f).get("price_usd_per_gpu_hour")
-    if isinstance(v, dict) or hasattr(v, "get"):
+    st = os.stat(f)
+    return _price_of(str(f), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _price_of(path: str, mtime_ns: int, size: int) -> float | None:
+    text = read_text_file(path, "hardware YAML")
+    if "${" in text:   # an interpolation: resolved as the hardware file itself is
+        from omegaconf import OmegaConf  # late import: a hardware file with ${...} interpolations
+        v = OmegaConf.to_container(OmegaConf.create(text), resolve=True).get("price_usd_per_gpu_hour")
+    else:
+        v = (load_yaml(text, path) or {}).get("price_usd_per_gpu_hour")
+    if isinstance(v, dict):
         v = v.get("value")
     return None if v is None else float(v)
 
@@ -251,13 +266,6 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     with the fraction of the search done (a float in [0, 1]) before each plan. ``risk``:
     "point" ranks by the estimate, "upper" by the upper end of its time range (the target,
     cost and GPU-hours per video use that time; backends/error_range.py)."""
-    from wanir import hardware as hwlib
-    from wanir import options as _options
-    from wanir.config import load_config
-    from wanir.frontends.checkpoint import apply_model_from
-    from wanir.frontends.pipeline import build_pipeline
-    from .parallel import resolve_plan
-
     if latency_s is not None and not latency_s > 0:
         raise ConfigError(f"--latency must be > 0 seconds, got {latency_s}")
     if throughput is not None and not throughput > 0:
@@ -265,10 +273,9 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     if risk not in RISKS:
         raise ConfigError(f"--risk {str(risk)[:20]!r}: allowed {', '.join(RISKS)}")
     overrides = list(overrides)
-    cfg = load_config(overrides, config_dir)
-    opts = _options.from_config(cfg)
-    fixed = resolve_plan(opts.parallel.as_mapping())
-    fixed = fixed if (fixed.degree > 1 or fixed.fsdp > 1) else None
+    sc0 = resolve(overrides, config_dir)
+    cfg, opts = sc0.config, sc0.run.options
+    fixed = sc0.run.plan
     if fixed is not None:
         if devices is not None and fixed.degree not in devices:
             raise ConfigError(f"the plan {fixed.label} (parallel=...) uses {fixed.degree} devices, but --devices is "
@@ -281,7 +288,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     if hw_overrides and hardware:
         raise ConfigError(f"the hardware is given twice ({hw_overrides[0][:60]} and --hardware); give one of them")
     if hw_overrides:      # the configured device, with any hardware.* value overrides applied
-        hws = [hwlib.from_config(cfg)]
+        hws = [sc0.run.hardware]
     else:
         names = list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
         hws = [hwlib.load(n, config_dir) for n in names]
@@ -303,35 +310,47 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     graph0 = None
     dims = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
     user = [o for o in overrides if str(o).lstrip("+").split("=")[0] not in {f"parallel.{d}" for d in dims}]
-    built: dict = {}      # count key -> (config, pipeline graph, {plan shape: DeviceGraph})
     by_class: dict = {}
 
     def for_plan(plan: Plan, b: int):
-        """The config of ``plan`` at batch ``b`` (the runtime's defaults follow the plan: weight
-        precision under FSDP, offload on one device), its pipeline graph and device graphs,
-        shared by plans whose count-relevant options agree."""
-        # what the runtime's defaults read from a plan (wanir.runtime.apply_runtime): one device
-        # or several, FSDP or not; and whether the CFG branches split (passes/optimize.py: a step
-        # cache keeps the other branch's residual only when one device runs both); plans of one
-        # class share a composed config
+        """The resolved scenario of ``plan`` at batch ``b`` (the runtime's defaults follow the
+        plan: weight precision under FSDP, offload on one device) and its counted build
+        (:func:`wanir.estimate.count`: one per distinct build, shared by the plans and
+        hardware that time it)."""
+        # what the runtime's defaults read from a plan (wanir.runtime.runtime_defaults): one
+        # device or several, FSDP or not; and whether the CFG branches split (passes/optimize.py:
+        # a step cache keeps the other branch's residual only when one device runs both); plans
+        # of one class share a resolved scenario
         cls = (b, plan.degree > 1, plan.fsdp > 1, plan.cfg > 1)
         hit = by_class.get(cls)
         if hit is None:
             ov = [*user, *([f"workload.batch={b}"] if b != base_batch else []),
                   *(f"parallel.{d}={v}" for d, v in zip(dims, (plan.degree, plan.ulysses, plan.ring, plan.cfg,
                                                                plan.dp, plan.fsdp)))]
-            c = cfg if fixed is not None and b == base_batch and plan is fixed else load_config(ov, config_dir)
-            key = (b, plan.cfg > 1, _options.count_key(_options.from_config(c)))
-            hit = built.get(key)
-            if hit is None:
-                c_m, _ = apply_model_from(c)
-                hit = built[key] = (c, build_pipeline(c_m), {})
-            by_class[cls] = hit
+            sc = sc0 if fixed is not None and b == base_batch and plan is fixed else resolve(ov, config_dir)
+            # the configuration as given on that plan: its own build and run options (a plan's
+            # scenario also carries the one-device ones its estimate reports)
+            build, run = (sc.run.plan_build, sc.run.plan_run) if sc.run.plan_build is not None else (sc.build, sc.run)
+            hit = by_class[cls] = (sc, count(build), run)
         return hit
+
+    def device_graph(plan: Plan, b: int) -> DeviceGraph:
+        """The per-device graph of ``plan``'s shape at batch ``b`` (cached on the counted build)."""
+        sc, counted, r = for_plan(plan, b)
+        graphs = counted.device_graph_cache(r)
+        key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp, plan.vae)
+        with counted.lock:
+            dg = graphs.get(key)
+            if dg is None:
+                shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
+                                  plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
+                dg = graphs[key] = DeviceGraph(counted.graph, shape_plan, r.config, options=r.options, runtime=r.runtime,
+                                               memory=r.memory, offload_from_runtime=r.offload_from_runtime)
+        return dg
 
     steps, step = len(batches) * len(devices), 0
     for b in batches:
-        graph = for_plan(Plan(), b)[1]
+        graph = for_plan(Plan(), b)[1].graph
         graph0 = graph0 or graph
         guidance = bool(graph.meta.get("workload", {}).get("guidance", True))
         if "diffusion_core" in graph.stages and graph.stages["diffusion_core"].repeat % 2:
@@ -346,20 +365,11 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                 if progress is not None:
                     progress((step + j / len(plans)) / steps)
                 check_plan(plan, heads=heads, guidance=guidance)
-                c_plan, g_plan, graphs = for_plan(plan, b)
-                key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
-                dg = graphs.get(key)
-                if dg is None:
-                    shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
-                                      plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
-                    dg = graphs[key] = DeviceGraph(g_plan, shape_plan, c_plan)
+                dg = device_graph(plan, b)
+                c_plan = for_plan(plan, b)[0].config
                 for hw in hws:
                     if hw.name not in singles:
-                        c1, g1, graphs1 = for_plan(Plan(), b)
-                        single = graphs1.get("single")
-                        if single is None:
-                            single = graphs1["single"] = DeviceGraph(g1, Plan(), c1)
-                        singles[hw.name] = single.cost(hw).time_s
+                        singles[hw.name] = device_graph(Plan(), b).cost(hw).time_s
                     c = dg.cost(hw, singles[hw.name], plan=plan)   # dp and the name only change the totals
                     evaluated += 1
                     bsh, share = c.bottleneck()
@@ -496,7 +506,6 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     (prints a rich table of the ``top`` (default TABLE_TOP) ranked candidates that meet the
     target, or of all that fit with ``show_all``; priced hardware first, unpriced after it,
     labelled)."""
-    from wanir import jsonout
 
 
     if top is not None and top < 1:
@@ -512,8 +521,8 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     shown = cands if show_all else _fold([c for c in cands if c.meets])
     misses = [] if (shown or show_all) else nearest_misses(result, min(top, 5))
     rows = (shown or misses)[:top]
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # late import: rich only to draw the table
+    from rich.table import Table  # late import: as above
     t = result["target"]
     target = " and ".join(x for x in (
         f"≤ {fmt_time(t['latency_s'])} per video" if t["latency_s"] else "",

@@ -6,12 +6,12 @@ Overrides are parsed with Hydra's override parser, so every Hydra sweep form wor
 comma lists (``a=1,2,3``), ``range(start, stop[, step])`` and ``choice(a, b)``. Overrides
 without a sweep are applied to every point.
 
-Speed: a configuration is composed by Hydra once per distinct combination of group choices
-(``model=``, ``hardware=``, ...); each point then sets its value overrides with OmegaConf.
-The graph is lowered and counted (flops, bytes, memory) once per distinct point *up to the
-timing keys* (``hardware``, ``roofline.mode``): points that differ only there share the
-counted graph and re-run just the roofline backend. ``benchmarks/bench_sweep.py`` reports
-where the time goes.
+Speed: each point goes through the one seam, resolve → count → time
+(:func:`wanir.estimate.evaluate`). Group choices are composed once per distinct combination
+(cached); the graph is lowered and counted once per distinct :class:`wanir.scenario.Build`
+(cached): points that differ only in what changes time (hardware, timing mode, plan) share
+the counted graph and re-run just the timing. ``benchmarks/bench_sweep.py`` reports where the
+time goes.
 
 :func:`run_sweep` returns a :class:`SweepResult` whose ``rows`` are the CSV rows (one per
 point): every override as given, then per-stage FLOPs, bytes, time and peak activation
@@ -20,19 +20,25 @@ memory, then the pipeline totals.
 from __future__ import annotations
 
 import csv
+import fcntl
+import io
 import itertools
+import json
+import math
+import multiprocessing
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from omegaconf import OmegaConf
-
 from wanir import config as _config
 from wanir.errors import ConfigError
+from wanir.estimate import evaluate
 from wanir.limits import MAX_JOBS, MAX_SWEEP_POINTS, cap_jobs, check_int_arg, usable_cpus
-from wanir.safeio import csv_cell, short
+from wanir.resolve import resolve_parsed
+from wanir.safeio import csv_cell, short, write_output
 
 from .report import heaviest_ops  # noqa: F401  (re-exported: the ops of a point for the roofline chart)
 
@@ -100,7 +106,7 @@ def parse_sweep(overrides: Iterable[str]) -> Sweep:
     """Parse ``overrides`` (Hydra syntax, sweeps allowed) into a :class:`Sweep`. Raises
     ConfigError naming an override that does not parse or sweeps nothing."""
     overrides = _config.check_overrides(overrides)
-    parsed = _config.parse_overrides(overrides)
+    parsed = _config.parse_hydra_overrides(overrides)
     axes = []
     seen = set()
     total = 1
@@ -131,9 +137,7 @@ def parse_sweep(overrides: Iterable[str]) -> Sweep:
 def sweep_length(raw: str, sweep) -> int:
     """Number of values of one Hydra sweep (``a=1,2``, ``choice(...)``, ``range(...)``) without
     building them; ``interval()`` and ``glob()`` are refused."""
-    import math
-
-    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep  # late import: Hydra's sweep grammar, sweeps only
 
     if isinstance(sweep, ChoiceSweep):
         return len(sweep.list)
@@ -154,54 +158,33 @@ def sweep_length(raw: str, sweep) -> int:
 
 
 class PointComposer:
-    """Composes the config of one sweep point. The group choices of a point are composed
-    with :func:`wanir.config.load_config` once per distinct tuple of choices (cached); each
-    point then copies that config, sets its value overrides with OmegaConf, and is checked
-    as ``load_config`` checks it (unknown keys, value schema, the hardware spec when a
-    ``hardware.*`` value changes).
-
-    The config of a tuple of group choices is composed once and reused: each point sets
-    *all* of its value overrides on it in place (every point of a sweep sets the same keys),
-    because copying a composed config costs more than estimating a small point. A returned
-    config is therefore valid until the next call to :meth:`compose`; pass ``copy=True`` to
-    get one of your own."""
+    """Resolves one sweep point: its overrides (group choices and values, parsed once with
+    the sweep) go through :func:`wanir.resolve.resolve_parsed`, which composes each distinct
+    tuple of group choices once (cached) and checks every point as ``wanir estimate`` does
+    (unknown keys, value schema, the hardware spec, the plan)."""
 
     def __init__(self, config_dir: str | os.PathLike | None = None):
         self.config_dir = str(config_dir) if config_dir else None
-        self._base: dict[tuple, tuple] = {}
-        self.compose_s = 0.0      # seconds spent composing group choices (Hydra)
-        self.apply_s = 0.0        # seconds spent copying and setting values
+        self.compose_s = 0.0      # seconds spent resolving points
+        self.apply_s = 0.0        # (kept for the timing record: resolving includes applying values)
+
+    @staticmethod
+    def overrides(point: list[tuple[Axis, object, str]]) -> list:
+        """The point's overrides as parsed records (:class:`wanir.config.Override`)."""
+        return [_config.Override(f"{a.key}={s}", a.name, s if a.is_group else v, a.key.startswith("+"))
+                for a, v, s in point]
+
+    def scenario(self, point: list[tuple[Axis, object, str]]):
+        """The resolved, frozen :class:`wanir.scenario.Scenario` of one point."""
+        t0 = time.perf_counter()
+        sc = resolve_parsed(self.overrides(point), self.config_dir)
+        self.compose_s += time.perf_counter() - t0
+        return sc
 
     def compose(self, point: list[tuple[Axis, object, str]], copy: bool = False):
-        """The composed, checked DictConfig of one point (shared, see the class doc)."""
-        t0 = time.perf_counter()
-        groups = tuple(f"{a.key}={s}" for a, _, s in point if a.is_group)
-        base = self._base.get(groups)
-        if base is None:
-            cfg0 = _config.load_config(list(groups), self.config_dir)
-            OmegaConf.set_struct(cfg0, False)
-            base = self._base[groups] = (cfg0, set(_config._flat_keys(cfg0)))
-        t1 = time.perf_counter()
-        cfg, valid = base
-        if copy:
-            cfg = cfg.copy()
-        touched_hw = False
-        for a, v, _ in point:
-            if a.is_group:
-                continue
-            _config.check_key(a.name, a.key.startswith("+"), valid)
-            OmegaConf.update(cfg, a.name, v, merge=False)
-            touched_hw = touched_hw or a.name.startswith("hardware.")
-        _config.resolve_interpolations(cfg, [s for a, _, s in point if not a.is_group])
-        if touched_hw:
-            from wanir.hardware import compose_hook
-
-            _, post = compose_hook(list(groups), self.config_dir)
-            post(cfg)
-        _config.validate_config(cfg)
-        self.compose_s += t1 - t0
-        self.apply_s += time.perf_counter() - t1
-        return cfg
+        """The resolved, read-only configuration of one point (``copy``: kept for callers;
+        the configuration is immutable, so it is always safe to keep)."""
+        return self.scenario(point).config
 
 
 @dataclass
@@ -270,100 +253,36 @@ def _runtime_name(cfg):
 _WORKER: dict = {}
 
 
-class ReusingEstimator:
-    """Estimates sweep points, lowering and counting each distinct graph once: points whose
-    overrides differ only in timing keys (:data:`wanir.estimate.TIMING_KEYS`) share the
-    counted graph and re-run only the roofline backend. Keeps the ``size`` most recent graphs."""
-
-    def __init__(self, size: int = 32):
-        from collections import OrderedDict
-
-        self.size = size
-        self.cache: "OrderedDict[tuple, tuple]" = OrderedDict()
-
-    @staticmethod
-    def key(point, opts=None) -> tuple:
-        """The point's overrides that change the graph or its counts, and the count-relevant
-        options as resolved (:func:`wanir.options.count_key`: a timing key such as the plan
-        or the hardware can still pick a runtime default that changes counts)."""
-        from wanir.options import TIMING_KEYS, count_key
-
-        own = tuple((a.name, s) for a, _, s in point
-                    if not any(a.name == k or a.name.startswith(k + ".") for k in TIMING_KEYS))
-        return own if opts is None else own + count_key(opts)
-
-    def __call__(self, cfg, point):
-        """The Estimate of one composed point config: the cached counted graph is re-timed
-        on a copy (``Graph.timing_copy``), so no Estimate already returned changes; a
-        multi-device plan is costed on the per-device graph of its shape (cached)."""
-        from wanir import hardware
-        from wanir import options as _options
-        from wanir.estimate import annotate_counts, annotate_time, finish, one_device_config, paused_gc, resolve_plan
-        from wanir.frontends.checkpoint import apply_model_from
-        from wanir.frontends.pipeline import build_pipeline
-
-        opts = _options.from_config(cfg)
-        plan = resolve_plan(opts)
-        # under a plan the point's stages and total are the one-device run, as `wanir estimate` gives
-        one = cfg if plan is None else one_device_config(cfg)
-        one_opts = opts if plan is None else _options.from_config(one)
-        key = self.key(point, one_opts)
-        with paused_gc():
-            hit = self.cache.get(key)
-            if hit is None:
-                cfg_m, _ = apply_model_from(one)
-                graph = build_pipeline(cfg_m)
-                graph.meta["count_key"] = _options.count_key(one_opts)
-                hit = (graph, annotate_counts(graph, cfg_m, options=one_opts), {})
-                self.cache[key] = hit
-                if len(self.cache) > self.size:
-                    self.cache.popitem(last=False)
-            else:
-                self.cache.move_to_end(key)
-            graph, counts, device_graphs = hit
-            g = graph.timing_copy()
-            summaries = annotate_time(g, one, counts, hw=hardware.from_config(one), options=one_opts)
-            dgs = device_graphs.setdefault((opts.roofline, opts.memory), {}) if plan is not None else None
-            # the composed config is shared between points (see PointComposer), so the
-            # Estimate keeps no reference to it: only the options parsed from it
-            return finish(g, summaries, cfg, opts, plan, dgs, extra={"runtime": _runtime_name(cfg)},
-                          store_config=False)
-
-
 def _worker_init(config_dir, estimator, in_pool=False):
     if in_pool:   # Ctrl-C reaches the whole process group: the parent stops the workers
-        import signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["composer"] = PointComposer(config_dir)
     _WORKER["estimator"] = estimator
-    _WORKER["reuse"] = ReusingEstimator()
 
 
 def _estimate_point(point):
-    """Estimate one point in this process; returns (row, hardware, heaviest ops, roof, seconds
-    estimating)."""
-    from .plots import hardware_roof
+    """Estimate one point in this process through the one seam (resolve → count → time:
+    points that share a build share one counted graph, cached); returns (row, hardware,
+    heaviest ops, roof, seconds estimating)."""
+    from .plots import hardware_roof  # late import: matplotlib on demand (plots only)
 
     composer = _WORKER.setdefault("composer", PointComposer(None))
     estimator = _WORKER.get("estimator")
-    cfg = composer.compose(point)
+    sc = composer.scenario(point)
     t0 = time.perf_counter()
-    if estimator is None:
-        est = _WORKER.setdefault("reuse", ReusingEstimator())(cfg, point)
-    else:
-        est = estimator(cfg)
+    est = evaluate(sc) if estimator is None else estimator(sc.config)
     dt = time.perf_counter() - t0
-    hw = est.hardware or str(OmegaConf.select(cfg, "hardware.name", default=None) or "-")
-    return point_row(point, est), hw, heaviest_ops(est), hardware_roof(cfg), dt
+    hw = est.hardware or str((sc.config.get("hardware") or {}).get("name") or "-")
+    return point_row(point, est), hw, heaviest_ops(est), hardware_roof(sc.config), dt
 
 
 def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
               estimator: Callable | None = None, jobs: int | None = None,
               on_row: Callable | None = None) -> SweepResult:
     """Estimate every point of the sweep ``overrides``; returns a :class:`SweepResult` whose
-    rows are in cross-product order. ``estimator`` (default
-    :class:`ReusingEstimator`, equivalent to :func:`wanir.estimate.estimate_config` per point) maps a
-    composed config to an Estimate; ``jobs`` > 1 spreads the points over that many processes
+    rows are in cross-product order. Each point is resolved, counted and timed through the
+    one seam (:func:`wanir.estimate.evaluate`); ``estimator``, when given, maps the point's
+    resolved, read-only configuration to an Estimate instead; ``jobs`` > 1 spreads the points over that many processes
     (None: one per CPU core, up to 8, when there are more than 32 points; never more than the
     cores this process may use, :func:`wanir.limits.usable_cpus`). ``timing`` holds seconds spent composing
     configs and estimating (summed over processes) and wall-clock seconds in all.
@@ -384,9 +303,9 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     t_all = time.perf_counter()
     bar = None
     if progress:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress,  # late import: rich only to draw the progress bar
+                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        from rich.console import Console  # late import: as above
         bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("eta"), TimeRemainingColumn(), transient=False, console=Console(stderr=True))
         task = bar.add_task("sweep", total=len(points))
@@ -395,9 +314,7 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     composer = None
     try:
         if jobs > 1 and len(points) > 1:
-            import multiprocessing as mp
-
-            pool = mp.get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(config_dir, estimator, True))
+            pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(config_dir, estimator, True))
             results = pool.imap(_estimate_point, points, chunksize=max(1, min(16, len(points) // (jobs * 8))))
         else:
             _worker_init(config_dir, estimator)
@@ -459,7 +376,6 @@ def _add_stages(r: dict, cols, stages: list[str]) -> bool:
 
 
 def _csv_text(columns, rows) -> str:
-    import io
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
@@ -476,7 +392,6 @@ def _csv_row(r: dict, columns) -> dict:
 def write_csv(result: SweepResult, path: str | os.PathLike) -> Path:
     """Write ``result.rows`` to ``path`` as CSV (empty cells for values not estimated; cells a
     spreadsheet would run as a formula escaped), atomically. Returns the path."""
-    from wanir.safeio import write_output
 
     return write_output(path, _csv_text(result.columns, result.rows), (".csv",))
 
@@ -527,7 +442,6 @@ class _RunDir:
         self.write_meta("running")
 
     def _lock(self) -> int:
-        import fcntl
 
         path = self.out / LOCK_FILE
         try:
@@ -546,10 +460,7 @@ class _RunDir:
         return fd
 
     def write_meta(self, status: str, files=()) -> None:
-        import json
-
-        from wanir.safeio import write_output
-
+        """Write the sweep's run record (status, points done, files) atomically."""
         meta = {"status": status, "partial": status != "complete", "points": len(self.sweep),
                 "completed": len(getattr(self, "rows", [])), "overrides": list(self.overrides),
                 "files": [Path(f).name for f in files]}
@@ -564,7 +475,6 @@ class _RunDir:
             self.columns = _columns(self.sweep, [], list(self.stages))
             if self._f is not None:
                 self._f.close()
-            from wanir.safeio import write_output
             write_output(self.csv, _csv_text(self.columns, self.rows), (".csv",))
             self._f = open(self.csv, "a", newline="")
             self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore")
@@ -575,8 +485,6 @@ class _RunDir:
     def rewrite(self) -> None:
         """Write results.csv again from the rows kept (after an interruption that may have
         hit in the middle of an append)."""
-        from wanir.safeio import write_output
-
         if self._f is not None:
             self._f.close()
             self._f = None
@@ -605,7 +513,7 @@ def sweep_to_dir(overrides: Iterable[str], out_dir: str | os.PathLike, config_di
     unless ``overwrite``; a second sweep into the same directory is refused while one runs.
     Ctrl-C keeps the finished points and raises :class:`SweepInterrupted`. Returns the
     result and the files written."""
-    from .plots import sweep_plots
+    from .plots import sweep_plots  # late import: matplotlib on demand (plots only)
 
     overrides = _config.check_overrides(overrides)
     sweep = parse_sweep(overrides)          # errors before the directory is touched

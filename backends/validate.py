@@ -35,14 +35,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 import shlex
 import statistics
+import sys
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
+from wanir import hardware as hwlib
 from wanir.errors import ConfigError, WanirError
+from wanir.estimate import evaluate
+from wanir.resolve import resolve
 from wanir.safeio import printable, short
 
 from . import error_range
@@ -85,7 +91,6 @@ class Row:
 def shipped_path() -> Path:
     """The shipped Wan2.1 README validation set (inside the installed package)."""
     try:
-        from importlib.resources import files
         p = Path(str(files("wanir") / "data" / "validation" / "wan2.1-readme.csv"))
         if p.is_file():
             return p
@@ -212,16 +217,14 @@ def estimate_row(row: Row, runtime: str | None = None, config_dir=None) -> dict:
     as signed fractions: (estimated − measured) / measured), the reserved and allocated
     figures likewise, the row's error "class", the "assumed_share" of its time and its
     "time_range_s"."""
-    import wanir
-
     ov = list(row.overrides) + ([f"runtime={runtime}"] if runtime else [])
     try:
-        est = wanir.estimate(ov, config_dir, hints=False)   # validation compares numbers only
+        est = evaluate(resolve(ov, config_dir))   # the one seam, no fit hints: validation compares numbers only
         tot = est.parallel["total"] if est.parallel is not None else est.total
         devices = est.parallel["devices"] if est.parallel is not None else 1
         rng = est.extra["time_range"]["parallel" if est.parallel is not None else "total"]
         if row.interconnect is not None:
-            modelled = "nvlink" if wanir.hardware.load(est.hardware).gpu_link_bandwidth else "pcie"
+            modelled = "nvlink" if hwlib.load(est.hardware).gpu_link_bandwidth else "pcie"
             if modelled != row.interconnect:
                 raise ConfigError(f"column 'interconnect' = {row.interconnect} but hardware={est.hardware} is modelled "
                                   f"with {modelled}; name a hardware entry with the interconnect the run used")
@@ -327,7 +330,6 @@ def render(res: dict, fmt: str = "table", by_class: bool = False) -> str | None:
     """Render a :func:`validate` result as 'json' or 'md' (a string); 'table' prints a rich
     table and returns None. ``by_class``: the class table instead of the rows."""
     if fmt == "json":
-        import json
         return json.dumps(res, indent=2)
     head, body = _class_rows(res) if by_class else _rows_for_table(res)
     if fmt == "md":
@@ -335,9 +337,9 @@ def render(res: dict, fmt: str = "table", by_class: bool = False) -> str | None:
         lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
         return "\n".join(lines + [""] + summary_lines(res)) + "\n"
     if fmt == "table":
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
+        from rich.console import Console  # late import: rich only to draw the table
+        from rich.markup import escape  # late import: as above
+        from rich.table import Table  # late import: as above
         t = Table(title=("error classes" if by_class else "validation") + f": {res['file']}" +
                   (f", runtime={res['runtime']}" if res["runtime"] else "") +
                   (f", class {res['class']}" if res.get("class") else ""))
@@ -372,7 +374,6 @@ def worst_time_error(res: dict) -> float:
 def cmd_validate(args) -> int:
     """The ``wanir validate`` command: print the table; exit 1 when ``--fail-above PCT`` is
     given and some row's absolute time error exceeds PCT percent."""
-    import sys
 
     if args.fail_above is not None and (not math.isfinite(args.fail_above) or args.fail_above < 0):
         raise ConfigError(f"--fail-above {args.fail_above}: must be a percentage >= 0")

@@ -1,8 +1,8 @@
 """Time wanir's default estimate against counting the same pipeline with FlopCounterMode.
 
-wanir: build the default pipeline (Wan2.1 T2V-14B, 1280x720x81, 50 steps, guidance) and run
-every pass and the roofline backend, in process; Hydra composition is timed separately
-(it is cached after the first call). FlopCounterMode: build the three real modules
+wanir: count (lower, transform, count) and time the default pipeline (Wan2.1 T2V-14B,
+1280x720x81, 50 steps, guidance) in process with its caches emptied; resolving the
+configuration is timed separately (it is cached after the first call). FlopCounterMode: build the three real modules
 (UMT5EncoderModel, WanTransformer3DModel, AutoencoderKLWan) on the meta device and run one
 forward of each (the VAE's decode) under FlopCounterMode with the math attention backend.
 Prints the medians and their ratio.
@@ -17,32 +17,33 @@ import time
 
 
 def time_wanir(repeats: int) -> dict:
-    """Median seconds of: first Hydra compose, cached compose, and build + passes + roofline."""
-    from wanir.config import _compose, load_config
-    from wanir.estimate import annotate, estimate_config, paused_gc, summarize
-    from wanir.frontends.pipeline import build_pipeline
+    """Median seconds of: the first composition (cold), resolving again (cached), and count +
+    time of the default pipeline with every cache emptied (what a new configuration costs)."""
+    from wanir.config import _compose_cached
+    from wanir.estimate import clear_caches, count, paused_gc
+    from wanir.estimate import time as time_run
+    from wanir.resolve import resolve
 
-    _compose.cache_clear()
+    _compose_cached.cache_clear()
+    clear_caches()
     t = time.perf_counter()
-    cfg = load_config([])
+    sc = resolve([])
     compose_cold = time.perf_counter() - t
     cached = []
     for _ in range(repeats):
         t = time.perf_counter()
-        cfg = load_config([])
+        sc = resolve([])
         cached.append(time.perf_counter() - t)
     runs, build, passes = [], [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        est = estimate_config(cfg)                      # what wanir.estimate does after composing
-        runs.append(time.perf_counter() - t0)
-    for _ in range(repeats):                            # the same work, split in two
+        clear_caches()
         with paused_gc():
             t0 = time.perf_counter()
-            g = build_pipeline(cfg)
+            counted = count(sc.build)                   # lower + transforms + counting passes
             t1 = time.perf_counter()
-            summarize(g, annotate(g, cfg), cfg)
+            est = time_run(counted, sc.run)             # roofline, host stages, summary
             t2 = time.perf_counter()
+        runs.append(t2 - t0)
         build.append(t1 - t0)
         passes.append(t2 - t1)
     g = est.graph
@@ -59,10 +60,10 @@ def time_flopcounter(repeats: int) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from wanir.config import load_config
     from wanir.frontends.pipeline import resolve_workload
+    from wanir.resolve import resolve
 
-    cfg = load_config([])
+    cfg = resolve([]).config
     wl = resolve_workload(cfg)
     te, dit, vae = cfg.text_encoder, cfg.dit, cfg.vae
 
@@ -114,10 +115,10 @@ def main(argv=None) -> int:
     p.add_argument("--skip-reference", action="store_true")
     a = p.parse_args(argv)
     w = time_wanir(a.repeats)
-    print(f"wanir: {w['nodes']} nodes; Hydra compose {w['compose_cold_s'] * 1e3:.0f} ms cold, "
-          f"{w['compose_cached_s'] * 1e3:.1f} ms cached (excluded below)")
-    print(f"wanir estimate (build + all passes + roofline), median of {a.repeats}: {w['estimate_s'] * 1e3:.1f} ms "
-          f"(build {w['build_s'] * 1e3:.1f} ms, passes + roofline {w['passes_s'] * 1e3:.1f} ms)")
+    print(f"wanir: {w['nodes']} nodes; resolve {w['compose_cold_s'] * 1e3:.0f} ms cold, "
+          f"{w['compose_cached_s'] * 1e3:.2f} ms cached (excluded below)")
+    print(f"wanir count + time (lower, transforms, every pass, roofline), caches emptied, median of {a.repeats}: "
+          f"{w['estimate_s'] * 1e3:.1f} ms (count {w['build_s'] * 1e3:.1f} ms, time {w['passes_s'] * 1e3:.1f} ms)")
     if a.skip_reference:
         return 0
     r = time_flopcounter(a.ref_repeats)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf
-
 from wanir.builder import GraphBuilder
 from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.passes.optimize import apply as apply_optimizations
 from wanir.passes.optimize_options import dit_activation_dtype
 from wanir.runtime import runtime_options
+from wanir.scenario import Build
 
 from . import clip, umt5, wan22, wan_dit, wan_vae
 from .vae_tiling import apply_tiling
@@ -113,16 +112,25 @@ class _Attrs(dict):
 
 
 def _plain(node) -> _Attrs:
-
-    return _Attrs(OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node)
-
-
-def build_pipeline(cfg) -> Graph:
-    """Lower the configured pipeline into one graph (not yet annotated). ``graph.meta``
-    holds the resolved workload, the model name and warnings."""
+    if type(node).__name__ == "DictConfig":
+        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+        node = OmegaConf.to_container(node, resolve=True)
+    return _Attrs(node)
 
 
-    wl = resolve_workload(cfg)
+def build_pipeline(build) -> Graph:
+    """Lower the configured pipeline into one graph (not yet annotated). ``build``: a
+    :class:`wanir.scenario.Build` (its read-only count-relevant configuration and resolved
+    workload), or a composed configuration a caller still holds. ``graph.meta`` holds the
+    resolved workload, the model name and warnings."""
+
+
+    if isinstance(build, Build):
+        cfg, wl, variant, rt_name = build.config, build.workload, build.lowering, build.runtime_name
+    else:
+        cfg, wl = build, resolve_workload(build)
+        rt = runtime_options(cfg)
+        variant, rt_name = rt.dit_lowering, rt.name
     prec = cfg.precision
     cfg_mult = 2 if wl.guidance else 1
     opts = wan22.options(cfg, wl.steps, wl.guidance)
@@ -148,7 +156,6 @@ def build_pipeline(cfg) -> Graph:
             wan_vae.build_encoder(b, _plain(cfg.vae), video_shape=(3, frames, wl.height, wl.width),
                                   batch=wl.batch, dtype=prec.vae)
 
-    variant = runtime_options(cfg).dit_lowering
     dit_kw = {"variant": variant} if variant != "diffusers" else {}
     if opts.time_embedding_per_token:
         dit_kw["timestep_per_token"] = True
@@ -170,7 +177,7 @@ def build_pipeline(cfg) -> Graph:
 
     g = b.graph
     g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl),
-                  runtime=runtime_options(cfg).name,
+                  runtime=rt_name,
                   model_task=cfg.model.get("task"))   # the code path: image2video.py for "i2v" (passes/allocator.py)
 
     return apply_tiling(apply_optimizations(g, cfg, wl.steps, wl.guidance), cfg)

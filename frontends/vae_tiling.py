@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from omegaconf import DictConfig, OmegaConf
-
 from wanir.builder import GraphBuilder
 from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.passes.optimize_options import _get
 from wanir.passes.rewrite import Rewriter
+from wanir.scenario import thaw
 
 from . import wan_vae
 
@@ -115,11 +114,15 @@ def tile_options(cfg) -> tuple[int, int] | None:
 
 def apply_tiling(graph: Graph, cfg) -> Graph:
     """``graph`` with its VAE decode tiled when ``vae.tile`` is set (else ``graph``). Records
-    what the decode was lowered from in ``graph.meta['vae_decode_source']`` (the registered
-    lowering's name, config, dtype, latent shape, batch), which the patch-parallel VAE
-    (backends/parallel/vae_patch.py) lowers again per band."""
+    what the decode was lowered from in ``graph.meta['vae_decode_source']`` (config, dtype,
+    latent shape, batch), which the patch-parallel VAE (backends/parallel/vae_patch.py)
+    lowers again per band."""
     vae = cfg.vae
-    vae = OmegaConf.to_container(vae, resolve=True) if isinstance(vae, DictConfig) else dict(vae)
+    if type(vae).__name__ == "DictConfig":
+        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+        vae = OmegaConf.to_container(vae, resolve=True)
+    else:
+        vae = thaw(vae)
     wl = graph.meta.get("workload", {})
     if "vae_decode" in graph.stages and not vae.get("is_residual") and (vae.get("patch_size") or 1) == 1 and wl:
         graph.meta["vae_decode_source"] = {

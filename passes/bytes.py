@@ -38,10 +38,11 @@ from math import prod
 
 from wanir.errors import ConfigError, UnknownOpError
 from wanir.graph import Graph, Node
+from wanir.kernels import attention_kernels
 from wanir.ops import OPS
+from wanir.options import DEFAULT_ATTENTION_KERNEL
 
 FUSIONS = ("eager", "fused", "compiled")
-ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "sage2-fp16acc", "flash3-fp8", "math", "sdpa")
 #: categories whose weights autocast converts to the compute dtype per use
 AUTOCAST_CATEGORIES = ("matmul", "conv")
 #: categories that fold into their producer under the ``fused`` policy
@@ -169,15 +170,15 @@ class _Counts:
         return self._get(scope)[1]
 
 
-def run(graph: Graph, fusion: str = "eager", attention_kernel: str = "flash2",
+def run(graph: Graph, fusion: str = "eager", attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
         nodes: list | None = None) -> dict[str, dict[str, int]]:
     """Annotate every node with ``bytes_read``, ``bytes_written``, ``weight_bytes_read`` and
     ``launches`` (per execution, ints); return per stage the per-invocation totals
     {"bytes_read", "bytes_written", "bytes"} (each node times its count per invocation)."""
     if fusion not in FUSIONS:
         raise ConfigError(f"roofline.fusion={fusion!r}: allowed: {', '.join(FUSIONS)}")
-    if attention_kernel not in ATTENTION_KERNELS:
-        raise ConfigError(f"roofline.attention_kernel={attention_kernel!r}: allowed: {', '.join(ATTENTION_KERNELS)}")
+    if attention_kernel not in attention_kernels():
+        raise ConfigError(f"roofline.attention_kernel={attention_kernel!r}: allowed: {', '.join(attention_kernels())}")
     nodes = list(graph) if nodes is None else nodes
     count = _Counts()
     reads: dict[int, list[int]] = {}

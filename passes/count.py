@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from wanir import options as _options
 
+from . import bytes as bytes_pass
+from . import flops, memory, verify
+
 
 def run(graph, opts=None, check: bool | None = None, *, mem=None, resident_weight_bytes=None) -> dict:
     """Annotate ``graph`` with counts under ``opts`` (a RunOptions, a composed config or None
@@ -15,9 +18,6 @@ def run(graph, opts=None, check: bool | None = None, *, mem=None, resident_weigh
     ``offload_model``, ``t5_cpu``, ``reserve_bytes``), default ``opts.memory``;
     ``resident_weight_bytes``: per-stage weights kept on the device under block streaming.
     Returns the summaries by name: "flops", "bytes_pass", "memory"."""
-    from . import bytes as bytes_pass
-    from . import flops, memory, verify
-
     opts = _options.of(opts)
     if check or (check is None and graph.unchecked):
         verify.run(graph)

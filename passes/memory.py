@@ -38,6 +38,7 @@ from math import prod
 
 from wanir.graph import Graph
 from wanir.ops import OPS
+from wanir.options import DEFAULT_ATTENTION_KERNEL
 from wanir.passes import allocator as alloc_model
 from wanir.passes.bytes import AUTOCAST_CATEGORIES, _Counts, buffer_roots, persistent_values
 from wanir.passes.experts import expert_weight_bytes
@@ -45,7 +46,7 @@ from wanir.passes.experts import expert_weight_bytes
 HOST_STAGES_T5_CPU = ("text_encoder",)
 
 
-def workspace_bytes(node, attention_kernel: str = "flash2") -> int:
+def workspace_bytes(node, attention_kernel: str = DEFAULT_ATTENTION_KERNEL) -> int:
     """Transient bytes a node needs while it runs, besides its inputs and outputs (an int):
     converted weight copies under autocast, the materialized scores of math attention."""
     ws = 0
@@ -66,7 +67,7 @@ def _repeated(scope):
     return [s for s in scope.ancestors() if s.kind in ("repeat", "loop") and s.repeat > 1]
 
 
-def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str = "flash2",
+def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
                    roots=None, persistent=None, events: bool = False) -> dict:
     """Peak live activation bytes of one invocation of ``stage``. Returns
     {"peak_activation_bytes": int, "peak_node": path of the node at the peak}; with
@@ -205,7 +206,7 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
     return out
 
 
-def run(graph: Graph, attention_kernel: str = "flash2", offload_model: bool = False,
+def run(graph: Graph, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, offload_model: bool = False,
         t5_cpu: bool = False, nodes: list | None = None, reserve_bytes: int = 0,
         resident_weight_bytes: dict | None = None, expandable_segments: bool = False,
         empty_cache: str = "never") -> dict:

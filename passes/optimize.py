@@ -11,9 +11,8 @@ docs/optimizations.md.
 """
 from __future__ import annotations
 
-from omegaconf import OmegaConf
-
 from wanir.graph import Graph
+from wanir.options import select
 
 from . import step_cache
 from .attention_quant import QUANT_KERNELS, quantize_attention
@@ -23,21 +22,12 @@ from .quantize import quantize_gemms
 
 def _cfg_parallel(cfg) -> bool:
     """Whether the configured plan runs the two guidance branches on different devices."""
-    try:
-        v = OmegaConf.select(cfg, "parallel.cfg", default=1) if cfg is not None and not isinstance(cfg, dict) \
-            else ((cfg or {}).get("parallel") or {}).get("cfg", 1)
-    except Exception:
-        return False
+    v = select(cfg, "parallel.cfg", 1)
     return isinstance(v, int) and not isinstance(v, bool) and v > 1
 
 
 def _attention_kernel(cfg):
-    try:
-        if cfg is not None and not isinstance(cfg, dict):
-            return OmegaConf.select(cfg, "roofline.attention_kernel", default=None)
-    except ImportError:  # pragma: no cover
-        pass
-    return ((cfg or {}).get("roofline") or {}).get("attention_kernel")
+    return select(cfg, "roofline.attention_kernel")
 
 
 def apply(graph: Graph, cfg, steps: int, guidance: bool) -> Graph:

@@ -28,3 +28,21 @@ def pytest_configure(config):
         missing = [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
         if missing:
             raise RuntimeError(f"CI needs the 'reference' extra for the reference tests; missing: {', '.join(missing)}")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_estimate_caches(request):
+    """wanir caches resolved scenarios, counted builds and estimates in process; a test that
+    monkeypatches a rule table or a frontend must not leave a result counted with the patch
+    behind for the next test, nor find one counted without it: the caches are emptied before
+    and after each test that uses monkeypatch."""
+    patched = "monkeypatch" in request.fixturenames
+    if patched:
+        from wanir.estimate import clear_caches
+        clear_caches()
+    yield
+    if patched:
+        clear_caches()

@@ -14,14 +14,20 @@ def test_defaults_are_the_shipped_group_files():
     cfg = load_config([])
     parsed = options.from_config(cfg)
     d = options.RunOptions()
-    assert parsed.roofline == d.roofline and parsed.runtime == d.runtime
+    assert parsed.roofline == d.roofline and parsed.runtime.allow_tf32 == d.runtime.allow_tf32
     # the link tables default to backends/comm.py's (empty here); the shipped file spells them out
     from wanir.backends.comm import DEFAULT_INTRA, DEFAULT_NETWORK
     assert dict(parsed.parallel.intra_node) == DEFAULT_INTRA and dict(parsed.parallel.network) == DEFAULT_NETWORK
     assert dataclasses.replace(parsed.parallel, intra_node=(), network=()) == d.parallel
     # keys the memory and precision files leave null are filled by the runtime when the config is
-    # composed (wanir/runtime.py); the dataclass default of such a key is that null
-    assert d.memory.offload_model is None and parsed.memory.t5_cpu == d.memory.t5_cpu
+    # composed (wanir/runtime.py); memory options are parsed once, checked: null offload reads as off
+    assert d.memory.offload == "none" and parsed.memory.t5_cpu == d.memory.t5_cpu
+    # one default runtime for "no configuration": the options' and the runtime module's agree;
+    # a composed configuration names its runtime (config.yaml)
+    from wanir.config import default_choices
+    from wanir.runtime import runtime_options
+    assert d.runtime.name == runtime_options(None).name == options.DEFAULT_RUNTIME
+    assert parsed.runtime.name == runtime_options(cfg).name == default_choices()["runtime"]
     assert dataclasses.asdict(parsed.precision) == {k: (tuple(v) if not isinstance(v, (str, int, float)) else v)
                                                      for k, v in cfg.precision.items()}
     assert options.of(None) == d
@@ -59,15 +65,18 @@ def test_timing_keys_do_not_change_counts():
 
 
 def test_estimate_is_immutable_and_sweep_does_not_retime_it():
-    from wanir.backends.sweep import PointComposer, ReusingEstimator, parse_sweep
+    from wanir.backends.sweep import PointComposer, parse_sweep
+    from wanir.estimate import count, evaluate
 
     sw = parse_sweep([*SMALL, "hardware=h100-sxm,a100-80gb"])
-    comp, reuse = PointComposer(), ReusingEstimator()
+    comp = PointComposer()
     pts = list(sw.points())
-    first = reuse(comp.compose(pts[0]), pts[0])
+    sa, sb = comp.scenario(pts[0]), comp.scenario(pts[1])
+    assert sa.build == sb.build and count(sa.build) is count(sb.build)   # one counted graph, two runs
+    first = evaluate(sa)
     t0 = first.total["time_s"]
     node_times = [n.costs.get("time_s") for n in first.graph]
-    second = reuse(comp.compose(pts[1]), pts[1])      # same counted graph, other hardware
+    second = evaluate(sb)      # same counted graph, other hardware
     assert second.hardware == "a100-80gb" and first.hardware == "h100-sxm"
     assert second.total["time_s"] != t0
     assert first.total["time_s"] == t0
@@ -91,13 +100,14 @@ def test_hardware_cache_is_by_content():
 
 
 def test_multi_device_cost_of_a_sweep_estimate_uses_its_options():
-    # a sweep's Estimate keeps no config (the composed one is shared between points), only options
-    from wanir.backends.sweep import PointComposer, ReusingEstimator, parse_sweep
+    # a sweep point goes through the same seam as wanir.estimate
+    from wanir.backends.sweep import PointComposer, parse_sweep
+    from wanir.estimate import evaluate
 
     sw = parse_sweep([*SMALL, "hardware=a100-80gb", "parallel=ring", "parallel.degree=2"])
     pt = next(iter(sw.points()))
-    est = ReusingEstimator()(PointComposer().compose(pt), pt)
-    assert est.config is None and est.parallel is not None
+    est = evaluate(PointComposer().scenario(pt))
+    assert est.parallel is not None
     direct = wanir.estimate([*SMALL, "hardware=a100-80gb", "parallel=ring", "parallel.degree=2"])
     c = wanir.multi_device_cost(est)
     assert c.hardware.name == "a100-80gb" and c.plan.ring == 2

@@ -12,8 +12,10 @@ from .backends.parallel import multi_device_cost
 from .builder import GraphBuilder
 from .dtypes import DType, get_dtype
 from .errors import ConfigError, GraphError, ShapeError, SpecError, UnknownOpError, WanirError
-from .estimate import Estimate, build, estimate, estimate_graph
+from .estimate import Counted, Estimate, build, count, estimate, estimate_graph, evaluate, time
 from .graph import Graph, Node, Value, Weight
+from .resolve import resolve
+from .scenario import Build, Run, Scenario
 from .scope import Scope
 from .tensor import TensorType
 
@@ -33,5 +35,6 @@ __all__ = [
     "multi_device_cost", "plan",
     "GraphBuilder", "DType", "get_dtype", "ConfigError", "GraphError", "ShapeError", "SpecError",
     "UnknownOpError", "WanirError", "Estimate", "build", "estimate", "estimate_graph", "Graph", "Node",
+    "resolve", "count", "time", "evaluate", "Counted", "Scenario", "Build", "Run",
     "Value", "Weight", "Scope", "TensorType",
 ]

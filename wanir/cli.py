@@ -22,6 +22,8 @@ import math
 import os
 import sys
 
+import yaml
+
 from . import jsonout
 from .backends.display import rich_table
 from .errors import ConfigError, WanirError
@@ -141,16 +143,16 @@ def _source_counts(rec: dict) -> str:
 
 
 def cmd_config(args) -> int:
-    from omegaconf import OmegaConf  # late import: lazy command loading
+    from wanir.resolve import explain_lines, resolve  # late import: lazy command loading
+    from wanir.scenario import thaw  # late import: lazy command loading
 
-    from wanir.config import load_config  # late import: lazy command loading
-    from wanir.frontends.checkpoint import apply_model_from  # late import: lazy command loading
-
-    cfg = load_config(args.overrides, args.config_dir)
-    cfg, inferred = apply_model_from(cfg)  # model.from: components read from a checkpoint
-    for line in inferred:
+    sc = resolve(args.overrides, args.config_dir)
+    if getattr(args, "explain", False):   # every value with where it came from
+        sys.stdout.write("\n".join(explain_lines(sc)) + "\n")
+        return 0
+    for line in sc.inferred or ():   # model.from: components read from a checkpoint
         print(line, file=sys.stderr)
-    sys.stdout.write(OmegaConf.to_yaml(cfg))
+    sys.stdout.write(yaml.safe_dump(thaw(sc.config), sort_keys=False, default_flow_style=False))
     return 0
 
 
@@ -356,6 +358,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="print the resolved configuration")
     _add_common(c)
+    c.add_argument("--explain", action="store_true",
+                   help="print each value with its source: user, runtime, model, file (model.from), plan or default")
     c.set_defaults(func=cmd_config)
 
     o = sub.add_parser("ops", help="list the op kinds with their categories")

@@ -15,13 +15,22 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
 import threading
 from pathlib import Path
-from typing import Any, Iterable
-
-from omegaconf import DictConfig, OmegaConf
+from dataclasses import dataclass
+from typing import Any, Iterable, NamedTuple
 
 from .errors import ConfigError
+from .hardware import compose_hook, plugin_names
+from .interpolation import MAX_OPTION_CHARS, check_config, plain_option
+from .kernels import attention_kernels
+from .limits import LIMITS
+from .limits import check_config as check_limits
+from .options import select
+from .runtime import runtime_defaults
+from .safeio import check_config_dir, check_number_runs, load_yaml, read_text_file, short
+from .scenario import FrozenMap, freeze
 
 from .paths import CONFIG_DIR  # noqa: E402  (re-exported)
 
@@ -42,7 +51,6 @@ def _int(lo=1, hi=None):
 
 
 def _short(v):
-    from .safeio import short
     return short(v)
 
 
@@ -69,7 +77,6 @@ def _choice(*choices):
 def _attention_kernel(key, v):
     """An attention kernel of wanir/data/kernels.yaml, or sdpa (null: the runtime's default).
     Whether it exists on the chosen hardware's family is checked when timing."""
-    from .kernels import attention_kernels
     if v is not None:
         _choice(*attention_kernels())(key, v)
 
@@ -131,7 +138,7 @@ def _flat_keys(cfg, prefix="") -> list[str]:
     for k, v in cfg.items():
         key = f"{prefix}{k}"
         out.append(key)
-        if isinstance(v, (dict, DictConfig)):
+        if hasattr(v, "items"):
             out.extend(_flat_keys(v, key + "."))
     return out
 
@@ -154,10 +161,74 @@ def list_options(group: str, config_dir: str | None = None) -> list[str]:
     return _available_options(config_dir)[group]
 
 
-def parse_overrides(overrides: Iterable[str]):
-    """Parse Hydra override strings; returns hydra Override objects. Errors name the override."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
+class Override(NamedTuple):
+    """One parsed override: ``key`` (dotted key or group), ``value`` (a Python value as Hydra's
+    grammar reads it), ``add`` (``+key=``), ``delete`` (``~key``) and ``sweep`` (a comma list
+    or range)."""
+
+    raw: str
+    key: str
+    value: Any
+    add: bool = False
+    delete: bool = False
+    sweep: bool = False
+
+
+_KEY_RE = re.compile(r"[A-Za-z_][\w-]*(?:\.[A-Za-z0-9_][\w-]*)*\Z")
+_INT_RE = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+_FLOAT_RE = re.compile(r"-?[0-9]+\.[0-9]+\Z")
+_WORD_RE = re.compile(r"[A-Za-z_][\w.-]*\Z")
+_WORDS = {"true": True, "false": False, "null": None}
+_SPECIAL = ("true", "false", "null", "inf", "nan")
+
+
+def _fast_override(o: str) -> Override | None:
+    """``o`` parsed without Hydra when it is a plain ``key=value`` whose value is an integer,
+    a decimal number, true/false/null or a plain word (what Hydra's grammar reads the same
+    way); None for anything else (quotes, lists, interpolations, +/~, sweeps), which
+    Hydra's parser reads."""
+    key, eq, text = o.partition("=")
+    if not eq or not _KEY_RE.match(key):
+        return None
+    if text in _WORDS:
+        return Override(o, key, _WORDS[text])
+    if _INT_RE.match(text):
+        return Override(o, key, int(text))
+    if _FLOAT_RE.match(text):
+        return Override(o, key, float(text))
+    if _WORD_RE.match(text) and text.lower() not in _SPECIAL:
+        return Override(o, key, text)
+    return None
+
+
+def parse_overrides(overrides: Iterable[str]) -> list[Override]:
+    """Parse Hydra-style override strings (Hydra's grammar; the plain ``key=value`` forms
+    without loading Hydra). Returns :class:`Override` records. Errors name the override."""
+    out = []
+    for o in overrides:
+        fast = _fast_override(o)
+        if fast is not None:
+            out.append(fast)
+            continue
+        from hydra.core.override_parser.overrides_parser import OverridesParser  # late import: Hydra's grammar only for overrides the plain parser does not read
+        from hydra.errors import HydraException  # late import: as above
+
+        try:
+            parsed = OverridesParser.create().parse_overrides([o])
+        except HydraException as e:
+            raise ConfigError(f"cannot parse override '{o}': {str(e).splitlines()[0]}") from None
+        for ov in parsed:
+            sweep = ov.is_sweep_override()
+            out.append(Override(o, ov.key_or_group, None if sweep else ov.value(), ov.is_add(), ov.is_delete(),
+                                sweep))
+    return out
+
+
+def parse_hydra_overrides(overrides: Iterable[str]) -> list:
+    """Parse override strings with Hydra's parser; returns Hydra's Override objects (what a
+    sweep needs: its comma lists, choice() and range()). Errors name the override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # late import: sweeps only
+    from hydra.errors import HydraException  # late import: sweeps only
 
     parser = OverridesParser.create()
     out = []
@@ -173,17 +244,149 @@ def parse_overrides(overrides: Iterable[str]):
 _COMPOSE_LOCK = threading.RLock()
 
 
-def _compose(group_overrides: tuple[str, ...], config_dir: str | None) -> DictConfig:
-    """A copy of the composed config of these group choices (cached; thread-safe)."""
-    with _COMPOSE_LOCK:
-        return _compose_cached(group_overrides, config_dir).copy()
+class _NeedHydra(Exception):
+    """The composition uses a Hydra feature the plain composer does not implement."""
+
+
+@functools.lru_cache(maxsize=256)
+def _option_file(group: str, option: str) -> tuple:
+    """(content, package, defaults) of the built-in option ``group/option.yaml``, frozen:
+    ``package`` is ``_global_`` or the group; ``defaults`` its (group, option) entries."""
+    path = CONFIG_DIR / group / f"{option}.yaml" if group else CONFIG_DIR / f"{option}.yaml"
+    text = read_text_file(path, "config YAML")
+    package = group
+    for line in text.splitlines():
+        t = line.strip()
+        if t.startswith("#") and "@package" in t:
+            package = t.split("@package", 1)[1].strip()
+            if package != "_global_":
+                raise _NeedHydra(f"{path}: package {package}")
+    data = load_yaml(text, str(path)) or {}
+    if not isinstance(data, dict):
+        raise _NeedHydra(f"{path}: not a mapping")
+    defaults = []
+    for d in data.pop("defaults", None) or ():
+        if d == "_self_":
+            defaults.append(("_self_", None))
+        elif isinstance(d, dict) and len(d) == 1:
+            (k, v), = d.items()
+            if not isinstance(k, str) or not isinstance(v, str) or k.startswith(("+", "~", "override")) or "@" in k:
+                raise _NeedHydra(f"{path}: default {d}")
+            defaults.append((k.lstrip("/"), v))
+        else:
+            raise _NeedHydra(f"{path}: default {d}")
+    return freeze(data), package, tuple(defaults)
+
+
+def _merge(dst: dict, src, origin: dict, tag, prefix: str = "") -> None:
+    """Merge ``src`` into ``dst`` as OmegaConf merges configs (mappings recursively, every other
+    value replaced); record each leaf's ``tag`` in ``origin`` by dotted key."""
+    for k, v in src.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            cur = dst.get(k)
+            if not isinstance(cur, dict):
+                cur = dst[k] = {}
+            if not v:
+                origin[key] = tag
+            _merge(cur, v, origin, tag, key + ".")
+        else:
+            dst[k] = _thaw(v)
+            origin[key] = tag
+
+
+def _thaw(v):
+    if isinstance(v, dict):
+        return {k: _thaw(x) for k, x in v.items()}
+    if isinstance(v, (tuple, list)):
+        return [_thaw(x) for x in v]
+    return v
+
+
+def _compose_plain(choices: dict[str, str]) -> tuple[dict, dict]:
+    """Compose the built-in config with the user's group ``choices`` as Hydra's defaults lists
+    do (a config's own values after its defaults; a group choice replaces the option named
+    in any defaults list). Returns (tree, origin): origin maps each leaf's dotted key to
+    (group, option, chosen by the user). Raises _NeedHydra for what it does not implement."""
+    tree: dict = {}
+    origin: dict = {}
+    used: set = set()
+
+    def visit(group, option, by_user):
+        content, package, defaults = _option_file(group, option)
+        tag = (group, option, by_user)
+        body = content if package == "_global_" or not group else {group: content}
+        self_done = False
+        for g, opt in defaults:
+            if g == "_self_":
+                _merge(tree, body, origin, tag)
+                self_done = True
+                continue
+            if g in used:
+                raise _NeedHydra(f"group {g} twice")
+            used.add(g)
+            user = g in choices
+            visit(g, choices[g] if user else opt, user)
+        if not self_done:
+            _merge(tree, body, origin, tag)
+
+    visit("", "config", False)
+    if set(choices) - used:
+        raise _NeedHydra("a group choice that no defaults list names")
+    return tree, origin
 
 
 @functools.lru_cache(maxsize=64)
-def _compose_cached(group_overrides: tuple[str, ...], config_dir: str | None) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
+def _compose_cached(group_overrides: tuple[str, ...], config_dir: str | None) -> tuple:
+    """(tree, origin) of these group choices, frozen (cached; thread-safe): the plain composer
+    for the built-in groups, Hydra's compose API for a user config directory or a Hydra
+    feature the plain composer does not read."""
+    choices = {}
+    plain = config_dir is None
+    for o in group_overrides:
+        g, _, v = o.partition("=")
+        if g.startswith(("+", "~")) or not _KEY_RE.match(g):
+            plain = False
+        choices[g] = v
+    if plain:
+        try:
+            tree, origin = _compose_plain(choices)
+            return freeze(tree), freeze(origin)
+        except _NeedHydra:
+            pass
+    with _COMPOSE_LOCK:
+        tree = _compose_hydra(group_overrides, config_dir)
+    origin = {}
+    for key, _ in _flat_leaves(tree):
+        g = key.split(".")[0]
+        origin[key] = (g, choices.get(g, ""), g in choices)
+    return freeze(tree), freeze(origin)
+
+
+@functools.lru_cache(maxsize=64)
+def _valid_keys(tree0: FrozenMap) -> frozenset:
+    """Every dotted key (groups included) of a composed tree (cached per composition)."""
+    return frozenset(_flat_keys(tree0))
+
+
+def default_choices() -> dict[str, str]:
+    """The built-in config's default option of each group it names (config.yaml)."""
+    return {g: o for g, o in _option_file("", "config")[2] if g != "_self_"}
+
+
+def _flat_leaves(tree, prefix=""):
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            yield from _flat_leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def _compose_hydra(group_overrides: tuple[str, ...], config_dir: str | None) -> dict:
+    """The composed config of these group choices by Hydra's compose API, as plain data."""
+    from hydra import compose, initialize_config_dir  # late import: Hydra composes only a user config directory
+    from hydra.core.global_hydra import GlobalHydra  # late import: as above
+    from hydra.errors import HydraException  # late import: as above
 
     extra = []
     if config_dir:
@@ -196,8 +399,15 @@ def _compose_cached(group_overrides: tuple[str, ...], config_dir: str | None) ->
         raise ConfigError(_explain_hydra(e, group_overrides, config_dir)) from None
     finally:
         GlobalHydra.instance().clear()
-    cfg = OmegaConf.create(_to_container(cfg))
-    return cfg
+    return _to_container(cfg)
+
+
+def _compose(group_overrides: tuple[str, ...], config_dir: str | None):
+    """A DictConfig of the composed config of these group choices (a fresh copy)."""
+    from omegaconf import OmegaConf  # late import: the DictConfig view for callers that still take one
+
+    tree, _ = _compose_cached(tuple(group_overrides), config_dir)
+    return OmegaConf.create(_thaw(tree))
 
 
 _compose.cache_clear = _compose_cached.cache_clear
@@ -206,9 +416,11 @@ _compose.cache_clear = _compose_cached.cache_clear
 def _to_container(cfg) -> dict:
     """The resolved config as containers; an interpolation that fails (refers to itself, or to
     a missing key) is a one-line ConfigError."""
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf import DictConfig, OmegaConf  # late import: interpolations only
+    from omegaconf.errors import OmegaConfBaseException  # late import: as above
 
-    from .interpolation import check_config
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
     check_config(cfg)   # only whole-value ${key} references to one value; no resolver calls
     try:
         return OmegaConf.to_container(cfg, resolve=True)
@@ -217,13 +429,27 @@ def _to_container(cfg) -> dict:
         raise ConfigError(f"cannot resolve an interpolation (${{...}}): {first[:200]}") from None
 
 
-def resolve_interpolations(cfg, overrides) -> None:
-    """Resolve ``${...}`` interpolations set by value overrides in place (once), so a value that
-    refers to itself is an error here and never reaches arithmetic."""
+def resolve_interpolations(tree: dict, overrides) -> dict:
+    """``tree`` with the ``${...}`` interpolations set by value overrides resolved (once), so a
+    value that refers to itself is an error here and never reaches arithmetic."""
     if any("${" in str(o) for o in overrides):
-        resolved = _to_container(cfg)
-        for k in list(cfg.keys()):
-            cfg[k] = resolved[k]
+        return _to_container(_thaw(tree))
+    return tree
+
+
+def _set(tree: dict, key: str, value) -> None:
+    """Set dotted ``key`` of a plain tree (creating mappings on the way), as OmegaConf.update
+    with merge=False does."""
+    parts = key.split(".")
+    d = tree
+    for p in parts[:-1]:
+        nxt = d.get(p)
+        if isinstance(nxt, FrozenMap):      # a composed group shared with the cache: copied on first write
+            nxt = d[p] = _thaw(nxt)
+        elif not isinstance(nxt, dict):
+            nxt = d[p] = {}
+        d = nxt
+    d[parts[-1]] = _thaw(value)
 
 
 #: most overrides, and longest override, accepted
@@ -234,7 +460,6 @@ def check_overrides(overrides) -> list:
     """``overrides`` as a list of strings: a list or tuple of at most MAX_OVERRIDES strings of at
     most MAX_OVERRIDE_CHARS characters each (a bare string is refused: it is not a list of
     one-character overrides)."""
-    from .safeio import check_number_runs, short
     if isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple)):
         raise ConfigError(f"overrides must be a list or tuple of strings such as ['workload.height=480'], "
                           f"got {type(overrides).__name__} {short(overrides, 60)}")
@@ -256,7 +481,6 @@ def check_key(key: str, is_add: bool, valid) -> None:
     if key in valid:
         return
     if is_add:
-        from .limits import LIMITS
         if key in LIMITS or key in SCHEMA or key.startswith("hardware."):
             return
     raise ConfigError(_unknown_key(key, valid))
@@ -274,7 +498,6 @@ def _explain_hydra(e, group_overrides, config_dir) -> str:
 
 
 def _no_option(g: str, v, options) -> str:
-    from .interpolation import MAX_OPTION_CHARS, plain_option
     shown = v if isinstance(v, str) and v.isprintable() else repr(v)[1:-1] if isinstance(v, str) else str(v)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
     close = difflib.get_close_matches(v, options, n=3) if isinstance(v, str) and len(v) <= MAX_OPTION_CHARS else []
@@ -290,67 +513,100 @@ def check_group_option(group: str, value, config_dir: str | None) -> None:
     """``group=value`` must select an option that exists - a built-in one, one of the user's
     ``config_dir``, or (for hardware) an entry point - by a plain name (no path: Hydra would
     load whatever YAML file a path names)."""
-    from .interpolation import plain_option
     options = _available_options(config_dir)[group]
     if plain_option(value):
         if value in options:
             return
         if group == "hardware":
-            from .hardware import plugin_names
             if value in plugin_names():
                 return
     if group == "hardware":
-        from .hardware import plugin_names
         options = sorted(set(options) | set(plugin_names()))
     raise ConfigError(_no_option(group, value, options))
 
 
-def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None,
-                validate: bool = True) -> DictConfig:
+@dataclass(frozen=True)
+class Composed:
+    """A composed, checked configuration as plain data: ``tree`` (every value, runtime
+    defaults filled, read-only), ``origin`` (dotted leaf key → (group, option, chosen by the
+    user) of the file it came from), ``user`` (keys the user's value overrides set, in
+    order), ``runtime`` (keys the runtime profile filled) and ``choices`` (group → option
+    the user chose)."""
+
+    tree: Any
+    origin: Any
+    user: tuple
+    runtime: tuple
+    choices: Any
+
+
+def compose(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None,
+            validate: bool = True) -> Composed:
     """Compose the configuration from the built-in groups (and ``config_dir``), apply
-    ``overrides`` and check the result. Returns a plain (resolved) DictConfig."""
+    ``overrides``, fill the runtime's defaults (a new tree: nothing is changed in place) and
+    check the result. Returns a :class:`Composed`. Used by :func:`wanir.resolve.resolve`,
+    the one reader of its result."""
     overrides = check_overrides(overrides)
+    return compose_parsed(parse_overrides(overrides), config_dir, validate)
+
+
+def compose_parsed(parsed: Iterable[Override], config_dir: str | os.PathLike | None = None,
+                   validate: bool = True) -> Composed:
+    """:func:`compose` of overrides already parsed (:class:`Override` records: a sweep point's)."""
+    parsed = list(parsed)
+    overrides = [ov.raw for ov in parsed]
     config_dir = str(config_dir) if config_dir else None
     if config_dir and not Path(config_dir).is_dir():
         raise ConfigError(f"--config-dir {config_dir}: no such directory")
     if config_dir:
-        from .safeio import check_config_dir
         check_config_dir(config_dir)   # regular files under the size cap, no YAML alias bombs
-    parsed = parse_overrides(overrides)
-    group_ovs, value_ovs = [], []
-    for raw, ov in zip(overrides, parsed):
-        key = ov.key_or_group
-        if ov.is_sweep_override():
+    group_ovs, value_ovs, choices = [], [], {}
+    for ov in parsed:
+        raw, key = ov.raw, ov.key
+        if ov.sweep:
             raise ConfigError(f"'{raw}' is a sweep; use `wanir sweep` for comma lists")
-        if key in GROUPS and not ov.is_delete():
-            value = ov.value()
+        if key in GROUPS and not ov.delete:
+            value = ov.value
             if not isinstance(value, str):   # null, a list, or a name Hydra reads as a number
                 text, options = raw.partition("=")[2].strip(), list_options(key, config_dir)
                 quote = f"; quote a name that reads as a number: {key}='{text}'" if text in options else ""
                 raise ConfigError(_no_option(key, text, options) + quote)
             check_group_option(key, value, config_dir)
             group_ovs.append(raw)
+            choices[key] = value
         else:
-            value_ovs.append((raw, ov))
-    from .hardware import compose_hook
+            value_ovs.append(ov)
     group_ovs, hardware_post = compose_hook(group_ovs, config_dir)
-    cfg = _compose(tuple(group_ovs), config_dir)
-    valid = set(_flat_keys(cfg))
-    OmegaConf.set_struct(cfg, False)
-    for raw, ov in value_ovs:
-        key = ov.key_or_group
-        if ov.is_delete():
-            raise ConfigError(f"'{raw}': deleting keys is not supported")
-        check_key(key, ov.is_add(), valid)
-        value = ov.value()
-        OmegaConf.update(cfg, key, value, merge=False)
-    resolve_interpolations(cfg, overrides)
-    hardware_post(cfg)
-    from .runtime import apply_runtime
-    apply_runtime(cfg)
+    tree0, origin = _compose_cached(tuple(group_ovs), config_dir)
+    tree = dict(tree0)     # copy on write: groups no override or default touches stay shared (read-only)
+    valid = _valid_keys(tree0)
+    user = []
+    for ov in value_ovs:
+        if ov.delete:
+            raise ConfigError(f"'{ov.raw}': deleting keys is not supported")
+        check_key(ov.key, ov.add, valid)
+        _set(tree, ov.key, ov.value)
+        user.append(ov.key)
+    tree = resolve_interpolations(tree, overrides)
+    hardware_post(tree)
+    filled = runtime_defaults(tree)
+    for key, value in filled.items():
+        _set(tree, key, value)
+    if isinstance(tree.get("runtime"), dict):
+        _set(tree, "runtime.defaults_applied", list(filled))
     if validate:
-        validate_config(cfg)
-    return cfg
+        validate_config(tree)
+    return Composed(freeze(tree), origin, tuple(user), tuple(filled), freeze(choices))
+
+
+def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None,
+                validate: bool = True):
+    """The composed, checked configuration (:func:`compose`) as an OmegaConf DictConfig, for
+    callers that still take one; new code takes a :class:`wanir.scenario.Scenario` from
+    :func:`wanir.resolve.resolve`."""
+    from omegaconf import OmegaConf  # late import: the DictConfig view for callers that still take one
+
+    return OmegaConf.create(_thaw(compose(overrides, config_dir, validate).tree))
 
 
 def _unknown_key(key: str, valid: set[str]) -> str:
@@ -367,17 +623,19 @@ def _unknown_key(key: str, valid: set[str]) -> str:
     return f"unknown config key '{key}'{hint} (keys of '{'.'.join(key.split('.')[:-1])}': {allowed})"
 
 
-def validate_config(cfg: DictConfig) -> None:
+def validate_config(cfg) -> None:
     """Check the values of the keys in SCHEMA; raise ConfigError naming key and allowed values."""
     for key, check in SCHEMA.items():
-        node = OmegaConf.select(cfg, key, default="__missing__")
+        node = select(cfg, key, "__missing__", keep_null=True)
         if node == "__missing__":
             continue
         check(key, node)
-    from .limits import check_config
-    check_config(cfg)   # types, finiteness and ranges of every numeric key (docs/limits.md)
+    check_limits(cfg)   # types, finiteness and ranges of every numeric key (docs/limits.md)
 
 
-def to_dict(cfg: DictConfig) -> dict:
+def to_dict(cfg) -> dict:
     """The config as plain Python containers."""
+    if isinstance(cfg, dict):
+        return _thaw(cfg)
+    from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
     return OmegaConf.to_container(cfg, resolve=True)

@@ -8,19 +8,38 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
+from . import hardware
 from . import options as _options
-from .config import load_config
+from .backends import error_range
+from .backends import host_stages as hostlib
+from .backends import roofline
+from .backends.host_stages import block_stream_plan
+from .backends.parallel import DeviceGraph, Plan, check_plan
+from .backends.parallel import resolve_plan as resolve_parallel_plan
+from .backends.parallel.cost import PLAN_KEYS, plan_device_graph
+from .frontends.pipeline import build_pipeline
 from .graph import Graph, Node
 from .options import TIMING_KEYS, RunOptions, select
+from .passes import count as count_pass
+from .passes import memory
+from .passes.experts import apply_to_stage
+from .resolve import clear_cache as clear_resolved
+from .resolve import resolve, scenario_from_config
 from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult
 from .result import summarize as _summarize
+from .runtime import config_for_plan, memory_options, runtime_options
+from .scenario import Build, Run, Scenario, freeze
 
 __all__ = ["ADDITIVE", "STAGE_KEYS", "TOTAL_KEYS", "TIMING_KEYS", "Estimate", "StageResult", "RunOptions",
            "annotate", "annotate_counts", "annotate_time", "summarize", "build", "estimate", "estimate_config",
-           "estimate_graph", "paused_gc", "Graph", "Node"]
+           "estimate_graph", "paused_gc", "Graph", "Node", "count", "time", "evaluate", "Counted",
+           "clear_caches"]
 
 
 def _opt(cfg, key: str, default):
@@ -31,76 +50,71 @@ def _opt(cfg, key: str, default):
     return select(cfg, key, default)
 
 
-def annotate_counts(graph: Graph, cfg=None, check: bool | None = None, options: RunOptions | None = None) -> dict:
+def annotate_counts(graph: Graph, cfg=None, check: bool | None = None, options: RunOptions | None = None,
+                    mem=None) -> dict:
     """Run the hardware-independent passes over ``graph``: verify, flops, bytes (fusion
-    policy ``roofline.fusion``) and memory (residency ``memory.*`` as the runtime resolves
-    it, block streaming included) — the counting path of passes/count.py. ``cfg``: a
-    composed config (or None for the defaults). Returns their summaries by name ("flops",
-    "bytes_pass", "memory").
+    policy ``roofline.fusion``) and memory (residency ``mem``, a checked
+    ``wanir.runtime.MemoryOptions``, block streaming included) — the counting path of
+    passes/count.py. ``options``/``mem``: the typed values of a Build; a caller that still
+    holds a composed ``cfg`` (or None for the defaults) has them read from it. Returns their
+    summaries by name ("flops", "bytes_pass", "memory").
 
     ``check``: True always verifies, False never; None (default) verifies a graph that holds
     nodes the builder did not check (``graph.unchecked``: a transformed or hand-made graph).
     A graph made only by the GraphBuilder is verified by construction: every node's shape
     and weight rules ran, on inputs that already existed, when it was added."""
-    from wanir.passes import count
-    from wanir.runtime import memory_options
-
-    mem = memory_options(None if isinstance(cfg, RunOptions) else cfg)
+    if mem is None:
+        mem = memory_options(None if isinstance(cfg, RunOptions) else cfg)
     resident = None
     if mem.offload == "block":
-        from wanir.backends.host_stages import block_stream_plan
         resident = {"diffusion_core": block_stream_plan(graph, mem.resident_params)["gpu_weight_bytes"]}
-    return count.run(graph, options if options is not None else cfg, check, mem=mem,
-                     resident_weight_bytes=resident)
+    return count_pass.run(graph, options if options is not None else cfg, check, mem=mem,
+                          resident_weight_bytes=resident)
 
 
-def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions | None = None) -> dict:
+def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions | None = None,
+                  mem=None, runtime=None) -> dict:
     """Time a graph annotated by :func:`annotate_counts` with the roofline backend on
     ``hw`` (default: the config's hardware, h100-sxm when it has none). Writes the nodes'
     timing annotations: give it a graph no Estimate holds (``graph.timing_copy()`` to
-    re-time). Returns ``counts`` plus "roofline", the per-stage records ``bytes``,
+    re-time). ``options``/``mem``/``runtime``: the typed values of a Run (else read from
+    ``cfg``). Returns ``counts`` plus "roofline", the per-stage records ``bytes``,
     ``peak_activation_bytes`` and ``time_s`` (per invocation), the pipeline's
     ``peak_memory_bytes``, ``transfer_s``, ``fits``, fit ``warnings`` and ``hw``."""
-    from wanir import hardware
-    from wanir.backends import host_stages as hostlib
-    from wanir.backends import roofline
-    from wanir.passes import memory
-    from wanir.runtime import memory_options, runtime_options
-
     conf = None if isinstance(cfg, RunOptions) else cfg
     opts = options if options is not None else _options.of(cfg)
     kernel, allow_tf32_conv = roofline.timing_options(opts)
     mode = opts.roofline.mode
-    mopt = memory_options(conf)
+    mopt = mem if mem is not None else memory_options(conf)
+    rt = runtime if runtime is not None else runtime_options(conf)
     offload, t5_cpu = mopt.offload_model, mopt.t5_cpu
     if hw is None:
         hw = hardware.from_config(conf)
     host_stages = memory.HOST_STAGES_T5_CPU if t5_cpu else ()
     host = hostlib.load_host(mopt, hw) if host_stages else None
-    by, mem = counts["bytes_pass"], counts["memory"]
+    by, mem_summary = counts["bytes_pass"], counts["memory"]
     rf = roofline.run(graph, hw, mode=mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                       offload_model=False, allow_tf32_conv=allow_tf32_conv,
                       matmul_tf32=roofline.matmul_tf32_option(opts), fusion=opts.roofline.fusion,
                       cuda_graphs=opts.runtime.cuda_graphs,
-                      weight_bytes={s: r["weight_bytes"] for s, r in mem["stages"].items()})
-    rf["transfer_s"] = hostlib.transfer_seconds(graph, mem, hw, mopt, runtime_options(conf), host_stages,
-                                                mode == "ideal", rf)
+                      weight_bytes={s: r["weight_bytes"] for s, r in mem_summary["stages"].items()})
+    rf["transfer_s"] = hostlib.transfer_seconds(graph, mem_summary, hw, mopt, rt, host_stages, mode == "ideal", rf)
     if hw.kind == "cpu":   # a CPU device: no CUDA context, and the weights already sit in its memory
-        mem = dict(mem, pipeline=memory.pipeline_peak(mem["stages"], False, 0))   # every weight resident
+        mem_summary = dict(mem_summary, pipeline=memory.pipeline_peak(mem_summary["stages"], False, 0))
         rf["transfer_s"] = 0.0
     graph.meta["hardware"] = hw.name
     out = dict(counts)
-    out["memory"] = mem
+    out["memory"] = mem_summary
     out.update(roofline=rf,
                bytes={s: r["bytes"] for s, r in by.items()},
-               peak_activation_bytes={s: r["peak_activation_bytes"] for s, r in mem["stages"].items()},
+               peak_activation_bytes={s: r["peak_activation_bytes"] for s, r in mem_summary["stages"].items()},
                time_s=dict(rf["time_s"]),
-               peak_memory_bytes=mem["pipeline"]["peak_memory_bytes"],
+               peak_memory_bytes=mem_summary["pipeline"]["peak_memory_bytes"],
                transfer_s=rf["transfer_s"])
-    out["fits"] = mem["pipeline"]["peak_memory_bytes"] <= hw.memory_bytes
-    msg = memory.fit_message(mem["pipeline"], hw.memory_bytes, hw.name, offload, t5_cpu)
+    out["fits"] = mem_summary["pipeline"]["peak_memory_bytes"] <= hw.memory_bytes
+    msg = memory.fit_message(mem_summary["pipeline"], hw.memory_bytes, hw.name, offload, t5_cpu)
     out["warnings"] = [msg] if msg else []
-    tight = memory.tight_message(mem["pipeline"], hw.memory_bytes, hw.name)
+    tight = memory.tight_message(mem_summary["pipeline"], hw.memory_bytes, hw.name)
     if tight:
         out["warnings"].append(tight)
     out["hw"] = hw
@@ -109,9 +123,8 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions 
 
 def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = (), **kw) -> Estimate:
     """Assemble the immutable Estimate of an annotated graph (:func:`wanir.result.summarize`);
-    a two-expert stage reads as the model runs (frontends/wan22.py)."""
+    a two-expert stage reads as the model runs (passes/experts.py)."""
     if "experts" in graph.meta:
-        from wanir.frontends.wan22 import apply_to_stage
         kw.setdefault("stage_adjust", apply_to_stage)
     return _summarize(graph, summaries, cfg, warnings, **kw)
 
@@ -125,9 +138,7 @@ def annotate(graph: Graph, cfg=None) -> dict:
 def resolve_plan(opts: RunOptions):
     """The resolved parallel Plan of ``opts`` (PlanError naming the keys when it is invalid),
     or None when it runs on one device without sharding."""
-    from wanir.backends.parallel import resolve_plan as _resolve
-
-    p = _resolve(opts.parallel.as_mapping())
+    p = resolve_parallel_plan(opts.parallel.as_mapping())
     return p if (p.degree > 1 or p.fsdp > 1) else None
 
 
@@ -150,11 +161,10 @@ def parallel_warnings(cost) -> list[str]:
     """The per-device fit warning of a multi-device plan (empty when it fits)."""
     gib = 2**30
     if cost.fits:
-        from wanir.passes.memory import TIGHT_FRACTION
         cap, need = cost.hardware.memory_bytes, cost.peak_memory_bytes
-        if need >= (1 - TIGHT_FRACTION) * cap:
+        if need >= (1 - memory.TIGHT_FRACTION) * cap:
             return [f"tight: one device of the plan {cost.plan.label} peaks at {need / gib:.1f} GiB, within "
-                    f"{100 * TIGHT_FRACTION:.0f} % of {cost.hardware.name}'s {cap / gib:.1f} GiB "
+                    f"{100 * memory.TIGHT_FRACTION:.0f} % of {cost.hardware.name}'s {cap / gib:.1f} GiB "
                     f"({(cap - need) / gib:.2f} GiB left); allocator fragmentation may not leave that much"]
         return []
     return [f"does not fit: one device of the plan {cost.plan.label} needs {cost.peak_memory_bytes / gib:.1f} GiB "
@@ -162,29 +172,38 @@ def parallel_warnings(cost) -> list[str]:
 
 
 def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, device_graphs: dict | None = None,
-           extra: dict | None = None, store_config: bool = True) -> Estimate:
+           extra: dict | None = None, store_config: bool = True, run=None) -> Estimate:
     """Summarize an annotated pipeline graph into an Estimate; with a multi-device ``plan``
     also cost the plan's per-device graph (``device_graphs`` caches them by plan shape) and
-    attach its ``parallel`` record, taking the fit warning from the per-device peak."""
+    attach its ``parallel`` record, taking the fit warning from the per-device peak.
+    ``run``: the Scenario's Run the per-device graph takes its typed options from (else
+    ``cfg``)."""
     par = None
     warns = None
     cost = None
     if plan is not None:
-        from wanir.backends.parallel import Plan, check_plan
-        from wanir.backends.parallel.cost import plan_device_graph
-
         check_plan(plan, guidance=(graph.meta.get("workload") or {}).get("guidance"))
         cache = {} if device_graphs is None else device_graphs
-        key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp)
+        key = (plan.ulysses, plan.ring, plan.cfg, plan.fsdp, plan.vae)
         if key not in cache:      # the plan's per-device graph, with the runtime's defaults on that plan
             shape = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
                          plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)   # dp changes only totals
-            cache[key] = plan_device_graph(graph, cfg, shape)
+            if run is not None and run.plan_build is not None:
+                pr = run.plan_run     # the configuration's own build, counted once (cached)
+                cache[key] = DeviceGraph(count(run.plan_build).graph, shape, pr.config, options=pr.options,
+                                         runtime=pr.runtime, memory=pr.memory,
+                                         offload_from_runtime=pr.offload_from_runtime)
+            else:
+                cache[key] = plan_device_graph(graph, cfg, shape)
         dg = cache[key]
         # the one-device baseline as the runtime runs one device (its offload and weight defaults):
         # the same number as `wanir estimate` without the plan, `multi_device_cost` and `wanir size`
         if "one-device" not in cache:
-            cache["one-device"] = plan_device_graph(graph, cfg, Plan())
+            if run is not None:
+                cache["one-device"] = DeviceGraph(graph, Plan(), run.config, options=run.options, runtime=run.runtime,
+                                                  memory=run.memory, offload_from_runtime=run.offload_from_runtime)
+            else:
+                cache["one-device"] = plan_device_graph(graph, cfg, Plan())
         one = cache["one-device"]
         single_s = one.cost(summaries["hw"]).time_s
         cost = dg.cost(summaries["hw"], single_s, plan=plan)
@@ -193,14 +212,127 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         fit = [w for w in summaries.get("warnings", ()) if w.startswith(("does not fit", "tight:"))]
         warns = [w for w in summaries.get("warnings", ()) if w not in fit] + parallel_warnings(cost)
         summaries = dict(summaries, warnings=warns)
-    from wanir.backends import error_range   # late import: backends import wanir at load
     rng = error_range.ranges(graph, summaries, cost)
     if par is not None:
         par["total"].update(time_range_s=rng["parallel"]["time_range_s"],
                             time_range_class=rng["parallel"]["time_range_class"])
     extra = dict(extra or {}, time_range=rng)
     return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par,
-                     time_range=rng["total"])
+                     time_range=rng["total"], run=run)
+
+
+@dataclass(frozen=True, eq=False)
+class Counted:
+    """A Build lowered, transformed and counted: ``graph`` (frozen: annotated with counts,
+    never with times) and ``counts`` (the counting passes' summaries, read-only). Shared by
+    every Run timed on it; ``device_graphs`` caches the per-device graphs of plans (by plan
+    shape and the run options they depend on)."""
+
+    build: Build
+    graph: Graph
+    counts: Mapping
+    device_graphs: dict = field(default_factory=dict, repr=False)
+    lock: Any = field(default_factory=threading.Lock, repr=False)
+
+    def device_graph_cache(self, run: Run) -> dict:
+        """The per-device graph cache of plans timed with ``run``'s options (bounded)."""
+        key = (run.options.roofline, run.memory, run.runtime, run.offload_from_runtime)
+        with self.lock:
+            d = self.device_graphs.get(key)
+            if d is None:
+                if len(self.device_graphs) >= 16:
+                    self.device_graphs.pop(next(iter(self.device_graphs)))
+                d = self.device_graphs[key] = {}
+            return d
+
+
+class _LRU:
+    """A bounded, thread-safe least-recently-used cache."""
+
+    def __init__(self, size: int):
+        self.size, self.data, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            v = self.data.get(key)
+            if v is not None:
+                self.data.move_to_end(key)
+            return v
+
+    def put(self, key, value):
+        with self.lock:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+        return value
+
+    def clear(self):
+        with self.lock:
+            self.data.clear()
+
+
+#: counted builds kept (each holds one annotated pipeline graph, a few MB)
+_COUNTED = _LRU(16)
+#: estimates kept, by scenario
+_ESTIMATES = _LRU(32)
+
+
+def count(build: Build) -> Counted:
+    """Lower ``build``'s pipeline (frontends/pipeline.py), apply its graph transforms and run
+    the counting passes (verify, flops, bytes, memory). Returns a :class:`Counted` whose
+    graph is frozen; cached (bounded LRU) on the frozen build, so every Run timed on the
+    same build shares one count. Safe to call from several threads."""
+    hit = _COUNTED.get(build)
+    if hit is not None:
+        return hit
+    with paused_gc():
+        graph = build_pipeline(build)
+        graph.meta["count_key"] = _options.count_key(build.options)
+        counts = annotate_counts(graph, None, options=build.options, mem=build.memory)
+    graph.freeze()
+    return _COUNTED.put(build, Counted(build, graph, _freeze(counts)))
+
+
+def time(counted: Counted, run: Run, extra: Mapping | None = None) -> Estimate:
+    """Time a counted build under ``run``: the roofline on the run's hardware, host stages
+    and weight transfers, and — for a multi-device plan — the plan's per-device graph
+    (cached on ``counted``). Returns a frozen :class:`Estimate` (its graph frozen too);
+    ``extra``: read-only facts to attach (``inferred``)."""
+    with paused_gc():
+        g = counted.graph.timing_copy()
+        summaries = annotate_time(g, None, counted.counts, hw=run.hardware, options=run.options, mem=run.memory,
+                                  runtime=run.runtime)
+        dgs = counted.device_graph_cache(run) if run.plan is not None else None
+        opts = run.configured_options or run.options
+        if dgs is not None:
+            with counted.lock:
+                est = finish(g, summaries, run.config, opts, run.plan, dgs, extra=extra, run=run)
+        else:
+            est = finish(g, summaries, run.config, opts, None, extra=extra, run=run)
+    g.freeze()
+    return est
+
+
+def evaluate(scenario: Scenario) -> Estimate:
+    """``time(count(scenario.build), scenario.run)``: the Estimate of a resolved scenario,
+    cached (bounded LRU) on the frozen scenario."""
+    hit = _ESTIMATES.get(scenario)
+    if hit is not None:
+        return hit
+    extra = {"inferred": list(scenario.inferred or ())}
+    return _ESTIMATES.put(scenario, time(count(scenario.build), scenario.run, extra=extra))
+
+
+def clear_caches() -> None:
+    """Forget every cached scenario, count and estimate."""
+    clear_resolved()
+    _COUNTED.clear()
+    _ESTIMATES.clear()
+
+
+def _freeze(counts: dict) -> Mapping:
+    return freeze(counts)
 
 
 def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Graph:
@@ -224,33 +356,15 @@ def paused_gc():
 
 
 def estimate_config(cfg) -> Estimate:
-    """Estimate an already composed configuration (see :func:`wanir.config.load_config`).
-    Options are parsed once (:mod:`wanir.options`); a multi-device ``parallel`` plan is
-    costed too (``Estimate.parallel``)."""
-    from wanir import hardware
-    from wanir.frontends.checkpoint import apply_model_from
-    from wanir.frontends.pipeline import build_pipeline
-
-    opts = _options.from_config(cfg)
-    plan = resolve_plan(opts)
-    cfg, inferred = apply_model_from(cfg)  # model.from: components read from a checkpoint
-    # under a plan, `stages` and `total` are the pipeline on one device as the runtime runs it
-    # there (docs/cli.md): the one-device config; the plan's per-device graph is made from it
-    one = cfg if plan is None else one_device_config(cfg)
-    one_opts = opts if plan is None else _options.from_config(one)
-    with paused_gc():
-        graph = build_pipeline(one)
-        graph.meta["count_key"] = _options.count_key(one_opts)
-        summaries = annotate_time(graph, one, annotate_counts(graph, one, options=one_opts),
-                                  hw=hardware.from_config(one), options=one_opts)
-        return finish(graph, summaries, cfg, opts, plan, extra={"inferred": inferred})
+    """Estimate an already composed configuration (a mapping or the DictConfig
+    :func:`wanir.config.load_config` returns): resolved (:func:`wanir.resolve.scenario_from_config`),
+    counted and timed through the same seam as :func:`estimate`."""
+    return evaluate(scenario_from_config(cfg))
 
 
 def one_device_config(cfg):
     """A copy of ``cfg`` moved to one device with the runtime's one-device defaults
     (:func:`wanir.runtime.config_for_plan`)."""
-    from wanir.backends.parallel.cost import PLAN_KEYS
-    from wanir.runtime import config_for_plan
     return config_for_plan(cfg, dict.fromkeys(PLAN_KEYS, 1))
 
 
@@ -258,12 +372,21 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
              hints: bool = True) -> Estimate:
     """Estimate one generation for the configuration given by Hydra-style ``overrides``
     (a list or tuple of strings, e.g. ``["model=wan2.1-t2v-1.3b", "workload.height=480"]``)
-    and an optional user config directory. Returns an :class:`Estimate`. Safe to call from
-    several threads. ``hints``: when the peak does not fit (or is tight), re-estimate the
-    changes that could help and add a warning naming those that fit (wanir/fit_hints.py)."""
-    from . import fit_hints   # late import: fit_hints re-estimates through this module
-    est = estimate_config(load_config(overrides, config_dir))   # load_config checks the overrides' type
-    return fit_hints.attach(est, list(overrides), config_dir) if hints else est
+    and an optional user config directory: :func:`wanir.resolve.resolve`, then
+    :func:`count` and :func:`time`. Returns a frozen :class:`Estimate` (cached on the
+    resolved scenario). Safe to call from several threads. ``hints``: when the peak does not
+    fit (or is tight), re-estimate the changes that could help and add a warning naming those
+    that fit (wanir/fit_hints.py)."""
+    from . import fit_hints  # late import: fit_hints re-estimates through this module
+    sc = resolve(overrides, config_dir)
+    est = evaluate(sc)
+    if not hints:
+        return est
+    key = ("hinted", sc)
+    hit = _ESTIMATES.get(key)
+    if hit is None:
+        hit = _ESTIMATES.put(key, fit_hints.attach(est, list(overrides), config_dir))
+    return hit
 
 
 def estimate_graph(graph: Graph, cfg=None) -> Estimate:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Iterator
 
 from .errors import GraphError
 from .ops import OpDef, get_op
+from .scenario import freeze as _deep_freeze
 from .scope import Scope
 from .tensor import TensorType
 
@@ -118,6 +120,32 @@ class Graph:
         #: ``passes.verify`` is needed only when this is non-zero or the graph was edited
         self.unchecked = 0
         self._next = 0
+        self._frozen = False
+
+    def __setattr__(self, key, value):
+        if self.__dict__.get("_frozen"):
+            raise TypeError(f"graph '{self.name}' is frozen (held by a result or a cache); "
+                            f"change a copy: graph.timing_copy()")
+        object.__setattr__(self, key, value)
+
+    def freeze(self) -> "Graph":
+        """Make this graph read-only, in place, and return it: ``meta`` (deeply), the weights
+        and every node's ``costs`` become read-only mappings and no node can be added, so a
+        graph a result or a cache hands out cannot change under its holders
+        (:meth:`timing_copy` gives a writable copy)."""
+        if self._frozen:
+            return self
+        for n in self._nodes.values():
+            n.costs = MappingProxyType(n.costs)
+        self.meta = _deep_freeze(self.meta)
+        self.weights = MappingProxyType(self.weights)
+        self._frozen = True
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        """Whether :meth:`freeze` made this graph read-only."""
+        return self._frozen
 
     # -- construction (used by the builder)
     def add_node(self, kind, name, scope, inputs, outputs, attrs, params, checked: bool = False) -> Node:
@@ -129,14 +157,15 @@ class Graph:
             if v.producer not in self._nodes:
                 raise GraphError(f"{node.path}: input {slot} refers to undefined node {v.producer}")
             edges.setdefault(v.producer, []).append((v.index, slot))
-        self._next += 1
+        d = self.__dict__        # plain attribute writes (the frozen check ran above)
+        d["_next"] += 1
         self._nodes[node.id] = node
         if not checked:
-            self.unchecked += 1
+            d["unchecked"] += 1
         self._consumers[node.id] = []
         for producer in edges:
             self._consumers[producer].append(node.id)
-        self._nx = None
+        d["_nx"] = None
         return node
 
     def timing_copy(self) -> "Graph":
@@ -145,7 +174,9 @@ class Graph:
         weights, values and attributes (never written by passes) are shared."""
         g = Graph.__new__(Graph)
         g.__dict__.update(self.__dict__)
+        g.__dict__["_frozen"] = False
         g._nx = None
+        g.weights = dict(self.weights)
         g.meta = dict(self.meta)
         g._consumers = {k: list(v) for k, v in self._consumers.items()}
         g._nodes = {i: Node(n.id, n.kind, n.name, n.scope, n.inputs, n.outputs, n.attrs, n.params, dict(n.costs))
@@ -168,7 +199,7 @@ class Graph:
                         g.add_edge(v.producer, node.id, values=[(v.index, slot)])
                     else:
                         data["values"].append((v.index, slot))
-            self._nx = g
+            self.__dict__["_nx"] = g     # a cached view: allowed on a frozen graph
         return self._nx
 
     # -- queries

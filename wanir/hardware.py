@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib.metadata
 import json
 import math
 import threading
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+import yaml
 
 from .dtypes import DTYPES
 from .errors import ConfigError
@@ -29,7 +29,8 @@ from .interpolation import check_config
 from .kernels import FAMILIES, SOURCES, check_overrides
 from .limits import check_hw_number
 from .paths import CONFIG_DIR
-from .safeio import check_config_dir, check_yaml_text, printable, read_text_file
+from .safeio import check_config_dir, check_yaml_text, load_yaml, printable, read_text_file
+from .scenario import freeze
 
 #: tensor instruction families a microarch may list rates for
 #: (``matrix``: a generic accelerator's matrix unit, family generic; ``simd``: a CPU's vector
@@ -49,6 +50,11 @@ class HardwareError(ConfigError):
     """A hardware spec is malformed; the message names the file (or entry point) and key."""
 
 
+def _ro(d):
+    """A read-only deep copy of a spec's mapping."""
+    return freeze(d)
+
+
 @dataclass(frozen=True)
 class Microarch:
     """Per-SM (per-CU, per-core) resources: ``sms`` count, ``boost_clock_hz`` (the FP32 peak's
@@ -65,6 +71,9 @@ class Microarch:
     fp32_lanes: float
     l2_bytes: float
     l2_bandwidth: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "rates", _ro(self.rates))
 
     @property
     def native(self) -> str:
@@ -127,6 +136,10 @@ class Hardware:
     sources: dict[str, str] = field(default_factory=dict)
     origin: str = ""
     host_topology: HostTopology | None = None
+
+    def __post_init__(self):   # read-only all the way down: a spec is shared by every estimate on it
+        for f in ("tensor_flops", "datasheet_flops", "kernels", "sources"):
+            object.__setattr__(self, f, _ro(getattr(self, f)))
 
     def peak(self, dtype: str) -> float:
         """Dense tensor peak in FLOP/s for compute dtype ``dtype`` (``tf32`` falls back to
@@ -236,8 +249,8 @@ def _show(v) -> str:
 def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None) -> Hardware:
     """Validate a spec mapping (the content of one hardware YAML file) and return the
     Hardware it describes, in SI units. Raises HardwareError naming ``origin`` and the key."""
-    if isinstance(data, DictConfig):
-        data = OmegaConf.to_container(data, resolve=True)
+    if type(data).__name__ == "DictConfig":
+        data = _plain_spec(data)
     if not isinstance(data, Mapping):
         raise HardwareError(f"{origin}: a hardware spec must be a mapping, got {type(data).__name__}")
     r = _Reader(data, origin)
@@ -360,7 +373,7 @@ def yaml_files(config_dir: str | Path | None = None) -> dict[str, Path]:
 
 
 def _entry_points():
-    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    return list(entry_points(group=ENTRY_POINT_GROUP))
 
 
 def plugin_names() -> list[str]:
@@ -417,6 +430,13 @@ def _from_plugin(name: str, spec: Mapping) -> Hardware:
 def _load_file_cached(path: str, mtime: float) -> Hardware:
     text = read_text_file(path, "hardware YAML", error=HardwareError)   # a regular file under the cap
     check_yaml_text(text, path, error=HardwareError)                   # no alias bomb
+    if "${" not in text:    # no interpolation: plain YAML
+        try:
+            data = load_yaml(text, path, error=HardwareError)
+        except yaml.YAMLError as e:
+            raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
+        return from_mapping(data, origin=path, name=Path(path).stem)
+    from omegaconf import OmegaConf  # late import: a hardware file with ${...} interpolations
     try:
         conf = OmegaConf.create(text)
     except Exception as e:  # a YAML syntax error
@@ -450,15 +470,11 @@ def list_hardware(config_dir: str | Path | None = None) -> list[Hardware]:
 # ---------------------------------------------------------------------------------- config
 
 
+@functools.lru_cache(maxsize=1)
 def _default_choice() -> str:
-    """The hardware the built-in config.yaml chooses by default (``h100-sxm`` if it names none)."""
+    """The hardware the shipped config.yaml selects by default."""
     path = CONFIG_DIR / "config.yaml"
-    return _default_choice_of(str(path), path.stat().st_mtime)
-
-
-@functools.lru_cache(maxsize=4)
-def _default_choice_of(path: str, mtime: float) -> str:
-    for item in OmegaConf.load(path).get("defaults", []):
+    for item in (load_yaml(read_text_file(path, "config YAML"), str(path)) or {}).get("defaults", []):
         if isinstance(item, Mapping) and "hardware" in item:
             return str(item["hardware"])
     return "h100-sxm"
@@ -481,6 +497,12 @@ def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tupl
     choice = choice or _default_choice()
 
     def post(cfg):
+        hw0 = cfg.get("hardware")
+        if type(hw0).__name__ == "FrozenMap" and choice in files:
+            key = _content_key(hw0)
+            with _BY_CONTENT_LOCK:
+                if key in _BY_CONTENT:     # this very spec was validated already
+                    return
         if choice in files:
             origin = str(files[choice])
         else:
@@ -493,31 +515,58 @@ def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tupl
             else:
                 spec = dict(spec)
                 spec["__entry_point__"] = choice
-            OmegaConf.set_struct(cfg, False)
-            cfg.hardware = OmegaConf.create(spec)
+            if isinstance(cfg, dict):
+                cfg["hardware"] = spec
+            else:
+                from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+                OmegaConf.set_struct(cfg, False)
+                cfg.hardware = OmegaConf.create(spec)
         hw = cfg.get("hardware")
         if hw is None:
             return
         if "__entry_point__" not in hw:
             _remember(cfg, from_mapping(hw, origin=origin, name=choice))
         elif "microarch" in hw:
-            _remember(cfg, from_mapping({k: v for k, v in OmegaConf.to_container(hw).items()
+            _remember(cfg, from_mapping({k: v for k, v in _plain_spec(hw).items()
                                          if k != "__entry_point__"}, origin=origin, name=choice))
 
     return keep, post
+
+
+def _plain_spec(hw) -> dict:
+    """A hardware config node as a plain mapping."""
+    if isinstance(hw, dict):
+        return dict(hw)
+    from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+    return OmegaConf.to_container(hw, resolve=True)
 
 
 _BY_CONTENT: dict = {}     # hardware mapping (as canonical JSON) -> validated Hardware
 _BY_CONTENT_LOCK = threading.Lock()
 
 
+#: content keys of read-only (frozen) hardware mappings, by identity: a frozen mapping never
+#: changes, so its key is computed once (the entry keeps the mapping alive, so its id is not reused)
+_KEY_BY_ID: dict = {}
+
+
 def _content_key(hw) -> str | None:
     """A key of a ``hardware`` config node by its content (None when it has none)."""
     if hw is None:
         return None
-    if not isinstance(hw, (dict, str)):
-        hw = OmegaConf.to_container(hw, resolve=True)
-    return json.dumps(hw, sort_keys=True, default=str)
+    frozen = type(hw).__name__ == "FrozenMap"
+    if frozen:
+        hit = _KEY_BY_ID.get(id(hw))
+        if hit is not None and hit[0] is hw:
+            return hit[1]
+    plain = hw if isinstance(hw, (dict, str)) else _plain_spec(hw)
+    key = json.dumps(plain, sort_keys=True, default=str)
+    if frozen:
+        with _BY_CONTENT_LOCK:
+            if len(_KEY_BY_ID) > 256:
+                _KEY_BY_ID.pop(next(iter(_KEY_BY_ID)))
+            _KEY_BY_ID[id(hw)] = (hw, key)
+    return key
 
 
 def _remember(cfg, hw: Hardware) -> None:
@@ -547,7 +596,7 @@ def from_config(cfg) -> Hardware:
         spec = plugin_spec(ep)
         if spec is not None and "__hardware__" in spec:
             return spec["__hardware__"]
-    data = OmegaConf.to_container(hw, resolve=True) if not isinstance(hw, dict) else dict(hw)
+    data = _plain_spec(hw)
     data.pop("__entry_point__", None)
     out = from_mapping(data, origin=f"hardware '{data.get('name', '?')}'")
     with _BY_CONTENT_LOCK:

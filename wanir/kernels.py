@@ -25,9 +25,9 @@ import math
 from pathlib import Path
 from typing import Mapping
 
-import yaml
-
 from .errors import ConfigError
+from .safeio import load_yaml
+from .scenario import freeze
 
 PATH = Path(__file__).parent / "data" / "kernels.yaml"
 #: where a value came from: a vendor datasheet, a published measurement, a measurement of
@@ -36,9 +36,6 @@ SOURCES = ("datasheet", "reported", "measured", "assumed")
 #: architecture families; each picks its per-kernel constants in wanir/data/kernels.yaml
 #: (``generic``: an accelerator of none of the others, timed with assumed constants)
 FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu", "generic")
-#: the attention kernels of the shipped table (``sdpa`` = what PyTorch SDPA picks on the
-#: family); a kernel added to kernels.yaml (e.g. ``sage2-fp16acc``) is accepted too
-ATTENTION_KERNELS = ("flash2", "flash3", "flash4", "cudnn", "sage2", "math", "sdpa")
 
 
 def attention_kernels() -> tuple[str, ...]:
@@ -66,13 +63,12 @@ OPTIONAL_KEYS = {"issue": ("module_call_us", "tokenize_ms")}
 
 
 @functools.lru_cache(maxsize=1)
-def table() -> dict:
-    """The parsed kernel table (checked once). A shipped file: parsed with libyaml's safe
-    loader when PyYAML has it (about 8× faster than the pure-Python one, same result)."""
-    data = yaml.load(PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+def table() -> Mapping:
+    """The parsed kernel table (checked once), read-only: mutating it raises TypeError."""
+    data = load_yaml(PATH.read_text(), str(PATH))
     _merge_families(data)
     _check_table(data)
-    return data
+    return freeze(data)
 
 
 def _merge_families(data: dict) -> None:

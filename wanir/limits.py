@@ -253,7 +253,7 @@ def check_config(cfg) -> None:
             v = _get(group, parts)
             if v is _MISSING:
                 continue
-            if isinstance(v, ListConfig):
+            if type(v).__name__ == "ListConfig" or isinstance(v, tuple):   # a DictConfig's list; a frozen one
                 v = list(v)
             check_value(key, v, rule)
     par = cfg.get("parallel", None) if hasattr(cfg, "get") else None

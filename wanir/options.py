@@ -15,11 +15,21 @@ one entry of :data:`GROUPS`; adding a key: one field.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .errors import ConfigError
+
 #: field metadata of options that change only timing, not the counted graph
 TIMING = {"timing": True}
+#: the runtime assumed when there is no configuration or it has no runtime group (a graph
+#: from a YAML spec): plain diffusers-style behaviour, as wanir modelled before runtimes
+#: (wanir/runtime.py holds its values). A composed configuration always names one
+#: (config.yaml: wan-official).
+DEFAULT_RUNTIME = "diffusers"
+#: the attention kernel when neither the configuration nor a runtime names one
+DEFAULT_ATTENTION_KERNEL = "flash2"
 
 
 @dataclass(frozen=True)
@@ -28,17 +38,70 @@ class RooflineOptions:
 
     mode: str = field(default="calibrated", metadata=TIMING)   # calibrated | ideal
     fusion: str = "eager"                                       # eager | fused
-    attention_kernel: str = "flash2"                            # flash2 | flash3 | math
+    attention_kernel: str = DEFAULT_ATTENTION_KERNEL            # a kernel of wanir/data/kernels.yaml
 
 
 @dataclass(frozen=True)
 class MemoryOptions:
-    """``memory.*``: residency of weights on the device and the host that runs host stages."""
+    """``memory.*``, checked (:func:`memory_from`): ``offload`` one of OFFLOAD_MODES (none;
+    model: whole stages moved in and out; block: the DiT's blocks streamed), ``t5_cpu``,
+    ``host`` (hardware name of the host CPU, or auto), ``resident_params`` (DiT parameters
+    kept on the GPU under block streaming, int), ``reserve_bytes`` (CUDA context and
+    allocator reserve, int). The one memory-options class: the runtime's default offload
+    policy is filled in before it is parsed (wanir/runtime.py)."""
 
-    offload_model: Any = None      # None: the runtime's default; true, false or "block"
+    offload: str = "none"
     t5_cpu: bool = False
     host: str = field(default="auto", metadata=TIMING)
+    resident_params: int = 0
+    reserve_bytes: int = 0
     expandable_segments: bool = False   # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (passes/allocator.py)
+    empty_cache: str = "never"          # the runtime's torch.cuda.empty_cache() rule (passes/allocator.py)
+
+    @property
+    def offload_model(self) -> bool:
+        """Whether whole stages are moved in and out (``memory.offload_model=true``)."""
+        return self.offload == "model"
+
+
+#: memory.offload_model values as parsed: off, whole stages moved in and out, block streaming
+OFFLOAD_MODES = ("none", "model", "block")
+
+
+def memory_from(m) -> MemoryOptions:
+    """The checked :class:`MemoryOptions` of a ``memory`` mapping (None or missing keys:
+    the defaults; ``offload_model`` null reads as false). Raises ConfigError naming the key."""
+    m = m if m is not None else {}
+    off = m.get("offload_model")
+    off = False if off is None else off
+    if off is True:
+        mode = "model"
+    elif off is False:
+        mode = "none"
+    elif off == "block":
+        mode = "block"
+    else:
+        raise ConfigError(f"memory.offload_model must be true, false or block, got {off!r}")
+    t5 = m.get("t5_cpu")
+    t5 = False if t5 is None else t5
+    if not isinstance(t5, bool):
+        raise ConfigError(f"memory.t5_cpu must be true or false, got {t5!r}")
+    host = m.get("host") or "auto"
+    if not isinstance(host, str) or not 0 < len(host) <= 64:
+        raise ConfigError(f"memory.host must be a hardware name (host-cpu, host-workstation, auto), got {host!r}")
+    rp = m.get("resident_params")
+    rp = 0 if rp is None else rp
+    if isinstance(rp, bool) or not isinstance(rp, int) or not 0 <= rp <= 10**13:
+        raise ConfigError(f"memory.resident_params must be an integer number of parameters in [0, 1e13], got {rp!r}")
+    res = m.get("reserve_gib")
+    res = 0.0 if res is None else res
+    if isinstance(res, bool) or not isinstance(res, (int, float)) or not math.isfinite(res) or not 0 <= res <= 64:
+        raise ConfigError(f"memory.reserve_gib must be a number of GiB in [0, 64], got {res!r}")
+    exp = m.get("expandable_segments")
+    exp = False if exp is None else exp
+    if not isinstance(exp, bool):
+        raise ConfigError(f"memory.expandable_segments must be true or false, got {exp!r}")
+    return MemoryOptions(mode, t5, host, rp, int(round(res * 2**30)), exp)
 
 
 @dataclass(frozen=True)
@@ -98,7 +161,7 @@ class RuntimeOptions:
     timing only), and ``cuda_graphs``: each model call replays a captured CUDA graph, so the
     host issues no per-op work (timing only)."""
 
-    name: str = "wan-official"
+    name: str = DEFAULT_RUNTIME
     allow_tf32: bool = field(default=True, metadata=TIMING)
     matmul_tf32: bool = field(default=False, metadata=TIMING)
     cuda_graphs: bool = field(default=False, metadata=TIMING)
@@ -172,9 +235,12 @@ def from_config(cfg) -> RunOptions:
     for g, cls in GROUPS.items():
         data = cfg.get(g) if hasattr(cfg, "get") else None
         if data is not None and not isinstance(data, dict):
-            from omegaconf import DictConfig, OmegaConf
-            data = OmegaConf.to_container(data, resolve=True) if isinstance(data, DictConfig) else None
-        kw[g] = _group(cls, data)
+            if type(data).__name__ == "DictConfig":
+                from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+                data = OmegaConf.to_container(data, resolve=True)
+            else:
+                data = None
+        kw[g] = memory_from(data) if cls is MemoryOptions else _group(cls, data)
     return RunOptions(**kw)
 
 
@@ -185,10 +251,10 @@ def of(x) -> RunOptions:
     return from_config(x)
 
 
-def select(cfg, key: str, default=None):
-    """``cfg``'s value at dotted ``key`` (an OmegaConf config or plain nested dicts), or
-    ``default`` when ``cfg`` is None, lacks the key or holds null there. For keys that are not
-    (yet) fields of :class:`RunOptions`."""
+def select(cfg, key: str, default=None, keep_null: bool = False):
+    """``cfg``'s value at dotted ``key`` (plain nested mappings, a FrozenMap, or an OmegaConf
+    config a caller still holds), or ``default`` when ``cfg`` is None, lacks the key or (unless
+    ``keep_null``) holds null there."""
     if cfg is None:
         return default
     if isinstance(cfg, dict):
@@ -198,7 +264,10 @@ def select(cfg, key: str, default=None):
                 return default
             d = d[part]
     else:
-        from omegaconf import OmegaConf
+        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
 
-        d = OmegaConf.select(cfg, key, default=None)
-    return default if d is None else d
+        missing = object()
+        d = OmegaConf.select(cfg, key, default=missing)
+        if d is missing:
+            return default
+    return default if (d is None and not keep_null) else d

@@ -6,13 +6,14 @@ schema is documented in docs/cli.md. Keys are only ever added, never renamed.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
 from .graph import Graph, Node
+from . import options as _options
 from .options import RunOptions
+from .scenario import freeze, thaw
 
 #: keys of a stage's per-invocation record, in output order
 STAGE_KEYS = ("tensor_flops", "vector_flops", "params", "weight_bytes", "bytes", "peak_activation_bytes", "time_s")
@@ -22,8 +23,8 @@ TOTAL_KEYS = ("tensor_flops", "vector_flops", "params", "bytes", "time_s", "peak
               "peak_allocated_bytes", "peak_reserved_bytes", "time_range_s", "time_range_class")
 
 def frozen(d: Mapping | None) -> Mapping:
-    """A read-only view of a copy of ``d``."""
-    return MappingProxyType(dict(d or {}))
+    """A read-only deep copy of ``d`` (nested mappings read-only, lists made tuples)."""
+    return freeze(dict(d or {}))
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,17 +44,18 @@ class StageResult:
         object.__setattr__(self, "total", frozen(self.total))
         object.__setattr__(self, "notes", tuple(self.notes))
         if self.provenance is not None:
-            object.__setattr__(self, "provenance", frozen(copy.deepcopy(dict(self.provenance))))
+            object.__setattr__(self, "provenance", frozen(self.provenance))
         if self.experts is not None:
-            object.__setattr__(self, "experts", tuple(frozen(copy.deepcopy(dict(e))) for e in self.experts))
+            object.__setattr__(self, "experts", tuple(frozen(e) for e in self.experts))
 
     def to_dict(self) -> dict:
+        """The stage's JSON record (plain, mutable containers)."""
         d = {"name": self.name, "invocations": self.invocations,
-             "per_invocation": dict(self.per_invocation), "total": dict(self.total)}
+             "per_invocation": thaw(self.per_invocation), "total": thaw(self.total)}
         if self.provenance is not None:
-            d["provenance"] = copy.deepcopy(dict(self.provenance))
+            d["provenance"] = thaw(self.provenance)
         if self.experts is not None:
-            d["experts"] = [copy.deepcopy(dict(e)) for e in self.experts]
+            d["experts"] = [thaw(e) for e in self.experts]
         return d
 
 
@@ -61,7 +63,8 @@ class StageResult:
 class Estimate:
     """The result of one estimate: the config, the annotated graph, per-stage results, the
     pipeline total (one device), warnings, whether it fits, and — for a multi-device plan —
-    ``parallel``: the plan's per-device figures (plain data, see docs/cli.md).
+    ``parallel``: the plan's per-device figures (plain data, see docs/cli.md); ``run``: the
+    :class:`wanir.scenario.Run` it was timed with (None for a graph estimated on its own).
 
     Nothing in an Estimate changes after it is returned: its graph is annotated once and
     never re-timed (a sweep re-times a copy), records are read-only."""
@@ -75,6 +78,7 @@ class Estimate:
     options: RunOptions = RunOptions()
     fits: bool | None = None
     parallel: Mapping | None = None
+    run: Any = None
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -82,7 +86,7 @@ class Estimate:
         object.__setattr__(self, "warnings", tuple(self.warnings))
         object.__setattr__(self, "extra", frozen(self.extra))
         if self.parallel is not None:
-            object.__setattr__(self, "parallel", frozen(copy.deepcopy(dict(self.parallel))))
+            object.__setattr__(self, "parallel", frozen(self.parallel))
 
     @property
     def model(self) -> str:
@@ -123,29 +127,26 @@ class Estimate:
         return {
             "model": self.model,
             "hardware": self.hardware,
-            "workload": dict(self.graph.meta.get("workload", {})),
+            "workload": thaw(self.graph.meta.get("workload", {})),
             "stages": [s.to_dict() for s in self.stages],
-            "total": dict(self.total),
+            "total": thaw(self.total),
             "warnings": list(self.warnings),
             "fits": self.fits,
-            "parallel": None if self.parallel is None else copy.deepcopy(dict(self.parallel)),
+            "parallel": None if self.parallel is None else thaw(self.parallel),
             "optimizations": list(self.graph.meta.get("optimizations", {}).get("applied", [])),
         }
 
 
 def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = (), *,
               options: RunOptions | None = None, extra: Mapping | None = None,
-              parallel: Mapping | None = None, stage_adjust=None, time_range: Mapping | None = None) -> Estimate:
+              parallel: Mapping | None = None, stage_adjust=None, run=None,
+              time_range: Mapping | None = None) -> Estimate:
     """Assemble per-stage and total records from an annotated graph. The total time adds the
     host↔device weight transfer (``summaries['transfer_s']``) to the stages' times.
     ``stage_adjust(graph, stage, ADDITIVE)``: a frontend's hook that may rewrite a stage's
     record before it is frozen (its ``invocations``, ``per_invocation``, ``experts``).
     ``time_range``: {"time_range_s": [low, high], "time_range_class"} of the total
-    (backends/error_range.py)."""
-    from types import SimpleNamespace
-
-    from . import options as _options
-
+    (backends/error_range.py); ``run``: the Scenario's Run the estimate was timed with."""
     stages = []
     fl = summaries["flops"]
     mem = summaries.get("memory", {}).get("stages", {})
@@ -200,4 +201,4 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
     if parallel is not None:
         fits = bool(parallel["total"]["fits"])
     return Estimate(cfg, graph, stages, total, warns, ex,
-                    options if options is not None else _options.of(cfg), fits, parallel)
+                    options if options is not None else _options.of(cfg), fits, parallel, run)

@@ -7,22 +7,24 @@ defaults and semantics, the multi-GPU path and the memory reserve. Its values ar
 ``roofline.attention_kernel=flash3``, ``memory.offload_model=false``,
 ``memory.reserve_gib=2``) wins; a key left ``null`` takes the runtime's value.
 
-:func:`apply_runtime` fills those null keys once, when the config is loaded;
+:func:`runtime_defaults` gives those keys' values once, when the configuration is
+resolved (wanir.config.compose fills them into a new tree; :func:`config_for_plan` moves a
+configuration to another plan);
 :func:`runtime_options` and :func:`memory_options` are the one place the runtime's own
 keys and the new ``memory`` keys are read (typed, checked, immutable).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import ConfigError
-from .options import select
+from .options import DEFAULT_ATTENTION_KERNEL, DEFAULT_RUNTIME, OFFLOAD_MODES, MemoryOptions, PrecisionOptions
+from .options import memory_from, select
+from .scenario import freeze, thaw
 
 #: the DiT lowering variants of frontends/wan_dit.py
 LOWERINGS = ("official", "diffusers")
-#: memory.offload_model values: off, whole stages moved in and out, block-level streaming
-OFFLOAD_MODES = ("none", "model", "block")
 #: multi-GPU paths: the official code's xDiT/yunchang Ulysses (permute copies around each
 #: all-to-all, FlashAttention-2) or a plain sequence-parallel implementation
 MULTI_GPU_PATHS = ("official", "plain")
@@ -68,13 +70,14 @@ def _need(cond, key, allowed, v):
 
 
 def runtime_options(cfg) -> Runtime:
-    """The checked :class:`Runtime` of ``cfg.runtime`` (defaults: the diffusers runtime's
-    behaviour when the config has no runtime group, as wanir modelled before runtimes)."""
+    """The checked :class:`Runtime` of ``cfg.runtime``; a config without a runtime group (or
+    None) runs ``wanir.options.DEFAULT_RUNTIME`` with the values below, which are also what a
+    profile leaves out takes (precisions: PrecisionOptions' defaults)."""
     r = _select(cfg, "runtime", None)
-    if r is None:
+    if r is None:   # no runtime group: the values below (DEFAULT_RUNTIME)
         r = {}
-    from omegaconf import DictConfig, OmegaConf
-    if isinstance(r, DictConfig):
+    if not isinstance(r, dict) and hasattr(r, "items"):
+        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
         r = OmegaConf.to_container(r, resolve=True)
     if not isinstance(r, dict):
         raise ConfigError(f"runtime must be a mapping (a runtime/ config), got {type(r).__name__}")
@@ -84,7 +87,7 @@ def runtime_options(cfg) -> Runtime:
     extra = sorted(set(r) - known)
     if extra:
         raise ConfigError(f"unknown key(s) runtime.{', runtime.'.join(extra)}; keys: {', '.join(sorted(known))}")
-    name = r.get("name", "diffusers")
+    name = r.get("name", DEFAULT_RUNTIME)
     _need(isinstance(name, str) and 0 < len(name) <= 64, "name", "a name of at most 64 characters", name)
     low = r.get("dit_lowering", "diffusers")
     _need(low in LOWERINGS, "dit_lowering", f"one of {', '.join(LOWERINGS)}", low)
@@ -94,7 +97,7 @@ def runtime_options(cfg) -> Runtime:
     _need(isinstance(mtf32, bool), "matmul_tf32", "true or false", mtf32)
     graphs = r.get("cuda_graphs", False)
     _need(isinstance(graphs, bool), "cuda_graphs", "true or false", graphs)
-    kern = r.get("attention_kernel", "flash2")
+    kern = r.get("attention_kernel", DEFAULT_ATTENTION_KERNEL)
     _need(isinstance(kern, str) and 0 < len(kern) <= 32, "attention_kernel", "a kernel name", kern)
     k22 = r.get("attention_kernel_wan22_sm90", kern)
     _need(isinstance(k22, str) and 0 < len(k22) <= 32, "attention_kernel_wan22_sm90", "a kernel name", k22)
@@ -114,8 +117,7 @@ def runtime_options(cfg) -> Runtime:
     _need(isinstance(prec, dict), "precision", "a mapping of precision keys to dtypes", prec)
     bad = sorted(set(prec) - set(PRECISION_KEYS))
     _need(not bad, "precision", f"a mapping with keys {', '.join(PRECISION_KEYS)}", bad)
-    base = {"text_encoder": "bf16", "image_encoder": "fp32", "dit_weights": "bf16", "dit_compute": "bf16",
-            "vae": "fp32"}
+    base = {k: getattr(PrecisionOptions(), k) for k in PRECISION_KEYS}
     for k, v in prec.items():
         _need(v in DTYPES, f"precision.{k}", f"one of {', '.join(DTYPES)}", v)
         base[k] = v
@@ -170,37 +172,34 @@ def _plan_sizes(cfg) -> tuple[int, int]:
     return degree, fsdp
 
 
-def apply_runtime(cfg) -> None:
-    """Fill the keys left null with the runtime's defaults, in place: ``precision.*``
-    (``dit_weights`` from ``runtime.dit_weights_fsdp`` when the plan shards weights),
-    ``roofline.attention_kernel``, ``memory.offload_model`` (``single-device``: on for one
-    device, off for several, as the official ``generate.py``) and ``memory.reserve_gib``.
-    Raises ConfigError for a malformed runtime."""
-    from omegaconf import OmegaConf
-
+def runtime_defaults(cfg) -> dict:
+    """The values the runtime fills for keys left null, by dotted key, in order (a new
+    mapping; ``cfg`` is not changed): ``precision.*`` (``dit_weights`` from
+    ``runtime.dit_weights_fsdp`` when the plan shards weights), ``roofline.attention_kernel``,
+    ``memory.offload_model`` (``single-device``: on for one device, off for several, as the
+    official ``generate.py``) and ``memory.reserve_gib``. Raises ConfigError for a malformed
+    runtime. :func:`wanir.config.compose` applies them and records their provenance."""
     rt = runtime_options(cfg)
     degree, fsdp_n = _plan_sizes(cfg)
     fsdp = fsdp_n > 1
-    applied = []
+    out = {}
+    missing = "__missing__"
 
-    def fill(key, value):
-        OmegaConf.update(cfg, key, value, merge=False)
-        applied.append(key)
+    def null(key):
+        return _select(cfg, key, missing, keep_null=True) is None
 
     for k in PRECISION_KEYS:
-        if OmegaConf.select(cfg, f"precision.{k}", default="__missing__") is None:
-            fill(f"precision.{k}", rt.precision_default(k, fsdp))
-    if OmegaConf.select(cfg, "roofline", default=None) is not None and \
-            OmegaConf.select(cfg, "roofline.attention_kernel", default="__missing__") is None:
-        fill("roofline.attention_kernel",
-             default_attention_kernel(rt, _select(cfg, "model.family"), _select(cfg, "hardware.family")))
-    if OmegaConf.select(cfg, "memory", default=None) is not None:
-        if OmegaConf.select(cfg, "memory.offload_model", default="__missing__") is None:
-            fill("memory.offload_model", offload_default(rt, degree))
-        if OmegaConf.select(cfg, "memory.reserve_gib", default="__missing__") is None:
-            fill("memory.reserve_gib", rt.reserve_gib)
-    if OmegaConf.select(cfg, "runtime", default=None) is not None:
-        OmegaConf.update(cfg, "runtime.defaults_applied", applied, merge=False)
+        if null(f"precision.{k}"):
+            out[f"precision.{k}"] = rt.precision_default(k, fsdp)
+    if _select(cfg, "roofline") is not None and null("roofline.attention_kernel"):
+        out["roofline.attention_kernel"] = default_attention_kernel(rt, _select(cfg, "model.family"),
+                                                                    _select(cfg, "hardware.family"))
+    if _select(cfg, "memory") is not None:
+        if null("memory.offload_model"):
+            out["memory.offload_model"] = offload_default(rt, degree)
+        if null("memory.reserve_gib"):
+            out["memory.reserve_gib"] = rt.reserve_gib
+    return out
 
 
 def config_for_plan(cfg, parallel: dict):
@@ -209,20 +208,32 @@ def config_for_plan(cfg, parallel: dict):
     plan: every key the runtime filled (``runtime.defaults_applied``) is filled again — DiT
     weights under FSDP, offload on one device — while the keys the user set stay. The one
     way a config is moved to another plan, so the estimate, ``multi_device_cost`` and
-    ``wanir size`` time the same plan alike."""
-    import copy
+    ``wanir size`` time the same plan alike. A read-only tree gives a read-only tree (a new
+    one: nothing changes in place); a DictConfig a DictConfig."""
+    if isinstance(cfg, dict):
+        return freeze(_tree_for_plan(thaw(cfg), parallel))
+    from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+    return OmegaConf.create(_tree_for_plan(OmegaConf.to_container(cfg, resolve=True), parallel))
 
-    from omegaconf import OmegaConf
 
-    c = copy.deepcopy(cfg)
-    OmegaConf.set_readonly(c, False)
-    OmegaConf.set_struct(c, False)
-    for key in list(_select(c, "runtime.defaults_applied", []) or []):
-        OmegaConf.update(c, key, None, merge=False)
+def _tree_for_plan(tree: dict, parallel: dict) -> dict:
+    def put(key, value):
+        d = tree
+        parts = key.split(".")
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = value
+
+    for key in list(_select(tree, "runtime.defaults_applied", []) or []):
+        put(key, None)
     for k, v in parallel.items():
-        OmegaConf.update(c, f"parallel.{k}", v, merge=False)
-    apply_runtime(c)
-    return c
+        put(f"parallel.{k}", v)
+    filled = runtime_defaults(tree)
+    for key, value in filled.items():
+        put(key, value)
+    if isinstance(tree.get("runtime"), dict):
+        tree["runtime"]["defaults_applied"] = list(filled)
+    return tree
 
 
 def offload_default(rt: Runtime, devices: int) -> bool:
@@ -234,65 +245,26 @@ def memory_options_for_plan(cfg, devices: int) -> "MemoryOptions":
     """:func:`memory_options` for a plan on ``devices`` devices: when ``memory.offload_model``
     was the runtime's default (not set by the user), it follows that plan's device count, as
     the official ``generate.py`` does."""
-    from dataclasses import replace
-
-    mem = memory_options(cfg)
     applied = _select(cfg, "runtime.defaults_applied", []) or []
-    if "memory.offload_model" in list(applied) and mem.offload in ("none", "model"):
-        mem = replace(mem, offload="model" if offload_default(runtime_options(cfg), devices) else "none")
+    return memory_for_plan(memory_options(cfg), runtime_options(cfg), "memory.offload_model" in list(applied),
+                           devices)
+
+
+def memory_for_plan(mem: "MemoryOptions", rt: Runtime, offload_from_runtime: bool, devices: int) -> "MemoryOptions":
+    """``mem`` on a plan of ``devices`` devices: an offload policy that is the runtime's
+    default (``offload_from_runtime``) follows the device count (:func:`offload_default`)."""
+    if offload_from_runtime and mem.offload in ("none", "model"):
+        mem = replace(mem, offload="model" if offload_default(rt, devices) else "none")
     return mem
 
 
-@dataclass(frozen=True)
-class MemoryOptions:
-    """The ``memory`` group, checked: ``offload`` one of OFFLOAD_MODES, ``t5_cpu``, ``host``
-    (hardware name of the host CPU), ``resident_params`` (DiT parameters kept on the GPU under
-    block streaming, int), ``reserve_bytes`` (the CUDA context, int), ``expandable_segments``
-    (PyTorch's allocator setting, default false) and ``empty_cache`` (the runtime's
-    ``torch.cuda.empty_cache()`` rule, passes/allocator.py)."""
-
-    offload: str
-    t5_cpu: bool
-    host: str
-    resident_params: int
-    reserve_bytes: int
-    expandable_segments: bool = False
-    empty_cache: str = "never"
-
-    @property
-    def offload_model(self) -> bool:
-        """Whether whole stages are moved in and out (``memory.offload_model=true``)."""
-        return self.offload == "model"
-
-
 def memory_options(cfg) -> MemoryOptions:
-    """The checked :class:`MemoryOptions` of ``cfg`` (defaults when cfg is None or lacks keys)."""
-    off = _select(cfg, "memory.offload_model", False)
-    if off is True:
-        mode = "model"
-    elif off is False:
-        mode = "none"
-    elif off == "block":
-        mode = "block"
-    else:
-        raise ConfigError(f"memory.offload_model must be true, false or block, got {off!r}")
-    t5 = _select(cfg, "memory.t5_cpu", False)
-    if not isinstance(t5, bool):
-        raise ConfigError(f"memory.t5_cpu must be true or false, got {t5!r}")
-    host = _select(cfg, "memory.host", "auto")
-    if not isinstance(host, str) or not 0 < len(host) <= 64:
-        raise ConfigError(f"memory.host must be a hardware name (host-cpu, host-workstation, auto), got {host!r}")
-    rp = _select(cfg, "memory.resident_params", 0)
-    if isinstance(rp, bool) or not isinstance(rp, int) or not 0 <= rp <= 10**13:
-        raise ConfigError(f"memory.resident_params must be an integer number of parameters in [0, 1e13], got {rp!r}")
-    res = _select(cfg, "memory.reserve_gib", 0.0)
-    if isinstance(res, bool) or not isinstance(res, (int, float)) or not math.isfinite(res) or not 0 <= res <= 64:
-        raise ConfigError(f"memory.reserve_gib must be a number of GiB in [0, 64], got {res!r}")
-    exp = _select(cfg, "memory.expandable_segments", False)
-    if not isinstance(exp, bool):
-        raise ConfigError(f"memory.expandable_segments must be true or false, got {exp!r}")
-    ec = runtime_options(cfg).empty_cache if _select(cfg, "runtime", None) is not None else "never"
-    return MemoryOptions(mode, t5, host, rp, int(round(res * 2**30)), exp, ec)
+    """The checked :class:`wanir.options.MemoryOptions` of ``cfg`` (defaults when cfg is None
+    or lacks keys), with the runtime's ``empty_cache`` rule (passes/allocator.py)."""
+    mem = memory_from(_select(cfg, "memory", None))
+    if _select(cfg, "runtime", None) is not None:
+        mem = replace(mem, empty_cache=runtime_options(cfg).empty_cache)
+    return mem
 
 
 #: hardware whose host is a workstation CPU (consumer cards); every other GPU is taken to

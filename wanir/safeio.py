@@ -259,10 +259,11 @@ def _no_duplicate_keys(node, source: str, error) -> None:
 
 def load_yaml(text: str, source: str = "<string>", loader=None, error: type[WanirError] = ConfigError,
               max_nodes: int = YAML_MAX_NODES, max_depth: int = YAML_MAX_DEPTH):
-    """Parse one YAML document with ``loader`` (default ``yaml.SafeLoader``), refusing one that
+    """Parse one YAML document with ``loader`` (default ``yaml.SafeLoader``, libyaml's
+    ``CSafeLoader`` when PyYAML was built with it: the same safe constructors), refusing one that
     expands (aliases followed) to more than ``max_nodes`` values, nests deeper than
     ``max_depth`` or refers to itself. yaml.YAMLError propagates (callers word it)."""
-    loader_cls = loader or yaml.SafeLoader
+    loader_cls = loader or getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml's parser when built with it
     ld = loader_cls(text)
     try:
         try:

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from itertools import combinations
 
+from wanir import hardware as hwlib
 from wanir import kernels
+from wanir.backends import sizing
 from wanir.errors import ConfigError
 from wanir.passes.optimize_options import published_threshold
+from wanir.resolve import resolve
 
 #: name → (config overrides, kind). Kinds that exclude each other: one per kind in a subset.
 OPTIMIZATIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -86,11 +89,9 @@ def _steps_overrides(overrides, config_dir, combo) -> list[str]:
     """Dense warm-up steps for a sparse pattern: 10 % of the workload's steps."""
     if not any(OPTIMIZATIONS[n][1] == "sparse" for n in combo):
         return []
-    from wanir.config import load_config
-    cfg = load_config(list(overrides) + [o for n in combo for o in OPTIMIZATIONS[n][0]
-                                         if OPTIMIZATIONS[n][1] != "sparse"], config_dir)
-    steps = cfg.workload.steps if cfg.workload.steps is not None else cfg.model.default_steps
-    return [f"attention.dense_steps={int(steps) // 10}"]
+    sc = resolve(list(overrides) + [o for n in combo for o in OPTIMIZATIONS[n][0]
+                                    if OPTIMIZATIONS[n][1] != "sparse"], config_dir)
+    return [f"attention.dense_steps={int(sc.build.workload.steps) // 10}"]
 
 
 def _has_kernel(hw, name: str) -> bool:
@@ -120,24 +121,18 @@ def size_with_optimizations(overrides=(), config_dir=None, *, allow=(), hardware
     the same record with all candidates ranked together (each with ``optimizations`` set to
     its '+'-joined names, '' for the baseline), ``evaluated`` and ``dropped`` summed, and
     ``skipped``: 'hardware: optimizations (reason)' for combinations a device cannot run."""
-    from wanir import hardware as hwlib
-
-    from wanir.backends import sizing
-
     names = tuple(allow)
     hw_overrides = [o for o in overrides if str(o).lstrip("+").split("=")[0].split(".")[0] == "hardware"]
     configured = None
     if hw_overrides and not hardware:    # the overrides select the device, as for plain `wanir size`
-        from wanir.config import load_config
-        configured = hwlib.from_config(load_config(list(overrides), config_dir))
+        configured = resolve(list(overrides), config_dir).run.hardware
     all_hw = [configured.name] if configured is not None else \
         list(hardware) if hardware else [h.name for h in hwlib.list_hardware(config_dir) if h.kind == "gpu"]
     merged = None
     skipped: list[str] = []
     model = None
     if any(OPTIMIZATIONS[n][1] == "cache" for n in names):
-        from wanir.config import load_config
-        model = load_config(list(overrides), config_dir).model.get("name")
+        model = resolve(list(overrides), config_dir).model
     for combo in subsets(names):
         label = "+".join(combo)
         opt_ovs = _combo_overrides(combo, model)

@@ -30,9 +30,15 @@ the same tensors; the real side then runs its own code.
 """
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 
+from wanir import reference
 from wanir.errors import ConfigError
+from wanir.estimate import count
+from wanir.resolve import resolve, scenario_from_config
+from wanir.scenario import Scenario
 
 #: the stages that run a model, each compared with its real module (others are listed as skipped)
 STAGES = ("text_encoder", "image_encoder", "vae_encode", "diffusion_core", "vae_decode")
@@ -103,29 +109,26 @@ class Verification:
 
 
 def verify(overrides=(), config_dir=None, stage: str | None = None, depth: int = 1) -> Verification:
-    """Compose the config from ``overrides`` and verify it (see :func:`verify_config`)."""
-    from wanir.config import load_config
-
-    return verify_config(load_config(list(overrides), config_dir), stage=stage, depth=depth)
+    """Resolve ``overrides`` and verify the scenario (see :func:`verify_scenario`)."""
+    return verify_scenario(resolve(list(overrides), config_dir), stage=stage, depth=depth)
 
 
 def verify_config(cfg, stage: str | None = None, depth: int = 1) -> Verification:
-    """Build the pipeline graph of ``cfg`` and each stage's real module; return the rows of
-    the comparison for ``stage`` (None: every stage) down to ``depth`` module levels (0:
-    stages only). Raises ConfigError for a bad stage or depth, and
-    :class:`wanir.reference.ReferenceUnavailable` without the reference extra or for a
-    component family with no reference module."""
-    from wanir import reference
-    from wanir.estimate import annotate_counts
-    from wanir.frontends.checkpoint import apply_model_from
-    from wanir.frontends.pipeline import build_pipeline
+    """:func:`verify_scenario` of a configuration composed elsewhere."""
+    return verify_scenario(scenario_from_config(cfg), stage=stage, depth=depth)
 
+
+def verify_scenario(sc: Scenario, stage: str | None = None, depth: int = 1) -> Verification:
+    """Count the scenario's pipeline graph (:func:`wanir.estimate.count`) and build each
+    stage's real module; return the rows of the comparison for ``stage`` (None: every stage)
+    down to ``depth`` module levels (0: stages only). Raises ConfigError for a bad stage or
+    depth, and :class:`wanir.reference.ReferenceUnavailable` without the reference extra or
+    for a component family with no reference module."""
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
         raise ConfigError(f"--depth {depth!r}: an integer in [0, {MAX_DEPTH}]")
     reference._require()
-    cfg, _ = apply_model_from(cfg)
-    graph = build_pipeline(cfg)
-    annotate_counts(graph, cfg)
+    graph = count(sc.build).graph
+    cfg = sc.build.config
     stages = list(graph.stages)
     if stage is not None and stage not in stages:
         raise ConfigError(f"--stage {stage}: no such stage in this pipeline (stages: {', '.join(stages)})")
@@ -171,9 +174,7 @@ def _input(graph, stage: str, name: str) -> tuple:
 
 
 def _runner(name: str, cfg, graph) -> _Run:
-    import torch
-
-    from wanir import reference
+    import torch  # late import: torch is the optional 'reference' extra
 
     if name == "text_encoder":
         m = reference.build_umt5(cfg.text_encoder)
@@ -246,8 +247,6 @@ def _stage_nodes(graph, stage: str, expert: str | None) -> list:
 
 
 def _module_rows(nodes: list, stage: str, per: dict, mods: dict, roots: dict, depth: int, aliases=()) -> list:
-    from wanir import reference
-
     # the real side: FlopCounterMode's per-module FLOPs, by merged path
     real_flops: dict = {}
     for key, f in per.items():
@@ -289,9 +288,6 @@ def add_parser(sub, add_common) -> None:
 
 def cmd_verify(args) -> int:
     """``wanir verify``: print the comparison; exit status 0 when every row matches, else 1."""
-    import json
-    import sys
-
     res = verify(args.overrides, args.config_dir, stage=args.stage, depth=args.depth)
     sys.stdout.write(json.dumps(res.to_dict(), indent=2) + "\n" if args.format == "json" else res.render())
     return 0 if res.ok else 1

@@ -2,6 +2,7 @@
 hardware into a :class:`MultiDeviceCost`, and :func:`multi_device_cost`, the entry point."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from wanir import hardware as hwlib
@@ -13,7 +14,7 @@ from wanir.passes import count
 from wanir.passes import memory as mem_pass
 from wanir.passes.experts import calls_per_invocation
 from wanir.result import Estimate
-from wanir.runtime import attention_kernel_for, config_for_plan, memory_options_for_plan, runtime_options
+from wanir.runtime import attention_kernel_for, config_for_plan, memory_for_plan, memory_options, runtime_options
 
 from .. import comm as commlib
 from .. import host_stages as hostlib
@@ -27,15 +28,30 @@ class DeviceGraph:
     """A plan's per-device graph, annotated once with the hardware-independent passes
     (verify, flops, bytes, memory) so that :meth:`cost` can time it on any hardware."""
 
-    def __init__(self, graph: Graph, plan: Plan, cfg=None):
-
-        self.plan, self.cfg, self.options = plan, cfg, _options.of(cfg)
-        self.graph = shard_graph(graph, plan, runtime_options(cfg).multi_gpu)
+    def __init__(self, graph: Graph, plan: Plan, cfg=None, *, options=None, runtime=None, memory=None,
+                 offload_from_runtime: bool = False):
+        """``graph``: the single-device pipeline graph; ``plan``: its shape. The run's typed
+        ``options`` (RunOptions), ``runtime`` (wanir.runtime.Runtime) and ``memory``
+        (wanir.runtime.MemoryOptions, with ``offload_from_runtime``: whether its offload
+        policy is the runtime's default) — or, for callers that still hold one, a composed
+        ``cfg`` they are read from. ``cfg`` (the resolved configuration) also names the
+        attention kernel the runtime runs on each hardware timed (a default follows the GPU)."""
+        if options is None:
+            options = _options.of(cfg)
+        if runtime is None:
+            runtime = runtime_options(cfg)
+        if memory is None:
+            memory = memory_options(cfg)
+            applied = _options.select(cfg, "runtime.defaults_applied", []) or []
+            offload_from_runtime = "memory.offload_model" in list(applied)
+        self.plan, self.cfg, self.options = plan, cfg, options
+        self._costs: dict = {}     # (hardware, per-device plan facts) -> the costed stages
+        self.runtime = runtime
+        self.graph = shard_graph(graph, plan, runtime.multi_gpu)
         ro = self.options.roofline
         self.kernel, self.fusion, self.mode = ro.attention_kernel, ro.fusion, ro.mode
         # one generate.py process group: the devices that work on one video or share its weights
-        self.mem = memory_options_for_plan(cfg, max(plan.replica, plan.fsdp))
-        self.runtime = runtime_options(cfg)
+        self.mem = memory_for_plan(memory, runtime, offload_from_runtime, max(plan.replica, plan.fsdp))
         self.offload = self.mem.offload_model
         self.t5_cpu = self.mem.t5_cpu
         g = self.graph
@@ -61,14 +77,22 @@ class DeviceGraph:
 
 
         p, g = plan or self.plan, self.graph
+        # plans of this shape that differ only in data-parallel replicas or name cost the same
+        # per device: the result on one hardware is computed once (the node annotations hold
+        # the last hardware computed)
+        key = (id(hw), p.overlap, p.gpus_per_node, repr(p.network), repr(p.intra_node), p.vae, p.replica)
+        hit = self._costs.get(key)
+        if hit is not None and hit[0] is hw:
+            _, stages, transfer_s, pipe, prov = hit
+            return MultiDeviceCost(self, hw, copy.deepcopy(stages), transfer_s, dict(pipe), single_time_s, p, prov)
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
         kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else attention_kernel_for(self.cfg, hw)
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=kernel, host=host, host_stages=host_stages,
                           offload_model=False, nodes=self.nodes, weight_bytes=wb,
-                          allow_tf32_conv=roofline.timing_options(self.cfg)[1],
-                          matmul_tf32=roofline.matmul_tf32_option(self.cfg), fusion=self.fusion,
+                          allow_tf32_conv=roofline.timing_options(self.options)[1],
+                          matmul_tf32=roofline.matmul_tf32_option(self.options), fusion=self.fusion,
                           cuda_graphs=self.options.runtime.cuda_graphs)
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
         rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
@@ -142,6 +166,9 @@ class DeviceGraph:
             self._pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes,
                                                 self.memory.get("allocator"))
         pipe = dict(self._pipe)
+        if len(self._costs) >= 64:
+            self._costs.pop(next(iter(self._costs)))
+        self._costs[key] = (hw, copy.deepcopy(stages), rf["transfer_s"], dict(pipe), rf["provenance"])
         return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p, rf["provenance"])
 
     def weight_bytes(self) -> dict:

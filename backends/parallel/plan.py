@@ -136,11 +136,9 @@ def resolve_plan(p) -> Plan:
     Raises PlanError naming the keys when they do not multiply to the degree."""
     if p is None:
         return Plan()
-    try:
-        if isinstance(p, DictConfig):
-            p = OmegaConf.to_container(p, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    if type(p).__name__ == "DictConfig":
+        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
+        p = OmegaConf.to_container(p, resolve=True)
     p = dict(p)
     known = {"name", "degree", "overlap", "gpus_per_node", "network", "intra_node", "fsdp", "vae", *DIMS}
     extra = sorted(set(p) - known)

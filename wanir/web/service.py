@@ -21,7 +21,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import yaml
-from omegaconf import OmegaConf
 
 from wanir import hardware as hwlib
 from wanir.backends import graphviz as gv
@@ -30,10 +29,12 @@ from wanir.backends.graphviz import fmt_shape, node_bytes, node_flops
 from wanir.backends.html import _strip_svg_header
 from wanir.backends.parallel import cost_rows, multi_device_cost, summary_lines
 from wanir.backends.report import _display_rows, fmt_bytes, fmt_time, fmt_time_range, rows, scope_rows
-from wanir.config import CONFIG_DIR, GROUPS, list_options, load_config, to_dict
+from wanir.config import CONFIG_DIR, GROUPS, list_options, to_dict
 from wanir.errors import ConfigError, WanirError
 from wanir.estimate import estimate
+from wanir.options import select
 from wanir.passes.memory import HOST_STAGES_T5_CPU, pipeline_peak
+from wanir.resolve import resolve
 from wanir.runtime import memory_options
 from wanir.safeio import short
 
@@ -233,9 +234,9 @@ class Engine:
         if prefetch:
             threading.Thread(target=self._prefetch_loop, daemon=True, name="wanir-prefetch").start()
 
-    # Composing a new combination of group options takes Hydra a few hundred milliseconds
-    # (the rest of an estimate tens); once composed it is cached. After each answer, while no
-    # request is waiting, the combinations one hardware switch away are composed ahead.
+    # Resolving a new combination of group options composes it once (cached); counting a new
+    # build takes tens of milliseconds (cached on the build). After each answer, while no
+    # request is waiting, the combinations one hardware switch away are resolved ahead.
     def _prefetch(self, overrides: list[str]) -> None:
 
         groups = [o for o in overrides if o.split("=", 1)[0] in GROUPS and not o.startswith("hardware=")]
@@ -261,7 +262,7 @@ class Engine:
                 self._done.add(item)
                 with self.lock:
                     try:
-                        load_config(list(item), self.config_dir)
+                        resolve(list(item), self.config_dir)
                     except Exception:  # noqa: BLE001 - a combination that does not compose is just skipped
                         pass
             self._wake.clear()
@@ -622,15 +623,13 @@ def roof_of(est) -> dict | None:
     compute dtype), ``vector_flops``, ``bandwidth`` (DRAM bytes/s) and, where the hardware
     describes its last-level cache, ``l2_bandwidth`` (a node whose working set fits the L2
     streams at that rate)."""
-
-
     if est.config is None:
         return None
     try:
-        hw = hwlib.from_config(est.config)
+        hw = est.run.hardware if est.run is not None else hwlib.from_config(est.config)
     except WanirError:
         return None
-    dtype = str(OmegaConf.select(est.config, "precision.dit_compute", default=None) or "bf16")
+    dtype = str(select(est.config, "precision.dit_compute") or "bf16")
     try:
         peak = hw.peak(dtype)
     except WanirError:

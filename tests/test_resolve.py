@@ -1,0 +1,177 @@
+"""Resolve once, evaluate through one seam (docs/architecture.md): the plain composer and
+override parser against Hydra's (the reference), provenance, the build/run split as a type,
+and immutability of everything handed out."""
+import dataclasses
+
+import pytest
+
+import wanir
+from wanir import config as C
+from wanir.estimate import count, evaluate, time
+from wanir.resolve import resolve
+from wanir.scenario import FrozenMap, Source
+
+SMALL = ("model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=5",
+         "workload.steps=2")
+
+
+def _hydra(choices: dict) -> dict:
+    return C._compose_hydra(tuple(f"{k}={v}" for k, v in choices.items()), None)
+
+
+@pytest.mark.parametrize("group", [g for g in C.GROUPS if g not in ("text_encoder", "image_encoder", "dit", "vae")])
+def test_plain_composer_equals_hydra_for_every_option(group):
+    # Hydra's compose API is the reference: same values, same key order
+    for option in C.list_options(group):
+        mine, _ = C._compose_plain({group: option})
+        ref = _hydra({group: option})
+        assert mine == ref and list(mine) == list(ref), (group, option)
+
+
+def test_plain_composer_equals_hydra_for_nested_choices():
+    for model in C.list_options("model"):
+        for dit in ("wan2.1-t2v-1.3b", "wan2.2-ti2v-5b"):
+            ch = {"model": model, "dit": dit, "distill": "4step", "workload": "480p", "parallel": "fsdp+usp"}
+            mine, _ = C._compose_plain(ch)
+            assert mine == _hydra(ch), ch
+
+
+def test_a_group_no_defaults_list_names_is_refused_as_hydra_refuses_it():
+    with pytest.raises(C._NeedHydra):
+        C._compose_plain({"image_encoder": "clip-vit-h-14"})      # a T2V model has no image encoder
+    with pytest.raises(wanir.ConfigError):
+        wanir.resolve(["image_encoder=clip-vit-h-14"])
+
+
+SAMPLES = ["workload.height=480", "workload.height=-3", "workload.height=0", "roofline.mode=ideal",
+           "memory.offload_model=block", "memory.t5_cpu=true", "memory.t5_cpu=false", "workload.steps=null",
+           "memory.reserve_gib=1.5", "model=wan2.1-t2v-1.3b", "hardware=h100-sxm", "precision.vae=fp8_e4m3",
+           "runtime=wan-official", "cache.threshold=0.05", "a.b-c.d_e=x.y-z"]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_plain_override_parser_reads_values_as_hydra_does(text):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    mine = C._fast_override(text)
+    assert mine is not None, text
+    ref = OverridesParser.create().parse_overrides([text])[0]
+    assert (mine.key, mine.value, type(mine.value)) == (ref.key_or_group, ref.value(), type(ref.value()))
+
+
+@pytest.mark.parametrize("text", ["a=1,2", "a='x y'", "+a=1", "~a", "a=[1,2]", "a=${b}", "a=inf", "a=NaN",
+                                  "a=True", "a=1e3", "a=0480", "a= 1"])
+def test_everything_else_goes_to_hydras_parser(text):
+    assert C._fast_override(text) is None
+
+
+def test_provenance_names_every_source():
+    sc = resolve(["model=wan2.1-t2v-1.3b", "workload.height=480", "parallel=fsdp+ulysses", "parallel.degree=4"])
+    p = sc.provenance
+    assert p["workload.height"] == Source("user", "workload.height=...")
+    assert p["parallel.name"] == Source("user", "parallel=fsdp+ulysses")          # a group the user chose
+    assert p["workload.width"].kind == "model"                                     # the model's default size
+    assert p["dit.num_layers"].kind == "model"                                     # a component of the model
+    assert p["precision.dit_weights"].kind == "runtime"                            # filled by wan-official
+    assert p["roofline.fusion"] == Source("default", "roofline/calibrated.yaml")
+    # the runtime's default follows the plan: FSDP keeps bf16 weights, several devices do not offload
+    assert sc.config.precision.dit_weights == "bf16" and sc.config.memory.offload_model is False
+    keys = {k for k, _, _ in sc.explain()}
+    assert "workload.height" in keys and all(k in p for k in keys if k != "runtime.defaults_applied")
+
+
+def test_explain_command_prints_each_value_with_its_source(capsys):
+    from wanir.cli import main
+
+    assert main(["config", "--explain", "workload.height=480"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("workload.height "))
+    assert "480" in line and "[user" in line
+    width = next(x for x in out.splitlines() if x.startswith("workload.width "))
+    assert "1280" in width and "[model" in width       # wan2.1-t2v-14b's default width
+
+
+def test_resolve_changes_nothing_in_place_and_is_frozen():
+    sc = resolve(list(SMALL))
+    assert resolve(list(SMALL)) is sc                      # cached on the overrides
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sc.build = None
+    with pytest.raises(TypeError):
+        sc.config["workload"] = {}
+    with pytest.raises(TypeError):
+        sc.config.workload["height"] = 64
+    with pytest.raises(TypeError):
+        sc.provenance["workload.height"] = Source("user")
+    assert isinstance(sc.build.config, FrozenMap) and "hardware" not in sc.build.config
+    hash(sc.build), hash(sc.run)
+
+
+def test_run_only_changes_share_one_count():
+    # hardware, timing mode, host and TF32 change time only: one Build, one counted graph
+    base = resolve(list(SMALL))
+    for extra in (["hardware=a100-80gb"], ["roofline=ideal"], ["runtime.allow_tf32=false"], ["memory.host=host-cpu"]):
+        other = resolve([*SMALL, *extra])
+        assert other.build == base.build and other.run != base.run, extra
+        assert count(other.build) is count(base.build)
+    # shape, precision and fusion change counts: another Build
+    for extra in (["workload.height=320"], ["precision.vae=bf16"], ["roofline.fusion=fused"]):
+        assert resolve([*SMALL, *extra]).build != base.build, extra
+
+
+def test_time_of_a_shared_count_equals_a_fresh_estimate():
+    a, b = resolve([*SMALL, "hardware=h100-sxm"]), resolve([*SMALL, "hardware=a100-80gb"])
+    counted = count(a.build)
+    tb = time(counted, b.run)
+    wanir.estimate  # the public API goes through the same seam; compare with a fresh pipeline
+    from wanir.estimate import clear_caches
+    clear_caches()
+    fresh = evaluate(resolve([*SMALL, "hardware=a100-80gb"]))
+    assert tb.to_dict() == fresh.to_dict() and tb.hardware == "a100-80gb"
+
+
+def test_estimate_is_immutable_all_the_way_down():
+    est = wanir.estimate([*SMALL, "parallel=ring", "parallel.degree=2"])
+    with pytest.raises(TypeError):
+        est.graph.meta["hardware"] = "b200"                  # est.hardware reads it
+    with pytest.raises(TypeError):
+        est.graph.meta["workload"]["height"] = 1
+    with pytest.raises(TypeError):
+        next(iter(est.graph)).costs["time_s"] = 0.0
+    with pytest.raises(TypeError):
+        est.graph.name = "x"
+    with pytest.raises(TypeError):
+        est.extra["stages"]["diffusion_core"]["bound"] = "memory"
+    with pytest.raises(TypeError):
+        est.parallel["total"]["time_s"] = 0.0
+    with pytest.raises(TypeError):
+        est.stages[0].per_invocation["time_s"] = 0.0
+    with pytest.raises(TypeError):
+        est.config.hardware["name"] = "b200"
+    assert est.hardware == "h100-sxm"
+    # a copy for changing is a plain, mutable one
+    g = est.graph.timing_copy()
+    g.meta["hardware"] = "b200"
+    assert est.hardware == "h100-sxm"
+
+
+def test_hardware_and_kernel_tables_are_read_only():
+    from wanir import kernels
+
+    with pytest.raises(TypeError):
+        kernels.table()["attention"]["flash2"] = {}
+    hw = resolve(list(SMALL)).run.hardware
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        hw.memory_bytes = 1
+    with pytest.raises(TypeError):
+        hw.tensor_flops["bf16"] = 1.0
+
+
+def test_one_default_for_each_option():
+    from wanir import options
+    from wanir.runtime import runtime_options
+
+    assert options.RunOptions().runtime.name == runtime_options(None).name == options.DEFAULT_RUNTIME
+    assert options.RooflineOptions().attention_kernel == options.DEFAULT_ATTENTION_KERNEL
+    assert runtime_options(None).attention_kernel == options.DEFAULT_ATTENTION_KERNEL
+    from wanir import runtime
+    assert runtime.MemoryOptions is options.MemoryOptions          # one memory-options class

@@ -1,0 +1,260 @@
+"""Resolve once: overrides and config files → a frozen :class:`wanir.scenario.Scenario`.
+
+:func:`resolve` is the one reader of the composed configuration. It composes the groups
+(:func:`wanir.config.compose`: value overrides, runtime defaults, value checks), reads the
+components a checkpoint describes (``model.from``), resolves the workload against the
+model, the hardware spec, the run options and the parallel plan, checks the plan against
+the model, and records where every value came from. Everything below it — frontends,
+passes, backends — takes the Scenario's typed, read-only parts.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+from threading import Lock
+from types import MappingProxyType
+from typing import Iterable
+
+from . import hardware as hwlib
+from . import options as _options
+from .backends.parallel import check_plan, resolve_plan
+from .config import Composed, check_overrides, compose, compose_parsed, to_dict
+from .frontends.pipeline import resolve_workload
+from .backends.parallel.cost import PLAN_KEYS
+from .runtime import _plan_sizes, config_for_plan, memory_options, runtime_options
+from .errors import ConfigError
+from .scenario import Build, FrozenMap, Run, Scenario, Source, flat_items, freeze, thaw
+
+__all__ = ["resolve", "resolve_parsed", "scenario_from_config", "BUILD_DROP", "explain_lines"]
+
+#: run-only keys of the count-relevant groups: they change time or memory fit, never counts
+#: (the whole ``hardware`` and ``parallel`` groups are run-only too, except ``parallel.cfg``,
+#: which decides whether one device holds both guidance branches' step caches)
+BUILD_DROP = {"roofline": ("mode",), "memory": ("host",)}
+#: the runtime keys that change counts: its name and DiT lowering (its precision, kernel and
+#: offload defaults are already filled into precision.*, roofline.*, memory.*)
+BUILD_RUNTIME_KEYS = ("name", "dit_lowering")
+#: top-level groups that only the run reads
+RUN_ONLY = ("hardware",)
+
+_CACHE: "OrderedDict[tuple, Scenario]" = OrderedDict()
+_CACHE_LOCK = Lock()
+#: scenarios kept by :func:`resolve` (least recently used dropped first)
+CACHE_SIZE = 512
+
+
+def _dir_signature(config_dir) -> tuple:
+    """What a user config directory holds, by file, modification time and size: a scenario
+    cached for it is reused only while its files are unchanged."""
+    if not config_dir:
+        return ()
+    root = Path(config_dir)
+    out = []
+    try:
+        for p in sorted(root.rglob("*.yaml")):
+            st = p.stat()
+            out.append((str(p), st.st_mtime_ns, st.st_size))
+    except OSError:
+        return (object(),)   # unreadable: never a cache hit; compose reports it
+    return tuple(out)
+
+
+def resolve(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None) -> Scenario:
+    """The frozen :class:`Scenario` of Hydra-style ``overrides`` (a list or tuple of strings)
+    and an optional user config directory: every default filled once, every check run once,
+    every value's source recorded. Cached (bounded LRU) on the overrides and the directory's
+    files. Raises ConfigError (one line naming the key and what is allowed)."""
+    ovs = tuple(check_overrides(overrides))
+    cd = str(config_dir) if config_dir else None
+    key = ("raw", ovs, cd, _dir_signature(cd))
+    return _cached(key, lambda: compose(list(ovs), cd))
+
+
+def resolve_parsed(parsed: Iterable, config_dir: str | os.PathLike | None = None) -> Scenario:
+    """:func:`resolve` of overrides already parsed (:class:`wanir.config.Override` records,
+    e.g. one point of a sweep)."""
+    parsed = tuple(parsed)
+    cd = str(config_dir) if config_dir else None
+    key = ("parsed", tuple((o.key, type(o.value).__name__, freeze(o.value), o.add, o.delete, o.sweep, o.raw)
+                           for o in parsed), cd, _dir_signature(cd))
+    return _cached(key, lambda: compose_parsed(parsed, cd))
+
+
+def _cached(key, make) -> Scenario:
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
+    sc = _from_composed(make())
+    with _CACHE_LOCK:
+        _CACHE[key] = sc
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return sc
+
+
+def clear_cache() -> None:
+    """Forget every cached scenario (and count, see :func:`wanir.estimate.count`)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _provenance(c: Composed) -> dict:
+    """dotted key → Source for every leaf of ``c.tree``: the composition's (cached per
+    composition), then what the user's values and the runtime's defaults set."""
+    prov = dict(_composed_provenance(c.origin, (c.tree.get("model") or {}).get("name", "")))
+    for u in c.user:
+        v = _options.select(c.tree, u, None, keep_null=True)
+        keys = [k for k, _ in flat_items(v, u + ".")] if isinstance(v, dict) and v else [u]
+        for k in keys:
+            prov[k] = Source("user", f"{u}=...")
+    rt_name = (c.tree.get("runtime") or {}).get("name", "")
+    for key in c.runtime:
+        prov[key] = Source("runtime", f"runtime={rt_name}" + _why(key, c.tree))
+    if "defaults_applied" in (c.tree.get("runtime") or {}):
+        prov["runtime.defaults_applied"] = Source("runtime", f"runtime={rt_name}")
+    return prov
+
+
+@functools.lru_cache(maxsize=64)
+def _composed_provenance(origin: FrozenMap, model: str) -> dict:
+    """The Source of every leaf of one composition, from the file it came from."""
+    prov = {}
+    for key, (g, opt, by_user) in origin.items():
+        if by_user:
+            prov[key] = Source("user", f"{g}={opt}")
+        elif g in ("text_encoder", "image_encoder", "dit", "vae") or (g == "model" and key.startswith("model.")):
+            prov[key] = Source("model", f"model={model}")
+        else:
+            prov[key] = Source("default", f"{g}/{opt}.yaml" if g and opt else "config.yaml")
+    return prov
+
+
+def _why(key: str, tree) -> str:
+    """What a runtime default of ``key`` followed: the plan's devices or FSDP, the model and
+    hardware families."""
+    devices, fsdp = _plan_sizes(tree)
+    if key == "memory.offload_model":
+        return f"; {devices} device{'s' if devices > 1 else ''}"
+    if key == "precision.dit_weights" and fsdp > 1:
+        return "; FSDP shards the DiT"
+    if key == "roofline.attention_kernel":
+        return (f"; model family {(tree.get('model') or {}).get('family')} on "
+                f"{(tree.get('hardware') or {}).get('family')}")
+    return ""
+
+
+def _model_from(tree: FrozenMap, prov: dict) -> tuple[FrozenMap, FrozenMap | None]:
+    """Apply ``model.from`` (components read from a checkpoint; docs/from-files.md): the new
+    tree and the lines saying what was inferred (None when ``model.from`` is null)."""
+    src = (tree.get("model") or {}).get("from")
+    if src is None or src == "":
+        return tree, None
+    from omegaconf import OmegaConf  # late import: checkpoint inference (model.from) edits a DictConfig
+
+    from .frontends.checkpoint import apply_model_from  # late import: checkpoint inference (model.from) only
+
+    cfg, lines = apply_model_from(OmegaConf.create(thaw(tree)))
+    new = freeze(OmegaConf.to_container(cfg, resolve=True))
+    old = dict(flat_items(tree))
+    for key, v in flat_items(new):
+        if key not in old or old[key] != v:
+            prov[key] = Source("file", f"model.from={src}")
+    return new, freeze(list(lines))
+
+
+def _project(tree: FrozenMap) -> FrozenMap:
+    """The count-relevant part of a resolved tree (see :data:`BUILD_DROP`)."""
+    out = {}
+    for g, v in tree.items():
+        if g in RUN_ONLY:
+            continue
+        if g == "parallel":
+            out[g] = {"cfg": v.get("cfg", 1)} if isinstance(v, dict) else v
+        elif g == "runtime":
+            out[g] = {k: v[k] for k in BUILD_RUNTIME_KEYS if isinstance(v, dict) and k in v}
+        elif g in BUILD_DROP and isinstance(v, dict):
+            out[g] = {k: x for k, x in v.items() if k not in BUILD_DROP[g]}
+        else:
+            out[g] = v
+    return freeze(out)
+
+
+def _from_composed(c: Composed) -> Scenario:
+    return _scenario(c.tree, _provenance(c))
+
+
+def scenario_from_config(cfg) -> Scenario:
+    """The Scenario of a configuration composed elsewhere (a mapping or DictConfig as
+    :func:`wanir.config.load_config` returns: defaults already filled); provenance is
+    ``default`` throughout, as the composition is not known."""
+    tree = cfg if isinstance(cfg, FrozenMap) else freeze(to_dict(cfg))
+    return _scenario_cached(tree)
+
+
+@functools.lru_cache(maxsize=64)
+def _scenario_cached(tree: FrozenMap) -> Scenario:
+    return _scenario(tree, {k: Source("default") for k, _ in flat_items(tree)})
+
+
+def _scenario(tree: FrozenMap, prov: dict) -> Scenario:
+    tree, inferred = _model_from(tree, prov)
+    workload = resolve_workload(tree)
+    for k in ("height", "width", "frames", "steps"):
+        if (tree.get("workload") or {}).get(k) is None:
+            prov[f"workload.{k}"] = Source("model", f"model.default_{k}")
+    hw = hwlib.from_config(tree)
+    opts = _options.from_config(tree)
+    plan = _plan(opts, tree, workload)
+    # under a plan the estimate's stages and total are the pipeline on one device as the
+    # runtime runs it there; the plan's per-device graph is made from the configuration itself
+    one = tree if plan is None else config_for_plan(tree, dict.fromkeys(PLAN_KEYS, 1))
+    one_opts = opts if plan is None else _options.from_config(one)
+    rt = runtime_options(one)
+    mem = memory_options(one)
+    applied = ((one.get("runtime") or {}).get("defaults_applied")) or ()
+    bcfg = _project(one)
+    bopts = _options.from_config(bcfg)
+    build = Build(bcfg, workload, bopts, replace(mem, host="auto"), rt.dit_lowering, rt.name)
+    hw_key = hwlib._content_key(tree.get("hardware")) or hw.name
+    plan_build = plan_run = None
+    if plan is not None:    # the configuration as given: the plan's per-device graph is made from it
+        pmem = memory_options(tree)
+        papplied = ((tree.get("runtime") or {}).get("defaults_applied")) or ()
+        pcfg = _project(tree)
+        plan_build = Build(pcfg, workload, _options.from_config(pcfg), replace(pmem, host="auto"), rt.dit_lowering,
+                           rt.name)
+        plan_run = Run(hw, hw_key, opts, rt, pmem, None, "memory.offload_model" in papplied, tree, opts)
+    run = Run(hw, hw_key, one_opts, rt, mem, plan, "memory.offload_model" in applied, tree, opts, plan_build,
+              plan_run)
+    return Scenario(tree, build, run, MappingProxyType(prov), inferred)
+
+
+def _plan(opts, tree, workload):
+    """The resolved multi-device Plan (None on one device), checked against the model."""
+    p = resolve_plan(opts.parallel.as_mapping())
+    if p.degree > 1 or p.fsdp > 1:
+        check_plan(p, guidance=workload.guidance)
+        return p
+    return None
+
+
+def explain_lines(sc: Scenario) -> list[str]:
+    """``wanir config --explain``: one line per resolved value, ``key = value  [source]``."""
+    rows = sc.explain()
+    width = min(48, max((len(k) for k, _, _ in rows), default=0))
+    out = []
+    for key, v, src in rows:
+        shown = json.dumps(thaw(v), default=str) if not isinstance(v, str) else v
+        if len(shown) > 70:
+            shown = shown[:67] + "..."
+        out.append(f"{key:<{width}} = {shown:<24} [{src}]")
+    if sc.inferred:
+        out.append("model.from:")
+        out.extend(f"  {line}" for line in sc.inferred)
+    return out
