@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib.metadata
 import json
 import math
 import threading
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -373,7 +373,7 @@ def yaml_files(config_dir: str | Path | None = None) -> dict[str, Path]:
 
 
 def _entry_points():
-    return list(entry_points(group=ENTRY_POINT_GROUP))
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def plugin_names() -> list[str]:
