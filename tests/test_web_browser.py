@@ -207,10 +207,21 @@ PLAN = ["parallel=fsdp+ulysses", "parallel.degree=4"]
 
 def test_plan_round_trip_resets_the_device_count(server, page):
     """fsdp+ulysses on 4 devices, then back to single: the device count resets with the
-    plan, the page answers (no error), and the table is the CLI's each time."""
+    plan, the page answers (no error), and the table is the CLI's each time.
+
+    On the way the page passes through fsdp+ulysses at the preset's 8 devices, which the
+    1.3B refuses: its DiT has 12 attention heads (Wan2.1-T2V-1.3B's config.json: dim 1536,
+    num_heads 12) and 12 % 8 != 0, so Ulysses cannot split them 8 ways. The page says so
+    on the plan's field and greys its views; the next configuration that answers clears both."""
     page.goto(server + BASE)
     ready(page)
     page.select_option('[data-key="parallel"]', "fsdp+ulysses")
+    page.wait_for_function("document.body.dataset.state === 'error'")
+    assert "12 heads" in page.inner_text('[data-field="parallel"] .err')
+    assert page.locator(".stale").count() > 0
+    # the refused request's one console line, and nothing else, from that step
+    assert page.errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+    page.errors.clear()
     page.fill('[data-key="parallel.degree"]', "4")
     page.wait_for_function("document.body.dataset.state === 'ready' && "
                            "document.getElementById('permalink').value.includes('parallel.degree=4')")
@@ -224,6 +235,7 @@ def test_plan_round_trip_resets_the_device_count(server, page):
     assert sorted(page_overrides(page)) == ["model=wan2.1-t2v-1.3b", "parallel=single"]
     assert page_table(page) == cli_table(["model=wan2.1-t2v-1.3b", "parallel=single"])
     assert page.inner_text("#error") == "" and page.locator(".stale").count() == 0
+    assert page.inner_text('[data-field="parallel"] .err') == ""
     assert page.get_attribute("#dl-json", "href").endswith("parallel=single")
     assert page.errors == []
 

@@ -310,7 +310,10 @@ async function recompute() {
     S.last = d; S.ov = ov; S.ok = true;
     clearErrors();
     renderEstimate(d);
-    clearStale("estimate");
+    // the configuration answers again: the marks an earlier error left on every view no
+    // longer hold (their note names that error); the open view reloads below, the others
+    // when opened (setView → refreshView), and mark themselves if their own update fails
+    for (const v of Object.keys(VIEWS_OF)) clearStale(v);
     setStatus(`answered in ${Math.round(performance.now() - t0)} ms (estimate ${d.compute_ms} ms)`);
     setState("ready");
     refreshView();
