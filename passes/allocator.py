@@ -79,6 +79,15 @@ EMPTY_CACHE_RULES = {
 LOOP_REPLAYS = 2
 
 
+class Program(tuple):
+    """An allocator program (or one invocation's events): a tuple of ("alloc", key, bytes),
+    ("free", key) and ("empty_cache",) operations, keys tuples of scalars. Immutable as it
+    is, so freezing a record that holds one keeps it whole instead of copying thousands of
+    operations (wanir/scenario.py ``freeze`` passes tuple subclasses through)."""
+
+    __slots__ = ()
+
+
 def round_size(nbytes: int) -> int:
     """The block size PyTorch hands out for a request of ``nbytes`` (bytes, int): rounded up
     to a multiple of kMinBlockSize (512), at least 512."""
