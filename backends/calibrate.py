@@ -34,17 +34,24 @@ from __future__ import annotations
 
 import csv
 import datetime
+import importlib.util
 import math
 import os
 import platform
 import statistics
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import yaml
+
+from wanir import hardware
+from wanir.backends.roofline import Model
 from wanir.errors import ConfigError, WanirError
+from wanir.kernels import resolve_attention
 from wanir.limits import usable_cpus
-from wanir.safeio import check_output_dir, check_output_path, printable
+from wanir.safeio import check_output_dir, check_output_path, load_yaml, printable, read_text_file, write_output
 
 DEVICES = ("auto", "cpu", "cuda")
 #: attention backends: name -> (kernel-model name or None, import it needs, device)
@@ -79,7 +86,7 @@ class Row:
 
 def _torch():
     try:
-        import torch
+        import torch  # late import: torch is the optional 'reference' extra
     except ImportError:
         raise WanirError("wanir calibrate needs PyTorch: install the 'reference' extra "
                          "(pip install 'wanir[reference]')") from None
@@ -180,7 +187,6 @@ def _bench_gemm(torch, clock, g, rows, progress):
 def attention_backends(torch, dev: str, wanted: list[str] | None) -> list[str]:
     """The attention backends to measure; a requested one that cannot run is an error naming
     what it needs."""
-    import importlib.util
     out = []
     for name, (_, mod, where) in ATTENTION_BACKENDS.items():
         ok = (where == "any" or where == dev) and importlib.util.find_spec(mod) is not None
@@ -202,7 +208,7 @@ def _attention_fn(torch, name, q, k, v):
     if name == "sdpa":
         return lambda: F.scaled_dot_product_attention(q, k, v)
     if name.startswith("sdpa-"):
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.nn.attention import SDPBackend, sdpa_kernel  # late import: torch is the optional 'reference' extra
         be = {"sdpa-math": SDPBackend.MATH, "sdpa-flash": SDPBackend.FLASH_ATTENTION,
               "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION, "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION}[name]
 
@@ -212,12 +218,12 @@ def _attention_fn(torch, name, q, k, v):
         return run
     qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))     # (B, L, H, D)
     if name == "flash_attn":
-        from flash_attn import flash_attn_func
+        from flash_attn import flash_attn_func  # late import: optional kernel package
         return lambda: flash_attn_func(qt, kt, vt)
     if name == "flash_attn_interface":
-        from flash_attn_interface import flash_attn_func as fa3
+        from flash_attn_interface import flash_attn_func as fa3  # late import: optional kernel package
         return lambda: fa3(qt, kt, vt)
-    from sageattention import sageattn
+    from sageattention import sageattn  # late import: optional kernel package
     return lambda: sageattn(q, k, v, tensor_layout="HND")
 
 
@@ -313,7 +319,7 @@ def _bench_host_work(torch, clock, g, rows, progress):
     sec = max(0.0, (clock.time(calls) - clock.time(funcs)) / n)
     rows.append(Row("module_call", "nn.Module.__call__ overhead", "-", "1", 1, sec, "us", sec * 1e6))
     try:
-        from transformers import AutoTokenizer   # late import: optional extra, only to time a cached tokenizer
+        from transformers import AutoTokenizer  # late import: optional extra, only to time a cached tokenizer
         tok = AutoTokenizer.from_pretrained("google/umt5-xxl", local_files_only=True)
     except Exception:    # not installed or not cached: nothing to measure (no download)
         tok = None
@@ -370,9 +376,6 @@ def fit(hw, rows: list[Row]) -> tuple[object, dict, dict]:
     """Fit the kernel constants of ``hw`` to ``rows``. Returns (the fitted Hardware, the
     ``kernels:`` overrides, other measured fields {dotted key: value}) and fills each row's
     ``model`` (the fitted model's rate)."""
-    from wanir.backends.roofline import Model
-    from wanir.kernels import resolve_attention
-
     over: dict = {}
     fields: dict = {}
     notes = []
@@ -496,7 +499,7 @@ def _cpu_facts() -> dict:
     """Core count, last-level cache (MiB) and clock (GHz) of this CPU, where the OS says."""
     out = {}
     try:
-        import torch
+        import torch  # late import: torch is the optional 'reference' extra
         out["sms"] = int(torch.get_num_threads())
     except ImportError:  # pragma: no cover
         out["sms"] = os.cpu_count() or 1
@@ -686,14 +689,11 @@ def consistency_warnings(rows: list[Row], hw) -> list[str]:
 
 
 def _base_spec(base: str, config_dir=None) -> dict:
-    import yaml
 
-    from wanir import hardware
     files = hardware.yaml_files(config_dir)
     if base not in files:
         hardware.load(base, config_dir)      # raises the usual one-line error listing known names
         raise ConfigError(f"--base {base}: calibrate needs a YAML hardware spec to start from")
-    from wanir.safeio import load_yaml, read_text_file
     return load_yaml(read_text_file(files[base], "hardware YAML"), str(files[base]))   # bounded read and YAML
 
 
@@ -721,7 +721,6 @@ def _set(spec: dict, dotted: str, value, note: str = ""):
 
 
 def write_csv(path: Path, rows: list[Row]) -> None:
-    from wanir.safeio import write_output
     write_output(path, lambda tmp: _write_csv(tmp, rows), (".csv",))   # a temporary file renamed into place
 
 
@@ -735,9 +734,7 @@ def _write_csv(path: Path, rows: list[Row]) -> None:
 
 
 def write_plot(path: Path, rows: list[Row], title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import plt  # late import: matplotlib (made headless there) loads in ~0.3 s; only plots need it
     benches = sorted({r.bench for r in rows if r.model and r.measured})
     fig, axes = plt.subplots(1, max(len(benches), 1), figsize=(4 * max(len(benches), 1), 4), squeeze=False)
     for ax, b in zip(axes[0], benches):
@@ -756,7 +753,6 @@ def write_plot(path: Path, rows: list[Row], title: str) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    from wanir.safeio import write_output
     write_output(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"), (".png",))
     plt.close(fig)
 
@@ -778,9 +774,6 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
     "warnings": [str] (measurements that disagree, CPU only), "cpu": :func:`cpu_identity` or None}.
     On a CPU without ``base`` the entry is built from this CPU (:func:`cpu_spec`), not from a
     library template."""
-    import yaml
-
-    from wanir import hardware
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not math.isfinite(budget_s) \
             or not 1 <= budget_s <= 86400:
         raise ConfigError(f"--budget-s {budget_s!r}: must be a number of seconds in [1, 86400]")
@@ -824,9 +817,8 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
         if "clock_ghz" in facts:
             micro = replace(micro, boost_clock_hz=facts["clock_ghz"] * 1e9, tensor_clock_hz=facts["clock_ghz"] * 1e9)
         base_hw = replace(hw0, micro=micro)
-    from contextlib import nullcontext
     if progress:
-        from rich.progress import Progress
+        from rich.progress import Progress  # late import: rich loads in ~0.1 s; only commands printing a table need it
         bar = Progress(transient=True)
     else:
         bar = nullcontext()
@@ -885,7 +877,6 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
     header = (f"# Calibrated by `wanir calibrate --device {dev}{' --quick' if quick else ''}` from the base "
               f"'{base}'.\n# Values marked source: measured were measured or fitted here; raw data in {name}.csv, "
               f"measured vs model in {name}.png.\n")
-    from wanir.safeio import write_output
     write_output(ypath, header + yaml.safe_dump(spec, sort_keys=False, width=120), (".yaml",))   # atomic
     cpath = hdir / f"{name}.csv"
     write_csv(cpath, rows)

@@ -31,8 +31,10 @@ from pathlib import Path
 
 from wanir.errors import WanirError
 from wanir.graph import Graph, Node
+from wanir.safeio import check_output_path, write_output
 from wanir.scope import Scope
-from .report import fmt_count
+
+from .display import fmt_count, fmt_shape, node_bytes, node_flops, node_time  # noqa: F401 - re-exported
 
 COLOR_MODES = ("bound", "time", "none")
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -49,33 +51,6 @@ BOUND_COLORS = {
 TRANSFORM_SCOPES = {"cache_check", "cache_store", "reused_calls", "dense_steps", "sparse_sliding_tile",
                     "sparse_radial", "sparse_svg", "quantize_qkv"}
 _SKIP_KINDS = {"parameter"}      # weights used as tensors: drawn as part of their consumer
-
-
-def fmt_shape(shape) -> str:
-    """A shape as ``(1, 75600, 5120)`` written compactly: ``1×75600×5120``."""
-    return "×".join(str(d) for d in shape) if shape else "scalar"
-
-
-def node_time(n: Node) -> float | None:
-    """Seconds of one execution of ``n`` (``costs['time_s']``), or None when not annotated."""
-    t = n.costs.get("time_s")
-    return float(t) if t is not None else None
-
-
-def node_flops(n: Node) -> int:
-    """FLOPs (tensor + vector) of one execution of ``n``, an int (0 when not annotated)."""
-    return int(n.costs.get("tensor_flops") or 0) + int(n.costs.get("vector_flops") or 0)
-
-
-def node_bytes(n: Node) -> int | None:
-    """Bytes one execution of ``n`` moves (``costs['bytes']``, else bytes read + written),
-    or None when the bytes pass has not run."""
-    c = n.costs
-    if c.get("bytes") is not None:
-        return int(c["bytes"])
-    if c.get("bytes_read") is not None or c.get("bytes_written") is not None:
-        return int(c.get("bytes_read") or 0) + int(c.get("bytes_written") or 0)
-    return None
 
 
 def node_bound(n: Node) -> str:
@@ -233,7 +208,7 @@ def to_digraph(graph: Graph, stage: str | None = None, depth: int = 2, color: st
     """A ``graphviz.Digraph`` of ``graph`` (all stages, or ``stage``) drawn down to ``depth``
     scope levels below each stage; ``color`` is one of COLOR_MODES. A cluster that would draw
     more than ``max_ops`` single ops draws them as one "(N other ops)" box (None: never)."""
-    import graphviz
+    import graphviz  # late import: the graphviz package is needed only to render diagrams
 
     if color not in COLOR_MODES:
         raise WanirError(f"--color {color!r}: allowed {', '.join(COLOR_MODES)}")
@@ -391,7 +366,7 @@ def to_dot(graph: Graph, **kw) -> str:
 
 def _pipe(g, fmt: str) -> bytes:
     """Run Graphviz ``dot`` on ``g``; a missing or failing ``dot`` is a one-line WanirError."""
-    import graphviz
+    import graphviz  # late import: the graphviz package is needed only to render diagrams
 
     try:
         return g.pipe(format=fmt, quiet=True)
@@ -414,14 +389,11 @@ def to_svg(graph: Graph, **kw) -> str:
 def render(graph: Graph, path: str | os.PathLike, **kw) -> Path:
     """Write the diagram to ``path``; the suffix picks the format (.svg, .png, .pdf or .dot).
     Returns the path written."""
-    from wanir.safeio import check_output_path
-
     check_output_path(path)                     # a trailing '/' names a directory
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise WanirError(f"-o {path}: unknown format '{path.suffix}'; allowed: {', '.join('.' + f for f in FORMATS)}")
-    from wanir.safeio import write_output
 
     suffixes = tuple("." + f for f in FORMATS)
     check_output_path(path, suffixes)           # before any work: no directory, no link

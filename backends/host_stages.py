@@ -27,9 +27,11 @@ import functools
 
 import yaml
 
+from wanir import hardware as hwlib
 from wanir import kernels as klib
 from wanir.errors import ConfigError
 from wanir.graph import Graph
+from wanir.passes.blocks import block_units, subtree_weights
 from wanir.runtime import MemoryOptions, Runtime, host_name
 
 from .comm import shared_copy_rate
@@ -104,9 +106,6 @@ def host_for(mem: MemoryOptions, hw) -> str:
 def load_host(mem: MemoryOptions, hw):
     """The host Hardware for ``hw`` under ``memory.host``; an unknown name is a ConfigError
     naming ``memory.host`` and the known entries."""
-    from wanir import hardware as hwlib
-    from wanir.errors import ConfigError
-
     name = host_for(mem, hw)
     try:
         return hwlib.load(name)
@@ -130,15 +129,13 @@ def block_stream_plan(graph: Graph, resident_params: int) -> dict:
     ``resident_params`` parameters), ``streamed_bytes`` (copied per DiT call),
     ``gpu_weight_bytes`` (on the GPU at once: the non-block weights, the resident blocks
     and two block buffers). Ints."""
-    from wanir.backends.parallel.transform import _subtree_weights, block_units
-
     stage = "diffusion_core"
     total = graph.stage_weight_bytes(stage) if stage in graph.stages else 0
     units = block_units(graph, stage)
     if not units:
         return {"blocks": 0, "block_weight_bytes": 0, "resident_blocks": 0, "streamed_bytes": 0,
                 "gpu_weight_bytes": total}
-    ws = _subtree_weights(graph, units[0]).values()
+    ws = subtree_weights(graph, units[0]).values()
     per_bytes = sum(w.type.nbytes for w in ws)
     per_params = sum(w.type.numel for w in ws)
     n = sum(u.weight_count for u in units)

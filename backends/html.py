@@ -3,7 +3,7 @@
 One file, no network fetches: styles inline, the architecture diagram as inline SVG (made by
 Graphviz), plots as inline SVG (matplotlib). Sections: the configuration, the stage table,
 the diagram, the plots, the per-scope breakdown, and what is modeled and what is not (the
-"Not modeled" notes of ``docs/architecture.md`` plus :data:`MODEL_NOTES`), then warnings.
+"Not modeled" notes of ``docs/lowering.md`` plus :data:`MODEL_NOTES`), then warnings.
 
 :func:`to_html` returns the page as text; :func:`write_report` writes it.
 """
@@ -14,9 +14,17 @@ import os
 import re
 from pathlib import Path
 
-from wanir.result import Estimate
+import yaml
 
-from .report import fmt_bytes, fmt_count, fmt_time, fmt_time_range, provenance_lines, rows, stack_phrase
+from wanir.config import to_dict
+from wanir.result import Estimate
+from wanir.safeio import check_output_path, write_output
+
+from . import graphviz as gv
+from . import plots
+from .graphviz import node_bytes
+from .report import (fmt_bytes, fmt_count, fmt_time, fmt_time_range, heaviest_ops, optimizations, provenance_lines,
+                     rows, stack_phrase)
 
 #: what every estimate models and what it leaves out, independent of the model family
 MODEL_NOTES = (
@@ -67,10 +75,11 @@ def _md_inline(text: str) -> str:
 
 
 def architecture_notes(path: str | os.PathLike | None = None) -> list[tuple[str, str]]:
-    """The "Not modeled" paragraphs of ``docs/architecture.md`` as (section heading, text)
-    pairs, plus every paragraph of a section whose heading mentions "modeled"; empty when the
-    file is not there (an installed copy without docs)."""
-    path = Path(path) if path else Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
+    """The "Not modeled" paragraphs of ``docs/lowering.md`` (the per-model lowering
+    reference) as (section heading, text) pairs, plus every paragraph of a section whose
+    heading mentions "modeled"; empty when the file is not there (an installed copy without
+    docs)."""
+    path = Path(path) if path else Path(__file__).resolve().parent.parent / "docs" / "lowering.md"
     if not path.is_file():
         return []
     out = []
@@ -109,8 +118,6 @@ def scope_breakdown(est: Estimate, depth: int = 2) -> list[dict]:
     """Per-scope totals per generation for the scopes down to ``depth`` levels below each
     stage: dicts with path, kind, repeat, ops, flops (int), bytes (int or None), time_s
     (float or None) and share (of time, or of FLOPs when there is no time)."""
-    from .graphviz import node_bytes
-
     recs: dict[str, dict] = {}
     for n in est.graph:
         if n.category == "input":
@@ -170,7 +177,6 @@ def _config_section(est: Estimate) -> str:
     cfg = est.extra.get("config")
     if cfg is None and est.config is not None:
         try:
-            from wanir.config import to_dict
             cfg = to_dict(est.config)
         except Exception:  # noqa: BLE001 - a config that cannot be converted is shown as missing
             cfg = None
@@ -180,12 +186,10 @@ def _config_section(est: Estimate) -> str:
     parts.append(f"<tr><td>hardware</td><td>{_e(est.hardware or '-')}</td></tr>")
     for k, v in wl.items():
         parts.append(f"<tr><td>workload.{_e(k)}</td><td>{_e(v)}</td></tr>")
-    from .report import optimizations
     if optimizations(est):
         parts.append(f"<tr><td>optimizations</td><td>{_e(', '.join(optimizations(est)))}</td></tr>")
     parts.append("</tbody></table>")
     if cfg is not None:
-        import yaml
         parts.append("<details><summary>full configuration</summary><pre>"
                      + _e(yaml.safe_dump(cfg, sort_keys=False)) + "</pre></details>")
     return "\n".join(parts)
@@ -204,10 +208,6 @@ def _notes_section() -> str:
 
 def to_html(est: Estimate, depth: int = 2, title: str | None = None) -> str:
     """The report page of ``est`` as HTML text (self-contained; nothing is fetched)."""
-    from . import graphviz as gv
-    from . import plots
-    from .report import heaviest_ops
-
     title = title or f"wanir: {est.model}" + (f" on {est.hardware}" if est.hardware else "")
     t = est.total
     summary = (f"{fmt_count((t.get('tensor_flops') or 0) + (t.get('vector_flops') or 0))}FLOP, "
@@ -263,7 +263,5 @@ def to_html(est: Estimate, depth: int = 2, title: str | None = None) -> str:
 
 def write_report(est: Estimate, path: str | os.PathLike, **kw) -> Path:
     """Write the report of ``est`` to ``path``; returns the path."""
-    from wanir.safeio import check_output_path, write_output
-
     check_output_path(path, (".html", ".htm"))   # before any work: suffix, no directory, no link
     return write_output(path, to_html(est, **kw), (".html", ".htm"))

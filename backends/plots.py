@@ -22,6 +22,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from wanir.safeio import write_output
+
 from .roof import hardware_roof  # noqa: E402,F401  (re-exported: the charts and the HTML report use it)
 
 STAGE_ORDER = ("text_encoder", "image_encoder", "vae_encode", "diffusion_core", "vae_decode")
@@ -35,7 +37,6 @@ def _finish(fig, path) -> str | Path:
         fig.savefig(buf, format="svg", bbox_inches="tight")
         plt.close(fig)
         return buf.getvalue()
-    from wanir.safeio import write_output
 
     path = Path(path)
     try:   # a temporary file renamed into place; the suffix is the format

@@ -16,101 +16,8 @@ from wanir.errors import WanirError
 from wanir.options import select
 from wanir.result import STAGE_KEYS, Estimate
 
-
-def fmt_count(v) -> str:
-    """A count in engineering units (1.23 P), or '-' for None."""
-    if v is None:
-        return "-"
-    for unit, scale in (("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3)):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return str(v)
-
-
-def fmt_bytes(v) -> str:
-    """Bytes in binary units (GiB), or '-'."""
-    if v is None:
-        return "-"
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(v) >= scale:
-            x = v / scale
-            return f"{x:.0f} {unit}" if abs(x) >= 100 else f"{x:.3g} {unit}"
-    return f"{v} B"
-
-
-#: time units of :func:`fmt_time`: (name, seconds), smallest first
-TIME_UNITS = (("µs", 1e-6), ("ms", 1e-3), ("s", 1.0), ("min", 60.0), ("h", 3600.0), ("d", 86400.0))
-#: a value is shown in the largest unit it reaches this many times (120 s → 2 min; 119 s stays s)
-_UNIT_SWITCH = {"µs": 0, "ms": 1, "s": 1, "min": 2, "h": 2, "d": 2}
-
-
-def _sig3(x: float) -> str:
-    """``x`` with three significant digits and never in exponent notation (1234 → '1,234')."""
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.3g}"
-
-
-def time_unit(v: float) -> tuple[str, float]:
-    """(unit name, seconds per unit) :func:`fmt_time` shows ``v`` seconds in: the largest of
-    µs, ms, s, min, h, d that ``v`` reaches at least twice (once for ms and s)."""
-    unit = TIME_UNITS[0]
-    for name, scale in TIME_UNITS:
-        if abs(v) >= _UNIT_SWITCH[name] * scale:
-            unit = (name, scale)
-    return unit
-
-
-def fmt_time(v) -> str:
-    """Seconds as a human duration with three significant digits: µs / ms / s / min / h / d
-    (``142,920`` s → '39.7 h'; never exponent notation), '-' for None. The one formatter of
-    durations: every table, caption and warning uses it (or :func:`fmt_time_in` for a column)."""
-    if v is None:
-        return "-"
-    if v != v or v in (float("inf"), float("-inf")):
-        return str(v)
-    if v == 0:
-        return "0 s"
-    name, scale = time_unit(v)
-    return f"{_sig3(v / scale)} {name}"
-
-
-def column_time_unit(values) -> tuple[str, float]:
-    """The one unit (name, seconds) for a column of durations in seconds: the unit
-    :func:`fmt_time` would choose for the column's median value (s when it is empty)."""
-    vals = sorted(v for v in values if v is not None and v == v)
-    if not vals:
-        return "s", 1.0
-    return time_unit(vals[len(vals) // 2])
-
-
-def fmt_time_in(v, unit: tuple[str, float]) -> str:
-    """``v`` seconds as a number of ``unit`` (from :func:`column_time_unit`), without the
-    unit's name (the column header carries it); three significant digits, '-' for None."""
-    if v is None:
-        return "-"
-    x = v / unit[1]
-    return _sig3(x) if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
-
-
-def fmt_time_range_in(v, rng, unit: tuple[str, float]) -> str:
-    """``v`` seconds and its range as numbers of a column's ``unit`` (from
-    :func:`column_time_unit`), the unit's name left to the header: "30.6 (28.3–32.4)"; just
-    :func:`fmt_time_in` when ``rng`` ([low, high] seconds) is None."""
-    if v is None or rng is None:
-        return fmt_time_in(v, unit)
-    lo, hi = (fmt_time_in(x, unit) for x in rng)
-    return f"{fmt_time_in(v, unit)} ({lo}–{hi})"
-
-
-def fmt_time_range(v, rng) -> str:
-    """Seconds with their range in the same unit: "17.4 min (16.1–18.9)"; just the time
-    when ``rng`` ([low, high] seconds, backends/error_range.py) is None."""
-    if v is None or rng is None:
-        return fmt_time(v)
-    unit = time_unit(v)       # the unit fmt_time shows ``v`` in
-    lo, hi = (fmt_time_in(x, unit) for x in rng)
-    return f"{fmt_time(v)} ({lo}–{hi})"
+from .display import (TIME_UNITS, column_time_unit, fmt_bytes, fmt_count, fmt_time,  # noqa: F401 - re-exported
+                      fmt_time_in, fmt_time_range, fmt_time_range_in, node_bytes, rich_table, time_unit)
 
 
 def rows(est: Estimate) -> list[dict]:
@@ -241,8 +148,7 @@ def render_scopes(est: Estimate, fmt: str = "table", depth: int = 2, by: str = "
         if len(recs) > len(shown):
             lines.append(f"\n{len(recs) - len(shown)} more rows")
         return "\n".join(lines) + "\n"
-    from rich.console import Console
-    from rich.table import Table
+    Console, Table = rich_table()
     table = Table(title=f"{est.model} on {est.hardware}: time by {by} (depth {depth})",
                   caption=f"{len(recs) - len(shown)} more rows" if len(recs) > len(shown) else None)
     for h in head:
@@ -358,8 +264,7 @@ def table_caption(est: Estimate) -> str:
 
 def print_table(est: Estimate, console=None) -> None:
     """Print the stage table with rich."""
-    from rich.console import Console
-    from rich.table import Table
+    Console, Table = rich_table()
 
     console = console or Console()
     head, body = _display_rows(est)
@@ -460,8 +365,6 @@ def render(est: Estimate, fmt: str) -> str | None:
 def heaviest_ops(est, n: int = 25) -> list[dict]:
     """The ``n`` ops with the most time per generation (most FLOPs where there is no time):
     dicts with path, kind, category, flops, bytes and time_s per execution and multiplicity."""
-    from .graphviz import node_bytes
-
     nodes = [node for node in est.graph if node.category != "input"]
 
     def flops(node):

@@ -53,6 +53,7 @@ from __future__ import annotations
 from math import ceil, prod
 
 from wanir import kernels as klib
+from wanir import options as _options
 from wanir import options as _run_options
 from wanir.errors import ConfigError
 from wanir.graph import Graph
@@ -72,7 +73,6 @@ def timing_options(cfg) -> tuple[str, bool]:
     """(attention kernel, allow_tf32_conv) of a config or RunOptions: ``roofline.attention_kernel``
     (default flash2) and ``runtime.allow_tf32`` (default True, PyTorch's cuDNN default), as
     parsed by wanir/options.py."""
-    from wanir import options as _options
     opts = _options.of(cfg)
     kernel, allow = opts.roofline.attention_kernel, opts.runtime.allow_tf32
     if not isinstance(allow, bool):

@@ -6,15 +6,24 @@
 Every table in the document is the output of the command printed above it, and every claim in
 the text that names a hardware, a plan or a price is computed from that command's JSON output,
 so the document cannot drift from what the code does.
+
+The commands run in this process through the CLI's own entry point (``wanir.cli.main``), and a
+`wanir size` whose table and JSON the document both show is sized once: the two outputs render
+the same result, as they would from two runs of the same deterministic command. That keeps
+``--check`` (tests/test_docs_generated.py) to one sizing per example.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from wanir import cli
+from wanir.backends import sizing
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "hardware-sizing.md"
@@ -31,13 +40,31 @@ MISS = ["--latency", "60", "--hardware", "h100-sxm,b200", "--devices", "1,2,4,8"
         "--price", "h100-sxm=2.5"]
 
 
+_SIZED: dict = {}
+_size = sizing.size
+
+
+def _size_once(*args, **kw):
+    """sizing.size, computed once per distinct arguments (the table and the JSON of one command)."""
+    key = repr((args, sorted(kw.items())))
+    if key not in _SIZED:
+        _SIZED[key] = _size(*args, **kw)
+    return _SIZED[key]
+
+
 def run(*args: str) -> str:
-    env = dict(os.environ, COLUMNS="200")
-    r = subprocess.run([sys.executable, "-m", "wanir.cli", *args], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=600)
-    if r.returncode != 0:
-        raise SystemExit(f"wanir {' '.join(args)} failed: {r.stderr.strip()}")
-    return r.stdout
+    """The standard output of ``wanir ARGS`` (as a user types it, output not a terminal)."""
+    os.environ["COLUMNS"] = "200"
+    out, err = io.StringIO(), io.StringIO()
+    sizing.size = _size_once
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(list(args))
+    finally:
+        sizing.size = _size
+    if code != 0:
+        raise SystemExit(f"wanir {' '.join(args)} failed: {err.getvalue().strip()}")
+    return out.getvalue()
 
 
 def shown(args: list[str], top: int) -> tuple[str, list[dict]]:
@@ -67,6 +94,12 @@ def fmt_min(s: float) -> str:
     sys.path.insert(0, str(ROOT))
     from wanir.backends.report import fmt_time   # the one formatter of durations
     return fmt_time(s)
+
+
+def partial_block() -> str:
+    """The partial-prices example as the document shows it (a small sizing: a fast check)."""
+    part_table, _ = shown(PARTIAL, 20)
+    return block(["size", *PARTIAL, "--top", "20"], part_table)
 
 
 def generate() -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from wanir.errors import ConfigError
 from wanir.frontends.ckpt_family import Family, _get, _indices, register
-from wanir.limits import check_component
+from wanir.limits import LIMITS, check_component, check_value
 
 #: the config keys this family produces, in the order of its component YAMLs
 KEYS = ("family", "patch_size", "num_attention_heads", "attention_head_dim", "in_channels",
@@ -153,7 +153,6 @@ def _dit_config(j: dict, where: str):
     assumed = []
     if j.get("_class_name") == "WanModel":  # the original Wan config.json
         dim, heads = j.get("dim", 5120), j.get("num_heads", 40)
-        from wanir.limits import LIMITS, check_value
 
         check_value("dim", dim, LIMITS["dit.text_dim"], where)
         check_value("num_heads", heads, LIMITS["dit.num_attention_heads"], where)

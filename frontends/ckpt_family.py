@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from wanir.errors import ConfigError
+from wanir.limits import MAX_LAYERS
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,6 @@ def _get(t: dict, name: str, where: str, ndim: int | None = None) -> tuple:
 def _indices(t: dict, prefix: str) -> list:
     pat = re.compile(re.escape(prefix) + r"(\d+)\.")
     found = {m.group(1) for k in t if (m := pat.match(k))}
-    from wanir.limits import MAX_LAYERS
 
     for d in found:   # bounded before any range() over them
         if len(d) > 7 or int(d) >= MAX_LAYERS:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from wanir.config import DTYPE_CHOICES
 from wanir.errors import ConfigError
-from wanir.limits import check_component
-from wanir.safeio import short
 # importing the family modules registers them; detection tries them in this order
-from wanir.frontends import ckpt_dit, ckpt_umt5, ckpt_vae  # noqa: F401,I001
 from wanir.frontends import ckpt_clip  # noqa: F401,I001
-from wanir.frontends import ckpt_release
+from wanir.frontends import ckpt_dit, ckpt_release, ckpt_umt5, ckpt_vae  # noqa: F401,I001
 from wanir.frontends.ckpt_family import FAMILIES, _fmt
 from wanir.frontends.ckpt_read import Tensor, _read_json, _weights_in, read_tensors
 from wanir.frontends.ckpt_render import Component, Inspection
+from wanir.limits import check_component
+from wanir.runtime import _plan_sizes, runtime_options
+from wanir.safeio import short
 
 
 def inspect(path) -> Inspection:
@@ -191,8 +194,6 @@ def apply_model_from(cfg):
     ``(cfg, lines)``: the (copied) config and the lines describing what was inferred and
     assumed (empty when ``model.from`` is null). Raises ConfigError for an unreadable file, a
     shape that fits no known family, or a DiT that does not match ``model.task``."""
-    from omegaconf import OmegaConf
-
     src = cfg.get("model", {}).get("from") if hasattr(cfg, "get") else None
     if src is None or src == "":
         return cfg, []
@@ -245,9 +246,6 @@ def _storage_precision(cfg, comp) -> list:
     value the user chose (an override or a precision option) is kept. Under a plan that shards
     the DiT (FSDP) the runtime's sharded-weight dtypes stay. Returns the lines saying what
     was set or kept."""
-    from wanir.config import DTYPE_CHOICES
-    from wanir.runtime import _plan_sizes, runtime_options
-
     key, dt = PRECISION_KEYS.get(comp.component), comp.storage_dtype
     if key is None or dt is None or cfg.get("precision") is None or key not in cfg.precision:
         return []

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wanir.errors import ConfigError
-from wanir.safeio import short
+from wanir.limits import check_json_numbers
+from wanir.safeio import check_regular_file, check_torch_zip, load_json, read_header, read_text_file, short
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
@@ -42,8 +43,6 @@ def read_safetensors_header(path) -> dict:
     """Tensor name -> :class:`Tensor` from a ``.safetensors`` file's header (8-byte
     little-endian header length, then the JSON header). No tensor data is read. Raises
     ConfigError naming the file when it is not a readable safetensors file."""
-    from wanir.safeio import check_regular_file, load_json, read_header
-
     path = Path(path)
     try:
         size = check_regular_file(path, "safetensors file", cap=2**62)   # no FIFO, device or directory
@@ -84,13 +83,12 @@ def read_torch_state_dict(path) -> dict:
     read."""
     path = Path(path)
     try:
-        import torch
+        import torch  # late import: torch is the optional 'reference' extra
     except ImportError:
         raise ConfigError(f"{path}: reading PyTorch checkpoints needs torch, which is not installed "
                           f"(pip install 'wanir[reference]', or convert the file to .safetensors)") from None
     if not path.exists():
         raise ConfigError(f"{path}: no such file")
-    from wanir.safeio import check_torch_zip
 
     check_torch_zip(path)   # a regular file; every zip member's uncompressed size within its cap
     try:
@@ -116,7 +114,7 @@ def _find_state_dict(obj, seen: frozenset = frozenset()):
     """The first mapping of tensors in ``obj``, looking through the usual wrapper keys at most
     :data:`MAX_STATE_DICT_NESTING` levels deep; a dict that contains itself (a pickle may
     build one) is looked at once. Returns None when there is none."""
-    import torch
+    import torch  # late import: torch is the optional 'reference' extra
 
     if not isinstance(obj, dict) or id(obj) in seen or len(seen) >= MAX_STATE_DICT_NESTING:
         return None
@@ -135,7 +133,6 @@ def read_tensors(path) -> dict:
     path = Path(path)
     name = path.name
     if name.endswith(".index.json"):
-        from wanir.safeio import load_json, read_text_file
 
         text = read_text_file(path, "index.json")
         try:
@@ -163,7 +160,6 @@ def read_tensors(path) -> dict:
 
 
 def _read_json(path) -> dict:
-    from wanir.safeio import load_json, read_text_file
 
     text = read_text_file(path, "config.json")   # a regular file under the size cap
     try:
@@ -176,7 +172,6 @@ def _read_json(path) -> dict:
         raise ConfigError(f"{path}: not valid JSON: {short(str(e), 120)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a model config (a JSON object)")
-    from wanir.limits import check_json_numbers
 
     check_json_numbers(data, str(path))   # finite, bounded numbers before any arithmetic
     return data

@@ -15,6 +15,14 @@ from dataclasses import dataclass
 from wanir.builder import GraphBuilder
 from wanir.errors import ConfigError
 from wanir.graph import Graph
+from wanir.passes.optimize import apply as apply_optimizations
+from wanir.passes.optimize_options import dit_activation_dtype
+from wanir.runtime import runtime_options
+from wanir.scenario import Build
+
+from . import clip, umt5, wan22, wan_dit, wan_vae
+from .vae_tiling import apply_tiling
+from .wan22 import task
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,6 @@ def resolve_workload(cfg) -> Workload:
     steps = w.steps if w.steps is not None else cfg.model.default_steps
     lh, lw = height // s_down, width // s_down
     tokens = (latent_t // pt) * (lh // ph) * (lw // pw)
-    from .wan22 import task
     return Workload(int(height), int(width), int(frames), int(steps), bool(w.guidance), w.batch, w.text_len,
                     bool(w.vae_encode) or task(cfg) == "i2v", int(vae.z_dim), latent_t, lh, lw, tokens)
 
@@ -116,15 +123,11 @@ def build_pipeline(build) -> Graph:
     :class:`wanir.scenario.Build` (its read-only count-relevant configuration and resolved
     workload), or a composed configuration a caller still holds. ``graph.meta`` holds the
     resolved workload, the model name and warnings."""
-    from wanir.passes.optimize_options import dit_activation_dtype  # fp8/int8: GEMMs only (docs/optimizations.md)
-    from wanir.scenario import Build
 
-    from . import umt5, wan22, wan_dit, wan_vae
 
     if isinstance(build, Build):
         cfg, wl, variant, rt_name = build.config, build.workload, build.lowering, build.runtime_name
     else:
-        from wanir.runtime import runtime_options
         cfg, wl = build, resolve_workload(build)
         rt = runtime_options(cfg)
         variant, rt_name = rt.dit_lowering, rt.name
@@ -139,7 +142,6 @@ def build_pipeline(build) -> Graph:
 
     image_len = None
     if i2v and cfg.get("image_encoder") is not None:
-        from . import clip
 
         # the image is encoded once; its embedding serves both guidance branches
         with b.stage("image_encoder", invocations=1), b.weights(prec.image_encoder):
@@ -177,7 +179,5 @@ def build_pipeline(build) -> Graph:
     g.meta.update(model=cfg.model.name, workload=wl.to_dict(), warnings=trained_range_warnings(cfg, wl),
                   runtime=rt_name,
                   model_task=cfg.model.get("task"))   # the code path: image2video.py for "i2v" (passes/allocator.py)
-    from wanir.passes.optimize import apply as apply_optimizations   # docs/optimizations.md
 
-    from .vae_tiling import apply_tiling
     return apply_tiling(apply_optimizations(g, cfg, wl.steps, wl.guidance), cfg)

@@ -38,6 +38,7 @@ from wanir.dtypes import DTYPES, get_dtype
 from wanir.errors import SpecError, WanirError
 from wanir.graph import Graph, Value
 from wanir.ops import get_op
+from wanir.safeio import load_yaml, read_text_file, short
 
 #: allowed keys of each kind of mapping (order is the documented order)
 TOP_KEYS = ("name", "description", "weight_dtype", "inputs", "stages", "ops", "blocks")
@@ -115,8 +116,6 @@ _Loader.add_implicit_resolver(
 def parse_spec_text(text: str, source: str = "<string>") -> Any:
     """Parse YAML ``text`` (a spec) and return the plain data. A syntax error raises
     SpecError naming ``source``, line and column."""
-    from wanir.safeio import load_yaml
-
     try:
         return load_yaml(text, source, loader=_Loader, error=SpecError)
     except yaml.YAMLError as e:
@@ -137,7 +136,6 @@ def load_spec(source) -> Graph:
     whose message starts with the YAML path of the problem."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        from wanir.safeio import read_text_file
 
         text = read_text_file(path, "spec", error=SpecError)  # a regular file under the size cap
         data = parse_spec_text(text, path)
@@ -160,7 +158,6 @@ def _key(path: str, key: str) -> str:
 
 
 def _short(v: Any, n: int = 60) -> str:
-    from wanir.safeio import short
 
     return short(v, n)
 

@@ -23,9 +23,11 @@ from collections import Counter
 from wanir.builder import GraphBuilder
 from wanir.errors import ConfigError
 from wanir.graph import Graph
+from wanir.passes.optimize_options import _get
+from wanir.passes.rewrite import Rewriter
 from wanir.scenario import thaw
 
-from wanir.passes.rewrite import Rewriter
+from . import wan_vae
 
 STAGE = "vae_decode"
 
@@ -40,8 +42,6 @@ def tile_vae_decode(graph: Graph, vae_cfg, *, latent_shape, batch: int, dtype, t
                     downsample: int = 8) -> Graph:
     """The graph with its ``vae_decode`` stage decoded in tiles (module docstring); the
     graph itself when one tile covers the latent (diffusers decodes it whole then)."""
-    from . import wan_vae
-
     st = graph.stages.get(STAGE)
     if st is None:
         return graph
@@ -98,7 +98,6 @@ def tile_vae_decode(graph: Graph, vae_cfg, *, latent_shape, batch: int, dtype, t
 def tile_options(cfg) -> tuple[int, int] | None:
     """(tile, stride) in pixels from ``vae.tile`` / ``vae.tile_stride``, or None (no tiling).
     Raises ConfigError naming the key on a bad value."""
-    from wanir.passes.optimize_options import _get
     tile, stride = _get(cfg, "vae.tile"), _get(cfg, "vae.tile_stride")
     if tile is None:
         if stride is not None:
@@ -127,7 +126,7 @@ def apply_tiling(graph: Graph, cfg) -> Graph:
     wl = graph.meta.get("workload", {})
     if "vae_decode" in graph.stages and not vae.get("is_residual") and (vae.get("patch_size") or 1) == 1 and wl:
         graph.meta["vae_decode_source"] = {
-            "config": vae, "dtype": str(cfg.precision.vae), "batch": wl["batch"],
+            "lowering": "wan_vae.decoder", "config": vae, "dtype": str(cfg.precision.vae), "batch": wl["batch"],
             "latent_shape": (wl["latent_channels"], wl["latent_frames"], wl["latent_height"], wl["latent_width"])}
     tile = tile_options(cfg)
     if tile is None:

@@ -43,7 +43,7 @@ Activations run at ``compute_dtype`` except where diffusers computes in fp32 (th
 modulation, gated residuals, rotary products and the time embedder). Every weight is
 stored at the builder's current weight dtype; diffusers keeps ``time_embedder``, the
 ``scale_shift_table``\\ s and the ``norm1/norm2/norm3`` affine weights in fp32 when it loads
-a bf16 checkpoint (see docs/architecture.md).
+a bf16 checkpoint (see docs/lowering.md).
 """
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wanir import lowerings
 from wanir.dtypes import get_dtype
 from wanir.errors import ConfigError
 from wanir.graph import Value
@@ -546,3 +547,7 @@ def build_encoder(b, cfg, *, video_shape, batch: int = 1, dtype="fp32") -> Value
         b.exp(b.scale(logvar, 0.5, name="half_logvar"), name="std")
         b.exp(logvar, name="var")
     return mean
+
+
+#: the decode a transform lowers again per tile or per device band (wanir/lowerings.py)
+DECODER = lowerings.register("wan_vae.decoder", build_decoder)

@@ -41,6 +41,7 @@ from wanir.ops import OPS
 from wanir.options import DEFAULT_ATTENTION_KERNEL
 from wanir.passes import allocator as alloc_model
 from wanir.passes.bytes import AUTOCAST_CATEGORIES, _Counts, buffer_roots, persistent_values
+from wanir.passes.experts import expert_weight_bytes
 
 HOST_STAGES_T5_CPU = ("text_encoder",)
 
@@ -243,7 +244,7 @@ def run(graph: Graph, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, offload_
         if resident_weight_bytes and s in resident_weight_bytes:
             rec["weight_bytes"] = min(rec["weight_bytes"], int(resident_weight_bytes[s]))
         rec["on_gpu"] = not (t5_cpu and s in HOST_STAGES_T5_CPU)
-        experts = _expert_weight_bytes(graph, s)
+        experts = expert_weight_bytes(graph, s)
         if experts:
             # two experts (Wan2.2 A14B): offloading keeps only the running expert on the GPU
             one = sum(weights[s].values()) - sum(experts.values()) + max(experts.values())
@@ -273,17 +274,6 @@ def _resident_tensors(tensors: list[int], budget: int) -> list[int]:
         left -= t
     if left > 0:
         out.append(left)
-    return out
-
-
-def _expert_weight_bytes(graph: Graph, stage: str) -> dict:
-    """Resident weight bytes of each expert of ``stage`` ({} when it has no experts): the
-    weights of the nodes under ``stage/<expert name>/`` (graph.meta['experts'] names them)."""
-    out = {}
-    for e in graph.meta.get("experts", {}).get(stage, ()):
-        prefix = f"{stage}/{e['name']}/"
-        ws = {w.key: w for n in graph if n.path.startswith(prefix) for w in n.params.values()}
-        out[e["name"]] = sum(w.type.nbytes * w.copies for w in ws.values())
     return out
 
 

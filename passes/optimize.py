@@ -14,7 +14,10 @@ from __future__ import annotations
 from wanir.graph import Graph
 from wanir.options import select
 
+from . import step_cache
+from .attention_quant import QUANT_KERNELS, quantize_attention
 from .optimize_options import optimization_options
+from .quantize import quantize_gemms
 
 
 def _cfg_parallel(cfg) -> bool:
@@ -33,18 +36,14 @@ def apply(graph: Graph, cfg, steps: int, guidance: bool) -> Graph:
     opts = optimization_options(cfg)
     applied = opts.describe()
     if opts.any:
-        from . import step_cache
         split = _cfg_parallel(cfg)
         graph = step_cache.transform(graph, opts, steps, 2 if guidance else 1, both_branches_here=not split)
         graph.meta["cache_branches_split"] = split     # the cached graph differs by CFG parallelism
     kernel = _attention_kernel(cfg)
-    from .attention_quant import QUANT_KERNELS
     if kernel in QUANT_KERNELS:
-        from .attention_quant import quantize_attention
         graph = quantize_attention(graph, kernel)
         applied.append(f"{kernel} attention")
     if opts.gemm_dtype:
-        from .quantize import quantize_gemms
         graph = quantize_gemms(graph, opts.gemm_dtype, opts.keep_high_precision, opts.act_scales)
     if applied:
         graph.meta.setdefault("optimizations", {})["applied"] = applied

@@ -6,8 +6,6 @@ edges); every node's weights have the shapes its op declares; shared weight keys
 """
 from __future__ import annotations
 
-import networkx as nx
-
 from wanir.errors import GraphError
 from wanir.graph import Graph
 from wanir.ops import get_op
@@ -20,6 +18,7 @@ def run(graph: Graph) -> int:
     # insertion order is topological when every input comes from an earlier node; only a graph
     # that breaks that (made by hand) needs networkx to look for a cycle
     if any(v.producer >= n.id for n in graph for v in n.inputs):
+        import networkx as nx  # late import: networkx loads in ~0.2 s; only a hand-made graph needs it
         if not nx.is_directed_acyclic_graph(graph.nx):
             cycle = nx.find_cycle(graph.nx)
             raise GraphError(f"graph has a cycle through {[graph.node(u).path for u, _ in cycle]}")

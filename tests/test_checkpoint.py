@@ -393,7 +393,8 @@ def test_i2v_dit_needs_i2v_model(ckpts):
 @pytest.mark.reference
 def test_corrupt_pth_and_non_wan_checkpoints(tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    from transformers import T5Config, T5EncoderModel
+    transformers = pytest.importorskip("transformers")
+    T5Config, T5EncoderModel = transformers.T5Config, transformers.T5EncoderModel
 
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
@@ -416,8 +417,8 @@ def test_corrupt_pth_and_non_wan_checkpoints(tmp_path, capsys):
 @pytest.mark.reference
 def test_non_uniform_blocks_name_the_tensor(tmp_path):
     """A pruned DiT whose block 1 has a smaller FFN does not fit the uniform-block model."""
-    import torch
-    from diffusers import WanTransformer3DModel
+    torch = pytest.importorskip("torch")
+    WanTransformer3DModel = pytest.importorskip("diffusers").WanTransformer3DModel
 
     m = WanTransformer3DModel(**DIT_T2V)
     dim = DIT_T2V["num_attention_heads"] * DIT_T2V["attention_head_dim"]
@@ -433,7 +434,8 @@ def test_head_dim_from_config_json(tmp_path):
     """A head dim other than 128: a bare weights file cannot tell the heads (error naming the
     tensor); with config.json beside it the config supplies the head dim; a config.json that
     contradicts the tensors is an error."""
-    from diffusers import WanTransformer3DModel
+    pytest.importorskip("torch")
+    WanTransformer3DModel = pytest.importorskip("diffusers").WanTransformer3DModel
 
     m = WanTransformer3DModel(**dict(DIT_T2V, num_attention_heads=2, attention_head_dim=48))
     m.save_pretrained(tmp_path / "m")

@@ -231,3 +231,24 @@ def test_error_messages_are_one_line():
     e = SpecError("ops[0].op: unknown op 'a\nb\tc\x01'")
     assert "\n" not in str(e) and "\t" not in str(e) and "\x01" not in str(e)
     assert str(e) == "ops[0].op: unknown op 'a\\nb\\tc\\x01'"
+
+
+def test_topo_order_is_networkx_lexicographical_order_and_finds_cycles():
+    """Graph.topo() works without networkx; its order is networkx's lexicographical topological
+    sort (the reference), on a builder graph and on one whose inputs were rewired backwards."""
+    nx = pytest.importorskip("networkx")
+    g = _mlp_stack(True)
+    assert [n.id for n in g.topo()] == list(nx.lexicographical_topological_sort(g.nx))
+    b = _b()
+    x = b.input("x", (2, 8))
+    y = b.linear(x, 8)
+    z = b.linear(y, 8)
+    w = b.input("w", (2, 8))
+    g = b.graph
+    g._nx = None
+    g.node(y.producer).inputs = (w,)                  # y now reads a node added after it
+    want = list(nx.lexicographical_topological_sort(g.nx))
+    assert [n.id for n in g.topo()] == want and want.index(w.producer) < want.index(y.producer)
+    g.node(y.producer).inputs = (z,)                  # y reads z, which reads y: a cycle
+    with pytest.raises(GraphError, match="cycle"):
+        g.topo()

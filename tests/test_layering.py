@@ -2,7 +2,8 @@
 layers below it, never one above.
 
     0 IR core       wanir.{errors, dtypes, tensor, scope, graph, builder, ops, options, paths, config,
-                    hardware, kernels, runtime, result, jsonout, safeio, limits, interpolation, scenario}
+                    hardware, kernels, runtime, result, jsonout, safeio, limits, interpolation, lowerings,
+                    scenario}
     1 passes        wanir.passes.*
     2 frontends     wanir.frontends.*  and  backends  wanir.backends.* (except the drivers)
     3 API           wanir (the package), wanir.estimate, and the drivers wanir.backends.{sweep, sizing, validate,
@@ -11,17 +12,28 @@ layers below it, never one above.
 
 Every import counts, at module level or inside a function. A wanir/*.py module that is in
 none of the lists (a new command module) is placed in the API layer, so the core cannot
-import it."""
+import it.
+
+Imports sit at module level. An import inside a function is an exception marked on its line,
+``# late import: <reason>`` (an optional extra such as torch or starlette, a library that is
+slow to load and only some commands need, the CLI's lazy command loading); there are at most
+MAX_LATE_IMPORTS of them. The module-level imports between wanir modules form no cycle."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the most function-level imports (each marked ``# late import: <reason>``) the packages may hold
+MAX_LATE_IMPORTS = 96
+LATE_MARK = re.compile(r"#\s*late import:\s*\S")
+#: files exempt from the late-import and model-frontend checks (none)
+PENDING: set = set()
 PACKAGES = {"wanir": "wanir", "passes": "wanir.passes", "frontends": "wanir.frontends", "backends": "wanir.backends"}
 CORE = {"wanir.errors", "wanir.dtypes", "wanir.tensor", "wanir.scope", "wanir.graph", "wanir.builder", "wanir.ops",
         "wanir.options", "wanir.paths", "wanir.config", "wanir.hardware", "wanir.kernels", "wanir.runtime",
-        "wanir.result", "wanir.jsonout", "wanir.safeio", "wanir.limits", "wanir.interpolation",
+        "wanir.result", "wanir.jsonout", "wanir.safeio", "wanir.limits", "wanir.interpolation", "wanir.lowerings",
         "wanir.scenario"}
 DRIVERS = {"wanir.backends.sweep", "wanir.backends.sizing", "wanir.backends.validate", "wanir.backends.capacity"}
 CLI = {"wanir.cli", "wanir.__main__"}
@@ -50,10 +62,11 @@ def modules():
             yield ".".join([pkg, *parts]), f
 
 
-def imports(mod: str, path: Path):
-    """The wanir modules ``path`` imports (absolute and relative, at any depth)."""
+def imports(mod: str, path: Path, nodes=ast.walk):
+    """The wanir modules ``path`` imports (absolute and relative, at any depth; ``nodes`` picks
+    the statements looked at from the parsed module)."""
     is_pkg = path.name == "__init__.py"
-    for n in ast.walk(ast.parse(path.read_text(), str(path))):
+    for n in nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(n, ast.Import):
             for a in n.names:
                 if a.name.split(".")[0] == "wanir":
@@ -114,3 +127,127 @@ def test_config_and_hardware_do_not_import_each_other():
     hw_deps = {resolve(n, known) for n, _ in imports("wanir.hardware", mods["wanir.hardware"])}
     assert "wanir.config" not in hw_deps          # hardware takes the config directory from wanir.paths
     assert "wanir.paths" in hw_deps
+
+
+def function_imports(path: Path):
+    """(line number, source line) of every import statement inside a function of ``path``."""
+    src = path.read_text()
+    lines = src.splitlines()
+    out = []
+
+    def walk(node, in_function):
+        for ch in ast.iter_child_nodes(node):
+            if in_function and isinstance(ch, (ast.Import, ast.ImportFrom)):
+                out.append((ch.lineno, lines[ch.lineno - 1]))
+            walk(ch, in_function or isinstance(ch, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+    walk(ast.parse(src, str(path)), False)
+    return out
+
+
+def test_function_level_imports_are_marked_and_few():
+    unmarked, marked = [], []
+    for _, path in modules():
+        rel = path.relative_to(ROOT).as_posix()
+        for line, text in function_imports(path):
+            if LATE_MARK.search(text):
+                marked.append(f"{rel}:{line}")
+            elif rel not in PENDING:
+                unmarked.append(f"{rel}:{line}: {text.strip()}")
+    assert not unmarked, ("imports inside functions, not marked '# late import: <reason>' (hoist them to "
+                          "module level, or mark why they must wait):\n" + "\n".join(unmarked))
+    assert len(marked) <= MAX_LATE_IMPORTS, f"{len(marked)} late imports, at most {MAX_LATE_IMPORTS}: {marked}"
+
+
+def module_level_imports(mod: str, path: Path):
+    """The wanir modules ``path`` imports when it is imported: module-level statements, those in
+    ``if``/``try`` blocks included, ``if TYPE_CHECKING:`` blocks and function bodies excluded."""
+    def top(tree):
+        stmts = []
+
+        def walk(body):
+            for n in body:
+                if isinstance(n, (ast.Import, ast.ImportFrom)):
+                    stmts.append(n)
+                elif isinstance(n, ast.If) and not (isinstance(n.test, ast.Name) and n.test.id == "TYPE_CHECKING"):
+                    walk(n.body)
+                    walk(n.orelse)
+                elif isinstance(n, ast.Try):
+                    walk(n.body)
+                    for h in n.handlers:
+                        walk(h.body)
+                    walk(n.orelse)
+                    walk(n.finalbody)
+        walk(tree.body)
+        return stmts
+    return list(imports(mod, path, nodes=top))
+
+
+def import_cycle(graph: dict) -> list | None:
+    """One cycle of the directed graph ``graph`` (module -> modules it imports), or None."""
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state:
+                found = visit(d)
+                if found:
+                    return found
+        stack.pop()
+        state[m] = 2
+        return None
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_module_level_imports_have_no_cycle():
+    mods = dict(modules())
+    known = set(mods)
+    graph = {}
+    for mod, path in mods.items():
+        deps = {resolve(n, known) for n, _ in module_level_imports(mod, path)}
+        graph[mod] = {d for d in deps if d in known and d != mod and not mod.startswith(d + ".")}
+    assert "wanir.kernels" in graph["wanir.hardware"]
+    cycle = import_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_checkers_see_unmarked_late_imports_and_cycles(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import os\n\ndef f():\n    import json\n    import yaml  # late import: optional\n")
+    found = function_imports(f)
+    assert [line for line, _ in found] == [4, 5]
+    assert [bool(LATE_MARK.search(t)) for _, t in found] == [False, True]
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+#: the frontends' public seams: the pipeline that composes the stages, models from files and
+#: from YAML specs; every other frontend module lowers one model family
+FRONTEND_SEAMS = {"wanir.frontends", "wanir.frontends.pipeline", "wanir.frontends.checkpoint",
+                  "wanir.frontends.spec"}
+
+
+def test_no_module_outside_the_frontends_imports_a_model_frontend():
+    """Passes, backends, the core and the API reach model-specific knowledge through data on the
+    graph (passes/experts.py reads graph.meta['experts']) or a registry (wanir/lowerings.py),
+    never by importing a model's frontend; they may use the frontends' seams (FRONTEND_SEAMS)."""
+    mods = dict(modules())
+    known = set(mods)
+    assert {"wanir.frontends.wan22", "wanir.frontends.wan_vae"} <= known
+    bad = []
+    for mod, path in mods.items():
+        if mod.startswith("wanir.frontends") or path.relative_to(ROOT).as_posix() in PENDING:
+            continue
+        for name, line in imports(mod, path):
+            dep = resolve(name, known)
+            if dep.startswith("wanir.frontends.") and dep not in FRONTEND_SEAMS:
+                bad.append(f"{path.relative_to(ROOT)}:{line}: {mod} imports the model frontend {dep}")
+    assert not bad, "\n".join(bad)

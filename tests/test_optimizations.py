@@ -1,6 +1,6 @@
 """Optimizations as graph transforms (docs/optimizations.md): distillation presets, step
 caching, block-sparse self-attention. Every count is checked against a closed form written
-out here from the DiT's per-call FLOPs (docs/architecture.md), not against wanir's output."""
+out here from the DiT's per-call FLOPs (docs/lowering.md), not against wanir's output."""
 import pytest
 
 from wanir.errors import ConfigError

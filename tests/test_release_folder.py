@@ -296,6 +296,7 @@ def test_wan22_vae_small_real_module(tmp_path):
     """A small Wan2.2-VAE (is_residual, 2x2 patchify, its own decoder base dim) saved by
     diffusers: config.json, safetensors header and state dict all give the module's config
     and parameters."""
+    pytest.importorskip("diffusers")
     from diffusers import AutoencoderKLWan
 
     hp = dict(base_dim=8, decoder_base_dim=12, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
@@ -317,6 +318,8 @@ def test_wan22_ti2v_5b_full_size(tmp_path):
     """TI2V-5B's DiT and Wan2.2-VAE at full size, as meta state dicts (diffusers naming) of the
     real modules built from wanir's shipped configs: inspection gives back those configs and
     the real parameter counts."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
     from wanir import reference
     from wanir.config import load_config
 
@@ -341,6 +344,8 @@ def test_wan22_i2v_a14b_release(tmp_path):
     """Wan2.2 I2V-A14B: two expert folders of an image-to-video DiT without an image embedder
     (36 input channels), no CLIP file; model.from= runs both experts, each with the real
     module's parameters, and the stage holds both."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("safetensors")
     import diffusers
     from safetensors.torch import save_file
     from test_checkpoint import _original_dit_names
@@ -410,6 +415,8 @@ def official_vae22(sd: dict) -> dict:
 @pytest.mark.reference
 @pytest.mark.parametrize("size", ["small", "released"])
 def test_official_wan22_vae_by_position(tmp_path, size):
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
     from wanir import reference
     from wanir.config import load_config
 
@@ -442,6 +449,9 @@ def test_wan22_ti2v_release_folder_estimate_and_verify(tmp_path, capsys):
     """A small TI2V-5B-like release (WanModel config.json + DiT safetensors, the official
     Wan2.2_VAE.pth, the official T5): model.from= replaces the DiT, the VAE and the text
     encoder, and `wanir verify` finds every stage equal to the real modules."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    pytest.importorskip("safetensors")
     import diffusers
     import transformers
     from safetensors.torch import save_file

@@ -95,6 +95,8 @@ def _torch_count(module, *args):
 
 @pytest.mark.reference
 def test_tiny_umt5_matches_transformers_umt5():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
     import torch
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -149,6 +151,7 @@ def _conv_net():
 
 @pytest.mark.reference
 def test_conv3d_net_matches_torch_module():
+    pytest.importorskip("torch")
     net, x = _conv_net()
     ref_flops, ref_params = _torch_count(net, x)
     tensor, _, params = totals(load_spec(SPECS / "conv3d_net.yaml"))
@@ -226,6 +229,7 @@ def _two_stage():
 
 @pytest.mark.reference
 def test_two_stage_matches_torch_modules():
+    pytest.importorskip("torch")
     (enc, enc_in), (den, den_in) = _two_stage()
     enc_flops, enc_params = _torch_count(enc, *enc_in)
     den_flops, den_params = _torch_count(den, *den_in)

@@ -422,7 +422,7 @@ def test_serve_without_the_extra_is_one_line(monkeypatch, capsys):
     from wanir.cli import main
     from wanir.web import command
 
-    monkeypatch.setattr(command, "NEEDS", ("starlette", "no_such_module_for_wanir"))
+    monkeypatch.setattr(command, "NEEDS", ("json", "no_such_module_for_wanir"))   # json: always there, never named
     assert main(["serve", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err == ("wanir: error: wanir serve needs the 'web' extra (missing: no_such_module_for_wanir); "

@@ -8,6 +8,7 @@ time estimates, multi-GPU variants, diagrams and reports.
     >>> est = wanir.estimate(["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832"])
     >>> est.to_dict()["total"]["tensor_flops"]            # doctest: +SKIP
 """
+from .backends.parallel import multi_device_cost
 from .builder import GraphBuilder
 from .dtypes import DType, get_dtype
 from .errors import ConfigError, GraphError, ShapeError, SpecError, UnknownOpError, WanirError
@@ -17,16 +18,6 @@ from .resolve import resolve
 from .scenario import Build, Run, Scenario
 from .scope import Scope
 from .tensor import TensorType
-
-
-
-def multi_device_cost(estimate_or_graph, hardware=None, devices=None, plan=None, cfg=None):
-    """Per-device time, memory and communication of a generation on ``devices`` devices of
-    ``hardware`` under a parallel ``plan`` (name such as ``"fsdp+ulysses"``, a Plan or a
-    ``parallel`` mapping), with speedup and parallel efficiency against one device. Returns a
-    :class:`wanir.backends.parallel.MultiDeviceCost` (seconds, bytes). See docs/parallel.md."""
-    from wanir.backends.parallel import multi_device_cost as _mdc
-    return _mdc(estimate_or_graph, hardware, devices, plan, cfg)
 
 
 def plan(traffic, **kw):

@@ -18,11 +18,21 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
-from .errors import WanirError
+import yaml
+
+from . import jsonout
+from .backends.display import rich_table
+from .errors import ConfigError, WanirError
+from .limits import MAX_DEVICES, MAX_JOBS, check_int_arg, usable_cpus
 from .paths import CONFIG_DIR
+from .safeio import short
+
+# Every command imports what it needs when it runs (the lines marked "late import: lazy command
+# loading"), so `wanir estimate` loads neither the web app nor plotting, calibration or sweep code.
 
 
 def _add_common(p):
@@ -31,8 +41,8 @@ def _add_common(p):
 
 
 def cmd_estimate(args) -> int:
-    from wanir.backends.report import render
-    from wanir.estimate import estimate
+    from wanir.backends import parallel, report  # late import: lazy command loading
+    from wanir.estimate import estimate  # late import: lazy command loading
 
     est = estimate(args.overrides, args.config_dir)
     for line in est.extra.get("inferred", []):  # model.from: what was read from the files
@@ -40,18 +50,17 @@ def cmd_estimate(args) -> int:
     if est.parallel is not None and args.by != "stage":
         _refuse_multi_device(f"estimate --by {args.by}", "use --by stage for the per-device table")
     if est.parallel is not None and args.format != "json":   # per-device table of the parallel plan
-        from wanir.backends.parallel import multi_device_cost, render_cost
-        out = render_cost(multi_device_cost(est), args.format, est.parallel["total"].get("time_range_s"))
+        out = parallel.render_cost(parallel.multi_device_cost(est), args.format,
+                                   est.parallel["total"].get("time_range_s"))
         if out is not None:
             sys.stdout.write(out if out.endswith("\n") else out + "\n")
         for w in est.warnings:
             print(f"warning: {w}", file=sys.stderr)
         return 0
     if args.by != "stage":
-        from wanir.backends.report import render_scopes
-        out = render_scopes(est, args.format, depth=args.depth, by=args.by)
+        out = report.render_scopes(est, args.format, depth=args.depth, by=args.by)
     else:
-        out = render(est, args.format)
+        out = report.render(est, args.format)
     if out is not None:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
         for w in est.warnings:
@@ -61,14 +70,12 @@ def cmd_estimate(args) -> int:
 
 def _refuse_multi_device(what: str, hint: str) -> None:
     """Refuse a command that cannot show a multi-device plan (one line, exit 2)."""
-    from .errors import ConfigError
-
     raise ConfigError(f"{what} works on one device's pipeline graph and cannot show the multi-device plan "
                       f"(parallel=...); {hint}")
 
 
 def cmd_size(args) -> int:
-    from wanir.backends import sizing
+    from wanir.backends import sizing  # late import: lazy command loading
 
     if args.latency is None and args.throughput is None:
         print("wanir: error: give a target: --latency SECONDS and/or --throughput VIDEOS_PER_HOUR", file=sys.stderr)
@@ -80,7 +87,7 @@ def cmd_size(args) -> int:
             print("wanir: error: --risk upper ranks plain sizing only; drop --optimizations/--allow or --risk",
                   file=sys.stderr)
             return 2
-        from wanir import size_optimizations as so
+        from wanir import size_optimizations as so  # late import: lazy command loading
         res = so.size_with_optimizations(args.overrides, args.config_dir, allow=so.parse_allow(args.allow or ""),
                                          latency_s=args.latency, throughput=args.throughput, hardware=hw,
                                          devices=devices, prices=sizing.parse_prices(args.price))
@@ -94,12 +101,11 @@ def cmd_size(args) -> int:
 
 
 def cmd_hardware(args) -> int:
-    from wanir.hardware import list_hardware
+    from wanir.hardware import list_hardware  # late import: lazy command loading
 
     hws = list_hardware(args.config_dir)
     recs = [h.summary() for h in hws]
     if args.format == "json":
-        from wanir import jsonout
         print(jsonout.dumps(recs, indent=2))
         return 0
 
@@ -117,8 +123,7 @@ def cmd_hardware(args) -> int:
         for b in body:
             print("| " + " | ".join(b) + " |")
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    Console, Table = rich_table()
     t = Table(title=f"{len(recs)} devices (select one with hardware=NAME)",
               caption="dense peaks derived from the microarchitecture; inputs d/r/m/a: how many of the device's "
                       "values are datasheet/reported/measured/assumed (per-value sources in each YAML file; kernel "
@@ -138,10 +143,8 @@ def _source_counts(rec: dict) -> str:
 
 
 def cmd_config(args) -> int:
-    import yaml
-
-    from wanir.resolve import explain_lines, resolve
-    from wanir.scenario import thaw
+    from wanir.resolve import explain_lines, resolve  # late import: lazy command loading
+    from wanir.scenario import thaw  # late import: lazy command loading
 
     sc = resolve(args.overrides, args.config_dir)
     if getattr(args, "explain", False):   # every value with where it came from
@@ -154,16 +157,13 @@ def cmd_config(args) -> int:
 
 
 def cmd_ops(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from wanir.ops import OPS
+    from wanir.ops import OPS  # late import: lazy command loading
 
     if args.format == "json":
-        from wanir import jsonout
         print(jsonout.dumps({k: {"category": o.category, "attrs": [a.name for a in o.attrs], "doc": o.doc}
                           for k, o in sorted(OPS.items())}, indent=2))
         return 0
+    Console, Table = rich_table()
     t = Table(title=f"{len(OPS)} op kinds")
     for c in ("op", "category", "attributes", "description"):
         t.add_column(c)
@@ -174,24 +174,20 @@ def cmd_ops(args) -> int:
 
 
 def cmd_spec(args) -> int:
-    from wanir.backends.report import render
-    from wanir.estimate import estimate_graph
-    from wanir.frontends.spec import load_spec
+    from wanir.backends import report  # late import: lazy command loading
 
-    graph = load_spec(args.file)
-    est = estimate_graph(graph)
-    out = render(est, args.format)
+    est = _estimate_for(args)
+    out = report.render(est, args.format)
     if out is not None:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return 0
 
 
 def cmd_inspect(args) -> int:
-    from wanir.frontends.checkpoint import inspect
+    from wanir.frontends.checkpoint import inspect  # late import: lazy command loading
 
     ins = inspect(args.path)
     if args.format == "json":
-        from wanir import jsonout
         print(jsonout.dumps(ins.to_dict(), indent=2))
     else:
         sys.stdout.write(ins.render())
@@ -199,37 +195,32 @@ def cmd_inspect(args) -> int:
 
 
 def _estimate_for(args):
-    """The Estimate a render/report command works on: a YAML spec (``--spec``) or the pipeline."""
-    if getattr(args, "spec", None):
-        from wanir.estimate import estimate_graph
-        from wanir.frontends.spec import load_spec
+    """The Estimate a spec/render/report command works on: a YAML spec (``spec FILE``,
+    ``--spec``) or the pipeline."""
+    from wanir.estimate import estimate, estimate_graph  # late import: lazy command loading
+    from wanir.frontends.spec import load_spec  # late import: lazy command loading
 
-        return estimate_graph(load_spec(args.spec))
-    from wanir.estimate import estimate
-
+    spec = getattr(args, "spec", None) or getattr(args, "file", None)
+    if spec:
+        return estimate_graph(load_spec(spec))
     return estimate(args.overrides, args.config_dir)
 
 
 def cmd_render(args) -> int:
-    from wanir.backends.graphviz import render
+    from wanir.backends import graphviz, parallel  # late import: lazy command loading
 
     est = _estimate_for(args)
     graph = est.graph
     if est.parallel is not None:   # one device's graph of the plan, communication nodes included
-        from wanir.backends.parallel import multi_device_cost
-
-        graph = multi_device_cost(est).graph
-    path = render(graph, args.output, stage=args.stage, depth=args.depth, color=args.color)
+        graph = parallel.multi_device_cost(est).graph
+    path = graphviz.render(graph, args.output, stage=args.stage, depth=args.depth, color=args.color)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from wanir.backends.sweep import sweep_to_dir
+    from wanir.backends.sweep import SweepInterrupted, sweep_to_dir  # late import: lazy command loading
 
-    from wanir.backends.sweep import SweepInterrupted
-
-    from .limits import usable_cpus   # late import: the CLI imports a command's modules when it runs
     if args.jobs is not None and args.jobs > usable_cpus():
         print(f"wanir: note: -j {args.jobs} capped at {usable_cpus()} processes (the CPU cores this process may "
               f"use; more would only add memory)", file=sys.stderr)
@@ -248,7 +239,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from wanir.backends.html import write_report
+    from wanir.backends.html import write_report  # late import: lazy command loading
 
     est = _estimate_for(args)
     if est.parallel is not None:
@@ -292,7 +283,7 @@ def _add_visual_commands(sub) -> None:
 
 
 def cmd_plan(args) -> int:
-    from wanir.backends.capacity import command  # late import: CLI lazy command loading
+    from wanir.backends.capacity import command  # late import: lazy command loading
 
     return command.run(args)
 
@@ -325,7 +316,9 @@ def _description() -> str:
             f"(wanir spec).")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``command`` (the command about to run, None for all) spares loading
+    the modules of the other commands."""
     p = argparse.ArgumentParser(prog="wanir", description=_description())
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -384,27 +377,33 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--format", choices=("text", "json"), default="text")
     i.set_defaults(func=cmd_inspect)
 
-    from wanir.web.command import add_parser as add_serve
-    add_serve(sub)
     _add_visual_commands(sub)
-    from wanir.backends.validate import add_parser as _add_validate
-    _add_validate(sub)
-    from wanir.backends import calibrate
-    calibrate.add_parser(sub)
-    from wanir.verify import add_parser as _add_verify
-    _add_verify(sub, _add_common)
+    if command is None or command in MODULE_COMMANDS:
+        _add_module_commands(sub)
+    else:   # another command runs: these are names only, their modules are not loaded
+        for name in MODULE_COMMANDS:
+            sub.add_parser(name)
     _add_plan(sub)
     return p
 
 
+#: commands whose module declares their arguments; loaded when one of them runs or for --help
+MODULE_COMMANDS = ("serve", "validate", "calibrate", "verify")
+
+
+def _add_module_commands(sub) -> None:
+    from wanir.backends import calibrate, validate  # late import: lazy command loading
+    from wanir.verify import add_parser as add_verify  # late import: lazy command loading
+    from wanir.web.command import add_parser as add_serve  # late import: lazy command loading
+
+    add_serve(sub)
+    validate.add_parser(sub)
+    calibrate.add_parser(sub)
+    add_verify(sub, _add_common)
+
+
 def _check_args(args) -> None:
     """Numbers given as options are bounded before any work (docs/limits.md)."""
-    import math
-
-    from .errors import ConfigError
-    from .limits import MAX_DEVICES, MAX_JOBS, check_int_arg
-    from .safeio import short
-
     if getattr(args, "depth", None) is not None:
         check_int_arg("--depth", args.depth, 0, 64)
     if getattr(args, "top", None) is not None:
@@ -434,7 +433,9 @@ def _check_args(args) -> None:
 
 def main(argv=None) -> int:
     """Entry point of the ``wanir`` console script; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if not sys.stdout.isatty():
         # piped or captured output: wide tables instead of rich's 80-column default

@@ -21,18 +21,18 @@ from .backends import host_stages as hostlib
 from .backends import roofline
 from .backends.host_stages import block_stream_plan
 from .backends.parallel import DeviceGraph, Plan, check_plan
-from .backends.parallel.cost import PLAN_KEYS, plan_device_graph
 from .backends.parallel import resolve_plan as resolve_parallel_plan
+from .backends.parallel.cost import PLAN_KEYS, plan_device_graph
 from .frontends.pipeline import build_pipeline
-from .frontends.wan22 import apply_to_stage
 from .graph import Graph, Node
+from .options import TIMING_KEYS, RunOptions, select
 from .passes import count as count_pass
 from .passes import memory
-from .options import TIMING_KEYS, RunOptions, select
-from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult
-from .result import summarize as _summarize
+from .passes.experts import apply_to_stage
 from .resolve import clear_cache as clear_resolved
 from .resolve import resolve, scenario_from_config
+from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult
+from .result import summarize as _summarize
 from .runtime import config_for_plan, memory_options, runtime_options
 from .scenario import Build, Run, Scenario, freeze
 
@@ -123,7 +123,7 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions 
 
 def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = (), **kw) -> Estimate:
     """Assemble the immutable Estimate of an annotated graph (:func:`wanir.result.summarize`);
-    a two-expert stage reads as the model runs (frontends/wan22.py)."""
+    a two-expert stage reads as the model runs (passes/experts.py)."""
     if "experts" in graph.meta:
         kw.setdefault("stage_adjust", apply_to_stage)
     return _summarize(graph, summaries, cfg, warnings, **kw)
@@ -378,7 +378,7 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
     resolved scenario). Safe to call from several threads. ``hints``: when the peak does not
     fit (or is tight), re-estimate the changes that could help and add a warning naming those
     that fit (wanir/fit_hints.py)."""
-    from . import fit_hints   # late import: fit_hints re-estimates through this module
+    from . import fit_hints  # late import: fit_hints re-estimates through this module
     sc = resolve(overrides, config_dir)
     est = evaluate(sc)
     if not hints:

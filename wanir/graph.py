@@ -1,15 +1,20 @@
-"""The graph: nodes (op instances) over a networkx DiGraph whose edges carry values."""
+"""The graph: nodes (op instances) in insertion (topological) order, with a consumer map;
+a networkx DiGraph view whose edges carry values is made on demand."""
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
-from typing import Iterator
-
-import networkx as nx
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import GraphError
 from .ops import OpDef, get_op
+from .scenario import freeze as _deep_freeze
 from .scope import Scope
 from .tensor import TensorType
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,9 @@ class Node:
 
 
 class Graph:
-    """An operator graph: ``nx`` is a networkx DiGraph keyed by node id, with the Node under
-    attribute ``node`` and, on every edge, the list of (output index, input slot) pairs it
-    carries. ``root`` is the scope tree; ``meta`` free-form facts about what was built.
+    """An operator graph: nodes by id in insertion order, with a consumer map; ``nx`` is a
+    networkx DiGraph view keyed by node id, with the Node under attribute ``node`` and, on
+    every edge, the list of (output index, input slot) pairs it carries. ``root`` is the scope tree; ``meta`` free-form facts about what was built.
 
     Nodes are kept in insertion order (a topological order: a node's inputs exist before
     it); the networkx view is made on first use and kept until the graph changes, so
@@ -130,9 +135,6 @@ class Graph:
         (:meth:`timing_copy` gives a writable copy)."""
         if self._frozen:
             return self
-        from types import MappingProxyType
-
-        from .scenario import freeze as _deep_freeze
         for n in self._nodes.values():
             n.costs = MappingProxyType(n.costs)
         self.meta = _deep_freeze(self.meta)
@@ -186,6 +188,7 @@ class Graph:
         """The graph as a networkx DiGraph (node attribute ``node``, edge attribute ``values``:
         the (output index, input slot) pairs the edge carries)."""
         if self._nx is None:
+            import networkx as nx  # late import: networkx loads in ~0.2 s; building and counting never need it
             g = nx.DiGraph()
             for node in self._nodes.values():
                 g.add_node(node.id, node=node)
@@ -212,8 +215,28 @@ class Graph:
         return len(self._nodes)
 
     def topo(self) -> list[Node]:
-        """Nodes in a topological order (insertion order breaks ties)."""
-        return [self.node(n) for n in nx.lexicographical_topological_sort(self.nx)]
+        """Nodes in a topological order, the lowest node id first among those ready (as
+        networkx's ``lexicographical_topological_sort``). Raises GraphError on a cycle."""
+        indeg = {nid: 0 for nid in self._nodes}
+        users: dict[int, list[int]] = {nid: [] for nid in self._nodes}
+        for node in self._nodes.values():
+            for p in {v.producer for v in node.inputs}:
+                indeg[node.id] += 1
+                users[p].append(node.id)
+        ready = [nid for nid, d in indeg.items() if d == 0]
+        heapq.heapify(ready)
+        out = []
+        while ready:
+            nid = heapq.heappop(ready)
+            out.append(self._nodes[nid])
+            for u in users[nid]:
+                indeg[u] -= 1
+                if indeg[u] == 0:
+                    heapq.heappush(ready, u)
+        if len(out) != len(self._nodes):
+            stuck = [self._nodes[n].path for n, d in indeg.items() if d > 0]
+            raise GraphError(f"graph {self.name!r} has a cycle through {stuck[:5]}")
+        return out
 
     def consumers(self, nid: int) -> list[Node]:
         """The nodes that read an output of node ``nid`` (each once, in insertion order)."""

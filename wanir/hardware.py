@@ -11,7 +11,9 @@ docs/adding-hardware.md; :class:`Hardware` is the validated, unit-normalized for
 """
 from __future__ import annotations
 
+import difflib
 import functools
+import importlib.metadata
 import json
 import math
 import threading
@@ -19,15 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .errors import ConfigError
-from .safeio import check_config_dir, printable
+import yaml
 
-#: where a value came from: a vendor datasheet, a published measurement, a measurement of
-#: wanir's own, or a modeling assumption (stated in the file's note)
-SOURCES = ("datasheet", "reported", "measured", "assumed")
-#: architecture families; each picks its per-kernel constants in wanir/data/kernels.yaml
-#: (``generic``: an accelerator of none of the others, timed with assumed constants)
-FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu", "generic")
+from .dtypes import DTYPES
+from .errors import ConfigError
+from .interpolation import check_config
+from .kernels import FAMILIES, SOURCES, check_overrides
+from .limits import check_hw_number
+from .paths import CONFIG_DIR
+from .safeio import check_config_dir, check_yaml_text, load_yaml, printable, read_text_file
+from .scenario import freeze
+
 #: tensor instruction families a microarch may list rates for
 #: (``matrix``: a generic accelerator's matrix unit, family generic; ``simd``: a CPU's vector
 #: FMA units (AVX2, Arm ASIMD) when it has neither AMX nor AVX-512)
@@ -48,7 +52,6 @@ class HardwareError(ConfigError):
 
 def _ro(d):
     """A read-only deep copy of a spec's mapping."""
-    from .scenario import freeze
     return freeze(d)
 
 
@@ -221,7 +224,6 @@ class _Reader:
             self.fail(key + ".value", f"must be a number, got {_show(v)}")
         if positive and v <= 0:
             self.fail(key + ".value", f"must be positive, got {v}")
-        from .limits import check_hw_number
         if (why := check_hw_number(v, positive)) is not None:   # no 1e-320 bandwidth (inf times)
             self.fail(key + ".value", why)
         self.source(key, node)
@@ -265,7 +267,6 @@ def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None)
     if family not in FAMILIES:
         r.fail("family", f"must be one of {', '.join(FAMILIES)}, got {_show(family)}")
     micro = _microarch(r)
-    from .dtypes import DTYPES
     datasheet = {}
     tt = r.node("tensor_tflops", required=False)
     if tt is not None:
@@ -302,7 +303,6 @@ def from_mapping(data: Mapping, origin: str = "<spec>", name: str | None = None)
                   host_eff, None if gl is None else gl * _GIGA, launch * 1e-6, family, micro, datasheet,
                   dict(kernels), dict(r.sources), origin, topo)
     if kernels:
-        from .kernels import check_overrides
         check_overrides(hw)
     return hw
 
@@ -359,7 +359,6 @@ def _microarch(r: _Reader) -> Microarch:
 
 
 def _builtin_dir() -> Path:
-    from .paths import CONFIG_DIR
     return CONFIG_DIR / "hardware"
 
 
@@ -374,8 +373,7 @@ def yaml_files(config_dir: str | Path | None = None) -> dict[str, Path]:
 
 
 def _entry_points():
-    from importlib.metadata import entry_points
-    return list(entry_points(group=ENTRY_POINT_GROUP))
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def plugin_names() -> list[str]:
@@ -417,7 +415,6 @@ def load(name: str, config_dir: str | Path | None = None) -> Hardware:
     if spec is not None:
         return _from_plugin(name, spec)
     known = sorted(set(files) | set(plugin_names()))
-    import difflib
     close = difflib.get_close_matches(name, known, n=2)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ConfigError(f"hardware={name}: no such hardware{hint} (known: {', '.join(known)})")
@@ -431,11 +428,9 @@ def _from_plugin(name: str, spec: Mapping) -> Hardware:
 
 @functools.lru_cache(maxsize=128)
 def _load_file_cached(path: str, mtime: float) -> Hardware:
-    from .safeio import check_yaml_text, load_yaml, read_text_file
     text = read_text_file(path, "hardware YAML", error=HardwareError)   # a regular file under the cap
     check_yaml_text(text, path, error=HardwareError)                   # no alias bomb
     if "${" not in text:    # no interpolation: plain YAML
-        import yaml
         try:
             data = load_yaml(text, path, error=HardwareError)
         except yaml.YAMLError as e:
@@ -446,7 +441,6 @@ def _load_file_cached(path: str, mtime: float) -> Hardware:
         conf = OmegaConf.create(text)
     except Exception as e:  # a YAML syntax error
         raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
-    from .interpolation import check_config
     try:
         check_config(conf)   # no ${oc.env:...}, only whole-value ${key} references to one value
     except ConfigError as e:
@@ -479,8 +473,6 @@ def list_hardware(config_dir: str | Path | None = None) -> list[Hardware]:
 @functools.lru_cache(maxsize=1)
 def _default_choice() -> str:
     """The hardware the shipped config.yaml selects by default."""
-    from .paths import CONFIG_DIR
-    from .safeio import load_yaml, read_text_file
     path = CONFIG_DIR / "config.yaml"
     for item in (load_yaml(read_text_file(path, "config YAML"), str(path)) or {}).get("defaults", []):
         if isinstance(item, Mapping) and "hardware" in item:

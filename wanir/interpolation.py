@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import re
 
+from omegaconf import DictConfig, ListConfig
+from omegaconf.errors import OmegaConfBaseException
+
 from .errors import ConfigError
 
 #: ``${...}`` references one composed configuration may hold
@@ -76,9 +79,6 @@ def check_config(cfg) -> None:
     """Check every interpolation of ``cfg`` (an unresolved OmegaConf config) before it is
     resolved: each is a whole-value reference, at most :data:`MAX_INTERPOLATIONS` of them,
     and each resolves to one value (not a group of keys). Raises ConfigError."""
-    from omegaconf import DictConfig, ListConfig
-    from omegaconf.errors import OmegaConfBaseException
-
     refs = []
     stack = [("", cfg)]
     while stack:

@@ -26,8 +26,16 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import ConfigError
+from .safeio import load_yaml
+from .scenario import freeze
 
 PATH = Path(__file__).parent / "data" / "kernels.yaml"
+#: where a value came from: a vendor datasheet, a published measurement, a measurement of
+#: wanir's own, or a modeling assumption (stated in the file's note)
+SOURCES = ("datasheet", "reported", "measured", "assumed")
+#: architecture families; each picks its per-kernel constants in wanir/data/kernels.yaml
+#: (``generic``: an accelerator of none of the others, timed with assumed constants)
+FAMILIES = ("sm80", "sm86", "sm89", "sm90", "sm100", "cdna3", "cpu", "generic")
 
 
 def attention_kernels() -> tuple[str, ...]:
@@ -57,8 +65,6 @@ OPTIONAL_KEYS = {"issue": ("module_call_us", "tokenize_ms")}
 @functools.lru_cache(maxsize=1)
 def table() -> Mapping:
     """The parsed kernel table (checked once), read-only: mutating it raises TypeError."""
-    from .safeio import load_yaml
-    from .scenario import freeze
     data = load_yaml(PATH.read_text(), str(PATH))
     _merge_families(data)
     _check_table(data)
@@ -89,7 +95,6 @@ def _merge_families(data: dict) -> None:
 def _check_leaf(where: str, node, spec) -> None:
     if not isinstance(node, Mapping) or "value" not in node or "source" not in node:
         raise ConfigError(f"{where}: must be written {{value, source, note}}, got {node!r:.60}")
-    from .hardware import SOURCES
     if node["source"] not in SOURCES:
         raise ConfigError(f"{where}.source: must be one of {', '.join(SOURCES)}, got {node['source']!r}")
     v = node["value"]
@@ -114,7 +119,6 @@ def _check_block(where: str, block, keys: dict) -> None:
 
 
 def _check_table(data) -> None:
-    from .hardware import FAMILIES
     where = str(PATH)
     names = tuple(data["attention"])
     for fam, node in data["sdpa"].items():

@@ -15,6 +15,7 @@ on meta inputs runs the real code path (the VAE's chunked, feature-cached loop i
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect as _inspect
 
 from wanir.errors import WanirError
@@ -25,15 +26,14 @@ class ReferenceUnavailable(WanirError):
 
 
 def _require():
-    missing = []
-    for mod in ("torch", "diffusers", "transformers"):
-        try:
-            __import__(mod)
-        except ImportError:
-            missing.append(mod)
+    """The ``reference`` extra's modules, imported on first use: ``(torch, transformers,
+    diffusers)``. Raises ReferenceUnavailable naming what is missing."""
+    missing = [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
         raise ReferenceUnavailable(f"the real modules need the 'reference' extra ({', '.join(missing)} not "
                                    f"installed): pip install torch==2.13.0 'wanir[reference]'")
+    import diffusers, torch, torch.nn.attention, torch.utils.flop_counter, transformers  # late import: the optional 'reference' extra
+    return torch, transformers, diffusers
 
 
 #: component family -> what builds its reference module
@@ -71,10 +71,7 @@ def _accepted(cls, cfg, skip=("family",)) -> dict:
 
 def build_umt5(cfg):
     """``UMT5EncoderModel`` with the hyperparameters of ``cfg`` (a ``text_encoder`` config), on meta."""
-    _require()
-    import torch
-    import transformers
-
+    torch, transformers, diffusers = _require()
     check_family("text_encoder", cfg)
     with torch.device("meta"):
         return transformers.UMT5EncoderModel(transformers.UMT5Config(
@@ -87,10 +84,7 @@ def build_umt5(cfg):
 
 def build_clip(cfg):
     """``CLIPVisionModel`` with the hyperparameters of ``cfg`` (an ``image_encoder`` config), on meta."""
-    _require()
-    import torch
-    import transformers
-
+    torch, transformers, diffusers = _require()
     check_family("image_encoder", cfg)
     with torch.device("meta"):
         return transformers.CLIPVisionModel(transformers.CLIPVisionConfig(
@@ -103,10 +97,7 @@ def build_clip(cfg):
 def build_dit(cfg, num_layers: int | None = None):
     """``WanTransformer3DModel`` with the hyperparameters of ``cfg`` (a ``dit`` config; every
     key the constructor takes is passed), on meta; ``num_layers`` overrides the depth."""
-    _require()
-    import diffusers
-    import torch
-
+    torch, transformers, diffusers = _require()
     check_family("dit", cfg)
     kw = _accepted(diffusers.WanTransformer3DModel, cfg)
     kw["patch_size"] = tuple(kw["patch_size"])
@@ -119,10 +110,7 @@ def build_dit(cfg, num_layers: int | None = None):
 def build_vae(cfg):
     """``AutoencoderKLWan`` with the hyperparameters of ``cfg`` (a ``vae`` config; every key the
     constructor takes is passed; dropout 0), on meta."""
-    _require()
-    import diffusers
-    import torch
-
+    torch, transformers, diffusers = _require()
     check_family("vae", cfg)
     kw = _accepted(diffusers.AutoencoderKLWan, cfg)
     kw["dropout"] = 0.0
@@ -134,13 +122,9 @@ def count(fn):
     """Run ``fn()`` under FlopCounterMode with the MATH SDPA backend and no autograd. Returns
     ``(total FLOPs, {module path: FLOPs}, fn's result)``; module paths are FlopCounterMode's
     (the first component is the class name of the outermost module called)."""
-    _require()
-    import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    fc = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), fc:
+    torch, transformers, diffusers = _require()
+    fc = torch.utils.flop_counter.FlopCounterMode(display=False)
+    with torch.no_grad(), torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH), fc:
         out = fn()
     per = {k: int(sum(v.values())) for k, v in fc.get_flop_counts().items()}
     return int(fc.get_total_flops()), per, out
@@ -148,8 +132,7 @@ def count(fn):
 
 def meta(*shape, dtype=None):
     """An empty tensor on the meta device (float32 unless ``dtype``)."""
-    import torch
-
+    torch = _require()[0]
     return torch.empty(*shape, device="meta", dtype=dtype or torch.float32)
 
 

@@ -157,7 +157,7 @@ def _model_from(tree: FrozenMap, prov: dict) -> tuple[FrozenMap, FrozenMap | Non
         return tree, None
     from omegaconf import OmegaConf  # late import: checkpoint inference (model.from) edits a DictConfig
 
-    from .frontends.ckpt_infer import apply_model_from  # late import: checkpoint inference (model.from) only
+    from .frontends.checkpoint import apply_model_from  # late import: checkpoint inference (model.from) only
 
     cfg, lines = apply_model_from(OmegaConf.create(thaw(tree)))
     new = freeze(OmegaConf.to_container(cfg, resolve=True))

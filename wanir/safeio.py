@@ -25,10 +25,14 @@ import os
 import re
 import stat
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from .errors import ConfigError, WanirError
+from .interpolation import check_yaml_data
 
 MiB = 2**20
 
@@ -190,8 +194,6 @@ def read_header(path, kind: str, n: int, offset: int = 0, error: type[WanirError
 def _expanded_nodes(root, source: str, error, max_nodes: int, max_depth: int) -> None:
     """Raise ``error`` when the node graph under ``root`` expands (aliases followed) to more
     than ``max_nodes`` nodes, nests deeper than ``max_depth`` or contains itself."""
-    import yaml
-
     sizes: dict[int, int] = {}
     depths: dict[int, int] = {}
     on_path: set[int] = set()
@@ -243,8 +245,6 @@ _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 def _no_duplicate_keys(node, source: str, error) -> None:
     """Raise ``error`` when a YAML mapping node names one scalar key twice (PyYAML would keep
     the last silently; OmegaConf and Hydra refuse it with a traceback)."""
-    import yaml
-
     seen: dict = {}
     for k, _ in node.value:
         if not isinstance(k, yaml.ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
@@ -263,8 +263,6 @@ def load_yaml(text: str, source: str = "<string>", loader=None, error: type[Wani
     ``CSafeLoader`` when PyYAML was built with it: the same safe constructors), refusing one that
     expands (aliases followed) to more than ``max_nodes`` values, nests deeper than
     ``max_depth`` or refers to itself. yaml.YAMLError propagates (callers word it)."""
-    import yaml
-
     loader_cls = loader or getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml's parser when built with it
     ld = loader_cls(text)
     try:
@@ -282,8 +280,6 @@ def load_yaml(text: str, source: str = "<string>", loader=None, error: type[Wani
 
 def check_yaml_text(text: str, source: str, error: type[WanirError] = ConfigError) -> None:
     """Raise ``error`` when ``text`` is not YAML wanir will load (syntax, alias bomb, depth)."""
-    import yaml
-
     try:
         ld = yaml.SafeLoader(text)
         try:
@@ -344,9 +340,6 @@ def check_config_dir(config_dir, error: type[WanirError] = ConfigError) -> None:
 def _check_config_yaml(text: str, source: str, error) -> None:
     """No resolver interpolation (``${oc.env:...}``) anywhere in a --config-dir file, and
     plain option names in its defaults list (wanir.interpolation.check_yaml_data)."""
-    import yaml
-
-    from .interpolation import check_yaml_data
     try:
         data = load_yaml(text, source, error=error)
     except yaml.YAMLError:   # not one document: Hydra's own error names the file
@@ -391,8 +384,6 @@ def check_torch_zip(path, error: type[WanirError] = ConfigError) -> None:
     member expands more than :data:`TORCH_ZIP_MAX_RATIO` times, and the pickle really
     decompresses to no more than its cap; a file that is not a zip (the legacy format,
     read whole) is at most ``CAPS['legacy checkpoint']``."""
-    import zipfile
-
     p = os.fspath(path)
     size = check_regular_file(p, "checkpoint", cap=2**62, error=error)
     try:

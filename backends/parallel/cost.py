@@ -5,14 +5,23 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from wanir import hardware as hwlib
 from wanir import options as _options
+from wanir.dtypes import get_dtype
 from wanir.frontends.pipeline import build_pipeline
 from wanir.graph import Graph
-from wanir.runtime import attention_kernel_for, config_for_plan
+from wanir.passes import count
+from wanir.passes import memory as mem_pass
+from wanir.passes.experts import calls_per_invocation
+from wanir.result import Estimate
+from wanir.runtime import attention_kernel_for, config_for_plan, memory_for_plan, memory_options, runtime_options
 
+from .. import comm as commlib
+from .. import host_stages as hostlib
+from .. import roofline
+from ..host_stages import block_stream_plan
 from .plan import SINGLE_DEVICE_STAGES, SP_STAGES, Plan, check_plan, plan_from, resolve_plan
 from .transform import shard_graph
-
 
 
 class DeviceGraph:
@@ -27,10 +36,6 @@ class DeviceGraph:
         policy is the runtime's default) — or, for callers that still hold one, a composed
         ``cfg`` they are read from. ``cfg`` (the resolved configuration) also names the
         attention kernel the runtime runs on each hardware timed (a default follows the GPU)."""
-        from wanir import options as _options
-        from wanir.passes import count
-        from wanir.runtime import memory_for_plan, memory_options, runtime_options
-
         if options is None:
             options = _options.of(cfg)
         if runtime is None:
@@ -52,7 +57,6 @@ class DeviceGraph:
         g = self.graph
         resident = None
         if self.mem.offload == "block":
-            from ..host_stages import block_stream_plan
             resident = {"diffusion_core": block_stream_plan(g, self.mem.resident_params)["gpu_weight_bytes"]}
         # the counting path of the single-device estimate (passes/count.py)
         counts = count.run(g, self.options, check=True, mem=self.mem, resident_weight_bytes=resident)
@@ -70,10 +74,7 @@ class DeviceGraph:
         communication node; returns a :class:`MultiDeviceCost`. ``plan``: the plan to report
         (default the graph's; one with the same shape and more data-parallel replicas or
         another name reuses this per-device graph)."""
-        from wanir.passes import memory as mem_pass
 
-        from .. import comm as commlib
-        from .. import roofline
 
         p, g = plan or self.plan, self.graph
         # plans of this shape that differ only in data-parallel replicas or name cost the same
@@ -85,7 +86,6 @@ class DeviceGraph:
             _, stages, transfer_s, pipe, prov = hit
             return MultiDeviceCost(self, hw, copy.deepcopy(stages), transfer_s, dict(pipe), single_time_s, p, prov)
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
-        from .. import host_stages as hostlib
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
         kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else attention_kernel_for(self.cfg, hw)
@@ -139,7 +139,7 @@ class DeviceGraph:
         for s, r in stages.items():
             # a stage is at least its host issue time, plus the synchronizations that cannot overlap
             r["compute_s"] = max(r["compute_s"], rf["issue_s"][s]) + rf["host_exposed_s"][s]
-            calls = _calls_per_invocation(g, s)
+            calls = calls_per_invocation(g, s)
             if calls > 1:       # two experts (Wan2.2 A14B): report per DiT call, as the single-device estimate
                 r["invocations"] *= calls
                 for key in ("compute_s", "comm_s", "exposed_comm_s", "replicated_s"):
@@ -180,7 +180,6 @@ class DeviceGraph:
         if shard and "diffusion_core" in f:
             # FSDP mixed precision: the gathers and the compute use the graph's weight dtype,
             # the resident shards keep the stored one
-            from wanir.dtypes import get_dtype
             ws = [w for n in self.nodes if n.stage == "diffusion_core" for w in n.params.values()]
             if ws:
                 out["diffusion_core"] = out["diffusion_core"] * get_dtype(shard).bits // ws[0].type.dtype.bits
@@ -344,9 +343,6 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
     Returns a :class:`MultiDeviceCost`: per-device time, memory and communication per stage
     and in total (seconds, bytes), speedup and parallel efficiency against one device of the
     same hardware."""
-    from wanir import hardware as hwlib
-    from wanir.result import Estimate
-
     if isinstance(estimate_or_graph, Estimate):
         graph, cfg = estimate_or_graph.graph, (cfg if cfg is not None else estimate_or_graph.config)
         if cfg is None:   # an Estimate that keeps no config (a sweep's): its plan and hardware
@@ -407,10 +403,3 @@ def is_multi_device(cfg) -> bool:
         return False
     p = resolve_plan(cfg.parallel)
     return p.degree > 1 or p.fsdp > 1
-
-
-def _calls_per_invocation(graph, stage: str) -> int:
-    if stage not in graph.meta.get("experts", {}):
-        return 1
-    from wanir.frontends.wan22 import calls_per_invocation
-    return calls_per_invocation(graph, stage)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from omegaconf import DictConfig, OmegaConf
+
 from wanir.errors import ConfigError
 
 
@@ -228,7 +230,6 @@ def plan_from(plan, devices: int | None = None) -> Plan:
 
 def _container(d):
     try:
-        from omegaconf import DictConfig, OmegaConf
         if isinstance(d, DictConfig):
             return OmegaConf.to_container(d, resolve=True)
     except ImportError:  # pragma: no cover

@@ -2,18 +2,22 @@
 table / json / md / csv formats."""
 from __future__ import annotations
 
+import csv
+import io
+import json
+
+from wanir import jsonout
+
+from ..display import fmt_bytes, fmt_time, fmt_time_range, rich_table
 from ..stack import kernel_label, stack_of
-from ..report import fmt_time_range
 from .cost import MultiDeviceCost
 
 
 def _fmt_s(v):
-    from ..report import fmt_time
     return fmt_time(v)
 
 
 def _fmt_b(v):
-    from ..report import fmt_bytes
     return fmt_bytes(v)
 
 
@@ -79,14 +83,10 @@ def stack_phrase(cost: MultiDeviceCost) -> str:
 def render_cost(cost: MultiDeviceCost, fmt: str = "table", time_range=None) -> str | None:
     """Render a MultiDeviceCost as 'json', 'md' or 'csv' (a string); 'table' prints a rich
     table and returns None. ``time_range``: [low, high] seconds of the per-video time."""
-    import json
     head, body = cost_rows(cost)
     if fmt == "json":
-        from wanir import jsonout
         return jsonout.dumps(cost.to_dict(), indent=2, default=str)
     if fmt == "csv":
-        import csv
-        import io
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["stage", "devices", "invocations", "compute_s", "comm_s", "exposed_comm_s", "comm_bytes",
@@ -103,8 +103,7 @@ def render_cost(cost: MultiDeviceCost, fmt: str = "table", time_range=None) -> s
         lines += ["| " + " | ".join(r) + " |" for r in body]
         return "\n".join(lines + [""] + summary_lines(cost, time_range)) + "\n"
     if fmt == "table":
-        from rich.console import Console
-        from rich.table import Table
+        Console, Table = rich_table()
         t = Table(title=f"{cost.graph.meta.get('model', cost.graph.name)} per device: {cost.plan.degree} × "
                         f"{cost.hardware.name}, plan {cost.plan.label}")
         for h in head:

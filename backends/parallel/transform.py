@@ -3,68 +3,21 @@ docstring for what each plan dimension does to the graph)."""
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass
 
 from wanir.errors import GraphError, WanirError
 from wanir.graph import Graph, Node, Value
+from wanir.passes.blocks import block_units
+from wanir.passes.blocks import subtree_weights as _subtree_weights
 from wanir.passes.rewrite import emit_node, unique_name
 from wanir.scope import Scope
 
+from ..comm import Link, Topology
 from .plan import CFG_STAGES, FSDP_STAGES, SINGLE_DEVICE_STAGES, SP_STAGES, Plan, PlanError, check_plan
 from .rules import Unshardable as _Fail
 from .rules import propagate as _propagate
 from .rules import token_axis as _token_axis
 from .vae_patch import patch_vae_decode, patched
-
-_EXPANDED = re.compile(r"^(.*)\.(\d+)$")
-
-
-def _subtree_weights(graph: Graph, scope: Scope) -> dict:
-    out = {}
-    for n in graph:
-        s = n.scope
-        while s is not None and s is not scope:
-            s = s.parent
-        if s is scope:
-            for w in n.params.values():
-                out[w.key] = w
-    return out
-
-
-def block_units(graph: Graph, stage: str) -> list[Scope]:
-    """The transformer blocks of ``stage``: the scopes that hold the most weights among
-    (a) a ``repeat`` scope (blocks drawn once, ×N) and (b) sibling scopes named
-    ``name.0``, ``name.1``, … (blocks drawn out). Returns the block scopes (one for a
-    repeat scope), or [] when the stage has neither."""
-    st = graph.stages.get(stage)
-    if st is None:
-        return []
-    cands: list[tuple[int, list[Scope]]] = []
-    for s in st.walk():
-        if s is st:
-            continue
-        if s.kind == "repeat":
-            wb = sum(w.type.nbytes * w.copies for w in _subtree_weights(graph, s).values())
-            cands.append((wb, [s]))
-        groups: dict[str, list[Scope]] = {}
-        for c in s.children.values():
-            m = _EXPANDED.match(c.name)
-            if m:
-                groups.setdefault(m.group(1), []).append(c)
-        for g in groups.values():
-            if len(g) > 1:
-                wb = sum(sum(w.type.nbytes * w.copies for w in _subtree_weights(graph, c).values()) for c in g)
-                cands.append((wb, sorted(g, key=lambda c: int(_EXPANDED.match(c.name).group(2)))))
-    cands = [c for c in cands if c[0] > 0]
-    if not cands:
-        return []
-    best = max(cands, key=lambda c: c[0])
-    if len(best[1]) == 1 and best[1][0].kind == "repeat":
-        # several models of one architecture in one stage (Wan2.2's two experts): all their blocks
-        return [c[1][0] for c in cands if len(c[1]) == 1 and c[1][0].kind == "repeat" and c[0] == best[0]
-                and c[1][0].name == best[1][0].name]
-    return best[1]
 
 
 def _inside(scope: Scope, units: set[int]) -> bool:
@@ -144,7 +97,6 @@ class _Sharder:
 
     def comm_node(self, kind, x: Value, scope, name, group: str, size: int, overlap=None, **attrs) -> Value:
         stride = 1 if group in ("sp", "fsdp") else self.plan.stride(group)
-        from ..comm import Topology, Link
         topo = Topology(self.plan.gpus_per_node, Link("intra", 1, 0), Link("inter", 1, 0))
         node = self.emit(kind, [x], scope, name, {"degree": size, "tier": topo.tier(stride, size), **attrs})
         self.comm[node.id] = {"group": group, "stride": stride, "size": size, "overlap": overlap}

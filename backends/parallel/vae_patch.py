@@ -8,8 +8,8 @@ values of all bands (``all_gather``), and the decoded bands are gathered into th
 the end (``video_all_gather``).
 
 The band's decode is lowered by the decoder frontend at ⌈h/n⌉ latent rows (from
-``graph.meta['vae_decode_source']``, which the pipeline records), so its FLOPs, bytes and
-memory are one band's. Not modeled: the edge devices' smaller halo (every device is
+``graph.meta['vae_decode_source']``, which the pipeline records; the lowering is found by
+its registered name in wanir/lowerings.py), so its FLOPs, bytes and memory are one band's. Not modeled: the edge devices' smaller halo (every device is
 counted with two neighbours), the zero padding of the last band when n does not divide
 the rows, and the causal time padding (unchanged: it is along frames).
 """
@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import math
 
+from wanir import lowerings
 from wanir.builder import GraphBuilder
+
+from .plan import PlanError
 
 STAGE = "vae_decode"
 
@@ -25,9 +28,6 @@ STAGE = "vae_decode"
 def patch_vae_decode(sh, src_stage) -> list:
     """Emit one device's band of the VAE decode into sharder ``sh``'s graph under the copy of
     ``src_stage``; returns the band graph's persistent values (new Values)."""
-    from wanir.frontends import wan_vae
-
-    from .plan import PlanError
     if sh.src.meta.get("optimizations", {}).get("vae_tiles"):
         raise PlanError("parallel.vae=patch with vae.tile: a tiled decode split into bands is not modeled; "
                         "use one of them")
@@ -37,8 +37,8 @@ def patch_vae_decode(sh, src_stage) -> list:
     band = -(-h // n)
     b = GraphBuilder(sh.src.name, weight_dtype=meta["dtype"])
     with b.stage(STAGE, src_stage.repeat):
-        out = wan_vae.build_decoder(b, meta["config"], latent_shape=(z, T, band, w), batch=meta["batch"],
-                                    dtype=meta["dtype"])
+        decoder = lowerings.get(meta["lowering"])
+        out = decoder(b, meta["config"], latent_shape=(z, T, band, w), batch=meta["batch"], dtype=meta["dtype"])
     tg = b.graph
     stage = sh.scope(src_stage)
     scopes = {id(tg.root): sh.g.root, id(tg.stages[STAGE]): stage}

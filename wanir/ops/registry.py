@@ -2,9 +2,12 @@
 the weight tensors it owns. The builder runs the shape rule on every node it creates."""
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..dtypes import get_dtype
 from ..errors import ShapeError, UnknownOpError, WanirError
 from ..safeio import short
 from ..tensor import TensorType
@@ -101,7 +104,6 @@ MAX_ATTR_LIST = 64
 
 
 def _finite(v) -> bool:
-    import math
     try:
         return math.isfinite(v) and abs(v) <= MAX_ATTR_FLOAT
     except OverflowError:  # an int too large for a float
@@ -145,7 +147,6 @@ def _coerce(a: Attr, v, where: str):
             return tuple(check_attr_int(x, where) for x in v)
         raise WanirError(f"{where} must be an int or a list of ints (at most {MAX_ATTR_LIST}), got {short(v)}")
     if t == "dtype":
-        from ..dtypes import get_dtype
         try:
             return get_dtype(v)
         except WanirError as e:
@@ -169,7 +170,6 @@ def get_op(kind: str, where: str = "") -> OpDef:
     try:
         return OPS[kind]
     except KeyError:
-        import difflib
         close = difflib.get_close_matches(str(kind), OPS, n=3)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         prefix = f"{where}: " if where else ""

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 def create_app(*args, **kw):
     """The Starlette application (see :func:`wanir.web.app.create_app`)."""
-    from .app import create_app as make
+    from .app import create_app as make  # late import: importing the package imports none of the web app
     return make(*args, **kw)
 
 
 def serve(*args, **kw):
     """Run the server (see :func:`wanir.web.app.serve`)."""
-    from .app import serve as run
+    from .app import serve as run  # late import: importing the package imports none of the web app
     return run(*args, **kw)

@@ -26,14 +26,20 @@ API call and download is refused (403) when the browser marks it cross-site
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
+import socket
 import sys
+import threading
+import webbrowser
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from wanir.errors import WanirError
 
+from .jobs import Busy, Jobs
 from .service import Engine, WebError
 from .service import options as service_options
 
@@ -85,8 +91,6 @@ def cross_site(headers, host: str | None) -> str | None:
     ``Sec-Fetch-Site: cross-site`` or ``same-site`` (another port or subdomain), or it carries
     an ``Origin`` that is not ``http://HOST`` of this request. Requests without these headers
     (a typed address, ``curl``) pass."""
-    from urllib.parse import urlsplit
-
     site = headers.get("sec-fetch-site")
     if site in ("cross-site", "same-site"):
         return f"refused: a request from another site (Sec-Fetch-Site: {site}); open the page itself"
@@ -128,17 +132,16 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
     ``--config-dir``); ``allow_files``: the folder ``model.from`` may read (None: none);
     ``allowed_hosts``: the ``Host`` names accepted (default: the loopback names);
     ``prefetch``: compose the configurations one hardware switch away while idle."""
-    import anyio
-    from anyio import to_thread
-    from starlette.applications import Starlette
-    from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
-    from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse, Response
-    from starlette.routing import Mount, Route
-    from starlette.staticfiles import StaticFiles
+    import anyio  # late import: the optional 'web' extra
+    from anyio import to_thread  # late import: the optional 'web' extra
+    from starlette.applications import Starlette  # late import: the optional 'web' extra
+    from starlette.middleware import Middleware  # late import: the optional 'web' extra
+    from starlette.middleware.trustedhost import TrustedHostMiddleware  # late import: the optional 'web' extra
+    from starlette.requests import Request  # late import: the optional 'web' extra
+    from starlette.responses import FileResponse, JSONResponse, Response  # late import: the optional 'web' extra
+    from starlette.routing import Mount, Route  # late import: the optional 'web' extra
+    from starlette.staticfiles import StaticFiles  # late import: the optional 'web' extra
 
-    from .jobs import Busy, Jobs
 
     engine = Engine(config_dir, allow_files, prefetch=prefetch)
     jobs = Jobs(engine.config_dir, engine.allow_files)
@@ -367,8 +370,6 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
-
     if host == "localhost":
         return True
     try:
@@ -381,10 +382,7 @@ def serve(host: str = "127.0.0.1", port: int = 8765, config_dir=None, allow_file
           out=None) -> None:
     """Run the server until interrupted. Binds ``host:port`` (port 0: a free port), prints
     the URL, and warns on stderr when the address is reachable from other machines."""
-    import socket
-    import threading
-
-    import uvicorn
+    import uvicorn  # late import: the optional 'web' extra
 
     out = out or sys.stdout
     if allow_files is not None and not Path(allow_files).is_dir():
@@ -420,9 +418,9 @@ def serve(host: str = "127.0.0.1", port: int = 8765, config_dir=None, allow_file
     # page load then answers at once
     threading.Thread(target=_warm, args=(app.state.engine,), daemon=True).start()
     if open_browser:
-        import webbrowser
         threading.Timer(0.3, webbrowser.open, args=(url,)).start()
-    from .protocol import MAX_HEAD_BYTES, GuardedH11Protocol
+    from .protocol import (MAX_HEAD_BYTES,  # late import: it subclasses uvicorn's protocol (the 'web' extra)
+                           GuardedH11Protocol)
 
     # idle and slow connections are closed by the protocol (a deadline on each request head,
     # the oldest idle connection closed beyond a cap), so no limit_concurrency: silent

@@ -32,7 +32,7 @@ def cmd_serve(args) -> int:
                          "install it with: pip install 'wanir[web]'")
     if not 0 <= args.port <= 65535:
         raise WanirError(f"--port must be in [0, 65535], got {args.port}")
-    from .app import serve
+    from .app import serve  # late import: lazy command loading (the web app and the extra load on serve)
 
     try:
         serve(args.host, args.port, args.config_dir, args.allow_files, args.open)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wanir.errors import WanirError
+
+from .service import Engine
 
 #: seconds a job may run, by kind
 LIMIT_S = {"size": 300.0, "report": 300.0}
@@ -212,8 +215,6 @@ class Jobs:
 
 def _kill(proc: subprocess.Popen) -> None:
     """Stop ``proc`` and its children (it leads its own session)."""
-    import signal
-
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -225,8 +226,6 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def _child() -> int:
     """The sizing child: the request on stdin, progress on stderr, the payload on stdout."""
-    from .service import Engine
-
     req = json.loads(sys.stdin.read())
     eng = Engine(req.pop("config_dir", None), req.pop("allow_files", None))
 
@@ -238,7 +237,7 @@ def _child() -> int:
     except WanirError as e:
         print("wanir: error: " + (str(e).splitlines()[0] if str(e) else type(e).__name__), file=sys.stderr)
         return 2
-    from .app import _clean
+    from .app import _clean  # late import: wanir.web.app imports this module (a cycle at module level)
     sys.stdout.write(json.dumps(_clean(out), separators=(",", ":")))
     return 0
 

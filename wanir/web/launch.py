@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -31,7 +32,6 @@ def running_server(*args: str, timeout: float = 60.0, info: dict | None = None):
             m = re.search(r"(http://\S+/)", line)
             if m:
                 url = m.group(1)
-        import threading
         if info is not None:
             info.update(pid=proc.pid, lines=lines)
         # keep the pipe drained (the lines kept when asked for, the last 1000)

@@ -9,13 +9,34 @@ same functions the CLI prints with.
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
+from types import SimpleNamespace
 
+import yaml
+
+from wanir import hardware as hwlib
+from wanir.backends import graphviz as gv
+from wanir.backends import report, sizing
+from wanir.backends.graphviz import fmt_shape, node_bytes, node_flops
+from wanir.backends.html import _strip_svg_header
+from wanir.backends.parallel import cost_rows, multi_device_cost, summary_lines
+from wanir.backends.report import _display_rows, fmt_bytes, fmt_time, fmt_time_range, rows, scope_rows
+from wanir.config import CONFIG_DIR, GROUPS, list_options, to_dict
 from wanir.errors import ConfigError, WanirError
+from wanir.estimate import estimate
+from wanir.options import select
+from wanir.passes.memory import HOST_STAGES_T5_CPU, pipeline_peak
+from wanir.resolve import resolve
+from wanir.runtime import memory_options
+from wanir.safeio import short
 
 #: most overrides one request may carry, and the longest one (characters)
 MAX_OVERRIDES = 64
@@ -65,7 +86,6 @@ def check_overrides(overrides, allow_files: str | Path | None = None, config_dir
         raise WebError("overrides must be a list of KEY=VALUE strings")
     if len(overrides) > MAX_OVERRIDES:
         raise WebError(f"too many overrides: {len(overrides)} (at most {MAX_OVERRIDES})")
-    from wanir.config import GROUPS
 
     out = []
     for o in overrides:
@@ -120,8 +140,6 @@ def _no_link_out(key: str, value: str, p: Path, root: Path) -> None:
     """Refuse ``p`` (inside ``root``) when it is a folder holding a symbolic link that
     resolves outside ``root`` (or a loop), or more than :data:`MAX_FOLDER_ENTRIES` entries
     to look at. Links to folders are not descended into (their target is checked)."""
-    import os
-
     if not p.is_dir():
         return
     seen = 0
@@ -148,20 +166,15 @@ def _no_link_out(key: str, value: str, p: Path, root: Path) -> None:
 def options_of(group: str, config_dir=None) -> list[str]:
     """The options of ``group``: :func:`wanir.config.list_options`, plus the hardware
     registered as entry points for ``hardware``."""
-    from wanir.config import list_options
-
     opts = list(list_options(group, config_dir))
     if group == "hardware":
-        from wanir import hardware as hwlib
         opts = sorted(set(opts) | set(hwlib.plugin_names()))
     return opts
 
 
 def _defaults() -> dict:
     """The option each group of the primary config selects (``defaults:`` of config.yaml)."""
-    import yaml
 
-    from wanir.config import CONFIG_DIR
 
     try:
         doc = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text()) or {}
@@ -178,9 +191,6 @@ def _defaults() -> dict:
 def options(config_dir=None) -> dict:
     """What the controls offer: every config group with its options and default, the
     hardware summaries, the workload keys with their own field, and the limits."""
-    from wanir import hardware as hwlib
-    from wanir.config import GROUPS
-
     defaults = _defaults()
     groups = []
     for g in GROUPS:
@@ -228,7 +238,6 @@ class Engine:
     # build takes tens of milliseconds (cached on the build). After each answer, while no
     # request is waiting, the combinations one hardware switch away are resolved ahead.
     def _prefetch(self, overrides: list[str]) -> None:
-        from wanir.config import GROUPS
 
         groups = [o for o in overrides if o.split("=", 1)[0] in GROUPS and not o.startswith("hardware=")]
         try:
@@ -240,7 +249,6 @@ class Engine:
         self._wake.set()
 
     def _prefetch_loop(self) -> None:   # pragma: no cover - timing only, measured by the benchmark
-        from wanir.resolve import resolve
 
         while True:
             self._wake.wait()
@@ -267,8 +275,6 @@ class Engine:
         """(Estimate, the plan's per-device :class:`~wanir.backends.parallel.MultiDeviceCost`
         or None on one device) of ``overrides``: what ``wanir estimate`` prints under a plan,
         cached like the estimates."""
-        from wanir.backends.parallel import multi_device_cost
-
         ov = tuple(self.overrides(overrides))
         with self.lock:
             est = self.estimate(ov)
@@ -284,8 +290,6 @@ class Engine:
 
     def estimate(self, overrides):
         """The Estimate of ``overrides`` (checked here), from the cache when seen lately."""
-        from wanir.estimate import estimate
-
         ov = tuple(self.overrides(overrides))
         with self.lock:
             hit = self.cache.get(ov)
@@ -334,8 +338,6 @@ class Engine:
 
     def diagram_view(self, overrides, stage: str | None = None, depth: int = 2, color: str = "bound") -> str:
         """The Graphviz diagram (SVG text) of ``stage`` (None: the pipeline) at ``depth``."""
-        from wanir.backends import graphviz as gv
-
         depth = _depth(depth, MAX_DIAGRAM_DEPTH)
         if color not in gv.COLOR_MODES:
             raise WebError(f"color={color!r}: allowed: {', '.join(gv.COLOR_MODES)}")
@@ -348,7 +350,6 @@ class Engine:
             _, cost = self.device_cost(overrides)
             graph = est.graph if cost is None else cost.graph     # one device's graph of the plan
             try:
-                from wanir.backends.html import _strip_svg_header
                 return _strip_svg_header(gv.to_svg(graph, stage=stage, depth=depth, color=color))
             except WanirError:
                 raise
@@ -360,8 +361,6 @@ class Engine:
         """The file ``wanir estimate --format json|csv`` prints (``kind`` 'json' or 'csv') or
         ``wanir report`` writes ('html') for ``overrides``: the command itself, run in a child
         process."""
-        import tempfile
-
         if kind not in ("json", "csv", "html"):
             raise WebError(f"no download {kind!r}; allowed: json, csv, html")
         ov = self.overrides(overrides)
@@ -384,8 +383,6 @@ class Engine:
         """The arguments of a sizing, checked (one-line :class:`WebError` otherwise) and in the
         form :meth:`size_view` takes: overrides without the controls' ``hardware`` and
         ``parallel`` (the sizing tries every GPU and plan), targets, prices, hardware, devices."""
-        from wanir.backends import sizing
-
         ov = [o for o in self.overrides(overrides)
               if o.split("=", 1)[0].split(".", 1)[0] not in ("hardware", "parallel")]
         latency_s = _pos_float("latency", latency)
@@ -414,8 +411,6 @@ class Engine:
         ``devices``): every candidate that fits (see :func:`size_payload`), with the Pareto
         front of cost per video against latency. Takes no lock (the server runs it in a child
         process: :mod:`wanir.web.jobs`); ``progress`` gets the fraction done."""
-        from wanir.backends import sizing
-
         r = self.size_request(overrides, latency_s, throughput, prices, hardware, devices)
         res = sizing.size(r["overrides"], self.config_dir, latency_s=r["latency_s"], throughput=r["throughput"],
                           hardware=r["hardware"], devices=tuple(r["devices"]),
@@ -443,13 +438,11 @@ def _pos_float(name, v):
     except (TypeError, ValueError):
         raise WebError(f"argument --{name}: invalid float value: {str(v)[:40]!r}") from None
     if not (0 < x <= 1e9):   # the bound and the words of `wanir size` (docs/limits.md)
-        from wanir.safeio import short
         raise WebError(f"--{name} must be a finite number in (0, 1e9], got {short(x)}")
     return x
 
 
 def _devices(v) -> tuple:
-    from wanir.backends import sizing
 
     if v in (None, "", []):
         return tuple(d for d in sizing.DEFAULT_DEVICES if d <= MAX_DEVICE_COUNT)
@@ -484,8 +477,6 @@ def _find_provenance(doc: dict):
 
 def _provenance_lines(est) -> list[str]:
     """The CLI's lines on what each stage's time rests on, where this wanir prints them."""
-    from wanir.backends import report
-
     f = getattr(report, "provenance_lines", None)
     return list(f(est)) if callable(f) else []
 
@@ -493,8 +484,6 @@ def _provenance_lines(est) -> list[str]:
 def fit_payload(est) -> dict | None:
     """Peak GPU memory against the device's capacity: peak, capacity (bytes), fits, and the
     fit verdict of the JSON document (``fits``) when it has one."""
-    from wanir import hardware as hwlib
-
     peak = est.peak_memory_bytes      # the per-device peak under a plan
     if est.config is None or peak is None:
         return None
@@ -511,10 +500,6 @@ def estimate_payload(est, cost=None) -> dict:
     """The data of the main view (see :meth:`Engine.estimate_view`); ``cost``: the plan's
     :class:`~wanir.backends.parallel.MultiDeviceCost` (None on one device): the breakdown and
     the memory timeline are then one device's of the plan."""
-    from wanir.backends import report
-    from wanir.backends.report import _display_rows, fmt_bytes
-    from wanir.config import to_dict
-
     head, body = _display_rows(est)
     doc = est.to_dict()
     wl = doc.get("workload", {})
@@ -548,8 +533,6 @@ def time_payload(est) -> dict:
     the plan's per-video time under a plan), ``time_range_s`` ([low, high] seconds, JSON
     ``total.time_range_s`` or ``parallel.total.time_range_s``; None without one) and
     ``text`` ("30.6 min (28.3–32.4)", :func:`~wanir.backends.report.fmt_time_range`)."""
-    from wanir.backends.report import fmt_time_range
-
     t = est.parallel["total"] if est.parallel is not None else est.total
     rng = t.get("time_range_s")
     rng = None if rng is None else [float(x) for x in rng]
@@ -562,8 +545,6 @@ def plan_payload(cost, est=None) -> dict | None:
     per-video time (with ``time_range_s`` and ``time_text`` from ``est``'s
     ``parallel.total``, as :func:`time_payload`) and per-device peak of one device (None on
     one device)."""
-    from wanir.backends.report import fmt_time_range
-
     if cost is None:
         return None
     rng = None
@@ -591,8 +572,6 @@ def _leaf_keys(cfg, prefix="") -> list[str]:
 def multi_device_payload(est, cost=None) -> dict | None:
     """The per-device table of a parallel plan as ``wanir estimate`` prints it (None for one
     device). ``cost``: the plan's MultiDeviceCost when already computed."""
-    from wanir.backends.parallel import cost_rows, multi_device_cost, summary_lines
-
     if est.parallel is None:
         return None
     cost = cost if cost is not None else multi_device_cost(est)
@@ -612,9 +591,6 @@ def run_cli(command: str, overrides, config_dir=None, *args: str) -> str:
     in a child process (so a download is exactly what the CLI gives). Its one-line error
     becomes a :class:`WebError`. ``overrides`` must have passed :func:`check_overrides`
     (none starts with ``-``; no shell is involved)."""
-    import subprocess
-    import sys
-
     argv = [sys.executable, "-m", "wanir", command, *overrides, *args]
     if config_dir:
         argv += ["--config-dir", config_dir]
@@ -631,7 +607,6 @@ def run_cli(command: str, overrides, config_dir=None, *args: str) -> str:
 
 
 def _node_record(n) -> dict:
-    from wanir.backends.graphviz import fmt_shape, node_bytes, node_flops
 
     c = n.costs
     fl = node_flops(n)
@@ -648,9 +623,6 @@ def roof_of(est) -> dict | None:
     compute dtype), ``vector_flops``, ``bandwidth`` (DRAM bytes/s) and, where the hardware
     describes its last-level cache, ``l2_bandwidth`` (a node whose working set fits the L2
     streams at that rate)."""
-    from wanir import hardware as hwlib
-    from wanir.options import select
-
     if est.config is None:
         return None
     try:
@@ -674,9 +646,7 @@ def roofline_payload(est, by: str = "op", depth: int = 2, cost=None) -> dict:
     with FLOPs, bytes and time, or of every scope cut at ``depth`` below its stage; and the
     roofs of the configured hardware (:func:`roof_of`). Under a plan (``cost``) the ops of
     one device's graph (communication has no FLOPs: left out)."""
-    from types import SimpleNamespace
 
-    from wanir.backends.report import scope_rows
 
     graph = est.graph if cost is None else cost.graph
     pts, left_out = [], 0
@@ -713,8 +683,6 @@ def breakdown(est, depth: int = 2, cost=None) -> dict:
     sum of its children's. ``metric``: 'time_s' or 'flops'. Under a plan (``cost``, a
     MultiDeviceCost) one device's graph: communication counts its exposed seconds, and
     ``plan`` says so."""
-    from wanir.backends.graphviz import node_flops
-
     graph = est.graph if cost is None else cost.graph
     have_time = any(n.costs.get("time_s") is not None for n in graph)
     vals: dict[str, float] = {}
@@ -768,10 +736,6 @@ def memory_timeline(est, cost=None) -> dict | None:
     (allocator) and ``context_bytes`` as the JSON's ``total``; the GPU's capacity. Under a
     plan (``cost``) one device's: its sharded weights and activations and the plan's
     per-device peak."""
-    from wanir import hardware as hwlib
-    from wanir.passes.memory import HOST_STAGES_T5_CPU, pipeline_peak
-    from wanir.runtime import memory_options
-
     info = est.extra.get("stages")
     if not info or est.config is None:
         return None
@@ -847,8 +811,6 @@ def compare_records(est) -> dict:
     prints them: the stage table's (:func:`wanir.backends.report.rows`) on one device; under a
     plan one device's of the plan (``Estimate.parallel``: per-device time per generation and
     FLOPs; bytes moved and per-stage peaks are not in the per-device record: None)."""
-    from wanir.backends.report import fmt_time, rows
-
     out = {}
     if est.parallel is None:
         for r in rows(est):
@@ -916,8 +878,6 @@ def size_payload(res: dict) -> dict:
     several videos per batch (its ``time_s`` is then the batch's latency). ``latency_text``:
     the latency with its range as the CLI prints times ("30.6 min (28.3–32.4)");
     ``precision_text``: DiT weights/compute dtype, as ``wanir size``'s stack column."""
-    from wanir.backends.report import fmt_time_range
-
     allrecs = [c.to_dict() for c in res["candidates"]]
     for i, r in enumerate(allrecs):
         r["rank"] = i + 1
