@@ -6,6 +6,7 @@ always agree.
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 import json
 
@@ -364,17 +365,16 @@ def render(est: Estimate, fmt: str) -> str | None:
 def heaviest_ops(est, n: int = 25) -> list[dict]:
     """The ``n`` ops with the most time per generation (most FLOPs where there is no time):
     dicts with path, kind, category, flops, bytes and time_s per execution and multiplicity."""
-    recs = []
-    for node in est.graph:
-        if node.category == "input":
-            continue
+    nodes = [node for node in est.graph if node.category != "input"]
+
+    def flops(node):
         c = node.costs
-        fl = int(c.get("tensor_flops") or 0) + int(c.get("vector_flops") or 0)
-        recs.append({"path": node.path, "kind": node.kind, "category": node.category, "flops": fl,
-                     "bytes": node_bytes(node), "time_s": c.get("time_s"), "bound": c.get("bound"),
-                     "multiplicity": node.multiplicity})
-    have_time = any(r["time_s"] is not None for r in recs)
-    key = (lambda r: (r["time_s"] or 0.0) * r["multiplicity"]) if have_time else \
-        (lambda r: r["flops"] * r["multiplicity"])
-    recs.sort(key=key, reverse=True)
-    return recs[:n]
+        return int(c.get("tensor_flops") or 0) + int(c.get("vector_flops") or 0)
+
+    have_time = any(node.costs.get("time_s") is not None for node in nodes)
+    key = (lambda nd: (nd.costs.get("time_s") or 0.0) * nd.multiplicity) if have_time else \
+        (lambda nd: flops(nd) * nd.multiplicity)
+    # the records of the n heaviest only (heapq.nlargest: the order of a stable descending sort)
+    return [{"path": node.path, "kind": node.kind, "category": node.category, "flops": flops(node),
+             "bytes": node_bytes(node), "time_s": node.costs.get("time_s"), "bound": node.costs.get("bound"),
+             "multiplicity": node.multiplicity} for node in heapq.nlargest(n, nodes, key=key)]

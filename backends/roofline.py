@@ -392,6 +392,31 @@ class _Timer:
         return compute, memory, t, p
 
 
+#: timers shared across runs, keyed on the hardware's identity and the timing options: a
+#: timer's kernel-model caches (GEMM, attention and convolution times per shape) and peaks
+#: depend only on these, and hardware specs and kernel tables are immutable. Bounded.
+_TIMERS: dict = {}
+_TIMERS_MAX = 128
+
+
+def _timer(hw: Hardware, mode: str, attention_kernel: str, allow_tf32_conv: bool, matmul_tf32: bool) -> "_Timer":
+    """The shared :class:`_Timer` of ``hw`` under these options (made on first use)."""
+    key = (id(hw), mode, attention_kernel, bool(allow_tf32_conv), bool(matmul_tf32))
+    hit = _TIMERS.get(key)
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    t = _Timer(hw, mode, attention_kernel, allow_tf32_conv, matmul_tf32)
+    if len(_TIMERS) >= _TIMERS_MAX:
+        _TIMERS.clear()
+    _TIMERS[key] = (hw, t)      # the entry holds hw, so its id is not reused while cached
+    return t
+
+
+def clear_timers() -> None:
+    """Forget the shared timers (and their per-shape kernel times); returns None."""
+    _TIMERS.clear()
+
+
 def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
         host: Hardware | None = None, host_stages=(), offload_model: bool = False,
         weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32_conv: bool = True,
@@ -408,7 +433,7 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
     side (``issue_s`` per invocation: eager dispatch, module calls, tokenization, the
     scheduler; ``host_exposed_s``: synchronizations) follows ``fusion`` and ``cuda_graphs``
     (backends/host_stages.py: host_seconds); a stage takes max(device, host) + exposed. Nodes need the flops and bytes passes' annotations."""
-    timers = {hw.name: _Timer(hw, mode, attention_kernel, allow_tf32_conv, matmul_tf32)}
+    timers = {hw.name: _timer(hw, mode, attention_kernel, allow_tf32_conv, matmul_tf32)}
     stage_timer = {}
     for s in graph.stages:
         if s in host_stages:
@@ -416,7 +441,7 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
                 raise ConfigError(f"stage '{s}' runs on the host, but no host hardware is configured (memory.host)")
             if host.name not in timers:
                 k = attention_kernel if attention_kernel in klib.available_attention(host.family) else "sdpa"
-                timers[host.name] = _Timer(host, mode, k, allow_tf32_conv, matmul_tf32)
+                timers[host.name] = _timer(host, mode, k, allow_tf32_conv, matmul_tf32)
             stage_timer[s] = timers[host.name]
         else:
             stage_timer[s] = timers[hw.name]

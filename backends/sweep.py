@@ -41,6 +41,7 @@ from wanir.resolve import resolve_parsed
 from wanir.safeio import csv_cell, short, write_output
 
 from .report import heaviest_ops  # noqa: F401  (re-exported: the ops of a point for the roofline chart)
+from .roof import hardware_roof
 
 #: per-stage columns, suffixes of ``<stage>.`` (FLOPs are tensor + vector; memory is one invocation's peak)
 STAGE_COLUMNS = ("invocations", "tensor_flops", "vector_flops", "flops", "bytes", "time_s", "peak_activation_bytes")
@@ -264,8 +265,6 @@ def _estimate_point(point):
     """Estimate one point in this process through the one seam (resolve → count → time:
     points that share a build share one counted graph, cached); returns (row, hardware,
     heaviest ops, roof, seconds estimating)."""
-    from .plots import hardware_roof  # late import: matplotlib on demand (plots only)
-
     composer = _WORKER.setdefault("composer", PointComposer(None))
     estimator = _WORKER.get("estimator")
     sc = composer.scenario(point)

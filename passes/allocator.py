@@ -79,6 +79,15 @@ EMPTY_CACHE_RULES = {
 LOOP_REPLAYS = 2
 
 
+class Program(tuple):
+    """An allocator program (or one invocation's events): a tuple of ("alloc", key, bytes),
+    ("free", key) and ("empty_cache",) operations, keys tuples of scalars. Immutable as it
+    is, so freezing a record that holds one keeps it whole instead of copying thousands of
+    operations (wanir/scenario.py ``freeze`` passes tuple subclasses through)."""
+
+    __slots__ = ()
+
+
 def round_size(nbytes: int) -> int:
     """The block size PyTorch hands out for a request of ``nbytes`` (bytes, int): rounded up
     to a multiple of kMinBlockSize (512), at least 512."""
@@ -167,44 +176,73 @@ class CachingAllocator:
     # API ------------------------------------------------------------------
     def malloc(self, key, nbytes: int) -> int:
         """Allocate a tensor of ``nbytes`` under ``key``; returns the block size handed out."""
+        # The block bookkeeping of _take/_put is written out here: this runs thousands of
+        # times per replay (the same steps, without the calls).
         if key in self._live:
             raise ValueError(f"allocator replay: {key!r} allocated twice")
-        n = round_size(nbytes)
+        n = int(nbytes)
+        n = MIN_BLOCK if n < MIN_BLOCK else MIN_BLOCK * ((n + MIN_BLOCK - 1) // MIN_BLOCK)
         small = n <= SMALL_SIZE
         lst = self._free[small]
+        blocks, ends = self._blocks, self._ends
         i = bisect_left(lst, (n, -1))
         if i < len(lst):
-            addr = lst[i][1]
-        else:
-            addr = self._new_segment(segment_size(n), small)
-        size, seg = self._take(addr)
-        if _should_split(small, size - n):
-            self._put(addr + n, size - n, seg, False)
+            size, addr = lst.pop(i)
+            seg = blocks.pop(addr)[1]
+            del ends[addr + size]
+        else:                   # a new segment, taken whole at once
+            size = segment_size(n)
+            addr = self._next
+            self._next += size + (1 << 40)
+            seg = self._seg_id = self._seg_id + 1
+            self._segments[seg] = (addr, size, small)
+            self.reserved += size
+        rem = size - n
+        if _should_split(small, rem):
+            blocks[addr + n] = [rem, seg, False]
+            ends[addr + size] = addr + n
+            insort(lst, (rem, addr + n))
             size = n
-        self._put(addr, size, seg, True)
+        blocks[addr] = [size, seg, True]
+        ends[addr + size] = addr
         if self.expandable:
             self._map(small, addr, size)
         self._live[key] = addr
         self.allocated += size
-        self.peak_allocated = max(self.peak_allocated, self.allocated)
-        self.peak_reserved = max(self.peak_reserved, self.reserved)
+        if self.allocated > self.peak_allocated:
+            self.peak_allocated = self.allocated
+        if self.reserved > self.peak_reserved:
+            self.peak_reserved = self.reserved
         return size
 
     def free(self, key) -> None:
         """Free the tensor allocated under ``key``: its block stays cached, merged with free
         neighbours of its segment."""
         addr = self._live.pop(key)
-        size, seg = self._take(addr)
+        blocks, ends = self._blocks, self._ends
+        size, seg, _ = blocks.pop(addr)         # allocated: not on a free list
+        del ends[addr + size]
         self.allocated -= size
-        nxt = self._blocks.get(addr + size)
+        lst = self._free[self._segments[seg][2]]
+        nxt = blocks.get(addr + size)
         if nxt is not None and not nxt[2] and nxt[1] == seg:
-            s2, _ = self._take(addr + size)
+            s2 = nxt[0]
+            del blocks[addr + size]
+            del ends[addr + size + s2]
+            del lst[bisect_left(lst, (s2, addr + size))]
             size += s2
-        prev = self._ends.get(addr)
-        if prev is not None and not self._blocks[prev][2] and self._blocks[prev][1] == seg:
-            s0, _ = self._take(prev)
-            addr, size = prev, size + s0
-        self._put(addr, size, seg, False)
+        prev = ends.get(addr)
+        if prev is not None:
+            pb = blocks[prev]
+            if not pb[2] and pb[1] == seg:
+                s0 = pb[0]
+                del blocks[prev]
+                del ends[addr]
+                del lst[bisect_left(lst, (s0, prev))]
+                addr, size = prev, size + s0
+        blocks[addr] = [size, seg, False]
+        ends[addr + size] = addr
+        insort(lst, (size, addr))
 
     def empty_cache(self) -> None:
         """``torch.cuda.empty_cache()``: return wholly free segments (unmap wholly free pages
@@ -237,15 +275,17 @@ def replay(program, expandable: bool = False) -> dict:
     ("empty_cache",) — through a :class:`CachingAllocator`. Returns {"peak_allocated_bytes",
     "peak_reserved_bytes"} (ints)."""
     a = CachingAllocator(expandable)
+    malloc, free = a.malloc, a.free
     for op in program:
-        if op[0] == "alloc":
-            a.malloc(op[1], op[2])
-        elif op[0] == "free":
-            a.free(op[1])
-        elif op[0] == "empty_cache":
+        kind = op[0]
+        if kind == "alloc":
+            malloc(op[1], op[2])
+        elif kind == "free":
+            free(op[1])
+        elif kind == "empty_cache":
             a.empty_cache()
         else:
-            raise ValueError(f"allocator replay: unknown operation {op[0]!r}")
+            raise ValueError(f"allocator replay: unknown operation {kind!r}")
     return {"peak_allocated_bytes": a.peak_allocated, "peak_reserved_bytes": a.peak_reserved}
 
 
@@ -289,7 +329,7 @@ def pipeline_program(stages: dict, order, offload_model: bool, points=frozenset(
         runs = min(rec.get("invocations", 1), LOOP_REPLAYS if loop else 2)
         for k in range(runs):
             for op in rec["events"]:
-                yield (op[0], (s, k, op[1])) + tuple(op[2:])
+                yield (op[0], (s, k, op[1]), *op[2:])
             if loop and "after_each_dit_call" in points:
                 yield ("empty_cache",)
         if offload_model:

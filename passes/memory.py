@@ -239,7 +239,7 @@ def run(graph: Graph, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, offload_
     events = {}
     for s, nodes in by_stage.items():
         rec = stage_liveness(graph, s, nodes, attention_kernel, roots, persistent, events=True)
-        events[s] = rec.pop("events")
+        events[s] = alloc_model.Program(rec.pop("events"))
         rec["weight_bytes"] = sum(weights[s].values())
         if resident_weight_bytes and s in resident_weight_bytes:
             rec["weight_bytes"] = min(rec["weight_bytes"], int(resident_weight_bytes[s]))

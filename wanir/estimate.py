@@ -325,8 +325,9 @@ def evaluate(scenario: Scenario) -> Estimate:
 
 
 def clear_caches() -> None:
-    """Forget every cached scenario, count and estimate."""
+    """Forget every cached scenario, count, estimate and shared roofline timer."""
     clear_resolved()
+    roofline.clear_timers()
     _COUNTED.clear()
     _ESTIMATES.clear()
 
