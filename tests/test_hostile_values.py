@@ -105,6 +105,8 @@ def _accepts(rule: Rule, v) -> bool:
         if rule.kind == "bools":
             return all(isinstance(x, bool) for x in v)
         return all(type(x) is int and rule.lo <= x <= rule.hi for x in v)
+    if rule.kind == "bool":
+        return type(v) is bool
     if rule.kind == "int":
         return type(v) is int and rule.lo <= v <= rule.hi
     if type(v) not in (int, float):

@@ -270,6 +270,10 @@ def load_yaml(text: str, source: str = "<string>", loader=None, error: type[Wani
             node = ld.get_single_node()
         except RecursionError:
             raise error(f"{source}: the YAML nests too deeply; refused") from None
+        except yaml.YAMLError as e:     # libyaml stops deep nesting itself ("while increasing flow level")
+            if "flow level" in str(e) or "nesting" in str(e):
+                raise error(f"{source}: the YAML nests too deeply; refused") from None
+            raise
         if node is None:
             return None
         _expanded_nodes(node, source, error, max_nodes, max_depth)

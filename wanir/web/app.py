@@ -273,23 +273,20 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
         ov = await call(engine.overrides, d.get("overrides", []))
         return jobs.start_report(ov).status()
 
-    async def job_status(request: Request):
-        no = refused(request)
-        if no is not None:
-            return no
-        job = jobs.get(request.path_params["job"])
-        if job is None:
-            return js({"error": "no such job (finished jobs are kept for a while only)", "key": None}, 404)
-        return js(job.status())
+    def job_endpoint(lookup, missing: str):
+        """A GET/POST handler that finds a job with ``lookup(id)`` and answers its status."""
+        async def handler(request: Request):
+            no = refused(request)
+            if no is not None:
+                return no
+            job = lookup(request.path_params["job"])
+            if job is None:
+                return js({"error": missing, "key": None}, 404)
+            return js(job.status())
+        return handler
 
-    async def job_cancel(request: Request):
-        no = refused(request)
-        if no is not None:
-            return no
-        job = jobs.cancel(request.path_params["job"])
-        if job is None:
-            return js({"error": "no such job", "key": None}, 404)
-        return js(job.status())
+    job_status = job_endpoint(jobs.get, "no such job (finished jobs are kept for a while only)")
+    job_cancel = job_endpoint(jobs.cancel, "no such job")
 
     def report_response(job):
         if job.state != "done":
