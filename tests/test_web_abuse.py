@@ -2,9 +2,7 @@
 an idle-connection flood, slow clients, 50 concurrent estimates while a sizing runs, and
 cross-site requests. The server is started as the CLI starts it; what each test measures is
 printed (``-s``) and nothing asserts a speed: every wait has a generous bound instead."""
-import importlib.util
 import json
-import os
 import socket
 import time
 import urllib.error
@@ -13,18 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
+from extras import need_web
 
-WEB = all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn", "plotly"))
 SMALL = ["model=wan2.1-t2v-1.3b", "workload=480p", "workload.frames=17", "workload.steps=2"]
 BOUND_S = 120          # no single answer may take longer than this, even on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
 def server():
-    if not WEB:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs the 'web' extra (starlette, uvicorn, plotly) for the `wanir serve` tests")
-        pytest.skip("needs the 'web' extra: pip install 'wanir[web]'")
+    need_web()
     from wanir.web.launch import running_server
 
     info = {}

@@ -1,8 +1,6 @@
 """`wanir serve` over HTTP (no browser): the server started as the CLI starts it, its limits
 and refusals, and its downloads against what the CLI prints."""
-import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,19 +9,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from extras import need_web
 
 from wanir.web.app import is_loopback
 
-WEB = all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn", "plotly"))
 SMALL = ["model=wan2.1-t2v-1.3b", "workload=480p", "workload.frames=17", "workload.steps=2"]
 
 
 @pytest.fixture(scope="module")
 def url():
-    if not WEB:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs the 'web' extra (starlette, uvicorn, plotly) for the `wanir serve` tests")
-        pytest.skip("needs the 'web' extra: pip install 'wanir[web]'")
+    need_web()
     from wanir.web.launch import running_server
 
     with running_server() as (u, _):
@@ -121,8 +116,7 @@ def test_refusals(url):
 
 
 def test_allow_files_restricts_model_from(tmp_path):
-    if not WEB:
-        pytest.skip("needs the 'web' extra")
+    need_web()
     from wanir.web.launch import running_server
 
     models = tmp_path / "models"
@@ -135,8 +129,7 @@ def test_allow_files_restricts_model_from(tmp_path):
 
 
 def test_bad_arguments_one_line():
-    if not WEB:
-        pytest.skip("needs the 'web' extra")
+    need_web()
     code, out, err = cli("serve", "--allow-files", "/no/such/dir", "--port", "0")
     assert code == 2 and err.strip().startswith("wanir: error: --allow-files") and err.count("\n") == 1
 
@@ -151,8 +144,7 @@ def test_loopback_names():
 def test_non_loopback_address_warns(monkeypatch, capsys):
     """Listening where other machines can reach it prints a warning and accepts any Host
     (checked on 127.0.0.1 posing as a public address: no public address is bound)."""
-    if not WEB:
-        pytest.skip("needs the 'web' extra")
+    need_web()
     import io
 
     import uvicorn
