@@ -40,7 +40,9 @@ official code, docs/runtimes.md §4).
 """
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left, insort
+from collections import OrderedDict
 
 MiB = 1 << 20
 
@@ -140,6 +142,24 @@ class CachingAllocator:
         if self.expandable:
             for small in (True, False):
                 self._new_segment(self._VIRTUAL, small, count=False)
+
+    def copy(self) -> "CachingAllocator":
+        """An independent allocator in the same state (free lists, blocks, segments, live
+        tensors, counters and peaks): replaying the same operations on both gives the same
+        results. Block records are never changed in place (each change puts a new one), so
+        the dictionaries are copied shallowly."""
+        c = CachingAllocator.__new__(CachingAllocator)
+        c.expandable = self.expandable
+        c._free = {True: list(self._free[True]), False: list(self._free[False])}
+        c._blocks = dict(self._blocks)
+        c._ends = dict(self._ends)
+        c._segments = dict(self._segments)
+        c._live = dict(self._live)
+        c._next, c._seg_id = self._next, self._seg_id
+        c._mapped = {True: set(self._mapped[True]), False: set(self._mapped[False])}
+        c.allocated, c.reserved = self.allocated, self.reserved
+        c.peak_allocated, c.peak_reserved = self.peak_allocated, self.peak_reserved
+        return c
 
     # blocks ---------------------------------------------------------------
     def _new_segment(self, size: int, small: bool, count: bool = True) -> int:
@@ -270,11 +290,8 @@ class CachingAllocator:
                 self.reserved -= size
 
 
-def replay(program, expandable: bool = False) -> dict:
-    """Replay ``program`` — an iterable of ("alloc", key, bytes), ("free", key) and
-    ("empty_cache",) — through a :class:`CachingAllocator`. Returns {"peak_allocated_bytes",
-    "peak_reserved_bytes"} (ints)."""
-    a = CachingAllocator(expandable)
+def _run(a: CachingAllocator, program) -> CachingAllocator:
+    """Replay ``program`` on allocator ``a`` (changed in place); returns ``a``."""
     malloc, free = a.malloc, a.free
     for op in program:
         kind = op[0]
@@ -286,7 +303,18 @@ def replay(program, expandable: bool = False) -> dict:
             a.empty_cache()
         else:
             raise ValueError(f"allocator replay: unknown operation {kind!r}")
+    return a
+
+
+def _peaks(a: CachingAllocator) -> dict:
     return {"peak_allocated_bytes": a.peak_allocated, "peak_reserved_bytes": a.peak_reserved}
+
+
+def replay(program, expandable: bool = False) -> dict:
+    """Replay ``program`` — an iterable of ("alloc", key, bytes), ("free", key) and
+    ("empty_cache",) — through a :class:`CachingAllocator`. Returns {"peak_allocated_bytes",
+    "peak_reserved_bytes"} (ints)."""
+    return _peaks(_run(CachingAllocator(expandable), program))
 
 
 def empty_cache_points(rule: str, offload_model: bool, image_to_video: bool) -> set:
@@ -302,6 +330,51 @@ def empty_cache_points(rule: str, offload_model: bool, image_to_video: bool) -> 
     return out
 
 
+def _weight_allocs(s: str, w: tuple):
+    return (("alloc", ("w", s, i), b) for i, b in enumerate(w))
+
+
+def _weight_frees(s: str, n: int):
+    return (("free", ("w", s, i)) for i in range(n))
+
+
+def _run_events(s: str, k: int, events):
+    """Run ``k`` of stage ``s``'s events, their keys made distinct from other runs'."""
+    return ((op[0], (s, k, op[1]), *op[2:]) for op in events)
+
+
+def _segments(stages: dict, order, offload_model: bool, points, loop_stage: str):
+    """The program of :func:`pipeline_program` in segments: (key, operations) pairs whose
+    key determines the operations exactly (the stage, its weights' sizes, its events)."""
+    gpu = [s for s in order if s in stages and stages[s].get("on_gpu", True)]
+
+    def weights(s):
+        w = tuple(stages[s]["weights"])
+        return ("weights", s, w), _weight_allocs(s, w)
+
+    if not offload_model:
+        for s in gpu:
+            yield weights(s)
+    for s in gpu:
+        rec = stages[s]
+        loop = s == loop_stage
+        if offload_model:
+            yield weights(s)
+        if loop and "before_dit_loop" in points:
+            yield ("empty_cache",), [("empty_cache",)]
+        runs = min(rec.get("invocations", 1), LOOP_REPLAYS if loop else 2)
+        for k in range(runs):
+            ev = rec["events"]
+            yield ("events", s, k, ev), _run_events(s, k, ev)
+            if loop and "after_each_dit_call" in points:
+                yield ("empty_cache",), [("empty_cache",)]
+        if offload_model:
+            n = len(rec["weights"])
+            yield ("free", s, n), _weight_frees(s, n)
+        if loop and "after_dit_loop" in points:
+            yield ("empty_cache",), [("empty_cache",)]
+
+
 def pipeline_program(stages: dict, order, offload_model: bool, points=frozenset(), loop_stage="diffusion_core"):
     """The allocator program of one generation (a generator of replay operations).
     ``stages``: per stage {"events": one invocation's ("alloc", key, bytes)/("free", key)
@@ -311,29 +384,47 @@ def pipeline_program(stages: dict, order, offload_model: bool, points=frozenset(
     ends. The loop stage runs :data:`LOOP_REPLAYS` times (its pattern repeats after that),
     other stages as often as they run (at most twice); ``points``: where the cache is
     emptied (:func:`empty_cache_points`)."""
-    gpu = [s for s in order if s in stages and stages[s].get("on_gpu", True)]
+    for _, ops in _segments(stages, order, offload_model, points, loop_stage):
+        yield from ops
 
-    def weights(s):
-        return [(("alloc", ("w", s, i), b)) for i, b in enumerate(stages[s]["weights"])]
 
-    if not offload_model:
-        for s in gpu:
-            yield from weights(s)
-    for s in gpu:
-        rec = stages[s]
-        loop = s == loop_stage
-        if offload_model:
-            yield from weights(s)
-        if loop and "before_dit_loop" in points:
-            yield ("empty_cache",)
-        runs = min(rec.get("invocations", 1), LOOP_REPLAYS if loop else 2)
-        for k in range(runs):
-            for op in rec["events"]:
-                yield (op[0], (s, k, op[1]), *op[2:])
-            if loop and "after_each_dit_call" in points:
-                yield ("empty_cache",)
-        if offload_model:
-            for i in range(len(rec["weights"])):
-                yield ("free", ("w", s, i))
-        if loop and "after_dit_loop" in points:
-            yield ("empty_cache",)
+#: allocator states after the part of a generation's program that comes before the loop
+#: stage's events (the weights, the text encoder's runs), by (expandable, the segment keys of
+#: that part): the same operations leave the same state, whatever comes after them (bounded;
+#: an entry is only ever read through a copy)
+_PREFIX_STATES: OrderedDict = OrderedDict()
+_PREFIX_LOCK = threading.Lock()
+_PREFIX_MAX = 8
+
+
+def replay_pipeline(stages: dict, order, offload_model: bool, points=frozenset(), expandable: bool = False,
+                    loop_stage: str = "diffusion_core") -> dict:
+    """``replay(pipeline_program(stages, order, offload_model, points, loop_stage),
+    expandable)`` — the same numbers, faster: the program's part before the loop stage's
+    first events (its key: :func:`_segments`) leaves the allocator in a state that depends on
+    those operations only, so a part already replayed (bounded cache) is not replayed again:
+    the rest continues from a copy of its state. Returns {"peak_allocated_bytes",
+    "peak_reserved_bytes"} (ints)."""
+    segs = list(_segments(stages, order, offload_model, points, loop_stage))
+    cut = next((i for i, (k, _) in enumerate(segs) if k[0] == "events" and k[1] == loop_stage), len(segs))
+    key = (bool(expandable), tuple(k for k, _ in segs[:cut]))
+    try:
+        hash(key)
+    except TypeError:           # events given as lists: nothing to key on, replay it all
+        return replay((op for _, ops in segs for op in ops), expandable)
+    with _PREFIX_LOCK:
+        base = _PREFIX_STATES.get(key)
+        if base is not None:
+            _PREFIX_STATES.move_to_end(key)
+    if base is None:
+        base = CachingAllocator(expandable)
+        for _, ops in segs[:cut]:
+            _run(base, ops)
+        with _PREFIX_LOCK:
+            _PREFIX_STATES[key] = base
+            while len(_PREFIX_STATES) > _PREFIX_MAX:
+                _PREFIX_STATES.popitem(last=False)
+    a = base.copy()
+    for _, ops in segs[cut:]:
+        _run(a, ops)
+    return _peaks(a)

@@ -308,9 +308,8 @@ def pipeline_peak(stages: dict, offload_model: bool = False, reserve_bytes: int 
             budget = r.get("offload_weight_bytes", r["weight_bytes"]) if offload_model else r["weight_bytes"]
             prog[k] = {"events": replay["events"].get(k, ()), "invocations": replay["invocations"].get(k, 1),
                        "weights": _resident_tensors(replay["weights"].get(k, []), budget)}
-        peaks = alloc_model.replay(
-            alloc_model.pipeline_program(prog, replay["order"], offload_model, replay["empty_cache"]),
-            replay["expandable_segments"])
+        peaks = alloc_model.replay_pipeline(prog, replay["order"], offload_model, replay["empty_cache"],
+                                            replay["expandable_segments"])
         allocated, reserved = peaks["peak_allocated_bytes"], peaks["peak_reserved_bytes"]
     return {"peak_memory_bytes": reserved + reserve_bytes, "peak_stage": s, "weight_bytes": w, "activation_bytes": a,
             "reserve_bytes": reserve_bytes, "peak_allocated_bytes": allocated, "peak_reserved_bytes": reserved}
