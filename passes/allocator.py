@@ -425,6 +425,18 @@ def replay_pipeline(stages: dict, order, offload_model: bool, points=frozenset()
             while len(_PREFIX_STATES) > _PREFIX_MAX:
                 _PREFIX_STATES.popitem(last=False)
     a = base.copy()
-    for _, ops in segs[cut:]:
-        _run(a, ops)
+    malloc, free = a.malloc, a.free
+    for k, ops in segs[cut:]:
+        if k[0] == "events":        # the operations of _run_events, without making them
+            s, run = k[1], k[2]
+            for op in k[3]:
+                kind = op[0]
+                if kind == "alloc":
+                    malloc((s, run, op[1]), op[2])
+                elif kind == "free":
+                    free((s, run, op[1]))
+                else:
+                    raise ValueError(f"allocator replay: unknown operation {kind!r}")
+        else:
+            _run(a, ops)
     return _peaks(a)
