@@ -84,7 +84,6 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
     # spans of repeated scopes
     first: dict[int, int] = {}
     last: dict[int, int] = {}
-    scopes: dict[int, object] = {}
     rep_cache: dict[int, list] = {}
 
     def rep(scope):
@@ -93,12 +92,12 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
             r = rep_cache[id(scope)] = _repeated(scope)
         return r
 
-    for i, n in enumerate(nodes):
-        for a in rep(n.scope):
+    reps_of = [rep(n.scope) for n in nodes]      # per position
+    for i, reps in enumerate(reps_of):
+        for a in reps:
             k = id(a)
             if k not in first:
                 first[k] = i
-                scopes[k] = a
             last[k] = i
 
     # buffers: size, allocation position, last use
@@ -108,17 +107,19 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
     ext_in: dict[int, list] = {}          # scope id -> [(root, first consumer pos)] made outside it
     rtype: dict[tuple[int, int], object] = {}
     for i, n in enumerate(nodes):
-        view = OPS[n.kind].view
-        if not view and n.kind != "parameter":
+        if OPS[n.kind].view:
+            continue
+        nid = n.id
+        if n.kind != "parameter":
             for j, t in enumerate(n.outputs):
-                r = (n.id, j)
+                r = (nid, j)
                 size[r] = t.nbytes
                 alloc[r] = i
                 rtype[r] = t
-        if view:
-            continue
+        reps = reps_of[i]
         for v in n.inputs:
-            r = roots.get((v.producer, v.index), (v.producer, v.index))
+            r = (v.producer, v.index)
+            r = roots.get(r, r)
             if r not in size:
                 if r[0] in pos:         # a view of a weight, or a parameter: resident, not an activation
                     continue
@@ -128,13 +129,15 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
                 size[r] = prod_node.outputs[r[1]].nbytes
                 alloc[r] = 0
                 rtype[r] = prod_node.outputs[r[1]]
-            if use.get(r, -1) < i:
-                use[r] = i
-            for a in rep(n.scope):
-                if alloc[r] < first[id(a)] or (alloc[r] == 0 and r[0] not in pos):
-                    lst = ext_in.setdefault(id(a), [])
-                    if not lst or lst[-1] != r:
-                        lst.append(r)
+            use[r] = i                  # positions only grow: the last reader so far
+            if reps:
+                ar = alloc[r]
+                outside = ar == 0 and r[0] not in pos
+                for a in reps:
+                    if outside or ar < first[id(a)]:
+                        lst = ext_in.setdefault(id(a), [])
+                        if not lst or lst[-1] != r:
+                            lst.append(r)
 
     # outputs of each repeated scope: made inside it, read after it
     out_types: dict[int, list] = {}
@@ -144,7 +147,7 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
         u = use.get(r)
         if u is None:
             continue
-        for a in rep(nodes[a_pos].scope):
+        for a in reps_of[a_pos]:
             if u > last[id(a)]:
                 out_types.setdefault(id(a), []).append(rtype[r])
 
@@ -166,7 +169,7 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
     # persistent values live from the outermost repeated scope around them to the end
     for r in persistent:
         if r in size and r[0] in pos:
-            reps = rep(nodes[alloc[r]].scope)
+            reps = reps_of[alloc[r]]
             if reps:
                 alloc[r] = first[id(reps[-1])]
             use[r] = end
@@ -190,16 +193,25 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
                 frees.setdefault(use.get(r, end), []).append(r)
     for i, n in enumerate(nodes):
         live += delta_alloc[i]
-        ws = workspace_bytes(n, attention_kernel)
+        cat = OPS[n.kind].category
+        # workspace_bytes is zero unless the node owns weights it may convert, or is attention
+        if (n.params and cat in AUTOCAST_CATEGORIES) or cat == "attention":
+            ws = workspace_bytes(n, attention_kernel)
+        else:
+            ws = 0
         cur = live + ws
         if cur > peak:
             peak, peak_i = cur, i
         live -= delta_free[i]
         if events:
-            ev.extend(("alloc", r, size[r]) for r in allocs.get(i, ()))
+            a = allocs.get(i)
+            if a:
+                ev += [("alloc", r, size[r]) for r in a]
             if ws:
                 ev += [("alloc", ("workspace", i), ws), ("free", ("workspace", i))]
-            ev.extend(("free", r) for r in frees.get(i, ()))
+            f = frees.get(i)
+            if f:
+                ev += [("free", r) for r in f]
     out = {"peak_activation_bytes": peak, "peak_node": nodes[peak_i].path}
     if events:
         out["events"] = ev
