@@ -161,6 +161,31 @@ class CachingAllocator:
         c.peak_allocated, c.peak_reserved = self.peak_allocated, self.peak_reserved
         return c
 
+    def holds_only(self, keys) -> bool:
+        """Whether the live tensors are exactly those under ``keys`` (an iterable of
+        distinct keys)."""
+        n = 0
+        live = self._live
+        for k in keys:
+            if k not in live:
+                return False
+            n += 1
+        return n == len(live)
+
+    def release_all(self) -> None:
+        """Free every live tensor, then ``empty_cache()``, at once: with nothing allocated
+        every segment is one free block (frees merge neighbours), so ``empty_cache`` returns
+        them all; the peaks, the next address and segment number stay. Under expandable
+        segments (whose two segments stay, unmapped) it frees and empties one by one."""
+        if self.expandable:
+            for k in list(self._live):
+                self.free(k)
+            self.empty_cache()
+            return
+        self._free = {True: [], False: []}
+        self._blocks, self._ends, self._segments, self._live = {}, {}, {}, {}
+        self.allocated = self.reserved = 0
+
     # blocks ---------------------------------------------------------------
     def _new_segment(self, size: int, small: bool, count: bool = True) -> int:
         addr = self._next
@@ -424,9 +449,16 @@ def replay_pipeline(stages: dict, order, offload_model: bool, points=frozenset()
             _PREFIX_STATES[key] = base
             while len(_PREFIX_STATES) > _PREFIX_MAX:
                 _PREFIX_STATES.popitem(last=False)
+    rest = segs[cut:]
+    while rest and rest[-1][0][0] in ("free", "empty_cache"):
+        rest.pop()                  # after the last allocation: frees lower no peak
     a = base.copy()
     malloc, free = a.malloc, a.free
-    for k, ops in segs[cut:]:
+    for i, (k, ops) in enumerate(rest):
+        if k[0] == "free" and i + 1 < len(rest) and rest[i + 1][0][0] == "empty_cache" and \
+                a.holds_only(("w", k[1], j) for j in range(k[2])):
+            a.release_all()         # these frees and the empty_cache after them
+            continue
         if k[0] == "events":        # the operations of _run_events, without making them
             s, run = k[1], k[2]
             for op in k[3]:
