@@ -124,7 +124,9 @@ class GraphBuilder:
         """Add one node of op ``kind``. Returns its output Value (or a tuple when the op has
         several outputs). ``weight_key`` shares this node's weights with every other node
         built with the same key (default: scope path without loop levels + node name)."""
-        scope = self._current()
+        scope = self._scope
+        if scope.kind == "root":
+            scope = self._current()
         opdef = OPS.get(kind)
         if opdef is None:
             get_op(kind, f"{scope.path}/{name or kind}")      # raises, naming the close kinds

@@ -93,6 +93,7 @@ class Node:
         return self.scope.count_per_invocation
 
     def output(self, i: int = 0) -> Value:
+        """Output ``i`` of this node as a Value."""
         return Value(self.id, i, self.outputs[i])
 
     def __repr__(self) -> str:
@@ -151,20 +152,27 @@ class Graph:
     def add_node(self, kind, name, scope, inputs, outputs, attrs, params, checked: bool = False) -> Node:
         """Add a node; ``checked`` says the caller already ran the op's shape and weight rules
         on exactly these inputs, outputs and attributes (the builder does)."""
-        node = Node(self._next, kind, name, scope, tuple(inputs), tuple(outputs), attrs, params)
-        edges: dict[int, list] = {}
+        d = self.__dict__
+        if d.get("_frozen"):
+            raise TypeError(f"graph '{self.name}' is frozen (held by a result or a cache); "
+                            f"change a copy: graph.timing_copy()")
+        node = Node(d["_next"], kind, name, scope, tuple(inputs), tuple(outputs), attrs, params)
+        nodes, consumers = d["_nodes"], d["_consumers"]
+        producers = []
         for slot, v in enumerate(node.inputs):
-            if v.producer not in self._nodes:
-                raise GraphError(f"{node.path}: input {slot} refers to undefined node {v.producer}")
-            edges.setdefault(v.producer, []).append((v.index, slot))
-        d = self.__dict__        # plain attribute writes (the frozen check ran above)
-        d["_next"] += 1
-        self._nodes[node.id] = node
+            p = v.producer
+            if p not in nodes:
+                raise GraphError(f"{node.path}: input {slot} refers to undefined node {p}")
+            if p not in producers:
+                producers.append(p)
+        nid = node.id           # plain attribute writes below (the frozen check ran above)
+        d["_next"] = nid + 1
+        nodes[nid] = node
         if not checked:
             d["unchecked"] += 1
-        self._consumers[node.id] = []
-        for producer in edges:
-            self._consumers[producer].append(node.id)
+        consumers[nid] = []
+        for p in producers:
+            consumers[p].append(nid)
         d["_nx"] = None
         return node
 
