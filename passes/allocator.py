@@ -289,6 +289,91 @@ class CachingAllocator:
         ends[addr + size] = addr
         insort(lst, (size, addr))
 
+    def run_events(self, stage: str, run: int, events) -> None:
+        """Replay one run of a stage's events — ("alloc", key, bytes) and ("free", key) —
+        under keys (stage, run, key): ``malloc`` and ``free`` written out in one loop (the
+        same steps; this is the replay's inner loop)."""
+        if self.expandable:         # page mapping: the plain calls
+            for op in events:
+                if op[0] == "alloc":
+                    self.malloc((stage, run, op[1]), op[2])
+                elif op[0] == "free":
+                    self.free((stage, run, op[1]))
+                else:
+                    raise ValueError(f"allocator replay: unknown operation {op[0]!r}")
+            return
+        live, blocks, ends, segments = self._live, self._blocks, self._ends, self._segments
+        free_lists = self._free
+        allocated, reserved = self.allocated, self.reserved
+        peak_a, peak_r = self.peak_allocated, self.peak_reserved
+        try:
+            for op in events:
+                kind = op[0]
+                key = (stage, run, op[1])
+                if kind == "alloc":
+                    if key in live:
+                        raise ValueError(f"allocator replay: {key!r} allocated twice")
+                    n = int(op[2])
+                    n = MIN_BLOCK if n < MIN_BLOCK else MIN_BLOCK * ((n + MIN_BLOCK - 1) // MIN_BLOCK)
+                    small = n <= SMALL_SIZE
+                    lst = free_lists[small]
+                    i = bisect_left(lst, (n, -1))
+                    if i < len(lst):
+                        size, addr = lst.pop(i)
+                        seg = blocks.pop(addr)[1]
+                        del ends[addr + size]
+                    else:
+                        size = segment_size(n)
+                        addr = self._next
+                        self._next += size + (1 << 40)
+                        seg = self._seg_id = self._seg_id + 1
+                        segments[seg] = (addr, size, small)
+                        reserved += size
+                    rem = size - n
+                    if (rem >= MIN_BLOCK) if small else (rem > SMALL_SIZE):     # _should_split
+                        blocks[addr + n] = [rem, seg, False]
+                        ends[addr + size] = addr + n
+                        insort(lst, (rem, addr + n))
+                        size = n
+                    blocks[addr] = [size, seg, True]
+                    ends[addr + size] = addr
+                    live[key] = addr
+                    allocated += size
+                    if allocated > peak_a:
+                        peak_a = allocated
+                    if reserved > peak_r:
+                        peak_r = reserved
+                elif kind == "free":
+                    addr = live.pop(key)
+                    size, seg, _ = blocks.pop(addr)
+                    del ends[addr + size]
+                    allocated -= size
+                    lst = free_lists[segments[seg][2]]
+                    nxt = blocks.get(addr + size)
+                    if nxt is not None and not nxt[2] and nxt[1] == seg:
+                        s2 = nxt[0]
+                        del blocks[addr + size]
+                        del ends[addr + size + s2]
+                        del lst[bisect_left(lst, (s2, addr + size))]
+                        size += s2
+                    prev = ends.get(addr)
+                    if prev is not None:
+                        pb = blocks[prev]
+                        if not pb[2] and pb[1] == seg:
+                            s0 = pb[0]
+                            del blocks[prev]
+                            del ends[addr]
+                            del lst[bisect_left(lst, (s0, prev))]
+                            addr, size = prev, size + s0
+                    blocks[addr] = [size, seg, False]
+                    ends[addr + size] = addr
+                    insort(lst, (size, addr))
+                else:
+                    raise ValueError(f"allocator replay: unknown operation {kind!r}")
+        finally:
+            self.allocated, self.reserved = allocated, reserved
+            self.peak_allocated, self.peak_reserved = peak_a, peak_r
+
     def empty_cache(self) -> None:
         """``torch.cuda.empty_cache()``: return wholly free segments (unmap wholly free pages
         under expandable segments)."""
@@ -453,22 +538,13 @@ def replay_pipeline(stages: dict, order, offload_model: bool, points=frozenset()
     while rest and rest[-1][0][0] in ("free", "empty_cache"):
         rest.pop()                  # after the last allocation: frees lower no peak
     a = base.copy()
-    malloc, free = a.malloc, a.free
     for i, (k, ops) in enumerate(rest):
         if k[0] == "free" and i + 1 < len(rest) and rest[i + 1][0][0] == "empty_cache" and \
                 a.holds_only(("w", k[1], j) for j in range(k[2])):
             a.release_all()         # these frees and the empty_cache after them
             continue
         if k[0] == "events":        # the operations of _run_events, without making them
-            s, run = k[1], k[2]
-            for op in k[3]:
-                kind = op[0]
-                if kind == "alloc":
-                    malloc((s, run, op[1]), op[2])
-                elif kind == "free":
-                    free((s, run, op[1]))
-                else:
-                    raise ValueError(f"allocator replay: unknown operation {kind!r}")
+            a.run_events(k[1], k[2], k[3])
         else:
             _run(a, ops)
     return _peaks(a)
