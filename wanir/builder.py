@@ -24,17 +24,16 @@ from .scope import Scope
 from .tensor import TensorType
 
 #: op signatures already checked: (op kind, input types, attributes with their Python types)
-#: -> (OpDef, normalized attributes as items, output types, weight shapes as items). A
-#: node's shape and weight rules are pure functions of its op, input types and attributes,
-#: so a signature seen once needs no second check; every entry is immutable. Bounded: the
-#: table is emptied when it reaches _SIGNATURES_MAX entries.
+#: -> (OpDef, normalized attributes as items, output types, weight shapes as items, weight
+#: types by storage dtype). A node's shape and weight rules are pure functions of its op,
+#: input types and attributes, so a signature seen once needs no second check. Entries are
+#: immutable but for their private dtype -> weight types table, only ever added to (the
+#: same types for the same dtype). Bounded: emptied when it reaches _SIGNATURES_MAX entries.
 _SIGNATURES: dict = {}
 _SIGNATURES_MAX = 8192
 #: attribute value types a signature may hold (tuples: of ints only); other values are
 #: checked every time
 _SIG_SCALARS = frozenset((int, float, bool, str, type(None), DType))
-#: weight types by (shape, dtype), bounded as _SIGNATURES
-_WEIGHT_TYPES: dict = {}
 
 
 def _signature(opdef, types: tuple, attrs: dict):
@@ -49,19 +48,6 @@ def _signature(opdef, types: tuple, attrs: dict):
         elif t not in _SIG_SCALARS or (t is float and v == 0.0 and copysign(1.0, v) < 0):
             return None         # -0.0 is never a key: it equals 0.0
     return (opdef.kind, types, tuple(attrs.items()), tuple(map(type, attrs.values())))
-
-
-def _weight_type(shape: tuple, dtype: DType) -> TensorType:
-    """TensorType(shape, dtype), shared among the weights of that type."""
-    if shape.__class__ is not tuple or any(d.__class__ is not int for d in shape):
-        return TensorType(shape, dtype)     # (True == 1: only exact ints are keys)
-    key = (shape, dtype)
-    t = _WEIGHT_TYPES.get(key)
-    if t is None:
-        if len(_WEIGHT_TYPES) >= _SIGNATURES_MAX:
-            _WEIGHT_TYPES.clear()
-        t = _WEIGHT_TYPES[key] = TensorType(shape, dtype)
-    return t
 
 
 class GraphBuilder:
@@ -138,26 +124,30 @@ class GraphBuilder:
         sig = _signature(opdef, types, attrs)
         hit = _SIGNATURES.get(sig) if sig is not None else None
         if hit is not None and hit[0] is opdef:
-            _, items, outs, pshapes = hit
+            _, items, outs, pshapes, wtypes = hit
             attrs = dict(items)
         else:
             where = f"{scope.path}/{name or kind}"
             attrs = opdef.normalize_attrs(attrs, where)
             outs = opdef.infer(types, attrs, where)
             pshapes = tuple(opdef.param_shapes(types, attrs).items())
+            wtypes = {}
             if sig is not None:
                 if len(_SIGNATURES) >= _SIGNATURES_MAX:
                     _SIGNATURES.clear()
-                _SIGNATURES[sig] = (opdef, tuple(attrs.items()), outs, pshapes)
+                _SIGNATURES[sig] = (opdef, tuple(attrs.items()), outs, pshapes, wtypes)
         given = name or kind
         name = self._unique(scope, given)
         params = {}
         if pshapes:
             base = weight_key or (f"{scope.weight_path}/{name}" if scope.weight_path else name)
             wdtype, weights = self._wdtype, self.graph.weights
-            for pname, shape in pshapes:
+            wt = wtypes.get(wdtype)
+            if wt is None:       # the weights' types at this storage dtype (kept with the signature)
+                wt = wtypes[wdtype] = tuple([TensorType(shape, wdtype) for _, shape in pshapes])
+            for (pname, _), t in zip(pshapes, wt):
                 key = f"{base}.{pname}"
-                w = Weight(key, _weight_type(shape, wdtype), scope.weight_count)
+                w = Weight(key, t, scope.weight_count)
                 old = weights.get(key)
                 if old is not None and old != w:
                     raise GraphError(f"{scope.path}/{given}: weight '{key}' is shared with another node but has "

@@ -25,6 +25,14 @@ class Value:
     index: int
     type: TensorType
 
+    def __init__(self, producer: int, index: int, type: TensorType):  # noqa: A002 - the field's name
+        # the fields written straight into the instance: a frozen dataclass's generated
+        # __init__ goes through object.__setattr__, and the builder makes one Value per node
+        d = self.__dict__
+        d["producer"] = producer
+        d["index"] = index
+        d["type"] = type
+
     @property
     def shape(self) -> tuple[int, ...]:
         return self.type.shape
@@ -43,6 +51,12 @@ class Weight:
     key: str
     type: TensorType
     copies: int = 1
+
+    def __init__(self, key: str, type: TensorType, copies: int = 1):  # noqa: A002 - the field's name
+        d = self.__dict__       # as Value.__init__
+        d["key"] = key
+        d["type"] = type
+        d["copies"] = copies
 
     @property
     def numel(self) -> int:
