@@ -39,6 +39,8 @@ _SIG_SCALARS = frozenset((int, float, bool, str, type(None), DType))
 def _signature(opdef, types: tuple, attrs: dict):
     """The memo key of a node (see _SIGNATURES), or None when an attribute value is of a type
     a key does not hold exactly."""
+    if not attrs:
+        return (opdef.kind, types)
     for v in attrs.values():
         t = v.__class__
         if t is tuple:
