@@ -111,14 +111,6 @@ RULES = {
 KIND_RULES: dict = {}
 
 
-def _rule(node):
-    rule = KIND_RULES.get(node.kind) or RULES.get(OPS[node.kind].category)
-    if rule is None:
-        raise UnknownOpError(f"{node.path}: the bytes pass has no rule for op '{node.kind}' "
-                             f"(category '{node.category}')")
-    return rule
-
-
 def persistent_values(graph: Graph) -> set[tuple[int, int]]:
     """The (node id, output index) pairs listed in ``graph.meta['persistent']`` — a list of
     Values or pairs, or a mapping of stage name to such a list: values that stay live for

@@ -40,7 +40,7 @@ from wanir.graph import Graph
 from wanir.ops import OPS
 from wanir.options import DEFAULT_ATTENTION_KERNEL
 from wanir.passes import allocator as alloc_model
-from wanir.passes.bytes import AUTOCAST_CATEGORIES, _Counts, buffer_roots, persistent_values
+from wanir.passes.bytes import AUTOCAST_CATEGORIES, buffer_roots, persistent_values
 from wanir.passes.experts import expert_weight_bytes
 
 HOST_STAGES_T5_CPU = ("text_encoder",)
@@ -236,15 +236,16 @@ def run(graph: Graph, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, offload_
     weights: dict[str, dict[str, int]] = {s: {} for s in graph.stages}
     nodes = list(graph) if nodes is None else nodes
     tensors: dict[str, list[int]] = {s: [] for s in graph.stages}
-    count = _Counts()
     for n in nodes:
-        by_stage[count.stage(n.scope)].append(n)
+        stage = n.scope.stage.name
+        by_stage[stage].append(n)
         if n.params:
-            wd = weights[n.stage]
+            wd = weights[stage]
             for w in n.params.values():
                 if w.key not in wd:
-                    wd[w.key] = w.type.nbytes * w.copies
-                    tensors[n.stage] += [w.type.nbytes] * w.copies
+                    nb = w.type.nbytes
+                    wd[w.key] = nb * w.copies
+                    tensors[stage] += [nb] * w.copies
     roots = buffer_roots(nodes)
     persistent = persistent_values(graph)
     stages = {}
