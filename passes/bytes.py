@@ -173,18 +173,20 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = DEFAULT_ATT
         raise ConfigError(f"roofline.attention_kernel={attention_kernel!r}: allowed: {', '.join(attention_kernels())}")
     nodes = list(graph) if nodes is None else nodes
     fuse = fusion in ("fused", "compiled")
-    count = _Counts()
-    reads: dict[int, list[int]] = {}
-    writes: dict[int, list[int]] = {}
-    fixed: dict[int, list[int]] = {}     # node id -> [weight read, extra read, extra written]
-    launches: dict[int, int] = {}
+    rows = []                            # (node, read per input, written per output, weight read, extra r, extra w)
     seen_weights: dict[str, set[str]] = {}
+    by_kind: dict[str, tuple] = {}       # kind -> (rule, category, kernels launched)
+    launches: dict[int, int] = {}
     for n in nodes:
-        op = OPS[n.kind]
-        cat = op.category
-        rule = KIND_RULES.get(n.kind) or RULES.get(cat)
-        if rule is None:
-            raise UnknownOpError(f"{n.path}: the bytes pass has no rule for op '{n.kind}' (category '{cat}')")
+        kr = by_kind.get(n.kind)
+        if kr is None:
+            op = OPS[n.kind]
+            cat = op.category
+            rule = KIND_RULES.get(n.kind) or RULES.get(cat)
+            if rule is None:
+                raise UnknownOpError(f"{n.path}: the bytes pass has no rule for op '{n.kind}' (category '{cat}')")
+            kr = by_kind[n.kind] = (rule, cat, 0 if cat == "input" or op.view else 1)
+        rule, cat, launches[n.id] = kr
         ins, outs, (extra, extra_w), wread = rule(n, attention_kernel)
         if n.params and cat != "input":
             seen = seen_weights.setdefault(n.scope.stage.name, set())
@@ -202,31 +204,24 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = DEFAULT_ATT
                     extra += copy         # read the converted copy
                     extra_w += copy       # write it
             wread = min(wread, total) if wread else total
-        nid = n.id
-        if fuse:                          # per slot: fusion zeroes single slots
-            reads[nid] = list(ins)
-            writes[nid] = list(outs)
-        else:
-            reads[nid] = ins
-            writes[nid] = outs
-        fixed[nid] = (wread, extra, extra_w)
-        launches[nid] = 0 if cat == "input" or op.view else 1
-    if fuse:
-        _fuse(graph, nodes, reads, writes, launches, count,
+        rows.append((n, ins, outs, wread, extra, extra_w))
+    if fuse:                              # fusion edits single slots of these lists
+        reads = {n.id: list(ins) for n, ins, *_ in rows}
+        writes = {n.id: list(outs) for n, _, outs, *_ in rows}
+        _fuse(graph, nodes, reads, writes, launches, _Counts(),
               producers=COMPILED_PRODUCERS if fusion == "compiled" else None)
+        rows = [(n, reads[n.id], writes[n.id], *rest) for n, _, _, *rest in rows]
 
     out = {s: {"bytes_read": 0, "bytes_written": 0, "bytes": 0} for s in graph.stages}
     acc_s = None
-    for n in nodes:
-        nid = n.id
-        wread, extra_r, extra_w = fixed[nid]
-        r = sum(reads[nid]) + wread + extra_r
-        w = sum(writes[nid]) + extra_w
+    for n, ins, outs, wread, extra_r, extra_w in rows:
+        r = sum(ins) + wread + extra_r
+        w = sum(outs) + extra_w
         c = n.costs
         c["bytes_read"] = r
         c["bytes_written"] = w
         c["weight_bytes_read"] = wread
-        c["launches"] = launches[nid]
+        c["launches"] = launches[n.id]
         sc = n.scope
         k = sc.count_per_invocation
         stage = sc.stage.name
