@@ -64,10 +64,10 @@ class Weight:
         return self.type.numel * self.copies
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """One op instance. ``costs`` holds the annotations passes write (ints for counts,
-    floats for times)."""
+    floats for times). Slotted: a graph holds hundreds of nodes, made and freed per build."""
 
     id: int
     kind: str
