@@ -8,7 +8,9 @@ models::
             with b.scope("attn1"):
                 q = b.linear(x, 5120, name="to_q")
 
-Every op call runs the op's shape rule, so a malformed graph cannot be built silently.
+Every op call runs the op's shape rule, so a malformed graph cannot be built silently. A
+node whose op, input types and attributes were already checked (its signature) takes that
+check's result (the rules are pure functions of them) instead of running it again.
 """
 from __future__ import annotations
 
