@@ -78,22 +78,21 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
         return {"peak_activation_bytes": 0, "peak_node": None, **({"events": []} if events else {})}
     roots = buffer_roots(graph) if roots is None else roots
     persistent = persistent_values(graph) if persistent is None else persistent
-    pos = {n.id: i for i, n in enumerate(nodes)}
+    pos: dict[int, int] = {}
     end = len(nodes) - 1
 
     # spans of repeated scopes
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     rep_cache: dict[int, list] = {}
-
-    def rep(scope):
-        r = rep_cache.get(id(scope))
-        if r is None:
-            r = rep_cache[id(scope)] = _repeated(scope)
-        return r
-
-    reps_of = [rep(n.scope) for n in nodes]      # per position
-    for i, reps in enumerate(reps_of):
+    reps_of = []                          # per position: the node's repeated scopes
+    for i, n in enumerate(nodes):
+        pos[n.id] = i
+        sc = n.scope
+        reps = rep_cache.get(id(sc))
+        if reps is None:
+            reps = rep_cache[id(sc)] = _repeated(sc)
+        reps_of.append(reps)
         for a in reps:
             k = id(a)
             if k not in first:
@@ -176,21 +175,20 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
 
     delta_alloc = [0] * (end + 1)
     delta_free = [0] * (end + 1)
+    allocs: dict[int, list] = {}          # position -> buffers allocated / freed there, in order
+    frees: dict[int, list] = {}
     for r, s in size.items():
         if s == 0:
             continue
-        delta_alloc[alloc[r]] += s
-        delta_free[use.get(r, end)] += s
+        a, u = alloc[r], use.get(r, end)
+        delta_alloc[a] += s
+        delta_free[u] += s
+        if events:
+            allocs.setdefault(a, []).append(r)
+            frees.setdefault(u, []).append(r)
     live = peak = 0
     peak_i = 0
     ev = [] if events else None
-    if events:
-        allocs: dict[int, list] = {}
-        frees: dict[int, list] = {}
-        for r, s in size.items():
-            if s:
-                allocs.setdefault(alloc[r], []).append(r)
-                frees.setdefault(use.get(r, end), []).append(r)
     for i, n in enumerate(nodes):
         live += delta_alloc[i]
         cat = OPS[n.kind].category
