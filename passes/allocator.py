@@ -541,7 +541,7 @@ def replay_pipeline(stages: dict, order, offload_model: bool, points=frozenset()
     for i, (k, ops) in enumerate(rest):
         if k[0] == "free" and i + 1 < len(rest) and rest[i + 1][0][0] == "empty_cache" and \
                 a.holds_only(("w", k[1], j) for j in range(k[2])):
-            a.release_all()         # these frees and the empty_cache after them
+            a.release_all()         # these frees and the empty_cache after them (which then finds nothing)
             continue
         if k[0] == "events":        # the operations of _run_events, without making them
             a.run_events(k[1], k[2], k[3])
