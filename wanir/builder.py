@@ -151,9 +151,12 @@ class GraphBuilder:
                 wt = wtypes[wdtype] = tuple([TensorType(shape, wdtype) for _, shape in pshapes])
             for (pname, _), t in zip(pshapes, wt):
                 key = f"{base}.{pname}"
-                w = Weight(key, t, scope.weight_count)
                 old = weights.get(key)
-                if old is not None and old != w:
+                if old is not None and old.type == t and old.copies == scope.weight_count:
+                    params[pname] = old     # a shared weight (same key, type and copies): the same record
+                    continue
+                w = Weight(key, t, scope.weight_count)
+                if old is not None:
                     raise GraphError(f"{scope.path}/{given}: weight '{key}' is shared with another node but has "
                                      f"type {w.type} ×{w.copies}, there {old.type} ×{old.copies}")
                 weights[key] = w
