@@ -161,10 +161,10 @@ class GraphBuilder:
                                      f"type {w.type} ×{w.copies}, there {old.type} ×{old.copies}")
                 weights[key] = w
                 params[pname] = w
-        node = self.graph.add_node(kind, name, scope, inputs, outs, attrs, params, checked=True)
+        nid = self.graph.add_node(kind, name, scope, inputs, outs, attrs, params, checked=True).id
         if len(outs) == 1:
-            return node.output(0)
-        return tuple(node.output(i) for i in range(len(outs)))
+            return Value(nid, 0, outs[0])           # node.output(0)
+        return tuple(Value(nid, i, t) for i, t in enumerate(outs))
 
     def _check_inputs(self, kind, inputs, scope, name) -> None:
         """Raise GraphError naming the first input that is not a graph Value."""
