@@ -22,6 +22,7 @@ from .errors import GraphError, WanirError
 from .graph import Graph, Value, Weight
 from .ops import OPS, get_op
 from .ops.defs import BINARY, UNARY
+from .ops.registry import MAX_ATTR_LIST
 from .scope import Scope
 from .tensor import TensorType
 
@@ -46,6 +47,8 @@ def _signature(opdef, types: tuple, attrs: dict):
     for v in attrs.values():
         t = v.__class__
         if t is tuple:
+            if len(v) > MAX_ATTR_LIST:
+                return None     # refused by the attribute check, unexamined here
             for x in v:
                 if x.__class__ is not int:
                     return None
