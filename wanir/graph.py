@@ -126,7 +126,7 @@ class Graph:
     def __init__(self, name: str = "graph"):
         self.name = name
         self._nx: nx.DiGraph | None = None
-        self._consumers: dict[int, list[int]] = {}
+        self._consumers: dict[int, list[int]] | None = None    # made on first use (consumers())
         self.root = Scope("", None, 1, "root")
         self.weights: dict[str, Weight] = {}
         self.meta: dict = {}
@@ -171,22 +171,16 @@ class Graph:
             raise TypeError(f"graph '{self.name}' is frozen (held by a result or a cache); "
                             f"change a copy: graph.timing_copy()")
         node = Node(d["_next"], kind, name, scope, tuple(inputs), tuple(outputs), attrs, params)
-        nodes, consumers = d["_nodes"], d["_consumers"]
-        producers = []
+        nodes = d["_nodes"]
         for slot, v in enumerate(node.inputs):
-            p = v.producer
-            if p not in nodes:
-                raise GraphError(f"{node.path}: input {slot} refers to undefined node {p}")
-            if p not in producers:
-                producers.append(p)
+            if v.producer not in nodes:
+                raise GraphError(f"{node.path}: input {slot} refers to undefined node {v.producer}")
         nid = node.id           # plain attribute writes below (the frozen check ran above)
         d["_next"] = nid + 1
         nodes[nid] = node
         if not checked:
             d["unchecked"] += 1
-        consumers[nid] = []
-        for p in producers:
-            consumers[p].append(nid)
+        d["_consumers"] = None  # views made again on first use
         d["_nx"] = None
         return node
 
@@ -200,7 +194,7 @@ class Graph:
         g._nx = None
         g.weights = dict(self.weights)
         g.meta = dict(self.meta)
-        g._consumers = {k: list(v) for k, v in self._consumers.items()}
+        g._consumers = None
         g._nodes = {i: Node(n.id, n.kind, n.name, n.scope, n.inputs, n.outputs, n.attrs, n.params, dict(n.costs))
                     for i, n in self._nodes.items()}
         return g
@@ -262,7 +256,14 @@ class Graph:
 
     def consumers(self, nid: int) -> list[Node]:
         """The nodes that read an output of node ``nid`` (each once, in insertion order)."""
-        return [self._nodes[s] for s in self._consumers[nid]]
+        cons = self._consumers
+        if cons is None:        # each reader once, in insertion order
+            cons = {i: [] for i in self._nodes}
+            for node in self._nodes.values():
+                for p in dict.fromkeys(v.producer for v in node.inputs):
+                    cons[p].append(node.id)
+            self.__dict__["_consumers"] = cons     # a cached view: allowed on a frozen graph
+        return [self._nodes[s] for s in cons[nid]]
 
     @property
     def stages(self) -> dict[str, Scope]:
