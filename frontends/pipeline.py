@@ -144,9 +144,9 @@ def make_spec(model: ModelFacts, text_encoder, image_encoder, dit, vae, optimiza
     return PipelineSpec(model, text_encoder, image_encoder, dit, vae, w22, optimizations, tiling), wl
 
 
-def _cfg_split(parallel_cfg) -> bool:
+def _cfg_split(cfg_degree) -> bool:
     """Whether the configured plan runs the two guidance branches on different devices."""
-    return isinstance(parallel_cfg, int) and not isinstance(parallel_cfg, bool) and parallel_cfg > 1
+    return isinstance(cfg_degree, int) and not isinstance(cfg_degree, bool) and cfg_degree > 1
 
 
 def build_pipeline(build: Build) -> Graph:

@@ -157,12 +157,9 @@ def _model_from(tree: FrozenMap, prov: dict) -> tuple[FrozenMap, FrozenMap | Non
     src = (tree.get("model") or {}).get("from")
     if src is None or src == "":
         return tree, None
-    from omegaconf import OmegaConf  # late import: checkpoint inference (model.from) edits a DictConfig
+    from .model_from import apply_model_from  # late import: checkpoint inference (model.from) only
 
-    from .frontends.checkpoint import apply_model_from  # late import: checkpoint inference (model.from) only
-
-    cfg, lines = apply_model_from(OmegaConf.create(thaw(tree)))
-    new = freeze(OmegaConf.to_container(cfg, resolve=True))
+    new, lines = apply_model_from(tree)
     old = dict(flat_items(tree))
     for key, v in flat_items(new):
         if key not in old or old[key] != v:
