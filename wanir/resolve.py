@@ -204,7 +204,8 @@ def _scenario_cached(tree: FrozenMap) -> Scenario:
 def _scenario(tree: FrozenMap, prov: dict) -> Scenario:
     tree, inferred = _model_from(tree, prov)
     opts = _options.from_config(tree)
-    spec, workload = _spec(tree, opts)
+    proj = _project(tree)
+    _, _, workload = _typed(proj)
     for k in ("height", "width", "frames", "steps"):
         if (tree.get("workload") or {}).get(k) is None:
             prov[f"workload.{k}"] = Source("model", f"model.default_{k}")
@@ -217,13 +218,13 @@ def _scenario(tree: FrozenMap, prov: dict) -> Scenario:
     rt = runtime_options(one)
     mem = memory_options(one)
     applied = ((one.get("runtime") or {}).get("defaults_applied")) or ()
-    build = _make_build(one, rt, mem, workload, spec if plan is None else None)
+    build = _make_build(proj if plan is None else _project(one), rt, mem, workload)
     hw_key = hwlib._content_key(tree.get("hardware")) or hw.name
     plan_build = plan_run = None
     if plan is not None:    # the configuration as given: the plan's per-device graph is made from it
         pmem = memory_options(tree)
         papplied = ((tree.get("runtime") or {}).get("defaults_applied")) or ()
-        plan_build = _make_build(tree, rt, pmem, workload, spec)
+        plan_build = _make_build(proj, rt, pmem, workload)
         plan_run = Run(hw, hw_key, opts, rt, pmem, None, "memory.offload_model" in papplied, tree, opts)
     run = Run(hw, hw_key, one_opts, rt, mem, plan, "memory.offload_model" in applied, tree, opts, plan_build,
               plan_run)
@@ -278,15 +279,27 @@ def component(group: str, data):
         fam = family if fam is None else fam
         if fam != family:
             raise ConfigError(f"{group}.family={fam!r}: frontends.{cls.MODULE} builds family '{family}' only")
-    fs = [f for f in fields(cls) if f.init]
-    required = getattr(cls, "REQUIRED", None) or tuple(
-        f.name for f in fs if f.default is MISSING and f.default_factory is MISSING)
+    names, required = _fields_of(cls)
     missing = [k for k in required if data.get(k) is None]
     if missing:
         raise ConfigError(f"{group}: missing key(s) {', '.join(group + '.' + k for k in missing)} "
                           f"(a {cls.WHAT} config needs {', '.join(required)})")
-    kw = {f.name: freeze(data[f.name]) for f in fs if data.get(f.name) is not None}
+    kw = {}
+    for k in names:
+        v = data.get(k)
+        if v is not None:
+            kw[k] = freeze(v)
     return cls(**kw)
+
+
+@functools.lru_cache(maxsize=None)
+def _fields_of(cls) -> tuple:
+    """(field names, required keys) of a component class: the keys its config may hold, and
+    those it must (``cls.REQUIRED``, else the fields without a default)."""
+    fs = [f for f in fields(cls) if f.init]
+    required = getattr(cls, "REQUIRED", None) or tuple(
+        f.name for f in fs if f.default is MISSING and f.default_factory is MISSING)
+    return tuple(f.name for f in fs), tuple(required)
 
 
 def _spec(tree, opts) -> tuple:
@@ -323,15 +336,21 @@ def _spec(tree, opts) -> tuple:
                      runtime_name=rt_name, tile=v.get("tile"), tile_stride=v.get("tile_stride"))
 
 
-def _make_build(tree, rt, mem, workload=None, spec=None) -> Build:
-    """The Build of a resolved tree (its count-relevant projection, typed) under runtime
-    ``rt`` and residency ``mem``; ``workload`` and ``spec`` None: resolved here."""
-    bcfg = _project(tree)
+@functools.lru_cache(maxsize=256)
+def _typed(bcfg: FrozenMap) -> tuple:
+    """(RunOptions, PipelineSpec, Workload) of a count-relevant projection (:func:`_project`),
+    cached on it: scenarios that differ only in what changes time share their typed parts."""
     bopts = _options.from_config(bcfg)
-    if spec is None:
-        spec, wl = _spec(tree, bopts)
-        workload = wl if workload is None else workload
-    return Build(bcfg, workload, bopts, replace(mem, host="auto"), rt.dit_lowering, rt.name, spec)
+    spec, wl = _spec(bcfg, bopts)
+    return bopts, spec, wl
+
+
+def _make_build(bcfg: FrozenMap, rt, mem, workload=None) -> Build:
+    """The Build of a count-relevant projection ``bcfg`` (typed, :func:`_typed`) under runtime
+    ``rt`` and residency ``mem``; ``workload`` None: the one resolved from ``bcfg``."""
+    bopts, spec, wl = _typed(bcfg)
+    return Build(bcfg, wl if workload is None else workload, bopts, replace(mem, host="auto"), rt.dit_lowering,
+                 rt.name, spec)
 
 
 def _build_of_config(cfg) -> Build:
@@ -343,7 +362,7 @@ def _build_of_config(cfg) -> Build:
 
 @functools.lru_cache(maxsize=64)
 def _build_cached(tree: FrozenMap) -> Build:
-    return _make_build(tree, runtime_options(tree), memory_options(tree))
+    return _make_build(_project(tree), runtime_options(tree), memory_options(tree))
 
 
 register_build_maker(_build_of_config)
