@@ -100,7 +100,7 @@ def _number(key: str, v, lo: float, hi: float, lo_open: bool = False) -> float:
 def task(model: ModelFacts, mode=None) -> str:
     """The task the pipeline runs: ``t2v`` or ``i2v`` (``mode``, the ``workload.mode``
     setting, for a model whose task is ``ti2v``; a model with one task refuses another mode)."""
-    t = model.task or "t2v"
+    t = model.task
     if t == "ti2v":
         if mode is None:
             return "t2v"

@@ -129,6 +129,10 @@ class Optimizations:
         return out
 
 
+#: the defaults of every knob (a None setting takes the field's default: their one home)
+_DEFAULT = Optimizations()
+
+
 def _number(key, v, lo, hi, lo_open=False, hi_open=False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ConfigError(f"{key} must be a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, "
@@ -186,18 +190,17 @@ def optimization_options(*, cache_method=None, cache_skip=None, cache_threshold=
                          precision: PrecisionOptions = PrecisionOptions()) -> Optimizations:
     """Check the optimization settings — the ``cache.*`` and ``attention.*`` values, the
     ``distill.name``, the model's name (TeaCache's tables are per model) and the precision
-    group (8-bit GEMMs) — and return an :class:`Optimizations`. A None setting takes its
-    default (no cache, dense attention, no distillation, per-branch caches, no retention).
+    group (8-bit GEMMs) — and return an :class:`Optimizations`. A None setting takes the
+    field's default of :class:`Optimizations` (no cache, dense attention, no distillation,
+    per-branch caches, no retention).
     Raises ConfigError naming the key on a bad value."""
     method, skip, thr = cache_method, cache_skip, cache_threshold
     if method is not None and method not in CACHE_METHODS:
         raise ConfigError(f"cache.method must be one of {', '.join(CACHE_METHODS)} or null, got {method!r}")
-    per_branch = cache_per_branch
-    per_branch = True if per_branch is None else per_branch
+    per_branch = _DEFAULT.cache_per_branch if cache_per_branch is None else cache_per_branch
     if not isinstance(per_branch, bool):
         raise ConfigError(f"cache.per_branch must be true or false, got {per_branch!r}")
-    retention = cache_retention
-    retention = False if retention is None else retention
+    retention = _DEFAULT.cache_retention if cache_retention is None else cache_retention
     if not isinstance(retention, bool):
         raise ConfigError(f"cache.retention must be true or false, got {short(retention, 40)}")
     if retention and method != "teacache":
@@ -222,8 +225,7 @@ def optimization_options(*, cache_method=None, cache_skip=None, cache_threshold=
                                          model, retention)
             frac = _fraction(value)
             notes = (note,) if note else ()
-    density = attention_density
-    density = 1.0 if density is None else density
+    density = float(_DEFAULT.attention_density) if attention_density is None else attention_density
     dens = _fraction(_number("attention.density", density, 0, 1, lo_open=True))
     if dens == 0:
         raise ConfigError(f"attention.density={density!r} is below the smallest density modeled "
@@ -235,14 +237,13 @@ def optimization_options(*, cache_method=None, cache_skip=None, cache_threshold=
         raise ConfigError(f"attention.density={density:g} needs attention.pattern ({', '.join(SPARSE_PATTERNS)})")
     if dens == 1 and pattern is not None:
         raise ConfigError(f"attention.pattern={pattern} needs attention.density < 1")
-    ds = attention_dense_steps
-    ds = 0 if ds is None else ds
+    ds = _DEFAULT.attention_dense_steps if attention_dense_steps is None else attention_dense_steps
     if isinstance(ds, bool) or not isinstance(ds, int) or ds < 0 or ds > 100_000:
         raise ConfigError(f"attention.dense_steps must be an integer in [0, 100000], got {ds!r}")
     if ds and dens == 1:
         raise ConfigError("attention.dense_steps needs sparse attention (attention.density < 1)")
     name = distill
-    name = "none" if name is None else name
+    name = _DEFAULT.distill if name is None else name
     if name not in DISTILL_NAMES:
         raise ConfigError(f"distill.name must be one of {', '.join(DISTILL_NAMES)}, got {short(name, 40)}; "
                           f"choose one with distill=NAME (it sets the steps and guidance it runs)")
