@@ -39,17 +39,17 @@ def check_positive(arch, keys) -> None:
 class ModelFacts:
     """The ``model`` group, checked: ``name``, ``family`` (wan2.1, wan2.2), ``task`` (t2v,
     i2v or ti2v: what the pipeline builds), the defaults a workload's null sizes and steps
-    take, the trained range (warnings only) and the Wan2.2 schedule facts (``experts``,
+    take (None: the workload must set that key), the trained range (warnings only) and the Wan2.2 schedule facts (``experts``,
     ``shift``, ``boundary``, guidance scales per expert, ``expand_timesteps``)."""
 
     COMPONENT: ClassVar[str] = "model"
     WHAT: ClassVar[str] = "model"
 
     name: str
-    default_steps: int
-    default_height: int
-    default_width: int
-    default_frames: int
+    default_steps: int | None = None
+    default_height: int | None = None
+    default_width: int | None = None
+    default_frames: int | None = None
     family: str | None = None
     task: str = "t2v"
     trained_max_pixels: int | None = None
@@ -67,4 +67,7 @@ class ModelFacts:
         if self.task not in ("t2v", "i2v", "ti2v"):
             raise ConfigError(f"model.task={self.task!r}: allowed t2v, i2v, ti2v")
         for k in ("default_steps", "default_height", "default_width", "default_frames"):
-            positive_int(f"model.{k}", getattr(self, k))
+            if getattr(self, k) is not None:
+                positive_int(f"model.{k}", getattr(self, k))
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"model.name={self.name!r}: must be a non-empty string")

@@ -78,9 +78,8 @@ def resolve_workload(model: ModelFacts, vae: wan_vae.VaeArch, dit: wan_dit.DitAr
     t_down = vae.temporal_factor                 # 4 for Wan2.1
     s_down = vae.spatial_factor                  # 8 (Wan2.1), 16 (Wan2.2-VAE)
     pt, ph, pw = dit.patch_size
-    frames = frames if frames is not None else model.default_frames
-    height = height if height is not None else model.default_height
-    width = width if width is not None else model.default_width
+    frames, height, width, steps = (v if v is not None else _model_default(model, k) for k, v in (
+        ("frames", frames), ("height", height), ("width", width), ("steps", steps)))
     if (frames - 1) % t_down:
         lo = (frames - 1) // t_down * t_down + 1
         raise ConfigError(f"workload.frames={frames}: the VAE produces 1 + {t_down}k frames; "
@@ -94,11 +93,18 @@ def resolve_workload(model: ModelFacts, vae: wan_vae.VaeArch, dit: wan_dit.DitAr
     if latent_t % pt:
         raise ConfigError(f"workload.frames={frames}: {latent_t} latent frames are not divisible by the "
                           f"temporal patch size {pt}")
-    steps = steps if steps is not None else model.default_steps
     lh, lw = height // s_down, width // s_down
     tokens = (latent_t // pt) * (lh // ph) * (lw // pw)
     return Workload(int(height), int(width), int(frames), int(steps), bool(guidance), batch, text_len,
                     bool(vae_encode) or task == "i2v", vae.z_dim, latent_t, lh, lw, tokens)
+
+
+def _model_default(model: ModelFacts, key: str) -> int:
+    v = getattr(model, f"default_{key}")
+    if v is None:
+        raise ConfigError(f"workload.{key} is null and {model.name} names no model.default_{key}; "
+                          f"set workload.{key}=<a positive integer>")
+    return v
 
 
 def trained_range_warnings(model: ModelFacts, wl: Workload) -> list[str]:

@@ -156,3 +156,20 @@ def test_frontends_refuse_a_raw_mapping():
         wan_dit.build(GraphBuilder(), raw, latent_shape=(16, 1, 4, 4), batch=1, text_len=8, compute_dtype="bf16")
     with pytest.raises(TypeError, match="VaeArch"):
         wan_vae.build_decoder(GraphBuilder(), dict(resolve([]).config.vae), latent_shape=(16, 1, 4, 4))
+
+
+def test_workload_defaults_come_from_the_model_facts():
+    """A model that names no default size needs the workload to set it; one that does gives
+    its own (Wan2.1 T2V-14B: 1280x720, 81 frames, 50 steps, the official defaults)."""
+    from wanir.frontends.pipeline import resolve_workload
+
+    dit = resolve([]).build.spec.dit
+    kw = dict(guidance=True, batch=1, text_len=512, vae_encode=False)
+    bare = ModelFacts(name="bare")
+    with pytest.raises(ConfigError, match=r"workload.frames is null and bare names no model.default_frames"):
+        resolve_workload(bare, wan_vae.VaeArch(), dit, "t2v", height=480, width=832, frames=None, steps=4, **kw)
+    wl = resolve_workload(bare, wan_vae.VaeArch(), dit, "t2v", height=480, width=832, frames=17, steps=4, **kw)
+    # 17 frames -> 1 + 16/4 = 5 latent frames; 480x832 / 8 -> 60x104; patches 1x2x2
+    assert (wl.latent_frames, wl.latent_height, wl.latent_width, wl.tokens) == (5, 60, 104, 5 * 30 * 52)
+    wl = resolve([]).build.workload
+    assert (wl.width, wl.height, wl.frames, wl.steps) == (1280, 720, 81, 50)
