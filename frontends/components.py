@@ -64,10 +64,11 @@ class ModelFacts:
     guide_scale_low: float | None = None
 
     def __post_init__(self):
+        for k in ("official_sizes", "experts"):
+            if isinstance(getattr(self, k), list):
+                object.__setattr__(self, k, tuple(getattr(self, k)))
         if self.task not in ("t2v", "i2v", "ti2v"):
             raise ConfigError(f"model.task={self.task!r}: allowed t2v, i2v, ti2v")
         for k in ("default_steps", "default_height", "default_width", "default_frames"):
             if getattr(self, k) is not None:
                 positive_int(f"model.{k}", getattr(self, k))
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"model.name={self.name!r}: must be a non-empty string")

@@ -104,6 +104,8 @@ class DitArch:
         object.__setattr__(self, "patch_size", tuple(p))
         check_positive(self, ("num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
                               "text_dim", "freq_dim", "ffn_dim", "num_layers", "rope_max_seq_len"))
+        if not isinstance(self.cross_attn_norm, bool):
+            raise ConfigError(f"dit.cross_attn_norm={self.cross_attn_norm!r}: allowed true, false")
         if self.qk_norm != "rms_norm_across_heads":
             raise ConfigError(f"dit.qk_norm={self.qk_norm!r}: only 'rms_norm_across_heads' is modeled "
                               "(the only value WanTransformer3DModel implements)")
