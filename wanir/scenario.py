@@ -157,12 +157,12 @@ class Build:
     memory: Any
     lowering: str
     runtime_name: str
-    spec: Any = field(default=None, compare=False, hash=False)
+    spec: Any = field(compare=False, hash=False)
 
     @property
     def model(self) -> str:
         """The model's name."""
-        return self.spec.model.name if self.spec is not None else self.config["model"]["name"]
+        return self.spec.model.name
 
 
 #: what makes a Build of a composed configuration (registered by wanir.resolve, the one
