@@ -88,8 +88,8 @@ class ClipArch:
             raise ConfigError(f"image_encoder.num_layers_run={run!r}: an integer in [1, num_hidden_layers="
                               f"{self.num_hidden_layers}], or null for all layers")
         eps = self.layer_norm_eps
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-            raise ConfigError(f"image_encoder.layer_norm_eps={eps!r}: must be a number in (0, 1)")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+            raise ConfigError(f"image_encoder.layer_norm_eps={eps!r}: must be a number in (0, 1]")
         object.__setattr__(self, "layer_norm_eps", float(eps))
 
 

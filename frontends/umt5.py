@@ -81,8 +81,8 @@ class Umt5Arch:
         if self.relative_attention_max_distance <= nb // 4:
             raise ConfigError("text_encoder.relative_attention_max_distance must exceed num_buckets / 4")
         eps = self.layer_norm_epsilon
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-            raise ConfigError(f"text_encoder.layer_norm_epsilon={eps!r}: must be a number in (0, 1)")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+            raise ConfigError(f"text_encoder.layer_norm_epsilon={eps!r}: must be a number in (0, 1]")
         object.__setattr__(self, "layer_norm_epsilon", float(eps))
 
 

@@ -68,6 +68,7 @@ TIMESTEP_MAX_PERIOD = 10000
 #: lowering variants: what the diffusers module and the official Wan code execute
 VARIANTS = ("diffusers", "official")
 
+
 @dataclass(frozen=True)
 class DitArch:
     """The Wan DiT hyperparameters that shape the graph (diffusers' argument names), checked
@@ -116,8 +117,8 @@ class DitArch:
             if getattr(self, k) is not None:
                 positive_int(f"dit.{k}", getattr(self, k))
         eps = self.eps
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-            raise ConfigError(f"dit.eps={eps!r}: must be a number in (0, 1)")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+            raise ConfigError(f"dit.eps={eps!r}: must be a number in (0, 1]")
         object.__setattr__(self, "eps", float(eps))
 
     @property

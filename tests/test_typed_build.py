@@ -140,6 +140,12 @@ def test_component_errors_name_the_key():
                           "in_channels": 4, "out_channels": 4, "text_dim": 8, "freq_dim": 8, "num_layers": 1})
     with pytest.raises(ConfigError, match="dit.qk_norm"):
         component("dit", dict(resolve([]).config.dit, qk_norm="layer_norm"))
+    with pytest.raises(ConfigError, match="dit.cross_attn_norm='maybe': allowed true, false"):
+        component("dit", dict(resolve([]).config.dit, cross_attn_norm="maybe"))
+    with pytest.raises(ConfigError, match=r"dit.eps=0: must be a number in \(0, 1\]"):
+        component("dit", dict(resolve([]).config.dit, eps=0))
+    with pytest.raises(ConfigError, match="dit must be a mapping"):
+        component("dit", 5)
     with pytest.raises(ConfigError, match="text_encoder.family='t5'"):
         component("text_encoder", dict(resolve([]).config.text_encoder, family="t5"))
     with pytest.raises(ConfigError, match="image_encoder.hidden_act"):
