@@ -54,11 +54,17 @@ COMPILED_PRODUCERS = ("elementwise", "norm", "reduction")
 
 
 def _ins(node):
-    return [v.type.nbytes for v in node.inputs]
+    out = []                 # (a loop: no comprehension frame per node)
+    for v in node.inputs:
+        out.append(v.type.nbytes)
+    return out
 
 
 def _outs(node):
-    return [t.nbytes for t in node.outputs]
+    out = []
+    for t in node.outputs:
+        out.append(t.nbytes)
+    return out
 
 
 def _materialize(node, kernel):

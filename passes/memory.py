@@ -204,12 +204,14 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
         if events:
             a = allocs.get(i)
             if a:
-                ev += [("alloc", r, size[r]) for r in a]
+                for r in a:
+                    ev.append(("alloc", r, size[r]))
             if ws:
                 ev += [("alloc", ("workspace", i), ws), ("free", ("workspace", i))]
             f = frees.get(i)
             if f:
-                ev += [("free", r) for r in f]
+                for r in f:
+                    ev.append(("free", r))
     out = {"peak_activation_bytes": peak, "peak_node": nodes[peak_i].path}
     if events:
         out["events"] = ev

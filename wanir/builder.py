@@ -127,7 +127,12 @@ class GraphBuilder:
             if v.__class__ is not Value:
                 self._check_inputs(kind, inputs, scope, name)
                 break
-        types = tuple([v.type for v in inputs])
+        if len(inputs) == 1:      # (no comprehension frame for the usual one or two inputs)
+            types = (inputs[0].type,)
+        elif len(inputs) == 2:
+            types = (inputs[0].type, inputs[1].type)
+        else:
+            types = tuple([v.type for v in inputs])
         sig = _signature(opdef, types, attrs)
         hit = _SIGNATURES.get(sig) if sig is not None else None
         if hit is not None and hit[0] is opdef:
