@@ -37,7 +37,8 @@ NORM_PER_ROW = 2             # add eps, rsqrt
 
 
 def _out_numel(node: Node) -> int:
-    return sum(t.numel for t in node.outputs)
+    outs = node.outputs
+    return outs[0].numel if len(outs) == 1 else sum(t.numel for t in outs)
 
 
 def _linear(node):
