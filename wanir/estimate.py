@@ -300,7 +300,7 @@ def time(counted: Counted, run: Run, extra: Mapping | None = None) -> Estimate:
     (cached on ``counted``). Returns a frozen :class:`Estimate` (its graph frozen too);
     ``extra``: read-only facts to attach (``inferred``)."""
     with paused_gc():
-        g = counted.graph.timing_copy()
+        g = roofline.TimedGraph(counted.graph)     # its nodes are made when someone reads them
         summaries = annotate_time(g, None, counted.counts, hw=run.hardware, options=run.options, mem=run.memory,
                                   runtime=run.runtime)
         dgs = counted.device_graph_cache(run) if run.plan is not None else None
