@@ -705,7 +705,10 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
         if r is None:
             r = tm.record(n, key)
         ann, t, p, is_compute, la = r
-        keep(ann)
+        if timed:
+            keep(ann)
+        else:
+            n.costs.update(ann)
         tk = t * k
         time[st] += tk
         launches[st] += la * k
@@ -714,9 +717,6 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
             comp[st] += tk
     if timed:
         graph.set_timing(anns)
-    else:
-        for n, ann in zip(nodes, anns):
-            n.costs.update(ann)
     calls = {s: 0 for s in graph.stages}
     for sc in modules.values():
         if sc.kind != "loop" and sc.stage.name in calls:
