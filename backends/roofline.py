@@ -622,18 +622,35 @@ def _timer(hw: Hardware, mode: str, attention_kernel: str, allow_tf32_conv: bool
     return t
 
 
-def node_keys(nodes, allow_tf32_conv: bool = True, matmul_tf32: bool = False) -> list:
-    """:func:`node_key` of every node of ``nodes`` (a list aligned with them)."""
+class NodeKeys:
+    """The timing keys of a list of nodes: ``unique``, the distinct :func:`node_key` keys in
+    order of first use, and ``index``, per node the position of its key in ``unique``."""
+
+    __slots__ = ("unique", "index")
+
+    def __init__(self, unique: list, index: list):
+        self.unique, self.index = unique, index
+
+
+def node_keys(nodes, allow_tf32_conv: bool = True, matmul_tf32: bool = False) -> NodeKeys:
+    """The :class:`NodeKeys` of ``nodes`` (:func:`node_key` under these TF32 flags)."""
     a, m = bool(allow_tf32_conv), bool(matmul_tf32)
-    out = []
-    add = out.append
+    pos: dict = {}
+    unique: list = []
+    index: list = []
+    add = index.append
     for n in nodes:
         c = n.costs
         if c["tensor_flops"]:
-            add(node_key(n, a, m))
+            key = node_key(n, a, m)
         else:       # node_key's short form, inline
-            add((c["vector_flops"], c["bytes_read"] + c["bytes_written"], c.get("launches", 0)))
-    return out
+            key = (c["vector_flops"], c["bytes_read"] + c["bytes_written"], c.get("launches", 0))
+        i = pos.get(key)
+        if i is None:
+            i = pos[key] = len(unique)
+            unique.append(key)
+        add(i)
+    return NodeKeys(unique, index)
 
 
 def clear_timers() -> None:
@@ -644,7 +661,8 @@ def clear_timers() -> None:
 def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
         host: Hardware | None = None, host_stages=(), offload_model: bool = False,
         weight_bytes: dict | None = None, nodes: list | None = None, allow_tf32_conv: bool = True,
-        matmul_tf32: bool = False, fusion: str = "eager", cuda_graphs: bool = False, keys: list | None = None) -> dict:
+        matmul_tf32: bool = False, fusion: str = "eager", cuda_graphs: bool = False,
+        keys: NodeKeys | None = None) -> dict:
     """Annotate every node with ``compute_s``, ``memory_s``, ``time_s`` (seconds per
     execution), ``bound`` and ``intensity`` (FLOPs per byte). Returns {"time_s": {stage:
     seconds per invocation}, "compute_share": {stage: fraction of the stage's time in
@@ -659,7 +677,7 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
     (backends/host_stages.py: host_seconds); a stage takes max(device, host) + exposed. Nodes need the flops and bytes passes' annotations.
 
     ``nodes``: the nodes to time (default: the graph's, in order); ``keys``: their
-    :func:`node_keys` under these TF32 flags, for a caller that times one graph on many
+    :func:`node_keys` under these TF32 flags (a :class:`NodeKeys`), for a caller that times one graph on many
     devices. Nodes with equal keys share one timing record per device and options (memoized
     across runs, bounded: :func:`clear_timers` forgets them)."""
     timers = {hw.name: _timer(hw, mode, attention_kernel, allow_tf32_conv, matmul_tf32)}
@@ -686,9 +704,13 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
     keep = anns.append
     if keys is None:
         keys = node_keys(nodes, allow_tf32_conv, matmul_tf32)
-    scopes: dict[int, tuple] = {}       # per scope: executions per invocation, stage, its timer's memo and records
-    last = e = None
-    for n, key in zip(nodes, keys):
+    unique = keys.unique
+    per_timer: dict[int, list] = {}     # per timer: the records of the distinct keys, filled as nodes use them
+    scopes: dict[int, tuple] = {}       # per scope: executions per invocation, stage, its timer and records
+    last = cur = None
+    acc_t = acc_c = 0.0                 # the current stage's sums (time, compute-bound time) and launches
+    acc_l = 0
+    for n, i in zip(nodes, keys.index):
         sc = n.scope
         if sc is not last:
             last = sc
@@ -696,25 +718,39 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
             if e is None:
                 st = sc.stage.name
                 tm = stage_timer[st]
-                e = scopes[id(sc)] = (sc.count_per_invocation, st, tm, tm.memo, prov_t[st])
+                recs = per_timer.get(id(tm))
+                if recs is None:
+                    recs = per_timer[id(tm)] = [None] * len(unique)
+                e = scopes[id(sc)] = (sc.count_per_invocation, st, tm, recs, prov_t[st])
                 while sc is not None and sc.kind in ("scope", "repeat", "loop") and id(sc) not in modules:
                     modules[id(sc)] = sc
                     sc = sc.parent
-            k, st, tm, memo, pt = e
-        r = memo.get(key)
+            k, st, tm, recs, pt = e
+            if st != cur:
+                if cur is not None:
+                    time[cur], comp[cur], launches[cur] = acc_t, acc_c, acc_l
+                cur = st
+                acc_t, acc_c, acc_l = time[st], comp[st], launches[st]
+        r = recs[i]
         if r is None:
-            r = tm.record(n, key)
+            key = unique[i]
+            r = tm.memo.get(key)
+            if r is None:
+                r = tm.record(n, key)
+            recs[i] = r
         ann, t, p, is_compute, la = r
         if timed:
             keep(ann)
         else:
             n.costs.update(ann)
         tk = t * k
-        time[st] += tk
-        launches[st] += la * k
+        acc_t += tk
+        acc_l += la * k
         pt[p] = pt.get(p, 0.0) + tk
         if is_compute:
-            comp[st] += tk
+            acc_c += tk
+    if cur is not None:
+        time[cur], comp[cur], launches[cur] = acc_t, acc_c, acc_l
     if timed:
         graph.set_timing(anns)
     calls = {s: 0 for s in graph.stages}

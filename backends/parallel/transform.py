@@ -319,8 +319,14 @@ class _Sharder:
             except _Fail:
                 if any(x.dim is not None for x in ins):
                     self.fallbacks.append(node.path)
-        new = self.emit(node.kind, [self.full(v) for v in node.inputs], scope, node.name, dict(node.attrs),
-                        node.params)
+        ins = [self.full(v) for v in node.inputs]
+        if all(a.type == v.type for a, v in zip(ins, node.inputs)):
+            # the node as the source holds it: its attributes are normalized and its outputs are
+            # what its shape rule gives for these input types (the count's verify checks again)
+            new = self.g.add_node(node.kind, self.name(scope, node.name), scope, ins, node.outputs,
+                                  dict(node.attrs), dict(node.params))
+        else:
+            new = self.emit(node.kind, ins, scope, node.name, dict(node.attrs), node.params)
         if sp_on:       # a node of a sequence-sharded stage that every device runs whole (e.g. the embeddings)
             self.replicated.add(new.id)
         for i in range(len(node.outputs)):
