@@ -66,6 +66,7 @@ class DeviceGraph:
         self.count = {n.id: n.scope.count_per_invocation for n in self.nodes}
         self._pipe = None
         self._keys = self._lay = self._blocks = self._wb = None     # made on the first cost()
+        self._kernels: dict = {}       # hardware family -> the attention kernel the runtime runs there
 
     def cost(self, hw, single_time_s: float | None = None, plan: Plan | None = None) -> "MultiDeviceCost":
         """Time this device graph on ``hw`` (a :class:`wanir.hardware.Hardware`): the roofline
@@ -88,7 +89,7 @@ class DeviceGraph:
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
-        kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else attention_kernel_for(self.cfg, hw)
+        kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else self._kernel_for(hw)
         allow_tf32, matmul_tf32 = roofline.timing_options(self.options)[1], roofline.matmul_tf32_option(self.options)
         if self._keys is None:      # the nodes' timing keys do not depend on the hardware: made once
             self._keys = roofline.node_keys(self.nodes, allow_tf32, matmul_tf32)
@@ -173,6 +174,14 @@ class DeviceGraph:
             self._costs.pop(next(iter(self._costs)))
         self._costs[key] = (hw, _copy_stages(stages), rf["transfer_s"], dict(pipe), rf["provenance"])
         return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p, rf["provenance"])
+
+    def _kernel_for(self, hw) -> str:
+        """:func:`wanir.runtime.attention_kernel_for` of this graph's configuration on ``hw``
+        (it depends on the hardware's family only; worked out once per family)."""
+        k = self._kernels.get(hw.family)
+        if k is None:
+            k = self._kernels[hw.family] = attention_kernel_for(self.cfg, hw)
+        return k
 
     def _layout(self) -> list:
         """Per node, in order, what :meth:`cost` needs that no hardware changes: (node, stage,
