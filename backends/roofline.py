@@ -411,6 +411,9 @@ class _Timer:
                                     ("microarch.sms", s.get("microarch.sms", "assumed")),
                                     ("memory.bandwidth_tbps", s.get("memory.bandwidth_tbps", "assumed"))})
         self.prov_launch = frozenset({("launch_overhead_us", s.get("launch_overhead_us", "assumed"))})
+        #: what a node timed at its speed-of-light compute bound without a kernel model rests on
+        self.prov_vector = self.prov_peak | {("microarch.fp32_lanes_per_sm",
+                                              s.get("microarch.fp32_lanes_per_sm", "assumed"))}
         l2 = hw.micro.l2_bytes
         self.l2 = l2
         self.l2_bw = max(hw.memory_bandwidth, hw.micro.l2_bandwidth)
@@ -420,12 +423,10 @@ class _Timer:
         self._host = None
 
     def record(self, n, key: tuple) -> tuple:
-        """The timing record of node ``n`` whose :meth:`key` is ``key``, memoized on it:
+        """The timing record of node ``n`` whose :func:`node_key` is ``key``, memoized on it:
         (annotations {"compute_s", "memory_s", "time_s", "bound", "intensity"}, time_s,
-        provenance, whether compute-bound, launches). Seconds per execution."""
-        hit = self.memo.get(key)
-        if hit is not None:
-            return hit
+        provenance, whether compute-bound, launches). Seconds per execution. Callers look in
+        :attr:`memo` first."""
         compute, memory, t, p = self.node(n, key)
         c = n.costs
         bound = "compute" if compute >= memory and compute > 0 else "memory"
@@ -478,8 +479,7 @@ class _Timer:
         if ideal_c > compute:
             compute = ideal_c
             if not prov:
-                prov = self.prov_peak | {("microarch.fp32_lanes_per_sm",
-                                          hw.sources.get("microarch.fp32_lanes_per_sm", "assumed"))}
+                prov = self.prov_vector
         memory, mprov = model.memory_time(by) if by else (0.0, frozenset())
         if memory < ideal_m:
             memory = ideal_m
