@@ -57,6 +57,10 @@ class DeviceGraph:
         resident = None
         if self.mem.offload == "block":
             resident = {"diffusion_core": block_stream_plan(g, self.mem.resident_params)["gpu_weight_bytes"]}
+        elif "experts" not in g.meta:
+            # FSDP: the memory pass replays the allocator with the weights one device keeps, so
+            # that :meth:`cost` needs no replay of its own (two experts keep their own rule there)
+            resident = self._fsdp_resident(g) or None
         # the counting path of the single-device estimate (passes/count.py)
         counts = count.run(g, self.options, check=True, mem=self.mem, resident_weight_bytes=resident)
         self.nodes = list(g)
@@ -228,14 +232,19 @@ class DeviceGraph:
         return dict(self._wb)
 
     def _weight_bytes(self) -> dict:
-        f = self.graph.meta["parallel"]["fsdp"]
-        out = {s: (f[s]["resident_weight_bytes"] if s in f else r["weight_bytes"])
-               for s, r in self.memory["stages"].items()}
+        fs = self._fsdp_resident(self.graph)
+        return {s: (fs[s] if s in fs else r["weight_bytes"]) for s, r in self.memory["stages"].items()}
+
+    def _fsdp_resident(self, g: Graph) -> dict:
+        """Resident weight bytes on one device of each FSDP-sharded stage of the per-device
+        graph ``g`` (1/fsdp of its weights), ints; {} without FSDP."""
+        f = g.meta["parallel"]["fsdp"]
+        out = {s: r["resident_weight_bytes"] for s, r in f.items()}
         shard = self.runtime.fsdp_shard_dtype
         if shard and "diffusion_core" in f:
             # FSDP mixed precision: the gathers and the compute use the graph's weight dtype,
             # the resident shards keep the stored one
-            ws = [w for n in self.nodes if n.stage == "diffusion_core" for w in n.params.values()]
+            ws = [w for n in g if n.stage == "diffusion_core" for w in n.params.values()]
             if ws:
                 out["diffusion_core"] = out["diffusion_core"] * get_dtype(shard).bits // ws[0].type.dtype.bits
         return out
