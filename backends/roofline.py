@@ -654,8 +654,11 @@ def node_keys(nodes, allow_tf32_conv: bool = True, matmul_tf32: bool = False) ->
 
 
 def clear_timers() -> None:
-    """Forget the shared timers (and their per-shape kernel times); returns None."""
+    """Forget the shared timers (their per-shape kernel times and per-key node records) and
+    the provenance summaries; returns None."""
     _TIMERS.clear()
+    _PROV_INPUTS.clear()
+    _HAS_ASSUMED.clear()
 
 
 def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
