@@ -428,12 +428,14 @@ class _Timer:
         provenance, whether compute-bound, launches). Seconds per execution. Callers look in
         :attr:`memo` first."""
         compute, memory, t, p = self.node(n, key)
-        c = n.costs
+        if len(key) == _TENSOR_KEY_LEN:
+            tf, vf, by, launches = key[3:]
+        else:
+            (vf, by, launches), tf = key, 0
         bound = "compute" if compute >= memory and compute > 0 else "memory"
-        by = c["bytes_read"] + c["bytes_written"]
         rec = ({"compute_s": compute, "memory_s": memory, "time_s": t, "bound": bound,
-                "intensity": (c["tensor_flops"] + c["vector_flops"]) / by if by else float("inf")},
-               t, p, bound == "compute", c.get("launches", 0))
+                "intensity": (tf + vf) / by if by else float("inf")},
+               t, p, bound == "compute", launches)
         if len(self.memo) >= _MEMO_MAX:
             self.memo.clear()
         self.memo[key] = rec
@@ -455,14 +457,17 @@ class _Timer:
 
     def node(self, n, key: tuple | None = None) -> tuple[float, float, float, frozenset]:
         """(compute_s, memory_s, time_s, provenance) of one execution of node ``n``
-        (``key``: its :func:`node_key` under this timer's flags, when known)."""
-        c = n.costs
-        tf, vf = c["tensor_flops"], c["vector_flops"]
-        by = c["bytes_read"] + c["bytes_written"]
+        (``key``: its :func:`node_key` under this timer's flags, when known: everything read
+        is taken from it)."""
+        if key is None:
+            key = node_key(n, self.allow_tf32, self.matmul_tf32)
+        if len(key) == _TENSOR_KEY_LEN:
+            _, cdt, args, tf, vf, by, launches = key
+        else:
+            (vf, by, launches), tf, cdt, args = key, 0, None, None
         hw = self.hw
-        known = key is not None and len(key) == _TENSOR_KEY_LEN
         # speed of light
-        ideal_c = tf / self.peak(n, key[1] if known else None) if tf else 0.0
+        ideal_c = tf / self.peak(n, cdt) if tf else 0.0
         if vf:
             tv = vf / hw.vector_flops
             if tv > ideal_c:
@@ -475,7 +480,7 @@ class _Timer:
         prov = frozenset()
         compute = 0.0
         if tf:
-            compute, prov = model.model_time(key[2]) if known else model.node_model(n, by)
+            compute, prov = model.model_time(args)
         if ideal_c > compute:
             compute = ideal_c
             if not prov:
@@ -483,7 +488,6 @@ class _Timer:
         memory, mprov = model.memory_time(by) if by else (0.0, frozenset())
         if memory < ideal_m:
             memory = ideal_m
-        launches = c.get("launches", 0)
         t = (compute if compute >= memory else memory) + launches * self.overhead
         p = prov if compute >= memory and compute > 0 else mprov
         if launches and self.overhead:
@@ -709,22 +713,22 @@ def run(graph: Graph, hw: Hardware, mode: str = "calibrated", attention_kernel: 
         keys = node_keys(nodes, allow_tf32_conv, matmul_tf32)
     unique = keys.unique
     per_timer: dict[int, list] = {}     # per timer: the records of the distinct keys, filled as nodes use them
-    scopes: dict[int, tuple] = {}       # per scope: executions per invocation, stage, its timer and records
-    last = cur = None
+    scopes: dict = {}                   # per scope (hashed by identity): executions per invocation, stage, its
+    last = cur = None                   # timer and records
     acc_t = acc_c = 0.0                 # the current stage's sums (time, compute-bound time) and launches
     acc_l = 0
     for n, i in zip(nodes, keys.index):
         sc = n.scope
         if sc is not last:
             last = sc
-            e = scopes.get(id(sc))
+            e = scopes.get(sc)
             if e is None:
                 st = sc.stage.name
                 tm = stage_timer[st]
                 recs = per_timer.get(id(tm))
                 if recs is None:
                     recs = per_timer[id(tm)] = [None] * len(unique)
-                e = scopes[id(sc)] = (sc.count_per_invocation, st, tm, recs, prov_t[st])
+                e = scopes[sc] = (sc.count_per_invocation, st, tm, recs, prov_t[st])
                 while sc is not None and sc.kind in ("scope", "repeat", "loop") and id(sc) not in modules:
                     modules[id(sc)] = sc
                     sc = sc.parent
