@@ -537,7 +537,8 @@ class TimedGraph(Graph):
                 c.update(recs[i])
             out[n.id] = Node(n.id, n.kind, n.name, n.scope, n.inputs, n.outputs, n.attrs, n.params,
                              MappingProxyType(c) if frozen else c)
-        d["_consumers"] = {k: list(v) for k, v in d["_consumers"].items()}
+        cons = d["_consumers"]          # the source's map, or None: made on first use (Graph.consumers)
+        d["_consumers"] = None if cons is None else {k: list(v) for k, v in cons.items()}
         return out
 
     @property
