@@ -26,7 +26,7 @@ from wanir import jsonout, kernels
 from wanir.errors import ConfigError
 from wanir.estimate import count, paused_gc
 from wanir.resolve import resolve
-from wanir.runtime import attention_kernel_for
+from wanir.runtime import run_attention_kernel
 from wanir.safeio import load_yaml, read_text_file
 
 from .error_range import cost_range
@@ -286,7 +286,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         raise ConfigError(f"--risk {str(risk)[:20]!r}: allowed {', '.join(RISKS)}")
     overrides = list(overrides)
     sc0 = resolve(overrides, config_dir)
-    cfg, opts = sc0.config, sc0.run.options
+    opts = sc0.run.options
     fixed = sc0.run.plan
     if fixed is not None:
         if devices is not None and fixed.degree not in devices:
@@ -294,7 +294,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                               f"{','.join(map(str, devices))}; drop --devices or the parallel override")
         devices = (fixed.degree,)
     devices = tuple(devices) if devices is not None else DEFAULT_DEVICES
-    heads = int(cfg.dit.num_attention_heads)
+    heads = int(sc0.build.spec.dit.num_attention_heads)
     known = [h.name for h in hwlib.list_hardware(config_dir)]
     hw_overrides = [o for o in overrides if str(o).lstrip("+").split("=")[0].split(".")[0] == "hardware"]
     if hw_overrides and hardware:
@@ -313,7 +313,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
             p = _yaml_price(h.name, config_dir)
             if p is not None:
                 prices[h.name] = p
-    base_batch = int(cfg.workload.batch)
+    base_batch = int(sc0.build.workload.batch)
     if batches is None:
         batches = sorted({base_batch, *(b * base_batch for b in BATCHES)}) if throughput is not None else [base_batch]
     base = opts.parallel.as_mapping()
@@ -356,8 +356,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
             if dg is None:
                 shape_plan = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
                                   plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)
-                dg = graphs[key] = DeviceGraph(counted.graph, shape_plan, r.config, options=r.options, runtime=r.runtime,
-                                               memory=r.memory, offload_from_runtime=r.offload_from_runtime)
+                dg = graphs[key] = DeviceGraph(counted.graph, shape_plan, r)
         return dg
 
     steps, step = len(batches) * len(devices), 0
@@ -378,7 +377,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                     progress((step + j / len(plans)) / steps)
                 check_plan(plan, heads=heads, guidance=guidance)
                 dg = device_graph(plan, b)
-                c_plan = for_plan(plan, b)[0].config
+                c_plan = for_plan(plan, b)[0].run
                 for hw in hws:
                     if hw.name not in singles:
                         singles[hw.name] = device_graph(Plan(), b).cost(hw).time_s
@@ -409,22 +408,23 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
             "target": {"latency_s": latency_s, "videos_per_hour": throughput},
             "model": graph.meta.get("model"), "workload": graph.meta.get("workload", {}), "prices": prices,
             "batches": list(batches), "plan": None if fixed is None else fixed.label, "risk": risk,
-            "other_kernels": other_kernels(cfg, hws), "devices_tried": list(devices)}
+            "other_kernels": other_kernels(sc0.run, hws), "devices_tried": list(devices)}
 
 
-def _stack_cached(cache: dict, cfg, hw) -> dict:
-    key = (id(cfg), hw.name)
+def _stack_cached(cache: dict, run, hw) -> dict:
+    key = (id(run), hw.name)
     if key not in cache:
-        cache[key] = stack_of(cfg, hw)
+        cache[key] = stack_of(run, hw)
     return cache[key]
 
 
-def other_kernels(cfg, hws) -> list[str]:
+def other_kernels(run, hws) -> list[str]:
     """The attention kernels some GPU of ``hws`` supports (wanir/data/kernels.yaml) besides
-    the one the runtime runs there, ``math`` and ``sdpa``: what ``--allow`` can add."""
+    the one the resolved ``run`` (a :class:`wanir.scenario.Run`) runs there, ``math`` and
+    ``sdpa``: what ``--allow`` can add."""
     out: list[str] = []
     for hw in hws:
-        used = attention_kernel_for(cfg, hw)
+        used = run_attention_kernel(run, hw)
         for k in kernels.available_attention(hw.family):
             if k not in ("math", "sdpa", used) and k not in out:
                 out.append(k)

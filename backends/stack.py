@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from wanir import kernels
 from wanir.errors import ConfigError
-from wanir.options import select
-from wanir.runtime import attention_kernel_for, runtime_options
+from wanir.runtime import run_attention_kernel
 
 #: the precision keys a sizing row names (the image encoder only where the model has one)
 STACK_PRECISIONS = ("dit_weights", "dit_compute", "text_encoder", "vae")
@@ -15,21 +14,21 @@ PREC_NAMES = {"dit_weights": "DiT weights", "dit_compute": "DiT compute", "text_
               "vae": "VAE"}
 
 
-def stack_of(cfg, hw) -> dict:
-    """The software stack ``cfg`` runs on ``hw``: {"runtime": name, "attention_kernel": the
-    concrete kernel (``sdpa`` resolved for the GPU's family), "attention_kernel_config": the
-    name as configured or defaulted (e.g. ``sdpa``), "kernel_default": whether the runtime
-    chose it, "precision": {key: dtype}} — what every sizing row and caption names."""
-    name = attention_kernel_for(cfg, hw)
-    applied = list(select(cfg, "runtime.defaults_applied", []) or [])
+def stack_of(run, hw) -> dict:
+    """The software stack the resolved ``run`` (a :class:`wanir.scenario.Run`) runs on
+    ``hw``: {"runtime": name, "attention_kernel": the concrete kernel (``sdpa`` resolved for
+    the GPU's family), "attention_kernel_config": the name as configured or defaulted (e.g.
+    ``sdpa``), "kernel_default": whether the runtime chose it, "precision": {key: dtype} as
+    configured} — what every sizing row and caption names."""
+    name = run_attention_kernel(run, hw)
     try:
         concrete = kernels.resolve_attention(name, hw)
     except ConfigError:
         concrete = name
-    prec = {k: select(cfg, f"precision.{k}", None) for k in STACK_PRECISIONS}
-    default = "roofline.attention_kernel" in applied or select(cfg, "roofline.attention_kernel") is None
-    return {"runtime": runtime_options(cfg).name, "attention_kernel": concrete, "attention_kernel_config": name,
-            "kernel_default": default, "precision": prec}
+    precision = (run.configured_options or run.options).precision
+    prec = {k: getattr(precision, k) for k in STACK_PRECISIONS}
+    return {"runtime": run.runtime.name, "attention_kernel": concrete, "attention_kernel_config": name,
+            "kernel_default": run.kernel_from_runtime, "precision": prec}
 
 
 def kernel_label(st: dict) -> str:

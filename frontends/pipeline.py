@@ -22,7 +22,7 @@ from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.passes.optimize import apply as apply_optimizations
 from wanir.passes.optimize_options import Optimizations, dit_activation_dtype
-from wanir.scenario import Build, build_of_config
+from wanir.scenario import Build
 
 from . import clip, umt5, wan22, wan_dit, wan_vae
 from .components import ModelFacts
@@ -157,11 +157,12 @@ def _cfg_split(cfg_degree) -> bool:
 
 def build_pipeline(build: Build) -> Graph:
     """Lower the configured pipeline into one graph (not yet annotated). ``build``: a
-    :class:`wanir.scenario.Build` (a composed configuration a caller still holds is resolved
-    into one first, :func:`wanir.scenario.build_of_config`). ``graph.meta`` holds the
-    resolved workload, the model name and warnings."""
+    :class:`wanir.scenario.Build` (``wanir.resolve(...).build``). ``graph.meta`` holds the
+    resolved workload, the model name and warnings. Raises TypeError for anything else (a
+    configuration is resolved first)."""
     if not isinstance(build, Build):
-        build = build_of_config(build)
+        raise TypeError(f"build_pipeline takes a wanir.scenario.Build (wanir.resolve(...).build), "
+                        f"got {type(build).__name__}")
     spec: PipelineSpec = build.spec
     wl, variant = build.workload, build.lowering
     prec = build.options.precision

@@ -172,13 +172,13 @@ def parallel_warnings(cost) -> list[str]:
             f"at its peak, {cost.hardware.name} has {cost.hardware.memory_bytes / gib:.1f} GiB"]
 
 
-def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, device_graphs: dict | None = None,
-           extra: dict | None = None, store_config: bool = True, run=None) -> Estimate:
-    """Summarize an annotated pipeline graph into an Estimate; with a multi-device ``plan``
-    also cost the plan's per-device graph (``device_graphs`` caches them by plan shape) and
-    attach its ``parallel`` record, taking the fit warning from the per-device peak.
-    ``run``: the Scenario's Run the per-device graph takes its typed options from (else
-    ``cfg``)."""
+def finish(graph: Graph, summaries: dict, run: Run, opts: RunOptions, plan=None, device_graphs: dict | None = None,
+           extra: dict | None = None) -> Estimate:
+    """Summarize an annotated pipeline graph timed with the resolved ``run`` into an Estimate;
+    with a multi-device ``plan`` also cost the plan's per-device graph (``device_graphs``
+    caches them by plan shape) and attach its ``parallel`` record, taking the fit warning
+    from the per-device peak. ``opts``: the run options the Estimate reports (the plan's, as
+    configured)."""
     par = None
     warns = None
     cost = None
@@ -189,22 +189,15 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         if key not in cache:      # the plan's per-device graph, with the runtime's defaults on that plan
             shape = Plan(plan.name, plan.ulysses, plan.ring, plan.cfg, 1, plan.fsdp, plan.overlap,
                          plan.gpus_per_node, plan.network, plan.intra_node, plan.vae)   # dp changes only totals
-            if run is not None and run.plan_build is not None:
-                pr = run.plan_run     # the configuration's own build, counted once (cached)
-                cache[key] = DeviceGraph(count(run.plan_build).graph, shape, pr.config, options=pr.options,
-                                         runtime=pr.runtime, memory=pr.memory,
-                                         offload_from_runtime=pr.offload_from_runtime)
+            if run.plan_build is not None:     # the configuration's own build, counted once (cached)
+                cache[key] = DeviceGraph(count(run.plan_build).graph, shape, run.plan_run)
             else:
-                cache[key] = plan_device_graph(graph, cfg, shape)
+                cache[key] = plan_device_graph(graph, run, shape)
         dg = cache[key]
         # the one-device baseline as the runtime runs one device (its offload and weight defaults):
         # the same number as `wanir estimate` without the plan, `multi_device_cost` and `wanir size`
         if "one-device" not in cache:
-            if run is not None:
-                cache["one-device"] = DeviceGraph(graph, Plan(), run.config, options=run.options, runtime=run.runtime,
-                                                  memory=run.memory, offload_from_runtime=run.offload_from_runtime)
-            else:
-                cache["one-device"] = plan_device_graph(graph, cfg, Plan())
+            cache["one-device"] = DeviceGraph(graph, Plan(), run)
         one = cache["one-device"]
         single_s = one.cost(summaries["hw"]).time_s
         cost = dg.cost(summaries["hw"], single_s, plan=plan)
@@ -218,7 +211,9 @@ def finish(graph: Graph, summaries: dict, cfg, opts: RunOptions, plan=None, devi
         par["total"].update(time_range_s=rng["parallel"]["time_range_s"],
                             time_range_class=rng["parallel"]["time_range_class"])
     extra = dict(extra or {}, time_range=rng)
-    return summarize(graph, summaries, cfg if store_config else None, options=opts, extra=extra, parallel=par,
+    # the Estimate keeps the resolved configuration as data for its JSON and reports: the
+    # resolver's frozen output (Scenario.config, the same tree as run.config), not re-parsed
+    return summarize(graph, summaries, run.config, options=opts, extra=extra, parallel=par,
                      time_range=rng["total"], run=run)
 
 
@@ -308,9 +303,9 @@ def time(counted: Counted, run: Run, extra: Mapping | None = None) -> Estimate:
         opts = run.configured_options or run.options
         if dgs is not None:
             with counted.lock:
-                est = finish(g, summaries, run.config, opts, run.plan, dgs, extra=extra, run=run)
+                est = finish(g, summaries, run, opts, run.plan, dgs, extra=extra)
         else:
-            est = finish(g, summaries, run.config, opts, None, extra=extra, run=run)
+            est = finish(g, summaries, run, opts, None, extra=extra)
     g.freeze()
     return est
 

@@ -577,6 +577,11 @@ def _remember(cfg, hw: Hardware) -> None:
             _BY_CONTENT.pop(next(iter(_BY_CONTENT)))
 
 
+def default_hardware() -> Hardware:
+    """The built-in default Hardware (what a configuration without a ``hardware`` group runs on)."""
+    return load(_default_choice())
+
+
 def from_config(cfg) -> Hardware:
     """The Hardware of a composed config (``cfg.hardware``, as validated when
     :func:`wanir.config.load_config` composed it; cached by the spec's content); the

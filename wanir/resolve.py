@@ -29,7 +29,7 @@ from .passes.optimize_options import optimization_options
 from .backends.parallel.cost import PLAN_KEYS
 from .runtime import _plan_sizes, config_for_plan, memory_options, runtime_options
 from .errors import ConfigError
-from .scenario import Build, FrozenMap, Run, Scenario, Source, flat_items, freeze, register_build_maker, thaw
+from .scenario import Build, FrozenMap, Run, Scenario, Source, flat_items, freeze, register_plan_mover, thaw
 
 __all__ = ["resolve", "resolve_parsed", "scenario_from_config", "component", "BUILD_DROP", "explain_lines"]
 
@@ -223,12 +223,26 @@ def _scenario(tree: FrozenMap, prov: dict) -> Scenario:
     plan_build = plan_run = None
     if plan is not None:    # the configuration as given: the plan's per-device graph is made from it
         pmem = memory_options(tree)
-        papplied = ((tree.get("runtime") or {}).get("defaults_applied")) or ()
         plan_build = _make_build(proj, rt, pmem, workload)
-        plan_run = Run(hw, hw_key, opts, rt, pmem, None, "memory.offload_model" in papplied, tree, opts)
-    run = Run(hw, hw_key, one_opts, rt, mem, plan, "memory.offload_model" in applied, tree, opts, plan_build,
-              plan_run)
+        plan_run = _run(tree, hw, hw_key, opts, rt, pmem, None, opts)
+    run = _run(tree, hw, hw_key, one_opts, rt, mem, plan, opts, plan_build, plan_run,
+               offload_applied="memory.offload_model" in applied)
     return Scenario(tree, build, run, MappingProxyType(prov), inferred)
+
+
+def _run(tree: FrozenMap, hw, hw_key: str, opts, rt, mem, plan, configured, plan_build=None, plan_run=None, *,
+         offload_applied: bool | None = None) -> Run:
+    """The :class:`Run` of the resolved ``tree`` with its typed parts; ``offload_applied``
+    (None: read from ``tree``): whether the runtime filled ``memory.offload_model``. The
+    attention kernel's provenance (the runtime's default, or the user's) and the model family
+    it follows are read here, once."""
+    applied = ((tree.get("runtime") or {}).get("defaults_applied")) or ()
+    if offload_applied is None:
+        offload_applied = "memory.offload_model" in applied
+    kern = (tree.get("roofline") or {}).get("attention_kernel")
+    return Run(hw, hw_key, opts, rt, mem, plan, offload_applied, tree, configured, plan_build, plan_run,
+               kernel_from_runtime=kern is None or "roofline.attention_kernel" in applied,
+               model_family=(tree.get("model") or {}).get("family"))
 
 
 def _plan(opts, tree, workload):
@@ -353,16 +367,29 @@ def _make_build(bcfg: FrozenMap, rt, mem, workload=None) -> Build:
                  rt.name, spec)
 
 
-def _build_of_config(cfg) -> Build:
-    """The Build of a configuration composed elsewhere (defaults and runtime defaults filled;
-    ``model.from`` already applied), as :func:`wanir.scenario.build_of_config` makes it."""
-    tree = cfg if isinstance(cfg, FrozenMap) else freeze(to_dict(cfg))
-    return _build_cached(tree)
-
-
 @functools.lru_cache(maxsize=64)
-def _build_cached(tree: FrozenMap) -> Build:
-    return _make_build(_project(tree), runtime_options(tree), memory_options(tree))
+def _moved(tree: FrozenMap, dims: tuple) -> tuple:
+    """(Build, Run) of the resolved ``tree`` moved to the plan of ``dims`` (:data:`PLAN_KEYS`
+    order) by :func:`wanir.runtime.config_for_plan`: the keys the runtime filled are filled
+    again for that plan, those the user set stay. Cached on (tree, dims)."""
+    cp = config_for_plan(tree, dict(zip(PLAN_KEYS, dims)))
+    opts = _options.from_config(cp)
+    rt = runtime_options(cp)
+    mem = memory_options(cp)
+    hw = hwlib.from_config(cp)
+    hw_key = hwlib._content_key(cp.get("hardware")) or hw.name
+    run = _run(cp, hw, hw_key, opts, rt, mem, None, opts)
+    return _make_build(_project(cp), rt, mem), run
 
 
-register_build_maker(_build_of_config)
+def _for_plan(run: Run, dims: tuple):
+    """:meth:`wanir.scenario.Run.for_plan`: the (Build, Run) of ``run``'s resolved
+    configuration moved to the plan ``dims``; None when that configuration has no runtime
+    group (nothing to re-apply)."""
+    tree = run.config
+    if not isinstance(tree, FrozenMap) or tree.get("runtime") is None:
+        return None
+    return _moved(tree, tuple(dims))
+
+
+register_plan_mover(_for_plan)

@@ -15,13 +15,15 @@ keys and the new ``memory`` keys are read (typed, checked, immutable).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
 from .errors import ConfigError
 from .options import DEFAULT_ATTENTION_KERNEL, DEFAULT_RUNTIME, OFFLOAD_MODES, MemoryOptions, PrecisionOptions
+from .options import from_config as _run_options_of
 from .options import memory_from, select
-from .scenario import freeze, thaw
+from .scenario import Run, freeze, thaw
 
 #: the DiT lowering variants of frontends/wan_dit.py
 LOWERINGS = ("official", "diffusers")
@@ -149,6 +151,25 @@ def attention_kernel_for(cfg, hw) -> str:
     if kern is None or "roofline.attention_kernel" in applied:
         return default_attention_kernel(runtime_options(cfg), _select(cfg, "model.family"), hw.family)
     return kern
+
+
+@functools.lru_cache(maxsize=1)
+def bare_run() -> Run:
+    """The :class:`wanir.scenario.Run` of no configuration, for a graph timed on its own:
+    the run options' defaults, :data:`wanir.options.DEFAULT_RUNTIME` (:func:`runtime_options`
+    of None), the default residency; no hardware and no plan of its own."""
+    return Run(None, "", _run_options_of(None), runtime_options(None), memory_options(None), None, False)
+
+
+def run_attention_kernel(run, hw) -> str:
+    """The attention kernel name a resolved :class:`wanir.scenario.Run` runs on the hardware
+    ``hw``: the runtime's default for ``hw``'s family (:func:`default_attention_kernel`) when
+    the runtime chose it (``run.kernel_from_runtime``), else ``roofline.attention_kernel`` as
+    the user set it — what :func:`attention_kernel_for` gives the run's configuration. May be
+    ``sdpa`` (resolved per family by :func:`wanir.kernels.resolve_attention`)."""
+    if run.kernel_from_runtime:
+        return default_attention_kernel(run.runtime, run.model_family, hw.family)
+    return (run.configured_options or run.options).roofline.attention_kernel
 
 
 def _plan_sizes(cfg) -> tuple[int, int]:

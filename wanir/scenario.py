@@ -165,24 +165,18 @@ class Build:
         return self.spec.model.name
 
 
-#: what makes a Build of a composed configuration (registered by wanir.resolve, the one
-#: reader of configurations; see :func:`build_of_config`)
-_BUILD_MAKERS: list = []
+#: the resolver's maker of the Build and Run of a resolved configuration moved to another
+#: parallel plan (registered by wanir.resolve, the one reader of configurations; see
+#: :meth:`Run.for_plan`)
+_PLAN_MOVERS: list = []
 
 
-def register_build_maker(fn) -> None:
-    """Register ``fn(cfg) -> Build``, the resolver's maker of a Build from a configuration
-    composed elsewhere (wanir.resolve registers it when imported)."""
-    _BUILD_MAKERS[:] = [fn]
-
-
-def build_of_config(cfg) -> Build:
-    """The :class:`Build` of a composed configuration a caller still holds (a read-only tree
-    or a mapping with defaults filled, e.g. a configuration moved to another parallel plan),
-    made by the resolver. Raises RuntimeError when no resolver is loaded."""
-    if not _BUILD_MAKERS:
-        raise RuntimeError("no resolver is loaded: import wanir (wanir.resolve) before lowering a configuration")
-    return _BUILD_MAKERS[0](cfg)
+def register_plan_mover(fn) -> None:
+    """Register ``fn(run, dims) -> (Build, Run) | None``, the resolver's maker of the Build
+    and Run of ``run``'s configuration moved to the plan of ``dims`` (degree, ulysses, ring,
+    cfg, dp, fsdp) with the runtime's defaults re-applied there (wanir.resolve registers it
+    when imported)."""
+    _PLAN_MOVERS[:] = [fn]
 
 
 @dataclass(frozen=True)
@@ -197,7 +191,11 @@ class Run:
     device as the runtime runs it there (what the estimate's stages and total report);
     ``configured_options`` and ``config`` are the configuration as given, the plan's;
     ``plan_build`` and ``plan_run`` (a Run without a plan of its own) are the Build and run
-    options of that configuration, from which the plan's per-device graph is made."""
+    options of that configuration, from which the plan's per-device graph is made.
+    ``kernel_from_runtime``: whether the attention kernel is the runtime's default (the user
+    did not set ``roofline.attention_kernel``), so that re-timing on another GPU family runs
+    what the runtime runs there (:func:`wanir.runtime.run_attention_kernel`);
+    ``model_family``: the model's family, which that default depends on."""
 
     hardware: Any = field(compare=False, hash=False)
     hardware_key: str
@@ -210,6 +208,17 @@ class Run:
     configured_options: RunOptions | None = None
     plan_build: Any = None
     plan_run: Any = None
+    kernel_from_runtime: bool = False
+    model_family: str | None = None
+
+    def for_plan(self, plan) -> "tuple[Build, Run] | None":
+        """The (Build, Run) of this run's configuration moved to ``plan`` (a
+        :class:`wanir.backends.parallel.Plan`), the runtime's defaults re-applied for it
+        (one device offloads, FSDP gathers its weight dtype), made by the resolver and
+        cached there; None for a Run of no configuration (a graph timed on its own)."""
+        if self.config is None or not _PLAN_MOVERS:
+            return None
+        return _PLAN_MOVERS[0](self, (plan.degree, plan.ulysses, plan.ring, plan.cfg, plan.dp, plan.fsdp))
 
 
 @dataclass(frozen=True)

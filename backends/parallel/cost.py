@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wanir import hardware as hwlib
-from wanir import options as _options
 from wanir.dtypes import get_dtype
 from wanir.frontends.pipeline import build_pipeline
 from wanir.graph import Graph
@@ -13,7 +12,8 @@ from wanir.passes import count
 from wanir.passes import memory as mem_pass
 from wanir.passes.experts import calls_per_invocation
 from wanir.result import Estimate
-from wanir.runtime import attention_kernel_for, config_for_plan, memory_for_plan, memory_options, runtime_options
+from wanir.options import count_key
+from wanir.runtime import bare_run, memory_for_plan, run_attention_kernel
 
 from .. import comm as commlib
 from .. import host_stages as hostlib
@@ -27,30 +27,22 @@ class DeviceGraph:
     """A plan's per-device graph, annotated once with the hardware-independent passes
     (verify, flops, bytes, memory) so that :meth:`cost` can time it on any hardware."""
 
-    def __init__(self, graph: Graph, plan: Plan, cfg=None, *, options=None, runtime=None, memory=None,
-                 offload_from_runtime: bool = False):
-        """``graph``: the single-device pipeline graph; ``plan``: its shape. The run's typed
-        ``options`` (RunOptions), ``runtime`` (wanir.runtime.Runtime) and ``memory``
-        (wanir.runtime.MemoryOptions, with ``offload_from_runtime``: whether its offload
-        policy is the runtime's default) — or, for callers that still hold one, a composed
-        ``cfg`` they are read from. ``cfg`` (the resolved configuration) also names the
-        attention kernel the runtime runs on each hardware timed (a default follows the GPU)."""
-        if options is None:
-            options = _options.of(cfg)
-        if runtime is None:
-            runtime = runtime_options(cfg)
-        if memory is None:
-            memory = memory_options(cfg)
-            applied = _options.select(cfg, "runtime.defaults_applied", []) or []
-            offload_from_runtime = "memory.offload_model" in list(applied)
-        self.plan, self.cfg, self.options = plan, cfg, options
+    def __init__(self, graph: Graph, plan: Plan, run=None):
+        """``graph``: the single-device pipeline graph; ``plan``: its shape; ``run``: the
+        resolved :class:`wanir.scenario.Run` it is timed with (its typed options, runtime,
+        residency, whether the offload policy and the attention kernel are the runtime's
+        defaults — a default kernel follows each GPU family timed); None: the Run of no
+        configuration (:func:`wanir.runtime.bare_run`)."""
+        run = bare_run() if run is None else run
+        options, runtime, memory = run.options, run.runtime, run.memory
+        self.plan, self.run, self.options = plan, run, options
         self._costs: dict = {}     # (hardware, per-device plan facts) -> the costed stages
         self.runtime = runtime
         self.graph = shard_graph(graph, plan, runtime.multi_gpu)
         ro = self.options.roofline
         self.kernel, self.fusion, self.mode = ro.attention_kernel, ro.fusion, ro.mode
         # one generate.py process group: the devices that work on one video or share its weights
-        self.mem = memory_for_plan(memory, runtime, offload_from_runtime, max(plan.replica, plan.fsdp))
+        self.mem = memory_for_plan(memory, runtime, run.offload_from_runtime, max(plan.replica, plan.fsdp))
         self.offload = self.mem.offload_model
         self.t5_cpu = self.mem.t5_cpu
         g = self.graph
@@ -93,7 +85,7 @@ class DeviceGraph:
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
-        kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else self._kernel_for(hw)
+        kernel = self._kernel_for(hw)
         allow_tf32, matmul_tf32 = roofline.timing_options(self.options)[1], roofline.matmul_tf32_option(self.options)
         if self._keys is None:      # the nodes' timing keys do not depend on the hardware: made once
             self._keys = roofline.node_keys(self.nodes, allow_tf32, matmul_tf32)
@@ -180,11 +172,12 @@ class DeviceGraph:
         return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p, rf["provenance"])
 
     def _kernel_for(self, hw) -> str:
-        """:func:`wanir.runtime.attention_kernel_for` of this graph's configuration on ``hw``
-        (it depends on the hardware's family only; worked out once per family)."""
+        """The attention kernel this graph's run runs on ``hw``
+        (:func:`wanir.runtime.run_attention_kernel`: it depends on the hardware's family only;
+        worked out once per family)."""
         k = self._kernels.get(hw.family)
         if k is None:
-            k = self._kernels[hw.family] = attention_kernel_for(self.cfg, hw)
+            k = self._kernels[hw.family] = run_attention_kernel(self.run, hw)
         return k
 
     def _layout(self) -> list:
@@ -397,17 +390,20 @@ class MultiDeviceCost:
 
 
 def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = None, plan=None,
-                      cfg=None) -> MultiDeviceCost:
+                      run=None) -> MultiDeviceCost:
     """Cost one generation on ``devices`` devices of ``hardware`` (a name or a Hardware;
     default: the estimate's) under ``plan`` (a Plan, a name such as ``"fsdp+ulysses"``, or a
-    ``parallel`` mapping; default: the config's ``parallel``, else single). ``estimate_or_graph`` is a :class:`wanir.Estimate` or an
-    unannotated/annotated pipeline Graph (``cfg`` then gives the roofline and memory options).
-    Returns a :class:`MultiDeviceCost`: per-device time, memory and communication per stage
-    and in total (seconds, bytes), speedup and parallel efficiency against one device of the
-    same hardware."""
+    ``parallel`` mapping; default: the run's configured plan, else single).
+    ``estimate_or_graph`` is a :class:`wanir.Estimate` (timed with its ``run``) or an
+    unannotated/annotated pipeline Graph (``run``, a resolved :class:`wanir.scenario.Run`,
+    then gives the roofline and memory options; None: the defaults). Returns a
+    :class:`MultiDeviceCost`: per-device time, memory and communication per stage and in
+    total (seconds, bytes), speedup and parallel efficiency against one device of the same
+    hardware."""
     if isinstance(estimate_or_graph, Estimate):
-        graph, cfg = estimate_or_graph.graph, (cfg if cfg is not None else estimate_or_graph.config)
-        if cfg is None:   # an Estimate that keeps no config (a sweep's): its plan and hardware
+        graph = estimate_or_graph.graph
+        run = run if run is not None else estimate_or_graph.run
+        if run is None:   # an Estimate of a graph timed on its own: its options and hardware
             if plan is None:
                 plan = estimate_or_graph.options.parallel.as_mapping()
             if hardware is None and graph.meta.get("hardware"):
@@ -415,43 +411,43 @@ def multi_device_cost(estimate_or_graph, hardware=None, devices: int | None = No
     else:
         graph = estimate_or_graph
     if hardware is None:
-        hw = hwlib.from_config(cfg)
+        hw = run.hardware if run is not None and run.hardware is not None else hwlib.default_hardware()
     elif isinstance(hardware, str):
         hw = hwlib.load(hardware)
     else:
         hw = hardware
     if plan is None:
-        plan = cfg.get("parallel") if cfg is not None and cfg.get("parallel") is not None else "single"
+        plan = (run.configured_options or run.options).parallel.as_mapping() if run is not None else "single"
     p = plan_from(plan, devices)
     check_plan(p, guidance=_guidance(graph))
-    single = plan_device_graph(graph, cfg, Plan()).cost(hw)
+    single = plan_device_graph(graph, run, Plan()).cost(hw)
     if p.degree == 1 and p.fsdp == 1:
         single.single_time_s = single.time_s
         return single
-    return plan_device_graph(graph, cfg, p).cost(hw, single.time_s)
+    return plan_device_graph(graph, run, p).cost(hw, single.time_s)
 
 
 #: the plan dimensions a config's ``parallel`` group holds
 PLAN_KEYS = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
 
 
-def plan_device_graph(graph: Graph, cfg, plan: Plan) -> "DeviceGraph":
-    """The per-device graph of ``plan`` for the pipeline ``graph`` built from the composed
-    ``cfg``, with the runtime's defaults as they are on that plan
-    (:func:`wanir.runtime.config_for_plan`: a one-device run offloads and keeps the fp32
-    checkpoint, an FSDP plan gathers bf16 weights): the pipeline is rebuilt when the plan's
-    defaults change its counts. Every path that costs a plan (``multi_device_cost``, the
-    estimate's ``parallel`` record and its one-device baseline) goes through here. ``cfg``
-    None or a config without runtime defaults: the graph as it is."""
-    if cfg is None or not hasattr(cfg, "get") or cfg.get("runtime") is None:
-        return DeviceGraph(graph, plan, cfg)
-    cp = config_for_plan(cfg, dict(zip(PLAN_KEYS, (plan.degree, plan.ulysses, plan.ring, plan.cfg, plan.dp,
-                                                   plan.fsdp))))
-    built = graph.meta.get("count_key") or _options.count_key(_options.from_config(cfg))
+def plan_device_graph(graph: Graph, run, plan: Plan) -> "DeviceGraph":
+    """The per-device graph of ``plan`` for the pipeline ``graph`` built for the resolved
+    ``run`` (a :class:`wanir.scenario.Run`), with the runtime's defaults as they are on that
+    plan (:meth:`wanir.scenario.Run.for_plan`: a one-device run offloads and keeps the fp32
+    checkpoint, an FSDP plan gathers bf16 weights): the pipeline is lowered again from the
+    plan's Build when the plan's defaults change its counts. Every path that costs a plan
+    for an estimate (``multi_device_cost``) goes through here. ``run`` None or a Run of no
+    configuration: the graph as it is."""
+    moved = run.for_plan(plan) if run is not None else None
+    if moved is None:
+        return DeviceGraph(graph, plan, run)
+    build, prun = moved
+    built = graph.meta.get("count_key") or count_key(run.configured_options or run.options)
     split = graph.meta.get("cache_branches_split")     # a step cache built for the other CFG layout
-    if _options.count_key(_options.from_config(cp)) != built or (split is not None and split != (plan.cfg > 1)):
-        graph = build_pipeline(cp)
-    return DeviceGraph(graph, plan, cp)
+    if count_key(build.options) != built or (split is not None and split != (plan.cfg > 1)):
+        graph = build_pipeline(build)
+    return DeviceGraph(graph, plan, prun)
 
 
 def _guidance(graph: Graph):
@@ -459,9 +455,7 @@ def _guidance(graph: Graph):
     return wl.get("guidance")
 
 
-def is_multi_device(cfg) -> bool:
-    """Whether the config's ``parallel`` plan uses more than one device or shards weights."""
-    if cfg is None or cfg.get("parallel") is None:
-        return False
-    p = resolve_plan(cfg.parallel)
-    return p.degree > 1 or p.fsdp > 1
+def is_multi_device(run) -> bool:
+    """Whether the resolved :class:`wanir.scenario.Run`'s plan uses more than one device or
+    shards weights."""
+    return run is not None and run.plan is not None

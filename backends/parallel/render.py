@@ -71,10 +71,10 @@ def summary_lines(cost: MultiDeviceCost, time_range=None) -> list[str]:
 def stack_phrase(cost: MultiDeviceCost) -> str:
     """The runtime, attention kernel (as run on the cost's hardware) and precisions of the
     plan's per-device graph, one phrase ('' without a config)."""
-    cfg = cost.device_graph.cfg
-    if cfg is None or not hasattr(cfg, "get"):
+    run = cost.device_graph.run
+    if run.config is None:     # a graph timed on its own: no configured stack to name
         return ""
-    st = stack_of(cfg, cost.hardware)
+    st = stack_of(run, cost.hardware)
     p = st["precision"]
     return (f"runtime {st['runtime']}, attention kernel {kernel_label(st)}; DiT weights {p['dit_weights']}, "
             f"DiT compute {p['dit_compute']}, text encoder {p['text_encoder']}, VAE {p['vae']}")
