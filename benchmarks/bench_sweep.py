@@ -48,15 +48,15 @@ def main() -> None:
     # breakdown on a sample
     comp = PointComposer()
     pts = list(parse_sweep(ovs).points())[:: max(1, n // a.sample)][: a.sample]
-    comp.compose(pts[0])          # the first Hydra composition of a group choice is paid once per sweep
+    comp.scenario(pts[0])         # the first Hydra composition of a group choice is paid once per sweep
     tc = tb = tp = 0.0
     for p in pts:
         s = time.perf_counter()
-        cfg = comp.compose(p)
+        sc = comp.scenario(p)     # wanir.resolve (resolve_parsed) of the point's overrides
         s1 = time.perf_counter()
-        g = build_pipeline(cfg)
+        g = build_pipeline(sc.build)
         s2 = time.perf_counter()
-        summarize(g, annotate(g, cfg), cfg)
+        summarize(g, annotate(g, sc.run.options), sc.config, options=sc.run.options)
         s3 = time.perf_counter()
         tc, tb, tp = tc + s1 - s, tb + s2 - s1, tp + s3 - s2
     k = len(pts)

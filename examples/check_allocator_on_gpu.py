@@ -41,7 +41,7 @@ def pipeline(overrides) -> list:
 
     build = resolve(list(overrides)).build
     mem = build.memory
-    rec = annotate_counts(build_pipeline(build), None, options=build.options, mem=mem)["memory"]
+    rec = annotate_counts(build_pipeline(build), options=build.options, mem=mem)["memory"]
     rp = rec["allocator"]
     stages = {s: {"events": rp["events"][s], "invocations": rp["invocations"][s],
                   "weights": _resident_tensors(rp["weights"][s], r.get("offload_weight_bytes", r["weight_bytes"])

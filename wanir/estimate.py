@@ -22,10 +22,10 @@ from .backends import roofline
 from .backends.host_stages import block_stream_plan
 from .backends.parallel import DeviceGraph, Plan, check_plan
 from .backends.parallel import resolve_plan as resolve_parallel_plan
-from .backends.parallel.cost import PLAN_KEYS, plan_device_graph
+from .backends.parallel.cost import plan_device_graph
 from .frontends.pipeline import build_pipeline
 from .graph import Graph, Node
-from .options import TIMING_KEYS, RunOptions, select
+from .options import TIMING_KEYS, RunOptions
 from .passes import count as count_pass
 from .passes import memory
 from .passes.experts import apply_to_stage
@@ -33,7 +33,7 @@ from .resolve import clear_cache as clear_resolved
 from .resolve import resolve, scenario_from_config
 from .result import ADDITIVE, STAGE_KEYS, TOTAL_KEYS, Estimate, StageResult
 from .result import summarize as _summarize
-from .runtime import config_for_plan, memory_options, runtime_options
+from .runtime import bare_run
 from .scenario import Build, Run, Scenario, freeze
 
 __all__ = ["ADDITIVE", "STAGE_KEYS", "TOTAL_KEYS", "TIMING_KEYS", "Estimate", "StageResult", "RunOptions",
@@ -42,55 +42,48 @@ __all__ = ["ADDITIVE", "STAGE_KEYS", "TOTAL_KEYS", "TIMING_KEYS", "Estimate", "S
            "clear_caches"]
 
 
-def _opt(cfg, key: str, default):
-    """``cfg``'s value at dotted ``key``, or ``default`` when cfg is None or lacks it. For keys
-    not (yet) in wanir/options.py only."""
-    if isinstance(cfg, RunOptions):
-        return default
-    return select(cfg, key, default)
-
-
-def annotate_counts(graph: Graph, cfg=None, check: bool | None = None, options: RunOptions | None = None,
+def annotate_counts(graph: Graph, check: bool | None = None, options: RunOptions | None = None,
                     mem=None) -> dict:
     """Run the hardware-independent passes over ``graph``: verify, flops, bytes (fusion
     policy ``roofline.fusion``) and memory (residency ``mem``, a checked
     ``wanir.runtime.MemoryOptions``, block streaming included) — the counting path of
-    passes/count.py. ``options``/``mem``: the typed values of a Build; a caller that still
-    holds a composed ``cfg`` (or None for the defaults) has them read from it. Returns their
-    summaries by name ("flops", "bytes_pass", "memory").
+    passes/count.py. ``options``/``mem``: the typed values of a Build (None: the defaults of
+    :func:`wanir.runtime.bare_run`). Returns their summaries by name ("flops",
+    "bytes_pass", "memory").
 
     ``check``: True always verifies, False never; None (default) verifies a graph that holds
     nodes the builder did not check (``graph.unchecked``: a transformed or hand-made graph).
     A graph made only by the GraphBuilder is verified by construction: every node's shape
     and weight rules ran, on inputs that already existed, when it was added."""
     if mem is None:
-        mem = memory_options(None if isinstance(cfg, RunOptions) else cfg)
+        mem = bare_run().memory
+    if options is None:
+        options = bare_run().options
     resident = None
     if mem.offload == "block":
         resident = {"diffusion_core": block_stream_plan(graph, mem.resident_params)["gpu_weight_bytes"]}
-    return count_pass.run(graph, options if options is not None else cfg, check, mem=mem,
-                          resident_weight_bytes=resident)
+    return count_pass.run(graph, options, check, mem=mem, resident_weight_bytes=resident)
 
 
-def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions | None = None,
+def annotate_time(graph: Graph, counts: dict, hw=None, options: RunOptions | None = None,
                   mem=None, runtime=None) -> dict:
     """Time a graph annotated by :func:`annotate_counts` with the roofline backend on
-    ``hw`` (default: the config's hardware, h100-sxm when it has none). Writes the nodes'
+    ``hw`` (default: the built-in default hardware). Writes the nodes'
     timing annotations (a :class:`wanir.backends.roofline.TimedGraph` keeps them until its
     nodes are read): give it a graph no Estimate holds (``graph.timing_copy()`` to
-    re-time). ``options``/``mem``/``runtime``: the typed values of a Run (else read from
-    ``cfg``). Returns ``counts`` plus "roofline", the per-stage records ``bytes``,
-    ``peak_activation_bytes`` and ``time_s`` (per invocation), the pipeline's
-    ``peak_memory_bytes``, ``transfer_s``, ``fits``, fit ``warnings`` and ``hw``."""
-    conf = None if isinstance(cfg, RunOptions) else cfg
-    opts = options if options is not None else _options.of(cfg)
+    re-time). ``options``/``mem``/``runtime``: the typed values of a Run (None: those of
+    :func:`wanir.runtime.bare_run`). Returns ``counts`` plus "roofline", the per-stage
+    records ``bytes``, ``peak_activation_bytes`` and ``time_s`` (per invocation), the
+    pipeline's ``peak_memory_bytes``, ``transfer_s``, ``fits``, fit ``warnings`` and ``hw``."""
+    bare = bare_run()
+    opts = options if options is not None else bare.options
     kernel, allow_tf32_conv = roofline.timing_options(opts)
     mode = opts.roofline.mode
-    mopt = mem if mem is not None else memory_options(conf)
-    rt = runtime if runtime is not None else runtime_options(conf)
+    mopt = mem if mem is not None else bare.memory
+    rt = runtime if runtime is not None else bare.runtime
     offload, t5_cpu = mopt.offload_model, mopt.t5_cpu
     if hw is None:
-        hw = hardware.from_config(conf)
+        hw = hardware.default_hardware()
     host_stages = memory.HOST_STAGES_T5_CPU if t5_cpu else ()
     host = hostlib.load_host(mopt, hw) if host_stages else None
     by, mem_summary = counts["bytes_pass"], counts["memory"]
@@ -122,18 +115,18 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions 
     return out
 
 
-def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = (), **kw) -> Estimate:
+def summarize(graph: Graph, summaries: dict, resolved=None, warnings: Iterable[str] = (), **kw) -> Estimate:
     """Assemble the immutable Estimate of an annotated graph (:func:`wanir.result.summarize`);
     a two-expert stage reads as the model runs (passes/experts.py)."""
     if "experts" in graph.meta:
         kw.setdefault("stage_adjust", apply_to_stage)
-    return _summarize(graph, summaries, cfg, warnings, **kw)
+    return _summarize(graph, summaries, resolved, warnings, **kw)
 
 
-def annotate(graph: Graph, cfg=None) -> dict:
-    """Run every pass over ``graph`` (:func:`annotate_counts`, then :func:`annotate_time`);
-    returns the summaries by name."""
-    return annotate_time(graph, cfg, annotate_counts(graph, cfg))
+def annotate(graph: Graph, options: RunOptions | None = None) -> dict:
+    """Run every pass over ``graph`` (:func:`annotate_counts`, then :func:`annotate_time`)
+    with run options ``options`` (None: the defaults); returns the summaries by name."""
+    return annotate_time(graph, annotate_counts(graph, options=options), options=options)
 
 
 def resolve_plan(opts: RunOptions):
@@ -285,7 +278,7 @@ def count(build: Build) -> Counted:
     with paused_gc():
         graph = build_pipeline(build)
         graph.meta["count_key"] = _options.count_key(build.options)
-        counts = annotate_counts(graph, None, options=build.options, mem=build.memory)
+        counts = annotate_counts(graph, options=build.options, mem=build.memory)
     graph.freeze()
     return _COUNTED.put(build, Counted(build, graph, _freeze(counts)))
 
@@ -297,7 +290,7 @@ def time(counted: Counted, run: Run, extra: Mapping | None = None) -> Estimate:
     ``extra``: read-only facts to attach (``inferred``)."""
     with paused_gc():
         g = roofline.TimedGraph(counted.graph)     # its nodes are made when someone reads them
-        summaries = annotate_time(g, None, counted.counts, hw=run.hardware, options=run.options, mem=run.memory,
+        summaries = annotate_time(g, counted.counts, hw=run.hardware, options=run.options, mem=run.memory,
                                   runtime=run.runtime)
         dgs = counted.device_graph_cache(run) if run.plan is not None else None
         opts = run.configured_options or run.options
@@ -354,15 +347,10 @@ def paused_gc():
 
 def estimate_config(cfg) -> Estimate:
     """Estimate an already composed configuration (a mapping or the DictConfig
-    :func:`wanir.config.load_config` returns): resolved (:func:`wanir.resolve.scenario_from_config`),
-    counted and timed through the same seam as :func:`estimate`."""
+    :func:`wanir.config.load_config` returns): handed to the resolver
+    (:func:`wanir.resolve.scenario_from_config`), then counted and timed through the same
+    seam as :func:`estimate`."""
     return evaluate(scenario_from_config(cfg))
-
-
-def one_device_config(cfg):
-    """A copy of ``cfg`` moved to one device with the runtime's one-device defaults
-    (:func:`wanir.runtime.config_for_plan`)."""
-    return config_for_plan(cfg, dict.fromkeys(PLAN_KEYS, 1))
 
 
 def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None, *,
@@ -386,7 +374,8 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
     return hit
 
 
-def estimate_graph(graph: Graph, cfg=None) -> Estimate:
-    """Annotate and summarize a graph made elsewhere (e.g. from a YAML spec)."""
-    opts = _options.of(cfg)
-    return summarize(graph, annotate(graph, cfg), None if isinstance(cfg, RunOptions) else cfg, options=opts)
+def estimate_graph(graph: Graph, options: RunOptions | None = None) -> Estimate:
+    """Annotate and summarize a graph made elsewhere (e.g. from a YAML spec) with run options
+    ``options`` (None: the defaults) on the default hardware."""
+    opts = options if options is not None else bare_run().options
+    return summarize(graph, annotate(graph, opts), None, options=opts)

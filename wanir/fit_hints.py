@@ -3,7 +3,7 @@ the changes that would help are re-estimated, and only those found to fit are su
 each with the peak it gives.
 
 A driver, not a pass: it composes the user's overrides with one candidate change at a time
-and estimates each (:func:`wanir.estimate.estimate_config`). Candidates, in order, each only
+and estimates each (:func:`wanir.resolve.resolve`, :func:`wanir.estimate.evaluate`). Candidates, in order, each only
 where it changes something:
 
 - ``precision.dit_weights=bf16`` when the DiT weights are wider (the official code keeps the
@@ -24,12 +24,10 @@ from __future__ import annotations
 import dataclasses
 
 from . import hardware as hwlib
-from .config import load_config
 from .errors import WanirError
-from .estimate import estimate_config
-from .options import select
+from .estimate import evaluate
 from .passes.memory import TIGHT_FRACTION
-from .runtime import memory_options
+from .resolve import resolve
 
 #: at most this many re-estimates per hint
 MAX_TRIES = 12
@@ -49,10 +47,7 @@ def _peak(est) -> int | None:
 
 
 def _capacity(est) -> int | None:
-    try:
-        return hwlib.from_config(est.config).memory_bytes if est.config is not None else None
-    except WanirError:
-        return None
+    return est.run.hardware.memory_bytes if est.run is not None and est.run.hardware is not None else None
 
 
 def needs_hint(est) -> str | None:
@@ -71,11 +66,11 @@ def _comfortable(peak: int, cap: int) -> bool:
 
 def candidates(est, overrides) -> list[tuple[str, ...]]:
     """The single changes worth trying for ``est`` (tuples of overrides), in order."""
-    cfg = est.config
+    run = est.run
     out: list[tuple[str, ...]] = []
-    if select(cfg, "precision.dit_weights") in ("fp32", "tf32"):
+    if (run.configured_options or run.options).precision.dit_weights in ("fp32", "tf32"):
         out.append(("precision.dit_weights=bf16",))
-    mem = memory_options(cfg)
+    mem = (run.plan_run or run).memory      # the residency as configured (the plan's, under one)
     if mem.offload == "none":
         out.append(("memory.offload_model=true",))
     if not mem.t5_cpu and not mem.offload_model:
@@ -101,7 +96,7 @@ def find(est, overrides, config_dir=None) -> list[tuple[tuple[str, ...], int, in
     """The changes found to fit: [(overrides added, peak bytes per device, capacity bytes)],
     each re-estimated. Empty when ``est`` fits comfortably or nothing tried fits."""
 
-    if est.config is None or needs_hint(est) is None:
+    if est.run is None or est.run.config is None or needs_hint(est) is None:
         return []
     overrides = [str(o) for o in overrides]
     tries = 0
@@ -115,7 +110,7 @@ def find(est, overrides, config_dir=None) -> list[tuple[tuple[str, ...], int, in
         groups = {k.split(".")[0] for k in keys if "." not in k}
         base = [o for o in overrides if _key(o) not in keys and _key(o).split(".")[0] not in groups]
         try:
-            e2 = estimate_config(load_config(base + list(change), config_dir))
+            e2 = evaluate(resolve(base + list(change), config_dir))
         except WanirError:
             return None
         peak, cap = _peak(e2), _capacity(e2)

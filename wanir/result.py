@@ -11,7 +11,6 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Mapping
 
 from .graph import Graph, Node
-from . import options as _options
 from .options import RunOptions
 from .scenario import freeze, thaw
 
@@ -137,7 +136,7 @@ class Estimate:
         }
 
 
-def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] = (), *,
+def summarize(graph: Graph, summaries: dict, resolved=None, warnings: Iterable[str] = (), *,
               options: RunOptions | None = None, extra: Mapping | None = None,
               parallel: Mapping | None = None, stage_adjust=None, run=None,
               time_range: Mapping | None = None) -> Estimate:
@@ -146,7 +145,9 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
     ``stage_adjust(graph, stage, ADDITIVE)``: a frontend's hook that may rewrite a stage's
     record before it is frozen (its ``invocations``, ``per_invocation``, ``experts``).
     ``time_range``: {"time_range_s": [low, high], "time_range_class"} of the total
-    (backends/error_range.py); ``run``: the Scenario's Run the estimate was timed with."""
+    (backends/error_range.py); ``run``: the Scenario's Run the estimate was timed with;
+    ``resolved``: the resolved configuration the Estimate keeps as data for its JSON and
+    reports (the resolver's frozen ``Scenario.config``; None for a graph estimated on its own)."""
     stages = []
     fl = summaries["flops"]
     mem = summaries.get("memory", {}).get("stages", {})
@@ -200,5 +201,5 @@ def summarize(graph: Graph, summaries: dict, cfg=None, warnings: Iterable[str] =
     fits = summaries.get("fits")
     if parallel is not None:
         fits = bool(parallel["total"]["fits"])
-    return Estimate(cfg, graph, stages, total, warns, ex,
-                    options if options is not None else _options.of(cfg), fits, parallel, run)
+    return Estimate(resolved, graph, stages, total, warns, ex,
+                    options if options is not None else RunOptions(), fits, parallel, run)
