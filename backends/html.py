@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from wanir.config import to_dict
 from wanir.result import Estimate
 from wanir.safeio import check_output_path, write_output
+from wanir.scenario import thaw
 
 from . import graphviz as gv
 from . import plots
@@ -176,10 +176,9 @@ def _scope_table(recs: list[dict]) -> str:
 def _config_section(est: Estimate) -> str:
     cfg = est.extra.get("config")
     if cfg is None and est.config is not None:
-        try:
-            cfg = to_dict(est.config)
-        except Exception:  # noqa: BLE001 - a config that cannot be converted is shown as missing
-            cfg = None
+        # the resolved configuration the Estimate keeps as data (the resolver's frozen
+        # Scenario.config), shown as it is: nothing here re-reads it
+        cfg = thaw(est.config)
     wl = est.to_dict()["workload"]
     parts = ['<table id="config-table"><tbody>']
     parts.append(f"<tr><td>model</td><td>{_e(est.model)}</td></tr>")
@@ -223,11 +222,8 @@ def to_html(est: Estimate, depth: int = 2, title: str | None = None) -> str:
                               f'<div class="diagram">{svg}</div></details>')
     bars = _strip_svg_header(plots.stage_bars(est))
     roof = None
-    if est.config is not None:
-        try:
-            roof = plots.hardware_roof(est.config)
-        except Exception:  # noqa: BLE001 - a config without hardware gives no roof
-            roof = None
+    if est.run is not None:
+        roof = plots.hardware_roof(est.run)
     hw = est.hardware or (roof or {}).get("name") or "-"
     roofline = _strip_svg_header(plots.roofline({hw: heaviest_ops(est)}, {hw: roof}))
     warn = "".join(f'<li class="warn">{_e(w)}</li>' for w in est.warnings)

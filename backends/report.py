@@ -13,7 +13,6 @@ import json
 from wanir import hardware as hwlib
 from wanir import jsonout, kernels
 from wanir.errors import WanirError
-from wanir.options import select
 from wanir.result import STAGE_KEYS, Estimate
 
 from .display import (TIME_UNITS, column_time_unit, fmt_bytes, fmt_count, fmt_time,  # noqa: F401 - re-exported
@@ -305,7 +304,8 @@ def provenance_lines(est: Estimate) -> list[str]:
             continue
         kinds = ", ".join(f"{k} {len(v)}" for k, v in p["inputs"].items())
         out.append(f"time of {s.name}: inputs {kinds}; {100 * p['assumed_share']:.0f} % of it rests on assumed values")
-    if select(est.config, "hardware.family") == "generic":
+    hw = est.run.hardware if est.run is not None else None
+    if hw is not None and hw.family == "generic":
         out.append(f"hardware {est.hardware} is of family generic: every kernel constant it is timed with is assumed "
                    f"(wanir/data/kernels.yaml, families.generic); replace them with `wanir calibrate -o DIR` on the "
                    f"device or with its own benchmarks under kernels: (docs/adding-hardware.md)")

@@ -3,36 +3,21 @@ charts draw. Kept apart from backends/plots.py so that a sweep's workers, which 
 roof of every point, need no matplotlib."""
 from __future__ import annotations
 
-from wanir import options as _options
 
-
-def hardware_roof(cfg) -> dict | None:
-    """The roof of the configured hardware: ``{'name', 'peak_flops' (FLOP/s, tensor units at
-    the DiT compute dtype), 'vector_flops' (FLOP/s), 'bandwidth' (bytes/s)}``, or None when
-    the config selects no hardware."""
-    hw = cfg.get("hardware") if hasattr(cfg, "get") else None
-    if not hw:
+def hardware_roof(run) -> dict | None:
+    """The roof of a resolved :class:`wanir.scenario.Run`'s hardware: ``{'name', 'peak_flops'
+    (FLOP/s: the datasheet's tensor peak at the DiT compute dtype, else at bf16),
+    'vector_flops' (FLOP/s, the datasheet's), 'bandwidth' (bytes/s), 'dtype'}``, or None for
+    a run without hardware (a graph timed on its own) or a spec with no such peak."""
+    hw = None if run is None else run.hardware
+    if hw is None:
         return None
-
-    def num(x):
-        if x is None:
-            return None
-        if hasattr(x, "get") and x.get("value") is not None:
-            return float(x.get("value"))
-        try:
-            return float(x)
-        except (TypeError, ValueError):
-            return None
-
-    dtype = _options.of(cfg).precision.dit_compute
-    tt = hw.get("tensor_tflops") or {}
-    peak = num(tt.get(dtype)) if dtype and dtype in tt else None
-    if peak is None and "bf16" in tt:
-        peak = num(tt.get("bf16"))
-    mem = hw.get("memory") or {}
-    bw = num(mem.get("bandwidth_tbps"))
-    if peak is None or bw is None:
+    dtype = (run.configured_options or run.options).precision.dit_compute
+    ds = hw.datasheet_flops
+    peak = ds.get(dtype) if dtype and dtype != "vector" else None
+    if peak is None:
+        peak = ds.get("bf16")
+    if peak is None or hw.memory_bandwidth is None:
         return None
-    vec = num(hw.get("vector_tflops"))
-    return {"name": str(hw.get("name", "hardware")), "peak_flops": peak * 1e12,
-            "vector_flops": vec * 1e12 if vec else None, "bandwidth": bw * 1e12, "dtype": dtype or "bf16"}
+    return {"name": hw.name, "peak_flops": peak, "vector_flops": ds.get("vector") or None,
+            "bandwidth": hw.memory_bandwidth, "dtype": dtype or "bf16"}

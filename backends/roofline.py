@@ -55,8 +55,6 @@ from math import ceil, prod
 from types import MappingProxyType
 
 from wanir import kernels as klib
-from wanir import options as _options
-from wanir import options as _run_options
 from wanir.errors import ConfigError
 from wanir.graph import Graph, Node
 from wanir.hardware import Hardware, rate_dtype
@@ -72,11 +70,10 @@ LOW_PRECISION = ("fp8", "int8", "int4")
 SOURCE_ORDER = ("measured", "reported", "datasheet", "assumed")
 
 
-def timing_options(cfg) -> tuple[str, bool]:
-    """(attention kernel, allow_tf32_conv) of a config or RunOptions: ``roofline.attention_kernel``
+def timing_options(opts) -> tuple[str, bool]:
+    """(attention kernel, allow_tf32_conv) of RunOptions ``opts``: ``roofline.attention_kernel``
     (default flash2) and ``runtime.allow_tf32`` (default True, PyTorch's cuDNN default), as
     parsed by wanir/options.py."""
-    opts = _options.of(cfg)
     kernel, allow = opts.roofline.attention_kernel, opts.runtime.allow_tf32
     if not isinstance(allow, bool):
         raise ConfigError(f"runtime.allow_tf32={allow!r}: must be true or false")
@@ -85,10 +82,10 @@ def timing_options(cfg) -> tuple[str, bool]:
     return kernel, allow
 
 
-def matmul_tf32_option(cfg) -> bool:
-    """``runtime.matmul_tf32`` of a config or RunOptions (default False, PyTorch's
+def matmul_tf32_option(opts) -> bool:
+    """``runtime.matmul_tf32`` of RunOptions ``opts`` (default False, PyTorch's
     ``torch.backends.cuda.matmul.allow_tf32``): whether fp32 matmuls run as TF32."""
-    v = _run_options.of(cfg).runtime.matmul_tf32
+    v = opts.runtime.matmul_tf32
     if not isinstance(v, bool):
         raise ConfigError(f"runtime.matmul_tf32={v!r}: must be true or false")
     return v

@@ -221,7 +221,7 @@ def point_row(point, est) -> dict:
     row["peak_memory_bytes"] = est.peak_memory_bytes
     row["fits"] = "" if est.fits is None else str(bool(est.fits)).lower()
     row["warnings"] = len(est.warnings)
-    runtime = est.extra.get("runtime") or _runtime_name(est.config)
+    runtime = est.extra.get("runtime") or (est.run.runtime.name if est.run is not None else None)
     if runtime is not None:
         row["runtime"] = runtime
     for st in est.stages:
@@ -237,18 +237,6 @@ def point_row(point, est) -> dict:
     for k in TOTAL_COLUMNS:
         row[f"total.{k}"] = (tot["tensor_flops"] + tot["vector_flops"]) if k == "flops" else tot.get(k)
     return row
-
-
-def _runtime_name(cfg):
-    """The config's runtime (``runtime.name``, or the group value), None without one."""
-    if cfg is None:
-        return None
-    rt = cfg.get("runtime") if hasattr(cfg, "get") else None
-    if rt is None:
-        return None
-    if isinstance(rt, str):
-        return rt
-    return rt.get("name") if hasattr(rt, "get") else None
 
 
 _WORKER: dict = {}
@@ -272,7 +260,7 @@ def _estimate_point(point):
     est = evaluate(sc) if estimator is None else estimator(sc.config)
     dt = time.perf_counter() - t0
     hw = est.hardware or str((sc.config.get("hardware") or {}).get("name") or "-")
-    return point_row(point, est), hw, heaviest_ops(est), hardware_roof(sc.config), dt
+    return point_row(point, est), hw, heaviest_ops(est), hardware_roof(sc.run), dt
 
 
 def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,

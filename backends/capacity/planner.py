@@ -41,7 +41,7 @@ from wanir.backends.host_stages import copy_rate
 from wanir.backends.parallel import PlanError, make_plan, resolve_plan
 from wanir.errors import ConfigError
 from wanir.limits import cap_jobs, usable_cpus
-from wanir.runtime import runtime_options
+from wanir.runtime import bare_run
 
 from . import queueing as Q
 from .simulate import replicate
@@ -219,7 +219,7 @@ def _cold_start(weight_bytes: int, hw_name: str, fsdp: int, config_dir) -> float
     """Seconds to copy a replica's weights from host memory to its devices (each device
     its 1/fsdp share, in parallel) at the host link's pageable copy rate."""
     hw = hwlib.load(hw_name, config_dir)
-    return weight_bytes / fsdp / copy_rate(hw, runtime_options(None))
+    return weight_bytes / fsdp / copy_rate(hw, bare_run().runtime)
 
 
 def _weight_bytes(est) -> int:

@@ -3,9 +3,8 @@ mappings into a Plan, and checking a plan against a model (heads, guidance, toke
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from omegaconf import DictConfig, OmegaConf
 
 from wanir.errors import ConfigError
 
@@ -136,10 +135,7 @@ def resolve_plan(p) -> Plan:
     Raises PlanError naming the keys when they do not multiply to the degree."""
     if p is None:
         return Plan()
-    if type(p).__name__ == "DictConfig":
-        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-        p = OmegaConf.to_container(p, resolve=True)
-    p = dict(p)
+    p = _container(p)
     known = {"name", "degree", "overlap", "gpus_per_node", "network", "intra_node", "fsdp", "vae", *DIMS}
     extra = sorted(set(p) - known)
     if extra:
@@ -228,11 +224,17 @@ def plan_from(plan, devices: int | None = None) -> Plan:
     return p
 
 
-def _container(d):
-    try:
-        if isinstance(d, DictConfig):
-            return OmegaConf.to_container(d, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+def _container(d) -> dict:
+    """A ``parallel`` mapping as a new dict: a dict (a resolved read-only tree included) copied
+    at the top level; any other mapping a caller holds (e.g. an OmegaConf node) made plain
+    throughout."""
+    if isinstance(d, dict):
+        return dict(d)
+    if isinstance(d, Mapping):
+        return {k: (_plain(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
     return dict(d)
+
+
+def _plain(d) -> dict:
+    return {k: (_plain(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
 

@@ -29,14 +29,13 @@ from wanir.backends.graphviz import fmt_shape, node_bytes, node_flops
 from wanir.backends.html import _strip_svg_header
 from wanir.backends.parallel import cost_rows, multi_device_cost, summary_lines
 from wanir.backends.report import _display_rows, fmt_bytes, fmt_time, fmt_time_range, rows, scope_rows
-from wanir.config import CONFIG_DIR, GROUPS, list_options, to_dict
+from wanir.config import CONFIG_DIR, GROUPS, list_options
 from wanir.errors import ConfigError, WanirError
 from wanir.estimate import estimate
-from wanir.options import select
 from wanir.passes.memory import HOST_STAGES_T5_CPU, pipeline_peak
 from wanir.resolve import resolve
-from wanir.runtime import memory_options
 from wanir.safeio import short
+from wanir.scenario import thaw
 
 #: most overrides one request may carry, and the longest one (characters)
 MAX_OVERRIDES = 64
@@ -485,12 +484,9 @@ def fit_payload(est) -> dict | None:
     """Peak GPU memory against the device's capacity: peak, capacity (bytes), fits, and the
     fit verdict of the JSON document (``fits``) when it has one."""
     peak = est.peak_memory_bytes      # the per-device peak under a plan
-    if est.config is None or peak is None:
+    if est.run is None or est.run.hardware is None or peak is None:
         return None
-    try:
-        cap = hwlib.from_config(est.config).memory_bytes
-    except WanirError:
-        return None
+    cap = est.run.hardware.memory_bytes
     doc_fits = est.parallel["total"]["fits"] if est.parallel is not None else est.to_dict().get("fits")
     return {"peak_memory_bytes": peak, "capacity_bytes": cap,
             "fits": bool(doc_fits) if doc_fits is not None else peak <= cap}
@@ -503,7 +499,9 @@ def estimate_payload(est, cost=None) -> dict:
     head, body = _display_rows(est)
     doc = est.to_dict()
     wl = doc.get("workload", {})
-    cfg = to_dict(est.config) if est.config is not None else {}
+    # the resolved configuration the Estimate keeps as data (the resolver's frozen
+    # Scenario.config), shown as it is: nothing here re-reads it
+    cfg = thaw(est.config) if est.config is not None else {}
     fit = fit_payload(est)
     if fit:
         fit["text"] = (f"peak {fmt_bytes(fit['peak_memory_bytes'])} of {fmt_bytes(fit['capacity_bytes'])} — "
@@ -557,10 +555,10 @@ def plan_payload(cost, est=None) -> dict | None:
             "caption": f"one device of {cost.plan.degree} × {cost.hardware.name}, plan {cost.plan.label}"}
 
 
-def _leaf_keys(cfg, prefix="") -> list[str]:
+def _leaf_keys(tree, prefix="") -> list[str]:
     out = []
-    if isinstance(cfg, dict):
-        for k, v in cfg.items():
+    if isinstance(tree, dict):
+        for k, v in tree.items():
             key = f"{prefix}{k}"
             if isinstance(v, dict):
                 out.extend(_leaf_keys(v, key + "."))
@@ -623,13 +621,11 @@ def roof_of(est) -> dict | None:
     compute dtype), ``vector_flops``, ``bandwidth`` (DRAM bytes/s) and, where the hardware
     describes its last-level cache, ``l2_bandwidth`` (a node whose working set fits the L2
     streams at that rate)."""
-    if est.config is None:
+    run = est.run
+    if run is None or run.hardware is None:
         return None
-    try:
-        hw = est.run.hardware if est.run is not None else hwlib.from_config(est.config)
-    except WanirError:
-        return None
-    dtype = str(select(est.config, "precision.dit_compute") or "bf16")
+    hw = run.hardware
+    dtype = str((run.configured_options or run.options).precision.dit_compute or "bf16")
     try:
         peak = hw.peak(dtype)
     except WanirError:
@@ -737,11 +733,11 @@ def memory_timeline(est, cost=None) -> dict | None:
     plan (``cost``) one device's: its sharded weights and activations and the plan's
     per-device peak."""
     info = est.extra.get("stages")
-    if not info or est.config is None:
+    if not info or est.run is None:
         return None
     recs = {}
     if cost is None:
-        mem = memory_options(est.config)
+        mem = (est.run.plan_run or est.run).memory      # the residency as configured
         for s in est.stages:
             i = info.get(s.name, {})
             recs[s.name] = {"weight_bytes": s.per_invocation["weight_bytes"],
@@ -782,10 +778,7 @@ def memory_timeline(est, cost=None) -> dict | None:
             cached = max(0, int(pipe["peak_reserved_bytes"]) - p["weight_bytes"] - act)
         rows.append({"stage": name, "weight_bytes": p["weight_bytes"], "activation_bytes": act,
                      "allocator_bytes": cached, "reserve_bytes": p.get("reserve_bytes", 0), "on_gpu": True})
-    try:
-        cap = hwlib.from_config(est.config).memory_bytes
-    except WanirError:
-        cap = None
+    cap = est.run.hardware.memory_bytes if est.run.hardware is not None else None
     return {"stages": rows, "peak_memory_bytes": peak, "peak_stage": peak_stage,
             "peak_allocated_bytes": pipe.get("peak_allocated_bytes"),
             "peak_reserved_bytes": pipe.get("peak_reserved_bytes"), "context_bytes": pipe.get("reserve_bytes", reserve),
