@@ -257,9 +257,9 @@ def _estimate_point(point):
     estimator = _WORKER.get("estimator")
     sc = composer.scenario(point)
     t0 = time.perf_counter()
-    est = evaluate(sc) if estimator is None else estimator(sc.config)
+    est = evaluate(sc) if estimator is None else estimator(sc)
     dt = time.perf_counter() - t0
-    hw = est.hardware or str((sc.config.get("hardware") or {}).get("name") or "-")
+    hw = est.hardware or (sc.run.hardware.name if sc.run.hardware is not None else "-")
     return point_row(point, est), hw, heaviest_ops(est), hardware_roof(sc.run), dt
 
 
@@ -269,7 +269,7 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     """Estimate every point of the sweep ``overrides``; returns a :class:`SweepResult` whose
     rows are in cross-product order. Each point is resolved, counted and timed through the
     one seam (:func:`wanir.estimate.evaluate`); ``estimator``, when given, maps the point's
-    resolved, read-only configuration to an Estimate instead; ``jobs`` > 1 spreads the points over that many processes
+    resolved :class:`wanir.scenario.Scenario` to an Estimate instead; ``jobs`` > 1 spreads the points over that many processes
     (None: one per CPU core, up to 8, when there are more than 32 points; never more than the
     cores this process may use, :func:`wanir.limits.usable_cpus`). ``timing`` holds seconds spent composing
     configs and estimating (summed over processes) and wall-clock seconds in all.

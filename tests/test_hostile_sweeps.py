@@ -71,11 +71,11 @@ def test_rows_are_appended_as_points_finish(tmp_path):
     seen = []
     out = tmp_path / "out"
 
-    def estimator(cfg):
-        from wanir.estimate import estimate_config
+    def estimator(sc):
+        from wanir.estimate import evaluate
         with open(out / "results.csv") if (out / "results.csv").exists() else open(os.devnull) as f:
             seen.append(max(0, len(f.read().splitlines()) - 1))
-        return estimate_config(cfg)
+        return evaluate(sc)
 
     run = S._RunDir(out, S.parse_sweep([*SMALL, "workload.steps=1,2,3"]), [], False)
     try:

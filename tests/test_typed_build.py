@@ -2,11 +2,15 @@
 
 ``wanir.resolve`` is the one reader of the composed configuration: it builds each component's
 checked dataclass (DitArch, VaeArch, Umt5Arch, ClipArch, ModelFacts), the Wan2.2 options, the
-optimizations and the tiling into ``Build.spec``; frontends and passes lower those. The AST
-guard below keeps it so: no function under frontends/ or passes/ reads a parameter named like
-a configuration (``cfg``, ``config``, ``*_cfg``, ``*_config``) by attribute, ``.get``,
-subscript or by handing it to another function, and no module there imports the config
-machinery (FrozenMap, select, OmegaConf, the config and runtime readers).
+optimizations and the tiling into ``Build.spec``; frontends and passes lower those, and the
+backends and the API time and report with the typed ``Run``. The AST guard below keeps it so:
+no function under frontends/ or passes/ reads a parameter named like a configuration (``cfg``,
+``config``, ``*_cfg``, ``*_config``) by attribute, ``.get``, subscript or by handing it to
+another function, and no module there imports the config machinery (FrozenMap, select,
+OmegaConf, the config and runtime readers). The same holds for backends/ and every module of
+wanir/ that is not one of the resolver's (:data:`RESOLVER_MODULES`, each with its reason),
+except that those may call the seam's entry (:data:`SEAM_NAMES`: overrides or a composed
+configuration handed to the resolver, frozen records made or thawed for output).
 """
 import ast
 import dataclasses
@@ -32,9 +36,43 @@ CONFIG_MACHINERY = {"FrozenMap", "freeze", "thaw", "select", "OmegaConf", "DictC
                     "config_for_plan", "scenario_from_config", "resolve"}
 CONFIG_MODULES = ("omegaconf", "wanir.config", "wanir.resolve", "wanir.runtime")
 
+#: the resolver's modules: the only ones that read the composed configuration (and why)
+RESOLVER_MODULES = {
+    "wanir/config.py": "composes the config groups and the user's overrides (Hydra, OmegaConf)",
+    "wanir/resolve.py": "the resolver: the composed tree into the frozen Scenario, once",
+    "wanir/runtime.py": "the runtime profiles and the defaults the resolver fills in from them",
+    "wanir/hardware.py": "reads a configuration's hardware group (and the hardware YAML files) into a Hardware",
+    "wanir/options.py": "parses the option groups into the frozen RunOptions the resolver hands on",
+    "wanir/interpolation.py": "checks the ${...} interpolations of config files as they are composed",
+    "wanir/model_from.py": "model.from: what a checkpoint implies, applied to the tree by the resolver",
+    "wanir/limits.py": "checks every value of the composed tree against its bounds, for the resolver",
+    "wanir/scenario.py": "defines the frozen configuration view (FrozenMap) the resolver makes",
+}
+#: what the modules above the resolver may import from it and call with a configuration: the
+#: seam's entry (overrides, or a configuration composed elsewhere, handed to the resolver;
+#: ``wanir config`` prints its explanation) and the freezing of records (results, output)
+SEAM_NAMES = {"resolve", "resolve_parsed", "scenario_from_config", "explain_lines", "freeze", "thaw"}
+#: names of wanir.config that list the config groups' options (menus, --help), reading no configuration
+CONFIG_LISTINGS = {"CONFIG_DIR", "GROUPS", "list_options"}
+#: the runtime's readers of a configuration (its typed helpers, which take a Run, are allowed above)
+RUNTIME_READERS = {"runtime_options", "memory_options", "config_for_plan", "attention_kernel_for",
+                   "memory_options_for_plan", "runtime_defaults", "_plan_sizes"}
+#: reads above the resolver that parse input, not the configuration: ``file: what`` → reason
+INPUT_PARSING = {
+    "backends/sizing.py: OmegaConf": "a hardware YAML file's price with ${...} interpolations, read as "
+                                     "the hardware file itself is (the file, not the resolved configuration)",
+    "backends/sweep.py: hydra.core.override_parser": "a sweep's own value syntax (a,b,c and range(...)) parsed "
+                                                     "from the command line: input, not the configuration",
+    "wanir/estimate.py: run.config to summarize()": "the Estimate keeps the resolver's frozen Scenario.config "
+                                                    "as data for its JSON and reports (stored, not read)",
+}
 
-def config_reads(source: str, filename: str = "<src>") -> list[str]:
-    """Each place in ``source`` that reads a configuration: ``file:line: what``."""
+
+def config_reads(source: str, filename: str = "<src>", above: bool = False) -> list[str]:
+    """Each place in ``source`` that reads a configuration: ``file:line: what``. ``above``: the
+    rule for modules above the resolver (backends/, the API): the seam's entry
+    (:data:`SEAM_NAMES`), the group listings (:data:`CONFIG_LISTINGS`) and the runtime's typed
+    helpers are allowed; frontends and passes may use none of them."""
     tree = ast.parse(source, filename)
     out = []
     for fn in ast.walk(tree):
@@ -50,17 +88,27 @@ def config_reads(source: str, filename: str = "<src>") -> list[str]:
                 passed = [x.id for x in [*n.args, *(k.value for k in n.keywords)]
                           if isinstance(x, ast.Name) and x.id in cfg]
                 fname = ast.unparse(n.func)
-                if passed and fname not in ("isinstance", "type"):
+                if passed and fname not in ("isinstance", "type") and not (above and fname in SEAM_NAMES):
                     out.append(f"{filename}:{n.lineno}: hands parameter {passed[0]} to {fname}()")
+    if above:
+        out += _resolved_config_reads(tree, filename)
     for n in ast.walk(tree):
         if isinstance(n, ast.ImportFrom):
             mod = n.module or ""
+            if n.level and filename.startswith("wanir/"):      # a relative import inside the package
+                mod = "wanir." + mod if mod else "wanir"
             names = {al.name for al in n.names}
-            if mod.startswith(CONFIG_MODULES) or names & CONFIG_MACHINERY:
-                out.append(f"{filename}:{n.lineno}: imports {mod}: {', '.join(sorted(names))}")
+            if above:
+                bad = (names - SEAM_NAMES) & (CONFIG_MACHINERY | RUNTIME_READERS)
+                if mod.startswith(("omegaconf", "hydra")) or (mod == "wanir.config" and names - CONFIG_LISTINGS):
+                    bad = bad or names
+            else:
+                bad = names & CONFIG_MACHINERY if not mod.startswith(CONFIG_MODULES) else names
+            if bad:
+                out.append(f"{filename}:{n.lineno}: imports {mod}: {', '.join(sorted(bad))}")
         elif isinstance(n, ast.Import):
             for al in n.names:
-                if al.name.startswith(CONFIG_MODULES):
+                if al.name.startswith(("omegaconf", "hydra") if above else CONFIG_MODULES):
                     out.append(f"{filename}:{n.lineno}: imports {al.name}")
         elif isinstance(n, ast.Name) and n.id in ("FrozenMap", "OmegaConf", "DictConfig"):
             out.append(f"{filename}:{n.lineno}: uses {n.id}")
@@ -74,6 +122,78 @@ def test_no_config_reads_below_the_resolver():
         for f in sorted((ROOT / d).rglob("*.py")):
             bad += config_reads(f.read_text(), str(f.relative_to(ROOT)))
     assert not bad, "config read below the resolver (take a typed field of Build.spec instead):\n" + "\n".join(bad)
+
+
+def _resolved_config_reads(tree: ast.AST, filename: str) -> list[str]:
+    """Reads of a resolved configuration held as data (``est.config``, ``sc.config``,
+    ``run.config``): an attribute or item of it, or handing it to a function other than the
+    seam's (:data:`SEAM_NAMES`: thawing it for output, resolving it). Testing it for None is
+    no read."""
+    parent = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+    out = []
+    for n in ast.walk(tree):
+        if not (isinstance(n, ast.Attribute) and n.attr == "config"):
+            continue
+        p = parent.get(n)
+        if isinstance(p, (ast.Attribute, ast.Subscript)) and p.value is n:
+            out.append(f"{filename}:{n.lineno}: reads {ast.unparse(p)}")
+        elif isinstance(p, ast.Call) and n in [*p.args, *(k.value for k in p.keywords)]:
+            fname = ast.unparse(p.func)
+            if fname.rsplit(".", 1)[-1] not in SEAM_NAMES | {"isinstance", "type"}:
+                out.append(f"{filename}:{n.lineno}: hands {ast.unparse(n)} to {fname}()")
+    return out
+
+
+def _above_the_resolver() -> list[Path]:
+    """backends/ and every module of wanir/ except the resolver's (:data:`RESOLVER_MODULES`)."""
+    files = sorted((ROOT / "backends").rglob("*.py")) + sorted((ROOT / "wanir").rglob("*.py"))
+    return [f for f in files if str(f.relative_to(ROOT)) not in RESOLVER_MODULES]
+
+
+def test_no_config_reads_above_the_resolver():
+    """Backends, drivers, reports and the API take the resolved Build and Run (or the
+    Estimate that holds them), never the raw configuration."""
+    bad = []
+    for f in _above_the_resolver():
+        rel = str(f.relative_to(ROOT))
+        for r in config_reads(f.read_text(), rel, above=True):
+            if not any(r.startswith(k.split(": ")[0] + ":") and k.split(": ", 1)[1] in r for k in INPUT_PARSING):
+                bad.append(r)
+    assert not bad, "config read above the resolver (take the Scenario's Build or Run instead):\n" + "\n".join(bad)
+
+
+def test_the_resolver_modules_exist_and_the_allow_lists_are_used():
+    """Every allow-listed module exists; every input-parsing exception still matches a read
+    (a stale entry would hide a new one)."""
+    for rel in RESOLVER_MODULES:
+        assert (ROOT / rel).is_file(), rel
+    for k in INPUT_PARSING:
+        rel, what = k.split(": ", 1)
+        assert any(what in r for r in config_reads((ROOT / rel).read_text(), rel, above=True)), k
+
+
+@pytest.mark.parametrize("src", [
+    "def f(cfg):\n    return cfg.get('hardware')\n",
+    "from wanir.runtime import runtime_options\n",
+    "from wanir.config import load_config\n",
+    "from .config import to_dict\n",
+    "import omegaconf\n",
+    "def f(est, cfg):\n    return select(cfg, 'precision.dit_compute')\n",
+    "def f(est):\n    return est.config.get('hardware')\n",
+    "def f(sc):\n    return memory_options(sc.config)\n",
+    "def f(est):\n    return est.config['runtime']\n",
+])
+def test_the_guard_above_the_resolver_finds_a_config_read(src):
+    assert config_reads(src, "wanir/x.py", above=True)
+
+
+def test_the_guard_above_the_resolver_allows_the_seam():
+    src = ("from wanir.resolve import resolve, scenario_from_config\nfrom wanir.runtime import run_attention_kernel\n"
+           "from wanir.config import GROUPS, list_options\nfrom wanir.scenario import freeze, thaw\n"
+           "def f(cfg):\n    return scenario_from_config(cfg)\n"
+           "def g(run, hw):\n    return run_attention_kernel(run, hw)\n"
+           "def h(est):\n    return thaw(est.config) if est.config is not None else None\n")
+    assert not config_reads(src, "wanir/x.py", above=True)
 
 
 @pytest.mark.parametrize("src", [

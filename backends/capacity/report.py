@@ -112,7 +112,7 @@ def _stack(result) -> str:
     for c in result.traffic.classes:
         e = wanir.estimate(list(c.overrides))
         wl = e.to_dict()["workload"]
-        rt = e.config.runtime.get("name") if e.config is not None and e.config.get("runtime") is not None else "-"
+        rt = e.run.runtime.name if e.run is not None else "-"
         items.append(f"<li>Class <b>{_e(c.name)}</b> (<code>{_e(' '.join(c.overrides) or 'defaults')}</code>): "
                      f"{_e(e.model)}, {wl.get('width')}×{wl.get('height')}×{wl.get('frames')} frames, "
                      f"{wl.get('steps')} steps, runtime {_e(rt)}; precision, kernels and offload as "
