@@ -92,3 +92,47 @@ def test_plain_size_prints_the_stack_and_the_kernels_it_could_search(capsys):
     assert "stack: runtime wan-official; attention kernel flash2 on b200" in out
     other = [k for k in kernels.available_attention("sm100") if k not in ("math", "sdpa", "flash2")]
     assert f"--allow {','.join(other)}" in out
+
+
+def test_the_resolved_run_names_the_kernel_per_gpu_family():
+    """The Run records whether the runtime chose the kernel and the model family, so re-timing
+    on another GPU needs no configuration (the same answers as the configuration's reader)."""
+    from wanir.runtime import run_attention_kernel
+
+    off = _runtime_yaml("wan-official")
+    run = wanir.resolve(["model=wan2.2-t2v-a14b"]).run
+    assert run.kernel_from_runtime and run.model_family == "wan2.2"
+    assert run_attention_kernel(run, load("h100-sxm")) == off["attention_kernel_wan22_sm90"] == "flash3"
+    assert run_attention_kernel(run, load("a100-80gb")) == off["attention_kernel"] == "flash2"
+    # Wan2.1 is not Wan2.2: FlashAttention-2 on Hopper too
+    assert run_attention_kernel(wanir.resolve([]).run, load("h100-sxm")) == off["attention_kernel"]
+    run = wanir.resolve(["model=wan2.2-t2v-a14b", "roofline.attention_kernel=flash2"]).run
+    assert not run.kernel_from_runtime
+    assert run_attention_kernel(run, load("h100-sxm")) == "flash2"
+    st = sizing.stack_of(run, load("h100-sxm"))
+    assert st["kernel_default"] is False and st["runtime"] == "wan-official"
+    assert st["precision"]["dit_weights"] == off["precision"]["dit_weights"]
+
+
+def test_run_for_plan_reapplies_the_runtime_defaults():
+    """A Run moved to a plan takes the runtime's defaults there (wan-official's YAML:
+    ``offload_model: single-device``, FSDP gathers ``dit_weights_fsdp``); values the user set stay."""
+    from wanir.backends.parallel import make_plan
+    from wanir.runtime import bare_run
+
+    off = _runtime_yaml("wan-official")
+    sc = wanir.resolve([])
+    assert sc.run.memory.offload == "model" and sc.build.options.precision.dit_weights == off["precision"]["dit_weights"]
+    build, run = sc.run.for_plan(make_plan("fsdp", 4))
+    assert run.memory.offload == "none" and run.plan is None
+    assert build.options.precision.dit_weights == off["dit_weights_fsdp"] == "bf16"
+    _, run = wanir.resolve(["memory.offload_model=true"]).run.for_plan(make_plan("fsdp", 4))
+    assert run.memory.offload == "model"
+    assert bare_run().for_plan(make_plan("fsdp", 4)) is None
+
+
+def test_build_pipeline_takes_a_build_only():
+    from wanir.frontends.pipeline import build_pipeline
+
+    with pytest.raises(TypeError, match="Build"):
+        build_pipeline(dict(wanir.resolve([]).config))
