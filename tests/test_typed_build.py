@@ -64,7 +64,7 @@ INPUT_PARSING = {
     "backends/sweep.py: hydra.core.override_parser": "a sweep's own value syntax (a,b,c and range(...)) parsed "
                                                      "from the command line: input, not the configuration",
     "wanir/estimate.py: run.config to summarize()": "the Estimate keeps the resolver's frozen Scenario.config "
-                                                    "as data for its JSON and reports (stored, not read)",
+                                                    "as data for the configuration view of its reports (stored, not read)",
 }
 
 

@@ -204,8 +204,8 @@ def finish(graph: Graph, summaries: dict, run: Run, opts: RunOptions, plan=None,
         par["total"].update(time_range_s=rng["parallel"]["time_range_s"],
                             time_range_class=rng["parallel"]["time_range_class"])
     extra = dict(extra or {}, time_range=rng)
-    # the Estimate keeps the resolved configuration as data for its JSON and reports: the
-    # resolver's frozen output (Scenario.config, the same tree as run.config), not re-parsed
+    # the Estimate keeps the resolved configuration as data (the HTML report and the web app show
+    # it): the resolver's frozen output (Scenario.config, the same tree as run.config), not re-parsed
     return summarize(graph, summaries, run.config, options=opts, extra=extra, parallel=par,
                      time_range=rng["total"], run=run)
 

@@ -146,8 +146,9 @@ def summarize(graph: Graph, summaries: dict, resolved=None, warnings: Iterable[s
     record before it is frozen (its ``invocations``, ``per_invocation``, ``experts``).
     ``time_range``: {"time_range_s": [low, high], "time_range_class"} of the total
     (backends/error_range.py); ``run``: the Scenario's Run the estimate was timed with;
-    ``resolved``: the resolved configuration the Estimate keeps as data for its JSON and
-    reports (the resolver's frozen ``Scenario.config``; None for a graph estimated on its own)."""
+    ``resolved``: the resolved configuration the Estimate keeps as data for the configuration
+    view of its reports (the resolver's frozen ``Scenario.config``; None for a graph
+    estimated on its own)."""
     stages = []
     fl = summaries["flops"]
     mem = summaries.get("memory", {}).get("stages", {})
