@@ -19,7 +19,7 @@ from .. import comm as commlib
 from .. import host_stages as hostlib
 from .. import roofline
 from ..host_stages import block_stream_plan
-from .plan import SINGLE_DEVICE_STAGES, SP_STAGES, Plan, check_plan, plan_from, resolve_plan
+from .plan import SINGLE_DEVICE_STAGES, SP_STAGES, Plan, check_plan, plan_from
 from .transform import shard_graph
 
 
