@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import gc
 import io
 import itertools
 import json
@@ -253,18 +254,36 @@ def _runtime_name(cfg):
 
 _WORKER: dict = {}
 
+#: points a sweep process evaluates between two collections of cyclic garbage. While a sweep
+#: runs, Python's allocation-triggered collector is off: every point leaves tens of thousands
+#: of objects alive in the caches (the counted graph, the estimate), so collections triggered
+#: by allocation count re-scan a growing heap again and again (about a quarter of a point's
+#: CPU), and find nothing but the scope trees of the graphs the caches dropped (a few hundred
+#: objects a point, the only cycles). Collecting every this many points frees them all the
+#: same and keeps that garbage to a few MB.
+COLLECT_EVERY = 256
+
 
 def _worker_init(config_dir, estimator, in_pool=False):
+    """Set up this process for sweep points: the point composer, the estimator, which
+    hardware's roofline ops it has already sent, and garbage collection paced by points
+    (:data:`COLLECT_EVERY`; a pool worker lives only for the sweep, so its collector stays off)."""
     if in_pool:   # Ctrl-C reaches the whole process group: the parent stops the workers
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        gc.disable()
     _WORKER["composer"] = PointComposer(config_dir)
     _WORKER["estimator"] = estimator
+    _WORKER["ops_sent"] = set()
+    _WORKER["points"] = 0
 
 
 def _estimate_point(point):
     """Estimate one point in this process through the one seam (resolve → count → time:
     points that share a build share one counted graph, cached); returns (row, hardware,
-    heaviest ops, roof, seconds estimating)."""
+    heaviest ops, roof, seconds estimating). The heaviest ops and the roof (for the roofline
+    chart, which shows the first point of each hardware) come only with this process's
+    first point on that hardware, None after it: a process takes its points in sweep order,
+    so the sweep's first point on a hardware is always its process's first on it."""
     composer = _WORKER.setdefault("composer", PointComposer(None))
     estimator = _WORKER.get("estimator")
     sc = composer.scenario(point)
@@ -272,7 +291,23 @@ def _estimate_point(point):
     est = evaluate(sc) if estimator is None else estimator(sc.config)
     dt = time.perf_counter() - t0
     hw = est.hardware or str((sc.config.get("hardware") or {}).get("name") or "-")
-    return point_row(point, est), hw, heaviest_ops(est), hardware_roof(sc.config), dt
+    sent = _WORKER.setdefault("ops_sent", set())
+    ops = roof = None
+    if hw not in sent:
+        sent.add(hw)
+        ops, roof = heaviest_ops(est), hardware_roof(sc.config)
+    n = _WORKER["points"] = _WORKER.get("points", 0) + 1
+    if n % COLLECT_EVERY == 0 and not gc.isenabled():
+        gc.collect()
+    return point_row(point, est), hw, ops, roof, dt
+
+
+def _chart_inputs(point, config_dir, estimator):
+    """The heaviest ops and the roof of one point, estimated again in this process (for a
+    point whose process did not send them)."""
+    sc = PointComposer(config_dir).scenario(point)
+    est = evaluate(sc) if estimator is None else estimator(sc.config)
+    return heaviest_ops(est), hardware_roof(sc.config)
 
 
 def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
@@ -311,20 +346,31 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
         bar.start()
     pool = None
     composer = None
+    gc_was = gc.isenabled()
     try:
         if jobs > 1 and len(points) > 1:
-            pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(config_dir, estimator, True))
+            # the workers start with what this process holds (imports, composed groups) frozen out
+            # of their collections (gc.freeze): pages it shares with them stay unwritten
+            gc.freeze()
+            try:
+                pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init,
+                                                                initargs=(config_dir, estimator, True))
+            finally:
+                gc.unfreeze()
             results = pool.imap(_estimate_point, points, chunksize=max(1, min(16, len(points) // (jobs * 8))))
         else:
             _worker_init(config_dir, estimator)
             composer = _WORKER["composer"]
+            gc.disable()      # collections paced by points (COLLECT_EVERY), restored below
             results = map(_estimate_point, points)
-        for row, hw, ops, roof, dt in results:
+        for point, (row, hw, ops, roof, dt) in zip(points, results):
             rows.append(row)
             if on_row is not None:
                 on_row(row)
             t_est += dt
             if hw not in ops_by_hw:
+                if ops is None:   # never expected (see _estimate_point); estimated again here
+                    ops, roof = _chart_inputs(point, config_dir, estimator)
                 ops_by_hw[hw] = ops
                 roofs[hw] = roof
             if bar is not None:
@@ -336,6 +382,8 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
             pool = None
         raise
     finally:
+        if gc_was:
+            gc.enable()
         if pool is not None:
             pool.close()
             pool.join()
