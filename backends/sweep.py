@@ -262,6 +262,10 @@ _WORKER: dict = {}
 #: objects a point, the only cycles). Collecting every this many points frees them all the
 #: same and keeps that garbage to a few MB.
 COLLECT_EVERY = 256
+#: most points a worker takes at a time: a point costs tens of milliseconds and handing one
+#: over well under one, so small chunks cost nothing and keep the last worker's tail short
+#: (at most this many points after the others have finished)
+CHUNK_POINTS = 4
 
 
 def _worker_init(config_dir, estimator, in_pool=False):
@@ -357,7 +361,7 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
                                                                 initargs=(config_dir, estimator, True))
             finally:
                 gc.unfreeze()
-            results = pool.imap(_estimate_point, points, chunksize=max(1, min(16, len(points) // (jobs * 8))))
+            results = pool.imap(_estimate_point, points, chunksize=max(1, min(CHUNK_POINTS, len(points) // (jobs * 8))))
         else:
             _worker_init(config_dir, estimator)
             composer = _WORKER["composer"]
