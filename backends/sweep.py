@@ -10,8 +10,11 @@ Speed: each point goes through the one seam, resolve → count → time
 (:func:`wanir.estimate.evaluate`). Group choices are composed once per distinct combination
 (cached); the graph is lowered and counted once per distinct :class:`wanir.scenario.Build`
 (cached): points that differ only in what changes time (hardware, timing mode, plan) share
-the counted graph and re-run just the timing. ``benchmarks/bench_sweep.py`` reports where the
-time goes.
+the counted graph and re-run just the timing — they run back to back (:func:`run_order`), so
+the count is still in the bounded cache. Worker processes are forked with this process's
+imports and caches, take a few points at a time, and collect cyclic garbage every
+:data:`COLLECT_EVERY` points instead of on allocation counts. ``benchmarks/bench_sweep.py``
+reports where the time goes.
 
 :func:`run_sweep` returns a :class:`SweepResult` whose ``rows`` are the CSV rows (one per
 point): every override as given, then per-stage FLOPs, bytes, time and peak activation
