@@ -265,10 +265,10 @@ _WORKER: dict = {}
 #: objects a point, the only cycles). Collecting every this many points frees them all the
 #: same and keeps that garbage to a few MB.
 COLLECT_EVERY = 256
-#: most points a worker takes at a time: a point costs tens of milliseconds and handing one
-#: over well under one, so small chunks cost nothing and keep the last worker's tail short
-#: (at most this many points after the others have finished)
-CHUNK_POINTS = 4
+#: most points a worker takes at a time (unless the points of one build run together): each
+#: chunk costs this process about a millisecond to hand over and collect, and the last one
+#: can leave the other workers idle while it runs
+CHUNK_POINTS = 8
 
 
 def _worker_init(config_dir, estimator, in_pool=False):
