@@ -144,3 +144,23 @@ def test_reordered_sweep_rows_in_cross_product_order():
             est.total["tensor_flops"] + est.total["vector_flops"])
     assert list(res.ops_by_hardware) == ["a100-80gb", "h100-sxm"]
     assert list(res.roofs) == ["a100-80gb", "h100-sxm"]
+
+
+def test_chart_ops_estimated_again_when_no_process_sent_them(monkeypatch):
+    """the roofline chart's ops of each hardware's first point do not depend on which process
+    sent them: with none sent, the sweep estimates them again and gets the same records"""
+    ovs = ["model=wan2.1-t2v-1.3b", "workload.height=480,720", "hardware=h100-sxm,a100-80gb",
+           "workload.frames=17", "workload.steps=1"]
+    sent = S.run_sweep(ovs, progress=False, jobs=1)
+    real = S._estimate_point
+
+    def without_ops(point):
+        row, hw, _, _, dt = real(point)
+        return row, hw, None, None, dt
+
+    monkeypatch.setattr(S, "_estimate_point", without_ops)
+    again = S.run_sweep(ovs, progress=False, jobs=1)
+    assert again.rows == sent.rows
+    assert list(again.ops_by_hardware.items()) == list(sent.ops_by_hardware.items())
+    assert list(again.roofs.items()) == list(sent.roofs.items())
+    assert len(sent.ops_by_hardware["h100-sxm"]) == S.TOP_OPS
