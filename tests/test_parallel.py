@@ -7,6 +7,7 @@ from wanir.backends.parallel import (DeviceGraph, Plan, PlanError, make_plan, mu
 from wanir.builder import GraphBuilder
 from wanir.config import load_config
 from wanir.frontends import wan_dit
+from wanir.resolve import component
 from wanir.passes import flops, verify
 
 # a small DiT with the real block structure: 8 heads of 64, 3 blocks
@@ -25,7 +26,7 @@ def dit_graph(heads=8, latent=LATENT, steps=5):
         with b.repeat("block", 2):
             x = b.linear(x, 256, name="proj")
     with b.stage("diffusion_core", invocations=2 * steps):
-        wan_dit.build(b, {**DIT, "num_attention_heads": heads}, latent_shape=latent, batch=1, text_len=TEXT,
+        wan_dit.build(b, component("dit", {**DIT, "num_attention_heads": heads}), latent_shape=latent, batch=1, text_len=TEXT,
                       compute_dtype="bf16")
     g = b.graph
     g.meta["workload"] = {"guidance": True}
