@@ -263,7 +263,7 @@ _WORKER: dict = {}
 #: by allocation count re-scan a growing heap again and again (about a quarter of a point's
 #: CPU), and find nothing but the scope trees of the graphs the caches dropped (a few hundred
 #: objects a point, the only cycles). Collecting every this many points frees them all the
-#: same and keeps that garbage to a few MB.
+#: same and keeps that garbage to about 10 MB.
 COLLECT_EVERY = 256
 #: most points a worker takes at a time (unless the points of one build run together): each
 #: chunk costs this process about a millisecond to hand over and collect, and the last one
