@@ -406,12 +406,15 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
         if jobs > 1 and len(points) > 1:
             # the workers start with what this process holds (imports, composed groups) frozen out
             # of their collections (gc.freeze): pages it shares with them stay unwritten
-            gc.freeze()
+            frozen = gc.get_freeze_count() == 0     # (a caller's own freeze is left alone)
+            if frozen:
+                gc.freeze()
             try:
                 pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init,
                                                                 initargs=(config_dir, estimator, True))
             finally:
-                gc.unfreeze()
+                if frozen:
+                    gc.unfreeze()
             chunk = max(1, min(max(CHUNK_POINTS, group), CHUNK_GROUP_MAX, len(points) // (jobs * 8)))
             results = pool.imap(_estimate_point, todo, chunksize=chunk)
         else:
@@ -450,7 +453,8 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
         if hw not in ops_by_hw:
             # a process sends them with its first point on a hardware: the first in cross-product
             # order too whenever the hardware is one axis's value; else estimated again here
-            ops_by_hw[hw], roofs[hw] = charts[i] if i in charts else _chart_inputs(points[i], config_dir, estimator)
+            got = charts.get(i)
+            ops_by_hw[hw], roofs[hw] = got if got is not None else _chart_inputs(points[i], config_dir, estimator)
     columns = _columns(sweep, rows)
     timing = {"points": len(rows), "jobs": jobs, "estimate_s": t_est, "total_s": time.perf_counter() - t_all}
     if composer is not None:
