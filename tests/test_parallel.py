@@ -218,3 +218,23 @@ def test_overlap_hides_ring_exchanges():
     off = multi_device_cost(g, "h100-sxm", 4, make_plan("ring", 4, overlap=False))
     assert on.comm_s < off.comm_s
     assert off.time_s - on.time_s == pytest.approx(off.comm_s - on.comm_s)
+
+
+@pytest.mark.parametrize("plan", [make_plan("ulysses", 2), make_plan("fsdp+ulysses", 2),
+                                  make_plan("ring", 2), make_plan("usp", 4, ulysses=2, ring=2), make_plan("fsdp", 2)])
+def test_sharding_a_frozen_graph_equals_sharding_a_plain_copy(plan):
+    # invariant: the facts sharding remembers per frozen source graph (blocks, their weights, the
+    # attention's tokens and heads) and the nodes it copies with their recorded outputs give the
+    # same per-device graph as sharding a writable copy, and that graph is well formed
+    frozen = dit_graph()
+    frozen.freeze()
+
+    def shape(g):
+        return [(n.path, n.kind, n.outputs, tuple(sorted(n.params))) for n in g]
+
+    for _ in range(2):                  # the second time from the remembered facts
+        a = shard_graph(frozen, plan)
+        verify.run(a)
+        b = shard_graph(frozen.timing_copy(), plan)
+        assert shape(a) == shape(b) and a.meta["parallel"]["fsdp"] == b.meta["parallel"]["fsdp"]
+        assert a.meta["parallel"]["seq_len"] == b.meta["parallel"]["seq_len"]
