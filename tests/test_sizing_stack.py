@@ -136,3 +136,17 @@ def test_build_pipeline_takes_a_build_only():
 
     with pytest.raises(TypeError, match="Build"):
         build_pipeline(dict(wanir.resolve([]).config))
+
+
+def test_a_set_kernel_and_the_default_do_not_share_per_device_graphs():
+    """Wan2.2 on an H100: the runtime's default there is FlashAttention-3, so setting flash3
+    gives the same Build; on an A100 the default falls back to FlashAttention-2 while the set
+    kernel stays flash3 — each run must be timed with its own per-device graph."""
+    from wanir.estimate import count
+
+    a = wanir.resolve(["model=wan2.2-t2v-a14b", *SMALL, "parallel=ulysses", "parallel.degree=2"])
+    b = wanir.resolve(["model=wan2.2-t2v-a14b", *SMALL, "parallel=ulysses", "parallel.degree=2",
+                       "roofline.attention_kernel=flash3"])
+    assert a.run.plan_build == b.run.plan_build and a.run.kernel_from_runtime and not b.run.kernel_from_runtime
+    counted = count(a.run.plan_build)
+    assert counted.device_graph_cache(a.run) is not counted.device_graph_cache(b.run)

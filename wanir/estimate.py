@@ -224,8 +224,11 @@ class Counted:
     lock: Any = field(default_factory=threading.Lock, repr=False)
 
     def device_graph_cache(self, run: Run) -> dict:
-        """The per-device graph cache of plans timed with ``run``'s options (bounded)."""
-        key = (run.options.roofline, run.memory, run.runtime, run.offload_from_runtime)
+        """The per-device graph cache of plans timed with ``run``'s options (bounded): keyed
+        on everything a :class:`DeviceGraph` takes from the run, the attention kernel's
+        provenance included (a default kernel follows the GPU family, a set one does not)."""
+        key = (run.options.roofline, run.memory, run.runtime, run.offload_from_runtime, run.kernel_from_runtime,
+               run.model_family)
         with self.lock:
             d = self.device_graphs.get(key)
             if d is None:
