@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 NOT_NEEDED = ("networkx", "rich", "matplotlib", "numpy", "torch", "starlette", "plotly", "graphviz",
               "wanir.web.app", "wanir.backends.calibrate", "wanir.backends.html", "wanir.backends.plots",
               "wanir.backends.sweep")
@@ -21,6 +23,7 @@ print(json.dumps({"code": code, "total": json.loads(out.getvalue())["total"]["te
 """
 
 
+@pytest.mark.integration
 def test_estimate_json_loads_no_module_it_does_not_need():
     r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -94,6 +94,7 @@ def resolve(name: str, known: set) -> str:
     return name
 
 
+@pytest.mark.slow
 def test_no_module_imports_a_higher_layer():
     mods = dict(modules())
     assert "wanir.estimate" in mods and "wanir.backends.parallel" in mods and "wanir.passes.flops" in mods
@@ -144,6 +145,7 @@ def function_imports(path: Path):
     return out
 
 
+@pytest.mark.slow
 def test_function_level_imports_are_marked_and_few():
     unmarked, marked = [], []
     for _, path in modules():
@@ -207,6 +209,7 @@ def import_cycle(graph: dict) -> list | None:
     return None
 
 
+@pytest.mark.slow
 def test_module_level_imports_have_no_cycle():
     mods = dict(modules())
     known = set(mods)
@@ -235,6 +238,7 @@ FRONTEND_SEAMS = {"wanir.frontends", "wanir.frontends.pipeline", "wanir.frontend
                   "wanir.frontends.spec"}
 
 
+@pytest.mark.slow
 def test_no_module_outside_the_frontends_imports_a_model_frontend():
     """Passes, backends, the core and the API reach model-specific knowledge through data on the
     graph (passes/experts.py reads graph.meta['experts']) or a registry (wanir/lowerings.py),

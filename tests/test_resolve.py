@@ -19,6 +19,7 @@ def _hydra(choices: dict) -> dict:
     return C._compose_hydra(tuple(f"{k}={v}" for k, v in choices.items()), None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", [g for g in C.GROUPS if g not in ("text_encoder", "image_encoder", "dit", "vae")])
 def test_plain_composer_equals_hydra_for_every_option(group):
     # Hydra's compose API is the reference: same values, same key order
@@ -28,6 +29,7 @@ def test_plain_composer_equals_hydra_for_every_option(group):
         assert mine == ref and list(mine) == list(ref), (group, option)
 
 
+@pytest.mark.slow
 def test_plain_composer_equals_hydra_for_nested_choices():
     for model in C.list_options("model"):
         for dit in ("wan2.1-t2v-1.3b", "wan2.2-ti2v-5b"):
