@@ -143,7 +143,6 @@ def _two_classes(**extra):
             **extra}
 
 
-@pytest.mark.slow
 def test_batched_deployment_is_planned_by_simulation():
     t = T.from_mapping(_two_classes(arrivals={"rate_per_hour": 40}, prices={"l40s": 1.0},
                                     deployments=[{"hardware": "l40s", "devices": 1, "batch": 2}]))

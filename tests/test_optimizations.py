@@ -453,7 +453,6 @@ def test_8bit_attention_is_faster_where_the_kernel_exists():
 
 # ------------------------------------------------------------------ VAE tiling
 
-@pytest.mark.slow
 def test_vae_tiles_decode_every_tile_and_their_overlaps():
     from wanir.frontends.vae_tiling import tiles
     # 128×128 video = 16×16 latent; 64 px tiles every 48 px = 8 latent every 6: starts 0, 6, 12
@@ -558,7 +557,6 @@ def _vae_conv_and_attention(graph):
     return conv, att
 
 
-@pytest.mark.slow
 def test_patch_parallel_vae_decodes_one_band_per_device_with_halo_exchange():
     from wanir.backends.parallel import make_plan, multi_device_cost
     est = estimate(SMALL)                                   # 16 latent rows
