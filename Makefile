@@ -35,7 +35,7 @@ demo: $(BASE_STAMP)
 	$(BIN)/wanir estimate
 
 # The tests, in tiers (markers in pyproject.toml; README "Tests"):
-#   make test       every test (`pytest -q`): the fast tier and the three marked ones below
+#   make test       every test (`pytest -q`): the fast tier and the reference, slow and integration tests
 #   make test-fast  the fast tier, under a minute on two cores: the in-process unit and invariant tests of
 #                   every module (config/resolve, graph, ops, passes, roofline, parallel, sizing, CLI parsing,
 #                   limits, hostile inputs); it leaves out `reference` (the real PyTorch modules), `slow`
@@ -45,8 +45,8 @@ demo: $(BASE_STAMP)
 #   make test-reference  only the reference tests
 FAST_TESTS := -m "not reference and not slow and not integration" --ignore=tests/reference --ignore=tests/test_verify.py
 # The test runs keep Python's bytecode cache, outside the tree, even where PYTHONDONTWRITEBYTECODE is set:
-# without it every run recompiles wanir and rewrites the test modules again (2-4 s of CPU in a fast run),
-# and so does each CLI subprocess of the integration tests.
+# without it every run compiles wanir and rewrites the test modules again (2-4 s of CPU in a fast run),
+# and each CLI subprocess of the integration tests compiles wanir again (about 0.1 s of CPU each).
 test test-fast test-reference: export PYTHONDONTWRITEBYTECODE :=
 test test-fast test-reference: export PYTHONPYCACHEPREFIX ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/wanir/pycache
 
