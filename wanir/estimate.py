@@ -291,8 +291,8 @@ def count(build: Build) -> Counted:
         graph = build_pipeline(build)
         graph.meta["count_key"] = _options.count_key(build.options)
         counts = annotate_counts(graph, None, options=build.options, mem=build.memory)
-    graph.freeze()
-    return _COUNTED.put(build, Counted(build, graph, _freeze(counts)))
+        graph.freeze()
+        return _COUNTED.put(build, Counted(build, graph, _freeze(counts)))
 
 
 def time(counted: Counted, run: Run, extra: Mapping | None = None) -> Estimate:
@@ -346,14 +346,23 @@ def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = 
 def paused_gc():
     """Pause Python's cyclic garbage collector while a graph is built and annotated: the
     build allocates tens of thousands of small objects, which would trigger many collections
-    that find nothing to free (everything is freed by reference counting). Restores the
-    previous state afterwards."""
+    that find nothing to free (everything is freed by reference counting: the graph, its
+    scope tree included, holds no reference cycle). Restores the previous state afterwards.
+
+    On the way out, the objects made meanwhile (an annotated graph, which the caches keep)
+    join the oldest generation at once (``gc.freeze()`` then ``gc.unfreeze()``, which moves
+    them without a scan) instead of being scanned by the young collections the re-enabled
+    collector would run next. A caller's own ``gc.freeze`` is left alone (then the collector
+    just resumes)."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was:
+            if gc.get_count()[0] > gc.get_threshold()[0] and not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
