@@ -143,15 +143,44 @@ def _flat_keys(cfg, prefix="") -> list[str]:
     return out
 
 
+#: the option names found per (config dir, its group folders' modification times): a folder's
+#: listing changes only with its modification time (a file added, removed or renamed)
+_OPTIONS_SEEN: dict = {}
+_OPTIONS_SEEN_MAX = 64
+
+
+def _group_dirs_signature(root: Path) -> tuple:
+    """Each group folder under ``root``: its file type and mode, and its modification time
+    in ns; None when it is missing or unreadable."""
+    out = []
+    for g in GROUPS:
+        try:
+            st = (root / g).stat()
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_mode, st.st_mtime_ns))
+    return tuple(out)
+
+
 def _available_options(config_dir: str | None) -> dict[str, list[str]]:
+    """The option names of every group (built-in and ``config_dir``'s), sorted: listed again
+    only when a group folder changed (:func:`_group_dirs_signature`)."""
     roots = [CONFIG_DIR] + ([Path(config_dir)] if config_dir else [])
-    opts: dict[str, set[str]] = {g: set() for g in GROUPS}
-    for root in roots:
-        for g in GROUPS:
-            d = root / g
-            if d.is_dir():
-                opts[g].update(p.stem for p in d.glob("*.yaml"))
-    return {g: sorted(v) for g, v in opts.items()}
+    key = tuple((str(root), _group_dirs_signature(root)) for root in roots)
+    hit = _OPTIONS_SEEN.get(key)
+    if hit is None:
+        opts: dict[str, set[str]] = {g: set() for g in GROUPS}
+        for root in roots:
+            for g in GROUPS:
+                d = root / g
+                if d.is_dir():
+                    opts[g].update(p.stem for p in d.glob("*.yaml"))
+        hit = {g: tuple(sorted(v)) for g, v in opts.items()}
+        if len(_OPTIONS_SEEN) >= _OPTIONS_SEEN_MAX:
+            _OPTIONS_SEEN.clear()
+        _OPTIONS_SEEN[key] = hit
+    return {g: list(v) for g, v in hit.items()}
 
 
 def list_options(group: str, config_dir: str | None = None) -> list[str]:
