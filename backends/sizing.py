@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from wanir import hardware as hwlib
 from wanir import jsonout, kernels
+from wanir.dictconfig import resolve as resolve_interpolations
 from wanir.errors import ConfigError
 from wanir.estimate import count
 from wanir.resolve import resolve
@@ -192,8 +193,7 @@ def _yaml_price(name: str, config_dir=None) -> float | None:
 def _price_of(path: str, mtime_ns: int, size: int) -> float | None:
     text = read_text_file(path, "hardware YAML")
     if "${" in text:   # an interpolation: resolved as the hardware file itself is
-        from omegaconf import OmegaConf  # late import: a hardware file with ${...} interpolations
-        v = OmegaConf.to_container(OmegaConf.create(text), resolve=True).get("price_usd_per_gpu_hour")
+        v = resolve_interpolations(text).get("price_usd_per_gpu_hour")
     else:
         v = (load_yaml(text, path) or {}).get("price_usd_per_gpu_hour")
     if isinstance(v, dict):

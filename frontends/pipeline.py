@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wanir.builder import GraphBuilder
+from wanir.dictconfig import to_plain
 from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.passes.optimize import apply as apply_optimizations
@@ -112,10 +113,7 @@ class _Attrs(dict):
 
 
 def _plain(node) -> _Attrs:
-    if type(node).__name__ == "DictConfig":
-        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-        node = OmegaConf.to_container(node, resolve=True)
-    return _Attrs(node)
+    return _Attrs(to_plain(node))
 
 
 def build_pipeline(build) -> Graph:

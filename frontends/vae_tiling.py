@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 
 from wanir.builder import GraphBuilder
+from wanir.dictconfig import to_plain
 from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.passes.optimize_options import _get
@@ -119,8 +120,7 @@ def apply_tiling(graph: Graph, cfg) -> Graph:
     lowers again per band."""
     vae = cfg.vae
     if type(vae).__name__ == "DictConfig":
-        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-        vae = OmegaConf.to_container(vae, resolve=True)
+        vae = to_plain(vae)
     else:
         vae = thaw(vae)
     wl = graph.meta.get("workload", {})

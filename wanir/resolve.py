@@ -19,6 +19,7 @@ from threading import Lock
 from types import MappingProxyType
 from typing import Iterable
 
+from . import dictconfig
 from . import hardware as hwlib
 from . import options as _options
 from .backends.parallel import check_plan, resolve_plan
@@ -155,12 +156,10 @@ def _model_from(tree: FrozenMap, prov: dict) -> tuple[FrozenMap, FrozenMap | Non
     src = (tree.get("model") or {}).get("from")
     if src is None or src == "":
         return tree, None
-    from omegaconf import OmegaConf  # late import: checkpoint inference (model.from) edits a DictConfig
+    from .frontends.checkpoint import apply_model_from  # late import: the checkpoint readers load in ~20 ms; only model.from needs them
 
-    from .frontends.checkpoint import apply_model_from  # late import: checkpoint inference (model.from) only
-
-    cfg, lines = apply_model_from(OmegaConf.create(thaw(tree)))
-    new = freeze(OmegaConf.to_container(cfg, resolve=True))
+    cfg, lines = apply_model_from(dictconfig.create(thaw(tree)))
+    new = freeze(dictconfig.to_plain(cfg))
     old = dict(flat_items(tree))
     for key, v in flat_items(new):
         if key not in old or old[key] != v:
