@@ -32,6 +32,7 @@ from wanir.safeio import load_yaml, read_text_file
 
 from .error_range import cost_range
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
+from .display import rich_table
 from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_range_in
 from .stack import PREC_NAMES as _PREC_NAMES
 from .stack import STACK_PRECISIONS, stack_of
@@ -521,8 +522,7 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     shown = cands if show_all else _fold([c for c in cands if c.meets])
     misses = [] if (shown or show_all) else nearest_misses(result, min(top, 5))
     rows = (shown or misses)[:top]
-    from rich.console import Console  # late import: rich only to draw the table
-    from rich.table import Table  # late import: as above
+    Console, Table = rich_table()
     t = result["target"]
     target = " and ".join(x for x in (
         f"≤ {fmt_time(t['latency_s'])} per video" if t["latency_s"] else "",
