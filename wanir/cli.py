@@ -253,38 +253,6 @@ def cmd_report(args, spec, html) -> int:
     return 0
 
 
-def _add_visual_commands(sub) -> None:
-    r = sub.add_parser("render", help="draw the architecture with Graphviz (.svg, .png, .pdf or .dot)")
-    _add_common(r)
-    r.add_argument("-o", "--output", required=True, help="output file; the suffix picks the format")
-    r.add_argument("--stage", default=None, help="draw only this stage (e.g. diffusion_core)")
-    r.add_argument("--depth", type=int, default=2, help="scope levels below each stage drawn as clusters; "
-                                                        "deeper scopes are one box with summed costs (default 2)")
-    r.add_argument("--color", choices=("bound", "time", "none"), default="bound")
-    r.add_argument("--spec", default=None, help="draw the graph of a YAML spec instead of the pipeline")
-    r.set_defaults(func=cmd_render)
-
-    w = sub.add_parser("sweep", help="estimate the cross product of Hydra sweep overrides (a=1,2 b=range(...)); "
-                                     "writes DIR/results.csv and plots")
-    _add_common(w)
-    w.add_argument("-o", "--output", required=True, help="output directory")
-    w.add_argument("--plot-format", choices=("png", "svg", "pdf"), default="png")
-    w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    w.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier sweep in the output directory (its results.csv, run.json and plots)")
-    w.add_argument("-j", "--jobs", type=int, default=None,
-                   help="processes to spread the points over (default: one per CPU core, up to 8, for sweeps of "
-                        "more than 32 points; else 1; never more than the usable CPU cores)")
-    w.set_defaults(func=cmd_sweep)
-
-    h = sub.add_parser("report", help="write a self-contained HTML report (table, diagram, plots, notes)")
-    _add_common(h)
-    h.add_argument("-o", "--output", required=True, help="output .html file")
-    h.add_argument("--depth", type=int, default=2, help="diagram depth (default 2)")
-    h.add_argument("--spec", default=None, help="report on the graph of a YAML spec instead of the pipeline")
-    h.set_defaults(func=cmd_report)
-
-
 def cmd_plan(args, command) -> int:
     return command.run(args)
 
@@ -318,11 +286,20 @@ def _description() -> str:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser; ``command`` (the command about to run, None for all) spares loading
-    the modules of the other commands."""
-    p = argparse.ArgumentParser(prog="wanir", description=_description())
+    """The argument parser; ``command`` (the command about to run, None for all) spares
+    declaring the other commands' arguments and loading their modules: they are added as
+    names only."""
+    p = argparse.ArgumentParser(prog="wanir", description=_description() if command is None else None)
     sub = p.add_subparsers(dest="command", required=True)
+    for name, add in PARSERS.items():
+        if command is None or name == command:
+            add(sub)
+        else:
+            sub.add_parser(name)
+    return p
 
+
+def _parser_estimate(sub) -> None:
     e = sub.add_parser("estimate", help="estimate one generation (default: Wan2.1 T2V-14B, 1280x720x81)")
     _add_common(e)
     e.add_argument("--format", choices=("table", "json", "md", "csv"), default="table")
@@ -332,6 +309,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="with --by scope|kind: scope levels below the stage to group by (default 2)")
     e.set_defaults(func=cmd_estimate)
 
+
+def _parser_size(sub) -> None:
     z = sub.add_parser("size", help="rank hardware x device count x parallel plan by cost per video for a target")
     _add_common(z)
     z.add_argument("--latency", type=float, default=None, help="target seconds per video")
@@ -352,50 +331,99 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="comma-separated optimizations to combine, e.g. fp8,teacache,radial,compiled")
     z.set_defaults(func=cmd_size)
 
+
+def _parser_hardware(sub) -> None:
     hw = sub.add_parser("hardware", help="list the known devices (built-in, --config-dir and entry points)")
     hw.add_argument("--config-dir", default=None, help="your own config directory (its hardware/*.yaml are listed)")
     hw.add_argument("--format", choices=("table", "json", "md"), default="table")
     hw.set_defaults(func=cmd_hardware)
 
+
+def _parser_config(sub) -> None:
     c = sub.add_parser("config", help="print the resolved configuration")
     _add_common(c)
     c.add_argument("--explain", action="store_true",
                    help="print each value with its source: user, runtime, model, file (model.from), plan or default")
     c.set_defaults(func=cmd_config)
 
+
+def _parser_ops(sub) -> None:
     o = sub.add_parser("ops", help="list the op kinds with their categories")
     o.add_argument("--format", choices=("table", "json"), default="table")
     o.set_defaults(func=cmd_ops)
 
+
+def _parser_spec(sub) -> None:
     s = sub.add_parser("spec", help="estimate a model described in a YAML graph spec")
     s.add_argument("file")
     s.add_argument("--format", choices=("table", "json", "md", "csv"), default="table")
     s.set_defaults(func=cmd_spec)
 
+
+def _parser_inspect(sub) -> None:
     i = sub.add_parser("inspect", help="infer a model's hyperparameters and parameter count by module from its "
                                       "config.json, .safetensors header, .pth state dict or directory")
     i.add_argument("path")
     i.add_argument("--format", choices=("text", "json"), default="text")
     i.set_defaults(func=cmd_inspect)
 
-    _add_visual_commands(sub)
-    _add_module_commands(sub, MODULE_COMMANDS if command is None else [command])
-    _add_plan(sub)
-    return p
+
+def _parser_render(sub) -> None:
+    r = sub.add_parser("render", help="draw the architecture with Graphviz (.svg, .png, .pdf or .dot)")
+    _add_common(r)
+    r.add_argument("-o", "--output", required=True, help="output file; the suffix picks the format")
+    r.add_argument("--stage", default=None, help="draw only this stage (e.g. diffusion_core)")
+    r.add_argument("--depth", type=int, default=2, help="scope levels below each stage drawn as clusters; "
+                                                        "deeper scopes are one box with summed costs (default 2)")
+    r.add_argument("--color", choices=("bound", "time", "none"), default="bound")
+    r.add_argument("--spec", default=None, help="draw the graph of a YAML spec instead of the pipeline")
+    r.set_defaults(func=cmd_render)
 
 
-def _add_module_commands(sub, load) -> None:
-    """Add the commands of MODULE_COMMANDS: those named in ``load`` by their module's
-    ``add_parser`` (the module is loaded), the others as names only."""
-    for name in MODULE_COMMANDS:
-        if name not in load:
-            sub.add_parser(name)
-            continue
+def _parser_sweep(sub) -> None:
+    w = sub.add_parser("sweep", help="estimate the cross product of Hydra sweep overrides (a=1,2 b=range(...)); "
+                                     "writes DIR/results.csv and plots")
+    _add_common(w)
+    w.add_argument("-o", "--output", required=True, help="output directory")
+    w.add_argument("--plot-format", choices=("png", "svg", "pdf"), default="png")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    w.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier sweep in the output directory (its results.csv, run.json and plots)")
+    w.add_argument("-j", "--jobs", type=int, default=None,
+                   help="processes to spread the points over (default: one per CPU core, up to 8, for sweeps of "
+                        "more than 32 points; else 1; never more than the usable CPU cores)")
+    w.set_defaults(func=cmd_sweep)
+
+
+def _parser_report(sub) -> None:
+    h = sub.add_parser("report", help="write a self-contained HTML report (table, diagram, plots, notes)")
+    _add_common(h)
+    h.add_argument("-o", "--output", required=True, help="output .html file")
+    h.add_argument("--depth", type=int, default=2, help="diagram depth (default 2)")
+    h.add_argument("--spec", default=None, help="report on the graph of a YAML spec instead of the pipeline")
+    h.set_defaults(func=cmd_report)
+
+
+def _module_parser(name: str):
+    """The function adding command ``name`` of MODULE_COMMANDS: its module's ``add_parser``
+    (the module is loaded when it is called)."""
+    def add(sub) -> None:
         module, = _load([MODULE_COMMANDS[name]])
         if name == "verify":
             module.add_parser(sub, _add_common)
         else:
             module.add_parser(sub)
+    return add
+
+
+#: every command, in the order --help lists them: the function that declares its arguments
+PARSERS = {
+    "estimate": _parser_estimate, "size": _parser_size, "hardware": _parser_hardware, "config": _parser_config,
+    "ops": _parser_ops, "spec": _parser_spec, "inspect": _parser_inspect, "render": _parser_render,
+    "sweep": _parser_sweep, "report": _parser_report,
+    **{name: _module_parser(name) for name in MODULE_COMMANDS},
+    "plan": _add_plan,
+}
 
 
 def _check_args(args) -> None:
@@ -430,7 +458,7 @@ def _check_args(args) -> None:
 def main(argv=None) -> int:
     """Entry point of the ``wanir`` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
+    command = argv[0] if argv and not argv[0].startswith("-") else None   # else --help, or an error: every command
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if not sys.stdout.isatty():
