@@ -1,14 +1,17 @@
-"""Configuration: Hydra config groups under ``wanir/configs`` composed with hydra-core's
-compose API (no ``@hydra.main``, no working-directory change, no output folders).
+"""Configuration: the config groups under ``wanir/configs`` composed as Hydra composes them —
+by wanir itself from the YAML files for the built-in groups, by hydra-core's compose API
+(:mod:`wanir.hydra_compose`, no ``@hydra.main``, no working-directory change, no output
+folders) for a user's config directory or a Hydra feature the plain composer does not read.
 
 Overrides are written as Hydra writes them: ``model=wan2.1-t2v-1.3b`` selects an option of
 a group, ``workload.height=480`` sets one value. A user's own config directory
 (``config_dir``) is searched before the built-in one, so it can add options to any group
 (``hardware/my-gpu.yaml``) or replace built-in ones.
 
-Composition of group choices is cached; value overrides are applied with OmegaConf and
+Composition of group choices is cached; value overrides are applied to a plain tree and
 checked here, so a mistyped key names the closest valid key and a bad value names the key
-and what is allowed.
+and what is allowed. Hydra and OmegaConf are imported only for what needs them (overrides
+the plain parser does not read, sweeps, ``--config-dir``, ``${...}`` interpolations).
 """
 from __future__ import annotations
 
