@@ -25,7 +25,7 @@ from wanir import hardware as hwlib
 from wanir import jsonout, kernels
 from wanir.dictconfig import resolve as resolve_interpolations
 from wanir.errors import ConfigError
-from wanir.estimate import count
+from wanir.estimate import count, paused_gc
 from wanir.resolve import resolve
 from wanir.runtime import attention_kernel_for
 from wanir.safeio import load_yaml, read_text_file
@@ -245,6 +245,18 @@ def stack_line(result: dict) -> str | None:
 BATCHES = (1, 2, 4)
 
 
+def _gc_paused(fn):
+    """``fn`` run with Python's cyclic collector paused (:func:`wanir.estimate.paused_gc`): the
+    search builds dozens of per-device graphs whose many small objects would trigger
+    collections that free nothing."""
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        with paused_gc():
+            return fn(*a, **k)
+    return wrapper
+
+
+@_gc_paused
 def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throughput: float | None = None,
          hardware=None, devices=None, prices: dict | None = None, fsdp_options=(False, True),
          batches=None, progress=None, data_parallel: bool = True, risk: str = "point") -> dict:

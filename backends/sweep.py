@@ -10,8 +10,11 @@ Speed: each point goes through the one seam, resolve → count → time
 (:func:`wanir.estimate.evaluate`). Group choices are composed once per distinct combination
 (cached); the graph is lowered and counted once per distinct :class:`wanir.scenario.Build`
 (cached): points that differ only in what changes time (hardware, timing mode, plan) share
-the counted graph and re-run just the timing. ``benchmarks/bench_sweep.py`` reports where the
-time goes.
+the counted graph and re-run just the timing — they run back to back (:func:`run_order`), so
+the count is still in the bounded cache. Worker processes are forked with this process's
+imports and caches, take a few points at a time, and collect cyclic garbage every
+:data:`COLLECT_EVERY` points instead of on allocation counts. ``benchmarks/bench_sweep.py``
+reports where the time goes.
 
 :func:`run_sweep` returns a :class:`SweepResult` whose ``rows`` are the CSV rows (one per
 point): every override as given, then per-stage FLOPs, bytes, time and peak activation
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import gc
 import io
 import itertools
 import json
@@ -34,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from wanir import config as _config
-from wanir.errors import ConfigError
+from wanir.errors import ConfigError, WanirError
 from wanir.hydra_compose import ChoiceSweep, RangeSweep
 from wanir.estimate import evaluate
 from wanir.limits import MAX_JOBS, MAX_SWEEP_POINTS, cap_jobs, check_int_arg, usable_cpus
@@ -252,18 +256,41 @@ def _runtime_name(cfg):
 
 _WORKER: dict = {}
 
+#: points a sweep process evaluates between two collections of cyclic garbage. While a sweep
+#: runs, Python's allocation-triggered collector is off: every point leaves tens of thousands
+#: of objects alive in the caches (the counted graph, the estimate), so collections triggered
+#: by allocation count re-scan a growing heap again and again (about a quarter of a point's
+#: CPU), and find nothing but the scope trees of the graphs the caches dropped (a few hundred
+#: objects a point, the only cycles). Collecting every this many points frees them all the
+#: same and keeps that garbage to about 10 MB.
+COLLECT_EVERY = 256
+#: most points a worker takes at a time (unless the points of one build run together): each
+#: chunk costs this process about a millisecond to hand over and collect, and the last one
+#: can leave the other workers idle while it runs
+CHUNK_POINTS = 8
+
 
 def _worker_init(config_dir, estimator, in_pool=False):
+    """Set up this process for sweep points: the point composer, the estimator, which
+    hardware's roofline ops it has already sent, and garbage collection paced by points
+    (:data:`COLLECT_EVERY`; a pool worker lives only for the sweep, so its collector stays off)."""
     if in_pool:   # Ctrl-C reaches the whole process group: the parent stops the workers
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        gc.disable()
     _WORKER["composer"] = PointComposer(config_dir)
     _WORKER["estimator"] = estimator
+    _WORKER["ops_sent"] = set()
+    _WORKER["points"] = 0
 
 
 def _estimate_point(point):
     """Estimate one point in this process through the one seam (resolve → count → time:
     points that share a build share one counted graph, cached); returns (row, hardware,
-    heaviest ops, roof, seconds estimating)."""
+    heaviest ops, roof, seconds estimating). The heaviest ops and the roof (for the roofline
+    chart, which shows the first point of each hardware) come only with this process's
+    first point on that hardware, None after it: a process takes its points in the order the
+    sweep runs them, so the sweep's first point on a hardware in that order is always its
+    process's first on it (:func:`run_sweep` estimates again the rare one it lacks)."""
     composer = _WORKER.setdefault("composer", PointComposer(None))
     estimator = _WORKER.get("estimator")
     sc = composer.scenario(point)
@@ -271,7 +298,67 @@ def _estimate_point(point):
     est = evaluate(sc) if estimator is None else estimator(sc.config)
     dt = time.perf_counter() - t0
     hw = est.hardware or str((sc.config.get("hardware") or {}).get("name") or "-")
-    return point_row(point, est), hw, heaviest_ops(est), hardware_roof(sc.config), dt
+    sent = _WORKER.setdefault("ops_sent", set())
+    ops = roof = None
+    if hw not in sent:
+        sent.add(hw)
+        ops, roof = heaviest_ops(est), hardware_roof(sc.config)
+    n = _WORKER["points"] = _WORKER.get("points", 0) + 1
+    if n % COLLECT_EVERY == 0 and not gc.isenabled():
+        gc.collect()
+    return point_row(point, est), hw, ops, roof, dt
+
+
+def _chart_inputs(point, config_dir, estimator):
+    """The heaviest ops and the roof of one point, estimated again in this process (for a
+    point whose process did not send them)."""
+    sc = PointComposer(config_dir).scenario(point)
+    est = evaluate(sc) if estimator is None else estimator(sc.config)
+    return heaviest_ops(est), hardware_roof(sc.config)
+
+
+#: a swept axis with more values than this is not tested for sharing counts (:func:`run_order`)
+ORDER_TEST_VALUES = 32
+#: most points a worker takes at a time when the points of one build run back to back
+CHUNK_GROUP_MAX = 64
+
+
+def run_order(sweep: Sweep, points: list, config_dir=None) -> tuple[list[int], int]:
+    """The order to evaluate a sweep's ``points`` in, and how many consecutive points share one
+    build. Points that differ only in what changes time (the hardware, the parallel plan, the
+    roofline mode...) share one counted graph — while it is still in count's bounded cache
+    (:func:`wanir.estimate.count`), so they are run back to back: a swept axis is found to
+    change no count when the sweep's first point, resolved with each of the axis's other values
+    (up to :data:`ORDER_TEST_VALUES` of them), has the first point's :class:`wanir.scenario.Build`;
+    such axes are evaluated innermost. Returns the point indices in evaluation order — cross-product
+    order when no such axis precedes one that changes counts, or when a tested point does not
+    resolve (it then fails in its turn, as it would) — and the product of those axes' lengths
+    (1 without them). The points resolved here stay in the resolve cache (a fork inherits it)."""
+    axes = sweep.axes
+    n = len(points)
+    sizes = [len(a.values) for a in axes]
+    strides = [1] * len(axes)
+    for k in range(len(axes) - 2, -1, -1):
+        strides[k] = strides[k + 1] * sizes[k + 1]
+    swept = [k for k, m in enumerate(sizes) if m > 1]
+    if not swept:
+        return list(range(n)), 1
+    composer = PointComposer(config_dir)
+    run_only = []
+    try:
+        base = composer.scenario(points[0]).build
+        for k in swept:
+            if sizes[k] <= ORDER_TEST_VALUES and all(composer.scenario(points[j * strides[k]]).build == base
+                                                     for j in range(1, sizes[k])):
+                run_only.append(k)
+    except WanirError:   # a point that does not resolve: cross-product order, it fails in its turn
+        return list(range(n)), 1
+    group = math.prod(sizes[k] for k in run_only)
+    order = [k for k in range(len(axes)) if k not in run_only] + run_only
+    if order == list(range(len(axes))):
+        return list(range(n)), group
+    return [sum(i * strides[k] for i, k in zip(idx, order))
+            for idx in itertools.product(*(range(sizes[k]) for k in order))], group
 
 
 def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
@@ -284,9 +371,11 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     (None: one per CPU core, up to 8, when there are more than 32 points; never more than the
     cores this process may use, :func:`wanir.limits.usable_cpus`). ``timing`` holds seconds spent composing
     configs and estimating (summed over processes) and wall-clock seconds in all.
-    ``on_row(row)`` is called with each finished point's row as it completes (in order), so a
-    caller can keep them when the sweep is interrupted. On Ctrl-C the worker processes are
-    stopped and KeyboardInterrupt propagates."""
+    Points that share a build run back to back (:func:`run_order`), so it is counted once.
+    ``on_row(row)`` is called with each finished point's row as it completes, in the order the
+    points run (cross-product order unless :func:`run_order` moved an axis inward), so a caller
+    can keep them when the sweep is interrupted. On Ctrl-C the worker processes are stopped and
+    KeyboardInterrupt propagates."""
     sweep = overrides if isinstance(overrides, Sweep) else parse_sweep(overrides)
     if jobs is not None:
         check_int_arg("jobs", jobs, 1, MAX_JOBS)
@@ -294,11 +383,11 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     if jobs is None:
         jobs = min(8, usable_cpus()) if len(points) > 32 else 1
     jobs = min(cap_jobs(jobs), max(1, len(points)))   # never more processes than usable cores
-    rows: list[dict] = []
-    ops_by_hw: dict = {}
-    roofs: dict = {}
-    t_est = 0.0
     t_all = time.perf_counter()
+    order, group = run_order(sweep, points, config_dir) if len(points) > 1 else (list(range(len(points))), 1)
+    done: list = [None] * len(points)      # (row, hardware) by cross-product index
+    charts: dict = {}                      # cross-product index -> (heaviest ops, roof), as sent
+    t_est = 0.0
     bar = None
     if progress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress,  # late import: rich only to draw the progress bar
@@ -310,22 +399,35 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
         bar.start()
     pool = None
     composer = None
+    gc_was = gc.isenabled()
     try:
+        todo = [points[i] for i in order]
         if jobs > 1 and len(points) > 1:
-            pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init, initargs=(config_dir, estimator, True))
-            results = pool.imap(_estimate_point, points, chunksize=max(1, min(16, len(points) // (jobs * 8))))
+            # the workers start with what this process holds (imports, composed groups) frozen out
+            # of their collections (gc.freeze): pages it shares with them stay unwritten
+            frozen = gc.get_freeze_count() == 0     # (a caller's own freeze is left alone)
+            if frozen:
+                gc.freeze()
+            try:
+                pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init,
+                                                                initargs=(config_dir, estimator, True))
+            finally:
+                if frozen:
+                    gc.unfreeze()
+            chunk = max(1, min(max(CHUNK_POINTS, group), CHUNK_GROUP_MAX, len(points) // (jobs * 8)))
+            results = pool.imap(_estimate_point, todo, chunksize=chunk)
         else:
             _worker_init(config_dir, estimator)
             composer = _WORKER["composer"]
-            results = map(_estimate_point, points)
-        for row, hw, ops, roof, dt in results:
-            rows.append(row)
+            gc.disable()      # collections paced by points (COLLECT_EVERY), restored below
+            results = map(_estimate_point, todo)
+        for i, (row, hw, ops, roof, dt) in zip(order, results):
+            done[i] = (row, hw)
+            if ops is not None:
+                charts[i] = (ops, roof)
             if on_row is not None:
                 on_row(row)
             t_est += dt
-            if hw not in ops_by_hw:
-                ops_by_hw[hw] = ops
-                roofs[hw] = roof
             if bar is not None:
                 bar.advance(task)
     except BaseException:   # Ctrl-C or a bad point: stop the workers now, keep nothing running
@@ -335,11 +437,23 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
             pool = None
         raise
     finally:
+        if gc_was:
+            gc.enable()
         if pool is not None:
             pool.close()
             pool.join()
         if bar is not None:
             bar.stop()
+    rows = [row for row, _ in done]
+    # the roofline chart: the heaviest ops of the first point (cross-product order) on each hardware
+    ops_by_hw: dict = {}
+    roofs: dict = {}
+    for i, (_, hw) in enumerate(done):
+        if hw not in ops_by_hw:
+            # a process sends them with its first point on a hardware: the first in cross-product
+            # order too whenever the hardware is one axis's value; else estimated again here
+            got = charts.get(i)
+            ops_by_hw[hw], roofs[hw] = got if got is not None else _chart_inputs(points[i], config_dir, estimator)
     columns = _columns(sweep, rows)
     timing = {"points": len(rows), "jobs": jobs, "estimate_s": t_est, "total_s": time.perf_counter() - t_all}
     if composer is not None:

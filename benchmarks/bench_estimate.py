@@ -60,11 +60,10 @@ def time_flopcounter(repeats: int) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from wanir.frontends.pipeline import resolve_workload
     from wanir.resolve import resolve
 
-    cfg = resolve([]).config
-    wl = resolve_workload(cfg)
+    sc = resolve([])
+    cfg, wl = sc.config, sc.build.workload
     te, dit, vae = cfg.text_encoder, cfg.dit, cfg.vae
 
     def once():

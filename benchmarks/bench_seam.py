@@ -113,7 +113,8 @@ def sweep(points: int, jobs: int) -> None:
     wall = time.perf_counter() - t0
     cpu = _cpu(resource.RUSAGE_CHILDREN) + _cpu() - c0
     print(f"sweep of {len(res.rows)} distinct shapes on {res.timing['jobs']} process(es): {wall:.1f} s wall, "
-          f"{cpu:.1f} s CPU ({wall / len(res.rows) * 1e3:.1f} ms per point)")
+          f"{cpu:.1f} s CPU ({wall / len(res.rows) * 1e3:.1f} ms wall, {cpu / len(res.rows) * 1e3:.1f} ms CPU "
+          f"per point)")
 
 
 def size(repeats: int) -> None:

@@ -33,16 +33,15 @@ def synthetic() -> dict:
 
 def pipeline(overrides) -> list:
     """The allocator program of one generation as wanir models it (one device)."""
-    from wanir.config import load_config
     from wanir.estimate import annotate_counts
     from wanir.frontends.pipeline import build_pipeline
     from wanir.passes import allocator as al
     from wanir.passes.memory import _resident_tensors
-    from wanir.runtime import memory_options
+    from wanir.resolve import resolve
 
-    cfg = load_config(list(overrides))
-    mem = memory_options(cfg)
-    rec = annotate_counts(build_pipeline(cfg), cfg)["memory"]
+    build = resolve(list(overrides)).build
+    mem = build.memory
+    rec = annotate_counts(build_pipeline(build), None, options=build.options, mem=mem)["memory"]
     rp = rec["allocator"]
     stages = {s: {"events": rp["events"][s], "invocations": rp["invocations"][s],
                   "weights": _resident_tensors(rp["weights"][s], r.get("offload_weight_bytes", r["weight_bytes"])

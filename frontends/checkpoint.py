@@ -47,8 +47,7 @@ from __future__ import annotations
 # per-family record and registry), ckpt_dit / ckpt_umt5 / ckpt_vae (one record per family),
 # ckpt_infer (inference and model.from), ckpt_render (results and their rendering).
 from wanir.frontends.ckpt_family import FAMILIES, Family
-from wanir.frontends.ckpt_infer import (_consistency_notes, apply_model_from, infer,  # noqa: F401
-                                        inspect)
+from wanir.frontends.ckpt_infer import infer, inspect  # noqa: F401
 from wanir.frontends.ckpt_read import (TORCH_SUFFIXES, Tensor, read_safetensors_header,  # noqa: F401
                                        read_tensors, read_torch_state_dict)
 from wanir.frontends.ckpt_render import Component, Inspection  # noqa: F401

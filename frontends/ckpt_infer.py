@@ -1,12 +1,10 @@
 """Checkpoint inference: detect a file's family, infer its config, check every tensor against
-it, count parameters by module; read whole directories; apply ``model.from`` to a config."""
+it, count parameters by module; read whole directories (``model.from`` merges what they find into
+the configuration in the resolver: wanir/model_from.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from wanir.config import DTYPE_CHOICES
 from wanir.errors import ConfigError
 # importing the family modules registers them; detection tries them in this order
 from wanir.frontends import ckpt_clip  # noqa: F401,I001
@@ -15,7 +13,6 @@ from wanir.frontends.ckpt_family import FAMILIES, _fmt
 from wanir.frontends.ckpt_read import Tensor, _read_json, _weights_in, read_tensors
 from wanir.frontends.ckpt_render import Component, Inspection
 from wanir.limits import check_component
-from wanir.runtime import _plan_sizes, runtime_options
 from wanir.safeio import short
 
 
@@ -184,96 +181,4 @@ def _by_module(tensors: dict, family: str) -> dict:
         parts = name.split(".")
         key = ".".join(parts[:2]) if parts[0] in ("encoder", "decoder") and len(parts) > 2 else parts[0]
         out[key] = out.get(key, 0) + t.numel
-    return out
-
-
-def apply_model_from(cfg):
-    """If ``cfg.model.from`` is set, infer the component(s) at that path and replace
-    ``cfg.dit`` / ``cfg.text_encoder`` / ``cfg.vae`` with them (keys the inference does not
-    produce are kept), and set ``cfg.model.name`` to ``from:<file name>``. Returns
-    ``(cfg, lines)``: the (copied) config and the lines describing what was inferred and
-    assumed (empty when ``model.from`` is null). Raises ConfigError for an unreadable file, a
-    shape that fits no known family, or a DiT that does not match ``model.task``."""
-    src = cfg.get("model", {}).get("from") if hasattr(cfg, "get") else None
-    if src is None or src == "":
-        return cfg, []
-    ins = inspect(str(src))
-    cfg = cfg.copy()
-    OmegaConf.set_struct(cfg, False)
-    task = cfg.model.get("task")
-    lines = []
-    dits = [c for c in ins.components if c.component == "dit"]
-    if len(dits) > 1 and any(_plain_cfg(c.config) != _plain_cfg(dits[0].config) for c in dits[1:]):
-        diff = [k for k in dits[0].config if _plain(dits[0].config[k]) != _plain(dits[1].config[k])]
-        raise ConfigError(f"model.from={src}: the experts differ in {', '.join(diff)}; wanir models two experts "
-                          f"of one architecture")
-    for comp in ins.components:
-        if comp.component == "dit" and task is not None:
-            # Wan2.1 image-to-video: a CLIP image encoder and the DiT's image embedder; Wan2.2
-            # I2V-A14B: no image encoder, the condition enters through the input channels
-            i2v = comp.config["image_dim"] is not None
-            if i2v and (task != "i2v" or cfg.get("image_encoder") is None):
-                raise ConfigError(f"model.from={src}: an image-to-video DiT (image_dim={comp.config['image_dim']}) "
-                                  f"but model.task={task}; select an I2V model too, e.g. "
-                                  f"model=wan2.1-i2v-14b-480p model.from={src}")
-            if not i2v and task == "i2v" and cfg.get("image_encoder") is not None:
-                raise ConfigError(f"model.from={src}: a text-to-video DiT (no image embedder) but model.task=i2v; "
-                                  f"select a T2V model too, e.g. model=wan2.1-t2v-14b model.from={src}")
-        lines += comp.lines()
-        if comp.component == "image_encoder" and task != "i2v":
-            lines.append(f"  note: model.task={task} runs no image encoder; {comp.source} not used")
-            continue
-        base = OmegaConf.to_container(cfg[comp.component]) if cfg.get(comp.component) is not None else {}
-        base.update(comp.config)
-        cfg[comp.component] = OmegaConf.create(base)
-        lines += _storage_precision(cfg, comp)
-    cfg.model.name = f"from:{Path(str(src)).name}"
-    return cfg, lines + _consistency_notes(cfg)
-
-
-#: the precision key of each component's weights
-PRECISION_KEYS = {"dit": "dit_weights", "text_encoder": "text_encoder", "image_encoder": "image_encoder",
-                  "vae": "vae"}
-
-
-def _plain_cfg(c: dict) -> dict:
-    return {k: _plain(v) for k, v in c.items()}
-
-
-def _storage_precision(cfg, comp) -> list:
-    """Set ``precision.<key>`` of ``comp``'s weights to the dtype its files store, unless the
-    configured value differs from the runtime's default for that key (``runtime/*.yaml``): a
-    value the user chose (an override or a precision option) is kept. Under a plan that shards
-    the DiT (FSDP) the runtime's sharded-weight dtypes stay. Returns the lines saying what
-    was set or kept."""
-    key, dt = PRECISION_KEYS.get(comp.component), comp.storage_dtype
-    if key is None or dt is None or cfg.get("precision") is None or key not in cfg.precision:
-        return []
-    now = cfg.precision[key]
-    if dt not in DTYPE_CHOICES:
-        return [f"  note: stored as {dt}, which wanir does not model; precision.{key}={now} kept"]
-    if now == dt:
-        return []
-    fsdp = _plan_sizes(cfg)[1] > 1
-    if fsdp and key == "dit_weights":
-        return [f"  note: stored as {dt}; precision.{key}={now} as the runtime shards it"]
-    if now != runtime_options(cfg).precision_default(key, fsdp):
-        return [f"  note: stored as {dt}; precision.{key}={now} as configured"]
-    cfg.precision[key] = dt
-    return [f"  precision.{key}={dt} (the files' storage dtype; override with precision.{key}=...)"]
-
-
-def _consistency_notes(cfg) -> list:
-    """Lines naming where the (partly inferred) components disagree with one another."""
-    out = []
-    dit, te, vae = cfg.get("dit"), cfg.get("text_encoder"), cfg.get("vae")
-    if dit is not None and te is not None and te.get("d_model") is not None and dit.get("text_dim") != te.get("d_model"):
-        out.append(f"note: dit.text_dim={dit.get('text_dim')} but text_encoder.d_model={te.get('d_model')}; "
-                   f"the DiT's text embedder expects another text encoder width")
-    if dit is not None and vae is not None and vae.get("z_dim") is not None:
-        z = int(vae.get("z_dim"))
-        want = 2 * z + 4 if dit.get("image_dim") is not None or cfg.model.get("task") == "i2v" else z
-        if dit.get("in_channels") != want:
-            out.append(f"note: dit.in_channels={dit.get('in_channels')} but the VAE (z_dim={z}) gives {want} "
-                       f"input channels")
     return out

@@ -33,40 +33,74 @@ per token (the same output shape, zero FLOPs in both).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from wanir.dtypes import get_dtype
 from wanir.errors import ConfigError
 from wanir.graph import Value
 
-from .components import cfg_get as _get
-from .components import check_component, positive_int
-
-REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size",
-            "image_size", "num_channels")
+from .components import check_family, check_positive, positive_int
 
 # hidden_act -> op kind ("gelu" is the exact erf GELU; "gelu_new"/"gelu_pytorch_tanh" the tanh form)
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
                "silu": "silu"}
 
 
-def _check(cfg, batch, image_size):
-    check_component(cfg, "image_encoder", "clip_vision", "clip", REQUIRED, "CLIP vision", positive=REQUIRED)
-    if cfg.hidden_size % cfg.num_attention_heads:
-        raise ConfigError(f"image_encoder.hidden_size={cfg.hidden_size} is not divisible by "
-                          f"num_attention_heads={cfg.num_attention_heads}")
-    if cfg.num_hidden_layers < 2:
-        raise ConfigError("image_encoder.num_hidden_layers must be at least 2 (the penultimate layer's "
-                          "hidden states are the output)")
-    act = _get(cfg, "hidden_act", "gelu")
-    if act not in ACTIVATIONS:
-        raise ConfigError(f"image_encoder.hidden_act={act!r}: allowed {', '.join(ACTIVATIONS)}")
-    run = _get(cfg, "num_layers_run", None)
-    if run is not None and (isinstance(run, bool) or not isinstance(run, int) or not 1 <= run <= cfg.num_hidden_layers):
-        raise ConfigError(f"image_encoder.num_layers_run={run!r}: an integer in [1, num_hidden_layers="
-                          f"{cfg.num_hidden_layers}], or null for all layers")
+@dataclass(frozen=True)
+class ClipArch:
+    """The CLIP vision tower's hyperparameters (transformers' ``CLIPVisionConfig`` names),
+    checked on construction: the ``image_encoder`` group as :func:`wanir.resolve.resolve`
+    reads it once. ``num_layers_run`` None: every layer runs."""
+
+    COMPONENT: ClassVar[str] = "image_encoder"
+    FAMILY: ClassVar[str] = "clip_vision"
+    MODULE: ClassVar[str] = "clip"
+    WHAT: ClassVar[str] = "CLIP vision"
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    patch_size: int
+    image_size: int
+    num_channels: int
+    family: str = "clip_vision"
+    layer_norm_eps: float = 1e-5
+    hidden_act: str = "gelu"
+    num_layers_run: int | None = None
+
+    def __post_init__(self):
+        check_family(self)
+        check_positive(self, ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                              "patch_size", "image_size", "num_channels"))
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"image_encoder.hidden_size={self.hidden_size} is not divisible by "
+                              f"num_attention_heads={self.num_attention_heads}")
+        if self.num_hidden_layers < 2:
+            raise ConfigError("image_encoder.num_hidden_layers must be at least 2 (the penultimate layer's "
+                              "hidden states are the output)")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"image_encoder.hidden_act={self.hidden_act!r}: allowed {', '.join(ACTIVATIONS)}")
+        run = self.num_layers_run
+        if run is not None and (isinstance(run, bool) or not isinstance(run, int)
+                                or not 1 <= run <= self.num_hidden_layers):
+            raise ConfigError(f"image_encoder.num_layers_run={run!r}: an integer in [1, num_hidden_layers="
+                              f"{self.num_hidden_layers}], or null for all layers")
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+            raise ConfigError(f"image_encoder.layer_norm_eps={eps!r}: must be a number in (0, 1]")
+        object.__setattr__(self, "layer_norm_eps", float(eps))
+
+
+def _check(arch: ClipArch, batch, image_size):
+    if not isinstance(arch, ClipArch):
+        raise TypeError(f"clip lowers a ClipArch (wanir.resolve.component('image_encoder', ...)), "
+                        f"got {type(arch).__name__}")
     for k, v in (("batch", batch), ("image_size", image_size)):
         positive_int(f"image_encoder {k}", v)
-    if image_size < cfg.patch_size:
-        raise ConfigError(f"image_encoder image_size={image_size} is smaller than patch_size={cfg.patch_size}")
+    if image_size < arch.patch_size:
+        raise ConfigError(f"image_encoder image_size={image_size} is smaller than patch_size={arch.patch_size}")
 
 
 def _layer(b, h: Value, *, B, T, d, H, ff, eps, act) -> Value:
@@ -93,23 +127,23 @@ def _layer(b, h: Value, *, B, T, d, H, ff, eps, act) -> Value:
     return b.add(h, y, name="residual")
 
 
-def build(b, cfg, *, batch: int, dtype, image_size: int | None = None) -> Value:
-    """Lower the CLIP vision tower into the builder's current stage for ``batch`` images of
+def build(b, arch: ClipArch, *, batch: int, dtype, image_size: int | None = None) -> Value:
+    """Lower the CLIP vision tower (``arch``: its :class:`ClipArch`) into the builder's current stage for ``batch`` images of
     ``image_size`` pixels square (default: the configured size), pixels at ``dtype``
     (weights, and so activations, at the builder's weight dtype, as the module casts its
     input to its weights' dtype). Returns the penultimate layer's hidden states (or, with
     ``num_layers_run`` below the layer count, the last run layer's output), a
     (batch, (image_size // patch_size)**2 + 1, hidden_size) Value."""
-    image_size = cfg.image_size if image_size is None else image_size
-    _check(cfg, batch, image_size)
-    d, ff, L, H = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_attention_heads
-    p, C = cfg.patch_size, cfg.num_channels
-    eps = float(_get(cfg, "layer_norm_eps", 1e-5))
-    act = ACTIVATIONS[_get(cfg, "hidden_act", "gelu")]
+    image_size = arch.image_size if image_size is None else image_size
+    _check(arch, batch, image_size)
+    d, ff, L, H = arch.hidden_size, arch.intermediate_size, arch.num_hidden_layers, arch.num_attention_heads
+    p, C = arch.patch_size, arch.num_channels
+    eps = arch.layer_norm_eps
+    act = ACTIVATIONS[arch.hidden_act]
     grid = image_size // p
     N = grid * grid
     T = N + 1
-    n_pos = (cfg.image_size // p) ** 2 + 1                       # rows of the position table
+    n_pos = (arch.image_size // p) ** 2 + 1                       # rows of the position table
     B = batch
 
     pixels = b.input("pixel_values", (B, C, image_size, image_size), get_dtype(dtype))
@@ -128,7 +162,7 @@ def build(b, cfg, *, batch: int, dtype, image_size: int | None = None) -> Value:
         x = b.add(x, pos, name="add_position")
     h = b.layernorm(x, eps=eps, name="pre_layrnorm")
     kw = dict(B=B, T=T, d=d, H=H, ff=ff, eps=eps, act=act)
-    run = _get(cfg, "num_layers_run", None)
+    run = arch.num_layers_run
     if run is not None and run < L:
         # the official pipeline's use_31_block: the first `run` layers, their output returned
         with b.scope("encoder"), b.repeat("layers", run):

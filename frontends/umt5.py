@@ -26,16 +26,14 @@ branches named ``where`` (its bool condition is not read in the graph).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 from wanir.dtypes import get_dtype
 from wanir.errors import ConfigError
 from wanir.graph import Value
 
-from .components import cfg_get as _get
-from .components import check_component, positive_int
-
-REQUIRED = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
-            "relative_attention_num_buckets", "relative_attention_max_distance", "feed_forward_proj")
+from .components import check_family, check_positive, positive_int
 
 # feed_forward_proj -> (gated, activation op kind) as transformers' T5-family configs map them
 # ("gated-gelu" runs gelu_new, the tanh approximation).
@@ -47,19 +45,45 @@ FFN_KINDS = {
 }
 
 
-def _check(cfg, seq_len: int, batch: int):
-    check_component(cfg, "text_encoder", "umt5", "umt5", REQUIRED, "UMT5", positive=REQUIRED[:-1])
-    ffp = _get(cfg, "feed_forward_proj")
-    if ffp not in FFN_KINDS:
-        raise ConfigError(f"text_encoder.feed_forward_proj={ffp!r}: allowed {', '.join(FFN_KINDS)}")
-    nb = _get(cfg, "relative_attention_num_buckets")
-    if nb < 4 or nb % 4:
-        raise ConfigError(f"text_encoder.relative_attention_num_buckets={nb}: must be a multiple of 4 "
-                          f"(bidirectional buckets split in halves, each into exact and log-spaced halves)")
-    if _get(cfg, "relative_attention_max_distance") <= nb // 4:
-        raise ConfigError("text_encoder.relative_attention_max_distance must exceed num_buckets / 4")
-    for k, v in (("seq_len", seq_len), ("batch", batch)):
-        positive_int(f"text_encoder {k}", v)
+@dataclass(frozen=True)
+class Umt5Arch:
+    """The UMT5 encoder's hyperparameters (transformers' ``UMT5Config`` names), checked on
+    construction: the ``text_encoder`` group as :func:`wanir.resolve.resolve` reads it once."""
+
+    COMPONENT: ClassVar[str] = "text_encoder"
+    FAMILY: ClassVar[str] = "umt5"
+    MODULE: ClassVar[str] = "umt5"
+    WHAT: ClassVar[str] = "UMT5"
+
+    vocab_size: int
+    d_model: int
+    d_kv: int
+    d_ff: int
+    num_layers: int
+    num_heads: int
+    relative_attention_num_buckets: int
+    relative_attention_max_distance: int
+    feed_forward_proj: str
+    family: str = "umt5"
+    layer_norm_epsilon: float = 1e-6
+
+    def __post_init__(self):
+        check_family(self)
+        check_positive(self, ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads",
+                              "relative_attention_num_buckets", "relative_attention_max_distance"))
+        if self.feed_forward_proj not in FFN_KINDS:
+            raise ConfigError(f"text_encoder.feed_forward_proj={self.feed_forward_proj!r}: "
+                              f"allowed {', '.join(FFN_KINDS)}")
+        nb = self.relative_attention_num_buckets
+        if nb < 4 or nb % 4:
+            raise ConfigError(f"text_encoder.relative_attention_num_buckets={nb}: must be a multiple of 4 "
+                              f"(bidirectional buckets split in halves, each into exact and log-spaced halves)")
+        if self.relative_attention_max_distance <= nb // 4:
+            raise ConfigError("text_encoder.relative_attention_max_distance must exceed num_buckets / 4")
+        eps = self.layer_norm_epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+            raise ConfigError(f"text_encoder.layer_norm_epsilon={eps!r}: must be a number in (0, 1]")
+        object.__setattr__(self, "layer_norm_epsilon", float(eps))
 
 
 def relative_position_bias(b, seq_len: int, num_buckets: int, max_distance: int, num_heads: int) -> Value:
@@ -136,18 +160,22 @@ def _block(b, h: Value, *, B, S, d, H, dk, dff, nb, maxd, eps, gated, act) -> Va
     return h
 
 
-def build(b, cfg, *, seq_len: int, batch: int, dtype, expanded: bool = False) -> Value:
-    """Lower the UMT5 encoder into the builder's current stage: ``batch`` prompts of
+def build(b, arch: Umt5Arch, *, seq_len: int, batch: int, dtype, expanded: bool = False) -> Value:
+    """Lower the UMT5 encoder (``arch``: its :class:`Umt5Arch`) into the builder's current stage: ``batch`` prompts of
     ``seq_len`` tokens, activations at ``dtype`` (weights at the builder's weight dtype).
     The layers are one ``block`` scope repeated ``num_layers`` times, or with
     ``expanded=True`` one ``block.{i}`` scope per layer (same totals).
     Returns the final hidden states, a (batch, seq_len, d_model) Value."""
-    _check(cfg, seq_len, batch)
-    V, d, L = cfg.vocab_size, cfg.d_model, cfg.num_layers
-    gated, act = FFN_KINDS[cfg.feed_forward_proj]
-    kw = dict(B=batch, S=seq_len, d=d, H=cfg.num_heads, dk=cfg.d_kv, dff=cfg.d_ff,
-              nb=cfg.relative_attention_num_buckets, maxd=cfg.relative_attention_max_distance,
-              eps=float(_get(cfg, "layer_norm_epsilon", 1e-6)), gated=gated, act=act)
+    if not isinstance(arch, Umt5Arch):
+        raise TypeError(f"umt5 lowers a Umt5Arch (wanir.resolve.component('text_encoder', ...)), "
+                        f"got {type(arch).__name__}")
+    for k, v in (("seq_len", seq_len), ("batch", batch)):
+        positive_int(f"text_encoder {k}", v)
+    V, d, L = arch.vocab_size, arch.d_model, arch.num_layers
+    gated, act = FFN_KINDS[arch.feed_forward_proj]
+    kw = dict(B=batch, S=seq_len, d=d, H=arch.num_heads, dk=arch.d_kv, dff=arch.d_ff,
+              nb=arch.relative_attention_num_buckets, maxd=arch.relative_attention_max_distance,
+              eps=arch.layer_norm_epsilon, gated=gated, act=act)
 
     with b.scope("encoder"):
         ids = b.input("input_ids", (batch, seq_len), "int64")

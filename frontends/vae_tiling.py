@@ -21,12 +21,9 @@ from __future__ import annotations
 from collections import Counter
 
 from wanir.builder import GraphBuilder
-from wanir.dictconfig import to_plain
 from wanir.errors import ConfigError
 from wanir.graph import Graph
-from wanir.passes.optimize_options import _get
 from wanir.passes.rewrite import Rewriter
-from wanir.scenario import thaw
 
 from . import wan_vae
 
@@ -39,7 +36,7 @@ def tiles(n: int, tile: int, stride: int) -> list[int]:
     return [min(tile, n - s) for s in range(0, n, stride)]
 
 
-def tile_vae_decode(graph: Graph, vae_cfg, *, latent_shape, batch: int, dtype, tile_px: int, stride_px: int,
+def tile_vae_decode(graph: Graph, vae: wan_vae.VaeArch, *, latent_shape, batch: int, dtype, tile_px: int, stride_px: int,
                     downsample: int = 8) -> Graph:
     """The graph with its ``vae_decode`` stage decoded in tiles (module docstring); the
     graph itself when one tile covers the latent (diffusers decodes it whole then)."""
@@ -67,7 +64,7 @@ def tile_vae_decode(graph: Graph, vae_cfg, *, latent_shape, batch: int, dtype, t
     for i, (th, tw) in enumerate(order):
         b = GraphBuilder(graph.name, weight_dtype=dtype)
         with b.stage(STAGE, st.repeat), b.loop(f"tile_{th}x{tw}", groups[(th, tw)]):
-            out = wan_vae.build_decoder(b, vae_cfg, latent_shape=(z, T, th, tw), batch=batch, dtype=dtype)
+            out = wan_vae.build_decoder(b, vae, latent_shape=(z, T, th, tw), batch=batch, dtype=dtype)
         tg = b.graph
         scopes = {id(tg.root): rw.g.root, id(tg.stages[STAGE]): stage}
         vals = {}
@@ -96,10 +93,10 @@ def tile_vae_decode(graph: Graph, vae_cfg, *, latent_shape, batch: int, dtype, t
     return g
 
 
-def tile_options(cfg) -> tuple[int, int] | None:
-    """(tile, stride) in pixels from ``vae.tile`` / ``vae.tile_stride``, or None (no tiling).
-    Raises ConfigError naming the key on a bad value."""
-    tile, stride = _get(cfg, "vae.tile"), _get(cfg, "vae.tile_stride")
+def tile_options(tile, stride) -> tuple[int, int] | None:
+    """(tile, stride) in pixels from the ``vae.tile`` / ``vae.tile_stride`` settings (stride
+    None: 3/4 of the tile, as diffusers' 256/192), or None (no tiling). Raises ConfigError
+    naming the key on a bad value."""
     if tile is None:
         if stride is not None:
             raise ConfigError("vae.tile_stride needs vae.tile")
@@ -113,30 +110,26 @@ def tile_options(cfg) -> tuple[int, int] | None:
     return tile, stride
 
 
-def apply_tiling(graph: Graph, cfg) -> Graph:
-    """``graph`` with its VAE decode tiled when ``vae.tile`` is set (else ``graph``). Records
-    what the decode was lowered from in ``graph.meta['vae_decode_source']`` (config, dtype,
-    latent shape, batch), which the patch-parallel VAE (backends/parallel/vae_patch.py)
-    lowers again per band."""
-    vae = cfg.vae
-    if type(vae).__name__ == "DictConfig":
-        vae = to_plain(vae)
-    else:
-        vae = thaw(vae)
+def apply_tiling(graph: Graph, vae: wan_vae.VaeArch, tiling: tuple[int, int] | None, dtype: str) -> Graph:
+    """``graph`` with its VAE decode (``vae``, lowered at ``dtype``) tiled when ``tiling``
+    (``(tile, stride)`` pixels, :func:`tile_options`) is set (else ``graph``). Records what the
+    decode was lowered from in ``graph.meta['vae_decode_source']`` (the VaeArch, dtype, latent
+    shape, batch), which the patch-parallel VAE (backends/parallel/vae_patch.py) lowers again
+    per band."""
     wl = graph.meta.get("workload", {})
-    if "vae_decode" in graph.stages and not vae.get("is_residual") and (vae.get("patch_size") or 1) == 1 and wl:
+    plain = not vae.is_residual and vae.patch_size == 1
+    if "vae_decode" in graph.stages and plain and wl:
         graph.meta["vae_decode_source"] = {
-            "lowering": "wan_vae.decoder", "config": vae, "dtype": str(cfg.precision.vae), "batch": wl["batch"],
+            "lowering": "wan_vae.decoder", "config": vae, "dtype": str(dtype), "batch": wl["batch"],
             "latent_shape": (wl["latent_channels"], wl["latent_frames"], wl["latent_height"], wl["latent_width"])}
-    tile = tile_options(cfg)
-    if tile is None:
+    if tiling is None:
         return graph
-    if vae.get("is_residual") or (vae.get("patch_size") or 1) != 1:
+    if not plain:
         raise ConfigError("vae.tile: tiling is modeled for the Wan2.1 VAE only (this VAE patchifies its input)")
     graph = tile_vae_decode(graph, vae, latent_shape=(wl["latent_channels"], wl["latent_frames"],
                                                       wl["latent_height"], wl["latent_width"]),
-                            batch=wl["batch"], dtype=cfg.precision.vae, tile_px=tile[0], stride_px=tile[1],
+                            batch=wl["batch"], dtype=dtype, tile_px=tiling[0], stride_px=tiling[1],
                             downsample=wl["height"] // wl["latent_height"])
     graph.meta.setdefault("optimizations", {}).setdefault("applied", []).append(
-        f"VAE tiles {tile[0]} px every {tile[1]} px")
+        f"VAE tiles {tiling[0]} px every {tiling[1]} px")
     return graph

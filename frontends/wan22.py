@@ -8,7 +8,8 @@ never assumed. Each expert runs two calls per step with classifier-free guidance
 and unconditional), one when its guidance scale is 1 or below (as diffusers skips the
 unconditional call then).
 
-Every Wan2.2 option is read and checked once, by :func:`options`.
+Every Wan2.2 option is checked once, by :func:`options`, which the resolver calls with the
+model's facts and the workload's settings.
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import math
 from dataclasses import dataclass
 
 from wanir.errors import ConfigError
-from wanir.options import select
 # the per-expert view of a graph is generic (it reads graph.meta['experts']); re-exported here
 from wanir.passes.experts import (apply_to_stage, calls_per_invocation, expert_breakdown,  # noqa: F401
                                   expert_weight_bytes)
 
 from . import wan_dit
+from .components import ModelFacts
 
 #: the scheduler's training timesteps (num_train_timesteps)
 NUM_TRAIN_TIMESTEPS = 1000
@@ -88,9 +89,6 @@ class Wan22Options:
     time_embedding_per_token: bool
 
 
-_select = select
-
-
 def _number(key: str, v, lo: float, hi: float, lo_open: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ConfigError(f"{key}={v!r}: must be a finite number")
@@ -99,11 +97,10 @@ def _number(key: str, v, lo: float, hi: float, lo_open: bool = False) -> float:
     return float(v)
 
 
-def task(cfg) -> str:
-    """The task the pipeline runs: ``t2v`` or ``i2v`` (``workload.mode`` for a model whose
-    task is ``ti2v``; a model with one task refuses another mode)."""
-    t = _select(cfg, "model.task") or "t2v"
-    mode = _select(cfg, "workload.mode")
+def task(model: ModelFacts, mode=None) -> str:
+    """The task the pipeline runs: ``t2v`` or ``i2v`` (``mode``, the ``workload.mode``
+    setting, for a model whose task is ``ti2v``; a model with one task refuses another mode)."""
+    t = model.task
     if t == "ti2v":
         if mode is None:
             return "t2v"
@@ -111,59 +108,64 @@ def task(cfg) -> str:
             raise ConfigError(f"workload.mode={mode!r}: allowed t2v, i2v")
         return mode
     if mode is not None and mode != t:
-        raise ConfigError(f"workload.mode={mode!r}: {_select(cfg, 'model.name')} runs {t} only; "
-                          f"allowed: null or {t}")
+        raise ConfigError(f"workload.mode={mode!r}: {model.name} runs {t} only; allowed: null or {t}")
     return t
 
 
-def time_embedding_per_token(cfg) -> bool:
-    """Whether the DiT embeds the timestep once per token (``dit.time_embedding_per_token``:
-    true, false or auto). auto: per token when the pipeline feeds a (batch, tokens) timestep
-    (``model.expand_timesteps``: the TI2V-5B pipelines), or under ``runtime.name=wan-official``
-    for a Wan2.2 model (the official Wan2.2 ``WanModel`` expands every timestep to the
-    tokens); per sample otherwise (diffusers' A14B and Wan2.1 pipelines)."""
-    v = _select(cfg, "dit.time_embedding_per_token")
-    if v is None or v == "auto":
-        if _select(cfg, "model.expand_timesteps"):
+def time_embedding_per_token(setting, model: ModelFacts, runtime_name: str | None) -> bool:
+    """Whether the DiT embeds the timestep once per token (``setting``: the
+    ``dit.time_embedding_per_token`` value, true, false, auto or null). auto (and null): per
+    token when the pipeline feeds a (batch, tokens) timestep (``model.expand_timesteps``: the
+    TI2V-5B pipelines), or under ``runtime.name=wan-official`` for a Wan2.2 model (the
+    official Wan2.2 ``WanModel`` expands every timestep to the tokens); per sample otherwise
+    (diffusers' A14B and Wan2.1 pipelines)."""
+    if setting is None or setting == "auto":
+        if model.expand_timesteps:
             return True
-        return _select(cfg, "runtime.name") == "wan-official" and _select(cfg, "model.family") == "wan2.2"
-    if isinstance(v, bool):
-        return v
-    raise ConfigError(f"dit.time_embedding_per_token={v!r}: allowed auto, true, false")
+        return runtime_name == "wan-official" and model.family == "wan2.2"
+    if isinstance(setting, bool):
+        return setting
+    raise ConfigError(f"dit.time_embedding_per_token={setting!r}: allowed auto, true, false")
 
 
-def options(cfg, steps: int, guidance: bool) -> Wan22Options:
-    """Read and check the Wan2.2 options of ``cfg`` for a run of ``steps`` steps
-    (``guidance``: classifier-free guidance on). Raises ConfigError naming the key."""
-    mode = task(cfg)
-    experts_cfg = _select(cfg, "model.experts")
-    keys = ("workload.shift", "workload.boundary", "workload.guidance_scale_high", "workload.guidance_scale_low")
-    if not experts_cfg:
-        for k in keys:
-            if _select(cfg, k) is not None:
-                raise ConfigError(f"{k}={_select(cfg, k)!r}: {_select(cfg, 'model.name')} runs one DiT; "
+def options(model: ModelFacts, steps: int, guidance: bool, *, mode=None, shift=None, boundary=None,
+            guidance_scale_high=None, guidance_scale_low=None, time_embedding=None,
+            runtime_name: str | None = None) -> Wan22Options:
+    """The checked Wan2.2 options of a run of ``steps`` steps (``guidance``: classifier-free
+    guidance on) of ``model``; ``mode``, ``shift``, ``boundary`` and the guidance scales are
+    the ``workload.*`` settings (null: the model's), ``time_embedding`` the
+    ``dit.time_embedding_per_token`` setting and ``runtime_name`` the runtime's. Raises
+    ConfigError naming the key."""
+    mode = task(model, mode)
+    given = (("workload.shift", shift), ("workload.boundary", boundary),
+             ("workload.guidance_scale_high", guidance_scale_high), ("workload.guidance_scale_low", guidance_scale_low))
+    if not model.experts:
+        for k, v in given:
+            if v is not None:
+                raise ConfigError(f"{k}={v!r}: {model.name} runs one DiT; "
                                   f"{k} applies to the two-expert Wan2.2 A14B models only (allowed: null)")
-        return Wan22Options(mode, None, None, (), time_embedding_per_token(cfg))
-    if list(experts_cfg) != list(EXPERTS):
-        raise ConfigError(f"model.experts={list(experts_cfg)!r}: allowed {list(EXPERTS)}")
+        return Wan22Options(mode, None, None, (), time_embedding_per_token(time_embedding, model, runtime_name))
+    if list(model.experts) != list(EXPERTS):
+        raise ConfigError(f"model.experts={list(model.experts)!r}: allowed {list(EXPERTS)}")
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
         raise ConfigError(f"workload.steps={steps!r}: must be an integer in [1, {MAX_STEPS}]")
 
-    def pick(wkey, mkey):
-        v = _select(cfg, wkey)
-        return (wkey, v) if v is not None else (mkey, _select(cfg, mkey))
+    def pick(wkey, v, mkey):
+        return (wkey, v) if v is not None else (f"model.{mkey}", getattr(model, mkey))
 
-    shift = _number(*pick("workload.shift", "model.shift"), 0.0, 1000.0, lo_open=True)
-    boundary = _number(*pick("workload.boundary", "model.boundary"), 0.0, 1.0)
+    shift = _number(*pick("workload.shift", shift, "shift"), 0.0, 1000.0, lo_open=True)
+    boundary = _number(*pick("workload.boundary", boundary, "boundary"), 0.0, 1.0)
     high, low = expert_steps(steps, shift, boundary)
     experts = []
-    for name, n, (key, scale) in ((EXPERTS[0], high, pick("workload.guidance_scale_high", "model.guide_scale_high")),
-                                  (EXPERTS[1], low, pick("workload.guidance_scale_low", "model.guide_scale_low"))):
+    for name, n, (key, scale) in (
+            (EXPERTS[0], high, pick("workload.guidance_scale_high", guidance_scale_high, "guide_scale_high")),
+            (EXPERTS[1], low, pick("workload.guidance_scale_low", guidance_scale_low, "guide_scale_low"))):
         if scale is not None:
             scale = _number(key, scale, 0.0, 100.0)
         cfg_calls = 2 if guidance and (scale is None or scale > 1.0) else 1
         experts.append(Expert(name, n, scale, cfg_calls))
-    return Wan22Options(mode, shift, boundary, tuple(experts), time_embedding_per_token(cfg))
+    return Wan22Options(mode, shift, boundary, tuple(experts),
+                        time_embedding_per_token(time_embedding, model, runtime_name))
 
 
 def stage_split(experts) -> tuple[int, dict[str, int]]:
@@ -176,9 +178,10 @@ def stage_split(experts) -> tuple[int, dict[str, int]]:
     return per_step, {e.name: e.calls // per_step for e in run}
 
 
-def build_experts(b, dit_cfg, opts: Wan22Options, *, latent_shape, batch: int, text_len: int, weights,
+def build_experts(b, dit, opts: Wan22Options, *, latent_shape, batch: int, text_len: int, weights,
                   compute_dtype, **dit_kw) -> None:
-    """Lower the ``diffusion_core`` stage of a two-expert model into ``b``: one DiT forward
+    """Lower the ``diffusion_core`` stage of a two-expert model into ``b`` (``dit``: each
+    expert's :class:`wan_dit.DitArch`): one DiT forward
     per expert, in scopes ``high_noise`` and ``low_noise``, each holding a loop ``calls`` that
     repeats by the expert's DiT calls (the stage repeats by the calls per step both share; see
     :func:`stage_split`). Records
@@ -191,7 +194,7 @@ def build_experts(b, dit_cfg, opts: Wan22Options, *, latent_shape, batch: int, t
                 continue
             # the expert's name keeps its weights apart; the loop counts its calls (shared weights)
             with b.scope(e.name), b.loop("calls", reps[e.name]):
-                wan_dit.build(b, dit_cfg, latent_shape=latent_shape, batch=batch, text_len=text_len,
+                wan_dit.build(b, dit, latent_shape=latent_shape, batch=batch, text_len=text_len,
                               compute_dtype=compute_dtype, **dit_kw)
     b.graph.meta.setdefault("experts", {})["diffusion_core"] = [
         {"name": e.name, "steps": e.steps, "guidance_scale": e.guidance_scale, "calls": e.calls} for e in opts.experts]

@@ -48,14 +48,15 @@ a bf16 checkpoint (see docs/lowering.md).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 from wanir.builder import GraphBuilder
 from wanir.dtypes import get_dtype
 from wanir.errors import ConfigError
 from wanir.graph import Value
 
-from .components import cfg_get as _get
-from .components import check_component
+from .components import check_family, check_positive, positive_int
 
 #: text tokens diffusers' attention processor assumes when it splits image from text tokens
 I2V_TEXT_CONTEXT = 512
@@ -67,42 +68,75 @@ TIMESTEP_MAX_PERIOD = 10000
 #: lowering variants: what the diffusers module and the official Wan code execute
 VARIANTS = ("diffusers", "official")
 
-_REQUIRED = ("patch_size", "num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
-             "text_dim", "freq_dim", "ffn_dim", "num_layers")
+
+@dataclass(frozen=True)
+class DitArch:
+    """The Wan DiT hyperparameters that shape the graph (diffusers' argument names), checked
+    on construction: the ``dit`` group as :func:`wanir.resolve.resolve` reads it once."""
+
+    COMPONENT: ClassVar[str] = "dit"
+    FAMILY: ClassVar[str] = "wan_dit"
+    MODULE: ClassVar[str] = "wan_dit"
+    WHAT: ClassVar[str] = "Wan DiT"
+
+    patch_size: tuple
+    num_attention_heads: int
+    attention_head_dim: int
+    in_channels: int
+    out_channels: int
+    text_dim: int
+    freq_dim: int
+    ffn_dim: int
+    num_layers: int
+    family: str = "wan_dit"
+    cross_attn_norm: bool = True
+    qk_norm: str = "rms_norm_across_heads"
+    eps: float = 1e-6
+    image_dim: int | None = None
+    added_kv_proj_dim: int | None = None
+    rope_max_seq_len: int = 1024
+
+    def __post_init__(self):
+        check_family(self)
+        p = self.patch_size
+        if not isinstance(p, (tuple, list)) or len(p) != 3 or any(
+                isinstance(x, bool) or not isinstance(x, int) or x <= 0 for x in p):
+            raise ConfigError(f"dit.patch_size={p!r}: must be three positive ints (t, h, w)")
+        object.__setattr__(self, "patch_size", tuple(p))
+        check_positive(self, ("num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
+                              "text_dim", "freq_dim", "ffn_dim", "num_layers", "rope_max_seq_len"))
+        if not isinstance(self.cross_attn_norm, bool):
+            raise ConfigError(f"dit.cross_attn_norm={self.cross_attn_norm!r}: allowed true, false")
+        if self.qk_norm != "rms_norm_across_heads":
+            raise ConfigError(f"dit.qk_norm={self.qk_norm!r}: only 'rms_norm_across_heads' is modeled "
+                              "(the only value WanTransformer3DModel implements)")
+        if (self.image_dim is None) != (self.added_kv_proj_dim is None):
+            raise ConfigError("dit.image_dim and dit.added_kv_proj_dim must be set together (image-to-video) "
+                              f"or both null; got {self.image_dim!r} and {self.added_kv_proj_dim!r}")
+        for k in ("image_dim", "added_kv_proj_dim"):
+            if getattr(self, k) is not None:
+                positive_int(f"dit.{k}", getattr(self, k))
+        eps = self.eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+            raise ConfigError(f"dit.eps={eps!r}: must be a number in (0, 1]")
+        object.__setattr__(self, "eps", float(eps))
+
+    @property
+    def i2v(self) -> bool:
+        """Whether the DiT has the image-to-video cross-attention branch (image_dim set)."""
+        return self.added_kv_proj_dim is not None
 
 
-_KEYS = _REQUIRED + ("cross_attn_norm", "qk_norm", "eps", "image_dim", "added_kv_proj_dim", "rope_max_seq_len")
+def _arch(arch) -> DitArch:
+    if not isinstance(arch, DitArch):
+        raise TypeError(f"wan_dit lowers a DitArch (wanir.resolve.component('dit', ...)), got {type(arch).__name__}")
+    return arch
 
 
-def _plain(cfg) -> dict:
-    """The keys the DiT reads, as a plain dict (config-node lookups are slow in the hot path)."""
-    if isinstance(cfg, dict):
-        return cfg
-    return {k: _get(cfg, k) for k in _KEYS}
-
-
-def _patch(cfg) -> tuple[int, int, int]:
-    p = _get(cfg, "patch_size")
-    if p is None or len(p) != 3 or any(int(x) <= 0 for x in p):
-        raise ConfigError(f"dit.patch_size={p!r}: must be three positive ints (t, h, w)")
-    return tuple(int(x) for x in p)
-
-
-def _check_cfg(cfg):
-    check_component(cfg, "dit", "wan_dit", "wan_dit", _REQUIRED, "Wan DiT")
-    qk = _get(cfg, "qk_norm", "rms_norm_across_heads")
-    if qk != "rms_norm_across_heads":
-        raise ConfigError(f"dit.qk_norm={qk!r}: only 'rms_norm_across_heads' is modeled "
-                          "(the only value WanTransformer3DModel implements)")
-    if (_get(cfg, "image_dim") is None) != (_get(cfg, "added_kv_proj_dim") is None):
-        raise ConfigError("dit.image_dim and dit.added_kv_proj_dim must be set together (image-to-video) "
-                          f"or both null; got {_get(cfg, 'image_dim')!r} and {_get(cfg, 'added_kv_proj_dim')!r}")
-
-
-def dit_tokens(cfg, latent_shape) -> int:
+def dit_tokens(arch: DitArch, latent_shape) -> int:
     """Number of patch tokens L the DiT attends over for a latent ``(C, T, H, W)`` (an int):
     ``(T // pt) · (H // ph) · (W // pw)``, floored like the strided Conv3d."""
-    pt, ph, pw = _patch(cfg)
+    pt, ph, pw = _arch(arch).patch_size
     _, t, h, w = (int(x) for x in latent_shape)
     return (t // pt) * (h // ph) * (w // pw)
 
@@ -113,10 +147,10 @@ def _to(b: GraphBuilder, x: Value, dtype, name="cast") -> Value:
     return x if x.dtype == dtype else b.cast(x, dtype, name=name)
 
 
-def _rope_tables(b, cfg, grid, head_dim) -> tuple[Value, Value]:
+def _rope_tables(b, arch, grid, head_dim) -> tuple[Value, Value]:
     """WanRotaryPosEmbed.forward: (cos, sin), each (1, L, 1, head_dim) fp32."""
     ppf, pph, ppw = grid
-    max_len = int(_get(cfg, "rope_max_seq_len", 1024))
+    max_len = arch.rope_max_seq_len
     if max(grid) > max_len:
         raise ConfigError(f"dit: a patch grid of {ppf}×{pph}×{ppw} exceeds rope_max_seq_len={max_len} "
                           "positions along one axis (diffusers' rotary tables hold that many)")
@@ -253,11 +287,11 @@ def _modulated_norm(b, x, shift, scale, eps, dtype, name):
     return _to(b, n, dtype, name=f"{name}_type_as")
 
 
-def _block(b, cfg, x, ctx, tproj, rope, dtype, dims, off=False):
+def _block(b, arch, x, ctx, tproj, rope, dtype, dims, off=False):
     """One WanTransformerBlock (built inside the ``blocks`` repeat scope). ``rope`` is
     (cos, sin) for diffusers, (freqs, grid) for the official variant (``off``)."""
     D, heads, F, eps = dims
-    i2v = _get(cfg, "added_kv_proj_dim") is not None
+    i2v = arch.i2v
     res = get_dtype("fp32") if off else dtype           # residual stream dtype
     table = b.parameter("scale_shift_table", (1, 6, D))
     if len(tproj.shape) == 4:
@@ -297,7 +331,7 @@ def _block(b, cfg, x, ctx, tproj, rope, dtype, dims, off=False):
     # 2. cross-attention
     with b.scope("norm2"):
         h = _to(b, x, "fp32", name="float")
-        if _get(cfg, "cross_attn_norm", True):
+        if arch.cross_attn_norm:
             h = b.layernorm(h, affine=True, eps=eps, name="layer_norm")
     h = _to(b, h, res, name="norm2_type_as")
     with b.scope("attn2"):
@@ -315,7 +349,7 @@ def _block(b, cfg, x, ctx, tproj, rope, dtype, dims, off=False):
         q, k, v = (_heads(b, t, heads, f"{n}_heads") for t, n in ((q, "q"), (k, "k"), (v, "v")))
         a_img = None
         if i2v:
-            kd = int(_get(cfg, "added_kv_proj_dim"))
+            kd = arch.added_kv_proj_dim
             ki = _lin(b, img, D, off, dtype, "add_k_proj", in_features=kd)
             vi = _lin(b, img, D, off, dtype, "add_v_proj", in_features=kd)
             ki = _rms(b, ki, eps, off, "norm_added_k")
@@ -340,15 +374,15 @@ def _block(b, cfg, x, ctx, tproj, rope, dtype, dims, off=False):
                name="residual3_type_as")
 
 
-def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, compute_dtype,
+def build(b: GraphBuilder, arch: DitArch, *, latent_shape, batch: int, text_len: int, compute_dtype,
           image_len: int | None = None, collapse_blocks: bool = True, variant: str = "diffusers",
           timestep_per_token: bool = False) -> Value:
     """Lower one forward of ``WanTransformer3DModel`` into ``b`` (inside the stage the caller
     opened) and return the predicted-velocity Value ``(batch, out_channels, T', H', W')``.
 
-    ``latent_shape`` is ``(C, T, H, W)`` of the latents (C = in_channels: 16 for T2V, 36 for
-    I2V); ``text_len`` the text tokens (512 in the pipelines); ``compute_dtype`` the activation
-    dtype. When ``cfg.image_dim`` is set (image-to-video) the graph also takes
+    ``arch``: the DiT's :class:`DitArch`. ``latent_shape`` is ``(C, T, H, W)`` of the latents
+    (C = in_channels: 16 for T2V, 36 for I2V); ``text_len`` the text tokens (512 in the
+    pipelines); ``compute_dtype`` the activation dtype. When ``arch.image_dim`` is set (image-to-video) the graph also takes
     ``image_embeds`` of shape ``(batch, image_len, image_dim)`` (``image_len`` default 257).
     Inputs made here: ``latents``, ``timestep`` (fp32), ``text_embeds``, [``image_embeds``].
 
@@ -364,17 +398,16 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
     if variant not in VARIANTS:
         raise ConfigError(f"runtime.dit_lowering={variant!r}: allowed: {', '.join(VARIANTS)}")
     off = variant == "official"
-    cfg = _plain(cfg)
-    _check_cfg(cfg)
+    arch = _arch(arch)
     dtype = get_dtype(compute_dtype)
-    pt, ph, pw = _patch(cfg)
-    heads, hd = int(_get(cfg, "num_attention_heads")), int(_get(cfg, "attention_head_dim"))
-    D, F = heads * hd, int(_get(cfg, "ffn_dim"))
-    c_in, c_out = int(_get(cfg, "in_channels")), int(_get(cfg, "out_channels"))
-    eps = float(_get(cfg, "eps", 1e-6))
-    freq_dim, text_dim = int(_get(cfg, "freq_dim")), int(_get(cfg, "text_dim"))
-    layers = int(_get(cfg, "num_layers"))
-    image_dim = _get(cfg, "image_dim")
+    pt, ph, pw = arch.patch_size
+    heads, hd = arch.num_attention_heads, arch.attention_head_dim
+    D, F = heads * hd, arch.ffn_dim
+    c_in, c_out = arch.in_channels, arch.out_channels
+    eps = arch.eps
+    freq_dim, text_dim = arch.freq_dim, arch.text_dim
+    layers = arch.num_layers
+    image_dim = arch.image_dim
     if len(tuple(latent_shape)) != 4:
         raise ConfigError(f"dit latent_shape={tuple(latent_shape)!r}: must be (C, T, H, W)")
     C, T, H, W = (int(v) for v in latent_shape)
@@ -405,12 +438,12 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
     image = b.input("image_embeds", (batch, image_len, int(image_dim)), dtype) if image_dim is not None else None
 
     if off:      # complex128 (1024, hd/2) table, held as its fp64 real view
-        rope = (b.input("freqs", (int(_get(cfg, "rope_max_seq_len", 1024)), hd), "fp64"), grid)
+        rope = (b.input("freqs", (arch.rope_max_seq_len, hd), "fp64"), grid)
         if max(grid) > rope[0].shape[0]:
             raise ConfigError(f"dit: a patch grid of {grid[0]}×{grid[1]}×{grid[2]} exceeds the "
                               f"{rope[0].shape[0]} rotary positions per axis")
     else:
-        rope = _rope_tables(b, cfg, grid, hd)
+        rope = _rope_tables(b, arch, grid, hd)
 
     with b.scope("patch_embedding"):
         if off:
@@ -465,11 +498,11 @@ def build(b: GraphBuilder, cfg, *, latent_shape, batch: int, text_len: int, comp
         x = b.cast(x, "fp32", name="residual_float")
     if collapse_blocks:
         with b.repeat("blocks", layers):
-            x = _block(b, cfg, x, c, tproj, rope, dtype, (D, heads, F, eps), off)
+            x = _block(b, arch, x, c, tproj, rope, dtype, (D, heads, F, eps), off)
     else:
         for i in range(layers):
             with b.scope(f"blocks.{i}"):
-                x = _block(b, cfg, x, c, tproj, rope, dtype, (D, heads, F, eps), off)
+                x = _block(b, arch, x, c, tproj, rope, dtype, (D, heads, F, eps), off)
 
     table = b.parameter("scale_shift_table", (1, 2, D))
     if timestep_per_token:

@@ -40,36 +40,80 @@ accumulated output, each a Value that stays live for the whole invocation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from wanir import lowerings
 from wanir.dtypes import get_dtype
 from wanir.errors import ConfigError
 from wanir.graph import Value
 
-from .components import cfg_get as _get
-from .components import check_component
+from .components import check_family
 from .components import positive_int as _posint
 
 CACHE_T = 2                       # frames each causal conv keeps for the next chunk
 PERSISTENT_KEY = "persistent"     # graph.meta key of the values live for a whole invocation
-REQUIRED = ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temperal_downsample")
 
 
 @dataclass(frozen=True)
 class VaeArch:
-    """The Wan-VAE hyperparameters that shape the graph (diffusers' argument names)."""
+    """The Wan-VAE hyperparameters that shape the graph (diffusers' argument names), checked
+    on construction; ``VaeArch()`` is the Wan2.1 VAE. ``decoder_base_dim`` None: ``base_dim``."""
+
+    COMPONENT: ClassVar[str] = "vae"
+    FAMILY: ClassVar[str] = "wan_vae"
+    MODULE: ClassVar[str] = "wan_vae"
+    WHAT: ClassVar[str] = "Wan-VAE"
 
     base_dim: int = 96
-    decoder_base_dim: int = 96
     z_dim: int = 16
     dim_mult: tuple = (1, 2, 4, 4)
     num_res_blocks: int = 2
     attn_scales: tuple = ()
     temperal_downsample: tuple = (False, True, True)
+    decoder_base_dim: int | None = None
     in_channels: int = 3
     out_channels: int = 3
     is_residual: bool = False     # Wan2.2-VAE: residual down/up blocks with average / duplicate shortcuts
     patch_size: int = 1           # Wan2.2-VAE: 2x2 pixel (un)shuffle around the encoder and decoder
+    family: str = "wan_vae"
+
+    #: the keys a ``vae`` config must hold (the rest default as above)
+    REQUIRED: ClassVar[tuple] = ("base_dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales",
+                                 "temperal_downsample")
+
+    def __post_init__(self):
+        check_family(self)
+        if not isinstance(self.is_residual, bool):
+            raise ConfigError(f"vae.is_residual={self.is_residual!r}: allowed true, false")
+        patch = _posint("vae.patch_size", self.patch_size)
+        if patch > 8:
+            raise ConfigError(f"vae.patch_size={patch}: allowed null or 1 to 8")
+        base = _posint("vae.base_dim", self.base_dim)
+        dim_mult = tuple(self.dim_mult)
+        for m in dim_mult:
+            _posint("vae.dim_mult[...]", m)
+        if len(dim_mult) < 2:
+            raise ConfigError(f"vae.dim_mult={list(dim_mult)}: needs at least 2 levels")
+        td = tuple(self.temperal_downsample)
+        if len(td) != len(dim_mult) - 1 or not all(isinstance(t, bool) for t in td):
+            raise ConfigError(f"vae.temperal_downsample={list(td)}: needs {len(dim_mult) - 1} booleans "
+                              f"(one per downsampling level of dim_mult={list(dim_mult)})")
+        if list(self.attn_scales):
+            raise ConfigError(f"vae.attn_scales={list(self.attn_scales)}: only [] is modeled (diffusers' "
+                              f"chunked encoder cannot call an attention block inside down_blocks)")
+        if sum(td) != 2:
+            raise ConfigError(f"vae.temperal_downsample={list(td)}: the chunked loop reads 4 frames per chunk, "
+                              f"so exactly two levels must downsample in time")
+        object.__setattr__(self, "dim_mult", dim_mult)
+        object.__setattr__(self, "temperal_downsample", td)
+        object.__setattr__(self, "attn_scales", ())
+        object.__setattr__(self, "decoder_base_dim", _posint("vae.decoder_base_dim", self.decoder_base_dim or base))
+        for k in ("z_dim", "num_res_blocks", "in_channels", "out_channels"):
+            _posint(f"vae.{k}", getattr(self, k))
+        for key, c in (("vae.in_channels", self.in_channels), ("vae.out_channels", self.out_channels)):
+            if c % (patch * patch):
+                raise ConfigError(f"vae: {key}={c} is not divisible by patch_size² = {patch * patch} "
+                                  "(the channels of the pixel-shuffled video)")
 
     @property
     def temporal_factor(self) -> int:
@@ -87,68 +131,32 @@ class VaeArch:
         return self.in_channels // (self.patch_size * self.patch_size)
 
 
-def arch_from_cfg(cfg) -> VaeArch:
-    """Validate a ``vae`` config node and return its VaeArch (``cfg=None``: Wan2.1).
-    Raises ConfigError naming the key and what is allowed."""
-    if cfg is None:
-        return VaeArch()
-    check_component(cfg, "vae", "wan_vae", "wan_vae", REQUIRED, "Wan-VAE")
-    residual = _get(cfg, "is_residual", False)
-    if not isinstance(residual, bool):
-        raise ConfigError(f"vae.is_residual={residual!r}: allowed true, false")
-    patch = _posint("vae.patch_size", _get(cfg, "patch_size", 1))
-    if patch > 8:
-        raise ConfigError(f"vae.patch_size={patch}: allowed null or 1 to 8")
-    base = _posint("vae.base_dim", _get(cfg, "base_dim"))
-    dim_mult = tuple(_get(cfg, "dim_mult"))
-    for m in dim_mult:
-        _posint("vae.dim_mult[...]", m)
-    if len(dim_mult) < 2:
-        raise ConfigError(f"vae.dim_mult={list(dim_mult)}: needs at least 2 levels")
-    td = tuple(_get(cfg, "temperal_downsample"))
-    if len(td) != len(dim_mult) - 1 or not all(isinstance(t, bool) for t in td):
-        raise ConfigError(f"vae.temperal_downsample={list(td)}: needs {len(dim_mult) - 1} booleans "
-                          f"(one per downsampling level of dim_mult={list(dim_mult)})")
-    if list(_get(cfg, "attn_scales")):
-        raise ConfigError(f"vae.attn_scales={list(_get(cfg, 'attn_scales'))}: only [] is modeled (diffusers' "
-                          f"chunked encoder cannot call an attention block inside down_blocks)")
-    if sum(td) != 2:
-        raise ConfigError(f"vae.temperal_downsample={list(td)}: the chunked loop reads 4 frames per chunk, "
-                          f"so exactly two levels must downsample in time")
-    arch = VaeArch(
-        base_dim=base,
-        decoder_base_dim=_posint("vae.decoder_base_dim", _get(cfg, "decoder_base_dim", None) or base),
-        z_dim=_posint("vae.z_dim", _get(cfg, "z_dim")),
-        dim_mult=dim_mult,
-        num_res_blocks=_posint("vae.num_res_blocks", _get(cfg, "num_res_blocks")),
-        attn_scales=(),
-        temperal_downsample=td,
-        in_channels=_posint("vae.in_channels", _get(cfg, "in_channels", 3)),
-        out_channels=_posint("vae.out_channels", _get(cfg, "out_channels", 3)),
-        is_residual=residual,
-        patch_size=patch,
-    )
-    for key, c in (("vae.in_channels", arch.in_channels), ("vae.out_channels", arch.out_channels)):
-        if c % (patch * patch):
-            raise ConfigError(f"vae: {key}={c} is not divisible by patch_size² = {patch * patch} "
-                              "(the channels of the pixel-shuffled video)")
+#: the Wan2.1 VAE (what the builders lower when given no arch)
+WAN21 = VaeArch()
+
+
+def _arch(arch) -> VaeArch:
+    if arch is None:
+        return WAN21
+    if not isinstance(arch, VaeArch):
+        raise TypeError(f"wan_vae lowers a VaeArch (wanir.resolve.component('vae', ...)), got {type(arch).__name__}")
     return arch
 
 
-def decoded_frames(T: int, cfg=None) -> int:
+def decoded_frames(T: int, arch: VaeArch | None = None) -> int:
     """Video frames the decoder produces from ``T`` latent frames: 1 + 4·(T − 1) for
     Wan2.1 (the first chunk yields 1 frame, every later one 4). Raises ConfigError for T < 1."""
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
         raise ConfigError(f"latent frames T={T!r}: must be a positive integer")
-    return 1 + arch_from_cfg(cfg).temporal_factor * (T - 1)
+    return 1 + _arch(arch).temporal_factor * (T - 1)
 
 
-def latent_frames(F: int, cfg=None) -> int:
+def latent_frames(F: int, arch: VaeArch | None = None) -> int:
     """Latent frames the encoder produces from ``F`` video frames: 1 + (F − 1)/4 for Wan2.1.
     F must be 1 + 4k (the encoder reads 1 frame, then chunks of 4; diffusers silently drops
     a ragged tail, wanir refuses it): any other F raises ConfigError naming the nearby
     allowed counts."""
-    t = arch_from_cfg(cfg).temporal_factor
+    t = _arch(arch).temporal_factor
     if isinstance(F, bool) or not isinstance(F, int) or F < 1:
         raise ConfigError(f"video frames F={F!r}: must be a positive integer of the form 1 + {t}k")
     if (F - 1) % t:
@@ -468,11 +476,11 @@ def _check_shape(what, shape, n):
 # ----------------------------------------------------------------------------- public builders
 
 
-def build_decoder(b, cfg, *, latent_shape, batch: int = 1, dtype="fp32") -> Value:
-    """Lower the Wan-VAE decode of a latent ``latent_shape`` = (z_dim, T, h, w) for ``batch``
-    videos at activation ``dtype`` into the current stage. Returns the clamped video Value,
-    shape (batch, 3, 1 + 4(T − 1), 8h, 8w)."""
-    arch = arch_from_cfg(cfg)
+def build_decoder(b, arch: VaeArch | None, *, latent_shape, batch: int = 1, dtype="fp32") -> Value:
+    """Lower the Wan-VAE decode (``arch``: its :class:`VaeArch`, None: Wan2.1) of a latent
+    ``latent_shape`` = (z_dim, T, h, w) for ``batch`` videos at activation ``dtype`` into the
+    current stage. Returns the clamped video Value, shape (batch, 3, 1 + 4(T − 1), 8h, 8w)."""
+    arch = _arch(arch)
     z, T, h, w = _check_shape("latent_shape", latent_shape, 4)
     _posint("vae batch", batch)
     if z != arch.z_dim:
@@ -500,18 +508,18 @@ def build_decoder(b, cfg, *, latent_shape, batch: int = 1, dtype="fp32") -> Valu
     return b.op("clamp", out, name="clamp", min=-1.0, max=1.0)
 
 
-def build_encoder(b, cfg, *, video_shape, batch: int = 1, dtype="fp32") -> Value:
-    """Lower the Wan-VAE encode of a video ``video_shape`` = (3, F, H, W) (F = 1 + 4k) for
+def build_encoder(b, arch: VaeArch | None, *, video_shape, batch: int = 1, dtype="fp32") -> Value:
+    """Lower the Wan-VAE encode (``arch``: its :class:`VaeArch`, None: Wan2.1) of a video ``video_shape`` = (3, F, H, W) (F = 1 + 4k) for
     ``batch`` videos at activation ``dtype`` into the current stage. Returns the latent
     mean Value (what ``latent_dist.mode()`` returns), shape (batch, z_dim, 1 + (F − 1)/4,
     ⌊H/8⌋, ⌊W/8⌋)."""
-    arch = arch_from_cfg(cfg)
+    arch = _arch(arch)
     c, F, H, W = _check_shape("video_shape", video_shape, 4)
     _posint("vae batch", batch)
     if c != arch.video_channels:
         raise ConfigError(f"vae video_shape={tuple(video_shape)}: {c} channels, the encoder takes "
                           f"{arch.video_channels}")
-    n = latent_frames(F, cfg)
+    n = latent_frames(F, arch)
     t = arch.temporal_factor
     p = arch.patch_size
     if H % p or W % p:

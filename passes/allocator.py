@@ -40,7 +40,9 @@ official code, docs/runtimes.md §4).
 """
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left, insort
+from collections import OrderedDict
 
 MiB = 1 << 20
 
@@ -140,6 +142,49 @@ class CachingAllocator:
         if self.expandable:
             for small in (True, False):
                 self._new_segment(self._VIRTUAL, small, count=False)
+
+    def copy(self) -> "CachingAllocator":
+        """An independent allocator in the same state (free lists, blocks, segments, live
+        tensors, counters and peaks): replaying the same operations on both gives the same
+        results. Block records are never changed in place (each change puts a new one), so
+        the dictionaries are copied shallowly."""
+        c = CachingAllocator.__new__(CachingAllocator)
+        c.expandable = self.expandable
+        c._free = {True: list(self._free[True]), False: list(self._free[False])}
+        c._blocks = dict(self._blocks)
+        c._ends = dict(self._ends)
+        c._segments = dict(self._segments)
+        c._live = dict(self._live)
+        c._next, c._seg_id = self._next, self._seg_id
+        c._mapped = {True: set(self._mapped[True]), False: set(self._mapped[False])}
+        c.allocated, c.reserved = self.allocated, self.reserved
+        c.peak_allocated, c.peak_reserved = self.peak_allocated, self.peak_reserved
+        return c
+
+    def holds_only(self, keys) -> bool:
+        """Whether the live tensors are exactly those under ``keys`` (an iterable of
+        distinct keys)."""
+        n = 0
+        live = self._live
+        for k in keys:
+            if k not in live:
+                return False
+            n += 1
+        return n == len(live)
+
+    def release_all(self) -> None:
+        """Free every live tensor, then ``empty_cache()``, at once: with nothing allocated
+        every segment is one free block (frees merge neighbours), so ``empty_cache`` returns
+        them all; the peaks, the next address and segment number stay. Under expandable
+        segments (whose two segments stay, unmapped) it frees and empties one by one."""
+        if self.expandable:
+            for k in list(self._live):
+                self.free(k)
+            self.empty_cache()
+            return
+        self._free = {True: [], False: []}
+        self._blocks, self._ends, self._segments, self._live = {}, {}, {}, {}
+        self.allocated = self.reserved = 0
 
     # blocks ---------------------------------------------------------------
     def _new_segment(self, size: int, small: bool, count: bool = True) -> int:
@@ -244,6 +289,91 @@ class CachingAllocator:
         ends[addr + size] = addr
         insort(lst, (size, addr))
 
+    def run_events(self, stage: str, run: int, events) -> None:
+        """Replay one run of a stage's events — ("alloc", key, bytes) and ("free", key) —
+        under keys (stage, run, key): ``malloc`` and ``free`` written out in one loop (the
+        same steps; this is the replay's inner loop)."""
+        if self.expandable:         # page mapping: the plain calls
+            for op in events:
+                if op[0] == "alloc":
+                    self.malloc((stage, run, op[1]), op[2])
+                elif op[0] == "free":
+                    self.free((stage, run, op[1]))
+                else:
+                    raise ValueError(f"allocator replay: unknown operation {op[0]!r}")
+            return
+        live, blocks, ends, segments = self._live, self._blocks, self._ends, self._segments
+        free_lists = self._free
+        allocated, reserved = self.allocated, self.reserved
+        peak_a, peak_r = self.peak_allocated, self.peak_reserved
+        try:
+            for op in events:
+                kind = op[0]
+                key = (stage, run, op[1])
+                if kind == "alloc":
+                    if key in live:
+                        raise ValueError(f"allocator replay: {key!r} allocated twice")
+                    n = int(op[2])
+                    n = MIN_BLOCK if n < MIN_BLOCK else MIN_BLOCK * ((n + MIN_BLOCK - 1) // MIN_BLOCK)
+                    small = n <= SMALL_SIZE
+                    lst = free_lists[small]
+                    i = bisect_left(lst, (n, -1))
+                    if i < len(lst):
+                        size, addr = lst.pop(i)
+                        seg = blocks.pop(addr)[1]
+                        del ends[addr + size]
+                    else:
+                        size = segment_size(n)
+                        addr = self._next
+                        self._next += size + (1 << 40)
+                        seg = self._seg_id = self._seg_id + 1
+                        segments[seg] = (addr, size, small)
+                        reserved += size
+                    rem = size - n
+                    if (rem >= MIN_BLOCK) if small else (rem > SMALL_SIZE):     # _should_split
+                        blocks[addr + n] = [rem, seg, False]
+                        ends[addr + size] = addr + n
+                        insort(lst, (rem, addr + n))
+                        size = n
+                    blocks[addr] = [size, seg, True]
+                    ends[addr + size] = addr
+                    live[key] = addr
+                    allocated += size
+                    if allocated > peak_a:
+                        peak_a = allocated
+                    if reserved > peak_r:
+                        peak_r = reserved
+                elif kind == "free":
+                    addr = live.pop(key)
+                    size, seg, _ = blocks.pop(addr)
+                    del ends[addr + size]
+                    allocated -= size
+                    lst = free_lists[segments[seg][2]]
+                    nxt = blocks.get(addr + size)
+                    if nxt is not None and not nxt[2] and nxt[1] == seg:
+                        s2 = nxt[0]
+                        del blocks[addr + size]
+                        del ends[addr + size + s2]
+                        del lst[bisect_left(lst, (s2, addr + size))]
+                        size += s2
+                    prev = ends.get(addr)
+                    if prev is not None:
+                        pb = blocks[prev]
+                        if not pb[2] and pb[1] == seg:
+                            s0 = pb[0]
+                            del blocks[prev]
+                            del ends[addr]
+                            del lst[bisect_left(lst, (s0, prev))]
+                            addr, size = prev, size + s0
+                    blocks[addr] = [size, seg, False]
+                    ends[addr + size] = addr
+                    insort(lst, (size, addr))
+                else:
+                    raise ValueError(f"allocator replay: unknown operation {kind!r}")
+        finally:
+            self.allocated, self.reserved = allocated, reserved
+            self.peak_allocated, self.peak_reserved = peak_a, peak_r
+
     def empty_cache(self) -> None:
         """``torch.cuda.empty_cache()``: return wholly free segments (unmap wholly free pages
         under expandable segments)."""
@@ -270,11 +400,8 @@ class CachingAllocator:
                 self.reserved -= size
 
 
-def replay(program, expandable: bool = False) -> dict:
-    """Replay ``program`` — an iterable of ("alloc", key, bytes), ("free", key) and
-    ("empty_cache",) — through a :class:`CachingAllocator`. Returns {"peak_allocated_bytes",
-    "peak_reserved_bytes"} (ints)."""
-    a = CachingAllocator(expandable)
+def _run(a: CachingAllocator, program) -> CachingAllocator:
+    """Replay ``program`` on allocator ``a`` (changed in place); returns ``a``."""
     malloc, free = a.malloc, a.free
     for op in program:
         kind = op[0]
@@ -286,7 +413,18 @@ def replay(program, expandable: bool = False) -> dict:
             a.empty_cache()
         else:
             raise ValueError(f"allocator replay: unknown operation {kind!r}")
+    return a
+
+
+def _peaks(a: CachingAllocator) -> dict:
     return {"peak_allocated_bytes": a.peak_allocated, "peak_reserved_bytes": a.peak_reserved}
+
+
+def replay(program, expandable: bool = False) -> dict:
+    """Replay ``program`` — an iterable of ("alloc", key, bytes), ("free", key) and
+    ("empty_cache",) — through a :class:`CachingAllocator`. Returns {"peak_allocated_bytes",
+    "peak_reserved_bytes"} (ints)."""
+    return _peaks(_run(CachingAllocator(expandable), program))
 
 
 def empty_cache_points(rule: str, offload_model: bool, image_to_video: bool) -> set:
@@ -302,6 +440,51 @@ def empty_cache_points(rule: str, offload_model: bool, image_to_video: bool) -> 
     return out
 
 
+def _weight_allocs(s: str, w: tuple):
+    return (("alloc", ("w", s, i), b) for i, b in enumerate(w))
+
+
+def _weight_frees(s: str, n: int):
+    return (("free", ("w", s, i)) for i in range(n))
+
+
+def _run_events(s: str, k: int, events):
+    """Run ``k`` of stage ``s``'s events, their keys made distinct from other runs'."""
+    return ((op[0], (s, k, op[1]), *op[2:]) for op in events)
+
+
+def _segments(stages: dict, order, offload_model: bool, points, loop_stage: str):
+    """The program of :func:`pipeline_program` in segments: (key, operations) pairs whose
+    key determines the operations exactly (the stage, its weights' sizes, its events)."""
+    gpu = [s for s in order if s in stages and stages[s].get("on_gpu", True)]
+
+    def weights(s):
+        w = tuple(stages[s]["weights"])
+        return ("weights", s, w), _weight_allocs(s, w)
+
+    if not offload_model:
+        for s in gpu:
+            yield weights(s)
+    for s in gpu:
+        rec = stages[s]
+        loop = s == loop_stage
+        if offload_model:
+            yield weights(s)
+        if loop and "before_dit_loop" in points:
+            yield ("empty_cache",), [("empty_cache",)]
+        runs = min(rec.get("invocations", 1), LOOP_REPLAYS if loop else 2)
+        for k in range(runs):
+            ev = rec["events"]
+            yield ("events", s, k, ev), _run_events(s, k, ev)
+            if loop and "after_each_dit_call" in points:
+                yield ("empty_cache",), [("empty_cache",)]
+        if offload_model:
+            n = len(rec["weights"])
+            yield ("free", s, n), _weight_frees(s, n)
+        if loop and "after_dit_loop" in points:
+            yield ("empty_cache",), [("empty_cache",)]
+
+
 def pipeline_program(stages: dict, order, offload_model: bool, points=frozenset(), loop_stage="diffusion_core"):
     """The allocator program of one generation (a generator of replay operations).
     ``stages``: per stage {"events": one invocation's ("alloc", key, bytes)/("free", key)
@@ -311,29 +494,57 @@ def pipeline_program(stages: dict, order, offload_model: bool, points=frozenset(
     ends. The loop stage runs :data:`LOOP_REPLAYS` times (its pattern repeats after that),
     other stages as often as they run (at most twice); ``points``: where the cache is
     emptied (:func:`empty_cache_points`)."""
-    gpu = [s for s in order if s in stages and stages[s].get("on_gpu", True)]
+    for _, ops in _segments(stages, order, offload_model, points, loop_stage):
+        yield from ops
 
-    def weights(s):
-        return [(("alloc", ("w", s, i), b)) for i, b in enumerate(stages[s]["weights"])]
 
-    if not offload_model:
-        for s in gpu:
-            yield from weights(s)
-    for s in gpu:
-        rec = stages[s]
-        loop = s == loop_stage
-        if offload_model:
-            yield from weights(s)
-        if loop and "before_dit_loop" in points:
-            yield ("empty_cache",)
-        runs = min(rec.get("invocations", 1), LOOP_REPLAYS if loop else 2)
-        for k in range(runs):
-            for op in rec["events"]:
-                yield (op[0], (s, k, op[1]), *op[2:])
-            if loop and "after_each_dit_call" in points:
-                yield ("empty_cache",)
-        if offload_model:
-            for i in range(len(rec["weights"])):
-                yield ("free", ("w", s, i))
-        if loop and "after_dit_loop" in points:
-            yield ("empty_cache",)
+#: allocator states after the part of a generation's program that comes before the loop
+#: stage's events (the weights, the text encoder's runs), by (expandable, the segment keys of
+#: that part): the same operations leave the same state, whatever comes after them (bounded;
+#: an entry is only ever read through a copy)
+_PREFIX_STATES: OrderedDict = OrderedDict()
+_PREFIX_LOCK = threading.Lock()
+_PREFIX_MAX = 8
+
+
+def replay_pipeline(stages: dict, order, offload_model: bool, points=frozenset(), expandable: bool = False,
+                    loop_stage: str = "diffusion_core") -> dict:
+    """``replay(pipeline_program(stages, order, offload_model, points, loop_stage),
+    expandable)`` — the same numbers, faster: the program's part before the loop stage's
+    first events (its key: :func:`_segments`) leaves the allocator in a state that depends on
+    those operations only, so a part already replayed (bounded cache) is not replayed again:
+    the rest continues from a copy of its state. Returns {"peak_allocated_bytes",
+    "peak_reserved_bytes"} (ints)."""
+    segs = list(_segments(stages, order, offload_model, points, loop_stage))
+    cut = next((i for i, (k, _) in enumerate(segs) if k[0] == "events" and k[1] == loop_stage), len(segs))
+    key = (bool(expandable), tuple(k for k, _ in segs[:cut]))
+    try:
+        hash(key)
+    except TypeError:           # events given as lists: nothing to key on, replay it all
+        return replay((op for _, ops in segs for op in ops), expandable)
+    with _PREFIX_LOCK:
+        base = _PREFIX_STATES.get(key)
+        if base is not None:
+            _PREFIX_STATES.move_to_end(key)
+    if base is None:
+        base = CachingAllocator(expandable)
+        for _, ops in segs[:cut]:
+            _run(base, ops)
+        with _PREFIX_LOCK:
+            _PREFIX_STATES[key] = base
+            while len(_PREFIX_STATES) > _PREFIX_MAX:
+                _PREFIX_STATES.popitem(last=False)
+    rest = segs[cut:]
+    while rest and rest[-1][0][0] in ("free", "empty_cache"):
+        rest.pop()                  # after the last allocation: frees lower no peak
+    a = base.copy()
+    for i, (k, ops) in enumerate(rest):
+        if k[0] == "free" and i + 1 < len(rest) and rest[i + 1][0][0] == "empty_cache" and \
+                a.holds_only(("w", k[1], j) for j in range(k[2])):
+            a.release_all()         # these frees and the empty_cache after them (which then finds nothing)
+            continue
+        if k[0] == "events":        # the operations of _run_events, without making them
+            a.run_events(k[1], k[2], k[3])
+        else:
+            _run(a, ops)
+    return _peaks(a)

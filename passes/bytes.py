@@ -54,11 +54,17 @@ COMPILED_PRODUCERS = ("elementwise", "norm", "reduction")
 
 
 def _ins(node):
-    return [v.type.nbytes for v in node.inputs]
+    out = []                 # (a loop: no comprehension frame per node)
+    for v in node.inputs:
+        out.append(v.type.nbytes)
+    return out
 
 
 def _outs(node):
-    return [t.nbytes for t in node.outputs]
+    out = []
+    for t in node.outputs:
+        out.append(t.nbytes)
+    return out
 
 
 def _materialize(node, kernel):
@@ -109,14 +115,6 @@ RULES = {
 }
 #: per-kind exceptions to the category rule
 KIND_RULES: dict = {}
-
-
-def _rule(node):
-    rule = KIND_RULES.get(node.kind) or RULES.get(OPS[node.kind].category)
-    if rule is None:
-        raise UnknownOpError(f"{node.path}: the bytes pass has no rule for op '{node.kind}' "
-                             f"(category '{node.category}')")
-    return rule
 
 
 def persistent_values(graph: Graph) -> set[tuple[int, int]]:
@@ -180,53 +178,61 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = DEFAULT_ATT
     if attention_kernel not in attention_kernels():
         raise ConfigError(f"roofline.attention_kernel={attention_kernel!r}: allowed: {', '.join(attention_kernels())}")
     nodes = list(graph) if nodes is None else nodes
-    count = _Counts()
-    reads: dict[int, list[int]] = {}
-    writes: dict[int, list[int]] = {}
-    fixed: dict[int, list[int]] = {}     # node id -> [weight read, extra read, extra written]
+    fuse = fusion in ("fused", "compiled")
+    rows = []                            # (node, read per input, written per output, weight read, extra r, extra w)
     seen_weights: dict[str, set[str]] = {}
+    by_kind: dict[str, tuple] = {}       # kind -> (rule, category, kernels launched)
+    launches: dict[int, int] = {}
     for n in nodes:
-        ins, outs, (extra, extra_w), wread = _rule(n)(n, attention_kernel)
-        ins = list(ins)
-        outs = list(outs)
-        if n.params and OPS[n.kind].category != "input":
-            seen = seen_weights.setdefault(count.stage(n.scope), set())
+        kr = by_kind.get(n.kind)
+        if kr is None:
+            op = OPS[n.kind]
+            cat = op.category
+            rule = KIND_RULES.get(n.kind) or RULES.get(cat)
+            if rule is None:
+                raise UnknownOpError(f"{n.path}: the bytes pass has no rule for op '{n.kind}' (category '{cat}')")
+            kr = by_kind[n.kind] = (rule, cat, 0 if cat == "input" or op.view else 1)
+        rule, cat, launches[n.id] = kr
+        ins, outs, (extra, extra_w), wread = rule(n, attention_kernel)
+        if n.params and cat != "input":
+            seen = seen_weights.setdefault(n.scope.stage.name, set())
             compute = n.inputs[0].type.dtype if n.inputs else None
+            autocast = compute is not None and cat in AUTOCAST_CATEGORIES
             total = 0
             for w in n.params.values():
                 if w.key in seen:
                     continue
                 seen.add(w.key)
-                total += w.type.nbytes
-                if compute is not None and n.category in AUTOCAST_CATEGORIES and w.type.dtype != compute:
-                    copy = compute.nbytes(w.type.numel)
+                wt = w.type
+                total += wt.nbytes
+                if autocast and wt.dtype != compute:
+                    copy = compute.nbytes(wt.numel)
                     extra += copy         # read the converted copy
                     extra_w += copy       # write it
             wread = min(wread, total) if wread else total
-        reads[n.id] = ins
-        writes[n.id] = outs
-        fixed[n.id] = [wread, extra, extra_w]
-
-    launches = {}
-    for n in nodes:
-        op = OPS[n.kind]
-        launches[n.id] = 0 if op.category == "input" or op.view else 1
-    if fusion in ("fused", "compiled"):
-        _fuse(graph, nodes, reads, writes, launches, count,
+        rows.append((n, ins, outs, wread, extra, extra_w))
+    if fuse:                              # fusion edits single slots of these lists
+        reads = {n.id: list(ins) for n, ins, *_ in rows}
+        writes = {n.id: list(outs) for n, _, outs, *_ in rows}
+        _fuse(graph, nodes, reads, writes, launches, _Counts(),
               producers=COMPILED_PRODUCERS if fusion == "compiled" else None)
+        rows = [(n, reads[n.id], writes[n.id], *rest) for n, _, _, *rest in rows]
 
     out = {s: {"bytes_read": 0, "bytes_written": 0, "bytes": 0} for s in graph.stages}
-    for n in nodes:
-        wread, extra_r, extra_w = fixed[n.id]
-        r = sum(reads[n.id]) + wread + extra_r
-        w = sum(writes[n.id]) + extra_w
+    acc_s = None
+    for n, ins, outs, wread, extra_r, extra_w in rows:
+        r = sum(ins) + wread + extra_r
+        w = sum(outs) + extra_w
         c = n.costs
         c["bytes_read"] = r
         c["bytes_written"] = w
         c["weight_bytes_read"] = wread
         c["launches"] = launches[n.id]
-        k = count(n.scope)
-        acc = out[count.stage(n.scope)]
+        sc = n.scope
+        k = sc.count_per_invocation
+        stage = sc.stage.name
+        if stage != acc_s:
+            acc_s, acc = stage, out[stage]
         acc["bytes_read"] += r * k
         acc["bytes_written"] += w * k
         acc["bytes"] += (r + w) * k

@@ -37,7 +37,8 @@ NORM_PER_ROW = 2             # add eps, rsqrt
 
 
 def _out_numel(node: Node) -> int:
-    return sum(t.numel for t in node.outputs)
+    outs = node.outputs
+    return outs[0].numel if len(outs) == 1 else sum(t.numel for t in outs)
 
 
 def _linear(node):
@@ -142,11 +143,16 @@ def run(graph: Graph) -> dict[str, dict[str, int]]:
     return per stage the per-invocation totals {"tensor_flops", "vector_flops"} (each node
     times its count per invocation)."""
     out = {s: {"tensor_flops": 0, "vector_flops": 0} for s in graph.stages}
+    rules = RULES
     for node in graph:
-        t, v = node_flops(node)
-        node.costs["tensor_flops"] = t
-        node.costs["vector_flops"] = v
-        acc = out[node.stage]
-        acc["tensor_flops"] += t * node.count
-        acc["vector_flops"] += v * node.count
+        rule = rules.get(node.kind)
+        t, v = rule(node) if rule is not None else node_flops(node)     # node_flops raises
+        c = node.costs
+        c["tensor_flops"] = t
+        c["vector_flops"] = v
+        sc = node.scope
+        k = sc.count_per_invocation
+        acc = out[sc.stage.name]
+        acc["tensor_flops"] += t * k
+        acc["vector_flops"] += v * k
     return out

@@ -40,7 +40,7 @@ from wanir.graph import Graph
 from wanir.ops import OPS
 from wanir.options import DEFAULT_ATTENTION_KERNEL
 from wanir.passes import allocator as alloc_model
-from wanir.passes.bytes import AUTOCAST_CATEGORIES, _Counts, buffer_roots, persistent_values
+from wanir.passes.bytes import AUTOCAST_CATEGORIES, buffer_roots, persistent_values
 from wanir.passes.experts import expert_weight_bytes
 
 HOST_STAGES_T5_CPU = ("text_encoder",)
@@ -78,27 +78,25 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
         return {"peak_activation_bytes": 0, "peak_node": None, **({"events": []} if events else {})}
     roots = buffer_roots(graph) if roots is None else roots
     persistent = persistent_values(graph) if persistent is None else persistent
-    pos = {n.id: i for i, n in enumerate(nodes)}
+    pos: dict[int, int] = {}
     end = len(nodes) - 1
 
     # spans of repeated scopes
     first: dict[int, int] = {}
     last: dict[int, int] = {}
-    scopes: dict[int, object] = {}
     rep_cache: dict[int, list] = {}
-
-    def rep(scope):
-        r = rep_cache.get(id(scope))
-        if r is None:
-            r = rep_cache[id(scope)] = _repeated(scope)
-        return r
-
+    reps_of = []                          # per position: the node's repeated scopes
     for i, n in enumerate(nodes):
-        for a in rep(n.scope):
+        pos[n.id] = i
+        sc = n.scope
+        reps = rep_cache.get(id(sc))
+        if reps is None:
+            reps = rep_cache[id(sc)] = _repeated(sc)
+        reps_of.append(reps)
+        for a in reps:
             k = id(a)
             if k not in first:
                 first[k] = i
-                scopes[k] = a
             last[k] = i
 
     # buffers: size, allocation position, last use
@@ -108,17 +106,19 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
     ext_in: dict[int, list] = {}          # scope id -> [(root, first consumer pos)] made outside it
     rtype: dict[tuple[int, int], object] = {}
     for i, n in enumerate(nodes):
-        view = OPS[n.kind].view
-        if not view and n.kind != "parameter":
+        if OPS[n.kind].view:
+            continue
+        nid = n.id
+        if n.kind != "parameter":
             for j, t in enumerate(n.outputs):
-                r = (n.id, j)
+                r = (nid, j)
                 size[r] = t.nbytes
                 alloc[r] = i
                 rtype[r] = t
-        if view:
-            continue
+        reps = reps_of[i]
         for v in n.inputs:
-            r = roots.get((v.producer, v.index), (v.producer, v.index))
+            r = (v.producer, v.index)
+            r = roots.get(r, r)
             if r not in size:
                 if r[0] in pos:         # a view of a weight, or a parameter: resident, not an activation
                     continue
@@ -128,13 +128,15 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
                 size[r] = prod_node.outputs[r[1]].nbytes
                 alloc[r] = 0
                 rtype[r] = prod_node.outputs[r[1]]
-            if use.get(r, -1) < i:
-                use[r] = i
-            for a in rep(n.scope):
-                if alloc[r] < first[id(a)] or (alloc[r] == 0 and r[0] not in pos):
-                    lst = ext_in.setdefault(id(a), [])
-                    if not lst or lst[-1] != r:
-                        lst.append(r)
+            use[r] = i                  # positions only grow: the last reader so far
+            if reps:
+                ar = alloc[r]
+                outside = ar == 0 and r[0] not in pos
+                for a in reps:
+                    if outside or ar < first[id(a)]:
+                        lst = ext_in.setdefault(id(a), [])
+                        if not lst or lst[-1] != r:
+                            lst.append(r)
 
     # outputs of each repeated scope: made inside it, read after it
     out_types: dict[int, list] = {}
@@ -144,7 +146,7 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
         u = use.get(r)
         if u is None:
             continue
-        for a in rep(nodes[a_pos].scope):
+        for a in reps_of[a_pos]:
             if u > last[id(a)]:
                 out_types.setdefault(id(a), []).append(rtype[r])
 
@@ -166,40 +168,50 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
     # persistent values live from the outermost repeated scope around them to the end
     for r in persistent:
         if r in size and r[0] in pos:
-            reps = rep(nodes[alloc[r]].scope)
+            reps = reps_of[alloc[r]]
             if reps:
                 alloc[r] = first[id(reps[-1])]
             use[r] = end
 
     delta_alloc = [0] * (end + 1)
     delta_free = [0] * (end + 1)
+    allocs: dict[int, list] = {}          # position -> buffers allocated / freed there, in order
+    frees: dict[int, list] = {}
     for r, s in size.items():
         if s == 0:
             continue
-        delta_alloc[alloc[r]] += s
-        delta_free[use.get(r, end)] += s
+        a, u = alloc[r], use.get(r, end)
+        delta_alloc[a] += s
+        delta_free[u] += s
+        if events:
+            allocs.setdefault(a, []).append(r)
+            frees.setdefault(u, []).append(r)
     live = peak = 0
     peak_i = 0
     ev = [] if events else None
-    if events:
-        allocs: dict[int, list] = {}
-        frees: dict[int, list] = {}
-        for r, s in size.items():
-            if s:
-                allocs.setdefault(alloc[r], []).append(r)
-                frees.setdefault(use.get(r, end), []).append(r)
     for i, n in enumerate(nodes):
         live += delta_alloc[i]
-        ws = workspace_bytes(n, attention_kernel)
+        cat = OPS[n.kind].category
+        # workspace_bytes is zero unless the node owns weights it may convert, or is attention
+        if (n.params and cat in AUTOCAST_CATEGORIES) or cat == "attention":
+            ws = workspace_bytes(n, attention_kernel)
+        else:
+            ws = 0
         cur = live + ws
         if cur > peak:
             peak, peak_i = cur, i
         live -= delta_free[i]
         if events:
-            ev.extend(("alloc", r, size[r]) for r in allocs.get(i, ()))
+            a = allocs.get(i)
+            if a:
+                for r in a:
+                    ev.append(("alloc", r, size[r]))
             if ws:
                 ev += [("alloc", ("workspace", i), ws), ("free", ("workspace", i))]
-            ev.extend(("free", r) for r in frees.get(i, ()))
+            f = frees.get(i)
+            if f:
+                for r in f:
+                    ev.append(("free", r))
     out = {"peak_activation_bytes": peak, "peak_node": nodes[peak_i].path}
     if events:
         out["events"] = ev
@@ -224,15 +236,16 @@ def run(graph: Graph, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, offload_
     weights: dict[str, dict[str, int]] = {s: {} for s in graph.stages}
     nodes = list(graph) if nodes is None else nodes
     tensors: dict[str, list[int]] = {s: [] for s in graph.stages}
-    count = _Counts()
     for n in nodes:
-        by_stage[count.stage(n.scope)].append(n)
+        stage = n.scope.stage.name
+        by_stage[stage].append(n)
         if n.params:
-            wd = weights[n.stage]
+            wd = weights[stage]
             for w in n.params.values():
                 if w.key not in wd:
-                    wd[w.key] = w.type.nbytes * w.copies
-                    tensors[n.stage] += [w.type.nbytes] * w.copies
+                    nb = w.type.nbytes
+                    wd[w.key] = nb * w.copies
+                    tensors[stage] += [nb] * w.copies
     roots = buffer_roots(nodes)
     persistent = persistent_values(graph)
     stages = {}
@@ -308,9 +321,8 @@ def pipeline_peak(stages: dict, offload_model: bool = False, reserve_bytes: int 
             budget = r.get("offload_weight_bytes", r["weight_bytes"]) if offload_model else r["weight_bytes"]
             prog[k] = {"events": replay["events"].get(k, ()), "invocations": replay["invocations"].get(k, 1),
                        "weights": _resident_tensors(replay["weights"].get(k, []), budget)}
-        peaks = alloc_model.replay(
-            alloc_model.pipeline_program(prog, replay["order"], offload_model, replay["empty_cache"]),
-            replay["expandable_segments"])
+        peaks = alloc_model.replay_pipeline(prog, replay["order"], offload_model, replay["empty_cache"],
+                                            replay["expandable_segments"])
         allocated, reserved = peaks["peak_allocated_bytes"], peaks["peak_reserved_bytes"]
     return {"peak_memory_bytes": reserved + reserve_bytes, "peak_stage": s, "weight_bytes": w, "activation_bytes": a,
             "reserve_bytes": reserve_bytes, "peak_allocated_bytes": allocated, "peak_reserved_bytes": reserved}

@@ -1,8 +1,9 @@
 """The optimization knobs, read and checked in one place.
 
-:func:`optimization_options` reads every key the optimization transforms use (``cache.*``,
-``attention.*``, ``distill.name``) from a composed config, checks type, finiteness and
-range, and returns an immutable :class:`Optimizations`. Every error is one ConfigError
+:func:`optimization_options` checks every setting the optimization transforms use (the
+``cache.*`` and ``attention.*`` values, ``distill.name``, the precision group's 8-bit GEMM
+keys) for type, finiteness and range, and returns an immutable :class:`Optimizations`; the
+resolver (wanir/resolve.py) calls it once with the values it read from the configuration. Every error is one ConfigError
 line naming the key and what is allowed.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from wanir.errors import ConfigError
-from wanir.options import select
+from wanir.options import PrecisionOptions
 from wanir.safeio import short
 
 CACHE_METHODS = ("teacache", "magcache", "easycache", "fbcache")
@@ -128,7 +129,8 @@ class Optimizations:
         return out
 
 
-_get = select
+#: the defaults of every knob (a None setting takes the field's default: their one home)
+_DEFAULT = Optimizations()
 
 
 def _number(key, v, lo, hi, lo_open=False, hi_open=False) -> float:
@@ -182,20 +184,23 @@ def threshold_skip(method: str, threshold: float, model=None, retention: bool = 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def optimization_options(cfg) -> Optimizations:
-    """Read and check ``cache.*``, ``attention.*`` and ``distill.name`` from ``cfg`` (a
-    composed config, a plain dict or None). Returns an :class:`Optimizations`; raises
-    ConfigError naming the key on a bad value."""
-    method = _get(cfg, "cache.method")
+def optimization_options(*, cache_method=None, cache_skip=None, cache_threshold=None, cache_per_branch=None,
+                         cache_retention=None, attention_density=None, attention_pattern=None,
+                         attention_dense_steps=None, distill=None, model=None,
+                         precision: PrecisionOptions = PrecisionOptions()) -> Optimizations:
+    """Check the optimization settings — the ``cache.*`` and ``attention.*`` values, the
+    ``distill.name``, the model's name (TeaCache's tables are per model) and the precision
+    group (8-bit GEMMs) — and return an :class:`Optimizations`. A None setting takes the
+    field's default of :class:`Optimizations` (no cache, dense attention, no distillation,
+    per-branch caches, no retention).
+    Raises ConfigError naming the key on a bad value."""
+    method, skip, thr = cache_method, cache_skip, cache_threshold
     if method is not None and method not in CACHE_METHODS:
         raise ConfigError(f"cache.method must be one of {', '.join(CACHE_METHODS)} or null, got {method!r}")
-    skip, thr = _get(cfg, "cache.skip"), _get(cfg, "cache.threshold")
-    per_branch = _get(cfg, "cache.per_branch")
-    per_branch = True if per_branch is None else per_branch
+    per_branch = _DEFAULT.cache_per_branch if cache_per_branch is None else cache_per_branch
     if not isinstance(per_branch, bool):
         raise ConfigError(f"cache.per_branch must be true or false, got {per_branch!r}")
-    retention = _get(cfg, "cache.retention")
-    retention = False if retention is None else retention
+    retention = _DEFAULT.cache_retention if cache_retention is None else cache_retention
     if not isinstance(retention, bool):
         raise ConfigError(f"cache.retention must be true or false, got {short(retention, 40)}")
     if retention and method != "teacache":
@@ -217,44 +222,39 @@ def optimization_options(cfg) -> Optimizations:
             frac = _fraction(_number("cache.skip", skip, 0, 1))
         else:
             value, note = threshold_skip(method, _number("cache.threshold", thr, 0, 10, lo_open=True),
-                                         _get(cfg, "model.name"), retention)
+                                         model, retention)
             frac = _fraction(value)
             notes = (note,) if note else ()
-    density = _get(cfg, "attention.density")
-    density = 1.0 if density is None else density
+    density = float(_DEFAULT.attention_density) if attention_density is None else attention_density
     dens = _fraction(_number("attention.density", density, 0, 1, lo_open=True))
     if dens == 0:
         raise ConfigError(f"attention.density={density!r} is below the smallest density modeled "
                           f"(1/{MAX_DENOMINATOR})")
-    pattern = _get(cfg, "attention.pattern")
+    pattern = attention_pattern
     if pattern is not None and pattern not in SPARSE_PATTERNS:
         raise ConfigError(f"attention.pattern must be one of {', '.join(SPARSE_PATTERNS)} or null, got {pattern!r}")
     if dens < 1 and pattern is None:
         raise ConfigError(f"attention.density={density:g} needs attention.pattern ({', '.join(SPARSE_PATTERNS)})")
     if dens == 1 and pattern is not None:
         raise ConfigError(f"attention.pattern={pattern} needs attention.density < 1")
-    ds = _get(cfg, "attention.dense_steps")
-    ds = 0 if ds is None else ds
+    ds = _DEFAULT.attention_dense_steps if attention_dense_steps is None else attention_dense_steps
     if isinstance(ds, bool) or not isinstance(ds, int) or ds < 0 or ds > 100_000:
         raise ConfigError(f"attention.dense_steps must be an integer in [0, 100000], got {ds!r}")
     if ds and dens == 1:
         raise ConfigError("attention.dense_steps needs sparse attention (attention.density < 1)")
-    name = _get(cfg, "distill.name")
-    name = "none" if name is None else name
+    name = distill
+    name = _DEFAULT.distill if name is None else name
     if name not in DISTILL_NAMES:
         raise ConfigError(f"distill.name must be one of {', '.join(DISTILL_NAMES)}, got {short(name, 40)}; "
                           f"choose one with distill=NAME (it sets the steps and guidance it runs)")
-    gemm = GEMM_DTYPES.get(_get(cfg, "precision.dit_compute"))
-    keep = _get(cfg, "precision.keep_fp32")
-    if keep is None:
-        keep = DEFAULT_KEEP
+    gemm = GEMM_DTYPES.get(precision.dit_compute)
+    keep = precision.keep_fp32
     if isinstance(keep, str) or not hasattr(keep, "__iter__"):
         raise ConfigError(f"precision.keep_fp32 must be a list of module names or path globs, got {keep!r}")
     keep = tuple(keep)
     if len(keep) > 256 or any(not isinstance(k, str) or not k or len(k) > 200 for k in keep):
         raise ConfigError("precision.keep_fp32 must be at most 256 non-empty strings of at most 200 characters")
-    scales = _get(cfg, "precision.act_scales")
-    scales = "per-token" if scales is None else scales
+    scales = precision.act_scales
     if scales not in ACT_SCALES:
         raise ConfigError(f"precision.act_scales must be one of {', '.join(ACT_SCALES)}, got {scales!r}")
     return Optimizations(method, frac, per_branch, dens, pattern, ds, name, gemm, keep, scales, retention, notes)
@@ -268,7 +268,7 @@ DISTILL_NAMES = ("none", "cfg", "3step", "4step")
 GEMM_DTYPES = {"fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "int8": "int8"}
 #: modules kept at the activation dtype when ``precision.keep_fp32`` is unset: everything
 #: outside the transformer blocks (what LightX2V's quantized Wan runs unquantized)
-DEFAULT_KEEP = ("patch_embedding", "condition_embedder", "proj_out")
+DEFAULT_KEEP = PrecisionOptions.keep_fp32     # the default's one home: wanir/options.py
 ACT_SCALES = ("per-token", "per-tensor")
 
 

@@ -174,3 +174,46 @@ def test_plan_reports_per_device_allocated_and_reserved():
     assert t["peak_allocated_bytes"] <= t["peak_reserved_bytes"]
     assert t["peak_memory_bytes"] == t["peak_reserved_bytes"] + t["reserve_bytes"]
     assert t["fits"] == (t["peak_memory_bytes"] <= wanir.hardware.load("h100-sxm").memory_bytes)
+
+
+def _random_stages(rng, offload_weights_of_t5=True):
+    """Three stages of random weights and balanced alloc/free events (sizes across the small,
+    medium and large pools)."""
+    sizes = [rng.choice([100, 4096, 600 * 1024, 3 * MiB, 12 * MiB, 45 * MiB]) + rng.randrange(0, 9000)
+             for _ in range(400)]
+    stages = {}
+    for name, inv in (("text_encoder", 2), ("diffusion_core", 50), ("vae_decode", 1)):
+        live, ev = [], []
+        for i in range(rng.randrange(5, 60)):
+            if live and rng.random() < 0.45:
+                ev.append(("free", live.pop(rng.randrange(len(live)))))
+            else:
+                key = (name, i)
+                ev.append(("alloc", key, rng.choice(sizes)))
+                live.append(key)
+        ev += [("free", k) for k in live]
+        stages[name] = {"events": al.Program(ev), "invocations": inv,
+                        "weights": [rng.choice(sizes) for _ in range(rng.randrange(0, 40))]}
+    return stages
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_replay_pipeline_equals_the_plain_replay(seed):
+    """An invariant: the cached and shortened replay of a generation (replay_pipeline) gives
+    the peaks of replaying every operation of pipeline_program, run after run (cache hits)."""
+    import random
+
+    rng = random.Random(seed)
+    stages = _random_stages(rng)
+    order = ("text_encoder", "diffusion_core", "vae_decode")
+    for offload in (False, True):
+        for points in (set(), {"after_dit_loop"}, {"before_dit_loop", "after_each_dit_call", "after_dit_loop"}):
+            for expandable in (False, True):
+                want = al.replay(list(al.pipeline_program(stages, order, offload, points)), expandable)
+                for _ in range(2):
+                    assert al.replay_pipeline(stages, order, offload, points, expandable) == want
+        # another activation pattern after the same opening part: the cached state is copied, not changed
+        other = dict(stages, diffusion_core=dict(stages["diffusion_core"], events=al.Program(
+            [("alloc", "x", 30 * MiB), ("alloc", "y", 2 * MiB), ("free", "x"), ("free", "y")])))
+        want = al.replay(list(al.pipeline_program(other, order, offload, {"after_dit_loop"})))
+        assert al.replay_pipeline(other, order, offload, {"after_dit_loop"}) == want

@@ -14,7 +14,8 @@ import pytest
 
 from wanir.cli import main
 from wanir.errors import ConfigError
-from wanir.frontends.checkpoint import apply_model_from, inspect
+from wanir.frontends.checkpoint import inspect
+from wanir.model_from import apply_model_from
 
 ROOT = Path(__file__).resolve().parents[1]
 

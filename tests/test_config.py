@@ -6,11 +6,11 @@ from wanir.errors import ConfigError
 
 
 def test_defaults_compose():
-    from wanir.frontends.pipeline import resolve_workload
+    from wanir.resolve import resolve
 
     cfg = load_config()
     assert cfg.model.name == "wan2.1-t2v-14b"
-    wl = resolve_workload(cfg)
+    wl = resolve([]).build.workload
     assert (wl.width, wl.height, wl.frames, wl.steps) == (1280, 720, 81, 50)
     # 1280x720x81 -> latents (16, 21, 90, 160) -> 21·45·80 tokens
     assert (wl.latent_frames, wl.latent_height, wl.latent_width, wl.tokens) == (21, 90, 160, 21 * 45 * 80)

@@ -25,6 +25,7 @@ from wanir import GraphBuilder
 from wanir.config import load_config
 from wanir.errors import ConfigError
 from wanir.frontends import wan_dit
+from wanir.resolve import component
 from wanir.passes import flops, verify
 
 STAGE = "diffusion_core"
@@ -45,7 +46,7 @@ def cfg(request):
 def build(cfg, latent, batch=1, text_len=512, image_len=None, dtype="bf16", weights="bf16", **kw):
     b = GraphBuilder(weight_dtype=weights)
     with b.stage(STAGE):
-        out = wan_dit.build(b, cfg, latent_shape=latent, batch=batch, text_len=text_len, compute_dtype=dtype,
+        out = wan_dit.build(b, component("dit", cfg), latent_shape=latent, batch=batch, text_len=text_len, compute_dtype=dtype,
                             image_len=image_len, **kw)
     return b.graph, out
 
@@ -182,7 +183,7 @@ def test_io_shapes_and_dtypes(cfg):
         assert inputs["image_embeds"].shape == (2, 257, cfg["image_dim"])
     else:
         assert "image_embeds" not in inputs
-    assert wan_dit.dit_tokens(cfg, latent) == 5 * 8 * 12
+    assert wan_dit.dit_tokens(component("dit", cfg), latent) == 5 * 8 * 12
 
 
 def test_layernorms_run_in_fp32_and_blocks_exchange_compute_dtype(cfg):

@@ -252,3 +252,47 @@ def test_topo_order_is_networkx_lexicographical_order_and_finds_cycles():
     g.node(y.producer).inputs = (z,)                  # y reads z, which reads y: a cycle
     with pytest.raises(GraphError, match="cycle"):
         g.topo()
+
+
+def _node_facts(g):
+    return [(n.kind, n.name, n.scope.path, dict(n.attrs), n.outputs,
+             {k: (w.key, w.type, w.type.dtype.name, w.copies) for k, w in n.params.items()}) for n in g]
+
+
+def test_a_remembered_signature_builds_the_node_a_fresh_check_builds():
+    """An invariant: a graph built with every op signature already remembered (builder
+    _SIGNATURES) has the nodes, attributes, types and weights of one built with none."""
+    from wanir import builder
+
+    builder._SIGNATURES.clear()
+    fresh = _node_facts(_mlp_stack(True))
+    assert builder._SIGNATURES                    # filled by that build
+    again = _node_facts(_mlp_stack(True))
+    assert again == fresh
+
+
+def test_a_remembered_signature_checks_values_of_another_type_again():
+    """True equals 1 and -0.0 equals 0.0 as dictionary keys: neither may pass as the other."""
+    b = _b()
+    x = b.input("x", (2, 4))
+    b.linear(x, 1)
+    with pytest.raises(WanirError, match="must be an int"):
+        b.linear(x, True)
+    b.pad(x, (1, 1), value=0.0)
+    y = b.pad(x, (1, 1), value=-0.0)
+    assert str(b.graph.node(y.producer).attrs["value"]) == "-0.0"
+    b.scale(x, 2.0)
+    z = b.scale(x, 2)                             # an int value is stored as the float it means
+    assert type(b.graph.node(z.producer).attrs["value"]) is float
+    with b.weights("fp32"):                       # same signature, another storage dtype
+        w = b.linear(x, 1, name="fp32_linear")
+    assert b.graph.node(w.producer).params["weight"].type.dtype.name == "fp32"
+
+
+def test_a_frozen_graph_takes_no_node():
+    b = _b()
+    x = b.input("x", (2, 4))
+    g = b.graph.freeze()
+    with pytest.raises(TypeError, match="frozen"):
+        b.relu(x)
+    assert len(g) == 1

@@ -8,6 +8,7 @@ from wanir.backends import comm
 from wanir.backends.parallel import make_plan, shard_graph
 from wanir.builder import GraphBuilder
 from wanir.frontends import wan_dit
+from wanir.resolve import component
 from wanir.passes import bytes as bytes_pass
 from wanir.passes import flops, verify
 
@@ -22,7 +23,7 @@ D = 8 * 32
 def dit_graph(variant):
     b = GraphBuilder("dit", weight_dtype="fp32" if variant == "official" else "bf16")
     with b.stage("diffusion_core", invocations=4):
-        wan_dit.build(b, DIT, latent_shape=LATENT, batch=1, text_len=64, compute_dtype="bf16", variant=variant)
+        wan_dit.build(b, component("dit", DIT), latent_shape=LATENT, batch=1, text_len=64, compute_dtype="bf16", variant=variant)
     g = b.graph
     g.meta["workload"] = {"guidance": True}
     return g

@@ -118,13 +118,13 @@ def test_threshold_maps_through_the_table():
     tests/test_step_cache_tables.py."""
     from wanir.passes.optimize_options import THRESHOLD_TABLE, optimization_options
     t, skip = THRESHOLD_TABLE["magcache"][-1]
-    o = optimization_options({"cache": {"method": "magcache", "threshold": t}})
+    o = optimization_options(cache_method="magcache", cache_threshold=t)
     assert abs(float(o.cache_skip) - skip) < 1e-4
     (t0, s0), (t1, s1) = THRESHOLD_TABLE["magcache"][:2]
-    o = optimization_options({"cache": {"method": "magcache", "threshold": (t0 + t1) / 2}})
+    o = optimization_options(cache_method="magcache", cache_threshold=(t0 + t1) / 2)
     assert abs(float(o.cache_skip) - (s0 + s1) / 2) < 1e-4
     with pytest.raises(ConfigError, match="cache.threshold"):
-        optimization_options({"cache": {"method": "magcache", "threshold": 0.5}})
+        optimization_options(cache_method="magcache", cache_threshold=0.5)
 
 
 # ------------------------------------------------------------------ sparse attention
@@ -592,13 +592,13 @@ def _two_experts(calls=(3, 1)):
     from wanir.builder import GraphBuilder
     from wanir.config import load_config
     from wanir.frontends import wan_dit
-    from wanir.frontends.pipeline import _plain
+    from wanir.resolve import component
     cfg = load_config(SMALL)
     b = GraphBuilder(weight_dtype="bf16")
     with b.stage("diffusion_core", 2):
         for name, c in zip(("high_noise", "low_noise"), calls):
             with b.scope(name), b.loop("calls", c):
-                wan_dit.build(b, _plain(cfg.dit), latent_shape=(16, 3, 16, 16), batch=1, text_len=S,
+                wan_dit.build(b, component("dit", cfg.dit), latent_shape=(16, 3, 16, 16), batch=1, text_len=S,
                               compute_dtype="bf16")
     return b.graph
 
@@ -613,11 +613,11 @@ def test_two_expert_stage_caches_each_expert():
     from wanir.passes.step_cache import transform
     g = _two_experts()
     assert _dit_tensor_flops(g) == 2 * 4 * (outside_blocks_flops() + LAYERS * block_flops())
-    opts = optimization_options({"cache": {"method": "teacache", "skip": 0.5}})
+    opts = optimization_options(cache_method="teacache", cache_skip=0.5)
     t = transform(g, opts, steps=4, branches=2)
     # high noise: 3 calls, ⌊1.5⌋ = 1 reused, 2 full; low noise: 1 call, the first always full
     assert _dit_tensor_flops(t) == 2 * (4 * outside_blocks_flops() + (2 + 1) * LAYERS * block_flops())
-    fb = transform(g, optimization_options({"cache": {"method": "fbcache", "skip": 0.5}}), steps=4, branches=2)
+    fb = transform(g, optimization_options(cache_method="fbcache", cache_skip=0.5), steps=4, branches=2)
     assert _dit_tensor_flops(fb) == 2 * (4 * (outside_blocks_flops() + block_flops())
                                          + (2 + 1) * (LAYERS - 1) * block_flops())
     from wanir.estimate import annotate_counts
@@ -628,7 +628,7 @@ def test_two_expert_stage_caches_each_expert():
 def test_two_expert_stage_dense_steps_go_to_the_first_expert():
     from wanir.passes.optimize_options import optimization_options
     from wanir.passes.step_cache import transform
-    opts = optimization_options({"attention": {"density": 0.25, "pattern": "radial", "dense_steps": 2}})
+    opts = optimization_options(attention_density=0.25, attention_pattern="radial", attention_dense_steps=2)
     t = transform(_two_experts(), opts, steps=4, branches=2)
     sparse_block = block_flops() - SELF_ATTN + SELF_ATTN // 4
     want = 2 * (4 * (outside_blocks_flops() + LAYERS * sparse_block) + 2 * LAYERS * (SELF_ATTN - SELF_ATTN // 4))

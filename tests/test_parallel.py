@@ -7,6 +7,7 @@ from wanir.backends.parallel import (DeviceGraph, Plan, PlanError, make_plan, mu
 from wanir.builder import GraphBuilder
 from wanir.config import load_config
 from wanir.frontends import wan_dit
+from wanir.resolve import component
 from wanir.passes import flops, verify
 
 # a small DiT with the real block structure: 8 heads of 64, 3 blocks
@@ -25,7 +26,7 @@ def dit_graph(heads=8, latent=LATENT, steps=5):
         with b.repeat("block", 2):
             x = b.linear(x, 256, name="proj")
     with b.stage("diffusion_core", invocations=2 * steps):
-        wan_dit.build(b, {**DIT, "num_attention_heads": heads}, latent_shape=latent, batch=1, text_len=TEXT,
+        wan_dit.build(b, component("dit", {**DIT, "num_attention_heads": heads}), latent_shape=latent, batch=1, text_len=TEXT,
                       compute_dtype="bf16")
     g = b.graph
     g.meta["workload"] = {"guidance": True}
@@ -217,3 +218,23 @@ def test_overlap_hides_ring_exchanges():
     off = multi_device_cost(g, "h100-sxm", 4, make_plan("ring", 4, overlap=False))
     assert on.comm_s < off.comm_s
     assert off.time_s - on.time_s == pytest.approx(off.comm_s - on.comm_s)
+
+
+@pytest.mark.parametrize("plan", [make_plan("ulysses", 2), make_plan("fsdp+ulysses", 2),
+                                  make_plan("ring", 2), make_plan("usp", 4, ulysses=2, ring=2), make_plan("fsdp", 2)])
+def test_sharding_a_frozen_graph_equals_sharding_a_plain_copy(plan):
+    # invariant: the facts sharding remembers per frozen source graph (blocks, their weights, the
+    # attention's tokens and heads) and the nodes it copies with their recorded outputs give the
+    # same per-device graph as sharding a writable copy, and that graph is well formed
+    frozen = dit_graph()
+    frozen.freeze()
+
+    def shape(g):
+        return [(n.path, n.kind, n.outputs, tuple(sorted(n.params))) for n in g]
+
+    for _ in range(2):                  # the second time from the remembered facts
+        a = shard_graph(frozen, plan)
+        verify.run(a)
+        b = shard_graph(frozen.timing_copy(), plan)
+        assert shape(a) == shape(b) and a.meta["parallel"]["fsdp"] == b.meta["parallel"]["fsdp"]
+        assert a.meta["parallel"]["seq_len"] == b.meta["parallel"]["seq_len"]

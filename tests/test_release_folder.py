@@ -15,7 +15,8 @@ import pytest
 
 from wanir.cli import main
 from wanir.errors import ConfigError
-from wanir.frontends.checkpoint import apply_model_from, inspect
+from wanir.frontends.checkpoint import inspect
+from wanir.model_from import apply_model_from
 
 torch = pytest.importorskip("torch")
 
@@ -324,7 +325,9 @@ def test_wan22_ti2v_5b_full_size(tmp_path):
     from wanir.config import load_config
 
     cfg = load_config(["model=wan2.2-ti2v-5b"])
-    dit, vae = reference.build_dit(cfg.dit), reference.build_vae(cfg.vae)
+    from wanir.resolve import component
+
+    dit, vae = reference.build_dit(component("dit", cfg.dit)), reference.build_vae(component("vae", cfg.vae))
     torch.save(dit.state_dict(), tmp_path / "dit.pth")
     torch.save(vae.state_dict(), tmp_path / "vae.pth")
     ins = inspect(tmp_path / "vae.pth")
@@ -427,7 +430,9 @@ def test_official_wan22_vae_by_position(tmp_path, size):
     else:
         hp = {k: (list(v) if type(v).__name__ == "ListConfig" else v)
               for k, v in load_config(["model=wan2.2-ti2v-5b"]).vae.items()}
-    vae = reference.build_vae(hp)
+    from wanir.resolve import component
+
+    vae = reference.build_vae(component("vae", hp))
     f = tmp_path / "Wan2.2_VAE.pth"
     torch.save(official_vae22(vae.state_dict()), f)
     ins = inspect(f)
@@ -464,9 +469,12 @@ def test_wan22_ti2v_release_folder_estimate_and_verify(tmp_path, capsys):
     dit = diffusers.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128,
                                           in_channels=z, out_channels=z, text_dim=64, freq_dim=32, ffn_dim=96,
                                           num_layers=2)
-    vae = reference.build_vae(dict(family="wan_vae", base_dim=8, decoder_base_dim=12, z_dim=z, dim_mult=[1, 2, 4, 4],
-                                   num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True],
-                                   is_residual=True, in_channels=12, out_channels=12, patch_size=2))
+    from wanir.resolve import component
+
+    vae = reference.build_vae(component("vae", dict(
+        family="wan_vae", base_dim=8, decoder_base_dim=12, z_dim=z, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+        attn_scales=[], temperal_downsample=[False, True, True], is_residual=True, in_channels=12,
+        out_channels=12, patch_size=2)))
     te = transformers.UMT5EncoderModel(transformers.UMT5Config(vocab_size=100, d_model=64, d_kv=8, d_ff=48,
                                                                num_layers=2, num_heads=4))
     r = tmp_path / "Wan2.2-TI2V-5B"

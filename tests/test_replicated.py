@@ -15,9 +15,9 @@ L = 2 · (704/32) · (1280/32) = 2 · 22 · 40 = 1760.
 import pytest
 
 from wanir.backends.parallel import Plan, shard_graph
-from wanir.config import load_config
 from wanir.frontends.pipeline import build_pipeline
 from wanir.passes import flops
+from wanir.resolve import resolve
 
 D = 3072
 L = 2 * (704 // 32) * (1280 // 32)
@@ -26,8 +26,8 @@ TIME_FLOPS = 2 * L * (256 * D + 7 * D * D)
 
 @pytest.fixture(scope="module")
 def ti2v():
-    return build_pipeline(load_config(["model=wan2.2-ti2v-5b", "workload.frames=5", "workload.height=704",
-                                       "workload.width=1280"]))
+    return build_pipeline(resolve(["model=wan2.2-ti2v-5b", "workload.frames=5", "workload.height=704",
+                                   "workload.width=1280"]).build)
 
 
 def _replicated_time_flops(graph, n):

@@ -209,3 +209,51 @@ def test_attention_kernel_choice_moves_the_dit(capsys):
     assert main(["estimate", "hardware=a100-80gb", "roofline.attention_kernel=flash3"] + SMALL) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "flash3" in err and "sm80" in err and "available: flash2" in err
+
+
+def _two_blocks():
+    """A graph whose two linears and two adds have equal shapes: equal timing keys."""
+    b = GraphBuilder()
+    with b.stage("s", invocations=2):
+        x = b.input("x", (512, 1024), "bf16")
+        y = b.linear(x, 1024, bias=False, name="fc1")
+        y = b.add(y, x, name="add1")
+        z = b.linear(y, 1024, bias=False, name="fc2")
+        b.add(z, y, name="add2")
+    flops.run(b.graph)
+    bytes_pass.run(b.graph)
+    return b.graph
+
+
+def test_nodes_with_equal_keys_time_alike_and_the_memo_changes_nothing():
+    # invariant: a node's time is a function of what its key covers, so two nodes of equal shape
+    # take the same time, and timing again from the memo gives the very same numbers
+    g = _two_blocks()
+    keys = roofline.node_keys(list(g))
+    fc1, fc2 = g.find("fc1")[0], g.find("fc2")[0]
+    assert keys.index[fc1.id] == keys.index[fc2.id] and len(keys.unique) < len(g)
+    roofline.clear_timers()
+    first = roofline.run(g, HW)
+    times = {n.id: dict(n.costs) for n in g}
+    again = roofline.run(g, HW, keys=keys)           # every record from the memo now
+    assert again == first and {n.id: dict(n.costs) for n in g} == times
+    assert fc1.costs["time_s"] == fc2.costs["time_s"]
+
+
+def test_timed_graph_reads_like_an_annotated_copy_and_stays_frozen():
+    g = _two_blocks().freeze()
+    copy = g.timing_copy()
+    ref = roofline.run(copy, HW)
+    timed = roofline.TimedGraph(g)
+    assert roofline.run(timed, HW) == ref
+    timed.freeze()
+    assert timed.stage_params("s") == g.stage_params("s") and timed.stage_weight_bytes("s") == g.stage_weight_bytes("s")
+    assert [dict(n.costs) for n in timed] == [dict(n.costs) for n in copy]     # made on first use
+    with pytest.raises(TypeError):
+        next(iter(timed)).costs["time_s"] = 0.0
+    with pytest.raises(TypeError):
+        timed.meta["hardware"] = "x"
+    assert all("time_s" not in n.costs for n in g)      # the counted graph is untouched
+    plain = timed.timing_copy()
+    next(iter(plain)).costs["time_s"] = 1.0             # a copy for changing is writable
+    assert type(plain) is not roofline.TimedGraph

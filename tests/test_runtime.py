@@ -25,6 +25,7 @@ from wanir.builder import GraphBuilder
 from wanir.config import load_config
 from wanir.errors import ConfigError
 from wanir.frontends import wan_dit
+from wanir.resolve import component
 from wanir.passes import bytes as bytes_pass
 
 TRACE = {"modulated_norms": 56, "residual": 46, "rmsnorm": 114, "rope": 144, "autocast": 42, "wrapper": 42}
@@ -65,7 +66,7 @@ def _block_bytes(variant, latent, weights):
     cfg = _dit14b()
     b = GraphBuilder("block", weight_dtype=weights)
     with b.stage("diffusion_core"):
-        wan_dit.build(b, cfg, latent_shape=latent, batch=1, text_len=512, compute_dtype="bf16", variant=variant)
+        wan_dit.build(b, component("dit", cfg), latent_shape=latent, batch=1, text_len=512, compute_dtype="bf16", variant=variant)
     g = b.graph
     bytes_pass.run(g)
     acc = {}
@@ -174,7 +175,7 @@ def test_bad_runtime_values_are_one_line_errors(bad, key):
 def test_unknown_variant_is_refused():
     b = GraphBuilder("x")
     with b.stage("diffusion_core"), pytest.raises(ConfigError, match="dit_lowering"):
-        wan_dit.build(b, _dit14b(), latent_shape=(16, 1, 4, 4), batch=1, text_len=8, compute_dtype="bf16",
+        wan_dit.build(b, component("dit", _dit14b()), latent_shape=(16, 1, 4, 4), batch=1, text_len=8, compute_dtype="bf16",
                       variant="fast")
 
 

@@ -48,4 +48,6 @@ def test_model_components_hold_the_published_hyperparameters(model, components):
 def test_vae_built_in_default_is_the_shipped_config():
     from wanir.frontends import wan_vae
 
-    assert wan_vae.arch_from_cfg(load_config().vae) == wan_vae.arch_from_cfg(None)
+    from wanir.resolve import component
+
+    assert component("vae", load_config().vae) == wan_vae.VaeArch() == wan_vae.WAN21

@@ -20,8 +20,8 @@ PUBLISHED = {
 
 
 def _opts(model, threshold, retention=False, method="teacache"):
-    return optimization_options({"model": {"name": model},
-                                 "cache": {"method": method, "threshold": threshold, "retention": retention}})
+    return optimization_options(model=model, cache_method=method, cache_threshold=threshold,
+                                cache_retention=retention)
 
 
 @pytest.mark.parametrize("model,retention,threshold", [(m, r, t) for (m, r), (_, rows) in PUBLISHED.items()
@@ -64,7 +64,7 @@ def test_outside_a_models_published_range_is_refused(model, retention, threshold
 def test_models_without_published_thresholds_keep_cache_skip(model):
     with pytest.raises(ConfigError, match="teacache publishes thresholds for wan2.1-t2v-1.3b, .* only.*cache.skip"):
         _opts(model, 0.1)
-    o = optimization_options({"model": {"name": model}, "cache": {"method": "teacache", "skip": 0.4}})
+    o = optimization_options(model=model, cache_method="teacache", cache_skip=0.4)
     assert float(o.cache_skip) == pytest.approx(0.4)
 
 

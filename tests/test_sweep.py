@@ -98,3 +98,69 @@ def test_cli_sweep(tmp_path):
     assert [r["workload.height"] for r in rows] == ["480", "720"]
     for name in ("stage_breakdown.svg", "time_vs_axis.svg", "roofline.svg"):
         assert (tmp_path / name).read_text().rstrip().endswith("</svg>")
+
+
+def test_run_order_puts_axes_that_change_no_count_innermost():
+    """hardware changes only time: its points run back to back, each build counted once. For
+    ``hardware=a,b`` × ``height=h0,h1`` the cross product is (a,h0) (a,h1) (b,h0) (b,h1)
+    (indices 0-3); height-major order is (a,h0) (b,h0) (a,h1) (b,h1) = 0, 2, 1, 3, and each
+    build is shared by the 2 hardware values."""
+    sw = S.parse_sweep(["model=wan2.1-t2v-1.3b", "hardware=h100-sxm,a100-80gb", "workload.height=480,720"])
+    order, group = S.run_order(sw, list(sw.points()))
+    assert (order, group) == ([0, 2, 1, 3], 2)
+    # every axis changes counts: the cross-product order, one point per build
+    sw = S.parse_sweep(["model=wan2.1-t2v-1.3b", "workload.height=480,720", "workload.frames=17,33"])
+    assert S.run_order(sw, list(sw.points())) == ([0, 1, 2, 3], 1)
+    # already innermost: unchanged
+    sw = S.parse_sweep(["model=wan2.1-t2v-1.3b", "workload.height=480,720", "hardware=h100-sxm,a100-80gb"])
+    assert S.run_order(sw, list(sw.points())) == ([0, 1, 2, 3], 2)
+
+
+def test_run_order_keeps_the_cross_product_when_a_point_does_not_resolve():
+    """a tested point that does not resolve fails in its turn, as in cross-product order"""
+    sw = S.parse_sweep(["model=wan2.1-t2v-1.3b", "hardware=h100-sxm,a100-80gb", "workload.frames=17,80"])
+    assert S.run_order(sw, list(sw.points())) == ([0, 1, 2, 3], 1)
+
+
+def test_reordered_sweep_rows_in_cross_product_order():
+    """run in height-major order, the rows still come back in cross-product order, each equal to
+    its point's own estimate, and the roofline chart keeps the hardware in first-seen order;
+    the garbage collector is left as it was found"""
+    import gc
+
+    ovs = ["model=wan2.1-t2v-1.3b", "hardware=a100-80gb,h100-sxm", "workload.height=480,720",
+           "workload.frames=17", "workload.steps=1"]
+    seen = []
+    res = S.run_sweep(ovs, progress=False, jobs=1, on_row=seen.append)
+    assert gc.isenabled()
+    expect = [(hw, h) for hw in ("a100-80gb", "h100-sxm") for h in ("480", "720")]
+    assert [(r["hardware"], r["workload.height"]) for r in res.rows] == expect
+    # on_row saw them as they ran: the two hardware of one height back to back
+    assert [(r["hardware"], r["workload.height"]) for r in seen] == [expect[i] for i in (0, 2, 1, 3)]
+    for r, (hw, h) in zip(res.rows, expect):
+        est = wanir.estimate(["model=wan2.1-t2v-1.3b", f"hardware={hw}", f"workload.height={h}",
+                              "workload.frames=17", "workload.steps=1"], hints=False)
+        assert r["total.time_s"] == est.total["time_s"] and r["total.flops"] == (
+            est.total["tensor_flops"] + est.total["vector_flops"])
+    assert list(res.ops_by_hardware) == ["a100-80gb", "h100-sxm"]
+    assert list(res.roofs) == ["a100-80gb", "h100-sxm"]
+
+
+def test_chart_ops_estimated_again_when_no_process_sent_them(monkeypatch):
+    """the roofline chart's ops of each hardware's first point do not depend on which process
+    sent them: with none sent, the sweep estimates them again and gets the same records"""
+    ovs = ["model=wan2.1-t2v-1.3b", "workload.height=480,720", "hardware=h100-sxm,a100-80gb",
+           "workload.frames=17", "workload.steps=1"]
+    sent = S.run_sweep(ovs, progress=False, jobs=1)
+    real = S._estimate_point
+
+    def without_ops(point):
+        row, hw, _, _, dt = real(point)
+        return row, hw, None, None, dt
+
+    monkeypatch.setattr(S, "_estimate_point", without_ops)
+    again = S.run_sweep(ovs, progress=False, jobs=1)
+    assert again.rows == sent.rows
+    assert list(again.ops_by_hardware.items()) == list(sent.ops_by_hardware.items())
+    assert list(again.roofs.items()) == list(sent.roofs.items())
+    assert len(sent.ops_by_hardware["h100-sxm"]) == S.TOP_OPS

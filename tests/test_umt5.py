@@ -6,6 +6,7 @@ from wanir import GraphBuilder
 from wanir.config import load_config
 from wanir.errors import ConfigError
 from wanir.frontends import umt5
+from wanir.resolve import component
 from wanir.passes import flops, verify
 
 
@@ -17,7 +18,7 @@ def cfg():
 def build(cfg, seq_len=64, batch=1, expanded=False, dtype="bf16"):
     b = GraphBuilder(weight_dtype="bf16")
     with b.stage("text_encoder"):
-        out = umt5.build(b, cfg, seq_len=seq_len, batch=batch, dtype=dtype, expanded=expanded)
+        out = umt5.build(b, component("text_encoder", cfg), seq_len=seq_len, batch=batch, dtype=dtype, expanded=expanded)
     return b.graph, out
 
 

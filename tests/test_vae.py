@@ -6,6 +6,7 @@ import pytest
 from wanir import GraphBuilder
 from wanir.errors import ConfigError
 from wanir.frontends import wan_vae
+from wanir.resolve import component
 from wanir.passes import flops, verify
 
 
@@ -13,9 +14,9 @@ def build(kind, shape, batch=1, dtype="fp32", cfg=None):
     b = GraphBuilder(weight_dtype="fp32")
     with b.stage(f"vae_{kind}"):
         if kind == "decode":
-            out = wan_vae.build_decoder(b, cfg, latent_shape=(16, *shape), batch=batch, dtype=dtype)
+            out = wan_vae.build_decoder(b, component("vae", cfg), latent_shape=(16, *shape), batch=batch, dtype=dtype)
         else:
-            out = wan_vae.build_encoder(b, cfg, video_shape=(3, *shape), batch=batch, dtype=dtype)
+            out = wan_vae.build_encoder(b, component("vae", cfg), video_shape=(3, *shape), batch=batch, dtype=dtype)
     return b.graph, out
 
 
@@ -162,14 +163,14 @@ def test_frame_count_error_names_allowed_neighbours():
 
 def test_bad_config_and_shapes_raise_config_error():
     with pytest.raises(ConfigError, match="vae.family"):
-        wan_vae.arch_from_cfg({"family": "other"})
+        component("vae", {"family": "other"})
     with pytest.raises(ConfigError, match="channels"):
         wan_vae.build_decoder(GraphBuilder(), None, latent_shape=(4, 2, 4, 4), batch=1, dtype="fp32")
     with pytest.raises(ConfigError, match="attn_scales"):
-        wan_vae.arch_from_cfg({"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2,
+        component("vae", {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2,
                                "attn_scales": [1.0], "temperal_downsample": [False, True, True]})
     with pytest.raises(ConfigError, match="temperal_downsample"):
-        wan_vae.arch_from_cfg({"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2,
+        component("vae", {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2,
                                "attn_scales": [], "temperal_downsample": [False, True]})
 
 

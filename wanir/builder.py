@@ -8,19 +8,53 @@ models::
             with b.scope("attn1"):
                 q = b.linear(x, 5120, name="to_q")
 
-Every op call runs the op's shape rule, so a malformed graph cannot be built silently.
+Every op call runs the op's shape rule, so a malformed graph cannot be built silently. A
+node whose op, input types and attributes were already checked (its signature) takes that
+check's result (the rules are pure functions of them) instead of running it again.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
+from math import copysign
 
-from .dtypes import get_dtype
+from .dtypes import DType, get_dtype
 from .errors import GraphError, WanirError
 from .graph import Graph, Value, Weight
-from .ops import get_op
+from .ops import OPS, get_op
 from .ops.defs import BINARY, UNARY
+from .ops.registry import MAX_ATTR_LIST
 from .scope import Scope
 from .tensor import TensorType
+
+#: op signatures already checked: (op kind, input types, attributes with their Python types)
+#: -> (OpDef, normalized attributes as items, output types, weight shapes as items, weight
+#: types by storage dtype). A node's shape and weight rules are pure functions of its op,
+#: input types and attributes, so a signature seen once needs no second check. Entries are
+#: immutable but for their private dtype -> weight types table, only ever added to (the
+#: same types for the same dtype). Bounded: emptied when it reaches _SIGNATURES_MAX entries.
+_SIGNATURES: dict = {}
+_SIGNATURES_MAX = 8192
+#: attribute value types a signature may hold (tuples: of ints only); other values are
+#: checked every time
+_SIG_SCALARS = frozenset((int, float, bool, str, type(None), DType))
+
+
+def _signature(opdef, types: tuple, attrs: dict):
+    """The memo key of a node (see _SIGNATURES), or None when an attribute value is of a type
+    a key does not hold exactly."""
+    if not attrs:
+        return (opdef.kind, types)
+    for v in attrs.values():
+        t = v.__class__
+        if t is tuple:
+            if len(v) > MAX_ATTR_LIST:
+                return None     # refused by the attribute check, unexamined here
+            for x in v:
+                if x.__class__ is not int:
+                    return None
+        elif t not in _SIG_SCALARS or (t is float and v == 0.0 and copysign(1.0, v) < 0):
+            return None         # -0.0 is never a key: it equals 0.0
+    return (opdef.kind, types, tuple(attrs.items()), tuple(map(type, attrs.values())))
 
 
 class GraphBuilder:
@@ -83,33 +117,69 @@ class GraphBuilder:
         """Add one node of op ``kind``. Returns its output Value (or a tuple when the op has
         several outputs). ``weight_key`` shares this node's weights with every other node
         built with the same key (default: scope path without loop levels + node name)."""
-        scope = self._current()
-        where = f"{scope.path}/{name or kind}"
-        opdef = get_op(kind, where)
-        for i, v in enumerate(inputs):
-            if not isinstance(v, Value):
-                raise GraphError(f"{where}: input {i} of op '{kind}' is {type(v).__name__}, not a graph value")
-        attrs = opdef.normalize_attrs(attrs, where)
-        types = tuple(v.type for v in inputs)
-        outs = opdef.infer(types, attrs, where)
-        name = self._unique(scope, name or kind)
+        scope = self._scope
+        if scope.kind == "root":
+            scope = self._current()
+        opdef = OPS.get(kind)
+        if opdef is None:
+            get_op(kind, f"{scope.path}/{name or kind}")      # raises, naming the close kinds
+        for v in inputs:
+            if v.__class__ is not Value:
+                self._check_inputs(kind, inputs, scope, name)
+                break
+        if len(inputs) == 1:      # (no comprehension frame for the usual one or two inputs)
+            types = (inputs[0].type,)
+        elif len(inputs) == 2:
+            types = (inputs[0].type, inputs[1].type)
+        else:
+            types = tuple([v.type for v in inputs])
+        sig = _signature(opdef, types, attrs)
+        hit = _SIGNATURES.get(sig) if sig is not None else None
+        if hit is not None and hit[0] is opdef:
+            _, items, outs, pshapes, wtypes = hit
+            attrs = dict(items)
+        else:
+            where = f"{scope.path}/{name or kind}"
+            attrs = opdef.normalize_attrs(attrs, where)
+            outs = opdef.infer(types, attrs, where)
+            pshapes = tuple(opdef.param_shapes(types, attrs).items())
+            wtypes = {}
+            if sig is not None:
+                if len(_SIGNATURES) >= _SIGNATURES_MAX:
+                    _SIGNATURES.clear()
+                _SIGNATURES[sig] = (opdef, tuple(attrs.items()), outs, pshapes, wtypes)
+        given = name or kind
+        name = self._unique(scope, given)
         params = {}
-        pshapes = opdef.param_shapes(types, attrs)
         if pshapes:
             base = weight_key or (f"{scope.weight_path}/{name}" if scope.weight_path else name)
-            for pname, shape in pshapes.items():
+            wdtype, weights = self._wdtype, self.graph.weights
+            wt = wtypes.get(wdtype)
+            if wt is None:       # the weights' types at this storage dtype (kept with the signature)
+                wt = wtypes[wdtype] = tuple([TensorType(shape, wdtype) for _, shape in pshapes])
+            for (pname, _), t in zip(pshapes, wt):
                 key = f"{base}.{pname}"
-                w = Weight(key, TensorType(shape, self._wdtype), scope.weight_count)
-                old = self.graph.weights.get(key)
-                if old is not None and old != w:
-                    raise GraphError(f"{where}: weight '{key}' is shared with another node but has type "
-                                     f"{w.type} ×{w.copies}, there {old.type} ×{old.copies}")
-                self.graph.weights[key] = w
+                old = weights.get(key)
+                if old is not None and old.type == t and old.copies == scope.weight_count:
+                    params[pname] = old     # a shared weight (same key, type and copies): the same record
+                    continue
+                w = Weight(key, t, scope.weight_count)
+                if old is not None:
+                    raise GraphError(f"{scope.path}/{given}: weight '{key}' is shared with another node but has "
+                                     f"type {w.type} ×{w.copies}, there {old.type} ×{old.copies}")
+                weights[key] = w
                 params[pname] = w
-        node = self.graph.add_node(kind, name, scope, inputs, outs, attrs, params, checked=True)
+        nid = self.graph.add_node(kind, name, scope, inputs, outs, attrs, params, checked=True).id
         if len(outs) == 1:
-            return node.output(0)
-        return tuple(node.output(i) for i in range(len(outs)))
+            return Value(nid, 0, outs[0])           # node.output(0)
+        return tuple(Value(nid, i, t) for i, t in enumerate(outs))
+
+    def _check_inputs(self, kind, inputs, scope, name) -> None:
+        """Raise GraphError naming the first input that is not a graph Value."""
+        for i, v in enumerate(inputs):
+            if not isinstance(v, Value):
+                raise GraphError(f"{scope.path}/{name or kind}: input {i} of op '{kind}' is {type(v).__name__}, "
+                                 f"not a graph value")
 
     def _unique(self, scope: Scope, name: str) -> str:
         """``name``, or ``name_1``, ``name_2``, ... if the scope already has it."""

@@ -76,7 +76,8 @@ def annotate_time(graph: Graph, cfg, counts: dict, hw=None, options: RunOptions 
                   mem=None, runtime=None) -> dict:
     """Time a graph annotated by :func:`annotate_counts` with the roofline backend on
     ``hw`` (default: the config's hardware, h100-sxm when it has none). Writes the nodes'
-    timing annotations: give it a graph no Estimate holds (``graph.timing_copy()`` to
+    timing annotations (a :class:`wanir.backends.roofline.TimedGraph` keeps them until its
+    nodes are read): give it a graph no Estimate holds (``graph.timing_copy()`` to
     re-time). ``options``/``mem``/``runtime``: the typed values of a Run (else read from
     ``cfg``). Returns ``counts`` plus "roofline", the per-stage records ``bytes``,
     ``peak_activation_bytes`` and ``time_s`` (per invocation), the pipeline's
@@ -300,7 +301,7 @@ def time(counted: Counted, run: Run, extra: Mapping | None = None) -> Estimate:
     (cached on ``counted``). Returns a frozen :class:`Estimate` (its graph frozen too);
     ``extra``: read-only facts to attach (``inferred``)."""
     with paused_gc():
-        g = counted.graph.timing_copy()
+        g = roofline.TimedGraph(counted.graph)     # its nodes are made when someone reads them
         summaries = annotate_time(g, None, counted.counts, hw=run.hardware, options=run.options, mem=run.memory,
                                   runtime=run.runtime)
         dgs = counted.device_graph_cache(run) if run.plan is not None else None

@@ -25,6 +25,14 @@ class Value:
     index: int
     type: TensorType
 
+    def __init__(self, producer: int, index: int, type: TensorType):  # noqa: A002 - the field's name
+        # the fields written straight into the instance: a frozen dataclass's generated
+        # __init__ goes through object.__setattr__, and the builder makes one Value per node
+        d = self.__dict__
+        d["producer"] = producer
+        d["index"] = index
+        d["type"] = type
+
     @property
     def shape(self) -> tuple[int, ...]:
         return self.type.shape
@@ -44,16 +52,22 @@ class Weight:
     type: TensorType
     copies: int = 1
 
+    def __init__(self, key: str, type: TensorType, copies: int = 1):  # noqa: A002 - the field's name
+        d = self.__dict__       # as Value.__init__
+        d["key"] = key
+        d["type"] = type
+        d["copies"] = copies
+
     @property
     def numel(self) -> int:
         """Parameters behind this key (all copies), an int."""
         return self.type.numel * self.copies
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """One op instance. ``costs`` holds the annotations passes write (ints for counts,
-    floats for times)."""
+    floats for times). Slotted: a graph holds hundreds of nodes, made and freed per build."""
 
     id: int
     kind: str
@@ -93,6 +107,7 @@ class Node:
         return self.scope.count_per_invocation
 
     def output(self, i: int = 0) -> Value:
+        """Output ``i`` of this node as a Value."""
         return Value(self.id, i, self.outputs[i])
 
     def __repr__(self) -> str:
@@ -111,7 +126,7 @@ class Graph:
     def __init__(self, name: str = "graph"):
         self.name = name
         self._nx: nx.DiGraph | None = None
-        self._consumers: dict[int, list[int]] = {}
+        self._consumers: dict[int, list[int]] | None = None    # made on first use (consumers())
         self.root = Scope("", None, 1, "root")
         self.weights: dict[str, Weight] = {}
         self.meta: dict = {}
@@ -151,20 +166,21 @@ class Graph:
     def add_node(self, kind, name, scope, inputs, outputs, attrs, params, checked: bool = False) -> Node:
         """Add a node; ``checked`` says the caller already ran the op's shape and weight rules
         on exactly these inputs, outputs and attributes (the builder does)."""
-        node = Node(self._next, kind, name, scope, tuple(inputs), tuple(outputs), attrs, params)
-        edges: dict[int, list] = {}
+        d = self.__dict__
+        if d.get("_frozen"):
+            raise TypeError(f"graph '{self.name}' is frozen (held by a result or a cache); "
+                            f"change a copy: graph.timing_copy()")
+        node = Node(d["_next"], kind, name, scope, tuple(inputs), tuple(outputs), attrs, params)
+        nodes = d["_nodes"]
         for slot, v in enumerate(node.inputs):
-            if v.producer not in self._nodes:
+            if v.producer not in nodes:
                 raise GraphError(f"{node.path}: input {slot} refers to undefined node {v.producer}")
-            edges.setdefault(v.producer, []).append((v.index, slot))
-        d = self.__dict__        # plain attribute writes (the frozen check ran above)
-        d["_next"] += 1
-        self._nodes[node.id] = node
+        nid = node.id           # plain attribute writes below (the frozen check ran above)
+        d["_next"] = nid + 1
+        nodes[nid] = node
         if not checked:
             d["unchecked"] += 1
-        self._consumers[node.id] = []
-        for producer in edges:
-            self._consumers[producer].append(node.id)
+        d["_consumers"] = None  # views made again on first use
         d["_nx"] = None
         return node
 
@@ -178,7 +194,7 @@ class Graph:
         g._nx = None
         g.weights = dict(self.weights)
         g.meta = dict(self.meta)
-        g._consumers = {k: list(v) for k, v in self._consumers.items()}
+        g._consumers = None
         g._nodes = {i: Node(n.id, n.kind, n.name, n.scope, n.inputs, n.outputs, n.attrs, n.params, dict(n.costs))
                     for i, n in self._nodes.items()}
         return g
@@ -240,7 +256,14 @@ class Graph:
 
     def consumers(self, nid: int) -> list[Node]:
         """The nodes that read an output of node ``nid`` (each once, in insertion order)."""
-        return [self._nodes[s] for s in self._consumers[nid]]
+        cons = self._consumers
+        if cons is None:        # each reader once, in insertion order
+            cons = {i: [] for i in self._nodes}
+            for node in self._nodes.values():
+                for p in dict.fromkeys(v.producer for v in node.inputs):
+                    cons[p].append(node.id)
+            self.__dict__["_consumers"] = cons     # a cached view: allowed on a frozen graph
+        return [self._nodes[s] for s in cons[nid]]
 
     @property
     def stages(self) -> dict[str, Scope]:

@@ -1,5 +1,5 @@
-"""The real PyTorch modules wanir's frontends lower, built on the ``meta`` device from wanir's
-component configs, and counted with ``torch.utils.flop_counter.FlopCounterMode`` under the
+"""The real PyTorch modules wanir's frontends lower, built on the ``meta`` device from the
+components' typed descriptions (``DitArch``, ``VaeArch``, ``Umt5Arch``, ``ClipArch``), and counted with ``torch.utils.flop_counter.FlopCounterMode`` under the
 MATH SDPA backend. Used by ``wanir verify`` and by the reference tests.
 
 Needs the ``reference`` extra (torch, diffusers, transformers); importing this module
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect as _inspect
+from dataclasses import fields
 
 from wanir.errors import WanirError
 
@@ -41,65 +42,59 @@ FAMILIES = {"umt5": "transformers.UMT5EncoderModel", "clip_vision": "transformer
             "wan_dit": "diffusers.WanTransformer3DModel", "wan_vae": "diffusers.AutoencoderKLWan"}
 
 
-def check_family(component: str, cfg) -> None:
-    """Raise ReferenceUnavailable unless ``cfg`` (the config of ``component``) is of a family
-    with a reference module."""
-    fam = cfg.get("family") if cfg is not None else None
+def check_family(component: str, arch) -> None:
+    """Raise ReferenceUnavailable unless ``arch`` (the typed description of ``component``,
+    e.g. a :class:`wanir.frontends.wan_dit.DitArch`) is of a family with a reference module."""
+    fam = getattr(arch, "family", None)
     if fam not in FAMILIES:
         raise ReferenceUnavailable(f"{component}.family={fam!r} has no reference module (families with one: "
                                    f"{', '.join(FAMILIES)})")
 
 
-def _get(cfg, key, default=None):
-    v = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if v is None else v
-
-
-def _plain(v):
-    if hasattr(v, "items"):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
-        return [_plain(x) for x in v]
-    return v
-
-
-def _accepted(cls, cfg, skip=("family",)) -> dict:
-    """The keys of ``cfg`` that ``cls``'s constructor takes (plain values)."""
+def _accepted(cls, arch, skip=("family",)) -> dict:
+    """The hyperparameters of ``arch`` (a frozen dataclass) that ``cls``'s constructor takes,
+    tuples as lists."""
     params = _inspect.signature(cls.__init__).parameters
-    return {k: _plain(v) for k, v in cfg.items() if k in params and k not in skip}
+    return {f.name: list(v) if isinstance(v, tuple) else v
+            for f in fields(arch) if f.name in params and f.name not in skip
+            for v in (getattr(arch, f.name),)}
 
 
-def build_umt5(cfg):
-    """``UMT5EncoderModel`` with the hyperparameters of ``cfg`` (a ``text_encoder`` config), on meta."""
+def build_umt5(arch):
+    """``UMT5EncoderModel`` with the hyperparameters of ``arch`` (a
+    :class:`wanir.frontends.umt5.Umt5Arch`), on meta."""
     torch, transformers, diffusers = _require()
-    check_family("text_encoder", cfg)
+    check_family("text_encoder", arch)
     with torch.device("meta"):
         return transformers.UMT5EncoderModel(transformers.UMT5Config(
-            vocab_size=cfg["vocab_size"], d_model=cfg["d_model"], d_kv=cfg["d_kv"], d_ff=cfg["d_ff"],
-            num_layers=cfg["num_layers"], num_heads=cfg["num_heads"],
-            relative_attention_num_buckets=cfg["relative_attention_num_buckets"],
-            relative_attention_max_distance=cfg["relative_attention_max_distance"],
-            feed_forward_proj=cfg["feed_forward_proj"], layer_norm_epsilon=1e-6, tie_word_embeddings=False)).eval()
+            vocab_size=arch.vocab_size, d_model=arch.d_model, d_kv=arch.d_kv, d_ff=arch.d_ff,
+            num_layers=arch.num_layers, num_heads=arch.num_heads,
+            relative_attention_num_buckets=arch.relative_attention_num_buckets,
+            relative_attention_max_distance=arch.relative_attention_max_distance,
+            feed_forward_proj=arch.feed_forward_proj, layer_norm_epsilon=arch.layer_norm_epsilon,
+            tie_word_embeddings=False)).eval()
 
 
-def build_clip(cfg):
-    """``CLIPVisionModel`` with the hyperparameters of ``cfg`` (an ``image_encoder`` config), on meta."""
+def build_clip(arch):
+    """``CLIPVisionModel`` with the hyperparameters of ``arch`` (a
+    :class:`wanir.frontends.clip.ClipArch`), on meta."""
     torch, transformers, diffusers = _require()
-    check_family("image_encoder", cfg)
+    check_family("image_encoder", arch)
     with torch.device("meta"):
         return transformers.CLIPVisionModel(transformers.CLIPVisionConfig(
-            hidden_size=cfg["hidden_size"], intermediate_size=cfg["intermediate_size"],
-            num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
-            patch_size=cfg["patch_size"], image_size=cfg["image_size"], num_channels=cfg["num_channels"],
-            hidden_act=_get(cfg, "hidden_act", "gelu"), layer_norm_eps=float(_get(cfg, "layer_norm_eps", 1e-5)))).eval()
+            hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
+            num_hidden_layers=arch.num_hidden_layers, num_attention_heads=arch.num_attention_heads,
+            patch_size=arch.patch_size, image_size=arch.image_size, num_channels=arch.num_channels,
+            hidden_act=arch.hidden_act, layer_norm_eps=arch.layer_norm_eps)).eval()
 
 
-def build_dit(cfg, num_layers: int | None = None):
-    """``WanTransformer3DModel`` with the hyperparameters of ``cfg`` (a ``dit`` config; every
-    key the constructor takes is passed), on meta; ``num_layers`` overrides the depth."""
+def build_dit(arch, num_layers: int | None = None):
+    """``WanTransformer3DModel`` with the hyperparameters of ``arch`` (a
+    :class:`wanir.frontends.wan_dit.DitArch`; every field the constructor takes is passed), on
+    meta; ``num_layers`` overrides the depth."""
     torch, transformers, diffusers = _require()
-    check_family("dit", cfg)
-    kw = _accepted(diffusers.WanTransformer3DModel, cfg)
+    check_family("dit", arch)
+    kw = _accepted(diffusers.WanTransformer3DModel, arch)
     kw["patch_size"] = tuple(kw["patch_size"])
     if num_layers is not None:
         kw["num_layers"] = num_layers
@@ -107,12 +102,13 @@ def build_dit(cfg, num_layers: int | None = None):
         return diffusers.WanTransformer3DModel(**kw).eval()
 
 
-def build_vae(cfg):
-    """``AutoencoderKLWan`` with the hyperparameters of ``cfg`` (a ``vae`` config; every key the
-    constructor takes is passed; dropout 0), on meta."""
+def build_vae(arch):
+    """``AutoencoderKLWan`` with the hyperparameters of ``arch`` (a
+    :class:`wanir.frontends.wan_vae.VaeArch`; every field the constructor takes is passed;
+    dropout 0), on meta."""
     torch, transformers, diffusers = _require()
-    check_family("vae", cfg)
-    kw = _accepted(diffusers.AutoencoderKLWan, cfg)
+    check_family("vae", arch)
+    kw = _accepted(diffusers.AutoencoderKLWan, arch)
     kw["dropout"] = 0.0
     with torch.device("meta"):
         return diffusers.AutoencoderKLWan(**kw).eval()

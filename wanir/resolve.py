@@ -13,24 +13,25 @@ import functools
 import json
 import os
 from collections import OrderedDict
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from threading import Lock
 from types import MappingProxyType
 from typing import Iterable
 
-from . import dictconfig
 from . import hardware as hwlib
 from . import options as _options
 from .backends.parallel import check_plan, resolve_plan
 from .config import Composed, check_overrides, compose, compose_parsed, to_dict
-from .frontends.pipeline import resolve_workload
+from .frontends.pipeline import COMPONENTS, make_spec
+from .passes.optimize_options import optimization_options
 from .backends.parallel.cost import PLAN_KEYS
 from .runtime import _plan_sizes, config_for_plan, memory_options, runtime_options
 from .errors import ConfigError
-from .scenario import Build, FrozenMap, Run, Scenario, Source, flat_items, freeze, thaw
+from .scenario import Build, FrozenMap, Run, Scenario, Source, flat_items, freeze, register_build_maker, thaw
 
-__all__ = ["resolve", "resolve_parsed", "scenario_from_config", "BUILD_DROP", "explain_lines"]
+__all__ = ["resolve", "resolve_parsed", "scenario_from_config", "component", "BUILD_DROP", "explain_lines"]
 
 #: run-only keys of the count-relevant groups: they change time or memory fit, never counts
 #: (the whole ``hardware`` and ``parallel`` groups are run-only too, except ``parallel.cfg``,
@@ -156,10 +157,9 @@ def _model_from(tree: FrozenMap, prov: dict) -> tuple[FrozenMap, FrozenMap | Non
     src = (tree.get("model") or {}).get("from")
     if src is None or src == "":
         return tree, None
-    from .frontends.checkpoint import apply_model_from  # late import: the checkpoint readers load in ~20 ms; only model.from needs them
+    from .model_from import apply_model_from  # late import: checkpoint inference (model.from) only
 
-    cfg, lines = apply_model_from(dictconfig.create(thaw(tree)))
-    new = freeze(dictconfig.to_plain(cfg))
+    new, lines = apply_model_from(tree)
     old = dict(flat_items(tree))
     for key, v in flat_items(new):
         if key not in old or old[key] != v:
@@ -203,12 +203,13 @@ def _scenario_cached(tree: FrozenMap) -> Scenario:
 
 def _scenario(tree: FrozenMap, prov: dict) -> Scenario:
     tree, inferred = _model_from(tree, prov)
-    workload = resolve_workload(tree)
+    opts = _options.from_config(tree)
+    proj = _project(tree)
+    _, _, workload = _typed(proj)
     for k in ("height", "width", "frames", "steps"):
         if (tree.get("workload") or {}).get(k) is None:
             prov[f"workload.{k}"] = Source("model", f"model.default_{k}")
     hw = hwlib.from_config(tree)
-    opts = _options.from_config(tree)
     plan = _plan(opts, tree, workload)
     # under a plan the estimate's stages and total are the pipeline on one device as the
     # runtime runs it there; the plan's per-device graph is made from the configuration itself
@@ -217,17 +218,13 @@ def _scenario(tree: FrozenMap, prov: dict) -> Scenario:
     rt = runtime_options(one)
     mem = memory_options(one)
     applied = ((one.get("runtime") or {}).get("defaults_applied")) or ()
-    bcfg = _project(one)
-    bopts = _options.from_config(bcfg)
-    build = Build(bcfg, workload, bopts, replace(mem, host="auto"), rt.dit_lowering, rt.name)
+    build = _make_build(proj if plan is None else _project(one), rt, mem, workload)
     hw_key = hwlib._content_key(tree.get("hardware")) or hw.name
     plan_build = plan_run = None
     if plan is not None:    # the configuration as given: the plan's per-device graph is made from it
         pmem = memory_options(tree)
         papplied = ((tree.get("runtime") or {}).get("defaults_applied")) or ()
-        pcfg = _project(tree)
-        plan_build = Build(pcfg, workload, _options.from_config(pcfg), replace(pmem, host="auto"), rt.dit_lowering,
-                           rt.name)
+        plan_build = _make_build(proj, rt, pmem, workload)
         plan_run = Run(hw, hw_key, opts, rt, pmem, None, "memory.offload_model" in papplied, tree, opts)
     run = Run(hw, hw_key, one_opts, rt, mem, plan, "memory.offload_model" in applied, tree, opts, plan_build,
               plan_run)
@@ -257,3 +254,115 @@ def explain_lines(sc: Scenario) -> list[str]:
         out.append("model.from:")
         out.extend(f"  {line}" for line in sc.inferred)
     return out
+
+
+# ----------------------------------------------------------------------------- typed parts
+def component(group: str, data):
+    """The typed, checked description of config group ``group`` (text_encoder,
+    image_encoder, dit, vae or model; see :data:`COMPONENTS`) from ``data``, its mapping as
+    composed (None: None). Keys the description has no field for are left to their own
+    readers (``vae.tile``, ``dit.time_embedding_per_token``, ``model.from``); a null value
+    takes the field's default. Raises ConfigError naming the key: a family the frontend does
+    not build, a missing key, a value out of range."""
+    if data is None:
+        return None
+    cls = COMPONENTS.get(group)
+    if cls is None:
+        raise ConfigError(f"{group}: not a component group (allowed: {', '.join(COMPONENTS)})")
+    if not isinstance(data, dict):
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{group} must be a mapping of its keys, got {type(data).__name__}")
+        data = to_dict(data)      # a DictConfig a caller still holds
+    family = getattr(cls, "FAMILY", None)
+    if family is not None:
+        fam = data.get("family")
+        fam = family if fam is None else fam
+        if fam != family:
+            raise ConfigError(f"{group}.family={fam!r}: frontends.{cls.MODULE} builds family '{family}' only")
+    names, required = _fields_of(cls)
+    missing = [k for k in required if data.get(k) is None]
+    if missing:
+        raise ConfigError(f"{group}: missing key(s) {', '.join(group + '.' + k for k in missing)} "
+                          f"(a {cls.WHAT} config needs {', '.join(required)})")
+    kw = {}
+    for k in names:
+        v = data.get(k)
+        if v is not None:
+            kw[k] = freeze(v)
+    return cls(**kw)
+
+
+@functools.lru_cache(maxsize=None)
+def _fields_of(cls) -> tuple:
+    """(field names, required keys) of a component class: the keys its config may hold, and
+    those it must (``cls.REQUIRED``, else the fields without a default)."""
+    fs = [f for f in fields(cls) if f.init]
+    required = getattr(cls, "REQUIRED", None) or tuple(
+        f.name for f in fs if f.default is MISSING and f.default_factory is MISSING)
+    return tuple(f.name for f in fs), tuple(required)
+
+
+def _spec(tree, opts) -> tuple:
+    """(PipelineSpec, Workload) of a resolved tree (``opts``: its typed option groups): every
+    component typed and checked, the workload resolved against them, the Wan2.2 options, the
+    optimizations and the tiling."""
+    workload_group = tree.get("workload")
+    rt_name = (tree.get("runtime") or {}).get("name")
+    model = component("model", tree.get("model"))
+    te = component("text_encoder", tree.get("text_encoder"))
+    ie = component("image_encoder", tree.get("image_encoder"))
+    dit = component("dit", tree.get("dit"))
+    vae = component("vae", tree.get("vae"))
+    for g, c in (("model", model), ("text_encoder", te), ("dit", dit), ("vae", vae)):
+        if c is None:
+            raise ConfigError(f"{g}: missing (the model's {g} group; choose a model with model=NAME)")
+    cache = tree.get("cache") or {}
+    att = tree.get("attention") or {}
+    optim = optimization_options(
+        cache_method=cache.get("method"), cache_skip=cache.get("skip"), cache_threshold=cache.get("threshold"),
+        cache_per_branch=cache.get("per_branch"), cache_retention=cache.get("retention"),
+        attention_density=att.get("density"), attention_pattern=att.get("pattern"),
+        attention_dense_steps=att.get("dense_steps"), distill=(tree.get("distill") or {}).get("name"),
+        model=model.name, precision=opts.precision)
+    w = workload_group or {}
+    v = tree.get("vae") or {}
+    return make_spec(model, te, ie, dit, vae, optim, mode=w.get("mode"), height=w.get("height"),
+                     width=w.get("width"), frames=w.get("frames"), steps=w.get("steps"),
+                     guidance=w.get("guidance"), batch=w.get("batch"), text_len=w.get("text_len"),
+                     vae_encode=w.get("vae_encode"), shift=w.get("shift"), boundary=w.get("boundary"),
+                     guidance_scale_high=w.get("guidance_scale_high"),
+                     guidance_scale_low=w.get("guidance_scale_low"),
+                     time_embedding=(tree.get("dit") or {}).get("time_embedding_per_token"),
+                     runtime_name=rt_name, tile=v.get("tile"), tile_stride=v.get("tile_stride"))
+
+
+@functools.lru_cache(maxsize=256)
+def _typed(bcfg: FrozenMap) -> tuple:
+    """(RunOptions, PipelineSpec, Workload) of a count-relevant projection (:func:`_project`),
+    cached on it: scenarios that differ only in what changes time share their typed parts."""
+    bopts = _options.from_config(bcfg)
+    spec, wl = _spec(bcfg, bopts)
+    return bopts, spec, wl
+
+
+def _make_build(bcfg: FrozenMap, rt, mem, workload=None) -> Build:
+    """The Build of a count-relevant projection ``bcfg`` (typed, :func:`_typed`) under runtime
+    ``rt`` and residency ``mem``; ``workload`` None: the one resolved from ``bcfg``."""
+    bopts, spec, wl = _typed(bcfg)
+    return Build(bcfg, wl if workload is None else workload, bopts, replace(mem, host="auto"), rt.dit_lowering,
+                 rt.name, spec)
+
+
+def _build_of_config(cfg) -> Build:
+    """The Build of a configuration composed elsewhere (defaults and runtime defaults filled;
+    ``model.from`` already applied), as :func:`wanir.scenario.build_of_config` makes it."""
+    tree = cfg if isinstance(cfg, FrozenMap) else freeze(to_dict(cfg))
+    return _build_cached(tree)
+
+
+@functools.lru_cache(maxsize=64)
+def _build_cached(tree: FrozenMap) -> Build:
+    return _make_build(_project(tree), runtime_options(tree), memory_options(tree))
+
+
+register_build_maker(_build_of_config)

@@ -4,9 +4,10 @@
 files. Its parts:
 
 - ``config``: every resolved value as a read-only tree (:class:`FrozenMap`), defaults filled;
-- ``build`` (:class:`Build`): what changes counts — the model's components, the resolved
-  workload, stored and compute precisions, the lowering variant, the residency that the
-  memory pass counts, graph transforms (cache, attention, distill, tiling);
+- ``build`` (:class:`Build`): what changes counts — the model's components as typed,
+  checked dataclasses, the resolved workload, stored and compute precisions, the lowering
+  variant, the residency that the memory pass counts, graph transforms (cache, attention,
+  distill, tiling);
 - ``run`` (:class:`Run`): what changes only time and memory fit — hardware, runtime
   profile, timing mode, kernels' TF32 use, the parallel plan, the host;
 - ``provenance``: for every value of ``config`` (dotted key), its :class:`Source`.
@@ -138,12 +139,17 @@ class Source:
 
 @dataclass(frozen=True)
 class Build:
-    """Everything that changes counts (FLOPs, bytes, parameters, memory). ``config``: the
-    count-relevant groups of the resolved configuration (model components, workload,
-    precision, ``roofline.fusion``/``attention_kernel``, the memory residency, the runtime's
-    name and lowering, ``parallel.cfg``, cache, attention, distill); ``workload``: the
-    resolved :class:`wanir.frontends.pipeline.Workload`; ``options``: the typed option
-    groups; ``memory``: the checked residency (``wanir.runtime.MemoryOptions``)."""
+    """Everything that changes counts (FLOPs, bytes, parameters, memory), typed: ``spec``
+    (:class:`wanir.frontends.pipeline.PipelineSpec`: the model's facts, each component's
+    checked hyperparameters, the Wan2.2 options, the optimizations, the VAE tiling — what the
+    frontends and passes read), ``workload`` (the resolved
+    :class:`wanir.frontends.pipeline.Workload`), ``options`` (the typed option groups:
+    precision, fusion and attention kernel, ``parallel.cfg``), ``memory`` (the checked
+    residency, ``wanir.options.MemoryOptions``), the runtime's DiT ``lowering`` and
+    ``runtime_name``. ``config``: the count-relevant groups of the resolved configuration,
+    read-only — the provenance and explain view it was made from (nothing below the
+    resolver reads it); it is the Build's identity: ``spec`` is derived from it and the
+    workload, so it is left out of comparison and hashing (a cheap cache key)."""
 
     config: FrozenMap
     workload: Any
@@ -151,11 +157,32 @@ class Build:
     memory: Any
     lowering: str
     runtime_name: str
+    spec: Any = field(compare=False, hash=False)
 
     @property
     def model(self) -> str:
         """The model's name."""
-        return self.config["model"]["name"]
+        return self.spec.model.name
+
+
+#: what makes a Build of a composed configuration (registered by wanir.resolve, the one
+#: reader of configurations; see :func:`build_of_config`)
+_BUILD_MAKERS: list = []
+
+
+def register_build_maker(fn) -> None:
+    """Register ``fn(cfg) -> Build``, the resolver's maker of a Build from a configuration
+    composed elsewhere (wanir.resolve registers it when imported)."""
+    _BUILD_MAKERS[:] = [fn]
+
+
+def build_of_config(cfg) -> Build:
+    """The :class:`Build` of a composed configuration a caller still holds (a read-only tree
+    or a mapping with defaults filled, e.g. a configuration moved to another parallel plan),
+    made by the resolver. Raises RuntimeError when no resolver is loaded."""
+    if not _BUILD_MAKERS:
+        raise RuntimeError("no resolver is loaded: import wanir (wanir.resolve) before lowering a configuration")
+    return _BUILD_MAKERS[0](cfg)
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,15 @@ class TensorType:
                     raise WanirError(f"tensor dimensions must be positive, got {shape!r}")
                 object.__setattr__(self, "shape", tuple(int(x) for x in shape))   # int subclasses
                 break
-        if type(self.dtype) is not DType:
-            object.__setattr__(self, "dtype", get_dtype(self.dtype))
+        dtype = self.dtype
+        if type(dtype) is not DType:
+            dtype = get_dtype(dtype)
+            object.__setattr__(self, "dtype", dtype)
         n = prod(self.shape)
-        object.__setattr__(self, "numel", n)
-        object.__setattr__(self, "nbytes", self.dtype.nbytes(n))
+        state = self.__dict__     # the fields computed once (object.__setattr__'s effect, without the call)
+        state["numel"] = n
+        state["nbytes"] = dtype.nbytes(n)
+        state["_hash"] = hash((self.shape, dtype))     # not a field: kept out of fields(), repr and pickles
 
     def __eq__(self, other):
         if self is other:
@@ -45,7 +49,11 @@ class TensorType:
         return self.shape == other.shape and self.dtype == other.dtype
 
     def __hash__(self):
-        return hash((self.shape, self.dtype))
+        return self._hash
+
+    def __reduce__(self):
+        # made again from its fields: the cached hash of a str-holding tuple differs between processes
+        return (TensorType, (self.shape, self.dtype))
 
     @property
     def rank(self) -> int:

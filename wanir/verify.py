@@ -128,7 +128,7 @@ def verify_scenario(sc: Scenario, stage: str | None = None, depth: int = 1) -> V
         raise ConfigError(f"--depth {depth!r}: an integer in [0, {MAX_DEPTH}]")
     reference._require()
     graph = count(sc.build).graph
-    cfg = sc.build.config
+    spec = sc.build.spec
     stages = list(graph.stages)
     if stage is not None and stage not in stages:
         raise ConfigError(f"--stage {stage}: no such stage in this pipeline (stages: {', '.join(stages)})")
@@ -141,7 +141,7 @@ def verify_scenario(sc: Scenario, stage: str | None = None, depth: int = 1) -> V
         if name not in STAGES:
             skipped.append(name)
             continue
-        run = _runner(name, cfg, graph)
+        run = _runner(name, spec, graph)
         total, per, _ = reference.count(run.fn)
         real_params = reference.nparams(*run.modules.values())
         for expert in experts.get(name) or [None]:
@@ -153,7 +153,7 @@ def verify_scenario(sc: Scenario, stage: str | None = None, depth: int = 1) -> V
                             real_params))
             if depth:
                 rows += _module_rows(nodes, label, per, run.modules, run.roots, depth, run.aliases)
-    return Verification(str(cfg.model.get("name")), dict(wl), tuple(rows), tuple(skipped))
+    return Verification(str(spec.model.name), dict(wl), tuple(rows), tuple(skipped))
 
 
 @dataclass
@@ -173,19 +173,22 @@ def _input(graph, stage: str, name: str) -> tuple:
     raise ConfigError(f"stage {stage}: no input '{name}' in the graph")
 
 
-def _runner(name: str, cfg, graph) -> _Run:
+def _runner(name: str, spec, graph) -> _Run:
+    """The real module of stage ``name`` (built from the typed components of ``spec``, a
+    :class:`wanir.frontends.pipeline.PipelineSpec`) and the call that runs it on the shapes
+    of ``graph``."""
     import torch  # late import: torch is the optional 'reference' extra
 
     if name == "text_encoder":
-        m = reference.build_umt5(cfg.text_encoder)
+        m = reference.build_umt5(spec.text_encoder)
         # transformers registers the token embedding twice: `shared` is `encoder.embed_tokens`
         ids = reference.meta(*_input(graph, name, "input_ids"), dtype=torch.long)
         return _Run(lambda: m(input_ids=ids), {"": m}, {type(m).__name__: ""},
                     aliases=(("shared",),))
     if name == "image_encoder":
-        ie = cfg.image_encoder
+        ie = spec.image_encoder
         m = reference.build_clip(ie)
-        run = ie.get("num_layers_run")
+        run = ie.num_layers_run
         mods = {"": m}
         if run is not None and run < ie.num_hidden_layers:
             m.encoder.layers = m.encoder.layers[:run]      # the official pipeline's use_31_block
@@ -193,24 +196,24 @@ def _runner(name: str, cfg, graph) -> _Run:
         px = reference.meta(*_input(graph, name, "pixel_values"))
         return _Run(lambda: m(pixel_values=px, output_hidden_states=True), mods, {type(m).__name__: ""})
     if name == "vae_encode":
-        v = reference.build_vae(cfg.vae)
+        v = reference.build_vae(spec.vae)
         video = reference.meta(*_input(graph, name, "video"))     # TI2V image-to-video: one frame
         return _Run(lambda: v.encode(video).latent_dist.mode(), {"encoder": v.encoder, "quant_conv": v.quant_conv},
                     {type(v.encoder).__name__: "encoder", type(v.quant_conv).__name__: "quant_conv"})
     if name == "vae_decode":
-        v = reference.build_vae(cfg.vae)
+        v = reference.build_vae(spec.vae)
         z = reference.meta(*_input(graph, name, "z"))
         return _Run(lambda: v.decode(z, return_dict=False)[0],
                     {"decoder": v.decoder, "post_quant_conv": v.post_quant_conv},
                     {type(v.decoder).__name__: "decoder", type(v.post_quant_conv).__name__: "post_quant_conv"})
     if name == "diffusion_core":
-        d = cfg.dit
+        d = spec.dit
         m = reference.build_dit(d)
         # the timestep: (batch,), or (batch, tokens) where the pipeline embeds it per token
         kw = dict(hidden_states=reference.meta(*_input(graph, name, "latents")),
                   timestep=torch.full(_input(graph, name, "timestep"), 999.0, device="meta"),
                   encoder_hidden_states=reference.meta(*_input(graph, name, "text_embeds")), return_dict=False)
-        if d.get("image_dim") is not None:
+        if d.image_dim is not None:
             kw["encoder_hidden_states_image"] = reference.meta(*_input(graph, name, "image_embeds"))
         return _Run(lambda: m(**kw), {"": m}, {type(m).__name__: ""})
     raise reference.ReferenceUnavailable(f"stage {name} has no reference module")

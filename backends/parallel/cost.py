@@ -2,7 +2,6 @@
 hardware into a :class:`MultiDeviceCost`, and :func:`multi_device_cost`, the entry point."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from wanir import hardware as hwlib
@@ -58,6 +57,10 @@ class DeviceGraph:
         resident = None
         if self.mem.offload == "block":
             resident = {"diffusion_core": block_stream_plan(g, self.mem.resident_params)["gpu_weight_bytes"]}
+        elif "experts" not in g.meta:
+            # FSDP: the memory pass replays the allocator with the weights one device keeps, so
+            # that :meth:`cost` needs no replay of its own (two experts keep their own rule there)
+            resident = self._fsdp_resident(g) or None
         # the counting path of the single-device estimate (passes/count.py)
         counts = count.run(g, self.options, check=True, mem=self.mem, resident_weight_bytes=resident)
         self.nodes = list(g)
@@ -66,6 +69,8 @@ class DeviceGraph:
         self.comm = g.meta["parallel"]["comm"]
         self.count = {n.id: n.scope.count_per_invocation for n in self.nodes}
         self._pipe = None
+        self._keys = self._lay = self._blocks = self._wb = None     # made on the first cost()
+        self._kernels: dict = {}       # hardware family -> the attention kernel the runtime runs there
 
     def cost(self, hw, single_time_s: float | None = None, plan: Plan | None = None) -> "MultiDeviceCost":
         """Time this device graph on ``hw`` (a :class:`wanir.hardware.Hardware`): the roofline
@@ -84,16 +89,18 @@ class DeviceGraph:
         hit = self._costs.get(key)
         if hit is not None and hit[0] is hw:
             _, stages, transfer_s, pipe, prov = hit
-            return MultiDeviceCost(self, hw, copy.deepcopy(stages), transfer_s, dict(pipe), single_time_s, p, prov)
+            return MultiDeviceCost(self, hw, _copy_stages(stages), transfer_s, dict(pipe), single_time_s, p, prov)
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
-        kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else attention_kernel_for(self.cfg, hw)
+        kernel = self.kernel if self.cfg is None or not hasattr(self.cfg, "get") else self._kernel_for(hw)
+        allow_tf32, matmul_tf32 = roofline.timing_options(self.options)[1], roofline.matmul_tf32_option(self.options)
+        if self._keys is None:      # the nodes' timing keys do not depend on the hardware: made once
+            self._keys = roofline.node_keys(self.nodes, allow_tf32, matmul_tf32)
         rf = roofline.run(g, hw, mode=self.mode, attention_kernel=kernel, host=host, host_stages=host_stages,
-                          offload_model=False, nodes=self.nodes, weight_bytes=wb,
-                          allow_tf32_conv=roofline.timing_options(self.options)[1],
-                          matmul_tf32=roofline.matmul_tf32_option(self.options), fusion=self.fusion,
-                          cuda_graphs=self.options.runtime.cuda_graphs)
+                          offload_model=False, nodes=self.nodes, weight_bytes=wb, allow_tf32_conv=allow_tf32,
+                          matmul_tf32=matmul_tf32, fusion=self.fusion, cuda_graphs=self.options.runtime.cuda_graphs,
+                          keys=self._keys)
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
         rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
                                                     self.mode == "ideal", rf,
@@ -116,12 +123,10 @@ class DeviceGraph:
             stages[s] = {"name": s, "invocations": scope.repeat, "compute_s": 0.0, "comm_s": 0.0, "exposed_comm_s": 0.0,
                          "comm_bytes": 0, "tensor_flops": self.flops[s]["tensor_flops"],
                          "vector_flops": self.flops[s]["vector_flops"], "by_class": {}, "replicated_s": 0.0}
-        replicated = set(g.meta["parallel"].get("replicated", ()))
-        for n in self.nodes:
-            r = stages[n.stage]
-            k = self.count[n.id]
+        for n, st, k, is_comm, is_replicated, cat, repeat in self._layout():
+            r = stages[st]
             c = n.costs
-            if n.id in self.comm:
+            if is_comm:
                 r["comm_s"] += c["comm_s"] * k
                 r["exposed_comm_s"] += c["exposed_s"] * k
                 r["comm_bytes"] += c["comm_bytes"] * k
@@ -130,11 +135,11 @@ class DeviceGraph:
             else:
                 r["compute_s"] += c["time_s"] * k
                 t = c["time_s"] * k
-                if n.id in replicated:
+                if is_replicated:
                     r["replicated_s"] += t
-                cls = ("attention" if n.category == "attention" else n.category) if c["bound"] == "compute" \
-                    else "memory-bound ops"
-            r["by_class"][cls] = r["by_class"].get(cls, 0.0) + t * g.stages[n.stage].repeat
+                cls = cat if c["bound"] == "compute" else "memory-bound ops"
+            by_class = r["by_class"]
+            by_class[cls] = by_class.get(cls, 0.0) + t * repeat
         mem_stages = {}
         for s, r in stages.items():
             # a stage is at least its host issue time, plus the synchronizations that cannot overlap
@@ -163,24 +168,83 @@ class DeviceGraph:
             r["peak_activation_bytes"] = ms["peak_activation_bytes"]
             r["devices"] = 1 if s in SINGLE_DEVICE_STAGES and not (s == "vae_decode" and p.vae == "patch") else p.replica
         if self._pipe is None:   # per-device memory does not depend on the hardware: replay the allocator once
-            self._pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes,
-                                                self.memory.get("allocator"))
+            if mem_stages == self.memory["stages"]:     # the counting pass replayed these very stages
+                self._pipe = dict(self.memory["pipeline"])
+            else:
+                self._pipe = mem_pass.pipeline_peak(mem_stages, self.offload, self.mem.reserve_bytes,
+                                                    self.memory.get("allocator"))
         pipe = dict(self._pipe)
         if len(self._costs) >= 64:
             self._costs.pop(next(iter(self._costs)))
-        self._costs[key] = (hw, copy.deepcopy(stages), rf["transfer_s"], dict(pipe), rf["provenance"])
+        self._costs[key] = (hw, _copy_stages(stages), rf["transfer_s"], dict(pipe), rf["provenance"])
         return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p, rf["provenance"])
 
+    def _kernel_for(self, hw) -> str:
+        """:func:`wanir.runtime.attention_kernel_for` of this graph's configuration on ``hw``
+        (it depends on the hardware's family only; worked out once per family)."""
+        k = self._kernels.get(hw.family)
+        if k is None:
+            k = self._kernels[hw.family] = attention_kernel_for(self.cfg, hw)
+        return k
+
+    def _layout(self) -> list:
+        """Per node, in order, what :meth:`cost` needs that no hardware changes: (node, stage,
+        executions per invocation, whether it communicates, whether every device runs it
+        whole, op category, the stage's invocations). Made once."""
+        if self._lay is None:
+            g = self.graph
+            stages = g.stages
+            replicated = set(g.meta["parallel"].get("replicated", ()))
+            self._lay = [(n, n.stage, self.count[n.id], n.id in self.comm, n.id in replicated, n.category,
+                          stages[n.stage].repeat) for n in self.nodes]
+        return self._lay
+
+    def _block_members(self) -> list:
+        """Per FSDP block gather overlapped with the previous block (:meth:`_overlap`): the
+        gather node, its unit scope, and the (node, executions per invocation) of the compute
+        nodes of its stage inside that unit, in order. Made once."""
+        if self._blocks is None:
+            g = self.graph
+            out = []
+            for nid, e in self.comm.items():
+                if e.get("overlap") != "previous_block":
+                    continue
+                n = g.node(nid)
+                unit = n.scope
+                members = []
+                for m in self.nodes:
+                    if m.id in self.comm or m.stage != n.stage:
+                        continue
+                    s = m.scope
+                    while s is not None and s is not unit:
+                        s = s.parent
+                    if s is unit:
+                        members.append((m, self.count[m.id]))
+                out.append((n, unit, members))
+            self._blocks = out
+        return self._blocks
+
     def weight_bytes(self) -> dict:
-        """Resident weight bytes per stage on one device (FSDP stages hold 1/fsdp), ints."""
-        f = self.graph.meta["parallel"]["fsdp"]
-        out = {s: (f[s]["resident_weight_bytes"] if s in f else r["weight_bytes"])
-               for s, r in self.memory["stages"].items()}
+        """Resident weight bytes per stage on one device (FSDP stages hold 1/fsdp), ints (a
+        new dict; worked out once)."""
+        if self._wb is None:
+            self._wb = self._weight_bytes()
+        return dict(self._wb)
+
+    def _weight_bytes(self) -> dict:
+        fs = self._fsdp_resident(self.graph)
+        return {s: (fs[s] if s in fs else r["weight_bytes"]) for s, r in self.memory["stages"].items()}
+
+    def _fsdp_resident(self, g: Graph) -> dict:
+        """Resident weight bytes on one device of each FSDP-sharded stage of the per-device
+        graph ``g`` (1/fsdp of its weights), ints; {} without FSDP."""
+        f = g.meta["parallel"]["fsdp"]
+        out = {s: r["resident_weight_bytes"] for s, r in f.items()}
         shard = self.runtime.fsdp_shard_dtype
         if shard and "diffusion_core" in f:
             # FSDP mixed precision: the gathers and the compute use the graph's weight dtype,
             # the resident shards keep the stored one
-            ws = [w for n in self.nodes if n.stage == "diffusion_core" for w in n.params.values()]
+            ws = [w for n in g if n.stage == "diffusion_core" for w in n.params.values()]
             if ws:
                 out["diffusion_core"] = out["diffusion_core"] * get_dtype(shard).bits // ws[0].type.dtype.bits
         return out
@@ -201,20 +265,12 @@ class DeviceGraph:
             left = max(0.0, total - hide)
             for n in comms:
                 n.costs["exposed_s"] = left * n.costs["comm_s"] / total if total else 0.0
-        blocks = [g.node(nid) for nid, e in self.comm.items() if e.get("overlap") == "previous_block"]
         first_seen: set[str] = set()
-        for n in blocks:
-            unit = n.scope
+        for n, unit, members in self._block_members():
             t_block = 0.0
             per_unit = unit.count_per_invocation
-            for m in self.nodes:
-                if m.id in self.comm or m.stage != n.stage:
-                    continue
-                s = m.scope
-                while s is not None and s is not unit:
-                    s = s.parent
-                if s is unit:
-                    t_block += m.costs["time_s"] * self.count[m.id] / per_unit
+            for m, k in members:
+                t_block += m.costs["time_s"] * k / per_unit
             t = n.costs["comm_s"]
             hidden = max(0.0, t - t_block)
             c = unit.repeat if unit.kind == "repeat" else 1
@@ -225,6 +281,12 @@ class DeviceGraph:
             else:
                 first_seen.add(n.stage)
                 n.costs["exposed_s"] = t
+
+
+def _copy_stages(stages: dict) -> dict:
+    """A copy of :meth:`DeviceGraph.cost`'s per-stage records that shares nothing mutable
+    with them (each record and its ``by_class`` copied)."""
+    return {s: {**r, "by_class": dict(r["by_class"])} for s, r in stages.items()}
 
 
 @dataclass

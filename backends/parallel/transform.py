@@ -3,6 +3,7 @@ docstring for what each plan dimension does to the graph)."""
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass
 
 from wanir.errors import GraphError, WanirError
@@ -18,6 +19,25 @@ from .rules import Unshardable as _Fail
 from .rules import propagate as _propagate
 from .rules import token_axis as _token_axis
 from .vae_patch import patch_vae_decode, patched
+
+
+#: facts of a frozen source graph that every plan sharding it reads (its blocks, their
+#: weights, its stages' weight bytes), made once per graph: {graph: {key: value}}
+_SOURCE_FACTS: "weakref.WeakKeyDictionary[Graph, dict]" = weakref.WeakKeyDictionary()
+
+
+def _source_fact(src: Graph, key: tuple, make):
+    """``make()``, remembered per frozen ``src`` under ``key`` (a graph that can still change
+    is asked every time)."""
+    if not src.frozen:
+        return make()
+    facts = _SOURCE_FACTS.get(src)
+    if facts is None:
+        facts = _SOURCE_FACTS[src] = {}
+    hit = facts.get(key, facts)
+    if hit is facts:
+        hit = facts[key] = make()
+    return hit
 
 
 def _inside(scope: Scope, units: set[int]) -> bool:
@@ -111,10 +131,11 @@ class _Sharder:
                               f"the other {p.replica - 1} wait")
         if name in FSDP_STAGES and p.fsdp > 1:
             units = self.units.get(name) or []
-            total = self.src.stage_weight_bytes(name)
+            total = _source_fact(self.src, ("stage_weight_bytes", name), lambda: self.src.stage_weight_bytes(name))
             unit_total = 0
             for u in units:
-                per_copy = sum(w.type.nbytes for w in _subtree_weights(self.src, u).values())
+                per_copy = _source_fact(self.src, ("unit_bytes", id(u)), lambda: sum(
+                    w.type.nbytes for w in _subtree_weights(self.src, u).values()))
                 self.unit_bytes[id(u)] = per_copy
                 unit_total += per_copy * u.weight_count
             rest = total - unit_total
@@ -214,17 +235,13 @@ class _Sharder:
     def run(self) -> Graph:
         p = self.plan
         for st in self.src.stages:
-            self.units[st] = block_units(self.src, st)
+            self.units[st] = list(_source_fact(self.src, ("block_units", st), lambda: block_units(self.src, st)))
             self.unit_ids[st] = {id(u) for u in self.units[st]}
             if p.sp > 1 and st in SP_STAGES:
-                ls = [n.inputs[0].shape[-2] for n in self.src.stage_nodes(st)
-                      if n.kind == "sdpa" and _inside(n.scope, self.unit_ids[st])]
-                if ls:
-                    self.seq_len[st] = max(ls)
-                    heads = [n.inputs[0].shape[-3] for n in self.src.stage_nodes(st)
-                             if n.kind == "sdpa" and n.inputs[0].type.rank >= 3
-                             and n.inputs[0].shape[-2] == self.seq_len[st]]
-                    check_plan(p, heads=min(heads) if heads else None, tokens=self.seq_len[st])
+                seq, heads = _source_fact(self.src, ("attention", st), lambda: self._attention_shape(st))
+                if seq is not None:
+                    self.seq_len[st] = seq
+                    check_plan(p, heads=heads, tokens=seq)
         patch_pers = None
         for node in self.src:
             if self.vae_patch and node.stage == "vae_decode":     # decoded in row bands instead (vae_patch.py)
@@ -254,6 +271,19 @@ class _Sharder:
                                    "single_device_stages": [s for s in SINGLE_DEVICE_STAGES if s in self.src.stages],
                                    "seq_len": self.seq_len, "replicated": sorted(self.replicated)}
         return self.g
+
+    def _attention_shape(self, st: str) -> tuple:
+        """(tokens, heads) of stage ``st``'s block self-attention: the longest query length of
+        an ``sdpa`` inside its blocks and the fewest heads among those of that length
+        ((None, None) without one; heads None when no such ``sdpa`` has a head axis)."""
+        ls = [n.inputs[0].shape[-2] for n in self.src.stage_nodes(st)
+              if n.kind == "sdpa" and _inside(n.scope, self.unit_ids[st])]
+        if not ls:
+            return None, None
+        seq = max(ls)
+        heads = [n.inputs[0].shape[-3] for n in self.src.stage_nodes(st)
+                 if n.kind == "sdpa" and n.inputs[0].type.rank >= 3 and n.inputs[0].shape[-2] == seq]
+        return seq, (min(heads) if heads else None)
 
     def _remap_meta(self, patch_pers=None):
         """Values recorded in ``meta['persistent']`` refer to source node ids: point them
@@ -289,8 +319,14 @@ class _Sharder:
             except _Fail:
                 if any(x.dim is not None for x in ins):
                     self.fallbacks.append(node.path)
-        new = self.emit(node.kind, [self.full(v) for v in node.inputs], scope, node.name, dict(node.attrs),
-                        node.params)
+        ins = [self.full(v) for v in node.inputs]
+        if all(a.type == v.type for a, v in zip(ins, node.inputs)):
+            # the node as the source holds it: its attributes are normalized and its outputs are
+            # what its shape rule gives for these input types (the count's verify checks again)
+            new = self.g.add_node(node.kind, self.name(scope, node.name), scope, ins, node.outputs,
+                                  dict(node.attrs), dict(node.params))
+        else:
+            new = self.emit(node.kind, ins, scope, node.name, dict(node.attrs), node.params)
         if sp_on:       # a node of a sequence-sharded stage that every device runs whole (e.g. the embeddings)
             self.replicated.add(new.id)
         for i in range(len(node.outputs)):

@@ -13,6 +13,7 @@ from wanir import GraphBuilder  # noqa: E402
 from wanir.config import CONFIG_DIR  # noqa: E402
 from wanir.frontends import clip  # noqa: E402
 from wanir.passes import flops, verify  # noqa: E402
+from wanir.resolve import component  # noqa: E402
 
 pytestmark = pytest.mark.reference
 
@@ -47,7 +48,7 @@ def run_real(model, image_size, batch=1):
 def lower(ie_cfg, image_size=None, batch=1):
     b = GraphBuilder(weight_dtype="fp32")
     with b.stage("image_encoder"):
-        out = clip.build(b, ie_cfg, batch=batch, dtype="fp32", image_size=image_size)
+        out = clip.build(b, component("image_encoder", ie_cfg), batch=batch, dtype="fp32", image_size=image_size)
     verify.run(b.graph)
     return b.graph, out, flops.run(b.graph)["image_encoder"]
 

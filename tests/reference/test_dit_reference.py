@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from wanir import GraphBuilder, reference  # noqa: E402
 from wanir.frontends import wan_dit  # noqa: E402
 from wanir.passes import flops, verify  # noqa: E402
+from wanir.resolve import component  # noqa: E402
 
 pytestmark = pytest.mark.reference
 
@@ -53,7 +54,7 @@ def video_latent(cfg, frames, height, width):
 
 
 def make_model(cfg, num_layers=None):
-    return reference.build_dit(dict(cfg, family="wan_dit"), num_layers=num_layers)
+    return reference.build_dit(component("dit", dict(cfg, family="wan_dit")), num_layers=num_layers)
 
 
 @torch.no_grad()
@@ -76,7 +77,7 @@ def build_wanir(cfg, latent, batch=1, text_len=512, image_len=257, num_layers=No
     cfg = dict(cfg) if num_layers is None else dict(cfg, num_layers=num_layers)
     b = GraphBuilder(weight_dtype="bf16")
     with b.stage(STAGE):
-        wan_dit.build(b, cfg, latent_shape=latent, batch=batch, text_len=text_len, compute_dtype="bf16",
+        wan_dit.build(b, component("dit", cfg), latent_shape=latent, batch=batch, text_len=text_len, compute_dtype="bf16",
                       image_len=image_len if cfg["image_dim"] is not None else None)
     verify.run(b.graph)
     total = flops.run(b.graph)[STAGE]["tensor_flops"]
@@ -191,10 +192,10 @@ def test_output_shape_matches(name):
                     encoder_hidden_states=torch.empty(1, 512, 4096), return_dict=False, **kw)[0]
     b = GraphBuilder()
     with b.stage(STAGE):
-        y = wan_dit.build(b, dict(cfg, num_layers=1), latent_shape=latent, batch=1, text_len=512,
+        y = wan_dit.build(b, component("dit", dict(cfg, num_layers=1)), latent_shape=latent, batch=1, text_len=512,
                           compute_dtype="bf16")
     assert y.shape == tuple(out.shape)
     with torch.device("meta"):
         real_patches = model.patch_embedding(torch.empty(1, *latent)).numel()
-    assert wan_dit.dit_tokens(cfg, latent) * cfg["attention_head_dim"] * cfg["num_attention_heads"] == \
+    assert wan_dit.dit_tokens(component("dit", cfg), latent) * cfg["attention_head_dim"] * cfg["num_attention_heads"] == \
         real_patches == b.graph.find("patch_embedding/conv3d")[0].outputs[0].numel

@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 import wanir  # noqa: E402
 from wanir import reference  # noqa: E402
 from wanir.config import load_config  # noqa: E402
+from wanir.resolve import component  # noqa: E402
 
 pytestmark = pytest.mark.reference
 
@@ -33,10 +34,11 @@ def real():
     """The real modules, built on meta from the hyperparameters in wanir's configs
     (wanir.reference, which `wanir verify` uses too)."""
     cfg = load_config(["model=wan2.1-i2v-14b-480p"])
-    dits = {name: reference.build_dit(load_config([f"dit={name}"]).dit)
+    dits = {name: reference.build_dit(component("dit", load_config([f"dit={name}"]).dit))
             for name in ("wan2.1-i2v-14b", "wan2.1-t2v-14b")}
-    return {"umt5": reference.build_umt5(cfg.text_encoder), "clip": reference.build_clip(cfg.image_encoder),
-            "vae": reference.build_vae(cfg.vae), **dits}
+    return {"umt5": reference.build_umt5(component("text_encoder", cfg.text_encoder)),
+            "clip": reference.build_clip(component("image_encoder", cfg.image_encoder)),
+            "vae": reference.build_vae(component("vae", cfg.vae)), **dits}
 
 
 def meta(*shape, dtype=torch.float32):

@@ -12,6 +12,7 @@ from wanir import GraphBuilder  # noqa: E402
 from wanir.config import load_config  # noqa: E402
 from wanir.frontends import umt5  # noqa: E402
 from wanir.passes import flops, verify  # noqa: E402
+from wanir.resolve import component  # noqa: E402
 
 pytestmark = pytest.mark.reference
 
@@ -46,7 +47,7 @@ def count(model, seq_len, batch):
 def lower(te_cfg, seq_len, batch):
     b = GraphBuilder(weight_dtype="bf16")
     with b.stage("text_encoder"):
-        out = umt5.build(b, te_cfg, seq_len=seq_len, batch=batch, dtype="bf16")
+        out = umt5.build(b, component("text_encoder", te_cfg), seq_len=seq_len, batch=batch, dtype="bf16")
     verify.run(b.graph)
     summary = flops.run(b.graph)["text_encoder"]
     return b.graph, out, summary

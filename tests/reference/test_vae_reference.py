@@ -15,6 +15,7 @@ import wanir  # noqa: E402
 from wanir import GraphBuilder, reference  # noqa: E402
 from wanir.frontends import wan_vae  # noqa: E402
 from wanir.passes import flops  # noqa: E402
+from wanir.resolve import component  # noqa: E402
 from vae_counting import VaeCounter, module_flops  # noqa: E402
 
 pytestmark = pytest.mark.reference
@@ -29,7 +30,7 @@ ODD_VIDEOS = [(13, 57, 93)]                 # encode only: H, W not multiples of
 @pytest.fixture(scope="module")
 def vae():
     """The real model built from the same config keys wanir reads, on meta."""
-    return reference.build_vae(CFG)
+    return reference.build_vae(component("vae", CFG))
 
 
 _counter = VaeCounter(CFG)
@@ -103,10 +104,10 @@ def test_other_config_decode_encode_and_params_equal():
         b = GraphBuilder(weight_dtype="fp32")
         with b.stage(kind):
             if kind == "decode":
-                got = wan_vae.build_decoder(b, cfg, latent_shape=(4, *shape), batch=1, dtype="fp32")
+                got = wan_vae.build_decoder(b, component("vae", cfg), latent_shape=(4, *shape), batch=1, dtype="fp32")
                 side = (m.decoder, m.post_quant_conv)
             else:
-                got = wan_vae.build_encoder(b, cfg, video_shape=(3, *shape), batch=1, dtype="fp32")
+                got = wan_vae.build_encoder(b, component("vae", cfg), video_shape=(3, *shape), batch=1, dtype="fp32")
                 side = (m.encoder, m.quant_conv)
         assert flops.run(b.graph)[kind]["tensor_flops"] == fc.get_total_flops()
         assert got.shape == tuple(out.shape)

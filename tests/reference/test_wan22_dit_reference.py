@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from wanir import GraphBuilder  # noqa: E402
 from wanir.frontends import wan_dit  # noqa: E402
 from wanir.passes import flops, verify  # noqa: E402
+from wanir.resolve import component  # noqa: E402
 
 pytestmark = pytest.mark.reference
 
@@ -80,7 +81,7 @@ def build_wanir(cfg, latent, per_token, batch=1, text_len=512, num_layers=None):
     cfg = dict(cfg) if num_layers is None else dict(cfg, num_layers=num_layers)
     b = GraphBuilder(weight_dtype="bf16")
     with b.stage(STAGE):
-        out = wan_dit.build(b, cfg, latent_shape=latent, batch=batch, text_len=text_len, compute_dtype="bf16",
+        out = wan_dit.build(b, component("dit", cfg), latent_shape=latent, batch=batch, text_len=text_len, compute_dtype="bf16",
                             timestep_per_token=per_token)
     verify.run(b.graph)
     return b.graph, flops.run(b.graph)[STAGE]["tensor_flops"], out

@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from wanir import GraphBuilder
 from wanir.frontends import wan_vae
 from wanir.passes import flops, verify
+from wanir.resolve import component
 
 # first scope below the stage (loops dropped) -> the root FlopCounterMode names
 ROOTS = {"decoder": "WanDecoder3d", "encoder": "WanEncoder3d",
@@ -38,12 +39,13 @@ class VaeCounter:
     def build(self, kind, shape):
         """(graph, output value, tensor FLOPs) of wanir's decode/encode stage."""
         cfg = self.cfg
+        arch = component("vae", cfg)
         b = GraphBuilder(weight_dtype="fp32")
         with b.stage(kind):
             if kind == "decode":
-                out = wan_vae.build_decoder(b, cfg, latent_shape=(cfg.z_dim, *shape), batch=1, dtype="fp32")
+                out = wan_vae.build_decoder(b, arch, latent_shape=(cfg.z_dim, *shape), batch=1, dtype="fp32")
             else:
-                out = wan_vae.build_encoder(b, cfg, video_shape=(3, *shape), batch=1, dtype="fp32")
+                out = wan_vae.build_encoder(b, arch, video_shape=(3, *shape), batch=1, dtype="fp32")
         verify.run(b.graph)
         total = flops.run(b.graph)[kind]["tensor_flops"]
         return b.graph, out, total

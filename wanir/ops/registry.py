@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..dtypes import get_dtype
+from ..dtypes import DType, get_dtype
 from ..errors import ShapeError, UnknownOpError, WanirError
 from ..safeio import short
 from ..tensor import TensorType
@@ -64,17 +64,21 @@ class OpDef:
         """Check ``attrs`` against the declared ones; fill defaults; return a new dict.
         Raises WanirError naming ``where``, the op and the offending attribute."""
         out = {}
+        amap = self.attr_map
         for name in attrs:
-            if name not in self.attr_map:
-                allowed = ", ".join(self.attr_map) or "none"
+            if name not in amap:
+                allowed = ", ".join(amap) or "none"
                 raise WanirError(f"{where}: op '{self.kind}' has no attribute '{name}' (allowed: {allowed})")
         for a in self.attrs:
-            if a.name in attrs and attrs[a.name] is not None:
-                out[a.name] = _coerce(a, attrs[a.name], f"{where}: op '{self.kind}' attribute '{a.name}'")
-            elif a.required:
-                raise WanirError(f"{where}: op '{self.kind}' needs attribute '{a.name}' ({a.type})")
-            else:
+            v = attrs.get(a.name)
+            if v is None:
+                if a.required:
+                    raise WanirError(f"{where}: op '{self.kind}' needs attribute '{a.name}' ({a.type})")
                 out[a.name] = a.default
+            elif _plain(a.type, v):   # already what _coerce would return
+                out[a.name] = v
+            else:
+                out[a.name] = _coerce(a, v, f"{where}: op '{self.kind}' attribute '{a.name}'")
         return out
 
     def infer(self, inputs: tuple[TensorType, ...], attrs: dict, where: str) -> tuple[TensorType, ...]:
@@ -115,6 +119,28 @@ def check_attr_int(v: int, where: str) -> int:
     if not -MAX_ATTR_INT <= v <= MAX_ATTR_INT:
         raise WanirError(f"{where} must be an int in [-2**40, 2**40], got {short(v)}")
     return v
+
+
+def _plain(t: str, v) -> bool:
+    """Whether ``v`` is already a valid value of an attribute of type ``t`` that
+    :func:`_coerce` returns unchanged (exact types only; everything else goes through it)."""
+    c = v.__class__
+    if c is int:
+        return (t == "int" or t == "ints") and -MAX_ATTR_INT <= v <= MAX_ATTR_INT
+    if c is bool:
+        return t == "bool"
+    if c is str:
+        return t == "str"
+    if c is tuple:
+        if t != "ints" or len(v) > MAX_ATTR_LIST:
+            return False
+        for x in v:
+            if x.__class__ is not int or not -MAX_ATTR_INT <= x <= MAX_ATTR_INT:
+                return False
+        return True
+    if c is DType:
+        return t == "dtype"
+    return False
 
 
 def _coerce(a: Attr, v, where: str):
