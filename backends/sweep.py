@@ -39,6 +39,7 @@ from typing import Callable, Iterable
 
 from wanir import config as _config
 from wanir.errors import ConfigError, WanirError
+from wanir.hydra_compose import ChoiceSweep, RangeSweep
 from wanir.estimate import evaluate
 from wanir.limits import MAX_JOBS, MAX_SWEEP_POINTS, cap_jobs, check_int_arg, usable_cpus
 from wanir.resolve import resolve_parsed
@@ -142,8 +143,6 @@ def parse_sweep(overrides: Iterable[str]) -> Sweep:
 def sweep_length(raw: str, sweep) -> int:
     """Number of values of one Hydra sweep (``a=1,2``, ``choice(...)``, ``range(...)``) without
     building them; ``interval()`` and ``glob()`` are refused."""
-    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep  # late import: Hydra's sweep grammar, sweeps only
-
     if isinstance(sweep, ChoiceSweep):
         return len(sweep.list)
     if isinstance(sweep, RangeSweep):

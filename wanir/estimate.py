@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from . import hardware
+from . import fit_hints, hardware
 from . import options as _options
 from .backends import error_range
 from .backends import host_stages as hostlib
@@ -388,7 +388,6 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
     resolved scenario). Safe to call from several threads. ``hints``: when the peak does not
     fit (or is tight), re-estimate the changes that could help and add a warning naming those
     that fit (wanir/fit_hints.py)."""
-    from . import fit_hints  # late import: fit_hints re-estimates through this module
     sc = resolve(overrides, config_dir)
     est = evaluate(sc)
     if not hints:
@@ -396,7 +395,7 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
     key = ("hinted", sc)
     hit = _ESTIMATES.get(key)
     if hit is None:
-        hit = _ESTIMATES.put(key, fit_hints.attach(est, list(overrides), config_dir))
+        hit = _ESTIMATES.put(key, fit_hints.attach(est, list(overrides), config_dir, estimate_config))
     return hit
 
 
