@@ -260,9 +260,9 @@ _WORKER: dict = {}
 #: runs, Python's allocation-triggered collector is off: every point leaves tens of thousands
 #: of objects alive in the caches (the counted graph, the estimate), so collections triggered
 #: by allocation count re-scan a growing heap again and again (about a quarter of a point's
-#: CPU), and find nothing but the scope trees of the graphs the caches dropped (a few hundred
-#: objects a point, the only cycles). Collecting every this many points frees them all the
-#: same and keeps that garbage to about 10 MB.
+#: CPU) and find almost nothing: a dropped graph is freed by reference counting (its scope
+#: tree holds no cycle, wanir/scope.py). Collecting every this many points bounds whatever
+#: cyclic garbage is left (a few dozen objects in 500 points).
 COLLECT_EVERY = 256
 #: most points a worker takes at a time (unless the points of one build run together): each
 #: chunk costs this process about a millisecond to hand over and collect, and the last one
