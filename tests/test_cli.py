@@ -76,3 +76,25 @@ def test_config_and_ops():
     r = wanir("ops", "--format", "json")
     ops = json.loads(r.stdout)
     assert ops["conv3d"]["category"] == "conv" and ops["sdpa"]["category"] == "attention"
+
+
+def test_each_command_takes_the_modules_its_table_entry_loads():
+    """The lazy command table (wanir/cli.py NEEDS, MODULE_COMMANDS): every command's handler
+    takes ``args`` and then one parameter per module the table loads for it, and every module
+    named there exists; the command names its parser declares are the table's."""
+    import argparse
+    import importlib.util
+    import inspect
+
+    from wanir import cli
+
+    assert set(cli.NEEDS) <= set(cli.PARSERS) and set(cli.MODULE_COMMANDS) <= set(cli.PARSERS)
+    for name in cli.PARSERS:
+        parser = cli.build_parser(name)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert list(sub.choices) == list(cli.PARSERS)
+        func = sub.choices[name].get_default("func")
+        needs = cli.NEEDS.get(name, ())
+        assert len(inspect.signature(func).parameters) == 1 + len(needs), name
+        for module in (*needs, *([cli.MODULE_COMMANDS[name]] if name in cli.MODULE_COMMANDS else [])):
+            assert importlib.util.find_spec(module) is not None, module

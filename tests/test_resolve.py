@@ -177,3 +177,28 @@ def test_one_default_for_each_option():
     assert runtime_options(None).attention_kernel == options.DEFAULT_ATTENTION_KERNEL
     from wanir import runtime
     assert runtime.MemoryOptions is options.MemoryOptions          # one memory-options class
+
+
+def test_count_restores_the_collector_and_leaves_a_callers_freeze_alone():
+    """count() pauses the cyclic collector and gives it back as it found it; a caller's own
+    gc.freeze stays in place (its frozen objects are not moved back)."""
+    import gc
+
+    from wanir.estimate import clear_caches
+
+    was = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            clear_caches()
+            (gc.enable if enabled else gc.disable)()
+            count(resolve(["model=wan2.1-t2v-1.3b", "workload.height=336"]).build)
+            assert gc.isenabled() is enabled
+        gc.enable()
+        clear_caches()
+        gc.freeze()
+        count(resolve(["model=wan2.1-t2v-1.3b", "workload.height=352"]).build)
+        # unfreezing (as count does when nothing is frozen) would have emptied it
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()

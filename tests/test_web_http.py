@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from extras import need_web
 
-from wanir.web.app import is_loopback
+from wanir.web.wire import is_loopback
 
 SMALL = ["model=wan2.1-t2v-1.3b", "workload=480p", "workload.frames=17", "workload.steps=2"]
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import wanir
 from wanir.errors import ConfigError
 from wanir.web import service as W
-from wanir.web.app import culprit
+from wanir.web.wire import culprit
 
 SMALL = ["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=17",
          "workload.steps=2"]

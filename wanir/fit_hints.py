@@ -26,7 +26,6 @@ import dataclasses
 from . import hardware as hwlib
 from .config import load_config
 from .errors import WanirError
-from .estimate import estimate_config
 from .options import select
 from .passes.memory import TIGHT_FRACTION
 from .runtime import memory_options
@@ -97,9 +96,10 @@ def _larger_gpus(est, config_dir) -> list[str]:
     return [h.name for h in sorted(gpus, key=lambda h: (h.memory_bytes, h.name))]
 
 
-def find(est, overrides, config_dir=None) -> list[tuple[tuple[str, ...], int, int]]:
+def find(est, overrides, config_dir, estimate_config) -> list[tuple[tuple[str, ...], int, int]]:
     """The changes found to fit: [(overrides added, peak bytes per device, capacity bytes)],
-    each re-estimated. Empty when ``est`` fits comfortably or nothing tried fits."""
+    each re-estimated by ``estimate_config`` (:func:`wanir.estimate.estimate_config`, handed in:
+    that module calls this one). Empty when ``est`` fits comfortably or nothing tried fits."""
 
     if est.config is None or needs_hint(est) is None:
         return []
@@ -167,12 +167,12 @@ def hint_line(est, found) -> str | None:
     return "fits with (re-estimated): " + "; or ".join(parts)
 
 
-def attach(est, overrides, config_dir=None):
+def attach(est, overrides, config_dir, estimate_config):
     """``est`` with a hint line appended to its warnings when it does not fit or is tight
-    (:func:`find`, :func:`hint_line`); ``est`` itself otherwise."""
+    (:func:`find` with ``estimate_config``, :func:`hint_line`); ``est`` itself otherwise."""
     if needs_hint(est) is None:
         return est
-    line = hint_line(est, find(est, overrides, config_dir))
+    line = hint_line(est, find(est, overrides, config_dir, estimate_config))
     if not line:
         return est
     return dataclasses.replace(est, warnings=tuple(est.warnings) + (line,))

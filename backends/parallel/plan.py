@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf
-
+from wanir.dictconfig import to_plain
 from wanir.errors import ConfigError
 
 
@@ -136,10 +135,7 @@ def resolve_plan(p) -> Plan:
     Raises PlanError naming the keys when they do not multiply to the degree."""
     if p is None:
         return Plan()
-    if type(p).__name__ == "DictConfig":
-        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-        p = OmegaConf.to_container(p, resolve=True)
-    p = dict(p)
+    p = dict(to_plain(p))
     known = {"name", "degree", "overlap", "gpus_per_node", "network", "intra_node", "fsdp", "vae", *DIMS}
     extra = sorted(set(p) - known)
     if extra:
@@ -229,10 +225,5 @@ def plan_from(plan, devices: int | None = None) -> Plan:
 
 
 def _container(d):
-    try:
-        if isinstance(d, DictConfig):
-            return OmegaConf.to_container(d, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return dict(d)
+    return dict(to_plain(d))
 
