@@ -236,6 +236,7 @@ def test_module_level_imports_have_no_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+@pytest.mark.slow
 def test_imports_late_ones_included_have_no_cycle():
     """No hidden cycle: a late import is never the way around one (module A imports B at its
     head while B imports A inside a function); a package importing from its own modules is
