@@ -34,11 +34,27 @@ system-deps:
 demo: $(BASE_STAMP)
 	$(BIN)/wanir estimate
 
+# The tests, in tiers (markers in pyproject.toml; README "Tests"):
+#   make test       every test (`pytest -q`): the fast tier and the reference, slow and integration tests
+#   make test-fast  the fast tier, under a minute on two cores: the in-process unit and invariant tests of
+#                   every module (config/resolve, graph, ops, passes, roofline, parallel, sizing, CLI parsing,
+#                   limits, hostile inputs); it leaves out `reference` (the real PyTorch modules), `slow`
+#                   (in-process tests over about half a second) and `integration` (the CLI in a subprocess,
+#                   the web server, a browser). tests/reference and tests/test_verify.py hold only reference
+#                   tests and are not even imported (that would load torch, diffusers and transformers).
+#   make test-reference  only the reference tests
+FAST_TESTS := -m "not reference and not slow and not integration" --ignore=tests/reference --ignore=tests/test_verify.py
+# The test runs keep Python's bytecode cache, outside the tree, even where PYTHONDONTWRITEBYTECODE is set:
+# without it every run compiles wanir and rewrites the test modules again (2-4 s of CPU in a fast run),
+# and each CLI subprocess of the integration tests compiles wanir again (about 0.1 s of CPU each).
+test test-fast test-reference: export PYTHONDONTWRITEBYTECODE :=
+test test-fast test-reference: export PYTHONPYCACHEPREFIX ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/wanir/pycache
+
 test: setup setup-web system-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not reference and not slow"
+	$(BIN)/python -m pytest -q $(FAST_TESTS)
 
 test-reference: setup
 	$(BIN)/python -m pytest -q -m reference

@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
+from rich.progress import Progress
 
 from wanir import hardware
 from wanir.backends.roofline import Model
@@ -85,8 +86,10 @@ class Row:
 
 
 def _torch():
+    """The ``torch`` module (with ``torch.nn.attention``, SDPA's backend switch); a WanirError
+    naming the extra when PyTorch is missing."""
     try:
-        import torch  # late import: torch is the optional 'reference' extra
+        import torch.nn.attention  # late import: torch is the optional 'reference' extra
     except ImportError:
         raise WanirError("wanir calibrate needs PyTorch: install the 'reference' extra "
                          "(pip install 'wanir[reference]')") from None
@@ -208,23 +211,31 @@ def _attention_fn(torch, name, q, k, v):
     if name == "sdpa":
         return lambda: F.scaled_dot_product_attention(q, k, v)
     if name.startswith("sdpa-"):
-        from torch.nn.attention import SDPBackend, sdpa_kernel  # late import: torch is the optional 'reference' extra
-        be = {"sdpa-math": SDPBackend.MATH, "sdpa-flash": SDPBackend.FLASH_ATTENTION,
-              "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION, "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION}[name]
+        att = torch.nn.attention
+        be = {"sdpa-math": att.SDPBackend.MATH, "sdpa-flash": att.SDPBackend.FLASH_ATTENTION,
+              "sdpa-efficient": att.SDPBackend.EFFICIENT_ATTENTION,
+              "sdpa-cudnn": att.SDPBackend.CUDNN_ATTENTION}[name]
 
         def run():
-            with sdpa_kernel([be]):
+            with att.sdpa_kernel([be]):
                 return F.scaled_dot_product_attention(q, k, v)
         return run
+    fn = _kernel_function(name)
+    if name == "sageattention":
+        return lambda: fn(q, k, v, tensor_layout="HND")
     qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))     # (B, L, H, D)
-    if name == "flash_attn":
-        from flash_attn import flash_attn_func  # late import: optional kernel package
-        return lambda: flash_attn_func(qt, kt, vt)
-    if name == "flash_attn_interface":
-        from flash_attn_interface import flash_attn_func as fa3  # late import: optional kernel package
-        return lambda: fa3(qt, kt, vt)
-    from sageattention import sageattn  # late import: optional kernel package
-    return lambda: sageattn(q, k, v, tensor_layout="HND")
+    return lambda: fn(qt, kt, vt)
+
+
+#: the attention function of each optional kernel package (by backend; its module in ATTENTION_BACKENDS)
+KERNEL_FUNCTIONS = {"flash_attn": "flash_attn_func", "flash_attn_interface": "flash_attn_func",
+                    "sageattention": "sageattn"}
+
+
+def _kernel_function(name: str):
+    """The attention function of backend ``name``'s optional kernel package."""
+    module = importlib.import_module(ATTENTION_BACKENDS[name][1])  # late import: optional kernel package
+    return getattr(module, KERNEL_FUNCTIONS[name])
 
 
 def _bench_attention(torch, clock, g, rows, progress, backends):
@@ -495,14 +506,10 @@ def fit(hw, rows: list[Row]) -> tuple[object, dict, dict]:
 # ---------------------------------------------------------------------------------- output
 
 
-def _cpu_facts() -> dict:
-    """Core count, last-level cache (MiB) and clock (GHz) of this CPU, where the OS says."""
-    out = {}
-    try:
-        import torch  # late import: torch is the optional 'reference' extra
-        out["sms"] = int(torch.get_num_threads())
-    except ImportError:  # pragma: no cover
-        out["sms"] = os.cpu_count() or 1
+def _cpu_facts(torch) -> dict:
+    """Core count (the threads ``torch`` runs on), last-level cache (MiB) and clock (GHz) of
+    this CPU, where the OS says."""
+    out = {"sms": int(torch.get_num_threads())}
     # the fast path's cache: the per-core L2 times the cores used (a shared L3 is not the
     # process's to keep, least of all in a virtual machine)
     p = Path("/sys/devices/system/cpu/cpu0/cache/index2/size")
@@ -786,7 +793,7 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
     torch = _torch()
     dev = _pick_device(torch, device)
     ident = cpu_identity() if dev == "cpu" else None
-    facts = _cpu_facts() if dev == "cpu" else {}
+    facts = _cpu_facts(torch) if dev == "cpu" else {}
     if dev == "cpu" and base is None:   # built from this CPU, not from a library template
         spec, base = cpu_spec(ident, facts), "host-cpu"
     else:
@@ -818,7 +825,6 @@ def run(output: str | os.PathLike, device: str = "auto", base: str | None = None
             micro = replace(micro, boost_clock_hz=facts["clock_ghz"] * 1e9, tensor_clock_hz=facts["clock_ghz"] * 1e9)
         base_hw = replace(hw0, micro=micro)
     if progress:
-        from rich.progress import Progress  # late import: rich loads in ~0.1 s; only commands printing a table need it
         bar = Progress(transient=True)
     else:
         bar = nullcontext()

@@ -132,6 +132,5 @@ def node_bytes(n: Node) -> int | None:
 def rich_table() -> tuple[type, type]:
     """rich's ``(Console, Table)`` classes, imported on first use (rich loads in about 0.1 s
     and only table output needs it)."""
-    from rich.console import Console  # late import: rich loads in ~0.1 s; only table output needs it
-    from rich.table import Table  # late import: rich loads in ~0.1 s; only table output needs it
-    return Console, Table
+    from rich import console, table  # late import: rich loads in ~0.1 s; only table output needs it
+    return console.Console, table.Table

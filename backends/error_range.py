@@ -32,6 +32,8 @@ from pathlib import Path
 
 import yaml
 
+from wanir.safeio import load_yaml
+
 #: token-count regimes: (name, upper bound exclusive)
 TOKEN_REGIMES = (("small", 16384), ("medium", 49152), ("large", None))
 TOPOLOGIES = ("single", "nvlink", "pcie", "multinode")
@@ -93,7 +95,7 @@ def _load(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         return {}
-    data = yaml.safe_load(p.read_text()) or {}
+    data = load_yaml(p.read_text(), str(p)) or {}   # libyaml's parser where PyYAML has it
     return dict(data.get("classes") or {})
 
 

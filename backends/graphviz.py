@@ -29,6 +29,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import graphviz
+
 from wanir.errors import WanirError
 from wanir.graph import Graph, Node
 from wanir.safeio import check_output_path, write_output
@@ -208,8 +210,6 @@ def to_digraph(graph: Graph, stage: str | None = None, depth: int = 2, color: st
     """A ``graphviz.Digraph`` of ``graph`` (all stages, or ``stage``) drawn down to ``depth``
     scope levels below each stage; ``color`` is one of COLOR_MODES. A cluster that would draw
     more than ``max_ops`` single ops draws them as one "(N other ops)" box (None: never)."""
-    import graphviz  # late import: the graphviz package is needed only to render diagrams
-
     if color not in COLOR_MODES:
         raise WanirError(f"--color {color!r}: allowed {', '.join(COLOR_MODES)}")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
@@ -366,8 +366,6 @@ def to_dot(graph: Graph, **kw) -> str:
 
 def _pipe(g, fmt: str) -> bytes:
     """Run Graphviz ``dot`` on ``g``; a missing or failing ``dot`` is a one-line WanirError."""
-    import graphviz  # late import: the graphviz package is needed only to render diagrams
-
     try:
         return g.pipe(format=fmt, quiet=True)
     except graphviz.ExecutableNotFound:

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import functools
 
-import yaml
-
 from wanir import hardware as hwlib
 from wanir import kernels as klib
 from wanir.errors import ConfigError
 from wanir.graph import Graph
 from wanir.passes.blocks import block_units, subtree_weights
 from wanir.runtime import MemoryOptions, Runtime, host_name
+from wanir.safeio import load_yaml
 
 from .comm import shared_copy_rate
 
@@ -46,7 +45,7 @@ HOST_KEYS = {"module_call_us": (0.0, 1e5), "launch_us": (0.0, 1e5), "compiled_ca
 def host_table() -> dict:
     """The host-cost table (wanir/data/host.yaml) as {key: {value, source, note}}, checked once."""
     path = klib.PATH.parent / "host.yaml"
-    data = yaml.safe_load(path.read_text())
+    data = load_yaml(path.read_text(), str(path))   # libyaml's parser where PyYAML has it
     if not isinstance(data, dict) or set(data) != set(HOST_KEYS):
         raise ConfigError(f"{path}: must hold exactly the keys {', '.join(HOST_KEYS)}")
     for k, node in data.items():

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from wanir import hardware as hwlib
 from wanir import jsonout, kernels
+from wanir.dictconfig import resolve as resolve_interpolations
 from wanir.errors import ConfigError
 from wanir.estimate import count, paused_gc
 from wanir.resolve import resolve
@@ -31,6 +32,7 @@ from wanir.safeio import load_yaml, read_text_file
 
 from .error_range import cost_range
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
+from .display import rich_table
 from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_range_in
 from .stack import PREC_NAMES as _PREC_NAMES
 from .stack import STACK_PRECISIONS, stack_of
@@ -192,8 +194,7 @@ def _yaml_price(name: str, config_dir=None) -> float | None:
 def _price_of(path: str, mtime_ns: int, size: int) -> float | None:
     text = read_text_file(path, "hardware YAML")
     if "${" in text:   # an interpolation: resolved as the hardware file itself is
-        from omegaconf import OmegaConf  # late import: a hardware file with ${...} interpolations
-        v = OmegaConf.to_container(OmegaConf.create(text), resolve=True).get("price_usd_per_gpu_hour")
+        v = resolve_interpolations(text).get("price_usd_per_gpu_hour")
     else:
         v = (load_yaml(text, path) or {}).get("price_usd_per_gpu_hour")
     if isinstance(v, dict):
@@ -533,8 +534,7 @@ def render(result: dict, fmt: str = "table", top: int | None = None, show_all: b
     shown = cands if show_all else _fold([c for c in cands if c.meets])
     misses = [] if (shown or show_all) else nearest_misses(result, min(top, 5))
     rows = (shown or misses)[:top]
-    from rich.console import Console  # late import: rich only to draw the table
-    from rich.table import Table  # late import: as above
+    Console, Table = rich_table()
     t = result["target"]
     target = " and ".join(x for x in (
         f"≤ {fmt_time(t['latency_s'])} per video" if t["latency_s"] else "",

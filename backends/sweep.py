@@ -39,6 +39,7 @@ from typing import Callable, Iterable
 
 from wanir import config as _config
 from wanir.errors import ConfigError, WanirError
+from wanir.hydra_compose import ChoiceSweep, RangeSweep
 from wanir.estimate import evaluate
 from wanir.limits import MAX_JOBS, MAX_SWEEP_POINTS, cap_jobs, check_int_arg, usable_cpus
 from wanir.resolve import resolve_parsed
@@ -142,8 +143,6 @@ def parse_sweep(overrides: Iterable[str]) -> Sweep:
 def sweep_length(raw: str, sweep) -> int:
     """Number of values of one Hydra sweep (``a=1,2``, ``choice(...)``, ``range(...)``) without
     building them; ``interval()`` and ``glob()`` are refused."""
-    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep  # late import: Hydra's sweep grammar, sweeps only
-
     if isinstance(sweep, ChoiceSweep):
         return len(sweep.list)
     if isinstance(sweep, RangeSweep):
@@ -249,9 +248,9 @@ _WORKER: dict = {}
 #: runs, Python's allocation-triggered collector is off: every point leaves tens of thousands
 #: of objects alive in the caches (the counted graph, the estimate), so collections triggered
 #: by allocation count re-scan a growing heap again and again (about a quarter of a point's
-#: CPU), and find nothing but the scope trees of the graphs the caches dropped (a few hundred
-#: objects a point, the only cycles). Collecting every this many points frees them all the
-#: same and keeps that garbage to about 10 MB.
+#: CPU) and find almost nothing: a dropped graph is freed by reference counting (its scope
+#: tree holds no cycle, wanir/scope.py). Collecting every this many points bounds whatever
+#: cyclic garbage is left (a few dozen objects in 500 points).
 COLLECT_EVERY = 256
 #: most points a worker takes at a time (unless the points of one build run together): each
 #: chunk costs this process about a millisecond to hand over and collect, and the last one

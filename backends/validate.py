@@ -52,6 +52,7 @@ from wanir.resolve import resolve
 from wanir.safeio import printable, short
 
 from . import error_range
+from .display import rich_table
 
 MAX_FILE_BYTES = 1 << 20
 MAX_ROWS = 500
@@ -337,9 +338,8 @@ def render(res: dict, fmt: str = "table", by_class: bool = False) -> str | None:
         lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
         return "\n".join(lines + [""] + summary_lines(res)) + "\n"
     if fmt == "table":
-        from rich.console import Console  # late import: rich only to draw the table
-        from rich.markup import escape  # late import: as above
-        from rich.table import Table  # late import: as above
+        from rich.markup import escape  # late import: rich only to draw the table (as rich_table)
+        Console, Table = rich_table()
         t = Table(title=("error classes" if by_class else "validation") + f": {res['file']}" +
                   (f", runtime={res['runtime']}" if res["runtime"] else "") +
                   (f", class {res['class']}" if res.get("class") else ""))

@@ -5,7 +5,8 @@
 1. a distinct configuration in process: the default Wan2.1 T2V-14B 720p pipeline with a new
    height each time (resolve → count → time, nothing cached for it), in a warm process;
 2. the same configuration again (the scenario and estimate caches);
-3. ``wanir estimate --format json`` as a whole process (import, resolve, count, time, JSON);
+3. ``wanir estimate --format json`` as a whole process (import, resolve, count, time, JSON),
+   as the environment runs it and with Python's bytecode cached;
 4. a 1,000-point sweep of distinct shapes (Wan2.1 T2V-1.3B, 10 heights × 10 widths × 10
    frame counts on one GPU: 1,000 builds, none shared) on two processes;
 5. ``wanir size`` over every shipped GPU × 1, 2, 4, 8 devices × every plan (latency target).
@@ -21,6 +22,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HEIGHTS = list(range(320, 1120, 80))           # 10 values, multiples of 16
@@ -77,16 +79,26 @@ def in_process(repeats: int) -> None:
 
 
 def whole_process(repeats: int) -> None:
+    """``wanir estimate --format json`` as a fresh process, twice: as this environment runs it,
+    and with Python's bytecode cache (as after an install; written by a first run under a
+    temporary PYTHONPYCACHEPREFIX). With PYTHONDONTWRITEBYTECODE set and no __pycache__ in the
+    source tree, the first figure includes compiling every wanir module each run."""
     exe = os.path.join(os.path.dirname(sys.executable), "wanir")
-    walls, cpus = [], []
-    for _ in range(repeats):
-        c0 = _cpu(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        subprocess.run([exe, "estimate", "--format", "json"], check=True, stdout=subprocess.DEVNULL)
-        walls.append(time.perf_counter() - t0)
-        cpus.append(_cpu(resource.RUSAGE_CHILDREN) - c0)
-    print(f"wanir estimate --format json (whole process): {_med(walls):.2f} s wall, {_med(cpus):.2f} s CPU "
-          f"(median of {repeats})")
+    with tempfile.TemporaryDirectory() as cache:
+        cached = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        cached["PYTHONPYCACHEPREFIX"] = cache
+        subprocess.run([exe, "estimate", "--format", "json"], check=True, stdout=subprocess.DEVNULL, env=cached)
+        for label, env in ((f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}", None),
+                           ("bytecode cached", cached)):
+            walls, cpus = [], []
+            for _ in range(repeats):
+                c0 = _cpu(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                subprocess.run([exe, "estimate", "--format", "json"], check=True, stdout=subprocess.DEVNULL, env=env)
+                walls.append(time.perf_counter() - t0)
+                cpus.append(_cpu(resource.RUSAGE_CHILDREN) - c0)
+            print(f"wanir estimate --format json (whole process, {label}): {_med(walls):.2f} s wall, "
+                  f"{_med(cpus):.2f} s CPU (median of {repeats})")
 
 
 def sweep(points: int, jobs: int) -> None:

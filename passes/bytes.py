@@ -158,7 +158,7 @@ class _Counts:
     def _get(self, scope):
         c = self._c.get(id(scope))
         if c is None:
-            c = self._c[id(scope)] = (scope.count_per_invocation, scope.stage.name)
+            c = self._c[id(scope)] = (scope.count_per_invocation, scope.stage_name)
         return c
 
     def __call__(self, scope) -> int:
@@ -195,7 +195,7 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = DEFAULT_ATT
         rule, cat, launches[n.id] = kr
         ins, outs, (extra, extra_w), wread = rule(n, attention_kernel)
         if n.params and cat != "input":
-            seen = seen_weights.setdefault(n.scope.stage.name, set())
+            seen = seen_weights.setdefault(n.scope.stage_name, set())
             compute = n.inputs[0].type.dtype if n.inputs else None
             autocast = compute is not None and cat in AUTOCAST_CATEGORIES
             total = 0
@@ -230,7 +230,7 @@ def run(graph: Graph, fusion: str = "eager", attention_kernel: str = DEFAULT_ATT
         c["launches"] = launches[n.id]
         sc = n.scope
         k = sc.count_per_invocation
-        stage = sc.stage.name
+        stage = sc.stage_name
         if stage != acc_s:
             acc_s, acc = stage, out[stage]
         acc["bytes_read"] += r * k

@@ -152,7 +152,7 @@ def run(graph: Graph) -> dict[str, dict[str, int]]:
         c["vector_flops"] = v
         sc = node.scope
         k = sc.count_per_invocation
-        acc = out[sc.stage.name]
+        acc = out[sc.stage_name]
         acc["tensor_flops"] += t * k
         acc["vector_flops"] += v * k
     return out

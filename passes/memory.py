@@ -237,7 +237,7 @@ def run(graph: Graph, attention_kernel: str = DEFAULT_ATTENTION_KERNEL, offload_
     nodes = list(graph) if nodes is None else nodes
     tensors: dict[str, list[int]] = {s: [] for s in graph.stages}
     for n in nodes:
-        stage = n.scope.stage.name
+        stage = n.scope.stage_name
         by_stage[stage].append(n)
         if n.params:
             wd = weights[stage]

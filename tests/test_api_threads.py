@@ -13,6 +13,7 @@ CASES = [SMALL + [f"hardware={hw}", f"roofline={mode}"]
          for hw in ("h100-sxm", "a100-80gb", "l40s", "h200") for mode in ("calibrated", "ideal")]
 
 
+@pytest.mark.slow
 def test_concurrent_estimates_match_sequential():
     from wanir import config
 

@@ -20,6 +20,7 @@ def cal(tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 def test_writes_a_loadable_measured_yaml(cal):
     out, res = cal
     assert res["name"] == "host-cpu-calibrated"
@@ -33,6 +34,7 @@ def test_writes_a_loadable_measured_yaml(cal):
     assert res["plot"].stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_csv_holds_every_measurement(cal):
     out, res = cal
     rows = list(csv.DictReader(res["csv"].open()))
@@ -41,6 +43,7 @@ def test_csv_holds_every_measurement(cal):
     assert all(float(r["seconds"]) > 0 for r in rows if not r["note"])
 
 
+@pytest.mark.slow
 def test_fp32_gemm_ceiling_derived_by_hand(cal):
     """fp32 GEMMs run on the FP32 lanes: peak = cores × clock × 2 × lanes; an n×n×n GEMM with
     n a multiple of the 32×32 CPU tile wastes no tile; the (n/32)² tiles run in waves over the
@@ -63,6 +66,7 @@ def test_fp32_gemm_ceiling_derived_by_hand(cal):
     assert data["kernels"]["gemm"]["fp32_ceiling"]["value"] == pytest.approx(want, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_estimate_uses_the_calibrated_device(cal):
     from wanir.estimate import estimate
     out, res = cal
@@ -78,6 +82,7 @@ def test_estimate_uses_the_calibrated_device(cal):
         "kernels.attention.flash2.mma_ceiling" in dit["provenance"]["inputs"]["measured"]
 
 
+@pytest.mark.slow
 def test_cli_round_trip(tmp_path, capsys):
     from wanir.cli import main
     assert main(["calibrate", "--quick", "--device", "cpu", "-o", str(tmp_path), "--name", "ci-cpu", "-q",

@@ -101,6 +101,7 @@ def test_disagreeing_measurements_warn():
     assert "under half" in w[2] and "512x512x512" in w[2]
 
 
+@pytest.mark.slow
 def test_calibrate_names_the_cpu_it_ran_on(tmp_path):
     pytest.importorskip("torch")
     import yaml
@@ -116,6 +117,7 @@ def test_calibrate_names_the_cpu_it_ran_on(tmp_path):
     assert isinstance(res["warnings"], list)
 
 
+@pytest.mark.integration
 def test_a_cpu_estimate_has_no_gpu_only_lines():
     from hostile import cli
     import wanir

@@ -14,6 +14,7 @@ from wanir.backends.capacity import traffic as T
 BASE = ["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832"]
 
 
+@pytest.mark.slow
 def test_plan_agrees_with_size_throughput_without_slo_or_variability():
     """One class, a flat Poisson rate, no SLO: the plan's replicas of one device are the
     fewest r with utilization below 1, r × 3600 / S > λ. ``wanir size --throughput λ`` over
@@ -40,6 +41,7 @@ def test_plan_agrees_with_size_throughput_without_slo_or_variability():
     assert row.usd_per_video == pytest.approx(one.cost_per_video * n_size / (rate * one.time_s / 3600))
 
 
+@pytest.mark.slow
 def test_explicit_deployments_use_wanir_estimate_and_agree_with_the_enumeration():
     doc = {"classes": [{"name": "a", "overrides": BASE, "share": 0.7},
                        {"name": "b", "overrides": [*BASE, "workload.steps=25"], "share": 0.3}],
@@ -74,6 +76,7 @@ def test_explicit_deployments_use_wanir_estimate_and_agree_with_the_enumeration(
         assert m.replicas == r.replicas
 
 
+@pytest.mark.slow
 def test_json_schema_and_outputs(tmp_path):
     f = tmp_path / "t.yaml"
     f.write_text("classes: [{name: a, overrides: [model=wan2.1-t2v-1.3b, workload.height=480, workload.width=832]}]\n"

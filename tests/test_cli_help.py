@@ -1,7 +1,10 @@
 """`wanir --help` names the models it covers: every built-in model option."""
+import pytest
+
 from hostile import REPO, cli
 
 
+@pytest.mark.integration
 def test_help_names_every_builtin_model():
     models = sorted(p.stem for p in (REPO / "wanir" / "configs" / "model").glob("*.yaml"))
     assert len(models) >= 7

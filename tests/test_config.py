@@ -71,3 +71,19 @@ def test_user_config_dir_adds_options(tmp_path):
     assert "tiny" in list_options("workload", tmp_path)
     with pytest.raises(ConfigError, match="no such directory"):
         load_config([], config_dir=tmp_path / "missing")
+
+
+def test_an_option_file_added_or_removed_later_is_seen(tmp_path):
+    """The option listing is remembered per group folder state: a file added to (or removed
+    from) a user's group folder after a first listing is listed (or refused) at once."""
+    (tmp_path / "workload").mkdir()
+    assert "later" not in list_options("workload", tmp_path)
+    with pytest.raises(ConfigError, match="no option 'later'"):
+        load_config(["workload=later"], config_dir=tmp_path)
+    (tmp_path / "workload" / "later.yaml").write_text("height: 480\nwidth: 832\nframes: 17\n")
+    assert "later" in list_options("workload", tmp_path)
+    (tmp_path / "workload" / "later.yaml").unlink()
+    assert "later" not in list_options("workload", tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("name: mine\n")
+    assert "mine" in list_options("model", tmp_path)

@@ -49,6 +49,7 @@ def test_the_optimization_is_applied(api):
     assert api.to_dict()["optimizations"] and not plain.to_dict()["optimizations"]
 
 
+@pytest.mark.integration
 def test_validate_row(api, tmp_path):
     # a measured-runs file whose row carries the overrides: validate estimates what the API does
     f = tmp_path / "runs.csv"
@@ -61,6 +62,7 @@ def test_validate_row(api, tmp_path):
     assert row["estimated_peak_gib"] * 2**30 == pytest.approx(api.peak_memory_bytes)
 
 
+@pytest.mark.integration
 def test_estimate_json(api):
     r = wanir_cli("estimate", *OVERRIDES, "--format", "json")
     assert r.returncode == 0, r.stderr
@@ -73,6 +75,7 @@ def test_estimate_json(api):
     assert d["hardware"] == "a100-80gb"
 
 
+@pytest.mark.integration
 def test_estimate_csv_per_device(api):
     r = wanir_cli("estimate", *OVERRIDES, "--format", "csv")
     assert r.returncode == 0, r.stderr
@@ -83,6 +86,7 @@ def test_estimate_csv_per_device(api):
     assert per_stage + transfer == pytest.approx(api.time_s)
 
 
+@pytest.mark.integration
 def test_sweep_rows(api, tmp_path):
     r = wanir_cli("sweep", *[o for o in OVERRIDES if not o.startswith("hardware=")],
                   "hardware=a100-80gb,h100-sxm", "-o", str(tmp_path / "sw"), "-q")
@@ -99,6 +103,7 @@ def test_sweep_rows(api, tmp_path):
     assert float(rows["h100-sxm"]["time_s"]) == pytest.approx(other.time_s)
 
 
+@pytest.mark.integration
 def test_size_on_the_plan(api):
     r = wanir_cli("size", *OVERRIDES, "--latency", "1e9", "--format", "json")   # hardware= selects the device
     assert r.returncode == 0, r.stderr
@@ -109,6 +114,7 @@ def test_size_on_the_plan(api):
         ("a100-80gb", 4, pytest.approx(api.time_s), api.peak_memory_bytes)
 
 
+@pytest.mark.integration
 def test_size_optimizations_on_the_plan(api):
     # `size --optimizations` sizes the configured device too; its baseline row is the run itself
     r = wanir_cli("size", *OVERRIDES, "--latency", "1e9", "--optimizations", "--allow", "fp8", "--format", "json")
@@ -120,6 +126,7 @@ def test_size_optimizations_on_the_plan(api):
     assert d["skipped"] == ["a100-80gb: fp8 (no fp8_e4m3 tensor peak)"]      # the A100 has no FP8 tensor peak
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("cmd", [["estimate", "--by", "scope"], ["estimate", "--by", "kind"],
                                  ["report", "-o", "{tmp}/r.html"]])
 def test_commands_that_cannot_show_the_plan_refuse(cmd, tmp_path):
@@ -129,6 +136,7 @@ def test_commands_that_cannot_show_the_plan_refuse(cmd, tmp_path):
     assert not list(tmp_path.iterdir())     # nothing written
 
 
+@pytest.mark.integration
 def test_render_draws_one_device_of_the_plan(api, tmp_path):
     r = wanir_cli("render", *OVERRIDES, "--stage", "diffusion_core", "--depth", "3", "-o", str(tmp_path / "g.dot"))
     assert r.returncode == 0, r.stderr
@@ -140,6 +148,7 @@ def test_render_draws_one_device_of_the_plan(api, tmp_path):
     assert r.returncode == 0 and "send_recv" not in (tmp_path / "g1.dot").read_text()
 
 
+@pytest.mark.integration
 def test_single_device_commands_agree(tmp_path):
     # the same overrides on one device: estimate JSON, --by scope, sweep and the API agree
     one = [o for o in OVERRIDES if not o.startswith("parallel")]
@@ -160,6 +169,7 @@ def test_single_device_commands_agree(tmp_path):
     assert (row["plan"], row["devices"]) == ("single", "1")
 
 
+@pytest.mark.slow
 def test_every_size_row_is_what_estimate_says():
     # size enumerates plans itself; each row must equal wanir.estimate with that plan's keys, also
     # where the runtime's defaults follow the plan (weights in bf16 under FSDP, offload on one device)
@@ -195,6 +205,7 @@ def planned():
     return wanir.estimate(PLAN_BASE + ["parallel=fsdp+ulysses", "parallel.degree=4"])
 
 
+@pytest.mark.slow
 def test_the_two_python_paths_give_one_plan_time(one_device, planned):
     # README: wanir.estimate([... parallel ...]) and wanir.multi_device_cost(wanir.estimate(), hw, n, plan)
     md = wanir.multi_device_cost(one_device, "h100-sxm", 4, "fsdp+ulysses")
@@ -202,6 +213,7 @@ def test_the_two_python_paths_give_one_plan_time(one_device, planned):
     assert md.peak_memory_bytes == planned.parallel["total"]["peak_memory_bytes"]
 
 
+@pytest.mark.slow
 def test_one_device_time_and_memory_are_the_one_device_estimate(one_device, planned):
     # under a plan, `total` and the speedup's baseline are the pipeline on one device as `wanir estimate`
     # without the plan gives them (docs/cli.md), not the one device under the plan's defaults
@@ -216,6 +228,7 @@ def test_one_device_time_and_memory_are_the_one_device_estimate(one_device, plan
         one_device.total["time_s"] / planned.parallel["total"]["time_s"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_size_rows_are_the_estimates_of_their_plans(one_device, planned):
     from wanir.backends.sizing import size
     res = size(PLAN_BASE, latency_s=1e6, devices=(1, 4))
@@ -228,6 +241,7 @@ def test_size_rows_are_the_estimates_of_their_plans(one_device, planned):
     assert single.peak_memory_bytes == one_device.total["peak_memory_bytes"]
 
 
+@pytest.mark.slow
 def test_per_device_table_total_row_holds_what_its_columns_say(planned):
     from wanir.backends.parallel import multi_device_cost
     from wanir.backends.parallel.render import cost_rows

@@ -22,6 +22,7 @@ classes = st.fixed_dictionaries({"rows": st.integers(1, 50), "error_min": errors
                                  "error_median": errors, "assumed_share": st.floats(0, 1)})
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(t=st.floats(min_value=1e-6, max_value=1e7, allow_nan=False), a=st.floats(0, 1), b=st.floats(0, 1),
        cls=st.one_of(st.none(), classes))
@@ -82,6 +83,7 @@ def shipped():
     return val.validate()
 
 
+@pytest.mark.slow
 def test_class_table_is_current(shipped):
     """Recompute the class table from the shipped rows and compare with the shipped file:
     after a change to the time model, run `make error-classes`."""
@@ -106,6 +108,7 @@ def test_class_table_is_current(shipped):
         assert lo <= r["measured_s"] <= hi, r["label"]
 
 
+@pytest.mark.slow
 def test_validate_by_class_and_class_filter(capsys):
     assert main(["validate", "--by-class", "--class", "*/pcie/*/*", "--format", "json"]) == 0
     res = json.loads(capsys.readouterr().out)
@@ -142,6 +145,7 @@ def test_estimate_json_and_table_carry_the_range(capsys):
     assert fmt_time_range(est.total["time_s"], est.total["time_range_s"]) in md
 
 
+@pytest.mark.slow
 def test_size_risk_upper_ranks_by_the_upper_end():
     from wanir.backends import sizing
 
@@ -158,6 +162,7 @@ def test_size_risk_upper_ranks_by_the_upper_end():
         sizing.size(SMALL, latency_s=1e9, risk="lower")
 
 
+@pytest.mark.slow
 def test_html_report_prints_the_range():
     import shutil
 

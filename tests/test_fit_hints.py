@@ -24,6 +24,7 @@ def _hint(est):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_the_fact_line_suggests_nothing_itself(wan22):
     fact = [w for w in wan22.warnings if w.startswith("does not fit")][0]
     assert "try" not in fact and "t5_cpu" not in fact
@@ -57,6 +58,7 @@ def test_t5_on_the_cpu_is_suggested_only_where_it_fits(wan22):
     assert ("memory.t5_cpu=true" in _hint(wan22)) == works
 
 
+@pytest.mark.slow
 def test_a_larger_gpu_is_suggested_when_no_setting_fits():
     # the 14B at 720p on a 24 GiB card: no single change or pair gets under 24 GiB ... but a larger GPU does
     est = wanir.estimate(["hardware=rtx-4090"])

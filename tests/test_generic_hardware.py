@@ -40,6 +40,7 @@ def test_every_generic_constant_is_assumed_and_says_why():
     assert t["sdpa"]["generic"]["value"] in t["attention"] and "generic" in t["attention"][t["sdpa"]["generic"]["value"]]
 
 
+@pytest.mark.slow
 def test_an_estimate_rests_entirely_on_the_assumed_constants():
     est = wanir.estimate(SMALL + ["hardware=my-npu"], EXAMPLES)
     hw = hardware.load("my-npu", EXAMPLES)
@@ -52,6 +53,7 @@ def test_an_estimate_rests_entirely_on_the_assumed_constants():
     assert dit.total["time_s"] >= dit.total["tensor_flops"] / hw.tensor_flops["bf16"]
 
 
+@pytest.mark.integration
 def test_the_cli_says_the_constants_are_assumed():
     r = cli("estimate", "--config-dir", EXAMPLES, "hardware=my-npu", *SMALL)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -60,6 +62,7 @@ def test_the_cli_says_the_constants_are_assumed():
     assert "100 % of it rests on assumed values" in text
 
 
+@pytest.mark.integration
 def test_wanir_hardware_lists_it():
     r = cli("hardware", "--config-dir", EXAMPLES)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -28,6 +28,7 @@ def _safetensors(path, header: dict, pad: int = 64):
 # ----------------------------------------------------------------------------- not regular files
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json", "spec.yaml", "w.pth"])
 def test_fifo_is_refused_without_blocking(tmp_path, name):
     fifo = tmp_path / name
@@ -36,6 +37,7 @@ def test_fifo_is_refused_without_blocking(tmp_path, name):
     assert_one_line_error(cli(*cmd, timeout=60), "is a FIFO", "must be a regular file")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json", "spec.yaml", "w.pth"])
 def test_dev_zero_behind_a_link_is_refused(tmp_path, name):
     link = tmp_path / name
@@ -44,6 +46,7 @@ def test_dev_zero_behind_a_link_is_refused(tmp_path, name):
     assert_one_line_error(cli(*cmd), "is a device")
 
 
+@pytest.mark.integration
 def test_directory_as_spec(tmp_path):
     assert_one_line_error(cli("spec", tmp_path), "is a directory")
 
@@ -57,6 +60,7 @@ def test_nul_byte_in_a_path_is_a_spec_error():
 # ----------------------------------------------------------------------------- size caps
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name,cmd,kind", [
     ("big.yaml", "spec", "spec"),
     ("config.json", "inspect", "config.json"),
@@ -75,6 +79,7 @@ def test_read_regular_file_refuses_growth_past_the_cap(tmp_path):
         read_regular_file(p, "config.json", cap=100)
 
 
+@pytest.mark.integration
 def test_safetensors_header_length_beyond_the_cap(tmp_path):
     p = tmp_path / "m.safetensors"
     with open(p, "wb") as f:
@@ -83,6 +88,7 @@ def test_safetensors_header_length_beyond_the_cap(tmp_path):
     assert_one_line_error(cli("inspect", p), "safetensors header would be", "at most")
 
 
+@pytest.mark.integration
 def test_safetensors_header_nesting_bomb(tmp_path):
     p = tmp_path / "m.safetensors"
     raw = b"[" * 200_000 + b"]" * 200_000
@@ -90,6 +96,7 @@ def test_safetensors_header_nesting_bomb(tmp_path):
     assert_one_line_error(cli("inspect", p), "not a safetensors file")
 
 
+@pytest.mark.integration
 def test_block_index_of_1e20_is_refused_before_any_range(tmp_path):
     h = {"patch_embedding.weight": {"dtype": "BF16", "shape": [128, 16, 1, 2, 2], "data_offsets": [0, 0]},
          "condition_embedder.time_embedder.linear_1.weight": {"dtype": "BF16", "shape": [128, 256],
@@ -104,12 +111,14 @@ def test_block_index_of_1e20_is_refused_before_any_range(tmp_path):
     assert_one_line_error(cli("inspect", p, timeout=60), "at most 1024 blocks")
 
 
+@pytest.mark.integration
 def test_safetensors_shapes_bounded(tmp_path):
     p = tmp_path / "m.safetensors"
     _safetensors(p, {"w": {"dtype": "BF16", "shape": [10**400], "data_offsets": [0, 0]}})
     assert_one_line_error(cli("inspect", p), "malformed safetensors header entry")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("cfg,needle", [
     ({"_class_name": "WanTransformer3DModel", "num_layers": 100_000_000}, "dit.num_layers must be an integer in [1, 1024]"),
     ({"_class_name": "WanTransformer3DModel", "in_channels": -16}, "dit.in_channels"),
@@ -128,6 +137,7 @@ def test_config_json_values_checked_before_arithmetic(tmp_path, cfg, needle):
     assert_one_line_error(cli("inspect", p), needle)
 
 
+@pytest.mark.integration
 def test_config_json_400_digit_integer_and_infinity(tmp_path):
     p = tmp_path / "config.json"
     p.write_text('{"_class_name": "WanTransformer3DModel", "num_layers": ' + "9" * 400 + "}")
@@ -137,6 +147,7 @@ def test_config_json_400_digit_integer_and_infinity(tmp_path):
     assert_one_line_error(cli("inspect", p), "finite")
 
 
+@pytest.mark.integration
 def test_index_json_shard_outside_its_folder(tmp_path):
     p = tmp_path / "model.safetensors.index.json"
     p.write_text(json.dumps({"weight_map": {"a": "../../etc/passwd.safetensors"}}))
@@ -152,6 +163,7 @@ def _zip(path, members: dict, compress=zipfile.ZIP_DEFLATED):
             z.writestr(name, data)
 
 
+@pytest.mark.integration
 def test_compressed_pickle_bomb(tmp_path):
     p = tmp_path / "bomb.pth"
     _zip(p, {"archive/data.pkl": b"\0" * (64 * 2**20), "archive/version": b"3\n"})   # ~64 KiB on disk
@@ -167,6 +179,7 @@ def test_stored_member_over_the_cap(tmp_path, monkeypatch):
         check_torch_zip(p)
 
 
+@pytest.mark.integration
 def test_legacy_checkpoint_over_the_cap(tmp_path):
     p = tmp_path / "legacy.pth"
     with open(p, "wb") as f:
@@ -178,12 +191,14 @@ def test_legacy_checkpoint_over_the_cap(tmp_path):
 # ----------------------------------------------------------------------------- YAML
 
 
+@pytest.mark.integration
 def test_alias_bomb_in_a_spec(tmp_path):
     p = tmp_path / "bomb.yaml"
     p.write_text(BOMB)
     assert_one_line_error(cli("spec", p, mem=2**31, timeout=60), "aliases", "refused")
 
 
+@pytest.mark.integration
 def test_alias_bomb_in_a_hardware_yaml(tmp_path):
     (tmp_path / "hardware").mkdir()
     (tmp_path / "hardware" / "bomb.yaml").write_text(BOMB)
@@ -192,6 +207,7 @@ def test_alias_bomb_in_a_hardware_yaml(tmp_path):
                           "bomb.yaml", "aliases")
 
 
+@pytest.mark.integration
 def test_alias_bomb_in_another_config_group(tmp_path):
     (tmp_path / "workload").mkdir()
     (tmp_path / "workload" / "bomb.yaml").write_text(BOMB)
@@ -199,12 +215,14 @@ def test_alias_bomb_in_another_config_group(tmp_path):
                           "aliases")
 
 
+@pytest.mark.integration
 def test_fifo_in_config_dir(tmp_path):
     (tmp_path / "hardware").mkdir()
     os.mkfifo(tmp_path / "hardware" / "pipe.yaml")
     assert_one_line_error(cli("estimate", "--config-dir", tmp_path, timeout=60), "is a FIFO")
 
 
+@pytest.mark.integration
 def test_self_referencing_interpolation_in_config_dir(tmp_path):
     (tmp_path / "workload").mkdir()
     (tmp_path / "workload" / "loop.yaml").write_text("height: ${workload.height}\nwidth: 832\nframes: 81\n"
@@ -238,6 +256,7 @@ def test_deep_nesting():
         load_yaml("[" * 5000 + "]" * 5000)
 
 
+@pytest.mark.integration
 def test_link_loop_in_config_dir(tmp_path):
     (tmp_path / "hardware").mkdir()
     (tmp_path / "hardware" / "loop").symlink_to(tmp_path / "hardware")
@@ -249,6 +268,7 @@ _DATA = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
                      max_leaves=30)
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(_DATA)
 def test_load_yaml_reads_what_safe_load_reads(data):

@@ -17,6 +17,7 @@ from wanir.safeio import csv_cell, write_output
 SMALL = ("model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=5", "workload.steps=1")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("cmd,name,needle", [
     ("render", "out.svg", "is an existing directory"),
     ("report", "out.html", "is an existing directory"),
@@ -26,10 +27,12 @@ def test_existing_directory(tmp_path, cmd, name, needle):
     assert_one_line_error(cli(cmd, *SMALL, "-o", tmp_path / name), needle)
 
 
+@pytest.mark.integration
 def test_trailing_slash_names_a_directory(tmp_path):
     assert_one_line_error(cli("render", *SMALL, "-o", f"{tmp_path}/d.svg/"), "names a directory")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("cmd,name", [("render", "x.svg"), ("report", "x.html")])
 def test_symbolic_link_is_not_followed(tmp_path, cmd, name):
     target = tmp_path / "target"
@@ -39,6 +42,7 @@ def test_symbolic_link_is_not_followed(tmp_path, cmd, name):
     assert target.read_text() == "keep me"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("cmd,name,needle", [
     ("report", "r.pdf", "does not match the output format"),
     ("report", "r", "no suffix"),
@@ -49,11 +53,13 @@ def test_suffix_must_match_the_format(tmp_path, cmd, name, needle):
     assert not (tmp_path / name).exists()
 
 
+@pytest.mark.integration
 def test_parent_is_a_file(tmp_path):
     (tmp_path / "f").write_text("")
     assert_one_line_error(cli("render", *SMALL, "-o", tmp_path / "f" / "x.svg"), "is not a directory")
 
 
+@pytest.mark.integration
 def test_missing_graphviz_is_one_line(tmp_path):
     import sys
     env = {"PATH": os.path.dirname(sys.executable)}   # python, no `dot`
@@ -62,6 +68,7 @@ def test_missing_graphviz_is_one_line(tmp_path):
     assert cli("render", *SMALL, "-o", tmp_path / "x.dot", env=env).returncode == 0   # .dot needs no Graphviz
 
 
+@pytest.mark.integration
 def test_failing_graphviz_is_one_line(tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()

@@ -41,6 +41,7 @@ def _up_to(path) -> str:
     return "../" * depth + str(path.with_suffix("")).lstrip("/")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("make", [
     lambda evil: f"workload={_up_to(evil)}",
     lambda evil: f"+workload={_up_to(evil)}",
@@ -94,6 +95,7 @@ def test_user_options_and_plain_names_still_work(tmp_path):
     assert load_config(["workload=480p"]).workload.height == 480
 
 
+@pytest.mark.integration
 def test_a_long_option_list_is_cut(tmp_path):
     (tmp_path / "workload").mkdir()
     for i in range(400):
@@ -106,6 +108,7 @@ def test_a_long_option_list_is_cut(tmp_path):
 # ----------------------------------------------------------------------------- resolvers
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("value", [
     f"${{oc.env:{SECRET_VAR}}}",
     f"${{oc.env:{SECRET_VAR},480}}",
@@ -146,6 +149,7 @@ def _hardware_yaml(tmp_path, **replace) -> Path:
     return p
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args", [("hardware", "--config-dir", "{d}"),
                                   ("hardware", "--config-dir", "{d}", "--format", "json"),
                                   ("estimate", "--config-dir", "{d}", "hardware=leak"),
@@ -157,6 +161,7 @@ def test_resolver_in_a_config_dir_hardware_file(tmp_path, args):
     assert_one_line_error(r, "leak.yaml", "description", "resolver interpolation")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("body,needle", [
     # a value of a config group file
     (f"workload:\n  height: ${{oc.env:{SECRET_VAR}}}\n", "workload.height"),
@@ -172,6 +177,7 @@ def test_resolver_in_a_config_dir_group_file(tmp_path, body, needle):
     assert_one_line_error(r, "x.yaml", needle, "resolver interpolation")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("entry", ["/image_encoder: {evil}", "override /hardware: {evil}", "{evil}",
                                    "/image_encoder: [clip-vit-h-14, {evil}]"])
 def test_config_dir_defaults_list_cannot_name_a_path(tmp_path, entry):
@@ -186,6 +192,7 @@ def test_config_dir_defaults_list_cannot_name_a_path(tmp_path, entry):
 # ----------------------------------------------------------------------------- references stay bounded
 
 
+@pytest.mark.slow
 def test_plain_references_still_work():
     """A whole-value reference to one value is kept: a chain of 50 of them gives the
     value at its end (here 480, set once)."""
@@ -194,6 +201,7 @@ def test_plain_references_still_work():
     assert cfg.workload.width == 480
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("overrides,needle", [
     # string doubling: 2**60 characters if resolved
     ([f"+hardware.k{i}=${{hardware.k{i + 1}}}${{hardware.k{i + 1}}}" for i in range(60)] + ["+hardware.k60=x"],
@@ -215,6 +223,7 @@ def test_exponential_references_are_refused(overrides, needle):
     assert_one_line_error(cli("estimate", *SMALL, *overrides), needle)
 
 
+@pytest.mark.integration
 def test_exponential_references_in_a_config_dir_file(tmp_path):
     """The same doubling written in a --config-dir file (under its size cap) is refused."""
     (tmp_path / "workload").mkdir()

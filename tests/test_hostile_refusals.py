@@ -28,6 +28,7 @@ def _safetensors(path, header: dict):
 # ----------------------------------------------------------------------------- --config-dir
 
 
+@pytest.mark.integration
 def test_duplicate_key_in_a_config_dir_file(tmp_path):
     (tmp_path / "workload").mkdir()
     (tmp_path / "workload" / "dup.yaml").write_text("height: 480\n" + WORKLOAD)   # height twice
@@ -36,12 +37,14 @@ def test_duplicate_key_in_a_config_dir_file(tmp_path):
     assert "Traceback" not in line
 
 
+@pytest.mark.integration
 def test_duplicate_key_in_a_hardware_file(tmp_path):
     (tmp_path / "hardware").mkdir()
     (tmp_path / "hardware" / "x.yaml").write_text("name: x\nkind: gpu\nname: y\n")
     assert_one_line_error(cli("hardware", "--config-dir", tmp_path), "x.yaml:3:1", "duplicate key 'name'")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("key", ["../hardware@hardware", "override ../hardware@hardware", "hardware@..x",
                                  "./hardware", "~/hardware"])
 def test_defaults_entry_that_climbs_out_of_its_group(tmp_path, key):
@@ -53,6 +56,7 @@ def test_defaults_entry_that_climbs_out_of_its_group(tmp_path, key):
                           "climb.yaml", "the defaults list names the group", "no '..'")
 
 
+@pytest.mark.integration
 def test_defaults_entry_inside_the_folder_still_composes(tmp_path):
     """The check refuses only climbing: a plain group entry composes."""
     (tmp_path / "workload").mkdir()
@@ -61,6 +65,7 @@ def test_defaults_entry_inside_the_folder_still_composes(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("make", ["file-loop", "dir-loop"])
 def test_link_loop_under_config_dir_for_wanir_hardware(tmp_path, make):
     hw = tmp_path / "hardware"
@@ -78,6 +83,7 @@ def test_link_loop_under_config_dir_for_wanir_hardware(tmp_path, make):
 # ----------------------------------------------------------------------------- values
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("key,value", [("parallel.network.bandwidth_GBps", "1e-300"),
                                        ("parallel.network.bandwidth_GBps", "0.009"),
                                        ("parallel.network.efficiency", "1e-300"),
@@ -87,6 +93,7 @@ def test_a_network_too_slow_to_time_is_refused(key, value):
                               "--latency", "600"), key, "[0.01, ")
 
 
+@pytest.mark.integration
 def test_the_slowest_network_allowed_gives_finite_times():
     """At the lower bound (0.01 GB/s per GPU, slower than 100 Mb/s Ethernet) a two-node plan's
     time is finite: a ring all-gather of the 1.3B model's weights over it takes minutes, not inf."""
@@ -104,6 +111,7 @@ def test_the_slowest_network_allowed_gives_finite_times():
     assert times["ring2"] > 100 * times["dp2"], times
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("column,value", [("measured_s", "4.9e-324"), ("measured_s", "1e-310"),
                                           ("measured_s", "0.0000001"), ("measured_peak_gb", "5e-324")])
 def test_validate_refuses_a_subnormal_measurement(tmp_path, column, value):
@@ -115,6 +123,7 @@ def test_validate_refuses_a_subnormal_measurement(tmp_path, column, value):
     assert "inf" not in line
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args", [
     ("estimate", *SMALL, f"workload.batch={DIGITS}"),
     ("estimate", *SMALL, f"workload.height=1{'0' * 1000}"),
@@ -125,6 +134,7 @@ def test_5000_digit_integers_in_overrides(args):
     assert_one_line_error(cli(*args), "digits; at most 1000 characters")
 
 
+@pytest.mark.integration
 def test_5000_digit_integer_in_a_safetensors_header(tmp_path):
     f = tmp_path / "big.safetensors"
     raw = ('{"a": {"dtype": "BF16", "shape": [' + DIGITS + '], "data_offsets": [0, 2]}}').encode()
@@ -132,12 +142,14 @@ def test_5000_digit_integer_in_a_safetensors_header(tmp_path):
     assert_one_line_error(cli("inspect", f), "big.safetensors", "a number of 5000 characters")
 
 
+@pytest.mark.integration
 def test_5000_digit_integer_in_a_config_json(tmp_path):
     f = tmp_path / "config.json"
     f.write_text('{"_class_name": "WanTransformer3DModel", "num_layers": ' + DIGITS + "}")
     assert_one_line_error(cli("inspect", f), "config.json", "a number of 5000 characters")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("where", ["attrs", "shape"])
 def test_5000_digit_integers_in_spec_attributes(tmp_path, where):
     f = tmp_path / "spec.yaml"
@@ -153,6 +165,7 @@ def test_5000_digit_integers_in_spec_attributes(tmp_path, where):
 # ----------------------------------------------------------------------------- checkpoints
 
 
+@pytest.mark.integration
 def test_zero_in_the_patch_embedding_kernel(tmp_path):
     d = 1536
     shapes = {"patch_embedding.weight": [d, 16, 0, 2, 2],     # a 0 in the kernel's T dim
@@ -164,6 +177,7 @@ def test_zero_in_the_patch_embedding_kernel(tmp_path):
     assert_one_line_error(cli("inspect", f), "patch_embedding.weight", "dit.patch_size", "[1, 64]", "got 0")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("shape", ["self", "nested"])
 def test_pth_dict_that_contains_itself(tmp_path, shape):
     torch = pytest.importorskip("torch")
@@ -182,6 +196,7 @@ VAE22 = {"_class_name": "AutoencoderKLWan", "base_dim": 160, "decoder_base_dim":
          "is_residual": True, "in_channels": 12, "out_channels": 12, "patch_size": 2}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("key,value,needle", [
     ("decoder_base_dim", -3, "vae.decoder_base_dim must be an integer in [1, 4096]"),
     ("decoder_base_dim", 10**8, "vae.decoder_base_dim must be an integer in [1, 4096]"),   # 10**22 parameters
@@ -197,6 +212,7 @@ def test_wan22_vae_config_keys_are_bounded(tmp_path, key, value, needle):
     assert_one_line_error(cli("inspect", f), "config.json", needle)
 
 
+@pytest.mark.integration
 def test_wan22_vae_valid_config_gives_the_published_size(tmp_path):
     """The bounds do not refuse the real Wan2.2-VAE config (diffusers' Wan2.2-TI2V-5B vae/config.json)."""
     f = tmp_path / "config.json"
@@ -205,6 +221,7 @@ def test_wan22_vae_valid_config_gives_the_published_size(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("override,needle", [
     ("vae.decoder_base_dim=-1", "vae.decoder_base_dim must be an integer in [1, 4096]"),
     ("vae.decoder_base_dim=100000000", "vae.decoder_base_dim must be an integer in [1, 4096]"),
@@ -218,6 +235,7 @@ def test_wan22_vae_overrides_are_bounded(override, needle):
 # ----------------------------------------------------------------------------- names
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("override,needle", [
     ("distill.name=nosuch", "distill.name must be one of none, cfg, 3step, 4step"),
     ("model.task=v2v", "model.task must be one of t2v, i2v, ti2v"),
@@ -229,6 +247,7 @@ def test_unknown_distill_name_and_task(override, needle):
 # ----------------------------------------------------------------------------- outputs
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("target,needle", [("file", "is a regular file"), ("/dev/null", "is not a regular file"),
                                            ("under-a-file", "is not a directory")])
 def test_calibrate_output_is_checked_before_measuring(tmp_path, target, needle):
@@ -241,6 +260,7 @@ def test_calibrate_output_is_checked_before_measuring(tmp_path, target, needle):
     assert_one_line_error(r, "-o ", needle)
 
 
+@pytest.mark.integration
 def test_calibrate_output_link_is_refused(tmp_path):
     (tmp_path / "hardware").mkdir()
     (tmp_path / "hardware" / "mine.yaml").symlink_to(tmp_path / "elsewhere.yaml")
@@ -249,6 +269,7 @@ def test_calibrate_output_link_is_refused(tmp_path):
     assert_one_line_error(r, "mine.yaml", "symbolic link")
 
 
+@pytest.mark.integration
 def test_sweep_jobs_are_capped_at_the_usable_cores(tmp_path):
     """-j 64 on a machine with fewer cores runs at most one process per usable core, and
     says so on stderr (the cores of this process: sched_getaffinity)."""
@@ -268,6 +289,7 @@ def test_sweep_jobs_are_capped_at_the_usable_cores(tmp_path):
 ESC_LABEL = "\x1b[31mRED\x1b]0;pwned\x07\x9b2J"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("fmt", ["table", "md", "json"])
 def test_csv_label_escape_codes_never_reach_the_terminal(tmp_path, fmt):
     f = tmp_path / "runs.csv"
@@ -291,6 +313,7 @@ def test_printable_escapes_every_control_character():
     assert printable("a\x1bb") == "a\\x1bb"
 
 
+@pytest.mark.integration
 def test_hardware_description_escape_codes_never_reach_the_terminal(tmp_path):
     import re
 

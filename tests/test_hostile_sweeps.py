@@ -20,6 +20,7 @@ from wanir.errors import ConfigError
 SMALL = ("model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sweep,needle", [
     (("workload.steps=range(0,1000000000)",), "has 1000000000 values"),
     (("workload.steps=range(1,1000)", "workload.frames=range(1,1000)"), "more than 100000 points"),
@@ -37,6 +38,7 @@ def test_jobs_bounded_in_the_api():
         S.run_sweep(["workload.steps=1,2"], jobs=3000, progress=False)
 
 
+@pytest.mark.integration
 def test_earlier_run_refused_then_overwritten(tmp_path):
     out = tmp_path / "out"
     r = cli("sweep", *SMALL, "workload.steps=1,2", "-o", out, "-q")
@@ -52,6 +54,7 @@ def test_earlier_run_refused_then_overwritten(tmp_path):
         assert [row["workload.steps"] for row in csv.DictReader(f)] == ["3"]
 
 
+@pytest.mark.integration
 def test_concurrent_sweep_into_the_same_dir_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -90,6 +93,7 @@ def _processes_in_group(pgid: int) -> list[str]:
     return [ln for ln in out.splitlines() if ln.split()[0] == str(pgid) and not ln.split()[1].startswith("Z")]
 
 
+@pytest.mark.integration
 def test_ctrl_c_keeps_finished_points_and_stops_the_workers(tmp_path):
     out = tmp_path / "out"
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
@@ -121,6 +125,7 @@ def test_ctrl_c_keeps_finished_points_and_stops_the_workers(tmp_path):
     assert not (out / S.LOCK_FILE).exists()
 
 
+@pytest.mark.integration
 def test_failed_point_keeps_earlier_rows(tmp_path):
     out = tmp_path / "out"
     r = cli("sweep", *SMALL, "workload.frames=5,9,10", "-o", out, "-q")

@@ -15,6 +15,7 @@ def _plan(tmp_path, text: str, *extra):
     return cli("plan", str(f), "-q", *extra)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("arrivals, needle", [
     ("{rate_per_hour: 1.0e+300}", "arrivals.rate_per_hour"),
     ("{rate_per_hour: 100001}", "arrivals.rate_per_hour"),
@@ -28,11 +29,13 @@ def test_bad_rates_and_profiles(tmp_path, arrivals, needle):
     assert_one_line_error(r, needle)
 
 
+@pytest.mark.integration
 def test_negative_share(tmp_path):
     r = _plan(tmp_path, "classes: [{name: a, share: -0.5}, {name: b, share: 1.5}]\narrivals: {rate_per_hour: 1}\n")
     assert_one_line_error(r, "classes[0].share")
 
 
+@pytest.mark.integration
 def test_millions_of_classes_are_refused_by_size(tmp_path):
     # a million classes: the file is over the traffic file's size cap, refused before parsing
     f = tmp_path / "traffic.yaml"
@@ -44,6 +47,7 @@ def test_millions_of_classes_are_refused_by_size(tmp_path):
     assert_one_line_error(cli("plan", str(f), "-q"), "traffic file", "at most")
 
 
+@pytest.mark.integration
 def test_many_classes_through_aliases_are_refused(tmp_path):
     # 17 classes: under the byte cap, over the class limit
     items = "\n".join(f"  - {{name: c{i}, share: 0.01}}" for i in range(17))
@@ -51,6 +55,7 @@ def test_many_classes_through_aliases_are_refused(tmp_path):
     assert_one_line_error(r, "classes", "1 to 16")
 
 
+@pytest.mark.integration
 def test_too_many_estimates_or_simulated_requests(tmp_path):
     classes = "\n".join(f"  - {{name: c{i}, share: 0.1}}" for i in range(10))
     deps = "\n".join(f"  - {{hardware: l40s, devices: {i % 8 + 1}}}" for i in range(60))
@@ -61,6 +66,7 @@ def test_too_many_estimates_or_simulated_requests(tmp_path):
     assert_one_line_error(r, "simulation", "replications × requests")
 
 
+@pytest.mark.integration
 def test_largest_allowed_rate_plans_in_bounded_time(tmp_path):
     # the rate cap with the slowest GPU: about 1e5 busy servers, planned by the closed forms
     r = _plan(tmp_path, f"classes: [{CLASS}]\narrivals: {{rate_per_hour: 100000}}\n"
@@ -70,6 +76,7 @@ def test_largest_allowed_rate_plans_in_bounded_time(tmp_path):
     assert '"replicas"' in r.stdout
 
 
+@pytest.mark.integration
 def test_alias_bomb_is_refused(tmp_path):
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
@@ -77,6 +84,7 @@ def test_alias_bomb_is_refused(tmp_path):
     assert_one_line_error(r, "traffic")
 
 
+@pytest.mark.integration
 def test_billion_row_trace_is_refused_before_reading(tmp_path):
     t = tmp_path / "trace.csv"
     with open(t, "wb") as fh:       # a sparse file the size of a billion "1.5,a" rows
@@ -85,6 +93,7 @@ def test_billion_row_trace_is_refused_before_reading(tmp_path):
     assert_one_line_error(r, "traffic trace", "at most")
 
 
+@pytest.mark.integration
 def test_trace_over_the_row_limit(tmp_path):
     t = tmp_path / "trace.csv"
     t.write_text("time_s,class\n" + "1,a\n" * 1_000_001)
@@ -92,6 +101,7 @@ def test_trace_over_the_row_limit(tmp_path):
     assert_one_line_error(r, "arrivals.trace", "rows")
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 def test_trace_that_is_a_fifo(tmp_path):
     t = tmp_path / "trace.csv"
@@ -100,10 +110,12 @@ def test_trace_that_is_a_fifo(tmp_path):
     assert_one_line_error(r, "trace")
 
 
+@pytest.mark.integration
 def test_traffic_file_that_is_a_directory(tmp_path):
     assert_one_line_error(cli("plan", str(tmp_path), "-q"), str(tmp_path))
 
 
+@pytest.mark.integration
 def test_trace_with_nan_time_and_unknown_class(tmp_path):
     t = tmp_path / "trace.csv"
     t.write_text("time_s,class\n0,a\nnan,a\n")
@@ -113,6 +125,7 @@ def test_trace_with_nan_time_and_unknown_class(tmp_path):
     assert_one_line_error(_plan(tmp_path, f"classes: [{CLASS}]\narrivals: {{trace: {t}}}\n"), "line 3")
 
 
+@pytest.mark.integration
 def test_unknown_hardware_in_deployments_and_prices(tmp_path):
     r = _plan(tmp_path, f"classes: [{CLASS}]\narrivals: {{rate_per_hour: 1}}\nprices: {{h1000: 2}}\n")
     assert_one_line_error(r, "h1000")

@@ -16,6 +16,7 @@ from wanir.limits import LIMITS, Rule, check_value
 # ----------------------------------------------------------------------------- the CLI
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("override,needle", [
     ("dit.num_layers=1.5", "dit.num_layers must be an integer in [1, 1024], got 1.5"),
     ("dit.num_layers=100000000", "dit.num_layers must be an integer in [1, 1024]"),
@@ -39,6 +40,7 @@ def test_bad_value_is_one_line(override, needle):
     assert_one_line_error(cli("estimate", override), needle)
 
 
+@pytest.mark.integration
 def test_400_digit_integer_is_shown_truncated():
     line = assert_one_line_error(cli("estimate", "workload.frames=" + "9" * 400), "workload.frames",
                                  "400 digits")
@@ -60,6 +62,7 @@ def test_plus_key_that_wanir_reads_is_accepted():
         load_config(["+dit.num_layayers=3"])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args,needle", [
     (("estimate", "--depth", "100000"), "--depth must be an integer in [0, 64]"),
     (("size", "--latency", "nan"), "--latency"),
@@ -164,6 +167,7 @@ def test_docs_list_every_limit():
         assert f"| {kind} | {_size(cap)} |" in doc, kind
 
 
+@pytest.mark.slow
 def test_extreme_but_allowed_values_give_finite_numbers():
     """The largest sizes the limits allow still give finite times and strict JSON (no
     Infinity/NaN), within the memory and time limits."""

@@ -54,6 +54,7 @@ def page(est):
     return H.to_html(est)
 
 
+@pytest.mark.slow
 def test_self_contained(page):
     # nothing that a browser would fetch: no external src/href/url()/@import
     assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", page)
@@ -61,6 +62,7 @@ def test_self_contained(page):
     assert "@import" not in page and "<link" not in page
 
 
+@pytest.mark.slow
 def test_sections_present(page, est):
     p = _Tables()
     p.feed(page)
@@ -94,6 +96,7 @@ def test_architecture_notes_read_from_docs(tmp_path):
     assert H.architecture_notes(tmp_path / "missing.md") == []
 
 
+@pytest.mark.integration
 @needs_browser
 def test_loads_in_chromium_without_errors(tmp_path, page, est):
     html = page.replace("<head>", "<head>" + RECORDER, 1)
@@ -115,6 +118,7 @@ def test_loads_in_chromium_without_errors(tmp_path, page, est):
     assert re.search(r'<div class="diagram" id="diagram"><svg', r.stdout)
 
 
+@pytest.mark.slow
 def test_cli_report(tmp_path):
     from wanir.cli import main
 
@@ -125,6 +129,7 @@ def test_cli_report(tmp_path):
     assert 'id="stage-table"' in text and "<svg" in text
 
 
+@pytest.mark.slow
 def test_report_names_the_stack_and_what_replaces_the_assumptions(page, est):
     # the same stack phrase and provenance lines as the terminal table
     from wanir.backends import report

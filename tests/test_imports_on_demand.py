@@ -1,14 +1,18 @@
 """`wanir estimate --format json` imports only what answering needs: no plotting, tables, graph
-algorithms, web app, calibration or reference models (docs/architecture.md, "Imports sit at
+algorithms, web app, calibration, reference models, checkpoint readers, OmegaConf or Hydra
+(docs/architecture.md, "Imports sit at
 module level"). An invariant of the import graph, checked in a fresh interpreter; the time it
 takes is measured in benchmarks/, not here."""
 import json
 import subprocess
 import sys
 
+import pytest
+
 NOT_NEEDED = ("networkx", "rich", "matplotlib", "numpy", "torch", "starlette", "plotly", "graphviz",
+              "omegaconf", "hydra", "importlib.metadata",
               "wanir.web.app", "wanir.backends.calibrate", "wanir.backends.html", "wanir.backends.plots",
-              "wanir.backends.sweep")
+              "wanir.backends.sweep", "wanir.frontends.checkpoint", "wanir.hydra_compose")
 
 SCRIPT = """
 import contextlib, io, json, sys
@@ -21,6 +25,7 @@ print(json.dumps({"code": code, "total": json.loads(out.getvalue())["total"]["te
 """
 
 
+@pytest.mark.integration
 def test_estimate_json_loads_no_module_it_does_not_need():
     r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -296,3 +296,43 @@ def test_a_frozen_graph_takes_no_node():
     with pytest.raises(TypeError, match="frozen"):
         b.relu(x)
     assert len(g) == 1
+
+
+def test_a_dropped_graph_leaves_no_garbage_cycle():
+    """The scope tree links up strongly and down only through its root's table, so a dropped
+    graph is freed by reference counting: a collection afterwards finds none of its objects."""
+    import gc
+    import weakref
+
+    b = GraphBuilder()
+    with b.stage("s", invocations=3), b.repeat("blocks", 2), b.loop("chunks", 4), b.scope("inner"):
+        b.relu(b.input("x", (2, 3)))
+    g = b.graph
+    inner = g.node(1).scope
+    assert [s.name for s in inner.ancestors()] == ["inner", "chunks", "blocks", "s"]
+    assert inner.stage is g.stages["s"] and g.stages["s"].stage is g.stages["s"] and g.root.stage is None
+    assert g.stages["s"].parent is g.root and g.root.parent is None
+    assert list(g.root.walk()) == [g.root, *reversed(list(inner.ancestors()))]
+    assert inner.stage_name == "s" and inner.multiplicity == 3 * 2 * 4 and inner.count_per_invocation == 8
+    refs = [weakref.ref(s) for s in g.root.walk()]
+    del b, g, inner
+    was = gc.isenabled()
+    gc.disable()          # nothing but reference counting may free them
+    try:
+        assert all(r() is None for r in refs)
+    finally:
+        if was:
+            gc.enable()
+
+
+def test_a_scope_kept_after_its_graph_keeps_its_counts():
+    b = GraphBuilder()
+    with b.stage("s", invocations=2), b.repeat("blocks", 5):
+        b.relu(b.input("x", (2, 3)))
+    node = b.graph.node(1)
+    del b
+    sc = node.scope
+    assert (sc.path, sc.stage.name, sc.multiplicity, sc.weight_count) == ("s/blocks", "s", 10, 5)
+    assert sc.stage.parent is None and sc.children == {}
+    with pytest.raises(WanirError, match="graph is gone"):
+        sc.child("more")

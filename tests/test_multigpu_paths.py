@@ -95,6 +95,7 @@ def test_nvlink_and_pcie_links():
         assert t.intra.effective_bandwidth < comm.network_link().effective_bandwidth
 
 
+@pytest.mark.slow
 def test_official_fsdp_gathers_bf16_and_keeps_fp32_shards():
     import wanir
     from wanir.backends.parallel import multi_device_cost
@@ -110,6 +111,7 @@ def test_official_fsdp_gathers_bf16_and_keeps_fp32_shards():
     assert total_gathered == pytest.approx(2 * params, rel=0.01)                      # bf16
 
 
+@pytest.mark.slow
 def test_runtime_offload_default_follows_the_plan_unless_set():
     import wanir
     small = ["model=wan2.1-t2v-1.3b", "workload.height=240", "workload.width=416", "workload.frames=17",

@@ -134,6 +134,7 @@ def _self_attention_nodes(est):
             and n.attrs.get("pattern") != "dense-step"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pattern", ["radial", "sliding-tile", "svg"])
 def test_density_quarter_is_a_quarter_of_dense_attention_plus_overhead(pattern):
     dense = estimate(SMALL)
@@ -148,6 +149,7 @@ def test_density_quarter_is_a_quarter_of_dense_attention_plus_overhead(pattern):
     assert dit(est).total["tensor_flops"] == want
 
 
+@pytest.mark.slow
 def test_sliding_tile_overhead_is_four_copies_per_attention():
     dense = estimate(SMALL)
     est = estimate(SMALL + ["attention.density=0.25", "attention.pattern=sliding-tile"])
@@ -179,6 +181,7 @@ def test_cross_attention_stays_dense():
 
 # ------------------------------------------------------------------ every model and plan
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["model=wan2.1-i2v-14b-480p", "model=wan2.1-t2v-14b"])
 def test_every_wan21_model(model):
     over = [model, "workload.height=128", "workload.width=128", "workload.frames=9", "workload.steps=4"]
@@ -189,6 +192,7 @@ def test_every_wan21_model(model):
     assert 0 < dit(est).total["tensor_flops"] < dit(dense).total["tensor_flops"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plan,devices", [("ulysses", 2), ("ring", 2), ("cfg", 2), ("fsdp", 2), ("usp", 4),
                                           ("cfg+usp", 8), ("dp", 2)])
 def test_every_parallel_plan(plan, devices):
@@ -296,6 +300,7 @@ def test_gpus_without_fp8_refuse_it():
         estimate(SMALL + ["precision.dit_compute=fp8", "hardware=a100-80gb"])
 
 
+@pytest.mark.slow
 def test_keep_list_decides_which_gemms_stay_bf16():
     bf16 = estimate(SMALL)
     kept = estimate(SMALL + ["precision.dit_compute=fp8", "precision.keep_fp32=[blocks,condition_embedder,proj_out]"])
@@ -388,6 +393,7 @@ def test_allow_list_is_checked():
     assert len(s) == 3 * 2 * 2
 
 
+@pytest.mark.slow
 def test_size_ranks_every_allowed_combination():
     from wanir.size_optimizations import size_with_optimizations
     res = size_with_optimizations(SMALL, allow=("fp8", "teacache"), latency_s=1e6,
@@ -499,6 +505,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "wanir.cli", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.integration
 def test_sweep_render_and_report_take_the_knobs(tmp_path):
     import csv
     small = [a for a in SMALL if not a.startswith("workload.steps")] + ["workload.steps=4"]
@@ -574,6 +581,7 @@ def test_patch_parallel_vae_decodes_one_band_per_device_with_halo_exchange():
     assert rec["vae_decode"]["time_s"] < {s["name"]: s for s in single.to_dict()["stages"]}["vae_decode"]["time_s"]
 
 
+@pytest.mark.slow
 def test_patch_parallel_vae_refusals():
     from wanir.backends.parallel import PlanError, make_plan, multi_device_cost
     with pytest.raises(PlanError, match="parallel.vae"):
@@ -637,6 +645,7 @@ def test_two_expert_stage_dense_steps_go_to_the_first_expert():
     assert t.meta["optimizations"]["experts"]["low_noise"]["dense_steps"] == 0
 
 
+@pytest.mark.slow
 def test_size_optimizations_ranks_like_plain_size():
     # partial prices: priced hardware by $/video first, the unpriced after it by GPU-hours per
     # video, rows that do not fit in memory kept apart, whatever the optimization subset

@@ -169,6 +169,7 @@ def test_hydra_accepts_plan_names_with_plus():
     assert resolve_plan(load_config([]).parallel).degree == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hw", ["h100-sxm", "l40s", "a100-80gb"])
 def test_speedup_never_exceeds_device_count(hw):
     g = dit_graph()
@@ -180,6 +181,7 @@ def test_speedup_never_exceeds_device_count(hw):
         assert 0 < c.efficiency <= 1 + 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,n", [("ulysses", 2), ("ulysses", 8), ("ring", 4), ("usp", 8), ("cfg", 2),
                                     ("fsdp+ulysses", 8)])
 def test_splitting_the_14b_dit_makes_a_video_faster(name, n):

@@ -30,6 +30,7 @@ def test_default_is_the_14b_t2v_pipeline():
             assert isinstance(s["per_invocation"][k], int) and s["per_invocation"][k] > 0, (s["name"], k)
 
 
+@pytest.mark.slow
 def test_guidance_off_halves_encoder_and_dit_invocations():
     d = est("workload.guidance=false", "workload.steps=30").to_dict()
     inv = {s["name"]: s["invocations"] for s in d["stages"]}
@@ -68,6 +69,7 @@ def test_flops_grow_strictly(key, lo, hi):
     assert b > a
 
 
+@pytest.mark.slow
 def test_4k_241_frames_counts_without_per_step_copies():
     big = est("workload.height=2160", "workload.width=3840", "workload.frames=241", "workload.steps=50")
     small = est(*SMALL)
@@ -112,6 +114,7 @@ def _cfg():
     return _cfg_cache["c"].copy()
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(h=st.integers(1, 80), w=st.integers(1, 80), k=st.integers(0, 40), steps=st.integers(1, 60),
        guidance=st.booleans())

@@ -123,6 +123,7 @@ def test_official_clip_full_size(tmp_path):
     assert c.dtypes == {"fp16": 632_076_800}
 
 
+@pytest.mark.slow
 def test_clip_vision_params_equal_transformers_tower(tmp_path):
     """visual.* without the projection head has the parameters of transformers'
     CLIPVisionModel with the inferred config (the module wanir's CLIP frontend lowers)."""
@@ -142,6 +143,7 @@ def test_clip_vision_params_equal_transformers_tower(tmp_path):
     assert ins.total_params - d * proj == sum(q.numel() for q in tower.parameters())
 
 
+@pytest.mark.slow
 def test_official_t5_names_of_a_real_umt5(tmp_path):
     transformers = pytest.importorskip("transformers")
     hp = dict(vocab_size=100, d_model=64, d_kv=8, d_ff=48, num_layers=2, num_heads=4)

@@ -19,6 +19,7 @@ def _hydra(choices: dict) -> dict:
     return C._compose_hydra(tuple(f"{k}={v}" for k, v in choices.items()), None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", [g for g in C.GROUPS if g not in ("text_encoder", "image_encoder", "dit", "vae")])
 def test_plain_composer_equals_hydra_for_every_option(group):
     # Hydra's compose API is the reference: same values, same key order
@@ -28,6 +29,7 @@ def test_plain_composer_equals_hydra_for_every_option(group):
         assert mine == ref and list(mine) == list(ref), (group, option)
 
 
+@pytest.mark.slow
 def test_plain_composer_equals_hydra_for_nested_choices():
     for model in C.list_options("model"):
         for dit in ("wan2.1-t2v-1.3b", "wan2.2-ti2v-5b"):
@@ -175,3 +177,28 @@ def test_one_default_for_each_option():
     assert runtime_options(None).attention_kernel == options.DEFAULT_ATTENTION_KERNEL
     from wanir import runtime
     assert runtime.MemoryOptions is options.MemoryOptions          # one memory-options class
+
+
+def test_count_restores_the_collector_and_leaves_a_callers_freeze_alone():
+    """count() pauses the cyclic collector and gives it back as it found it; a caller's own
+    gc.freeze stays in place (its frozen objects are not moved back)."""
+    import gc
+
+    from wanir.estimate import clear_caches
+
+    was = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            clear_caches()
+            (gc.enable if enabled else gc.disable)()
+            count(resolve(["model=wan2.1-t2v-1.3b", "workload.height=336"]).build)
+            assert gc.isenabled() is enabled
+        gc.enable()
+        clear_caches()
+        gc.freeze()
+        count(resolve(["model=wan2.1-t2v-1.3b", "workload.height=352"]).build)
+        # unfreezing (as count does when nothing is frozen) would have emptied it
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()

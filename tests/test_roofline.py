@@ -194,11 +194,13 @@ def test_json_has_no_nulls_for_t2v():
     assert d["hardware"] == "h100-sxm"
 
 
+@pytest.mark.slow
 def test_does_not_fit_warning():
     est = estimate(["hardware=rtx-4090"])
     assert any("does not fit" in w and "rtx-4090" in w for w in est.warnings)
 
 
+@pytest.mark.slow
 def test_attention_kernel_choice_moves_the_dit(capsys):
     """On an H100 the published SageAttention2 (882 TFLOP/s) beats FA2 (370): the DiT stage
     is faster with sage2; FA3 on an A100 does not exist: one line naming what does."""

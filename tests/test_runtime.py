@@ -236,6 +236,7 @@ def test_block_streaming_copies_non_resident_blocks_every_call():
     assert stream.total["peak_memory_bytes"] < full.total["peak_memory_bytes"]
 
 
+@pytest.mark.slow
 def test_reserve_is_its_own_term_and_tight_warns():
     a = wanir.estimate(SMALL + ["memory.reserve_gib=0", "hardware=rtx-4090"])
     b = wanir.estimate(SMALL + ["memory.reserve_gib=2.5", "hardware=rtx-4090"])
@@ -251,6 +252,7 @@ def test_reserve_is_its_own_term_and_tight_warns():
     assert not any(w.startswith("tight:") for w in a.warnings)
 
 
+@pytest.mark.integration
 def test_estimate_json_reports_the_reserve_as_its_own_term():
     # total.reserve_bytes is the memory.reserve_gib term inside total.peak_memory_bytes: the peak
     # without it is the peak of the same run with no reserve

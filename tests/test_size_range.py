@@ -34,6 +34,7 @@ def test_a_column_cell_holds_the_time_and_its_range_in_the_column_unit():
     assert fmt_time_range_in(1836.0, None, ("min", 60.0)) == "30.6"
 
 
+@pytest.mark.slow
 def test_size_table_prints_each_rows_range(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")          # one table line per row, no cell cut short
     from wanir.backends.sizing import render, size
@@ -75,6 +76,7 @@ def test_estimate_csv_carries_the_total_range():
         assert rows[s.name]["time_low_s"] == rows[s.name]["time_high_s"] == ""
 
 
+@pytest.mark.slow
 def test_plan_summary_line_prints_the_plans_range(capsys):
     ov = SMALL + ["hardware=h100-sxm", "parallel=ulysses", "parallel.degree=2"]
     assert main(["estimate", *ov, "--format", "md"]) == 0

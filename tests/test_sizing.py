@@ -28,6 +28,7 @@ def test_parse_prices():
         parse_prices(["h100-sxm"])
 
 
+@pytest.mark.slow
 def test_size_ranks_by_cost_and_drops_what_does_not_fit():
     res = size(["model=wan2.1-t2v-1.3b", "workload=480p"], latency_s=60.0, hardware=["h100-sxm", "rtx-4090"],
                devices=(1, 2, 4), prices={"h100-sxm": 2.5, "rtx-4090": 0.4})
@@ -62,6 +63,7 @@ def test_unknown_price_name_is_an_error_naming_valid_ones():
             parse_prices([bad])
 
 
+@pytest.mark.slow
 def test_partial_prices_rank_priced_first_then_the_rest():
     res = size(SMALL, latency_s=1e9, hardware=["h100-sxm", "l40s"], devices=(1, 2), prices={"l40s": 1.0})
     cands = res["candidates"]
@@ -76,6 +78,7 @@ def test_partial_prices_rank_priced_first_then_the_rest():
     assert {c.hardware for c in cands if c.priced} == {"l40s"}
 
 
+@pytest.mark.slow
 def test_throughput_sizing_tries_batches_and_replicas():
     res = size(SMALL, throughput=1.0, hardware=["h100-sxm"], devices=(1, 2), prices={"h100-sxm": 2.0})
     batches = {c.batch for c in res["candidates"]}
@@ -94,6 +97,7 @@ def test_batches_stop_where_memory_ends():
     assert res["candidates"] == [] and {c.batch for c in res["unfit"]} == {1}
 
 
+@pytest.mark.slow
 def test_size_json_returns_every_evaluated_row_unless_top():
     import json
 

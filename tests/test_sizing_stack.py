@@ -33,6 +33,7 @@ def test_default_kernel_follows_the_gpu_family():
     assert attention_kernel_for(cfg, load("h100-sxm")) == "flash2"
 
 
+@pytest.mark.slow
 def test_size_times_each_gpu_with_its_own_kernel_and_names_it():
     # Wan2.2 on an A100 and an H100 in one run: FA3 does not exist on sm80, so before each GPU took
     # the kernel of the configured H100 this raised

@@ -554,12 +554,14 @@ def _load_or_spec_error(spec):
 GEN = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @GEN
 @given(st.data())
 def test_mutated_base_spec_raises_spec_error_or_loads(data):
     _load_or_spec_error(_mutate(base(), data))
 
 
+@pytest.mark.slow
 @GEN
 @given(st.data(), st.sampled_from(EXAMPLES))
 def test_mutated_examples_raise_spec_error_or_load(data, name):
@@ -585,6 +587,7 @@ def test_garbage_yaml_loads_or_raises_a_one_line_spec_error(text):
         assert "\n" not in str(e)
 
 
+@pytest.mark.slow
 @GEN
 @given(SHAPES, st.sampled_from(sorted(OPS)), st.dictionaries(st.sampled_from(
     ["kernel", "out_channels", "out_features", "dim", "dims", "shape", "chunks", "pad", "scale", "num_groups",
@@ -602,6 +605,7 @@ def _cli(*args):
                           cwd=ROOT, timeout=120)
 
 
+@pytest.mark.integration
 def test_cli_spec_json_for_every_example():
     for name in EXAMPLES:
         r = _cli("spec", str(SPECS / name), "--format", "json")
@@ -612,6 +616,7 @@ def test_cli_spec_json_for_every_example():
         assert doc["total"]["tensor_flops"] == sum(s["total"]["tensor_flops"] for s in doc["stages"]) > 0
 
 
+@pytest.mark.integration
 def test_cli_spec_malformed_exits_2_with_one_line(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("name: m\ninputs: {x: [2, 4]}\nops:\n  - {op: linear, attrs: {out_features: 0}}\n"

@@ -28,6 +28,7 @@ def test_parse_errors():
         S.parse_sweep(["workload.height=[480"])
 
 
+@pytest.mark.slow
 def test_point_configs_equal_load_config():
     """The fast per-point composition gives exactly what load_config gives."""
     sw = S.parse_sweep(["model=wan2.1-t2v-1.3b,wan2.1-t2v-14b", "workload.height=480,720",
@@ -89,6 +90,7 @@ def test_sweep_in_two_processes_matches_one(tmp_path):
     assert one.rows == two.rows
 
 
+@pytest.mark.slow
 def test_cli_sweep(tmp_path):
     from wanir.cli import main
 

@@ -31,6 +31,7 @@ def test_a_column_has_one_unit():
     assert [fmt_time_in(v, unit) for v in vals] == ["1.56", "3.02", "4.17"]
 
 
+@pytest.mark.slow
 def test_size_latency_column_has_one_unit(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")          # one table line per row
     from wanir.backends.sizing import render, size
@@ -49,6 +50,7 @@ def test_size_latency_column_has_one_unit(capsys, monkeypatch):
         float(cell.split(" (")[0].replace(",", ""))   # a bare number (its range after it): the unit is in the header
 
 
+@pytest.mark.slow
 def test_nothing_meets_the_target_shows_the_nearest_misses(capsys):
     from wanir.backends.sizing import render, size
     res = size(["model=wan2.1-t2v-1.3b", "workload=480p"], latency_s=1.0, hardware=["h100-sxm"], devices=(1, 2))

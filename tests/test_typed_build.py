@@ -47,11 +47,15 @@ RESOLVER_MODULES = {
     "wanir/model_from.py": "model.from: what a checkpoint implies, applied to the tree by the resolver",
     "wanir/limits.py": "checks every value of the composed tree against its bounds, for the resolver",
     "wanir/scenario.py": "defines the frozen configuration view (FrozenMap) the resolver makes",
+    "wanir/dictconfig.py": "OmegaConf for the composition: ${...} interpolations and a DictConfig a caller holds",
+    "wanir/hydra_compose.py": "Hydra's override grammar and compose API, for the composition of wanir/config.py",
 }
 #: what the modules above the resolver may import from it and call with a configuration: the
 #: seam's entry (overrides, or a configuration composed elsewhere, handed to the resolver;
 #: ``wanir config`` prints its explanation) and the freezing of records (results, output)
 SEAM_NAMES = {"resolve", "resolve_parsed", "scenario_from_config", "explain_lines", "freeze", "thaw"}
+#: OmegaConf and Hydra, and wanir's modules that wrap them for the composition
+OMEGACONF_HYDRA = ("omegaconf", "hydra", "wanir.dictconfig", "wanir.hydra_compose")
 #: names of wanir.config that list the config groups' options (menus, --help), reading no configuration
 CONFIG_LISTINGS = {"CONFIG_DIR", "GROUPS", "list_options"}
 #: the runtime's readers of a configuration (its typed helpers, which take a Run, are allowed above)
@@ -59,10 +63,12 @@ RUNTIME_READERS = {"runtime_options", "memory_options", "config_for_plan", "atte
                    "memory_options_for_plan", "runtime_defaults", "_plan_sizes"}
 #: reads above the resolver that parse input, not the configuration: ``file: what`` → reason
 INPUT_PARSING = {
-    "backends/sizing.py: OmegaConf": "a hardware YAML file's price with ${...} interpolations, read as "
-                                     "the hardware file itself is (the file, not the resolved configuration)",
-    "backends/sweep.py: hydra.core.override_parser": "a sweep's own value syntax (a,b,c and range(...)) parsed "
-                                                     "from the command line: input, not the configuration",
+    "backends/parallel/plan.py: wanir.dictconfig": "a `parallel` mapping a caller hands plan_from or "
+                                                   "multi_device_cost (maybe a DictConfig) made plain: an argument",
+    "backends/sizing.py: wanir.dictconfig": "a hardware YAML file's price with ${...} interpolations, resolved as "
+                                            "the hardware file itself is (the file, not the resolved configuration)",
+    "backends/sweep.py: wanir.hydra_compose": "a sweep's own value syntax (a,b,c and range(...)) parsed from "
+                                              "the command line: input, not the configuration",
     "wanir/estimate.py: run.config to summarize()": "the Estimate keeps the resolver's frozen Scenario.config "
                                                     "as data for the configuration view of its reports (stored, not read)",
 }
@@ -100,7 +106,7 @@ def config_reads(source: str, filename: str = "<src>", above: bool = False) -> l
             names = {al.name for al in n.names}
             if above:
                 bad = (names - SEAM_NAMES) & (CONFIG_MACHINERY | RUNTIME_READERS)
-                if mod.startswith(("omegaconf", "hydra")) or (mod == "wanir.config" and names - CONFIG_LISTINGS):
+                if mod.startswith(OMEGACONF_HYDRA) or (mod == "wanir.config" and names - CONFIG_LISTINGS):
                     bad = bad or names
             else:
                 bad = names & CONFIG_MACHINERY if not mod.startswith(CONFIG_MODULES) else names
@@ -108,7 +114,7 @@ def config_reads(source: str, filename: str = "<src>", above: bool = False) -> l
                 out.append(f"{filename}:{n.lineno}: imports {mod}: {', '.join(sorted(bad))}")
         elif isinstance(n, ast.Import):
             for al in n.names:
-                if al.name.startswith(("omegaconf", "hydra") if above else CONFIG_MODULES):
+                if al.name.startswith(OMEGACONF_HYDRA if above else CONFIG_MODULES):
                     out.append(f"{filename}:{n.lineno}: imports {al.name}")
         elif isinstance(n, ast.Name) and n.id in ("FrozenMap", "OmegaConf", "DictConfig"):
             out.append(f"{filename}:{n.lineno}: uses {n.id}")

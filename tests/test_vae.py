@@ -104,6 +104,7 @@ def test_decode_flops_match_hand_derivation(T, h, w):
     assert tflops("decode", (T, h, w)) == decode_flops_by_hand(T, h, w)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("F,H,W", [(1, 64, 64), (9, 128, 128), (13, 57, 93), (81, 480, 832)])
 def test_encode_flops_match_hand_derivation(F, H, W):
     assert tflops("encode", (F, H, W)) == encode_flops_by_hand(F, H, W)
@@ -118,6 +119,7 @@ def test_params_match_hand_count_and_do_not_depend_on_frames(shape):
     assert g.stage_params("vae_encode") == ENCODER_PARAMS
 
 
+@pytest.mark.slow
 def test_flops_grow_strictly_with_frames_height_and_width():
     base = tflops("decode", (3, 10, 12))
     for bigger in [(4, 10, 12), (3, 11, 12), (3, 10, 13)]:

@@ -33,6 +33,7 @@ def test_shipped_set_maps_all_28_published_runs():
     assert "hardware=a800" in by["A800/A100 T2V-14B 720P x2"].overrides
 
 
+@pytest.mark.slow
 def test_cli_validates_the_shipped_set(capsys):
     assert main(["validate", "--format", "json"]) == 0
     res = json.loads(capsys.readouterr().out)
@@ -45,6 +46,7 @@ def test_cli_validates_the_shipped_set(capsys):
         assert r["estimated_s"] > 0 and r["estimated_peak_gib"] > 0
 
 
+@pytest.mark.slow
 def test_user_csv_formats_runtime_and_fail_above(tmp_path, capsys):
     p = _csv(tmp_path, "# my runs\nlabel,overrides,measured_s,measured_peak_gb\n"
                        f"a | b,{SMALL},10,5\n"

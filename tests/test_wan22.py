@@ -55,6 +55,7 @@ def test_split_for_any_steps_and_shift(steps, shift, boundary):
     assert wan22.expert_steps(steps, shift, boundary) == split(steps, shift, boundary)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps,shift,boundary", [(40, 12.0, 0.875), (40, 5.0, 0.9), (27, 7.0, 0.9)])
 def test_split_against_diffusers_scheduler(steps, shift, boundary):
     """diffusers' Wan2.2 pipelines use UniPCMultistepScheduler with flow sigmas and flow_shift:
@@ -90,6 +91,7 @@ def test_t2v_a14b_stage_and_expert_records():
     assert st.per_invocation["weight_bytes"] == 2 * 2 * 14_288_491_584
 
 
+@pytest.mark.slow
 def test_guidance_scale_one_skips_the_unconditional_call():
     est = wanir.estimate(["model=wan2.2-t2v-a14b", PER_SAMPLE, "workload.guidance_scale_low=1.0"])
     st = est.stage("diffusion_core")
@@ -100,6 +102,7 @@ def test_guidance_scale_one_skips_the_unconditional_call():
     assert est.stage("diffusion_core").invocations == 40
 
 
+@pytest.mark.slow
 def test_shift_and_boundary_overrides():
     est = wanir.estimate(["model=wan2.2-t2v-a14b", "workload.steps=50", "workload.shift=3.0"])
     high, low = split(50, 3.0, 0.875)
@@ -113,6 +116,7 @@ def test_shift_and_boundary_overrides():
     assert est.stage("diffusion_core").invocations == 80
 
 
+@pytest.mark.slow
 def test_offload_holds_one_expert():
     """Both experts resident by default; with offload only the running one: the peak is the
     largest (weights + activations) of one stage, the DiT stage counting one expert's weights
@@ -142,6 +146,7 @@ def test_offload_holds_one_expert():
     assert row["peak_memory_bytes"] == 2 * one + on.stage("diffusion_core").per_invocation["peak_activation_bytes"]
 
 
+@pytest.mark.slow
 def test_i2v_a14b_pipeline_stages():
     est = wanir.estimate(["model=wan2.2-i2v-a14b"])
     # no CLIP image encoder; the condition video is encoded at full length
@@ -172,6 +177,7 @@ def test_bad_input_is_one_clear_error(overrides, msg):
         wanir.estimate(overrides)
 
 
+@pytest.mark.slow
 def test_extrapolation_warnings_use_each_models_sizes():
     def extrapolation(w):
         return [x for x in w if "official sizes" in x or "training range" in x or "frames lie" in x]
@@ -220,6 +226,7 @@ def test_shipped_wan22_configs(model, dit, vae, defaults):
     assert "image_encoder" not in got
 
 
+@pytest.mark.slow
 def test_parallel_plans_shard_both_experts():
     """Ulysses splits the heads of every self-attention in both experts; FSDP shards both
     experts' blocks (each device holds 1/8 of the stage's weights, up to rounding)."""
@@ -238,6 +245,7 @@ def test_parallel_plans_shard_both_experts():
     assert cost.stages["diffusion_core"]["weight_bytes"] <= -(-stage_weights // 8) + 8
 
 
+@pytest.mark.slow
 def test_sizing_skips_cfg_parallel_when_one_expert_runs_unguided():
     """Guidance scale 1 on the low-noise expert: 26·2 + 14 calls, which two guidance branches
     cannot split evenly, so no candidate plan uses CFG parallelism; with both experts guided,
@@ -251,6 +259,7 @@ def test_sizing_skips_cfg_parallel_when_one_expert_runs_unguided():
     assert any(c.plan.cfg == 2 for c in r["candidates"])
 
 
+@pytest.mark.slow
 def test_diagram_shows_both_experts():
     from wanir.backends import graphviz
 
@@ -261,6 +270,7 @@ def test_diagram_shows_both_experts():
     assert "calls × 26" in dot and "calls × 14" in dot
 
 
+@pytest.mark.slow
 def test_time_embedding_per_token_setting():
     """``dit.time_embedding_per_token=true`` (the official Wan2.2 computation) differs from the
     diffusers A14B call by the time embedder and time_proj on L rows instead of 1:
@@ -311,6 +321,7 @@ def test_official_runtime_attention_kernel_follows_the_model_family():
     assert kernel("model=wan2.1-t2v-14b", "hardware=h100-sxm") == "flash2"
 
 
+@pytest.mark.slow
 def test_parallel_cost_counts_dit_calls_as_the_estimate_does():
     """Multi-device costs report the two-expert stage per DiT call, as the single-device
     estimate: with CFG parallelism each device runs one branch of every step, 40 calls of
@@ -330,6 +341,7 @@ def test_parallel_cost_counts_dit_calls_as_the_estimate_does():
         assert math.isclose(r["time_s"], r["time_per_invocation_s"] * r["invocations"], rel_tol=1e-12)
 
 
+@pytest.mark.integration
 def test_cli_prints_wan22_tables_and_one_line_errors():
     import json
     import subprocess

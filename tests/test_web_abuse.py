@@ -64,6 +64,7 @@ def closed_by_server(sock, wait_s):
         return True
 
 
+@pytest.mark.integration
 def test_idle_connection_flood_does_not_lock_anyone_out(server):
     """200 connections that send nothing (more than the server keeps, 128): a normal request
     still gets its page, and the silent ones are closed after the head deadline."""
@@ -93,6 +94,7 @@ def test_idle_connection_flood_does_not_lock_anyone_out(server):
             s.close()
 
 
+@pytest.mark.integration
 def test_slow_clients_are_cut_off(server):
     """A request head sent a byte at a time, and a body that stops half way: both end within
     their deadlines, and the server keeps answering others meanwhile."""
@@ -139,6 +141,7 @@ def test_slow_clients_are_cut_off(server):
           f"{t_body:.1f} s (deadline {BODY_TIMEOUT_S} s)")
 
 
+@pytest.mark.integration
 def test_estimates_answer_while_a_sizing_runs(server):
     """A sizing runs as a job in its own process: a second one is refused (429), and 50
     concurrent estimates all answer (each within the bound) while it runs; the job reports
@@ -190,6 +193,7 @@ CROSS = [{"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}, {"Or
          {"Origin": "null"}, {"Origin": "http://127.0.0.1:1"}]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("headers", CROSS, ids=lambda h: "-".join(f"{k}:{v}" for k, v in h.items()))
 def test_cross_site_requests_are_refused(server, headers):
     """What another web site's page can make a browser send: downloads (links, images),
@@ -207,6 +211,7 @@ def test_cross_site_requests_are_refused(server, headers):
         assert status == 403 and "refused" in json.loads(body)["error"], path
 
 
+@pytest.mark.integration
 def test_same_origin_requests_pass(server):
     url, _ = server
     origin = url.rstrip("/")
@@ -217,6 +222,7 @@ def test_same_origin_requests_pass(server):
     assert status == 200 and body.startswith(b"stage")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("body", [b"[" * 100_000, b'{"overrides": ' + b"[" * 50 + b"]" * 50 + b"}",
                                   b'{"a": ' * 5000 + b"1" + b"}" * 5000, b"\xff\xfe{", b'{"overrides": [1, {}]}', b"null"])
 def test_malformed_or_deep_bodies_get_one_line(server, body):
@@ -231,6 +237,7 @@ def test_malformed_or_deep_bodies_get_one_line(server, body):
     assert "Traceback" not in log and "Error" not in log
 
 
+@pytest.mark.slow
 def test_a_job_is_stopped_at_its_time_limit(monkeypatch):
     """A job's child that outlives its limit is killed, the job says so, and the slot frees."""
     import sys
@@ -253,6 +260,7 @@ def test_a_job_is_stopped_at_its_time_limit(monkeypatch):
         runner._begin("size")
 
 
+@pytest.mark.integration
 def test_a_cross_site_page_in_a_browser_cannot_reach_it(server, tmp_path):
     """A page served from another origin (localhost on another port: another site for the
     browser) tries what a hostile page would: an <img> and a link to the report download, a

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MISSING = [m for m in ("playwright", "starlette", "uvicorn", "plotly") if importlib.util.find_spec(m) is None] + \

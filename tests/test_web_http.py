@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from extras import need_web
 
-from wanir.web.app import is_loopback
+from wanir.web.wire import is_loopback
 
 SMALL = ["model=wan2.1-t2v-1.3b", "workload=480p", "workload.frames=17", "workload.steps=2"]
 
@@ -44,6 +44,7 @@ def cli(*args):
     return r.returncode, r.stdout.decode(), r.stderr.decode()
 
 
+@pytest.mark.integration
 def test_page_fetches_nothing_from_elsewhere(url):
     status, _, page = request(url)
     assert status == 200
@@ -58,6 +59,7 @@ def test_page_fetches_nothing_from_elsewhere(url):
     assert s == 200 and h["content-type"].startswith("text/javascript") and b"plotly" in b[:2000].lower()
 
 
+@pytest.mark.integration
 def test_estimate_api_and_error(url):
     s, _, b = request(url + "api/estimate", {"overrides": SMALL})
     assert s == 200
@@ -69,6 +71,7 @@ def test_estimate_api_and_error(url):
     assert json.loads(b) == {"error": err.strip().removeprefix("wanir: error: "), "key": "workload.frames"}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("fmt", ["json", "csv"])
 def test_downloads_equal_the_cli(url, fmt):
     q = "&".join(SMALL)
@@ -82,6 +85,7 @@ def test_downloads_equal_the_cli(url, fmt):
         assert b.decode() == out
 
 
+@pytest.mark.integration
 def test_report_download_is_the_cli_report(url, tmp_path):
     s, h, b = request(url + "download/report.html?" + "&".join(SMALL))
     assert s == 200 and h["content-type"].startswith("text/html")
@@ -95,6 +99,7 @@ def test_report_download_is_the_cli_report(url, tmp_path):
     assert b'id="stage-table"' in b
 
 
+@pytest.mark.integration
 def test_refusals(url):
     # body too large, not JSON, bad JSON, wrong Host (DNS rebinding), a file path, a bad download
     s, _, b = request(url + "api/estimate", b'{"overrides": ["' + b"x" * 70000 + b'"]}',
@@ -115,6 +120,7 @@ def test_refusals(url):
     assert s == 400 and "at most" in json.loads(b)["error"]
 
 
+@pytest.mark.integration
 def test_allow_files_restricts_model_from(tmp_path):
     need_web()
     from wanir.web.launch import running_server
@@ -128,6 +134,7 @@ def test_allow_files_restricts_model_from(tmp_path):
         assert s == 400 and json.loads(b)["key"] == "model.from"
 
 
+@pytest.mark.integration
 def test_bad_arguments_one_line():
     need_web()
     code, out, err = cli("serve", "--allow-files", "/no/such/dir", "--port", "0")

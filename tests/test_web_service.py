@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import wanir
 from wanir.errors import ConfigError
 from wanir.web import service as W
-from wanir.web.app import culprit
+from wanir.web.wire import culprit
 
 SMALL = ["model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=17",
          "workload.steps=2"]
@@ -133,6 +133,7 @@ def test_options_list_every_group():
 # ------------------------------------------------------------------------ views
 
 
+@pytest.mark.slow
 def test_estimate_view_is_the_cli_document(engine, capsys):
     from wanir.cli import main
 
@@ -208,6 +209,7 @@ def test_memory_chart_shows_the_allocator(engine, capsys):
     assert all(r["allocator_bytes"] == 0 for r in m["stages"] if r["stage"] != m["peak_stage"])
 
 
+@pytest.mark.slow
 def test_fit_against_the_device_capacity(engine):
     v = engine.estimate_view(["hardware=rtx-4090"])        # the 14B at 720p does not fit in 24 GB
     assert v["fit"]["fits"] is False
@@ -215,6 +217,7 @@ def test_fit_against_the_device_capacity(engine):
     assert any("does not fit" in w for w in v["warnings"])
 
 
+@pytest.mark.slow
 def test_download_errors_are_the_cli_messages(engine):
     with pytest.raises(ConfigError, match=r"^workload.frames=80: the VAE produces 1 \+ 4k frames"):
         engine.download(["workload.frames=80"], "json")
@@ -222,6 +225,7 @@ def test_download_errors_are_the_cli_messages(engine):
         engine.download([], "xml")
 
 
+@pytest.mark.slow
 def test_multi_device_view_is_the_cli_table(engine, capsys):
     from wanir.backends.parallel import cost_rows, multi_device_cost
     from wanir.cli import main
@@ -284,6 +288,7 @@ def test_memory_timeline_peak_is_the_pipeline_peak(engine, extra):
     assert m["capacity_bytes"] == load("h100-sxm").memory_bytes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offload", ["true", "false"])
 def test_memory_timeline_of_two_experts(engine, offload):
     e = engine.estimate(["model=wan2.2-t2v-a14b", "workload=480p", "workload.frames=17", "workload.steps=4",
@@ -357,6 +362,7 @@ def test_pareto_front_property(pts):
             assert any(pts[j] == p for j in front)
 
 
+@pytest.mark.slow
 def test_size_view_bounded_and_marked(engine):
     d = engine.size_view(["model=wan2.1-t2v-1.3b", "workload=480p"], latency_s=60, hardware=["h100-sxm", "a100-80gb"],
                          devices="1,2", prices=["h100-sxm=2.5", "a100-80gb=1.5"])
@@ -438,6 +444,7 @@ def test_serve_port_bounded(capsys):
     assert "--port must be in [0, 65535]" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sizing_ignores_the_gpu_and_plan_of_the_controls(engine):
     from wanir.backends import sizing
 
@@ -484,6 +491,7 @@ def plan_doc():
     return json.loads(r.stdout)
 
 
+@pytest.mark.integration
 def test_every_view_is_one_device_of_the_plan(engine, plan_doc):
     """Under a plan the breakdown, the memory chart, the compare rows and the fit are the
     CLI's per-device figures (its JSON's ``parallel``), not the one-GPU pipeline's."""
@@ -539,6 +547,7 @@ def test_every_view_is_one_device_of_the_plan(engine, plan_doc):
     assert 0.25 <= dit["b"]["flops"] / dit["a"]["flops"] <= 0.26
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("by", ["op", "scope"])
 def test_roofline_under_a_plan_is_one_device_graph(engine, by):
     from wanir.backends.parallel import multi_device_cost
@@ -578,6 +587,7 @@ def _dominated(r, rows):
                (q["time_s"], q["cost"]) != (r["time_s"], r["cost"]) for q in rows)
 
 
+@pytest.mark.integration
 def test_sizing_with_prices_for_some_gpus_agrees_with_wanir_size(engine):
     """Prices for one GPU of two: the rows come in `wanir size`'s order, the cost column is
     dollars on the priced GPU and GPU-hours on the other (each row's own), and the Pareto
@@ -633,6 +643,7 @@ def test_size_request_refuses_before_any_work(engine):
         assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_sizing_reports_its_progress(engine):
     """The fraction done comes before each plan: never decreasing, in [0, 1), one per plan
     tried (each plan is timed on every hardware)."""

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sys
@@ -25,14 +26,42 @@ import sys
 import yaml
 
 from . import jsonout
+from .backends import parallel, report
 from .backends.display import rich_table
 from .errors import ConfigError, WanirError
+from .estimate import estimate, estimate_graph
+from .hardware import list_hardware
 from .limits import MAX_DEVICES, MAX_JOBS, check_int_arg, usable_cpus
+from .ops import OPS
 from .paths import CONFIG_DIR
+from .resolve import explain_lines, resolve
 from .safeio import short
+from .scenario import thaw
 
-# Every command imports what it needs when it runs (the lines marked "late import: lazy command
-# loading"), so `wanir estimate` loads neither the web app nor plotting, calibration or sweep code.
+# What every command needs sits above (the ``wanir`` package loads it anyway). A command that
+# needs more names its modules in NEEDS (or, declaring its own arguments, in MODULE_COMMANDS);
+# they are loaded when that command runs (:func:`_load`), so `wanir estimate` loads neither the
+# web app nor plotting, calibration, checkpoint-reading or sweep code.
+
+#: command -> the modules its handler takes after ``args``, loaded when the command runs
+NEEDS = {
+    "size": ("wanir.backends.sizing", "wanir.size_optimizations"),
+    "spec": ("wanir.frontends.spec",),
+    "inspect": ("wanir.frontends.checkpoint",),
+    "render": ("wanir.frontends.spec", "wanir.backends.graphviz"),
+    "sweep": ("wanir.backends.sweep",),
+    "report": ("wanir.frontends.spec", "wanir.backends.html"),
+    "plan": ("wanir.backends.capacity.command",),
+}
+#: commands whose module declares their arguments (``add_parser``) and runs them; loaded when
+#: one of them runs or for --help
+MODULE_COMMANDS = {"serve": "wanir.web.command", "validate": "wanir.backends.validate",
+                   "calibrate": "wanir.backends.calibrate", "verify": "wanir.verify"}
+
+
+def _load(names) -> list:
+    """The modules ``names`` (dotted names), imported on first use (lazy command loading)."""
+    return [importlib.import_module(name) for name in names]  # late import: lazy command loading
 
 
 def _add_common(p):
@@ -41,9 +70,6 @@ def _add_common(p):
 
 
 def cmd_estimate(args) -> int:
-    from wanir.backends import parallel, report  # late import: lazy command loading
-    from wanir.estimate import estimate  # late import: lazy command loading
-
     est = estimate(args.overrides, args.config_dir)
     for line in est.extra.get("inferred", []):  # model.from: what was read from the files
         print(line, file=sys.stderr)
@@ -74,9 +100,7 @@ def _refuse_multi_device(what: str, hint: str) -> None:
                       f"(parallel=...); {hint}")
 
 
-def cmd_size(args) -> int:
-    from wanir.backends import sizing  # late import: lazy command loading
-
+def cmd_size(args, sizing, so) -> int:
     if args.latency is None and args.throughput is None:
         print("wanir: error: give a target: --latency SECONDS and/or --throughput VIDEOS_PER_HOUR", file=sys.stderr)
         return 2
@@ -87,7 +111,6 @@ def cmd_size(args) -> int:
             print("wanir: error: --risk upper ranks plain sizing only; drop --optimizations/--allow or --risk",
                   file=sys.stderr)
             return 2
-        from wanir import size_optimizations as so  # late import: lazy command loading
         res = so.size_with_optimizations(args.overrides, args.config_dir, allow=so.parse_allow(args.allow or ""),
                                          latency_s=args.latency, throughput=args.throughput, hardware=hw,
                                          devices=devices, prices=sizing.parse_prices(args.price))
@@ -101,8 +124,6 @@ def cmd_size(args) -> int:
 
 
 def cmd_hardware(args) -> int:
-    from wanir.hardware import list_hardware  # late import: lazy command loading
-
     hws = list_hardware(args.config_dir)
     recs = [h.summary() for h in hws]
     if args.format == "json":
@@ -143,9 +164,6 @@ def _source_counts(rec: dict) -> str:
 
 
 def cmd_config(args) -> int:
-    from wanir.resolve import explain_lines, resolve  # late import: lazy command loading
-    from wanir.scenario import thaw  # late import: lazy command loading
-
     sc = resolve(args.overrides, args.config_dir)
     if getattr(args, "explain", False):   # every value with where it came from
         sys.stdout.write("\n".join(explain_lines(sc)) + "\n")
@@ -157,8 +175,6 @@ def cmd_config(args) -> int:
 
 
 def cmd_ops(args) -> int:
-    from wanir.ops import OPS  # late import: lazy command loading
-
     if args.format == "json":
         print(jsonout.dumps({k: {"category": o.category, "attrs": [a.name for a in o.attrs], "doc": o.doc}
                           for k, o in sorted(OPS.items())}, indent=2))
@@ -173,20 +189,16 @@ def cmd_ops(args) -> int:
     return 0
 
 
-def cmd_spec(args) -> int:
-    from wanir.backends import report  # late import: lazy command loading
-
-    est = _estimate_for(args)
+def cmd_spec(args, spec) -> int:
+    est = _estimate_for(args, spec)
     out = report.render(est, args.format)
     if out is not None:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return 0
 
 
-def cmd_inspect(args) -> int:
-    from wanir.frontends.checkpoint import inspect  # late import: lazy command loading
-
-    ins = inspect(args.path)
+def cmd_inspect(args, checkpoint) -> int:
+    ins = checkpoint.inspect(args.path)
     if args.format == "json":
         print(jsonout.dumps(ins.to_dict(), indent=2))
     else:
@@ -194,22 +206,17 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _estimate_for(args):
+def _estimate_for(args, spec):
     """The Estimate a spec/render/report command works on: a YAML spec (``spec FILE``,
-    ``--spec``) or the pipeline."""
-    from wanir.estimate import estimate, estimate_graph  # late import: lazy command loading
-    from wanir.frontends.spec import load_spec  # late import: lazy command loading
-
-    spec = getattr(args, "spec", None) or getattr(args, "file", None)
-    if spec:
-        return estimate_graph(load_spec(spec))
+    ``--spec``; read by the module ``spec``, wanir.frontends.spec) or the pipeline."""
+    path = getattr(args, "spec", None) or getattr(args, "file", None)
+    if path:
+        return estimate_graph(spec.load_spec(path))
     return estimate(args.overrides, args.config_dir)
 
 
-def cmd_render(args) -> int:
-    from wanir.backends import graphviz, parallel  # late import: lazy command loading
-
-    est = _estimate_for(args)
+def cmd_render(args, spec, graphviz) -> int:
+    est = _estimate_for(args, spec)
     graph = est.graph
     if est.parallel is not None:   # one device's graph of the plan, communication nodes included
         graph = parallel.multi_device_cost(est).graph
@@ -218,16 +225,14 @@ def cmd_render(args) -> int:
     return 0
 
 
-def cmd_sweep(args) -> int:
-    from wanir.backends.sweep import SweepInterrupted, sweep_to_dir  # late import: lazy command loading
-
+def cmd_sweep(args, sweep) -> int:
     if args.jobs is not None and args.jobs > usable_cpus():
         print(f"wanir: note: -j {args.jobs} capped at {usable_cpus()} processes (the CPU cores this process may "
               f"use; more would only add memory)", file=sys.stderr)
     try:
-        res, files = sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
+        res, files = sweep.sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
                                   fmt=args.plot_format, jobs=args.jobs, overwrite=args.overwrite)
-    except SweepInterrupted as e:
+    except sweep.SweepInterrupted as e:
         print(f"wanir: {e}", file=sys.stderr)
         return 130
     t = res.timing
@@ -238,53 +243,17 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    from wanir.backends.html import write_report  # late import: lazy command loading
-
-    est = _estimate_for(args)
+def cmd_report(args, spec, html) -> int:
+    est = _estimate_for(args, spec)
     if est.parallel is not None:
         _refuse_multi_device("report", "write the report with parallel=single, and get the per-device figures "
                                        "with `wanir estimate` (--format json|md|csv)")
-    path = write_report(est, args.output, depth=args.depth)
+    path = html.write_report(est, args.output, depth=args.depth)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
-def _add_visual_commands(sub) -> None:
-    r = sub.add_parser("render", help="draw the architecture with Graphviz (.svg, .png, .pdf or .dot)")
-    _add_common(r)
-    r.add_argument("-o", "--output", required=True, help="output file; the suffix picks the format")
-    r.add_argument("--stage", default=None, help="draw only this stage (e.g. diffusion_core)")
-    r.add_argument("--depth", type=int, default=2, help="scope levels below each stage drawn as clusters; "
-                                                        "deeper scopes are one box with summed costs (default 2)")
-    r.add_argument("--color", choices=("bound", "time", "none"), default="bound")
-    r.add_argument("--spec", default=None, help="draw the graph of a YAML spec instead of the pipeline")
-    r.set_defaults(func=cmd_render)
-
-    w = sub.add_parser("sweep", help="estimate the cross product of Hydra sweep overrides (a=1,2 b=range(...)); "
-                                     "writes DIR/results.csv and plots")
-    _add_common(w)
-    w.add_argument("-o", "--output", required=True, help="output directory")
-    w.add_argument("--plot-format", choices=("png", "svg", "pdf"), default="png")
-    w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    w.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier sweep in the output directory (its results.csv, run.json and plots)")
-    w.add_argument("-j", "--jobs", type=int, default=None,
-                   help="processes to spread the points over (default: one per CPU core, up to 8, for sweeps of "
-                        "more than 32 points; else 1; never more than the usable CPU cores)")
-    w.set_defaults(func=cmd_sweep)
-
-    h = sub.add_parser("report", help="write a self-contained HTML report (table, diagram, plots, notes)")
-    _add_common(h)
-    h.add_argument("-o", "--output", required=True, help="output .html file")
-    h.add_argument("--depth", type=int, default=2, help="diagram depth (default 2)")
-    h.add_argument("--spec", default=None, help="report on the graph of a YAML spec instead of the pipeline")
-    h.set_defaults(func=cmd_report)
-
-
-def cmd_plan(args) -> int:
-    from wanir.backends.capacity import command  # late import: lazy command loading
-
+def cmd_plan(args, command) -> int:
     return command.run(args)
 
 
@@ -317,11 +286,20 @@ def _description() -> str:
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser; ``command`` (the command about to run, None for all) spares loading
-    the modules of the other commands."""
-    p = argparse.ArgumentParser(prog="wanir", description=_description())
+    """The argument parser; ``command`` (the command about to run, None for all) spares
+    declaring the other commands' arguments and loading their modules: they are added as
+    names only."""
+    p = argparse.ArgumentParser(prog="wanir", description=_description() if command is None else None)
     sub = p.add_subparsers(dest="command", required=True)
+    for name, add in PARSERS.items():
+        if command is None or name == command:
+            add(sub)
+        else:
+            sub.add_parser(name)
+    return p
 
+
+def _parser_estimate(sub) -> None:
     e = sub.add_parser("estimate", help="estimate one generation (default: Wan2.1 T2V-14B, 1280x720x81)")
     _add_common(e)
     e.add_argument("--format", choices=("table", "json", "md", "csv"), default="table")
@@ -331,6 +309,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="with --by scope|kind: scope levels below the stage to group by (default 2)")
     e.set_defaults(func=cmd_estimate)
 
+
+def _parser_size(sub) -> None:
     z = sub.add_parser("size", help="rank hardware x device count x parallel plan by cost per video for a target")
     _add_common(z)
     z.add_argument("--latency", type=float, default=None, help="target seconds per video")
@@ -351,55 +331,99 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="comma-separated optimizations to combine, e.g. fp8,teacache,radial,compiled")
     z.set_defaults(func=cmd_size)
 
+
+def _parser_hardware(sub) -> None:
     hw = sub.add_parser("hardware", help="list the known devices (built-in, --config-dir and entry points)")
     hw.add_argument("--config-dir", default=None, help="your own config directory (its hardware/*.yaml are listed)")
     hw.add_argument("--format", choices=("table", "json", "md"), default="table")
     hw.set_defaults(func=cmd_hardware)
 
+
+def _parser_config(sub) -> None:
     c = sub.add_parser("config", help="print the resolved configuration")
     _add_common(c)
     c.add_argument("--explain", action="store_true",
                    help="print each value with its source: user, runtime, model, file (model.from), plan or default")
     c.set_defaults(func=cmd_config)
 
+
+def _parser_ops(sub) -> None:
     o = sub.add_parser("ops", help="list the op kinds with their categories")
     o.add_argument("--format", choices=("table", "json"), default="table")
     o.set_defaults(func=cmd_ops)
 
+
+def _parser_spec(sub) -> None:
     s = sub.add_parser("spec", help="estimate a model described in a YAML graph spec")
     s.add_argument("file")
     s.add_argument("--format", choices=("table", "json", "md", "csv"), default="table")
     s.set_defaults(func=cmd_spec)
 
+
+def _parser_inspect(sub) -> None:
     i = sub.add_parser("inspect", help="infer a model's hyperparameters and parameter count by module from its "
                                       "config.json, .safetensors header, .pth state dict or directory")
     i.add_argument("path")
     i.add_argument("--format", choices=("text", "json"), default="text")
     i.set_defaults(func=cmd_inspect)
 
-    _add_visual_commands(sub)
-    if command is None or command in MODULE_COMMANDS:
-        _add_module_commands(sub)
-    else:   # another command runs: these are names only, their modules are not loaded
-        for name in MODULE_COMMANDS:
-            sub.add_parser(name)
-    _add_plan(sub)
-    return p
+
+def _parser_render(sub) -> None:
+    r = sub.add_parser("render", help="draw the architecture with Graphviz (.svg, .png, .pdf or .dot)")
+    _add_common(r)
+    r.add_argument("-o", "--output", required=True, help="output file; the suffix picks the format")
+    r.add_argument("--stage", default=None, help="draw only this stage (e.g. diffusion_core)")
+    r.add_argument("--depth", type=int, default=2, help="scope levels below each stage drawn as clusters; "
+                                                        "deeper scopes are one box with summed costs (default 2)")
+    r.add_argument("--color", choices=("bound", "time", "none"), default="bound")
+    r.add_argument("--spec", default=None, help="draw the graph of a YAML spec instead of the pipeline")
+    r.set_defaults(func=cmd_render)
 
 
-#: commands whose module declares their arguments; loaded when one of them runs or for --help
-MODULE_COMMANDS = ("serve", "validate", "calibrate", "verify")
+def _parser_sweep(sub) -> None:
+    w = sub.add_parser("sweep", help="estimate the cross product of Hydra sweep overrides (a=1,2 b=range(...)); "
+                                     "writes DIR/results.csv and plots")
+    _add_common(w)
+    w.add_argument("-o", "--output", required=True, help="output directory")
+    w.add_argument("--plot-format", choices=("png", "svg", "pdf"), default="png")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    w.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier sweep in the output directory (its results.csv, run.json and plots)")
+    w.add_argument("-j", "--jobs", type=int, default=None,
+                   help="processes to spread the points over (default: one per CPU core, up to 8, for sweeps of "
+                        "more than 32 points; else 1; never more than the usable CPU cores)")
+    w.set_defaults(func=cmd_sweep)
 
 
-def _add_module_commands(sub) -> None:
-    from wanir.backends import calibrate, validate  # late import: lazy command loading
-    from wanir.verify import add_parser as add_verify  # late import: lazy command loading
-    from wanir.web.command import add_parser as add_serve  # late import: lazy command loading
+def _parser_report(sub) -> None:
+    h = sub.add_parser("report", help="write a self-contained HTML report (table, diagram, plots, notes)")
+    _add_common(h)
+    h.add_argument("-o", "--output", required=True, help="output .html file")
+    h.add_argument("--depth", type=int, default=2, help="diagram depth (default 2)")
+    h.add_argument("--spec", default=None, help="report on the graph of a YAML spec instead of the pipeline")
+    h.set_defaults(func=cmd_report)
 
-    add_serve(sub)
-    validate.add_parser(sub)
-    calibrate.add_parser(sub)
-    add_verify(sub, _add_common)
+
+def _module_parser(name: str):
+    """The function adding command ``name`` of MODULE_COMMANDS: its module's ``add_parser``
+    (the module is loaded when it is called)."""
+    def add(sub) -> None:
+        module, = _load([MODULE_COMMANDS[name]])
+        if name == "verify":
+            module.add_parser(sub, _add_common)
+        else:
+            module.add_parser(sub)
+    return add
+
+
+#: every command, in the order --help lists them: the function that declares its arguments
+PARSERS = {
+    "estimate": _parser_estimate, "size": _parser_size, "hardware": _parser_hardware, "config": _parser_config,
+    "ops": _parser_ops, "spec": _parser_spec, "inspect": _parser_inspect, "render": _parser_render,
+    "sweep": _parser_sweep, "report": _parser_report,
+    **{name: _module_parser(name) for name in MODULE_COMMANDS},
+    "plan": _add_plan,
+}
 
 
 def _check_args(args) -> None:
@@ -434,7 +458,7 @@ def _check_args(args) -> None:
 def main(argv=None) -> int:
     """Entry point of the ``wanir`` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
+    command = argv[0] if argv and not argv[0].startswith("-") else None   # else --help, or an error: every command
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if not sys.stdout.isatty():
@@ -444,7 +468,7 @@ def main(argv=None) -> int:
             os.environ["COLUMNS"] = "200"
     try:
         _check_args(args)
-        return args.func(args)
+        return args.func(args, *_load(NEEDS.get(args.command, ())))
     except WanirError as e:
         print(f"wanir: error: {e}", file=sys.stderr)
         return 2

@@ -1,14 +1,17 @@
-"""Configuration: Hydra config groups under ``wanir/configs`` composed with hydra-core's
-compose API (no ``@hydra.main``, no working-directory change, no output folders).
+"""Configuration: the config groups under ``wanir/configs`` composed as Hydra composes them —
+by wanir itself from the YAML files for the built-in groups, by hydra-core's compose API
+(:mod:`wanir.hydra_compose`, no ``@hydra.main``, no working-directory change, no output
+folders) for a user's config directory or a Hydra feature the plain composer does not read.
 
 Overrides are written as Hydra writes them: ``model=wan2.1-t2v-1.3b`` selects an option of
 a group, ``workload.height=480`` sets one value. A user's own config directory
 (``config_dir``) is searched before the built-in one, so it can add options to any group
 (``hardware/my-gpu.yaml``) or replace built-in ones.
 
-Composition of group choices is cached; value overrides are applied with OmegaConf and
+Composition of group choices is cached; value overrides are applied to a plain tree and
 checked here, so a mistyped key names the closest valid key and a bad value names the key
-and what is allowed.
+and what is allowed. Hydra and OmegaConf are imported only for what needs them (overrides
+the plain parser does not read, sweeps, ``--config-dir``, ``${...}`` interpolations).
 """
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
+from . import dictconfig
 from .errors import ConfigError
 from .hardware import compose_hook, plugin_names
-from .interpolation import MAX_OPTION_CHARS, check_config, plain_option
+from .interpolation import MAX_OPTION_CHARS, plain_option
 from .kernels import attention_kernels
 from .limits import LIMITS
 from .limits import check_config as check_limits
@@ -143,15 +147,44 @@ def _flat_keys(cfg, prefix="") -> list[str]:
     return out
 
 
+#: the option names found per (config dir, its group folders' modification times): a folder's
+#: listing changes only with its modification time (a file added, removed or renamed)
+_OPTIONS_SEEN: dict = {}
+_OPTIONS_SEEN_MAX = 64
+
+
+def _group_dirs_signature(root: Path) -> tuple:
+    """Each group folder under ``root``: its file type and mode, and its modification time
+    in ns; None when it is missing or unreadable."""
+    out = []
+    for g in GROUPS:
+        try:
+            st = (root / g).stat()
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_mode, st.st_mtime_ns))
+    return tuple(out)
+
+
 def _available_options(config_dir: str | None) -> dict[str, list[str]]:
+    """The option names of every group (built-in and ``config_dir``'s), sorted: listed again
+    only when a group folder changed (:func:`_group_dirs_signature`)."""
     roots = [CONFIG_DIR] + ([Path(config_dir)] if config_dir else [])
-    opts: dict[str, set[str]] = {g: set() for g in GROUPS}
-    for root in roots:
-        for g in GROUPS:
-            d = root / g
-            if d.is_dir():
-                opts[g].update(p.stem for p in d.glob("*.yaml"))
-    return {g: sorted(v) for g, v in opts.items()}
+    key = tuple((str(root), _group_dirs_signature(root)) for root in roots)
+    hit = _OPTIONS_SEEN.get(key)
+    if hit is None:
+        opts: dict[str, set[str]] = {g: set() for g in GROUPS}
+        for root in roots:
+            for g in GROUPS:
+                d = root / g
+                if d.is_dir():
+                    opts[g].update(p.stem for p in d.glob("*.yaml"))
+        hit = {g: tuple(sorted(v)) for g, v in opts.items()}
+        if len(_OPTIONS_SEEN) >= _OPTIONS_SEEN_MAX:
+            _OPTIONS_SEEN.clear()
+        _OPTIONS_SEEN[key] = hit
+    return {g: list(v) for g, v in hit.items()}
 
 
 def list_options(group: str, config_dir: str | None = None) -> list[str]:
@@ -210,14 +243,7 @@ def parse_overrides(overrides: Iterable[str]) -> list[Override]:
         if fast is not None:
             out.append(fast)
             continue
-        from hydra.core.override_parser.overrides_parser import OverridesParser  # late import: Hydra's grammar only for overrides the plain parser does not read
-        from hydra.errors import HydraException  # late import: as above
-
-        try:
-            parsed = OverridesParser.create().parse_overrides([o])
-        except HydraException as e:
-            raise ConfigError(f"cannot parse override '{o}': {str(e).splitlines()[0]}") from None
-        for ov in parsed:
+        for ov in _hydra().parse_overrides([o]):
             sweep = ov.is_sweep_override()
             out.append(Override(o, ov.key_or_group, None if sweep else ov.value(), ov.is_add(), ov.is_delete(),
                                 sweep))
@@ -227,17 +253,13 @@ def parse_overrides(overrides: Iterable[str]) -> list[Override]:
 def parse_hydra_overrides(overrides: Iterable[str]) -> list:
     """Parse override strings with Hydra's parser; returns Hydra's Override objects (what a
     sweep needs: its comma lists, choice() and range()). Errors name the override."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser  # late import: sweeps only
-    from hydra.errors import HydraException  # late import: sweeps only
+    return _hydra().parse_overrides(overrides)
 
-    parser = OverridesParser.create()
-    out = []
-    for o in overrides:
-        try:
-            out.extend(parser.parse_overrides([o]))
-        except HydraException as e:
-            raise ConfigError(f"cannot parse override '{o}': {str(e).splitlines()[0]}") from None
-    return out
+
+def _hydra():
+    """:mod:`wanir.hydra_compose` (Hydra's grammar and compose API), imported on first use."""
+    from . import hydra_compose  # late import: Hydra loads in ~60 ms; only overrides the plain parser does not read, sweeps and --config-dir need it
+    return hydra_compose
 
 
 #: Hydra's compose API keeps global state (GlobalHydra); one composition at a time
@@ -384,56 +406,24 @@ def _flat_leaves(tree, prefix=""):
 
 def _compose_hydra(group_overrides: tuple[str, ...], config_dir: str | None) -> dict:
     """The composed config of these group choices by Hydra's compose API, as plain data."""
-    from hydra import compose, initialize_config_dir  # late import: Hydra composes only a user config directory
-    from hydra.core.global_hydra import GlobalHydra  # late import: as above
-    from hydra.errors import HydraException  # late import: as above
-
-    extra = []
-    if config_dir:
-        extra.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base=None, config_dir=str(CONFIG_DIR), job_name="wanir"):
-            cfg = compose("config", overrides=list(group_overrides) + extra)
-    except HydraException as e:
-        raise ConfigError(_explain_hydra(e, group_overrides, config_dir)) from None
-    finally:
-        GlobalHydra.instance().clear()
-    return _to_container(cfg)
+    return _hydra().compose(group_overrides, config_dir,
+                            lambda first: _explain_hydra(first, group_overrides, config_dir))
 
 
 def _compose(group_overrides: tuple[str, ...], config_dir: str | None):
     """A DictConfig of the composed config of these group choices (a fresh copy)."""
-    from omegaconf import OmegaConf  # late import: the DictConfig view for callers that still take one
-
     tree, _ = _compose_cached(tuple(group_overrides), config_dir)
-    return OmegaConf.create(_thaw(tree))
+    return dictconfig.create(_thaw(tree))
 
 
 _compose.cache_clear = _compose_cached.cache_clear
-
-
-def _to_container(cfg) -> dict:
-    """The resolved config as containers; an interpolation that fails (refers to itself, or to
-    a missing key) is a one-line ConfigError."""
-    from omegaconf import DictConfig, OmegaConf  # late import: interpolations only
-    from omegaconf.errors import OmegaConfBaseException  # late import: as above
-
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.create(cfg)
-    check_config(cfg)   # only whole-value ${key} references to one value; no resolver calls
-    try:
-        return OmegaConf.to_container(cfg, resolve=True)
-    except (OmegaConfBaseException, RecursionError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"cannot resolve an interpolation (${{...}}): {first[:200]}") from None
 
 
 def resolve_interpolations(tree: dict, overrides) -> dict:
     """``tree`` with the ``${...}`` interpolations set by value overrides resolved (once), so a
     value that refers to itself is an error here and never reaches arithmetic."""
     if any("${" in str(o) for o in overrides):
-        return _to_container(_thaw(tree))
+        return dictconfig.resolve(_thaw(tree))
     return tree
 
 
@@ -486,8 +476,9 @@ def check_key(key: str, is_add: bool, valid) -> None:
     raise ConfigError(_unknown_key(key, valid))
 
 
-def _explain_hydra(e, group_overrides, config_dir) -> str:
-    msg = str(e).splitlines()[0]
+def _explain_hydra(msg: str, group_overrides, config_dir) -> str:
+    """Hydra's error ``msg`` (its first line) about these group choices, reworded as the
+    missing option with the closest names when one is missing."""
     opts = _available_options(config_dir)
     for o in group_overrides:
         g, _, v = o.partition("=")
@@ -604,9 +595,7 @@ def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | N
     """The composed, checked configuration (:func:`compose`) as an OmegaConf DictConfig, for
     callers that still take one; new code takes a :class:`wanir.scenario.Scenario` from
     :func:`wanir.resolve.resolve`."""
-    from omegaconf import OmegaConf  # late import: the DictConfig view for callers that still take one
-
-    return OmegaConf.create(_thaw(compose(overrides, config_dir, validate).tree))
+    return dictconfig.create(_thaw(compose(overrides, config_dir, validate).tree))
 
 
 def _unknown_key(key: str, valid: set[str]) -> str:
@@ -637,5 +626,4 @@ def to_dict(cfg) -> dict:
     """The config as plain Python containers."""
     if isinstance(cfg, dict):
         return _thaw(cfg)
-    from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-    return OmegaConf.to_container(cfg, resolve=True)
+    return dictconfig.to_plain(cfg)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from . import hardware
+from . import fit_hints, hardware
 from . import options as _options
 from .backends import error_range
 from .backends import host_stages as hostlib
@@ -282,8 +282,8 @@ def count(build: Build) -> Counted:
         graph = build_pipeline(build)
         graph.meta["count_key"] = _options.count_key(build.options)
         counts = annotate_counts(graph, options=build.options, mem=build.memory)
-    graph.freeze()
-    return _COUNTED.put(build, Counted(build, graph, _freeze(counts)))
+        graph.freeze()
+        return _COUNTED.put(build, Counted(build, graph, _freeze(counts)))
 
 
 def time(counted: Counted, run: Run, extra: Mapping | None = None) -> Estimate:
@@ -337,14 +337,23 @@ def build(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = 
 def paused_gc():
     """Pause Python's cyclic garbage collector while a graph is built and annotated: the
     build allocates tens of thousands of small objects, which would trigger many collections
-    that find nothing to free (everything is freed by reference counting). Restores the
-    previous state afterwards."""
+    that find nothing to free (everything is freed by reference counting: the graph, its
+    scope tree included, holds no reference cycle). Restores the previous state afterwards.
+
+    On the way out, the objects made meanwhile (an annotated graph, which the caches keep)
+    join the oldest generation at once (``gc.freeze()`` then ``gc.unfreeze()``, which moves
+    them without a scan) instead of being scanned by the young collections the re-enabled
+    collector would run next. A caller's own ``gc.freeze`` is left alone (then the collector
+    just resumes)."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was:
+            if gc.get_count()[0] > gc.get_threshold()[0] and not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
@@ -365,7 +374,6 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
     resolved scenario). Safe to call from several threads. ``hints``: when the peak does not
     fit (or is tight), re-estimate the changes that could help and add a warning naming those
     that fit (wanir/fit_hints.py)."""
-    from . import fit_hints  # late import: fit_hints re-estimates through this module
     sc = resolve(overrides, config_dir)
     est = evaluate(sc)
     if not hints:
@@ -373,7 +381,7 @@ def estimate(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None
     key = ("hinted", sc)
     hit = _ESTIMATES.get(key)
     if hit is None:
-        hit = _ESTIMATES.put(key, fit_hints.attach(est, list(overrides), config_dir))
+        hit = _ESTIMATES.put(key, fit_hints.attach(est, list(overrides), config_dir, evaluate))
     return hit
 
 

@@ -25,7 +25,6 @@ import dataclasses
 
 from . import hardware as hwlib
 from .errors import WanirError
-from .estimate import evaluate
 from .passes.memory import TIGHT_FRACTION
 from .resolve import resolve
 
@@ -92,9 +91,11 @@ def _larger_gpus(est, config_dir) -> list[str]:
     return [h.name for h in sorted(gpus, key=lambda h: (h.memory_bytes, h.name))]
 
 
-def find(est, overrides, config_dir=None) -> list[tuple[tuple[str, ...], int, int]]:
+def find(est, overrides, config_dir, evaluate) -> list[tuple[tuple[str, ...], int, int]]:
     """The changes found to fit: [(overrides added, peak bytes per device, capacity bytes)],
-    each re-estimated. Empty when ``est`` fits comfortably or nothing tried fits."""
+    each resolved (:func:`wanir.resolve.resolve`) and re-estimated by ``evaluate``
+    (:func:`wanir.estimate.evaluate`, handed in: that module calls this one). Empty when
+    ``est`` fits comfortably or nothing tried fits."""
 
     if est.run is None or est.run.config is None or needs_hint(est) is None:
         return []
@@ -162,12 +163,12 @@ def hint_line(est, found) -> str | None:
     return "fits with (re-estimated): " + "; or ".join(parts)
 
 
-def attach(est, overrides, config_dir=None):
+def attach(est, overrides, config_dir, evaluate):
     """``est`` with a hint line appended to its warnings when it does not fit or is tight
-    (:func:`find`, :func:`hint_line`); ``est`` itself otherwise."""
+    (:func:`find` with ``evaluate``, :func:`hint_line`); ``est`` itself otherwise."""
     if needs_hint(est) is None:
         return est
-    line = hint_line(est, find(est, overrides, config_dir))
+    line = hint_line(est, find(est, overrides, config_dir, evaluate))
     if not line:
         return est
     return dataclasses.replace(est, warnings=tuple(est.warnings) + (line,))

@@ -94,7 +94,7 @@ class Node:
 
     @property
     def stage(self) -> str:
-        return self.scope.stage.name
+        return self.scope.stage_name
 
     @property
     def multiplicity(self) -> int:
@@ -272,13 +272,13 @@ class Graph:
 
     def stage_nodes(self, stage: str) -> list[Node]:
         """The nodes of one stage, in insertion order."""
-        return [n for n in self if n.scope.stage.name == stage]
+        return [n for n in self if n.scope.stage_name == stage]
 
     def stage_weights(self, stage: str) -> dict[str, Weight]:
         """Distinct weights (by key) used by the nodes of one stage."""
         out: dict[str, Weight] = {}
         for n in self:
-            if n.params and n.scope.stage.name == stage:
+            if n.params and n.scope.stage_name == stage:
                 for w in n.params.values():
                     out[w.key] = w
         return out

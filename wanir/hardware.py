@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib.metadata
 import json
 import math
 import threading
@@ -25,7 +24,7 @@ import yaml
 
 from .dtypes import DTYPES
 from .errors import ConfigError
-from .interpolation import check_config
+from .dictconfig import check_config, create, omegaconf, to_plain
 from .kernels import FAMILIES, SOURCES, check_overrides
 from .limits import check_hw_number
 from .paths import CONFIG_DIR
@@ -373,6 +372,8 @@ def yaml_files(config_dir: str | Path | None = None) -> dict[str, Path]:
 
 
 def _entry_points():
+    """The entry points of the ``wanir.hardware`` group (installed packages' hardware)."""
+    import importlib.metadata  # late import: it loads in ~15 ms (email, zipfile...); only plugin hardware needs it
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
@@ -436,9 +437,8 @@ def _load_file_cached(path: str, mtime: float) -> Hardware:
         except yaml.YAMLError as e:
             raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
         return from_mapping(data, origin=path, name=Path(path).stem)
-    from omegaconf import OmegaConf  # late import: a hardware file with ${...} interpolations
     try:
-        conf = OmegaConf.create(text)
+        conf = create(text)
     except Exception as e:  # a YAML syntax error
         raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
     try:
@@ -446,7 +446,7 @@ def _load_file_cached(path: str, mtime: float) -> Hardware:
     except ConfigError as e:
         raise HardwareError(f"{path}: {e}") from None
     try:
-        data = OmegaConf.to_container(conf, resolve=True)
+        data = to_plain(conf)
     except Exception as e:  # noqa: BLE001 - an interpolation that does not resolve
         raise HardwareError(f"{path}: cannot parse: {str(e).splitlines()[0]}") from None
     return from_mapping(data, origin=path, name=Path(path).stem)
@@ -518,9 +518,8 @@ def compose_hook(group_overrides: Iterable[str], config_dir: str | None) -> tupl
             if isinstance(cfg, dict):
                 cfg["hardware"] = spec
             else:
-                from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-                OmegaConf.set_struct(cfg, False)
-                cfg.hardware = OmegaConf.create(spec)
+                omegaconf().OmegaConf.set_struct(cfg, False)
+                cfg.hardware = create(spec)
         hw = cfg.get("hardware")
         if hw is None:
             return
@@ -537,8 +536,7 @@ def _plain_spec(hw) -> dict:
     """A hardware config node as a plain mapping."""
     if isinstance(hw, dict):
         return dict(hw)
-    from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-    return OmegaConf.to_container(hw, resolve=True)
+    return to_plain(hw)
 
 
 _BY_CONTENT: dict = {}     # hardware mapping (as canonical JSON) -> validated Hardware

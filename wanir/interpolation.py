@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import re
 
-from omegaconf import DictConfig, ListConfig
-from omegaconf.errors import OmegaConfBaseException
-
 from .errors import ConfigError
 
 #: ``${...}`` references one composed configuration may hold
@@ -34,7 +31,7 @@ _REF = re.compile(r"\$\{\s*\.*[A-Za-z_][\w-]*(?:\.[A-Za-z_0-9][\w-]*)*\s*\}")
 
 _RESOLVER = ("a resolver interpolation (${name:...}, such as ${oc.env:...}) is not accepted: it could read the "
              "environment; write the value, or refer to one other key with ${group.key}")
-_NOT_WHOLE = "an interpolation must be the whole value and name one other key, such as ${workload.height}"
+NOT_WHOLE = "an interpolation must be the whole value and name one other key, such as ${workload.height}"
 
 
 def plain_option(name) -> bool:
@@ -71,43 +68,8 @@ def check_text(where: str, s: str, whole: bool = True) -> bool:
     if _is_resolver(s):
         raise ConfigError(f"{where}: {_RESOLVER}")
     if not whole or not _REF.fullmatch(s.strip()):
-        raise ConfigError(f"{where}: {_NOT_WHOLE}")
+        raise ConfigError(f"{where}: {NOT_WHOLE}")
     return True
-
-
-def check_config(cfg) -> None:
-    """Check every interpolation of ``cfg`` (an unresolved OmegaConf config) before it is
-    resolved: each is a whole-value reference, at most :data:`MAX_INTERPOLATIONS` of them,
-    and each resolves to one value (not a group of keys). Raises ConfigError."""
-    refs = []
-    stack = [("", cfg)]
-    while stack:
-        prefix, node = stack.pop()
-        keys = list(node.keys()) if isinstance(node, DictConfig) else range(len(node))
-        for k in keys:
-            if isinstance(node, DictConfig):
-                where = f"{prefix}.{k}" if prefix else str(k)
-            else:
-                where = f"{prefix}[{k}]"
-            if isinstance(node, DictConfig) and isinstance(k, str) and "${" in k:
-                check_text(f"{where} (a key)", k, whole=False)
-            child = node._get_node(k)
-            if isinstance(child, (DictConfig, ListConfig)) and not child._is_interpolation():
-                stack.append((where, child))
-                continue
-            raw = child._value()
-            if isinstance(raw, str) and check_text(where, raw, whole=isinstance(node, DictConfig)):
-                refs.append((where, node, k))
-                if len(refs) > MAX_INTERPOLATIONS:
-                    raise ConfigError(f"more than {MAX_INTERPOLATIONS} ${{...}} interpolations; refused")
-    for where, node, k in refs:
-        try:
-            value = node[k]
-        except (OmegaConfBaseException, RecursionError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ConfigError(f"{where}: cannot resolve an interpolation (${{...}}): {first[:200]}") from None
-        if isinstance(value, (DictConfig, ListConfig)):
-            raise ConfigError(f"{where}: {_NOT_WHOLE} (it names a group of keys)")
 
 
 def check_yaml_data(data, source: str, error=ConfigError) -> None:

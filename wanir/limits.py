@@ -15,8 +15,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import ListConfig
-
 from .errors import ConfigError
 from .safeio import short
 

@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .dictconfig import select as select_in
+from .dictconfig import to_plain
 from .errors import ConfigError
 
 #: field metadata of options that change only timing, not the counted graph
@@ -236,8 +238,7 @@ def from_config(cfg) -> RunOptions:
         data = cfg.get(g) if hasattr(cfg, "get") else None
         if data is not None and not isinstance(data, dict):
             if type(data).__name__ == "DictConfig":
-                from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-                data = OmegaConf.to_container(data, resolve=True)
+                data = to_plain(data)
             else:
                 data = None
         kw[g] = memory_from(data) if cls is MemoryOptions else _group(cls, data)
@@ -264,10 +265,8 @@ def select(cfg, key: str, default=None, keep_null: bool = False):
                 return default
             d = d[part]
     else:
-        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-
         missing = object()
-        d = OmegaConf.select(cfg, key, default=missing)
+        d = select_in(cfg, key, missing)
         if d is missing:
             return default
     return default if (d is None and not keep_null) else d

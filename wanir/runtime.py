@@ -19,6 +19,7 @@ import functools
 import math
 from dataclasses import dataclass, replace
 
+from .dictconfig import create, to_plain
 from .errors import ConfigError
 from .options import DEFAULT_ATTENTION_KERNEL, DEFAULT_RUNTIME, OFFLOAD_MODES, MemoryOptions, PrecisionOptions
 from .options import from_config as _run_options_of
@@ -79,8 +80,7 @@ def runtime_options(cfg) -> Runtime:
     if r is None:   # no runtime group: the values below (DEFAULT_RUNTIME)
         r = {}
     if not isinstance(r, dict) and hasattr(r, "items"):
-        from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-        r = OmegaConf.to_container(r, resolve=True)
+        r = to_plain(r)
     if not isinstance(r, dict):
         raise ConfigError(f"runtime must be a mapping (a runtime/ config), got {type(r).__name__}")
     known = {"name", "description", "dit_lowering", "allow_tf32", "matmul_tf32", "cuda_graphs", "attention_kernel", "attention_kernel_wan22_sm90",
@@ -233,8 +233,7 @@ def config_for_plan(cfg, parallel: dict):
     one: nothing changes in place); a DictConfig a DictConfig."""
     if isinstance(cfg, dict):
         return freeze(_tree_for_plan(thaw(cfg), parallel))
-    from omegaconf import OmegaConf  # late import: a DictConfig from a caller that still holds one
-    return OmegaConf.create(_tree_for_plan(OmegaConf.to_container(cfg, resolve=True), parallel))
+    return create(_tree_for_plan(to_plain(cfg), parallel))
 
 
 def _tree_for_plan(tree: dict, parallel: dict) -> dict:

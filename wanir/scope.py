@@ -12,6 +12,8 @@ Kinds of level:
 """
 from __future__ import annotations
 
+import weakref
+
 from .errors import WanirError
 
 KINDS = ("root", "stage", "scope", "repeat", "loop")
@@ -22,10 +24,17 @@ class Scope:
     ``multiplicity`` the product of repeats from the root down to this level (int).
 
     A scope never changes after it is made, so everything derived from its ancestors
-    (path, stage, multiplicities, weight path) is computed once, here."""
+    (path, stage, multiplicities, weight path) is computed once, here.
 
-    __slots__ = ("name", "parent", "repeat", "kind", "children", "path", "depth", "stage", "multiplicity",
-                 "count_per_invocation", "weight_count", "weight_path")
+    The tree holds no reference cycle, so a dropped graph's scopes are freed by reference
+    counting alone (no garbage collection): links go up (``parent``, ``stage``: strong up to
+    the stage, the root reached through a weak reference) and the only links down are the
+    root's table of every scope's children (``children`` reads it). A scope kept after its
+    tree's root is gone (a node held after its graph was dropped) keeps its path, stage and
+    counts; its ``parent`` at the top is then None and ``children`` empty."""
+
+    __slots__ = ("name", "_parent", "repeat", "kind", "_tree", "_root", "path", "depth", "_stage", "stage_name",
+                 "multiplicity", "count_per_invocation", "weight_count", "weight_path", "__weakref__")
 
     def __init__(self, name: str, parent: "Scope | None", repeat: int = 1, kind: str = "scope"):
         if kind not in KINDS:
@@ -36,20 +45,27 @@ class Scope:
         if parent is not None and (not name or "/" in name):
             raise WanirError(f"scope name {name!r} must be non-empty and contain no '/'")
         self.name = name
-        self.parent = parent
         self.repeat = repeat
         self.kind = kind
-        self.children: dict[str, Scope] = {}
         if parent is None:
-            #: the root: no path, no stage, every count 1
-            self.path, self.depth, self.stage = "", 0, None
+            #: the root: no path, no stage, every count 1; it owns the table of children
+            #: (scope id -> {name: scope}) of its whole tree
+            self._tree = {id(self): {}}
+            self._root = weakref.ref(self)
+            self._parent = self._stage = self.stage_name = None
+            self.path, self.depth = "", 0
             self.multiplicity = self.count_per_invocation = self.weight_count = 1
             self.weight_path = ""
             return
+        self._tree = None
+        self._root = parent._root
+        #: the parent, held strongly unless it is the tree's root (reached through ``_root``)
+        self._parent = None if parent._tree is not None else parent
         self.path = f"{parent.path}/{name}" if parent.path else name
         self.depth = parent.depth + 1
-        #: the stage this scope belongs to (None for the root)
-        self.stage = self if kind == "stage" else parent.stage
+        #: the stage this scope belongs to (held here unless it is this scope: ``stage``)
+        self._stage = None if kind == "stage" else parent.stage
+        self.stage_name = name if kind == "stage" else parent.stage_name
         #: times this scope's contents run per generation (all repeats, stage included)
         self.multiplicity = parent.multiplicity * repeat
         #: times this scope's contents run per invocation of its stage (stage repeat excluded)
@@ -62,15 +78,47 @@ class Scope:
         else:
             self.weight_path = f"{parent.weight_path}/{name}" if parent.weight_path else name
 
+    @property
+    def parent(self) -> "Scope | None":
+        """The enclosing scope (None for the root)."""
+        p = self._parent
+        if p is None and self._tree is None:
+            return self._root()
+        return p
+
+    @property
+    def stage(self) -> "Scope | None":
+        """The stage scope this scope belongs to (itself for a stage; None for the root)."""
+        s = self._stage
+        if s is None and self.kind == "stage":
+            return self
+        return s
+
+    @property
+    def children(self) -> dict[str, "Scope"]:
+        """The child scopes by name, in creation order (read-only by convention; empty when
+        the tree's root is gone)."""
+        root = self._root()
+        if root is None:
+            return {}
+        kids = root._tree.get(id(self))
+        return {} if kids is None else kids
+
     def child(self, name: str, repeat: int = 1, kind: str = "scope") -> "Scope":
         """The child scope ``name``, created on first use; reopening with another repeat
         or kind is an error."""
-        c = self.children.get(name)
+        root = self._root()
+        if root is None:
+            raise WanirError(f"scope '{self.path}': its graph is gone; no scope can be added under it")
+        kids = root._tree.get(id(self))
+        if kids is None:
+            kids = root._tree[id(self)] = {}
+        c = kids.get(name)
         if c is None:
             if self.kind == "root" and kind != "stage":
                 raise WanirError(f"top-level scope '{name}' must be a stage (open it with builder.stage(...))")
             c = Scope(name, self, repeat, kind)
-            self.children[name] = c
+            kids[name] = c
         elif c.repeat != repeat or c.kind != kind:
             raise WanirError(f"scope '{c.path}' reopened as {kind} ×{repeat}, it is {c.kind} ×{c.repeat}")
         return c

@@ -19,16 +19,16 @@ def run(args) -> int:
     if devices and max(devices) > tr.MAX_DEVICES_PER_REPLICA:
         raise ConfigError(f"--devices {args.devices[:60]}: at most {tr.MAX_DEVICES_PER_REPLICA} devices per replica")
     prices = sizing.parse_prices(args.price)
+    report = None
     if args.output:      # refuse a bad output directory before the work
-        from .report import check_output_dir  # late import: matplotlib loads only with -o
-        check_output_dir(args.output)
+        from . import report  # late import: matplotlib loads only with -o
+        report.check_output_dir(args.output)
     res = planner.plan(t, hardware=hw, devices=devices, prices=prices, config_dir=args.config_dir,
                        simulate=not args.no_simulate, progress=sys.stderr.isatty() and not args.quiet)
     out = render.render(res, args.format, top=args.top)
     if out is not None:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
-    if args.output:
-        from .report import write_dir  # late import: matplotlib loads only with -o
-        for f in write_dir(res, args.output):
+    if report is not None:
+        for f in report.write_dir(res, args.output):
             print(f"wrote {f}", file=sys.stderr)
     return 0

@@ -3,9 +3,9 @@ mappings into a Plan, and checking a plan against a model (heads, guidance, toke
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
+from wanir.dictconfig import to_plain
 from wanir.errors import ConfigError
 
 
@@ -135,7 +135,7 @@ def resolve_plan(p) -> Plan:
     Raises PlanError naming the keys when they do not multiply to the degree."""
     if p is None:
         return Plan()
-    p = _container(p)
+    p = dict(to_plain(p))
     known = {"name", "degree", "overlap", "gpus_per_node", "network", "intra_node", "fsdp", "vae", *DIMS}
     extra = sorted(set(p) - known)
     if extra:
@@ -224,17 +224,6 @@ def plan_from(plan, devices: int | None = None) -> Plan:
     return p
 
 
-def _container(d) -> dict:
-    """A ``parallel`` mapping as a new dict: a dict (a resolved read-only tree included) copied
-    at the top level; any other mapping a caller holds (e.g. an OmegaConf node) made plain
-    throughout."""
-    if isinstance(d, dict):
-        return dict(d)
-    if isinstance(d, Mapping):
-        return {k: (_plain(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
-    return dict(d)
-
-
-def _plain(d) -> dict:
-    return {k: (_plain(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
+def _container(d):
+    return dict(to_plain(d))
 

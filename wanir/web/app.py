@@ -26,22 +26,31 @@ API call and download is refused (403) when the browser marks it cross-site
 """
 from __future__ import annotations
 
-import ipaddress
 import json
-import math
 import socket
 import sys
 import threading
 import webbrowser
-from importlib import resources
 from pathlib import Path
-from urllib.parse import urlsplit
+
+import anyio
+import uvicorn
+from anyio import to_thread
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from wanir.errors import WanirError
 
 from .jobs import Busy, Jobs
+from .protocol import MAX_HEAD_BYTES, GuardedH11Protocol
 from .service import Engine, WebError
 from .service import options as service_options
+from .wire import clean, cross_site, culprit, is_loopback, json_depth, plotly_js  # noqa: F401 - culprit re-exported
 
 #: largest request body accepted (bytes), deepest nesting of its JSON, seconds to send it
 MAX_BODY = 64 * 1024
@@ -52,102 +61,16 @@ DOWNLOAD_WAIT_S = 300.0
 STATIC = Path(__file__).parent / "static"
 
 
-def plotly_js() -> Path | None:
-    """Path of ``plotly.min.js`` inside the installed ``plotly`` package (None without it)."""
-    try:
-        p = resources.files("plotly") / "package_data" / "plotly.min.js"
-    except ModuleNotFoundError:
-        return None
-    p = Path(str(p))
-    return p if p.is_file() else None
-
-
-def _clean(x):
-    """``x`` with non-finite floats as None (JSON has no inf/nan)."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
-def json_depth(x, limit: int) -> bool:
-    """Whether ``x`` (parsed JSON) nests at most ``limit`` levels of lists and objects
-    (iterative: any depth is looked at without recursion)."""
-    stack = [(x, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, (list, dict)):
-            if d > limit:
-                return False
-            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
-    return True
-
-
-def cross_site(headers, host: str | None) -> str | None:
-    """Why a request must be refused as cross-site (one line), or None: the browser marks it
-    ``Sec-Fetch-Site: cross-site`` or ``same-site`` (another port or subdomain), or it carries
-    an ``Origin`` that is not ``http://HOST`` of this request. Requests without these headers
-    (a typed address, ``curl``) pass."""
-    site = headers.get("sec-fetch-site")
-    if site in ("cross-site", "same-site"):
-        return f"refused: a request from another site (Sec-Fetch-Site: {site}); open the page itself"
-    origin = headers.get("origin")
-    if origin is not None:
-        o = urlsplit(origin)
-        if origin == "null" or o.scheme not in ("http", "https") or not host or o.netloc.lower() != host.lower():
-            return f"refused: a request from another origin ({origin[:80]}); open the page itself"
-    return None
-
-
-def culprit(overrides, message: str) -> str | None:
-    """The key of the override an error message is about: the one named earliest in it
-    (the longest when two start at the same place); else the one whose value (four
-    characters or more, not a number) it names; or None."""
-    best = None
-    for o in overrides or ():
-        if not isinstance(o, str):
-            continue
-        key = o.split("=", 1)[0].strip()
-        if not key:
-            continue
-        i = message.find(key)
-        if i < 0:
-            continue
-        cand = (i, -len(key), key)
-        if best is None or cand < best:
-            best = cand
-    if best is None:   # a message naming the value alone (a path: "/m: no such file or directory")
-        for o in overrides or ():
-            key, _, value = o.partition("=") if isinstance(o, str) else ("", "", "")
-            if len(value) >= 4 and not value.replace(".", "").isdigit() and value in message:
-                return key.strip()
-    return None if best is None else best[2]
-
-
 def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: bool = True):
     """The Starlette application. ``config_dir``: the user's config folder (as
     ``--config-dir``); ``allow_files``: the folder ``model.from`` may read (None: none);
     ``allowed_hosts``: the ``Host`` names accepted (default: the loopback names);
     ``prefetch``: compose the configurations one hardware switch away while idle."""
-    import anyio  # late import: the optional 'web' extra
-    from anyio import to_thread  # late import: the optional 'web' extra
-    from starlette.applications import Starlette  # late import: the optional 'web' extra
-    from starlette.middleware import Middleware  # late import: the optional 'web' extra
-    from starlette.middleware.trustedhost import TrustedHostMiddleware  # late import: the optional 'web' extra
-    from starlette.requests import Request  # late import: the optional 'web' extra
-    from starlette.responses import FileResponse, JSONResponse, Response  # late import: the optional 'web' extra
-    from starlette.routing import Mount, Route  # late import: the optional 'web' extra
-    from starlette.staticfiles import StaticFiles  # late import: the optional 'web' extra
-
-
     engine = Engine(config_dir, allow_files, prefetch=prefetch)
     jobs = Jobs(engine.config_dir, engine.allow_files)
 
     def js(data, status=200):
-        return Response(json.dumps(_clean(data), separators=(",", ":")), status_code=status,
+        return Response(json.dumps(clean(data), separators=(",", ":")), status_code=status,
                         media_type="application/json", headers={"Cache-Control": "no-store"})
 
     def fail(e: Exception, overrides=(), status=400):
@@ -334,7 +257,7 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
         return endpoint
 
     async def fleet(d):    # the Fleet view: wanir plan on a traffic file's text (backends/capacity/web.py)
-        from wanir.backends.capacity.web import fleet_view  # late import: the planner loads only when used
+        from wanir.backends.capacity.web import fleet_view  # late import: the planner and numpy (~0.3 s) load only when the Fleet view is used
         return await call(fleet_view, d, engine.config_dir)
 
     routes = [
@@ -365,22 +288,10 @@ def create_app(config_dir=None, allow_files=None, allowed_hosts=None, prefetch: 
     return app
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(host: str = "127.0.0.1", port: int = 8765, config_dir=None, allow_files=None, open_browser=False,
           out=None) -> None:
     """Run the server until interrupted. Binds ``host:port`` (port 0: a free port), prints
     the URL, and warns on stderr when the address is reachable from other machines."""
-    import uvicorn  # late import: the optional 'web' extra
-
     out = out or sys.stdout
     if allow_files is not None and not Path(allow_files).is_dir():
         raise WebError(f"--allow-files {allow_files}: no such directory")
@@ -416,8 +327,6 @@ def serve(host: str = "127.0.0.1", port: int = 8765, config_dir=None, allow_file
     threading.Thread(target=_warm, args=(app.state.engine,), daemon=True).start()
     if open_browser:
         threading.Timer(0.3, webbrowser.open, args=(url,)).start()
-    from .protocol import (MAX_HEAD_BYTES,  # late import: it subclasses uvicorn's protocol (the 'web' extra)
-                           GuardedH11Protocol)
 
     # idle and slow connections are closed by the protocol (a deadline on each request head,
     # the oldest idle connection closed beyond a cap), so no limit_concurrency: silent

@@ -23,6 +23,7 @@ from pathlib import Path
 from wanir.errors import WanirError
 
 from .service import Engine
+from .wire import clean
 
 #: seconds a job may run, by kind
 LIMIT_S = {"size": 300.0, "report": 300.0}
@@ -237,8 +238,7 @@ def _child() -> int:
     except WanirError as e:
         print("wanir: error: " + (str(e).splitlines()[0] if str(e) else type(e).__name__), file=sys.stderr)
         return 2
-    from .app import _clean  # late import: wanir.web.app imports this module (a cycle at module level)
-    sys.stdout.write(json.dumps(_clean(out), separators=(",", ":")))
+    sys.stdout.write(json.dumps(clean(out), separators=(",", ":")))
     return 0
 
 
