@@ -34,6 +34,10 @@ import yaml
 
 from wanir.safeio import load_yaml
 
+#: how a sizing ranks its rows (`wanir size --risk`): by the point estimate or by the upper
+#: end of the time range
+RISKS = ("point", "upper")
+
 #: token-count regimes: (name, upper bound exclusive)
 TOKEN_REGIMES = (("small", 16384), ("medium", 49152), ("large", None))
 TOPOLOGIES = ("single", "nvlink", "pcie", "multinode")

@@ -30,7 +30,7 @@ from wanir.resolve import resolve
 from wanir.runtime import run_attention_kernel
 from wanir.safeio import load_yaml, read_text_file
 
-from .error_range import cost_range
+from .error_range import RISKS, cost_range
 from .parallel import DeviceGraph, Plan, PlanError, check_plan
 from .display import rich_table
 from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_range_in
@@ -95,8 +95,6 @@ class Candidate:
                 "time_range_s": None if self.time_range_s is None else list(self.time_range_s)}
 
 
-#: --risk: rank by the point estimate or by the upper end of the time range
-RISKS = ("point", "upper")
 
 
 def _divisors(n: int) -> list[int]:

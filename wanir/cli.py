@@ -28,6 +28,7 @@ import yaml
 from . import jsonout
 from .backends import parallel, report
 from .backends.display import rich_table
+from .backends.error_range import RISKS
 from .errors import ConfigError, WanirError
 from .estimate import estimate, estimate_graph
 from .hardware import list_hardware
@@ -323,7 +324,7 @@ def _parser_size(sub) -> None:
                                                              "evaluated row)")
     z.add_argument("--all", action="store_true", help="also show candidates that miss the target")
     z.add_argument("--format", choices=("table", "json"), default="table")
-    z.add_argument("--risk", choices=("point", "upper"), default="point",
+    z.add_argument("--risk", choices=RISKS, default="point",
                    help="rank by the estimate (point) or by the upper end of its time range (upper; docs/time-model.md)")
     z.add_argument("--optimizations", action="store_true",
                    help="also rank the combinations of the --allow optimizations (docs/optimizations.md)")
