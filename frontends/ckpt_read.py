@@ -82,15 +82,15 @@ def read_torch_state_dict(path) -> dict:
     weight materialized. Raises ConfigError when torch is missing or the file cannot be
     read."""
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    # the file is checked before torch is asked for: a FIFO or a device is refused as such
+    check_torch_zip(path)   # a regular file; every zip member's uncompressed size within its cap
     try:
         import torch  # late import: torch is the optional 'reference' extra
     except ImportError:
         raise ConfigError(f"{path}: reading PyTorch checkpoints needs torch, which is not installed "
                           f"(pip install 'wanir[reference]', or convert the file to .safetensors)") from None
-    if not path.exists():
-        raise ConfigError(f"{path}: no such file")
-
-    check_torch_zip(path)   # a regular file; every zip member's uncompressed size within its cap
     try:
         obj = torch.load(str(path), map_location="meta", weights_only=True)
     except Exception as e:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
