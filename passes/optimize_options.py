@@ -92,7 +92,7 @@ class Optimizations:
     distill: str = "none"
     gemm_dtype: str | None = None
     keep_high_precision: tuple = ()
-    act_scales: str = "per-token"
+    act_scales: str = PrecisionOptions.act_scales     # the default's one home: wanir/options.py
     #: TeaCache's retention steps: the first RETENTION_STEPS calls per branch always run
     cache_retention: bool = False
     #: how a threshold was read (an interpolation between published rows), for reports
