@@ -269,6 +269,8 @@ GEMM_DTYPES = {"fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "int8": "int8"}
 #: modules kept at the activation dtype when ``precision.keep_fp32`` is unset: everything
 #: outside the transformer blocks (what LightX2V's quantized Wan runs unquantized)
 DEFAULT_KEEP = PrecisionOptions.keep_fp32     # the default's one home: wanir/options.py
+#: activation scales when ``precision.act_scales`` is unset
+DEFAULT_ACT_SCALES = PrecisionOptions.act_scales   # the default's one home: wanir/options.py
 ACT_SCALES = ("per-token", "per-tensor")
 
 

@@ -1,8 +1,9 @@
 """Low-precision GEMMs of the DiT as a graph transform (``precision.dit_compute=fp8|int8``).
 
 The DiT is lowered at bf16 activations; then every ``linear`` of the ``diffusion_core``
-stage whose path is not in ``precision.keep_fp32`` (default: the modules outside the
-transformer blocks — patch embedding, condition embedder, output projection) becomes:
+stage whose path is not in ``precision.keep_fp32`` (default, PrecisionOptions in
+wanir/options.py: the modules outside the transformer blocks — patch embedding, condition
+embedder, output projection) becomes:
 
 - **quantize** the activation: with ``precision.act_scales=per-token`` (dynamic, one
   scale per row, as LightX2V's FP8/INT8 GEMMs run) an ``amax`` over the row (reads the
@@ -28,7 +29,7 @@ from wanir.errors import ConfigError
 from wanir.graph import Graph, Weight
 from wanir.tensor import TensorType
 
-from .optimize_options import ACT_SCALES, DEFAULT_KEEP
+from .optimize_options import ACT_SCALES, DEFAULT_ACT_SCALES, DEFAULT_KEEP
 from .rewrite import Rewriter
 
 STAGE = "diffusion_core"
@@ -44,7 +45,7 @@ def kept(path: str, keep) -> bool:
     return False
 
 
-def quantize_gemms(graph: Graph, dtype: str, keep=DEFAULT_KEEP, act_scales: str = "per-token") -> Graph:
+def quantize_gemms(graph: Graph, dtype: str, keep=DEFAULT_KEEP, act_scales: str = DEFAULT_ACT_SCALES) -> Graph:
     """The graph with the DiT's GEMMs (not in ``keep``) run at ``dtype`` (``fp8_e4m3`` or
     ``int8``) with their quantize nodes; a new graph. Counts per GEMM are unchanged
     (tensor FLOPs are dtype-independent)."""

@@ -91,6 +91,9 @@ def test_explain_command_prints_each_value_with_its_source(capsys):
     assert "480" in line and "[user" in line
     width = next(x for x in out.splitlines() if x.startswith("workload.width "))
     assert "1280" in width and "[model" in width       # wan2.1-t2v-14b's default width
+    for key in ("precision.keep_fp32 ", "precision.act_scales "):   # filled from the options class
+        line = next(x for x in out.splitlines() if x.startswith(key))
+        assert "[default (wanir/options.py PrecisionOptions)]" in line, line
 
 
 def test_resolve_changes_nothing_in_place_and_is_frozen():
@@ -177,6 +180,68 @@ def test_one_default_for_each_option():
     assert runtime_options(None).attention_kernel == options.DEFAULT_ATTENTION_KERNEL
     from wanir import runtime
     assert runtime.MemoryOptions is options.MemoryOptions          # one memory-options class
+
+
+def _field_default(cls, name):
+    """The dataclass field default of ``cls.name``, read through dataclasses.fields."""
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def test_null_is_default_keys_have_their_one_home_in_the_options_class():
+    """precision.keep_fp32 and precision.act_scales: no config file states the value (null),
+    the composed configuration holds the options class's field default, and its provenance
+    names the class, not a YAML file."""
+    import yaml
+
+    from wanir import options
+    from wanir.paths import CONFIG_DIR
+
+    assert {"precision.keep_fp32", "precision.act_scales"} <= set(options.NULL_IS_DEFAULT)
+    for key in options.NULL_IS_DEFAULT:
+        group, name = key.split(".")
+        files = sorted((CONFIG_DIR / group).glob("*.yaml"))
+        assert files, group
+        for f in files:
+            data = yaml.safe_load(f.read_text()) or {}
+            assert data.get(name) is None, f"{f.name} states {key}; null means the options class's default"
+    for ovs in ([], ["precision=fp32-checkpoint"], ["precision.act_scales=null", "precision.keep_fp32=null"]):
+        sc = resolve([*SMALL, *ovs])
+        cls = options.GROUPS["precision"]
+        keep, scales = _field_default(cls, "keep_fp32"), _field_default(cls, "act_scales")
+        assert sc.config.precision.keep_fp32 == tuple(keep) and sc.config.precision.act_scales == scales, ovs
+        built = sc.build.options.precision                   # the Build sees the field defaults too
+        assert (built.keep_fp32, built.act_scales) == (tuple(keep), scales), ovs
+        for key in ("precision.keep_fp32", "precision.act_scales"):
+            src = sc.provenance[key]
+            assert src.kind == "default" and cls.__name__ in src.detail and "wanir/options.py" in src.detail, (ovs, src)
+
+
+def test_a_users_precision_keys_are_kept_with_user_provenance():
+    sc = resolve([*SMALL, "precision.keep_fp32=[blocks]", "precision.act_scales=per-tensor"])
+    assert sc.config.precision.keep_fp32 == ("blocks",) and sc.config.precision.act_scales == "per-tensor"
+    assert sc.provenance["precision.keep_fp32"] == Source("user", "precision.keep_fp32=...")
+    assert sc.provenance["precision.act_scales"] == Source("user", "precision.act_scales=...")
+    assert sc.build.options.precision.keep_fp32 == ("blocks",)
+
+
+def test_options_class_defaults_survive_a_move_to_another_plan():
+    """Run.for_plan re-applies the runtime's defaults for the plan (config_for_plan); the
+    options classes' defaults are not plan dependent and stay filled, a user's value stays."""
+    from wanir import options
+    from wanir.backends.parallel import make_plan
+
+    cls = options.GROUPS["precision"]
+    keep, scales = _field_default(cls, "keep_fp32"), _field_default(cls, "act_scales")
+    build, run = resolve([*SMALL, "precision.dit_compute=fp8"]).run.for_plan(make_plan("fsdp", 4))
+    assert run.config.precision.keep_fp32 == tuple(keep) and run.config.precision.act_scales == scales
+    assert build.options.precision.keep_fp32 == tuple(keep) and build.options.precision.act_scales == scales
+    build, run = resolve([*SMALL, "precision.dit_compute=fp8", "precision.act_scales=per-tensor"]).run.for_plan(
+        make_plan("fsdp", 4))
+    assert run.config.precision.act_scales == build.options.precision.act_scales == "per-tensor"
+    assert run.config.precision.keep_fp32 == tuple(keep)
+    # the estimate under a plan (its one-device configuration is moved by config_for_plan) alike
+    sc = resolve([*SMALL, "parallel=fsdp+ulysses", "parallel.degree=2", "precision.dit_compute=fp8"])
+    assert sc.build.options.precision.keep_fp32 == tuple(keep) and sc.build.options.precision.act_scales == scales
 
 
 def test_count_restores_the_collector_and_leaves_a_callers_freeze_alone():

@@ -31,7 +31,7 @@ from .interpolation import MAX_OPTION_CHARS, plain_option
 from .kernels import attention_kernels
 from .limits import LIMITS
 from .limits import check_config as check_limits
-from .options import select
+from .options import option_defaults, select
 from .runtime import runtime_defaults
 from .safeio import check_config_dir, check_number_runs, load_yaml, read_text_file, short
 from .scenario import FrozenMap, freeze
@@ -521,21 +521,24 @@ class Composed:
     """A composed, checked configuration as plain data: ``tree`` (every value, runtime
     defaults filled, read-only), ``origin`` (dotted leaf key → (group, option, chosen by the
     user) of the file it came from), ``user`` (keys the user's value overrides set, in
-    order), ``runtime`` (keys the runtime profile filled) and ``choices`` (group → option
-    the user chose)."""
+    order), ``runtime`` (keys the runtime profile filled), ``choices`` (group → option
+    the user chose) and ``defaults`` (keys left null that took their options class's field
+    default, :func:`wanir.options.option_defaults`)."""
 
     tree: Any
     origin: Any
     user: tuple
     runtime: tuple
     choices: Any
+    defaults: tuple = ()
 
 
 def compose(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None,
             validate: bool = True) -> Composed:
     """Compose the configuration from the built-in groups (and ``config_dir``), apply
-    ``overrides``, fill the runtime's defaults (a new tree: nothing is changed in place) and
-    check the result. Returns a :class:`Composed`. Used by :func:`wanir.resolve.resolve`,
+    ``overrides``, fill the runtime's defaults and the keys whose null means the options
+    class's default (:data:`wanir.options.NULL_IS_DEFAULT`; a new tree: nothing is changed
+    in place) and check the result. Returns a :class:`Composed`. Used by :func:`wanir.resolve.resolve`,
     the one reader of its result."""
     overrides = check_overrides(overrides)
     return compose_parsed(parse_overrides(overrides), config_dir, validate)
@@ -585,9 +588,12 @@ def compose_parsed(parsed: Iterable[Override], config_dir: str | os.PathLike | N
         _set(tree, key, value)
     if isinstance(tree.get("runtime"), dict):
         _set(tree, "runtime.defaults_applied", list(filled))
+    library = option_defaults(tree)    # not plan dependent: config_for_plan leaves them as they are
+    for key, value in library.items():
+        _set(tree, key, value)
     if validate:
         validate_config(tree)
-    return Composed(freeze(tree), origin, tuple(user), tuple(filled), freeze(choices))
+    return Composed(freeze(tree), origin, tuple(user), tuple(filled), freeze(choices), tuple(library))
 
 
 def load_config(overrides: Iterable[str] = (), config_dir: str | os.PathLike | None = None,

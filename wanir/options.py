@@ -119,6 +119,12 @@ class PrecisionOptions:
     keep_fp32: tuple = ("patch_embedding", "condition_embedder", "proj_out")   # modules kept out of 8-bit
 
 
+#: dotted keys whose null in a composed configuration means "the options class's field
+#: default": the config files say null there and :func:`wanir.config.compose` fills the
+#: value from the dataclass field (:func:`option_defaults`), so the value has one home
+NULL_IS_DEFAULT: tuple[str, ...] = ("precision.keep_fp32", "precision.act_scales")
+
+
 @dataclass(frozen=True)
 class ParallelOptions:
     """``parallel.*``: the multi-device plan as configured (``auto`` allowed where the
@@ -196,6 +202,29 @@ HARDWARE_KEY = "hardware"
 TIMING_KEYS: tuple[str, ...] = (HARDWARE_KEY,) + tuple(
     f"{g}.{f.name}" for g, cls in GROUPS.items() for f in fields(cls) if f.metadata.get("timing")) + tuple(
     g for g, cls in GROUPS.items() if all(f.metadata.get("timing") for f in fields(cls)))  # whole groups
+
+
+def option_default(key: str):
+    """The field default of the options class that owns the dotted ``key`` (``group.field``
+    of :data:`GROUPS`), as the config files would write it: a tuple as a list."""
+    group, _, name = key.partition(".")
+    value = next(f.default for f in fields(GROUPS[group]) if f.name == name)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def default_home(key: str) -> str:
+    """Where the default of the dotted ``key`` lives, for provenance: the module file and the
+    options class (e.g. ``wanir/options.py PrecisionOptions``)."""
+    return f"wanir/options.py {GROUPS[key.partition('.')[0]].__name__}"
+
+
+def option_defaults(cfg) -> dict:
+    """The fills of a composed tree ``cfg``: dotted key → :func:`option_default` for every key
+    of :data:`NULL_IS_DEFAULT` that ``cfg`` holds as null (a key it lacks is left out), in
+    that order (a new mapping; ``cfg`` is not changed)."""
+    missing = object()
+    return {key: option_default(key) for key in NULL_IS_DEFAULT
+            if select(cfg, key, missing, keep_null=True) is None}
 
 
 def count_key(opts: RunOptions) -> tuple:

@@ -108,7 +108,8 @@ def clear_cache() -> None:
 
 def _provenance(c: Composed) -> dict:
     """dotted key → Source for every leaf of ``c.tree``: the composition's (cached per
-    composition), then what the user's values and the runtime's defaults set."""
+    composition), then what the user's values, the runtime's defaults and the options
+    classes' field defaults (``c.defaults``) set."""
     prov = dict(_composed_provenance(c.origin, (c.tree.get("model") or {}).get("name", "")))
     for u in c.user:
         v = _options.select(c.tree, u, None, keep_null=True)
@@ -120,6 +121,8 @@ def _provenance(c: Composed) -> dict:
         prov[key] = Source("runtime", f"runtime={rt_name}" + _why(key, c.tree))
     if "defaults_applied" in (c.tree.get("runtime") or {}):
         prov["runtime.defaults_applied"] = Source("runtime", f"runtime={rt_name}")
+    for key in c.defaults:
+        prov[key] = Source("default", _options.default_home(key))
     return prov
 
 
