@@ -145,7 +145,7 @@ class GraphBuilder:
             _, attrs, outs, pshapes, wtypes = hit     # the checked attributes: shared, never written
         else:
             where = f"{scope.path}/{name or kind}"
-            attrs = opdef.normalize_attrs(attrs, where)
+            attrs = MappingProxyType(opdef.normalize_attrs(attrs, where))   # read-only: nodes share it
             outs = opdef.infer(types, attrs, where)
             pshapes = tuple(opdef.param_shapes(types, attrs).items())
             wtypes = {}
