@@ -303,7 +303,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if command is None or name == command:
             add(sub)
         else:
-            sub.add_parser(name)
+            sub.add_parser(name, add_help=False)   # a name only: it parses nothing in this run
     return p
 
 
