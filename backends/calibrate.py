@@ -52,7 +52,8 @@ from wanir.backends.roofline import Model
 from wanir.errors import ConfigError, WanirError
 from wanir.kernels import resolve_attention
 from wanir.limits import usable_cpus
-from wanir.safeio import check_output_dir, check_output_path, load_yaml, printable, read_text_file, write_output
+from wanir.safeio import load_yaml, printable, read_text_file
+from wanir.safeout import check_output_dir, check_output_path, write_output
 
 DEVICES = ("auto", "cpu", "cuda")
 #: attention backends: name -> (kernel-model name or None, import it needs, device)

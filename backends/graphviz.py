@@ -33,7 +33,7 @@ import graphviz
 
 from wanir.errors import WanirError
 from wanir.graph import Graph, Node
-from wanir.safeio import check_output_path, write_output
+from wanir.safeout import check_output_path, write_output
 from wanir.scope import Scope
 
 from .display import fmt_count, fmt_shape, node_bytes, node_flops, node_time  # noqa: F401 - re-exported

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from wanir.result import Estimate
-from wanir.safeio import check_output_path, write_output
+from wanir.safeout import check_output_path, write_output
 from wanir.scenario import thaw
 
 from . import graphviz as gv

@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from wanir.safeio import write_output
+from wanir.safeout import write_output
 
 from .roof import hardware_roof  # noqa: E402,F401  (re-exported: the charts and the HTML report use it)
 

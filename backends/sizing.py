@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import difflib
 import functools
+import gc
 import math
+import multiprocessing
 import os
+import signal
 from dataclasses import dataclass, field
 
 from wanir import hardware as hwlib
@@ -26,6 +29,7 @@ from wanir import jsonout, kernels
 from wanir.dictconfig import resolve as resolve_interpolations
 from wanir.errors import ConfigError
 from wanir.estimate import count, paused_gc
+from wanir.limits import cap_jobs, usable_cpus
 from wanir.resolve import resolve
 from wanir.runtime import run_attention_kernel
 from wanir.safeio import load_yaml, read_text_file
@@ -40,6 +44,69 @@ from .stack import kernel_label as _kernel_label
 
 #: device counts tried by default
 DEFAULT_DEVICES = (1, 2, 4, 8, 16, 32)
+#: plans of one batch below which a sizing with ``jobs=None`` stays in one process (a worker
+#: costs a fork and its own counts of the scenarios it meets)
+PARALLEL_MIN_PLANS = 16
+
+#: the plan function of the sizing running in this process, read by its forked workers
+_JOB: dict = {}
+
+
+def _worker_init() -> None:
+    """A sizing worker: Ctrl-C reaches the whole process group, the parent stops the workers;
+    the collector stays off (a worker lives only for the search)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.disable()
+
+
+def _run_job(item):
+    return _JOB["fn"](item)
+
+
+class _Workers:
+    """Maps a sizing's plan function over (plan, batch) items in order: in this process, or
+    over ``jobs`` forked worker processes (None: one per usable core, up to 8, for batches of
+    at least :data:`PARALLEL_MIN_PLANS` plans). A fork starts from this process's state, so
+    each worker counts the scenarios it meets itself (the same numbers); only the items and
+    the candidates cross. Forking needs a process without other threads: the CLI passes
+    ``jobs``, the library's callers (the web service) keep the default of one process."""
+
+    def __init__(self, fn, jobs: int | None):
+        self.fn, self.jobs, self.pool, self.n = fn, jobs, None, 1
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def map(self, items: list):
+        """The function's results for ``items``, in their order (an iterator)."""
+        jobs = self.jobs
+        if jobs is None:
+            jobs = min(8, usable_cpus()) if len(items) >= PARALLEL_MIN_PLANS else 1
+        jobs = min(cap_jobs(jobs), max(1, len(items)))
+        if jobs <= 1 and self.pool is None:
+            return map(self.fn, items)
+        if self.pool is None:
+            _JOB["fn"] = self.fn
+            frozen = gc.get_freeze_count() == 0     # what the workers share with this process stays unwritten
+            if frozen:
+                gc.freeze()
+            try:
+                self.pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init)
+            finally:
+                if frozen:
+                    gc.unfreeze()
+            self.n = jobs
+        return self.pool.imap(_run_job, items, chunksize=max(1, len(items) // (self.n * 4)))
+
+    def __exit__(self, kind, value, tb) -> None:
+        if self.pool is not None:
+            if kind is not None:    # Ctrl-C or an error: stop the workers now
+                self.pool.terminate()
+            else:
+                self.pool.close()
+            self.pool.join()
+            self.pool = None
+            _JOB.clear()
 
 
 @dataclass
@@ -257,7 +324,8 @@ def _gc_paused(fn):
 @_gc_paused
 def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throughput: float | None = None,
          hardware=None, devices=None, prices: dict | None = None, fsdp_options=(False, True),
-         batches=None, progress=None, data_parallel: bool = True, risk: str = "point") -> dict:
+         batches=None, progress=None, data_parallel: bool = True, risk: str = "point",
+         jobs: int | None = 1) -> dict:
     """Enumerate hardware × device count × plan (× videos per batch, for a throughput
     target) for the workload of ``overrides``; return {"candidates": [Candidate, ...]
     ranked, "unfit": those that do not fit in memory, "dropped": their count, "evaluated":
@@ -276,7 +344,10 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
     Every evaluated candidate is returned (in "candidates" or "unfit"). ``progress``: called
     with the fraction of the search done (a float in [0, 1]) before each plan. ``risk``:
     "point" ranks by the estimate, "upper" by the upper end of its time range (the target,
-    cost and GPU-hours per video use that time; backends/error_range.py)."""
+    cost and GPU-hours per video use that time; backends/error_range.py). ``jobs``: processes
+    to spread the plans over (1: this one; None: one per usable core, up to 8, when a batch
+    has enough plans; forked, so only from a process without other threads); the result is
+    the same."""
     if latency_s is not None and not latency_s > 0:
         raise ConfigError(f"--latency must be > 0 seconds, got {latency_s}")
     if throughput is not None and not throughput > 0:
@@ -317,6 +388,7 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         batches = sorted({base_batch, *(b * base_batch for b in BATCHES)}) if throughput is not None else [base_batch]
     base = opts.parallel.as_mapping()
     cands, dropped, evaluated = [], 0, 0
+    steps, step = len(batches) * len(devices), 0
     stacks: dict = {}
     graph0 = None
     dims = ("degree", "ulysses", "ring", "cfg", "dp", "fsdp")
@@ -358,49 +430,66 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
                 dg = graphs[key] = DeviceGraph(counted.graph, shape_plan, r)
         return dg
 
-    steps, step = len(batches) * len(devices), 0
-    for b in batches:
-        graph = for_plan(Plan(), b)[1].graph
-        graph0 = graph0 or graph
-        guidance = bool(graph.meta.get("workload", {}).get("guidance", True))
-        if "diffusion_core" in graph.stages and graph.stages["diffusion_core"].repeat % 2:
-            guidance = False    # e.g. a Wan2.2 expert at guidance scale 1: the branches do not split evenly
-        singles: dict[str, float] = {}
-        fits_any = False
-        for n in devices:
-            plans = [fixed] if fixed is not None else \
-                candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base,
-                                data_parallel)
-            for j, plan in enumerate(plans):
-                if progress is not None:
-                    progress((step + j / len(plans)) / steps)
-                check_plan(plan, heads=heads, guidance=guidance)
-                dg = device_graph(plan, b)
-                c_plan = for_plan(plan, b)[0].run
-                for hw in hws:
-                    if hw.name not in singles:
-                        singles[hw.name] = device_graph(Plan(), b).cost(hw).time_s
-                    c = dg.cost(hw, singles[hw.name], plan=plan)   # dp and the name only change the totals
+    singles: dict[tuple, float] = {}     # (batch, hardware) -> the one-device time
+
+    def plan_candidates(item) -> list:
+        """The candidates of one plan at one batch, one per hardware (in ``hws`` order)."""
+        plan, b = item
+        dg = device_graph(plan, b)
+        c_plan = for_plan(plan, b)[0].run
+        out = []
+        for hw in hws:
+            if (b, hw.name) not in singles:
+                singles[(b, hw.name)] = device_graph(Plan(), b).cost(hw).time_s
+            c = dg.cost(hw, singles[(b, hw.name)], plan=plan)   # dp and the name only change the totals
+            bsh, share = c.bottleneck()
+            rng = cost_range(c)["time_range_s"]
+            t_risk = rng[1] if risk == "upper" else c.time_s
+            gh = plan.degree * t_risk / 3600.0 / plan.dp / b
+            price = prices.get(hw.name)
+            vph = c.videos_per_hour * b * c.time_s / t_risk
+            meets = c.fits and (latency_s is None or t_risk <= latency_s) and \
+                (throughput is None or vph >= throughput)
+            out.append(Candidate(hw.name, plan, c.time_s, c.peak_memory_bytes, hw.memory_bytes, vph, gh,
+                                 None if price is None else gh * price, bsh, share,
+                                 c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b,
+                                 stack=_stack_cached(stacks, c_plan, hw),
+                                 time_range_s=tuple(rng), risk_time_s=t_risk))
+        return out
+
+    with _Workers(plan_candidates, jobs) as work:
+        for b in batches:
+            graph = for_plan(Plan(), b)[1].graph
+            graph0 = graph0 or graph
+            guidance = bool(graph.meta.get("workload", {}).get("guidance", True))
+            if "diffusion_core" in graph.stages and graph.stages["diffusion_core"].repeat % 2:
+                guidance = False    # e.g. a Wan2.2 expert at guidance scale 1: the branches do not split evenly
+            items, at = [], []          # (plan, batch) in search order; where each device count starts
+            for n in devices:
+                plans = [fixed] if fixed is not None else \
+                    candidate_plans(n, heads, guidance, int(base.get("gpus_per_node", 8)), fsdp_options, base,
+                                    data_parallel)
+                for plan in plans:
+                    check_plan(plan, heads=heads, guidance=guidance)
+                at.append((len(items), len(plans)))
+                items += [(plan, b) for plan in plans]
+            fits_any = False
+            done = 0
+            for got in work.map(items):
+                if progress is not None:    # the fraction done before the next plan, as the search runs
+                    k = next(i for i, (s0, m) in enumerate(at) if done < s0 + m)
+                    s0, m = at[k]
+                    progress((step + k + (done - s0) / m) / steps)
+                done += 1
+                for c in got:
                     evaluated += 1
-                    bsh, share = c.bottleneck()
-                    rng = cost_range(c)["time_range_s"]
-                    t_risk = rng[1] if risk == "upper" else c.time_s
-                    gh = plan.degree * t_risk / 3600.0 / plan.dp / b
-                    price = prices.get(hw.name)
-                    vph = c.videos_per_hour * b * c.time_s / t_risk
-                    meets = c.fits and (latency_s is None or t_risk <= latency_s) and \
-                        (throughput is None or vph >= throughput)
                     if not c.fits:
                         dropped += 1
                     fits_any = fits_any or c.fits
-                    cands.append(Candidate(hw.name, plan, c.time_s, c.peak_memory_bytes, hw.memory_bytes, vph, gh,
-                                           None if price is None else gh * price, bsh, share,
-                                           c.comm_s / c.time_s if c.time_s else 0.0, c.speedup, meets, b,
-                                           stack=_stack_cached(stacks, c_plan, hw),
-                                           time_range_s=tuple(rng), risk_time_s=t_risk))
-            step += 1
-        if not fits_any:      # a larger batch only needs more memory
-            break
+                    cands.append(c)
+            step += len(devices)
+            if not fits_any:      # a larger batch only needs more memory
+                break
     graph = graph0
     return {**rank(cands),
             "dropped": dropped, "evaluated": evaluated,

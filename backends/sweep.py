@@ -43,7 +43,8 @@ from wanir.hydra_compose import ChoiceSweep, RangeSweep
 from wanir.estimate import evaluate
 from wanir.limits import MAX_JOBS, MAX_SWEEP_POINTS, cap_jobs, check_int_arg, usable_cpus
 from wanir.resolve import resolve_parsed
-from wanir.safeio import csv_cell, short, write_output
+from wanir.safeio import short
+from wanir.safeout import csv_cell, write_output
 
 from .report import heaviest_ops  # noqa: F401  (re-exported: the ops of a point for the roofline chart)
 from .roof import hardware_roof

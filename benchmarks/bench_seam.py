@@ -9,7 +9,9 @@
    as the environment runs it and with Python's bytecode cached;
 4. a 1,000-point sweep of distinct shapes (Wan2.1 T2V-1.3B, 10 heights × 10 widths × 10
    frame counts on one GPU: 1,000 builds, none shared) on two processes;
-5. ``wanir size`` over every shipped GPU × 1, 2, 4, 8 devices × every plan (latency target).
+5. ``wanir size`` over every shipped GPU × 1, 2, 4, 8 devices × every plan (latency target),
+   in one process and on the CLI's default processes; ``wanir size --latency 300`` and
+   ``--throughput 100`` as whole processes (devices 1-32; throughput also tries batches).
 
 The machine may be shared: the CPU seconds the process (or its children) used are printed
 next to the wall time; both are medians.
@@ -119,16 +121,29 @@ def sweep(points: int, jobs: int) -> None:
 
 def size(repeats: int) -> None:
     from wanir.backends.sizing import size as size_fn
+    from wanir.estimate import clear_caches
 
     size_fn([], latency_s=300.0, devices=(1,))          # warm: hardware library
-    runs = []
-    for _ in range(repeats):
-        from wanir.estimate import clear_caches
-        clear_caches()                                    # every distinct build counted again
-        runs.append(_timed(lambda: size_fn([], latency_s=300.0, devices=(1, 2, 4, 8))))
-    n = runs[-1][2]["evaluated"]
-    print(f"wanir size, every GPU x 1,2,4,8 devices x every plan ({n} configurations): "
-          f"{_med([r[0] for r in runs]):.2f} s wall, {_med([r[1] for r in runs]):.2f} s CPU (median of {repeats})")
+    for jobs, label in ((1, "one process"), (None, "the CLI's default processes")):
+        runs = []
+        for _ in range(repeats):
+            clear_caches()                                # every distinct build counted again
+            c0 = _cpu(resource.RUSAGE_CHILDREN) + _cpu()
+            t0 = time.perf_counter()
+            res = size_fn([], latency_s=300.0, devices=(1, 2, 4, 8), jobs=jobs)
+            runs.append((time.perf_counter() - t0, _cpu(resource.RUSAGE_CHILDREN) + _cpu() - c0))
+        print(f"wanir size, every GPU x 1,2,4,8 devices x every plan ({res['evaluated']} configurations), {label}: "
+              f"{_med([r[0] for r in runs]):.2f} s wall, {_med([r[1] for r in runs]):.2f} s CPU "
+              f"(median of {repeats})")
+    # the commands as a user types them: devices 1-32 by default; a throughput target also tries batches
+    for args in (["--latency", "300"], ["--throughput", "100"]):
+        walls = []
+        for _ in range(max(1, repeats // 2)):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "wanir", "size", *args], check=True, capture_output=True)
+            walls.append(time.perf_counter() - t0)
+        print(f"wanir size {' '.join(args)} (whole process, devices 1-32): {_med(walls):.2f} s wall "
+              f"(median of {len(walls)})")
 
 
 def main() -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from wanir.errors import ConfigError
+from wanir.errors import ConfigError, WanirError
 from wanir.limits import check_json_numbers
-from wanir.safeio import check_regular_file, check_torch_zip, load_json, read_header, read_text_file, short
+from wanir.safeio import (CAPS, MiB, TORCH_ZIP_MAX_MEMBERS, TORCH_ZIP_MAX_RATIO, _size, check_regular_file, load_json,
+                          read_header, read_text_file, short)
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
@@ -73,6 +76,62 @@ def read_safetensors_header(path) -> dict:
         dt = str(entry.get("dtype", "?"))
         out[name] = Tensor(tuple(entry["shape"]), _ST_DTYPES.get(dt, dt.lower()))
     return out
+
+
+def check_torch_zip(path, error: type[WanirError] = ConfigError) -> None:
+    """Before ``torch.load``: ``path`` is a regular file; a zip archive has at most
+    :data:`TORCH_ZIP_MAX_MEMBERS` members, each within its uncompressed-size cap (pickles
+    ``CAPS['checkpoint pickle']``, the others ``CAPS['checkpoint member']``), no compressed
+    member expands more than :data:`TORCH_ZIP_MAX_RATIO` times, and the pickle really
+    decompresses to no more than its cap; a file that is not a zip (the legacy format,
+    read whole) is at most ``CAPS['legacy checkpoint']``."""
+    p = os.fspath(path)
+    size = check_regular_file(p, "checkpoint", cap=2**62, error=error)
+    try:
+        is_zip = zipfile.is_zipfile(p)
+    except OSError as e:
+        raise error(f"{p}: cannot read the checkpoint: {e.strerror or e}") from None
+    if not is_zip:
+        cap = CAPS["legacy checkpoint"]
+        if size > cap:
+            raise error(f"{p}: a PyTorch checkpoint in the legacy (non-zip) format of {_size(size)}; at most "
+                        f"{_size(cap)} is read (save it with a current torch.save, or as .safetensors)")
+        return
+    try:
+        with zipfile.ZipFile(p) as z:
+            infos = z.infolist()
+            if len(infos) > TORCH_ZIP_MAX_MEMBERS:
+                raise error(f"{p}: the checkpoint archive has {len(infos)} members; at most "
+                            f"{TORCH_ZIP_MAX_MEMBERS} are read")
+            for info in infos:
+                is_pickle = info.filename.endswith(".pkl")
+                kind = "checkpoint pickle" if is_pickle else "checkpoint member"
+                cap = CAPS[kind]
+                name = short(info.filename, 60)
+                if info.file_size > cap:
+                    raise error(f"{p}: member {name} is {_size(info.file_size)} uncompressed; a {kind} may be "
+                                f"at most {_size(cap)}")
+                if info.compress_type != zipfile.ZIP_STORED and \
+                        info.file_size > TORCH_ZIP_MAX_RATIO * max(info.compress_size, 1024):
+                    raise error(f"{p}: member {name} expands {info.file_size // max(info.compress_size, 1)} times "
+                                f"when decompressed; at most {TORCH_ZIP_MAX_RATIO} is read")
+                if is_pickle and info.compress_type != zipfile.ZIP_STORED:
+                    # the stated size can lie: decompress it, bounded
+                    with z.open(info) as f:
+                        got = 0
+                        while True:
+                            chunk = f.read(MiB)
+                            if not chunk:
+                                break
+                            got += len(chunk)
+                            if got > cap:
+                                raise error(f"{p}: member {name} decompresses to over {_size(cap)}; refused")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError) as e:
+        if isinstance(e, WanirError):
+            raise
+        raise error(f"{p}: not a readable PyTorch checkpoint archive: {short(str(e), 120)}") from None
+    except OSError as e:
+        raise error(f"{p}: cannot read the checkpoint: {e.strerror or e}") from None
 
 
 def read_torch_state_dict(path) -> dict:

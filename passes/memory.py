@@ -62,11 +62,6 @@ def workspace_bytes(node, attention_kernel: str = DEFAULT_ATTENTION_KERNEL) -> i
     return ws
 
 
-def _repeated(scope):
-    """Ancestors of ``scope`` below its stage that run more than once, innermost first."""
-    return [s for s in scope.ancestors() if s.kind in ("repeat", "loop") and s.repeat > 1]
-
-
 def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str = DEFAULT_ATTENTION_KERNEL,
                    roots=None, persistent=None, events: bool = False) -> dict:
     """Peak live activation bytes of one invocation of ``stage``. Returns
@@ -84,14 +79,14 @@ def stage_liveness(graph: Graph, stage: str, nodes=None, attention_kernel: str =
     # spans of repeated scopes
     first: dict[int, int] = {}
     last: dict[int, int] = {}
-    rep_cache: dict[int, list] = {}
-    reps_of = []                          # per position: the node's repeated scopes
+    rep_cache: dict[int, tuple] = {}
+    reps_of = []                          # per position: the node's repeated scopes (Scope.repeated)
     for i, n in enumerate(nodes):
         pos[n.id] = i
         sc = n.scope
         reps = rep_cache.get(id(sc))
         if reps is None:
-            reps = rep_cache[id(sc)] = _repeated(sc)
+            reps = rep_cache[id(sc)] = sc.repeated
         reps_of.append(reps)
         for a in reps:
             k = id(a)

@@ -46,3 +46,32 @@ def _fresh_estimate_caches(request):
     yield
     if patched:
         clear_caches()
+
+
+@pytest.fixture(autouse=True)
+def _cli_subprocess_only_in_integration_tests(request):
+    """A test that runs Python or wanir in a new process (the CLI as a user runs it, a server)
+    is an integration test: ``make test-fast`` leaves those out by their marker, so one left
+    unmarked would slow the fast tier (about 0.3 s of CPU a process) without anyone noticing.
+    Starting one from a test without the ``integration`` marker fails, naming the test.
+    Other processes (``uname`` behind ``platform``, Graphviz's ``dot``) are not this rule's."""
+    if request.node.get_closest_marker("integration") is not None:
+        yield
+        return
+    import subprocess
+    import sys
+
+    real = subprocess.Popen.__init__
+
+    def guarded(self, args, *rest, **kwargs):
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        prog = os.path.basename(os.fsdecode(argv[0])) if argv else ""
+        if argv and (os.fsdecode(argv[0]) == sys.executable or prog.startswith("python") or prog == "wanir"):
+            raise AssertionError(f"{request.node.nodeid} runs {prog} in a new process: mark it @pytest.mark.integration")
+        real(self, args, *rest, **kwargs)
+
+    subprocess.Popen.__init__ = guarded
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = real

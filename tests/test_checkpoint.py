@@ -345,6 +345,7 @@ def test_pipeline_directory_and_estimate(ckpts, tmp_path):
 
 
 @pytest.mark.reference
+@pytest.mark.integration
 def test_cli_estimate_and_inspect(ckpts, capsys):
     d, models = ckpts
     n = _n(models["dit"])

@@ -13,7 +13,7 @@ from wanir.errors import WanirError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
+@pytest.mark.integration     # runs wanir in a subprocess
 def test_hardware_sizing_doc_matches_the_commands():
     r = subprocess.run([sys.executable, str(ROOT / "docs" / "gen_hardware_sizing.py"), "--check"],
                        capture_output=True, text=True, timeout=1800)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from hostile import assert_one_line_error, cli
 from wanir.errors import ConfigError, SpecError
-from wanir.safeio import CAPS, YAML_MAX_NODES, check_torch_zip, load_yaml, read_regular_file
+from wanir.frontends.ckpt_read import check_torch_zip
+from wanir.safeio import CAPS, YAML_MAX_NODES, load_yaml, read_regular_file
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from hostile import assert_one_line_error, cli
 from wanir.errors import WanirError
-from wanir.safeio import csv_cell, write_output
+from wanir.safeout import csv_cell, write_output
 
 SMALL = ("model=wan2.1-t2v-1.3b", "workload.height=480", "workload.width=832", "workload.frames=5", "workload.steps=1")
 

@@ -167,7 +167,7 @@ def test_docs_list_every_limit():
         assert f"| {kind} | {_size(cap)} |" in doc, kind
 
 
-@pytest.mark.slow
+@pytest.mark.integration     # runs wanir in a subprocess
 def test_extreme_but_allowed_values_give_finite_numbers():
     """The largest sizes the limits allow still give finite times and strict JSON (no
     Infinity/NaN), within the memory and time limits."""

@@ -1,5 +1,5 @@
 """`wanir estimate --format json` imports only what answering needs: no plotting, tables, graph
-algorithms, web app, calibration, reference models, checkpoint readers, OmegaConf or Hydra
+algorithms, web app, calibration, reference models, checkpoint readers, file output, OmegaConf or Hydra
 (docs/architecture.md, "Imports sit at
 module level"). An invariant of the import graph, checked in a fresh interpreter; the time it
 takes is measured in benchmarks/, not here."""
@@ -12,7 +12,8 @@ import pytest
 NOT_NEEDED = ("networkx", "rich", "matplotlib", "numpy", "torch", "starlette", "plotly", "graphviz",
               "omegaconf", "hydra", "importlib.metadata",
               "wanir.web.app", "wanir.backends.calibrate", "wanir.backends.html", "wanir.backends.plots",
-              "wanir.backends.sweep", "wanir.frontends.checkpoint", "wanir.hydra_compose")
+              "wanir.backends.sweep", "wanir.frontends.checkpoint", "wanir.hydra_compose",
+              "wanir.safeout", "wanir.frontends.ckpt_read")   # file output (tempfile), checkpoint zips (zipfile)
 
 SCRIPT = """
 import contextlib, io, json, sys

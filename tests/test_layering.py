@@ -2,7 +2,7 @@
 layers below it, never one above.
 
     0 IR core       wanir.{errors, dtypes, tensor, scope, graph, builder, ops, options, paths, config,
-                    hardware, kernels, runtime, result, jsonout, safeio, limits, interpolation, lowerings,
+                    hardware, kernels, runtime, result, jsonout, safeio, safeout, limits, interpolation, lowerings,
                     scenario, dictconfig, hydra_compose}
     1 passes        wanir.passes.*
     2 frontends     wanir.frontends.*  and  backends  wanir.backends.* (except the drivers)
@@ -34,7 +34,7 @@ PENDING: set = set()
 PACKAGES = {"wanir": "wanir", "passes": "wanir.passes", "frontends": "wanir.frontends", "backends": "wanir.backends"}
 CORE = {"wanir.errors", "wanir.dtypes", "wanir.tensor", "wanir.scope", "wanir.graph", "wanir.builder", "wanir.ops",
         "wanir.options", "wanir.paths", "wanir.config", "wanir.hardware", "wanir.kernels", "wanir.runtime",
-        "wanir.result", "wanir.jsonout", "wanir.safeio", "wanir.limits", "wanir.interpolation", "wanir.lowerings",
+        "wanir.result", "wanir.jsonout", "wanir.safeio", "wanir.safeout", "wanir.limits", "wanir.interpolation", "wanir.lowerings",
         "wanir.scenario", "wanir.dictconfig", "wanir.hydra_compose"}
 DRIVERS = {"wanir.backends.sweep", "wanir.backends.sizing", "wanir.backends.validate", "wanir.backends.capacity"}
 CLI = {"wanir.cli", "wanir.__main__"}

@@ -142,6 +142,11 @@ def test_estimate_is_immutable_all_the_way_down():
         est.graph.meta["workload"]["height"] = 1
     with pytest.raises(TypeError):
         next(iter(est.graph)).costs["time_s"] = 0.0
+    conv = next(n for n in est.graph if n.kind == "conv3d")
+    with pytest.raises(TypeError):
+        conv.attrs["kernel"] = (1, 1, 1)          # builder-made nodes of one signature share these
+    with pytest.raises(TypeError):
+        conv.params["weight"] = None
     with pytest.raises(TypeError):
         est.graph.name = "x"
     with pytest.raises(TypeError):

@@ -237,7 +237,7 @@ def test_malformed_or_deep_bodies_get_one_line(server, body):
     assert "Traceback" not in log and "Error" not in log
 
 
-@pytest.mark.slow
+@pytest.mark.integration     # runs wanir in a subprocess
 def test_a_job_is_stopped_at_its_time_limit(monkeypatch):
     """A job's child that outlives its limit is killed, the job says so, and the slot frees."""
     import sys

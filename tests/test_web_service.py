@@ -133,7 +133,7 @@ def test_options_list_every_group():
 # ------------------------------------------------------------------------ views
 
 
-@pytest.mark.slow
+@pytest.mark.integration     # runs wanir in a subprocess
 def test_estimate_view_is_the_cli_document(engine, capsys):
     from wanir.cli import main
 
@@ -217,7 +217,7 @@ def test_fit_against_the_device_capacity(engine):
     assert any("does not fit" in w for w in v["warnings"])
 
 
-@pytest.mark.slow
+@pytest.mark.integration     # runs wanir in a subprocess
 def test_download_errors_are_the_cli_messages(engine):
     with pytest.raises(ConfigError, match=r"^workload.frames=80: the VAE produces 1 \+ 4k frames"):
         engine.download(["workload.frames=80"], "json")
@@ -225,7 +225,7 @@ def test_download_errors_are_the_cli_messages(engine):
         engine.download([], "xml")
 
 
-@pytest.mark.slow
+@pytest.mark.integration     # runs wanir in a subprocess
 def test_multi_device_view_is_the_cli_table(engine, capsys):
     from wanir.backends.parallel import cost_rows, multi_device_cost
     from wanir.cli import main

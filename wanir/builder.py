@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from math import copysign
+from types import MappingProxyType
 
 from .dtypes import DType, get_dtype
 from .errors import GraphError, WanirError
-from .graph import Graph, Value, Weight
+from .graph import Graph, Node, Value, Weight
 from .ops import OPS, get_op
 from .ops.defs import BINARY, UNARY
 from .ops.registry import MAX_ATTR_LIST
@@ -37,14 +38,18 @@ _SIGNATURES_MAX = 8192
 #: attribute value types a signature may hold (tuples: of ints only); other values are
 #: checked every time
 _SIG_SCALARS = frozenset((int, float, bool, str, type(None), DType))
+#: the weights of a node that has none (shared: read-only)
+_NO_PARAMS = MappingProxyType({})
 
 
 def _signature(opdef, types: tuple, attrs: dict):
-    """The memo key of a node (see _SIGNATURES), or None when an attribute value is of a type
-    a key does not hold exactly."""
+    """The memo key of a node (see _SIGNATURES): the op kind, the input types and each
+    attribute's name, value and Python type (so True and 1 differ), or None when an
+    attribute value is of a type a key does not hold exactly."""
     if not attrs:
         return (opdef.kind, types)
-    for v in attrs.values():
+    key = [opdef.kind, types]
+    for k, v in attrs.items():
         t = v.__class__
         if t is tuple:
             if len(v) > MAX_ATTR_LIST:
@@ -54,7 +59,8 @@ def _signature(opdef, types: tuple, attrs: dict):
                     return None
         elif t not in _SIG_SCALARS or (t is float and v == 0.0 and copysign(1.0, v) < 0):
             return None         # -0.0 is never a key: it equals 0.0
-    return (opdef.kind, types, tuple(attrs.items()), tuple(map(type, attrs.values())))
+        key += (k, v, t)
+    return tuple(key)
 
 
 class GraphBuilder:
@@ -136,22 +142,22 @@ class GraphBuilder:
         sig = _signature(opdef, types, attrs)
         hit = _SIGNATURES.get(sig) if sig is not None else None
         if hit is not None and hit[0] is opdef:
-            _, items, outs, pshapes, wtypes = hit
-            attrs = dict(items)
+            _, attrs, outs, pshapes, wtypes = hit     # the checked attributes: shared, never written
         else:
             where = f"{scope.path}/{name or kind}"
-            attrs = opdef.normalize_attrs(attrs, where)
+            attrs = MappingProxyType(opdef.normalize_attrs(attrs, where))   # read-only: nodes share it
             outs = opdef.infer(types, attrs, where)
             pshapes = tuple(opdef.param_shapes(types, attrs).items())
             wtypes = {}
             if sig is not None:
                 if len(_SIGNATURES) >= _SIGNATURES_MAX:
                     _SIGNATURES.clear()
-                _SIGNATURES[sig] = (opdef, tuple(attrs.items()), outs, pshapes, wtypes)
+                _SIGNATURES[sig] = (opdef, attrs, outs, pshapes, wtypes)
         given = name or kind
         name = self._unique(scope, given)
-        params = {}
+        params = _NO_PARAMS
         if pshapes:
+            params = {}
             base = weight_key or (f"{scope.weight_path}/{name}" if scope.weight_path else name)
             wdtype, weights = self._wdtype, self.graph.weights
             wt = wtypes.get(wdtype)
@@ -169,7 +175,18 @@ class GraphBuilder:
                                      f"type {w.type} ×{w.copies}, there {old.type} ×{old.copies}")
                 weights[key] = w
                 params[pname] = w
-        nid = self.graph.add_node(kind, name, scope, inputs, outs, attrs, params, checked=True).id
+        g = self.graph.__dict__
+        nodes = g["_nodes"]
+        for v in inputs:
+            if v.producer not in nodes:
+                self.graph.add_node(kind, name, scope, inputs, outs, attrs, params, checked=True)   # raises
+        if g.get("_frozen"):
+            self.graph.add_node(kind, name, scope, inputs, outs, attrs, params, checked=True)       # raises
+        nid = g["_next"]
+        g["_next"] = nid + 1
+        nodes[nid] = Node(nid, kind, name, scope, inputs, outs, attrs, params, {})
+        g["_consumers"] = None
+        g["_nx"] = None
         if len(outs) == 1:
             return Value(nid, 0, outs[0])           # node.output(0)
         return tuple(Value(nid, i, t) for i, t in enumerate(outs))

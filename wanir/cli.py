@@ -107,6 +107,7 @@ def cmd_size(args, sizing, so) -> int:
         return 2
     devices = sizing.parse_devices(args.devices) if args.devices else None
     hw = [h for h in args.hardware.split(",") if h] if args.hardware else None
+    _note_jobs_cap(args.jobs)
     if args.optimizations or args.allow:     # also search the allowed optimizations (docs/optimizations.md)
         if args.risk != "point":
             print("wanir: error: --risk upper ranks plain sizing only; drop --optimizations/--allow or --risk",
@@ -114,10 +115,11 @@ def cmd_size(args, sizing, so) -> int:
             return 2
         res = so.size_with_optimizations(args.overrides, args.config_dir, allow=so.parse_allow(args.allow or ""),
                                          latency_s=args.latency, throughput=args.throughput, hardware=hw,
-                                         devices=devices, prices=sizing.parse_prices(args.price))
+                                         devices=devices, prices=sizing.parse_prices(args.price), jobs=args.jobs)
     else:
         res = sizing.size(args.overrides, args.config_dir, latency_s=args.latency, throughput=args.throughput,
-                          hardware=hw, devices=devices, prices=sizing.parse_prices(args.price), risk=args.risk)
+                          hardware=hw, devices=devices, prices=sizing.parse_prices(args.price), risk=args.risk,
+                          jobs=args.jobs)
     out = sizing.render(res, args.format, top=args.top, show_all=args.all)
     if out is not None:
         sys.stdout.write(out + "\n")
@@ -226,10 +228,15 @@ def cmd_render(args, spec, graphviz) -> int:
     return 0
 
 
-def cmd_sweep(args, sweep) -> int:
-    if args.jobs is not None and args.jobs > usable_cpus():
-        print(f"wanir: note: -j {args.jobs} capped at {usable_cpus()} processes (the CPU cores this process may "
+def _note_jobs_cap(jobs) -> None:
+    """Say so when ``-j`` asks for more processes than this process may use CPU cores."""
+    if jobs is not None and jobs > usable_cpus():
+        print(f"wanir: note: -j {jobs} capped at {usable_cpus()} processes (the CPU cores this process may "
               f"use; more would only add memory)", file=sys.stderr)
+
+
+def cmd_sweep(args, sweep) -> int:
+    _note_jobs_cap(args.jobs)
     try:
         res, files = sweep.sweep_to_dir(args.overrides, args.output, args.config_dir, progress=not args.quiet,
                                   fmt=args.plot_format, jobs=args.jobs, overwrite=args.overwrite)
@@ -296,7 +303,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if command is None or name == command:
             add(sub)
         else:
-            sub.add_parser(name)
+            sub.add_parser(name, add_help=False)   # a name only: it parses nothing in this run
     return p
 
 
@@ -330,6 +337,9 @@ def _parser_size(sub) -> None:
                    help="also rank the combinations of the --allow optimizations (docs/optimizations.md)")
     z.add_argument("--allow", default=None, metavar="NAMES",
                    help="comma-separated optimizations to combine, e.g. fp8,teacache,radial,compiled")
+    z.add_argument("-j", "--jobs", type=int, default=None,
+                   help="processes to spread the plans over (default: one per CPU core, up to 8, when there are "
+                        "16 plans or more; never more than the usable CPU cores); the ranking is the same")
     z.set_defaults(func=cmd_size)
 
 

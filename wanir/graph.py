@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from .errors import GraphError
 from .ops import OpDef, get_op
@@ -75,8 +75,8 @@ class Node:
     scope: Scope
     inputs: tuple[Value, ...]
     outputs: tuple[TensorType, ...]
-    attrs: dict
-    params: dict[str, Weight] = field(default_factory=dict)
+    attrs: Mapping            # read-only once the builder checked it or the graph is frozen
+    params: Mapping[str, Weight] = field(default_factory=dict)
     costs: dict = field(default_factory=dict)
 
     @property
@@ -145,13 +145,17 @@ class Graph:
 
     def freeze(self) -> "Graph":
         """Make this graph read-only, in place, and return it: ``meta`` (deeply), the weights
-        and every node's ``costs`` become read-only mappings and no node can be added, so a
+        and every node's ``costs``, ``attrs`` and ``params`` become read-only mappings and no node can be added, so a
         graph a result or a cache hands out cannot change under its holders
         (:meth:`timing_copy` gives a writable copy)."""
         if self._frozen:
             return self
         for n in self._nodes.values():
             n.costs = MappingProxyType(n.costs)
+            if n.attrs.__class__ is not MappingProxyType:      # (builder-made nodes' already are)
+                n.attrs = MappingProxyType(n.attrs)
+            if n.params.__class__ is not MappingProxyType:
+                n.params = MappingProxyType(n.params)
         self.meta = _deep_freeze(self.meta)
         self.weights = MappingProxyType(self.weights)
         self._frozen = True

@@ -1,33 +1,24 @@
-"""Bounded file input and careful file output.
+"""Bounded file input.
 
 Every file wanir reads on a user's behalf goes through :func:`read_regular_file` (or
 :func:`check_regular_file` where a library opens it): only regular files are opened (a FIFO,
 a device such as ``/dev/zero`` or a directory is refused without blocking), and each kind of
 file has a size cap (:data:`CAPS`). YAML is parsed with :func:`load_yaml`, which refuses a
 document whose aliases expand to more than :data:`YAML_MAX_NODES` nodes (an alias bomb) or
-that refers to itself. PyTorch zip checkpoints are checked member by member
-(:func:`check_torch_zip`) before ``torch.load`` sees them.
-
-Every file wanir writes goes through :func:`write_output`: the data goes to a temporary file
-in the target's directory that is then renamed into place, so a failure leaves no half
-file; an existing directory or a symbolic link at the target is refused; a permission error
-names the path; the suffix must match the format. :func:`csv_cell` escapes cells a
-spreadsheet would run as a formula.
+that refers to itself. PyTorch zip checkpoints are checked member by member before
+``torch.load`` sees them (``check_torch_zip`` in wanir/frontends/ckpt_read.py, under the caps
+here). What wanir writes goes through wanir/safeout.py.
 
 Errors are :class:`wanir.errors.ConfigError` (or the class a caller passes) with one line
 that names the path and the limit.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import stat
-import tempfile
-import zipfile
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -87,12 +78,6 @@ def printable(s, n: int | None = None) -> str:
     ``n`` characters when ``n`` is given. Returns text."""
     text = str(s).translate(_CONTROL_CHARS)
     return text if n is None or len(text) <= n else text[: n - 3] + "..."
-
-
-def _ps(p, n: int = 200) -> str:
-    """A path for a message: as written, cut to ``n`` characters."""
-    s = os.fspath(p) if isinstance(p, (str, os.PathLike)) else str(p)
-    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 def _size(n: int) -> str:
@@ -376,177 +361,3 @@ def check_number_runs(text: str, where: str, error: type[WanirError] = ConfigErr
     if m:
         run = len(re.match(r"\d*", text[m.start():]).group())
         raise error(f"{where}: a number of {run} digits; at most {MAX_NUMBER_CHARS} characters are read")
-
-
-# ----------------------------------------------------------------------------- PyTorch checkpoints
-
-
-def check_torch_zip(path, error: type[WanirError] = ConfigError) -> None:
-    """Before ``torch.load``: ``path`` is a regular file; a zip archive has at most
-    :data:`TORCH_ZIP_MAX_MEMBERS` members, each within its uncompressed-size cap (pickles
-    ``CAPS['checkpoint pickle']``, the others ``CAPS['checkpoint member']``), no compressed
-    member expands more than :data:`TORCH_ZIP_MAX_RATIO` times, and the pickle really
-    decompresses to no more than its cap; a file that is not a zip (the legacy format,
-    read whole) is at most ``CAPS['legacy checkpoint']``."""
-    p = os.fspath(path)
-    size = check_regular_file(p, "checkpoint", cap=2**62, error=error)
-    try:
-        is_zip = zipfile.is_zipfile(p)
-    except OSError as e:
-        raise error(f"{p}: cannot read the checkpoint: {e.strerror or e}") from None
-    if not is_zip:
-        cap = CAPS["legacy checkpoint"]
-        if size > cap:
-            raise error(f"{p}: a PyTorch checkpoint in the legacy (non-zip) format of {_size(size)}; at most "
-                        f"{_size(cap)} is read (save it with a current torch.save, or as .safetensors)")
-        return
-    try:
-        with zipfile.ZipFile(p) as z:
-            infos = z.infolist()
-            if len(infos) > TORCH_ZIP_MAX_MEMBERS:
-                raise error(f"{p}: the checkpoint archive has {len(infos)} members; at most "
-                            f"{TORCH_ZIP_MAX_MEMBERS} are read")
-            for info in infos:
-                is_pickle = info.filename.endswith(".pkl")
-                kind = "checkpoint pickle" if is_pickle else "checkpoint member"
-                cap = CAPS[kind]
-                name = short(info.filename, 60)
-                if info.file_size > cap:
-                    raise error(f"{p}: member {name} is {_size(info.file_size)} uncompressed; a {kind} may be "
-                                f"at most {_size(cap)}")
-                if info.compress_type != zipfile.ZIP_STORED and \
-                        info.file_size > TORCH_ZIP_MAX_RATIO * max(info.compress_size, 1024):
-                    raise error(f"{p}: member {name} expands {info.file_size // max(info.compress_size, 1)} times "
-                                f"when decompressed; at most {TORCH_ZIP_MAX_RATIO} is read")
-                if is_pickle and info.compress_type != zipfile.ZIP_STORED:
-                    # the stated size can lie: decompress it, bounded
-                    with z.open(info) as f:
-                        got = 0
-                        while True:
-                            chunk = f.read(MiB)
-                            if not chunk:
-                                break
-                            got += len(chunk)
-                            if got > cap:
-                                raise error(f"{p}: member {name} decompresses to over {_size(cap)}; refused")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError) as e:
-        if isinstance(e, WanirError):
-            raise
-        raise error(f"{p}: not a readable PyTorch checkpoint archive: {short(str(e), 120)}") from None
-    except OSError as e:
-        raise error(f"{p}: cannot read the checkpoint: {e.strerror or e}") from None
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def check_output_path(path, allowed_suffixes=None, what: str = "-o", error: type[WanirError] = WanirError) -> Path:
-    """Check an output path before any work is done: the suffix is one of
-    ``allowed_suffixes`` (when given), the path is not an existing directory, not a symbolic
-    link, and its parent is (or can be made) a directory. Returns it as a Path."""
-    raw = os.fspath(path)
-    p = Path(raw)
-    if not raw or raw.endswith(os.sep) or p.name in ("", ".", ".."):
-        raise error(f"{what} {_ps(raw)}: names a directory; give a file name")
-    if allowed_suffixes is not None:
-        suf = p.suffix.lower()
-        if suf not in allowed_suffixes:
-            got = f"'{p.suffix}'" if p.suffix else "no suffix"
-            raise error(f"{what} {_ps(p)}: {got} does not match the output format; allowed: "
-                        f"{', '.join(allowed_suffixes)}")
-    if p.is_symlink():
-        raise error(f"{what} {_ps(p)}: is a symbolic link; wanir does not write through links "
-                    f"(remove it or give the target's path)")
-    if p.is_dir():
-        raise error(f"{what} {_ps(p)}: is an existing directory; give a file name")
-    if p.exists() and not p.is_file():
-        raise error(f"{what} {_ps(p)}: exists and is not a regular file")
-    parent = p.parent
-    if parent.exists() and not parent.is_dir():
-        raise error(f"{what} {_ps(p)}: {_ps(parent)} is not a directory")
-    return p
-
-
-def check_output_dir(path, what: str = "-o", error: type[WanirError] = WanirError) -> Path:
-    """Check an output directory before any work is done: it is an existing directory or
-    does not exist yet (its nearest existing ancestor a directory), never a file, a device
-    such as ``/dev/null`` or a symbolic link. Returns it as a Path."""
-    raw = os.fspath(path)
-    if not raw:
-        raise error(f"{what}: an empty path; give a directory")
-    p = Path(raw)
-    if p.is_symlink():
-        raise error(f"{what} {_ps(p)}: is a symbolic link; give the directory's own path")
-    if p.exists():
-        if not p.is_dir():
-            kind = "a regular file" if p.is_file() else "not a regular file or directory (a device, FIFO or socket)"
-            raise error(f"{what} {_ps(p)}: is {kind}; give a directory (it is created if missing)")
-        if not os.access(p, os.W_OK | os.X_OK):
-            raise error(f"{what} {_ps(p)}: cannot write: permission denied")
-        return p
-    anc = p.parent
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        raise error(f"{what} {_ps(p)}: {_ps(anc)} is not a directory")
-    return p
-
-
-def write_output(path, data: bytes | str | Callable[[Path], None], allowed_suffixes=None, what: str = "-o",
-                 error: type[WanirError] = WanirError) -> Path:
-    """Write ``data`` (bytes, text, or a function that writes a given temporary path) to
-    ``path`` atomically: checked with :func:`check_output_path`, written to a temporary file
-    beside it, then renamed into place. Returns the path."""
-    p = check_output_path(path, allowed_suffixes, what, error)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise error(f"{what} {_ps(p)}: cannot create the directory {_ps(p.parent)}: "
-                    f"{e.strerror or e}") from None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:100]}.", suffix=".tmp" + p.suffix, dir=str(p.parent))
-    except OSError as e:
-        raise error(f"{what} {_ps(p)}: cannot write in {_ps(p.parent)}: {e.strerror or e}") from None
-    tmp_path = Path(tmp)
-    try:
-        if callable(data):
-            os.close(fd)
-            fd = -1
-            data(tmp_path)
-        else:
-            with os.fdopen(fd, "wb") as f:
-                fd = -1
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp_path, 0o644)
-        if p.is_symlink() or p.is_dir():  # appeared while we wrote
-            raise error(f"{what} {_ps(p)}: became a link or directory while writing; not replaced")
-        os.replace(tmp_path, p)
-    except OSError as e:
-        reason = "permission denied" if e.errno in (errno.EACCES, errno.EPERM) else (e.strerror or str(e))
-        raise error(f"{what} {_ps(p)}: cannot write: {reason}") from None
-    finally:
-        if fd != -1:
-            os.close(fd)
-        if tmp_path.exists():
-            try:
-                tmp_path.unlink()
-            except OSError:
-                pass
-    return p
-
-
-# ----------------------------------------------------------------------------- CSV
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(v):
-    """A CSV cell a spreadsheet shows as text: a string starting with ``= + - @`` (or a tab /
-    carriage return) gets a leading ``'``; numbers (including negative ones) are left alone."""
-    if isinstance(v, str) and v.startswith(_FORMULA_START):
-        try:
-            float(v)
-            return v          # a plain number written as text ("-1.5")
-        except ValueError:
-            return "'" + v
-    return v

@@ -34,7 +34,7 @@ class Scope:
     counts; its ``parent`` at the top is then None and ``children`` empty."""
 
     __slots__ = ("name", "_parent", "repeat", "kind", "_tree", "_root", "path", "depth", "_stage", "stage_name",
-                 "multiplicity", "count_per_invocation", "weight_count", "weight_path", "__weakref__")
+                 "multiplicity", "count_per_invocation", "weight_count", "weight_path", "_repeated_above", "__weakref__")
 
     def __init__(self, name: str, parent: "Scope | None", repeat: int = 1, kind: str = "scope"):
         if kind not in KINDS:
@@ -56,6 +56,7 @@ class Scope:
             self.path, self.depth = "", 0
             self.multiplicity = self.count_per_invocation = self.weight_count = 1
             self.weight_path = ""
+            self._repeated_above = ()
             return
         self._tree = None
         self._root = parent._root
@@ -72,6 +73,9 @@ class Scope:
         self.count_per_invocation = parent.count_per_invocation * (1 if kind == "stage" else repeat)
         #: distinct copies of a weight owned here: the product of ``repeat`` levels only
         self.weight_count = parent.weight_count * (repeat if kind == "repeat" else 1)
+        #: the ancestors below the stage that run more than once (``repeated`` without this
+        #: scope: a scope holding itself would be a reference cycle)
+        self._repeated_above = () if kind == "stage" else parent.repeated
         #: path used for weight keys: loop levels are left out (their iterations share weights)
         if kind == "loop":
             self.weight_path = parent.weight_path
@@ -93,6 +97,14 @@ class Scope:
         if s is None and self.kind == "stage":
             return self
         return s
+
+    @property
+    def repeated(self) -> tuple:
+        """This scope and its ancestors below the stage that run more than once (``repeat``
+        and ``loop`` levels with repeat > 1), innermost first."""
+        if self.repeat > 1 and self.kind in ("repeat", "loop"):
+            return (self,) + self._repeated_above
+        return self._repeated_above
 
     @property
     def children(self) -> dict[str, "Scope"]:

@@ -11,7 +11,7 @@ from rich.table import Table
 from wanir import jsonout
 from wanir.backends.report import fmt_time_range
 from wanir.errors import ConfigError
-from wanir.safeio import csv_cell
+from wanir.safeout import csv_cell
 
 #: rows of the table when --top is not given
 TABLE_TOP = 15

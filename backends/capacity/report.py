@@ -14,7 +14,7 @@ from wanir import jsonout
 from wanir.backends.report import fmt_time_range
 from wanir.backends.html import _CSS, _e, _md_inline, _strip_svg_header
 from wanir.errors import WanirError
-from wanir.safeio import write_output
+from wanir.safeout import write_output
 
 from . import figures
 from .render import _dur, service_text

@@ -75,9 +75,11 @@ class DeviceGraph:
 
         p, g = plan or self.plan, self.graph
         # plans of this shape that differ only in data-parallel replicas or name cost the same
-        # per device: the result on one hardware is computed once (the node annotations hold
-        # the last hardware computed)
-        key = (id(hw), p.overlap, p.gpus_per_node, repr(p.network), repr(p.intra_node), p.vae, p.replica)
+        # per device — but for the ranks of one host that copy weights at once (offload under a
+        # plan shares the host's uplinks and DRAM): the result on one hardware is computed once
+        # per such rank count (the node annotations hold the last hardware computed)
+        ranks = min(p.degree, p.gpus_per_node)
+        key = (id(hw), p.overlap, p.gpus_per_node, repr(p.network), repr(p.intra_node), p.vae, p.replica, ranks)
         hit = self._costs.get(key)
         if hit is not None and hit[0] is hw:
             _, stages, transfer_s, pipe, prov = hit
@@ -96,7 +98,7 @@ class DeviceGraph:
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
         rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
                                                     self.mode == "ideal", rf,
-                                                    ranks=min(p.degree, p.gpus_per_node))
+                                                    ranks=ranks)
         topo = commlib.topology(hw, p.gpus_per_node, dict(p.network), dict(p.intra_node))
         # communication nodes on their link tier
         for nid, e in self.comm.items():
