@@ -257,6 +257,27 @@ def test_deep_nesting():
         load_yaml("[" * 5000 + "]" * 5000)
 
 
+def test_checked_yaml_text_words_refusals_as_pyyaml_finds_them():
+    # check_yaml_text composes with libyaml first; whatever it refuses is worded by PyYAML's
+    # own parser: the line, column and problem PyYAML reports
+    import yaml
+
+    from wanir.safeio import check_yaml_text
+
+    bad = "a: 1\nb: [1, 2\nc: 3\n"
+    with pytest.raises(yaml.YAMLError) as pe:
+        yaml.load(bad, Loader=yaml.SafeLoader)
+    m = pe.value.problem_mark
+    with pytest.raises(ConfigError) as e:
+        check_yaml_text(bad, "f.yaml")
+    assert str(e.value) == f"f.yaml:{m.line + 1}:{m.column + 1}: YAML syntax error: {pe.value.problem}"
+    with pytest.raises(ConfigError, match="nest"):
+        check_yaml_text("[" * 5000 + "]" * 5000, "f.yaml")
+    with pytest.raises(ConfigError, match="contains itself"):
+        check_yaml_text("a: &a [*a]\n", "f.yaml")
+    check_yaml_text("a: 1\n---\nb: [1, 2]\n", "f.yaml")       # several documents: each checked, accepted
+
+
 @pytest.mark.integration
 def test_link_loop_in_config_dir(tmp_path):
     (tmp_path / "hardware").mkdir()

@@ -267,8 +267,33 @@ def load_yaml(text: str, source: str = "<string>", loader=None, error: type[Wani
         ld.dispose()
 
 
+def _compose_all(loader_cls, text: str) -> list:
+    """The node graphs of every document of ``text`` (aliases shared, nothing constructed)."""
+    ld = loader_cls(text)
+    try:
+        nodes = []
+        while ld.check_node():
+            node = ld.get_node()
+            if node is not None:
+                nodes.append(node)
+        return nodes
+    finally:
+        ld.dispose()
+
+
 def check_yaml_text(text: str, source: str, error: type[WanirError] = ConfigError) -> None:
-    """Raise ``error`` when ``text`` is not YAML wanir will load (syntax, alias bomb, depth)."""
+    """Raise ``error`` when ``text`` is not YAML wanir will load (syntax, alias bomb, depth).
+    A document libyaml composes and the checks pass is accepted there (the loaders parse
+    with libyaml too); anything else is checked again by PyYAML's own parser, whose message
+    (line, column, problem) is the one raised."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            for node in _compose_all(fast, text):
+                _expanded_nodes(node, source, error, YAML_MAX_NODES, YAML_MAX_DEPTH)
+            return
+        except (yaml.YAMLError, RecursionError, WanirError):
+            pass        # refused: worded below, as PyYAML's parser finds it
     try:
         ld = yaml.SafeLoader(text)
         try:
