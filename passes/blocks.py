@@ -14,6 +14,8 @@ def subtree_weights(graph: Graph, scope: Scope) -> dict:
     """The distinct weights (by key) of the nodes under ``scope``."""
     out = {}
     for n in graph:
+        if not n.params:
+            continue
         s = n.scope
         while s is not None and s is not scope:
             s = s.parent
@@ -21,6 +23,28 @@ def subtree_weights(graph: Graph, scope: Scope) -> dict:
             for w in n.params.values():
                 out[w.key] = w
     return out
+
+
+def _weights_under(graph: Graph) -> dict:
+    """Per scope (by identity) the distinct weights (by key) of the nodes under it: what
+    :func:`subtree_weights` gives for every scope, in one walk of the nodes that hold weights."""
+    out: dict[int, dict] = {}
+    for n in graph:
+        if not n.params:
+            continue
+        s = n.scope
+        while s is not None:
+            d = out.get(id(s))
+            if d is None:
+                d = out[id(s)] = {}
+            for w in n.params.values():
+                d[w.key] = w
+            s = s.parent
+    return out
+
+
+def _weight_bytes(under: dict, scope: Scope) -> int:
+    return sum(w.type.nbytes * w.copies for w in under.get(id(scope), {}).values())
 
 
 def block_units(graph: Graph, stage: str) -> list[Scope]:
@@ -32,12 +56,12 @@ def block_units(graph: Graph, stage: str) -> list[Scope]:
     if st is None:
         return []
     cands: list[tuple[int, list[Scope]]] = []
+    under = _weights_under(graph)
     for s in st.walk():
         if s is st:
             continue
         if s.kind == "repeat":
-            wb = sum(w.type.nbytes * w.copies for w in subtree_weights(graph, s).values())
-            cands.append((wb, [s]))
+            cands.append((_weight_bytes(under, s), [s]))
         groups: dict[str, list[Scope]] = {}
         for c in s.children.values():
             m = _EXPANDED.match(c.name)
@@ -45,7 +69,7 @@ def block_units(graph: Graph, stage: str) -> list[Scope]:
                 groups.setdefault(m.group(1), []).append(c)
         for g in groups.values():
             if len(g) > 1:
-                wb = sum(sum(w.type.nbytes * w.copies for w in subtree_weights(graph, c).values()) for c in g)
+                wb = sum(_weight_bytes(under, c) for c in g)
                 cands.append((wb, sorted(g, key=lambda c: int(_EXPANDED.match(c.name).group(2)))))
     cands = [c for c in cands if c[0] > 0]
     if not cands:

@@ -240,3 +240,18 @@ def test_sharding_a_frozen_graph_equals_sharding_a_plain_copy(plan):
         b = shard_graph(frozen.timing_copy(), plan)
         assert shape(a) == shape(b) and a.meta["parallel"]["fsdp"] == b.meta["parallel"]["fsdp"]
         assert a.meta["parallel"]["seq_len"] == b.meta["parallel"]["seq_len"]
+
+
+def test_weights_under_every_scope_in_one_walk_equal_the_per_scope_walk():
+    # block_units sizes every candidate scope from one walk of the weighted nodes; each
+    # scope's weights must be exactly those subtree_weights finds by walking every node up
+    import wanir
+    from wanir.passes.blocks import _weights_under, subtree_weights
+
+    g = wanir.estimate(["model=wan2.2-t2v-a14b", "workload.height=256", "workload.width=256",
+                        "workload.frames=9", "workload.steps=2"]).graph
+    under = _weights_under(g)
+    scopes = list(g.root.walk())
+    assert len(scopes) > 100
+    for s in scopes:
+        assert under.get(id(s), {}) == subtree_weights(g, s), s.path
