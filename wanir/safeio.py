@@ -295,15 +295,7 @@ def check_yaml_text(text: str, source: str, error: type[WanirError] = ConfigErro
         except (yaml.YAMLError, RecursionError, WanirError):
             pass        # refused: worded below, as PyYAML's parser finds it
     try:
-        ld = yaml.SafeLoader(text)
-        try:
-            nodes = []
-            while ld.check_node():
-                node = ld.get_node()
-                if node is not None:
-                    nodes.append(node)
-        finally:
-            ld.dispose()
+        nodes = _compose_all(yaml.SafeLoader, text)
     except RecursionError:
         raise error(f"{source}: the YAML nests too deeply; refused") from None
     except yaml.YAMLError as e:
