@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+from wanir.errors import GraphError
 from wanir.graph import Graph, Node, Value
 from wanir.ops import get_op
 from wanir.scope import Scope
@@ -26,14 +27,24 @@ def unique_name(names: dict, scope: Scope, want: str) -> str:
 
 
 def emit_node(g: Graph, names: dict, kind: str, inputs, scope: Scope, name: str, attrs: dict | None = None,
-              params=None) -> Node:
+              params=None, check_params: bool = False) -> Node:
     """Add a node of op ``kind`` to ``g`` under a unique name in ``scope`` (the op's attribute
-    and shape rules run here) and return it."""
+    and shape rules run here) and return it. ``check_params``: also check the weights'
+    shapes against the op's declaration (GraphError naming the node), so the node is
+    recorded as checked — what ``passes.verify`` would check of it alone; the caller keeps
+    weight keys consistent across nodes."""
     op = get_op(kind)
     where = f"{scope.path}/{name}"
     attrs = op.normalize_attrs(dict(attrs or {}), where)
-    outs = op.infer(tuple(v.type for v in inputs), attrs, where)
-    return g.add_node(kind, unique_name(names, scope, name), scope, list(inputs), outs, attrs, dict(params or {}))
+    types = tuple(v.type for v in inputs)
+    outs = op.infer(types, attrs, where)
+    if check_params:
+        want = op.param_shapes(types, attrs)
+        got = {k: w.type.shape for k, w in (params or {}).items()}
+        if want != got:
+            raise GraphError(f"{where}: weights {got} differ from what op '{kind}' declares: {want}")
+    return g.add_node(kind, unique_name(names, scope, name), scope, list(inputs), outs, attrs, dict(params or {}),
+                      checked=check_params)
 
 
 class Rewriter:

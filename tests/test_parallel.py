@@ -7,7 +7,8 @@ from wanir.backends.parallel import (DeviceGraph, Plan, PlanError, make_plan, mu
 from wanir.builder import GraphBuilder
 from wanir.config import load_config
 from wanir.frontends import wan_dit
-from wanir.resolve import component
+from wanir.errors import GraphError
+from wanir.resolve import component, resolve
 from wanir.passes import flops, verify
 
 # a small DiT with the real block structure: 8 heads of 64, 3 blocks
@@ -255,3 +256,43 @@ def test_weights_under_every_scope_in_one_walk_equal_the_per_scope_walk():
     assert len(scopes) > 100
     for s in scopes:
         assert under.get(id(s), {}) == subtree_weights(g, s), s.path
+
+
+@pytest.mark.parametrize("plan", [("ulysses", 4), ("ring", 4), ("fsdp", 8), ("cfg", 2), ("usp", 8), ("dp", 4)])
+def test_a_sharded_graph_of_a_checked_source_needs_no_verify_and_passes_it(plan):
+    # the sharding checks every node as it adds it (shape rule, weight shapes, one weight per
+    # key), so its graph records none unchecked and the count skips verify; verify run anyway
+    # must agree
+    import wanir
+    from wanir.backends.parallel import shard_graph
+
+    g = wanir.estimate(["model=wan2.1-t2v-1.3b", "workload=480p"]).graph
+    assert g.unchecked == 0
+    sg = shard_graph(g, make_plan(*plan))
+    assert sg.unchecked == 0
+    assert verify.run(sg) == len(sg)
+
+
+def test_a_sharded_graph_of_a_transformed_source_is_verified():
+    # 8-bit GEMMs rewrite the DiT (its nodes unchecked): their copies stay unchecked, so the
+    # per-device graph's count verifies them
+    from wanir.backends.parallel import shard_graph
+    from wanir.estimate import count
+
+    src = count(resolve(["model=wan2.1-t2v-1.3b", "workload=480p", "precision.dit_compute=fp8"]).build).graph
+    assert src.unchecked > 0
+    assert shard_graph(src, make_plan("ulysses", 4)).unchecked > 0
+
+
+def test_emitting_a_node_with_weights_of_the_wrong_shape_is_refused():
+    from wanir.graph import Graph, Weight
+    from wanir.passes.rewrite import emit_node
+    from wanir.tensor import TensorType
+
+    g = Graph()
+    stage = g.root.child("s", 1, "stage")
+    x = emit_node(g, {}, "input", [], stage, "x", {"shape": (2, 8), "dtype": "bf16"}).output(0)
+    w = Weight("lin.weight", TensorType((4, 7), "bf16"))      # in_features is 8
+    with pytest.raises(GraphError, match="weights"):
+        emit_node(g, {}, "linear", [x], stage, "lin", {"out_features": 4, "bias": False}, {"weight": w},
+                  check_params=True)

@@ -25,7 +25,8 @@ from .transform import shard_graph
 
 class DeviceGraph:
     """A plan's per-device graph, annotated once with the hardware-independent passes
-    (verify, flops, bytes, memory) so that :meth:`cost` can time it on any hardware."""
+    (flops, bytes, memory; verify for what the sharding did not check) so that :meth:`cost`
+    can time it on any hardware."""
 
     def __init__(self, graph: Graph, plan: Plan, run=None):
         """``graph``: the single-device pipeline graph; ``plan``: its shape; ``run``: the
@@ -53,8 +54,9 @@ class DeviceGraph:
             # FSDP: the memory pass replays the allocator with the weights one device keeps, so
             # that :meth:`cost` needs no replay of its own (two experts keep their own rule there)
             resident = self._fsdp_resident(g) or None
-        # the counting path of the single-device estimate (passes/count.py)
-        counts = count.run(g, self.options, check=True, mem=self.mem, resident_weight_bytes=resident)
+        # the counting path of the single-device estimate (passes/count.py); the sharding checks
+        # every node it adds, so verify runs only on what was not checked (a transformed source)
+        counts = count.run(g, self.options, mem=self.mem, resident_weight_bytes=resident)
         self.nodes = list(g)
         self.flops = counts["flops"]
         self.memory = counts["memory"]

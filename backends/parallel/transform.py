@@ -78,6 +78,11 @@ class _Sharder:
         self.fsdp_info: dict[str, dict] = {}
         #: ids of nodes of a sequence-sharded stage that run unsharded on every device
         self.replicated: set[int] = set()
+        #: every node added is checked as it is added (shape rule, weight shapes, one weight
+        #: per key), so the new graph needs no verify pass — when the source needed none
+        #: either (its copies keep the source's checked outputs)
+        self.src_checked = src.unchecked == 0
+        self.weights_seen: dict[str, object] = {}
         self.units: dict[str, list[Scope]] = {}
         self.unit_ids: dict[str, set[int]] = {}
         self.seq_len: dict[str, int] = {}
@@ -113,7 +118,17 @@ class _Sharder:
         return unique_name(self.names, scope, want)
 
     def emit(self, kind, inputs, scope, name, attrs, params=None) -> Node:
-        return emit_node(self.g, self.names, kind, inputs, scope, name, attrs, params)
+        self._one_weight_per_key(scope, name, params)
+        return emit_node(self.g, self.names, kind, inputs, scope, name, attrs, params, check_params=True)
+
+    def _one_weight_per_key(self, scope, name, params) -> None:
+        """Raise GraphError when a weight of ``params`` has a key another node of the new
+        graph holds with another type or copy count (what ``passes.verify`` checks)."""
+        for w in (params or {}).values():
+            old = self.weights_seen.setdefault(w.key, w)
+            if old != w:
+                raise GraphError(f"{scope.path}/{name}: weight '{w.key}' is {w.type} ×{w.copies} here, "
+                                 f"{old.type} ×{old.copies} elsewhere")
 
     def comm_node(self, kind, x: Value, scope, name, group: str, size: int, overlap=None, **attrs) -> Value:
         stride = 1 if group in ("sp", "fsdp") else self.plan.stride(group)
@@ -323,8 +338,9 @@ class _Sharder:
         if all(a.type == v.type for a, v in zip(ins, node.inputs)):
             # the node as the source holds it: its attributes are normalized and its outputs are
             # what its shape rule gives for these input types (the count's verify checks again)
+            self._one_weight_per_key(scope, node.name, node.params)
             new = self.g.add_node(node.kind, self.name(scope, node.name), scope, ins, node.outputs,
-                                  dict(node.attrs), dict(node.params))
+                                  dict(node.attrs), dict(node.params), checked=self.src_checked)
         else:
             new = self.emit(node.kind, ins, scope, node.name, dict(node.attrs), node.params)
         if sp_on:       # a node of a sequence-sharded stage that every device runs whole (e.g. the embeddings)
