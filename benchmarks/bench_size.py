@@ -1,5 +1,6 @@
 """Time `wanir size` over every shipped GPU, 1-8 devices and every plan (the latency case),
-in process. Prints the configurations evaluated and the seconds taken (best of N runs).
+in one process, every build counted again each run. Prints the configurations evaluated
+and the seconds taken (best and worst of N runs).
 
     .venv/bin/python benchmarks/bench_size.py [--repeats N]
 """
@@ -14,10 +15,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from wanir.backends.sizing import size
+    from wanir.estimate import clear_caches
 
     size([], latency_s=300.0, devices=(1,))        # warm up: Hydra composition, hardware library
     times = []
     for _ in range(args.repeats):
+        clear_caches()                             # each run counts every build again, as a new process would
         t0 = time.perf_counter()
         res = size([], latency_s=300.0, devices=(1, 2, 4, 8))
         times.append(time.perf_counter() - t0)
