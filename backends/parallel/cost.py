@@ -77,15 +77,18 @@ class DeviceGraph:
 
         p, g = plan or self.plan, self.graph
         # plans of this shape that differ only in data-parallel replicas or name cost the same
-        # per device — but for the ranks of one host that copy weights at once (offload under a
-        # plan shares the host's uplinks and DRAM): the result on one hardware is computed once
-        # per such rank count (the node annotations hold the last hardware computed)
+        # per device — but for the weight copies, whose host link the ranks of one host share
+        # (offload under a plan): the stages on one hardware are computed once, the copy time
+        # once per rank count (the node annotations hold the last hardware computed)
         ranks = min(p.degree, p.gpus_per_node)
-        key = (id(hw), p.overlap, p.gpus_per_node, repr(p.network), repr(p.intra_node), p.vae, p.replica, ranks)
+        key = (id(hw), p.overlap, p.gpus_per_node, repr(p.network), repr(p.intra_node), p.vae, p.replica)
         hit = self._costs.get(key)
         if hit is not None and hit[0] is hw:
-            _, stages, transfer_s, pipe, prov = hit
-            return MultiDeviceCost(self, hw, _copy_stages(stages), transfer_s, dict(pipe), single_time_s, p, prov)
+            _, stages, transfers, pipe, prov, copies = hit
+            t = transfers.get(ranks)
+            if t is None:
+                t = transfers[ranks] = copies(ranks)
+            return MultiDeviceCost(self, hw, _copy_stages(stages), t, dict(pipe), single_time_s, p, prov)
         host_stages = mem_pass.HOST_STAGES_T5_CPU if self.t5_cpu else ()
         host = hostlib.load_host(self.mem, hw) if host_stages else None
         wb = self.weight_bytes()
@@ -98,9 +101,13 @@ class DeviceGraph:
                           matmul_tf32=matmul_tf32, fusion=self.fusion, cuda_graphs=self.options.runtime.cuda_graphs,
                           keys=self._keys)
         mem_for_copies = {"stages": {s: {**r, "weight_bytes": wb[s]} for s, r in self.memory["stages"].items()}}
-        rf["transfer_s"] = hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
-                                                    self.mode == "ideal", rf,
-                                                    ranks=ranks)
+
+        def copies(n: int) -> float:
+            """Host↔device weight-copy seconds with ``n`` ranks of one host copying at once."""
+            return hostlib.transfer_seconds(g, mem_for_copies, hw, self.mem, self.runtime, host_stages,
+                                            self.mode == "ideal", rf, ranks=n)
+
+        rf["transfer_s"] = copies(ranks)
         topo = commlib.topology(hw, p.gpus_per_node, dict(p.network), dict(p.intra_node))
         # communication nodes on their link tier
         for nid, e in self.comm.items():
@@ -172,7 +179,7 @@ class DeviceGraph:
         pipe = dict(self._pipe)
         if len(self._costs) >= 64:
             self._costs.pop(next(iter(self._costs)))
-        self._costs[key] = (hw, _copy_stages(stages), rf["transfer_s"], dict(pipe), rf["provenance"])
+        self._costs[key] = (hw, _copy_stages(stages), {ranks: rf["transfer_s"]}, dict(pipe), rf["provenance"], copies)
         return MultiDeviceCost(self, hw, stages, rf["transfer_s"], pipe, single_time_s, p, rf["provenance"])
 
     def _kernel_for(self, hw) -> str:
