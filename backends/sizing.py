@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import difflib
 import functools
-import gc
 import math
-import multiprocessing
 import os
-import signal
 from dataclasses import dataclass, field
 
 from wanir import hardware as hwlib
@@ -29,7 +26,7 @@ from wanir import jsonout, kernels
 from wanir.dictconfig import resolve as resolve_interpolations
 from wanir.errors import ConfigError
 from wanir.estimate import count, paused_gc
-from wanir.limits import cap_jobs, usable_cpus
+from wanir.limits import MAX_JOBS, cap_jobs, check_int_arg, usable_cpus
 from wanir.resolve import resolve
 from wanir.runtime import run_attention_kernel
 from wanir.safeio import load_yaml, read_text_file
@@ -41,6 +38,7 @@ from .report import column_time_unit, fmt_bytes, fmt_time, fmt_time_range_in
 from .stack import PREC_NAMES as _PREC_NAMES
 from .stack import STACK_PRECISIONS, stack_of
 from .stack import kernel_label as _kernel_label
+from .workers import fork_pool, quiet_worker
 
 #: device counts tried by default
 DEFAULT_DEVICES = (1, 2, 4, 8, 16, 32)
@@ -50,13 +48,6 @@ PARALLEL_MIN_PLANS = 16
 
 #: the plan function of the sizing running in this process, read by its forked workers
 _JOB: dict = {}
-
-
-def _worker_init() -> None:
-    """A sizing worker: Ctrl-C reaches the whole process group, the parent stops the workers;
-    the collector stays off (a worker lives only for the search)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    gc.disable()
 
 
 def _run_job(item):
@@ -87,14 +78,7 @@ class _Workers:
             return map(self.fn, items)
         if self.pool is None:
             _JOB["fn"] = self.fn
-            frozen = gc.get_freeze_count() == 0     # what the workers share with this process stays unwritten
-            if frozen:
-                gc.freeze()
-            try:
-                self.pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init)
-            finally:
-                if frozen:
-                    gc.unfreeze()
+            self.pool = fork_pool(jobs, quiet_worker)
             self.n = jobs
         return self.pool.imap(_run_job, items, chunksize=max(1, len(items) // (self.n * 4)))
 
@@ -354,6 +338,8 @@ def size(overrides=(), config_dir=None, *, latency_s: float | None = None, throu
         raise ConfigError(f"--throughput must be > 0 videos/hour, got {throughput}")
     if risk not in RISKS:
         raise ConfigError(f"--risk {str(risk)[:20]!r}: allowed {', '.join(RISKS)}")
+    if jobs is not None:
+        check_int_arg("jobs", jobs, 1, MAX_JOBS)
     overrides = list(overrides)
     sc0 = resolve(overrides, config_dir)
     opts = sc0.run.options

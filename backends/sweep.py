@@ -29,9 +29,7 @@ import io
 import itertools
 import json
 import math
-import multiprocessing
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +46,7 @@ from wanir.safeout import csv_cell, write_output
 
 from .report import heaviest_ops  # noqa: F401  (re-exported: the ops of a point for the roofline chart)
 from .roof import hardware_roof
+from .workers import fork_pool, quiet_worker
 
 #: per-stage columns, suffixes of ``<stage>.`` (FLOPs are tensor + vector; memory is one invocation's peak)
 STAGE_COLUMNS = ("invocations", "tensor_flops", "vector_flops", "flops", "bytes", "time_s", "peak_activation_bytes")
@@ -263,9 +262,8 @@ def _worker_init(config_dir, estimator, in_pool=False):
     """Set up this process for sweep points: the point composer, the estimator, which
     hardware's roofline ops it has already sent, and garbage collection paced by points
     (:data:`COLLECT_EVERY`; a pool worker lives only for the sweep, so its collector stays off)."""
-    if in_pool:   # Ctrl-C reaches the whole process group: the parent stops the workers
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        gc.disable()
+    if in_pool:
+        quiet_worker()
     _WORKER["composer"] = PointComposer(config_dir)
     _WORKER["estimator"] = estimator
     _WORKER["ops_sent"] = set()
@@ -392,17 +390,7 @@ def run_sweep(overrides: Iterable[str], config_dir=None, progress: bool = True,
     try:
         todo = [points[i] for i in order]
         if jobs > 1 and len(points) > 1:
-            # the workers start with what this process holds (imports, composed groups) frozen out
-            # of their collections (gc.freeze): pages it shares with them stay unwritten
-            frozen = gc.get_freeze_count() == 0     # (a caller's own freeze is left alone)
-            if frozen:
-                gc.freeze()
-            try:
-                pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_init,
-                                                                initargs=(config_dir, estimator, True))
-            finally:
-                if frozen:
-                    gc.unfreeze()
+            pool = fork_pool(jobs, _worker_init, (config_dir, estimator, True))
             chunk = max(1, min(max(CHUNK_POINTS, group), CHUNK_GROUP_MAX, len(points) // (jobs * 8)))
             results = pool.imap(_estimate_point, todo, chunksize=chunk)
         else:
