@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import wanir
 from hostile import assert_one_line_error, cli
+from wanir.backends.sizing import size
 from wanir.config import load_config
 from wanir.errors import ConfigError
 from wanir.limits import LIMITS, Rule, check_value
@@ -70,9 +71,20 @@ def test_plus_key_that_wanir_reads_is_accepted():
     (("size", "--latency", "60", "--devices", "1,99999999999999"), "--devices"),
     (("size", "--latency", "60", "--price", "h100-sxm=inf"), "--price"),
     (("sweep", "workload.steps=1,2", "-o", "/tmp/never-written", "-j", "3000"), "-j/--jobs must be an integer in [1, 64]"),
+    (("size", "--latency", "60", "-j", "0"), "-j/--jobs must be an integer in [1, 64]"),
+    (("size", "--latency", "60", "-j", "99999999999999999999"), "-j/--jobs must be an integer in [1, 64]"),
+    (("size", "--latency", "60", "-j", "nan"), "-j/--jobs"),
+    (("no-such-command",), "invalid choice"),
 ])
 def test_bad_option_is_one_line(args, needle):
     assert_one_line_error(cli(*args), needle)
+
+
+@pytest.mark.integration
+def test_an_option_argparse_refuses_is_one_line_cut_and_without_control_characters():
+    line = assert_one_line_error(cli("estimate", "--depth", "x" * 5000 + "\x1b[31m"), "invalid int value",
+                                 "see wanir estimate --help")
+    assert "\x1b" not in line and len(line) < 400
 
 
 # ----------------------------------------------------------------------------- the Python API (h)
@@ -83,6 +95,12 @@ def test_bad_option_is_one_line(args, needle):
 def test_api_refuses_anything_but_a_list_of_strings(bad):
     with pytest.raises(ConfigError):
         wanir.estimate(bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 65, 10**30, True, 1.5, float("nan"), "2", [2]])
+def test_size_api_refuses_a_bad_jobs_count(bad):
+    with pytest.raises(ConfigError, match="jobs must be an integer in"):
+        size(["model=wan2.1-t2v-1.3b"], latency_s=60.0, hardware=["h100-sxm"], devices=(1,), jobs=bad)
 
 
 # ----------------------------------------------------------------------------- every limit

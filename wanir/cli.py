@@ -36,7 +36,7 @@ from .limits import MAX_DEVICES, MAX_JOBS, check_int_arg, usable_cpus
 from .ops import OPS
 from .paths import CONFIG_DIR
 from .resolve import explain_lines, resolve
-from .safeio import short
+from .safeio import printable, short
 from .scenario import thaw
 
 # What every command needs sits above (the ``wanir`` package loads it anyway). A command that
@@ -293,11 +293,23 @@ def _description() -> str:
             f"(wanir spec).")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose refusals are one line, as every other error of the CLI: exit 2
+    with ``wanir: error: ...`` (argparse prints its usage first), the user's text cut and its
+    control characters made visible."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("wanir").strip()
+        sys.stderr.write(f"wanir: error: {where + ': ' if where else ''}{printable(message, 300)} "
+                         f"(see {self.prog} --help)\n")
+        sys.exit(2)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; ``command`` (the command about to run, None for all) spares
     declaring the other commands' arguments and loading their modules: they are added as
     names only."""
-    p = argparse.ArgumentParser(prog="wanir", description=_description() if command is None else None)
+    p = _Parser(prog="wanir", description=_description() if command is None else None)
     sub = p.add_subparsers(dest="command", required=True)
     for name, add in PARSERS.items():
         if command is None or name == command:
@@ -338,8 +350,8 @@ def _parser_size(sub) -> None:
     z.add_argument("--allow", default=None, metavar="NAMES",
                    help="comma-separated optimizations to combine, e.g. fp8,teacache,radial,compiled")
     z.add_argument("-j", "--jobs", type=int, default=None,
-                   help="processes to spread the plans over (default: one per CPU core, up to 8, when there are "
-                        "16 plans or more; never more than the usable CPU cores); the ranking is the same")
+                   help="processes to spread the plans over (default: one per CPU core, up to 8, when a batch has "
+                        "enough plans to pay for them; never more than the usable CPU cores); the ranking is the same")
     z.set_defaults(func=cmd_size)
 
 
