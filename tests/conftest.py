@@ -9,6 +9,8 @@ Under CI (``CI`` set in the environment):
 """
 import importlib.util
 import os
+import subprocess
+import sys
 
 from hypothesis import settings
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -58,9 +60,6 @@ def _cli_subprocess_only_in_integration_tests(request):
     if request.node.get_closest_marker("integration") is not None:
         yield
         return
-    import subprocess
-    import sys
-
     real = subprocess.Popen.__init__
 
     def guarded(self, args, *rest, **kwargs):

@@ -8,13 +8,14 @@ import struct
 import zipfile
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostile import assert_one_line_error, cli
 from wanir.errors import ConfigError, SpecError
 from wanir.frontends.ckpt_read import check_torch_zip
-from wanir.safeio import CAPS, YAML_MAX_NODES, load_yaml, read_regular_file
+from wanir.safeio import CAPS, YAML_MAX_NODES, check_yaml_text, load_yaml, read_regular_file
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
@@ -260,10 +261,6 @@ def test_deep_nesting():
 def test_checked_yaml_text_words_refusals_as_pyyaml_finds_them():
     # check_yaml_text composes with libyaml first; whatever it refuses is worded by PyYAML's
     # own parser: the line, column and problem PyYAML reports
-    import yaml
-
-    from wanir.safeio import check_yaml_text
-
     bad = "a: 1\nb: [1, 2\nc: 3\n"
     with pytest.raises(yaml.YAMLError) as pe:
         yaml.load(bad, Loader=yaml.SafeLoader)
@@ -294,6 +291,5 @@ _DATA = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
 @settings(max_examples=100, deadline=None)
 @given(_DATA)
 def test_load_yaml_reads_what_safe_load_reads(data):
-    import yaml
     text = yaml.safe_dump({"a": data, "b": data})
     assert load_yaml(text) == yaml.safe_load(text)

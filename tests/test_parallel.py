@@ -2,14 +2,20 @@
 rejected plans, speedup bounds."""
 import pytest
 
+import wanir
 from wanir.backends.parallel import (DeviceGraph, Plan, PlanError, make_plan, multi_device_cost, resolve_plan,
                                      shard_graph)
 from wanir.builder import GraphBuilder
 from wanir.config import load_config
 from wanir.frontends import wan_dit
 from wanir.errors import GraphError
-from wanir.resolve import component, resolve
+from wanir.estimate import count
+from wanir.graph import Graph, Weight
 from wanir.passes import flops, verify
+from wanir.passes.blocks import _weights_under, subtree_weights
+from wanir.passes.rewrite import emit_node
+from wanir.resolve import component, resolve
+from wanir.tensor import TensorType
 
 # a small DiT with the real block structure: 8 heads of 64, 3 blocks
 DIT = dict(patch_size=[1, 2, 2], num_attention_heads=8, attention_head_dim=32, in_channels=16, out_channels=16,
@@ -189,8 +195,6 @@ def test_splitting_the_14b_dit_makes_a_video_faster(name, n):
     """A lower bound to go with the upper one: at 1280x720x81 the DiT's work dwarfs the
     communication, so every plan that splits it must beat one device (data parallel and pure
     FSDP keep each device's work per video whole and are left out)."""
-    import wanir
-
     c = multi_device_cost(wanir.estimate(), "h100-sxm", n, name)
     assert 1 < c.speedup <= n
 
@@ -246,9 +250,6 @@ def test_sharding_a_frozen_graph_equals_sharding_a_plain_copy(plan):
 def test_weights_under_every_scope_in_one_walk_equal_the_per_scope_walk():
     # block_units sizes every candidate scope from one walk of the weighted nodes; each
     # scope's weights must be exactly those subtree_weights finds by walking every node up
-    import wanir
-    from wanir.passes.blocks import _weights_under, subtree_weights
-
     g = wanir.estimate(["model=wan2.2-t2v-a14b", "workload.height=256", "workload.width=256",
                         "workload.frames=9", "workload.steps=2"]).graph
     under = _weights_under(g)
@@ -263,9 +264,6 @@ def test_a_sharded_graph_of_a_checked_source_needs_no_verify_and_passes_it(plan)
     # the sharding checks every node as it adds it (shape rule, weight shapes, one weight per
     # key), so its graph records none unchecked and the count skips verify; verify run anyway
     # must agree
-    import wanir
-    from wanir.backends.parallel import shard_graph
-
     g = wanir.estimate(["model=wan2.1-t2v-1.3b", "workload=480p"]).graph
     assert g.unchecked == 0
     sg = shard_graph(g, make_plan(*plan))
@@ -276,19 +274,12 @@ def test_a_sharded_graph_of_a_checked_source_needs_no_verify_and_passes_it(plan)
 def test_a_sharded_graph_of_a_transformed_source_is_verified():
     # 8-bit GEMMs rewrite the DiT (its nodes unchecked): their copies stay unchecked, so the
     # per-device graph's count verifies them
-    from wanir.backends.parallel import shard_graph
-    from wanir.estimate import count
-
     src = count(resolve(["model=wan2.1-t2v-1.3b", "workload=480p", "precision.dit_compute=fp8"]).build).graph
     assert src.unchecked > 0
     assert shard_graph(src, make_plan("ulysses", 4)).unchecked > 0
 
 
 def test_emitting_a_node_with_weights_of_the_wrong_shape_is_refused():
-    from wanir.graph import Graph, Weight
-    from wanir.passes.rewrite import emit_node
-    from wanir.tensor import TensorType
-
     g = Graph()
     stage = g.root.child("s", 1, "stage")
     x = emit_node(g, {}, "input", [], stage, "x", {"shape": (2, 8), "dtype": "bf16"}).output(0)

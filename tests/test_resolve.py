@@ -4,10 +4,14 @@ and immutability of everything handed out."""
 import dataclasses
 
 import pytest
+import yaml
 
 import wanir
 from wanir import config as C
+from wanir import options
+from wanir.backends.parallel import make_plan
 from wanir.estimate import count, evaluate, time
+from wanir.paths import CONFIG_DIR
 from wanir.resolve import resolve
 from wanir.scenario import FrozenMap, Source
 
@@ -177,7 +181,6 @@ def test_hardware_and_kernel_tables_are_read_only():
 
 
 def test_one_default_for_each_option():
-    from wanir import options
     from wanir.runtime import runtime_options
 
     assert options.RunOptions().runtime.name == runtime_options(None).name == options.DEFAULT_RUNTIME
@@ -196,11 +199,6 @@ def test_null_is_default_keys_have_their_one_home_in_the_options_class():
     """precision.keep_fp32 and precision.act_scales: no config file states the value (null),
     the composed configuration holds the options class's field default, and its provenance
     names the class, not a YAML file."""
-    import yaml
-
-    from wanir import options
-    from wanir.paths import CONFIG_DIR
-
     assert {"precision.keep_fp32", "precision.act_scales"} <= set(options.NULL_IS_DEFAULT)
     for key in options.NULL_IS_DEFAULT:
         group, name = key.split(".")
@@ -232,9 +230,6 @@ def test_a_users_precision_keys_are_kept_with_user_provenance():
 def test_options_class_defaults_survive_a_move_to_another_plan():
     """Run.for_plan re-applies the runtime's defaults for the plan (config_for_plan); the
     options classes' defaults are not plan dependent and stay filled, a user's value stays."""
-    from wanir import options
-    from wanir.backends.parallel import make_plan
-
     cls = options.GROUPS["precision"]
     keep, scales = _field_default(cls, "keep_fp32"), _field_default(cls, "act_scales")
     build, run = resolve([*SMALL, "precision.dit_compute=fp8"]).run.for_plan(make_plan("fsdp", 4))
