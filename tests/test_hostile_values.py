@@ -82,8 +82,8 @@ def test_bad_option_is_one_line(args, needle):
 
 @pytest.mark.integration
 def test_an_option_argparse_refuses_is_one_line_cut_and_without_control_characters():
-    line = assert_one_line_error(cli("estimate", "--depth", "x" * 5000 + "\x1b[31m"), "invalid int value",
-                                 "see wanir estimate --help")
+    line = assert_one_line_error(cli("estimate", "--depth", "x" * 5000 + "\x1b[31m"), "estimate: argument --depth",
+                                 "invalid int value")
     assert "\x1b" not in line and len(line) < 400
 
 

@@ -300,8 +300,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         where = self.prog.removeprefix("wanir").strip()
-        sys.stderr.write(f"wanir: error: {where + ': ' if where else ''}{printable(message, 300)} "
-                         f"(see {self.prog} --help)\n")
+        sys.stderr.write(f"wanir: error: {where + ': ' if where else ''}{printable(message, 300)}\n")
         sys.exit(2)
 
 
